@@ -1,0 +1,155 @@
+//! The HTTP API (`/v1`, JSON), the browser pages and the notebook proxy, as one axum router.
+//! One file per resource; every handler authenticates through the [`Principal`] extractor
+//! and returns [`error::ApiError`] on failure.
+//!
+//! [`Principal`]: crate::auth::Principal
+
+pub mod error;
+pub mod notebooks;
+pub mod pages;
+pub mod users;
+
+use axum::Router;
+use axum::routing::{any, get};
+use serde::Serialize;
+
+use crate::auth::Principal;
+use crate::server::AppState;
+use error::{ApiJson, ApiQuery, ApiResult};
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/flavors", get(flavors))
+        .route("/v1/images", get(images))
+        .route("/v1/audit", get(audit_list))
+        .merge(users::routes())
+        .merge(notebooks::routes())
+        .merge(pages::routes())
+        .route("/nb/{id}", any(crate::proxy::handle))
+        .route("/nb/{id}/", any(crate::proxy::handle))
+        .route("/nb/{id}/{*rest}", any(crate::proxy::handle))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+#[derive(Serialize)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+#[derive(Serialize)]
+struct WhoAmI {
+    name: String,
+    role: &'static str,
+}
+
+async fn whoami(p: Principal) -> ApiJson<WhoAmI> {
+    ApiJson(WhoAmI {
+        name: p.name,
+        role: p.role.as_str(),
+    })
+}
+
+#[derive(Serialize)]
+struct FlavorView {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    vcpus: u32,
+    memory_gib: u32,
+    description: String,
+    default: bool,
+}
+
+async fn flavors(
+    _p: Principal,
+    state: axum::extract::State<AppState>,
+) -> ApiJson<Items<FlavorView>> {
+    let items = state
+        .settings
+        .flavors
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FlavorView {
+            id: f.id.clone(),
+            kind: f.kind.clone(),
+            vcpus: f.vcpus,
+            memory_gib: f.memory_gib,
+            description: f.description.clone(),
+            default: i == 0,
+        })
+        .collect();
+    ApiJson(Items { items })
+}
+
+#[derive(Serialize)]
+struct ImageView {
+    id: String,
+    description: String,
+    default: bool,
+}
+
+async fn images(_p: Principal, state: axum::extract::State<AppState>) -> ApiJson<Items<ImageView>> {
+    let items = state
+        .settings
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, im)| ImageView {
+            id: im.id.clone(),
+            description: im.description.clone(),
+            default: i == 0,
+        })
+        .collect();
+    ApiJson(Items { items })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+    action: Option<String>,
+    user: Option<String>,
+}
+
+async fn audit_list(
+    p: Principal,
+    state: axum::extract::State<AppState>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<ApiJson<Items<crate::audit::AuditRecord>>> {
+    p.require_admin()?;
+    let (limit, offset) = paging(q.limit, q.offset)?;
+    let mut conn = state.store.pool.acquire().await?;
+    let items = crate::audit::list(
+        &mut conn,
+        &crate::audit::AuditFilter {
+            action: q.action,
+            user: q.user,
+            limit,
+            offset,
+        },
+    )
+    .await?;
+    Ok(ApiJson(Items { items }))
+}
+
+/// Page size 1–500 (default 100); offset ≥ 0.
+pub fn paging(limit: Option<i64>, offset: Option<i64>) -> ApiResult<(i64, i64)> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(error::ApiError::invalid(format!(
+            "limit: {limit} is out of range; use 1 to 500"
+        )));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(error::ApiError::invalid("offset: must not be negative"));
+    }
+    Ok((limit, offset))
+}

@@ -1,0 +1,177 @@
+//! `/v1/notebooks`: create, list, get, update, start, stop, delete, events.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use super::{Items, paging};
+use crate::auth::Principal;
+use crate::auth::authz::{self, Access, NotebookGrant};
+use crate::events;
+use crate::notebooks::{CreateNotebook, NotebookView, UpdateNotebook, status};
+use crate::server::AppState;
+use crate::store::notebooks::{self as rows, ListFilter};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/notebooks", post(create).get(list))
+        .route("/v1/notebooks/{id}", get(show).patch(update).delete(delete))
+        .route("/v1/notebooks/{id}/start", post(start))
+        .route("/v1/notebooks/{id}/stop", post(stop))
+        .route("/v1/notebooks/{id}/events", get(list_events))
+}
+
+/// Loads a notebook and checks that `p` may act on it.
+async fn grant(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+    access: Access,
+) -> ApiResult<NotebookGrant> {
+    let mut conn = state.store.pool.acquire().await?;
+    let row = rows::get(&mut conn, id)
+        .await?
+        .ok_or_else(|| authz::not_found(id))?;
+    authz::authorize(p, row, access)
+}
+
+async fn create(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateNotebook>,
+) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
+    let row = state.lifecycle.create(&p, req).await?;
+    Ok((StatusCode::CREATED, ApiJson(row.into())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    name: Option<String>,
+    status: Option<String>,
+    image: Option<String>,
+    flavor: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+    all: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<NotebookView>,
+    total: i64,
+}
+
+async fn list(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<ApiJson<Page>> {
+    let all = q.all.unwrap_or(false);
+    if all && !p.is_admin() {
+        return Err(ApiError::forbidden(
+            "all=true (everyone's notebooks) needs the admin role",
+        ));
+    }
+    if let Some(s) = &q.status
+        && !status::ALL.contains(&s.as_str())
+    {
+        return Err(ApiError::invalid(format!(
+            "status: unknown status {s:?}; one of {}",
+            status::ALL.join(", ")
+        )));
+    }
+    let (limit, offset) = paging(q.limit, q.offset)?;
+    let filter = ListFilter {
+        owner_id: (!all).then(|| p.user_id.clone()),
+        name_contains: q.name.filter(|n| !n.is_empty()),
+        status: q.status,
+        image: q.image,
+        flavor: q.flavor,
+        limit,
+        offset,
+    };
+    let mut conn = state.store.pool.acquire().await?;
+    let (rows, total) = rows::list(&mut conn, &filter).await?;
+    Ok(ApiJson(Page {
+        items: rows.into_iter().map(Into::into).collect(),
+        total,
+    }))
+}
+
+async fn show(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<NotebookView>> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    Ok(ApiJson(g.notebook.into()))
+}
+
+async fn update(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateNotebook>,
+) -> ApiResult<ApiJson<NotebookView>> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    Ok(ApiJson(state.lifecycle.update(g, req).await?.into()))
+}
+
+async fn start(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(state.lifecycle.start(g).await?.into()),
+    ))
+}
+
+async fn stop(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(state.lifecycle.stop(g).await?.into()),
+    ))
+}
+
+async fn delete(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(state.lifecycle.delete(g).await?.into()),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    limit: Option<i64>,
+}
+
+async fn list_events(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<ApiJson<Items<events::EventRecord>>> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let mut conn = state.store.pool.acquire().await?;
+    let items = events::list(&mut conn, &g.notebook.id, limit).await?;
+    Ok(ApiJson(Items { items }))
+}

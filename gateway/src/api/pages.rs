@@ -1,0 +1,249 @@
+//! Browser pages: login (an API token in, an HttpOnly session cookie out), logout, a home
+//! page listing the user's notebooks, and the plain pages errors are shown on.
+
+use axum::Form;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::audit::{self, Action, Target};
+use crate::auth::{self, SESSION_COOKIE};
+use crate::server::AppState;
+use crate::store::{self, notebooks as rows, users};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · Atelier</title>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <style>body{{font-family:system-ui,sans-serif;max-width:52rem;margin:3rem auto;padding:0 1rem;color:#222}}\
+         table{{border-collapse:collapse;width:100%}}td,th{{text-align:left;padding:.4rem;border-bottom:1px solid #ddd}}\
+         input{{font-size:1rem;padding:.4rem;width:100%;box-sizing:border-box}}button{{font-size:1rem;padding:.4rem 1rem}}\
+         .muted{{color:#666}}</style></head><body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    ))
+}
+
+/// A plain page for errors shown to browsers.
+pub fn message_page(title: &str, message: &str) -> Html<String> {
+    page(
+        title,
+        &format!(
+            "<p>{}</p><p><a href=\"/\">Your notebooks</a></p>",
+            escape(message)
+        ),
+    )
+}
+
+/// Only same-site paths, so the login form cannot be turned into an open redirect.
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/",
+    }
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+    error: Option<String>,
+}
+
+async fn login_page(Query(q): Query<NextQuery>) -> Html<String> {
+    let next = safe_next(q.next.as_deref());
+    let error = match q.error.as_deref() {
+        Some(_) => {
+            "<p style=\"color:#b00\">That token is not valid (revoked, expired or mistyped).</p>"
+        }
+        None => "",
+    };
+    page(
+        "Log in",
+        &format!(
+            "{error}<form method=\"post\" action=\"/login\">\
+             <p><label>API token<br><input name=\"token\" type=\"password\" autocomplete=\"current-password\" autofocus required></label></p>\
+             <input type=\"hidden\" name=\"next\" value=\"{}\"><p><button type=\"submit\">Log in</button></p></form>\
+             <p class=\"muted\">Get a token from your administrator, or with <code>atelier token create</code>.</p>",
+            escape(next)
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let next = safe_next(form.next.as_deref()).to_owned();
+    let retry = || {
+        Redirect::to(&format!(
+            "/login?error=1&next={}",
+            crate::proxy::urlencode(&next)
+        ))
+        .into_response()
+    };
+    let principal = match state.auth.resolve(form.token.trim()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return retry(),
+        Err(e) => return e.into_response(),
+    };
+    let secret = auth::new_secret("ats_");
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = store::now();
+    let hours = i64::from(state.settings.session_hours);
+    let expires =
+        store::format_time(time::OffsetDateTime::now_utc() + time::Duration::hours(hours));
+    let result: Result<(), sqlx::Error> = async {
+        let mut tx = state.store.pool.begin().await?;
+        users::insert_token(
+            &mut tx,
+            users::NewToken {
+                id: &id,
+                user_id: &principal.user_id,
+                kind: "session",
+                secret_hash: &auth::hash_secret(&secret),
+                label: "browser session",
+                now: &now,
+                expires_at: Some(&expires),
+            },
+        )
+        .await?;
+        audit::record(
+            &mut tx,
+            &principal.name,
+            Action::Login,
+            Target {
+                kind: "session",
+                id: &id,
+                name: &principal.name,
+            },
+            "ok",
+            None,
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        return crate::api::error::ApiError::internal(e).into_response();
+    }
+    let cookie = format!(
+        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+        hours * 3600
+    );
+    let mut resp = Redirect::to(&next).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(secret) = auth::session_cookie(&headers) {
+        let hash = auth::hash_secret(secret);
+        if let Ok(mut conn) = state.store.pool.acquire().await {
+            let _ = users::delete_session_by_hash(&mut conn, &hash).await;
+        }
+        state.auth.forget(&hash);
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("atelier_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    resp
+}
+
+async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let principal = match state.auth.authenticate(&headers).await {
+        Ok(Some(p)) => p,
+        _ => return Redirect::to("/login").into_response(),
+    };
+    let filter = rows::ListFilter {
+        owner_id: Some(principal.user_id.clone()),
+        limit: 500,
+        ..Default::default()
+    };
+    let list = async {
+        let mut conn = state.store.pool.acquire().await?;
+        rows::list(&mut conn, &filter).await
+    }
+    .await;
+    let (items, _) = match list {
+        Ok(l) => l,
+        Err(e) => return crate::api::error::ApiError::internal(e).into_response(),
+    };
+    let mut body = format!(
+        "<p>Logged in as <b>{}</b>. <form style=\"display:inline\" method=\"post\" action=\"/logout\"><button>Log out</button></form></p>",
+        escape(&principal.name)
+    );
+    if items.is_empty() {
+        body.push_str("<p>No notebooks yet. Create one with <code>atelier notebook create NAME --wait</code>.</p>");
+    } else {
+        body.push_str(
+            "<table><tr><th>Name</th><th>Status</th><th>Flavor</th><th>Created</th></tr>",
+        );
+        for n in items {
+            let name = if n.status == crate::notebooks::status::RUNNING {
+                format!(
+                    "<a href=\"/nb/{}/lab\">{}</a>",
+                    escape(&n.id),
+                    escape(&n.name)
+                )
+            } else {
+                escape(&n.name)
+            };
+            body.push_str(&format!(
+                "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&n.status),
+                escape(&n.flavor),
+                escape(n.created_at.get(..19).unwrap_or(&n.created_at)).replace('T', " ")
+            ));
+        }
+        body.push_str("</table>");
+    }
+    (StatusCode::OK, page("Your notebooks", &body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_same_site_only() {
+        assert_eq!(safe_next(Some("/nb/x/lab?a=1")), "/nb/x/lab?a=1");
+        for bad in [
+            None,
+            Some("https://evil.example/"),
+            Some("//evil.example"),
+            Some("/\\evil"),
+            Some("x"),
+        ] {
+            assert_eq!(safe_next(bad), "/");
+        }
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Authorization: the only place that decides whether a principal may touch a notebook.
+//! Only [`authorize`] constructs a [`NotebookGrant`], and the lifecycle, the proxy and (later)
+//! the SSH relay take a grant, not a principal, so a missing check does not compile.
+
+use crate::api::error::ApiError;
+use crate::auth::Principal;
+use crate::proxy::routes::Route;
+use crate::store::notebooks::NotebookRow;
+
+/// What a grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// See and manage the lifecycle (owner, or an admin).
+    Manage,
+    /// Open the notebook's JupyterLab or shell: the owner only. Admins manage other users'
+    /// notebooks but do not read their work (JupyterHub's `admin_access = False`).
+    Open,
+}
+
+/// Proof that `principal` may act on `notebook` with `access`.
+#[derive(Debug, Clone)]
+pub struct NotebookGrant {
+    pub principal: Principal,
+    pub notebook: NotebookRow,
+    pub access: Access,
+    _private: (),
+}
+
+/// Another user's notebook answers "not found", so its existence is not revealed.
+pub fn authorize(
+    principal: &Principal,
+    notebook: NotebookRow,
+    access: Access,
+) -> Result<NotebookGrant, ApiError> {
+    let owner = notebook.owner_id == principal.user_id;
+    let allowed = match access {
+        Access::Manage => owner || principal.is_admin(),
+        Access::Open => owner,
+    };
+    if !allowed {
+        return Err(not_found(&notebook.id));
+    }
+    Ok(NotebookGrant {
+        principal: principal.clone(),
+        notebook,
+        access,
+        _private: (),
+    })
+}
+
+/// Proof that a principal may open a notebook's server through the proxy: the owner only.
+#[derive(Debug)]
+pub struct RouteGrant {
+    pub route: std::sync::Arc<Route>,
+    pub user: String,
+    _private: (),
+}
+
+pub fn authorize_route(
+    principal: &Principal,
+    route: std::sync::Arc<Route>,
+) -> Result<RouteGrant, ApiError> {
+    if route.owner_id != principal.user_id {
+        return Err(not_found(&route.notebook_id));
+    }
+    Ok(RouteGrant {
+        route,
+        user: principal.name.clone(),
+        _private: (),
+    })
+}
+
+pub fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("notebook {id} not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn principal(id: &str, role: Role) -> Principal {
+        Principal {
+            user_id: id.into(),
+            name: id.into(),
+            role,
+            token_id: "t".into(),
+        }
+    }
+
+    fn notebook(owner: &str) -> NotebookRow {
+        NotebookRow {
+            id: "n1".into(),
+            owner_id: owner.into(),
+            owner: owner.into(),
+            name: "nb".into(),
+            description: String::new(),
+            flavor: "f".into(),
+            image: "i".into(),
+            status: "RUNNING".into(),
+            status_reason: None,
+            unhealthy: false,
+            auto_stop_enabled: true,
+            auto_stop_hours: 1,
+            backend: "process".into(),
+            handle: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            last_activity_at: None,
+        }
+    }
+
+    #[test]
+    fn table() {
+        use Access::*;
+        let cases = [
+            ("alice", Role::User, Manage, true),
+            ("alice", Role::User, Open, true),
+            ("bob", Role::User, Manage, false),
+            ("bob", Role::User, Open, false),
+            ("root", Role::Admin, Manage, true),
+            ("root", Role::Admin, Open, false),
+        ];
+        for (who, role, access, ok) in cases {
+            let r = authorize(&principal(who, role), notebook("alice"), access);
+            assert_eq!(r.is_ok(), ok, "{who} {access:?}");
+            if let Err(e) = r {
+                assert_eq!(e.status, http::StatusCode::NOT_FOUND);
+            }
+        }
+    }
+}

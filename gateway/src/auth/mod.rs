@@ -1,0 +1,213 @@
+//! Authentication: who is calling. API tokens (`Authorization: Bearer …`) and browser
+//! session cookies resolve to a [`Principal`]. Secrets are random, shown once, and stored as
+//! SHA-256 hashes; resolved credentials are cached briefly and evicted on revocation.
+//!
+//! Authorization (what the principal may touch) lives in [`authz`].
+
+pub mod authz;
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use base64::Engine;
+use moka::sync::Cache;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::api::error::ApiError;
+use crate::server::AppState;
+use crate::store::{self, Store, users};
+
+pub const SESSION_COOKIE: &str = "atelier_session";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: String,
+    pub name: String,
+    pub role: Role,
+    pub token_id: String,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this operation needs the admin role"))
+        }
+    }
+}
+
+/// A new random secret with a recognisable prefix (`atl_` API token, `ats_` session).
+pub fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Resolves secrets to principals, with a short-lived cache in front of the database.
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+    /// secret hash → principal. Short TTL bounds how stale an expiry can be; revocation evicts.
+    cache: Cache<String, Principal>,
+}
+
+impl Authenticator {
+    pub fn new(store: Store) -> Self {
+        Authenticator {
+            store,
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    pub async fn resolve(&self, secret: &str) -> Result<Option<Principal>, ApiError> {
+        let hash = hash_secret(secret);
+        if let Some(p) = self.cache.get(&hash) {
+            return Ok(Some(p));
+        }
+        let mut conn = self.store.pool.acquire().await?;
+        let Some(cred) = users::credential_by_hash(&mut conn, &hash).await? else {
+            return Ok(None);
+        };
+        let now = store::now();
+        if cred.expires_at.as_deref().is_some_and(|e| e < now.as_str()) {
+            return Ok(None);
+        }
+        users::touch_token(&mut conn, &cred.token_id, &now).await?;
+        let principal = Principal {
+            user_id: cred.user_id,
+            name: cred.name,
+            role: Role::parse(&cred.role).unwrap_or(Role::User),
+            token_id: cred.token_id,
+        };
+        self.cache.insert(hash, principal.clone());
+        Ok(Some(principal))
+    }
+
+    pub fn forget(&self, secret_hash: &str) {
+        self.cache.invalidate(secret_hash);
+    }
+
+    /// From the bearer token, else the session cookie. `Ok(None)`: no credential presented.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+        let Some(secret) = presented_secret(headers) else {
+            return Ok(None);
+        };
+        match self.resolve(secret).await? {
+            Some(p) => Ok(Some(p)),
+            None => Err(ApiError::unauthenticated(
+                "the token or session is not valid (revoked, expired or mistyped)",
+            )),
+        }
+    }
+}
+
+pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let v = v.trim();
+        if let Some(t) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
+            return Some(t.trim());
+        }
+    }
+    session_cookie(headers)
+}
+
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state.auth.authenticate(&parts.headers).await?.ok_or_else(|| {
+            ApiError::unauthenticated(
+                "authentication required: send Authorization: Bearer <token> or log in at /login",
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_random_and_hashed() {
+        let a = new_secret("atl_");
+        let b = new_secret("atl_");
+        assert_ne!(a, b);
+        assert!(a.starts_with("atl_") && a.len() > 40);
+        assert_eq!(hash_secret(&a), hash_secret(&a));
+        assert_ne!(hash_secret(&a), hash_secret(&b));
+        assert!(!hash_secret(&a).contains(&a[4..]));
+    }
+
+    #[test]
+    fn credentials_from_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_secret(&h), None);
+        h.insert(
+            http::header::COOKIE,
+            "a=1; atelier_session=ats_x; b=2".parse().unwrap(),
+        );
+        assert_eq!(presented_secret(&h), Some("ats_x"));
+        h.insert(http::header::AUTHORIZATION, "Bearer atl_y".parse().unwrap());
+        assert_eq!(presented_secret(&h), Some("atl_y"));
+    }
+}

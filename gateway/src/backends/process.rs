@@ -1,0 +1,541 @@
+//! The `process` backend, the embedded default: each notebook is a real JupyterLab server in
+//! a child process tree on this machine, supervised by `atelier-notebook-runtime`.
+//!
+//! ```text
+//! gateway ──spawn (own session)──► atelier-notebook-runtime --spec run/spec.json
+//!                                     └─► [bwrap …] jupyter lab   (config in run/config/)
+//! <data>/notebooks/{id}/work    the notebook's files: survive stop, removed by delete
+//! <data>/notebooks/{id}/run     spec, Jupyter config (with its token), status, logs
+//! ```
+//!
+//! The runtime runs in its own session, so it outlives the gateway (also a `kill -9`); the
+//! handle records its pid and start time, which is how a restarted gateway finds it again
+//! without being fooled by a reused pid. Where bubblewrap works, Jupyter runs confined: the
+//! filesystem read-only except its own work dir and a private /tmp, the gateway's data dir
+//! (other notebooks, the database) hidden.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::jupyter_env::JupyterEnv;
+use super::{Backend, BackendError, Handle, NotebookSpec, Observed, Progress, StopMode, Upstream};
+use crate::config::{SandboxMode, Settings};
+use crate::events::EventKind;
+
+/// Largest WebSocket message Jupyter accepts (tornado's default is 10 MiB); the gateway's
+/// own relay has no cap, so this is the end-to-end limit.
+const WS_MAX_MESSAGE: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProcessHandle {
+    runtime_pid: i32,
+    /// `/proc/<pid>/stat` field 22: tells our runtime from a process that reused its pid.
+    runtime_start_ticks: u64,
+    port: u16,
+    token: String,
+}
+
+pub struct ProcessBackend {
+    data_dir: PathBuf,
+    env: JupyterEnv,
+    runtime_bin: PathBuf,
+    sandbox: Option<PathBuf>,
+    http: reqwest::Client,
+}
+
+impl ProcessBackend {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let runtime_bin = match &settings.backend.runtime_bin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .context("locating the atelier binary")?
+                .with_file_name("atelier-notebook-runtime"),
+        };
+        if !runtime_bin.is_file() {
+            anyhow::bail!(
+                "{} not found: build it (cargo build --workspace) or set backend.runtime_bin / ATELIER_RUNTIME_BIN",
+                runtime_bin.display()
+            );
+        }
+        let sandbox = match settings.backend.sandbox {
+            SandboxMode::None => None,
+            SandboxMode::Auto => find_bwrap(),
+            SandboxMode::Bwrap => Some(find_bwrap().context(
+                "sandbox = \"bwrap\" but bubblewrap is missing or does not work here (apt-get install bubblewrap)",
+            )?),
+        };
+        match &sandbox {
+            Some(b) => tracing::info!(bwrap = %b.display(), "notebooks run confined by bubblewrap"),
+            None => tracing::warn!("notebooks run without a sandbox (bubblewrap not used)"),
+        }
+        Ok(ProcessBackend {
+            data_dir: settings.data_dir.clone(),
+            env: JupyterEnv::new(
+                settings.jupyter_venv(),
+                settings.backend.python.clone(),
+                settings.backend.jupyterlab_requirement.clone(),
+            ),
+            runtime_bin,
+            sandbox,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("HTTP client")?,
+        })
+    }
+
+    fn notebook_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("notebooks").join(id)
+    }
+
+    fn decode(handle: &Handle) -> Result<ProcessHandle, BackendError> {
+        serde_json::from_value(handle.0.clone())
+            .map_err(|e| BackendError::Other(anyhow::anyhow!("unreadable process handle: {e}")))
+    }
+
+    /// The runtime's status file, written by the runtime itself.
+    fn runtime_status(&self, id: &str) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.notebook_dir(id).join("run/status.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn log_tail(&self, id: &str) -> String {
+        let path = self.notebook_dir(id).join("run/jupyter.log");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(12).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    fn jupyter_config(
+        &self,
+        spec: &NotebookSpec,
+        port: u16,
+        token: &str,
+        work: &Path,
+    ) -> serde_json::Value {
+        json!({
+            "ServerApp": {
+                "ip": "127.0.0.1",
+                "port": port,
+                "port_retries": 0,
+                "base_url": spec.base_url,
+                "root_dir": work,
+                "open_browser": false,
+                // Jupyter listens on loopback only; requests arrive through the gateway with the
+                // browser's Host header, which it must accept. Origin checks stay on.
+                "allow_remote_access": true,
+                // Jupyter refuses root unless told; the sandbox, not the uid, confines it here.
+                "allow_root": unsafe { libc::geteuid() } == 0,
+                "tornado_settings": {"websocket_max_message_size": WS_MAX_MESSAGE},
+            },
+            "IdentityProvider": {"token": token},
+            "LabApp": {"check_for_updates_class": "jupyterlab.NeverCheckForUpdate", "news_url": null},
+        })
+    }
+
+    fn ids_of(&self, handle: &Handle) -> Option<String> {
+        handle
+            .0
+            .get("notebook_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    }
+}
+
+#[async_trait]
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn prepare(
+        &self,
+        spec: &NotebookSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), BackendError> {
+        let dir = self.notebook_dir(&spec.id);
+        tokio::fs::create_dir_all(dir.join("work"))
+            .await
+            .with_context(|| format!("creating {}", dir.display()))?;
+        // The image of a process notebook is the JupyterLab virtualenv.
+        progress.event(EventKind::PullingImage, None).await;
+        match self.env.ensure().await {
+            Ok(built) => {
+                let detail = built.then(|| format!("created {}", self.env.venv().display()));
+                progress
+                    .event(EventKind::PulledImage, detail.as_deref())
+                    .await;
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("preparing JupyterLab: {e:#}");
+                progress.event(EventKind::PullImageFailed, Some(&msg)).await;
+                Err(BackendError::Image(msg))
+            }
+        }
+    }
+
+    async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
+        if !self.env.is_ready() {
+            return Err(BackendError::Image(format!(
+                "no JupyterLab in {}; it is created when a notebook is created",
+                self.env.venv().display()
+            )));
+        }
+        let dir = self.notebook_dir(&spec.id);
+        let work = dir.join("work");
+        let run = dir.join("run");
+        tokio::fs::create_dir_all(&work)
+            .await
+            .context("creating the work dir")?;
+        let _ = tokio::fs::remove_dir_all(&run).await;
+        let config_dir = run.join("config");
+        tokio::fs::create_dir_all(&config_dir)
+            .await
+            .context("creating the run dir")?;
+        tokio::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+            .await
+            .context("securing the run dir")?;
+
+        let port = free_port().context("finding a free loopback port")?;
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        let config = self.jupyter_config(spec, port, &token, &work);
+        write_private(
+            &config_dir.join("jupyter_server_config.json"),
+            &serde_json::to_vec_pretty(&config).context("config")?,
+        )?;
+
+        let venv = self.env.venv().to_path_buf();
+        let jupyter = self.env.jupyter();
+        let (home, runtime_dir) = match self.sandbox {
+            Some(_) => (
+                PathBuf::from("/tmp/home"),
+                PathBuf::from("/tmp/jupyter-runtime"),
+            ),
+            None => (dir.join("home"), run.join("jupyter-runtime")),
+        };
+        if self.sandbox.is_none() {
+            tokio::fs::create_dir_all(&home)
+                .await
+                .context("creating HOME")?;
+        }
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(bwrap) = &self.sandbox {
+            let s = |p: &Path| p.to_string_lossy().into_owned();
+            argv.extend([
+                s(bwrap),
+                "--ro-bind".into(),
+                "/".into(),
+                "/".into(),
+                "--dev".into(),
+                "/dev".into(),
+            ]);
+            argv.extend([
+                "--tmpfs".into(),
+                "/tmp".into(),
+                "--dir".into(),
+                "/tmp/home".into(),
+            ]);
+            argv.extend(["--tmpfs".into(), s(&self.data_dir)]);
+            argv.extend(["--ro-bind".into(), s(&venv), s(&venv)]);
+            argv.extend(["--ro-bind".into(), s(&config_dir), s(&config_dir)]);
+            argv.extend(["--bind".into(), s(&work), s(&work)]);
+            argv.extend(["--chdir".into(), s(&work), "--".into()]);
+        }
+        argv.extend([jupyter.to_string_lossy().into_owned(), "lab".into()]);
+        let path_var = format!(
+            "{}:/usr/local/bin:/usr/bin:/bin",
+            venv.join("bin").display()
+        );
+        let env = json!({
+            "PATH": path_var,
+            "HOME": home,
+            "LANG": "C.UTF-8",
+            "SHELL": "/bin/bash",
+            "VIRTUAL_ENV": venv,
+            "PYTHONUNBUFFERED": "1",
+            "JUPYTER_CONFIG_DIR": config_dir,
+            "JUPYTER_RUNTIME_DIR": runtime_dir,
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "JUPYTERLAB_SETTINGS_DIR": home.join(".jupyter/lab/user-settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": home.join(".jupyter/lab/workspaces"),
+            "ATELIER_NOTEBOOK_ID": spec.id,
+        });
+        let runtime_spec = json!({
+            "argv": argv,
+            "env": env,
+            "cwd": work,
+            "log_file": run.join("jupyter.log"),
+            "status_file": run.join("status.json"),
+            "grace_seconds": 10,
+        });
+        let spec_path = run.join("spec.json");
+        write_private(
+            &spec_path,
+            &serde_json::to_vec_pretty(&runtime_spec).context("spec")?,
+        )?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run.join("runtime.log"))
+            .context("opening runtime.log")?;
+        let log2 = log.try_clone().context("runtime.log")?;
+
+        let mut cmd = std::process::Command::new(&self.runtime_bin);
+        cmd.arg("--spec")
+            .arg(&spec_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // Its own session: no signal from the gateway's terminal or process group reaches it,
+        // and it survives the gateway.
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+            .with_context(|| format!("starting {}", self.runtime_bin.display()))?;
+        let pid = child.id().context("runtime exited at once")? as i32;
+        // Reap it when it exits while we still run; after a gateway restart init does.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let runtime_start_ticks =
+            proc_start_ticks(pid).context("reading the runtime's start time")?;
+        let handle = ProcessHandle {
+            runtime_pid: pid,
+            runtime_start_ticks,
+            port,
+            token,
+        };
+        let mut value = serde_json::to_value(&handle).context("handle")?;
+        value["notebook_id"] = json!(spec.id);
+        Ok(Handle(value))
+    }
+
+    async fn wait_ready(
+        &self,
+        spec: &NotebookSpec,
+        handle: &Handle,
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
+        let h = Self::decode(handle)?;
+        let url = format!("http://127.0.0.1:{}{}api/status", h.port, spec.base_url);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !alive(h.runtime_pid, h.runtime_start_ticks) {
+                return Err(BackendError::Start(format!(
+                    "JupyterLab exited while starting: {}",
+                    self.log_tail(&spec.id)
+                )));
+            }
+            let answer = self
+                .http
+                .get(&url)
+                .header("Authorization", format!("token {}", h.token))
+                .send()
+                .await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(BackendError::Start(format!(
+                    "JupyterLab did not answer within {} s: {}",
+                    timeout.as_secs(),
+                    self.log_tail(&spec.id)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    async fn poll(&self, handle: &Handle) -> Observed {
+        let h = match Self::decode(handle) {
+            Ok(h) => h,
+            Err(e) => return Observed::Exited(e.to_string()),
+        };
+        let id = self.ids_of(handle).unwrap_or_default();
+        if !alive(h.runtime_pid, h.runtime_start_ticks) {
+            let how = self
+                .runtime_status(&id)
+                .map(|s| {
+                    let state = s
+                        .get("state")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("unknown")
+                        .to_owned();
+                    match (
+                        s.get("exit_code").and_then(|v| v.as_i64()),
+                        s.get("signal").and_then(|v| v.as_i64()),
+                    ) {
+                        (Some(code), _) => format!("JupyterLab {state} with exit code {code}"),
+                        (_, Some(sig)) => format!("JupyterLab {state} by signal {sig}"),
+                        _ => format!("the notebook runtime is gone (last state: {state})"),
+                    }
+                })
+                .unwrap_or_else(|| "the notebook runtime is gone".to_owned());
+            return Observed::Exited(how);
+        }
+        let base = format!("/nb/{id}/");
+        let url = format!("http://127.0.0.1:{}{}api/status", h.port, base);
+        match self
+            .http
+            .get(&url)
+            .header("Authorization", format!("token {}", h.token))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => Observed::Running,
+            Ok(r) => Observed::Unhealthy(format!("JupyterLab answered {}", r.status())),
+            Err(e) => Observed::Unhealthy(format!("JupyterLab does not answer: {e}")),
+        }
+    }
+
+    async fn stop(&self, handle: &Handle, mode: StopMode) -> Result<(), BackendError> {
+        let h = Self::decode(handle)?;
+        let id = self.ids_of(handle).unwrap_or_default();
+        if !alive(h.runtime_pid, h.runtime_start_ticks) {
+            return Ok(());
+        }
+        // SAFETY: plain syscall; the pid was verified above by its start time.
+        unsafe { libc::kill(h.runtime_pid, libc::SIGTERM) };
+        // The runtime itself escalates to SIGKILL after its grace period; allow for that.
+        let deadline = Instant::now() + mode.grace + Duration::from_secs(5);
+        while alive(h.runtime_pid, h.runtime_start_ticks) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if alive(h.runtime_pid, h.runtime_start_ticks) {
+            tracing::warn!(notebook = %id, "runtime ignored SIGTERM; killing it and its process group");
+            let child_pgid = self
+                .runtime_status(&id)
+                .and_then(|s| s.get("child_pid").and_then(|v| v.as_i64()))
+                .map(|p| p as i32);
+            // SAFETY: plain syscalls on verified pids.
+            unsafe {
+                libc::kill(h.runtime_pid, libc::SIGKILL);
+                if let Some(pg) = child_pgid.filter(|p| *p > 1) {
+                    libc::kill(-pg, libc::SIGKILL);
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while alive(h.runtime_pid, h.runtime_start_ticks) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), BackendError> {
+        let dir = self.notebook_dir(id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BackendError::Other(anyhow::anyhow!(
+                "removing {}: {e}",
+                dir.display()
+            ))),
+        }
+    }
+
+    fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError> {
+        let h = Self::decode(handle)?;
+        Ok(Upstream {
+            addr: ([127, 0, 0, 1], h.port).into(),
+            token: h.token,
+        })
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+/// Start time (clock ticks since boot) of a live, non-zombie process.
+fn proc_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // fields[0] is field 3 (state); field 22 (starttime) is fields[19].
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+fn alive(pid: i32, start_ticks: u64) -> bool {
+    proc_start_ticks(pid) == Some(start_ticks)
+}
+
+fn find_bwrap() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let bwrap = std::env::split_paths(&path)
+        .map(|d| d.join("bwrap"))
+        .find(|p| p.is_file())?;
+    let works = std::process::Command::new(&bwrap)
+        .args([
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        tracing::warn!(bwrap = %bwrap.display(), "bubblewrap is installed but cannot create a sandbox here");
+    }
+    works.then_some(bwrap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_ticks_identify_live_processes() {
+        let me = std::process::id() as i32;
+        let ticks = proc_start_ticks(me).unwrap();
+        assert!(alive(me, ticks));
+        assert!(!alive(me, ticks + 1));
+        assert!(!alive(i32::MAX - 1, ticks));
+    }
+}

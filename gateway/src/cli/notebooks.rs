@@ -1,0 +1,716 @@
+//! `atelier notebook …` (alias `nb`).
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::Ctx;
+use super::api::{Api, CliError, items};
+use super::output::{err, out, print_json};
+use super::prompt::{ask, stdin_is_terminal};
+use super::table::{Table, cell, sanitize, short_time, text, time_secs};
+
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+const DEFAULT_WAIT_SECS: u64 = 600;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum NotebookCommand {
+    /// List your notebooks, newest first (--all: everyone's, admins only).
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Create a notebook; it starts by itself.
+    Create(CreateArgs),
+    /// Show one notebook.
+    Get(Target),
+    /// Start a stopped or failed notebook.
+    Start(StartStopArgs),
+    /// Stop a running notebook.
+    Stop(StartStopArgs),
+    /// Delete a notebook and its files.
+    #[command(visible_alias = "rm")]
+    Delete(DeleteArgs),
+    /// Change a notebook's name, description, flavor or image.
+    Update(UpdateArgs),
+    /// Show a notebook's events, oldest first.
+    Events(Target),
+    /// Print the notebook's URL to open in a browser.
+    Open(Target),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Everyone's notebooks (admins only).
+    #[arg(long)]
+    pub all: bool,
+    /// Only notebooks in this status (e.g. RUNNING).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only notebooks whose name contains this.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only notebooks with this image.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Only notebooks with this flavor.
+    #[arg(long)]
+    pub flavor: Option<String>,
+    /// At most this many (1-500; server default 100).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Skip this many.
+    #[arg(long)]
+    pub offset: Option<u32>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WaitArgs {
+    /// Wait until the operation finishes (or fails), showing status changes on stderr.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds [default: 600].
+    #[arg(long, value_name = "SECONDS", requires = "wait")]
+    pub timeout: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// Notebook name (1-128 of [0-9A-Za-z_-]); generated when omitted.
+    pub name: Option<String>,
+    /// Free text, up to 512 characters.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Flavor (see `atelier flavor list`); the default flavor when omitted.
+    #[arg(long)]
+    pub flavor: Option<String>,
+    /// Image (see `atelier image list`); the default image when omitted.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Stop the notebook after this many idle hours (1-72; default 1).
+    #[arg(long, value_name = "N", conflicts_with = "no_auto_stop")]
+    pub auto_stop_hours: Option<u32>,
+    /// Never stop the notebook automatically.
+    #[arg(long)]
+    pub no_auto_stop: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StartStopArgs {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New description ("" to clear it).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// New flavor (only when STOPPED, RUNNING or START_FAILED).
+    #[arg(long)]
+    pub flavor: Option<String>,
+    /// New image (only when STOPPED).
+    #[arg(long)]
+    pub image: Option<String>,
+}
+
+/// What an ID_OR_NAME argument is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdOrName {
+    /// A UUID, normalized to the lower-case hyphenated form.
+    Id(String),
+    Name(String),
+}
+
+/// A UUID in its usual 36-character hyphenated form is an ID; anything else is a name (notebook
+/// names may contain hex digits and dashes, so other UUID spellings are not treated as IDs).
+pub fn parse_id_or_name(arg: &str) -> Result<IdOrName, CliError> {
+    let arg = arg.trim();
+    if arg.is_empty() {
+        return Err(CliError::other("the notebook ID or name must not be empty"));
+    }
+    if arg.len() == 36
+        && let Ok(id) = uuid::Uuid::try_parse(arg)
+    {
+        return Ok(IdOrName::Id(id.hyphenated().to_string()));
+    }
+    Ok(IdOrName::Name(arg.to_string()))
+}
+
+/// Picks the notebook whose name is exactly `name` among list items.
+pub fn pick_by_name(name: &str, candidates: &[Value]) -> Result<String, CliError> {
+    let matches: Vec<&str> = candidates
+        .iter()
+        .filter(|n| n.get("name").and_then(Value::as_str) == Some(name))
+        .filter_map(|n| n.get("id").and_then(Value::as_str))
+        .collect();
+    match matches.as_slice() {
+        [] => Err(CliError::other(format!(
+            "no notebook named {:?} (see `atelier notebook list`)",
+            sanitize(name)
+        ))),
+        [id] => Ok((*id).to_string()),
+        many => Err(CliError::other(format!(
+            "{} notebooks are named {:?}; use an ID: {}",
+            many.len(),
+            sanitize(name),
+            sanitize(&many.join(", "))
+        ))),
+    }
+}
+
+/// The notebook ID for an ID_OR_NAME argument, plus the name when it was given.
+async fn resolve(api: &Api, arg: &str) -> Result<(String, Option<String>), CliError> {
+    let name = match parse_id_or_name(arg)? {
+        IdOrName::Id(id) => return Ok((id, None)),
+        IdOrName::Name(name) => name,
+    };
+    // `name=` matches substrings, so page through all candidates.
+    let mut candidates = Vec::new();
+    let mut offset: u64 = 0;
+    loop {
+        let query = [
+            ("name", name.clone()),
+            ("limit", "500".to_string()),
+            ("offset", offset.to_string()),
+        ];
+        let reply = api.get(&["v1", "notebooks"], &query).await?;
+        let page = items(&reply.value)?;
+        offset += page.len() as u64;
+        candidates.extend(page.iter().cloned());
+        let total = reply.value.get("total").and_then(Value::as_u64);
+        if page.is_empty() || total.is_none_or(|t| offset >= t) || offset >= 100_000 {
+            break;
+        }
+    }
+    let id = pick_by_name(&name, &candidates)?;
+    Ok((id, Some(name)))
+}
+
+fn id_segments(id: &str) -> [&str; 3] {
+    ["v1", "notebooks", id]
+}
+
+pub async fn run(ctx: &Ctx, cmd: NotebookCommand) -> Result<(), CliError> {
+    match cmd {
+        NotebookCommand::List(a) => list(ctx, a).await,
+        NotebookCommand::Create(a) => create(ctx, a).await,
+        NotebookCommand::Get(t) => get(ctx, &t.notebook).await,
+        NotebookCommand::Start(a) => start_stop(ctx, a, Action::Start).await,
+        NotebookCommand::Stop(a) => start_stop(ctx, a, Action::Stop).await,
+        NotebookCommand::Delete(a) => delete(ctx, a).await,
+        NotebookCommand::Update(a) => update(ctx, a).await,
+        NotebookCommand::Events(t) => events(ctx, &t.notebook).await,
+        NotebookCommand::Open(t) => open(ctx, &t.notebook).await,
+    }
+}
+
+async fn list(ctx: &Ctx, a: ListArgs) -> Result<(), CliError> {
+    let mut query: Vec<(&str, String)> = Vec::new();
+    if let Some(name) = a.name {
+        query.push(("name", name));
+    }
+    if let Some(status) = a.status {
+        query.push(("status", status.trim().to_ascii_uppercase()));
+    }
+    if let Some(image) = a.image {
+        query.push(("image", image));
+    }
+    if let Some(flavor) = a.flavor {
+        query.push(("flavor", flavor));
+    }
+    if let Some(limit) = a.limit {
+        query.push(("limit", limit.to_string()));
+    }
+    if let Some(offset) = a.offset {
+        query.push(("offset", offset.to_string()));
+    }
+    if a.all {
+        query.push(("all", "true".to_string()));
+    }
+    let reply = ctx.api.get(&["v1", "notebooks"], &query).await?;
+    if ctx.json {
+        return print_json(&reply.raw, Some("items"));
+    }
+    let notebooks = items(&reply.value)?;
+    let mut headers = vec!["ID", "NAME"];
+    if a.all {
+        headers.push("OWNER");
+    }
+    headers.extend(["STATUS", "FLAVOR", "IMAGE", "CREATED"]);
+    let mut t = Table::new(&headers);
+    for nb in notebooks {
+        let mut row = vec![cell(nb, "id"), cell(nb, "name")];
+        if a.all {
+            row.push(cell(nb, "owner"));
+        }
+        row.extend([
+            cell(nb, "status"),
+            cell(nb, "flavor"),
+            cell(nb, "image"),
+            short_time(nb, "created_at"),
+        ]);
+        t.row(row);
+    }
+    out(&t.render());
+    if let Some(total) = reply.value.get("total").and_then(Value::as_u64) {
+        let shown = notebooks.len() as u64;
+        if total > shown {
+            let from = u64::from(a.offset.unwrap_or(0));
+            err(&format!(
+                "showing {shown} of {total} notebooks (from offset {from}); use --limit/--offset for more"
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), CliError> {
+    let mut body = Map::new();
+    if let Some(name) = a.name {
+        body.insert("name".into(), name.into());
+    }
+    if let Some(d) = a.description {
+        body.insert("description".into(), d.into());
+    }
+    if let Some(f) = a.flavor {
+        body.insert("flavor".into(), f.into());
+    }
+    if let Some(i) = a.image {
+        body.insert("image".into(), i.into());
+    }
+    if a.no_auto_stop {
+        body.insert(
+            "auto_stop".into(),
+            json!({"enabled": false, "duration_hours": 1}),
+        );
+    } else if let Some(h) = a.auto_stop_hours {
+        body.insert(
+            "auto_stop".into(),
+            json!({"enabled": true, "duration_hours": h}),
+        );
+    }
+    let reply = ctx
+        .api
+        .post(&["v1", "notebooks"], Some(&Value::Object(body)))
+        .await?;
+    if !a.wait.wait {
+        return report(ctx, &reply.raw, &reply.value);
+    }
+    if !ctx.json {
+        err(&status_line(&reply.value));
+    }
+    let id = text(&reply.value, "id").to_string();
+    let done = wait_for(
+        &ctx.api,
+        &id,
+        &reply.value,
+        "RUNNING",
+        &["CREATE_FAILED", "START_FAILED", "ERROR", "DELETING"],
+        &a.wait,
+    )
+    .await?;
+    report(ctx, &done.0, &done.1)
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Start,
+    Stop,
+}
+
+async fn start_stop(ctx: &Ctx, a: StartStopArgs, action: Action) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+    let (verb, target, failed): (&str, &str, &[&str]) = match action {
+        Action::Start => ("start", "RUNNING", &["START_FAILED", "ERROR", "DELETING"]),
+        Action::Stop => ("stop", "STOPPED", &["ERROR", "DELETING"]),
+    };
+    let reply = ctx.api.post(&["v1", "notebooks", &id, verb], None).await?;
+    if !a.wait.wait {
+        return report(ctx, &reply.raw, &reply.value);
+    }
+    if !ctx.json {
+        err(&status_line(&reply.value));
+    }
+    let done = wait_for(&ctx.api, &id, &reply.value, target, failed, &a.wait).await?;
+    report(ctx, &done.0, &done.1)
+}
+
+async fn delete(ctx: &Ctx, a: DeleteArgs) -> Result<(), CliError> {
+    let (id, name) = resolve(&ctx.api, &a.notebook).await?;
+    if !a.yes {
+        if !stdin_is_terminal() {
+            return Err(CliError::other(format!(
+                "refusing to delete notebook {} without confirmation (stdin is not a terminal); \
+                 pass --yes to delete it",
+                sanitize(a.notebook.trim())
+            )));
+        }
+        let name = match name {
+            Some(n) => n,
+            None => {
+                let nb = ctx.api.get(&id_segments(&id), &[]).await?;
+                text(&nb.value, "name").to_string()
+            }
+        };
+        let answer = ask(format!(
+            "Delete notebook {} ({id}) and all its files? Type its name to confirm: ",
+            sanitize(&name)
+        ))
+        .await?;
+        if answer.as_deref().map(str::trim) != Some(name.as_str()) {
+            return Err(CliError::other(
+                "deletion cancelled: the name did not match (use --yes to skip this question)",
+            ));
+        }
+    }
+    let reply = ctx.api.delete(&id_segments(&id)).await?;
+    report(ctx, &reply.raw, &reply.value)
+}
+
+async fn update(ctx: &Ctx, a: UpdateArgs) -> Result<(), CliError> {
+    let mut body = Map::new();
+    for (key, value) in [
+        ("name", a.name),
+        ("description", a.description),
+        ("flavor", a.flavor),
+        ("image", a.image),
+    ] {
+        if let Some(v) = value {
+            body.insert(key.into(), v.into());
+        }
+    }
+    if body.is_empty() {
+        return Err(CliError::other(
+            "nothing to update: pass --name, --description, --flavor or --image",
+        ));
+    }
+    let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+    let reply = ctx
+        .api
+        .patch(&id_segments(&id), &Value::Object(body))
+        .await?;
+    if ctx.json {
+        return print_json(&reply.raw, None);
+    }
+    out(&format!(
+        "notebook {} ({}) updated",
+        cell(&reply.value, "name"),
+        cell(&reply.value, "id")
+    ));
+    Ok(())
+}
+
+async fn get(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, arg).await?;
+    let reply = ctx.api.get(&id_segments(&id), &[]).await?;
+    if ctx.json {
+        return print_json(&reply.raw, None);
+    }
+    out(&describe(&reply.value, &ctx.api.base()));
+    Ok(())
+}
+
+/// The human view of one notebook.
+pub fn describe(nb: &Value, base: &str) -> String {
+    let mut status = cell(nb, "status");
+    if let Some(reason) = nb.get("status_reason").and_then(Value::as_str)
+        && !reason.is_empty()
+    {
+        status = format!("{status} ({reason})");
+    }
+    let auto_stop = match nb.get("auto_stop") {
+        Some(a) if a.get("enabled").and_then(Value::as_bool) == Some(false) => {
+            "disabled".to_string()
+        }
+        Some(a) => match a.get("duration_hours").and_then(Value::as_u64) {
+            Some(h) => format!("after {h}h idle"),
+            None => "enabled".to_string(),
+        },
+        None => "-".to_string(),
+    };
+    let url = match nb.get("url").and_then(Value::as_str) {
+        Some(u) if !u.is_empty() => full_url(base, u),
+        _ => "-".to_string(),
+    };
+    let fields = [
+        ("ID", cell(nb, "id")),
+        ("Name", cell(nb, "name")),
+        ("Description", cell(nb, "description")),
+        ("Owner", cell(nb, "owner")),
+        ("Status", status),
+        ("Flavor", cell(nb, "flavor")),
+        ("Image", cell(nb, "image")),
+        ("Auto-stop", auto_stop),
+        ("URL", url),
+        ("Created", time_secs(nb, "created_at")),
+        ("Updated", time_secs(nb, "updated_at")),
+        ("Last activity", time_secs(nb, "last_activity_at")),
+    ];
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    let mut s = String::new();
+    for (k, v) in fields {
+        s.push_str(&format!("{:<width$} {}\n", format!("{k}:"), sanitize(&v)));
+    }
+    s
+}
+
+async fn events(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, arg).await?;
+    let reply = ctx
+        .api
+        .get(&["v1", "notebooks", &id, "events"], &[])
+        .await?;
+    if ctx.json {
+        return print_json(&reply.raw, Some("items"));
+    }
+    let mut t = Table::new(&["TIME", "SEVERITY", "EVENT", "DESCRIPTION"]);
+    for e in items(&reply.value)? {
+        t.row([
+            time_secs(e, "time"),
+            cell(e, "severity"),
+            cell(e, "event"),
+            cell(e, "description"),
+        ]);
+    }
+    out(&t.render());
+    Ok(())
+}
+
+/// The browser URL: the server's base URL followed by the notebook's `url` path.
+pub fn full_url(base: &str, path: &str) -> String {
+    if path.starts_with("http://") || path.starts_with("https://") {
+        return path.to_string();
+    }
+    let base = base.trim_end_matches('/');
+    if path.starts_with('/') {
+        format!("{base}{path}")
+    } else {
+        format!("{base}/{path}")
+    }
+}
+
+async fn open(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, arg).await?;
+    let reply = ctx.api.get(&id_segments(&id), &[]).await?;
+    let nb = &reply.value;
+    let path = text(nb, "url");
+    if path.is_empty() {
+        return Err(CliError::other(
+            "the server did not give a URL for this notebook",
+        ));
+    }
+    let url = sanitize(&full_url(&ctx.api.base(), path));
+    let status = text(nb, "status");
+    if status != "RUNNING" && !ctx.json {
+        err(&format!(
+            "note: notebook {} is {}; start it with `atelier notebook start {}`",
+            cell(nb, "name"),
+            cell(nb, "status"),
+            cell(nb, "name")
+        ));
+    }
+    if ctx.json {
+        out(
+            &serde_json::to_string_pretty(&json!({"id": id, "url": url, "status": status}))
+                .unwrap_or_default(),
+        );
+    } else {
+        out(&url);
+    }
+    Ok(())
+}
+
+/// `notebook nb1 (5c4f…) is STOPPING`
+pub fn status_line(nb: &Value) -> String {
+    let mut line = format!(
+        "notebook {} ({}) is {}",
+        cell(nb, "name"),
+        cell(nb, "id"),
+        cell(nb, "status")
+    );
+    if let Some(reason) = nb.get("status_reason").and_then(Value::as_str)
+        && !reason.is_empty()
+    {
+        line.push_str(&format!(": {reason}"));
+    }
+    sanitize(&line)
+}
+
+fn report(ctx: &Ctx, raw: &str, nb: &Value) -> Result<(), CliError> {
+    if ctx.json {
+        return print_json(raw, None);
+    }
+    out(&status_line(nb));
+    Ok(())
+}
+
+/// Polls the notebook every 0.5 s until it reaches `target` (Ok), one of `failed` (Err), or the
+/// deadline passes (Err). Status changes go to stderr. Returns the last raw body and value.
+async fn wait_for(
+    api: &Api,
+    id: &str,
+    first: &Value,
+    target: &str,
+    failed: &[&str],
+    w: &WaitArgs,
+) -> Result<(String, Value), CliError> {
+    let timeout = Duration::from_secs(w.timeout.unwrap_or(DEFAULT_WAIT_SECS));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = text(first, "status").to_string();
+    let mut current: Option<(String, Value)> = None;
+    loop {
+        if let Some((raw, nb)) = &current {
+            let status = text(nb, "status");
+            if status != last {
+                let mut line = format!("{}: {}", cell(nb, "name"), cell(nb, "status"));
+                if let Some(r) = nb.get("status_reason").and_then(Value::as_str)
+                    && !r.is_empty()
+                {
+                    line.push_str(&format!(" ({r})"));
+                }
+                err(&sanitize(&line));
+                last = status.to_string();
+            }
+            if status == target {
+                return Ok((raw.clone(), nb.clone()));
+            }
+            if failed.contains(&status) {
+                return Err(CliError::other(format!(
+                    "{} (wanted {target})",
+                    status_line(nb)
+                )));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::other(format!(
+                "timed out after {}s waiting for notebook {} ({id}) to be {target} (it is {})",
+                timeout.as_secs(),
+                cell(first, "name"),
+                sanitize(&last)
+            )));
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(POLL_INTERVAL.min(left)).await;
+        let reply = api.get(&id_segments(id), &[]).await?;
+        current = Some((reply.raw, reply.value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_or_name() {
+        let id = "5c4f0b7e-1d2a-4c3b-9e8f-0123456789ab";
+        assert_eq!(parse_id_or_name(id).ok(), Some(IdOrName::Id(id.into())));
+        assert_eq!(
+            parse_id_or_name(" 5C4F0B7E-1D2A-4C3B-9E8F-0123456789AB ").ok(),
+            Some(IdOrName::Id(id.into()))
+        );
+        // Valid notebook names, even when they look like other UUID spellings.
+        for name in [
+            "nb_1-a",
+            "5c4f0b7e1d2a4c3b9e8f0123456789ab",
+            "5c4f0b7e-1d2a-4c3b-9e8f-0123456789ag",
+            "{5c4f0b7e-1d2a-4c3b-9e8f-0123456789ab}",
+        ] {
+            assert_eq!(
+                parse_id_or_name(name).ok(),
+                Some(IdOrName::Name(name.into())),
+                "{name}"
+            );
+        }
+        assert!(parse_id_or_name("  ").is_err());
+    }
+
+    #[test]
+    fn pick_exact_name() {
+        let items = vec![
+            json!({"id": "1", "name": "nb"}),
+            json!({"id": "2", "name": "nb-2"}),
+            json!({"id": "3", "name": "my-nb"}),
+        ];
+        assert_eq!(pick_by_name("nb", &items).ok(), Some("1".into()));
+        assert_eq!(pick_by_name("my-nb", &items).ok(), Some("3".into()));
+        let e = pick_by_name("n", &items).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("no notebook named")));
+        let dup = vec![
+            json!({"id": "1", "name": "x"}),
+            json!({"id": "2", "name": "x"}),
+        ];
+        let e = pick_by_name("x", &dup).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("2 notebooks") && e.contains("1, 2")));
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            full_url("http://h:8000", "/nb/x/lab"),
+            "http://h:8000/nb/x/lab"
+        );
+        assert_eq!(
+            full_url("http://h:8000/", "nb/x/lab"),
+            "http://h:8000/nb/x/lab"
+        );
+        assert_eq!(full_url("http://h/p", "/nb/x/lab"), "http://h/p/nb/x/lab");
+        assert_eq!(full_url("http://h", "http://o/nb"), "http://o/nb");
+    }
+
+    #[test]
+    fn lines_and_description() {
+        let nb = json!({
+            "id": "abc", "name": "nb1", "description": "", "owner": "alice",
+            "status": "START_FAILED", "status_reason": "image pull\nfailed",
+            "flavor": "cpu-2-8", "image": "jupyterlab",
+            "auto_stop": {"enabled": true, "duration_hours": 3},
+            "url": "/nb/abc/lab",
+            "created_at": "2026-11-27T18:43:23.123456Z", "updated_at": "2026-11-27T18:44:00Z",
+            "last_activity_at": null
+        });
+        assert_eq!(
+            status_line(&nb),
+            "notebook nb1 (abc) is START_FAILED: image pull failed"
+        );
+        let d = describe(&nb, "http://h:8000");
+        assert!(
+            d.contains("Status:        START_FAILED (image pull failed)\n"),
+            "{d}"
+        );
+        assert!(d.contains("Auto-stop:     after 3h idle\n"), "{d}");
+        assert!(
+            d.contains("URL:           http://h:8000/nb/abc/lab\n"),
+            "{d}"
+        );
+        assert!(d.contains("Created:       2026-11-27 18:43:23\n"), "{d}");
+        assert!(d.contains("Last activity: -\n"), "{d}");
+        assert!(d.contains("Description:   -\n"), "{d}");
+    }
+}

@@ -1,0 +1,92 @@
+//! Reading from stdin: a token (hidden when stdin is a terminal) and typed confirmations.
+
+use std::io::{BufRead, IsTerminal};
+
+use super::api::CliError;
+use super::output::err;
+
+pub fn stdin_is_terminal() -> bool {
+    std::io::stdin().is_terminal()
+}
+
+/// Reads one line from stdin, without its line ending. `None` at end of input.
+fn read_line() -> std::io::Result<Option<String>> {
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(line.trim_end_matches(['\n', '\r']).to_string()))
+}
+
+/// Turns terminal echo off for stdin while alive (newlines are still echoed).
+struct EchoOff {
+    saved: libc::termios,
+}
+
+impl EchoOff {
+    fn new() -> Option<Self> {
+        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+        // SAFETY: tcgetattr only writes a termios through the valid pointer; on success it is
+        // fully initialized.
+        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, t.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: initialized by the successful tcgetattr above.
+        let saved = unsafe { t.assume_init() };
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        quiet.c_lflag |= libc::ECHONL;
+        // SAFETY: valid fd and pointer to an initialized termios.
+        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) } != 0 {
+            return None;
+        }
+        Some(EchoOff { saved })
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: valid fd and pointer to the termios saved by `new`.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+/// Reads the API token: prompted without echo when stdin is a terminal, else one line of stdin.
+pub async fn read_token() -> Result<String, CliError> {
+    let token = tokio::task::spawn_blocking(|| -> std::io::Result<Option<String>> {
+        if stdin_is_terminal() {
+            err("Paste an API token (input is hidden); create one with `atelier token create`.");
+            let mut stderr = std::io::stderr();
+            let _ = std::io::Write::write_all(&mut stderr, b"Token: ");
+            let _ = std::io::Write::flush(&mut stderr);
+            let _echo = EchoOff::new();
+            read_line()
+        } else {
+            read_line()
+        }
+    })
+    .await
+    .map_err(|e| CliError::other(format!("cannot read the token: {e}")))?
+    .map_err(|e| CliError::other(format!("cannot read the token from stdin: {e}")))?;
+    match token.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => Ok(t.to_string()),
+        _ => Err(CliError::other(
+            "no token given: pass --token, set ATELIER_TOKEN, or write it on stdin",
+        )),
+    }
+}
+
+/// Shows `prompt` on stderr and reads one line typed by the user (`None` at end of input).
+pub async fn ask(prompt: String) -> Result<Option<String>, CliError> {
+    tokio::task::spawn_blocking(move || {
+        let mut stderr = std::io::stderr();
+        let _ = std::io::Write::write_all(&mut stderr, prompt.as_bytes());
+        let _ = std::io::Write::flush(&mut stderr);
+        read_line()
+    })
+    .await
+    .map_err(|e| CliError::other(format!("cannot read the answer: {e}")))?
+    .map_err(|e| CliError::other(format!("cannot read the answer from stdin: {e}")))
+}

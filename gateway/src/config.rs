@@ -1,0 +1,387 @@
+//! Settings: one TOML tree, overridden by `ATELIER_*` environment variables, overridden by
+//! flags. Read once at start; [`Settings::load`] validates and the rest of the gateway trusts
+//! the result.
+//!
+//! Fixed names operators and scripts depend on: `ATELIER_CONFIG` (the TOML file),
+//! `ATELIER_DATA_DIR` (all state), `ATELIER_HTTP_ADDR` (default `127.0.0.1:8000`),
+//! `ATELIER_ADMIN_TOKEN` (the admin's API token on first start), `ATELIER_JUPYTER_VENV`,
+//! `ATELIER_SANDBOX`, `ATELIER_LOG` (tracing filter), `ATELIER_LOG_FORMAT` (`text`|`json`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Flags of `atelier serve`; each wins over the environment and the file.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML settings file (env ATELIER_CONFIG).
+    #[arg(long, env = "ATELIER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding all state (env ATELIER_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP front door (env ATELIER_HTTP_ADDR).
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// All state: the database, notebook work dirs, the JupyterLab environment.
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    /// The admin's API token, used only when the database is created.
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Lifetime of a browser session.
+    pub session_hours: u32,
+    pub quota: Quota,
+    pub backend: BackendSettings,
+    pub flavors: Vec<Flavor>,
+    pub images: Vec<Image>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quota {
+    /// The seed's per-account limit (spec/notebook.md §4.1): 10 notebooks in any status.
+    pub notebooks_per_user: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Child processes on this machine (the embedded default).
+    Process,
+    /// Every notebook routes to one existing HTTP server (benchmarks, attaching a server
+    /// that runs elsewhere).
+    External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Use bubblewrap when it is installed and works.
+    Auto,
+    /// Require bubblewrap.
+    Bwrap,
+    /// No confinement.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendSettings {
+    pub kind: BackendKind,
+    /// Python virtualenv holding `jupyter-lab`; created on first need when missing.
+    /// Default `<data_dir>/jupyter-venv`.
+    pub jupyter_venv: Option<PathBuf>,
+    /// Interpreter used to create that virtualenv.
+    pub python: String,
+    /// What `pip install` gets when the gateway creates the virtualenv.
+    pub jupyterlab_requirement: String,
+    /// The `atelier-notebook-runtime` binary; default: next to the `atelier` binary.
+    pub runtime_bin: Option<PathBuf>,
+    pub sandbox: SandboxMode,
+    /// How long a notebook may take to answer after it is launched.
+    pub start_timeout_secs: u64,
+    /// SIGTERM to SIGKILL.
+    pub stop_grace_secs: u64,
+    /// For `kind = "external"`: base URL of the server every notebook routes to.
+    pub external_url: Option<String>,
+    /// For `kind = "external"`: the token that server expects (sent upstream, never to clients).
+    pub external_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Flavor {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub vcpus: u32,
+    pub memory_gib: u32,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: default_data_dir(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            admin_token: None,
+            log_format: "text".into(),
+            session_hours: 24 * 7,
+            quota: Quota::default(),
+            backend: BackendSettings::default(),
+            flavors: vec![
+                Flavor {
+                    id: "cpu-2-8".into(),
+                    kind: "cpu".into(),
+                    vcpus: 2,
+                    memory_gib: 8,
+                    description:
+                        "2vCPUs 8GB: general-purpose, for data exploration and experiments".into(),
+                },
+                Flavor {
+                    id: "cpu-8-32".into(),
+                    kind: "cpu".into(),
+                    vcpus: 8,
+                    memory_gib: 32,
+                    description: "8vCPUs 32GB: for compute-intensive work".into(),
+                },
+            ],
+            images: vec![Image {
+                id: "jupyterlab".into(),
+                description: "JupyterLab 4 with Python 3".into(),
+            }],
+        }
+    }
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            notebooks_per_user: 10,
+        }
+    }
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        BackendSettings {
+            kind: BackendKind::Process,
+            jupyter_venv: None,
+            python: "python3".into(),
+            jupyterlab_requirement: "jupyterlab>=4.2,<5".into(),
+            runtime_bin: None,
+            sandbox: SandboxMode::Auto,
+            start_timeout_secs: 180,
+            stop_grace_secs: 10,
+            external_url: None,
+            external_token: None,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME") {
+        PathBuf::from(xdg).join("atelier")
+    } else if let Some(home) = std::env::var_os("HOME") {
+        PathBuf::from(home).join(".local/share/atelier")
+    } else {
+        PathBuf::from(".atelier")
+    }
+}
+
+/// Where a setting's environment override is read from; a closure so tests need not touch
+/// the process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Settings {
+    /// File, then environment, then flags; then validation.
+    pub fn load(args: &ServeArgs, env: EnvLookup<'_>) -> anyhow::Result<Settings> {
+        let mut settings = match &args.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        settings.apply_env(env)?;
+        if let Some(dir) = &args.data_dir {
+            settings.data_dir = dir.clone();
+        }
+        if let Some(addr) = args.http_addr {
+            settings.http_addr = addr;
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading settings file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("settings file {}", path.display()))
+    }
+
+    fn apply_env(&mut self, env: EnvLookup<'_>) -> anyhow::Result<()> {
+        if let Some(v) = env("ATELIER_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("ATELIER_HTTP_ADDR") {
+            self.http_addr = v.parse().with_context(|| {
+                format!("ATELIER_HTTP_ADDR={v:?} is not an address like 127.0.0.1:8000")
+            })?;
+        }
+        if let Some(v) = env("ATELIER_ADMIN_TOKEN") {
+            self.admin_token = Some(v);
+        }
+        if let Some(v) = env("ATELIER_JUPYTER_VENV") {
+            self.backend.jupyter_venv = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ATELIER_RUNTIME_BIN") {
+            self.backend.runtime_bin = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ATELIER_SANDBOX") {
+            self.backend.sandbox = match v.as_str() {
+                "auto" => SandboxMode::Auto,
+                "bwrap" => SandboxMode::Bwrap,
+                "none" => SandboxMode::None,
+                other => bail!("ATELIER_SANDBOX={other:?}: expected auto, bwrap or none"),
+            };
+        }
+        if let Some(v) = env("ATELIER_LOG_FORMAT") {
+            self.log_format = v;
+        }
+        Ok(())
+    }
+
+    fn validate(&mut self) -> anyhow::Result<()> {
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("data_dir must not be empty");
+        }
+        if self.data_dir.is_relative() {
+            let cwd = std::env::current_dir().context("current directory")?;
+            self.data_dir = cwd.join(&self.data_dir);
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format {:?}: expected text or json", self.log_format);
+        }
+        if let Some(token) = &self.admin_token
+            && token.len() < 16
+        {
+            bail!("ATELIER_ADMIN_TOKEN must be at least 16 characters");
+        }
+        if self.flavors.is_empty() {
+            bail!("at least one [[flavors]] entry is needed");
+        }
+        if self.images.is_empty() {
+            bail!("at least one [[images]] entry is needed");
+        }
+        let mut seen = HashSet::new();
+        for f in &self.flavors {
+            if !seen.insert(&f.id) {
+                bail!("flavor {:?} is defined twice", f.id);
+            }
+            if !matches!(f.kind.as_str(), "cpu" | "gpu" | "npu") {
+                bail!(
+                    "flavor {:?}: type {:?} must be cpu, gpu or npu",
+                    f.id,
+                    f.kind
+                );
+            }
+        }
+        let mut seen = HashSet::new();
+        for i in &self.images {
+            if !seen.insert(&i.id) {
+                bail!("image {:?} is defined twice", i.id);
+            }
+        }
+        if self.backend.kind == BackendKind::External && self.backend.external_url.is_none() {
+            bail!("backend.kind = \"external\" needs backend.external_url");
+        }
+        if self.backend.start_timeout_secs == 0 {
+            bail!("backend.start_timeout_secs must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn jupyter_venv(&self) -> PathBuf {
+        self.backend
+            .jupyter_venv
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("jupyter-venv"))
+    }
+
+    pub fn default_flavor(&self) -> &Flavor {
+        &self.flavors[0]
+    }
+
+    pub fn default_image(&self) -> &Image {
+        &self.images[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = Settings::load(&ServeArgs::default(), &env_of(&[])).unwrap();
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.quota.notebooks_per_user, 10);
+        assert_eq!(s.default_flavor().id, "cpu-2-8");
+    }
+
+    #[test]
+    fn flags_win_over_env() {
+        let args = ServeArgs {
+            http_addr: Some("127.0.0.1:9001".parse().unwrap()),
+            data_dir: Some("/srv/a".into()),
+            ..Default::default()
+        };
+        let env = env_of(&[
+            ("ATELIER_HTTP_ADDR", "127.0.0.1:9000"),
+            ("ATELIER_DATA_DIR", "/srv/b"),
+        ]);
+        let s = Settings::load(&args, &env).unwrap();
+        assert_eq!(s.http_addr.port(), 9001);
+        assert_eq!(s.data_dir, PathBuf::from("/srv/a"));
+        let s = Settings::load(&ServeArgs::default(), &env).unwrap();
+        assert_eq!(s.http_addr.port(), 9000);
+        assert_eq!(s.data_dir, PathBuf::from("/srv/b"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("ATELIER_HTTP_ADDR", "nope")], "ATELIER_HTTP_ADDR"),
+            (&[("ATELIER_SANDBOX", "docker")], "ATELIER_SANDBOX"),
+            (&[("ATELIER_ADMIN_TOKEN", "short")], "ATELIER_ADMIN_TOKEN"),
+        ];
+        for (pairs, needle) in cases {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            let env = move |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let err = Settings::load(&ServeArgs::default(), &env).unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn file_rejects_unknown_fields() {
+        let err = toml::from_str::<Settings>("data_dir = \"/x\"\nbogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let s: Settings = toml::from_str(
+            "[quota]\nnotebooks_per_user = 3\n[[flavors]]\nid = \"g1\"\ntype = \"gpu\"\nvcpus = 8\nmemory_gib = 64\n",
+        )
+        .unwrap();
+        assert_eq!(s.quota.notebooks_per_user, 3);
+        assert_eq!(s.flavors.len(), 1);
+    }
+}

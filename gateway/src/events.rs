@@ -1,0 +1,200 @@
+//! The event catalogue: the seed's names, texts and severities (spec/notebook.md §2.9),
+//! written in the same transaction as the state change they describe.
+
+use serde::Serialize;
+
+use crate::store::{self, Conn};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Warning,
+    Major,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "Warning",
+            Severity::Major => "Major",
+            Severity::Critical => "Critical",
+        }
+    }
+}
+
+/// One entry of the catalogue. Names and descriptions are verbatim from the seed except
+/// where marked (proposed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Scheduled,
+    PullingImage,
+    PulledImage,
+    NotebookHealthy,
+    CreateNotebookFailed,
+    PullImageFailed,
+    StopNotebook,
+    /// (proposed) the seed names "Startup failed" as a state but no event for it.
+    StartNotebookFailed,
+    UpdateName,
+    UpdateDescription,
+    UpdateFlavor,
+    UpdateImage,
+    NotebookUnhealthy,
+    JupyterProcessKilled,
+    /// `NotebookHealthy` with the "restored" text of seed table 6-16.
+    NotebookRestored,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Scheduled => "Scheduled",
+            EventKind::PullingImage => "PullingImage",
+            EventKind::PulledImage => "PulledImage",
+            EventKind::NotebookHealthy | EventKind::NotebookRestored => "NotebookHealthy",
+            EventKind::CreateNotebookFailed => "CreateNotebookFailed",
+            EventKind::PullImageFailed => "PullImageFailed",
+            EventKind::StopNotebook => "StopNotebook",
+            EventKind::StartNotebookFailed => "StartNotebookFailed",
+            EventKind::UpdateName => "UpdateName",
+            EventKind::UpdateDescription => "UpdateDescription",
+            EventKind::UpdateFlavor => "UpdateFlavor",
+            EventKind::UpdateImage => "UpdateImage",
+            EventKind::NotebookUnhealthy => "NotebookUnhealthy",
+            EventKind::JupyterProcessKilled => "JupyterProcessKilled",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            EventKind::Scheduled => "The instance has been scheduled.",
+            EventKind::PullingImage => "The image is being pulled.",
+            EventKind::PulledImage => "The image has been pulled.",
+            EventKind::NotebookHealthy => "The instance is running and healthy.",
+            EventKind::NotebookRestored => "The instance has been restored to the healthy state.",
+            EventKind::CreateNotebookFailed => "Creating an instance failed.",
+            EventKind::PullImageFailed => "Pulling the image failed.",
+            EventKind::StopNotebook => "The instance has been stopped.",
+            EventKind::StartNotebookFailed => "Starting the instance failed.",
+            EventKind::UpdateName => "Updating the instance name",
+            EventKind::UpdateDescription => "Updating the instance description",
+            EventKind::UpdateFlavor => "Updating the instance flavor",
+            EventKind::UpdateImage => "Updating the instance image",
+            EventKind::NotebookUnhealthy => "The instance is unhealthy.",
+            EventKind::JupyterProcessKilled => "The Jupyter process has been stopped.",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            EventKind::Scheduled
+            | EventKind::PullingImage
+            | EventKind::PulledImage
+            | EventKind::UpdateName
+            | EventKind::UpdateDescription => Severity::Warning,
+            EventKind::NotebookHealthy
+            | EventKind::NotebookRestored
+            | EventKind::StopNotebook
+            | EventKind::UpdateFlavor
+            | EventKind::UpdateImage => Severity::Major,
+            EventKind::CreateNotebookFailed
+            | EventKind::PullImageFailed
+            | EventKind::StartNotebookFailed
+            | EventKind::NotebookUnhealthy
+            | EventKind::JupyterProcessKilled => Severity::Critical,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventRecord {
+    pub event: String,
+    pub description: String,
+    pub severity: String,
+    pub detail: Option<String>,
+    pub time: String,
+    pub notebook_id: String,
+}
+
+pub async fn record(
+    conn: &mut Conn,
+    notebook_id: &str,
+    kind: EventKind,
+    detail: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO events (id, notebook_id, name, description, severity, detail, time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(store::ordered_id())
+    .bind(notebook_id)
+    .bind(kind.name())
+    .bind(kind.description())
+    .bind(kind.severity().as_str())
+    .bind(detail)
+    .bind(store::now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn list(
+    conn: &mut Conn,
+    notebook_id: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRecord>> {
+    sqlx::query_as(
+        "SELECT name AS event, description, severity, detail, time, notebook_id FROM events \
+         WHERE notebook_id = $1 ORDER BY id LIMIT $2",
+    )
+    .bind(notebook_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_matches_the_seed() {
+        // (kind, name, severity) from spec/notebook.md §2.9
+        let table = [
+            (EventKind::Scheduled, "Scheduled", "Warning"),
+            (EventKind::PullingImage, "PullingImage", "Warning"),
+            (EventKind::PulledImage, "PulledImage", "Warning"),
+            (EventKind::NotebookHealthy, "NotebookHealthy", "Major"),
+            (EventKind::NotebookRestored, "NotebookHealthy", "Major"),
+            (
+                EventKind::CreateNotebookFailed,
+                "CreateNotebookFailed",
+                "Critical",
+            ),
+            (EventKind::PullImageFailed, "PullImageFailed", "Critical"),
+            (EventKind::StopNotebook, "StopNotebook", "Major"),
+            (EventKind::UpdateName, "UpdateName", "Warning"),
+            (EventKind::UpdateDescription, "UpdateDescription", "Warning"),
+            (EventKind::UpdateFlavor, "UpdateFlavor", "Major"),
+            (EventKind::UpdateImage, "UpdateImage", "Major"),
+            (
+                EventKind::NotebookUnhealthy,
+                "NotebookUnhealthy",
+                "Critical",
+            ),
+            (
+                EventKind::JupyterProcessKilled,
+                "JupyterProcessKilled",
+                "Critical",
+            ),
+        ];
+        for (kind, name, severity) in table {
+            assert_eq!(kind.name(), name);
+            assert_eq!(kind.severity().as_str(), severity, "{name}");
+        }
+        assert_eq!(
+            EventKind::StopNotebook.description(),
+            "The instance has been stopped."
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! Atelier's gateway: the control plane and front door for notebooks.
+//!
+//! ```text
+//!  browser / CLI ──HTTP──► api (axum) ──► auth ──► notebooks (lifecycle) ──► backends
+//!                 └─/nb/─► proxy ──► auth ──► authz ──► routes ──► Jupyter server
+//!                                      store (SQLite): state + events + audit
+//! ```
+//!
+//! See the repository's ARCHITECTURE.md for the flows and where to add things.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod backends;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod notebooks;
+pub mod proxy;
+pub mod server;
+pub mod store;

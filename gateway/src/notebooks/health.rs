@@ -1,0 +1,93 @@
+//! The reconciler: compares what the backend says with what the store says, after every
+//! gateway start and then periodically. A notebook whose server died is stopped with an
+//! event, never left `RUNNING`; one that stops answering gets `NotebookUnhealthy`, and
+//! `NotebookHealthy` when it recovers. It never deletes user data.
+
+use std::time::Duration;
+
+use super::{Lifecycle, RUNNING, STOPPED};
+use crate::backends::{Handle, Observed};
+use crate::events::{self, EventKind};
+use crate::store::{self, notebooks as rows};
+
+pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
+    let running = {
+        let mut conn = lc.store().pool.acquire().await?;
+        rows::in_statuses(&mut conn, &[RUNNING]).await?
+    };
+    for row in running {
+        let observed = match row
+            .handle
+            .as_deref()
+            .and_then(|h| serde_json::from_str::<Handle>(h).ok())
+        {
+            Some(h) => lc.backend().poll(&h).await,
+            None => Observed::Exited("no record of its server".into()),
+        };
+        let mut tx = lc.store().pool.begin().await?;
+        match observed {
+            Observed::Running => {
+                if row.unhealthy {
+                    rows::set_unhealthy(&mut tx, &row.id, false).await?;
+                    events::record(&mut tx, &row.id, EventKind::NotebookRestored, None).await?;
+                }
+            }
+            Observed::Unhealthy(why) => {
+                if !row.unhealthy {
+                    tracing::warn!(notebook = %row.id, reason = %why, "notebook unhealthy");
+                    rows::set_unhealthy(&mut tx, &row.id, true).await?;
+                    events::record(&mut tx, &row.id, EventKind::NotebookUnhealthy, Some(&why))
+                        .await?;
+                }
+            }
+            Observed::Exited(why) => {
+                tracing::warn!(notebook = %row.id, reason = %why, "notebook server is gone; marking it stopped");
+                let reason = format!("{why}; start it again to continue");
+                if rows::transition(
+                    &mut tx,
+                    &row.id,
+                    &[RUNNING],
+                    STOPPED,
+                    Some(&reason),
+                    &store::now(),
+                )
+                .await?
+                {
+                    rows::set_handle(&mut tx, &row.id, None).await?;
+                    rows::set_unhealthy(&mut tx, &row.id, false).await?;
+                    events::record(
+                        &mut tx,
+                        &row.id,
+                        EventKind::JupyterProcessKilled,
+                        Some(&why),
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        lc.routes().invalidate(&row.id);
+    }
+    Ok(())
+}
+
+/// Runs [`check_running`] every `every` until `shutdown` fires.
+pub async fn run_loop(
+    lc: Lifecycle,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = check_running(&lc).await {
+                    tracing::warn!(error = format!("{e:#}"), "health check failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,686 @@
+//! The notebook lifecycle: validation, state transitions and the background tasks that
+//! drive a backend.
+//!
+//! ```text
+//! request ─► validate ─► transaction { status CAS, event, audit } ─► task ─► backend
+//!                                                                      │
+//!            RUNNING / STOPPED / *_FAILED ◄── transaction { status, event } ◄┘
+//! ```
+//!
+//! Every transition is a compare-and-set on the stored status, so two requests cannot both
+//! move a notebook out of one state. Tasks are resumable: a gateway that restarts in the
+//! middle of one runs it again from the stored status ([`Lifecycle::resume`]).
+
+pub mod health;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
+
+use crate::api::error::ApiError;
+use crate::audit::{self, Action, Target};
+use crate::auth::Principal;
+use crate::auth::authz::NotebookGrant;
+use crate::backends::{Backend, BackendError, Handle, NotebookSpec, Progress, StopMode};
+use crate::config::Settings;
+use crate::events::{self, EventKind};
+use crate::proxy::routes::RouteTable;
+use crate::store::notebooks::{self as rows, NotebookRow};
+use crate::store::{self, Store};
+
+/// The statuses of spec/notebook.md §3.1 that the gateway uses.
+pub mod status {
+    pub const CREATING: &str = "CREATING";
+    pub const STARTING: &str = "STARTING";
+    pub const RUNNING: &str = "RUNNING";
+    pub const STOPPING: &str = "STOPPING";
+    pub const STOPPED: &str = "STOPPED";
+    pub const DELETING: &str = "DELETING";
+    pub const CREATE_FAILED: &str = "CREATE_FAILED";
+    pub const START_FAILED: &str = "START_FAILED";
+    pub const ERROR: &str = "ERROR";
+    pub const ALL: [&str; 9] = [
+        CREATING,
+        STARTING,
+        RUNNING,
+        STOPPING,
+        STOPPED,
+        DELETING,
+        CREATE_FAILED,
+        START_FAILED,
+        ERROR,
+    ];
+}
+use status::*;
+
+/// Where each operation is allowed (spec/notebook.md §3.1, with a retry from failed states).
+pub const START_FROM: &[&str] = &[STOPPED, START_FAILED, ERROR];
+pub const STOP_FROM: &[&str] = &[RUNNING, ERROR];
+pub const DELETE_FROM: &[&str] = &[RUNNING, STOPPED, CREATE_FAILED, START_FAILED, ERROR];
+pub const FLAVOR_FROM: &[&str] = &[STOPPED, RUNNING, START_FAILED];
+pub const IMAGE_FROM: &[&str] = &[STOPPED];
+
+/// The API's view of a notebook.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotebookView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub owner: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub flavor: String,
+    pub image: String,
+    pub auto_stop: AutoStop,
+    pub url: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_activity_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoStop {
+    pub enabled: bool,
+    #[serde(default = "default_hours")]
+    pub duration_hours: i64,
+}
+
+fn default_hours() -> i64 {
+    1
+}
+
+impl From<NotebookRow> for NotebookView {
+    fn from(r: NotebookRow) -> Self {
+        NotebookView {
+            url: format!("/nb/{}/lab", r.id),
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            owner: r.owner,
+            status: r.status,
+            status_reason: r.status_reason,
+            flavor: r.flavor,
+            image: r.image,
+            auto_stop: AutoStop {
+                enabled: r.auto_stop_enabled,
+                duration_hours: r.auto_stop_hours,
+            },
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_activity_at: r.last_activity_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNotebook {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub flavor: Option<String>,
+    pub image: Option<String>,
+    pub auto_stop: Option<AutoStop>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNotebook {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub flavor: Option<String>,
+    pub image: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Lifecycle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    backend: Arc<dyn Backend>,
+    settings: Arc<Settings>,
+    routes: RouteTable,
+    tasks: TaskTracker,
+    /// Serialises creates so the per-user quota check and the insert cannot interleave.
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Store,
+        backend: Arc<dyn Backend>,
+        settings: Arc<Settings>,
+        routes: RouteTable,
+    ) -> Self {
+        Lifecycle {
+            inner: Arc::new(Inner {
+                store,
+                backend,
+                settings,
+                routes,
+                tasks: TaskTracker::new(),
+                create_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    pub async fn create(
+        &self,
+        who: &Principal,
+        req: CreateNotebook,
+    ) -> Result<NotebookRow, ApiError> {
+        let s = &self.inner.settings;
+        let name = match &req.name {
+            Some(n) => validate::name(n)?.to_owned(),
+            None => validate::generated_name(),
+        };
+        let description =
+            validate::description(req.description.as_deref().unwrap_or(""))?.to_owned();
+        let flavor = match &req.flavor {
+            Some(f) => validate::flavor(s, f)?.id.clone(),
+            None => s.default_flavor().id.clone(),
+        };
+        let image = match &req.image {
+            Some(i) => validate::image(s, i)?.id.clone(),
+            None => s.default_image().id.clone(),
+        };
+        let auto_stop = req.auto_stop.unwrap_or(AutoStop {
+            enabled: true,
+            duration_hours: 1,
+        });
+        validate::auto_stop_hours(auto_stop.duration_hours)?;
+
+        let _guard = self.inner.create_lock.lock().await;
+        let mut tx = self.inner.store.pool.begin().await?;
+        let count = rows::count_for_owner(&mut tx, &who.user_id).await?;
+        let limit = i64::from(s.quota.notebooks_per_user);
+        if count >= limit {
+            return Err(ApiError::quota(format!(
+                "notebook quota reached: you have {count} notebooks and the limit is {limit}; delete one first"
+            )));
+        }
+        if rows::name_taken(&mut tx, &who.user_id, &name, "").await? {
+            return Err(ApiError::conflict(format!(
+                "you already have a notebook named {name:?}"
+            )));
+        }
+        let now = store::now();
+        let row = NotebookRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner_id: who.user_id.clone(),
+            owner: who.name.clone(),
+            name,
+            description,
+            flavor,
+            image,
+            status: CREATING.into(),
+            status_reason: None,
+            unhealthy: false,
+            auto_stop_enabled: auto_stop.enabled,
+            auto_stop_hours: auto_stop.duration_hours,
+            backend: self.inner.backend.name().into(),
+            handle: None,
+            created_at: now.clone(),
+            updated_at: now,
+            last_activity_at: None,
+        };
+        rows::insert(&mut tx, &row).await?;
+        events::record(&mut tx, &row.id, EventKind::Scheduled, None).await?;
+        audit::record(
+            &mut tx,
+            &who.name,
+            Action::CreateNotebook,
+            target(&row),
+            "accepted",
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        drop(_guard);
+        self.spawn_bring_up(row.id.clone(), true);
+        Ok(row)
+    }
+
+    pub async fn start(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
+        self.request_transition(&grant, START_FROM, STARTING, Action::StartNotebook)
+            .await?;
+        self.spawn_bring_up(grant.notebook.id.clone(), false);
+        self.reload(&grant.notebook.id).await
+    }
+
+    pub async fn stop(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
+        self.request_transition(&grant, STOP_FROM, STOPPING, Action::StopNotebook)
+            .await?;
+        self.spawn_stop(grant.notebook.id.clone());
+        self.reload(&grant.notebook.id).await
+    }
+
+    pub async fn delete(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
+        self.request_transition(&grant, DELETE_FROM, DELETING, Action::DeleteNotebook)
+            .await?;
+        self.spawn_delete(grant.notebook.id.clone());
+        self.reload(&grant.notebook.id).await
+    }
+
+    pub async fn update(
+        &self,
+        grant: NotebookGrant,
+        req: UpdateNotebook,
+    ) -> Result<NotebookRow, ApiError> {
+        let s = &self.inner.settings;
+        let old = grant.notebook;
+        let mut new = old.clone();
+        let mut changes: Vec<(EventKind, String)> = Vec::new();
+        if let Some(n) = &req.name {
+            let n = validate::name(n)?;
+            if n != old.name {
+                changes.push((EventKind::UpdateName, format!("{} -> {}", old.name, n)));
+                new.name = n.to_owned();
+            }
+        }
+        if let Some(d) = &req.description {
+            let d = validate::description(d)?;
+            if d != old.description {
+                changes.push((EventKind::UpdateDescription, String::new()));
+                new.description = d.to_owned();
+            }
+        }
+        if let Some(f) = &req.flavor {
+            let f = &validate::flavor(s, f)?.id;
+            if *f != old.flavor {
+                if !FLAVOR_FROM.contains(&old.status.as_str()) {
+                    return Err(state_error(&old, "change the flavor of", FLAVOR_FROM));
+                }
+                let note = if old.status == RUNNING {
+                    " (takes effect at the next start)"
+                } else {
+                    ""
+                };
+                changes.push((
+                    EventKind::UpdateFlavor,
+                    format!("{} -> {}{note}", old.flavor, f),
+                ));
+                new.flavor = f.clone();
+            }
+        }
+        if let Some(i) = &req.image {
+            let i = &validate::image(s, i)?.id;
+            if *i != old.image {
+                if !IMAGE_FROM.contains(&old.status.as_str()) {
+                    return Err(state_error(&old, "change the image of", IMAGE_FROM));
+                }
+                changes.push((EventKind::UpdateImage, format!("{} -> {}", old.image, i)));
+                new.image = i.clone();
+            }
+        }
+        if changes.is_empty() {
+            return Ok(old);
+        }
+        if old.status == DELETING {
+            return Err(ApiError::conflict(format!(
+                "notebook {} is being deleted",
+                old.name
+            )));
+        }
+        let mut tx = self.inner.store.pool.begin().await?;
+        if new.name != old.name
+            && rows::name_taken(&mut tx, &old.owner_id, &new.name, &old.id).await?
+        {
+            return Err(ApiError::conflict(format!(
+                "a notebook named {:?} already exists",
+                new.name
+            )));
+        }
+        // Re-check the status inside the transaction: the row may have moved since it was read.
+        let current = rows::get(&mut tx, &old.id)
+            .await?
+            .ok_or_else(|| crate::auth::authz::not_found(&old.id))?;
+        if current.status != old.status {
+            return Err(ApiError::conflict(format!(
+                "notebook {} changed status to {} meanwhile; try again",
+                old.name, current.status
+            )));
+        }
+        rows::update_fields(&mut tx, &new, &store::now()).await?;
+        for (kind, detail) in &changes {
+            let detail = (!detail.is_empty()).then_some(detail.as_str());
+            events::record(&mut tx, &old.id, *kind, detail).await?;
+        }
+        let summary = changes
+            .iter()
+            .map(|(k, _)| k.name())
+            .collect::<Vec<_>>()
+            .join(",");
+        audit::record(
+            &mut tx,
+            &grant.principal.name,
+            Action::UpdateNotebook,
+            target(&new),
+            "ok",
+            Some(&summary),
+        )
+        .await?;
+        tx.commit().await?;
+        self.reload(&old.id).await
+    }
+
+    async fn reload(&self, id: &str) -> Result<NotebookRow, ApiError> {
+        let mut conn = self.inner.store.pool.acquire().await?;
+        rows::get(&mut conn, id)
+            .await?
+            .ok_or_else(|| crate::auth::authz::not_found(id))
+    }
+
+    /// The request half of start/stop/delete: compare-and-set the status, with audit row.
+    async fn request_transition(
+        &self,
+        grant: &NotebookGrant,
+        from: &[&str],
+        to: &str,
+        action: Action,
+    ) -> Result<(), ApiError> {
+        let nb = &grant.notebook;
+        let mut tx = self.inner.store.pool.begin().await?;
+        if !rows::transition(&mut tx, &nb.id, from, to, None, &store::now()).await? {
+            let current = rows::get(&mut tx, &nb.id)
+                .await?
+                .ok_or_else(|| crate::auth::authz::not_found(&nb.id))?;
+            let verb = match action {
+                Action::StartNotebook => "start",
+                Action::StopNotebook => "stop",
+                _ => "delete",
+            };
+            return Err(state_error(&current, verb, from));
+        }
+        audit::record(
+            &mut tx,
+            &grant.principal.name,
+            action,
+            target(nb),
+            "accepted",
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        self.inner.routes.invalidate(&nb.id);
+        Ok(())
+    }
+
+    fn spec(&self, row: &NotebookRow) -> NotebookSpec {
+        let s = &self.inner.settings;
+        let flavor = s
+            .flavors
+            .iter()
+            .find(|f| f.id == row.flavor)
+            .unwrap_or_else(|| s.default_flavor())
+            .clone();
+        NotebookSpec {
+            id: row.id.clone(),
+            owner: row.owner.clone(),
+            flavor,
+            image: row.image.clone(),
+            base_url: format!("/nb/{}/", row.id),
+        }
+    }
+
+    fn spawn_bring_up(&self, id: String, creating: bool) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(e) = this.bring_up(&id, creating).await {
+                tracing::error!(notebook = %id, error = format!("{e:#}"), "bringing up a notebook failed");
+            }
+        });
+    }
+
+    fn spawn_stop(&self, id: String) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(e) = this.finish_stop(&id).await {
+                tracing::error!(notebook = %id, error = format!("{e:#}"), "stopping a notebook failed");
+            }
+        });
+    }
+
+    fn spawn_delete(&self, id: String) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(e) = this.finish_delete(&id).await {
+                tracing::error!(notebook = %id, error = format!("{e:#}"), "deleting a notebook failed");
+            }
+        });
+    }
+
+    /// CREATING or STARTING → RUNNING, or → CREATE_FAILED / START_FAILED.
+    async fn bring_up(&self, id: &str, creating: bool) -> anyhow::Result<()> {
+        let from = if creating { CREATING } else { STARTING };
+        let row = {
+            let mut conn = self.inner.store.pool.acquire().await?;
+            match rows::get(&mut conn, id).await? {
+                Some(r) if r.status == from => r,
+                _ => return Ok(()),
+            }
+        };
+        let spec = self.spec(&row);
+        let backend = &self.inner.backend;
+        let progress = StoreProgress {
+            store: self.inner.store.clone(),
+            notebook_id: id.to_owned(),
+        };
+        let mut handle: Option<Handle> = row
+            .handle
+            .as_deref()
+            .and_then(|h| serde_json::from_str(h).ok());
+        let result: Result<(), BackendError> = async {
+            backend.prepare(&spec, &progress).await?;
+            // Re-attach to what an interrupted attempt launched, or launch anew.
+            let reusable = match &handle {
+                Some(h) => !matches!(backend.poll(h).await, crate::backends::Observed::Exited(_)),
+                None => false,
+            };
+            if !reusable {
+                let h = backend.launch(&spec).await?;
+                self.persist_handle(id, Some(&h))
+                    .await
+                    .map_err(BackendError::Other)?;
+                handle = Some(h);
+            }
+            let h = handle
+                .as_ref()
+                .ok_or_else(|| BackendError::Start("no handle".into()))?;
+            let timeout = Duration::from_secs(self.inner.settings.backend.start_timeout_secs);
+            backend.wait_ready(&spec, h, timeout).await
+        }
+        .await;
+
+        let mut tx = self.inner.store.pool.begin().await?;
+        match result {
+            Ok(()) => {
+                if rows::transition(&mut tx, id, &[from], RUNNING, None, &store::now()).await? {
+                    rows::set_unhealthy(&mut tx, id, false).await?;
+                    events::record(&mut tx, id, EventKind::NotebookHealthy, None).await?;
+                }
+                tx.commit().await?;
+            }
+            Err(e) => {
+                drop(tx);
+                let message = e.to_string();
+                if let Some(h) = &handle {
+                    let _ = backend.stop(h, self.stop_mode()).await;
+                }
+                let (to, kind) = if creating {
+                    (CREATE_FAILED, EventKind::CreateNotebookFailed)
+                } else {
+                    (START_FAILED, EventKind::StartNotebookFailed)
+                };
+                let mut tx = self.inner.store.pool.begin().await?;
+                rows::set_handle(&mut tx, id, None).await?;
+                if rows::transition(&mut tx, id, &[from], to, Some(&message), &store::now()).await?
+                {
+                    events::record(&mut tx, id, kind, Some(&message)).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        self.inner.routes.invalidate(id);
+        Ok(())
+    }
+
+    async fn finish_stop(&self, id: &str) -> anyhow::Result<()> {
+        let Some(row) = self.load_in(id, STOPPING).await? else {
+            return Ok(());
+        };
+        let result = match row
+            .handle
+            .as_deref()
+            .and_then(|h| serde_json::from_str::<Handle>(h).ok())
+        {
+            Some(h) => self.inner.backend.stop(&h, self.stop_mode()).await,
+            None => Ok(()),
+        };
+        let mut tx = self.inner.store.pool.begin().await?;
+        match result {
+            Ok(()) => {
+                rows::set_handle(&mut tx, id, None).await?;
+                if rows::transition(&mut tx, id, &[STOPPING], STOPPED, None, &store::now()).await? {
+                    events::record(&mut tx, id, EventKind::StopNotebook, None).await?;
+                }
+            }
+            Err(e) => {
+                let msg = format!("stopping failed: {e}");
+                rows::transition(&mut tx, id, &[STOPPING], ERROR, Some(&msg), &store::now())
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        self.inner.routes.invalidate(id);
+        Ok(())
+    }
+
+    async fn finish_delete(&self, id: &str) -> anyhow::Result<()> {
+        let Some(row) = self.load_in(id, DELETING).await? else {
+            return Ok(());
+        };
+        let backend = &self.inner.backend;
+        let mut result = match row
+            .handle
+            .as_deref()
+            .and_then(|h| serde_json::from_str::<Handle>(h).ok())
+        {
+            Some(h) => backend.stop(&h, self.stop_mode()).await,
+            None => Ok(()),
+        };
+        if result.is_ok() {
+            result = backend.delete(id).await;
+        }
+        let mut tx = self.inner.store.pool.begin().await?;
+        match result {
+            Ok(()) => rows::delete(&mut tx, id).await?,
+            Err(e) => {
+                let msg = format!("deleting failed: {e}; delete again to retry");
+                rows::transition(&mut tx, id, &[DELETING], ERROR, Some(&msg), &store::now())
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        self.inner.routes.invalidate(id);
+        Ok(())
+    }
+
+    async fn load_in(&self, id: &str, status: &str) -> anyhow::Result<Option<NotebookRow>> {
+        let mut conn = self.inner.store.pool.acquire().await?;
+        Ok(rows::get(&mut conn, id)
+            .await?
+            .filter(|r| r.status == status))
+    }
+
+    async fn persist_handle(&self, id: &str, handle: Option<&Handle>) -> anyhow::Result<()> {
+        let text = handle.map(serde_json::to_string).transpose()?;
+        let mut conn = self.inner.store.pool.acquire().await?;
+        rows::set_handle(&mut conn, id, text.as_deref()).await?;
+        Ok(())
+    }
+
+    fn stop_mode(&self) -> StopMode {
+        StopMode {
+            grace: Duration::from_secs(self.inner.settings.backend.stop_grace_secs),
+        }
+    }
+
+    /// After a gateway start: run again every task a previous gateway left unfinished, and
+    /// check that notebooks recorded as running still are.
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        let pending = {
+            let mut conn = self.inner.store.pool.acquire().await?;
+            rows::in_statuses(&mut conn, &[CREATING, STARTING, STOPPING, DELETING]).await?
+        };
+        for row in pending {
+            tracing::info!(notebook = %row.id, status = %row.status, "resuming an unfinished operation");
+            match row.status.as_str() {
+                CREATING => self.spawn_bring_up(row.id, true),
+                STARTING => self.spawn_bring_up(row.id, false),
+                STOPPING => self.spawn_stop(row.id),
+                _ => self.spawn_delete(row.id),
+            }
+        }
+        health::check_running(self).await
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn routes(&self) -> &RouteTable {
+        &self.inner.routes
+    }
+}
+
+fn target(row: &NotebookRow) -> Target<'_> {
+    Target {
+        kind: "notebook",
+        id: &row.id,
+        name: &row.name,
+    }
+}
+
+/// 409 that names the notebook, its status and where the operation is allowed.
+pub fn state_error(row: &NotebookRow, verb: &str, allowed: &[&str]) -> ApiError {
+    let allowed = allowed.join(", ");
+    ApiError::conflict(format!(
+        "cannot {verb} notebook {} while it is {}; allowed when it is {allowed}",
+        row.name, row.status
+    ))
+}
+
+/// Backend progress written as events of the notebook.
+struct StoreProgress {
+    store: Store,
+    notebook_id: String,
+}
+
+#[async_trait]
+impl Progress for StoreProgress {
+    async fn event(&self, kind: EventKind, detail: Option<&str>) {
+        let result = async {
+            let mut conn = self.store.pool.acquire().await?;
+            events::record(&mut conn, &self.notebook_id, kind, detail).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(notebook = %self.notebook_id, error = %e, "recording a progress event failed");
+        }
+    }
+}

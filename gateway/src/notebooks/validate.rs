@@ -1,0 +1,141 @@
+//! Input rules for notebooks (spec/notebook.md §2.1, §4.1). Each error names the field and
+//! what is allowed.
+
+use crate::api::error::ApiError;
+use crate::config::{Flavor, Image, Settings};
+
+/// The seed's name rule: 1–128 characters, digits, letters, `_` and `-`.
+pub const NAME_MAX: usize = 128;
+/// The seed gives no limit; this keeps list views and events readable.
+pub const DESCRIPTION_MAX: usize = 512;
+/// The seed's custom auto-stop range, in hours.
+pub const AUTO_STOP_HOURS: std::ops::RangeInclusive<i64> = 1..=72;
+
+pub fn name(name: &str) -> Result<&str, ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::invalid("name: must not be empty"));
+    }
+    if name.chars().count() > NAME_MAX {
+        return Err(ApiError::invalid(format!(
+            "name: {} characters is too long; at most {NAME_MAX}",
+            name.chars().count()
+        )));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(ApiError::invalid(format!(
+            "name: {bad:?} is not allowed; use only letters, digits, '_' and '-'"
+        )));
+    }
+    Ok(name)
+}
+
+pub fn generated_name() -> String {
+    format!(
+        "notebook-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+pub fn description(d: &str) -> Result<&str, ApiError> {
+    let n = d.chars().count();
+    if n > DESCRIPTION_MAX {
+        return Err(ApiError::invalid(format!(
+            "description: {n} characters is too long; at most {DESCRIPTION_MAX}"
+        )));
+    }
+    Ok(d)
+}
+
+pub fn flavor<'a>(s: &'a Settings, id: &str) -> Result<&'a Flavor, ApiError> {
+    s.flavors.iter().find(|f| f.id == id).ok_or_else(|| {
+        let known: Vec<&str> = s.flavors.iter().map(|f| f.id.as_str()).collect();
+        ApiError::invalid(format!(
+            "flavor: unknown flavor {id:?}; available: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+pub fn image<'a>(s: &'a Settings, id: &str) -> Result<&'a Image, ApiError> {
+    s.images.iter().find(|i| i.id == id).ok_or_else(|| {
+        let known: Vec<&str> = s.images.iter().map(|i| i.id.as_str()).collect();
+        ApiError::invalid(format!(
+            "image: unknown image {id:?}; available: {}",
+            known.join(", ")
+        ))
+    })
+}
+
+pub fn auto_stop_hours(h: i64) -> Result<i64, ApiError> {
+    if !AUTO_STOP_HOURS.contains(&h) {
+        return Err(ApiError::invalid(format!(
+            "auto_stop.duration_hours: {h} is out of range; use a whole number of hours from 1 to 72"
+        )));
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let ok = ["a", "nb_1-a", &"x".repeat(128), "ABC-def_09"];
+        for n in ok {
+            assert!(name(n).is_ok(), "{n}");
+        }
+        let bad = [
+            ("", "empty"),
+            (&*"x".repeat(129), "too long"),
+            ("a b", "' '"),
+            ("a.b", "'.'"),
+            ("é", "'é'"),
+        ];
+        for (n, why) in bad {
+            let e = name(n).unwrap_err();
+            assert!(
+                e.message.starts_with("name:") && e.message.contains(why),
+                "{n}: {}",
+                e.message
+            );
+        }
+        assert!(name(&generated_name()).is_ok());
+    }
+
+    #[test]
+    fn hours() {
+        for h in [1, 2, 4, 6, 72] {
+            assert!(auto_stop_hours(h).is_ok());
+        }
+        for h in [0, -1, 73] {
+            assert!(
+                auto_stop_hours(h)
+                    .unwrap_err()
+                    .message
+                    .contains("auto_stop.duration_hours")
+            );
+        }
+    }
+
+    #[test]
+    fn catalogue_errors_list_choices() {
+        let s = Settings::default();
+        assert!(flavor(&s, "cpu-2-8").is_ok());
+        let e = flavor(&s, "gpu-huge").unwrap_err();
+        assert!(
+            e.message.contains("gpu-huge") && e.message.contains("cpu-2-8"),
+            "{}",
+            e.message
+        );
+        assert!(
+            image(&s, "nope")
+                .unwrap_err()
+                .message
+                .contains("jupyterlab")
+        );
+    }
+}

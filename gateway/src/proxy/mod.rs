@@ -1,0 +1,449 @@
+//! The front door to notebooks: `/nb/{id}/…` over HTTP and WebSocket.
+//!
+//! ```text
+//! request ─► authn (bearer / session cookie) ─► route lookup (cached) ─► authz (owner)
+//!         ─► status check ─► upstream request (+ Jupyter token, − our credentials)
+//!         ─► response (token scrubbed from HTML and headers) │ 101 ─► byte pipe both ways
+//! ```
+//!
+//! Bodies stream both ways; only HTML responses are buffered, to scrub the token JupyterLab
+//! writes into its page config. WebSockets are relayed as bytes after the upgrade, so no
+//! message size limit applies here.
+
+pub mod routes;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::api::error::ApiError;
+use crate::audit::{self, Action, Target};
+use crate::auth::SESSION_COOKIE;
+use crate::auth::authz::{self, RouteGrant};
+use crate::notebooks::status::RUNNING;
+use crate::server::AppState;
+
+/// HTML larger than this is passed through unscrubbed: JupyterLab's pages are a few KiB, and
+/// a user's own large HTML file does not hold the server's token.
+const HTML_SCRUB_LIMIT: usize = 8 * 1024 * 1024;
+
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+pub fn client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// `/nb/{id}` and everything below it.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    match proxy(&state, req).await {
+        Ok(r) => r,
+        Err(r) => r,
+    }
+}
+
+fn notebook_id(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/nb/")?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty()).then_some(id)
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+/// A 4xx/5xx as HTML for browsers, as the JSON error shape for API clients.
+fn refuse(e: ApiError, html: bool) -> Response {
+    if !html {
+        return e.into_response();
+    }
+    let page =
+        crate::api::pages::message_page(e.status.canonical_reason().unwrap_or("Error"), &e.message);
+    (e.status, page).into_response()
+}
+
+async fn proxy(state: &AppState, req: Request) -> Result<Response, Response> {
+    let html = wants_html(req.headers());
+    let Some(id) = notebook_id(req.uri().path()) else {
+        return Err(refuse(ApiError::not_found("no such notebook"), html));
+    };
+    let principal = match state.auth.authenticate(req.headers()).await {
+        Ok(Some(p)) => p,
+        outcome => {
+            if html && req.method() == Method::GET {
+                let next = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                return Err(
+                    Redirect::to(&format!("/login?next={}", urlencode(next))).into_response()
+                );
+            }
+            let e = outcome.err().unwrap_or_else(|| {
+                ApiError::unauthenticated("authentication required: send Authorization: Bearer <token> or log in at /login")
+            });
+            return Err(refuse(e, html));
+        }
+    };
+    let route = match state.routes.get(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err(refuse(authz::not_found(id), html)),
+        Err(e) => return Err(refuse(ApiError::internal(e), html)),
+    };
+    let grant = authz::authorize_route(&principal, route).map_err(|e| refuse(e, html))?;
+    forward(state, grant, req, html).await
+}
+
+async fn forward(
+    state: &AppState,
+    grant: RouteGrant,
+    req: Request,
+    html: bool,
+) -> Result<Response, Response> {
+    let route = &grant.route;
+    let upstream = match (&route.status, &route.upstream) {
+        (s, Some(u)) if s == RUNNING => u.clone(),
+        (s, _) => {
+            return Err(refuse(
+                ApiError::conflict(format!(
+                    "notebook {} is {s}, not RUNNING; start it first (atelier notebook start {})",
+                    route.name, route.name
+                )),
+                html,
+            ));
+        }
+    };
+    state.routes.touch(&route.notebook_id);
+
+    let (mut parts, body) = req.into_parts();
+    if parts.method == Method::GET && parts.uri.path().trim_end_matches('/').ends_with("/lab") {
+        audit_open(state, &grant);
+    }
+    let upgrade = is_upgrade(&parts.headers);
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = match format!("http://{}{}", upstream.addr, path).parse() {
+        Ok(u) => u,
+        Err(_) => return Err(refuse(ApiError::invalid("malformed request path"), html)),
+    };
+    parts.version = http::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    strip_credentials(&mut parts.headers);
+    if html {
+        // The token is scrubbed from HTML, which needs it uncompressed.
+        parts.headers.remove(header::ACCEPT_ENCODING);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("token {}", upstream.token)) {
+        parts.headers.insert(header::AUTHORIZATION, v);
+    }
+    let mut resp = match state
+        .upstream
+        .request(http::Request::from_parts(parts, body))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(notebook = %route.notebook_id, error = %e, "upstream request failed");
+            return Err(refuse(
+                ApiError::unavailable(format!(
+                    "notebook {}'s server does not answer; try again shortly",
+                    route.name
+                )),
+                html,
+            ));
+        }
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(refuse(
+                ApiError::unavailable("unexpected protocol switch from the notebook"),
+                html,
+            ));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let notebook = route.notebook_id.clone();
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client_io, upstream_io)) => {
+                    let mut c = TokioIo::new(client_io);
+                    let mut u = TokioIo::new(upstream_io);
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+                Err(e) => {
+                    tracing::debug!(notebook = %notebook, error = %e, "websocket upgrade failed")
+                }
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        scrub_headers(&mut parts.headers, &upstream.token);
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    scrub_headers(&mut parts.headers, &upstream.token);
+    let is_html = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_none_or(|n| n <= HTML_SCRUB_LIMIT);
+    if is_html && small && !parts.headers.contains_key(header::CONTENT_ENCODING) {
+        let bytes = match http_body_util::Limited::new(body, HTML_SCRUB_LIMIT)
+            .collect()
+            .await
+        {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                return Err(refuse(
+                    ApiError::unavailable(format!("reading the notebook's page: {e}")),
+                    html,
+                ));
+            }
+        };
+        let scrubbed = scrub_bytes(&bytes, upstream.token.as_bytes());
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Ok(Response::from_parts(parts, Body::from(scrubbed)));
+    }
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+fn audit_open(state: &AppState, grant: &RouteGrant) {
+    let store = state.store.clone();
+    let (user, id, name) = (
+        grant.user.clone(),
+        grant.route.notebook_id.clone(),
+        grant.route.name.clone(),
+    );
+    tokio::spawn(async move {
+        let result = async {
+            let mut conn = store.pool.acquire().await?;
+            audit::record(
+                &mut conn,
+                &user,
+                Action::OpenNotebook,
+                Target {
+                    kind: "notebook",
+                    id: &id,
+                    name: &name,
+                },
+                "ok",
+                None,
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "recording openNotebook failed");
+        }
+    });
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+const HOP_BY_HOP: [header::HeaderName; 6] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers that the Connection header names are hop-by-hop too.
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .filter(|s| !s.is_empty() && s != "upgrade")
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        for h in &HOP_BY_HOP[1..] {
+            headers.remove(h);
+        }
+    } else {
+        for h in &HOP_BY_HOP {
+            headers.remove(h);
+        }
+        headers.remove(header::UPGRADE);
+        headers.remove("keep-alive");
+    }
+}
+
+/// The gateway's own credentials stay at the gateway.
+fn strip_credentials(headers: &mut HeaderMap) {
+    headers.remove(header::AUTHORIZATION);
+    let cookies: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').is_none_or(|(k, _)| k != SESSION_COOKIE))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !cookies.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&cookies.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+fn scrub_headers(headers: &mut HeaderMap, token: &str) {
+    if token.is_empty() {
+        return;
+    }
+    let leaking: Vec<header::HeaderName> = headers
+        .iter()
+        .filter(|(_, v)| {
+            v.as_bytes()
+                .windows(token.len())
+                .any(|w| w == token.as_bytes())
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for name in leaking {
+        let values: Vec<HeaderValue> = headers
+            .get_all(&name)
+            .iter()
+            .filter_map(|v| {
+                HeaderValue::from_bytes(&scrub_bytes(v.as_bytes(), token.as_bytes())).ok()
+            })
+            .collect();
+        headers.remove(&name);
+        for v in values {
+            headers.append(name.clone(), v);
+        }
+    }
+}
+
+fn scrub_bytes(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
+    if needle.is_empty() {
+        return haystack.to_vec();
+    }
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_paths() {
+        assert_eq!(notebook_id("/nb/abc/lab"), Some("abc"));
+        assert_eq!(notebook_id("/nb/abc"), Some("abc"));
+        assert_eq!(notebook_id("/nb//lab"), None);
+        assert_eq!(notebook_id("/v1/x"), None);
+    }
+
+    #[test]
+    fn scrubbing() {
+        assert_eq!(scrub_bytes(b"a TOK b TOKTOK", b"TOK"), b"a  b ".to_vec());
+        let mut h = HeaderMap::new();
+        h.insert(header::LOCATION, "/nb/x/lab?token=TOK".parse().unwrap());
+        h.insert(header::CONTENT_TYPE, "text/html".parse().unwrap());
+        scrub_headers(&mut h, "TOK");
+        assert_eq!(h[header::LOCATION], "/nb/x/lab?token=");
+        assert_eq!(h[header::CONTENT_TYPE], "text/html");
+    }
+
+    #[test]
+    fn our_credentials_do_not_travel() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer atl_x".parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            "_xsrf=1; atelier_session=ats_y; username-x=2"
+                .parse()
+                .unwrap(),
+        );
+        strip_credentials(&mut h);
+        assert!(!h.contains_key(header::AUTHORIZATION));
+        assert_eq!(h[header::COOKIE], "_xsrf=1; username-x=2");
+    }
+
+    #[test]
+    fn upgrade_detection_and_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+    }
+}

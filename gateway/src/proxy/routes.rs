@@ -1,0 +1,107 @@
+//! Route lookup for the proxy: notebook id → owner, status and upstream, cached in memory
+//! (rebuilt from the store on a miss) and invalidated by every lifecycle transition.
+//! Also the per-notebook activity clock that the proxy ticks and auto-stop will read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::sync::Cache;
+use time::OffsetDateTime;
+
+use crate::backends::{Backend, Handle, Upstream};
+use crate::store::{self, Store, notebooks as rows};
+
+#[derive(Debug)]
+pub struct Route {
+    pub notebook_id: String,
+    pub name: String,
+    pub owner_id: String,
+    pub status: String,
+    pub upstream: Option<Upstream>,
+}
+
+#[derive(Clone)]
+pub struct RouteTable {
+    cache: Cache<String, Arc<Route>>,
+    store: Store,
+    backend: Arc<dyn Backend>,
+    /// notebook id → unix time (seconds) of the newest proxied request not yet written.
+    activity: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl RouteTable {
+    pub fn new(store: Store, backend: Arc<dyn Backend>) -> Self {
+        RouteTable {
+            // The TTL only bounds staleness if another gateway changes the store; this
+            // gateway's own transitions invalidate at once.
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+            store,
+            backend,
+            activity: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> anyhow::Result<Option<Arc<Route>>> {
+        if let Some(r) = self.cache.get(id) {
+            return Ok(Some(r));
+        }
+        let mut conn = self.store.pool.acquire().await?;
+        let Some(row) = rows::get(&mut conn, id).await? else {
+            return Ok(None);
+        };
+        let upstream = row
+            .handle
+            .as_deref()
+            .and_then(|h| serde_json::from_str::<Handle>(h).ok())
+            .and_then(|h| self.backend.upstream(&h).ok());
+        let route = Arc::new(Route {
+            notebook_id: row.id,
+            name: row.name,
+            owner_id: row.owner_id,
+            status: row.status,
+            upstream,
+        });
+        self.cache.insert(id.to_owned(), route.clone());
+        Ok(Some(route))
+    }
+
+    pub fn invalidate(&self, id: &str) {
+        self.cache.invalidate(id);
+    }
+
+    /// Records traffic for a notebook; cheap enough for every proxied request.
+    pub fn touch(&self, id: &str) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Ok(mut map) = self.activity.lock() {
+            match map.get_mut(id) {
+                Some(t) => *t = now,
+                None => {
+                    map.insert(id.to_owned(), now);
+                }
+            }
+        }
+    }
+
+    /// Writes the activity recorded since the last flush.
+    pub async fn flush_activity(&self) -> anyhow::Result<()> {
+        let pending: Vec<(String, i64)> = match self.activity.lock() {
+            Ok(mut map) => map.drain().collect(),
+            Err(_) => return Ok(()),
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.pool.begin().await?;
+        for (id, secs) in pending {
+            let at = OffsetDateTime::from_unix_timestamp(secs)
+                .unwrap_or_else(|_| OffsetDateTime::now_utc());
+            rows::set_activity(&mut tx, &id, &store::format_time(at)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

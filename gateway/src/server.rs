@@ -1,0 +1,194 @@
+//! `atelier serve`: wires settings, store, auth, backend, lifecycle and the router together,
+//! resumes what a previous gateway left unfinished, and runs until SIGINT/SIGTERM. Notebooks
+//! keep running while the gateway is down; the next start re-attaches to them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{self, Authenticator};
+use crate::backends::Backend;
+use crate::backends::external::ExternalBackend;
+use crate::backends::process::ProcessBackend;
+use crate::config::{BackendKind, Settings};
+use crate::notebooks::{Lifecycle, health};
+use crate::proxy::{self, UpstreamClient, routes::RouteTable};
+use crate::store::{self, Store, users};
+
+/// Everything a request handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub auth: Authenticator,
+    pub lifecycle: Lifecycle,
+    pub routes: RouteTable,
+    pub upstream: UpstreamClient,
+}
+
+/// How often running notebooks are checked against the backend.
+const HEALTH_EVERY: Duration = Duration::from_secs(10);
+/// How often proxy activity is written to the store.
+const ACTIVITY_FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing data dir {}", settings.data_dir.display()))?;
+    let store = Store::open(&settings.data_dir).await?;
+    bootstrap_admin(&store, &settings).await?;
+    let backend: Arc<dyn Backend> = match settings.backend.kind {
+        BackendKind::Process => Arc::new(ProcessBackend::new(&settings)?),
+        BackendKind::External => Arc::new(ExternalBackend::new(&settings)?),
+    };
+    let settings = Arc::new(settings);
+    let routes = RouteTable::new(store.clone(), backend.clone());
+    let lifecycle = Lifecycle::new(store.clone(), backend, settings.clone(), routes.clone());
+    Ok(AppState {
+        auth: Authenticator::new(store.clone()),
+        settings,
+        store,
+        lifecycle,
+        routes,
+        upstream: proxy::client(),
+    })
+}
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let addr = settings.http_addr;
+    let state = build(settings).await?;
+    state
+        .lifecycle
+        .resume()
+        .await
+        .context("resuming notebooks")?;
+
+    let shutdown = CancellationToken::new();
+    let loops = tokio_util::task::TaskTracker::new();
+    loops.spawn(health::run_loop(
+        state.lifecycle.clone(),
+        HEALTH_EVERY,
+        shutdown.clone(),
+    ));
+    loops.spawn(flush_loop(state.clone(), shutdown.clone()));
+    loops.close();
+
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("listening on {addr} (is another gateway running? set ATELIER_HTTP_ADDR)")
+    })?;
+    let local = listener.local_addr()?;
+    println!("Atelier is listening on http://{local}/");
+    tracing::info!(%local, data_dir = %state.settings.data_dir.display(), "gateway started");
+
+    let app = crate::api::router(state.clone());
+    let stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        })
+        .await
+        .context("serving HTTP")?;
+
+    tracing::info!("shutting down; notebooks keep running");
+    shutdown.cancel();
+    loops.wait().await;
+    if let Err(e) = state.routes.flush_activity().await {
+        tracing::warn!(error = %e, "writing activity at shutdown failed");
+    }
+    let tasks = state.lifecycle.tasks();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("lifecycle tasks still running; the next start resumes them");
+    }
+    Ok(())
+}
+
+async fn flush_loop(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ACTIVITY_FLUSH_EVERY);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = state.routes.flush_activity().await {
+                    tracing::warn!(error = %e, "writing activity failed");
+                }
+                n += 1;
+                // Expired browser sessions, about once an hour.
+                if n % 360 == 0
+                    && let Ok(mut conn) = state.store.pool.acquire().await
+                {
+                    let _ = users::delete_expired_sessions(&mut conn, &store::now()).await;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// On the first start: an `admin` user with the token from `ATELIER_ADMIN_TOKEN`, or a random
+/// one printed once.
+async fn bootstrap_admin(store: &Store, settings: &Settings) -> anyhow::Result<()> {
+    let mut tx = store.pool.begin().await?;
+    if users::count_admins(&mut tx).await? > 0 {
+        if let Some(t) = &settings.admin_token
+            && users::credential_by_hash(&mut tx, &auth::hash_secret(t))
+                .await?
+                .is_none()
+        {
+            tracing::warn!(
+                "ATELIER_ADMIN_TOKEN is only used when the database is created; it matches no token here"
+            );
+        }
+        return Ok(());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = store::now();
+    users::insert_user(&mut tx, &id, "admin", "admin", &now).await?;
+    let (secret, printed) = match &settings.admin_token {
+        Some(t) => (t.clone(), false),
+        None => (auth::new_secret("atl_"), true),
+    };
+    users::insert_token(
+        &mut tx,
+        users::NewToken {
+            id: &uuid::Uuid::new_v4().to_string(),
+            user_id: &id,
+            kind: "api",
+            secret_hash: &auth::hash_secret(&secret),
+            label: "bootstrap",
+            now: &now,
+            expires_at: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    if printed {
+        println!("Created user 'admin'. Its API token (shown only this once): {secret}");
+    } else {
+        println!("Created user 'admin' with the API token from ATELIER_ADMIN_TOKEN.");
+    }
+    Ok(())
+}

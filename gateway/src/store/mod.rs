@@ -1,0 +1,91 @@
+//! State in SQLite (WAL) through sqlx. The SQL is plain enough for PostgreSQL too: `$n`
+//! placeholders in order of first use, TEXT ids and fixed-width RFC 3339 UTC timestamps.
+//!
+//! Invariant: a state change, its event and its audit row are written in one transaction;
+//! functions that take `&mut SqliteConnection` are meant to run inside one.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub mod notebooks;
+pub mod users;
+
+pub type Conn = SqliteConnection;
+
+#[derive(Clone)]
+pub struct Store {
+    pub pool: SqlitePool,
+}
+
+impl Store {
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Store> {
+        let path = data_dir.join("atelier.db");
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("applying database migrations")?;
+        Ok(Store { pool })
+    }
+}
+
+/// Now, as stored: fixed width so text order is time order.
+pub fn now() -> String {
+    format_time(OffsetDateTime::now_utc())
+}
+
+pub fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+/// Time-ordered ids for append-only rows.
+pub fn ordered_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_sort_as_text() {
+        let a = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let b = a + time::Duration::microseconds(1);
+        let c = a + time::Duration::days(400);
+        let (fa, fb, fc) = (format_time(a), format_time(b), format_time(c));
+        assert!(fa < fb && fb < fc);
+        assert_eq!(fa.len(), fc.len());
+        assert_eq!(parse_time(&fb), Some(b));
+    }
+}

@@ -1,0 +1,224 @@
+//! Notebook rows. Status changes go through [`transition`], a compare-and-set on the status
+//! column, so two requests can never both move a notebook out of the same state.
+
+use super::Conn;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NotebookRow {
+    pub id: String,
+    pub owner_id: String,
+    pub owner: String,
+    pub name: String,
+    pub description: String,
+    pub flavor: String,
+    pub image: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub unhealthy: bool,
+    pub auto_stop_enabled: bool,
+    pub auto_stop_hours: i64,
+    pub backend: String,
+    pub handle: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_activity_at: Option<String>,
+}
+
+const SELECT: &str = "SELECT n.id, n.owner_id, u.name AS owner, n.name, n.description, n.flavor, n.image, \
+    n.status, n.status_reason, n.unhealthy, n.auto_stop_enabled, n.auto_stop_hours, n.backend, n.handle, \
+    n.created_at, n.updated_at, n.last_activity_at FROM notebooks n JOIN users u ON u.id = n.owner_id";
+
+pub async fn insert(conn: &mut Conn, n: &NotebookRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO notebooks (id, owner_id, name, description, flavor, image, status, status_reason, \
+         unhealthy, auto_stop_enabled, auto_stop_hours, backend, handle, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(&n.id)
+    .bind(&n.owner_id)
+    .bind(&n.name)
+    .bind(&n.description)
+    .bind(&n.flavor)
+    .bind(&n.image)
+    .bind(&n.status)
+    .bind(&n.status_reason)
+    .bind(n.unhealthy)
+    .bind(n.auto_stop_enabled)
+    .bind(n.auto_stop_hours)
+    .bind(&n.backend)
+    .bind(&n.handle)
+    .bind(&n.created_at)
+    .bind(&n.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut Conn, id: &str) -> sqlx::Result<Option<NotebookRow>> {
+    sqlx::query_as(&format!("{SELECT} WHERE n.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn count_for_owner(conn: &mut Conn, owner_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM notebooks WHERE owner_id = $1")
+        .bind(owner_id)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn name_taken(
+    conn: &mut Conn,
+    owner_id: &str,
+    name: &str,
+    except_id: &str,
+) -> sqlx::Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM notebooks WHERE owner_id = $1 AND name = $2 AND id <> $3",
+    )
+    .bind(owner_id)
+    .bind(name)
+    .bind(except_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}
+
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    /// None: everyone's (admins only).
+    pub owner_id: Option<String>,
+    pub name_contains: Option<String>,
+    pub status: Option<String>,
+    pub image: Option<String>,
+    pub flavor: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Newest first, and the total that matched before paging.
+pub async fn list(conn: &mut Conn, f: &ListFilter) -> sqlx::Result<(Vec<NotebookRow>, i64)> {
+    let pattern = f.name_contains.as_ref().map(|s| {
+        let escaped = s
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    let cond = "($1 IS NULL OR n.owner_id = $1) AND ($2 IS NULL OR n.name LIKE $2 ESCAPE '\\') \
+        AND ($3 IS NULL OR n.status = $3) AND ($4 IS NULL OR n.image = $4) AND ($5 IS NULL OR n.flavor = $5)";
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM notebooks n WHERE {cond}"))
+        .bind(&f.owner_id)
+        .bind(&pattern)
+        .bind(&f.status)
+        .bind(&f.image)
+        .bind(&f.flavor)
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows = sqlx::query_as(&format!(
+        "{SELECT} WHERE {cond} ORDER BY n.created_at DESC, n.id DESC LIMIT $6 OFFSET $7"
+    ))
+    .bind(&f.owner_id)
+    .bind(&pattern)
+    .bind(&f.status)
+    .bind(&f.image)
+    .bind(&f.flavor)
+    .bind(f.limit)
+    .bind(f.offset)
+    .fetch_all(conn)
+    .await?;
+    Ok((rows, total))
+}
+
+/// Notebooks in any of `statuses`, for the reconciler.
+pub async fn in_statuses(conn: &mut Conn, statuses: &[&str]) -> sqlx::Result<Vec<NotebookRow>> {
+    let list = statuses
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE n.status IN ({list}) ORDER BY n.created_at"
+    ))
+    .fetch_all(conn)
+    .await
+}
+
+/// Moves `id` to `to` if its status is one of `from`; false if it was not.
+pub async fn transition(
+    conn: &mut Conn,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    reason: Option<&str>,
+    now: &str,
+) -> sqlx::Result<bool> {
+    let list = from
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let r = sqlx::query(&format!(
+        "UPDATE notebooks SET status = $1, status_reason = $2, updated_at = $3 WHERE id = $4 AND status IN ({list})"
+    ))
+    .bind(to)
+    .bind(reason)
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_handle(conn: &mut Conn, id: &str, handle: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query("UPDATE notebooks SET handle = $1 WHERE id = $2")
+        .bind(handle)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_unhealthy(conn: &mut Conn, id: &str, unhealthy: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE notebooks SET unhealthy = $1 WHERE id = $2")
+        .bind(unhealthy)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn update_fields(conn: &mut Conn, n: &NotebookRow, now: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE notebooks SET name = $1, description = $2, flavor = $3, image = $4, updated_at = $5 WHERE id = $6",
+    )
+    .bind(&n.name)
+    .bind(&n.description)
+    .bind(&n.flavor)
+    .bind(&n.image)
+    .bind(now)
+    .bind(&n.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_activity(conn: &mut Conn, id: &str, at: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE notebooks SET last_activity_at = $1 WHERE id = $2 AND (last_activity_at IS NULL OR last_activity_at < $1)",
+    )
+    .bind(at)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM notebooks WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The launch spec the gateway hands to the runtime (`--spec <path>`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Grace period used when the spec does not set `grace_seconds`.
+pub const DEFAULT_GRACE_SECONDS: u64 = 10;
+
+/// Upper bound for `grace_seconds`, so deadlines stay sane.
+pub const MAX_GRACE_SECONDS: u64 = 3600;
+
+/// What to run and where to report about it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Program and arguments; `argv[0]` is resolved against the spec's `PATH`.
+    pub argv: Vec<String>,
+    /// The child's whole environment (nothing is inherited from the runtime).
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the child.
+    pub cwd: PathBuf,
+    /// The child's stdout and stderr are appended here (created with mode 0600).
+    pub log_file: PathBuf,
+    /// Status JSON, replaced atomically on every state change.
+    pub status_file: PathBuf,
+    /// How long to wait after SIGTERM before SIGKILL.
+    #[serde(default = "default_grace_seconds")]
+    pub grace_seconds: u64,
+}
+
+fn default_grace_seconds() -> u64 {
+    DEFAULT_GRACE_SECONDS
+}
+
+impl Spec {
+    /// Parses and validates a spec from JSON text.
+    pub fn from_json(text: &str) -> Result<Spec> {
+        let spec: Spec = serde_json::from_str(text)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let Some(program) = self.argv.first() else {
+            bail!("argv must not be empty");
+        };
+        if program.is_empty() {
+            bail!("argv[0] (the program) must not be empty");
+        }
+        for (i, arg) in self.argv.iter().enumerate() {
+            if arg.contains('\0') {
+                bail!("argv[{i}] contains a NUL byte");
+            }
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                bail!("env key {key:?} is not a valid variable name");
+            }
+            if value.contains('\0') {
+                bail!("env value for {key:?} contains a NUL byte");
+            }
+        }
+        check_path("cwd", &self.cwd, false)?;
+        check_path("log_file", &self.log_file, true)?;
+        check_path("status_file", &self.status_file, true)?;
+        if self.grace_seconds > MAX_GRACE_SECONDS {
+            bail!(
+                "grace_seconds must be at most {MAX_GRACE_SECONDS} (got {})",
+                self.grace_seconds
+            );
+        }
+        Ok(())
+    }
+}
+
+fn check_path(field: &str, path: &Path, needs_file_name: bool) -> Result<()> {
+    if path.as_os_str().is_empty() {
+        bail!("{field} must not be empty");
+    }
+    if path.to_string_lossy().contains('\0') {
+        bail!("{field} contains a NUL byte");
+    }
+    if needs_file_name && path.file_name().is_none() {
+        bail!("{field} must name a file (got {})", path.display());
+    }
+    Ok(())
+}
+
+/// Reads, parses and validates the spec file at `path`.
+pub fn load(path: &Path) -> Result<Spec> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read spec file {}", path.display()))?;
+    Spec::from_json(&text).with_context(|| format!("invalid spec file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{
+        "argv": ["/bin/true"],
+        "env": {"PATH": "/usr/bin:/bin"},
+        "cwd": "/tmp",
+        "log_file": "/tmp/x.log",
+        "status_file": "/tmp/status.json"
+    }"#;
+
+    fn err_of(text: &str) -> String {
+        match Spec::from_json(text) {
+            Ok(spec) => panic!("expected an error, got {spec:?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn parses_minimal_spec_with_default_grace() {
+        let spec = Spec::from_json(MINIMAL).expect("valid spec");
+        assert_eq!(spec.argv, vec!["/bin/true".to_string()]);
+        assert_eq!(
+            spec.env.get("PATH").map(String::as_str),
+            Some("/usr/bin:/bin")
+        );
+        assert_eq!(spec.grace_seconds, DEFAULT_GRACE_SECONDS);
+    }
+
+    #[test]
+    fn parses_explicit_grace() {
+        let text = MINIMAL.replace("\"argv\"", "\"grace_seconds\": 2, \"argv\"");
+        assert_eq!(Spec::from_json(&text).expect("valid").grace_seconds, 2);
+    }
+
+    #[test]
+    fn rejects_unknown_field() {
+        let text = MINIMAL.replace("\"argv\"", "\"bogus\": 1, \"argv\"");
+        let err = err_of(&text);
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+    }
+
+    #[test]
+    fn rejects_missing_field() {
+        let text = r#"{"argv": ["x"], "env": {}, "cwd": "/", "log_file": "/l"}"#;
+        let err = err_of(text);
+        assert!(err.contains("status_file"), "{err}");
+    }
+
+    #[test]
+    fn rejects_empty_argv() {
+        let text = MINIMAL.replace(r#"["/bin/true"]"#, "[]");
+        assert!(err_of(&text).contains("argv must not be empty"));
+        let text = MINIMAL.replace(r#"["/bin/true"]"#, r#"[""]"#);
+        assert!(err_of(&text).contains("argv[0]"));
+    }
+
+    #[test]
+    fn rejects_bad_env_key() {
+        let text = MINIMAL.replace(r#""PATH": "#, r#""A=B": "#);
+        assert!(err_of(&text).contains("env key"));
+    }
+
+    #[test]
+    fn rejects_huge_grace() {
+        let text = MINIMAL.replace("\"argv\"", "\"grace_seconds\": 99999999, \"argv\"");
+        assert!(err_of(&text).contains("grace_seconds"));
+    }
+
+    #[test]
+    fn rejects_status_file_without_name() {
+        let text = MINIMAL.replace("/tmp/status.json", "/");
+        assert!(err_of(&text).contains("status_file"));
+    }
+}
