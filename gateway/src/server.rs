@@ -66,6 +66,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .resume()
         .await
         .context("resuming notebooks")?;
+    let backend = state.lifecycle.backend().clone();
+    tokio::spawn(async move { backend.warm_up().await });
 
     let shutdown = CancellationToken::new();
     let loops = tokio_util::task::TaskTracker::new();

@@ -98,6 +98,10 @@ pub trait Progress: Send + Sync {
 pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
+    /// Called once at gateway start, in the background: fetch what the first notebook will
+    /// need (an image, a virtualenv) so it starts quickly.
+    async fn warm_up(&self) {}
+
     /// Storage and image ready; idempotent.
     async fn prepare(
         &self,

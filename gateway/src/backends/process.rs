@@ -142,7 +142,7 @@ impl ProcessBackend {
         })
     }
 
-    fn ids_of(&self, handle: &Handle) -> Option<String> {
+    fn notebook_id_of(&self, handle: &Handle) -> Option<String> {
         handle
             .0
             .get("notebook_id")
@@ -155,6 +155,17 @@ impl ProcessBackend {
 impl Backend for ProcessBackend {
     fn name(&self) -> &'static str {
         "process"
+    }
+
+    async fn warm_up(&self) {
+        match self.env.ensure().await {
+            Ok(true) => tracing::info!(venv = %self.env.venv().display(), "JupyterLab is ready"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "preparing JupyterLab failed; notebooks cannot start until it works"
+            ),
+        }
     }
 
     async fn prepare(
@@ -370,7 +381,7 @@ impl Backend for ProcessBackend {
             Ok(h) => h,
             Err(e) => return Observed::Exited(e.to_string()),
         };
-        let id = self.ids_of(handle).unwrap_or_default();
+        let id = self.notebook_id_of(handle).unwrap_or_default();
         if !alive(h.runtime_pid, h.runtime_start_ticks) {
             let how = self
                 .runtime_status(&id)
@@ -386,7 +397,10 @@ impl Backend for ProcessBackend {
                     ) {
                         (Some(code), _) => format!("JupyterLab {state} with exit code {code}"),
                         (_, Some(sig)) => format!("JupyterLab {state} by signal {sig}"),
-                        _ => format!("the notebook runtime is gone (last state: {state})"),
+                        _ => match s.get("error").and_then(|v| v.as_str()) {
+                            Some(err) => format!("the notebook runtime failed: {err}"),
+                            None => format!("the notebook runtime is gone (last state: {state})"),
+                        },
                     }
                 })
                 .unwrap_or_else(|| "the notebook runtime is gone".to_owned());
@@ -409,7 +423,7 @@ impl Backend for ProcessBackend {
 
     async fn stop(&self, handle: &Handle, mode: StopMode) -> Result<(), BackendError> {
         let h = Self::decode(handle)?;
-        let id = self.ids_of(handle).unwrap_or_default();
+        let id = self.notebook_id_of(handle).unwrap_or_default();
         if !alive(h.runtime_pid, h.runtime_start_ticks) {
             return Ok(());
         }

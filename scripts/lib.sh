@@ -1,0 +1,44 @@
+# Shared by the scripts in this folder: cache locations and the JupyterLab virtualenv.
+# Everything is found relative to the repository; caches live outside it so clean clones reuse
+# them (the cargo target dir above all: a cold build of the dependencies takes minutes).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ATELIER_CACHE="${ATELIER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/atelier}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ATELIER_CACHE/target}"
+mkdir -p "$ATELIER_CACHE"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# apt-get install the named Debian packages that are missing (root only; otherwise say what to do).
+need_debs() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${missing[*]}"
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    log "missing Debian packages: ${missing[*]} (install them with apt-get)"
+    return 1
+  fi
+}
+
+# Path of a JupyterLab virtualenv made from scripts/jupyter-requirements.txt, built once per
+# content hash and reused after that. A venv is not relocatable, so it is built in place and
+# marked complete at the end; an interrupted build is thrown away next time.
+jupyter_venv() {
+  local req="$ROOT/scripts/jupyter-requirements.txt"
+  local venv
+  venv="$ATELIER_CACHE/jupyter-venv-$(sha256sum "$req" | cut -c1-16)"
+  if [ ! -f "$venv/.complete" ]; then
+    log "creating the JupyterLab virtualenv $venv (once)"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --disable-pip-version-check --no-input -q -r "$req" >&2
+    touch "$venv/.complete"
+  fi
+  printf '%s\n' "$venv"
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: builds Atelier, makes sure Python can create JupyterLab's
+# virtualenv, and starts the gateway on the embedded (process) backend. The gateway creates
+# JupyterLab under its data dir if missing, prints its URL and, on the first start, the
+# admin's API token. Extra arguments go to `atelier serve`.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+command -v cargo >/dev/null || { log "cargo is missing: install Rust (1.95 or newer) first"; exit 1; }
+python3 -m venv --help >/dev/null 2>&1 || need_debs python3-venv
+command -v bwrap >/dev/null || need_debs bubblewrap || log "no bubblewrap: notebooks will run unconfined"
+
+log "building (release)"
+cargo build --release --workspace --locked
+export ATELIER_DATA_DIR="${ATELIER_DATA_DIR:-$ROOT/.atelier}"
+log "data dir: $ATELIER_DATA_DIR"
+exec "$CARGO_TARGET_DIR/release/atelier" serve "$@"
