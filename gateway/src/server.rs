@@ -125,7 +125,7 @@ async fn flush_loop(state: AppState, shutdown: CancellationToken) {
                 }
                 n += 1;
                 // Expired browser sessions, about once an hour.
-                if n % 360 == 0
+                if n.is_multiple_of(360)
                     && let Ok(mut conn) = state.store.pool.acquire().await
                 {
                     let _ = users::delete_expired_sessions(&mut conn, &store::now()).await;

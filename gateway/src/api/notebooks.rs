@@ -108,7 +108,7 @@ async fn show(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<NotebookView>> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
-    Ok(ApiJson(g.notebook.into()))
+    Ok(ApiJson(g.into_notebook().into()))
 }
 
 async fn update(
@@ -172,6 +172,6 @@ async fn list_events(
     let g = grant(&state, &p, &id, Access::Manage).await?;
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
     let mut conn = state.store.pool.acquire().await?;
-    let items = events::list(&mut conn, &g.notebook.id, limit).await?;
+    let items = events::list(&mut conn, &g.notebook().id, limit).await?;
     Ok(ApiJson(Items { items }))
 }

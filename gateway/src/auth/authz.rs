@@ -20,10 +20,24 @@ pub enum Access {
 /// Proof that `principal` may act on `notebook` with `access`.
 #[derive(Debug, Clone)]
 pub struct NotebookGrant {
-    pub principal: Principal,
-    pub notebook: NotebookRow,
-    pub access: Access,
-    _private: (),
+    principal: Principal,
+    notebook: NotebookRow,
+    access: Access,
+}
+
+impl NotebookGrant {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+    pub fn notebook(&self) -> &NotebookRow {
+        &self.notebook
+    }
+    pub fn access(&self) -> Access {
+        self.access
+    }
+    pub fn into_notebook(self) -> NotebookRow {
+        self.notebook
+    }
 }
 
 /// Another user's notebook answers "not found", so its existence is not revealed.
@@ -44,16 +58,24 @@ pub fn authorize(
         principal: principal.clone(),
         notebook,
         access,
-        _private: (),
     })
 }
 
 /// Proof that a principal may open a notebook's server through the proxy: the owner only.
 #[derive(Debug)]
 pub struct RouteGrant {
-    pub route: std::sync::Arc<Route>,
-    pub user: String,
-    _private: (),
+    route: std::sync::Arc<Route>,
+    user: String,
+}
+
+impl RouteGrant {
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+    /// The name of the user the grant is for.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
 }
 
 pub fn authorize_route(
@@ -66,7 +88,6 @@ pub fn authorize_route(
     Ok(RouteGrant {
         route,
         user: principal.name.clone(),
-        _private: (),
     })
 }
 

@@ -48,6 +48,8 @@ pub struct ProcessBackend {
     env: JupyterEnv,
     runtime_bin: PathBuf,
     sandbox: Option<PathBuf>,
+    /// SIGTERM to SIGKILL, applied by the runtime to Jupyter and its kernels.
+    grace_secs: u64,
     http: reqwest::Client,
 }
 
@@ -85,6 +87,7 @@ impl ProcessBackend {
             ),
             runtime_bin,
             sandbox,
+            grace_secs: settings.backend.stop_grace_secs,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(5))
@@ -287,7 +290,7 @@ impl Backend for ProcessBackend {
             "cwd": work,
             "log_file": run.join("jupyter.log"),
             "status_file": run.join("status.json"),
-            "grace_seconds": 10,
+            "grace_seconds": self.grace_secs,
         });
         let spec_path = run.join("spec.json");
         write_private(
@@ -429,8 +432,9 @@ impl Backend for ProcessBackend {
         }
         // SAFETY: plain syscall; the pid was verified above by its start time.
         unsafe { libc::kill(h.runtime_pid, libc::SIGTERM) };
-        // The runtime itself escalates to SIGKILL after its grace period; allow for that.
-        let deadline = Instant::now() + mode.grace + Duration::from_secs(5);
+        // The runtime escalates to SIGKILL itself: grace for Jupyter, grace for leftover
+        // kernels, then a few seconds to reap. Allow for all of that before stepping in.
+        let deadline = Instant::now() + mode.grace * 2 + Duration::from_secs(10);
         while alive(h.runtime_pid, h.runtime_start_ticks) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

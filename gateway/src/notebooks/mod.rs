@@ -258,22 +258,22 @@ impl Lifecycle {
     pub async fn start(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
         self.request_transition(&grant, START_FROM, STARTING, Action::StartNotebook)
             .await?;
-        self.spawn_bring_up(grant.notebook.id.clone(), false);
-        self.reload(&grant.notebook.id).await
+        self.spawn_bring_up(grant.notebook().id.clone(), false);
+        self.reload(&grant.notebook().id).await
     }
 
     pub async fn stop(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
         self.request_transition(&grant, STOP_FROM, STOPPING, Action::StopNotebook)
             .await?;
-        self.spawn_stop(grant.notebook.id.clone());
-        self.reload(&grant.notebook.id).await
+        self.spawn_stop(grant.notebook().id.clone());
+        self.reload(&grant.notebook().id).await
     }
 
     pub async fn delete(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
         self.request_transition(&grant, DELETE_FROM, DELETING, Action::DeleteNotebook)
             .await?;
-        self.spawn_delete(grant.notebook.id.clone());
-        self.reload(&grant.notebook.id).await
+        self.spawn_delete(grant.notebook().id.clone());
+        self.reload(&grant.notebook().id).await
     }
 
     pub async fn update(
@@ -282,7 +282,7 @@ impl Lifecycle {
         req: UpdateNotebook,
     ) -> Result<NotebookRow, ApiError> {
         let s = &self.inner.settings;
-        let old = grant.notebook;
+        let old = grant.notebook().clone();
         let mut new = old.clone();
         let mut changes: Vec<(EventKind, String)> = Vec::new();
         if let Some(n) = &req.name {
@@ -367,7 +367,7 @@ impl Lifecycle {
             .join(",");
         audit::record(
             &mut tx,
-            &grant.principal.name,
+            &grant.principal().name,
             Action::UpdateNotebook,
             target(&new),
             "ok",
@@ -393,7 +393,7 @@ impl Lifecycle {
         to: &str,
         action: Action,
     ) -> Result<(), ApiError> {
-        let nb = &grant.notebook;
+        let nb = grant.notebook();
         let mut tx = self.inner.store.pool.begin().await?;
         if !rows::transition(&mut tx, &nb.id, from, to, None, &store::now()).await? {
             let current = rows::get(&mut tx, &nb.id)
@@ -408,7 +408,7 @@ impl Lifecycle {
         }
         audit::record(
             &mut tx,
-            &grant.principal.name,
+            &grant.principal().name,
             action,
             target(nb),
             "accepted",

@@ -114,7 +114,7 @@ async fn forward(
     req: Request,
     html: bool,
 ) -> Result<Response, Response> {
-    let route = &grant.route;
+    let route = grant.route();
     let upstream = match (&route.status, &route.upstream) {
         (s, Some(u)) if s == RUNNING => u.clone(),
         (s, _) => {
@@ -239,9 +239,9 @@ async fn forward(
 fn audit_open(state: &AppState, grant: &RouteGrant) {
     let store = state.store.clone();
     let (user, id, name) = (
-        grant.user.clone(),
-        grant.route.notebook_id.clone(),
-        grant.route.name.clone(),
+        grant.user().to_owned(),
+        grant.route().notebook_id.clone(),
+        grant.route().name.clone(),
     );
     tokio::spawn(async move {
         let result = async {
