@@ -222,3 +222,114 @@ pub async fn delete(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, now, users};
+
+    async fn store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("atelier-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (Store::open(&dir).await.unwrap(), dir)
+    }
+
+    fn row(id: &str, owner: &str, name: &str) -> NotebookRow {
+        NotebookRow {
+            id: id.into(),
+            owner_id: owner.into(),
+            owner: String::new(),
+            name: name.into(),
+            description: String::new(),
+            flavor: "cpu-2-8".into(),
+            image: "jupyterlab".into(),
+            status: "STOPPED".into(),
+            status_reason: None,
+            unhealthy: false,
+            auto_stop_enabled: true,
+            auto_stop_hours: 1,
+            backend: "process".into(),
+            handle: None,
+            created_at: now(),
+            updated_at: now(),
+            last_activity_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn transitions_are_compare_and_set() {
+        let (store, dir) = store().await;
+        let mut c = store.pool.acquire().await.unwrap();
+        users::insert_user(&mut c, "u1", "alice", "user", &now())
+            .await
+            .unwrap();
+        insert(&mut c, &row("n1", "u1", "nb")).await.unwrap();
+        assert!(
+            !transition(&mut c, "n1", &["RUNNING"], "STOPPING", None, &now())
+                .await
+                .unwrap()
+        );
+        assert!(
+            transition(
+                &mut c,
+                "n1",
+                &["STOPPED", "ERROR"],
+                "STARTING",
+                None,
+                &now()
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            !transition(&mut c, "n1", &["STOPPED"], "STARTING", None, &now())
+                .await
+                .unwrap()
+        );
+        let got = get(&mut c, "n1").await.unwrap().unwrap();
+        assert_eq!(
+            (got.status.as_str(), got.owner.as_str()),
+            ("STARTING", "alice")
+        );
+        drop(c);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn name_filter_is_a_literal_substring() {
+        let (store, dir) = store().await;
+        let mut c = store.pool.acquire().await.unwrap();
+        users::insert_user(&mut c, "u1", "alice", "user", &now())
+            .await
+            .unwrap();
+        users::insert_user(&mut c, "u2", "bob", "user", &now())
+            .await
+            .unwrap();
+        for (id, owner, name) in [
+            ("a", "u1", "nb_1"),
+            ("b", "u1", "nbx1"),
+            ("c", "u1", "other"),
+            ("d", "u2", "nb_1"),
+        ] {
+            insert(&mut c, &row(id, owner, name)).await.unwrap();
+        }
+        let f = ListFilter {
+            owner_id: Some("u1".into()),
+            name_contains: Some("b_1".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        let (rows, total) = list(&mut c, &f).await.unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(rows[0].id, "a");
+        let all = ListFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(list(&mut c, &all).await.unwrap().1, 4);
+        assert!(name_taken(&mut c, "u1", "nb_1", "").await.unwrap());
+        assert!(!name_taken(&mut c, "u1", "nb_1", "a").await.unwrap());
+        drop(c);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
