@@ -684,3 +684,163 @@ impl Progress for StoreProgress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Lifecycle against backends that fail on purpose (fault injection); the real process
+    //! backend is exercised end to end in `tests/`.
+    use super::*;
+    use crate::auth::Role;
+    use crate::backends::{Observed, Upstream};
+    use crate::store::users;
+
+    /// Fails at the stage it is told to.
+    struct Faulty {
+        fail_prepare: bool,
+    }
+
+    #[async_trait]
+    impl Backend for Faulty {
+        fn name(&self) -> &'static str {
+            "faulty"
+        }
+        async fn prepare(&self, _s: &NotebookSpec, p: &dyn Progress) -> Result<(), BackendError> {
+            if self.fail_prepare {
+                p.event(EventKind::PullImageFailed, Some("registry down"))
+                    .await;
+                return Err(BackendError::Image("registry down".into()));
+            }
+            Ok(())
+        }
+        async fn launch(&self, _s: &NotebookSpec) -> Result<Handle, BackendError> {
+            Ok(Handle(serde_json::json!({})))
+        }
+        async fn wait_ready(
+            &self,
+            _s: &NotebookSpec,
+            _h: &Handle,
+            _t: Duration,
+        ) -> Result<(), BackendError> {
+            Err(BackendError::Start("never became ready".into()))
+        }
+        async fn poll(&self, _h: &Handle) -> Observed {
+            Observed::Exited("gone".into())
+        }
+        async fn stop(&self, _h: &Handle, _m: StopMode) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn delete(&self, _id: &str) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn upstream(&self, _h: &Handle) -> Result<Upstream, BackendError> {
+            Err(BackendError::Unsupported("none".into()))
+        }
+    }
+
+    async fn setup(fail_prepare: bool) -> (Lifecycle, Principal, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("atelier-lc-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir).await.unwrap();
+        let mut c = store.pool.acquire().await.unwrap();
+        users::insert_user(&mut c, "u1", "alice", "user", &store::now())
+            .await
+            .unwrap();
+        drop(c);
+        let backend: Arc<dyn Backend> = Arc::new(Faulty { fail_prepare });
+        let settings = Arc::new(Settings {
+            data_dir: dir.clone(),
+            ..Settings::default()
+        });
+        let routes = RouteTable::new(store.clone(), backend.clone());
+        let lc = Lifecycle::new(store, backend, settings, routes);
+        let who = Principal {
+            user_id: "u1".into(),
+            name: "alice".into(),
+            role: Role::User,
+            token_id: "t".into(),
+        };
+        (lc, who, dir)
+    }
+
+    async fn settle(lc: &Lifecycle, id: &str) -> (NotebookRow, Vec<String>) {
+        lc.tasks().close();
+        lc.tasks().wait().await;
+        let mut c = lc.store().pool.acquire().await.unwrap();
+        let row = rows::get(&mut c, id).await.unwrap().unwrap();
+        let names = events::list(&mut c, id, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
+        (row, names)
+    }
+
+    fn request(name: &str) -> CreateNotebook {
+        CreateNotebook {
+            name: Some(name.into()),
+            description: None,
+            flavor: None,
+            image: None,
+            auto_stop: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_notebook_that_never_answers_ends_create_failed() {
+        let (lc, who, dir) = setup(false).await;
+        let row = lc.create(&who, request("nb")).await.unwrap();
+        assert_eq!(row.status, CREATING);
+        let (row, names) = settle(&lc, &row.id).await;
+        assert_eq!(row.status, CREATE_FAILED);
+        assert_eq!(row.status_reason.as_deref(), Some("never became ready"));
+        assert_eq!(
+            row.handle, None,
+            "what was launched is forgotten after it is stopped"
+        );
+        assert_eq!(names, ["Scheduled", "CreateNotebookFailed"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_image_failure_is_reported_with_its_event() {
+        let (lc, who, dir) = setup(true).await;
+        let row = lc.create(&who, request("nb")).await.unwrap();
+        let (row, names) = settle(&lc, &row.id).await;
+        assert_eq!(row.status, CREATE_FAILED);
+        assert_eq!(
+            names,
+            ["Scheduled", "PullImageFailed", "CreateNotebookFailed"]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn rejected_creates_leave_nothing_behind() {
+        let (lc, who, dir) = setup(false).await;
+        let mut bad = request("ok");
+        bad.auto_stop = Some(AutoStop {
+            enabled: true,
+            duration_hours: 73,
+        });
+        assert_eq!(
+            lc.create(&who, bad).await.unwrap_err().status,
+            http::StatusCode::BAD_REQUEST
+        );
+        let mut bad = request("ok");
+        bad.flavor = Some("gpu-x".into());
+        assert_eq!(
+            lc.create(&who, bad).await.unwrap_err().status,
+            http::StatusCode::BAD_REQUEST
+        );
+        lc.create(&who, request("dup")).await.unwrap();
+        let e = lc.create(&who, request("dup")).await.unwrap_err();
+        assert_eq!((e.status, e.code), (http::StatusCode::CONFLICT, "conflict"));
+        let mut c = lc.store().pool.acquire().await.unwrap();
+        assert_eq!(rows::count_for_owner(&mut c, "u1").await.unwrap(), 1);
+        drop(c);
+        lc.tasks().close();
+        lc.tasks().wait().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
