@@ -148,3 +148,33 @@ async fn fix_shebangs(tmp: &Path, final_dir: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_interpreter_is_named_and_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("atelier-env-{}", uuid::Uuid::new_v4()));
+        let env = JupyterEnv::new(dir.join("venv"), "/nonexistent/python3".into(), "jupyterlab".into());
+        assert!(!env.is_ready());
+        let err = format!("{:#}", env.ensure().await.unwrap_err());
+        assert!(err.contains("/nonexistent/python3"), "{err}");
+        assert!(!dir.join("venv").exists());
+        let leftovers = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(leftovers, 0, "no half-made environment stays behind");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_directory_without_jupyter_is_not_overwritten() {
+        let dir = std::env::temp_dir().join(format!("atelier-env-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("venv")).unwrap();
+        std::fs::write(dir.join("venv/mine.txt"), "keep").unwrap();
+        let env = JupyterEnv::new(dir.join("venv"), "python3".into(), "jupyterlab".into());
+        let err = format!("{:#}", env.ensure().await.unwrap_err());
+        assert!(err.contains("holds no jupyter-lab"), "{err}");
+        assert_eq!(std::fs::read_to_string(dir.join("venv/mine.txt")).unwrap(), "keep");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
