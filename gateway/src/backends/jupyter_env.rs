@@ -156,7 +156,11 @@ mod tests {
     #[tokio::test]
     async fn a_missing_interpreter_is_named_and_leaves_nothing() {
         let dir = std::env::temp_dir().join(format!("atelier-env-{}", uuid::Uuid::new_v4()));
-        let env = JupyterEnv::new(dir.join("venv"), "/nonexistent/python3".into(), "jupyterlab".into());
+        let env = JupyterEnv::new(
+            dir.join("venv"),
+            "/nonexistent/python3".into(),
+            "jupyterlab".into(),
+        );
         assert!(!env.is_ready());
         let err = format!("{:#}", env.ensure().await.unwrap_err());
         assert!(err.contains("/nonexistent/python3"), "{err}");
@@ -174,7 +178,10 @@ mod tests {
         let env = JupyterEnv::new(dir.join("venv"), "python3".into(), "jupyterlab".into());
         let err = format!("{:#}", env.ensure().await.unwrap_err());
         assert!(err.contains("holds no jupyter-lab"), "{err}");
-        assert_eq!(std::fs::read_to_string(dir.join("venv/mine.txt")).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("venv/mine.txt")).unwrap(),
+            "keep"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

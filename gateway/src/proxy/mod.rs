@@ -105,6 +105,14 @@ async fn proxy(state: &AppState, req: Request) -> Result<Response, Response> {
         Err(e) => return Err(refuse(ApiError::internal(e), html)),
     };
     let grant = authz::authorize_route(&principal, route).map_err(|e| refuse(e, html))?;
+    if cross_site_with_cookie(req.method(), req.headers()) {
+        return Err(refuse(
+            ApiError::forbidden(
+                "cross-site request refused: the Origin does not match this gateway",
+            ),
+            html,
+        ));
+    }
     forward(state, grant, req, html).await
 }
 
@@ -267,6 +275,31 @@ fn audit_open(state: &AppState, grant: &RouteGrant) {
     });
 }
 
+/// A state-changing request (or a WebSocket) from another site that rides on the session
+/// cookie. Jupyter skips its own XSRF check for token-authenticated requests, and every
+/// proxied request carries the token, so the gateway checks the Origin instead.
+fn cross_site_with_cookie(method: &Method, headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return false;
+    }
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if safe && !is_upgrade(headers) {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    !origin_host.eq_ignore_ascii_case(host)
+}
+
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -402,6 +435,47 @@ mod tests {
         assert_eq!(notebook_id("/nb/abc"), Some("abc"));
         assert_eq!(notebook_id("/nb//lab"), None);
         assert_eq!(notebook_id("/v1/x"), None);
+    }
+
+    #[test]
+    fn cross_site_requests_on_the_cookie_are_refused() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        };
+        let same = h(&[
+            ("host", "gw:8000"),
+            ("origin", "http://gw:8000"),
+            ("cookie", "atelier_session=x"),
+        ]);
+        let other = h(&[
+            ("host", "gw:8000"),
+            ("origin", "https://evil.example"),
+            ("cookie", "atelier_session=x"),
+        ]);
+        let bearer = h(&[
+            ("host", "gw:8000"),
+            ("origin", "https://evil.example"),
+            ("authorization", "Bearer t"),
+        ]);
+        let ws = h(&[
+            ("host", "gw:8000"),
+            ("origin", "https://evil.example"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert!(!cross_site_with_cookie(&Method::POST, &same));
+        assert!(cross_site_with_cookie(&Method::POST, &other));
+        assert!(!cross_site_with_cookie(&Method::GET, &other));
+        assert!(cross_site_with_cookie(&Method::GET, &ws));
+        assert!(!cross_site_with_cookie(&Method::POST, &bearer));
+        assert!(!cross_site_with_cookie(
+            &Method::POST,
+            &h(&[("host", "gw:8000")])
+        ));
     }
 
     #[test]
