@@ -153,7 +153,7 @@ async fn wait_for_signal() {
 /// On the first start: an `admin` user with the token from `ATELIER_ADMIN_TOKEN`, or a random
 /// one printed once.
 async fn bootstrap_admin(store: &Store, settings: &Settings) -> anyhow::Result<()> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.write().await?;
     if users::count_admins(&mut tx).await? > 0 {
         if let Some(t) = &settings.admin_token
             && users::credential_by_hash(&mut tx, &auth::hash_secret(t))

@@ -30,11 +30,20 @@ pub fn router(state: AppState) -> Router {
         .route("/nb/{id}/", any(crate::proxy::handle))
         .route("/nb/{id}/{*rest}", any(crate::proxy::handle))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {
     error::ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 #[derive(Serialize)]

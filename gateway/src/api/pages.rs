@@ -114,7 +114,7 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
     let expires =
         store::format_time(time::OffsetDateTime::now_utc() + time::Duration::hours(hours));
     let result: Result<(), sqlx::Error> = async {
-        let mut tx = state.store.pool.begin().await?;
+        let mut tx = state.store.write().await?;
         users::insert_token(
             &mut tx,
             users::NewToken {

@@ -65,7 +65,7 @@ async fn create_user(
             req.role
         ))
     })?;
-    let mut tx = state.store.pool.begin().await?;
+    let mut tx = state.store.write().await?;
     if users::user_by_name(&mut tx, &req.name).await?.is_some() {
         return Err(ApiError::conflict(format!(
             "user {:?} already exists",
@@ -176,7 +176,7 @@ pub async fn issue_token(
     let secret = auth::new_secret("atl_");
     let id = uuid::Uuid::new_v4().to_string();
     let now = store::now();
-    let mut tx = state.store.pool.begin().await?;
+    let mut tx = state.store.write().await?;
     users::insert_token(
         &mut tx,
         users::NewToken {
@@ -224,7 +224,7 @@ async fn revoke_token(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    let mut tx = state.store.pool.begin().await?;
+    let mut tx = state.store.write().await?;
     let Some((owner_id, owner_name, hash)) = users::token_owner(&mut tx, &id).await? else {
         return Err(ApiError::not_found(format!("token {id} not found")));
     };

@@ -31,7 +31,8 @@ use crate::config::{SandboxMode, Settings};
 use crate::events::EventKind;
 
 /// Largest WebSocket message Jupyter accepts (tornado's default is 10 MiB); the gateway's
-/// own relay has no cap, so this is the end-to-end limit.
+/// own relay has no cap, so this is the end-to-end limit. Jupyter's separate rate limit on
+/// printed output (`iopub_data_rate_limit`, which protects browsers from floods) is kept.
 const WS_MAX_MESSAGE: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,7 +137,8 @@ impl ProcessBackend {
                 // Jupyter listens on loopback only; requests arrive through the gateway with the
                 // browser's Host header, which it must accept. Origin checks stay on.
                 "allow_remote_access": true,
-                // Jupyter refuses root unless told; the sandbox, not the uid, confines it here.
+                // Jupyter refuses root unless told; the sandbox (no capabilities), not the
+                // uid, confines it here.
                 "allow_root": unsafe { libc::geteuid() } == 0,
                 "tornado_settings": {"websocket_max_message_size": WS_MAX_MESSAGE},
             },
@@ -242,29 +244,10 @@ impl Backend for ProcessBackend {
                 .await
                 .context("creating HOME")?;
         }
-        let mut argv: Vec<String> = Vec::new();
-        if let Some(bwrap) = &self.sandbox {
-            let s = |p: &Path| p.to_string_lossy().into_owned();
-            argv.extend([
-                s(bwrap),
-                "--ro-bind".into(),
-                "/".into(),
-                "/".into(),
-                "--dev".into(),
-                "/dev".into(),
-            ]);
-            argv.extend([
-                "--tmpfs".into(),
-                "/tmp".into(),
-                "--dir".into(),
-                "/tmp/home".into(),
-            ]);
-            argv.extend(["--tmpfs".into(), s(&self.data_dir)]);
-            argv.extend(["--ro-bind".into(), s(&venv), s(&venv)]);
-            argv.extend(["--ro-bind".into(), s(&config_dir), s(&config_dir)]);
-            argv.extend(["--bind".into(), s(&work), s(&work)]);
-            argv.extend(["--chdir".into(), s(&work), "--".into()]);
-        }
+        let mut argv = match &self.sandbox {
+            Some(bwrap) => sandbox_argv(bwrap, &self.data_dir, &venv, &config_dir, &work),
+            None => Vec::new(),
+        };
         argv.extend([jupyter.to_string_lossy().into_owned(), "lab".into()]);
         let path_var = format!(
             "{}:/usr/local/bin:/usr/bin:/bin",
@@ -480,6 +463,39 @@ impl Backend for ProcessBackend {
     }
 }
 
+/// bubblewrap around Jupyter: the filesystem read-only but for the work dir and a private
+/// `/tmp`; the gateway's data dir (database, other notebooks) hidden under an empty tmpfs with
+/// only the virtualenv and this notebook's Jupyter config put back; its own PID namespace and
+/// `/proc`, so no other process (and no other process's root) can be reached; and no
+/// capabilities, so a notebook running as root cannot undo any of it.
+fn sandbox_argv(
+    bwrap: &Path,
+    data_dir: &Path,
+    venv: &Path,
+    config_dir: &Path,
+    work: &Path,
+) -> Vec<String> {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let mut a: Vec<String> = vec![s(bwrap)];
+    let mut push = |args: &[&str]| a.extend(args.iter().map(|x| x.to_string()));
+    push(&[
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--unshare-pid",
+        "--proc",
+        "/proc",
+    ]);
+    push(&["--cap-drop", "ALL", "--tmpfs", "/tmp", "--dir", "/tmp/home"]);
+    push(&["--tmpfs", &s(data_dir)]);
+    push(&["--ro-bind", &s(venv), &s(venv)]);
+    push(&["--ro-bind", &s(config_dir), &s(config_dir)]);
+    push(&["--bind", &s(work), &s(work), "--chdir", &s(work), "--"]);
+    a
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -547,6 +563,33 @@ fn find_bwrap() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sandbox_hides_the_data_dir_and_drops_privileges() {
+        let p = |x: &str| PathBuf::from(x);
+        let argv = sandbox_argv(
+            &p("/usr/bin/bwrap"),
+            &p("/d"),
+            &p("/d/venv"),
+            &p("/d/nb/1/run/config"),
+            &p("/d/nb/1/work"),
+        );
+        let joined = argv.join(" ");
+        for needed in [
+            "--unshare-pid",
+            "--proc /proc",
+            "--cap-drop ALL",
+            "--tmpfs /d",
+            "--bind /d/nb/1/work /d/nb/1/work",
+        ] {
+            assert!(joined.contains(needed), "{needed} missing from {joined}");
+        }
+        // Order matters: the data dir is hidden before the pieces are put back.
+        let hide = joined.find("--tmpfs /d").unwrap();
+        assert!(hide < joined.find("--ro-bind /d/venv").unwrap());
+        assert!(hide < joined.find("--bind /d/nb/1/work").unwrap());
+        assert_eq!(argv.last().map(String::as_str), Some("--"));
+    }
 
     #[test]
     fn start_ticks_identify_live_processes() {

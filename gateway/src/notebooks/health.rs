@@ -24,7 +24,7 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
             Some(h) => lc.backend().poll(&h).await,
             None => Observed::Exited("no record of its server".into()),
         };
-        let mut tx = lc.store().pool.begin().await?;
+        let mut tx = lc.store().write().await?;
         match observed {
             Observed::Running => {
                 if row.unhealthy {

@@ -205,7 +205,7 @@ impl Lifecycle {
         validate::auto_stop_hours(auto_stop.duration_hours)?;
 
         let _guard = self.inner.create_lock.lock().await;
-        let mut tx = self.inner.store.pool.begin().await?;
+        let mut tx = self.inner.store.write().await?;
         let count = rows::count_for_owner(&mut tx, &who.user_id).await?;
         let limit = i64::from(s.quota.notebooks_per_user);
         if count >= limit {
@@ -336,7 +336,7 @@ impl Lifecycle {
                 old.name
             )));
         }
-        let mut tx = self.inner.store.pool.begin().await?;
+        let mut tx = self.inner.store.write().await?;
         if new.name != old.name
             && rows::name_taken(&mut tx, &old.owner_id, &new.name, &old.id).await?
         {
@@ -394,7 +394,7 @@ impl Lifecycle {
         action: Action,
     ) -> Result<(), ApiError> {
         let nb = grant.notebook();
-        let mut tx = self.inner.store.pool.begin().await?;
+        let mut tx = self.inner.store.write().await?;
         if !rows::transition(&mut tx, &nb.id, from, to, None, &store::now()).await? {
             let current = rows::get(&mut tx, &nb.id)
                 .await?
@@ -506,7 +506,7 @@ impl Lifecycle {
         }
         .await;
 
-        let mut tx = self.inner.store.pool.begin().await?;
+        let mut tx = self.inner.store.write().await?;
         match result {
             Ok(()) => {
                 if rows::transition(&mut tx, id, &[from], RUNNING, None, &store::now()).await? {
@@ -526,7 +526,7 @@ impl Lifecycle {
                 } else {
                     (START_FAILED, EventKind::StartNotebookFailed)
                 };
-                let mut tx = self.inner.store.pool.begin().await?;
+                let mut tx = self.inner.store.write().await?;
                 rows::set_handle(&mut tx, id, None).await?;
                 if rows::transition(&mut tx, id, &[from], to, Some(&message), &store::now()).await?
                 {
@@ -551,7 +551,7 @@ impl Lifecycle {
             Some(h) => self.inner.backend.stop(&h, self.stop_mode()).await,
             None => Ok(()),
         };
-        let mut tx = self.inner.store.pool.begin().await?;
+        let mut tx = self.inner.store.write().await?;
         match result {
             Ok(()) => {
                 rows::set_handle(&mut tx, id, None).await?;
@@ -586,7 +586,7 @@ impl Lifecycle {
         if result.is_ok() {
             result = backend.delete(id).await;
         }
-        let mut tx = self.inner.store.pool.begin().await?;
+        let mut tx = self.inner.store.write().await?;
         match result {
             Ok(()) => rows::delete(&mut tx, id).await?,
             Err(e) => {

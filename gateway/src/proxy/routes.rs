@@ -95,7 +95,7 @@ impl RouteTable {
         if pending.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.write().await?;
         for (id, secs) in pending {
             let at = OffsetDateTime::from_unix_timestamp(secs)
                 .unwrap_or_else(|_| OffsetDateTime::now_utc());

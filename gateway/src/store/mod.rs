@@ -46,6 +46,15 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A transaction that writes. SQLite's default (deferred) transaction fails at once with
+    /// "database is locked" when it reads, another connection commits, and it then writes;
+    /// `BEGIN IMMEDIATE` takes the write lock up front and waits (busy timeout) instead.
+    pub async fn write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
 /// Now, as stored: fixed width so text order is time order.
 pub fn now() -> String {
     format_time(OffsetDateTime::now_utc())
