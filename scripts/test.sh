@@ -16,4 +16,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo build"
 cargo build --workspace --locked
 log "cargo test"
-cargo test --workspace --locked -- --test-threads=2
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's last line is that of the last test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
+  FS='[ ;]+' "$out"
+exit "$status"
