@@ -42,3 +42,17 @@ jupyter_venv() {
   fi
   printf '%s\n' "$venv"
 }
+
+# node_modules holding playwright-core (drives the system's Chromium; downloads no browser).
+browser_modules() {
+  local version="1.65.1"
+  local dir="$ATELIER_CACHE/browser-$version"
+  if [ ! -f "$dir/.complete" ]; then
+    log "installing playwright-core $version into $dir (once)"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --silent "playwright-core@$version" >&2
+    touch "$dir/.complete"
+  fi
+  printf '%s\n' "$dir/node_modules"
+}

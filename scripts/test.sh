@@ -8,6 +8,11 @@ cd "$ROOT"
 need_debs bubblewrap python3-venv ca-certificates || log "continuing without them"
 ATELIER_TEST_JUPYTER_VENV="$(jupyter_venv)"
 export ATELIER_TEST_JUPYTER_VENV
+# A real browser for the login-to-kernel journey (tests/tests/browser.rs).
+command -v node >/dev/null || need_debs nodejs npm
+need_debs chromium
+ATELIER_TEST_BROWSER_MODULES="$(browser_modules)"
+export ATELIER_TEST_BROWSER_MODULES
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -143,7 +143,7 @@ impl ProcessBackend {
                 "tornado_settings": {"websocket_max_message_size": WS_MAX_MESSAGE},
             },
             "IdentityProvider": {"token": token},
-            "LabApp": {"check_for_updates_class": "jupyterlab.NeverCheckForUpdate", "news_url": null},
+            "LabApp": {"check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
         })
     }
 
@@ -228,6 +228,17 @@ impl Backend for ProcessBackend {
         write_private(
             &config_dir.join("jupyter_server_config.json"),
             &serde_json::to_vec_pretty(&config).context("config")?,
+        )?;
+        // No "official Jupyter news?" prompt: a self-hosted notebook may have no way out.
+        let labconfig = config_dir.join("labconfig");
+        tokio::fs::create_dir_all(&labconfig)
+            .await
+            .context("creating labconfig")?;
+        let page_config =
+            json!({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}});
+        write_private(
+            &labconfig.join("page_config.json"),
+            &serde_json::to_vec_pretty(&page_config).context("page config")?,
         )?;
 
         let venv = self.env.venv().to_path_buf();

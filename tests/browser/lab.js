@@ -1,0 +1,45 @@
+// The first thing a data scientist does, in a real browser (headless Chromium): open a
+// notebook's URL, get sent to the login page, log in with an API token, land in JupyterLab,
+// open a notebook, run a cell and read its output. Prints what it saw; exits non-zero on
+// failure. Driven by tests/tests/browser.rs.
+//
+// env: LAB_URL (the notebook's /nb/{id}/lab URL), TOKEN (an API token), JUPYTER_TOKEN (must
+// not appear in the page), SCREENSHOT (where to save the final page), CHROMIUM (binary).
+const { chromium } = require('playwright-core');
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const failures = [];
+    page.on('response', (r) => { if (r.status() >= 500) failures.push(`${r.status()} ${r.url()}`); });
+    await page.goto(process.env.LAB_URL);
+    console.log(`redirected to: ${new URL(page.url()).pathname}`);
+    await page.fill('input[name=token]', process.env.TOKEN);
+    await page.click('button[type=submit]');
+    await page.waitForURL(/\/lab/, { timeout: 30000 });
+    console.log(`logged in at: ${new URL(page.url()).pathname}`);
+    await page.waitForSelector('.jp-LauncherCard[data-category="Notebook"]', { timeout: 60000 });
+    await page.click('.jp-LauncherCard[data-category="Notebook"]');
+    await page.waitForSelector('.jp-Notebook .jp-Cell .cm-content', { timeout: 60000 });
+    // The kernel connects over a WebSocket through the gateway.
+    await page.waitForSelector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', { timeout: 60000 });
+    await page.click('.jp-Notebook .jp-Cell .cm-content');
+    await page.keyboard.type('print(6*7)');
+    await page.keyboard.press('Shift+Enter');
+    await page.waitForSelector('.jp-OutputArea-output', { timeout: 60000 });
+    const output = (await page.textContent('.jp-OutputArea-output')).trim();
+    console.log(`output: ${output}`);
+    const html = await page.content();
+    const cookies = JSON.stringify(await page.context().cookies());
+    console.log(`jupyter token visible: ${html.includes(process.env.JUPYTER_TOKEN) || cookies.includes(process.env.JUPYTER_TOKEN)}`);
+    console.log(`server errors: ${failures.length ? failures.join(', ') : 'none'}`);
+    if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
+  } finally {
+    await browser.close();
+  }
+})().catch((e) => { console.error(`FAILED: ${e.message}`); process.exit(1); });

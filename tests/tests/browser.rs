@@ -1,0 +1,56 @@
+//! The browser journey in headless Chromium (tests/browser/lab.js): login page, session
+//! cookie, JupyterLab through the proxy, a kernel over a WebSocket, a cell's output, and no
+//! Jupyter token anywhere in the page or its cookies.
+//!
+//! Needs Chromium, Node.js and `playwright-core`; `scripts/test.sh` installs them and sets
+//! `ATELIER_TEST_BROWSER_MODULES` to the `node_modules` that holds playwright-core.
+
+use std::path::PathBuf;
+
+use atelier_tests::Gateway;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_logs_in_and_runs_a_cell() {
+    let Some(modules) = std::env::var_os("ATELIER_TEST_BROWSER_MODULES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ATELIER_TEST_BROWSER_MODULES is not set; scripts/test.sh sets it"
+        );
+        eprintln!(
+            "skipped: ATELIER_TEST_BROWSER_MODULES is not set (scripts/test.sh installs the browser)"
+        );
+        return;
+    };
+    let gw = Gateway::start().await;
+    let alice = gw.create_user("alice").await;
+    let id = gw.create_notebook(&alice, "browser").await;
+    gw.wait_status(&alice, &id, "RUNNING").await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/lab.js");
+    let shot = gw.data_dir.join("lab.png");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("NODE_PATH", &modules)
+        .env("LAB_URL", format!("{}/nb/{id}/lab", gw.base()))
+        .env("TOKEN", &alice)
+        .env("JUPYTER_TOKEN", gw.jupyter_token(&id))
+        .env("SCREENSHOT", &shot)
+        .output()
+        .await
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        gw.log_tail(30)
+    );
+    assert!(stdout.contains("redirected to: /login"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("logged in at: /nb/{id}/lab")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("output: 42"), "{stdout}");
+    assert!(stdout.contains("jupyter token visible: false"), "{stdout}");
+    assert!(stdout.contains("server errors: none"), "{stdout}");
+    assert!(shot.is_file());
+}
