@@ -110,25 +110,7 @@ mod tests {
     }
 
     fn notebook(owner: &str) -> NotebookRow {
-        NotebookRow {
-            id: "n1".into(),
-            owner_id: owner.into(),
-            owner: owner.into(),
-            name: "nb".into(),
-            description: String::new(),
-            flavor: "f".into(),
-            image: "i".into(),
-            status: "RUNNING".into(),
-            status_reason: None,
-            unhealthy: false,
-            auto_stop_enabled: true,
-            auto_stop_hours: 1,
-            backend: "process".into(),
-            handle: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-            last_activity_at: None,
-        }
+        NotebookRow::example("n1", owner, "nb")
     }
 
     #[test]

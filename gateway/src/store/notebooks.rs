@@ -224,21 +224,13 @@ pub async fn delete(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Store, now, users};
-
-    async fn store() -> (Store, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("atelier-store-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        (Store::open(&dir).await.unwrap(), dir)
-    }
-
-    fn row(id: &str, owner: &str, name: &str) -> NotebookRow {
+impl NotebookRow {
+    /// A STOPPED notebook with default settings, for tests.
+    pub fn example(id: &str, owner_id: &str, name: &str) -> NotebookRow {
         NotebookRow {
             id: id.into(),
-            owner_id: owner.into(),
-            owner: String::new(),
+            owner_id: owner_id.into(),
+            owner: owner_id.into(),
             name: name.into(),
             description: String::new(),
             flavor: "cpu-2-8".into(),
@@ -250,10 +242,26 @@ mod tests {
             auto_stop_hours: 1,
             backend: "process".into(),
             handle: None,
-            created_at: now(),
-            updated_at: now(),
+            created_at: crate::store::now(),
+            updated_at: crate::store::now(),
             last_activity_at: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, now, users};
+
+    async fn store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("atelier-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (Store::open(&dir).await.unwrap(), dir)
+    }
+
+    fn row(id: &str, owner: &str, name: &str) -> NotebookRow {
+        NotebookRow::example(id, owner, name)
     }
 
     #[tokio::test]
