@@ -18,9 +18,18 @@ use crate::notebooks::{Lifecycle, health};
 use crate::proxy::{self, UpstreamClient, routes::RouteTable};
 use crate::store::{self, Store, users};
 
-/// Everything a request handler may need; cheap to clone.
+/// Everything a request handler may need; one pointer, cloned for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub auth: Authenticator,
@@ -48,14 +57,14 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     let settings = Arc::new(settings);
     let routes = RouteTable::new(store.clone(), backend.clone());
     let lifecycle = Lifecycle::new(store.clone(), backend, settings.clone(), routes.clone());
-    Ok(AppState {
+    Ok(AppState(Arc::new(Services {
         auth: Authenticator::new(store.clone()),
         settings,
         store,
         lifecycle,
         routes,
         upstream: proxy::client(),
-    })
+    })))
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -77,15 +77,20 @@ pub fn new_secret(prefix: &str) -> String {
 }
 
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(digest(secret))
+}
+
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// Resolves secrets to principals, with a short-lived cache in front of the database.
 #[derive(Clone)]
 pub struct Authenticator {
     store: Store,
-    /// secret hash → principal. Short TTL bounds how stale an expiry can be; revocation evicts.
-    cache: Cache<String, Principal>,
+    /// SHA-256 of the secret → principal. The short TTL bounds how stale an expiry can be;
+    /// revocation evicts at once.
+    cache: Cache<[u8; 32], Principal>,
 }
 
 impl Authenticator {
@@ -100,10 +105,11 @@ impl Authenticator {
     }
 
     pub async fn resolve(&self, secret: &str) -> Result<Option<Principal>, ApiError> {
-        let hash = hash_secret(secret);
-        if let Some(p) = self.cache.get(&hash) {
+        let key = digest(secret);
+        if let Some(p) = self.cache.get(&key) {
             return Ok(Some(p));
         }
+        let hash = hex::encode(key);
         let mut conn = self.store.pool.acquire().await?;
         let Some(cred) = users::credential_by_hash(&mut conn, &hash).await? else {
             return Ok(None);
@@ -119,12 +125,16 @@ impl Authenticator {
             role: Role::parse(&cred.role).unwrap_or(Role::User),
             token_id: cred.token_id,
         };
-        self.cache.insert(hash, principal.clone());
+        self.cache.insert(key, principal.clone());
         Ok(Some(principal))
     }
 
+    /// Evicts a credential by its stored (hex) hash.
     pub fn forget(&self, secret_hash: &str) {
-        self.cache.invalidate(secret_hash);
+        let mut key = [0u8; 32];
+        if hex::decode_to_slice(secret_hash, &mut key).is_ok() {
+            self.cache.invalidate(&key);
+        }
     }
 
     /// From the bearer token, else the session cookie. `Ok(None)`: no credential presented.
