@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 
 use atelier_gateway::{cli, config, server};
 
+// The proxy allocates a little per request; mimalloc makes that cheaper than glibc's malloc
+// under many concurrent connections (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "atelier",

@@ -123,8 +123,8 @@ async fn forward(
     html: bool,
 ) -> Result<Response, Response> {
     let route = grant.route();
-    let upstream = match (&route.status, &route.upstream) {
-        (s, Some(u)) if s == RUNNING => u.clone(),
+    let upstream = match (&route.status, &route.target) {
+        (s, Some(t)) if s == RUNNING => t,
         (s, _) => {
             return Err(refuse(
                 ApiError::conflict(format!(
@@ -135,7 +135,7 @@ async fn forward(
             ));
         }
     };
-    state.routes.touch(&route.notebook_id);
+    state.routes.touch(route);
 
     let (mut parts, body) = req.into_parts();
     if parts.method == Method::GET && parts.uri.path().trim_end_matches('/').ends_with("/lab") {
@@ -147,12 +147,11 @@ async fn forward(
     } else {
         None
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = match format!("http://{}{}", upstream.addr, path).parse() {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(upstream.authority.clone());
+    uri.path_and_query = parts.uri.path_and_query().cloned();
+    parts.uri = match http::Uri::from_parts(uri) {
         Ok(u) => u,
         Err(_) => return Err(refuse(ApiError::invalid("malformed request path"), html)),
     };
@@ -163,9 +162,9 @@ async fn forward(
         // The token is scrubbed from HTML, which needs it uncompressed.
         parts.headers.remove(header::ACCEPT_ENCODING);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("token {}", upstream.token)) {
-        parts.headers.insert(header::AUTHORIZATION, v);
-    }
+    parts
+        .headers
+        .insert(header::AUTHORIZATION, upstream.auth_header.clone());
     let mut resp = match state
         .upstream
         .request(http::Request::from_parts(parts, body))

@@ -3,6 +3,7 @@
 //! Also the per-notebook activity clock that the proxy ticks and auto-stop will read.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +19,36 @@ pub struct Route {
     pub name: String,
     pub owner_id: String,
     pub status: String,
-    pub upstream: Option<Upstream>,
+    pub target: Option<Target>,
+    /// Unix second of the last request recorded, so most requests skip the activity map.
+    last_touch: AtomicI64,
+}
+
+/// An upstream in the form the proxy uses on every request, prepared once per route.
+pub struct Target {
+    pub authority: http::uri::Authority,
+    /// `Authorization: token …` for the notebook's server.
+    pub auth_header: http::HeaderValue,
+    /// The secret itself, to scrub it from responses.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    fn new(u: &Upstream) -> Option<Target> {
+        Some(Target {
+            authority: u.addr.to_string().parse().ok()?,
+            auth_header: http::HeaderValue::from_str(&format!("token {}", u.token)).ok()?,
+            token: u.token.clone(),
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -63,7 +93,8 @@ impl RouteTable {
             name: row.name,
             owner_id: row.owner_id,
             status: row.status,
-            upstream,
+            target: upstream.as_ref().and_then(Target::new),
+            last_touch: AtomicI64::new(0),
         });
         self.cache.insert(id.to_owned(), route.clone());
         Ok(Some(route))
@@ -73,14 +104,18 @@ impl RouteTable {
         self.cache.invalidate(id);
     }
 
-    /// Records traffic for a notebook; cheap enough for every proxied request.
-    pub fn touch(&self, id: &str) {
+    /// Records traffic for a notebook; cheap enough for every proxied request (the shared
+    /// map is touched at most once a second per route).
+    pub fn touch(&self, route: &Route) {
         let now = OffsetDateTime::now_utc().unix_timestamp();
+        if route.last_touch.swap(now, Ordering::Relaxed) == now {
+            return;
+        }
         if let Ok(mut map) = self.activity.lock() {
-            match map.get_mut(id) {
+            match map.get_mut(&route.notebook_id) {
                 Some(t) => *t = now,
                 None => {
-                    map.insert(id.to_owned(), now);
+                    map.insert(route.notebook_id.clone(), now);
                 }
             }
         }
