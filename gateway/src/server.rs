@@ -97,6 +97,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let app = crate::api::router(state.clone());
     let stop = shutdown.clone();
+    // No Nagle: WebSocket frames and small responses leave at once (with it, a kernel's
+    // reply waits ~40 ms for the delayed ACK of the message before it).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY on an incoming connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
