@@ -91,8 +91,8 @@ pub fn jupyter_venv() -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "ATELIER_TEST_JUPYTER_VENV is not set: run bash .ci/run (scripts/test.sh), which prepares a \
-                 JupyterLab 4 virtualenv, and point ATELIER_TEST_JUPYTER_VENV at it (for local \
-                 runs: /root/.cache/atelier-jl-venv)"
+                 JupyterLab 4 virtualenv under ~/.cache/atelier, and point \
+                 ATELIER_TEST_JUPYTER_VENV at it"
             )
         });
     assert!(
