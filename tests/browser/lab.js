@@ -28,10 +28,26 @@ const { chromium } = require('playwright-core');
     await page.waitForSelector('.jp-Notebook .jp-Cell .cm-content', { timeout: 60000 });
     // The kernel connects over a WebSocket through the gateway.
     await page.waitForSelector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', { timeout: 60000 });
-    await page.click('.jp-Notebook .jp-Cell .cm-content');
-    await page.keyboard.type('print(6*7)');
-    await page.keyboard.press('Shift+Enter');
-    await page.waitForSelector('.jp-OutputArea-output', { timeout: 60000 });
+    // The editor may not take keys the moment it appears: type, check the cell holds the
+    // code, run it, and try again (bounded) if no output comes.
+    let ran = false;
+    for (let attempt = 1; attempt <= 3 && !ran; attempt++) {
+      const cell = page.locator('.jp-Notebook .jp-Cell').first();
+      await cell.locator('.cm-content').click();
+      await page.keyboard.press('Control+A');
+      await page.keyboard.type('print(6*7)');
+      const text = await cell.locator('.cm-content').textContent();
+      if (!text.includes('print(6*7)')) {
+        console.log(`attempt ${attempt}: the editor holds ${JSON.stringify(text)}`);
+        await page.waitForTimeout(1000);
+        continue;
+      }
+      await page.keyboard.press('Shift+Enter');
+      ran = await page.waitForSelector('.jp-OutputArea-output', { timeout: 30000 })
+        .then(() => true, () => false);
+      if (!ran) console.log(`attempt ${attempt}: no output yet`);
+    }
+    if (!ran) throw new Error('the cell produced no output after 3 attempts');
     const output = (await page.textContent('.jp-OutputArea-output')).trim();
     console.log(`output: ${output}`);
     const html = await page.content();
