@@ -12,6 +12,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod backends;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod events;

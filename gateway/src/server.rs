@@ -15,7 +15,7 @@ use crate::backends::external::ExternalBackend;
 use crate::backends::process::ProcessBackend;
 use crate::config::{BackendKind, Settings};
 use crate::notebooks::{Lifecycle, health};
-use crate::proxy::{self, UpstreamClient, routes::RouteTable};
+use crate::proxy::{self, routes::RouteTable, upstream::ConnUpstreams};
 use crate::store::{self, Store, users};
 
 /// Everything a request handler may need; one pointer, cloned for every request.
@@ -35,7 +35,6 @@ pub struct Services {
     pub auth: Authenticator,
     pub lifecycle: Lifecycle,
     pub routes: RouteTable,
-    pub upstream: UpstreamClient,
 }
 
 /// How often running notebooks are checked against the backend.
@@ -63,7 +62,6 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         store,
         lifecycle,
         routes,
-        upstream: proxy::client(),
     })))
 }
 
@@ -96,24 +94,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%local, data_dir = %state.settings.data_dir.display(), "gateway started");
 
     let app = crate::api::router(state.clone());
-    let stop = shutdown.clone();
-    // No Nagle: WebSocket frames and small responses leave at once (with it, a kernel's
-    // reply waits ~40 ms for the delayed ACK of the message before it).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY on an incoming connection");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            stop.cancel();
-        })
-        .await
-        .context("serving HTTP")?;
+    serve_http(listener, state.clone(), app, wait_for_signal()).await;
+    shutdown.cancel();
 
     tracing::info!("shutting down; notebooks keep running");
-    shutdown.cancel();
     loops.wait().await;
     if let Err(e) = state.routes.flush_activity().await {
         tracing::warn!(error = %e, "writing activity at shutdown failed");
@@ -127,6 +111,99 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("lifecycle tasks still running; the next start resumes them");
     }
     Ok(())
+}
+
+/// How long open HTTP connections get to finish their requests at shutdown.
+const DRAIN_FOR: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1 and HTTP/2 (h2c) on `listener` until `stop` resolves, then lets open
+/// connections finish for up to [`DRAIN_FOR`].
+///
+/// Each connection is one task that also drives the connections to notebook servers its
+/// requests open ([`ConnUpstreams`]). `/nb/…` requests go straight to the proxy; the rest
+/// through `app`, with the peer address as [`ConnectInfo`].
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use hyper::body::Incoming;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use tower::Service;
+
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let shutdown = Arc::new(proxy::upstream::Shutdown::default());
+    let connections = tokio_util::task::TaskTracker::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+        };
+        // No Nagle: WebSocket frames and small responses leave at once (with it, a kernel's
+        // reply waits ~40 ms for the delayed ACK of the message before it).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY on an incoming connection");
+        }
+        let (app, state, builder, shutdown) = (
+            app.clone(),
+            state.clone(),
+            builder.clone(),
+            shutdown.clone(),
+        );
+        connections.spawn(async move {
+            let (upstreams, driver) = ConnUpstreams::new();
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                let (state, upstreams, mut app) = (state.clone(), upstreams.clone(), app.clone());
+                async move {
+                    if req.uri().path().starts_with("/nb/") {
+                        let resp = proxy::serve(&state, req.map(Body::new), Some(&upstreams));
+                        Ok::<_, std::convert::Infallible>(resp.await)
+                    } else {
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        app.call(req).await
+                    }
+                }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            if let Err(e) = driver.drive(conn, shutdown).await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    shutdown.begin();
+    connections.close();
+    if tokio::time::timeout(DRAIN_FOR, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_FOR:?}; closing them");
+    }
+}
+
+/// Accept errors are mostly transient (a connection reset before accept, or out of file
+/// descriptors); the latter gets a pause so the loop does not spin.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn flush_loop(state: AppState, shutdown: CancellationToken) {

@@ -25,7 +25,11 @@ async fn a_browser_logs_in_and_runs_a_cell() {
     let alice = gw.create_user("alice").await;
     let id = gw.create_notebook(&alice, "browser").await;
     gw.wait_status(&alice, &id, "RUNNING").await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser/lab.js");
+    // At run time: a test binary reused from a shared target dir may have been built from a
+    // checkout at another path.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let script = PathBuf::from(manifest_dir).join("browser/lab.js");
     let shot = gw.data_dir.join("lab.png");
     let out = tokio::process::Command::new("node")
         .arg(&script)

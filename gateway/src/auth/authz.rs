@@ -2,6 +2,8 @@
 //! Only [`authorize`] constructs a [`NotebookGrant`], and the lifecycle, the proxy and (later)
 //! the SSH relay take a grant, not a principal, so a missing check does not compile.
 
+use std::sync::Arc;
+
 use crate::api::error::ApiError;
 use crate::auth::Principal;
 use crate::proxy::routes::Route;
@@ -64,8 +66,8 @@ pub fn authorize(
 /// Proof that a principal may open a notebook's server through the proxy: the owner only.
 #[derive(Debug)]
 pub struct RouteGrant {
-    route: std::sync::Arc<Route>,
-    user: String,
+    route: Arc<Route>,
+    principal: Arc<Principal>,
 }
 
 impl RouteGrant {
@@ -74,21 +76,18 @@ impl RouteGrant {
     }
     /// The name of the user the grant is for.
     pub fn user(&self) -> &str {
-        &self.user
+        &self.principal.name
     }
 }
 
 pub fn authorize_route(
-    principal: &Principal,
-    route: std::sync::Arc<Route>,
+    principal: Arc<Principal>,
+    route: Arc<Route>,
 ) -> Result<RouteGrant, ApiError> {
     if route.owner_id != principal.user_id {
         return Err(not_found(&route.notebook_id));
     }
-    Ok(RouteGrant {
-        route,
-        user: principal.name.clone(),
-    })
+    Ok(RouteGrant { route, principal })
 }
 
 pub fn not_found(id: &str) -> ApiError {

@@ -6,17 +6,18 @@
 
 pub mod authz;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use base64::Engine;
-use moka::sync::Cache;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::api::error::ApiError;
+use crate::cache::TtlCache;
 use crate::server::AppState;
 use crate::store::{self, Store, users};
 
@@ -90,21 +91,23 @@ pub struct Authenticator {
     store: Store,
     /// SHA-256 of the secret → principal. The short TTL bounds how stale an expiry can be;
     /// revocation evicts at once.
-    cache: Cache<[u8; 32], Principal>,
+    cache: Arc<TtlCache<[u8; 32], Arc<Principal>>>,
 }
 
 impl Authenticator {
     pub fn new(store: Store) -> Self {
         Authenticator {
             store,
-            cache: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
+            cache: Arc::new(TtlCache::new(100_000, Duration::from_secs(60))),
         }
     }
 
     pub async fn resolve(&self, secret: &str) -> Result<Option<Principal>, ApiError> {
+        Ok(self.resolve_shared(secret).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// As [`Self::resolve`], without copying the cached principal (the proxy's hot path).
+    pub async fn resolve_shared(&self, secret: &str) -> Result<Option<Arc<Principal>>, ApiError> {
         let key = digest(secret);
         if let Some(p) = self.cache.get(&key) {
             return Ok(Some(p));
@@ -119,12 +122,12 @@ impl Authenticator {
             return Ok(None);
         }
         users::touch_token(&mut conn, &cred.token_id, &now).await?;
-        let principal = Principal {
+        let principal = Arc::new(Principal {
             user_id: cred.user_id,
             name: cred.name,
             role: Role::parse(&cred.role).unwrap_or(Role::User),
             token_id: cred.token_id,
-        };
+        });
         self.cache.insert(key, principal.clone());
         Ok(Some(principal))
     }
@@ -139,10 +142,21 @@ impl Authenticator {
 
     /// From the bearer token, else the session cookie. `Ok(None)`: no credential presented.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+        Ok(self
+            .authenticate_shared(headers)
+            .await?
+            .map(Arc::unwrap_or_clone))
+    }
+
+    /// As [`Self::authenticate`], without copying the cached principal.
+    pub async fn authenticate_shared(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<Principal>>, ApiError> {
         let Some(secret) = presented_secret(headers) else {
             return Ok(None);
         };
-        match self.resolve(secret).await? {
+        match self.resolve_shared(secret).await? {
             Some(p) => Ok(Some(p)),
             None => Err(ApiError::unauthenticated(
                 "the token or session is not valid (revoked, expired or mistyped)",

@@ -11,15 +11,14 @@
 //! message size limit applies here.
 
 pub mod routes;
+pub mod upstream;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::api::error::ApiError;
 use crate::audit::{self, Action, Target};
@@ -27,26 +26,23 @@ use crate::auth::SESSION_COOKIE;
 use crate::auth::authz::{self, RouteGrant};
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
+use upstream::ConnUpstreams;
 
 /// HTML larger than this is passed through unscrubbed: JupyterLab's pages are a few KiB, and
 /// a user's own large HTML file does not hold the server's token.
 const HTML_SCRUB_LIMIT: usize = 8 * 1024 * 1024;
 
-pub type UpstreamClient = Client<HttpConnector, Body>;
-
-pub fn client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+/// `/nb/{id}` and everything below it, as an axum handler (the router's route; the server
+/// sends `/nb/` requests to [`serve`] directly).
+pub async fn handle(State(state): State<AppState>, mut req: Request) -> Response {
+    let home = req.extensions_mut().remove::<ConnUpstreams>();
+    serve(&state, req, home.as_ref()).await
 }
 
-/// `/nb/{id}` and everything below it.
-pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
-    match proxy(&state, req).await {
+/// Proxies one request; `home` holds the upstream connections of the downstream connection
+/// it came on.
+pub async fn serve(state: &AppState, req: Request, home: Option<&ConnUpstreams>) -> Response {
+    match proxy(state, req, home).await {
         Ok(r) => r,
         Err(r) => r,
     }
@@ -75,12 +71,16 @@ fn refuse(e: ApiError, html: bool) -> Response {
     (e.status, page).into_response()
 }
 
-async fn proxy(state: &AppState, req: Request) -> Result<Response, Response> {
+async fn proxy(
+    state: &AppState,
+    req: Request,
+    home: Option<&ConnUpstreams>,
+) -> Result<Response, Response> {
     let html = wants_html(req.headers());
     let Some(id) = notebook_id(req.uri().path()) else {
         return Err(refuse(ApiError::not_found("no such notebook"), html));
     };
-    let principal = match state.auth.authenticate(req.headers()).await {
+    let principal = match state.auth.authenticate_shared(req.headers()).await {
         Ok(Some(p)) => p,
         outcome => {
             if html && req.method() == Method::GET {
@@ -104,7 +104,7 @@ async fn proxy(state: &AppState, req: Request) -> Result<Response, Response> {
         Ok(None) => return Err(refuse(authz::not_found(id), html)),
         Err(e) => return Err(refuse(ApiError::internal(e), html)),
     };
-    let grant = authz::authorize_route(&principal, route).map_err(|e| refuse(e, html))?;
+    let grant = authz::authorize_route(principal, route).map_err(|e| refuse(e, html))?;
     if cross_site_with_cookie(req.method(), req.headers()) {
         return Err(refuse(
             ApiError::forbidden(
@@ -113,7 +113,7 @@ async fn proxy(state: &AppState, req: Request) -> Result<Response, Response> {
             html,
         ));
     }
-    forward(state, grant, req, html).await
+    forward(state, grant, req, html, home).await
 }
 
 async fn forward(
@@ -121,6 +121,7 @@ async fn forward(
     grant: RouteGrant,
     req: Request,
     html: bool,
+    home: Option<&ConnUpstreams>,
 ) -> Result<Response, Response> {
     let route = grant.route();
     let upstream = match (&route.status, &route.target) {
@@ -147,14 +148,21 @@ async fn forward(
     } else {
         None
     };
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(upstream.authority.clone());
-    uri.path_and_query = parts.uri.path_and_query().cloned();
-    parts.uri = match http::Uri::from_parts(uri) {
-        Ok(u) => u,
-        Err(_) => return Err(refuse(ApiError::invalid("malformed request path"), html)),
-    };
+    // Origin-form to the notebook server; the browser's Host goes along (Jupyter compares it
+    // with the Origin of WebSockets).
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 carries the host in the URI.
+        let host = parts.uri.authority().unwrap_or(&upstream.authority);
+        if let Ok(h) = HeaderValue::from_str(host.as_str()) {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    parts.uri = http::Uri::from(path);
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     strip_credentials(&mut parts.headers);
@@ -165,11 +173,13 @@ async fn forward(
     parts
         .headers
         .insert(header::AUTHORIZATION, upstream.auth_header.clone());
-    let mut resp = match state
-        .upstream
-        .request(http::Request::from_parts(parts, body))
-        .await
-    {
+    let req = http::Request::from_parts(parts, body);
+    let sent = if upgrade {
+        upstream::send_upgrade(&upstream.authority, req).await
+    } else {
+        upstream::send(home, &upstream.authority, req).await
+    };
+    let mut resp = match sent {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(notebook = %route.notebook_id, error = %e, "upstream request failed");
@@ -321,28 +331,34 @@ const HOP_BY_HOP: [header::HeaderName; 6] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass to find what is there (usually little or nothing), then remove just that.
+    let mut doomed: Vec<header::HeaderName> = Vec::new();
     // Headers that the Connection header names are hop-by-hop too.
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .filter(|s| !s.is_empty() && s != "upgrade")
-        .collect();
-    for name in named {
-        headers.remove(name.as_str());
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for token in v.split(',').map(str::trim) {
+            // The usual values name no header ("keep-alive" is removed below anyway).
+            let usual = ["", "upgrade", "keep-alive", "close"];
+            if !usual.iter().any(|u| token.eq_ignore_ascii_case(u))
+                && let Ok(name) = header::HeaderName::from_bytes(token.as_bytes())
+            {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in headers.keys() {
+        let strip = HOP_BY_HOP[1..].contains(name)
+            || name.as_str() == "keep-alive"
+            || (!keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE));
+        if strip {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        for h in &HOP_BY_HOP[1..] {
-            headers.remove(h);
-        }
-    } else {
-        for h in &HOP_BY_HOP {
-            headers.remove(h);
-        }
-        headers.remove(header::UPGRADE);
-        headers.remove("keep-alive");
     }
 }
 

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use moka::sync::Cache;
 use time::OffsetDateTime;
 
 use crate::backends::{Backend, Handle, Upstream};
+use crate::cache::TtlCache;
 use crate::store::{self, Store, notebooks as rows};
 
 #[derive(Debug)]
@@ -53,7 +53,7 @@ impl Target {
 
 #[derive(Clone)]
 pub struct RouteTable {
-    cache: Cache<String, Arc<Route>>,
+    cache: Arc<TtlCache<String, Arc<Route>>>,
     store: Store,
     backend: Arc<dyn Backend>,
     /// notebook id → unix time (seconds) of the newest proxied request not yet written.
@@ -65,10 +65,7 @@ impl RouteTable {
         RouteTable {
             // The TTL only bounds staleness if another gateway changes the store; this
             // gateway's own transitions invalidate at once.
-            cache: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(30))
-                .build(),
+            cache: Arc::new(TtlCache::new(100_000, Duration::from_secs(30))),
             store,
             backend,
             activity: Arc::new(Mutex::new(HashMap::new())),
