@@ -6,6 +6,8 @@ cd "$ROOT"
 
 # bubblewrap: notebooks run confined where it works, and the tests check the confinement.
 need_debs bubblewrap python3-venv ca-certificates || log "continuing without them"
+# The real OpenSSH client: key pairs are checked with ssh-keygen, the SSH front door with ssh.
+need_debs openssh-client
 ATELIER_TEST_JUPYTER_VENV="$(jupyter_venv)"
 export ATELIER_TEST_JUPYTER_VENV
 # A real browser for the login-to-kernel journey (tests/tests/browser.rs).

@@ -18,6 +18,9 @@ pub enum Action {
     CreateToken,
     RevokeToken,
     Login,
+    CreateKeyPair,
+    ImportKeyPair,
+    DeleteKeyPair,
 }
 
 impl Action {
@@ -33,6 +36,9 @@ impl Action {
             Action::CreateToken => "createToken",
             Action::RevokeToken => "revokeToken",
             Action::Login => "login",
+            Action::CreateKeyPair => "createKeyPair",
+            Action::ImportKeyPair => "importKeyPair",
+            Action::DeleteKeyPair => "deleteKeyPair",
         }
     }
 }

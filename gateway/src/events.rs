@@ -39,6 +39,10 @@ pub enum EventKind {
     UpdateDescription,
     UpdateFlavor,
     UpdateImage,
+    /// `UpdateKeyPair` when a notebook gets its first key pairs ("Configured …").
+    ConfigureKeyPair,
+    UpdateKeyPair,
+    UpdateWhitelist,
     NotebookUnhealthy,
     JupyterProcessKilled,
     /// `NotebookHealthy` with the "restored" text of seed table 6-16.
@@ -60,6 +64,8 @@ impl EventKind {
             EventKind::UpdateDescription => "UpdateDescription",
             EventKind::UpdateFlavor => "UpdateFlavor",
             EventKind::UpdateImage => "UpdateImage",
+            EventKind::ConfigureKeyPair | EventKind::UpdateKeyPair => "UpdateKeyPair",
+            EventKind::UpdateWhitelist => "UpdateWhitelist",
             EventKind::NotebookUnhealthy => "NotebookUnhealthy",
             EventKind::JupyterProcessKilled => "JupyterProcessKilled",
         }
@@ -80,6 +86,9 @@ impl EventKind {
             EventKind::UpdateDescription => "Updating the instance description",
             EventKind::UpdateFlavor => "Updating the instance flavor",
             EventKind::UpdateImage => "Updating the instance image",
+            EventKind::ConfigureKeyPair => "Configured the instance key pair.",
+            EventKind::UpdateKeyPair => "Updating the instance key pair",
+            EventKind::UpdateWhitelist => "Updating the instance access whitelist",
             EventKind::NotebookUnhealthy => "The instance is unhealthy.",
             EventKind::JupyterProcessKilled => "The Jupyter process has been stopped.",
         }
@@ -96,7 +105,10 @@ impl EventKind {
             | EventKind::NotebookRestored
             | EventKind::StopNotebook
             | EventKind::UpdateFlavor
-            | EventKind::UpdateImage => Severity::Major,
+            | EventKind::UpdateImage
+            | EventKind::ConfigureKeyPair
+            | EventKind::UpdateKeyPair
+            | EventKind::UpdateWhitelist => Severity::Major,
             EventKind::CreateNotebookFailed
             | EventKind::PullImageFailed
             | EventKind::StartNotebookFailed
@@ -177,6 +189,9 @@ mod tests {
             (EventKind::UpdateDescription, "UpdateDescription", "Warning"),
             (EventKind::UpdateFlavor, "UpdateFlavor", "Major"),
             (EventKind::UpdateImage, "UpdateImage", "Major"),
+            (EventKind::ConfigureKeyPair, "UpdateKeyPair", "Major"),
+            (EventKind::UpdateKeyPair, "UpdateKeyPair", "Major"),
+            (EventKind::UpdateWhitelist, "UpdateWhitelist", "Major"),
             (
                 EventKind::NotebookUnhealthy,
                 "NotebookUnhealthy",

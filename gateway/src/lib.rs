@@ -19,4 +19,5 @@ pub mod events;
 pub mod notebooks;
 pub mod proxy;
 pub mod server;
+pub mod ssh;
 pub mod store;

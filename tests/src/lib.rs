@@ -1179,6 +1179,18 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
+impl CliOutput {
+    /// Fails the test, with both outputs, unless the command exited 0.
+    #[track_caller]
+    pub fn assert_ok(&self, what: &str) {
+        assert_eq!(
+            self.code, 0,
+            "{what}: exit code {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+    }
+}
+
 /// Runs `atelier <args>` with no inherited `ATELIER_*` variables and then `env` (an empty
 /// value leaves the variable unset), stdin closed, for at most 180 s.
 pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {

@@ -1,17 +1,8 @@
 //! The real `atelier` CLI against a running gateway: the notebook commands, login profiles
 //! and exit codes (0 success, 1 API or usage error, 2 server unreachable).
 
-use atelier_tests::{CliOutput, Gateway, free_port, run_cli};
+use atelier_tests::{Gateway, free_port, run_cli};
 use serde_json::Value;
-
-#[track_caller]
-fn ok(out: &CliOutput, what: &str) {
-    assert_eq!(
-        out.code, 0,
-        "{what}: exit code {}\nstdout:\n{}\nstderr:\n{}",
-        out.code, out.stdout, out.stderr
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_manages_notebooks() {
@@ -21,7 +12,7 @@ async fn cli_manages_notebooks() {
     let out = gw
         .cli(&token, &["notebook", "create", "x", "--wait"], &[])
         .await;
-    ok(&out, "notebook create x --wait");
+    out.assert_ok("notebook create x --wait");
     let list = gw.api(&token).get("/v1/notebooks?name=x").await;
     let items = list.expect_status(200)["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "{}", list.text);
@@ -30,7 +21,7 @@ async fn cli_manages_notebooks() {
 
     // The table has a row for x, RUNNING.
     let out = gw.cli(&token, &["notebook", "list"], &[]).await;
-    ok(&out, "notebook list");
+    out.assert_ok("notebook list");
     assert!(
         out.stdout.lines().any(|l| {
             let cells: Vec<&str> = l.split_whitespace().collect();
@@ -41,7 +32,7 @@ async fn cli_manages_notebooks() {
     );
     // --json is the server's items array.
     let out = gw.cli(&token, &["notebook", "list", "--json"], &[]).await;
-    ok(&out, "notebook list --json");
+    out.assert_ok("notebook list --json");
     let parsed: Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("notebook list --json is not JSON ({e}):\n{}", out.stdout));
     let array = parsed.as_array().expect("a JSON array");
@@ -52,17 +43,17 @@ async fn cli_manages_notebooks() {
     let out = gw
         .cli(&token, &["notebook", "stop", "x", "--wait"], &[])
         .await;
-    ok(&out, "notebook stop x --wait");
+    out.assert_ok("notebook stop x --wait");
     let nb = gw.api(&token).get(&format!("/v1/notebooks/{id}")).await;
     assert_eq!(nb.expect_status(200)["status"], "STOPPED", "{}", nb.text);
 
     let out = gw
         .cli(&token, &["notebook", "delete", "x", "--yes"], &[])
         .await;
-    ok(&out, "notebook delete x --yes");
+    out.assert_ok("notebook delete x --yes");
     gw.wait_gone(&token, &id).await;
     let out = gw.cli(&token, &["notebook", "list", "--json"], &[]).await;
-    ok(&out, "notebook list --json after delete");
+    out.assert_ok("notebook list --json after delete");
     assert_eq!(
         serde_json::from_str::<Value>(&out.stdout).ok(),
         Some(serde_json::json!([])),
@@ -89,15 +80,15 @@ async fn cli_login_profiles_and_exit_codes() {
         ],
     )
     .await;
-    ok(&out, "login");
+    out.assert_ok("login");
     assert!(out.stdout.contains("dave"), "{}", out.stdout);
     assert!(config.is_file(), "login wrote no {}", config.display());
     let out = run_cli(&["whoami"], &[("ATELIER_CLI_CONFIG", &config_s)]).await;
-    ok(&out, "whoami from the saved profile");
+    out.assert_ok("whoami from the saved profile");
     assert!(out.stdout.contains("dave (user)"), "{}", out.stdout);
     assert!(out.stdout.contains(&base), "{}", out.stdout);
     let out = run_cli(&["whoami", "--json"], &[("ATELIER_CLI_CONFIG", &config_s)]).await;
-    ok(&out, "whoami --json");
+    out.assert_ok("whoami --json");
     let me: Value = serde_json::from_str(&out.stdout).expect("JSON");
     assert_eq!(me["name"], "dave");
 
@@ -145,7 +136,7 @@ async fn cli_login_profiles_and_exit_codes() {
 
     // logout forgets the profile; whoami then has no token (a usage error, exit 1).
     let out = run_cli(&["logout"], &[("ATELIER_CLI_CONFIG", &config_s)]).await;
-    ok(&out, "logout");
+    out.assert_ok("logout");
     let out = run_cli(&["whoami"], &[("ATELIER_CLI_CONFIG", &config_s)]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("login"), "{}", out.stderr);

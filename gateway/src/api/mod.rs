@@ -5,6 +5,7 @@
 //! [`Principal`]: crate::auth::Principal
 
 pub mod error;
+pub mod keypairs;
 pub mod notebooks;
 pub mod pages;
 pub mod users;
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/images", get(images))
         .route("/v1/audit", get(audit_list))
         .merge(users::routes())
+        .merge(keypairs::routes())
         .merge(notebooks::routes())
         .merge(pages::routes())
         .route("/nb/{id}", any(crate::proxy::handle))

@@ -6,6 +6,7 @@
 
 mod admin;
 mod api;
+mod keypairs;
 mod notebooks;
 mod output;
 mod profile;
@@ -18,6 +19,7 @@ use profile::{Profile, config_path, load_profile, nonempty, remove_profile, save
 use table::{cell, sanitize};
 
 pub use admin::{AuditCommand, FlavorCommand, ImageCommand, TokenCommand, UserCommand};
+pub use keypairs::KeyPairCommand;
 pub use notebooks::NotebookCommand;
 
 // Options shared by every client command (global: accepted before or after the subcommand).
@@ -92,6 +94,9 @@ pub enum ClientCommand {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage SSH key pairs.
+    #[command(subcommand)]
+    Keypair(KeyPairCommand),
     /// Notebook flavors (sizes).
     #[command(subcommand)]
     Flavor(FlavorCommand),
@@ -136,6 +141,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Notebook(c) => notebooks::run(&ctx, c).await,
         ClientCommand::User(c) => admin::user(&ctx, c).await,
         ClientCommand::Token(c) => admin::token(&ctx, c).await,
+        ClientCommand::Keypair(c) => keypairs::run(&ctx, c).await,
         ClientCommand::Flavor(c) => admin::flavor(&ctx, c).await,
         ClientCommand::Image(c) => admin::image(&ctx, c).await,
         ClientCommand::Audit(c) => admin::audit(&ctx, c).await,

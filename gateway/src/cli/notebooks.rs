@@ -99,7 +99,44 @@ pub struct CreateArgs {
     #[arg(long)]
     pub no_auto_stop: bool,
     #[command(flatten)]
+    pub ssh: SshArgs,
+    #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// SSH settings (key pairs: `atelier keypair`).
+#[derive(clap::Args, Debug)]
+pub struct SshArgs {
+    /// Turn on SSH access (needs --key-pair). It cannot be turned off later.
+    #[arg(long)]
+    pub ssh: bool,
+    /// A key pair that may log in over SSH; repeat for several. Replaces the list on update.
+    #[arg(long = "key-pair", value_name = "NAME")]
+    pub key_pairs: Vec<String>,
+    /// An IP or CIDR that may connect over SSH (at most 5); repeat for several. Replaces the
+    /// list on update; none: any address.
+    #[arg(long = "whitelist", value_name = "IP_OR_CIDR")]
+    pub whitelist: Vec<String>,
+    /// Update only: empty the whitelist, so any address may connect.
+    #[arg(long, conflicts_with = "whitelist")]
+    pub clear_whitelist: bool,
+}
+
+impl SshArgs {
+    /// The request's `ssh` object, or None when no SSH flag was given.
+    fn body(&self) -> Option<Value> {
+        let mut ssh = Map::new();
+        if self.ssh {
+            ssh.insert("enabled".into(), true.into());
+        }
+        if !self.key_pairs.is_empty() {
+            ssh.insert("key_pairs".into(), json!(self.key_pairs));
+        }
+        if !self.whitelist.is_empty() || self.clear_whitelist {
+            ssh.insert("whitelist".into(), json!(self.whitelist));
+        }
+        (!ssh.is_empty()).then_some(Value::Object(ssh))
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -138,6 +175,9 @@ pub struct UpdateArgs {
     /// New image (only when STOPPED).
     #[arg(long)]
     pub image: Option<String>,
+    /// SSH: turning it on and key pairs only when STOPPED; the whitelist any time.
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 /// What an ID_OR_NAME argument is.
@@ -316,6 +356,9 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), CliError> {
             json!({"enabled": true, "duration_hours": h}),
         );
     }
+    if let Some(ssh) = a.ssh.body() {
+        body.insert("ssh".into(), ssh);
+    }
     let reply = ctx
         .api
         .post(&["v1", "notebooks"], Some(&Value::Object(body)))
@@ -406,9 +449,12 @@ async fn update(ctx: &Ctx, a: UpdateArgs) -> Result<(), CliError> {
             body.insert(key.into(), v.into());
         }
     }
+    if let Some(ssh) = a.ssh.body() {
+        body.insert("ssh".into(), ssh);
+    }
     if body.is_empty() {
         return Err(CliError::other(
-            "nothing to update: pass --name, --description, --flavor or --image",
+            "nothing to update: pass --name, --description, --flavor, --image, --ssh, --key-pair or --whitelist",
         ));
     }
     let (id, _) = resolve(&ctx.api, &a.notebook).await?;
@@ -459,6 +505,30 @@ pub fn describe(nb: &Value, base: &str) -> String {
         Some(u) if !u.is_empty() => full_url(base, u),
         _ => "-".to_string(),
     };
+    let list = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ssh = match nb.get("ssh") {
+        Some(v) if v.get("enabled").and_then(Value::as_bool) == Some(true) => {
+            let keys = list(v.get("key_pairs")).join(", ");
+            let allowed = list(v.get("whitelist"));
+            let from = if allowed.is_empty() {
+                "any address".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            format!("enabled; key pairs {keys}; from {from}")
+        }
+        Some(_) => "disabled".to_string(),
+        None => "-".to_string(),
+    };
     let fields = [
         ("ID", cell(nb, "id")),
         ("Name", cell(nb, "name")),
@@ -468,6 +538,7 @@ pub fn describe(nb: &Value, base: &str) -> String {
         ("Flavor", cell(nb, "flavor")),
         ("Image", cell(nb, "image")),
         ("Auto-stop", auto_stop),
+        ("SSH", ssh),
         ("URL", url),
         ("Created", time_secs(nb, "created_at")),
         ("Updated", time_secs(nb, "updated_at")),

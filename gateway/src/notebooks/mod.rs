@@ -63,6 +63,8 @@ pub const STOP_FROM: &[&str] = &[RUNNING, ERROR];
 pub const DELETE_FROM: &[&str] = &[RUNNING, STOPPED, CREATE_FAILED, START_FAILED, ERROR];
 pub const FLAVOR_FROM: &[&str] = &[STOPPED, RUNNING, START_FAILED];
 pub const IMAGE_FROM: &[&str] = &[STOPPED];
+/// SSH on/off and key pairs change only while stopped (the seed); the whitelist any time.
+pub const SSH_KEYS_FROM: &[&str] = &[STOPPED];
 
 /// The API's view of a notebook.
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +78,7 @@ pub struct NotebookView {
     pub flavor: String,
     pub image: String,
     pub auto_stop: AutoStop,
+    pub ssh: SshView,
     pub url: String,
     pub created_at: String,
     pub updated_at: String,
@@ -94,6 +97,34 @@ fn default_hours() -> i64 {
     1
 }
 
+/// A notebook's SSH settings as the API shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SshView {
+    pub enabled: bool,
+    /// Names of the owner's key pairs that may log in.
+    pub key_pairs: Vec<String>,
+    /// IPs and CIDRs that may connect; empty: any address.
+    pub whitelist: Vec<String>,
+}
+
+/// SSH settings in a create or update request; what is left out stays as it is.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshRequest {
+    pub enabled: Option<bool>,
+    pub key_pairs: Option<Vec<String>>,
+    pub whitelist: Option<Vec<String>>,
+}
+
+fn split_whitelist(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl From<NotebookRow> for NotebookView {
     fn from(r: NotebookRow) -> Self {
         NotebookView {
@@ -110,6 +141,11 @@ impl From<NotebookRow> for NotebookView {
                 enabled: r.auto_stop_enabled,
                 duration_hours: r.auto_stop_hours,
             },
+            ssh: SshView {
+                enabled: r.ssh_enabled,
+                key_pairs: r.ssh_key_pairs,
+                whitelist: split_whitelist(&r.ssh_whitelist),
+            },
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_activity_at: r.last_activity_at,
@@ -125,6 +161,7 @@ pub struct CreateNotebook {
     pub flavor: Option<String>,
     pub image: Option<String>,
     pub auto_stop: Option<AutoStop>,
+    pub ssh: Option<SshRequest>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +171,7 @@ pub struct UpdateNotebook {
     pub description: Option<String>,
     pub flavor: Option<String>,
     pub image: Option<String>,
+    pub ssh: Option<SshRequest>,
 }
 
 #[derive(Clone)]
@@ -203,6 +241,13 @@ impl Lifecycle {
             duration_hours: 1,
         });
         validate::auto_stop_hours(auto_stop.duration_hours)?;
+        let ssh = req.ssh.unwrap_or_default();
+        let ssh_enabled = ssh.enabled.unwrap_or(false);
+        let key_pairs = validate::key_pair_names(ssh.key_pairs.as_deref().unwrap_or_default())?;
+        let whitelist = validate::whitelist(ssh.whitelist.as_deref().unwrap_or_default())?;
+        if ssh_enabled && key_pairs.is_empty() {
+            return Err(no_key_pairs());
+        }
 
         let _guard = self.inner.create_lock.lock().await;
         let mut tx = self.inner.store.write().await?;
@@ -237,9 +282,18 @@ impl Lifecycle {
             created_at: now.clone(),
             updated_at: now,
             last_activity_at: None,
+            ssh_enabled,
+            ssh_whitelist: whitelist.join(","),
+            ssh_key_pairs: key_pairs,
         };
+        let key_ids = resolve_key_pairs(&mut tx, &who.user_id, &row.ssh_key_pairs).await?;
         rows::insert(&mut tx, &row).await?;
+        rows::set_key_pairs(&mut tx, &row.id, &key_ids).await?;
         events::record(&mut tx, &row.id, EventKind::Scheduled, None).await?;
+        if !row.ssh_key_pairs.is_empty() {
+            let detail = key_pair_detail(&who.name, &[], &row.ssh_key_pairs);
+            events::record(&mut tx, &row.id, EventKind::ConfigureKeyPair, Some(&detail)).await?;
+        }
         audit::record(
             &mut tx,
             &who.name,
@@ -327,6 +381,66 @@ impl Lifecycle {
                 new.image = i.clone();
             }
         }
+        let mut keys_changed = false;
+        if let Some(ssh) = &req.ssh {
+            let who = &grant.principal().name;
+            if let Some(enabled) = ssh.enabled
+                && enabled != old.ssh_enabled
+            {
+                if !enabled {
+                    return Err(ApiError::invalid(
+                        "ssh.enabled: SSH cannot be turned off once a notebook has it (as in ModelArts); remove key pairs or narrow the whitelist instead",
+                    ));
+                }
+                if !SSH_KEYS_FROM.contains(&old.status.as_str()) {
+                    return Err(state_error(&old, "turn on SSH for", SSH_KEYS_FROM));
+                }
+                new.ssh_enabled = true;
+            }
+            if let Some(k) = &ssh.key_pairs {
+                let k = validate::key_pair_names(k)?;
+                if k != old.ssh_key_pairs {
+                    if !SSH_KEYS_FROM.contains(&old.status.as_str()) {
+                        return Err(state_error(
+                            &old,
+                            "change the SSH key pairs of",
+                            SSH_KEYS_FROM,
+                        ));
+                    }
+                    let kind = if old.ssh_key_pairs.is_empty() {
+                        EventKind::ConfigureKeyPair
+                    } else {
+                        EventKind::UpdateKeyPair
+                    };
+                    changes.push((kind, key_pair_detail(who, &old.ssh_key_pairs, &k)));
+                    new.ssh_key_pairs = k;
+                    keys_changed = true;
+                }
+            }
+            if let Some(w) = &ssh.whitelist {
+                let w = validate::whitelist(w)?.join(",");
+                if w != old.ssh_whitelist {
+                    changes.push((
+                        EventKind::UpdateWhitelist,
+                        format!(
+                            "User {who} updated the whitelist from [{}] to [{}].",
+                            old.ssh_whitelist, w
+                        ),
+                    ));
+                    new.ssh_whitelist = w;
+                }
+            }
+            if new.ssh_enabled && new.ssh_key_pairs.is_empty() {
+                return Err(no_key_pairs());
+            }
+            if new.ssh_enabled != old.ssh_enabled && !keys_changed {
+                // Turned on with the key pairs it already had.
+                changes.push((
+                    EventKind::ConfigureKeyPair,
+                    key_pair_detail(who, &[], &new.ssh_key_pairs),
+                ));
+            }
+        }
         if changes.is_empty() {
             return Ok(old);
         }
@@ -354,6 +468,10 @@ impl Lifecycle {
                 "notebook {} changed status to {} meanwhile; try again",
                 old.name, current.status
             )));
+        }
+        if keys_changed {
+            let ids = resolve_key_pairs(&mut tx, &old.owner_id, &new.ssh_key_pairs).await?;
+            rows::set_key_pairs(&mut tx, &old.id, &ids).await?;
         }
         rows::update_fields(&mut tx, &new, &store::now()).await?;
         for (kind, detail) in &changes {
@@ -685,6 +803,47 @@ impl Progress for StoreProgress {
     }
 }
 
+fn no_key_pairs() -> ApiError {
+    ApiError::invalid(
+        "ssh.key_pairs: SSH needs at least one key pair; create one with `atelier keypair create NAME` (POST /v1/keypairs) and name it here",
+    )
+}
+
+/// The seed's `UpdateKeyPair` detail texts.
+fn key_pair_detail(who: &str, old: &[String], new: &[String]) -> String {
+    if old.is_empty() {
+        format!(
+            "User {who} updated the instance key pair to {{ {}}}.",
+            new.join(", ")
+        )
+    } else {
+        format!(
+            "User {who} updated the instance key pair from {} to {}.",
+            old.join(", "),
+            new.join(", ")
+        )
+    }
+}
+
+/// The ids of `owner_id`'s key pairs by name; a missing one is the seed's error.
+async fn resolve_key_pairs(
+    conn: &mut store::Conn,
+    owner_id: &str,
+    names: &[String],
+) -> Result<Vec<String>, ApiError> {
+    let mut ids = Vec::with_capacity(names.len());
+    for name in names {
+        match store::keypairs::by_name(conn, owner_id, name).await? {
+            Some(k) => ids.push(k.id),
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "ssh.key_pairs: Failed to find SSH key pair {name}. Create or import it first (atelier keypair create {name}), or name one of yours (atelier keypair list)"
+                )));
+            }
+        }
+    }
+    Ok(ids)
+}
 #[cfg(test)]
 mod tests {
     //! Lifecycle against backends that fail on purpose (fault injection); the real process
@@ -783,6 +942,7 @@ mod tests {
             flavor: None,
             image: None,
             auto_stop: None,
+            ssh: None,
         }
     }
 

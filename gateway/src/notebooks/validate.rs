@@ -78,6 +78,50 @@ pub fn auto_stop_hours(h: i64) -> Result<i64, ApiError> {
     Ok(h)
 }
 
+/// The seed's whitelist limit: at most five addresses.
+pub const WHITELIST_MAX: usize = 5;
+/// Key pairs one notebook may accept.
+pub const KEY_PAIRS_MAX: usize = 10;
+
+/// IPs or CIDRs (`10.0.0.7`, `192.168.0.0/16`, `2001:db8::/32`), normalised, without
+/// duplicates. An empty list lets any address connect.
+pub fn whitelist(entries: &[String]) -> Result<Vec<String>, ApiError> {
+    if entries.len() > WHITELIST_MAX {
+        return Err(ApiError::invalid(format!(
+            "ssh.whitelist: {} entries is too many; at most {WHITELIST_MAX} IP addresses or CIDR ranges",
+            entries.len()
+        )));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for e in entries {
+        let net = crate::ssh::whitelist::Net::parse(e)
+            .map_err(|why| ApiError::invalid(format!("ssh.whitelist: {e:?} {why}")))?;
+        let text = net.to_string();
+        if !out.contains(&text) {
+            out.push(text);
+        }
+    }
+    Ok(out)
+}
+
+/// Key pair names as given: no duplicates, within the limit. (Whether they exist is checked
+/// against the store.)
+pub fn key_pair_names(names: &[String]) -> Result<Vec<String>, ApiError> {
+    if names.len() > KEY_PAIRS_MAX {
+        return Err(ApiError::invalid(format!(
+            "ssh.key_pairs: at most {KEY_PAIRS_MAX} key pairs"
+        )));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +181,27 @@ mod tests {
                 .message
                 .contains("jupyterlab")
         );
+    }
+
+    #[test]
+    fn whitelists_and_key_pair_lists() {
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            whitelist(&v(&["10.1.2.3/8", "127.0.0.1", "10.0.0.0/8"])).unwrap(),
+            v(&["10.0.0.0/8", "127.0.0.1"])
+        );
+        assert!(whitelist(&[]).unwrap().is_empty());
+        let six = v(&[
+            "1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5", "1.1.1.6",
+        ]);
+        assert!(whitelist(&six).unwrap_err().message.contains("at most 5"));
+        let e = whitelist(&v(&["nope"])).unwrap_err().message;
+        assert!(e.starts_with("ssh.whitelist: \"nope\""), "{e}");
+        assert_eq!(
+            key_pair_names(&v(&["b", "a", "b"])).unwrap(),
+            v(&["a", "b"])
+        );
+        let many: Vec<String> = (0..11).map(|i| format!("k{i}")).collect();
+        assert!(key_pair_names(&many).is_err());
     }
 }

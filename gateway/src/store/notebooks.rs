@@ -22,17 +22,25 @@ pub struct NotebookRow {
     pub created_at: String,
     pub updated_at: String,
     pub last_activity_at: Option<String>,
+    pub ssh_enabled: bool,
+    /// Comma-separated IPs and CIDRs; empty: any address.
+    pub ssh_whitelist: String,
+    /// Names of the key pairs SSH accepts (filled by [`get`] and [`list`]).
+    #[sqlx(skip)]
+    pub ssh_key_pairs: Vec<String>,
 }
 
 const SELECT: &str = "SELECT n.id, n.owner_id, u.name AS owner, n.name, n.description, n.flavor, n.image, \
     n.status, n.status_reason, n.unhealthy, n.auto_stop_enabled, n.auto_stop_hours, n.backend, n.handle, \
-    n.created_at, n.updated_at, n.last_activity_at FROM notebooks n JOIN users u ON u.id = n.owner_id";
+    n.created_at, n.updated_at, n.last_activity_at, n.ssh_enabled, n.ssh_whitelist \
+    FROM notebooks n JOIN users u ON u.id = n.owner_id";
 
 pub async fn insert(conn: &mut Conn, n: &NotebookRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO notebooks (id, owner_id, name, description, flavor, image, status, status_reason, \
-         unhealthy, auto_stop_enabled, auto_stop_hours, backend, handle, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         unhealthy, auto_stop_enabled, auto_stop_hours, backend, handle, created_at, updated_at, \
+         ssh_enabled, ssh_whitelist) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&n.id)
     .bind(&n.owner_id)
@@ -49,16 +57,52 @@ pub async fn insert(conn: &mut Conn, n: &NotebookRow) -> sqlx::Result<()> {
     .bind(&n.handle)
     .bind(&n.created_at)
     .bind(&n.updated_at)
+    .bind(n.ssh_enabled)
+    .bind(&n.ssh_whitelist)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 pub async fn get(conn: &mut Conn, id: &str) -> sqlx::Result<Option<NotebookRow>> {
-    sqlx::query_as(&format!("{SELECT} WHERE n.id = $1"))
+    let row: Option<NotebookRow> = sqlx::query_as(&format!("{SELECT} WHERE n.id = $1"))
         .bind(id)
-        .fetch_optional(conn)
-        .await
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(mut row) = row else { return Ok(None) };
+    row.ssh_key_pairs = key_pair_names(conn, &row.id).await?;
+    Ok(Some(row))
+}
+
+/// Names of the key pairs a notebook accepts, sorted.
+pub async fn key_pair_names(conn: &mut Conn, notebook_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT k.name FROM notebook_key_pairs nk JOIN key_pairs k ON k.id = nk.key_pair_id \
+         WHERE nk.notebook_id = $1 ORDER BY k.name",
+    )
+    .bind(notebook_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Replaces the key pairs a notebook accepts.
+pub async fn set_key_pairs(
+    conn: &mut Conn,
+    notebook_id: &str,
+    key_pair_ids: &[String],
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM notebook_key_pairs WHERE notebook_id = $1")
+        .bind(notebook_id)
+        .execute(&mut *conn)
+        .await?;
+    for k in key_pair_ids {
+        sqlx::query("INSERT INTO notebook_key_pairs (notebook_id, key_pair_id) VALUES ($1, $2)")
+            .bind(notebook_id)
+            .bind(k)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 pub async fn count_for_owner(conn: &mut Conn, owner_id: &str) -> sqlx::Result<i64> {
@@ -126,8 +170,12 @@ pub async fn list(conn: &mut Conn, f: &ListFilter) -> sqlx::Result<(Vec<Notebook
     .bind(&f.flavor)
     .bind(f.limit)
     .bind(f.offset)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    let mut rows: Vec<NotebookRow> = rows;
+    for r in &mut rows {
+        r.ssh_key_pairs = key_pair_names(conn, &r.id).await?;
+    }
     Ok((rows, total))
 }
 
@@ -191,13 +239,16 @@ pub async fn set_unhealthy(conn: &mut Conn, id: &str, unhealthy: bool) -> sqlx::
 
 pub async fn update_fields(conn: &mut Conn, n: &NotebookRow, now: &str) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE notebooks SET name = $1, description = $2, flavor = $3, image = $4, updated_at = $5 WHERE id = $6",
+        "UPDATE notebooks SET name = $1, description = $2, flavor = $3, image = $4, updated_at = $5, \
+         ssh_enabled = $6, ssh_whitelist = $7 WHERE id = $8",
     )
     .bind(&n.name)
     .bind(&n.description)
     .bind(&n.flavor)
     .bind(&n.image)
     .bind(now)
+    .bind(n.ssh_enabled)
+    .bind(&n.ssh_whitelist)
     .bind(&n.id)
     .execute(conn)
     .await?;
@@ -245,6 +296,9 @@ impl NotebookRow {
             created_at: crate::store::now(),
             updated_at: crate::store::now(),
             last_activity_at: None,
+            ssh_enabled: false,
+            ssh_whitelist: String::new(),
+            ssh_key_pairs: Vec::new(),
         }
     }
 }

@@ -1,0 +1,238 @@
+//! `/v1/keypairs`: SSH key pairs. A user's key pairs are theirs; notebooks with SSH accept
+//! logins from the key pairs they name. Only public keys are stored: a generated private
+//! key is in the create response and nowhere else.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::Items;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::audit::{self, Action, Target};
+use crate::auth::Principal;
+use crate::server::AppState;
+use crate::ssh::keys;
+use crate::store::{self, keypairs};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keypairs", post(create).get(list))
+        .route("/v1/keypairs/{name}", get(show).delete(delete))
+}
+
+/// Key pair names appear in SSH configs and file names (`NAME.pem`): keep them plain.
+pub fn validate_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "name: {name:?} is not a valid key pair name; use 1-64 of A-Z, a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKeyPair {
+    name: String,
+    /// Import this public key; without it, a new ed25519 key pair is generated.
+    public_key: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CreatedKeyPair {
+    #[serde(flatten)]
+    key_pair: keypairs::KeyPairRow,
+    /// Only for a generated key pair, and only in this response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key: Option<String>,
+}
+
+async fn create(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateKeyPair>,
+) -> ApiResult<(StatusCode, ApiJson<CreatedKeyPair>)> {
+    validate_name(&req.name)?;
+    let (public, private_key) = match &req.public_key {
+        Some(text) => (
+            keys::parse_public(text).map_err(|e| ApiError::invalid(format!("public_key: {e}")))?,
+            None,
+        ),
+        None => {
+            let g = keys::generate_ed25519(&format!("{}@atelier", p.name))
+                .map_err(ApiError::internal)?;
+            (g.public, Some(g.private_openssh))
+        }
+    };
+    let public_line = keys::to_openssh(&public).map_err(ApiError::internal)?;
+    let fingerprint = keys::fingerprint(&public);
+    let algorithm = keys::algorithm(&public);
+
+    let mut tx = state.store.write().await?;
+    if keypairs::by_name(&mut tx, &p.user_id, &req.name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict(format!(
+            "key pair {:?} already exists; pick another name or delete it first",
+            req.name
+        )));
+    }
+    if let Some(same) = keypairs::by_fingerprint(&mut tx, &p.user_id, &fingerprint).await? {
+        return Err(ApiError::conflict(format!(
+            "this public key is already imported as key pair {:?}",
+            same.name
+        )));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = store::now();
+    keypairs::insert(
+        &mut tx,
+        keypairs::NewKeyPair {
+            id: &id,
+            owner_id: &p.user_id,
+            name: &req.name,
+            algorithm: &algorithm,
+            public_key: &public_line,
+            fingerprint: &fingerprint,
+            now: &now,
+        },
+    )
+    .await?;
+    let action = if private_key.is_some() {
+        Action::CreateKeyPair
+    } else {
+        Action::ImportKeyPair
+    };
+    audit::record(
+        &mut tx,
+        &p.name,
+        action,
+        Target {
+            kind: "keypair",
+            id: &id,
+            name: &req.name,
+        },
+        "ok",
+        Some(&format!("fingerprint {fingerprint}")),
+    )
+    .await?;
+    tx.commit().await?;
+    let key_pair = keypairs::KeyPairRow {
+        id,
+        name: req.name,
+        owner: p.name,
+        algorithm,
+        public_key: public_line,
+        fingerprint,
+        created_at: now,
+    };
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(CreatedKeyPair {
+            key_pair,
+            private_key: private_key.map(|k| k.as_str().to_owned()),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    all: Option<bool>,
+}
+
+async fn list(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<ApiJson<Items<keypairs::KeyPairRow>>> {
+    let all = q.all.unwrap_or(false);
+    if all && !p.is_admin() {
+        return Err(ApiError::forbidden(
+            "all=true (everyone's key pairs) needs the admin role",
+        ));
+    }
+    let mut conn = state.store.pool.acquire().await?;
+    let owner = (!all).then_some(p.user_id.as_str());
+    Ok(ApiJson(Items {
+        items: keypairs::list(&mut conn, owner).await?,
+    }))
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found(format!("key pair {name:?} not found"))
+}
+
+async fn show(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<ApiJson<keypairs::KeyPairRow>> {
+    let mut conn = state.store.pool.acquire().await?;
+    let row = keypairs::by_name(&mut conn, &p.user_id, &name)
+        .await?
+        .ok_or_else(|| not_found(&name))?;
+    Ok(ApiJson(row))
+}
+
+async fn delete(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let mut tx = state.store.write().await?;
+    let row = keypairs::by_name(&mut tx, &p.user_id, &name)
+        .await?
+        .ok_or_else(|| not_found(&name))?;
+    let users = keypairs::used_by(&mut tx, &row.id).await?;
+    if !users.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "key pair {name:?} is used by notebook(s) {}; remove it from their SSH settings first",
+            users.join(", ")
+        )));
+    }
+    keypairs::delete(&mut tx, &row.id).await?;
+    audit::record(
+        &mut tx,
+        &p.name,
+        Action::DeleteKeyPair,
+        Target {
+            kind: "keypair",
+            id: &row.id,
+            name: &row.name,
+        },
+        "ok",
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["KeyPair-9a64", "laptop", "a", "id_ed25519.work", "x_y"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", ".hidden", "a b", "a/b", "é", &"a".repeat(65)] {
+            assert!(
+                validate_name(bad).unwrap_err().message.starts_with("name:"),
+                "{bad}"
+            );
+        }
+    }
+}

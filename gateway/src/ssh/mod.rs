@@ -1,0 +1,6 @@
+//! SSH: user key pairs, notebook whitelists and the gateway host key; the SSH front door
+//! (server, relay into notebooks) builds on them.
+
+pub mod host_key;
+pub mod keys;
+pub mod whitelist;
