@@ -435,7 +435,7 @@ start_gateway() {
     } >"$dir/config.toml"
     start_bg "$name" "$cpus" "$W/$name.log" env \
         ATELIER_CONFIG="$dir/config.toml" ATELIER_DATA_DIR="$dir/data" \
-        ATELIER_HTTP_ADDR="127.0.0.1:$port" ATELIER_ADMIN_TOKEN="$ADMIN_TOKEN" \
+        ATELIER_HTTP_ADDR="127.0.0.1:$port" ATELIER_SSH_ADDR=off ATELIER_ADMIN_TOKEN="$ADMIN_TOKEN" \
         ATELIER_LOG="$GATEWAY_LOG" "$GW_EXE" serve
     wait_for "$name" 60 "$name /healthz" http_ok "http://127.0.0.1:$port/healthz"
 }

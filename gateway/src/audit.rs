@@ -21,6 +21,8 @@ pub enum Action {
     CreateKeyPair,
     ImportKeyPair,
     DeleteKeyPair,
+    SshLogin,
+    SshLoginRefused,
 }
 
 impl Action {
@@ -39,6 +41,8 @@ impl Action {
             Action::CreateKeyPair => "createKeyPair",
             Action::ImportKeyPair => "importKeyPair",
             Action::DeleteKeyPair => "deleteKeyPair",
+            Action::SshLogin => "sshLogin",
+            Action::SshLoginRefused => "sshLoginRefused",
         }
     }
 }

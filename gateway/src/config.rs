@@ -4,6 +4,7 @@
 //!
 //! Fixed names operators and scripts depend on: `ATELIER_CONFIG` (the TOML file),
 //! `ATELIER_DATA_DIR` (all state), `ATELIER_HTTP_ADDR` (default `127.0.0.1:8000`),
+//! `ATELIER_SSH_ADDR` (default `127.0.0.1:2222`, or `off`),
 //! `ATELIER_ADMIN_TOKEN` (the admin's API token on first start), `ATELIER_JUPYTER_VENV`,
 //! `ATELIER_SANDBOX`, `ATELIER_LOG` (tracing filter), `ATELIER_LOG_FORMAT` (`text`|`json`).
 
@@ -26,6 +27,26 @@ pub struct ServeArgs {
     /// Address of the HTTP front door (env ATELIER_HTTP_ADDR).
     #[arg(long)]
     pub http_addr: Option<SocketAddr>,
+    /// Address of the SSH front door, or `off` (env ATELIER_SSH_ADDR).
+    #[arg(long, value_parser = parse_ssh_addr)]
+    pub ssh_addr: Option<SshAddr>,
+}
+
+/// Where the SSH front door listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshAddr {
+    Off,
+    On(SocketAddr),
+}
+
+fn parse_ssh_addr(v: &str) -> Result<SshAddr, String> {
+    match v.trim() {
+        "off" | "" => Ok(SshAddr::Off),
+        a => a
+            .parse()
+            .map(SshAddr::On)
+            .map_err(|_| format!("{v:?} is not an address like 127.0.0.1:2222 (or `off`)")),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -34,6 +55,10 @@ pub struct Settings {
     /// All state: the database, notebook work dirs, the JupyterLab environment.
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
+    /// The SSH front door (notebook name or id as the user name); `None`: off. In TOML:
+    /// `ssh_addr = "127.0.0.1:2222"` or `ssh_addr = "off"`.
+    #[serde(with = "ssh_addr_serde")]
+    pub ssh_addr: Option<SocketAddr>,
     /// The admin's API token, used only when the database is created.
     #[serde(skip_serializing)]
     pub admin_token: Option<String>,
@@ -124,6 +149,7 @@ impl Default for Settings {
         Settings {
             data_dir: default_data_dir(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            ssh_addr: Some(SocketAddr::from(([127, 0, 0, 1], 2222))),
             admin_token: None,
             log_format: "text".into(),
             session_hours: 24 * 7,
@@ -207,6 +233,11 @@ impl Settings {
         if let Some(addr) = args.http_addr {
             settings.http_addr = addr;
         }
+        match args.ssh_addr {
+            Some(SshAddr::On(a)) => settings.ssh_addr = Some(a),
+            Some(SshAddr::Off) => settings.ssh_addr = None,
+            None => {}
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -225,6 +256,13 @@ impl Settings {
             self.http_addr = v.parse().with_context(|| {
                 format!("ATELIER_HTTP_ADDR={v:?} is not an address like 127.0.0.1:8000")
             })?;
+        }
+        if let Some(v) = env("ATELIER_SSH_ADDR") {
+            self.ssh_addr = match parse_ssh_addr(&v) {
+                Ok(SshAddr::On(a)) => Some(a),
+                Ok(SshAddr::Off) => None,
+                Err(e) => bail!("ATELIER_SSH_ADDR={e}"),
+            };
         }
         if let Some(v) = env("ATELIER_ADMIN_TOKEN") {
             self.admin_token = Some(v);
@@ -315,6 +353,27 @@ impl Settings {
     }
 }
 
+/// `ssh_addr` in TOML: an address, or `"off"`.
+mod ssh_addr_serde {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        match super::parse_ssh_addr(&text).map_err(serde::de::Error::custom)? {
+            super::SshAddr::On(a) => Ok(Some(a)),
+            super::SshAddr::Off => Ok(None),
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +420,7 @@ mod tests {
             (&[("ATELIER_HTTP_ADDR", "nope")], "ATELIER_HTTP_ADDR"),
             (&[("ATELIER_SANDBOX", "docker")], "ATELIER_SANDBOX"),
             (&[("ATELIER_ADMIN_TOKEN", "short")], "ATELIER_ADMIN_TOKEN"),
+            (&[("ATELIER_SSH_ADDR", "2222")], "ATELIER_SSH_ADDR"),
         ];
         for (pairs, needle) in cases {
             let pairs: Vec<(String, String)> = pairs
@@ -371,6 +431,30 @@ mod tests {
             let err = Settings::load(&ServeArgs::default(), &env).unwrap_err();
             assert!(format!("{err:#}").contains(needle), "{err:#}");
         }
+    }
+
+    #[test]
+    fn the_ssh_front_door_can_move_or_be_off() {
+        let s = Settings::load(&ServeArgs::default(), &env_of(&[])).unwrap();
+        assert_eq!(s.ssh_addr, Some("127.0.0.1:2222".parse().unwrap()));
+        let env = env_of(&[("ATELIER_SSH_ADDR", "0.0.0.0:2022")]);
+        let s = Settings::load(&ServeArgs::default(), &env).unwrap();
+        assert_eq!(s.ssh_addr, Some("0.0.0.0:2022".parse().unwrap()));
+        let args = ServeArgs {
+            ssh_addr: Some(SshAddr::Off),
+            ..Default::default()
+        };
+        assert_eq!(Settings::load(&args, &env).unwrap().ssh_addr, None);
+        let s = Settings::load(
+            &ServeArgs::default(),
+            &env_of(&[("ATELIER_SSH_ADDR", "off")]),
+        );
+        assert_eq!(s.unwrap().ssh_addr, None);
+        let file: Settings = toml::from_str("ssh_addr = \"off\"\n").unwrap();
+        assert_eq!(file.ssh_addr, None);
+        let file: Settings = toml::from_str("ssh_addr = \"127.0.0.1:2200\"\n").unwrap();
+        assert_eq!(file.ssh_addr.map(|a| a.port()), Some(2200));
+        assert!(toml::from_str::<Settings>("ssh_addr = \"x\"\n").is_err());
     }
 
     #[test]

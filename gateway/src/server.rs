@@ -93,6 +93,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("Atelier is listening on http://{local}/");
     tracing::info!(%local, data_dir = %state.settings.data_dir.display(), "gateway started");
 
+    if let Some(ssh_addr) = state.settings.ssh_addr {
+        let host_key = crate::ssh::host_key::load_or_create(&state.settings.data_dir)?;
+        let fingerprint = crate::ssh::keys::fingerprint(host_key.public_key());
+        let ssh = tokio::net::TcpListener::bind(ssh_addr).await.with_context(|| {
+            format!("listening for SSH on {ssh_addr} (set ATELIER_SSH_ADDR to another address, or to `off`)")
+        })?;
+        let local = ssh.local_addr()?;
+        println!("SSH front door on {local} (host key {fingerprint})");
+        tracing::info!(%local, %fingerprint, "SSH front door started");
+        loops.spawn(crate::ssh::server::serve(
+            state.clone(),
+            ssh,
+            crate::ssh::server::config(host_key),
+            shutdown.clone(),
+        ));
+    }
     let app = crate::api::router(state.clone());
     serve_http(listener, state.clone(), app, wait_for_signal()).await;
     shutdown.cancel();

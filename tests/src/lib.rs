@@ -147,6 +147,8 @@ fn http_client(timeout: Duration) -> reqwest::Client {
 pub struct Gateway {
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
+    /// The SSH front door.
+    pub ssh_addr: SocketAddr,
     pub admin_token: String,
     log_path: PathBuf,
     /// Length of the log when the current process was spawned.
@@ -192,6 +194,7 @@ impl Gateway {
             log_path: data_dir.join("gateway.log"),
             data_dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ssh_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: format!("atl_e2e_admin_{}", uuid::Uuid::new_v4().simple()),
             log_offset: 0,
             env,
@@ -200,10 +203,15 @@ impl Gateway {
         // The port can be taken between the probe and the gateway's bind: try a few.
         for attempt in 1..=3 {
             gw.addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            gw.ssh_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
             gw.spawn();
             match gw.wait_ready().await {
                 Ok(()) => return gw,
-                Err(_) if attempt < 3 && gw.log().contains("is another gateway running") => {
+                Err(_)
+                    if attempt < 3
+                        && (gw.log().contains("is another gateway running")
+                            || gw.log().contains("listening for SSH")) =>
+                {
                     gw.kill9();
                 }
                 Err(e) => gw.fail(&format!("the gateway did not start: {e}")),
@@ -230,6 +238,7 @@ impl Gateway {
         clear_atelier_env(&mut cmd);
         cmd.env("ATELIER_DATA_DIR", &self.data_dir)
             .env("ATELIER_HTTP_ADDR", self.addr.to_string())
+            .env("ATELIER_SSH_ADDR", self.ssh_addr.to_string())
             .env("ATELIER_ADMIN_TOKEN", &self.admin_token)
             .env("ATELIER_JUPYTER_VENV", jupyter_venv())
             .env("ATELIER_RUNTIME_BIN", runtime_bin())

@@ -3,4 +3,5 @@
 
 pub mod host_key;
 pub mod keys;
+pub mod server;
 pub mod whitelist;

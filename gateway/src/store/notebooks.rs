@@ -274,6 +274,55 @@ pub async fn delete(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// What the SSH front door needs to decide a login to a notebook.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub status: String,
+    pub ssh_enabled: bool,
+    pub whitelist: String,
+    /// The OpenSSH lines of the key pairs it accepts.
+    pub public_keys: Vec<String>,
+}
+
+/// id, name, owner, status, ssh_enabled, whitelist, one accepted public key (if any).
+type SshRow = (String, String, String, String, bool, String, Option<String>);
+
+/// Notebooks an SSH user name can mean: the one with that id, or those with that name
+/// (names are unique per owner; the offered key decides between owners).
+pub async fn ssh_targets(conn: &mut Conn, user: &str) -> sqlx::Result<Vec<SshTarget>> {
+    let rows: Vec<SshRow> = sqlx::query_as(
+        "SELECT n.id, n.name, u.name, n.status, n.ssh_enabled, n.ssh_whitelist, k.public_key \
+         FROM notebooks n JOIN users u ON u.id = n.owner_id \
+         LEFT JOIN notebook_key_pairs nk ON nk.notebook_id = n.id \
+         LEFT JOIN key_pairs k ON k.id = nk.key_pair_id \
+         WHERE n.id = $1 OR n.name = $1 ORDER BY n.created_at, n.id",
+    )
+    .bind(user)
+    .fetch_all(conn)
+    .await?;
+    let mut out: Vec<SshTarget> = Vec::new();
+    for (id, name, owner, status, ssh_enabled, whitelist, key) in rows {
+        if out.last().is_none_or(|t| t.id != id) {
+            out.push(SshTarget {
+                id,
+                name,
+                owner,
+                status,
+                ssh_enabled,
+                whitelist,
+                public_keys: Vec::new(),
+            });
+        }
+        if let (Some(k), Some(t)) = (key, out.last_mut()) {
+            t.public_keys.push(k);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 impl NotebookRow {
     /// A STOPPED notebook with default settings, for tests.

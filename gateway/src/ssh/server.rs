@@ -1,0 +1,336 @@
+//! The SSH front door (work in progress): one port for all notebooks, the user name picks
+//! the notebook (its name or id). It authenticates with the notebook's key pairs, checks
+//! the whitelist, and records every login and refusal in the audit log.
+//!
+//! ```text
+//! client ──TCP──► accept ──► handshake (host key: ssh::host_key) ──► publickey auth
+//!                                 user = notebook name or id ──► candidates (store)
+//!                                 offered key ∈ notebook's key pairs? whitelist? enabled?
+//!        ◄── session channels: relayed into the notebook (notebook-runtime; not built yet)
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{PrivateKey, PublicKey};
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{self, Action, Target};
+use crate::notebooks::status::RUNNING;
+use crate::server::AppState;
+use crate::ssh::whitelist;
+use crate::store::notebooks::{self as rows, SshTarget};
+
+/// The russh settings of the front door.
+pub fn config(host_key: PrivateKey) -> Arc<russh::server::Config> {
+    Arc::new(russh::server::Config {
+        server_id: russh::SshId::Standard("SSH-2.0-Atelier".into()),
+        methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key],
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+/// Accepts SSH connections until `stop` is cancelled.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    config: Arc<russh::server::Config>,
+    stop: CancellationToken,
+) {
+    let sessions = tokio_util::task::TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an SSH connection failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        };
+        let handler = Conn {
+            state: state.clone(),
+            peer,
+            login: None,
+            audited: HashSet::new(),
+        };
+        let config = config.clone();
+        let stop = stop.clone();
+        sessions.spawn(async move {
+            let session = match russh::server::run_stream(config, tcp, handler).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "SSH handshake failed");
+                    return;
+                }
+            };
+            let handle = session.handle();
+            tokio::select! {
+                r = session => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "SSH session ended with an error");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, "the gateway is shutting down".into(), "en".into())
+                        .await;
+                }
+            }
+        });
+    }
+    sessions.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
+}
+
+/// Why a login was refused; the text goes to the audit log, never to the client (which only
+/// learns that its key was not accepted, so a notebook's existence is not revealed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Refusal {
+    UnknownNotebook,
+    KeyNotAccepted,
+    NotWhitelisted,
+    SshDisabled,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UnknownNotebook => "no such notebook",
+            Refusal::KeyNotAccepted => "the key is not one of the notebook's key pairs",
+            Refusal::NotWhitelisted => "the source address is not in the notebook's whitelist",
+            Refusal::SshDisabled => "SSH is not enabled for the notebook",
+        }
+    }
+}
+
+/// One client connection.
+struct Conn {
+    state: AppState,
+    peer: SocketAddr,
+    login: Option<SshTarget>,
+    /// Refusals already written to the audit log on this connection (a client tries each of
+    /// its keys in turn).
+    audited: HashSet<(String, Refusal)>,
+}
+
+impl Conn {
+    /// The notebook `user` names that accepts `key` from this peer.
+    async fn check(
+        &self,
+        user: &str,
+        key: &PublicKey,
+    ) -> Result<SshTarget, (Refusal, Option<SshTarget>)> {
+        let candidates = {
+            let Ok(mut conn) = self.state.store.pool.acquire().await else {
+                return Err((Refusal::UnknownNotebook, None));
+            };
+            rows::ssh_targets(&mut conn, user).await.unwrap_or_default()
+        };
+        if candidates.is_empty() {
+            return Err((Refusal::UnknownNotebook, None));
+        }
+        let Some(target) = candidates
+            .iter()
+            .find(|c| c.public_keys.iter().any(|k| same_key(k, key)))
+            .cloned()
+        else {
+            return Err((Refusal::KeyNotAccepted, candidates.into_iter().next()));
+        };
+        if !whitelist::allows(&target.whitelist, self.peer.ip()) {
+            return Err((Refusal::NotWhitelisted, Some(target)));
+        }
+        if !target.ssh_enabled {
+            return Err((Refusal::SshDisabled, Some(target)));
+        }
+        Ok(target)
+    }
+
+    async fn refuse(&mut self, user: &str, refusal: Refusal, target: Option<SshTarget>) {
+        if !self.audited.insert((user.to_owned(), refusal)) {
+            return;
+        }
+        let detail = format!(
+            "ssh user {:?} from {}: {}",
+            user,
+            self.peer.ip(),
+            refusal.as_str()
+        );
+        tracing::info!(peer = %self.peer, user, reason = refusal.as_str(), "SSH login refused");
+        let (owner, id, name) = match &target {
+            Some(t) => (t.owner.as_str(), t.id.as_str(), t.name.as_str()),
+            None => ("-", "-", user),
+        };
+        self.audit(owner, Action::SshLoginRefused, id, name, "refused", &detail)
+            .await;
+    }
+
+    async fn audit(
+        &self,
+        who: &str,
+        action: Action,
+        id: &str,
+        name: &str,
+        outcome: &str,
+        detail: &str,
+    ) {
+        let result = async {
+            let mut conn = self.state.store.pool.acquire().await?;
+            audit::record(
+                &mut conn,
+                who,
+                action,
+                Target {
+                    kind: "notebook",
+                    id,
+                    name,
+                },
+                outcome,
+                Some(detail),
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "recording an SSH login in the audit log failed");
+        }
+    }
+
+    /// Ends a session channel with a message on stderr and exit status 1.
+    fn fail_channel(
+        session: &mut Session,
+        channel: ChannelId,
+        message: &str,
+    ) -> Result<(), russh::Error> {
+        session.channel_success(channel)?;
+        session.extended_data(channel, 1, format!("{message}\r\n").into_bytes())?;
+        session.exit_status_request(channel, 1)?;
+        session.eof(channel)?;
+        session.close(channel)
+    }
+
+    fn unavailable_message(&self) -> String {
+        match &self.login {
+            Some(t) if t.status != RUNNING => format!(
+                "atelier: notebook {} is {}, not RUNNING; start it first (atelier notebook start {})",
+                t.name, t.status, t.name
+            ),
+            Some(t) => format!(
+                "atelier: notebook {} authenticated you, but sessions into notebooks are not available in this build yet",
+                t.name
+            ),
+            None => "atelier: not logged in".into(),
+        }
+    }
+}
+
+fn same_key(stored: &str, offered: &PublicKey) -> bool {
+    PublicKey::from_openssh(stored).is_ok_and(|k| k.key_data() == offered.key_data())
+}
+
+impl russh::server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.check(user, offer.public_key).await {
+            Ok(_) => Ok(Auth::Accept),
+            Err((refusal, target)) => {
+                self.refuse(user, refusal, target).await;
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        match self.check(user, key.public_key).await {
+            Ok(target) => {
+                let fp = crate::ssh::keys::fingerprint(key.public_key);
+                let (outcome, detail) = if target.status == RUNNING {
+                    (
+                        "ok",
+                        format!("ssh user {user:?} from {} with key {fp}", self.peer.ip()),
+                    )
+                } else {
+                    (
+                        "refused",
+                        format!(
+                            "ssh user {user:?} from {} with key {fp}: notebook is {}",
+                            self.peer.ip(),
+                            target.status
+                        ),
+                    )
+                };
+                let action = if outcome == "ok" {
+                    Action::SshLogin
+                } else {
+                    Action::SshLoginRefused
+                };
+                self.audit(
+                    &target.owner,
+                    action,
+                    &target.id,
+                    &target.name,
+                    outcome,
+                    &detail,
+                )
+                .await;
+                self.login = Some(target);
+                Ok(Auth::Accept)
+            }
+            Err((refusal, target)) => {
+                self.refuse(user, refusal, target).await;
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let message = self.unavailable_message();
+        Self::fail_channel(session, channel, &message)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let message = self.unavailable_message();
+        Self::fail_channel(session, channel, &message)
+    }
+}

@@ -1,0 +1,229 @@
+//! The SSH front door with the real OpenSSH client: public-key login to a notebook by name,
+//! refusals (wrong key, whitelist, SSH off, unknown notebook) with audit rows, a stopped
+//! notebook's clear message, and a host key that survives restarts.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use atelier_tests::Gateway;
+use serde_json::{Value, json};
+
+struct Ssh<'a> {
+    gw: &'a Gateway,
+    known_hosts: PathBuf,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ssh<'_> {
+    fn run(&self, key: &Path, user: &str, extra: &[&str], command: &str) -> Out {
+        let out = Command::new("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "ConnectTimeout=20",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .arg("-i")
+            .arg(key)
+            .args(["-p", &self.gw.ssh_addr.port().to_string()])
+            .args(extra)
+            .arg(format!("{user}@{}", self.gw.ssh_addr.ip()))
+            .arg(command)
+            .output()
+            .expect("running ssh (openssh-client)");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+fn write_key(dir: &Path, name: &str, pem: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn host_fingerprint(gw: &Gateway) -> String {
+    let scan = Command::new("ssh-keyscan")
+        .args(["-t", "ed25519", "-p", &gw.ssh_addr.port().to_string()])
+        .arg(gw.ssh_addr.ip().to_string())
+        .output()
+        .expect("ssh-keyscan");
+    let line = String::from_utf8_lossy(&scan.stdout).into_owned();
+    assert!(
+        line.contains("ssh-ed25519"),
+        "ssh-keyscan: {line} {}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    line.split_whitespace()
+        .skip(1)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn audit(gw: &Gateway, action: &str) -> Vec<Value> {
+    let r = gw
+        .admin()
+        .get(&format!("/v1/audit?action={action}&limit=100"))
+        .await;
+    r.expect_status(200)["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_logins_are_checked_refused_and_audited() {
+    let mut gw = Gateway::start().await;
+    let alice = gw.create_user("alice").await;
+    let api = gw.api(&alice);
+    let dir = gw.data_dir.join("ssh-client");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ssh = Ssh {
+        gw: &gw,
+        known_hosts: dir.join("known_hosts"),
+    };
+
+    let r = api.post("/v1/keypairs", json!({"name": "k1"})).await;
+    let k1 = write_key(
+        &dir,
+        "k1.pem",
+        r.expect_status(201)["private_key"].as_str().unwrap(),
+    );
+    let r = api.post("/v1/keypairs", json!({"name": "other"})).await;
+    let other = write_key(
+        &dir,
+        "other.pem",
+        r.expect_status(201)["private_key"].as_str().unwrap(),
+    );
+    let r = api
+        .post(
+            "/v1/notebooks",
+            json!({"name": "remote", "ssh": {"enabled": true, "key_pairs": ["k1"]}}),
+        )
+        .await;
+    let id = r.expect_status(201)["id"].as_str().unwrap().to_owned();
+    gw.wait_status(&alice, &id, "RUNNING").await;
+
+    // The right key gets in (by name and by id).
+    for user in ["remote", id.as_str()] {
+        let out = ssh.run(&k1, user, &[], "true");
+        assert_ne!(
+            out.code, 255,
+            "{user}: ssh failed to log in: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("Permission denied"), "{}", out.stderr);
+    }
+    let logins = audit(&gw, "sshLogin").await;
+    assert_eq!(logins.len(), 2, "{logins:?}");
+    assert_eq!(logins[0]["user"], "alice");
+    assert_eq!(logins[0]["resource_name"], "remote");
+    assert!(
+        logins[0]["detail"].as_str().unwrap().contains("127.0.0.1"),
+        "{logins:?}"
+    );
+
+    // Refusals: another key pair of the same user, an unknown notebook.
+    let out = ssh.run(&other, "remote", &[], "true");
+    assert_eq!(out.code, 255, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("Permission denied (publickey)"),
+        "{}",
+        out.stderr
+    );
+    let out = ssh.run(&k1, "nope", &[], "true");
+    assert_eq!(out.code, 255);
+    assert!(
+        out.stderr.contains("Permission denied (publickey)"),
+        "{}",
+        out.stderr
+    );
+
+    // The whitelist: 127.0.0.2 only; connecting from 127.0.0.1 is refused, from .2 it works.
+    let r = api
+        .patch(
+            &format!("/v1/notebooks/{id}"),
+            json!({"ssh": {"whitelist": ["127.0.0.2"]}}),
+        )
+        .await;
+    r.expect_status(200);
+    let out = ssh.run(&k1, "remote", &[], "true");
+    assert_eq!(out.code, 255, "{}", out.stderr);
+    let out = ssh.run(&k1, "remote", &["-b", "127.0.0.2"], "true");
+    assert_ne!(
+        out.code, 255,
+        "from the whitelisted address: {}",
+        out.stderr
+    );
+
+    let refused = audit(&gw, "sshLoginRefused").await;
+    let reasons: Vec<&str> = refused
+        .iter()
+        .map(|a| a["detail"].as_str().unwrap())
+        .collect();
+    for want in [
+        "not one of the notebook's key pairs",
+        "no such notebook",
+        "not in the notebook's whitelist",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(want)),
+            "{want} in {reasons:?}"
+        );
+    }
+
+    // A stopped notebook: the key still authenticates, and the client is told what to do.
+    let r = api
+        .patch(
+            &format!("/v1/notebooks/{id}"),
+            json!({"ssh": {"whitelist": []}}),
+        )
+        .await;
+    r.expect_status(200);
+    api.post_empty(&format!("/v1/notebooks/{id}/stop"))
+        .await
+        .expect_status(202);
+    gw.wait_status(&alice, &id, "STOPPED").await;
+    let out = ssh.run(&k1, "remote", &[], "true");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("is STOPPED"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("atelier notebook start remote"),
+        "{}",
+        out.stderr
+    );
+
+    // One host key for good: the same after a restart (known_hosts still matches).
+    let before = host_fingerprint(&gw);
+    gw.restart().await;
+    assert_eq!(host_fingerprint(&gw), before);
+    let ssh = Ssh {
+        gw: &gw,
+        known_hosts: dir.join("known_hosts"),
+    };
+    let out = ssh.run(&k1, "remote", &["-o", "StrictHostKeyChecking=yes"], "true");
+    assert!(
+        !out.stderr.contains("HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+}
