@@ -35,6 +35,18 @@ pub struct Services {
     pub auth: Authenticator,
     pub lifecycle: Lifecycle,
     pub routes: RouteTable,
+    /// The SSH front door, when it is on.
+    pub ssh: Option<SshInfo>,
+}
+
+/// Where the SSH front door listens and who it is.
+pub struct SshInfo {
+    pub addr: std::net::SocketAddr,
+    pub host_key: russh::keys::PrivateKey,
+    /// `SHA256:…` of the host key.
+    pub fingerprint: String,
+    /// The host key's public half, one OpenSSH line (for `known_hosts`).
+    pub public_key: String,
 }
 
 /// How often running notebooks are checked against the backend.
@@ -53,6 +65,19 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         BackendKind::Process => Arc::new(ProcessBackend::new(&settings)?),
         BackendKind::External => Arc::new(ExternalBackend::new(&settings)?),
     };
+    let ssh = match settings.ssh_addr {
+        Some(addr) => {
+            let host_key = crate::ssh::host_key::load_or_create(&settings.data_dir)?;
+            let public = host_key.public_key();
+            Some(SshInfo {
+                addr,
+                fingerprint: crate::ssh::keys::fingerprint(public),
+                public_key: crate::ssh::keys::to_openssh(public)?,
+                host_key,
+            })
+        }
+        None => None,
+    };
     let settings = Arc::new(settings);
     let routes = RouteTable::new(store.clone(), backend.clone());
     let lifecycle = Lifecycle::new(store.clone(), backend, settings.clone(), routes.clone());
@@ -62,6 +87,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         store,
         lifecycle,
         routes,
+        ssh,
     })))
 }
 
@@ -93,19 +119,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("Atelier is listening on http://{local}/");
     tracing::info!(%local, data_dir = %state.settings.data_dir.display(), "gateway started");
 
-    if let Some(ssh_addr) = state.settings.ssh_addr {
-        let host_key = crate::ssh::host_key::load_or_create(&state.settings.data_dir)?;
-        let fingerprint = crate::ssh::keys::fingerprint(host_key.public_key());
-        let ssh = tokio::net::TcpListener::bind(ssh_addr).await.with_context(|| {
-            format!("listening for SSH on {ssh_addr} (set ATELIER_SSH_ADDR to another address, or to `off`)")
+    if let Some(ssh) = &state.ssh {
+        let listener = tokio::net::TcpListener::bind(ssh.addr).await.with_context(|| {
+            format!(
+                "listening for SSH on {} (set ATELIER_SSH_ADDR to another address, or to `off`)",
+                ssh.addr
+            )
         })?;
-        let local = ssh.local_addr()?;
-        println!("SSH front door on {local} (host key {fingerprint})");
-        tracing::info!(%local, %fingerprint, "SSH front door started");
+        let local = listener.local_addr()?;
+        println!("SSH front door on {local} (host key {})", ssh.fingerprint);
+        tracing::info!(%local, fingerprint = %ssh.fingerprint, "SSH front door started");
         loops.spawn(crate::ssh::server::serve(
             state.clone(),
-            ssh,
-            crate::ssh::server::config(host_key),
+            listener,
+            crate::ssh::server::config(ssh.host_key.clone()),
             shutdown.clone(),
         ));
     }

@@ -141,6 +141,86 @@ async fn ssh_logins_are_checked_refused_and_audited() {
         "{logins:?}"
     );
 
+    // The API and the CLI tell a client where to go, and a config printed by
+    // `ssh-config` with the known_hosts line from `ssh info` works with strict checking.
+    let info = gw.api(&alice).get("/v1/ssh").await;
+    let info = info.expect_status(200).clone();
+    assert_eq!(info["enabled"], true);
+    let nb = api.get(&format!("/v1/notebooks/{id}")).await;
+    let ep = nb.expect_status(200)["endpoints"]["ssh"].clone();
+    assert_eq!(ep["host"], "127.0.0.1", "{ep}");
+    assert_eq!(ep["port"], gw.ssh_addr.port(), "{ep}");
+    assert_eq!(ep["user"], "remote", "{ep}");
+    assert_eq!(ep["host_key_fingerprint"], info["host_key_fingerprint"]);
+    let scanned = host_fingerprint(&gw);
+    let served: String = info["host_key"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(scanned, served);
+    let k1_arg = k1.to_string_lossy().into_owned();
+    let out = gw
+        .cli(
+            &alice,
+            &[
+                "notebook",
+                "ssh-config",
+                "remote",
+                "--identity-file",
+                &k1_arg,
+                "--alias",
+                "nb",
+            ],
+            &[],
+        )
+        .await;
+    out.assert_ok("notebook ssh-config");
+    assert!(
+        out.stdout.starts_with("Host nb\n  HostName 127.0.0.1\n"),
+        "{}",
+        out.stdout
+    );
+    let config = dir.join("config");
+    std::fs::write(&config, &out.stdout).unwrap();
+    let out = gw.cli(&alice, &["ssh", "info"], &[]).await;
+    out.assert_ok("ssh info");
+    let known = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("known_hosts"))
+        .expect("a known_hosts line")
+        .trim()
+        .to_owned();
+    let strict = dir.join("strict_known_hosts");
+    std::fs::write(&strict, format!("{known}\n")).unwrap();
+    let run = Command::new("ssh")
+        .arg("-F")
+        .arg(&config)
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", strict.display()))
+        .args(["nb", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_ne!(
+        run.status.code(),
+        Some(255),
+        "ssh -F <printed config> nb: {stderr}"
+    );
+    // A notebook without SSH has no SSH endpoint, and ssh-config says how to turn it on.
+    let r = api.post("/v1/notebooks", json!({"name": "plain"})).await;
+    let plain = r.expect_status(201).clone();
+    assert!(plain["endpoints"].get("ssh").is_none(), "{plain}");
+    let out = gw
+        .cli(&alice, &["notebook", "ssh-config", "plain"], &[])
+        .await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("--ssh --key-pair"), "{}", out.stderr);
+
     // Refusals: another key pair of the same user, an unknown notebook.
     let out = ssh.run(&other, "remote", &[], "true");
     assert_eq!(out.code, 255, "{}{}", out.stdout, out.stderr);

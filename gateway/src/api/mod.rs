@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/flavors", get(flavors))
         .route("/v1/images", get(images))
         .route("/v1/audit", get(audit_list))
+        .route("/v1/ssh", get(ssh_info))
         .merge(users::routes())
         .merge(keypairs::routes())
         .merge(notebooks::routes())
@@ -46,6 +47,36 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[derive(Serialize)]
+struct SshInfoView {
+    enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    /// One `known_hosts` key (`ssh-ed25519 AAAA…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_key_fingerprint: Option<String>,
+}
+
+/// The SSH front door: where it listens and its host key, for `known_hosts`.
+async fn ssh_info(_p: Principal, state: axum::extract::State<AppState>) -> ApiJson<SshInfoView> {
+    ApiJson(match &state.ssh {
+        Some(ssh) => SshInfoView {
+            enabled: true,
+            address: Some(ssh.addr.to_string()),
+            host_key: Some(ssh.public_key.clone()),
+            host_key_fingerprint: Some(ssh.fingerprint.clone()),
+        },
+        None => SshInfoView {
+            enabled: false,
+            address: None,
+            host_key: None,
+            host_key_fingerprint: None,
+        },
+    })
 }
 
 #[derive(Serialize)]

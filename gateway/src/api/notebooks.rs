@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +11,9 @@ use super::{Items, paging};
 use crate::auth::Principal;
 use crate::auth::authz::{self, Access, NotebookGrant};
 use crate::events;
-use crate::notebooks::{CreateNotebook, NotebookView, UpdateNotebook, status};
+use crate::notebooks::{CreateNotebook, NotebookView, SshEndpoint, UpdateNotebook, status};
 use crate::server::AppState;
+use crate::store::notebooks::NotebookRow;
 use crate::store::notebooks::{self as rows, ListFilter};
 
 pub fn routes() -> Router<AppState> {
@@ -22,6 +23,35 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notebooks/{id}/start", post(start))
         .route("/v1/notebooks/{id}/stop", post(stop))
         .route("/v1/notebooks/{id}/events", get(list_events))
+}
+
+/// The API's view of `row`, with the endpoints a client can reach it at. An SSH front door
+/// bound to every address is reported at the host the client used for this request.
+pub fn view(state: &AppState, headers: &HeaderMap, row: NotebookRow) -> NotebookView {
+    let ssh = match (&state.ssh, row.ssh_enabled) {
+        (Some(ssh), true) => {
+            let host = if ssh.addr.ip().is_unspecified() {
+                headers
+                    .get(axum::http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+                    .map(|a| a.host().trim_matches(['[', ']']).to_owned())
+                    .unwrap_or_else(|| "127.0.0.1".into())
+            } else {
+                ssh.addr.ip().to_string()
+            };
+            Some(SshEndpoint {
+                host,
+                port: ssh.addr.port(),
+                user: row.name.clone(),
+                host_key_fingerprint: ssh.fingerprint.clone(),
+            })
+        }
+        _ => None,
+    };
+    let mut v = NotebookView::from(row);
+    v.endpoints.ssh = ssh;
+    v
 }
 
 /// Loads a notebook and checks that `p` may act on it.
@@ -41,10 +71,11 @@ async fn grant(
 async fn create(
     p: Principal,
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<CreateNotebook>,
 ) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
     let row = state.lifecycle.create(&p, req).await?;
-    Ok((StatusCode::CREATED, ApiJson(row.into())))
+    Ok((StatusCode::CREATED, ApiJson(view(&state, &headers, row))))
 }
 
 #[derive(Deserialize)]
@@ -68,6 +99,7 @@ struct Page {
 async fn list(
     p: Principal,
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<ApiJson<Page>> {
     let all = q.all.unwrap_or(false);
@@ -97,7 +129,10 @@ async fn list(
     let mut conn = state.store.pool.acquire().await?;
     let (rows, total) = rows::list(&mut conn, &filter).await?;
     Ok(ApiJson(Page {
-        items: rows.into_iter().map(Into::into).collect(),
+        items: rows
+            .into_iter()
+            .map(|r| view(&state, &headers, r))
+            .collect(),
         total,
     }))
 }
@@ -105,55 +140,61 @@ async fn list(
 async fn show(
     p: Principal,
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<NotebookView>> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
-    Ok(ApiJson(g.into_notebook().into()))
+    Ok(ApiJson(view(&state, &headers, g.into_notebook())))
 }
 
 async fn update(
     p: Principal,
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateNotebook>,
 ) -> ApiResult<ApiJson<NotebookView>> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
-    Ok(ApiJson(state.lifecycle.update(g, req).await?.into()))
+    let row = state.lifecycle.update(g, req).await?;
+    Ok(ApiJson(view(&state, &headers, row)))
 }
 
 async fn start(
     p: Principal,
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
     Ok((
         StatusCode::ACCEPTED,
-        ApiJson(state.lifecycle.start(g).await?.into()),
+        ApiJson(view(&state, &headers, state.lifecycle.start(g).await?)),
     ))
 }
 
 async fn stop(
     p: Principal,
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
     Ok((
         StatusCode::ACCEPTED,
-        ApiJson(state.lifecycle.stop(g).await?.into()),
+        ApiJson(view(&state, &headers, state.lifecycle.stop(g).await?)),
     ))
 }
 
 async fn delete(
     p: Principal,
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
     Ok((
         StatusCode::ACCEPTED,
-        ApiJson(state.lifecycle.delete(g).await?.into()),
+        ApiJson(view(&state, &headers, state.lifecycle.delete(g).await?)),
     ))
 }
 

@@ -1,4 +1,4 @@
-//! `atelier keypair create|import|list|get|delete`.
+//! `atelier keypair create|import|list|get|delete` and `atelier ssh info`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,54 @@ pub enum KeyPairCommand {
     /// Delete a key pair (refused while a notebook uses it).
     #[command(visible_alias = "rm")]
     Delete(KeyPairNameArg),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SshCommand {
+    /// Where the SSH front door listens, and its host key as a known_hosts line.
+    Info,
+}
+
+pub async fn ssh(ctx: &Ctx, cmd: SshCommand) -> Result<(), CliError> {
+    match cmd {
+        SshCommand::Info => {
+            let reply = ctx.api.get(&["v1", "ssh"], &[]).await?;
+            if ctx.json {
+                return print_json(&reply.raw, None);
+            }
+            let v = &reply.value;
+            if v.get("enabled").and_then(Value::as_bool) != Some(true) {
+                out("the SSH front door is off (the gateway runs with ATELIER_SSH_ADDR=off)");
+                return Ok(());
+            }
+            let address = text(v, "address");
+            // known_hosts writes a non-22 port as [host]:port.
+            let (host, port) = address.rsplit_once(':').unwrap_or((address, "22"));
+            let host = host.trim_matches(['[', ']']);
+            let pattern = if port == "22" {
+                host.to_string()
+            } else {
+                format!("[{host}]:{port}")
+            };
+            out(&sanitize(&format!("address      {address}")));
+            out(&sanitize(&format!(
+                "fingerprint  {}",
+                text(v, "host_key_fingerprint")
+            )));
+            out(&sanitize(&format!(
+                "known_hosts  {pattern} {}",
+                key_without_comment(text(v, "host_key"))
+            )));
+            Ok(())
+        }
+    }
+}
+
+fn key_without_comment(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(clap::Args, Debug)]

@@ -19,7 +19,7 @@ use profile::{Profile, config_path, load_profile, nonempty, remove_profile, save
 use table::{cell, sanitize};
 
 pub use admin::{AuditCommand, FlavorCommand, ImageCommand, TokenCommand, UserCommand};
-pub use keypairs::KeyPairCommand;
+pub use keypairs::{KeyPairCommand, SshCommand};
 pub use notebooks::NotebookCommand;
 
 // Options shared by every client command (global: accepted before or after the subcommand).
@@ -97,6 +97,9 @@ pub enum ClientCommand {
     /// Manage SSH key pairs.
     #[command(subcommand)]
     Keypair(KeyPairCommand),
+    /// The gateway's SSH front door.
+    #[command(subcommand)]
+    Ssh(SshCommand),
     /// Notebook flavors (sizes).
     #[command(subcommand)]
     Flavor(FlavorCommand),
@@ -142,6 +145,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::User(c) => admin::user(&ctx, c).await,
         ClientCommand::Token(c) => admin::token(&ctx, c).await,
         ClientCommand::Keypair(c) => keypairs::run(&ctx, c).await,
+        ClientCommand::Ssh(c) => keypairs::ssh(&ctx, c).await,
         ClientCommand::Flavor(c) => admin::flavor(&ctx, c).await,
         ClientCommand::Image(c) => admin::image(&ctx, c).await,
         ClientCommand::Audit(c) => admin::audit(&ctx, c).await,

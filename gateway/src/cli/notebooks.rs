@@ -35,6 +35,21 @@ pub enum NotebookCommand {
     Events(Target),
     /// Print the notebook's URL to open in a browser.
     Open(Target),
+    /// Print a ~/.ssh/config block for the notebook (VS Code Remote-SSH, PyCharm, ssh).
+    SshConfig(SshConfigArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SshConfigArgs {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+    /// The private key file [default: ~/.ssh/KEYPAIR.pem for the notebook's first key pair].
+    #[arg(long, value_name = "FILE")]
+    pub identity_file: Option<String>,
+    /// The `Host` alias [default: the notebook's name].
+    #[arg(long, value_name = "NAME")]
+    pub alias: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -268,6 +283,7 @@ pub async fn run(ctx: &Ctx, cmd: NotebookCommand) -> Result<(), CliError> {
         NotebookCommand::Update(a) => update(ctx, a).await,
         NotebookCommand::Events(t) => events(ctx, &t.notebook).await,
         NotebookCommand::Open(t) => open(ctx, &t.notebook).await,
+        NotebookCommand::SshConfig(a) => ssh_config(ctx, a).await,
     }
 }
 
@@ -585,6 +601,56 @@ pub fn full_url(base: &str, path: &str) -> String {
     } else {
         format!("{base}/{path}")
     }
+}
+
+async fn ssh_config(ctx: &Ctx, a: SshConfigArgs) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+    let reply = ctx.api.get(&id_segments(&id), &[]).await?;
+    let nb = &reply.value;
+    let name = text(nb, "name");
+    let Some(ep) = nb.get("endpoints").and_then(|e| e.get("ssh")) else {
+        let enabled = nb
+            .get("ssh")
+            .and_then(|s| s.get("enabled"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        return Err(CliError::other(if enabled {
+            "the gateway's SSH front door is off (ATELIER_SSH_ADDR=off)".to_string()
+        } else {
+            format!(
+                "notebook {name} does not have SSH on; stop it, then `atelier notebook update {name} --ssh --key-pair NAME`"
+            )
+        }));
+    };
+    let identity = match a.identity_file {
+        Some(f) => f,
+        None => {
+            let first = nb
+                .get("ssh")
+                .and_then(|s| s.get("key_pairs"))
+                .and_then(Value::as_array)
+                .and_then(|k| k.first())
+                .and_then(Value::as_str)
+                .unwrap_or("KEYPAIR");
+            format!("~/.ssh/{first}.pem")
+        }
+    };
+    if ctx.json {
+        return print_json(&serde_json::to_string(ep).unwrap_or_default(), None);
+    }
+    let alias = sanitize(&a.alias.unwrap_or_else(|| name.to_string()));
+    let host = sanitize(text(ep, "host"));
+    let port = sanitize(&cell(ep, "port"));
+    let user = sanitize(text(ep, "user"));
+    let identity = sanitize(&identity);
+    out(&format!(
+        "Host {alias}\n  HostName {host}\n  Port {port}\n  User {user}\n  IdentityFile {identity}\n  IdentitiesOnly yes"
+    ));
+    err(&sanitize(&format!(
+        "host key {} (`atelier ssh info` prints its known_hosts line)",
+        text(ep, "host_key_fingerprint")
+    )));
+    Ok(())
 }
 
 async fn open(ctx: &Ctx, arg: &str) -> Result<(), CliError> {

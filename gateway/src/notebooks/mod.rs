@@ -79,6 +79,9 @@ pub struct NotebookView {
     pub image: String,
     pub auto_stop: AutoStop,
     pub ssh: SshView,
+    /// How to reach the notebook besides `url` (filled by the API, which knows the gateway's
+    /// addresses).
+    pub endpoints: Endpoints,
     pub url: String,
     pub created_at: String,
     pub updated_at: String,
@@ -105,6 +108,23 @@ pub struct SshView {
     pub key_pairs: Vec<String>,
     /// IPs and CIDRs that may connect; empty: any address.
     pub whitelist: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Endpoints {
+    /// Present when the notebook has SSH on and the gateway's SSH front door is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshEndpoint>,
+}
+
+/// `ssh -p {port} {user}@{host}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SshEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The gateway's host key (`SHA256:…`), the same for every notebook and every restart.
+    pub host_key_fingerprint: String,
 }
 
 /// SSH settings in a create or update request; what is left out stays as it is.
@@ -146,6 +166,7 @@ impl From<NotebookRow> for NotebookView {
                 key_pairs: r.ssh_key_pairs,
                 whitelist: split_whitelist(&r.ssh_whitelist),
             },
+            endpoints: Endpoints::default(),
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_activity_at: r.last_activity_at,
