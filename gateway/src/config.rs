@@ -4,7 +4,7 @@
 //!
 //! Fixed names operators and scripts depend on: `ATELIER_CONFIG` (the TOML file),
 //! `ATELIER_DATA_DIR` (all state), `ATELIER_HTTP_ADDR` (default `127.0.0.1:8000`),
-//! `ATELIER_SSH_ADDR` (default `127.0.0.1:2222`, or `off`),
+//! `ATELIER_SSH_ADDR` (default `127.0.0.1:2222`, or `off`), `ATELIER_SSH_PORTS`,
 //! `ATELIER_ADMIN_TOKEN` (the admin's API token on first start), `ATELIER_JUPYTER_VENV`,
 //! `ATELIER_SANDBOX`, `ATELIER_LOG` (tracing filter), `ATELIER_LOG_FORMAT` (`text`|`json`).
 
@@ -59,6 +59,10 @@ pub struct Settings {
     /// `ssh_addr = "127.0.0.1:2222"` or `ssh_addr = "off"`.
     #[serde(with = "ssh_addr_serde")]
     pub ssh_addr: Option<SocketAddr>,
+    /// Ports (`first-last`) from which each notebook with SSH on gets one of its own, on the
+    /// SSH front door's IP, with user `ma-user` (env ATELIER_SSH_PORTS; `off`: none).
+    #[serde(with = "port_range_serde")]
+    pub ssh_ports: Option<(u16, u16)>,
     /// The admin's API token, used only when the database is created.
     #[serde(skip_serializing)]
     pub admin_token: Option<String>,
@@ -150,6 +154,7 @@ impl Default for Settings {
             data_dir: default_data_dir(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             ssh_addr: Some(SocketAddr::from(([127, 0, 0, 1], 2222))),
+            ssh_ports: Some((30000, 32767)),
             admin_token: None,
             log_format: "text".into(),
             session_hours: 24 * 7,
@@ -264,6 +269,10 @@ impl Settings {
                 Err(e) => bail!("ATELIER_SSH_ADDR={e}"),
             };
         }
+        if let Some(v) = env("ATELIER_SSH_PORTS") {
+            self.ssh_ports =
+                parse_port_range(&v).map_err(|e| anyhow::anyhow!("ATELIER_SSH_PORTS={e}"))?;
+        }
         if let Some(v) = env("ATELIER_ADMIN_TOKEN") {
             self.admin_token = Some(v);
         }
@@ -353,6 +362,40 @@ impl Settings {
     }
 }
 
+/// `30000-32767`, or `off` / empty for none.
+fn parse_port_range(v: &str) -> Result<Option<(u16, u16)>, String> {
+    let t = v.trim();
+    if t == "off" || t.is_empty() {
+        return Ok(None);
+    }
+    let bad = || format!("{v:?} is not a port range like 30000-32767 (or `off`)");
+    let (a, b) = t.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(Some((a, b)))
+}
+
+mod port_range_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<(u16, u16)>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some((a, b)) => s.serialize_str(&format!("{a}-{b}")),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u16, u16)>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_port_range(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// `ssh_addr` in TOML: an address, or `"off"`.
 mod ssh_addr_serde {
     use std::net::SocketAddr;
@@ -421,6 +464,7 @@ mod tests {
             (&[("ATELIER_SANDBOX", "docker")], "ATELIER_SANDBOX"),
             (&[("ATELIER_ADMIN_TOKEN", "short")], "ATELIER_ADMIN_TOKEN"),
             (&[("ATELIER_SSH_ADDR", "2222")], "ATELIER_SSH_ADDR"),
+            (&[("ATELIER_SSH_PORTS", "9-3")], "ATELIER_SSH_PORTS"),
         ];
         for (pairs, needle) in cases {
             let pairs: Vec<(String, String)> = pairs
@@ -455,6 +499,11 @@ mod tests {
         let file: Settings = toml::from_str("ssh_addr = \"127.0.0.1:2200\"\n").unwrap();
         assert_eq!(file.ssh_addr.map(|a| a.port()), Some(2200));
         assert!(toml::from_str::<Settings>("ssh_addr = \"x\"\n").is_err());
+        assert_eq!(parse_port_range("30000-30010"), Ok(Some((30000, 30010))));
+        assert_eq!(parse_port_range("off"), Ok(None));
+        for bad in ["30000", "a-b", "0-10", "10-9", "1-70000"] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

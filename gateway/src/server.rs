@@ -42,7 +42,11 @@ pub struct Services {
 /// Where the SSH front door listens and who it is.
 pub struct SshInfo {
     pub addr: std::net::SocketAddr,
-    pub host_key: russh::keys::PrivateKey,
+    pub config: Arc<russh::server::Config>,
+    /// Notebooks' own ports.
+    pub ports: crate::ssh::ports::Ports,
+    /// Cancelled at shutdown: every SSH listener and session ends.
+    pub stop: CancellationToken,
     /// `SHA256:…` of the host key.
     pub fingerprint: String,
     /// The host key's public half, one OpenSSH line (for `known_hosts`).
@@ -73,7 +77,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
                 addr,
                 fingerprint: crate::ssh::keys::fingerprint(public),
                 public_key: crate::ssh::keys::to_openssh(public)?,
-                host_key,
+                config: crate::ssh::server::config(host_key),
+                ports: crate::ssh::ports::Ports::new(settings.ssh_ports),
+                stop: CancellationToken::new(),
             })
         }
         None => None,
@@ -132,13 +138,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         loops.spawn(crate::ssh::server::serve(
             state.clone(),
             listener,
-            crate::ssh::server::config(ssh.host_key.clone()),
-            shutdown.clone(),
+            ssh.config.clone(),
+            ssh.stop.clone(),
+            None,
         ));
+        crate::ssh::ports::open_all(&state).await;
     }
     let app = crate::api::router(state.clone());
     serve_http(listener, state.clone(), app, wait_for_signal()).await;
     shutdown.cancel();
+    if let Some(ssh) = &state.ssh {
+        ssh.stop.cancel();
+    }
 
     tracing::info!("shutting down; notebooks keep running");
     loops.wait().await;

@@ -149,6 +149,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The SSH front door.
     pub ssh_addr: SocketAddr,
+    /// The range notebooks' own SSH ports come from.
+    pub ssh_ports: (u16, u16),
     pub admin_token: String,
     log_path: PathBuf,
     /// Length of the log when the current process was spawned.
@@ -195,6 +197,7 @@ impl Gateway {
             data_dir,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             ssh_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ssh_ports: (0, 0),
             admin_token: format!("atl_e2e_admin_{}", uuid::Uuid::new_v4().simple()),
             log_offset: 0,
             env,
@@ -204,6 +207,8 @@ impl Gateway {
         for attempt in 1..=3 {
             gw.addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
             gw.ssh_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let first = free_port().min(65535 - 40);
+            gw.ssh_ports = (first, first + 40);
             gw.spawn();
             match gw.wait_ready().await {
                 Ok(()) => return gw,
@@ -239,6 +244,10 @@ impl Gateway {
         cmd.env("ATELIER_DATA_DIR", &self.data_dir)
             .env("ATELIER_HTTP_ADDR", self.addr.to_string())
             .env("ATELIER_SSH_ADDR", self.ssh_addr.to_string())
+            .env(
+                "ATELIER_SSH_PORTS",
+                format!("{}-{}", self.ssh_ports.0, self.ssh_ports.1),
+            )
             .env("ATELIER_ADMIN_TOKEN", &self.admin_token)
             .env("ATELIER_JUPYTER_VENV", jupyter_venv())
             .env("ATELIER_RUNTIME_BIN", runtime_bin())

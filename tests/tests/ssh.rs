@@ -22,6 +22,10 @@ struct Out {
 
 impl Ssh<'_> {
     fn run(&self, key: &Path, user: &str, extra: &[&str], command: &str) -> Out {
+        self.run_on(self.gw.ssh_addr.port(), key, user, extra, command)
+    }
+
+    fn run_on(&self, port: u16, key: &Path, user: &str, extra: &[&str], command: &str) -> Out {
         let out = Command::new("ssh")
             .args([
                 "-F",
@@ -41,7 +45,7 @@ impl Ssh<'_> {
             .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
             .arg("-i")
             .arg(key)
-            .args(["-p", &self.gw.ssh_addr.port().to_string()])
+            .args(["-p", &port.to_string()])
             .args(extra)
             .arg(format!("{user}@{}", self.gw.ssh_addr.ip()))
             .arg(command)
@@ -147,11 +151,26 @@ async fn ssh_logins_are_checked_refused_and_audited() {
     let info = info.expect_status(200).clone();
     assert_eq!(info["enabled"], true);
     let nb = api.get(&format!("/v1/notebooks/{id}")).await;
-    let ep = nb.expect_status(200)["endpoints"]["ssh"].clone();
+    let eps = nb.expect_status(200)["endpoints"]["ssh"].clone();
+    let eps = eps.as_array().expect("endpoints.ssh").clone();
+    assert_eq!(eps.len(), 2, "{eps:?}");
+    let ep = &eps[0];
     assert_eq!(ep["host"], "127.0.0.1", "{ep}");
     assert_eq!(ep["port"], gw.ssh_addr.port(), "{ep}");
     assert_eq!(ep["user"], "remote", "{ep}");
     assert_eq!(ep["host_key_fingerprint"], info["host_key_fingerprint"]);
+    // The notebook's own port, user ma-user (the seed's form), from the configured range.
+    let own = &eps[1];
+    assert_eq!(own["user"], "ma-user", "{own}");
+    let own_port = own["port"].as_u64().unwrap() as u16;
+    assert!(
+        (gw.ssh_ports.0..=gw.ssh_ports.1).contains(&own_port),
+        "{own}"
+    );
+    let out = ssh.run_on(own_port, &k1, "ma-user", &[], "true");
+    assert_ne!(out.code, 255, "own port: {}", out.stderr);
+    let out = ssh.run_on(own_port, &k1, "remote", &[], "true");
+    assert_eq!(out.code, 255, "own port takes ma-user only: {}", out.stderr);
     let scanned = host_fingerprint(&gw);
     let served: String = info["host_key"]
         .as_str()

@@ -28,30 +28,47 @@ pub fn routes() -> Router<AppState> {
 /// The API's view of `row`, with the endpoints a client can reach it at. An SSH front door
 /// bound to every address is reported at the host the client used for this request.
 pub fn view(state: &AppState, headers: &HeaderMap, row: NotebookRow) -> NotebookView {
-    let ssh = match (&state.ssh, row.ssh_enabled) {
-        (Some(ssh), true) => {
-            let host = if ssh.addr.ip().is_unspecified() {
-                headers
-                    .get(axum::http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
-                    .map(|a| a.host().trim_matches(['[', ']']).to_owned())
-                    .unwrap_or_else(|| "127.0.0.1".into())
-            } else {
-                ssh.addr.ip().to_string()
-            };
-            Some(SshEndpoint {
-                host,
-                port: ssh.addr.port(),
-                user: row.name.clone(),
-                host_key_fingerprint: ssh.fingerprint.clone(),
-            })
+    let mut ssh = Vec::new();
+    if let (Some(info), true) = (&state.ssh, row.ssh_enabled) {
+        let host = if info.addr.ip().is_unspecified() {
+            headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+                .map(|a| a.host().trim_matches(['[', ']']).to_owned())
+                .unwrap_or_else(|| "127.0.0.1".into())
+        } else {
+            info.addr.ip().to_string()
+        };
+        let endpoint = |port: u16, user: &str| SshEndpoint {
+            host: host.clone(),
+            port,
+            user: user.to_owned(),
+            host_key_fingerprint: info.fingerprint.clone(),
+        };
+        ssh.push(endpoint(info.addr.port(), &row.name));
+        if let Some(port) = row.ssh_port.and_then(|p| u16::try_from(p).ok()) {
+            ssh.push(endpoint(port, crate::ssh::server::MA_USER));
         }
-        _ => None,
-    };
+    }
     let mut v = NotebookView::from(row);
     v.endpoints.ssh = ssh;
     v
+}
+
+/// After SSH is turned on: the notebook's own port, assigned and listening.
+async fn with_ssh_port(state: &AppState, row: NotebookRow) -> ApiResult<NotebookRow> {
+    match crate::ssh::ports::ensure(state, &row).await {
+        Ok(true) => {
+            let mut conn = state.store.pool.acquire().await?;
+            Ok(rows::get(&mut conn, &row.id).await?.unwrap_or(row))
+        }
+        Ok(false) => Ok(row),
+        Err(e) => {
+            tracing::warn!(notebook = %row.id, error = %e, "assigning the notebook's SSH port");
+            Ok(row)
+        }
+    }
 }
 
 /// Loads a notebook and checks that `p` may act on it.
@@ -75,6 +92,7 @@ async fn create(
     ApiJson(req): ApiJson<CreateNotebook>,
 ) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
     let row = state.lifecycle.create(&p, req).await?;
+    let row = with_ssh_port(&state, row).await?;
     Ok((StatusCode::CREATED, ApiJson(view(&state, &headers, row))))
 }
 
@@ -156,6 +174,7 @@ async fn update(
 ) -> ApiResult<ApiJson<NotebookView>> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
     let row = state.lifecycle.update(g, req).await?;
+    let row = with_ssh_port(&state, row).await?;
     Ok(ApiJson(view(&state, &headers, row)))
 }
 
@@ -194,7 +213,13 @@ async fn delete(
     let g = grant(&state, &p, &id, Access::Manage).await?;
     Ok((
         StatusCode::ACCEPTED,
-        ApiJson(view(&state, &headers, state.lifecycle.delete(g).await?)),
+        ApiJson(view(&state, &headers, {
+            let row = state.lifecycle.delete(g).await?;
+            if let Some(ssh) = &state.ssh {
+                ssh.ports.close(&row.id);
+            }
+            row
+        })),
     ))
 }
 

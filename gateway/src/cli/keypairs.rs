@@ -49,11 +49,14 @@ pub async fn ssh(ctx: &Ctx, cmd: SshCommand) -> Result<(), CliError> {
             // known_hosts writes a non-22 port as [host]:port.
             let (host, port) = address.rsplit_once(':').unwrap_or((address, "22"));
             let host = host.trim_matches(['[', ']']);
-            let pattern = if port == "22" {
+            let direct = if port == "22" {
                 host.to_string()
             } else {
                 format!("[{host}]:{port}")
             };
+            // Configs from `atelier notebook ssh-config` look the key up by this alias, for
+            // the shared port and every notebook's own port alike.
+            let pattern = format!("{direct},{}", host_key_alias(host));
             out(&sanitize(&format!("address      {address}")));
             out(&sanitize(&format!(
                 "fingerprint  {}",
@@ -66,6 +69,11 @@ pub async fn ssh(ctx: &Ctx, cmd: SshCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// The `HostKeyAlias` of the gateway at `host` in printed SSH configs.
+pub fn host_key_alias(host: &str) -> String {
+    format!("atelier-{host}")
 }
 
 fn key_without_comment(line: &str) -> String {

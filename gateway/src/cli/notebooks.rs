@@ -608,7 +608,18 @@ async fn ssh_config(ctx: &Ctx, a: SshConfigArgs) -> Result<(), CliError> {
     let reply = ctx.api.get(&id_segments(&id), &[]).await?;
     let nb = &reply.value;
     let name = text(nb, "name");
-    let Some(ep) = nb.get("endpoints").and_then(|e| e.get("ssh")) else {
+    // The notebook's own port (user ma-user, as in the seed) when it has one.
+    let endpoints = nb
+        .get("endpoints")
+        .and_then(|e| e.get("ssh"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(ep) = endpoints
+        .iter()
+        .find(|e| e.get("user").and_then(Value::as_str) == Some("ma-user"))
+        .or_else(|| endpoints.first())
+    else {
         let enabled = nb
             .get("ssh")
             .and_then(|s| s.get("enabled"))
@@ -643,8 +654,10 @@ async fn ssh_config(ctx: &Ctx, a: SshConfigArgs) -> Result<(), CliError> {
     let port = sanitize(&cell(ep, "port"));
     let user = sanitize(text(ep, "user"));
     let identity = sanitize(&identity);
+    // One known_hosts entry (from `atelier ssh info`) then fits every notebook's port.
+    let key_alias = super::keypairs::host_key_alias(&host);
     out(&format!(
-        "Host {alias}\n  HostName {host}\n  Port {port}\n  User {user}\n  IdentityFile {identity}\n  IdentitiesOnly yes"
+        "Host {alias}\n  HostName {host}\n  Port {port}\n  User {user}\n  IdentityFile {identity}\n  IdentitiesOnly yes\n  HostKeyAlias {key_alias}"
     ));
     err(&sanitize(&format!(
         "host key {} (`atelier ssh info` prints its known_hosts line)",

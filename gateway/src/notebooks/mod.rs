@@ -112,9 +112,10 @@ pub struct SshView {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Endpoints {
-    /// Present when the notebook has SSH on and the gateway's SSH front door is on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssh: Option<SshEndpoint>,
+    /// When the notebook has SSH on and the gateway's SSH front door is on: the shared port
+    /// (user = the notebook's name) and the notebook's own port (user `ma-user`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ssh: Vec<SshEndpoint>,
 }
 
 /// `ssh -p {port} {user}@{host}`.
@@ -305,6 +306,7 @@ impl Lifecycle {
             last_activity_at: None,
             ssh_enabled,
             ssh_whitelist: whitelist.join(","),
+            ssh_port: None,
             ssh_key_pairs: key_pairs,
         };
         let key_ids = resolve_key_pairs(&mut tx, &who.user_id, &row.ssh_key_pairs).await?;

@@ -3,5 +3,6 @@
 
 pub mod host_key;
 pub mod keys;
+pub mod ports;
 pub mod server;
 pub mod whitelist;

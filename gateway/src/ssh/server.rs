@@ -41,12 +41,15 @@ pub fn config(host_key: PrivateKey) -> Arc<russh::server::Config> {
     })
 }
 
-/// Accepts SSH connections until `stop` is cancelled.
+/// Accepts SSH connections until `stop` is cancelled. With `notebook`, this is that
+/// notebook's own port: the user is `ma-user`, the whitelist is checked at accept, and the
+/// loop ends when the notebook is gone.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     config: Arc<russh::server::Config>,
     stop: CancellationToken,
+    notebook: Option<String>,
 ) {
     let sessions = tokio_util::task::TaskTracker::new();
     loop {
@@ -61,12 +64,23 @@ pub async fn serve(
                 }
             },
         };
-        let handler = Conn {
+        let mut handler = Conn {
             state: state.clone(),
             peer,
+            notebook: notebook.clone(),
             login: None,
             audited: HashSet::new(),
         };
+        if let Some(id) = &notebook {
+            match handler.own_port_target(id).await {
+                Err(OwnPort::Gone) => break,
+                Err(OwnPort::Refused(refusal, target)) => {
+                    handler.refuse(MA_USER, refusal, target).await;
+                    continue;
+                }
+                Ok(()) => {}
+            }
+        }
         let config = config.clone();
         let stop = stop.clone();
         sessions.spawn(async move {
@@ -96,6 +110,14 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
 }
 
+/// The user name on a notebook's own port, as in the seed.
+pub const MA_USER: &str = "ma-user";
+
+enum OwnPort {
+    Gone,
+    Refused(Refusal, Option<SshTarget>),
+}
+
 /// Why a login was refused; the text goes to the audit log, never to the client (which only
 /// learns that its key was not accepted, so a notebook's existence is not revealed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +126,7 @@ enum Refusal {
     KeyNotAccepted,
     NotWhitelisted,
     SshDisabled,
+    WrongUser,
 }
 
 impl Refusal {
@@ -113,6 +136,7 @@ impl Refusal {
             Refusal::KeyNotAccepted => "the key is not one of the notebook's key pairs",
             Refusal::NotWhitelisted => "the source address is not in the notebook's whitelist",
             Refusal::SshDisabled => "SSH is not enabled for the notebook",
+            Refusal::WrongUser => "a notebook's own port takes the user ma-user",
         }
     }
 }
@@ -121,6 +145,8 @@ impl Refusal {
 struct Conn {
     state: AppState,
     peer: SocketAddr,
+    /// Set on a notebook's own port.
+    notebook: Option<String>,
     login: Option<SshTarget>,
     /// Refusals already written to the audit log on this connection (a client tries each of
     /// its keys in turn).
@@ -128,17 +154,45 @@ struct Conn {
 }
 
 impl Conn {
-    /// The notebook `user` names that accepts `key` from this peer.
+    /// At accept on a notebook's own port: is the notebook still there, and may this peer
+    /// connect at all (the whitelist)?
+    async fn own_port_target(&self, id: &str) -> Result<(), OwnPort> {
+        let targets = match self.state.store.pool.acquire().await {
+            Ok(mut conn) => rows::ssh_targets(&mut conn, id).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let Some(t) = targets.into_iter().find(|t| t.id == id) else {
+            return Err(OwnPort::Gone);
+        };
+        if !whitelist::allows(&t.whitelist, self.peer.ip()) {
+            return Err(OwnPort::Refused(Refusal::NotWhitelisted, Some(t)));
+        }
+        Ok(())
+    }
+
+    /// The notebook `user` names (or this port's notebook) that accepts `key` from this
+    /// peer.
     async fn check(
         &self,
         user: &str,
         key: &PublicKey,
     ) -> Result<SshTarget, (Refusal, Option<SshTarget>)> {
+        let lookup = match &self.notebook {
+            Some(_) if user != MA_USER => return Err((Refusal::WrongUser, None)),
+            Some(id) => id.as_str(),
+            None => user,
+        };
         let candidates = {
             let Ok(mut conn) = self.state.store.pool.acquire().await else {
                 return Err((Refusal::UnknownNotebook, None));
             };
-            rows::ssh_targets(&mut conn, user).await.unwrap_or_default()
+            let all = rows::ssh_targets(&mut conn, lookup)
+                .await
+                .unwrap_or_default();
+            match &self.notebook {
+                Some(id) => all.into_iter().filter(|t| &t.id == id).collect(),
+                None => all,
+            }
         };
         if candidates.is_empty() {
             return Err((Refusal::UnknownNotebook, None));

@@ -25,6 +25,8 @@ pub struct NotebookRow {
     pub ssh_enabled: bool,
     /// Comma-separated IPs and CIDRs; empty: any address.
     pub ssh_whitelist: String,
+    /// The notebook's own SSH port (user `ma-user`), once SSH is on.
+    pub ssh_port: Option<i64>,
     /// Names of the key pairs SSH accepts (filled by [`get`] and [`list`]).
     #[sqlx(skip)]
     pub ssh_key_pairs: Vec<String>,
@@ -32,8 +34,8 @@ pub struct NotebookRow {
 
 const SELECT: &str = "SELECT n.id, n.owner_id, u.name AS owner, n.name, n.description, n.flavor, n.image, \
     n.status, n.status_reason, n.unhealthy, n.auto_stop_enabled, n.auto_stop_hours, n.backend, n.handle, \
-    n.created_at, n.updated_at, n.last_activity_at, n.ssh_enabled, n.ssh_whitelist \
-    FROM notebooks n JOIN users u ON u.id = n.owner_id";
+    n.created_at, n.updated_at, n.last_activity_at, n.ssh_enabled, n.ssh_whitelist, \
+    n.ssh_port FROM notebooks n JOIN users u ON u.id = n.owner_id";
 
 pub async fn insert(conn: &mut Conn, n: &NotebookRow) -> sqlx::Result<()> {
     sqlx::query(
@@ -287,6 +289,28 @@ pub struct SshTarget {
     pub public_keys: Vec<String>,
 }
 
+/// Claims `port` for a notebook that has none; false when another notebook holds it or
+/// this one already has a port.
+pub async fn claim_ssh_port(conn: &mut Conn, id: &str, port: u16) -> sqlx::Result<bool> {
+    let r = sqlx::query("UPDATE notebooks SET ssh_port = $1 WHERE id = $2 AND ssh_port IS NULL")
+        .bind(i64::from(port))
+        .bind(id)
+        .execute(conn)
+        .await;
+    match r {
+        Ok(done) => Ok(done.rows_affected() == 1),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Ports held by notebooks.
+pub async fn ssh_ports(conn: &mut Conn) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("SELECT id, ssh_port FROM notebooks WHERE ssh_port IS NOT NULL")
+        .fetch_all(conn)
+        .await
+}
+
 /// id, name, owner, status, ssh_enabled, whitelist, one accepted public key (if any).
 type SshRow = (String, String, String, String, bool, String, Option<String>);
 
@@ -298,7 +322,7 @@ pub async fn ssh_targets(conn: &mut Conn, user: &str) -> sqlx::Result<Vec<SshTar
          FROM notebooks n JOIN users u ON u.id = n.owner_id \
          LEFT JOIN notebook_key_pairs nk ON nk.notebook_id = n.id \
          LEFT JOIN key_pairs k ON k.id = nk.key_pair_id \
-         WHERE n.id = $1 OR n.name = $1 ORDER BY n.created_at, n.id",
+         WHERE n.id = $1 OR n.name = $1 ORDER BY n.created_at, n.id, k.name",
     )
     .bind(user)
     .fetch_all(conn)
@@ -347,6 +371,7 @@ impl NotebookRow {
             last_activity_at: None,
             ssh_enabled: false,
             ssh_whitelist: String::new(),
+            ssh_port: None,
             ssh_key_pairs: Vec::new(),
         }
     }
