@@ -117,6 +117,8 @@ async fn ssh_logins_are_checked_refused_and_audited() {
         "other.pem",
         r.expect_status(201)["private_key"].as_str().unwrap(),
     );
+    // A port of the range that another program holds is skipped.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", gw.ssh_ports.0)).ok();
     let r = api
         .post(
             "/v1/notebooks",
@@ -167,6 +169,13 @@ async fn ssh_logins_are_checked_refused_and_audited() {
         (gw.ssh_ports.0..=gw.ssh_ports.1).contains(&own_port),
         "{own}"
     );
+    if squatter.is_some() {
+        assert_ne!(
+            own_port, gw.ssh_ports.0,
+            "the port another program holds is skipped"
+        );
+    }
+    drop(squatter);
     let out = ssh.run_on(own_port, &k1, "ma-user", &[], "true");
     assert_ne!(out.code, 255, "own port: {}", out.stderr);
     let out = ssh.run_on(own_port, &k1, "remote", &[], "true");

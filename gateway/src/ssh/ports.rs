@@ -115,15 +115,24 @@ pub async fn ensure(state: &AppState, row: &NotebookRow) -> anyhow::Result<bool>
     Ok(false)
 }
 
-/// At start: listen on every notebook's port.
+/// At start: listen on every notebook's port, and give one to notebooks that have SSH on
+/// but no port yet.
 pub async fn open_all(state: &AppState) {
-    let ports = match state.store.pool.acquire().await {
-        Ok(mut conn) => rows::ssh_ports(&mut conn).await.unwrap_or_default(),
-        Err(_) => Vec::new(),
+    let (ports, missing) = match state.store.pool.acquire().await {
+        Ok(mut conn) => (
+            rows::ssh_ports(&mut conn).await.unwrap_or_default(),
+            rows::ssh_without_port(&mut conn).await.unwrap_or_default(),
+        ),
+        Err(_) => (Vec::new(), Vec::new()),
     };
     for (id, port) in ports {
         if let Err(e) = listen(state, &id, port as u16).await {
             tracing::warn!(notebook = %id, port, error = %e, "cannot listen on the notebook's SSH port");
+        }
+    }
+    for row in missing {
+        if let Err(e) = ensure(state, &row).await {
+            tracing::warn!(notebook = %row.id, error = %e, "assigning the notebook's SSH port");
         }
     }
 }

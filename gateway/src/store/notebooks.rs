@@ -304,6 +304,15 @@ pub async fn claim_ssh_port(conn: &mut Conn, id: &str, port: u16) -> sqlx::Resul
     }
 }
 
+/// Notebooks with SSH on and no port of their own yet (SSH ports were off, or none was free).
+pub async fn ssh_without_port(conn: &mut Conn) -> sqlx::Result<Vec<NotebookRow>> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE n.ssh_enabled = 1 AND n.ssh_port IS NULL"
+    ))
+    .fetch_all(conn)
+    .await
+}
+
 /// Ports held by notebooks.
 pub async fn ssh_ports(conn: &mut Conn) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as("SELECT id, ssh_port FROM notebooks WHERE ssh_port IS NOT NULL")
