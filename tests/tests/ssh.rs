@@ -6,7 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use atelier_tests::Gateway;
+use std::time::Duration;
+
+use atelier_tests::{Gateway, eventually};
 use serde_json::{Value, json};
 
 struct Ssh<'a> {
@@ -128,6 +130,13 @@ async fn ssh_logins_are_checked_refused_and_audited() {
     let id = r.expect_status(201)["id"].as_str().unwrap().to_owned();
     gw.wait_status(&alice, &id, "RUNNING").await;
 
+    let before = api.get(&format!("/v1/notebooks/{id}")).await;
+    assert!(
+        before.expect_status(200)["last_activity_at"].is_null(),
+        "no activity yet: {}",
+        before.text
+    );
+
     // The right key gets in (by name and by id).
     for user in ["remote", id.as_str()] {
         let out = ssh.run(&k1, user, &[], "true");
@@ -138,6 +147,21 @@ async fn ssh_logins_are_checked_refused_and_audited() {
         );
         assert!(!out.stderr.contains("Permission denied"), "{}", out.stderr);
     }
+    // A login is user activity (what auto-stop reads), written within the flush interval.
+    let api2 = gw.api(&alice);
+    let path = format!("/v1/notebooks/{id}");
+    eventually(
+        "the SSH login to show as notebook activity",
+        Duration::from_secs(60),
+        || {
+            let (api, path) = (&api2, &path);
+            async move {
+                let r = api.get(path).await;
+                (!r.json["last_activity_at"].is_null()).then_some(())
+            }
+        },
+    )
+    .await;
     let logins = audit(&gw, "sshLogin").await;
     assert_eq!(logins.len(), 2, "{logins:?}");
     assert_eq!(logins[0]["user"], "alice");

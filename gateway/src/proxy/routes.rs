@@ -118,6 +118,15 @@ impl RouteTable {
         }
     }
 
+    /// Records user activity on a notebook from outside the proxy (an SSH login or
+    /// session).
+    pub fn touch_notebook(&self, notebook_id: &str) {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Ok(mut map) = self.activity.lock() {
+            map.insert(notebook_id.to_owned(), now);
+        }
+    }
+
     /// Writes the activity recorded since the last flush.
     pub async fn flush_activity(&self) -> anyhow::Result<()> {
         let pending: Vec<(String, i64)> = match self.activity.lock() {

@@ -349,6 +349,9 @@ impl russh::server::Handler for Conn {
                     &detail,
                 )
                 .await;
+                if target.status == RUNNING {
+                    self.state.routes.touch_notebook(&target.id);
+                }
                 self.login = Some(target);
                 Ok(Auth::Accept)
             }
