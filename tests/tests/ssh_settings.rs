@@ -97,6 +97,33 @@ async fn ssh_settings_follow_the_seed_rules() {
         nb["ssh"],
         json!({"enabled": true, "key_pairs": ["k1"], "whitelist": ["127.0.0.2", "10.0.0.0/8"]})
     );
+    // Lists carry the key pairs too (one query for the page).
+    let other = api
+        .post(
+            "/v1/notebooks",
+            json!({"name": "other", "ssh": {"enabled": true, "key_pairs": ["k2", "k1"]}}),
+        )
+        .await;
+    let other_id = other.expect_status(201)["id"].as_str().unwrap().to_owned();
+    let list = api.get("/v1/notebooks").await;
+    let items = list.expect_status(200)["items"].as_array().unwrap().clone();
+    let keys = |name: &str| {
+        items
+            .iter()
+            .find(|n| n["name"] == name)
+            .map(|n| n["ssh"]["key_pairs"].clone())
+    };
+    assert_eq!(keys("remote"), Some(json!(["k1"])), "{items:?}");
+    assert_eq!(keys("other"), Some(json!(["k1", "k2"])), "{items:?}");
+    gw.wait_status(&alice, &other_id, "RUNNING").await;
+    assert_eq!(
+        api.delete(&format!("/v1/notebooks/{other_id}"))
+            .await
+            .status,
+        202
+    );
+    gw.wait_gone(&alice, &other_id).await;
+
     let ev = api.get(&format!("/v1/notebooks/{id}/events")).await;
     let ev = ev.expect_status(200).clone();
     let configured = events_named(&ev, "UpdateKeyPair");

@@ -87,6 +87,32 @@ pub async fn key_pair_names(conn: &mut Conn, notebook_id: &str) -> sqlx::Result<
     .await
 }
 
+/// Fills `ssh_key_pairs` of a page of rows with one query.
+async fn fill_key_pair_names(conn: &mut Conn, rows: &mut [NotebookRow]) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let placeholders = (1..=rows.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT nk.notebook_id, k.name FROM notebook_key_pairs nk \
+         JOIN key_pairs k ON k.id = nk.key_pair_id \
+         WHERE nk.notebook_id IN ({placeholders}) ORDER BY k.name"
+    );
+    let mut q = sqlx::query_as::<_, (String, String)>(&sql);
+    for r in rows.iter() {
+        q = q.bind(&r.id);
+    }
+    for (id, name) in q.fetch_all(conn).await? {
+        if let Some(r) = rows.iter_mut().find(|r| r.id == id) {
+            r.ssh_key_pairs.push(name);
+        }
+    }
+    Ok(())
+}
+
 /// Replaces the key pairs a notebook accepts.
 pub async fn set_key_pairs(
     conn: &mut Conn,
@@ -175,9 +201,7 @@ pub async fn list(conn: &mut Conn, f: &ListFilter) -> sqlx::Result<(Vec<Notebook
     .fetch_all(&mut *conn)
     .await?;
     let mut rows: Vec<NotebookRow> = rows;
-    for r in &mut rows {
-        r.ssh_key_pairs = key_pair_names(conn, &r.id).await?;
-    }
+    fill_key_pair_names(conn, &mut rows).await?;
     Ok((rows, total))
 }
 
