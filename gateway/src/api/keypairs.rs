@@ -157,11 +157,7 @@ async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<ApiJson<Items<keypairs::KeyPairRow>>> {
     let all = q.all.unwrap_or(false);
-    if all && !p.is_admin() {
-        return Err(ApiError::forbidden(
-            "all=true (everyone's key pairs) needs the admin role",
-        ));
-    }
+    super::check_all(&p, all, "key pairs")?;
     let mut conn = state.store.pool.acquire().await?;
     let owner = (!all).then_some(p.user_id.as_str());
     Ok(ApiJson(Items {

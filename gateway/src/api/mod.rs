@@ -1,4 +1,5 @@
-//! The HTTP API (`/v1`, JSON), the browser pages and the notebook proxy, as one axum router.
+//! The HTTP API (`/v1`, JSON) and the browser pages, as one axum router. The notebook proxy
+//! (`/nb/…`) is not a route: `server::serve_http` hands those requests to `proxy::serve`.
 //! One file per resource; every handler authenticates through the [`Principal`] extractor
 //! and returns [`error::ApiError`] on failure.
 //!
@@ -11,7 +12,7 @@ pub mod pages;
 pub mod users;
 
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::get;
 use serde::Serialize;
 
 use crate::auth::Principal;
@@ -29,12 +30,19 @@ pub fn router(state: AppState) -> Router {
         .merge(keypairs::routes())
         .merge(notebooks::routes())
         .merge(pages::routes())
-        .route("/nb/{id}", any(crate::proxy::handle))
-        .route("/nb/{id}/", any(crate::proxy::handle))
-        .route("/nb/{id}/{*rest}", any(crate::proxy::handle))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// `?all=true` (everyone's items) is for admins; `what` names the items in the refusal.
+pub fn check_all(p: &Principal, all: bool, what: &str) -> ApiResult<()> {
+    if all && !p.is_admin() {
+        return Err(error::ApiError::forbidden(format!(
+            "all=true (everyone's {what}) needs the admin role"
+        )));
+    }
+    Ok(())
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

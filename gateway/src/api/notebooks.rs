@@ -28,20 +28,29 @@ pub fn routes() -> Router<AppState> {
 /// The API's view of `row`, with the endpoints a client can reach it at. An SSH front door
 /// bound to every address is reported at the host the client used for this request.
 pub fn view(state: &AppState, headers: &HeaderMap, row: NotebookRow) -> NotebookView {
+    view_at(state, ssh_host(state, headers).as_deref(), row)
+}
+
+/// The host clients reach the SSH front door at: its IP, or, when it listens on every
+/// address, the host this request came to.
+fn ssh_host(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let info = state.ssh.as_ref()?;
+    if !info.addr.ip().is_unspecified() {
+        return Some(info.addr.ip().to_string());
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+        .map(|a| a.host().trim_matches(['[', ']']).to_owned());
+    Some(host.unwrap_or_else(|| "127.0.0.1".into()))
+}
+
+fn view_at(state: &AppState, ssh_host: Option<&str>, row: NotebookRow) -> NotebookView {
     let mut ssh = Vec::new();
-    if let (Some(info), true) = (&state.ssh, row.ssh_enabled) {
-        let host = if info.addr.ip().is_unspecified() {
-            headers
-                .get(axum::http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
-                .map(|a| a.host().trim_matches(['[', ']']).to_owned())
-                .unwrap_or_else(|| "127.0.0.1".into())
-        } else {
-            info.addr.ip().to_string()
-        };
+    if let (Some(info), Some(host), true) = (&state.ssh, ssh_host, row.ssh_enabled) {
         let endpoint = |port: u16, user: &str| SshEndpoint {
-            host: host.clone(),
+            host: host.to_owned(),
             port,
             user: user.to_owned(),
             host_key_fingerprint: info.fingerprint.clone(),
@@ -121,11 +130,7 @@ async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<ApiJson<Page>> {
     let all = q.all.unwrap_or(false);
-    if all && !p.is_admin() {
-        return Err(ApiError::forbidden(
-            "all=true (everyone's notebooks) needs the admin role",
-        ));
-    }
+    super::check_all(&p, all, "notebooks")?;
     if let Some(s) = &q.status
         && !status::ALL.contains(&s.as_str())
     {
@@ -147,10 +152,12 @@ async fn list(
     let mut conn = state.store.pool.acquire().await?;
     let (rows, total) = rows::list(&mut conn, &filter).await?;
     Ok(ApiJson(Page {
-        items: rows
-            .into_iter()
-            .map(|r| view(&state, &headers, r))
-            .collect(),
+        items: {
+            let host = ssh_host(&state, &headers);
+            rows.into_iter()
+                .map(|r| view_at(&state, host.as_deref(), r))
+                .collect()
+        },
         total,
     }))
 }

@@ -14,7 +14,7 @@ pub mod routes;
 pub mod upstream;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use http_body_util::BodyExt;
@@ -31,13 +31,6 @@ use upstream::ConnUpstreams;
 /// HTML larger than this is passed through unscrubbed: JupyterLab's pages are a few KiB, and
 /// a user's own large HTML file does not hold the server's token.
 const HTML_SCRUB_LIMIT: usize = 8 * 1024 * 1024;
-
-/// `/nb/{id}` and everything below it, as an axum handler (the router's route; the server
-/// sends `/nb/` requests to [`serve`] directly).
-pub async fn handle(State(state): State<AppState>, mut req: Request) -> Response {
-    let home = req.extensions_mut().remove::<ConnUpstreams>();
-    serve(&state, req, home.as_ref()).await
-}
 
 /// Proxies one request; `home` holds the upstream connections of the downstream connection
 /// it came on.

@@ -8,8 +8,7 @@
 //! docs/benchmarks.md). An upstream connection lives as long as the downstream one that
 //! opened it, or until the notebook server closes it.
 //!
-//! Requests without such a home (WebSocket upgrades, or a router used outside
-//! [`crate::server`]) get a fresh connection on a task of its own.
+//! WebSocket upgrades get a fresh connection on a task of their own.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,8 +45,8 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
 }
 
-/// The upstream connections of one downstream connection; a request finds it in its
-/// extensions.
+/// The upstream connections of one downstream connection; `server::serve_http` passes it
+/// to `proxy::serve` with each request of that connection.
 #[derive(Clone)]
 pub struct ConnUpstreams(Arc<Inner>);
 
