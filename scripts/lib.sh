@@ -26,15 +26,15 @@ need_debs() {
   fi
 }
 
-# Path of a JupyterLab virtualenv made from scripts/jupyter-requirements.txt, built once per
+# Path of a virtualenv made from the requirements file $2, named $1-<hash>, built once per
 # content hash and reused after that. A venv is not relocatable, so it is built in place and
 # marked complete at the end; an interrupted build is thrown away next time.
-jupyter_venv() {
-  local req="$ROOT/scripts/jupyter-requirements.txt"
+hashed_venv() {
+  local name="$1" req="$2"
   local venv
-  venv="$ATELIER_CACHE/jupyter-venv-$(sha256sum "$req" | cut -c1-16)"
+  venv="$ATELIER_CACHE/$name-$(sha256sum "$req" | cut -c1-16)"
   if [ ! -f "$venv/.complete" ]; then
-    log "creating the JupyterLab virtualenv $venv (once)"
+    log "creating the virtualenv $venv from $(basename "$req") (once)"
     rm -rf "$venv"
     python3 -m venv "$venv" >&2
     "$venv/bin/pip" install --disable-pip-version-check --no-input -q -r "$req" >&2
@@ -42,6 +42,12 @@ jupyter_venv() {
   fi
   printf '%s\n' "$venv"
 }
+
+# The JupyterLab virtualenv notebooks run from in the tests and benchmarks.
+jupyter_venv() { hashed_venv jupyter-venv "$ROOT/scripts/jupyter-requirements.txt"; }
+
+# The Python clients the tests use (paramiko).
+tools_venv() { hashed_venv tools-venv "$ROOT/scripts/test-tools-requirements.txt"; }
 
 # node_modules holding playwright-core (drives the system's Chromium; downloads no browser).
 browser_modules() {

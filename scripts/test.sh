@@ -10,6 +10,9 @@ need_debs bubblewrap python3-venv ca-certificates || log "continuing without the
 need_debs openssh-client
 ATELIER_TEST_JUPYTER_VENV="$(jupyter_venv)"
 export ATELIER_TEST_JUPYTER_VENV
+# paramiko, the second SSH client the SSH tests use.
+ATELIER_TEST_TOOLS_VENV="$(tools_venv)"
+export ATELIER_TEST_TOOLS_VENV
 # A real browser for the login-to-kernel journey (tests/tests/browser.rs).
 command -v node >/dev/null || need_debs nodejs npm
 need_debs chromium

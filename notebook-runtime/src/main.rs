@@ -25,6 +25,8 @@ macro_rules! log {
     }};
 }
 
+mod agent;
+mod children;
 mod reap;
 mod signals;
 mod spec;

@@ -90,7 +90,7 @@ impl Reaper {
                 if pid == self.child_pid {
                     log!("child {pid} {}", exit.describe());
                     self.child_exit = Some(exit);
-                } else {
+                } else if !crate::children::reaped(pid, status) {
                     log!("reaped descendant {pid}, which {}", exit.describe());
                 }
                 continue;

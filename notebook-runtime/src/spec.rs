@@ -30,6 +30,22 @@ pub struct Spec {
     /// How long to wait after SIGTERM before SIGKILL.
     #[serde(default = "default_grace_seconds")]
     pub grace_seconds: u64,
+    /// Serve the notebook's SSH agent (sessions, sftp, port forwarding) on a unix socket.
+    #[serde(default)]
+    pub ssh: Option<SshSpec>,
+}
+
+/// Where the SSH agent listens and whom it lets in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    /// Unix socket the agent listens on (created with mode 0600; a stale one is replaced).
+    pub socket: PathBuf,
+    /// The gateway's public key for this notebook (OpenSSH format); the only key accepted.
+    pub authorized_key: String,
+    /// Shell for sessions; default `$SHELL` of `env`, else `/bin/bash`, else `/bin/sh`.
+    #[serde(default)]
+    pub shell: Option<String>,
 }
 
 fn default_grace_seconds() -> u64 {
@@ -67,6 +83,19 @@ impl Spec {
         check_path("cwd", &self.cwd, false)?;
         check_path("log_file", &self.log_file, true)?;
         check_path("status_file", &self.status_file, true)?;
+        if let Some(ssh) = &self.ssh {
+            check_path("ssh.socket", &ssh.socket, true)?;
+            if russh::keys::PublicKey::from_openssh(ssh.authorized_key.trim()).is_err() {
+                bail!("ssh.authorized_key is not an OpenSSH public key");
+            }
+            if ssh
+                .shell
+                .as_ref()
+                .is_some_and(|s| s.is_empty() || s.contains('\0'))
+            {
+                bail!("ssh.shell must be a program path");
+            }
+        }
         if self.grace_seconds > MAX_GRACE_SECONDS {
             bail!(
                 "grace_seconds must be at most {MAX_GRACE_SECONDS} (got {})",
@@ -165,6 +194,30 @@ mod tests {
     fn rejects_huge_grace() {
         let text = MINIMAL.replace("\"argv\"", "\"grace_seconds\": 99999999, \"argv\"");
         assert!(err_of(&text).contains("grace_seconds"));
+    }
+
+    #[test]
+    fn parses_ssh_section_and_rejects_bad_keys() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEzhOvjHPu9F5jVQCwQiwVaDwzAQfxqPA2WSXYshXmC4 gw";
+        let text = MINIMAL.replace(
+            "\"argv\"",
+            &format!(
+                r#""ssh": {{"socket": "/tmp/a/ssh.sock", "authorized_key": "{key}"}}, "argv""#
+            ),
+        );
+        let spec = Spec::from_json(&text).expect("valid");
+        let ssh = spec.ssh.expect("ssh section");
+        assert_eq!(ssh.socket, PathBuf::from("/tmp/a/ssh.sock"));
+        assert_eq!(ssh.shell, None);
+        let bad = text.replace(key, "ssh-ed25519 nonsense");
+        assert!(
+            err_of(&bad).contains("ssh.authorized_key"),
+            "{}",
+            err_of(&bad)
+        );
+        let unknown = text.replace("\"socket\"", "\"bogus\": 1, \"socket\"");
+        assert!(err_of(&unknown).contains("bogus"));
     }
 
     #[test]

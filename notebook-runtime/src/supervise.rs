@@ -152,6 +152,12 @@ pub fn run(spec: &Spec) -> u8 {
         return EXIT_FAILURE;
     }
 
+    // After blocking: the agent's threads inherit the mask, so SIGCHLD stays ours. A broken
+    // agent costs SSH only; Jupyter still starts.
+    if let Err(e) = crate::agent::start(spec) {
+        log!("SSH agent not started: {e:#}");
+    }
+
     let started_at = status::unix_now();
     let child_pid = match spawn(spec) {
         Ok(pid) => pid,

@@ -83,29 +83,47 @@ pub fn runtime_bin() -> PathBuf {
     binary("atelier-notebook-runtime")
 }
 
-/// The JupyterLab virtualenv the gateway runs notebooks from (`ATELIER_TEST_JUPYTER_VENV`).
-pub fn jupyter_venv() -> PathBuf {
-    let venv = std::env::var_os("ATELIER_TEST_JUPYTER_VENV")
+/// A virtualenv that scripts/test.sh prepares and names in the environment variable `var`.
+fn prepared_venv(var: &str, what: &str, needs: &str) -> PathBuf {
+    let venv = std::env::var_os(var)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             panic!(
-                "ATELIER_TEST_JUPYTER_VENV is not set: run bash .ci/run (scripts/test.sh), which prepares a \
-                 JupyterLab 4 virtualenv under ~/.cache/atelier, and point \
-                 ATELIER_TEST_JUPYTER_VENV at it"
+                "{var} is not set: run bash .ci/run (scripts/test.sh), which prepares {what} \
+                 under ~/.cache/atelier, and point {var} at it"
             )
         });
     assert!(
         venv.is_absolute(),
-        "ATELIER_TEST_JUPYTER_VENV={} must be an absolute path",
+        "{var}={} must be an absolute path",
         venv.display()
     );
     assert!(
-        venv.join("bin/jupyter-lab").is_file(),
-        "ATELIER_TEST_JUPYTER_VENV={} holds no bin/jupyter-lab: run bash .ci/run (scripts/test.sh) to prepare it",
+        venv.join(needs).is_file(),
+        "{var}={} holds no {needs}: run bash .ci/run (scripts/test.sh) to prepare it",
         venv.display()
     );
     venv
+}
+
+/// The JupyterLab virtualenv the gateway runs notebooks from (`ATELIER_TEST_JUPYTER_VENV`).
+pub fn jupyter_venv() -> PathBuf {
+    prepared_venv(
+        "ATELIER_TEST_JUPYTER_VENV",
+        "a JupyterLab 4 virtualenv",
+        "bin/jupyter-lab",
+    )
+}
+
+/// The Python interpreter of the test tools virtualenv (paramiko), `ATELIER_TEST_TOOLS_VENV`.
+pub fn tools_python() -> PathBuf {
+    prepared_venv(
+        "ATELIER_TEST_TOOLS_VENV",
+        "a virtualenv with paramiko",
+        "bin/python",
+    )
+    .join("bin/python")
 }
 
 /// A loopback port that was free a moment ago.

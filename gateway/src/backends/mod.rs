@@ -8,6 +8,7 @@
 //!   stop(handle, grace)            SIGTERM, then SIGKILL after the grace period
 //!   delete(id, handle)             everything, including the work dir
 //!   upstream(handle) -> Upstream   where the proxy sends a notebook's traffic
+//!   ssh_link(handle) -> SshLink    where the SSH front door reaches the notebook's agent
 //! ```
 //!
 //! The handle is opaque JSON persisted in the store, so a restarted gateway re-attaches to
@@ -56,6 +57,13 @@ impl std::fmt::Debug for Upstream {
             .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a notebook's SSH agent listens and the key it accepts from the gateway (made per
+/// notebook launch; users never see it).
+pub struct SshLink {
+    pub socket: std::path::PathBuf,
+    pub key: russh::keys::PrivateKey,
 }
 
 /// The backend's view of a launched notebook.
@@ -130,7 +138,15 @@ pub trait Backend: Send + Sync + 'static {
 
     fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError>;
 
-    /// Run a command inside the notebook (the SSH front door uses this).
+    /// How the SSH front door reaches the notebook's SSH agent (`notebook-runtime`).
+    async fn ssh_link(&self, _handle: &Handle) -> Result<SshLink, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend has no SSH sessions into notebooks",
+            self.name()
+        )))
+    }
+
+    /// Run a command inside the notebook.
     async fn exec(
         &self,
         _handle: &Handle,

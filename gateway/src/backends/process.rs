@@ -3,9 +3,16 @@
 //!
 //! ```text
 //! gateway ──spawn (own session)──► atelier-notebook-runtime --spec run/spec.json
-//!                                     └─► [bwrap …] jupyter lab   (config in run/config/)
-//! <data>/notebooks/{id}/work    the notebook's files: survive stop, removed by delete
-//! <data>/notebooks/{id}/run     spec, Jupyter config (with its token), status, logs
+//!            no sandbox:            ├─► jupyter lab   (config in run/config/)
+//!                                   └─  SSH agent on run/agent/ssh.sock
+//!            with bubblewrap:       └─► bwrap … atelier-notebook-runtime --spec run/agent/spec.json
+//!                                         ├─► jupyter lab
+//!                                         └─  SSH agent (sessions run inside the sandbox)
+//! <data>/notebooks/{id}/work       the notebook's files: survive stop, removed by delete
+//! <data>/notebooks/{id}/run        spec, Jupyter config (with its token), status, the SSH
+//!                                  link key (ssh_link_key; the gateway's only)
+//! <data>/notebooks/{id}/run/agent  the inner spec and status, jupyter.log, ssh.sock: the
+//!                                  part of the run dir the sandbox can write
 //! ```
 //!
 //! The runtime runs in its own session, so it outlives the gateway (also a `kill -9`); the
@@ -26,7 +33,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::jupyter_env::JupyterEnv;
-use super::{Backend, BackendError, Handle, NotebookSpec, Observed, Progress, StopMode, Upstream};
+use super::{
+    Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode, Upstream,
+};
 use crate::config::{SandboxMode, Settings};
 use crate::events::EventKind;
 
@@ -34,6 +43,11 @@ use crate::events::EventKind;
 /// own relay has no cap, so this is the end-to-end limit. Jupyter's separate rate limit on
 /// printed output (`iopub_data_rate_limit`, which protects browsers from floods) is kept.
 const WS_MAX_MESSAGE: u64 = 64 * 1024 * 1024;
+
+/// In the run dir: the private key the gateway uses to reach the notebook's SSH agent.
+const LINK_KEY_FILE: &str = "ssh_link_key";
+/// In the agent dir: the agent's socket.
+const AGENT_SOCKET: &str = "ssh.sock";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ProcessHandle {
@@ -113,7 +127,7 @@ impl ProcessBackend {
     }
 
     fn log_tail(&self, id: &str) -> String {
-        let path = self.notebook_dir(id).join("run/jupyter.log");
+        let path = self.notebook_dir(id).join("run/agent/jupyter.log");
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().rev().take(12).collect();
         lines.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -255,11 +269,19 @@ impl Backend for ProcessBackend {
                 .await
                 .context("creating HOME")?;
         }
-        let mut argv = match &self.sandbox {
-            Some(bwrap) => sandbox_argv(bwrap, &self.data_dir, &venv, &config_dir, &work),
-            None => Vec::new(),
-        };
-        argv.extend([jupyter.to_string_lossy().into_owned(), "lab".into()]);
+        let agent_dir = run.join("agent");
+        tokio::fs::create_dir_all(&agent_dir)
+            .await
+            .context("creating the agent dir")?;
+        let link_key = crate::ssh::keys::generate_ed25519(&format!("atelier-gateway-{}", spec.id))
+            .context("making the notebook's SSH link key")?;
+        write_private(
+            &run.join(LINK_KEY_FILE),
+            link_key.private_openssh.as_bytes(),
+        )?;
+        let authorized_key =
+            crate::ssh::keys::to_openssh(&link_key.public).context("the SSH link key")?;
+        let jupyter_argv = vec![jupyter.to_string_lossy().into_owned(), "lab".to_owned()];
         let path_var = format!(
             "{}:/usr/local/bin:/usr/bin:/bin",
             venv.join("bin").display()
@@ -278,14 +300,67 @@ impl Backend for ProcessBackend {
             "JUPYTERLAB_WORKSPACES_DIR": home.join(".jupyter/lab/workspaces"),
             "ATELIER_NOTEBOOK_ID": spec.id,
         });
-        let runtime_spec = json!({
-            "argv": argv,
-            "env": env,
-            "cwd": work,
-            "log_file": run.join("jupyter.log"),
-            "status_file": run.join("status.json"),
-            "grace_seconds": self.grace_secs,
+        let log_file = agent_dir.join("jupyter.log");
+        let ssh = json!({
+            "socket": agent_dir.join(AGENT_SOCKET),
+            "authorized_key": authorized_key,
         });
+        // Without a sandbox one runtime does everything. With one, the runtime outside
+        // supervises bwrap, and a second runtime inside it runs Jupyter and the SSH agent, so
+        // SSH sessions share Jupyter's confinement (its /tmp, its processes).
+        let runtime_spec = match &self.sandbox {
+            None => json!({
+                "argv": jupyter_argv,
+                "env": env,
+                "cwd": work,
+                "log_file": log_file,
+                "status_file": run.join("status.json"),
+                "grace_seconds": self.grace_secs,
+                "ssh": ssh,
+            }),
+            Some(bwrap) => {
+                let inner = json!({
+                    "argv": jupyter_argv,
+                    "env": env,
+                    "cwd": work,
+                    "log_file": log_file,
+                    "status_file": agent_dir.join("status.json"),
+                    "grace_seconds": self.grace_secs,
+                    "ssh": ssh,
+                });
+                let inner_path = agent_dir.join("spec.json");
+                write_private(
+                    &inner_path,
+                    &serde_json::to_vec_pretty(&inner).context("spec")?,
+                )?;
+                let mut argv = sandbox_argv(
+                    bwrap,
+                    &SandboxPaths {
+                        data_dir: &self.data_dir,
+                        venv: &venv,
+                        config_dir: &config_dir,
+                        work: &work,
+                        agent_dir: &agent_dir,
+                        runtime_bin: &self.runtime_bin,
+                    },
+                );
+                argv.extend([
+                    self.runtime_bin.to_string_lossy().into_owned(),
+                    "--spec".to_owned(),
+                    inner_path.to_string_lossy().into_owned(),
+                ]);
+                json!({
+                    "argv": argv,
+                    "env": env,
+                    "cwd": work,
+                    "log_file": log_file,
+                    "status_file": run.join("status.json"),
+                    // The runtime inside needs a grace period for Jupyter and one for what
+                    // is left; this one waits for both.
+                    "grace_seconds": self.grace_secs * 2 + 2,
+                })
+            }
+        };
         let spec_path = run.join("spec.json");
         write_private(
             &spec_path,
@@ -465,6 +540,30 @@ impl Backend for ProcessBackend {
         }
     }
 
+    async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
+        let id = self.notebook_id_of(handle).unwrap_or_default();
+        let run = self.notebook_dir(&id).join("run");
+        let key = match tokio::fs::read_to_string(run.join(LINK_KEY_FILE)).await {
+            Ok(text) => zeroize::Zeroizing::new(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BackendError::Unsupported(
+                    "this notebook was started by an older gateway without SSH sessions; stop and start it once".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e)
+                    .context("reading the SSH link key")
+                    .into());
+            }
+        };
+        let key = russh::keys::PrivateKey::from_openssh(key.as_bytes())
+            .map_err(|e| anyhow::anyhow!("the notebook's SSH link key is unreadable: {e}"))?;
+        Ok(SshLink {
+            socket: run.join("agent").join(AGENT_SOCKET),
+            key,
+        })
+    }
+
     fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError> {
         let h = Self::decode(handle)?;
         Ok(Upstream {
@@ -479,13 +578,26 @@ impl Backend for ProcessBackend {
 /// only the virtualenv and this notebook's Jupyter config put back; its own PID namespace and
 /// `/proc`, so no other process (and no other process's root) can be reached; and no
 /// capabilities, so a notebook running as root cannot undo any of it.
-fn sandbox_argv(
-    bwrap: &Path,
-    data_dir: &Path,
-    venv: &Path,
-    config_dir: &Path,
-    work: &Path,
-) -> Vec<String> {
+/// What the sandbox puts back into the hidden data dir.
+struct SandboxPaths<'a> {
+    data_dir: &'a Path,
+    venv: &'a Path,
+    config_dir: &'a Path,
+    work: &'a Path,
+    /// The runtime's side of the run dir (its spec, status, log and SSH socket), writable.
+    agent_dir: &'a Path,
+    runtime_bin: &'a Path,
+}
+
+fn sandbox_argv(bwrap: &Path, p: &SandboxPaths) -> Vec<String> {
+    let SandboxPaths {
+        data_dir,
+        venv,
+        config_dir,
+        work,
+        agent_dir,
+        runtime_bin,
+    } = *p;
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let mut a: Vec<String> = vec![s(bwrap)];
     let mut push = |args: &[&str]| a.extend(args.iter().map(|x| x.to_string()));
@@ -503,6 +615,8 @@ fn sandbox_argv(
     push(&["--tmpfs", &s(data_dir)]);
     push(&["--ro-bind", &s(venv), &s(venv)]);
     push(&["--ro-bind", &s(config_dir), &s(config_dir)]);
+    push(&["--ro-bind", &s(runtime_bin), &s(runtime_bin)]);
+    push(&["--bind", &s(agent_dir), &s(agent_dir)]);
     push(&["--bind", &s(work), &s(work), "--chdir", &s(work), "--"]);
     a
 }
@@ -580,10 +694,14 @@ mod tests {
         let p = |x: &str| PathBuf::from(x);
         let argv = sandbox_argv(
             &p("/usr/bin/bwrap"),
-            &p("/d"),
-            &p("/d/venv"),
-            &p("/d/nb/1/run/config"),
-            &p("/d/nb/1/work"),
+            &SandboxPaths {
+                data_dir: &p("/d"),
+                venv: &p("/d/venv"),
+                config_dir: &p("/d/nb/1/run/config"),
+                work: &p("/d/nb/1/work"),
+                agent_dir: &p("/d/nb/1/run/agent"),
+                runtime_bin: &p("/opt/atelier/atelier-notebook-runtime"),
+            },
         );
         let joined = argv.join(" ");
         for needed in [
@@ -592,6 +710,8 @@ mod tests {
             "--cap-drop ALL",
             "--tmpfs /d",
             "--bind /d/nb/1/work /d/nb/1/work",
+            "--bind /d/nb/1/run/agent /d/nb/1/run/agent",
+            "--ro-bind /opt/atelier/atelier-notebook-runtime /opt/atelier/atelier-notebook-runtime",
         ] {
             assert!(joined.contains(needed), "{needed} missing from {joined}");
         }
@@ -599,6 +719,7 @@ mod tests {
         let hide = joined.find("--tmpfs /d").unwrap();
         assert!(hide < joined.find("--ro-bind /d/venv").unwrap());
         assert!(hide < joined.find("--bind /d/nb/1/work").unwrap());
+        assert!(hide < joined.find("--bind /d/nb/1/run/agent").unwrap());
         assert_eq!(argv.last().map(String::as_str), Some("--"));
     }
 

@@ -4,5 +4,6 @@
 pub mod host_key;
 pub mod keys;
 pub mod ports;
+pub mod relay;
 pub mod server;
 pub mod whitelist;

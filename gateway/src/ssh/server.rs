@@ -1,27 +1,33 @@
-//! The SSH front door (work in progress): one port for all notebooks, the user name picks
-//! the notebook (its name or id). It authenticates with the notebook's key pairs, checks
-//! the whitelist, and records every login and refusal in the audit log.
+//! The SSH front door: one port for all notebooks, where the user name picks the notebook
+//! (its name or id), and each SSH notebook's own port, where the user is `ma-user`. It
+//! authenticates with the notebook's key pairs, checks the whitelist, records every login
+//! and refusal in the audit log, and relays the channels into the notebook (`ssh::relay`).
 //!
 //! ```text
 //! client ──TCP──► accept ──► handshake (host key: ssh::host_key) ──► publickey auth
 //!                                 user = notebook name or id ──► candidates (store)
 //!                                 offered key ∈ notebook's key pairs? whitelist? enabled?
-//!        ◄── session channels: relayed into the notebook (notebook-runtime; not built yet)
+//!        ──► logged in to a RUNNING notebook: link to its agent opened in the background
+//!        ◄──► channels: session, direct-tcpip, tcpip-forward relayed over the link
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use russh::keys::{PrivateKey, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId};
+use russh::{Channel, ChannelId, Sig};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Action, Target};
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
+use crate::ssh::relay::{self, Activity, Link, Request};
 use crate::ssh::whitelist;
 use crate::store::notebooks::{self as rows, SshTarget};
 
@@ -64,12 +70,17 @@ pub async fn serve(
                 }
             },
         };
+        let front = Arc::new(OnceLock::new());
         let mut handler = Conn {
             state: state.clone(),
             peer,
             notebook: notebook.clone(),
             login: None,
             audited: HashSet::new(),
+            front: front.clone(),
+            link: None,
+            activity: None,
+            sessions: HashMap::new(),
         };
         if let Some(id) = &notebook {
             match handler.own_port_target(id).await {
@@ -92,6 +103,7 @@ pub async fn serve(
                 }
             };
             let handle = session.handle();
+            let _ = front.set(handle.clone());
             tokio::select! {
                 r = session => {
                     if let Err(e) = r {
@@ -151,6 +163,20 @@ struct Conn {
     /// Refusals already written to the audit log on this connection (a client tries each of
     /// its keys in turn).
     audited: HashSet<(String, Refusal)>,
+    /// This connection's own session, to open channels towards the client.
+    front: Arc<OnceLock<russh::server::Handle>>,
+    /// The link to the notebook's agent: opened at login, shared by every channel.
+    link: Option<LinkFuture>,
+    activity: Option<Activity>,
+    sessions: HashMap<ChannelId, Slot>,
+}
+
+type LinkFuture = Shared<BoxFuture<'static, Result<Arc<Link>, String>>>;
+
+/// A session channel: relayed, or failed with the message its shell or command gets.
+enum Slot {
+    Relay(relay::Session),
+    Failed(String),
 }
 
 impl Conn {
@@ -276,17 +302,66 @@ impl Conn {
         session.close(channel)
     }
 
-    fn unavailable_message(&self) -> String {
-        match &self.login {
-            Some(t) if t.status != RUNNING => format!(
-                "atelier: notebook {} is {}, not RUNNING; start it first (atelier notebook start {})",
-                t.name, t.status, t.name
-            ),
-            Some(t) => format!(
-                "atelier: notebook {} authenticated you, but sessions into notebooks are not available in this build yet",
-                t.name
-            ),
-            None => "atelier: not logged in".into(),
+    /// Starts opening the link to the logged-in notebook's agent (once per connection).
+    fn link(&mut self) -> LinkFuture {
+        if let Some(link) = &self.link {
+            return link.clone();
+        }
+        let future: BoxFuture<'static, Result<Arc<Link>, String>> =
+            match (&self.login, self.front.get(), &self.activity) {
+                (Some(t), Some(front), Some(activity)) => {
+                    let task = tokio::spawn(relay::open(
+                        self.state.clone(),
+                        t.id.clone(),
+                        front.clone(),
+                        activity.clone(),
+                    ));
+                    async move {
+                        task.await
+                            .unwrap_or_else(|_| Err("atelier: the gateway is shutting down".into()))
+                    }
+                    .boxed()
+                }
+                _ => async { Err("atelier: not logged in".to_owned()) }.boxed(),
+            };
+        let shared = future.shared();
+        self.link = Some(shared.clone());
+        shared
+    }
+
+    /// Relays a request of a session channel, or ends the channel with its failure.
+    async fn request(
+        &mut self,
+        channel: ChannelId,
+        request: Request<'_>,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let starts = matches!(
+            request,
+            Request::Shell | Request::Exec(_) | Request::Subsystem(_)
+        );
+        match self.sessions.get(&channel) {
+            Some(Slot::Relay(s)) => {
+                if s.request(request).await {
+                    session.channel_success(channel)
+                } else {
+                    session.channel_failure(channel)
+                }
+            }
+            // The message comes with the shell or command; setup requests pass.
+            Some(Slot::Failed(message)) if starts => {
+                let message = message.clone();
+                Self::fail_channel(session, channel, &message)
+            }
+            Some(Slot::Failed(_)) => session.channel_success(channel),
+            None => session.channel_failure(channel),
+        }
+    }
+
+    fn relayed(&self, channel: ChannelId) -> Option<&relay::Session> {
+        match self.sessions.get(&channel) {
+            Some(Slot::Relay(s)) => Some(s),
+            _ => None,
         }
     }
 }
@@ -349,10 +424,17 @@ impl russh::server::Handler for Conn {
                     &detail,
                 )
                 .await;
-                if target.status == RUNNING {
-                    self.state.routes.touch_notebook(&target.id);
+                let running = target.status == RUNNING;
+                let activity = Activity::new(self.state.routes.clone(), &target.id);
+                if running {
+                    activity.touch();
                 }
+                self.activity = Some(activity);
                 self.login = Some(target);
+                if running {
+                    // Open the link while the client sets up its channels.
+                    drop(self.link());
+                }
                 Ok(Auth::Accept)
             }
             Err((refusal, target)) => {
@@ -364,22 +446,124 @@ impl russh::server::Handler for Conn {
 
     async fn channel_open_session(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let id = channel.id();
+        let slot = match self.link().await {
+            Ok(link) => {
+                let activity = self.activity.clone();
+                match activity {
+                    Some(activity) => match link.session(channel, session.handle(), activity).await
+                    {
+                        Ok(s) => Slot::Relay(s),
+                        Err(e) => Slot::Failed(format!(
+                            "atelier: the notebook's SSH agent refused a session ({e})"
+                        )),
+                    },
+                    None => Slot::Failed("atelier: not logged in".into()),
+                }
+            }
+            Err(message) => Slot::Failed(message),
+        };
+        self.sessions.insert(id, slot);
         reply.accept().await;
         Ok(())
     }
 
-    async fn exec_request(
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Ok(link), Some(activity)) = (self.link().await, self.activity.clone()) else {
+            reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        tokio::spawn(link.direct_tcpip(
+            channel,
+            reply,
+            host_to_connect.to_owned(),
+            port_to_connect,
+            (originator_address.to_owned(), originator_port),
+            activity,
+        ));
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(link) = self.link().await else {
+            return Ok(false);
+        };
+        match link.tcpip_forward(address, *port).await {
+            Some(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(link) = self.link().await else {
+            return Ok(false);
+        };
+        Ok(link.cancel_tcpip_forward(address, port).await)
+    }
+
+    async fn pty_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let message = self.unavailable_message();
-        Self::fail_channel(session, channel, &message)
+        let request = Request::Pty {
+            term,
+            cols: col_width,
+            rows: row_height,
+            px_width: pix_width,
+            px_height: pix_height,
+            modes,
+        };
+        self.request(channel, request, session).await
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(
+            channel,
+            Request::Env(variable_name, variable_value),
+            session,
+        )
+        .await
     }
 
     async fn shell_request(
@@ -387,7 +571,87 @@ impl russh::server::Handler for Conn {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let message = self.unavailable_message();
-        Self::fail_channel(session, channel, &message)
+        self.request(channel, Request::Shell, session).await
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, Request::Exec(data), session).await
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, Request::Subsystem(name), session)
+            .await
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(s) = self.relayed(channel) {
+            s.window_change(col_width, row_height, pix_width, pix_height)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(s) = self.relayed(channel) {
+            s.signal(signal).await;
+        }
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(s) = self.relayed(channel) {
+            s.data(Bytes::copy_from_slice(data)).await;
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(s) = self.relayed(channel) {
+            s.eof().await;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(Slot::Relay(s)) = self.sessions.remove(&channel) {
+            s.close().await;
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,473 @@
+//! Relaying a user's SSH channels to the notebook's SSH agent (`notebook-runtime`).
+//!
+//! ```text
+//! user ──SSH──► front door (ssh::server::Conn) ──link: SSH over a unix socket──► agent
+//!   session channel  requests answered in order: forwarded, the agent's reply awaited
+//!                    input  ─► queue ─► writer task ─► agent channel
+//!                    output ◄─ reader task ◄─ agent channel (data, stderr, exit, close)
+//!   direct-tcpip     both channels as byte streams, copied both ways
+//!   tcpip-forward    forwarded to the agent; its forwarded-tcpip channels come back here
+//! ```
+//!
+//! One link per user connection, opened when the user logs in to a running notebook and
+//! authenticated with the notebook's link key (made per launch, never shown to anyone).
+//! The link is a local socket, so it negotiates the `none` cipher: no second encryption.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use russh::client;
+use russh::keys::PrivateKeyWithHashAlg;
+use russh::server::{self, ChannelOpenHandle};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backends::Handle as BackendHandle;
+use crate::notebooks::status::RUNNING;
+use crate::proxy::routes::RouteTable;
+use crate::server::AppState;
+use crate::store::notebooks as rows;
+
+/// How long opening the link may take before the user is told.
+const LINK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Input chunks queued per channel before the user's connection waits for the notebook.
+const INPUT_QUEUE: usize = 256;
+/// While a session channel is open, it counts as activity this often even without traffic
+/// (a long-running command is work).
+const OPEN_CHANNEL_TICK: Duration = Duration::from_secs(60);
+
+/// An open link to one notebook's agent.
+pub struct Link {
+    handle: client::Handle<LinkClient>,
+}
+
+/// The agent's side calls back here to open `forwarded-tcpip` channels to the user.
+struct LinkClient {
+    front: server::Handle,
+    activity: Activity,
+}
+
+impl client::Handler for LinkClient {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // The socket sits in the notebook's run dir, which only the gateway and that
+        // notebook reach; the notebook is its owner's own.
+        Ok(true)
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let front = self.front.clone();
+        let activity = self.activity.clone();
+        let (address, origin) = (connected_address.to_owned(), originator_address.to_owned());
+        tokio::spawn(async move {
+            match front
+                .channel_open_forwarded_tcpip(address, connected_port, origin, originator_port)
+                .await
+            {
+                Ok(user) => {
+                    reply.accept().await;
+                    activity.touch();
+                    bridge(user, channel).await;
+                }
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Counts SSH traffic as notebook activity, at most once a second.
+#[derive(Clone)]
+pub struct Activity {
+    routes: RouteTable,
+    notebook_id: Arc<str>,
+    last: Arc<AtomicI64>,
+}
+
+impl Activity {
+    pub fn new(routes: RouteTable, notebook_id: &str) -> Activity {
+        Activity {
+            routes,
+            notebook_id: notebook_id.into(),
+            last: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    pub fn touch(&self) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if self.last.swap(now, Ordering::Relaxed) != now {
+            self.routes.touch_notebook(&self.notebook_id);
+        }
+    }
+}
+
+/// Connects to a unix socket; paths longer than `sun_path` allows go through the
+/// directory's descriptor (`/proc/self/fd/N/name`).
+async fn connect_unix(path: &Path) -> std::io::Result<tokio::net::UnixStream> {
+    if path.as_os_str().len() < 100 {
+        return tokio::net::UnixStream::connect(path).await;
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return tokio::net::UnixStream::connect(path).await;
+    };
+    let dir = std::fs::File::open(dir)?;
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
+    let stream = tokio::net::UnixStream::connect(&short).await;
+    drop(dir);
+    stream
+}
+
+fn link_config() -> Arc<client::Config> {
+    Arc::new(client::Config {
+        preferred: russh::Preferred {
+            kex: std::borrow::Cow::Borrowed(&[
+                russh::kex::CURVE25519,
+                russh::kex::EXTENSION_SUPPORT_AS_CLIENT,
+                russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
+            ]),
+            cipher: std::borrow::Cow::Borrowed(&[russh::cipher::NONE]),
+            mac: std::borrow::Cow::Borrowed(&[russh::mac::NONE]),
+            ..Default::default()
+        },
+        inactivity_timeout: None,
+        channel_buffer_size: 256,
+        ..Default::default()
+    })
+}
+
+/// Opens the link to a running notebook's agent. The error is the text the user sees.
+pub async fn open(
+    state: AppState,
+    notebook_id: String,
+    front: server::Handle,
+    activity: Activity,
+) -> Result<Arc<Link>, String> {
+    let unavailable =
+        |why: String| format!("atelier: cannot open a session in the notebook: {why}");
+    let row =
+        {
+            let mut conn =
+                state.store.pool.acquire().await.map_err(|e| {
+                    unavailable(format!("the gateway's store is unavailable ({e})"))
+                })?;
+            rows::get(&mut conn, &notebook_id)
+                .await
+                .map_err(|e| unavailable(format!("the gateway's store is unavailable ({e})")))?
+        };
+    let Some(row) = row else {
+        return Err("atelier: the notebook no longer exists".into());
+    };
+    if row.status != RUNNING {
+        return Err(format!(
+            "atelier: notebook {} is {}, not RUNNING; start it first (atelier notebook start {})",
+            row.name, row.status, row.name
+        ));
+    }
+    let handle: BackendHandle = row
+        .handle
+        .as_deref()
+        .and_then(|h| serde_json::from_str(h).ok())
+        .ok_or_else(|| unavailable("it has no runtime handle yet; try again in a moment".into()))?;
+    let link = state
+        .lifecycle
+        .backend()
+        .ssh_link(&handle)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let connect = async {
+        let stream = connect_unix(&link.socket).await.map_err(|e| {
+            format!(
+                "the notebook's SSH agent does not answer ({e}); if the notebook was started by an older gateway, stop and start it"
+            )
+        })?;
+        let mut handle =
+            client::connect_stream(link_config(), stream, LinkClient { front, activity })
+                .await
+                .map_err(|e| format!("the notebook's SSH agent failed the handshake ({e})"))?;
+        let auth = handle
+            .authenticate_publickey(
+                "atelier-gateway",
+                PrivateKeyWithHashAlg::new(Arc::new(link.key), None),
+            )
+            .await
+            .map_err(|e| format!("the notebook's SSH agent failed the handshake ({e})"))?;
+        if !auth.success() {
+            return Err(
+                "the notebook's SSH agent refused the gateway's key; stop and start the notebook"
+                    .to_owned(),
+            );
+        }
+        Ok(Arc::new(Link { handle }))
+    };
+    match tokio::time::timeout(LINK_TIMEOUT, connect).await {
+        Ok(r) => r.map_err(unavailable),
+        Err(_) => Err(unavailable(format!(
+            "its SSH agent did not answer within {} s",
+            LINK_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+impl Link {
+    pub async fn tcpip_forward(&self, address: &str, port: u32) -> Option<u32> {
+        self.handle.tcpip_forward(address, port).await.ok()
+    }
+
+    pub async fn cancel_tcpip_forward(&self, address: &str, port: u32) -> bool {
+        self.handle
+            .cancel_tcpip_forward(address, port)
+            .await
+            .is_ok()
+    }
+
+    /// Opens a `direct-tcpip` channel from inside the notebook and relays `user` to it.
+    pub async fn direct_tcpip(
+        self: Arc<Self>,
+        user: Channel<server::Msg>,
+        reply: ChannelOpenHandle,
+        host: String,
+        port: u32,
+        originator: (String, u32),
+        activity: Activity,
+    ) {
+        match self
+            .handle
+            .channel_open_direct_tcpip(host, port, originator.0, originator.1)
+            .await
+        {
+            Ok(agent) => {
+                reply.accept().await;
+                activity.touch();
+                bridge(user, agent).await;
+            }
+            Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+        }
+    }
+
+    /// Opens the agent's side of a session channel and starts relaying its output to the
+    /// user's side.
+    pub async fn session(
+        &self,
+        user: Channel<server::Msg>,
+        front: server::Handle,
+        activity: Activity,
+    ) -> Result<Session, russh::Error> {
+        let agent = self.handle.channel_open_session().await?;
+        let user_id = user.id();
+        // Requests and input arrive through the handler's callbacks; only the write half
+        // of the user's channel is kept (its reader would fill up unread).
+        let (_, user_out) = user.split();
+        let (agent_in, agent_out) = agent.split();
+        let agent_out = Arc::new(agent_out);
+        let (replies_tx, replies_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+        tokio::spawn(feed(agent_out.clone(), input_rx, activity.clone()));
+        tokio::spawn(pump(
+            agent_in, user_out, front, user_id, replies_rx, activity,
+        ));
+        Ok(Session {
+            agent: agent_out,
+            replies: replies_tx,
+            input: input_tx,
+        })
+    }
+}
+
+enum Input {
+    Data(Bytes),
+    Eof,
+}
+
+/// The gateway's view of one relayed session channel.
+pub struct Session {
+    agent: Arc<ChannelWriteHalf<client::Msg>>,
+    /// Waiters for the agent's replies to requests, in order.
+    replies: mpsc::UnboundedSender<oneshot::Sender<bool>>,
+    input: mpsc::Sender<Input>,
+}
+
+/// A channel request relayed to the agent.
+pub enum Request<'a> {
+    Pty {
+        term: &'a str,
+        cols: u32,
+        rows: u32,
+        px_width: u32,
+        px_height: u32,
+        modes: &'a [(russh::Pty, u32)],
+    },
+    Env(&'a str, &'a str),
+    Shell,
+    Exec(&'a [u8]),
+    Subsystem(&'a str),
+}
+
+impl Session {
+    /// Sends a request and waits for the agent's answer (requests are answered in order,
+    /// so each reply reaches the user paired with the request it answers).
+    pub async fn request(&self, request: Request<'_>) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.replies.send(tx).is_err() {
+            return false;
+        }
+        let a = &self.agent;
+        let sent = match request {
+            Request::Pty {
+                term,
+                cols,
+                rows,
+                px_width,
+                px_height,
+                modes,
+            } => {
+                a.request_pty(true, term, cols, rows, px_width, px_height, modes)
+                    .await
+            }
+            Request::Env(name, value) => a.set_env(true, name, value).await,
+            Request::Shell => a.request_shell(true).await,
+            Request::Exec(command) => a.exec(true, command.to_vec()).await,
+            Request::Subsystem(name) => a.request_subsystem(true, name).await,
+        };
+        if sent.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    pub async fn window_change(&self, cols: u32, rows: u32, px_width: u32, px_height: u32) {
+        let _ = self
+            .agent
+            .window_change(cols, rows, px_width, px_height)
+            .await;
+    }
+
+    pub async fn signal(&self, signal: russh::Sig) {
+        let _ = self.agent.signal(signal).await;
+    }
+
+    pub async fn data(&self, data: Bytes) {
+        let _ = self.input.send(Input::Data(data)).await;
+    }
+
+    pub async fn eof(&self) {
+        let _ = self.input.send(Input::Eof).await;
+    }
+
+    pub async fn close(&self) {
+        let _ = self.agent.close().await;
+    }
+}
+
+/// User input to the agent, in order, waiting for the agent's window.
+async fn feed(
+    agent: Arc<ChannelWriteHalf<client::Msg>>,
+    mut input: mpsc::Receiver<Input>,
+    activity: Activity,
+) {
+    while let Some(item) = input.recv().await {
+        match item {
+            Input::Data(data) => {
+                activity.touch();
+                if agent.data_bytes(data).await.is_err() {
+                    break;
+                }
+            }
+            Input::Eof => {
+                let _ = agent.eof().await;
+            }
+        }
+    }
+    while input.recv().await.is_some() {}
+}
+
+/// The agent's side of a session channel back to the user: output, replies, exit, close.
+async fn pump(
+    mut agent: russh::ChannelReadHalf,
+    user: ChannelWriteHalf<server::Msg>,
+    front: server::Handle,
+    user_id: ChannelId,
+    mut replies: mpsc::UnboundedReceiver<oneshot::Sender<bool>>,
+    activity: Activity,
+) {
+    let mut tick = tokio::time::interval(OPEN_CHANNEL_TICK);
+    loop {
+        let msg = tokio::select! {
+            m = agent.wait() => m,
+            _ = tick.tick() => {
+                activity.touch();
+                continue;
+            }
+        };
+        let Some(msg) = msg else { break };
+        match msg {
+            ChannelMsg::Data { data } => {
+                activity.touch();
+                if user.data_bytes(data).await.is_err() {
+                    break;
+                }
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                activity.touch();
+                if user.extended_data_bytes(ext, data).await.is_err() {
+                    break;
+                }
+            }
+            ChannelMsg::Success | ChannelMsg::Failure => {
+                let ok = matches!(msg, ChannelMsg::Success);
+                if let Ok(waiter) = replies.try_recv() {
+                    let _ = waiter.send(ok);
+                }
+            }
+            ChannelMsg::Eof => {
+                let _ = user.eof().await;
+            }
+            ChannelMsg::ExitStatus { exit_status } => {
+                let _ = user.exit_status(exit_status).await;
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                let _ = front
+                    .exit_signal_request(user_id, signal_name, core_dumped, error_message, lang_tag)
+                    .await;
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    // Requests still waiting get a failure.
+    replies.close();
+    while let Ok(waiter) = replies.try_recv() {
+        let _ = waiter.send(false);
+    }
+    let _ = user.close().await;
+}
+
+/// Copies two byte-stream channels (port forwards) into each other until both are done.
+async fn bridge(user: Channel<server::Msg>, agent: Channel<client::Msg>) {
+    let mut user = user.into_stream();
+    let mut agent = agent.into_stream();
+    let _ = tokio::io::copy_bidirectional(&mut user, &mut agent).await;
+}

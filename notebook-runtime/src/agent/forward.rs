@@ -1,0 +1,106 @@
+//! Port forwarding from inside the notebook: `direct-tcpip` (`ssh -L`, VS Code's tunnels)
+//! connects from here, and `tcpip-forward` (`ssh -R`) listens here on loopback.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::Duration;
+
+use russh::server::{ChannelOpenHandle, Handle, Msg};
+use russh::{Channel, ChannelOpenFailure};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// How long a `direct-tcpip` connect may take before the channel is refused.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to `host:port` from inside the notebook and relays the channel to it.
+pub async fn direct(channel: Channel<Msg>, host: String, port: u32, reply: ChannelOpenHandle) {
+    let Ok(port) = u16::try_from(port) else {
+        reply.reject(ChannelOpenFailure::ConnectFailed).await;
+        return;
+    };
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(_)) | Err(_) => {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    reply.accept().await;
+    relay(channel, tcp).await;
+}
+
+async fn relay(channel: Channel<Msg>, mut tcp: TcpStream) {
+    let mut stream = channel.into_stream();
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
+}
+
+/// The remote forwards of one connection. Every listener stops when this is dropped.
+#[derive(Default)]
+pub struct Remote {
+    listeners: HashMap<(String, u32), JoinHandle<()>>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        for (_, task) in self.listeners.drain() {
+            task.abort();
+        }
+    }
+}
+
+impl Remote {
+    /// Listens on the notebook's loopback (as sshd with `GatewayPorts no`) and opens a
+    /// `forwarded-tcpip` channel back for every connection. Returns the bound port.
+    pub async fn listen(&mut self, address: &str, port: u32, handle: Handle) -> io::Result<u32> {
+        let wanted = u16::try_from(port)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "port out of range"))?;
+        let listener = TcpListener::bind(("127.0.0.1", wanted)).await?;
+        let bound = u32::from(listener.local_addr()?.port());
+        // The client matches forwarded connections by the address and port it asked for
+        // (port 0 becomes the one we chose).
+        let key = (address.to_owned(), if port == 0 { bound } else { port });
+        let (connected_address, connected_port) = key.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let handle = handle.clone();
+                let address = connected_address.clone();
+                tokio::spawn(async move {
+                    let channel = handle
+                        .channel_open_forwarded_tcpip(
+                            address,
+                            connected_port,
+                            peer.ip().to_string(),
+                            u32::from(peer.port()),
+                        )
+                        .await;
+                    if let Ok(channel) = channel {
+                        let _ = tcp.set_nodelay(true);
+                        relay(channel, tcp).await;
+                    }
+                });
+            }
+        });
+        if let Some(old) = self.listeners.insert(key, task) {
+            old.abort();
+        }
+        Ok(bound)
+    }
+
+    pub fn cancel(&mut self, address: &str, port: u32) -> bool {
+        match self.listeners.remove(&(address.to_owned(), port)) {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
