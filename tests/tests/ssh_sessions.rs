@@ -440,6 +440,44 @@ async fn sessions_files_and_forwards_reach_inside_the_notebook() {
     .await;
     assert!(seen > started);
 
+    // A client that vanishes (killed, network gone) leaves nothing running in the notebook.
+    let seconds = 4000 + std::process::id() % 1000;
+    let marker = format!("sleep {seconds}");
+    // As /proc/PID/cmdline has it (arguments end with NUL); the client's own has a space.
+    let needle = format!("sleep\0{seconds}\0");
+    let mut client = ssh
+        .ssh("box", &[], &format!("exec {marker}"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client_pid = client.id() as i32;
+    let remote = || {
+        atelier_tests::processes_mentioning(std::ffi::OsStr::new(&needle))
+            .into_iter()
+            .filter(|p| *p != client_pid)
+            .collect::<Vec<_>>()
+    };
+    atelier_tests::eventually(
+        "the remote command to start",
+        Duration::from_secs(30),
+        || {
+            let found = remote();
+            async move { (!found.is_empty()).then_some(()) }
+        },
+    )
+    .await;
+    client.kill().unwrap();
+    client.wait().unwrap();
+    atelier_tests::eventually(
+        "the remote command to end with its client",
+        Duration::from_secs(30),
+        || {
+            let found = remote();
+            async move { found.is_empty().then_some(()) }
+        },
+    )
+    .await;
+
     // What OpenSSH's client never sends: a window change mid-session, and a signal (with
     // the program's death by it reported back as exit-signal).
     let pem = std::fs::read_to_string(&k1).unwrap();
