@@ -2,6 +2,7 @@
 //! refusals (wrong key, whitelist, SSH off, unknown notebook) with audit rows, a stopped
 //! notebook's clear message, and a host key that survives restarts.
 
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,6 +59,33 @@ impl Ssh<'_> {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+}
+
+impl Ssh<'_> {
+    /// A session left running, with its stdout and stderr piped.
+    fn spawn(&self, key: &Path, user: &str, command: &str) -> std::process::Child {
+        Command::new("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .arg("-i")
+            .arg(key)
+            .args(["-p", &self.gw.ssh_addr.port().to_string()])
+            .arg(format!("{user}@{}", self.gw.ssh_addr.ip()))
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running ssh")
     }
 }
 
@@ -330,10 +358,27 @@ async fn ssh_logins_are_checked_refused_and_audited() {
         )
         .await;
     r.expect_status(200);
+    // A session open while the notebook stops ends, and says why.
+    let mut open_session = ssh.spawn(&k1, "remote", "echo in; exec sleep 600");
+    let mut first = [0u8; 3];
+    open_session
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    assert_eq!(&first, b"in\n");
     api.post_empty(&format!("/v1/notebooks/{id}/stop"))
         .await
         .expect_status(202);
     gw.wait_status(&alice, &id, "STOPPED").await;
+    let ended = open_session.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&ended.stderr);
+    assert!(
+        said.contains("the notebook stopped"),
+        "{said} {:?}",
+        ended.status
+    );
     let out = ssh.run(&k1, "remote", &[], "true");
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("is STOPPED"), "{}", out.stderr);

@@ -40,6 +40,10 @@ const INPUT_QUEUE: usize = 256;
 /// (a long-running command is work).
 const OPEN_CHANNEL_TICK: Duration = Duration::from_secs(60);
 
+/// Told to a session ended by the notebook stopping.
+const STOPPED_NOTE: Bytes =
+    Bytes::from_static(b"\r\natelier: the session ended: the notebook stopped or restarted\r\n");
+
 /// An open link to one notebook's agent.
 pub struct Link {
     handle: client::Handle<LinkClient>,
@@ -108,6 +112,11 @@ impl Activity {
             notebook_id: notebook_id.into(),
             last: Arc::new(AtomicI64::new(0)),
         }
+    }
+
+    /// Whether the notebook is still RUNNING (not stopping, stopped or gone).
+    async fn notebook_running(&self) -> bool {
+        matches!(self.routes.get(&self.notebook_id).await, Ok(Some(r)) if r.status == RUNNING)
     }
 
     pub fn touch(&self) {
@@ -409,6 +418,7 @@ async fn pump(
     activity: Activity,
 ) {
     let mut tick = tokio::time::interval(OPEN_CHANNEL_TICK);
+    let mut eof_pending = false;
     loop {
         let msg = tokio::select! {
             m = agent.wait() => m,
@@ -417,7 +427,11 @@ async fn pump(
                 continue;
             }
         };
-        let Some(msg) = msg else { break };
+        let Some(msg) = msg else {
+            // The link went away without the channel closing: the notebook stopped.
+            let _ = user.extended_data_bytes(1, STOPPED_NOTE).await;
+            break;
+        };
         match msg {
             ChannelMsg::Data { data } => {
                 activity.touch();
@@ -437,10 +451,13 @@ async fn pump(
                     let _ = waiter.send(ok);
                 }
             }
-            ChannelMsg::Eof => {
-                let _ = user.eof().await;
-            }
+            // Held back until the exit status: a note about a stopping notebook must come
+            // before it (the agent sends its EOF right before the status anyway).
+            ChannelMsg::Eof => eof_pending = true,
             ChannelMsg::ExitStatus { exit_status } => {
+                if std::mem::take(&mut eof_pending) {
+                    let _ = user.eof().await;
+                }
                 let _ = user.exit_status(exit_status).await;
             }
             ChannelMsg::ExitSignal {
@@ -449,6 +466,13 @@ async fn pump(
                 error_message,
                 lang_tag,
             } => {
+                // Killed because the notebook is stopping: say so, not just "signal TERM".
+                if !activity.notebook_running().await {
+                    let _ = user.extended_data_bytes(1, STOPPED_NOTE).await;
+                }
+                if std::mem::take(&mut eof_pending) {
+                    let _ = user.eof().await;
+                }
                 let _ = front
                     .exit_signal_request(user_id, signal_name, core_dumped, error_message, lang_tag)
                     .await;
@@ -456,6 +480,9 @@ async fn pump(
             ChannelMsg::Close => break,
             _ => {}
         }
+    }
+    if eof_pending {
+        let _ = user.eof().await;
     }
     // Requests still waiting get a failure.
     replies.close();
