@@ -70,6 +70,9 @@ pub async fn serve(
                 }
             },
         };
+        // russh applies its `nodelay` setting only in its own accept loop; without it the
+        // last packets of an exchange wait ~40 ms for a delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let front = Arc::new(OnceLock::new());
         let mut handler = Conn {
             state: state.clone(),
