@@ -23,6 +23,7 @@ pub enum Action {
     DeleteKeyPair,
     SshLogin,
     SshLoginRefused,
+    RenewNotebook,
 }
 
 impl Action {
@@ -43,9 +44,13 @@ impl Action {
             Action::DeleteKeyPair => "deleteKeyPair",
             Action::SshLogin => "sshLogin",
             Action::SshLoginRefused => "sshLoginRefused",
+            Action::RenewNotebook => "renewNotebook",
         }
     }
 }
+
+/// The user name of rows for what the gateway does by itself (automatic stops).
+pub const SYSTEM: &str = "atelier";
 
 /// What an audit row is about.
 pub struct Target<'a> {

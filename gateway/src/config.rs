@@ -70,6 +70,11 @@ pub struct Settings {
     pub log_format: String,
     /// Lifetime of a browser session.
     pub session_hours: u32,
+    /// Warning before any automatic stop, in seconds (env ATELIER_STOP_WARNING).
+    pub stop_warning_secs: u64,
+    /// How many seconds one hour of an auto-stop lease lasts (env ATELIER_LEASE_HOUR): 3600;
+    /// less only for tests and demos.
+    pub lease_hour_secs: u64,
     pub quota: Quota,
     pub backend: BackendSettings,
     pub flavors: Vec<Flavor>,
@@ -158,6 +163,8 @@ impl Default for Settings {
             admin_token: None,
             log_format: "text".into(),
             session_hours: 24 * 7,
+            stop_warning_secs: 300,
+            lease_hour_secs: 3600,
             quota: Quota::default(),
             backend: BackendSettings::default(),
             flavors: vec![
@@ -293,6 +300,16 @@ impl Settings {
         if let Some(v) = env("ATELIER_LOG_FORMAT") {
             self.log_format = v;
         }
+        if let Some(v) = env("ATELIER_STOP_WARNING") {
+            self.stop_warning_secs = v.parse().with_context(|| {
+                format!("ATELIER_STOP_WARNING={v:?} is not a number of seconds")
+            })?;
+        }
+        if let Some(v) = env("ATELIER_LEASE_HOUR") {
+            self.lease_hour_secs = v
+                .parse()
+                .with_context(|| format!("ATELIER_LEASE_HOUR={v:?} is not a number of seconds"))?;
+        }
         Ok(())
     }
 
@@ -303,6 +320,9 @@ impl Settings {
         if self.data_dir.is_relative() {
             let cwd = std::env::current_dir().context("current directory")?;
             self.data_dir = cwd.join(&self.data_dir);
+        }
+        if self.lease_hour_secs == 0 {
+            bail!("lease_hour_secs (ATELIER_LEASE_HOUR) must be at least 1 second");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format {:?}: expected text or json", self.log_format);

@@ -47,6 +47,12 @@ pub enum EventKind {
     JupyterProcessKilled,
     /// `NotebookHealthy` with the "restored" text of seed table 6-16.
     NotebookRestored,
+    /// The seed's idle-stop event: the warning before, and the stop.
+    StopNotebookResourceIdle,
+    /// (proposed) the lease's equivalent of `StopNotebookResourceIdle`.
+    StopNotebookLeaseExpired,
+    /// (proposed) the auto-stop deadline moved (renew).
+    RenewNotebook,
 }
 
 impl EventKind {
@@ -68,6 +74,9 @@ impl EventKind {
             EventKind::UpdateWhitelist => "UpdateWhitelist",
             EventKind::NotebookUnhealthy => "NotebookUnhealthy",
             EventKind::JupyterProcessKilled => "JupyterProcessKilled",
+            EventKind::StopNotebookResourceIdle => "StopNotebookResourceIdle",
+            EventKind::StopNotebookLeaseExpired => "StopNotebookLeaseExpired",
+            EventKind::RenewNotebook => "RenewNotebook",
         }
     }
 
@@ -91,6 +100,13 @@ impl EventKind {
             EventKind::UpdateWhitelist => "Updating the instance access whitelist",
             EventKind::NotebookUnhealthy => "The instance is unhealthy.",
             EventKind::JupyterProcessKilled => "The Jupyter process has been stopped.",
+            EventKind::StopNotebookResourceIdle => {
+                "The notebook instance will automatically stop or has automatically stopped because resources are idle."
+            }
+            EventKind::StopNotebookLeaseExpired => {
+                "The notebook instance will automatically stop or has automatically stopped because its auto-stop time has been reached."
+            }
+            EventKind::RenewNotebook => "The auto-stop time of the instance has been extended.",
         }
     }
 
@@ -100,7 +116,8 @@ impl EventKind {
             | EventKind::PullingImage
             | EventKind::PulledImage
             | EventKind::UpdateName
-            | EventKind::UpdateDescription => Severity::Warning,
+            | EventKind::UpdateDescription
+            | EventKind::RenewNotebook => Severity::Warning,
             EventKind::NotebookHealthy
             | EventKind::NotebookRestored
             | EventKind::StopNotebook
@@ -108,7 +125,9 @@ impl EventKind {
             | EventKind::UpdateImage
             | EventKind::ConfigureKeyPair
             | EventKind::UpdateKeyPair
-            | EventKind::UpdateWhitelist => Severity::Major,
+            | EventKind::UpdateWhitelist
+            | EventKind::StopNotebookResourceIdle
+            | EventKind::StopNotebookLeaseExpired => Severity::Major,
             EventKind::CreateNotebookFailed
             | EventKind::PullImageFailed
             | EventKind::StartNotebookFailed
@@ -202,6 +221,11 @@ mod tests {
                 "JupyterProcessKilled",
                 "Critical",
             ),
+            (
+                EventKind::StopNotebookResourceIdle,
+                "StopNotebookResourceIdle",
+                "Major",
+            ),
         ];
         for (kind, name, severity) in table {
             assert_eq!(kind.name(), name);
@@ -210,6 +234,10 @@ mod tests {
         assert_eq!(
             EventKind::StopNotebook.description(),
             "The instance has been stopped."
+        );
+        assert_eq!(
+            EventKind::StopNotebookResourceIdle.description(),
+            "The notebook instance will automatically stop or has automatically stopped because resources are idle."
         );
     }
 }

@@ -107,6 +107,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .context("resuming notebooks")?;
     let backend = state.lifecycle.backend().clone();
     tokio::spawn(async move { backend.warm_up().await });
+    let lease_hour = state.settings.lease_hour_secs;
+    if lease_hour != 3600 {
+        tracing::warn!(
+            lease_hour_secs = lease_hour,
+            "ATELIER_LEASE_HOUR is set: one hour of an auto-stop lease lasts {lease_hour} s, not 3600 (for tests and demos only)"
+        );
+        eprintln!(
+            "WARNING: one hour of an auto-stop lease lasts {lease_hour} s here (ATELIER_LEASE_HOUR); for tests and demos only"
+        );
+    }
 
     let shutdown = CancellationToken::new();
     let loops = tokio_util::task::TaskTracker::new();
@@ -116,6 +126,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     loops.spawn(flush_loop(state.clone(), shutdown.clone()));
+    loops.spawn(crate::notebooks::autostop::run_loop(
+        state.lifecycle.clone(),
+        shutdown.clone(),
+    ));
     loops.close();
 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {

@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/images", get(images))
         .route("/v1/audit", get(audit_list))
         .route("/v1/ssh", get(ssh_info))
+        .route("/metrics", get(metrics))
         .merge(users::routes())
         .merge(keypairs::routes())
         .merge(notebooks::routes())
@@ -43,6 +44,27 @@ pub fn check_all(p: &Principal, all: bool, what: &str) -> ApiResult<()> {
         )));
     }
     Ok(())
+}
+
+/// Prometheus text format (admins, or a scraper with an admin token).
+async fn metrics(p: Principal) -> ApiResult<impl axum::response::IntoResponse> {
+    p.require_admin()?;
+    let mut text = String::from(
+        "# HELP atelier_notebook_auto_stops_total Notebooks the gateway stopped by itself since it started, by reason.\n\
+         # TYPE atelier_notebook_auto_stops_total counter\n",
+    );
+    for (reason, count) in crate::notebooks::autostop::stop_counts() {
+        text.push_str(&format!(
+            "atelier_notebook_auto_stops_total{{reason=\"{reason}\"}} {count}\n"
+        ));
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

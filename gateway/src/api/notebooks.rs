@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notebooks/{id}", get(show).patch(update).delete(delete))
         .route("/v1/notebooks/{id}/start", post(start))
         .route("/v1/notebooks/{id}/stop", post(stop))
+        .route("/v1/notebooks/{id}/renew", post(renew))
         .route("/v1/notebooks/{id}/events", get(list_events))
 }
 
@@ -185,17 +186,53 @@ async fn update(
     Ok(ApiJson(view(&state, &headers, row)))
 }
 
+/// `POST /v1/notebooks/{id}/start`, optionally with `{"auto_stop": {...}}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    auto_stop: Option<crate::notebooks::AutoStop>,
+}
+
 async fn start(
     p: Principal,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
+    body: Option<ApiJson<StartRequest>>,
 ) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
+    let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     Ok((
         StatusCode::ACCEPTED,
-        ApiJson(view(&state, &headers, state.lifecycle.start(g).await?)),
+        ApiJson(view(
+            &state,
+            &headers,
+            state.lifecycle.start(g, req.auto_stop).await?,
+        )),
     ))
+}
+
+/// `POST /v1/notebooks/{id}/renew`, optionally with `{"hours": N}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewRequest {
+    hours: Option<i64>,
+}
+
+async fn renew(
+    p: Principal,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    body: Option<ApiJson<RenewRequest>>,
+) -> ApiResult<ApiJson<NotebookView>> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    let req = body.map(|ApiJson(r)| r).unwrap_or_default();
+    Ok(ApiJson(view(
+        &state,
+        &headers,
+        state.lifecycle.renew(g, req.hours).await?,
+    )))
 }
 
 async fn stop(

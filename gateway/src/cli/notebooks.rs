@@ -23,7 +23,7 @@ pub enum NotebookCommand {
     /// Show one notebook.
     Get(Target),
     /// Start a stopped or failed notebook.
-    Start(StartStopArgs),
+    Start(StartArgs),
     /// Stop a running notebook.
     Stop(StartStopArgs),
     /// Delete a notebook and its files.
@@ -31,6 +31,8 @@ pub enum NotebookCommand {
     Delete(DeleteArgs),
     /// Change a notebook's name, description, flavor or image.
     Update(UpdateArgs),
+    /// Push a running notebook's auto-stop time back (by its auto-stop duration, or --hours).
+    Renew(RenewArgs),
     /// Show a notebook's events, oldest first.
     Events(Target),
     /// Print the notebook's URL to open in a browser.
@@ -107,12 +109,8 @@ pub struct CreateArgs {
     /// Image (see `atelier image list`); the default image when omitted.
     #[arg(long)]
     pub image: Option<String>,
-    /// Stop the notebook after this many idle hours (1-72; default 1).
-    #[arg(long, value_name = "N", conflicts_with = "no_auto_stop")]
-    pub auto_stop_hours: Option<u32>,
-    /// Never stop the notebook automatically.
-    #[arg(long)]
-    pub no_auto_stop: bool,
+    #[command(flatten)]
+    pub auto_stop: AutoStopArgs,
     #[command(flatten)]
     pub ssh: SshArgs,
     #[command(flatten)]
@@ -152,6 +150,47 @@ impl SshArgs {
         }
         (!ssh.is_empty()).then_some(Value::Object(ssh))
     }
+}
+
+/// The auto-stop lease, at create and at start.
+#[derive(clap::Args, Debug)]
+pub struct AutoStopArgs {
+    /// Stop the notebook after it has run this many hours (1-72; default 1), unless renewed.
+    #[arg(long, value_name = "N", conflicts_with = "no_auto_stop")]
+    pub auto_stop_hours: Option<u32>,
+    /// Never stop the notebook automatically.
+    #[arg(long)]
+    pub no_auto_stop: bool,
+}
+
+impl AutoStopArgs {
+    fn body(&self) -> Option<Value> {
+        if self.no_auto_stop {
+            Some(json!({"enabled": false, "duration_hours": 1}))
+        } else {
+            self.auto_stop_hours
+                .map(|h| json!({"enabled": true, "duration_hours": h}))
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub base: StartStopArgs,
+    /// Auto-stop for this run (the notebook keeps the choice).
+    #[command(flatten)]
+    pub auto_stop: AutoStopArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RenewArgs {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+    /// How many hours to add (1-72; default: the notebook's auto-stop duration).
+    #[arg(long, value_name = "N")]
+    pub hours: Option<u32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -268,6 +307,17 @@ async fn resolve(api: &Api, arg: &str) -> Result<(String, Option<String>), CliEr
     Ok((id, Some(name)))
 }
 
+/// `3725` → `1h 2m 5s`.
+fn duration_words(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
+    }
+}
+
 fn id_segments(id: &str) -> [&str; 3] {
     ["v1", "notebooks", id]
 }
@@ -277,8 +327,12 @@ pub async fn run(ctx: &Ctx, cmd: NotebookCommand) -> Result<(), CliError> {
         NotebookCommand::List(a) => list(ctx, a).await,
         NotebookCommand::Create(a) => create(ctx, a).await,
         NotebookCommand::Get(t) => get(ctx, &t.notebook).await,
-        NotebookCommand::Start(a) => start_stop(ctx, a, Action::Start).await,
-        NotebookCommand::Stop(a) => start_stop(ctx, a, Action::Stop).await,
+        NotebookCommand::Start(a) => {
+            let body = a.auto_stop.body().map(|b| json!({ "auto_stop": b }));
+            start_stop(ctx, a.base, Action::Start, body).await
+        }
+        NotebookCommand::Stop(a) => start_stop(ctx, a, Action::Stop, None).await,
+        NotebookCommand::Renew(a) => renew(ctx, a).await,
         NotebookCommand::Delete(a) => delete(ctx, a).await,
         NotebookCommand::Update(a) => update(ctx, a).await,
         NotebookCommand::Events(t) => events(ctx, &t.notebook).await,
@@ -361,16 +415,8 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), CliError> {
     if let Some(i) = a.image {
         body.insert("image".into(), i.into());
     }
-    if a.no_auto_stop {
-        body.insert(
-            "auto_stop".into(),
-            json!({"enabled": false, "duration_hours": 1}),
-        );
-    } else if let Some(h) = a.auto_stop_hours {
-        body.insert(
-            "auto_stop".into(),
-            json!({"enabled": true, "duration_hours": h}),
-        );
+    if let Some(auto_stop) = a.auto_stop.body() {
+        body.insert("auto_stop".into(), auto_stop);
     }
     if let Some(ssh) = a.ssh.body() {
         body.insert("ssh".into(), ssh);
@@ -404,13 +450,49 @@ enum Action {
     Stop,
 }
 
-async fn start_stop(ctx: &Ctx, a: StartStopArgs, action: Action) -> Result<(), CliError> {
+async fn renew(ctx: &Ctx, a: RenewArgs) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+    let body = a.hours.map(|h| json!({ "hours": h }));
+    let reply = ctx
+        .api
+        .post(&["v1", "notebooks", &id, "renew"], body.as_ref())
+        .await?;
+    if ctx.json {
+        return print_json(&reply.raw, None);
+    }
+    let nb = &reply.value;
+    let auto = &nb["auto_stop"];
+    match (
+        auto.get("stop_at").and_then(Value::as_str),
+        auto.get("remaining_seconds").and_then(Value::as_i64),
+    ) {
+        (Some(at), Some(left)) => out(&sanitize(&format!(
+            "notebook {} ({}) stops at {} (in {}) unless renewed",
+            cell(nb, "name"),
+            cell(nb, "id"),
+            at.get(..19).unwrap_or(at).replace('T', " "),
+            duration_words(left)
+        ))),
+        _ => out(&status_line(nb)),
+    }
+    Ok(())
+}
+
+async fn start_stop(
+    ctx: &Ctx,
+    a: StartStopArgs,
+    action: Action,
+    body: Option<Value>,
+) -> Result<(), CliError> {
     let (id, _) = resolve(&ctx.api, &a.notebook).await?;
     let (verb, target, failed): (&str, &str, &[&str]) = match action {
         Action::Start => ("start", "RUNNING", &["START_FAILED", "ERROR", "DELETING"]),
         Action::Stop => ("stop", "STOPPED", &["ERROR", "DELETING"]),
     };
-    let reply = ctx.api.post(&["v1", "notebooks", &id, verb], None).await?;
+    let reply = ctx
+        .api
+        .post(&["v1", "notebooks", &id, verb], body.as_ref())
+        .await?;
     if !a.wait.wait {
         return report(ctx, &reply.raw, &reply.value);
     }
@@ -511,10 +593,23 @@ pub fn describe(nb: &Value, base: &str) -> String {
         Some(a) if a.get("enabled").and_then(Value::as_bool) == Some(false) => {
             "disabled".to_string()
         }
-        Some(a) => match a.get("duration_hours").and_then(Value::as_u64) {
-            Some(h) => format!("after {h}h idle"),
-            None => "enabled".to_string(),
-        },
+        Some(a) => {
+            let after = match a.get("duration_hours").and_then(Value::as_u64) {
+                Some(h) => format!("after {h}h running"),
+                None => "enabled".to_string(),
+            };
+            match (
+                a.get("stop_at").and_then(Value::as_str),
+                a.get("remaining_seconds").and_then(Value::as_i64),
+            ) {
+                (Some(at), Some(left)) => format!(
+                    "{after}; stops at {} (in {}) unless renewed",
+                    at.get(..19).unwrap_or(at).replace('T', " "),
+                    duration_words(left)
+                ),
+                _ => after,
+            }
+        }
         None => "-".to_string(),
     };
     let url = match nb.get("url").and_then(Value::as_str) {
@@ -854,7 +949,20 @@ mod tests {
             d.contains("Status:        START_FAILED (image pull failed)\n"),
             "{d}"
         );
-        assert!(d.contains("Auto-stop:     after 3h idle\n"), "{d}");
+        assert!(d.contains("Auto-stop:     after 3h running\n"), "{d}");
+        let mut running = nb.clone();
+        running["auto_stop"]["stop_at"] = json!("2026-11-27T20:00:00.000000Z");
+        running["auto_stop"]["remaining_seconds"] = json!(3725);
+        let d = describe(&running, "http://h:8000");
+        assert!(
+            d.contains(
+                "Auto-stop:     after 3h running; stops at 2026-11-27 20:00:00 (in 1h 2m 5s) unless renewed\n"
+            ),
+            "{d}"
+        );
+        assert_eq!(duration_words(59), "59s");
+        assert_eq!(duration_words(61), "1m 1s");
+        assert_eq!(duration_words(-4), "0s");
         assert!(
             d.contains("URL:           http://h:8000/nb/abc/lab\n"),
             "{d}"

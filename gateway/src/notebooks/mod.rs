@@ -11,6 +11,7 @@
 //! move a notebook out of one state. Tasks are resumable: a gateway that restarts in the
 //! middle of one runs it again from the stored status ([`Lifecycle::resume`]).
 
+pub mod autostop;
 pub mod health;
 pub mod validate;
 
@@ -77,7 +78,7 @@ pub struct NotebookView {
     pub status_reason: Option<String>,
     pub flavor: String,
     pub image: String,
-    pub auto_stop: AutoStop,
+    pub auto_stop: AutoStopView,
     pub ssh: SshView,
     /// How to reach the notebook besides `url` (filled by the API, which knows the gateway's
     /// addresses).
@@ -98,6 +99,17 @@ pub struct AutoStop {
 
 fn default_hours() -> i64 {
     1
+}
+
+/// Auto-stop as the API shows it: the choice, and while running the deadline.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoStopView {
+    pub enabled: bool,
+    pub duration_hours: i64,
+    /// When the notebook stops by itself unless renewed (running with auto-stop on).
+    pub stop_at: Option<String>,
+    /// Seconds until `stop_at` (0 once it passed and the stop is under way).
+    pub remaining_seconds: Option<i64>,
 }
 
 /// A notebook's SSH settings as the API shows them.
@@ -148,6 +160,7 @@ fn split_whitelist(stored: &str) -> Vec<String> {
 
 impl From<NotebookRow> for NotebookView {
     fn from(r: NotebookRow) -> Self {
+        let running = r.status == RUNNING;
         NotebookView {
             url: format!("/nb/{}/lab", r.id),
             id: r.id,
@@ -158,9 +171,17 @@ impl From<NotebookRow> for NotebookView {
             status_reason: r.status_reason,
             flavor: r.flavor,
             image: r.image,
-            auto_stop: AutoStop {
-                enabled: r.auto_stop_enabled,
-                duration_hours: r.auto_stop_hours,
+            auto_stop: {
+                let stop_at = r.stop_at.filter(|_| r.auto_stop_enabled && running);
+                AutoStopView {
+                    enabled: r.auto_stop_enabled,
+                    duration_hours: r.auto_stop_hours,
+                    remaining_seconds: stop_at
+                        .as_deref()
+                        .and_then(autostop::remaining_seconds)
+                        .map(|s| s.max(0)),
+                    stop_at,
+                }
             },
             ssh: SshView {
                 enabled: r.ssh_enabled,
@@ -238,6 +259,10 @@ impl Lifecycle {
         &self.inner.backend
     }
 
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
     pub async fn create(
         &self,
         who: &Principal,
@@ -307,6 +332,8 @@ impl Lifecycle {
             ssh_enabled,
             ssh_whitelist: whitelist.join(","),
             ssh_port: None,
+            stop_at: None,
+            stop_warned_at: None,
             ssh_key_pairs: key_pairs,
         };
         let key_ids = resolve_key_pairs(&mut tx, &who.user_id, &row.ssh_key_pairs).await?;
@@ -332,9 +359,24 @@ impl Lifecycle {
         Ok(row)
     }
 
-    pub async fn start(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
-        self.request_transition(&grant, START_FROM, STARTING, Action::StartNotebook)
-            .await?;
+    /// Start; `auto_stop` (seed AS-05: "when you created or started") replaces the
+    /// notebook's choice.
+    pub async fn start(
+        &self,
+        grant: NotebookGrant,
+        auto_stop: Option<AutoStop>,
+    ) -> Result<NotebookRow, ApiError> {
+        if let Some(a) = &auto_stop {
+            validate::auto_stop_hours(a.duration_hours)?;
+        }
+        self.request_transition_with(
+            &grant,
+            START_FROM,
+            STARTING,
+            Action::StartNotebook,
+            auto_stop.as_ref(),
+        )
+        .await?;
         self.spawn_bring_up(grant.notebook().id.clone(), false);
         self.reload(&grant.notebook().id).await
     }
@@ -534,6 +576,18 @@ impl Lifecycle {
         to: &str,
         action: Action,
     ) -> Result<(), ApiError> {
+        self.request_transition_with(grant, from, to, action, None)
+            .await
+    }
+
+    async fn request_transition_with(
+        &self,
+        grant: &NotebookGrant,
+        from: &[&str],
+        to: &str,
+        action: Action,
+        auto_stop: Option<&AutoStop>,
+    ) -> Result<(), ApiError> {
         let nb = grant.notebook();
         let mut tx = self.inner.store.write().await?;
         if !rows::transition(&mut tx, &nb.id, from, to, None, &store::now()).await? {
@@ -546,6 +600,9 @@ impl Lifecycle {
                 _ => "delete",
             };
             return Err(state_error(&current, verb, from));
+        }
+        if let Some(a) = auto_stop {
+            rows::set_auto_stop(&mut tx, &nb.id, a.enabled, a.duration_hours).await?;
         }
         audit::record(
             &mut tx,
@@ -651,6 +708,15 @@ impl Lifecycle {
         match result {
             Ok(()) => {
                 if rows::transition(&mut tx, id, &[from], RUNNING, None, &store::now()).await? {
+                    // The lease counts from now (seed: "when you created or started").
+                    let stop_at = row.auto_stop_enabled.then(|| {
+                        store::format_time(autostop::deadline(
+                            time::OffsetDateTime::now_utc(),
+                            row.auto_stop_hours,
+                            self.inner.settings.lease_hour_secs,
+                        ))
+                    });
+                    rows::set_stop_at(&mut tx, id, stop_at.as_deref()).await?;
                     rows::set_unhealthy(&mut tx, id, false).await?;
                     events::record(&mut tx, id, EventKind::NotebookHealthy, None).await?;
                 }
@@ -696,8 +762,13 @@ impl Lifecycle {
         match result {
             Ok(()) => {
                 rows::set_handle(&mut tx, id, None).await?;
-                if rows::transition(&mut tx, id, &[STOPPING], STOPPED, None, &store::now()).await? {
-                    events::record(&mut tx, id, EventKind::StopNotebook, None).await?;
+                rows::set_stop_at(&mut tx, id, None).await?;
+                // An automatic stop keeps its reason ("auto-stopped: …") on the stopped notebook.
+                let reason = row.status_reason.as_deref();
+                if rows::transition(&mut tx, id, &[STOPPING], STOPPED, reason, &store::now())
+                    .await?
+                {
+                    events::record(&mut tx, id, EventKind::StopNotebook, reason).await?;
                 }
             }
             Err(e) => {
@@ -763,6 +834,104 @@ impl Lifecycle {
 
     /// After a gateway start: run again every task a previous gateway left unfinished, and
     /// check that notebooks recorded as running still are.
+    /// Stops a running notebook by the gateway's own decision: RUNNING → STOPPING with the
+    /// reason on the notebook, the reason's event and an audit row, then the usual stop.
+    pub(crate) async fn auto_stop(
+        &self,
+        row: &NotebookRow,
+        reason: autostop::Reason,
+        detail: &str,
+    ) -> anyhow::Result<()> {
+        let status_reason = format!("auto-stopped: {}", reason.as_str());
+        let mut tx = self.inner.store.write().await?;
+        if !rows::transition(
+            &mut tx,
+            &row.id,
+            &[RUNNING],
+            STOPPING,
+            Some(&status_reason),
+            &store::now(),
+        )
+        .await?
+        {
+            return Ok(());
+        }
+        events::record(&mut tx, &row.id, reason.event(), Some(detail)).await?;
+        audit::record(
+            &mut tx,
+            audit::SYSTEM,
+            Action::StopNotebook,
+            target(row),
+            "accepted",
+            Some(detail),
+        )
+        .await?;
+        tx.commit().await?;
+        autostop::count_stop(reason);
+        tracing::info!(notebook = %row.id, reason = reason.as_str(), "stopping a notebook automatically");
+        self.inner.routes.invalidate(&row.id);
+        self.spawn_stop(row.id.clone());
+        Ok(())
+    }
+
+    /// Moves a running notebook's auto-stop deadline `hours` (default: its duration) later,
+    /// counted from the current deadline (or now, once it passed), at most 72 hours ahead.
+    pub async fn renew(
+        &self,
+        grant: NotebookGrant,
+        hours: Option<i64>,
+    ) -> Result<NotebookRow, ApiError> {
+        let nb = grant.notebook();
+        if let Some(h) = hours {
+            validate::renew_hours(h)?;
+        }
+        let mut tx = self.inner.store.write().await?;
+        let row = rows::get(&mut tx, &nb.id)
+            .await?
+            .ok_or_else(|| crate::auth::authz::not_found(&nb.id))?;
+        if row.status != RUNNING {
+            return Err(state_error(&row, "renew", &[RUNNING]));
+        }
+        if !row.auto_stop_enabled {
+            return Err(ApiError::conflict(format!(
+                "notebook {} has auto-stop off, so there is nothing to renew; turn it on when starting it (auto_stop.enabled)",
+                row.name
+            )));
+        }
+        let hours = hours.unwrap_or(row.auto_stop_hours);
+        let now = time::OffsetDateTime::now_utc();
+        let lease_hour = self.inner.settings.lease_hour_secs;
+        let current = row
+            .stop_at
+            .as_deref()
+            .and_then(autostop::parse_time)
+            .unwrap_or(now);
+        let new = autostop::deadline(current.max(now), hours, lease_hour).min(autostop::deadline(
+            now,
+            validate::MAX_AUTO_STOP_HOURS,
+            lease_hour,
+        ));
+        let new_text = store::format_time(new);
+        rows::set_stop_at(&mut tx, &row.id, Some(&new_text)).await?;
+        let detail = format!(
+            "auto-stop moved from {} to {new_text}",
+            store::format_time(current)
+        );
+        events::record(&mut tx, &row.id, EventKind::RenewNotebook, Some(&detail)).await?;
+        audit::record(
+            &mut tx,
+            &grant.principal().name,
+            Action::RenewNotebook,
+            target(&row),
+            "ok",
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
+        self.inner.routes.invalidate(&row.id);
+        self.reload(&row.id).await
+    }
+
     pub async fn resume(&self) -> anyhow::Result<()> {
         let pending = {
             let mut conn = self.inner.store.pool.acquire().await?;

@@ -78,6 +78,18 @@ pub fn auto_stop_hours(h: i64) -> Result<i64, ApiError> {
     Ok(h)
 }
 
+/// The longest lease (and the furthest a renew reaches ahead).
+pub const MAX_AUTO_STOP_HOURS: i64 = 72;
+
+pub fn renew_hours(h: i64) -> Result<i64, ApiError> {
+    if !AUTO_STOP_HOURS.contains(&h) {
+        return Err(ApiError::invalid(format!(
+            "hours: {h} is out of range; renew by a whole number of hours from 1 to 72"
+        )));
+    }
+    Ok(h)
+}
+
 /// The seed's whitelist limit: at most five addresses.
 pub const WHITELIST_MAX: usize = 5;
 /// Key pairs one notebook may accept.

@@ -27,6 +27,10 @@ pub struct NotebookRow {
     pub ssh_whitelist: String,
     /// The notebook's own SSH port (user `ma-user`), once SSH is on.
     pub ssh_port: Option<i64>,
+    /// The auto-stop deadline while running with auto-stop on.
+    pub stop_at: Option<String>,
+    /// When the warning before `stop_at` was given.
+    pub stop_warned_at: Option<String>,
     /// Names of the key pairs SSH accepts (filled by [`get`] and [`list`]).
     #[sqlx(skip)]
     pub ssh_key_pairs: Vec<String>,
@@ -35,7 +39,7 @@ pub struct NotebookRow {
 const SELECT: &str = "SELECT n.id, n.owner_id, u.name AS owner, n.name, n.description, n.flavor, n.image, \
     n.status, n.status_reason, n.unhealthy, n.auto_stop_enabled, n.auto_stop_hours, n.backend, n.handle, \
     n.created_at, n.updated_at, n.last_activity_at, n.ssh_enabled, n.ssh_whitelist, \
-    n.ssh_port FROM notebooks n JOIN users u ON u.id = n.owner_id";
+    n.ssh_port, n.stop_at, n.stop_warned_at FROM notebooks n JOIN users u ON u.id = n.owner_id";
 
 pub async fn insert(conn: &mut Conn, n: &NotebookRow) -> sqlx::Result<()> {
     sqlx::query(
@@ -245,6 +249,44 @@ pub async fn transition(
     Ok(r.rows_affected() == 1)
 }
 
+/// Sets (or clears) the auto-stop deadline; a new deadline gets a new warning.
+pub async fn set_stop_at(conn: &mut Conn, id: &str, stop_at: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query("UPDATE notebooks SET stop_at = $1, stop_warned_at = NULL WHERE id = $2")
+        .bind(stop_at)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that the warning for the current deadline was given; false if it already was.
+pub async fn mark_stop_warned(conn: &mut Conn, id: &str, now: &str) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE notebooks SET stop_warned_at = $1 WHERE id = $2 AND stop_warned_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Sets the auto-stop choice (at start).
+pub async fn set_auto_stop(
+    conn: &mut Conn,
+    id: &str,
+    enabled: bool,
+    hours: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE notebooks SET auto_stop_enabled = $1, auto_stop_hours = $2 WHERE id = $3")
+        .bind(enabled)
+        .bind(hours)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn set_handle(conn: &mut Conn, id: &str, handle: Option<&str>) -> sqlx::Result<()> {
     sqlx::query("UPDATE notebooks SET handle = $1 WHERE id = $2")
         .bind(handle)
@@ -405,6 +447,8 @@ impl NotebookRow {
             ssh_enabled: false,
             ssh_whitelist: String::new(),
             ssh_port: None,
+            stop_at: None,
+            stop_warned_at: None,
             ssh_key_pairs: Vec::new(),
         }
     }
