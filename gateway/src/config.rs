@@ -75,6 +75,12 @@ pub struct Settings {
     /// How many seconds one hour of an auto-stop lease lasts (env ATELIER_LEASE_HOUR): 3600;
     /// less only for tests and demos.
     pub lease_hour_secs: u64,
+    /// Idle timeout in seconds for notebooks that do not set their own (env
+    /// ATELIER_IDLE_TIMEOUT); 0: no idle stops.
+    pub idle_timeout_secs: u64,
+    /// CPU use of a notebook's processes, in percent of one CPU, above which it counts as
+    /// working (env ATELIER_IDLE_CPU_PERCENT).
+    pub idle_cpu_percent: f64,
     pub quota: Quota,
     pub backend: BackendSettings,
     pub flavors: Vec<Flavor>,
@@ -165,6 +171,8 @@ impl Default for Settings {
             session_hours: 24 * 7,
             stop_warning_secs: 300,
             lease_hour_secs: 3600,
+            idle_timeout_secs: 0,
+            idle_cpu_percent: 10.0,
             quota: Quota::default(),
             backend: BackendSettings::default(),
             flavors: vec![
@@ -305,6 +313,16 @@ impl Settings {
                 format!("ATELIER_STOP_WARNING={v:?} is not a number of seconds")
             })?;
         }
+        if let Some(v) = env("ATELIER_IDLE_TIMEOUT") {
+            self.idle_timeout_secs = v.parse().with_context(|| {
+                format!("ATELIER_IDLE_TIMEOUT={v:?} is not a number of seconds (0: off)")
+            })?;
+        }
+        if let Some(v) = env("ATELIER_IDLE_CPU_PERCENT") {
+            self.idle_cpu_percent = v.parse().with_context(|| {
+                format!("ATELIER_IDLE_CPU_PERCENT={v:?} is not a number (percent of one CPU)")
+            })?;
+        }
         if let Some(v) = env("ATELIER_LEASE_HOUR") {
             self.lease_hour_secs = v
                 .parse()
@@ -320,6 +338,9 @@ impl Settings {
         if self.data_dir.is_relative() {
             let cwd = std::env::current_dir().context("current directory")?;
             self.data_dir = cwd.join(&self.data_dir);
+        }
+        if !(self.idle_cpu_percent.is_finite() && self.idle_cpu_percent > 0.0) {
+            bail!("idle_cpu_percent (ATELIER_IDLE_CPU_PERCENT) must be a positive number");
         }
         if self.lease_hour_secs == 0 {
             bail!("lease_hour_secs (ATELIER_LEASE_HOUR) must be at least 1 second");

@@ -1068,6 +1068,44 @@ impl Kernel {
         })
     }
 
+    /// Sends one message on the shell channel and returns at once (no waiting for replies).
+    pub async fn send(&mut self, msg_type: &str, content: Value) {
+        let msg = json!({
+            "header": {
+                "msg_id": uuid::Uuid::new_v4().to_string(),
+                "username": "e2e",
+                "session": self.session,
+                "msg_type": msg_type,
+                "version": "5.3",
+                "date": now_rfc3339(),
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": content,
+            "channel": "shell",
+            "buffers": [],
+        });
+        self.ws
+            .send(Message::text(msg.to_string()))
+            .await
+            .unwrap_or_else(|e| panic!("sending {msg_type} to kernel {}: {e}", self.id));
+    }
+
+    /// Starts running `code` and returns without waiting for it (a tab that is then closed).
+    pub async fn start_execute(&mut self, code: &str) {
+        self.send(
+            "execute_request",
+            json!({"code": code, "silent": false, "store_history": true,
+                   "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}),
+        )
+        .await;
+    }
+
+    /// Sends a WebSocket ping (what a browser does on an open socket).
+    pub async fn ping(&mut self) {
+        let _ = self.ws.send(Message::Ping(Vec::new().into())).await;
+    }
+
     /// Sends an `execute_request` (messaging protocol 5.3) and collects what it produced
     /// until the kernel is idle again and the reply has come.
     pub async fn execute(&mut self, code: &str) -> Execution {

@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notebooks/{id}/start", post(start))
         .route("/v1/notebooks/{id}/stop", post(stop))
         .route("/v1/notebooks/{id}/renew", post(renew))
+        .route("/v1/notebooks/{id}/activity", get(activity))
         .route("/v1/notebooks/{id}/events", get(list_events))
 }
 
@@ -61,8 +62,12 @@ fn view_at(state: &AppState, ssh_host: Option<&str>, row: NotebookRow) -> Notebo
             ssh.push(endpoint(port, crate::ssh::server::MA_USER));
         }
     }
+    let idle = row
+        .idle_timeout_seconds
+        .unwrap_or_else(|| i64::try_from(state.settings.idle_timeout_secs).unwrap_or(i64::MAX));
     let mut v = NotebookView::from(row);
     v.endpoints.ssh = ssh;
+    v.auto_stop.idle_timeout_seconds = idle;
     v
 }
 
@@ -210,6 +215,41 @@ async fn start(
             state.lifecycle.start(g, req.auto_stop).await?,
         )),
     ))
+}
+
+/// `GET /v1/notebooks/{id}/activity`: what idle detection sees.
+async fn activity(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<serde_json::Value>> {
+    use crate::notebooks::autostop;
+    use crate::proxy::routes::Source;
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    let row = g.notebook().clone();
+    let idle = autostop::idle_of(&state.lifecycle, &row);
+    let time_of = |secs: i64| -> serde_json::Value {
+        if secs <= 0 {
+            return serde_json::Value::Null;
+        }
+        time::OffsetDateTime::from_unix_timestamp(secs)
+            .map(|t| crate::store::format_time(t).into())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let mut sources = serde_json::Map::new();
+    // No GPU source without GPUs and a driver.
+    for s in &Source::ALL[..4] {
+        sources.insert(s.as_str().into(), time_of(idle.sources[*s as usize]));
+    }
+    Ok(ApiJson(serde_json::json!({
+        "notebook_id": row.id,
+        "status": row.status,
+        "idle_timeout_seconds": autostop::idle_timeout(&state.lifecycle, &row),
+        "last_activity_at": time_of(idle.last),
+        "idle_stop_at": idle.deadline.map(time_of),
+        "ssh_commands_running": state.routes.ssh_exec_running(&row.id),
+        "sources": sources,
+    })))
 }
 
 /// `POST /v1/notebooks/{id}/renew`, optionally with `{"hours": N}`.

@@ -146,6 +146,12 @@ pub trait Backend: Send + Sync + 'static {
         )))
     }
 
+    /// CPU seconds the notebook's processes have used so far (all of them, reaped children
+    /// included), for idle detection; `None` where the backend cannot tell.
+    async fn cpu_seconds(&self, _handle: &Handle) -> Option<f64> {
+        None
+    }
+
     /// Run a command inside the notebook.
     async fn exec(
         &self,

@@ -564,6 +564,17 @@ impl Backend for ProcessBackend {
         })
     }
 
+    async fn cpu_seconds(&self, handle: &Handle) -> Option<f64> {
+        let h = Self::decode(handle).ok()?;
+        if !alive(h.runtime_pid, h.runtime_start_ticks) {
+            return None;
+        }
+        tokio::task::spawn_blocking(move || tree_cpu_seconds(h.runtime_pid))
+            .await
+            .ok()
+            .flatten()
+    }
+
     fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError> {
         let h = Self::decode(handle)?;
         Ok(Upstream {
@@ -619,6 +630,62 @@ fn sandbox_argv(bwrap: &Path, p: &SandboxPaths) -> Vec<String> {
     push(&["--bind", &s(agent_dir), &s(agent_dir)]);
     push(&["--bind", &s(work), &s(work), "--chdir", &s(work), "--"]);
     a
+}
+
+/// CPU time of `root` and all its descendants (`utime + stime + cutime + cstime` from
+/// `/proc/<pid>/stat`, so children that were reaped still count), in seconds.
+fn tree_cpu_seconds(root: i32) -> Option<f64> {
+    let mut parent: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
+    let mut ticks: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces and parentheses).
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // f[0] = state (field 3), f[1] = ppid (4), f[11..15] = utime, stime, cutime, cstime.
+        let (Some(ppid), Some(cpu)) = (
+            f.get(1).and_then(|v| v.parse::<i32>().ok()),
+            f.get(11..15)
+                .map(|t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum::<u64>()),
+        ) else {
+            continue;
+        };
+        parent.insert(pid, ppid);
+        ticks.insert(pid, cpu);
+    }
+    if !ticks.contains_key(&root) {
+        return None;
+    }
+    let mut total = 0u64;
+    for (&pid, &cpu) in &ticks {
+        let mut p = pid;
+        // Walk up to the root (bounded: pid chains are short, loops impossible but cheap to
+        // guard against).
+        for _ in 0..64 {
+            if p == root {
+                total += cpu;
+                break;
+            }
+            match parent.get(&p) {
+                Some(&pp) if pp > 0 => p = pp,
+                _ => break,
+            }
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(total as f64 / hz)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
@@ -721,6 +788,21 @@ mod tests {
         assert!(hide < joined.find("--bind /d/nb/1/work").unwrap());
         assert!(hide < joined.find("--bind /d/nb/1/run/agent").unwrap());
         assert_eq!(argv.last().map(String::as_str), Some("--"));
+    }
+
+    #[test]
+    fn cpu_time_of_a_process_tree_grows_with_work() {
+        let me = std::process::id() as i32;
+        let before = tree_cpu_seconds(me).unwrap();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = tree_cpu_seconds(me).unwrap();
+        assert!(after > before, "{before} -> {after}");
+        assert_eq!(tree_cpu_seconds(i32::MAX - 1), None);
     }
 
     #[test]

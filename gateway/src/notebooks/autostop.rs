@@ -7,18 +7,35 @@
 //! stop_at            RUNNING → STOPPING with reason lease_expired: event, audit row, stop
 //! ```
 //!
+//! Idle stops (`auto_stop.idle_timeout_seconds`, default `ATELIER_IDLE_TIMEOUT`, 0 = off):
+//!
+//! ```text
+//! sources (proxy::routes::Source), each with its last time:
+//!   proxy   user actions through the proxy (not reads, not pings or reconnects)
+//!   kernel  a kernel busy (asked from the notebook's Jupyter server)
+//!   ssh     SSH channel traffic, or an `exec` command still running
+//!   cpu     the notebook's processes above ATELIER_IDLE_CPU_PERCENT of one CPU
+//! idle deadline = max(last activity, running since) + timeout
+//! deadline − warning  StopNotebookResourceIdle "will automatically stop" (once per idle period)
+//! deadline            RUNNING → STOPPING with reason idle and the sources' times
+//! ```
+//!
 //! One loop checks every running notebook each second, so a deadline that passed while the
-//! gateway was down is acted on right after it starts. Idle stops come next and share the
-//! warning and the stop path.
+//! gateway was down is acted on right after it starts (the sources' times are stored with
+//! the notebook every few seconds).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, RUNNING};
+use crate::backends::Handle;
 use crate::events::{self, EventKind};
+use crate::proxy::routes::{self, Source};
+use crate::store::notebooks::NotebookRow;
 use crate::store::{self, notebooks as rows};
 
 /// How often deadlines are checked.
@@ -82,12 +99,13 @@ pub fn remaining_seconds(stop_at: &str) -> Option<i64> {
 pub async fn run_loop(lc: Lifecycle, stop: CancellationToken) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle = Sampler::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = check(&lc).await {
+        if let Err(e) = check(&lc, &mut idle).await {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "checking auto-stop deadlines failed"
@@ -96,17 +114,211 @@ pub async fn run_loop(lc: Lifecycle, stop: CancellationToken) {
     }
 }
 
+/// What idle detection remembers between passes.
+#[derive(Default)]
+pub struct Sampler {
+    /// notebook id → when its kernels and CPU were last sampled, and the CPU seconds then.
+    last: HashMap<String, (Instant, Option<f64>)>,
+    http: Option<reqwest::Client>,
+}
+
+/// How often a notebook's kernels and CPU are sampled: a fifth of its idle timeout, between
+/// 1 and 30 seconds.
+fn sample_every(idle_timeout: i64) -> Duration {
+    Duration::from_secs((idle_timeout / 5).clamp(1, 30) as u64)
+}
+
+/// The idle timeout that applies to a notebook (0: off).
+pub fn idle_timeout(lc: &Lifecycle, row: &NotebookRow) -> i64 {
+    row.idle_timeout_seconds
+        .unwrap_or_else(|| i64::try_from(lc.settings().idle_timeout_secs).unwrap_or(i64::MAX))
+}
+
+/// Whether any kernel of the notebook's Jupyter server is busy.
+async fn kernels_busy(http: &reqwest::Client, lc: &Lifecycle, row: &NotebookRow) -> bool {
+    let Some(handle) = row
+        .handle
+        .as_deref()
+        .and_then(|h| serde_json::from_str::<Handle>(h).ok())
+    else {
+        return false;
+    };
+    let Ok(up) = lc.backend().upstream(&handle) else {
+        return false;
+    };
+    let url = format!("http://{}/nb/{}/api/kernels", up.addr, row.id);
+    let reply = http
+        .get(&url)
+        .header("Authorization", format!("token {}", up.token))
+        .send()
+        .await;
+    let Ok(reply) = reply else { return false };
+    let Ok(kernels) = reply.json::<serde_json::Value>().await else {
+        return false;
+    };
+    kernels.as_array().is_some_and(|ks| {
+        ks.iter()
+            .any(|k| k.get("execution_state").and_then(|s| s.as_str()) == Some("busy"))
+    })
+}
+
+/// Samples the sources the gateway has to ask for (busy kernels, CPU, running SSH
+/// commands) and records them as activity.
+async fn sample(lc: &Lifecycle, sampler: &mut Sampler, row: &NotebookRow, timeout: i64) {
+    let routes = lc.routes();
+    if routes.ssh_exec_running(&row.id) > 0 {
+        routes.touch_notebook(&row.id, Source::Ssh);
+    }
+    let due = sampler
+        .last
+        .get(&row.id)
+        .is_none_or(|(at, _)| at.elapsed() >= sample_every(timeout));
+    if !due {
+        return;
+    }
+    let http = sampler.http.get_or_insert_with(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default()
+    });
+    if kernels_busy(http, lc, row).await {
+        routes.touch_notebook(&row.id, Source::Kernel);
+    }
+    let cpu = match row
+        .handle
+        .as_deref()
+        .and_then(|h| serde_json::from_str::<Handle>(h).ok())
+    {
+        Some(h) => lc.backend().cpu_seconds(&h).await,
+        None => None,
+    };
+    let now = Instant::now();
+    if let (Some(cpu), Some((then, Some(before)))) = (cpu, sampler.last.get(&row.id)) {
+        let wall = now.duration_since(*then).as_secs_f64();
+        if wall > 0.0 && (cpu - before).max(0.0) / wall * 100.0 >= lc.settings().idle_cpu_percent {
+            routes.touch_notebook(&row.id, Source::Cpu);
+        }
+    }
+    sampler.last.insert(row.id.clone(), (now, cpu));
+}
+
+fn at_text(secs: i64) -> String {
+    if secs <= 0 {
+        return "-".into();
+    }
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map(store::format_time)
+        .unwrap_or_else(|_| "-".into())
+}
+
+/// The idle picture of a running notebook: sources' times, the newest activity (or when it
+/// started running), and the idle deadline.
+pub struct Idle {
+    pub sources: routes::Activity,
+    pub last: i64,
+    pub deadline: Option<i64>,
+}
+
+pub fn idle_of(lc: &Lifecycle, row: &NotebookRow) -> Idle {
+    let routes = lc.routes();
+    if let Some(stored) = row.activity.as_deref() {
+        routes.load_activity(&row.id, &routes::parse_activity_json(stored));
+    }
+    let sources = routes.activity(&row.id).unwrap_or_default();
+    let since = parse_time(&row.updated_at)
+        .map(|t| t.unix_timestamp())
+        .unwrap_or(0);
+    let last = sources.iter().copied().max().unwrap_or(0).max(since);
+    let timeout = idle_timeout(lc, row);
+    Idle {
+        sources,
+        last,
+        deadline: (timeout > 0 && row.status == RUNNING).then(|| last.saturating_add(timeout)),
+    }
+}
+
+/// The sources' last times as `proxy T, kernel T, ssh T, cpu T`.
+pub fn snapshot(sources: &routes::Activity) -> String {
+    Source::ALL[..4]
+        .iter()
+        .map(|s| format!("{} {}", s.as_str(), at_text(sources[*s as usize])))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The idle half of a pass for one notebook.
+async fn check_idle(
+    lc: &Lifecycle,
+    sampler: &mut Sampler,
+    row: &NotebookRow,
+    now: OffsetDateTime,
+    warning: i64,
+) -> anyhow::Result<()> {
+    let timeout = idle_timeout(lc, row);
+    if timeout <= 0 {
+        sampler.last.remove(&row.id);
+        return Ok(());
+    }
+    sample(lc, sampler, row, timeout).await;
+    let idle = idle_of(lc, row);
+    let Some(deadline) = idle.deadline else {
+        return Ok(());
+    };
+    let now = now.unix_timestamp();
+    if now >= deadline {
+        let detail = format!(
+            "reason {}: no activity for {timeout} s, since {}; last activity: {}",
+            Reason::Idle.as_str(),
+            at_text(idle.last),
+            snapshot(&idle.sources)
+        );
+        sampler.last.remove(&row.id);
+        return lc.auto_stop(row, Reason::Idle, &detail).await;
+    }
+    let warn_at = deadline.saturating_sub(warning).max(idle.last);
+    let warned_this_period = row
+        .idle_warned_at
+        .as_deref()
+        .and_then(parse_time)
+        .is_some_and(|w| w.unix_timestamp() >= idle.last);
+    if now >= warn_at && !warned_this_period {
+        let mut tx = lc.store().write().await?;
+        rows::set_idle_warned(&mut tx, &row.id, Some(&store::now())).await?;
+        let detail = format!(
+            "will stop at {} unless there is activity (idle for {} s; last activity: {})",
+            at_text(deadline),
+            now - idle.last,
+            snapshot(&idle.sources)
+        );
+        events::record(
+            &mut tx,
+            &row.id,
+            EventKind::StopNotebookResourceIdle,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(notebook = %row.id, "idle-stop warning");
+    }
+    Ok(())
+}
+
 /// One pass: warn before deadlines, stop at them.
-pub async fn check(lc: &Lifecycle) -> anyhow::Result<()> {
+pub async fn check(lc: &Lifecycle, sampler: &mut Sampler) -> anyhow::Result<()> {
     let running = {
         let mut conn = lc.store().pool.acquire().await?;
         rows::in_statuses(&mut conn, &[RUNNING]).await?
     };
     let now = OffsetDateTime::now_utc();
-    let warning =
-        time::Duration::seconds(i64::try_from(lc.settings().stop_warning_secs).unwrap_or(i64::MAX));
+    let warning_secs = i64::try_from(lc.settings().stop_warning_secs).unwrap_or(i64::MAX);
+    let warning = time::Duration::seconds(warning_secs);
+    sampler
+        .last
+        .retain(|id, _| running.iter().any(|r| &r.id == id));
     for row in running {
-        if !row.auto_stop_enabled {
+        check_idle(lc, sampler, &row, now, warning_secs).await?;
+        if !row.auto_stop_enabled || row.status != RUNNING {
             continue;
         }
         let Some(stop_at) = row.stop_at.as_deref().and_then(parse_time) else {

@@ -95,6 +95,10 @@ pub struct AutoStop {
     pub enabled: bool,
     #[serde(default = "default_hours")]
     pub duration_hours: i64,
+    /// Stop after this many seconds without activity (0: never); left out: the gateway's
+    /// default (`ATELIER_IDLE_TIMEOUT`), or what the notebook had.
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<i64>,
 }
 
 fn default_hours() -> i64 {
@@ -110,6 +114,8 @@ pub struct AutoStopView {
     pub stop_at: Option<String>,
     /// Seconds until `stop_at` (0 once it passed and the stop is under way).
     pub remaining_seconds: Option<i64>,
+    /// Idle stop after this many seconds without activity (0: off).
+    pub idle_timeout_seconds: i64,
 }
 
 /// A notebook's SSH settings as the API shows them.
@@ -174,6 +180,8 @@ impl From<NotebookRow> for NotebookView {
             auto_stop: {
                 let stop_at = r.stop_at.filter(|_| r.auto_stop_enabled && running);
                 AutoStopView {
+                    // The gateway's default fills in for `None` (api::notebooks::view).
+                    idle_timeout_seconds: r.idle_timeout_seconds.unwrap_or(0),
                     enabled: r.auto_stop_enabled,
                     duration_hours: r.auto_stop_hours,
                     remaining_seconds: stop_at
@@ -286,8 +294,12 @@ impl Lifecycle {
         let auto_stop = req.auto_stop.unwrap_or(AutoStop {
             enabled: true,
             duration_hours: 1,
+            idle_timeout_seconds: None,
         });
         validate::auto_stop_hours(auto_stop.duration_hours)?;
+        if let Some(t) = auto_stop.idle_timeout_seconds {
+            validate::idle_timeout(t)?;
+        }
         let ssh = req.ssh.unwrap_or_default();
         let ssh_enabled = ssh.enabled.unwrap_or(false);
         let key_pairs = validate::key_pair_names(ssh.key_pairs.as_deref().unwrap_or_default())?;
@@ -334,6 +346,9 @@ impl Lifecycle {
             ssh_port: None,
             stop_at: None,
             stop_warned_at: None,
+            idle_timeout_seconds: auto_stop.idle_timeout_seconds,
+            activity: None,
+            idle_warned_at: None,
             ssh_key_pairs: key_pairs,
         };
         let key_ids = resolve_key_pairs(&mut tx, &who.user_id, &row.ssh_key_pairs).await?;
@@ -368,6 +383,9 @@ impl Lifecycle {
     ) -> Result<NotebookRow, ApiError> {
         if let Some(a) = &auto_stop {
             validate::auto_stop_hours(a.duration_hours)?;
+            if let Some(t) = a.idle_timeout_seconds {
+                validate::idle_timeout(t)?;
+            }
         }
         self.request_transition_with(
             &grant,
@@ -602,7 +620,14 @@ impl Lifecycle {
             return Err(state_error(&current, verb, from));
         }
         if let Some(a) = auto_stop {
-            rows::set_auto_stop(&mut tx, &nb.id, a.enabled, a.duration_hours).await?;
+            rows::set_auto_stop(
+                &mut tx,
+                &nb.id,
+                a.enabled,
+                a.duration_hours,
+                a.idle_timeout_seconds,
+            )
+            .await?;
         }
         audit::record(
             &mut tx,
@@ -800,7 +825,10 @@ impl Lifecycle {
         }
         let mut tx = self.inner.store.write().await?;
         match result {
-            Ok(()) => rows::delete(&mut tx, id).await?,
+            Ok(()) => {
+                rows::delete(&mut tx, id).await?;
+                self.inner.routes.forget_activity(id);
+            }
             Err(e) => {
                 let msg = format!("deleting failed: {e}; delete again to retry");
                 rows::transition(&mut tx, id, &[DELETING], ERROR, Some(&msg), &store::now())
@@ -1174,6 +1202,7 @@ mod tests {
         bad.auto_stop = Some(AutoStop {
             enabled: true,
             duration_hours: 73,
+            idle_timeout_seconds: None,
         });
         assert_eq!(
             lc.create(&who, bad).await.unwrap_err().status,

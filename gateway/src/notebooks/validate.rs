@@ -90,6 +90,18 @@ pub fn renew_hours(h: i64) -> Result<i64, ApiError> {
     Ok(h)
 }
 
+/// The longest idle timeout: a week.
+pub const MAX_IDLE_TIMEOUT_SECS: i64 = 7 * 24 * 3600;
+
+pub fn idle_timeout(t: i64) -> Result<i64, ApiError> {
+    if !(0..=MAX_IDLE_TIMEOUT_SECS).contains(&t) {
+        return Err(ApiError::invalid(format!(
+            "auto_stop.idle_timeout_seconds: {t} is out of range; use 0 (off) to {MAX_IDLE_TIMEOUT_SECS} seconds"
+        )));
+    }
+    Ok(t)
+}
+
 /// The seed's whitelist limit: at most five addresses.
 pub const WHITELIST_MAX: usize = 5;
 /// Key pairs one notebook may accept.

@@ -12,6 +12,7 @@
 
 pub mod routes;
 pub mod upstream;
+pub mod wsscan;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -26,6 +27,7 @@ use crate::auth::SESSION_COOKIE;
 use crate::auth::authz::{self, RouteGrant};
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
+use routes::RouteTable;
 use upstream::ConnUpstreams;
 
 /// HTML larger than this is passed through unscrubbed: JupyterLab's pages are a few KiB, and
@@ -129,7 +131,11 @@ async fn forward(
             ));
         }
     };
-    state.routes.touch(route);
+    // A request that changes something (a file save or upload, a kernel started or
+    // interrupted) is a user action; reads are what an open tab polls by itself.
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        state.routes.touch(route);
+    }
 
     let (mut parts, body) = req.into_parts();
     if parts.method == Method::GET && parts.uri.path().trim_end_matches('/').ends_with("/lab") {
@@ -195,12 +201,13 @@ async fn forward(
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let notebook = route.notebook_id.clone();
+        let routes = state.routes.clone();
         tokio::spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client_io, upstream_io)) => {
-                    let mut c = TokioIo::new(client_io);
-                    let mut u = TokioIo::new(upstream_io);
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    let c = TokioIo::new(client_io);
+                    let u = TokioIo::new(upstream_io);
+                    relay_websocket(c, u, &routes, &notebook).await;
                 }
                 Err(e) => {
                     tracing::debug!(notebook = %notebook, error = %e, "websocket upgrade failed")
@@ -300,6 +307,41 @@ fn cross_site_with_cookie(method: &Method, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     !origin_host.eq_ignore_ascii_case(host)
+}
+
+/// Relays a WebSocket both ways as bytes; what the client sends is watched for user actions
+/// (kernel `execute_request`/`input_reply`, terminal input), which count as activity.
+/// Pings, reconnects and what an open tab exchanges by itself do not.
+async fn relay_websocket<C, U>(client: C, upstream: U, routes: &RouteTable, notebook: &str)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut up_rd, mut up_wr) = tokio::io::split(upstream);
+    let to_upstream = async {
+        let mut scanner = wsscan::Scanner::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match client_rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if scanner.feed(&buf[..n]) > 0 {
+                routes.touch_notebook(notebook, routes::Source::Proxy);
+            }
+            if up_wr.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = up_wr.shutdown().await;
+    };
+    let to_client = async {
+        let _ = tokio::io::copy(&mut up_rd, &mut client_wr).await;
+        let _ = client_wr.shutdown().await;
+    };
+    tokio::join!(to_upstream, to_client);
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {

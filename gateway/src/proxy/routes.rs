@@ -1,6 +1,7 @@
 //! Route lookup for the proxy: notebook id → owner, status and upstream, cached in memory
 //! (rebuilt from the store on a miss) and invalidated by every lifecycle transition.
-//! Also the per-notebook activity clock that the proxy ticks and auto-stop will read.
+//! Also the per-notebook activity clocks, one per source (user actions through the proxy,
+//! busy kernels, SSH, CPU), that auto-stop reads; flushed to the store every few seconds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -56,8 +57,10 @@ pub struct RouteTable {
     cache: Arc<TtlCache<String, Arc<Route>>>,
     store: Store,
     backend: Arc<dyn Backend>,
-    /// notebook id → unix time (seconds) of the newest proxied request not yet written.
-    activity: Arc<Mutex<HashMap<String, i64>>>,
+    /// notebook id → the last activity per source.
+    activity: Arc<Mutex<HashMap<String, Seen>>>,
+    /// notebook id → SSH `exec` commands running.
+    ssh_running: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl RouteTable {
@@ -69,6 +72,7 @@ impl RouteTable {
             store,
             backend,
             activity: Arc::new(Mutex::new(HashMap::new())),
+            ssh_running: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -101,48 +105,192 @@ impl RouteTable {
         self.cache.invalidate(id);
     }
 
-    /// Records traffic for a notebook; cheap enough for every proxied request (the shared
-    /// map is touched at most once a second per route).
+    /// Records a user action through the proxy (not polling); cheap enough for every
+    /// request (the shared map is touched at most once a second per route).
     pub fn touch(&self, route: &Route) {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         if route.last_touch.swap(now, Ordering::Relaxed) == now {
             return;
         }
+        self.record(&route.notebook_id, Source::Proxy, now);
+    }
+
+    /// Records activity of one source on a notebook.
+    pub fn touch_notebook(&self, notebook_id: &str, source: Source) {
+        self.record(
+            notebook_id,
+            source,
+            OffsetDateTime::now_utc().unix_timestamp(),
+        );
+    }
+
+    fn record(&self, notebook_id: &str, source: Source, now: i64) {
         if let Ok(mut map) = self.activity.lock() {
-            match map.get_mut(&route.notebook_id) {
-                Some(t) => *t = now,
-                None => {
-                    map.insert(route.notebook_id.clone(), now);
-                }
+            let seen = match map.get_mut(notebook_id) {
+                Some(s) => s,
+                None => map.entry(notebook_id.to_owned()).or_default(),
+            };
+            let slot = &mut seen.at[source as usize];
+            if *slot < now {
+                *slot = now;
+                seen.dirty = true;
             }
         }
     }
 
-    /// Records user activity on a notebook from outside the proxy (an SSH login or
-    /// session).
-    pub fn touch_notebook(&self, notebook_id: &str) {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+    /// The last activity per source known in memory (since this gateway started, or loaded
+    /// from the store with [`RouteTable::load_activity`]).
+    pub fn activity(&self, notebook_id: &str) -> Option<Activity> {
+        let map = self.activity.lock().ok()?;
+        map.get(notebook_id).map(|s| s.at)
+    }
+
+    /// Seeds the in-memory clocks from what the store had (after a restart); newer times in
+    /// memory win.
+    pub fn load_activity(&self, notebook_id: &str, stored: &Activity) {
         if let Ok(mut map) = self.activity.lock() {
-            map.insert(notebook_id.to_owned(), now);
+            let seen = map.entry(notebook_id.to_owned()).or_default();
+            for (slot, at) in seen.at.iter_mut().zip(stored) {
+                *slot = (*slot).max(*at);
+            }
         }
     }
 
-    /// Writes the activity recorded since the last flush.
+    /// Forgets a deleted notebook's clocks.
+    pub fn forget_activity(&self, notebook_id: &str) {
+        if let Ok(mut map) = self.activity.lock() {
+            map.remove(notebook_id);
+        }
+    }
+
+    /// SSH `exec` commands still running per notebook (work, even when silent).
+    pub fn ssh_exec_started(&self, notebook_id: &str) {
+        if let Ok(mut map) = self.ssh_running.lock() {
+            *map.entry(notebook_id.to_owned()).or_default() += 1;
+        }
+    }
+
+    pub fn ssh_exec_ended(&self, notebook_id: &str) {
+        if let Ok(mut map) = self.ssh_running.lock()
+            && let Some(n) = map.get_mut(notebook_id)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(notebook_id);
+            }
+        }
+    }
+
+    pub fn ssh_exec_running(&self, notebook_id: &str) -> usize {
+        self.ssh_running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(notebook_id).copied())
+            .unwrap_or(0)
+    }
+
+    /// Writes the activity recorded since the last flush: each source's time and
+    /// `last_activity_at` (the newest of them).
     pub async fn flush_activity(&self) -> anyhow::Result<()> {
-        let pending: Vec<(String, i64)> = match self.activity.lock() {
-            Ok(mut map) => map.drain().collect(),
+        let pending: Vec<(String, Activity)> = match self.activity.lock() {
+            Ok(mut map) => map
+                .iter_mut()
+                .filter(|(_, s)| s.dirty)
+                .map(|(id, s)| {
+                    s.dirty = false;
+                    (id.clone(), s.at)
+                })
+                .collect(),
             Err(_) => return Ok(()),
         };
         if pending.is_empty() {
             return Ok(());
         }
         let mut tx = self.store.write().await?;
-        for (id, secs) in pending {
-            let at = OffsetDateTime::from_unix_timestamp(secs)
+        for (id, at) in pending {
+            let newest = at.iter().copied().max().unwrap_or(0);
+            if newest == 0 {
+                continue;
+            }
+            let newest = OffsetDateTime::from_unix_timestamp(newest)
                 .unwrap_or_else(|_| OffsetDateTime::now_utc());
-            rows::set_activity(&mut tx, &id, &store::format_time(at)).await?;
+            rows::set_activity(
+                &mut tx,
+                &id,
+                &store::format_time(newest),
+                &activity_json(&at),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Where activity comes from (auto-stop's idle detection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A user action through the proxy: a request other than a read, a kernel
+    /// `execute_request`/`input_reply`, terminal input.
+    Proxy = 0,
+    /// A kernel whose `execution_state` is `busy`.
+    Kernel = 1,
+    /// SSH channel traffic, or an SSH `exec` command still running.
+    Ssh = 2,
+    /// The notebook's processes using CPU above the threshold.
+    Cpu = 3,
+    /// Its GPUs busy above the threshold (where it has GPUs and a driver).
+    Gpu = 4,
+}
+
+impl Source {
+    pub const ALL: [Source; 5] = [
+        Source::Proxy,
+        Source::Kernel,
+        Source::Ssh,
+        Source::Cpu,
+        Source::Gpu,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Proxy => "proxy",
+            Source::Kernel => "kernel",
+            Source::Ssh => "ssh",
+            Source::Cpu => "cpu",
+            Source::Gpu => "gpu",
+        }
+    }
+}
+
+/// Unix seconds of the last activity per [`Source`] (0: never).
+pub type Activity = [i64; 5];
+
+#[derive(Debug, Default)]
+struct Seen {
+    at: Activity,
+    /// Changed since the last flush.
+    dirty: bool,
+}
+
+/// `{"proxy": 1764300000, …}` (sources never seen left out).
+pub fn activity_json(at: &Activity) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = Source::ALL
+        .iter()
+        .filter(|s| at[**s as usize] > 0)
+        .map(|s| (s.as_str().to_owned(), at[*s as usize].into()))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+pub fn parse_activity_json(text: &str) -> Activity {
+    let mut at = [0; 5];
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) {
+        for s in Source::ALL {
+            if let Some(v) = map.get(s.as_str()).and_then(|v| v.as_i64()) {
+                at[s as usize] = v;
+            }
+        }
+    }
+    at
 }

@@ -16,7 +16,7 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backends::Handle as BackendHandle;
 use crate::notebooks::status::RUNNING;
-use crate::proxy::routes::RouteTable;
+use crate::proxy::routes::{RouteTable, Source};
 use crate::server::AppState;
 use crate::store::notebooks as rows;
 
@@ -36,9 +36,6 @@ use crate::store::notebooks as rows;
 const LINK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Input chunks queued per channel before the user's connection waits for the notebook.
 const INPUT_QUEUE: usize = 256;
-/// While a session channel is open, it counts as activity this often even without traffic
-/// (a long-running command is work).
-const OPEN_CHANNEL_TICK: Duration = Duration::from_secs(60);
 
 /// Told to a session ended by the notebook stopping.
 const STOPPED_NOTE: Bytes =
@@ -122,7 +119,7 @@ impl Activity {
     pub fn touch(&self) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if self.last.swap(now, Ordering::Relaxed) != now {
-            self.routes.touch_notebook(&self.notebook_id);
+            self.routes.touch_notebook(&self.notebook_id, Source::Ssh);
         }
     }
 }
@@ -289,14 +286,23 @@ impl Link {
         let agent_out = Arc::new(agent_out);
         let (replies_tx, replies_rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let exec = Arc::new(AtomicBool::new(false));
         tokio::spawn(feed(agent_out.clone(), input_rx, activity.clone()));
         tokio::spawn(pump(
-            agent_in, user_out, front, user_id, replies_rx, activity,
+            agent_in,
+            user_out,
+            front,
+            user_id,
+            replies_rx,
+            activity.clone(),
+            exec.clone(),
         ));
         Ok(Session {
             agent: agent_out,
             replies: replies_tx,
             input: input_tx,
+            exec,
+            activity,
         })
     }
 }
@@ -312,6 +318,10 @@ pub struct Session {
     /// Waiters for the agent's replies to requests, in order.
     replies: mpsc::UnboundedSender<oneshot::Sender<bool>>,
     input: mpsc::Sender<Input>,
+    /// An `exec` command runs on this channel (counted as work until it ends, even when
+    /// silent; an idle shell is not).
+    exec: Arc<AtomicBool>,
+    activity: Activity,
 }
 
 /// A channel request relayed to the agent.
@@ -339,6 +349,7 @@ impl Session {
             return false;
         }
         let a = &self.agent;
+        let is_exec = matches!(request, Request::Exec(_));
         let sent = match request {
             Request::Pty {
                 term,
@@ -359,7 +370,13 @@ impl Session {
         if sent.is_err() {
             return false;
         }
-        rx.await.unwrap_or(false)
+        let ok = rx.await.unwrap_or(false);
+        if ok && is_exec && !self.exec.swap(true, Ordering::Relaxed) {
+            self.activity
+                .routes
+                .ssh_exec_started(&self.activity.notebook_id);
+        }
+        ok
     }
 
     pub async fn window_change(&self, cols: u32, rows: u32, px_width: u32, px_height: u32) {
@@ -416,17 +433,11 @@ async fn pump(
     user_id: ChannelId,
     mut replies: mpsc::UnboundedReceiver<oneshot::Sender<bool>>,
     activity: Activity,
+    exec: Arc<AtomicBool>,
 ) {
-    let mut tick = tokio::time::interval(OPEN_CHANNEL_TICK);
     let mut eof_pending = false;
     loop {
-        let msg = tokio::select! {
-            m = agent.wait() => m,
-            _ = tick.tick() => {
-                activity.touch();
-                continue;
-            }
-        };
+        let msg = agent.wait().await;
         let Some(msg) = msg else {
             // The link went away without the channel closing: the notebook stopped.
             let _ = user.extended_data_bytes(1, STOPPED_NOTE).await;
@@ -483,6 +494,9 @@ async fn pump(
     }
     if eof_pending {
         let _ = user.eof().await;
+    }
+    if exec.swap(false, Ordering::Relaxed) {
+        activity.routes.ssh_exec_ended(&activity.notebook_id);
     }
     // Requests still waiting get a failure.
     replies.close();

@@ -31,6 +31,12 @@ pub struct NotebookRow {
     pub stop_at: Option<String>,
     /// When the warning before `stop_at` was given.
     pub stop_warned_at: Option<String>,
+    /// Idle timeout in seconds; `None`: the gateway's default; 0: off.
+    pub idle_timeout_seconds: Option<i64>,
+    /// The last activity per source, as JSON (see `proxy::routes::activity_json`).
+    pub activity: Option<String>,
+    /// When the idle warning of the current idle period was given.
+    pub idle_warned_at: Option<String>,
     /// Names of the key pairs SSH accepts (filled by [`get`] and [`list`]).
     #[sqlx(skip)]
     pub ssh_key_pairs: Vec<String>,
@@ -39,14 +45,15 @@ pub struct NotebookRow {
 const SELECT: &str = "SELECT n.id, n.owner_id, u.name AS owner, n.name, n.description, n.flavor, n.image, \
     n.status, n.status_reason, n.unhealthy, n.auto_stop_enabled, n.auto_stop_hours, n.backend, n.handle, \
     n.created_at, n.updated_at, n.last_activity_at, n.ssh_enabled, n.ssh_whitelist, \
-    n.ssh_port, n.stop_at, n.stop_warned_at FROM notebooks n JOIN users u ON u.id = n.owner_id";
+    n.ssh_port, n.stop_at, n.stop_warned_at, n.idle_timeout_seconds, n.activity, n.idle_warned_at \
+    FROM notebooks n JOIN users u ON u.id = n.owner_id";
 
 pub async fn insert(conn: &mut Conn, n: &NotebookRow) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO notebooks (id, owner_id, name, description, flavor, image, status, status_reason, \
          unhealthy, auto_stop_enabled, auto_stop_hours, backend, handle, created_at, updated_at, \
-         ssh_enabled, ssh_whitelist) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         ssh_enabled, ssh_whitelist, idle_timeout_seconds) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(&n.id)
     .bind(&n.owner_id)
@@ -65,6 +72,7 @@ pub async fn insert(conn: &mut Conn, n: &NotebookRow) -> sqlx::Result<()> {
     .bind(&n.updated_at)
     .bind(n.ssh_enabled)
     .bind(&n.ssh_whitelist)
+    .bind(n.idle_timeout_seconds)
     .execute(conn)
     .await?;
     Ok(())
@@ -277,13 +285,18 @@ pub async fn set_auto_stop(
     id: &str,
     enabled: bool,
     hours: i64,
+    idle_timeout_seconds: Option<i64>,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE notebooks SET auto_stop_enabled = $1, auto_stop_hours = $2 WHERE id = $3")
-        .bind(enabled)
-        .bind(hours)
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE notebooks SET auto_stop_enabled = $1, auto_stop_hours = $2, \
+         idle_timeout_seconds = COALESCE($3, idle_timeout_seconds) WHERE id = $4",
+    )
+    .bind(enabled)
+    .bind(hours)
+    .bind(idle_timeout_seconds)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -323,14 +336,28 @@ pub async fn update_fields(conn: &mut Conn, n: &NotebookRow, now: &str) -> sqlx:
     Ok(())
 }
 
-pub async fn set_activity(conn: &mut Conn, id: &str, at: &str) -> sqlx::Result<()> {
+/// Stores the activity per source (JSON) and the newest of them as `last_activity_at`.
+pub async fn set_activity(conn: &mut Conn, id: &str, at: &str, sources: &str) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE notebooks SET last_activity_at = $1 WHERE id = $2 AND (last_activity_at IS NULL OR last_activity_at < $1)",
+        "UPDATE notebooks SET activity = $3, last_activity_at = CASE \
+         WHEN last_activity_at IS NULL OR last_activity_at < $1 THEN $1 ELSE last_activity_at END \
+         WHERE id = $2",
     )
     .bind(at)
     .bind(id)
+    .bind(sources)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Records that the idle warning of the current idle period was given (NULL: not yet).
+pub async fn set_idle_warned(conn: &mut Conn, id: &str, at: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query("UPDATE notebooks SET idle_warned_at = $1 WHERE id = $2")
+        .bind(at)
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -449,6 +476,9 @@ impl NotebookRow {
             ssh_port: None,
             stop_at: None,
             stop_warned_at: None,
+            idle_timeout_seconds: None,
+            activity: None,
+            idle_warned_at: None,
             ssh_key_pairs: Vec::new(),
         }
     }
