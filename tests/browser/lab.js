@@ -53,6 +53,16 @@ const { chromium } = require('playwright-core');
     const html = await page.content();
     const cookies = JSON.stringify(await page.context().cookies());
     console.log(`jupyter token visible: ${html.includes(process.env.JUPYTER_TOKEN) || cookies.includes(process.env.JUPYTER_TOKEN)}`);
+    // The auto-stop countdown at the top right, and its Renew button.
+    const left = () => document.querySelector('.atelier-autostop-left')?.textContent || '';
+    await page.waitForFunction((f) => /Stops in/.test(eval(f)()), left.toString(), { timeout: 30000 });
+    console.log(`countdown: ${await page.evaluate((f) => eval(f)(), left.toString())}`);
+    const before = await page.evaluate((f) => eval(f)(), left.toString());
+    await page.click('.atelier-autostop-renew');
+    await page.waitForFunction(
+      ([f, b]) => /Stops in/.test(eval(f)()) && eval(f)() !== b && !/Renewing/.test(eval(f)()),
+      [left.toString(), before], { timeout: 30000 });
+    console.log(`renewed: ${await page.evaluate((f) => eval(f)(), left.toString())}`);
     console.log(`server errors: ${failures.length ? failures.join(', ') : 'none'}`);
     if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
   } finally {

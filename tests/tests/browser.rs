@@ -31,6 +31,21 @@ async fn a_browser_logs_in_and_runs_a_cell() {
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     let script = PathBuf::from(manifest_dir).join("browser/lab.js");
     let shot = gw.data_dir.join("lab.png");
+    let stop_at = |nb: &serde_json::Value| {
+        time::OffsetDateTime::parse(
+            nb["auto_stop"]["stop_at"]
+                .as_str()
+                .expect("a running notebook's stop_at"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let before = stop_at(
+        gw.api(&alice)
+            .get(&format!("/v1/notebooks/{id}"))
+            .await
+            .expect_status(200),
+    );
     let out = tokio::process::Command::new("node")
         .arg(&script)
         .env("NODE_PATH", &modules)
@@ -56,5 +71,16 @@ async fn a_browser_logs_in_and_runs_a_cell() {
     assert!(stdout.contains("output: 42"), "{stdout}");
     assert!(stdout.contains("jupyter token visible: false"), "{stdout}");
     assert!(stdout.contains("server errors: none"), "{stdout}");
+    // The countdown showed the lease (1 hour, so 5x minutes and some), and Renew added an
+    // hour to it.
+    assert!(stdout.contains("countdown: Stops in 5"), "{stdout}");
+    assert!(stdout.contains("renewed: Stops in 1:5"), "{stdout}");
+    let after = stop_at(
+        gw.api(&alice)
+            .get(&format!("/v1/notebooks/{id}"))
+            .await
+            .expect_status(200),
+    );
+    assert_eq!(after - before, time::Duration::hours(1));
     assert!(shot.is_file());
 }

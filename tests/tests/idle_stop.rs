@@ -269,3 +269,66 @@ async fn ssh_work_keeps_a_notebook_and_an_idle_session_does_not() {
         .expect_status(202);
     gw.wait_status(&alice, &id, "RUNNING").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_in_a_terminal_is_activity_and_an_open_terminal_is_not() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let gw = Gateway::start_with(&env()).await;
+    let alice = gw.create_user("alice").await;
+    let api = gw.api(&alice);
+    let id = create(
+        &gw,
+        &alice,
+        json!({"name": "term", "auto_stop": {"enabled": false, "idle_timeout_seconds": IDLE}}),
+    )
+    .await;
+    let r = api
+        .post(&format!("/nb/{id}/api/terminals"), json!({}))
+        .await;
+    let name = r.expect_status(200)["name"].as_str().unwrap().to_owned();
+    let url = format!(
+        "{}/nb/{id}/terminals/websocket/{name}",
+        api.base().replacen("http://", "ws://", 1)
+    );
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {alice}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    // Drain what the terminal prints, so it never blocks.
+    let (mut tx, mut rx) = ws.split();
+    tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+
+    // Typing a little every two seconds, for well over the idle timeout.
+    let typing = Instant::now();
+    while typing.elapsed() < Duration::from_secs(16) {
+        tx.send(Message::text(r#"["stdin","echo hi\r"]"#))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            notebook(&gw, &alice, &id).await["status"],
+            "RUNNING",
+            "stopped while the user was typing"
+        );
+    }
+    // Then only resizes and pings on the open terminal: idle.
+    let quiet = Instant::now();
+    loop {
+        let _ = tx
+            .send(Message::text(r#"["set_size",24,80,600,800]"#))
+            .await;
+        let _ = tx.send(Message::Ping(Vec::new().into())).await;
+        if notebook(&gw, &alice, &id).await["status"] == "STOPPED" {
+            break;
+        }
+        assert!(
+            quiet.elapsed() < Duration::from_secs(60),
+            "an open, quiet terminal kept the notebook running"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_idle_stop(&gw, &alice, &id).await;
+}

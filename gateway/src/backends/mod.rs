@@ -17,6 +17,7 @@
 
 pub mod external;
 pub mod jupyter_env;
+pub mod labextension;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -255,6 +255,10 @@ impl Backend for ProcessBackend {
             &serde_json::to_vec_pretty(&page_config).context("page config")?,
         )?;
 
+        // The auto-stop countdown in JupyterLab's top bar: installed where this notebook's
+        // Jupyter looks for extensions (JUPYTER_PATH), inside its read-only config dir.
+        install_labextension(&config_dir.join("labextensions"))?;
+
         let venv = self.env.venv().to_path_buf();
         let jupyter = self.env.jupyter();
         let (home, runtime_dir) = match self.sandbox {
@@ -294,6 +298,7 @@ impl Backend for ProcessBackend {
             "VIRTUAL_ENV": venv,
             "PYTHONUNBUFFERED": "1",
             "JUPYTER_CONFIG_DIR": config_dir,
+            "JUPYTER_PATH": config_dir,
             "JUPYTER_RUNTIME_DIR": runtime_dir,
             "JUPYTER_PLATFORM_DIRS": "1",
             "JUPYTERLAB_SETTINGS_DIR": home.join(".jupyter/lab/user-settings"),
@@ -686,6 +691,20 @@ fn tree_cpu_seconds(root: i32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Some(total as f64 / hz)
+}
+
+/// Writes the embedded auto-stop extension under `dir/<its name>/`.
+fn install_labextension(dir: &Path) -> Result<(), BackendError> {
+    let root = dir.join(super::labextension::NAME);
+    for (rel, bytes) in super::labextension::FILES {
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {

@@ -1,0 +1,38 @@
+//! The prebuilt auto-stop JupyterLab extension (notebook-runtime/jupyterlab-extension),
+//! embedded so the gateway can install it into every notebook's JupyterLab. Generated
+//! by notebook-runtime/jupyterlab-extension/build.sh; do not edit.
+
+/// Its name, the directory under `labextensions/` it is installed in.
+pub const NAME: &str = "@atelier/auto-stop";
+
+/// (path inside the extension's directory, contents)
+pub const FILES: &[(&str, &[u8])] = &[
+    (
+        "package.json",
+        include_bytes!("../../../notebook-runtime/jupyterlab-extension/labextension/package.json"),
+    ),
+    (
+        "static/509.76c62aeffcec8386d2a5.js",
+        include_bytes!(
+            "../../../notebook-runtime/jupyterlab-extension/labextension/static/509.76c62aeffcec8386d2a5.js"
+        ),
+    ),
+    (
+        "static/remoteEntry.d71c55f18ff03f41599f.js",
+        include_bytes!(
+            "../../../notebook-runtime/jupyterlab-extension/labextension/static/remoteEntry.d71c55f18ff03f41599f.js"
+        ),
+    ),
+    (
+        "static/style.js",
+        include_bytes!(
+            "../../../notebook-runtime/jupyterlab-extension/labextension/static/style.js"
+        ),
+    ),
+    (
+        "static/third-party-licenses.json",
+        include_bytes!(
+            "../../../notebook-runtime/jupyterlab-extension/labextension/static/third-party-licenses.json"
+        ),
+    ),
+];
