@@ -9,7 +9,7 @@ source "$HERE/../../scripts/lib.sh"
 VENV=$(jupyter_venv)
 CORE=$(ls -d "$VENV"/lib/python3*/site-packages/jupyterlab/staging)
 cd "$HERE"
-npm install --no-audit --no-fund --silent
+npm ci --no-audit --no-fund --silent 2>/dev/null || npm install --no-audit --no-fund --silent
 rm -rf labextension
 node node_modules/@jupyterlab/builder/lib/build-labextension.js --core-path "$CORE" .
 OUT="$ROOT/gateway/src/backends/labextension.rs"

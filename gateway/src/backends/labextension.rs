@@ -18,9 +18,9 @@ pub const FILES: &[(&str, &[u8])] = &[
         ),
     ),
     (
-        "static/remoteEntry.d71c55f18ff03f41599f.js",
+        "static/remoteEntry.c2ad724bc62d8c4ca4a7.js",
         include_bytes!(
-            "../../../notebook-runtime/jupyterlab-extension/labextension/static/remoteEntry.d71c55f18ff03f41599f.js"
+            "../../../notebook-runtime/jupyterlab-extension/labextension/static/remoteEntry.c2ad724bc62d8c4ca4a7.js"
         ),
     ),
     (
