@@ -332,3 +332,46 @@ async fn typing_in_a_terminal_is_activity_and_an_open_terminal_is_not() {
     }
     assert_idle_stop(&gw, &alice, &id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_deadline_survives_a_gateway_restart() {
+    let mut gw = Gateway::start_with(&env()).await;
+    let alice = gw.create_user("alice").await;
+    let api = gw.api(&alice);
+    let id = create(
+        &gw,
+        &alice,
+        json!({"name": "durable", "auto_stop": {"enabled": false, "idle_timeout_seconds": 40}}),
+    )
+    .await;
+    // A user action (a file saved through the proxy), written to the store within seconds.
+    api.put(
+        &format!("/nb/{id}/api/contents/note.txt"),
+        json!({"type": "file", "format": "text", "content": "hello"}),
+    )
+    .await
+    .expect_status(201);
+    let path = format!("/v1/notebooks/{id}/activity");
+    let before = eventually("the activity to be stored", Duration::from_secs(60), || {
+        let (api, path) = (&api, &path);
+        async move {
+            let a = api.get(path).await.json.clone();
+            let stored = api
+                .get(&format!("/v1/notebooks/{}", a["notebook_id"].as_str()?))
+                .await;
+            (a["sources"]["proxy"].is_string() && stored.json["last_activity_at"].is_string())
+                .then_some(a)
+        }
+    })
+    .await;
+    gw.kill9();
+    gw.start_again().await;
+    let api = gw.api(&alice);
+    let after = api.get(&path).await.expect_status(200).clone();
+    assert_eq!(
+        after["sources"]["proxy"], before["sources"]["proxy"],
+        "{after}"
+    );
+    assert_eq!(after["idle_stop_at"], before["idle_stop_at"], "{after}");
+    assert_eq!(notebook(&gw, &alice, &id).await["status"], "RUNNING");
+}
