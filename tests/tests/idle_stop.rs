@@ -82,7 +82,10 @@ async fn a_polling_tab_is_idle_and_a_busy_kernel_is_not() {
     let gw = Gateway::start_with(&env()).await;
     let alice = gw.create_user("alice").await;
     let api = gw.api(&alice);
-    let auto = json!({"enabled": false, "idle_timeout_seconds": IDLE});
+    // A little longer than the other cases: three notebooks start here, one after another
+    // on a busy machine, and each is idle from the moment it runs.
+    let idle = IDLE + 4;
+    let auto = json!({"enabled": false, "idle_timeout_seconds": idle});
     for bad in [json!(-1), json!(1_000_000_000), json!("x")] {
         let r = api
             .post(
@@ -93,15 +96,31 @@ async fn a_polling_tab_is_idle_and_a_busy_kernel_is_not() {
         r.expect_status(400);
         assert!(r.text.contains("idle_timeout_seconds"), "{}", r.text);
     }
-    let busy = create(&gw, &alice, json!({"name": "busy", "auto_stop": auto})).await;
-    let poll = create(&gw, &alice, json!({"name": "poll", "auto_stop": auto})).await;
+    // Created together, so they become RUNNING at about the same time (each is idle from
+    // then on until something happens).
+    let mut ids = Vec::new();
+    for name in ["busy", "spin", "poll"] {
+        let r = api
+            .post("/v1/notebooks", json!({"name": name, "auto_stop": auto}))
+            .await;
+        ids.push(r.expect_status(201)["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        gw.wait_status(&alice, id, "RUNNING").await;
+    }
+    let (busy, spin, poll) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
     let nb = notebook(&gw, &alice, &busy).await;
-    assert_eq!(nb["auto_stop"]["idle_timeout_seconds"], IDLE, "{nb}");
+    assert_eq!(nb["auto_stop"]["idle_timeout_seconds"], idle, "{nb}");
 
     // A cell that sleeps (no output, little CPU), then its tab is closed.
     let mut k = Kernel::start(&api, &busy).await;
     k.start_execute("import time; time.sleep(25)").await;
     let cell_started = Instant::now();
+    drop(k);
+    // A print-less CPU loop in another notebook, no client connected either.
+    let mut k = Kernel::start(&api, &spin).await;
+    k.start_execute("import time\nt = time.time()\nwhile time.time() - t < 25:\n    pass")
+        .await;
     drop(k);
 
     // A tab that only does what an open JupyterLab does by itself.
@@ -152,13 +171,18 @@ async fn a_polling_tab_is_idle_and_a_busy_kernel_is_not() {
     if cell_started.elapsed() < Duration::from_secs(20) {
         let nb = notebook(&gw, &alice, &busy).await;
         assert_eq!(nb["status"], "RUNNING", "a busy kernel is work: {nb}");
+        let nb = notebook(&gw, &alice, &spin).await;
+        assert_eq!(
+            nb["status"], "RUNNING",
+            "a kernel in a CPU loop is work: {nb}"
+        );
         let act = api
             .get(&format!("/v1/notebooks/{busy}/activity"))
             .await
             .expect_status(200)
             .clone();
         assert!(act["sources"]["kernel"].is_string(), "{act}");
-        assert_eq!(act["idle_timeout_seconds"], IDLE, "{act}");
+        assert_eq!(act["idle_timeout_seconds"], idle, "{act}");
         assert!(act["idle_stop_at"].is_string(), "{act}");
     }
     // Once the cell is done, nothing keeps it: stopped as idle.
@@ -170,11 +194,18 @@ async fn a_polling_tab_is_idle_and_a_busy_kernel_is_not() {
     .await;
     assert!(cell_started.elapsed() >= Duration::from_secs(25));
     assert_idle_stop(&gw, &alice, &busy).await;
+    eventually(
+        "spin to be stopped after its loop",
+        Duration::from_secs(90),
+        || async { (notebook(&gw, &alice, &spin).await["status"] == "STOPPED").then_some(()) },
+    )
+    .await;
+    assert_idle_stop(&gw, &alice, &spin).await;
     let metrics = gw.admin().get("/metrics").await;
     assert!(
         metrics
             .text
-            .contains("atelier_notebook_auto_stops_total{reason=\"idle\"} 2"),
+            .contains("atelier_notebook_auto_stops_total{reason=\"idle\"} 3"),
         "{}",
         metrics.text
     );
