@@ -517,6 +517,36 @@ impl Gateway {
             .collect()
     }
 
+    /// The notebook as `GET /v1/notebooks/{id}` shows it (200 expected).
+    pub async fn notebook(&self, token: &str, id: &str) -> Value {
+        self.api(token)
+            .get(&format!("/v1/notebooks/{id}"))
+            .await
+            .expect_status(200)
+            .clone()
+    }
+
+    /// The notebook's events, each as `Name: detail`, oldest first.
+    pub async fn event_lines(&self, token: &str, id: &str) -> Vec<String> {
+        let r = self
+            .api(token)
+            .get(&format!("/v1/notebooks/{id}/events"))
+            .await;
+        r.expect_status(200);
+        r.json["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no items in {}", r.text))
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["event"].as_str().unwrap_or_default(),
+                    e["detail"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
     // -- what the process backend leaves on disk -------------------------------------------
 
     /// `<data>/notebooks/{id}`

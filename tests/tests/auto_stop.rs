@@ -19,30 +19,15 @@ fn parse(t: &str) -> time::OffsetDateTime {
 }
 
 async fn notebook(gw: &Gateway, token: &str, id: &str) -> Value {
-    gw.api(token)
-        .get(&format!("/v1/notebooks/{id}"))
-        .await
-        .expect_status(200)
-        .clone()
-}
-
-async fn events(gw: &Gateway, token: &str, id: &str) -> Vec<Value> {
-    let r = gw
-        .api(token)
-        .get(&format!("/v1/notebooks/{id}/events"))
-        .await;
-    r.expect_status(200)["items"].as_array().unwrap().clone()
+    gw.notebook(token, id).await
 }
 
 /// Lease events whose detail contains `needle`.
 async fn lease_events(gw: &Gateway, token: &str, id: &str, needle: &str) -> usize {
-    events(gw, token, id)
+    gw.event_lines(token, id)
         .await
         .iter()
-        .filter(|e| {
-            e["event"] == "StopNotebookLeaseExpired"
-                && e["detail"].as_str().unwrap_or("").contains(needle)
-        })
+        .filter(|l| l.starts_with("StopNotebookLeaseExpired: ") && l.contains(needle))
         .count()
 }
 
@@ -122,17 +107,7 @@ async fn leases_warn_stop_renew_and_survive_restarts() {
         "{stopped}"
     );
     assert!(stopped["auto_stop"]["stop_at"].is_null(), "{stopped}");
-    let names: Vec<String> = events(&gw, &alice, &id)
-        .await
-        .iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["event"].as_str().unwrap(),
-                e["detail"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let names = gw.event_lines(&alice, &id).await;
     let warned = names
         .iter()
         .position(|n| n.starts_with("StopNotebookLeaseExpired: will stop at"))
@@ -222,10 +197,10 @@ async fn leases_warn_stop_renew_and_survive_restarts() {
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
     assert_eq!(notebook(&gw, &alice, &id).await["status"], "RUNNING");
     assert!(
-        events(&gw, &alice, &id)
+        gw.event_lines(&alice, &id)
             .await
             .iter()
-            .any(|e| e["event"] == "RenewNotebook"),
+            .any(|l| l.starts_with("RenewNotebook: ")),
         "a renew event"
     );
     // The CLI renews too, and shows the deadline.

@@ -20,30 +20,11 @@ fn env() -> [(&'static str, &'static str); 2] {
 }
 
 async fn notebook(gw: &Gateway, token: &str, id: &str) -> Value {
-    gw.api(token)
-        .get(&format!("/v1/notebooks/{id}"))
-        .await
-        .expect_status(200)
-        .clone()
+    gw.notebook(token, id).await
 }
 
 async fn event_lines(gw: &Gateway, token: &str, id: &str) -> Vec<String> {
-    let r = gw
-        .api(token)
-        .get(&format!("/v1/notebooks/{id}/events"))
-        .await;
-    r.expect_status(200)["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["event"].as_str().unwrap_or(""),
-                e["detail"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
+    gw.event_lines(token, id).await
 }
 
 /// The notebook was stopped as idle, after a warning.
