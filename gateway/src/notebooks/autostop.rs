@@ -162,29 +162,16 @@ async fn kernels_busy(http: &reqwest::Client, lc: &Lifecycle, row: &NotebookRow)
     })
 }
 
-/// Samples the sources the gateway has to ask for (busy kernels, CPU, running SSH
-/// commands) and records them as activity.
-async fn sample(lc: &Lifecycle, sampler: &mut Sampler, row: &NotebookRow, timeout: i64) {
-    let routes = lc.routes();
-    if routes.ssh_exec_running(&row.id) > 0 {
-        routes.touch_notebook(&row.id, Source::Ssh);
-    }
-    let due = sampler
-        .last
-        .get(&row.id)
-        .is_none_or(|(at, _)| at.elapsed() >= sample_every(timeout));
-    if !due {
-        return;
-    }
-    let http = sampler.http.get_or_insert_with(|| {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .unwrap_or_default()
-    });
-    if kernels_busy(http, lc, row).await {
-        routes.touch_notebook(&row.id, Source::Kernel);
-    }
+/// What one sample of a notebook found: a busy kernel, and its processes' CPU seconds.
+struct Probe {
+    busy: bool,
+    cpu: Option<f64>,
+    at: Instant,
+}
+
+/// Asks a notebook's Jupyter server and backend what idle detection cannot see go by.
+async fn probe(http: &reqwest::Client, lc: &Lifecycle, row: &NotebookRow) -> Probe {
+    let busy = kernels_busy(http, lc, row).await;
     let cpu = match row
         .handle
         .as_deref()
@@ -193,14 +180,63 @@ async fn sample(lc: &Lifecycle, sampler: &mut Sampler, row: &NotebookRow, timeou
         Some(h) => lc.backend().cpu_seconds(&h).await,
         None => None,
     };
-    let now = Instant::now();
-    if let (Some(cpu), Some((then, Some(before)))) = (cpu, sampler.last.get(&row.id)) {
-        let wall = now.duration_since(*then).as_secs_f64();
-        if wall > 0.0 && (cpu - before).max(0.0) / wall * 100.0 >= lc.settings().idle_cpu_percent {
-            routes.touch_notebook(&row.id, Source::Cpu);
+    Probe {
+        busy,
+        cpu,
+        at: Instant::now(),
+    }
+}
+
+/// Samples the sources the gateway has to ask for (busy kernels, CPU) of every notebook
+/// whose turn it is, all at once, and records what they show as activity; running SSH
+/// commands count at every pass.
+async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) {
+    let routes = lc.routes();
+    let mut due = Vec::new();
+    for row in running {
+        let timeout = idle_timeout(lc, row);
+        if timeout <= 0 {
+            sampler.last.remove(&row.id);
+            continue;
+        }
+        if routes.ssh_exec_running(&row.id) > 0 {
+            routes.touch_notebook(&row.id, Source::Ssh);
+        }
+        if sampler
+            .last
+            .get(&row.id)
+            .is_none_or(|(at, _)| at.elapsed() >= sample_every(timeout))
+        {
+            due.push(row);
         }
     }
-    sampler.last.insert(row.id.clone(), (now, cpu));
+    if due.is_empty() {
+        return;
+    }
+    let http = sampler
+        .http
+        .get_or_insert_with(|| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap_or_default()
+        })
+        .clone();
+    let probes = futures_util::future::join_all(due.iter().map(|row| probe(&http, lc, row))).await;
+    for (row, p) in due.into_iter().zip(probes) {
+        if p.busy {
+            routes.touch_notebook(&row.id, Source::Kernel);
+        }
+        if let (Some(cpu), Some((then, Some(before)))) = (p.cpu, sampler.last.get(&row.id)) {
+            let wall = p.at.duration_since(*then).as_secs_f64();
+            if wall > 0.0
+                && (cpu - before).max(0.0) / wall * 100.0 >= lc.settings().idle_cpu_percent
+            {
+                routes.touch_notebook(&row.id, Source::Cpu);
+            }
+        }
+        sampler.last.insert(row.id.clone(), (p.at, p.cpu));
+    }
 }
 
 fn at_text(secs: i64) -> String {
@@ -257,10 +293,8 @@ async fn check_idle(
 ) -> anyhow::Result<()> {
     let timeout = idle_timeout(lc, row);
     if timeout <= 0 {
-        sampler.last.remove(&row.id);
         return Ok(());
     }
-    sample(lc, sampler, row, timeout).await;
     let idle = idle_of(lc, row);
     let Some(deadline) = idle.deadline else {
         return Ok(());
@@ -316,6 +350,7 @@ pub async fn check(lc: &Lifecycle, sampler: &mut Sampler) -> anyhow::Result<()> 
     sampler
         .last
         .retain(|id, _| running.iter().any(|r| &r.id == id));
+    sample(lc, sampler, &running).await;
     for row in running {
         check_idle(lc, sampler, &row, now, warning_secs).await?;
         if !row.auto_stop_enabled || row.status != RUNNING {
