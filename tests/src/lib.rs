@@ -504,14 +504,8 @@ impl Gateway {
 
     /// The event names of a notebook, oldest first.
     pub async fn event_names(&self, token: &str, id: &str) -> Vec<String> {
-        let r = self
-            .api(token)
-            .get(&format!("/v1/notebooks/{id}/events"))
-            .await;
-        r.expect_status(200);
-        r.json["items"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no items in {}", r.text))
+        self.events(token, id)
+            .await
             .iter()
             .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
             .collect()
@@ -528,14 +522,8 @@ impl Gateway {
 
     /// The notebook's events, each as `Name: detail`, oldest first.
     pub async fn event_lines(&self, token: &str, id: &str) -> Vec<String> {
-        let r = self
-            .api(token)
-            .get(&format!("/v1/notebooks/{id}/events"))
-            .await;
-        r.expect_status(200);
-        r.json["items"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no items in {}", r.text))
+        self.events(token, id)
+            .await
             .iter()
             .map(|e| {
                 format!(
@@ -545,6 +533,18 @@ impl Gateway {
                 )
             })
             .collect()
+    }
+
+    async fn events(&self, token: &str, id: &str) -> Vec<Value> {
+        let r = self
+            .api(token)
+            .get(&format!("/v1/notebooks/{id}/events"))
+            .await;
+        r.expect_status(200);
+        r.json["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no items in {}", r.text))
+            .clone()
     }
 
     // -- what the process backend leaves on disk -------------------------------------------

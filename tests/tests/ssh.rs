@@ -28,30 +28,37 @@ impl Ssh<'_> {
         self.run_on(self.gw.ssh_addr.port(), key, user, extra, command)
     }
 
+    /// `ssh` with this test's options, to `user` on `port`.
+    fn command(&self, port: u16, key: &Path, user: &str, extra: &[&str], command: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "ConnectTimeout=20",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+        .arg("-i")
+        .arg(key)
+        .args(["-p", &port.to_string()])
+        .args(extra)
+        .arg(format!("{user}@{}", self.gw.ssh_addr.ip()))
+        .arg(command);
+        c
+    }
+
     fn run_on(&self, port: u16, key: &Path, user: &str, extra: &[&str], command: &str) -> Out {
-        let out = Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=accept-new",
-                "-o",
-                "ConnectTimeout=20",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .arg("-i")
-            .arg(key)
-            .args(["-p", &port.to_string()])
-            .args(extra)
-            .arg(format!("{user}@{}", self.gw.ssh_addr.ip()))
-            .arg(command)
+        let out = self
+            .command(port, key, user, extra, command)
             .output()
             .expect("running ssh (openssh-client)");
         Out {
@@ -60,27 +67,10 @@ impl Ssh<'_> {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
-}
 
-impl Ssh<'_> {
     /// A session left running, with its stdout and stderr piped.
     fn spawn(&self, key: &Path, user: &str, command: &str) -> std::process::Child {
-        Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .arg("-i")
-            .arg(key)
-            .args(["-p", &self.gw.ssh_addr.port().to_string()])
-            .arg(format!("{user}@{}", self.gw.ssh_addr.ip()))
-            .arg(command)
+        self.command(self.gw.ssh_addr.port(), key, user, &[], command)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -62,9 +62,7 @@ fn view_at(state: &AppState, ssh_host: Option<&str>, row: NotebookRow) -> Notebo
             ssh.push(endpoint(port, crate::ssh::server::MA_USER));
         }
     }
-    let idle = row
-        .idle_timeout_seconds
-        .unwrap_or_else(|| i64::try_from(state.settings.idle_timeout_secs).unwrap_or(i64::MAX));
+    let idle = crate::notebooks::autostop::idle_timeout(&state.lifecycle, &row);
     let mut v = NotebookView::from(row);
     v.endpoints.ssh = ssh;
     v.auto_stop.idle_timeout_seconds = idle;

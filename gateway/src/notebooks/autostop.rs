@@ -258,9 +258,7 @@ pub struct Idle {
 
 pub fn idle_of(lc: &Lifecycle, row: &NotebookRow) -> Idle {
     let routes = lc.routes();
-    if let Some(stored) = row.activity.as_deref() {
-        routes.load_activity(&row.id, &routes::parse_activity_json(stored));
-    }
+    routes.load_activity(&row.id, row.activity.as_deref());
     let sources = routes.activity(&row.id).unwrap_or_default();
     let since = parse_time(&row.updated_at)
         .map(|t| t.unix_timestamp())

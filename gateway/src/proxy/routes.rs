@@ -145,12 +145,16 @@ impl RouteTable {
         map.get(notebook_id).map(|s| s.at)
     }
 
-    /// Seeds the in-memory clocks from what the store had (after a restart); newer times in
-    /// memory win.
-    pub fn load_activity(&self, notebook_id: &str, stored: &Activity) {
+    /// Seeds the in-memory clocks from what the store had (the `activity` JSON), once per
+    /// notebook and gateway run; newer times in memory win.
+    pub fn load_activity(&self, notebook_id: &str, stored: Option<&str>) {
         if let Ok(mut map) = self.activity.lock() {
             let seen = map.entry(notebook_id.to_owned()).or_default();
-            for (slot, at) in seen.at.iter_mut().zip(stored) {
+            if std::mem::replace(&mut seen.loaded, true) {
+                return;
+            }
+            let stored = stored.map(parse_activity_json).unwrap_or_default();
+            for (slot, at) in seen.at.iter_mut().zip(&stored) {
                 *slot = (*slot).max(*at);
             }
         }
@@ -271,6 +275,8 @@ struct Seen {
     at: Activity,
     /// Changed since the last flush.
     dirty: bool,
+    /// The stored times were merged in ([`RouteTable::load_activity`]).
+    loaded: bool,
 }
 
 /// `{"proxy": 1764300000, …}` (sources never seen left out).
