@@ -81,6 +81,9 @@ pub struct Settings {
     /// CPU use of a notebook's processes, in percent of one CPU, above which it counts as
     /// working (env ATELIER_IDLE_CPU_PERCENT).
     pub idle_cpu_percent: f64,
+    /// GPU use (SM utilisation, percent) of any of a notebook's processes above which it
+    /// counts as working (env ATELIER_IDLE_GPU_PERCENT); read where NVML is present.
+    pub idle_gpu_percent: f64,
     pub quota: Quota,
     pub backend: BackendSettings,
     pub flavors: Vec<Flavor>,
@@ -173,6 +176,7 @@ impl Default for Settings {
             lease_hour_secs: 3600,
             idle_timeout_secs: 0,
             idle_cpu_percent: 10.0,
+            idle_gpu_percent: 10.0,
             quota: Quota::default(),
             backend: BackendSettings::default(),
             flavors: vec![
@@ -323,6 +327,11 @@ impl Settings {
                 format!("ATELIER_IDLE_CPU_PERCENT={v:?} is not a number (percent of one CPU)")
             })?;
         }
+        if let Some(v) = env("ATELIER_IDLE_GPU_PERCENT") {
+            self.idle_gpu_percent = v.parse().with_context(|| {
+                format!("ATELIER_IDLE_GPU_PERCENT={v:?} is not a number (percent of a GPU)")
+            })?;
+        }
         if let Some(v) = env("ATELIER_LEASE_HOUR") {
             self.lease_hour_secs = v
                 .parse()
@@ -341,6 +350,14 @@ impl Settings {
         }
         if !(self.idle_cpu_percent.is_finite() && self.idle_cpu_percent > 0.0) {
             bail!("idle_cpu_percent (ATELIER_IDLE_CPU_PERCENT) must be a positive number");
+        }
+        if !(self.idle_gpu_percent.is_finite()
+            && self.idle_gpu_percent > 0.0
+            && self.idle_gpu_percent <= 100.0)
+        {
+            bail!(
+                "idle_gpu_percent (ATELIER_IDLE_GPU_PERCENT) must be a number above 0 and at most 100"
+            );
         }
         if self.lease_hour_secs == 0 {
             bail!("lease_hour_secs (ATELIER_LEASE_HOUR) must be at least 1 second");

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod gpu;
 pub mod notebooks;
 pub mod proxy;
 pub mod server;

@@ -222,7 +222,6 @@ async fn activity(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<serde_json::Value>> {
     use crate::notebooks::autostop;
-    use crate::proxy::routes::Source;
     let g = grant(&state, &p, &id, Access::Manage).await?;
     let row = g.notebook().clone();
     let idle = autostop::idle_of(&state.lifecycle, &row);
@@ -236,7 +235,7 @@ async fn activity(
     };
     let mut sources = serde_json::Map::new();
     // No GPU source without GPUs and a driver.
-    for s in &Source::ALL[..4] {
+    for s in autostop::sources() {
         sources.insert(s.as_str().into(), time_of(idle.sources[*s as usize]));
     }
     Ok(ApiJson(serde_json::json!({

@@ -98,6 +98,15 @@ pub enum BackendError {
 }
 
 /// Progress shown to the user as events.
+/// What a notebook's processes use, as seen from the host (idle detection reads it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// CPU seconds used so far by all of them, reaped children included.
+    pub cpu_seconds: f64,
+    /// Their process IDs in the host's PID namespace (the ones NVML reports GPU use for).
+    pub pids: Vec<u32>,
+}
+
 #[async_trait]
 pub trait Progress: Send + Sync {
     async fn event(&self, kind: EventKind, detail: Option<&str>);
@@ -147,9 +156,9 @@ pub trait Backend: Send + Sync + 'static {
         )))
     }
 
-    /// CPU seconds the notebook's processes have used so far (all of them, reaped children
-    /// included), for idle detection; `None` where the backend cannot tell.
-    async fn cpu_seconds(&self, _handle: &Handle) -> Option<f64> {
+    /// The notebook's processes and the CPU they have used so far, for idle detection;
+    /// `None` where the backend cannot tell.
+    async fn usage(&self, _handle: &Handle) -> Option<Usage> {
         None
     }
 

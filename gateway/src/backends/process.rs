@@ -35,6 +35,7 @@ use serde_json::json;
 use super::jupyter_env::JupyterEnv;
 use super::{
     Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode, Upstream,
+    Usage,
 };
 use crate::config::{SandboxMode, Settings};
 use crate::events::EventKind;
@@ -569,12 +570,12 @@ impl Backend for ProcessBackend {
         })
     }
 
-    async fn cpu_seconds(&self, handle: &Handle) -> Option<f64> {
+    async fn usage(&self, handle: &Handle) -> Option<Usage> {
         let h = Self::decode(handle).ok()?;
         if !alive(h.runtime_pid, h.runtime_start_ticks) {
             return None;
         }
-        tokio::task::spawn_blocking(move || tree_cpu_seconds(h.runtime_pid))
+        tokio::task::spawn_blocking(move || tree_usage(h.runtime_pid))
             .await
             .ok()
             .flatten()
@@ -637,9 +638,9 @@ fn sandbox_argv(bwrap: &Path, p: &SandboxPaths) -> Vec<String> {
     a
 }
 
-/// CPU time of `root` and all its descendants (`utime + stime + cutime + cstime` from
-/// `/proc/<pid>/stat`, so children that were reaped still count), in seconds.
-fn tree_cpu_seconds(root: i32) -> Option<f64> {
+/// `root` and all its descendants: their PIDs and CPU time (`utime + stime + cutime +
+/// cstime` from `/proc/<pid>/stat`, so children that were reaped still count), in seconds.
+fn tree_usage(root: i32) -> Option<Usage> {
     let mut parent: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
     let mut ticks: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -673,6 +674,7 @@ fn tree_cpu_seconds(root: i32) -> Option<f64> {
         return None;
     }
     let mut total = 0u64;
+    let mut pids = Vec::new();
     for (&pid, &cpu) in &ticks {
         let mut p = pid;
         // Walk up to the root (bounded: pid chains are short, loops impossible but cheap to
@@ -680,6 +682,7 @@ fn tree_cpu_seconds(root: i32) -> Option<f64> {
         for _ in 0..64 {
             if p == root {
                 total += cpu;
+                pids.push(pid as u32);
                 break;
             }
             match parent.get(&p) {
@@ -690,7 +693,10 @@ fn tree_cpu_seconds(root: i32) -> Option<f64> {
     }
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some(total as f64 / hz)
+    Some(Usage {
+        cpu_seconds: total as f64 / hz,
+        pids,
+    })
 }
 
 /// Writes the embedded auto-stop extension under `dir/<its name>/`.
@@ -812,16 +818,25 @@ mod tests {
     #[test]
     fn cpu_time_of_a_process_tree_grows_with_work() {
         let me = std::process::id() as i32;
-        let before = tree_cpu_seconds(me).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let first = tree_usage(me).unwrap();
+        assert!(first.pids.contains(&(me as u32)));
+        assert!(first.pids.contains(&child.id()), "{:?}", first.pids);
+        let _ = child.kill();
+        let _ = child.wait();
+        let before = first.cpu_seconds;
         let start = Instant::now();
         let mut x = 0u64;
         while start.elapsed() < Duration::from_millis(300) {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         std::hint::black_box(x);
-        let after = tree_cpu_seconds(me).unwrap();
+        let after = tree_usage(me).unwrap().cpu_seconds;
         assert!(after > before, "{before} -> {after}");
-        assert_eq!(tree_cpu_seconds(i32::MAX - 1), None);
+        assert_eq!(tree_usage(i32::MAX - 1), None);
     }
 
     #[test]

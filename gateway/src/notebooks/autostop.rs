@@ -15,6 +15,8 @@
 //!   kernel  a kernel busy (asked from the notebook's Jupyter server)
 //!   ssh     SSH channel traffic, or an `exec` command still running
 //!   cpu     the notebook's processes above ATELIER_IDLE_CPU_PERCENT of one CPU
+//!   gpu     any of its processes above ATELIER_IDLE_GPU_PERCENT of a GPU (NVML; absent
+//!           without an NVIDIA driver)
 //! idle deadline = max(last activity, running since) + timeout
 //! deadline − warning  StopNotebookResourceIdle "will automatically stop" (once per idle period)
 //! deadline            RUNNING → STOPPING with reason idle and the sources' times
@@ -162,32 +164,32 @@ async fn kernels_busy(http: &reqwest::Client, lc: &Lifecycle, row: &NotebookRow)
     })
 }
 
-/// What one sample of a notebook found: a busy kernel, and its processes' CPU seconds.
+/// What one sample of a notebook found: a busy kernel, and its processes.
 struct Probe {
     busy: bool,
-    cpu: Option<f64>,
+    usage: Option<crate::backends::Usage>,
     at: Instant,
 }
 
 /// Asks a notebook's Jupyter server and backend what idle detection cannot see go by.
 async fn probe(http: &reqwest::Client, lc: &Lifecycle, row: &NotebookRow) -> Probe {
     let busy = kernels_busy(http, lc, row).await;
-    let cpu = match row
+    let usage = match row
         .handle
         .as_deref()
         .and_then(|h| serde_json::from_str::<Handle>(h).ok())
     {
-        Some(h) => lc.backend().cpu_seconds(&h).await,
+        Some(h) => lc.backend().usage(&h).await,
         None => None,
     };
     Probe {
         busy,
-        cpu,
+        usage,
         at: Instant::now(),
     }
 }
 
-/// Samples the sources the gateway has to ask for (busy kernels, CPU) of every notebook
+/// Samples the sources the gateway has to ask for (busy kernels, CPU, GPU) of every notebook
 /// whose turn it is, all at once, and records what they show as activity; running SSH
 /// commands count at every pass.
 async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) {
@@ -223,11 +225,23 @@ async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) 
         })
         .clone();
     let probes = futures_util::future::join_all(due.iter().map(|row| probe(&http, lc, row))).await;
+    // GPU use since the previous reading, per host pid (NVML is quick: no need to leave the
+    // loop's task for it).
+    let gpu = crate::gpu::meter().map(|m| match m.lock() {
+        Ok(mut m) => m.sample(),
+        Err(_) => Default::default(),
+    });
     for (row, p) in due.into_iter().zip(probes) {
         if p.busy {
             routes.touch_notebook(&row.id, Source::Kernel);
         }
-        if let (Some(cpu), Some((then, Some(before)))) = (p.cpu, sampler.last.get(&row.id)) {
+        if let (Some(util), Some(usage)) = (&gpu, &p.usage)
+            && crate::gpu::busy(util, &usage.pids, lc.settings().idle_gpu_percent)
+        {
+            routes.touch_notebook(&row.id, Source::Gpu);
+        }
+        let cpu = p.usage.map(|u| u.cpu_seconds);
+        if let (Some(cpu), Some((then, Some(before)))) = (cpu, sampler.last.get(&row.id)) {
             let wall = p.at.duration_since(*then).as_secs_f64();
             if wall > 0.0
                 && (cpu - before).max(0.0) / wall * 100.0 >= lc.settings().idle_cpu_percent
@@ -235,7 +249,7 @@ async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) 
                 routes.touch_notebook(&row.id, Source::Cpu);
             }
         }
-        sampler.last.insert(row.id.clone(), (p.at, p.cpu));
+        sampler.last.insert(row.id.clone(), (p.at, cpu));
     }
 }
 
@@ -272,9 +286,18 @@ pub fn idle_of(lc: &Lifecycle, row: &NotebookRow) -> Idle {
     }
 }
 
-/// The sources' last times as `proxy T, kernel T, ssh T, cpu T`.
+/// The activity sources this gateway can see: GPU only where NVML is present.
+pub fn sources() -> &'static [Source] {
+    if crate::gpu::meter().is_some() {
+        &Source::ALL
+    } else {
+        &Source::ALL[..4]
+    }
+}
+
+/// The sources' last times as `proxy T, kernel T, ssh T, cpu T` (`, gpu T` with GPUs).
 pub fn snapshot(sources: &routes::Activity) -> String {
-    Source::ALL[..4]
+    self::sources()
         .iter()
         .map(|s| format!("{} {}", s.as_str(), at_text(sources[*s as usize])))
         .collect::<Vec<_>>()

@@ -1,0 +1,131 @@
+//! GPU use per process, read from NVIDIA's management library (NVML) for idle detection.
+//!
+//! NVML (`libnvidia-ml.so.1`) is loaded at run time, so the gateway builds and runs on hosts
+//! without it: there [`meter`] is `None`, and idle detection simply has no GPU source. Where
+//! it loads, each sample asks every device for the per-process SM utilisation it recorded
+//! since the previous sample (`nvmlDeviceGetProcessUtilization`). The process IDs are those
+//! of the host's PID namespace, the same ones the backends report for a notebook's processes
+//! ([`crate::backends::Usage`]), so the same reading serves process and container notebooks.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use nvml_wrapper::Nvml;
+use nvml_wrapper::error::NvmlError;
+
+/// The host's GPUs, and where the last reading of each device stopped.
+pub struct GpuMeter {
+    nvml: Nvml,
+    /// Per device index: the newest sample timestamp seen (µs, NVML's clock).
+    last_seen: Vec<u64>,
+}
+
+static METER: OnceLock<Option<Mutex<GpuMeter>>> = OnceLock::new();
+
+/// The process-wide meter: `None` where there is no NVIDIA driver or no GPU. Opened on first
+/// use; the outcome is logged once.
+pub fn meter() -> Option<&'static Mutex<GpuMeter>> {
+    METER
+        .get_or_init(|| match GpuMeter::open() {
+            Ok(Some(m)) => {
+                tracing::info!(
+                    gpus = m.last_seen.len(),
+                    "NVML loaded: GPU use counts as notebook activity"
+                );
+                Some(Mutex::new(m))
+            }
+            Ok(None) => {
+                tracing::info!("NVML loaded but it reports no GPU: no GPU activity source");
+                None
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "no NVIDIA driver (NVML): no GPU activity source");
+                None
+            }
+        })
+        .as_ref()
+}
+
+impl GpuMeter {
+    /// Loads NVML; `Ok(None)` when it works but sees no device.
+    fn open() -> Result<Option<GpuMeter>, NvmlError> {
+        let nvml = Nvml::init()?;
+        let n = nvml.device_count()?;
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(GpuMeter {
+            nvml,
+            last_seen: vec![0; n as usize],
+        }))
+    }
+
+    /// pid → highest SM utilisation (percent) any device recorded for it since the last call.
+    /// A device that cannot tell (too old, or an error) contributes nothing.
+    pub fn sample(&mut self) -> HashMap<u32, u32> {
+        let mut by_pid = HashMap::new();
+        for (index, last) in self.last_seen.iter_mut().enumerate() {
+            let device = match self.nvml.device_by_index(index as u32) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(index, error = %e, "NVML device");
+                    continue;
+                }
+            };
+            let samples = match device.process_utilization_stats(*last) {
+                Ok(s) => s,
+                // No process used the device since `last`.
+                Err(NvmlError::NotFound) => continue,
+                Err(e) => {
+                    tracing::debug!(index, error = %e, "NVML process utilisation");
+                    continue;
+                }
+            };
+            for s in samples {
+                *last = (*last).max(s.timestamp);
+                let u = by_pid.entry(s.pid).or_insert(0);
+                *u = (*u).max(s.sm_util);
+            }
+        }
+        by_pid
+    }
+}
+
+/// Whether any of `pids` used a GPU at `threshold` percent or more in `util` (a
+/// [`GpuMeter::sample`]).
+pub fn busy(util: &HashMap<u32, u32>, pids: &[u32], threshold: f64) -> bool {
+    pids.iter()
+        .any(|p| util.get(p).is_some_and(|&u| f64::from(u) >= threshold))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_counts_only_the_notebooks_processes_at_the_threshold() {
+        let util = HashMap::from([(10, 50), (11, 3), (99, 100)]);
+        assert!(busy(&util, &[1, 10], 10.0));
+        assert!(!busy(&util, &[11, 12], 10.0), "3 % is below 10 %");
+        assert!(busy(&util, &[11], 3.0), "at the threshold counts");
+        assert!(
+            !busy(&util, &[1, 2], 10.0),
+            "another notebook's process is not ours"
+        );
+        assert!(!busy(&HashMap::new(), &[10], 10.0));
+    }
+
+    /// On a machine without an NVIDIA driver (this project's CI) the meter is absent, and asking
+    /// for it again does not retry or fail; with a driver it reads without error.
+    #[test]
+    fn meter_is_absent_without_a_driver_and_reads_with_one() {
+        let driver = std::path::Path::new("/proc/driver/nvidia/version").exists();
+        match meter() {
+            None => assert!(!driver, "a driver is loaded but NVML did not open"),
+            Some(m) => {
+                let _ = m.lock().unwrap().sample();
+            }
+        }
+        assert_eq!(meter().is_some(), meter().is_some());
+    }
+}
