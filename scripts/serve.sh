@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: builds Atelier, makes sure Python can create JupyterLab's
-# virtualenv, and starts the gateway on the embedded (process) backend. The gateway creates
+# virtualenv, and starts the gateway on the embedded (process) backend, or with
+# ATELIER_BACKEND=docker on a container engine (see the README). The gateway creates
 # JupyterLab under its data dir if missing, prints its URL and, on the first start, the
 # admin's API token. Extra arguments go to `atelier serve`.
 set -euo pipefail
@@ -13,6 +14,11 @@ command -v bwrap >/dev/null || need_debs bubblewrap || log "no bubblewrap: noteb
 
 log "building (release)"
 cargo build --release --workspace --locked
+if [ "${ATELIER_BACKEND:-}" = docker ]; then
+  # Containers start with a statically linked runtime; work disks need xfsprogs.
+  bash "$ROOT/scripts/build-static-runtime.sh" --release
+  command -v mkfs.xfs >/dev/null || need_debs xfsprogs || log "no xfsprogs: work disks will be ext4 (no online growth without CAP_SYS_RESOURCE)"
+fi
 export ATELIER_DATA_DIR="${ATELIER_DATA_DIR:-$ROOT/.atelier}"
 log "data dir: $ATELIER_DATA_DIR"
 exec "$CARGO_TARGET_DIR/release/atelier" serve "$@"

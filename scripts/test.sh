@@ -2,6 +2,7 @@
 # Installs what the tests need (idempotent, fast when already there) and runs every test.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$ROOT/scripts/containers.sh"
 cd "$ROOT"
 
 # bubblewrap: notebooks run confined where it works, and the tests check the confinement.
@@ -18,6 +19,14 @@ command -v node >/dev/null || need_debs nodejs npm
 need_debs chromium
 ATELIER_TEST_BROWSER_MODULES="$(browser_modules)"
 export ATELIER_TEST_BROWSER_MODULES
+# Container notebooks' work disks are loop-mounted XFS images (they grow while mounted).
+need_debs xfsprogs
+# The docker backend's tests: Podman's Docker-compatible API, the offline notebook image and a
+# local registry (scripts/containers.sh). CI must run them, so a failure here stops the run.
+ATELIER_TEST_DOCKER_HOST="$(podman_socket)" || { log "podman_socket failed: no Podman API"; exit 1; }
+ATELIER_TEST_IMAGE="$(notebook_image)" || { log "notebook_image failed: no notebook image"; exit 1; }
+ATELIER_TEST_REGISTRY="$(registry_addr)" || { log "registry_addr failed: no registry"; exit 1; }
+export ATELIER_TEST_DOCKER_HOST ATELIER_TEST_IMAGE ATELIER_TEST_REGISTRY
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -25,6 +34,8 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo build"
 cargo build --workspace --locked
+# The runtime containers start with, linked statically (scripts/build-static-runtime.sh).
+bash "$ROOT/scripts/build-static-runtime.sh"
 log "cargo test"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT

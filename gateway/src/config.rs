@@ -6,7 +6,8 @@
 //! `ATELIER_DATA_DIR` (all state), `ATELIER_HTTP_ADDR` (default `127.0.0.1:8000`),
 //! `ATELIER_SSH_ADDR` (default `127.0.0.1:2222`, or `off`), `ATELIER_SSH_PORTS`,
 //! `ATELIER_ADMIN_TOKEN` (the admin's API token on first start), `ATELIER_JUPYTER_VENV`,
-//! `ATELIER_SANDBOX`, `ATELIER_LOG` (tracing filter), `ATELIER_LOG_FORMAT` (`text`|`json`).
+//! `ATELIER_SANDBOX`, `ATELIER_LOG` (tracing filter), `ATELIER_LOG_FORMAT` (`text`|`json`),
+//! `ATELIER_BACKEND` (`process`|`docker`), `ATELIER_DOCKER_HOST`, `ATELIER_REGISTRY`.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -88,6 +89,9 @@ pub struct Settings {
     pub backend: BackendSettings,
     pub flavors: Vec<Flavor>,
     pub images: Vec<Image>,
+    /// Where saved notebook images are pushed (`127.0.0.1:5000/atelier`; env
+    /// ATELIER_REGISTRY); none: images are saved in the engine only.
+    pub registry: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -105,6 +109,9 @@ pub enum BackendKind {
     /// Every notebook routes to one existing HTTP server (benchmarks, attaching a server
     /// that runs elsewhere).
     External,
+    /// A container per notebook, through the Docker Engine API (Docker, or Podman's
+    /// Docker-compatible service).
+    Docker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -140,6 +147,14 @@ pub struct BackendSettings {
     pub external_url: Option<String>,
     /// For `kind = "external"`: the token that server expects (sent upstream, never to clients).
     pub external_token: Option<String>,
+    /// For `kind = "docker"`: the engine's socket or URL (`unix:///run/podman/podman.sock`,
+    /// `tcp://…`); default `DOCKER_HOST`, else Docker's socket, else Podman's.
+    pub docker_host: Option<String>,
+    /// For `kind = "docker"`: a statically linked `atelier-notebook-runtime`, the containers'
+    /// entrypoint; default: found next to the `atelier` binary (see backends::docker).
+    pub container_runtime_bin: Option<PathBuf>,
+    /// Size of a new notebook's work disk, in GB (the seed's default EVS size: 5).
+    pub work_disk_gb: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -150,14 +165,32 @@ pub struct Flavor {
     pub kind: String,
     pub vcpus: u32,
     pub memory_gib: u32,
+    /// Accelerators a notebook of this flavor gets (GPUs for `gpu`, NPUs for `npu`); default
+    /// 1 for those types, 0 for `cpu`.
+    #[serde(default)]
+    pub accelerators: Option<u32>,
     #[serde(default)]
     pub description: String,
+}
+
+impl Flavor {
+    /// How many GPUs (type `gpu`) or NPUs (type `npu`) a notebook of this flavor gets.
+    pub fn accelerator_count(&self) -> u32 {
+        match self.kind.as_str() {
+            "cpu" => 0,
+            _ => self.accelerators.unwrap_or(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
     pub id: String,
+    /// For the docker backend: the image reference in the engine or a registry
+    /// (`localhost/atelier-notebook:1`); default: the id.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     #[serde(default)]
     pub description: String,
 }
@@ -185,6 +218,7 @@ impl Default for Settings {
                     kind: "cpu".into(),
                     vcpus: 2,
                     memory_gib: 8,
+                    accelerators: None,
                     description:
                         "2vCPUs 8GB: general-purpose, for data exploration and experiments".into(),
                 },
@@ -193,13 +227,16 @@ impl Default for Settings {
                     kind: "cpu".into(),
                     vcpus: 8,
                     memory_gib: 32,
+                    accelerators: None,
                     description: "8vCPUs 32GB: for compute-intensive work".into(),
                 },
             ],
             images: vec![Image {
                 id: "jupyterlab".into(),
+                reference: None,
                 description: "JupyterLab 4 with Python 3".into(),
             }],
+            registry: None,
         }
     }
 }
@@ -225,6 +262,9 @@ impl Default for BackendSettings {
             stop_grace_secs: 10,
             external_url: None,
             external_token: None,
+            docker_host: None,
+            container_runtime_bin: None,
+            work_disk_gb: 5,
         }
     }
 }
@@ -300,6 +340,23 @@ impl Settings {
         }
         if let Some(v) = env("ATELIER_RUNTIME_BIN") {
             self.backend.runtime_bin = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ATELIER_BACKEND") {
+            self.backend.kind = match v.as_str() {
+                "process" => BackendKind::Process,
+                "docker" => BackendKind::Docker,
+                "external" => BackendKind::External,
+                other => bail!("ATELIER_BACKEND={other:?}: expected process or docker"),
+            };
+        }
+        if let Some(v) = env("ATELIER_DOCKER_HOST") {
+            self.backend.docker_host = Some(v);
+        }
+        if let Some(v) = env("ATELIER_CONTAINER_RUNTIME_BIN") {
+            self.backend.container_runtime_bin = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ATELIER_REGISTRY") {
+            self.registry = Some(v);
         }
         if let Some(v) = env("ATELIER_SANDBOX") {
             self.backend.sandbox = match v.as_str() {
@@ -397,6 +454,9 @@ impl Settings {
         }
         if self.backend.kind == BackendKind::External && self.backend.external_url.is_none() {
             bail!("backend.kind = \"external\" needs backend.external_url");
+        }
+        if !(1..=4096).contains(&self.backend.work_disk_gb) {
+            bail!("backend.work_disk_gb must be between 1 and 4096");
         }
         if self.backend.start_timeout_secs == 0 {
             bail!("backend.start_timeout_secs must be at least 1");

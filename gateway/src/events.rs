@@ -53,6 +53,12 @@ pub enum EventKind {
     StopNotebookLeaseExpired,
     /// (proposed) the auto-stop deadline moved (renew).
     RenewNotebook,
+    /// `UpdateStorageSize` "is being updated" (the work disk grows).
+    UpdatingStorageSize,
+    /// `UpdateStorageSize` "has been updated".
+    UpdateStorageSize,
+    /// `UpdateStorageSizeFailed` for an internal error.
+    UpdateStorageSizeFailed,
 }
 
 impl EventKind {
@@ -77,6 +83,8 @@ impl EventKind {
             EventKind::StopNotebookResourceIdle => "StopNotebookResourceIdle",
             EventKind::StopNotebookLeaseExpired => "StopNotebookLeaseExpired",
             EventKind::RenewNotebook => "RenewNotebook",
+            EventKind::UpdatingStorageSize | EventKind::UpdateStorageSize => "UpdateStorageSize",
+            EventKind::UpdateStorageSizeFailed => "UpdateStorageSizeFailed",
         }
     }
 
@@ -107,6 +115,11 @@ impl EventKind {
                 "The notebook instance will automatically stop or has automatically stopped because its auto-stop time has been reached."
             }
             EventKind::RenewNotebook => "The auto-stop time of the instance has been extended.",
+            EventKind::UpdatingStorageSize => "The instance storage size is being updated.",
+            EventKind::UpdateStorageSize => "The instance storage size has been updated.",
+            EventKind::UpdateStorageSizeFailed => {
+                "Updating the storage size failed due to an internal error."
+            }
         }
     }
 
@@ -127,12 +140,15 @@ impl EventKind {
             | EventKind::UpdateKeyPair
             | EventKind::UpdateWhitelist
             | EventKind::StopNotebookResourceIdle
-            | EventKind::StopNotebookLeaseExpired => Severity::Major,
+            | EventKind::StopNotebookLeaseExpired
+            | EventKind::UpdatingStorageSize
+            | EventKind::UpdateStorageSize => Severity::Major,
             EventKind::CreateNotebookFailed
             | EventKind::PullImageFailed
             | EventKind::StartNotebookFailed
             | EventKind::NotebookUnhealthy
-            | EventKind::JupyterProcessKilled => Severity::Critical,
+            | EventKind::JupyterProcessKilled
+            | EventKind::UpdateStorageSizeFailed => Severity::Critical,
         }
     }
 }

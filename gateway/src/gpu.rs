@@ -46,6 +46,13 @@ pub fn meter() -> Option<&'static Mutex<GpuMeter>> {
         .as_ref()
 }
 
+/// How many NVIDIA GPUs this host has (0 without a driver).
+pub fn device_count() -> u32 {
+    meter()
+        .and_then(|m| m.lock().ok().map(|m| m.last_seen.len() as u32))
+        .unwrap_or(0)
+}
+
 impl GpuMeter {
     /// Loads NVML; `Ok(None)` when it works but sees no device.
     fn open() -> Result<Option<GpuMeter>, NvmlError> {

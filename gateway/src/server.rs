@@ -68,6 +68,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     let backend: Arc<dyn Backend> = match settings.backend.kind {
         BackendKind::Process => Arc::new(ProcessBackend::new(&settings)?),
         BackendKind::External => Arc::new(ExternalBackend::new(&settings)?),
+        BackendKind::Docker => Arc::new(crate::backends::docker::DockerBackend::new(&settings)?),
     };
     let ssh = match settings.ssh_addr {
         Some(addr) => {

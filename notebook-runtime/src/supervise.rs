@@ -1,7 +1,7 @@
 //! Starting the child and supervising it until it exits or we are told to stop.
 
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -40,6 +40,22 @@ fn spawn(spec: &Spec) -> Result<libc::pid_t> {
         .try_clone()
         .with_context(|| format!("cannot duplicate log file {}", spec.log_file.display()))?;
 
+    // A bare name is looked up on the spec's PATH (as the child will see it); saying so
+    // beats a bare "No such file or directory" (an image without Jupyter, say).
+    if !program.contains('/') {
+        let path = spec
+            .env
+            .get("PATH")
+            .map(String::as_str)
+            .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+        let found = std::env::split_paths(path).any(|dir| {
+            fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+        if !found {
+            bail!("{program:?} not found on PATH {path}");
+        }
+    }
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()

@@ -126,6 +126,43 @@ pub fn tools_python() -> PathBuf {
     .join("bin/python")
 }
 
+/// The container engine (`ATELIER_TEST_DOCKER_HOST`, Podman's Docker-compatible socket) and
+/// the offline-built notebook image (`ATELIER_TEST_IMAGE`) the docker-backend tests use;
+/// scripts/test.sh prepares both (scripts/containers.sh).
+pub fn docker_env() -> (String, String) {
+    let get = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{var} is not set: run bash .ci/run (scripts/test.sh), which starts Podman's \
+                     service and builds the test image (scripts/containers.sh)"
+                )
+            })
+    };
+    (get("ATELIER_TEST_DOCKER_HOST"), get("ATELIER_TEST_IMAGE"))
+}
+
+/// `podman --url <engine> ARGS…` against the tests' engine; its output, or a panic saying
+/// what failed.
+pub fn podman(args: &[&str]) -> String {
+    let (host, _) = docker_env();
+    let out = Command::new("podman")
+        .arg("--url")
+        .arg(&host)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running podman: {e}"));
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind(("127.0.0.1", 0))
@@ -191,6 +228,21 @@ impl Gateway {
     /// A gateway with a TOML settings file (passed as `ATELIER_CONFIG`) and extra environment.
     pub async fn start_with_config(toml: &str, env: &[(&str, &str)]) -> Gateway {
         Self::launch(Some(toml), env).await
+    }
+
+    /// A gateway on the `docker` backend (the tests' Podman and image, see [`docker_env`]),
+    /// whose default image `jupyterlab` is the test image; `extra_toml` adds settings.
+    pub async fn start_docker(extra_toml: &str, env: &[(&str, &str)]) -> Gateway {
+        let (host, image) = docker_env();
+        let toml = format!(
+            "{extra_toml}\n[[images]]\nid = \"jupyterlab\"\nref = \"{image}\"\ndescription = \"the offline test image\"\n"
+        );
+        let mut all = vec![
+            ("ATELIER_BACKEND", "docker"),
+            ("ATELIER_DOCKER_HOST", host.as_str()),
+        ];
+        all.extend_from_slice(env);
+        Self::launch(Some(&toml), &all).await
     }
 
     async fn launch(config: Option<&str>, env: &[(&str, &str)]) -> Gateway {
@@ -626,6 +678,8 @@ impl Drop for Gateway {
         }
         self.stop();
         kill_leftovers(&self.data_dir);
+        remove_containers(&self.data_dir);
+        unmount_under(&self.data_dir);
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
@@ -713,6 +767,55 @@ pub fn processes_mentioning(needle: &OsStr) -> Vec<i32> {
 
 /// The fallback: whatever still runs for this data dir (runtimes, bwrap, JupyterLab, kernels)
 /// gets SIGTERM, then SIGKILL.
+/// Removes the containers a docker-backend gateway with this data dir left (label
+/// `io.atelier.gateway`); nothing when no engine is configured.
+fn remove_containers(data_dir: &Path) {
+    let Some(host) = std::env::var_os("ATELIER_TEST_DOCKER_HOST").filter(|h| !h.is_empty()) else {
+        return;
+    };
+    let filter = format!("label=io.atelier.gateway={}", data_dir.display());
+    let Ok(out) = Command::new("podman")
+        .arg("--url")
+        .arg(&host)
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    eprintln!("test harness: removing {} leftover container(s)", ids.len());
+    let _ = Command::new("podman")
+        .arg("--url")
+        .arg(&host)
+        .args(["rm", "-f", "-t", "2"])
+        .args(&ids)
+        .output();
+}
+
+/// Unmounts what is mounted below `dir` (work disks of container notebooks), deepest first,
+/// so removing the dir deletes no mounted filesystem's files and leaks no loop device.
+fn unmount_under(dir: &Path) {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg(p).output();
+    }
+}
+
 fn kill_leftovers(data_dir: &Path) {
     let needle = data_dir.as_os_str();
     let first = processes_mentioning(needle);

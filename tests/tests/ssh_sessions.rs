@@ -117,7 +117,19 @@ fn ask(port: u16, message: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_files_and_forwards_reach_inside_the_notebook() {
-    let mut gw = Gateway::start().await;
+    session_checks(Gateway::start().await, None).await;
+}
+
+/// The same checks against a container notebook (docker backend on Podman): the agent is the
+/// container's PID 1 runtime, and the work dir is `/home/ma-user/work` inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_files_and_forwards_reach_inside_a_container_notebook() {
+    let gw = Gateway::start_docker("", &[]).await;
+    session_checks(gw, Some("/home/ma-user/work")).await;
+}
+
+/// `work_inside`: the notebook's work dir as its processes see it (`None`: the host path).
+async fn session_checks(mut gw: Gateway, work_inside: Option<&str>) {
     let alice = gw.create_user("alice").await;
     let api = gw.api(&alice);
     let dir = gw.data_dir.join("ssh-client");
@@ -186,13 +198,20 @@ async fn sessions_files_and_forwards_reach_inside_the_notebook() {
     assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
     let out = ssh.run("box", "pwd; echo $ATELIER_NOTEBOOK_ID");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let seen_work = work_inside
+        .map(str::to_owned)
+        .unwrap_or_else(|| work.display().to_string());
     assert_eq!(
         text(&out.stdout),
-        format!("{}\n{id}\n", work.display()),
+        format!("{seen_work}\n{id}\n"),
         "{}",
         text(&out.stderr)
     );
-    if gw.sandboxed() {
+    if work_inside.is_some() {
+        let out = ssh.run("box", "id -u; id -g");
+        assert_eq!(text(&out.stdout), "1000\n100\n", "{}", text(&out.stderr));
+    }
+    if gw.sandboxed() || work_inside.is_some() {
         // Inside the notebook's sandbox: the gateway's database is hidden there.
         let db = gw.data_dir.join("atelier.db");
         assert!(db.exists());

@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notebooks/{id}/start", post(start))
         .route("/v1/notebooks/{id}/stop", post(stop))
         .route("/v1/notebooks/{id}/renew", post(renew))
+        .route("/v1/notebooks/{id}/storage/expand", post(expand_storage))
         .route("/v1/notebooks/{id}/activity", get(activity))
         .route("/v1/notebooks/{id}/events", get(list_events))
 }
@@ -63,8 +64,10 @@ fn view_at(state: &AppState, ssh_host: Option<&str>, row: NotebookRow) -> Notebo
         }
     }
     let idle = crate::notebooks::autostop::idle_timeout(&state.lifecycle, &row);
+    let storage = state.lifecycle.backend().work_disk(&row.id);
     let mut v = NotebookView::from(row);
     v.endpoints.ssh = ssh;
+    v.storage = storage;
     v.auto_stop.idle_timeout_seconds = idle;
     v
 }
@@ -247,6 +250,25 @@ async fn activity(
         "ssh_commands_running": state.routes.ssh_exec_running(&row.id),
         "sources": sources,
     })))
+}
+
+/// `POST /v1/notebooks/{id}/storage/expand` `{"size_gb": N}`: the work disk's new size.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpandRequest {
+    size_gb: i64,
+}
+
+async fn expand_storage(
+    p: Principal,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<ExpandRequest>,
+) -> ApiResult<ApiJson<NotebookView>> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    let row = state.lifecycle.expand_storage(g, req.size_gb).await?;
+    Ok(ApiJson(view(&state, &headers, row)))
 }
 
 /// `POST /v1/notebooks/{id}/renew`, optionally with `{"hours": N}`.

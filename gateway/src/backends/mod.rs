@@ -15,10 +15,13 @@
 //! notebooks that kept running. Operations a backend cannot do (exec, commit, stats on the
 //! process backend) answer [`BackendError::Unsupported`] with a clear message.
 
+pub mod docker;
 pub mod external;
 pub mod jupyter_env;
 pub mod labextension;
 pub mod process;
+pub mod runconf;
+pub mod workdisk;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -97,7 +100,6 @@ pub enum BackendError {
     Other(#[from] anyhow::Error),
 }
 
-/// Progress shown to the user as events.
 /// What a notebook's processes use, as seen from the host (idle detection reads it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
@@ -107,6 +109,7 @@ pub struct Usage {
     pub pids: Vec<u32>,
 }
 
+/// Progress shown to the user as events.
 #[async_trait]
 pub trait Progress: Send + Sync {
     async fn event(&self, kind: EventKind, detail: Option<&str>);
@@ -160,6 +163,24 @@ pub trait Backend: Send + Sync + 'static {
     /// `None` where the backend cannot tell.
     async fn usage(&self, _handle: &Handle) -> Option<Usage> {
         None
+    }
+
+    /// The notebook's work disk as the API shows it; `None` where the backend has none
+    /// (the process backend keeps files in a plain directory).
+    fn work_disk(&self, _id: &str) -> Option<workdisk::DiskInfo> {
+        None
+    }
+
+    /// Grows a running notebook's work disk to `size_gb`.
+    async fn expand_work_disk(
+        &self,
+        _handle: &Handle,
+        _size_gb: u32,
+    ) -> Result<workdisk::DiskInfo, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend keeps notebook files in a plain directory, which has no size to expand",
+            self.name()
+        )))
     }
 
     /// Run a command inside the notebook.

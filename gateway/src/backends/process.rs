@@ -33,22 +33,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::jupyter_env::JupyterEnv;
+use super::runconf::{self, AGENT_SOCKET, ServerConf, write_private};
 use super::{
     Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode, Upstream,
     Usage,
 };
 use crate::config::{SandboxMode, Settings};
 use crate::events::EventKind;
-
-/// Largest WebSocket message Jupyter accepts (tornado's default is 10 MiB); the gateway's
-/// own relay has no cap, so this is the end-to-end limit. Jupyter's separate rate limit on
-/// printed output (`iopub_data_rate_limit`, which protects browsers from floods) is kept.
-const WS_MAX_MESSAGE: u64 = 64 * 1024 * 1024;
-
-/// In the run dir: the private key the gateway uses to reach the notebook's SSH agent.
-const LINK_KEY_FILE: &str = "ssh_link_key";
-/// In the agent dir: the agent's socket.
-const AGENT_SOCKET: &str = "ssh.sock";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ProcessHandle {
@@ -113,7 +104,7 @@ impl ProcessBackend {
     }
 
     fn notebook_dir(&self, id: &str) -> PathBuf {
-        self.data_dir.join("notebooks").join(id)
+        runconf::notebook_dir(&self.data_dir, id)
     }
 
     fn decode(handle: &Handle) -> Result<ProcessHandle, BackendError> {
@@ -123,43 +114,11 @@ impl ProcessBackend {
 
     /// The runtime's status file, written by the runtime itself.
     fn runtime_status(&self, id: &str) -> Option<serde_json::Value> {
-        let text = std::fs::read_to_string(self.notebook_dir(id).join("run/status.json")).ok()?;
-        serde_json::from_str(&text).ok()
+        runconf::runtime_status(&self.notebook_dir(id).join("run/status.json"))
     }
 
     fn log_tail(&self, id: &str) -> String {
-        let path = self.notebook_dir(id).join("run/agent/jupyter.log");
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(12).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-
-    fn jupyter_config(
-        &self,
-        spec: &NotebookSpec,
-        port: u16,
-        token: &str,
-        work: &Path,
-    ) -> serde_json::Value {
-        json!({
-            "ServerApp": {
-                "ip": "127.0.0.1",
-                "port": port,
-                "port_retries": 0,
-                "base_url": spec.base_url,
-                "root_dir": work,
-                "open_browser": false,
-                // Jupyter listens on loopback only; requests arrive through the gateway with the
-                // browser's Host header, which it must accept. Origin checks stay on.
-                "allow_remote_access": true,
-                // Jupyter refuses root unless told; the sandbox (no capabilities), not the
-                // uid, confines it here.
-                "allow_root": unsafe { libc::geteuid() } == 0,
-                "tornado_settings": {"websocket_max_message_size": WS_MAX_MESSAGE},
-            },
-            "IdentityProvider": {"token": token},
-            "LabApp": {"check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
-        })
+        runconf::log_tail(&self.notebook_dir(id).join("run/agent/jupyter.log"), 12)
     }
 
     fn notebook_id_of(&self, handle: &Handle) -> Option<String> {
@@ -239,26 +198,19 @@ impl Backend for ProcessBackend {
 
         let port = free_port().context("finding a free loopback port")?;
         let token = hex::encode(rand::random::<[u8; 32]>());
-        let config = self.jupyter_config(spec, port, &token, &work);
-        write_private(
-            &config_dir.join("jupyter_server_config.json"),
-            &serde_json::to_vec_pretty(&config).context("config")?,
+        // Jupyter listens on loopback only. It refuses root unless told; the sandbox (no
+        // capabilities), not the uid, confines it here.
+        runconf::write_config_dir(
+            &config_dir,
+            &ServerConf {
+                ip: "127.0.0.1",
+                port,
+                base_url: &spec.base_url,
+                root_dir: &work,
+                token: &token,
+                allow_root: unsafe { libc::geteuid() } == 0,
+            },
         )?;
-        // No "official Jupyter news?" prompt: a self-hosted notebook may have no way out.
-        let labconfig = config_dir.join("labconfig");
-        tokio::fs::create_dir_all(&labconfig)
-            .await
-            .context("creating labconfig")?;
-        let page_config =
-            json!({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}});
-        write_private(
-            &labconfig.join("page_config.json"),
-            &serde_json::to_vec_pretty(&page_config).context("page config")?,
-        )?;
-
-        // The auto-stop countdown in JupyterLab's top bar: installed where this notebook's
-        // Jupyter looks for extensions (JUPYTER_PATH), inside its read-only config dir.
-        install_labextension(&config_dir.join("labextensions"))?;
 
         let venv = self.env.venv().to_path_buf();
         let jupyter = self.env.jupyter();
@@ -278,14 +230,7 @@ impl Backend for ProcessBackend {
         tokio::fs::create_dir_all(&agent_dir)
             .await
             .context("creating the agent dir")?;
-        let link_key = crate::ssh::keys::generate_ed25519(&format!("atelier-gateway-{}", spec.id))
-            .context("making the notebook's SSH link key")?;
-        write_private(
-            &run.join(LINK_KEY_FILE),
-            link_key.private_openssh.as_bytes(),
-        )?;
-        let authorized_key =
-            crate::ssh::keys::to_openssh(&link_key.public).context("the SSH link key")?;
+        let authorized_key = runconf::new_link_key(&run, &spec.id)?;
         let jupyter_argv = vec![jupyter.to_string_lossy().into_owned(), "lab".to_owned()];
         let path_var = format!(
             "{}:/usr/local/bin:/usr/bin:/bin",
@@ -461,41 +406,11 @@ impl Backend for ProcessBackend {
         };
         let id = self.notebook_id_of(handle).unwrap_or_default();
         if !alive(h.runtime_pid, h.runtime_start_ticks) {
-            let how = self
-                .runtime_status(&id)
-                .map(|s| {
-                    let state = s
-                        .get("state")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("unknown")
-                        .to_owned();
-                    match (
-                        s.get("exit_code").and_then(|v| v.as_i64()),
-                        s.get("signal").and_then(|v| v.as_i64()),
-                    ) {
-                        (Some(code), _) => format!("JupyterLab {state} with exit code {code}"),
-                        (_, Some(sig)) => format!("JupyterLab {state} by signal {sig}"),
-                        _ => match s.get("error").and_then(|v| v.as_str()) {
-                            Some(err) => format!("the notebook runtime failed: {err}"),
-                            None => format!("the notebook runtime is gone (last state: {state})"),
-                        },
-                    }
-                })
-                .unwrap_or_else(|| "the notebook runtime is gone".to_owned());
-            return Observed::Exited(how);
+            return Observed::Exited(runconf::how_it_ended(self.runtime_status(&id)));
         }
-        let base = format!("/nb/{id}/");
-        let url = format!("http://127.0.0.1:{}{}api/status", h.port, base);
-        match self
-            .http
-            .get(&url)
-            .header("Authorization", format!("token {}", h.token))
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => Observed::Running,
-            Ok(r) => Observed::Unhealthy(format!("JupyterLab answered {}", r.status())),
-            Err(e) => Observed::Unhealthy(format!("JupyterLab does not answer: {e}")),
+        match runconf::jupyter_answers(&self.http, h.port, &id, &h.token).await {
+            Ok(()) => Observed::Running,
+            Err(e) => Observed::Unhealthy(e),
         }
     }
 
@@ -535,39 +450,12 @@ impl Backend for ProcessBackend {
     }
 
     async fn delete(&self, id: &str) -> Result<(), BackendError> {
-        let dir = self.notebook_dir(id);
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(BackendError::Other(anyhow::anyhow!(
-                "removing {}: {e}",
-                dir.display()
-            ))),
-        }
+        runconf::remove_notebook_dir(&self.notebook_dir(id)).await
     }
 
     async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
         let id = self.notebook_id_of(handle).unwrap_or_default();
-        let run = self.notebook_dir(&id).join("run");
-        let key = match tokio::fs::read_to_string(run.join(LINK_KEY_FILE)).await {
-            Ok(text) => zeroize::Zeroizing::new(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(BackendError::Unsupported(
-                    "this notebook was started by an older gateway without SSH sessions; stop and start it once".into(),
-                ));
-            }
-            Err(e) => {
-                return Err(anyhow::Error::from(e)
-                    .context("reading the SSH link key")
-                    .into());
-            }
-        };
-        let key = russh::keys::PrivateKey::from_openssh(key.as_bytes())
-            .map_err(|e| anyhow::anyhow!("the notebook's SSH link key is unreadable: {e}"))?;
-        Ok(SshLink {
-            socket: run.join("agent").join(AGENT_SOCKET),
-            key,
-        })
+        runconf::ssh_link(&self.notebook_dir(&id).join("run")).await
     }
 
     async fn usage(&self, handle: &Handle) -> Option<Usage> {
@@ -640,7 +528,7 @@ fn sandbox_argv(bwrap: &Path, p: &SandboxPaths) -> Vec<String> {
 
 /// `root` and all its descendants: their PIDs and CPU time (`utime + stime + cutime +
 /// cstime` from `/proc/<pid>/stat`, so children that were reaped still count), in seconds.
-fn tree_usage(root: i32) -> Option<Usage> {
+pub(super) fn tree_usage(root: i32) -> Option<Usage> {
     let mut parent: std::collections::HashMap<i32, i32> = std::collections::HashMap::new();
     let mut ticks: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -697,35 +585,6 @@ fn tree_usage(root: i32) -> Option<Usage> {
         cpu_seconds: total as f64 / hz,
         pids,
     })
-}
-
-/// Writes the embedded auto-stop extension under `dir/<its name>/`.
-fn install_labextension(dir: &Path) -> Result<(), BackendError> {
-    let root = dir.join(super::labextension::NAME);
-    for (rel, bytes) in super::labextension::FILES {
-        let path = root.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 fn free_port() -> std::io::Result<u16> {

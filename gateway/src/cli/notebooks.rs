@@ -33,6 +33,8 @@ pub enum NotebookCommand {
     Update(UpdateArgs),
     /// Push a running notebook's auto-stop time back (by its auto-stop duration, or --hours).
     Renew(RenewArgs),
+    /// Grow a running notebook's work disk (at most 100 GB more at a time, 4096 GB in all).
+    Expand(ExpandArgs),
     /// Show a notebook's events, oldest first.
     Events(Target),
     /// Print the notebook's URL to open in a browser.
@@ -181,6 +183,16 @@ pub struct StartArgs {
     /// Auto-stop for this run (the notebook keeps the choice).
     #[command(flatten)]
     pub auto_stop: AutoStopArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExpandArgs {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+    /// The work disk's new size in GB.
+    #[arg(long, value_name = "GB")]
+    pub size_gb: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -333,6 +345,7 @@ pub async fn run(ctx: &Ctx, cmd: NotebookCommand) -> Result<(), CliError> {
         }
         NotebookCommand::Stop(a) => start_stop(ctx, a, Action::Stop, None).await,
         NotebookCommand::Renew(a) => renew(ctx, a).await,
+        NotebookCommand::Expand(a) => expand(ctx, a).await,
         NotebookCommand::Delete(a) => delete(ctx, a).await,
         NotebookCommand::Update(a) => update(ctx, a).await,
         NotebookCommand::Events(t) => events(ctx, &t.notebook).await,
@@ -448,6 +461,43 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), CliError> {
 enum Action {
     Start,
     Stop,
+}
+
+async fn expand(ctx: &Ctx, a: ExpandArgs) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+    let reply = ctx
+        .api
+        .post(
+            &["v1", "notebooks", &id, "storage", "expand"],
+            Some(&json!({ "size_gb": a.size_gb })),
+        )
+        .await?;
+    if ctx.json {
+        return print_json(&reply.raw, None);
+    }
+    let nb = &reply.value;
+    out(&sanitize(&format!(
+        "notebook {} ({}): work disk {}",
+        cell(nb, "name"),
+        cell(nb, "id"),
+        storage_words(nb)
+    )));
+    Ok(())
+}
+
+/// `5 GB (xfs disk)`, `directory without a size limit`, or `-`.
+fn storage_words(nb: &Value) -> String {
+    let Some(s) = nb.get("storage").filter(|s| s.is_object()) else {
+        return "-".into();
+    };
+    match s.get("kind").and_then(Value::as_str) {
+        Some("disk") => format!(
+            "{} GB ({} disk)",
+            s.get("size_gb").and_then(Value::as_u64).unwrap_or(0),
+            s.get("fs").and_then(Value::as_str).unwrap_or("?")
+        ),
+        _ => "directory without a size limit".into(),
+    }
 }
 
 async fn renew(ctx: &Ctx, a: RenewArgs) -> Result<(), CliError> {
@@ -650,6 +700,7 @@ pub fn describe(nb: &Value, base: &str) -> String {
         ("Image", cell(nb, "image")),
         ("Auto-stop", auto_stop),
         ("SSH", ssh),
+        ("Work disk", storage_words(nb)),
         ("URL", url),
         ("Created", time_secs(nb, "created_at")),
         ("Updated", time_secs(nb, "updated_at")),

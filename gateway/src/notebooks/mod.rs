@@ -83,6 +83,9 @@ pub struct NotebookView {
     /// How to reach the notebook besides `url` (filled by the API, which knows the gateway's
     /// addresses).
     pub endpoints: Endpoints,
+    /// The work disk (`/home/ma-user/work` in containers): `{kind, fs?, size_gb, note?}`;
+    /// `null` on backends without one.
+    pub storage: Option<crate::backends::workdisk::DiskInfo>,
     pub url: String,
     pub created_at: String,
     pub updated_at: String,
@@ -197,6 +200,7 @@ impl From<NotebookRow> for NotebookView {
                 whitelist: split_whitelist(&r.ssh_whitelist),
             },
             endpoints: Endpoints::default(),
+            storage: None,
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_activity_at: r.last_activity_at,
@@ -238,6 +242,19 @@ struct Inner {
     tasks: TaskTracker,
     /// Serialises creates so the per-user quota check and the insert cannot interleave.
     create_lock: tokio::sync::Mutex<()>,
+    /// Notebooks whose work disk is being expanded.
+    expanding: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Takes a notebook off [`Inner::expanding`] when its expansion ends, however it ends.
+struct ExpandGuard(Arc<Inner>, String);
+
+impl Drop for ExpandGuard {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.0.expanding.lock() {
+            busy.remove(&self.1);
+        }
+    }
 }
 
 impl Lifecycle {
@@ -255,6 +272,7 @@ impl Lifecycle {
                 routes,
                 tasks: TaskTracker::new(),
                 create_lock: tokio::sync::Mutex::new(()),
+                expanding: Default::default(),
             }),
         }
     }
@@ -958,6 +976,134 @@ impl Lifecycle {
         tx.commit().await?;
         self.inner.routes.invalidate(&row.id);
         self.reload(&row.id).await
+    }
+
+    /// Grows a running notebook's work disk to `size_gb` (seed: at most +100 GB a time,
+    /// 4,096 GB in all), with `UpdateStorageSize` events before and after.
+    pub async fn expand_storage(
+        &self,
+        grant: NotebookGrant,
+        size_gb: i64,
+    ) -> Result<NotebookRow, ApiError> {
+        use crate::backends::workdisk::{MAX_SIZE_GB, MAX_STEP_GB};
+        let nb = grant.notebook().clone();
+        let user = grant.principal().name.clone();
+        if nb.status != RUNNING {
+            return Err(state_error(&nb, "expand the storage of", &[RUNNING]));
+        }
+        let Some(disk) = self.inner.backend.work_disk(&nb.id) else {
+            return Err(ApiError::conflict(format!(
+                "notebook {} has no work disk to expand: the {} backend keeps its files in a plain directory",
+                nb.name,
+                self.inner.backend.name()
+            )));
+        };
+        if disk.kind != "disk" {
+            return Err(ApiError::conflict(format!(
+                "notebook {}'s work dir is a plain directory with no size limit, so there is nothing to expand{}",
+                nb.name,
+                disk.note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            )));
+        }
+        let current = i64::from(disk.size_gb);
+        if size_gb <= current {
+            return Err(ApiError::invalid(format!(
+                "size_gb: the work disk has {current} GB; ask for more (a disk only grows)"
+            )));
+        }
+        if size_gb > i64::from(MAX_SIZE_GB) {
+            return Err(ApiError::invalid(format!(
+                "size_gb: {size_gb} is above the largest work disk, {MAX_SIZE_GB} GB"
+            )));
+        }
+        if size_gb - current > i64::from(MAX_STEP_GB) {
+            return Err(ApiError::invalid(format!(
+                "size_gb: at most {MAX_STEP_GB} GB more at a time: from {current} GB up to {} GB",
+                current + i64::from(MAX_STEP_GB)
+            )));
+        }
+        let Some(handle) = nb
+            .handle
+            .as_deref()
+            .and_then(|h| serde_json::from_str::<crate::backends::Handle>(h).ok())
+        else {
+            return Err(ApiError::conflict(format!(
+                "notebook {} is not running yet",
+                nb.name
+            )));
+        };
+        // One expansion at a time per notebook.
+        let _guard = {
+            let mut busy = self
+                .inner
+                .expanding
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !busy.insert(nb.id.clone()) {
+                return Err(ApiError::conflict(format!(
+                    "notebook {}'s storage is already being expanded",
+                    nb.name
+                )));
+            }
+            ExpandGuard(self.inner.clone(), nb.id.clone())
+        };
+        let detail =
+            format!("User {user} is updating storage size from {current} GB to {size_gb} GB.");
+        let mut tx = self.inner.store.write().await?;
+        events::record(
+            &mut tx,
+            &nb.id,
+            EventKind::UpdatingStorageSize,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
+        let outcome = self
+            .inner
+            .backend
+            .expand_work_disk(&handle, size_gb as u32)
+            .await;
+        let mut tx = self.inner.store.write().await?;
+        let result = match &outcome {
+            Ok(_) => {
+                let done = format!("User {user} updated the storage size.");
+                events::record(&mut tx, &nb.id, EventKind::UpdateStorageSize, Some(&done)).await?;
+                "ok"
+            }
+            Err(e) => {
+                tracing::error!(notebook = %nb.id, error = format!("{e:#}"), "expanding the work disk");
+                let why = format!("Updating the disk size failed: {e}");
+                events::record(
+                    &mut tx,
+                    &nb.id,
+                    EventKind::UpdateStorageSizeFailed,
+                    Some(&why),
+                )
+                .await?;
+                "failed"
+            }
+        };
+        audit::record(
+            &mut tx,
+            &user,
+            Action::UpdateNotebook,
+            target(&nb),
+            result,
+            Some(&format!("storage from {current} GB to {size_gb} GB")),
+        )
+        .await?;
+        tx.commit().await?;
+        match outcome {
+            Ok(_) => self.reload(&nb.id).await,
+            Err(e) => Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_expand_failed",
+                format!("expanding the work disk failed (it keeps {current} GB): {e}"),
+            )),
+        }
     }
 
     pub async fn resume(&self) -> anyhow::Result<()> {

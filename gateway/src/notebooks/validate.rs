@@ -49,14 +49,44 @@ pub fn description(d: &str) -> Result<&str, ApiError> {
     Ok(d)
 }
 
+/// A flavor from the settings, refused when it needs accelerators this host does not have.
 pub fn flavor<'a>(s: &'a Settings, id: &str) -> Result<&'a Flavor, ApiError> {
-    s.flavors.iter().find(|f| f.id == id).ok_or_else(|| {
+    let f = s.flavors.iter().find(|f| f.id == id).ok_or_else(|| {
         let known: Vec<&str> = s.flavors.iter().map(|f| f.id.as_str()).collect();
         ApiError::invalid(format!(
             "flavor: unknown flavor {id:?}; available: {}",
             known.join(", ")
         ))
-    })
+    })?;
+    let need = f.accelerator_count();
+    if need > 0 {
+        let (have, what) = match f.kind.as_str() {
+            "gpu" => (crate::gpu::device_count(), "NVIDIA GPU"),
+            _ => (npu_count(), "NPU"),
+        };
+        if have < need {
+            return Err(ApiError::invalid(format!(
+                "flavor: {id:?} needs {need} {what}(s) and this host has {have}; pick a CPU flavor"
+            )));
+        }
+    }
+    Ok(f)
+}
+
+/// Ascend NPUs on this host (`/dev/davinci0`, `/dev/davinci1`, …).
+fn npu_count() -> u32 {
+    std::fs::read_dir("/dev")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("davinci"))
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .count() as u32
+        })
+        .unwrap_or(0)
 }
 
 pub fn image<'a>(s: &'a Settings, id: &str) -> Result<&'a Image, ApiError> {

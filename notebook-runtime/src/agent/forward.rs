@@ -19,9 +19,7 @@ pub async fn direct(channel: Channel<Msg>, host: String, port: u32, reply: Chann
         reply.reject(ChannelOpenFailure::ConnectFailed).await;
         return;
     };
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-    {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&host, port)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(_)) | Err(_) => {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
@@ -31,6 +29,26 @@ pub async fn direct(channel: Channel<Msg>, host: String, port: u32, reply: Chann
     let _ = tcp.set_nodelay(true);
     reply.accept().await;
     relay(channel, tcp).await;
+}
+
+/// Connects to `host:port`. IP literals and `localhost` need no resolver, which matters in
+/// containers: the runtime is linked statically there, and glibc's resolver of a static
+/// binary may not work with the image's own libraries. Other names go to the resolver.
+async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
+    if host.eq_ignore_ascii_case("localhost") {
+        let mut last = None;
+        for ip in [
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ] {
+            match TcpStream::connect((ip, port)).await {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => last = Some(e),
+            }
+        }
+        return Err(last.unwrap_or_else(|| io::Error::other("localhost")));
+    }
+    TcpStream::connect((host, port)).await
 }
 
 async fn relay(channel: Channel<Msg>, mut tcp: TcpStream) {

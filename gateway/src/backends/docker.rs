@@ -1,0 +1,870 @@
+//! The `docker` backend: each notebook is a container from the image its user picked, on the
+//! Docker Engine API (`bollard`), which Docker and Podman's Docker-compatible service both
+//! serve.
+//!
+//! ```text
+//! container atelier-nb-{id}   user 1000:100 (ma-user), labels io.atelier.*
+//!   entrypoint  /opt/atelier/atelier-notebook-runtime --spec /run/atelier/spec.json
+//!               (static binary, bound read-only; PID 1: reaps, forwards signals, starts
+//!               Jupyter, serves the SSH agent)
+//!   /home/ma-user/work  ◄── <nb>/work      the work disk (workdisk.rs), survives stops
+//!   /data               ◄── <nb>/data      dynamic mounts (rslave)
+//!   /run/atelier        ◄── <nb>/run/agent spec, status, jupyter.log, ssh.sock (owned 1000)
+//!   /run/atelier-config ◄── <nb>/run/config Jupyter config with the token, read-only
+//!   /cache, /dev/shm    tmpfs sized by the flavor
+//!   8888/tcp ──► 127.0.0.1:<ephemeral>     where the proxy sends the notebook's traffic
+//! ```
+//!
+//! A stop removes the container (the seed keeps only the work disk and `/data`); a start
+//! makes a new one. Containers run on when the gateway stops or dies; the persisted handle
+//! (container id, port) finds them again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use super::runconf::{self, ServerConf, write_private};
+use super::{
+    Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode, Upstream,
+    Usage, workdisk,
+};
+use crate::config::{Flavor, Settings};
+use crate::events::EventKind;
+
+/// The seed's image contract: `ma-user`, uid 1000, gid 100, home `/home/ma-user`.
+pub const NOTEBOOK_UID: u32 = 1000;
+pub const NOTEBOOK_GID: u32 = 100;
+const HOME: &str = "/home/ma-user";
+const WORK: &str = "/home/ma-user/work";
+/// Where Jupyter is looked for after the image's own `PATH` (seed images, conda images).
+const JUPYTER_FALLBACK_PATH: &str = "/home/ma-user/anaconda3/bin:/opt/conda/bin";
+const RUNTIME_IN_CONTAINER: &str = "/opt/atelier/atelier-notebook-runtime";
+const AGENT_IN_CONTAINER: &str = "/run/atelier";
+const CONFIG_IN_CONTAINER: &str = "/run/atelier-config";
+const JUPYTER_PORT: u16 = 8888;
+/// Labels that mark Atelier's containers.
+pub const LABEL_NOTEBOOK: &str = "io.atelier.notebook";
+pub const LABEL_OWNER: &str = "io.atelier.owner";
+/// The data dir of the gateway that made the container (several gateways may share an engine).
+pub const LABEL_GATEWAY: &str = "io.atelier.gateway";
+
+/// A connected engine, and whether it is Podman (whose tmpfs options differ from Docker's).
+struct Engine {
+    client: Docker,
+    podman: bool,
+    /// Plain JSON requests for what bollard's typed models cannot read from every engine:
+    /// Podman 4 reports states such as `stopped` that Docker's API schema does not have.
+    raw: reqwest::Client,
+    /// `http://engine/v1.41` (the agreed API version).
+    base: String,
+}
+
+/// What the backend reads of a container (from the engine's inspect JSON).
+#[derive(Debug, Default)]
+struct Inspect {
+    running: bool,
+    pid: Option<i64>,
+    exit_code: Option<i64>,
+    oom_killed: bool,
+    /// The host port Jupyter's port is published on.
+    port: Option<u16>,
+}
+
+impl Inspect {
+    fn from_json(v: &serde_json::Value) -> Inspect {
+        let state = &v["State"];
+        Inspect {
+            running: state["Running"].as_bool().unwrap_or(false),
+            pid: state["Pid"].as_i64().filter(|p| *p > 0),
+            exit_code: state["ExitCode"].as_i64(),
+            oom_killed: state["OOMKilled"].as_bool().unwrap_or(false),
+            port: v["NetworkSettings"]["Ports"][format!("{JUPYTER_PORT}/tcp")]
+                .as_array()
+                .and_then(|bs| {
+                    bs.iter()
+                        .find_map(|b| b["HostPort"].as_str()?.parse::<u16>().ok())
+                }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ContainerHandle {
+    notebook_id: String,
+    container: String,
+    port: u16,
+    token: String,
+}
+
+pub struct DockerBackend {
+    host: String,
+    docker: OnceCell<Engine>,
+    data_dir: PathBuf,
+    runtime_bin: PathBuf,
+    /// image id (as notebooks name it) → engine reference.
+    images: HashMap<String, String>,
+    grace_secs: u64,
+    work_disk_gb: u32,
+    http: reqwest::Client,
+}
+
+/// The container name of a notebook.
+pub fn container_name(id: &str) -> String {
+    format!("atelier-nb-{id}")
+}
+
+/// Where the engine is: the setting, else `DOCKER_HOST`, else Docker's socket, else Podman's.
+fn engine_address(settings: &Settings) -> String {
+    if let Some(h) = &settings.backend.docker_host {
+        return h.clone();
+    }
+    if let Ok(h) = std::env::var("DOCKER_HOST")
+        && !h.is_empty()
+    {
+        return h;
+    }
+    for sock in ["/var/run/docker.sock", "/run/podman/podman.sock"] {
+        if Path::new(sock).exists() {
+            return format!("unix://{sock}");
+        }
+    }
+    "unix:///var/run/docker.sock".into()
+}
+
+/// Whether the ELF file at `path` needs no dynamic loader (no `PT_INTERP` program header):
+/// it then runs in any image, whatever C library the image has.
+pub fn is_static_elf(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let le16 = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let le32 = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let le64 = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    // 64-bit little-endian ELF only (the runtime is built for x86_64).
+    if bytes.get(0..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (le64(0x20), le16(0x36), le16(0x38)) else {
+        return false;
+    };
+    const PT_INTERP: u32 = 3;
+    (0..usize::from(phnum)).all(|i| {
+        let at = phoff as usize + i * usize::from(phentsize);
+        le32(at).is_some_and(|t| t != PT_INTERP)
+    })
+}
+
+/// The statically linked runtime containers start with: the setting, else next to the
+/// `atelier` binary as `atelier-notebook-runtime-static` or (when static)
+/// `atelier-notebook-runtime`, else where `cargo build --target x86_64-unknown-linux-gnu`
+/// puts it beside this build's target dir.
+fn find_static_runtime(settings: &Settings) -> anyhow::Result<PathBuf> {
+    const HOW: &str = "build it with scripts/build-static-runtime.sh, or set backend.container_runtime_bin / ATELIER_CONTAINER_RUNTIME_BIN";
+    if let Some(p) = &settings.backend.container_runtime_bin {
+        if !p.is_file() {
+            anyhow::bail!("{} not found: {HOW}", p.display());
+        }
+        if !is_static_elf(p) {
+            anyhow::bail!(
+                "{} is linked dynamically; containers need a static build: {HOW}",
+                p.display()
+            );
+        }
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe().context("locating the atelier binary")?;
+    let dir = exe.parent().context("the atelier binary's directory")?;
+    let mut tried = vec![
+        dir.join("atelier-notebook-runtime-static"),
+        dir.join("atelier-notebook-runtime"),
+    ];
+    if let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) {
+        tried.push(
+            target
+                .join("x86_64-unknown-linux-gnu")
+                .join(profile)
+                .join("atelier-notebook-runtime"),
+        );
+    }
+    if let Some(p) = tried.iter().find(|p| p.is_file() && is_static_elf(p)) {
+        return Ok(p.clone());
+    }
+    anyhow::bail!(
+        "no statically linked atelier-notebook-runtime (looked at {}): {HOW}",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn engine_error(host: &str, e: bollard::errors::Error) -> BackendError {
+    BackendError::Other(anyhow::anyhow!(
+        "the container engine at {host} failed: {e}"
+    ))
+}
+
+fn not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerBackend {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let runtime_bin = find_static_runtime(settings)?;
+        let host = engine_address(settings);
+        tracing::info!(engine = %host, runtime = %runtime_bin.display(), "docker backend");
+        Ok(DockerBackend {
+            host,
+            docker: OnceCell::new(),
+            data_dir: settings.data_dir.clone(),
+            runtime_bin,
+            images: settings
+                .images
+                .iter()
+                .map(|i| {
+                    (
+                        i.id.clone(),
+                        i.reference.clone().unwrap_or_else(|| i.id.clone()),
+                    )
+                })
+                .collect(),
+            grace_secs: settings.backend.stop_grace_secs,
+            work_disk_gb: settings.backend.work_disk_gb,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .context("HTTP client")?,
+        })
+    }
+
+    /// The engine client, connected and with the API version agreed on first use (so a
+    /// gateway started before the engine still works once the engine is up).
+    async fn docker(&self) -> Result<&Docker, BackendError> {
+        Ok(&self.engine().await?.client)
+    }
+
+    async fn engine(&self) -> Result<&Engine, BackendError> {
+        self.docker
+            .get_or_try_init(|| async {
+                let h = self.host.as_str();
+                let socket = h.strip_prefix("unix://").or(h.starts_with('/').then_some(h));
+                let client = match socket {
+                    Some(path) => {
+                        Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+                    }
+                    None => Docker::connect_with_http(h, 120, bollard::API_DEFAULT_VERSION),
+                }
+                .map_err(|e| engine_error(h, e))?;
+                let unreachable = |e: bollard::errors::Error| {
+                    BackendError::Other(anyhow::anyhow!(
+                        "cannot reach the container engine at {h}: {e} (start Docker, or `podman system service`, or set ATELIER_DOCKER_HOST)"
+                    ))
+                };
+                let client = client.negotiate_version().await.map_err(unreachable)?;
+                let version = client.version().await.map_err(unreachable)?;
+                let podman = version.components.unwrap_or_default().iter().any(|c| {
+                    c.name.to_ascii_lowercase().contains("podman")
+                });
+                let mut raw = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(30));
+                let origin = match socket {
+                    Some(path) => {
+                        raw = raw.unix_socket(path);
+                        "http://engine".to_owned()
+                    }
+                    None => format!(
+                        "http://{}",
+                        h.trim_start_matches("tcp://").trim_start_matches("http://")
+                    ),
+                };
+                let v = client.client_version();
+                Ok(Engine {
+                    client,
+                    podman,
+                    raw: raw
+                        .build()
+                        .map_err(|e| BackendError::Other(anyhow::anyhow!("HTTP client: {e}")))?,
+                    base: format!("{origin}/v{}.{}", v.major_version, v.minor_version),
+                })
+            })
+            .await
+    }
+
+    fn notebook_dir(&self, id: &str) -> PathBuf {
+        runconf::notebook_dir(&self.data_dir, id)
+    }
+
+    fn image_ref(&self, image: &str) -> String {
+        self.images
+            .get(image)
+            .cloned()
+            .unwrap_or_else(|| image.to_owned())
+    }
+
+    fn decode(handle: &Handle) -> Result<ContainerHandle, BackendError> {
+        serde_json::from_value(handle.0.clone())
+            .map_err(|e| BackendError::Other(anyhow::anyhow!("unreadable container handle: {e}")))
+    }
+
+    fn agent_dir(&self, id: &str) -> PathBuf {
+        self.notebook_dir(id).join("run/agent")
+    }
+
+    /// Why a container that is gone (or going) did not serve, from the runtime's status and
+    /// Jupyter's log, with the "no Jupyter in this image" case spelled out.
+    fn failure_text(&self, id: &str, image: &str) -> String {
+        let agent = self.agent_dir(id);
+        let status = runconf::runtime_status(&agent.join("status.json"));
+        if let Some(err) = status
+            .as_ref()
+            .and_then(|s| s.get("error"))
+            .and_then(|e| e.as_str())
+            && err.contains("not found on PATH")
+        {
+            return format!(
+                "the image {image} has no Jupyter: looked for `jupyter` on the image's PATH, then in {}",
+                JUPYTER_FALLBACK_PATH.replace(':', " and ")
+            );
+        }
+        let tail = runconf::log_tail(&agent.join("jupyter.log"), 12);
+        let how = runconf::how_it_ended(status);
+        if tail.is_empty() {
+            how
+        } else {
+            format!("{how}: {tail}")
+        }
+    }
+
+    /// The image's own environment (`KEY=value`), from the engine.
+    async fn image_env(&self, reference: &str) -> Result<Vec<String>, BackendError> {
+        let docker = self.docker().await?;
+        let inspect = docker
+            .inspect_image(reference)
+            .await
+            .map_err(|e| engine_error(&self.host, e))?;
+        Ok(inspect.config.and_then(|c| c.env).unwrap_or_default())
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), BackendError> {
+        let docker = self.docker().await?;
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(engine_error(&self.host, e)),
+        }
+    }
+
+    /// The container as the engine sees it: `None` when it is gone.
+    async fn state(&self, container: &str) -> Result<Option<Inspect>, BackendError> {
+        let engine = self.engine().await?;
+        let failed = |e: String| {
+            BackendError::Other(anyhow::anyhow!(
+                "the container engine at {} failed: {e}",
+                self.host
+            ))
+        };
+        let reply = engine
+            .raw
+            .get(format!("{}/containers/{container}/json", engine.base))
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if reply.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !reply.status().is_success() {
+            let status = reply.status();
+            let text = reply.text().await.unwrap_or_default();
+            return Err(failed(format!("inspecting {container}: {status} {text}")));
+        }
+        let v: serde_json::Value = reply.json().await.map_err(|e| failed(e.to_string()))?;
+        Ok(Some(Inspect::from_json(&v)))
+    }
+
+    async fn answers(&self, h: &ContainerHandle) -> Result<(), String> {
+        runconf::jupyter_answers(&self.http, h.port, &h.notebook_id, &h.token).await
+    }
+}
+
+/// The engine's resource settings for a flavor: CPUs, memory, `/dev/shm` and `/cache`
+/// (owned by the notebook user: Podman's tmpfs says so with `U`, Docker's with uid/gid).
+fn resources(flavor: &Flavor, podman: bool, host: &mut HostConfig) {
+    let gib = 1024 * 1024 * 1024_i64;
+    host.nano_cpus = Some(i64::from(flavor.vcpus) * 1_000_000_000);
+    host.memory = Some(i64::from(flavor.memory_gib) * gib);
+    // Shared memory for PyTorch's data loaders: an eighth of the memory, at least 64 MiB.
+    host.shm_size = Some((i64::from(flavor.memory_gib) * gib / 8).max(64 * 1024 * 1024));
+    // Scratch space, gone with the container (seed: host NVMe on bigger flavors).
+    host.tmpfs = Some(HashMap::from([(
+        "/cache".to_owned(),
+        format!(
+            // Memory-backed: it counts against the memory limit, so half of it at most.
+            "rw,nosuid,nodev,size={}m,{}",
+            (flavor.memory_gib * 1024 / 2).max(256),
+            if podman {
+                "U".to_owned()
+            } else {
+                format!("uid={NOTEBOOK_UID},gid={NOTEBOOK_GID},mode=0755")
+            }
+        ),
+    )]));
+}
+
+/// `chown -R` to the notebook user (the runtime inside the container runs as that user).
+fn chown_tree(path: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(NOTEBOOK_UID), Some(NOTEBOOK_GID))?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn warm_up(&self) {
+        match self.docker().await {
+            Ok(d) => match d.version().await {
+                Ok(v) => tracing::info!(
+                    engine = %self.host,
+                    version = v.version.as_deref().unwrap_or("?"),
+                    api = v.api_version.as_deref().unwrap_or("?"),
+                    "container engine ready"
+                ),
+                Err(e) => tracing::error!(engine = %self.host, error = %e, "container engine"),
+            },
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "the container engine is unreachable; notebooks cannot start until it answers"
+            ),
+        }
+    }
+
+    async fn prepare(
+        &self,
+        spec: &NotebookSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), BackendError> {
+        let reference = self.image_ref(&spec.image);
+        let docker = self.docker().await?;
+        if let Err(e) = docker.inspect_image(&reference).await {
+            if !not_found(&e) {
+                return Err(engine_error(&self.host, e));
+            }
+            progress
+                .event(EventKind::PullingImage, Some(&reference))
+                .await;
+            let opts = CreateImageOptionsBuilder::default()
+                .from_image(&reference)
+                .build();
+            let mut pull = docker.create_image(Some(opts), None, None);
+            while let Some(step) = pull.next().await {
+                if let Err(e) = step {
+                    let msg = format!("pulling the image {reference}: {e}");
+                    progress.event(EventKind::PullImageFailed, Some(&msg)).await;
+                    return Err(BackendError::Image(msg));
+                }
+            }
+            progress
+                .event(EventKind::PulledImage, Some(&reference))
+                .await;
+        }
+        let nb = self.notebook_dir(&spec.id);
+        let data = nb.join("data");
+        tokio::fs::create_dir_all(&data)
+            .await
+            .with_context(|| format!("creating {}", data.display()))?;
+        let _ = std::os::unix::fs::chown(&data, Some(NOTEBOOK_UID), Some(NOTEBOOK_GID));
+        workdisk::ensure(&nb, self.work_disk_gb, (NOTEBOOK_UID, NOTEBOOK_GID))
+            .await
+            .map_err(|e| BackendError::Start(format!("preparing the work disk: {e:#}")))?;
+        Ok(())
+    }
+
+    async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
+        let reference = self.image_ref(&spec.image);
+        let nb = self.notebook_dir(&spec.id);
+        // The work disk is mounted at prepare; a start after a host reboot mounts it again.
+        workdisk::ensure(&nb, self.work_disk_gb, (NOTEBOOK_UID, NOTEBOOK_GID))
+            .await
+            .map_err(|e| BackendError::Start(format!("mounting the work disk: {e:#}")))?;
+        let run = nb.join("run");
+        let _ = tokio::fs::remove_dir_all(&run).await;
+        let config_dir = run.join("config");
+        let agent_dir = run.join("agent");
+        for d in [&config_dir, &agent_dir] {
+            tokio::fs::create_dir_all(d)
+                .await
+                .with_context(|| format!("creating {}", d.display()))?;
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+                .context("securing the run dir")?;
+        }
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        runconf::write_config_dir(
+            &config_dir,
+            &ServerConf {
+                ip: "0.0.0.0",
+                port: JUPYTER_PORT,
+                base_url: &spec.base_url,
+                root_dir: Path::new(WORK),
+                token: &token,
+                allow_root: false,
+            },
+        )?;
+        let authorized_key = runconf::new_link_key(&run, &spec.id)?;
+
+        // The image's environment, then ours; Jupyter is looked for on the image's PATH
+        // first, then where seed and conda images keep it.
+        let mut env: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+        for kv in self.image_env(&reference).await? {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.insert(k.to_owned(), json!(v));
+            }
+        }
+        let image_path = env
+            .get("PATH")
+            .and_then(|v| v.as_str())
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .to_owned();
+        let gpus = spec.flavor.kind == "gpu" && spec.flavor.accelerator_count() > 0;
+        for (k, v) in [
+            ("PATH", format!("{image_path}:{JUPYTER_FALLBACK_PATH}")),
+            ("HOME", HOME.to_owned()),
+            ("USER", "ma-user".to_owned()),
+            ("SHELL", "/bin/bash".to_owned()),
+            ("LANG", "C.UTF-8".to_owned()),
+            ("PYTHONUNBUFFERED", "1".to_owned()),
+            ("JUPYTER_CONFIG_DIR", CONFIG_IN_CONTAINER.to_owned()),
+            ("JUPYTER_PATH", CONFIG_IN_CONTAINER.to_owned()),
+            ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
+        ] {
+            env.insert(k.to_owned(), json!(v));
+        }
+        if !gpus {
+            env.insert("NVIDIA_VISIBLE_DEVICES".into(), json!("void"));
+        }
+        let runtime_spec = json!({
+            "argv": ["jupyter", "lab"],
+            "env": env,
+            "cwd": WORK,
+            "log_file": format!("{AGENT_IN_CONTAINER}/jupyter.log"),
+            "status_file": format!("{AGENT_IN_CONTAINER}/status.json"),
+            "grace_seconds": self.grace_secs,
+            "ssh": {
+                "socket": format!("{AGENT_IN_CONTAINER}/{}", runconf::AGENT_SOCKET),
+                "authorized_key": authorized_key,
+            },
+        });
+        write_private(
+            &agent_dir.join("spec.json"),
+            &serde_json::to_vec_pretty(&runtime_spec).context("spec")?,
+        )?;
+        chown_tree(&config_dir).context("handing the Jupyter config to ma-user")?;
+        chown_tree(&agent_dir).context("handing the agent dir to ma-user")?;
+
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let mut host = HostConfig {
+            binds: Some(vec![
+                format!("{}:{RUNTIME_IN_CONTAINER}:ro", s(&self.runtime_bin)),
+                format!("{}:{AGENT_IN_CONTAINER}", s(&agent_dir)),
+                format!("{}:{CONFIG_IN_CONTAINER}:ro", s(&config_dir)),
+                format!("{}:{WORK}", s(&workdisk::work_dir(&nb))),
+                format!("{}:/data:rslave", s(&nb.join("data"))),
+            ]),
+            port_bindings: Some(HashMap::from([(
+                format!("{JUPYTER_PORT}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        };
+        resources(&spec.flavor, self.engine().await?.podman, &mut host);
+        if gpus {
+            host.device_requests = Some(vec![bollard::models::DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: Some(i64::from(spec.flavor.accelerator_count())),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]);
+        }
+        let name = container_name(&spec.id);
+        let engine_env: Vec<String> = if gpus {
+            vec![]
+        } else {
+            vec!["NVIDIA_VISIBLE_DEVICES=void".into()]
+        };
+        let body = ContainerCreateBody {
+            image: Some(reference.clone()),
+            user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
+            entrypoint: Some(vec![
+                RUNTIME_IN_CONTAINER.into(),
+                "--spec".into(),
+                format!("{AGENT_IN_CONTAINER}/spec.json"),
+            ]),
+            cmd: Some(vec![]),
+            env: Some(engine_env),
+            working_dir: Some(HOME.into()),
+            exposed_ports: Some(vec![format!("{JUPYTER_PORT}/tcp")]),
+            labels: Some(HashMap::from([
+                (LABEL_NOTEBOOK.to_owned(), spec.id.clone()),
+                (LABEL_OWNER.to_owned(), spec.owner.clone()),
+                (LABEL_GATEWAY.to_owned(), s(&self.data_dir)),
+            ])),
+            stop_timeout: Some(i64::try_from(self.grace_secs * 2 + 2).unwrap_or(30)),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        // A container left from an earlier start (a crash between stop steps) goes first.
+        self.remove_container(&name).await?;
+        let docker = self.docker().await?;
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| BackendError::Start(format!("creating the container: {e}")))?;
+        let started = async {
+            docker
+                .start_container(&created.id, None)
+                .await
+                .map_err(|e| BackendError::Start(format!("starting the container: {e}")))?;
+            self.state(&created.id)
+                .await?
+                .and_then(|i| i.port)
+                .ok_or_else(|| {
+                    BackendError::Start("the engine published no port for Jupyter".into())
+                })
+        }
+        .await;
+        let port = match started {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.remove_container(&created.id).await;
+                return Err(e);
+            }
+        };
+        let handle = ContainerHandle {
+            notebook_id: spec.id.clone(),
+            container: created.id,
+            port,
+            token,
+        };
+        Ok(Handle(
+            serde_json::to_value(&handle).context("container handle")?,
+        ))
+    }
+
+    async fn wait_ready(
+        &self,
+        spec: &NotebookSpec,
+        handle: &Handle,
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
+        let h = Self::decode(handle)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.state(&h.container).await? {
+                Some(s) if s.running => {}
+                _ => {
+                    return Err(BackendError::Start(
+                        self.failure_text(&spec.id, &self.image_ref(&spec.image)),
+                    ));
+                }
+            }
+            if self.answers(&h).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(BackendError::Start(format!(
+                    "JupyterLab did not answer within {} s: {}",
+                    timeout.as_secs(),
+                    runconf::log_tail(&self.agent_dir(&spec.id).join("jupyter.log"), 12)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    async fn poll(&self, handle: &Handle) -> Observed {
+        let h = match Self::decode(handle) {
+            Ok(h) => h,
+            Err(e) => return Observed::Exited(e.to_string()),
+        };
+        match self.state(&h.container).await {
+            // The engine is unreachable: say so, but do not call the notebook dead.
+            Err(e) => Observed::Unhealthy(e.to_string()),
+            Ok(None) => Observed::Exited("its container is gone".into()),
+            Ok(Some(s)) if !s.running => {
+                let code = s
+                    .exit_code
+                    .map(|c| format!(" (container exit code {c})"))
+                    .unwrap_or_default();
+                let oom = if s.oom_killed {
+                    " — out of memory: the flavor's memory limit was reached"
+                } else {
+                    ""
+                };
+                let status =
+                    runconf::runtime_status(&self.agent_dir(&h.notebook_id).join("status.json"));
+                Observed::Exited(format!("{}{code}{oom}", runconf::how_it_ended(status)))
+            }
+            Ok(Some(_)) => match self.answers(&h).await {
+                Ok(()) => Observed::Running,
+                Err(e) => Observed::Unhealthy(e),
+            },
+        }
+    }
+
+    async fn stop(&self, handle: &Handle, mode: StopMode) -> Result<(), BackendError> {
+        let h = Self::decode(handle)?;
+        let docker = self.docker().await?;
+        // The runtime (PID 1) stops Jupyter and the kernels within two grace periods.
+        let t = i32::try_from(mode.grace.as_secs() * 2 + 2).unwrap_or(60);
+        let opts = StopContainerOptionsBuilder::default().t(t).build();
+        match docker.stop_container(&h.container, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if not_found(&e) => {}
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(engine_error(&self.host, e)),
+        }
+        // Only the work disk and /data outlive a stop (seed); the next start makes a new
+        // container from the image.
+        self.remove_container(&h.container).await?;
+        let nb = self.notebook_dir(&h.notebook_id);
+        if let Err(e) = workdisk::release(&nb).await {
+            tracing::warn!(notebook = %h.notebook_id, error = format!("{e:#}"), "unmounting the work disk");
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), BackendError> {
+        self.remove_container(&container_name(id)).await?;
+        let nb = self.notebook_dir(id);
+        workdisk::remove(&nb)
+            .await
+            .map_err(|e| BackendError::Other(e.context("removing the work disk")))?;
+        runconf::remove_notebook_dir(&nb).await
+    }
+
+    fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError> {
+        let h = Self::decode(handle)?;
+        Ok(Upstream {
+            addr: ([127, 0, 0, 1], h.port).into(),
+            token: h.token,
+        })
+    }
+
+    async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
+        let h = Self::decode(handle)?;
+        runconf::ssh_link(&self.notebook_dir(&h.notebook_id).join("run")).await
+    }
+
+    fn work_disk(&self, id: &str) -> Option<workdisk::DiskInfo> {
+        workdisk::info(&self.notebook_dir(id))
+    }
+
+    async fn expand_work_disk(
+        &self,
+        handle: &Handle,
+        size_gb: u32,
+    ) -> Result<workdisk::DiskInfo, BackendError> {
+        let h = Self::decode(handle)?;
+        workdisk::expand(&self.notebook_dir(&h.notebook_id), size_gb)
+            .await
+            .map_err(BackendError::Other)
+    }
+
+    async fn usage(&self, handle: &Handle) -> Option<Usage> {
+        let h = Self::decode(handle).ok()?;
+        let pid = self.state(&h.container).await.ok()??.pid?;
+        let pid = i32::try_from(pid).ok()?;
+        tokio::task::spawn_blocking(move || super::process::tree_usage(pid))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_and_dynamic_binaries_are_told_apart() {
+        // This test binary is linked dynamically (a normal cargo build).
+        let me = std::env::current_exe().unwrap();
+        assert!(!is_static_elf(&me));
+        assert!(!is_static_elf(Path::new("/nonexistent")));
+        let not_elf = std::env::temp_dir().join(format!("not-elf-{}", std::process::id()));
+        std::fs::write(&not_elf, b"#!/bin/sh\n").unwrap();
+        assert!(!is_static_elf(&not_elf));
+        std::fs::remove_file(&not_elf).unwrap();
+    }
+
+    #[test]
+    fn flavors_size_cpus_memory_shm_and_cache() {
+        let f = Flavor {
+            id: "cpu-2-8".into(),
+            kind: "cpu".into(),
+            vcpus: 2,
+            memory_gib: 8,
+            accelerators: None,
+            description: String::new(),
+        };
+        let mut h = HostConfig::default();
+        resources(&f, true, &mut h);
+        assert_eq!(h.nano_cpus, Some(2_000_000_000));
+        assert_eq!(h.memory, Some(8 << 30));
+        assert_eq!(h.shm_size, Some(1 << 30));
+        assert!(h.tmpfs.unwrap()["/cache"].contains("size=4096m"));
+    }
+}

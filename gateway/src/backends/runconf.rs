@@ -1,0 +1,214 @@
+//! What every backend that runs `atelier-notebook-runtime` writes for it: the Jupyter
+//! config dir (server settings with the token, page config, the auto-stop extension), the
+//! per-launch SSH link key, and how the runtime's status file and log read back.
+//!
+//! ```text
+//! <data>/notebooks/{id}/run/config       JUPYTER_CONFIG_DIR and JUPYTER_PATH (read-only to Jupyter)
+//! <data>/notebooks/{id}/run/ssh_link_key the gateway's key to the notebook's SSH agent
+//! <data>/notebooks/{id}/run/agent        the runtime's side: spec, status, jupyter.log, ssh.sock
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::{BackendError, SshLink};
+
+/// Largest WebSocket message Jupyter accepts (tornado's default is 10 MiB); the gateway's
+/// own relay has no cap, so this is the end-to-end limit. Jupyter's separate rate limit on
+/// printed output (`iopub_data_rate_limit`, which protects browsers from floods) is kept.
+const WS_MAX_MESSAGE: u64 = 64 * 1024 * 1024;
+
+/// In the run dir: the private key the gateway uses to reach the notebook's SSH agent.
+pub const LINK_KEY_FILE: &str = "ssh_link_key";
+/// In the agent dir: the agent's socket.
+pub const AGENT_SOCKET: &str = "ssh.sock";
+
+/// Where a Jupyter server listens and serves from, as Jupyter itself sees it.
+pub struct ServerConf<'a> {
+    pub ip: &'a str,
+    pub port: u16,
+    pub base_url: &'a str,
+    pub root_dir: &'a Path,
+    pub token: &'a str,
+    /// Jupyter refuses to run as root unless told.
+    pub allow_root: bool,
+}
+
+/// Writes `config_dir`: `jupyter_server_config.json` (with the token: mode 0600),
+/// `labconfig/page_config.json` and the auto-stop extension under `labextensions/`.
+pub fn write_config_dir(config_dir: &Path, c: &ServerConf) -> Result<(), BackendError> {
+    std::fs::create_dir_all(config_dir)
+        .with_context(|| format!("creating {}", config_dir.display()))?;
+    let config = json!({
+        "ServerApp": {
+            "ip": c.ip,
+            "port": c.port,
+            "port_retries": 0,
+            "base_url": c.base_url,
+            "root_dir": c.root_dir,
+            "open_browser": false,
+            // Requests arrive through the gateway with the browser's Host header, which
+            // Jupyter must accept. Origin checks stay on.
+            "allow_remote_access": true,
+            "allow_root": c.allow_root,
+            "tornado_settings": {"websocket_max_message_size": WS_MAX_MESSAGE},
+        },
+        "IdentityProvider": {"token": c.token},
+        "LabApp": {"check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
+    });
+    write_private(
+        &config_dir.join("jupyter_server_config.json"),
+        &serde_json::to_vec_pretty(&config).context("config")?,
+    )?;
+    // No "official Jupyter news?" prompt: a self-hosted notebook may have no way out.
+    let labconfig = config_dir.join("labconfig");
+    std::fs::create_dir_all(&labconfig).context("creating labconfig")?;
+    let page_config =
+        json!({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}});
+    write_private(
+        &labconfig.join("page_config.json"),
+        &serde_json::to_vec_pretty(&page_config).context("page config")?,
+    )?;
+    // The auto-stop countdown in JupyterLab's top bar: installed where this notebook's
+    // Jupyter looks for extensions (JUPYTER_PATH).
+    install_labextension(&config_dir.join("labextensions"))
+}
+
+/// Writes the embedded auto-stop extension under `dir/<its name>/`.
+fn install_labextension(dir: &Path) -> Result<(), BackendError> {
+    let root = dir.join(super::labextension::NAME);
+    for (rel, bytes) in super::labextension::FILES {
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates `path` with mode 0600 (or truncates it) and writes `bytes`.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Makes this launch's SSH link key, stores its private half in `run_dir`, and returns the
+/// public half for the runtime's spec (`ssh.authorized_key`).
+pub fn new_link_key(run_dir: &Path, notebook_id: &str) -> Result<String, BackendError> {
+    let key = crate::ssh::keys::generate_ed25519(&format!("atelier-gateway-{notebook_id}"))
+        .context("making the notebook's SSH link key")?;
+    write_private(&run_dir.join(LINK_KEY_FILE), key.private_openssh.as_bytes())?;
+    Ok(crate::ssh::keys::to_openssh(&key.public).context("the SSH link key")?)
+}
+
+/// The link to a notebook's SSH agent: the key in `run_dir` and the agent's socket in
+/// `run_dir/agent`.
+pub async fn ssh_link(run_dir: &Path) -> Result<SshLink, BackendError> {
+    let key = match tokio::fs::read_to_string(run_dir.join(LINK_KEY_FILE)).await {
+        Ok(text) => zeroize::Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(BackendError::Unsupported(
+                "this notebook was started by an older gateway without SSH sessions; stop and start it once".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::from(e)
+                .context("reading the SSH link key")
+                .into());
+        }
+    };
+    let key = russh::keys::PrivateKey::from_openssh(key.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the notebook's SSH link key is unreadable: {e}"))?;
+    Ok(SshLink {
+        socket: run_dir.join("agent").join(AGENT_SOCKET),
+        key,
+    })
+}
+
+/// The last lines of a log file (empty when it cannot be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// The runtime's status file (written by the runtime itself), if readable.
+pub fn runtime_status(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// How a notebook whose runtime is gone ended, from its status file.
+pub fn how_it_ended(status: Option<serde_json::Value>) -> String {
+    let Some(s) = status else {
+        return "the notebook runtime is gone".to_owned();
+    };
+    let state = s
+        .get("state")
+        .and_then(|v| v.as_str())
+        .unwrap_or("unknown")
+        .to_owned();
+    match (
+        s.get("exit_code").and_then(|v| v.as_i64()),
+        s.get("signal").and_then(|v| v.as_i64()),
+    ) {
+        (Some(code), _) => format!("JupyterLab {state} with exit code {code}"),
+        (_, Some(sig)) => format!("JupyterLab {state} by signal {sig}"),
+        _ => match s.get("error").and_then(|v| v.as_str()) {
+            Some(err) => format!("the notebook runtime failed: {err}"),
+            None => format!("the notebook runtime is gone (last state: {state})"),
+        },
+    }
+}
+
+/// Removes a notebook's dir and everything in it (gone already is fine).
+pub async fn remove_notebook_dir(dir: &Path) -> Result<(), BackendError> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BackendError::Other(anyhow::anyhow!(
+            "removing {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// Whether the Jupyter server at 127.0.0.1:`port` for notebook `id` answers `api/status`;
+/// the error says how it does not.
+pub async fn jupyter_answers(
+    http: &reqwest::Client,
+    port: u16,
+    id: &str,
+    token: &str,
+) -> Result<(), String> {
+    let url = format!("http://127.0.0.1:{port}/nb/{id}/api/status");
+    match http
+        .get(&url)
+        .header("Authorization", format!("token {token}"))
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("JupyterLab answered {}", r.status())),
+        Err(e) => Err(format!("JupyterLab does not answer: {e}")),
+    }
+}
+
+/// `<data>/notebooks/{id}`.
+pub fn notebook_dir(data_dir: &Path, id: &str) -> PathBuf {
+    data_dir.join("notebooks").join(id)
+}

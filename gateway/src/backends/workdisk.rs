@@ -1,0 +1,300 @@
+//! A notebook's work disk (the seed's EVS): a sized filesystem mounted at
+//! `<data>/notebooks/{id}/work`, which containers see as `/home/ma-user/work`.
+//!
+//! ```text
+//! <nb>/work.img    sparse image file, formatted once (XFS where xfsprogs is installed: it
+//!                  grows while mounted with the CAP_SYS_ADMIN the mount needs anyway; else
+//!                  ext4, whose online growth also needs CAP_SYS_RESOURCE)
+//! <nb>/work/       its mount point (loop device; autoclear, so unmounting frees it)
+//! <nb>/disk.json   {kind, fs, size_gb, note}: what the notebook's storage info shows
+//! ```
+//!
+//! Where a loop mount is impossible (not root, no loop devices, no mkfs), the work disk is
+//! a plain directory with no size limit, and `note` says why. A disk survives stop/start and
+//! container recreation; only [`remove`] (notebook delete) deletes it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Most a single expansion may add, and the largest disk (seed: +100 GB, 4,096 GB).
+pub const MAX_STEP_GB: u32 = 100;
+pub const MAX_SIZE_GB: u32 = 4096;
+
+const GB: u64 = 1_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// `disk` (a sized filesystem) or `directory` (no size limit).
+    pub kind: String,
+    /// `xfs` or `ext4` for a disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs: Option<String>,
+    pub size_gb: u32,
+    /// Why the work disk is a plain directory, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn image_of(nb: &Path) -> PathBuf {
+    nb.join("work.img")
+}
+
+fn info_path(nb: &Path) -> PathBuf {
+    nb.join("disk.json")
+}
+
+/// The work disk's mount point (or plain directory).
+pub fn work_dir(nb: &Path) -> PathBuf {
+    nb.join("work")
+}
+
+/// What [`ensure`] recorded, if it ran.
+pub fn info(nb: &Path) -> Option<DiskInfo> {
+    let text = std::fs::read_to_string(info_path(nb)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn save(nb: &Path, info: &DiskInfo) -> anyhow::Result<()> {
+    let tmp = nb.join("disk.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)?;
+    std::fs::rename(&tmp, info_path(nb))?;
+    Ok(())
+}
+
+/// Whether `dir` is a mount point (it appears as one in this process's mount table).
+pub fn is_mounted(dir: &Path) -> bool {
+    mount_source(dir).is_some()
+}
+
+/// The device mounted at `dir`, from `/proc/self/mountinfo`.
+fn mount_source(dir: &Path) -> Option<String> {
+    let dir = dir.canonicalize().ok()?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = dir.to_str()?;
+    table.lines().rev().find_map(|line| {
+        // id parent major:minor root mountpoint options... - fstype source superoptions
+        let mut f = line.split(' ');
+        let point = f.nth(4)?;
+        if unescape_mount(point) != want {
+            return None;
+        }
+        let rest = line.split(" - ").nth(1)?;
+        rest.split(' ').nth(1).map(str::to_owned)
+    })
+}
+
+/// Mount table fields escape space, tab, newline and backslash as octal.
+fn unescape_mount(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+async fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .any(|d| d.join(program).is_file())
+    })
+}
+
+/// The filesystem new disks get: XFS when its tools are installed, else ext4.
+fn pick_fs() -> Option<&'static str> {
+    if have("mkfs.xfs") && have("xfs_growfs") {
+        Some("xfs")
+    } else if have("mkfs.ext4") {
+        Some("ext4")
+    } else {
+        None
+    }
+}
+
+/// Makes the work disk ready and mounted (creating it at `size_gb` the first time), owned by
+/// `owner` (uid, gid) at its root. Falls back to a plain directory, recorded with a note.
+pub async fn ensure(nb: &Path, size_gb: u32, owner: (u32, u32)) -> anyhow::Result<DiskInfo> {
+    let work = work_dir(nb);
+    tokio::fs::create_dir_all(&work)
+        .await
+        .with_context(|| format!("creating {}", work.display()))?;
+    if let Some(info) = info(nb) {
+        if info.kind == "disk" && !is_mounted(&work) {
+            mount(nb, info.fs.as_deref().unwrap_or("ext4")).await?;
+        }
+        return Ok(info);
+    }
+    let info = match create(nb, size_gb, owner).await {
+        Ok(info) => info,
+        Err(why) => {
+            let _ = tokio::fs::remove_file(image_of(nb)).await;
+            chown(&work, owner);
+            let note = format!(
+                "the work disk is a plain directory without a size limit: a sized disk needs a loop mount as root ({why:#})"
+            );
+            tracing::warn!(dir = %work.display(), "{note}");
+            DiskInfo {
+                kind: "directory".into(),
+                fs: None,
+                size_gb,
+                note: Some(note),
+            }
+        }
+    };
+    save(nb, &info)?;
+    Ok(info)
+}
+
+async fn create(nb: &Path, size_gb: u32, owner: (u32, u32)) -> anyhow::Result<DiskInfo> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the gateway does not run as root");
+    }
+    let Some(fs) = pick_fs() else {
+        bail!("neither mkfs.xfs (xfsprogs) nor mkfs.ext4 (e2fsprogs) is installed");
+    };
+    let work = work_dir(nb);
+    if std::fs::read_dir(&work)?.next().is_some() {
+        bail!("{} already holds files", work.display());
+    }
+    let image = image_of(nb);
+    let file =
+        std::fs::File::create(&image).with_context(|| format!("creating {}", image.display()))?;
+    file.set_len(u64::from(size_gb) * GB)
+        .context("sizing the disk image")?;
+    drop(file);
+    let image_s = image.to_string_lossy().into_owned();
+    match fs {
+        "xfs" => run("mkfs.xfs", &["-q", "-f", &image_s]).await?,
+        _ => run("mkfs.ext4", &["-q", "-F", "-m", "0", &image_s]).await?,
+    }
+    mount(nb, fs).await?;
+    chown(&work, owner);
+    Ok(DiskInfo {
+        kind: "disk".into(),
+        fs: Some(fs.into()),
+        size_gb,
+        note: None,
+    })
+}
+
+async fn mount(nb: &Path, fs: &str) -> anyhow::Result<()> {
+    let work = work_dir(nb);
+    let image = image_of(nb);
+    run(
+        "mount",
+        &[
+            "-t",
+            fs,
+            "-o",
+            "loop,nodev,nosuid",
+            &image.to_string_lossy(),
+            &work.to_string_lossy(),
+        ],
+    )
+    .await
+    .context("mounting the work disk")
+}
+
+fn chown(dir: &Path, (uid, gid): (u32, u32)) {
+    if let Err(e) = std::os::unix::fs::chown(dir, Some(uid), Some(gid)) {
+        tracing::debug!(dir = %dir.display(), error = %e, "chown of the work dir");
+    }
+}
+
+/// Grows a mounted disk to `size_gb` while it is in use.
+pub async fn expand(nb: &Path, size_gb: u32) -> anyhow::Result<DiskInfo> {
+    let Some(mut info) = info(nb) else {
+        bail!("the notebook has no work disk yet");
+    };
+    if info.kind != "disk" {
+        bail!(
+            "the work disk is a plain directory with no size limit, so it cannot be expanded{}",
+            info.note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+    }
+    let work = work_dir(nb);
+    let Some(device) = mount_source(&work) else {
+        bail!("the work disk is not mounted");
+    };
+    let image = image_of(nb);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .with_context(|| format!("opening {}", image.display()))?;
+    file.set_len(u64::from(size_gb) * GB)
+        .context("growing the disk image")?;
+    drop(file);
+    run("losetup", &["-c", &device]).await?;
+    match info.fs.as_deref() {
+        Some("xfs") => run("xfs_growfs", &[&work.to_string_lossy()]).await?,
+        _ => run("resize2fs", &[&device]).await?,
+    }
+    info.size_gb = size_gb;
+    save(nb, &info)?;
+    Ok(info)
+}
+
+/// Unmounts the disk (at stop: nothing uses it until the next start). Idempotent.
+pub async fn release(nb: &Path) -> anyhow::Result<()> {
+    let work = work_dir(nb);
+    if is_mounted(&work) {
+        run("umount", &[&work.to_string_lossy()]).await?;
+    }
+    Ok(())
+}
+
+/// Unmounts and deletes the disk and everything on it (notebook delete only).
+pub async fn remove(nb: &Path) -> anyhow::Result<()> {
+    release(nb).await?;
+    if is_mounted(&work_dir(nb)) {
+        bail!("the work disk is still mounted");
+    }
+    match tokio::fs::remove_file(image_of(nb)).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context("removing the disk image"),
+    }
+    let _ = tokio::fs::remove_file(info_path(nb)).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_table_escapes_are_undone() {
+        assert_eq!(unescape_mount("/a\\040b\\134c"), "/a b\\c");
+    }
+
+    #[test]
+    fn the_root_is_a_mount_point_and_a_fresh_dir_is_not() {
+        assert!(is_mounted(Path::new("/")));
+        let dir = std::env::temp_dir().join(format!("wd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(!is_mounted(&dir));
+        std::fs::remove_dir(&dir).unwrap();
+    }
+}
