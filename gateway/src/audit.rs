@@ -24,6 +24,9 @@ pub enum Action {
     SshLogin,
     SshLoginRefused,
     RenewNotebook,
+    SaveImage,
+    RegisterImage,
+    UnregisterImage,
 }
 
 impl Action {
@@ -45,6 +48,9 @@ impl Action {
             Action::SshLogin => "sshLogin",
             Action::SshLoginRefused => "sshLoginRefused",
             Action::RenewNotebook => "renewNotebook",
+            Action::SaveImage => "saveImage",
+            Action::RegisterImage => "registerImage",
+            Action::UnregisterImage => "unregisterImage",
         }
     }
 }

@@ -89,6 +89,12 @@ pub struct Settings {
     pub backend: BackendSettings,
     pub flavors: Vec<Flavor>,
     pub images: Vec<Image>,
+    /// Saving a notebook as an image is refused above this container size, in GB (env
+    /// ATELIER_SAVE_IMAGE_MAX_GB; seed: 35).
+    pub save_image_max_gb: f64,
+    /// … and when the image would have more layers than this (env
+    /// ATELIER_SAVE_IMAGE_MAX_LAYERS; seed: 125).
+    pub save_image_max_layers: u32,
     /// Where saved notebook images are pushed (`127.0.0.1:5000/atelier`; env
     /// ATELIER_REGISTRY); none: images are saved in the engine only.
     pub registry: Option<String>,
@@ -237,6 +243,8 @@ impl Default for Settings {
                 description: "JupyterLab 4 with Python 3".into(),
             }],
             registry: None,
+            save_image_max_gb: 35.0,
+            save_image_max_layers: 125,
         }
     }
 }
@@ -358,6 +366,16 @@ impl Settings {
         if let Some(v) = env("ATELIER_REGISTRY") {
             self.registry = Some(v);
         }
+        if let Some(v) = env("ATELIER_SAVE_IMAGE_MAX_GB") {
+            self.save_image_max_gb = v.parse().with_context(|| {
+                format!("ATELIER_SAVE_IMAGE_MAX_GB={v:?} is not a number of GB")
+            })?;
+        }
+        if let Some(v) = env("ATELIER_SAVE_IMAGE_MAX_LAYERS") {
+            self.save_image_max_layers = v.parse().with_context(|| {
+                format!("ATELIER_SAVE_IMAGE_MAX_LAYERS={v:?} is not a whole number")
+            })?;
+        }
         if let Some(v) = env("ATELIER_SANDBOX") {
             self.backend.sandbox = match v.as_str() {
                 "auto" => SandboxMode::Auto,
@@ -454,6 +472,19 @@ impl Settings {
         }
         if self.backend.kind == BackendKind::External && self.backend.external_url.is_none() {
             bail!("backend.kind = \"external\" needs backend.external_url");
+        }
+        if !(self.save_image_max_gb.is_finite() && self.save_image_max_gb > 0.0) {
+            bail!("save_image_max_gb (ATELIER_SAVE_IMAGE_MAX_GB) must be a positive number");
+        }
+        if self.save_image_max_layers == 0 {
+            bail!("save_image_max_layers (ATELIER_SAVE_IMAGE_MAX_LAYERS) must be at least 1");
+        }
+        if let Some(r) = &self.registry
+            && (r.is_empty() || r.contains("://") || r.ends_with('/'))
+        {
+            bail!(
+                "registry (ATELIER_REGISTRY) {r:?} must look like host:port/namespace, without a scheme"
+            );
         }
         if !(1..=4096).contains(&self.backend.work_disk_gb) {
             bail!("backend.work_disk_gb must be between 1 and 4096");

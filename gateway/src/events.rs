@@ -59,6 +59,18 @@ pub enum EventKind {
     UpdateStorageSize,
     /// `UpdateStorageSizeFailed` for an internal error.
     UpdateStorageSizeFailed,
+    /// Saving a notebook as an image (seed §2.8): the pre-checks, the commit, the push, the
+    /// outcome. The two checks and the failure carry their own text ([`record_text`]).
+    CheckImageSize,
+    CheckImageLayer,
+    ContainerCommitStarted,
+    ContainerCommitSuccess,
+    ContainerCommitFailed,
+    ImagePushStarted,
+    ImagePushSuccess,
+    ImagePushFailed,
+    SaveImage,
+    SavedImageFailed,
 }
 
 impl EventKind {
@@ -85,6 +97,16 @@ impl EventKind {
             EventKind::RenewNotebook => "RenewNotebook",
             EventKind::UpdatingStorageSize | EventKind::UpdateStorageSize => "UpdateStorageSize",
             EventKind::UpdateStorageSizeFailed => "UpdateStorageSizeFailed",
+            EventKind::CheckImageSize => "CheckImageSize",
+            EventKind::CheckImageLayer => "CheckImageLayer",
+            EventKind::ContainerCommitStarted => "ContainerCommitStarted",
+            EventKind::ContainerCommitSuccess => "ContainerCommitSuccess",
+            EventKind::ContainerCommitFailed => "ContainerCommitFailed",
+            EventKind::ImagePushStarted => "ImagePushStarted",
+            EventKind::ImagePushSuccess => "ImagePushSuccess",
+            EventKind::ImagePushFailed => "ImagePushFailed",
+            EventKind::SaveImage => "SaveImage",
+            EventKind::SavedImageFailed => "SavedImageFailed",
         }
     }
 
@@ -120,6 +142,20 @@ impl EventKind {
             EventKind::UpdateStorageSizeFailed => {
                 "Updating the storage size failed due to an internal error."
             }
+            EventKind::CheckImageSize => "The notebook container image size is checked.",
+            EventKind::CheckImageLayer => "The number of notebook image layers is checked.",
+            EventKind::ContainerCommitStarted => "Start to commit notebook container.",
+            EventKind::ContainerCommitSuccess => "Notebook container commit successfully.",
+            EventKind::ContainerCommitFailed => {
+                "Failed to commit notebook container. Please contact SRE to check node {node_name}."
+            }
+            EventKind::ImagePushStarted => "Start to push notebook image.",
+            EventKind::ImagePushSuccess => "Notebook image push successfully.",
+            EventKind::ImagePushFailed => {
+                "Failed to push Notebook image. Please contact SRE to check node {node_name}."
+            }
+            EventKind::SaveImage => "The image has been saved.",
+            EventKind::SavedImageFailed => "Saving the image failed.",
         }
     }
 
@@ -130,7 +166,15 @@ impl EventKind {
             | EventKind::PulledImage
             | EventKind::UpdateName
             | EventKind::UpdateDescription
-            | EventKind::RenewNotebook => Severity::Warning,
+            | EventKind::RenewNotebook
+            | EventKind::CheckImageSize
+            | EventKind::CheckImageLayer
+            | EventKind::ContainerCommitStarted
+            | EventKind::ContainerCommitSuccess
+            | EventKind::ContainerCommitFailed
+            | EventKind::ImagePushStarted
+            | EventKind::ImagePushSuccess
+            | EventKind::ImagePushFailed => Severity::Warning,
             EventKind::NotebookHealthy
             | EventKind::NotebookRestored
             | EventKind::StopNotebook
@@ -142,13 +186,15 @@ impl EventKind {
             | EventKind::StopNotebookResourceIdle
             | EventKind::StopNotebookLeaseExpired
             | EventKind::UpdatingStorageSize
-            | EventKind::UpdateStorageSize => Severity::Major,
+            | EventKind::UpdateStorageSize
+            | EventKind::SaveImage => Severity::Major,
             EventKind::CreateNotebookFailed
             | EventKind::PullImageFailed
             | EventKind::StartNotebookFailed
             | EventKind::NotebookUnhealthy
             | EventKind::JupyterProcessKilled
-            | EventKind::UpdateStorageSizeFailed => Severity::Critical,
+            | EventKind::UpdateStorageSizeFailed
+            | EventKind::SavedImageFailed => Severity::Critical,
         }
     }
 }
@@ -169,6 +215,19 @@ pub async fn record(
     kind: EventKind,
     detail: Option<&str>,
 ) -> sqlx::Result<()> {
+    record_text(conn, notebook_id, kind, kind.description(), detail).await
+}
+
+/// [`record`] with a description of its own: the seed's texts with values in them
+/// (`The notebook container image size is 3G.`) or with several variants
+/// (`SavedImageFailed`).
+pub async fn record_text(
+    conn: &mut Conn,
+    notebook_id: &str,
+    kind: EventKind,
+    description: &str,
+    detail: Option<&str>,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO events (id, notebook_id, name, description, severity, detail, time) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -176,7 +235,7 @@ pub async fn record(
     .bind(store::ordered_id())
     .bind(notebook_id)
     .bind(kind.name())
-    .bind(kind.description())
+    .bind(description)
     .bind(kind.severity().as_str())
     .bind(detail)
     .bind(store::now())

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod gpu;
+pub mod images;
 pub mod notebooks;
 pub mod proxy;
 pub mod server;

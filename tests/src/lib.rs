@@ -144,6 +144,20 @@ pub fn docker_env() -> (String, String) {
     (get("ATELIER_TEST_DOCKER_HOST"), get("ATELIER_TEST_IMAGE"))
 }
 
+/// The plain-HTTP registry on loopback the save-image tests push to (`ATELIER_TEST_REGISTRY`,
+/// `127.0.0.1:5000`; scripts/containers.sh runs it).
+pub fn test_registry() -> String {
+    std::env::var("ATELIER_TEST_REGISTRY")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "ATELIER_TEST_REGISTRY is not set: run bash .ci/run (scripts/test.sh), which starts \
+                 a registry on 127.0.0.1 (scripts/containers.sh)"
+            )
+        })
+}
+
 /// `podman --url <engine> ARGS…` against the tests' engine; its output, or a panic saying
 /// what failed.
 pub fn podman(args: &[&str]) -> String {

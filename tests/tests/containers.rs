@@ -31,6 +31,21 @@ async fn total(k: &mut Kernel) -> u64 {
         .unwrap()
 }
 
+/// Removes the named images from the engine when dropped (also when a test fails).
+struct RemoveImages(Vec<String>);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let (host, _) = atelier_tests::docker_env();
+        let _ = std::process::Command::new("podman")
+            .arg("--url")
+            .arg(host)
+            .args(["rmi", "-f"])
+            .args(&self.0)
+            .output();
+    }
+}
+
 fn mounted(path: &Path) -> bool {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let want = path.to_string_lossy();
@@ -188,6 +203,7 @@ async fn container_images_and_flavors_are_checked() {
     let empty = format!("localhost/atelier-test-empty:{}", std::process::id());
     podman(&["import", &empty_tar.to_string_lossy(), &empty]);
     let nopath = format!("localhost/atelier-test-nopath:{}", std::process::id());
+    let _cleanup = RemoveImages(vec![empty.clone(), nopath.clone()]);
     let ctr = podman(&["create", &image, "true"]).trim().to_owned();
     podman(&[
         "commit",
@@ -283,6 +299,266 @@ ref = "127.0.0.1:9/atelier/none:1"
     assert_eq!(k.run("print(6 * 7)").await, "42\n");
     drop(k);
     drop(gw);
-    podman(&["rmi", "-f", &empty, &nopath]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The events of a notebook from `first` on, names only.
+async fn events_from(gw: &Gateway, token: &str, id: &str, first: &str) -> Vec<String> {
+    let names = gw.event_names(token, id).await;
+    let at = names
+        .iter()
+        .rposition(|n| n == first)
+        .unwrap_or(names.len());
+    names[at..].to_vec()
+}
+
+/// Saves `id` as `name:tag` and waits until it is RUNNING again; returns the event lines.
+async fn save(gw: &Gateway, token: &str, id: &str, name: &str, tag: &str) -> Vec<String> {
+    let api = gw.api(token);
+    let r = api
+        .post(
+            &format!("/v1/notebooks/{id}/save-image"),
+            json!({"name": name, "tag": tag, "description": "test save"}),
+        )
+        .await;
+    assert_eq!(r.expect_status(202)["status"], "SNAPSHOTTING", "{}", r.text);
+    // While it is saved, a second save or a stop waits its turn.
+    let again = api
+        .post(
+            &format!("/v1/notebooks/{id}/save-image"),
+            json!({"name": name, "tag": "other"}),
+        )
+        .await;
+    again.expect_error(409, "conflict");
+    gw.wait_status(token, id, "RUNNING").await;
+    gw.event_lines(token, id).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_notebooks_save_as_images_that_new_notebooks_start_from() {
+    let registry = atelier_tests::test_registry();
+    let space = format!("{registry}/atelier-test-{}", std::process::id());
+    let reference = format!("{space}/alice/env:v1");
+    // Declared before the gateway, so it runs after the gateway (and its containers) are gone.
+    let _cleanup = RemoveImages(vec![reference.clone()]);
+    let gw = Gateway::start_docker("", &[("ATELIER_REGISTRY", &space)]).await;
+    let alice = gw.create_user("alice").await;
+    let bob = gw.create_user("bob").await;
+    let api = gw.api(&alice);
+    let id = gw.create_notebook(&alice, "src").await;
+    gw.wait_status(&alice, &id, "RUNNING").await;
+    let mut k = Kernel::start(&api, &id).await;
+    k.run("open('/home/ma-user/added.txt', 'w').write('from the image'); open('/home/ma-user/work/mine.txt', 'w').write('work')")
+        .await;
+    drop(k);
+
+    let lines = save(&gw, &alice, &id, "env", "v1").await;
+    let order = events_from(&gw, &alice, &id, "CheckImageSize").await;
+    assert_eq!(
+        order,
+        [
+            "CheckImageSize",
+            "CheckImageLayer",
+            "ContainerCommitStarted",
+            "ContainerCommitSuccess",
+            "ImagePushStarted",
+            "ImagePushSuccess",
+            "SaveImage"
+        ],
+        "{lines:?}"
+    );
+    let events = api.get(&format!("/v1/notebooks/{id}/events")).await;
+    let texts: Vec<String> = events.expect_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["description"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("The notebook container image size is ") && t.ends_with("G.")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t == "The number of original notebook image layers is 1."),
+        "{texts:?}"
+    );
+
+    // Listed with its source; in the registry; only alice's.
+    let image_id = "alice/env:v1";
+    let images = api.get("/v1/images").await;
+    let saved = images.expect_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == image_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{image_id} not listed: {}", images.text));
+    assert_eq!(saved["kind"], "saved");
+    assert_eq!(saved["source_notebook"], id.as_str());
+    assert_eq!(saved["ref"], reference.as_str());
+    let tags: serde_json::Value = reqwest::get(format!(
+        "http://{registry}/v2/atelier-test-{}/alice/env/tags/list",
+        std::process::id()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(tags["tags"], json!(["v1"]), "{tags}");
+    let bobs = gw.api(&bob).get("/v1/images").await;
+    assert!(!bobs.text.contains(image_id), "{}", bobs.text);
+    let r = gw
+        .api(&bob)
+        .post("/v1/notebooks", json!({"name": "b", "image": image_id}))
+        .await;
+    r.expect_error(400, "invalid_argument");
+    // The same name and tag again, or a bad name: refused.
+    let r = api
+        .post(
+            &format!("/v1/notebooks/{id}/save-image"),
+            json!({"name": "env", "tag": "v1"}),
+        )
+        .await;
+    assert!(r.expect_error(409, "conflict").contains("already exists"));
+    let r = api
+        .post(
+            &format!("/v1/notebooks/{id}/save-image"),
+            json!({"name": "Env", "tag": "v1"}),
+        )
+        .await;
+    assert!(r.expect_error(400, "invalid_argument").contains("name"));
+
+    // A new notebook from it, pulled back from the registry: the file saved outside the work
+    // dir is there; the work dir is the new notebook's own.
+    podman(&["rmi", "-f", &reference]);
+    let r = api
+        .post("/v1/notebooks", json!({"name": "copy", "image": image_id}))
+        .await;
+    let copy = r.expect_status(201)["id"].as_str().unwrap().to_owned();
+    gw.wait_status(&alice, &copy, "RUNNING").await;
+    let names = gw.event_names(&alice, &copy).await;
+    assert!(names.contains(&"PulledImage".to_owned()), "{names:?}");
+    let mut k = Kernel::start(&api, &copy).await;
+    let out = k
+        .run("import os; print(open('/home/ma-user/added.txt').read(), os.path.exists('/home/ma-user/work/mine.txt'))")
+        .await;
+    assert_eq!(out, "from the image False\n");
+    drop(k);
+    // In use: not unregistered.
+    let r = api.delete(&format!("/v1/images/{image_id}")).await;
+    assert!(r.expect_error(409, "conflict").contains("used by 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_saves_over_the_limits_fail_and_leave_the_notebook_running() {
+    for (env, says) in [
+        (
+            ("ATELIER_SAVE_IMAGE_MAX_GB", "0.001"),
+            "is greater than the threshold (0.001G).",
+        ),
+        (
+            ("ATELIER_SAVE_IMAGE_MAX_LAYERS", "1"),
+            "There are too many layers in your image.",
+        ),
+    ] {
+        let gw = Gateway::start_docker("", &[env]).await;
+        let alice = gw.create_user("alice").await;
+        let id = gw.create_notebook(&alice, "big").await;
+        gw.wait_status(&alice, &id, "RUNNING").await;
+        let lines = save(&gw, &alice, &id, "env", "v1").await;
+        let failed = lines
+            .iter()
+            .find(|l| l.starts_with("SavedImageFailed"))
+            .unwrap_or_else(|| panic!("{env:?}: {lines:?}"));
+        assert!(failed.contains(says), "{failed}");
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("ContainerCommitStarted")),
+            "{lines:?}"
+        );
+        let images = gw.api(&alice).get("/v1/images").await;
+        assert!(!images.text.contains("alice/env:v1"), "{}", images.text);
+        // Still serving.
+        let mut k = Kernel::start(&gw.api(&alice), &id).await;
+        assert_eq!(k.run("print(1 + 1)").await, "2\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_registered_listed_and_unregistered() {
+    let (_, image) = atelier_tests::docker_env();
+    let gw = Gateway::start_docker("", &[]).await;
+    let alice = gw.create_user("alice").await;
+    let bob = gw.create_user("bob").await;
+    let (admin, a, b) = (gw.admin(), gw.api(&alice), gw.api(&bob));
+    // An admin's registration is everyone's; a user's is their own.
+    let r = admin
+        .post(
+            "/v1/images",
+            json!({"name": "team-env", "ref": image, "description": "the team's"}),
+        )
+        .await;
+    let v = r.expect_status(201);
+    assert_eq!(v["kind"], "registered");
+    assert_eq!(v["owner"], serde_json::Value::Null);
+    let r = a
+        .post("/v1/images", json!({"name": "mine", "ref": image}))
+        .await;
+    assert_eq!(r.expect_status(201)["owner"], "alice");
+    let listed = |api: &atelier_tests::Api| {
+        let api = api.clone();
+        async move {
+            let r = api.get("/v1/images").await;
+            r.expect_status(200)["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let seen_by_bob = listed(&b).await;
+    assert!(
+        seen_by_bob.contains(&"team-env".to_owned()),
+        "{seen_by_bob:?}"
+    );
+    assert!(!seen_by_bob.contains(&"mine".to_owned()), "{seen_by_bob:?}");
+    assert!(listed(&a).await.contains(&"mine".to_owned()));
+    // Bad input names the problem; nothing is registered.
+    for (body, status, says) in [
+        (json!({"name": "x", "ref": "has space"}), 400, "ref"),
+        (json!({"name": "-x", "ref": image}), 400, "name"),
+        (json!({"name": "mine", "ref": image}), 409, "already exists"),
+        (json!({"name": "jupyterlab", "ref": image}), 409, "built-in"),
+        (
+            json!({"name": "x", "ref": "127.0.0.1:9/none/none:1"}),
+            400,
+            "could not pull",
+        ),
+        (json!({"name": "x", "ref": image, "extra": 1}), 400, "extra"),
+    ] {
+        let r = a.post("/v1/images", body.clone()).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text);
+        assert!(r.text.contains(says), "{body}: {}", r.text);
+    }
+    assert!(!listed(&a).await.contains(&"x".to_owned()));
+    // Unregistering: not another user's, not a public one by a user; the owner's works.
+    b.delete("/v1/images/mine")
+        .await
+        .expect_error(404, "not_found");
+    b.delete("/v1/images/team-env")
+        .await
+        .expect_error(403, "permission_denied");
+    b.delete("/v1/images/jupyterlab")
+        .await
+        .expect_error(409, "conflict");
+    assert_eq!(a.delete("/v1/images/mine").await.status, 204);
+    assert!(!listed(&a).await.contains(&"mine".to_owned()));
+    assert_eq!(admin.delete("/v1/images/team-env").await.status, 204);
 }

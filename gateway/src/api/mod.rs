@@ -6,6 +6,7 @@
 //! [`Principal`]: crate::auth::Principal
 
 pub mod error;
+pub mod images;
 pub mod keypairs;
 pub mod notebooks;
 pub mod pages;
@@ -23,12 +24,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/v1/flavors", get(flavors))
-        .route("/v1/images", get(images))
         .route("/v1/audit", get(audit_list))
         .route("/v1/ssh", get(ssh_info))
         .route("/metrics", get(metrics))
         .merge(users::routes())
         .merge(keypairs::routes())
+        .merge(images::routes())
         .merge(notebooks::routes())
         .merge(pages::routes())
         .fallback(not_found)
@@ -153,28 +154,6 @@ async fn flavors(
             vcpus: f.vcpus,
             memory_gib: f.memory_gib,
             description: f.description.clone(),
-            default: i == 0,
-        })
-        .collect();
-    ApiJson(Items { items })
-}
-
-#[derive(Serialize)]
-struct ImageView {
-    id: String,
-    description: String,
-    default: bool,
-}
-
-async fn images(_p: Principal, state: axum::extract::State<AppState>) -> ApiJson<Items<ImageView>> {
-    let items = state
-        .settings
-        .images
-        .iter()
-        .enumerate()
-        .map(|(i, im)| ImageView {
-            id: im.id.clone(),
-            description: im.description.clone(),
             default: i == 0,
         })
         .collect();

@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notebooks/{id}/stop", post(stop))
         .route("/v1/notebooks/{id}/renew", post(renew))
         .route("/v1/notebooks/{id}/storage/expand", post(expand_storage))
+        .route("/v1/notebooks/{id}/save-image", post(save_image))
         .route("/v1/notebooks/{id}/activity", get(activity))
         .route("/v1/notebooks/{id}/events", get(list_events))
 }
@@ -250,6 +251,20 @@ async fn activity(
         "ssh_commands_running": state.routes.ssh_exec_running(&row.id),
         "sources": sources,
     })))
+}
+
+/// `POST /v1/notebooks/{id}/save-image` `{name, tag, description?, namespace?}`: 202, the
+/// notebook `SNAPSHOTTING` until the save ends (events tell how).
+async fn save_image(
+    p: Principal,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<crate::notebooks::save::SaveImageRequest>,
+) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    let row = state.lifecycle.save_image(g, req).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(view(&state, &headers, row))))
 }
 
 /// `POST /v1/notebooks/{id}/storage/expand` `{"size_gb": N}`: the work disk's new size.

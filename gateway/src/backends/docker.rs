@@ -38,8 +38,8 @@ use tokio::sync::OnceCell;
 
 use super::runconf::{self, ServerConf, write_private};
 use super::{
-    Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode, Upstream,
-    Usage, workdisk,
+    Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SaveImage, SaveImageError,
+    SshLink, StopMode, Upstream, Usage, workdisk,
 };
 use crate::config::{Flavor, Settings};
 use crate::events::EventKind;
@@ -114,8 +114,6 @@ pub struct DockerBackend {
     docker: OnceCell<Engine>,
     data_dir: PathBuf,
     runtime_bin: PathBuf,
-    /// image id (as notebooks name it) → engine reference.
-    images: HashMap<String, String>,
     grace_secs: u64,
     work_disk_gb: u32,
     http: reqwest::Client,
@@ -251,16 +249,6 @@ impl DockerBackend {
             docker: OnceCell::new(),
             data_dir: settings.data_dir.clone(),
             runtime_bin,
-            images: settings
-                .images
-                .iter()
-                .map(|i| {
-                    (
-                        i.id.clone(),
-                        i.reference.clone().unwrap_or_else(|| i.id.clone()),
-                    )
-                })
-                .collect(),
             grace_secs: settings.backend.stop_grace_secs,
             work_disk_gb: settings.backend.work_disk_gb,
             http: reqwest::Client::builder()
@@ -329,13 +317,6 @@ impl DockerBackend {
         runconf::notebook_dir(&self.data_dir, id)
     }
 
-    fn image_ref(&self, image: &str) -> String {
-        self.images
-            .get(image)
-            .cloned()
-            .unwrap_or_else(|| image.to_owned())
-    }
-
     fn decode(handle: &Handle) -> Result<ContainerHandle, BackendError> {
         serde_json::from_value(handle.0.clone())
             .map_err(|e| BackendError::Other(anyhow::anyhow!("unreadable container handle: {e}")))
@@ -370,6 +351,41 @@ impl DockerBackend {
         }
     }
 
+    /// Pulls `reference` unless the engine has it, telling `progress` (PullingImage, then
+    /// PulledImage or PullImageFailed).
+    async fn pull_if_missing(
+        &self,
+        reference: &str,
+        progress: Option<&dyn Progress>,
+    ) -> Result<(), BackendError> {
+        let docker = self.docker().await?;
+        match docker.inspect_image(reference).await {
+            Ok(_) => return Ok(()),
+            Err(e) if !not_found(&e) => return Err(engine_error(&self.host, e)),
+            Err(_) => {}
+        }
+        if let Some(p) = progress {
+            p.event(EventKind::PullingImage, Some(reference)).await;
+        }
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let mut pull = docker.create_image(Some(opts), None, None);
+        while let Some(step) = pull.next().await {
+            if let Err(e) = step {
+                let msg = format!("pulling the image {reference}: {e}");
+                if let Some(p) = progress {
+                    p.event(EventKind::PullImageFailed, Some(&msg)).await;
+                }
+                return Err(BackendError::Image(msg));
+            }
+        }
+        if let Some(p) = progress {
+            p.event(EventKind::PulledImage, Some(reference)).await;
+        }
+        Ok(())
+    }
+
     /// The image's own environment (`KEY=value`), from the engine.
     async fn image_env(&self, reference: &str) -> Result<Vec<String>, BackendError> {
         let docker = self.docker().await?;
@@ -390,31 +406,59 @@ impl DockerBackend {
         }
     }
 
-    /// The container as the engine sees it: `None` when it is gone.
-    async fn state(&self, container: &str) -> Result<Option<Inspect>, BackendError> {
-        let engine = self.engine().await?;
-        let failed = |e: String| {
-            BackendError::Other(anyhow::anyhow!(
-                "the container engine at {} failed: {e}",
-                self.host
-            ))
-        };
-        let reply = engine
+    /// A plain JSON request to the engine (`path` after the API version, query included):
+    /// `Ok(None)` for 404, the engine's message for other errors.
+    async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<serde_json::Value>, String> {
+        let engine = self.engine().await.map_err(|e| e.to_string())?;
+        let mut req = engine
             .raw
-            .get(format!("{}/containers/{container}/json", engine.base))
+            .request(method.clone(), format!("{}{path}", engine.base))
+            .query(query);
+        if method == reqwest::Method::POST {
+            req = req.json(&json!({}));
+        }
+        let reply = req
             .send()
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| format!("the container engine at {}: {e}", self.host))?;
         if reply.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        if !reply.status().is_success() {
-            let status = reply.status();
-            let text = reply.text().await.unwrap_or_default();
-            return Err(failed(format!("inspecting {container}: {status} {text}")));
+        let status = reply.status();
+        let text = reply.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(format!("{status}: {message}"));
         }
-        let v: serde_json::Value = reply.json().await.map_err(|e| failed(e.to_string()))?;
-        Ok(Some(Inspect::from_json(&v)))
+        if text.trim().is_empty() {
+            return Ok(Some(serde_json::Value::Null));
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("unreadable answer from the engine: {e}"))
+    }
+
+    /// The container as the engine sees it: `None` when it is gone.
+    async fn state(&self, container: &str) -> Result<Option<Inspect>, BackendError> {
+        let v = self
+            .raw(
+                reqwest::Method::GET,
+                &format!("/containers/{container}/json"),
+                &[],
+            )
+            .await
+            .map_err(|e| {
+                BackendError::Other(anyhow::anyhow!("inspecting the container {container}: {e}"))
+            })?;
+        Ok(v.map(|v| Inspect::from_json(&v)))
     }
 
     async fn answers(&self, h: &ContainerHandle) -> Result<(), String> {
@@ -486,30 +530,8 @@ impl Backend for DockerBackend {
         spec: &NotebookSpec,
         progress: &dyn Progress,
     ) -> Result<(), BackendError> {
-        let reference = self.image_ref(&spec.image);
-        let docker = self.docker().await?;
-        if let Err(e) = docker.inspect_image(&reference).await {
-            if !not_found(&e) {
-                return Err(engine_error(&self.host, e));
-            }
-            progress
-                .event(EventKind::PullingImage, Some(&reference))
-                .await;
-            let opts = CreateImageOptionsBuilder::default()
-                .from_image(&reference)
-                .build();
-            let mut pull = docker.create_image(Some(opts), None, None);
-            while let Some(step) = pull.next().await {
-                if let Err(e) = step {
-                    let msg = format!("pulling the image {reference}: {e}");
-                    progress.event(EventKind::PullImageFailed, Some(&msg)).await;
-                    return Err(BackendError::Image(msg));
-                }
-            }
-            progress
-                .event(EventKind::PulledImage, Some(&reference))
-                .await;
-        }
+        self.pull_if_missing(&spec.image_ref, Some(progress))
+            .await?;
         let nb = self.notebook_dir(&spec.id);
         let data = nb.join("data");
         tokio::fs::create_dir_all(&data)
@@ -523,7 +545,7 @@ impl Backend for DockerBackend {
     }
 
     async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
-        let reference = self.image_ref(&spec.image);
+        let reference = spec.image_ref.clone();
         let nb = self.notebook_dir(&spec.id);
         // The work disk is mounted at prepare; a start after a host reboot mounts it again.
         workdisk::ensure(&nb, self.work_disk_gb, (NOTEBOOK_UID, NOTEBOOK_GID))
@@ -571,6 +593,9 @@ impl Backend for DockerBackend {
             .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .to_owned();
         let gpus = spec.flavor.kind == "gpu" && spec.flavor.accelerator_count() > 0;
+        // Said in the container's own environment too: an image saved from a CPU notebook
+        // carries `void`, which a GPU notebook from it must not inherit.
+        let visible_gpus = if gpus { "all" } else { "void" };
         for (k, v) in [
             ("PATH", format!("{image_path}:{JUPYTER_FALLBACK_PATH}")),
             ("HOME", HOME.to_owned()),
@@ -584,9 +609,7 @@ impl Backend for DockerBackend {
         ] {
             env.insert(k.to_owned(), json!(v));
         }
-        if !gpus {
-            env.insert("NVIDIA_VISIBLE_DEVICES".into(), json!("void"));
-        }
+        env.insert("NVIDIA_VISIBLE_DEVICES".into(), json!(visible_gpus));
         let runtime_spec = json!({
             "argv": ["jupyter", "lab"],
             "env": env,
@@ -635,11 +658,7 @@ impl Backend for DockerBackend {
             }]);
         }
         let name = container_name(&spec.id);
-        let engine_env: Vec<String> = if gpus {
-            vec![]
-        } else {
-            vec!["NVIDIA_VISIBLE_DEVICES=void".into()]
-        };
+        let engine_env = vec![format!("NVIDIA_VISIBLE_DEVICES={visible_gpus}")];
         let body = ContainerCreateBody {
             image: Some(reference.clone()),
             user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
@@ -713,7 +732,7 @@ impl Backend for DockerBackend {
                 Some(s) if s.running => {}
                 _ => {
                     return Err(BackendError::Start(
-                        self.failure_text(&spec.id, &self.image_ref(&spec.image)),
+                        self.failure_text(&spec.id, &spec.image_ref.clone()),
                     ));
                 }
             }
@@ -808,6 +827,192 @@ impl Backend for DockerBackend {
         runconf::ssh_link(&self.notebook_dir(&h.notebook_id).join("run")).await
     }
 
+    fn saves_images(&self) -> bool {
+        true
+    }
+
+    async fn save_image(
+        &self,
+        handle: &Handle,
+        save: &SaveImage,
+        progress: &dyn Progress,
+    ) -> Result<u64, SaveImageError> {
+        let h = Self::decode(handle).map_err(|e| SaveImageError::Other(e.to_string()))?;
+        let gone = || SaveImageError::Other("the notebook's container is gone".into());
+        let container = self
+            .raw(
+                reqwest::Method::GET,
+                &format!("/containers/{}/json", h.container),
+                &[("size", "true")],
+            )
+            .await
+            .map_err(SaveImageError::Other)?
+            .ok_or_else(gone)?;
+
+        // The container's size: its image plus what it wrote (mounts are not in it).
+        let size = container["SizeRootFs"].as_u64().unwrap_or(0);
+        let (size_gb, limit_gb) = crate::notebooks::save::size_texts(size, save.max_bytes);
+        progress
+            .event_text(
+                EventKind::CheckImageSize,
+                &format!("The notebook container image size is {size_gb}G."),
+                None,
+            )
+            .await;
+        if size > save.max_bytes {
+            return Err(SaveImageError::TooLarge { size_gb, limit_gb });
+        }
+
+        // Its image's layers; the commit adds one.
+        let image = container["Image"].as_str().unwrap_or_default().to_owned();
+        let layers = self
+            .raw(reqwest::Method::GET, &format!("/images/{image}/json"), &[])
+            .await
+            .map_err(SaveImageError::Other)?
+            .and_then(|v| v["RootFS"]["Layers"].as_array().map(Vec::len))
+            .unwrap_or(0) as u32;
+        progress
+            .event_text(
+                EventKind::CheckImageLayer,
+                &format!("The number of original notebook image layers is {layers}."),
+                None,
+            )
+            .await;
+        if layers + 1 > save.max_layers {
+            return Err(SaveImageError::TooManyLayers {
+                layers: layers + 1,
+                limit: save.max_layers,
+            });
+        }
+
+        // Processes in uninterruptible sleep (D) would stall the commit's freeze.
+        if let Some(pid) = container["State"]["Pid"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+        {
+            let stuck = tokio::task::spawn_blocking(move || {
+                super::process::tree_usage(pid)
+                    .map(|u| {
+                        u.pids
+                            .into_iter()
+                            .filter(|p| super::process::proc_state(*p as i32) == Some('D'))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            if !stuck.is_empty() {
+                return Err(SaveImageError::DState(stuck));
+            }
+        }
+
+        // Commit: the container's own filesystem; binds and tmpfs mounts (work disk, /data,
+        // /cache, /dev/shm, the runtime) are not part of it. The entrypoint that pointed at
+        // the bound runtime goes; the image starts a shell, like a plain base image.
+        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let (repo, tag) = split_reference(&save.reference);
+        progress
+            .event(EventKind::ContainerCommitStarted, None)
+            .await;
+        let committed = self
+            .raw(
+                reqwest::Method::POST,
+                "/commit",
+                &[
+                    ("container", h.container.as_str()),
+                    ("repo", repo),
+                    ("tag", tag),
+                    ("comment", save.comment.as_str()),
+                    ("pause", "true"),
+                    ("changes", "ENTRYPOINT []"),
+                    ("changes", r#"CMD ["/bin/bash"]"#),
+                ],
+            )
+            .await
+            .and_then(|v| v.ok_or_else(|| "the container is gone".to_owned()));
+        if let Err(e) = committed {
+            progress
+                .event_text(
+                    EventKind::ContainerCommitFailed,
+                    &format!(
+                        "Failed to commit notebook container. Please contact SRE to check node {node}."
+                    ),
+                    Some(&e),
+                )
+                .await;
+            return Err(SaveImageError::Commit(e));
+        }
+        progress
+            .event(EventKind::ContainerCommitSuccess, None)
+            .await;
+
+        if save.push {
+            progress.event(EventKind::ImagePushStarted, None).await;
+            let docker = self
+                .docker()
+                .await
+                .map_err(|e| SaveImageError::Other(e.to_string()))?;
+            let opts = bollard::query_parameters::PushImageOptionsBuilder::default()
+                .tag(tag)
+                .build();
+            let mut push = docker.push_image(repo, Some(opts), None);
+            let mut failure = None;
+            while let Some(step) = push.next().await {
+                if let Err(e) = step {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+            if let Some(e) = failure {
+                progress
+                    .event_text(
+                        EventKind::ImagePushFailed,
+                        &format!(
+                            "Failed to push Notebook image. Please contact SRE to check node {node}."
+                        ),
+                        Some(&e),
+                    )
+                    .await;
+                // The commit is of no use unpushed; keep the engine's disk clean.
+                let _ = self
+                    .raw(
+                        reqwest::Method::DELETE,
+                        &format!("/images/{}", save.reference),
+                        &[],
+                    )
+                    .await;
+                return Err(SaveImageError::Push(e));
+            }
+            progress.event(EventKind::ImagePushSuccess, None).await;
+        }
+        let size = self
+            .raw(
+                reqwest::Method::GET,
+                &format!("/images/{}/json", save.reference),
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v["Size"].as_u64())
+            .unwrap_or(size);
+        Ok(size)
+    }
+
+    async fn ensure_image(&self, reference: &str) -> Result<(), BackendError> {
+        self.pull_if_missing(reference, None)
+            .await
+            .map_err(|e| match e {
+                BackendError::Image(m) => BackendError::Image(format!(
+                    "the engine does not have {reference} and could not pull it ({m})"
+                )),
+                other => other,
+            })
+    }
+
     fn work_disk(&self, id: &str) -> Option<workdisk::DiskInfo> {
         workdisk::info(&self.notebook_dir(id))
     }
@@ -834,9 +1039,30 @@ impl Backend for DockerBackend {
     }
 }
 
+/// `registry/path/name:tag` → (`registry/path/name`, `tag`); `latest` without a tag.
+fn split_reference(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (reference, "latest"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_split_into_repository_and_tag() {
+        assert_eq!(
+            split_reference("127.0.0.1:5000/atelier/alice/env:v1"),
+            ("127.0.0.1:5000/atelier/alice/env", "v1")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/atelier/env"),
+            ("127.0.0.1:5000/atelier/env", "latest")
+        );
+        assert_eq!(split_reference("env:1"), ("env", "1"));
+    }
 
     #[test]
     fn static_and_dynamic_binaries_are_told_apart() {

@@ -39,6 +39,9 @@ pub struct NotebookSpec {
     pub owner: String,
     pub flavor: Flavor,
     pub image: String,
+    /// The image's reference in the engine or a registry (built-in images: the settings'
+    /// `ref`; registered and saved images: theirs).
+    pub image_ref: String,
     /// `/nb/{id}/`: the Jupyter server's base URL, identical through the proxy.
     pub base_url: String,
 }
@@ -113,6 +116,70 @@ pub struct Usage {
 #[async_trait]
 pub trait Progress: Send + Sync {
     async fn event(&self, kind: EventKind, detail: Option<&str>);
+
+    /// An event whose description carries values (see `events::record_text`).
+    async fn event_text(&self, kind: EventKind, description: &str, detail: Option<&str>) {
+        let _ = description;
+        self.event(kind, detail).await;
+    }
+}
+
+/// A save of a running notebook as an image: what to call it and the limits it must meet.
+#[derive(Debug, Clone)]
+pub struct SaveImage {
+    /// Where the image goes: `registry/namespace/name:tag`, or a local reference.
+    pub reference: String,
+    /// Push `reference` to its registry after the commit.
+    pub push: bool,
+    pub max_bytes: u64,
+    pub max_layers: u32,
+    pub comment: String,
+}
+
+/// Why a save failed, with the seed's `SavedImageFailed` texts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SaveImageError {
+    DState(Vec<u32>),
+    TooLarge { size_gb: String, limit_gb: String },
+    TooManyLayers { layers: u32, limit: u32 },
+    Commit(String),
+    Push(String),
+    Other(String),
+}
+
+impl SaveImageError {
+    /// (description, detail) of the `SavedImageFailed` event.
+    pub fn seed_text(&self) -> (String, String) {
+        match self {
+            SaveImageError::DState(pids) => (
+                "Saving the image failed due to processes in D status.".into(),
+                format!(
+                    "There are processes in 'D' status. Check process status using 'ps -aux' and kill all the processes in 'D' status. (pids {pids:?})"
+                ),
+            ),
+            SaveImageError::TooLarge { size_gb, limit_gb } => (
+                "Saving the image failed because the image is too large.".into(),
+                format!(
+                    "The container size ({size_gb}G) is greater than the threshold ({limit_gb}G)."
+                ),
+            ),
+            SaveImageError::TooManyLayers { layers, limit } => (
+                "Saving the image failed due to the limit on the number of layers.".into(),
+                format!(
+                    "There are too many layers in your image. ({layers} layers; the limit is {limit})"
+                ),
+            ),
+            SaveImageError::Commit(e) => (
+                "Saving the image failed because the container could not be committed.".into(),
+                e.clone(),
+            ),
+            SaveImageError::Push(e) => (
+                "Saving the image failed due to SWR service issues.".into(),
+                format!("The image registry refused the push: {e}"),
+            ),
+            SaveImageError::Other(e) => ("Saving the image failed.".into(), e.clone()),
+        }
+    }
 }
 
 #[async_trait]
@@ -183,6 +250,15 @@ pub trait Backend: Send + Sync + 'static {
         )))
     }
 
+    /// Makes sure the engine has image `reference` (pulling it if needed): registration
+    /// checks that an image exists before notebooks may name it.
+    async fn ensure_image(&self, _reference: &str) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend runs notebooks from its JupyterLab virtualenv; registering images needs the docker backend",
+            self.name()
+        )))
+    }
+
     /// Run a command inside the notebook.
     async fn exec(
         &self,
@@ -195,10 +271,22 @@ pub trait Backend: Send + Sync + 'static {
         )))
     }
 
-    /// Save the notebook as an image.
-    async fn commit(&self, _handle: &Handle, _image: &str) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported(format!(
-            "the {} backend cannot save a notebook as an image; use the docker or kubernetes backend",
+    /// Whether [`Backend::save_image`] works here.
+    fn saves_images(&self) -> bool {
+        false
+    }
+
+    /// Saves the running notebook as an image: checks size, layers and processes in D
+    /// state, commits (without mounted paths), pushes; events through `progress`. Returns
+    /// the image's size in bytes.
+    async fn save_image(
+        &self,
+        _handle: &Handle,
+        _save: &SaveImage,
+        _progress: &dyn Progress,
+    ) -> Result<u64, SaveImageError> {
+        Err(SaveImageError::Other(format!(
+            "the {} backend cannot save a notebook as an image; use the docker backend",
             self.name()
         )))
     }

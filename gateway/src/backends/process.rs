@@ -593,6 +593,16 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// A process's state letter (`R`, `S`, `D`, `Z`, …) from `/proc/<pid>/stat`.
+pub(super) fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 /// Start time (clock ticks since boot) of a live, non-zombie process.
 fn proc_start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

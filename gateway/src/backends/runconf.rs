@@ -62,6 +62,10 @@ pub fn write_config_dir(config_dir: &Path, c: &ServerConf) -> Result<(), Backend
         &config_dir.join("jupyter_server_config.json"),
         &serde_json::to_vec_pretty(&config).context("config")?,
     )?;
+    // jupyter_core "migrates" an existing ~/.ipython into the config dir unless this marker
+    // is there; the dir is read-only to Jupyter, so without it Jupyter would fail to start
+    // (an image saved from a notebook that ran a kernel has ~/.ipython).
+    std::fs::write(config_dir.join("migrated"), b"").context("writing the migration marker")?;
     // No "official Jupyter news?" prompt: a self-hosted notebook may have no way out.
     let labconfig = config_dir.join("labconfig");
     std::fs::create_dir_all(&labconfig).context("creating labconfig")?;

@@ -83,9 +83,32 @@ pub enum FlavorCommand {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ImageCommand {
-    /// List the images notebooks can use.
+    /// List the images notebooks can use: built-in, registered and saved.
     #[command(visible_alias = "ls")]
     List,
+    /// Register an image the engine has or can pull, under a name notebooks use (an
+    /// admin's is everyone's; a user's is their own).
+    Register(ImageRegisterArgs),
+    /// Unregister a registered or saved image (it stays in the engine and registry).
+    #[command(visible_alias = "rm")]
+    Delete(ImageDeleteArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImageRegisterArgs {
+    /// The name notebooks will use (`atelier notebook create --image NAME`).
+    pub name: String,
+    /// The image reference, e.g. registry.example.com/team/pytorch:2.3.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImageDeleteArgs {
+    /// Image ID (from `atelier image list`).
+    pub id: String,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -263,16 +286,46 @@ pub async fn flavor(ctx: &Ctx, cmd: FlavorCommand) -> Result<(), CliError> {
 }
 
 pub async fn image(ctx: &Ctx, cmd: ImageCommand) -> Result<(), CliError> {
-    let ImageCommand::List = cmd;
-    let reply = ctx.api.get(&["v1", "images"], &[]).await?;
-    if ctx.json {
-        return print_json(&reply.raw, Some("items"));
+    match cmd {
+        ImageCommand::List => {
+            let reply = ctx.api.get(&["v1", "images"], &[]).await?;
+            if ctx.json {
+                return print_json(&reply.raw, Some("items"));
+            }
+            let mut t = Table::new(&["ID", "KIND", "DEFAULT", "OWNER", "REF", "DESCRIPTION"]);
+            for i in items(&reply.value)? {
+                t.row([
+                    cell(i, "id"),
+                    cell(i, "kind"),
+                    default_mark(i),
+                    cell(i, "owner"),
+                    cell(i, "ref"),
+                    cell(i, "description"),
+                ]);
+            }
+            out(&t.render());
+        }
+        ImageCommand::Register(a) => {
+            let body = serde_json::json!({
+                "name": a.name, "ref": a.reference, "description": a.description,
+            });
+            let reply = ctx.api.post(&["v1", "images"], Some(&body)).await?;
+            if ctx.json {
+                return print_json(&reply.raw, None);
+            }
+            out(&format!(
+                "registered image {} ({})",
+                cell(&reply.value, "id"),
+                cell(&reply.value, "ref")
+            ));
+        }
+        ImageCommand::Delete(a) => {
+            ctx.api.delete(&["v1", "images", &a.id]).await?;
+            if !ctx.json {
+                out(&format!("unregistered image {}", a.id));
+            }
+        }
     }
-    let mut t = Table::new(&["ID", "DEFAULT", "DESCRIPTION"]);
-    for i in items(&reply.value)? {
-        t.row([cell(i, "id"), default_mark(i), cell(i, "description")]);
-    }
-    out(&t.render());
     Ok(())
 }
 

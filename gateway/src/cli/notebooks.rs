@@ -35,6 +35,9 @@ pub enum NotebookCommand {
     Renew(RenewArgs),
     /// Grow a running notebook's work disk (at most 100 GB more at a time, 4096 GB in all).
     Expand(ExpandArgs),
+    /// Save a running notebook as an image (not its work disk or mounts); new notebooks can
+    /// then be created from it (`--image NAMESPACE/NAME:TAG`).
+    SaveImage(SaveImageArgs),
     /// Show a notebook's events, oldest first.
     Events(Target),
     /// Print the notebook's URL to open in a browser.
@@ -183,6 +186,26 @@ pub struct StartArgs {
     /// Auto-stop for this run (the notebook keeps the choice).
     #[command(flatten)]
     pub auto_stop: AutoStopArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SaveImageArgs {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+    /// Image name (lowercase letters, digits, '.', '_', '-').
+    #[arg(long)]
+    pub name: String,
+    /// Image tag.
+    #[arg(long)]
+    pub tag: String,
+    /// Namespace (default: your user name).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -346,6 +369,7 @@ pub async fn run(ctx: &Ctx, cmd: NotebookCommand) -> Result<(), CliError> {
         NotebookCommand::Stop(a) => start_stop(ctx, a, Action::Stop, None).await,
         NotebookCommand::Renew(a) => renew(ctx, a).await,
         NotebookCommand::Expand(a) => expand(ctx, a).await,
+        NotebookCommand::SaveImage(a) => save_image(ctx, a).await,
         NotebookCommand::Delete(a) => delete(ctx, a).await,
         NotebookCommand::Update(a) => update(ctx, a).await,
         NotebookCommand::Events(t) => events(ctx, &t.notebook).await,
@@ -461,6 +485,58 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), CliError> {
 enum Action {
     Start,
     Stop,
+}
+
+async fn save_image(ctx: &Ctx, a: SaveImageArgs) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+    let mut body = json!({"name": a.name, "tag": a.tag, "description": a.description});
+    if let Some(ns) = &a.namespace {
+        body["namespace"] = json!(ns);
+    }
+    let reply = ctx
+        .api
+        .post(&["v1", "notebooks", &id, "save-image"], Some(&body))
+        .await?;
+    if !a.wait.wait {
+        return report(ctx, &reply.raw, &reply.value);
+    }
+    if !ctx.json {
+        err(&status_line(&reply.value));
+    }
+    wait_for(
+        &ctx.api,
+        &id,
+        &reply.value,
+        "RUNNING",
+        &["ERROR", "STOPPED", "DELETING"],
+        &a.wait,
+    )
+    .await?;
+    // How it ended: the last SaveImage or SavedImageFailed event.
+    let events = ctx
+        .api
+        .get(&["v1", "notebooks", &id, "events"], &[])
+        .await?;
+    let last = items(&events.value)?
+        .iter()
+        .rev()
+        .find(|e| matches!(text(e, "event"), "SaveImage" | "SavedImageFailed"))
+        .cloned();
+    match last {
+        Some(e) if text(&e, "event") == "SaveImage" => {
+            if ctx.json {
+                return print_json(&e.to_string(), None);
+            }
+            out(&sanitize(&format!("saved: {}", cell(&e, "detail"))));
+            Ok(())
+        }
+        Some(e) => Err(CliError::other(sanitize(&format!(
+            "{} {}",
+            cell(&e, "description"),
+            cell(&e, "detail")
+        )))),
+        None => Err(CliError::other("the save ended without a result event")),
+    }
 }
 
 async fn expand(ctx: &Ctx, a: ExpandArgs) -> Result<(), CliError> {

@@ -13,6 +13,7 @@
 
 pub mod autostop;
 pub mod health;
+pub mod save;
 pub mod validate;
 
 use std::sync::Arc;
@@ -44,7 +45,9 @@ pub mod status {
     pub const CREATE_FAILED: &str = "CREATE_FAILED";
     pub const START_FAILED: &str = "START_FAILED";
     pub const ERROR: &str = "ERROR";
-    pub const ALL: [&str; 9] = [
+    /// Being saved as an image (`notebooks::save`); back to RUNNING when that ends.
+    pub const SNAPSHOTTING: &str = "SNAPSHOTTING";
+    pub const ALL: [&str; 10] = [
         CREATING,
         STARTING,
         RUNNING,
@@ -54,6 +57,7 @@ pub mod status {
         CREATE_FAILED,
         START_FAILED,
         ERROR,
+        SNAPSHOTTING,
     ];
 }
 use status::*;
@@ -306,7 +310,12 @@ impl Lifecycle {
             None => s.default_flavor().id.clone(),
         };
         let image = match &req.image {
-            Some(i) => validate::image(s, i)?.id.clone(),
+            Some(i) => {
+                let mut conn = self.inner.store.pool.acquire().await?;
+                crate::images::resolve(s, &mut conn, &who.user_id, i)
+                    .await?
+                    .id
+            }
             None => s.default_image().id.clone(),
         };
         let auto_stop = req.auto_stop.unwrap_or(AutoStop {
@@ -473,7 +482,12 @@ impl Lifecycle {
             }
         }
         if let Some(i) = &req.image {
-            let i = &validate::image(s, i)?.id;
+            let i = &{
+                let mut conn = self.inner.store.pool.acquire().await?;
+                crate::images::resolve(s, &mut conn, &old.owner_id, i)
+                    .await?
+                    .id
+            };
             if *i != old.image {
                 if !IMAGE_FROM.contains(&old.status.as_str()) {
                     return Err(state_error(&old, "change the image of", IMAGE_FROM));
@@ -674,6 +688,7 @@ impl Lifecycle {
             owner: row.owner.clone(),
             flavor,
             image: row.image.clone(),
+            image_ref: row.image.clone(),
             base_url: format!("/nb/{}/", row.id),
         }
     }
@@ -715,7 +730,14 @@ impl Lifecycle {
                 _ => return Ok(()),
             }
         };
-        let spec = self.spec(&row);
+        let image_ref = {
+            let mut conn = self.inner.store.pool.acquire().await?;
+            crate::images::reference_of(&self.inner.settings, &mut conn, &row.image).await
+        };
+        let mut spec = self.spec(&row);
+        if let Some(r) = &image_ref {
+            spec.image_ref = r.clone();
+        }
         let backend = &self.inner.backend;
         let progress = StoreProgress {
             store: self.inner.store.clone(),
@@ -726,6 +748,12 @@ impl Lifecycle {
             .as_deref()
             .and_then(|h| serde_json::from_str(h).ok());
         let result: Result<(), BackendError> = async {
+            if image_ref.is_none() {
+                return Err(BackendError::Image(format!(
+                    "the image {:?} is not registered any more; pick another one (atelier notebook update --image)",
+                    row.image
+                )));
+            }
             backend.prepare(&spec, &progress).await?;
             // Re-attach to what an interrupted attempt launched, or launch anew.
             let reusable = match &handle {
@@ -1107,6 +1135,7 @@ impl Lifecycle {
     }
 
     pub async fn resume(&self) -> anyhow::Result<()> {
+        self.abandon_saves().await?;
         let pending = {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::in_statuses(&mut conn, &[CREATING, STARTING, STOPPING, DELETING]).await?
@@ -1158,9 +1187,13 @@ struct StoreProgress {
 #[async_trait]
 impl Progress for StoreProgress {
     async fn event(&self, kind: EventKind, detail: Option<&str>) {
+        self.event_text(kind, kind.description(), detail).await;
+    }
+
+    async fn event_text(&self, kind: EventKind, description: &str, detail: Option<&str>) {
         let result = async {
             let mut conn = self.store.pool.acquire().await?;
-            events::record(&mut conn, &self.notebook_id, kind, detail).await
+            events::record_text(&mut conn, &self.notebook_id, kind, description, detail).await
         }
         .await;
         if let Err(e) = result {

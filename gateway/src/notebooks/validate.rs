@@ -2,7 +2,7 @@
 //! what is allowed.
 
 use crate::api::error::ApiError;
-use crate::config::{Flavor, Image, Settings};
+use crate::config::{Flavor, Settings};
 
 /// The seed's name rule: 1–128 characters, digits, letters, `_` and `-`.
 pub const NAME_MAX: usize = 128;
@@ -87,16 +87,6 @@ fn npu_count() -> u32 {
                 .count() as u32
         })
         .unwrap_or(0)
-}
-
-pub fn image<'a>(s: &'a Settings, id: &str) -> Result<&'a Image, ApiError> {
-    s.images.iter().find(|i| i.id == id).ok_or_else(|| {
-        let known: Vec<&str> = s.images.iter().map(|i| i.id.as_str()).collect();
-        ApiError::invalid(format!(
-            "image: unknown image {id:?}; available: {}",
-            known.join(", ")
-        ))
-    })
 }
 
 pub fn auto_stop_hours(h: i64) -> Result<i64, ApiError> {
@@ -228,12 +218,6 @@ mod tests {
             e.message.contains("gpu-huge") && e.message.contains("cpu-2-8"),
             "{}",
             e.message
-        );
-        assert!(
-            image(&s, "nope")
-                .unwrap_err()
-                .message
-                .contains("jupyterlab")
         );
     }
 

@@ -13,6 +13,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub mod images;
 pub mod keypairs;
 pub mod notebooks;
 pub mod users;

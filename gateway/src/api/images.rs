@@ -1,0 +1,93 @@
+//! `/v1/images`: the images notebooks can use (built-in, registered, saved), registration
+//! and unregistration. See `crate::images`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use serde::Deserialize;
+
+use super::Items;
+use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::auth::Principal;
+use crate::images::{self, ImageView};
+use crate::server::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/images", get(list).post(register))
+        .route("/v1/images/{*id}", delete(unregister).get(get_one))
+}
+
+async fn list(p: Principal, State(state): State<AppState>) -> ApiResult<ApiJson<Items<ImageView>>> {
+    let mut conn = state.store.pool.acquire().await?;
+    let items = images::list(&state.settings, &mut conn, &p).await?;
+    Ok(ApiJson(Items { items }))
+}
+
+async fn get_one(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<ImageView>> {
+    let mut conn = state.store.pool.acquire().await?;
+    images::list(&state.settings, &mut conn, &p)
+        .await?
+        .into_iter()
+        .find(|i| i.id == id)
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::not_found(format!("no image {id:?}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterImage {
+    name: String,
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /v1/images` `{name, ref, description?}`: an image the engine has or can pull, under
+/// a name notebooks use (everyone's when an admin registers it).
+async fn register(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterImage>,
+) -> ApiResult<(StatusCode, ApiJson<ImageView>)> {
+    images::check_name(&req.name)?;
+    images::check_reference(&req.reference)?;
+    if req.description.chars().count() > 512 {
+        return Err(ApiError::invalid("description: at most 512 characters"));
+    }
+    state
+        .lifecycle
+        .backend()
+        .ensure_image(&req.reference)
+        .await
+        .map_err(|e| match e {
+            crate::backends::BackendError::Unsupported(m) => ApiError::conflict(m),
+            other => ApiError::invalid(format!("ref: {other}")),
+        })?;
+    let view = images::register(
+        &state.settings,
+        &state.store,
+        &p,
+        &req.name,
+        &req.reference,
+        &req.description,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, ApiJson(view)))
+}
+
+/// `DELETE /v1/images/{id}`: unregisters (the image stays in the engine and registry).
+async fn unregister(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    images::unregister(&state.settings, &state.store, &p, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,310 @@
+//! Saving a running notebook as an image (seed §2.8, §2.9 "Image saving"):
+//!
+//! ```text
+//! POST …/save-image   RUNNING → SNAPSHOTTING (202), then in the background:
+//!   backend.save_image: CheckImageSize, CheckImageLayer, D-state check,
+//!                       ContainerCommitStarted/Success|Failed, ImagePushStarted/Success|Failed
+//!   success             image row (kind saved) + SaveImage, audit saveImage ok
+//!   failure             SavedImageFailed with the seed's text, audit saveImage failed
+//!   either way          SNAPSHOTTING → RUNNING
+//! gateway restart       a SNAPSHOTTING notebook goes back to RUNNING with SavedImageFailed
+//! ```
+
+use serde::Deserialize;
+
+use super::{Lifecycle, NotebookGrant, RUNNING, SNAPSHOTTING, StoreProgress, state_error, target};
+use crate::api::error::ApiError;
+use crate::audit::{self, Action};
+use crate::backends::{Handle, SaveImage, SaveImageError};
+use crate::events::{self, EventKind};
+use crate::store::images as image_rows;
+use crate::store::notebooks::{self as rows, NotebookRow};
+use crate::store::{self};
+
+/// `POST /v1/notebooks/{id}/save-image`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaveImageRequest {
+    pub name: String,
+    pub tag: String,
+    #[serde(default)]
+    pub description: String,
+    /// Default: the owner's name, lowercased.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// An OCI repository path component: lowercase letters, digits, `.`, `_`, `-`, starting with a
+/// letter or digit, at most 64.
+fn repo_component(field: &str, v: &str) -> Result<(), ApiError> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "{field}: {v:?} must be 1-64 of lowercase letters, digits, '.', '_', '-', starting with a letter or digit"
+        )))
+    }
+}
+
+fn tag(v: &str) -> Result<(), ApiError> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && (v.as_bytes()[0].is_ascii_alphanumeric() || v.as_bytes()[0] == b'_')
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "tag: {v:?} must be 1-128 of letters, digits, '.', '_', '-', not starting with '.' or '-'"
+        )))
+    }
+}
+
+/// GB for the seed's texts: whole numbers as such (`35`), smaller ones with decimals.
+fn gb_text(bytes: f64) -> String {
+    let gb = bytes / 1e9;
+    if gb >= 1.0 {
+        format!("{}", gb.ceil() as u64)
+    } else {
+        format!("{gb:.3}")
+    }
+}
+
+/// The engine's `SizeRootFs` and the limit in the seed's `%dG` words.
+pub fn size_texts(size: u64, limit: u64) -> (String, String) {
+    (gb_text(size as f64), gb_text(limit as f64))
+}
+
+impl Lifecycle {
+    /// Starts saving a running notebook as `namespace/name:tag`; returns it `SNAPSHOTTING`.
+    pub async fn save_image(
+        &self,
+        grant: NotebookGrant,
+        req: SaveImageRequest,
+    ) -> Result<NotebookRow, ApiError> {
+        let nb = grant.notebook().clone();
+        let user = grant.principal().name.clone();
+        if !self.inner.backend.saves_images() {
+            return Err(ApiError::conflict(format!(
+                "the {} backend cannot save a notebook as an image; that needs the docker backend",
+                self.inner.backend.name()
+            )));
+        }
+        repo_component("name", &req.name)?;
+        tag(&req.tag)?;
+        let namespace = req
+            .namespace
+            .clone()
+            .unwrap_or_else(|| nb.owner.to_ascii_lowercase());
+        repo_component("namespace", &namespace)?;
+        if req.description.chars().count() > 512 {
+            return Err(ApiError::invalid("description: at most 512 characters"));
+        }
+        let id = format!("{namespace}/{}:{}", req.name, req.tag);
+        let s = &self.inner.settings;
+        if crate::images::builtin(s).iter().any(|b| b.id == id) {
+            return Err(ApiError::conflict(format!("image {id:?} already exists")));
+        }
+        let mut tx = self.inner.store.write().await?;
+        if image_rows::get(&mut tx, &id).await?.is_some() {
+            return Err(ApiError::conflict(format!(
+                "image {id:?} already exists; pick another name or tag"
+            )));
+        }
+        let row = rows::get(&mut tx, &nb.id)
+            .await?
+            .ok_or_else(|| crate::auth::authz::not_found(&nb.id))?;
+        if row.status != RUNNING {
+            return Err(state_error(&row, "save an image of", &[RUNNING]));
+        }
+        if !rows::transition(
+            &mut tx,
+            &row.id,
+            &[RUNNING],
+            SNAPSHOTTING,
+            None,
+            &store::now(),
+        )
+        .await?
+        {
+            return Err(state_error(&row, "save an image of", &[RUNNING]));
+        }
+        tx.commit().await?;
+        self.inner.routes.invalidate(&row.id);
+        let this = self.clone();
+        let (nb_id, who) = (row.id.clone(), user);
+        self.inner.tasks.spawn(async move {
+            if let Err(e) = this.finish_save(&nb_id, &who, &id, &req).await {
+                tracing::error!(notebook = %nb_id, error = format!("{e:#}"), "saving an image failed");
+            }
+        });
+        self.reload(&row.id).await
+    }
+
+    async fn finish_save(
+        &self,
+        id: &str,
+        user: &str,
+        image_id: &str,
+        req: &SaveImageRequest,
+    ) -> anyhow::Result<()> {
+        let row = {
+            let mut conn = self.inner.store.pool.acquire().await?;
+            rows::get(&mut conn, id).await?
+        };
+        let Some(row) = row.filter(|r| r.status == SNAPSHOTTING) else {
+            return Ok(());
+        };
+        let s = &self.inner.settings;
+        let (reference, push) = match &s.registry {
+            Some(r) => (format!("{r}/{image_id}"), true),
+            None => (format!("localhost/atelier/{image_id}"), false),
+        };
+        let save = SaveImage {
+            reference: reference.clone(),
+            push,
+            max_bytes: (s.save_image_max_gb * 1e9) as u64,
+            max_layers: s.save_image_max_layers,
+            comment: format!("saved from notebook {} ({}) by {user}", row.name, row.id),
+        };
+        let progress = StoreProgress {
+            store: self.inner.store.clone(),
+            notebook_id: id.to_owned(),
+        };
+        let handle = row
+            .handle
+            .as_deref()
+            .and_then(|h| serde_json::from_str::<Handle>(h).ok());
+        let outcome = match &handle {
+            Some(h) => self.inner.backend.save_image(h, &save, &progress).await,
+            None => Err(SaveImageError::Other(
+                "the notebook has no container".into(),
+            )),
+        };
+        let mut tx = self.inner.store.write().await?;
+        match &outcome {
+            Ok(size) => {
+                image_rows::insert(
+                    &mut tx,
+                    image_rows::NewImage {
+                        id: image_id,
+                        reference: &reference,
+                        kind: "saved",
+                        owner_id: Some(&row.owner_id),
+                        description: &req.description,
+                        source_notebook: Some(&row.id),
+                        size_bytes: i64::try_from(*size).ok(),
+                        now: &store::now(),
+                    },
+                )
+                .await?;
+                let detail = if push {
+                    format!("{image_id} ({reference})")
+                } else {
+                    format!(
+                        "{image_id} ({reference}; kept in the engine: no registry is configured)"
+                    )
+                };
+                events::record(&mut tx, id, EventKind::SaveImage, Some(&detail)).await?;
+                audit::record(
+                    &mut tx,
+                    user,
+                    Action::SaveImage,
+                    target(&row),
+                    "ok",
+                    Some(&detail),
+                )
+                .await?;
+            }
+            Err(e) => {
+                let (description, detail) = e.seed_text();
+                events::record_text(
+                    &mut tx,
+                    id,
+                    EventKind::SavedImageFailed,
+                    &description,
+                    Some(&detail),
+                )
+                .await?;
+                audit::record(
+                    &mut tx,
+                    user,
+                    Action::SaveImage,
+                    target(&row),
+                    "failed",
+                    Some(&format!("{image_id}: {detail}")),
+                )
+                .await?;
+            }
+        }
+        rows::transition(&mut tx, id, &[SNAPSHOTTING], RUNNING, None, &store::now()).await?;
+        tx.commit().await?;
+        self.inner.routes.invalidate(id);
+        Ok(())
+    }
+
+    /// At start: saves that were running when the gateway stopped did not finish.
+    pub(super) async fn abandon_saves(&self) -> anyhow::Result<()> {
+        let stuck = {
+            let mut conn = self.inner.store.pool.acquire().await?;
+            rows::in_statuses(&mut conn, &[SNAPSHOTTING]).await?
+        };
+        for row in stuck {
+            let mut tx = self.inner.store.write().await?;
+            if rows::transition(
+                &mut tx,
+                &row.id,
+                &[SNAPSHOTTING],
+                RUNNING,
+                None,
+                &store::now(),
+            )
+            .await?
+            {
+                events::record_text(
+                    &mut tx,
+                    &row.id,
+                    EventKind::SavedImageFailed,
+                    "Saving the image failed due to task timeout.",
+                    Some("The gateway restarted while the image was being saved; save it again."),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            self.inner.routes.invalidate(&row.id);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_tags_and_sizes() {
+        assert!(repo_component("name", "my-env.v2_x").is_ok());
+        for bad in ["", "My", "-a", "a b", &"a".repeat(65)] {
+            assert!(repo_component("name", bad).is_err(), "{bad:?}");
+        }
+        assert!(tag("v1.0_rc-1").is_ok());
+        assert!(tag("V1").is_ok());
+        for bad in ["", ".x", "-x", "a:b", &"a".repeat(129)] {
+            assert!(tag(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            size_texts(36_000_000_000, 35_000_000_000),
+            ("36".into(), "35".into())
+        );
+        assert_eq!(
+            size_texts(338_699_408, 1_000_000),
+            ("0.339".into(), "0.001".into())
+        );
+    }
+}
