@@ -46,6 +46,78 @@ pub fn meter() -> Option<&'static Mutex<GpuMeter>> {
         .as_ref()
 }
 
+/// One GPU as `GET /v1/accelerators` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_bytes: u64,
+    pub memory_used_bytes: u64,
+    /// Percent of the last sample period a kernel ran.
+    pub utilization_percent: u32,
+}
+
+/// The host's GPUs (empty without a driver). Fields a device cannot tell are left empty/0.
+pub fn inventory() -> Vec<GpuInfo> {
+    let Some(m) = meter() else {
+        return Vec::new();
+    };
+    let Ok(m) = m.lock() else {
+        return Vec::new();
+    };
+    (0..m.last_seen.len() as u32)
+        .filter_map(|index| {
+            let d = m.nvml.device_by_index(index).ok()?;
+            let mem = d.memory_info().ok();
+            Some(GpuInfo {
+                index,
+                uuid: d.uuid().unwrap_or_default(),
+                name: d.name().unwrap_or_default(),
+                memory_bytes: mem.as_ref().map(|m| m.total).unwrap_or(0),
+                memory_used_bytes: mem.as_ref().map(|m| m.used).unwrap_or(0),
+                utilization_percent: d.utilization_rates().map(|u| u.gpu).unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// Picks `n` of `all` that are not in `taken`, in order; `None` when too few are free.
+pub fn allocate(
+    all: &[String],
+    taken: &std::collections::HashSet<String>,
+    n: usize,
+) -> Option<Vec<String>> {
+    let free: Vec<String> = all
+        .iter()
+        .filter(|d| !taken.contains(*d))
+        .take(n)
+        .cloned()
+        .collect();
+    (free.len() == n).then_some(free)
+}
+
+/// Ascend NPUs on this host (`/dev/davinci0`, `/dev/davinci1`, …), in index order.
+pub fn npu_devices() -> Vec<String> {
+    let mut found: Vec<(u32, String)> = std::fs::read_dir("/dev")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.to_owned();
+                    let n: u32 = name.strip_prefix("davinci")?.parse().ok()?;
+                    Some((n, format!("/dev/{name}")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The control devices an Ascend NPU container needs besides its `/dev/davinciN`.
+pub const NPU_CONTROL_DEVICES: [&str; 3] =
+    ["/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"];
+
 /// How many NVIDIA GPUs this host has (0 without a driver).
 pub fn device_count() -> u32 {
     meter()
@@ -108,6 +180,23 @@ pub fn busy(util: &HashMap<u32, u32>, pids: &[u32], threshold: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allocation_never_hands_out_a_taken_device() {
+        let all: Vec<String> = ["g0", "g1", "g2"].iter().map(|s| s.to_string()).collect();
+        let mut taken = std::collections::HashSet::new();
+        let first = allocate(&all, &taken, 2).unwrap();
+        assert_eq!(first, ["g0", "g1"]);
+        taken.extend(first);
+        assert_eq!(allocate(&all, &taken, 1).unwrap(), ["g2"]);
+        assert_eq!(
+            allocate(&all, &taken, 2),
+            None,
+            "one is free, two are asked for"
+        );
+        assert_eq!(allocate(&all, &taken, 0).unwrap(), Vec::<String>::new());
+        assert!(inventory().len() as u32 == device_count());
+    }
 
     #[test]
     fn busy_counts_only_the_notebooks_processes_at_the_threshold() {

@@ -70,6 +70,8 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
     let page = api.get(&format!("/nb/{id}/lab")).await;
     assert_eq!(page.status, 200, "{}", page.text);
     assert!(page.text.contains("JupyterLab"), "{}", page.text);
+    // The auto-stop countdown extension is there (bound in with the Jupyter config).
+    assert!(page.text.contains("@atelier/auto-stop"), "{}", page.text);
 
     // A kernel in the container: ma-user (1000:100) in the work dir, no GPU.
     let mut k = Kernel::start(&api, &id).await;
@@ -245,6 +247,19 @@ ref = "127.0.0.1:9/atelier/none:1"
     let alice = gw.create_user("alice").await;
     let api = gw.api(&alice);
 
+    // This host has no accelerators, and says so; flavors say what they need.
+    let acc = api.get("/v1/accelerators").await;
+    assert_eq!(acc.expect_status(200)["items"], json!([]), "{}", acc.text);
+    let flavors = api.get("/v1/flavors").await;
+    assert!(
+        flavors.expect_status(200)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == "gpu-1" && f["accelerators"] == 1),
+        "{}",
+        flavors.text
+    );
     // A GPU flavor on a host without GPUs: refused, nothing created.
     let r = api
         .post("/v1/notebooks", json!({"name": "g", "flavor": "gpu-1"}))

@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/v1/flavors", get(flavors))
+        .route("/v1/accelerators", get(accelerators))
         .route("/v1/audit", get(audit_list))
         .route("/v1/ssh", get(ssh_info))
         .route("/metrics", get(metrics))
@@ -135,8 +136,43 @@ struct FlavorView {
     kind: String,
     vcpus: u32,
     memory_gib: u32,
+    /// GPUs (type gpu) or NPUs (type npu) a notebook of this flavor gets.
+    accelerators: u32,
     description: String,
     default: bool,
+}
+
+/// `GET /v1/accelerators`: the host's GPUs (NVML) and NPUs, and the notebook holding each
+/// (its id for admins; "another notebook" for others).
+async fn accelerators(
+    p: Principal,
+    state: axum::extract::State<AppState>,
+) -> ApiJson<Items<serde_json::Value>> {
+    let in_use = state.lifecycle.backend().accelerators_in_use();
+    let holder = |dev: &str| {
+        in_use
+            .iter()
+            .find(|(_, devs)| devs.iter().any(|d| d == dev))
+            .map(|(nb, _)| nb.clone())
+    };
+    let shown = |nb: Option<String>| match (nb, p.is_admin()) {
+        (Some(nb), true) => serde_json::json!(nb),
+        (Some(_), false) => serde_json::json!("another notebook"),
+        (None, _) => serde_json::Value::Null,
+    };
+    let mut items: Vec<serde_json::Value> = crate::gpu::inventory()
+        .into_iter()
+        .map(|g| {
+            let mut v = serde_json::to_value(&g).unwrap_or_default();
+            v["type"] = "gpu".into();
+            v["notebook"] = shown(holder(&g.uuid));
+            v
+        })
+        .collect();
+    items.extend(crate::gpu::npu_devices().into_iter().enumerate().map(|(i, dev)| {
+        serde_json::json!({"type": "npu", "index": i, "device": dev, "notebook": shown(holder(&dev))})
+    }));
+    ApiJson(Items { items })
 }
 
 async fn flavors(
@@ -153,6 +189,7 @@ async fn flavors(
             kind: f.kind.clone(),
             vcpus: f.vcpus,
             memory_gib: f.memory_gib,
+            accelerators: f.accelerator_count(),
             description: f.description.clone(),
             default: i == 0,
         })

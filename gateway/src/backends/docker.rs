@@ -60,6 +60,9 @@ pub const LABEL_NOTEBOOK: &str = "io.atelier.notebook";
 pub const LABEL_OWNER: &str = "io.atelier.owner";
 /// The data dir of the gateway that made the container (several gateways may share an engine).
 pub const LABEL_GATEWAY: &str = "io.atelier.gateway";
+/// The accelerators the container was given (GPU UUIDs or NPU device paths, comma-separated):
+/// how a restarted gateway learns which devices are taken.
+pub const LABEL_ACCELERATORS: &str = "io.atelier.accelerators";
 
 /// A connected engine, and whether it is Podman (whose tmpfs options differ from Docker's).
 struct Engine {
@@ -117,6 +120,8 @@ pub struct DockerBackend {
     grace_secs: u64,
     work_disk_gb: u32,
     http: reqwest::Client,
+    /// notebook id → the accelerators its container has; no device is in two entries.
+    allocated: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// The container name of a notebook.
@@ -251,6 +256,7 @@ impl DockerBackend {
             runtime_bin,
             grace_secs: settings.backend.stop_grace_secs,
             work_disk_gb: settings.backend.work_disk_gb,
+            allocated: Default::default(),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(5))
@@ -348,6 +354,71 @@ impl DockerBackend {
             how
         } else {
             format!("{how}: {tail}")
+        }
+    }
+
+    /// Reserves the flavor's accelerators for notebook `id` (replacing what it had): GPU
+    /// UUIDs or NPU device paths no other notebook holds.
+    fn allocate(&self, id: &str, flavor: &Flavor) -> Result<Vec<String>, BackendError> {
+        let n = flavor.accelerator_count() as usize;
+        let mut map = self.allocated.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(id);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (all, what): (Vec<String>, &str) = match flavor.kind.as_str() {
+            "gpu" => (
+                crate::gpu::inventory()
+                    .into_iter()
+                    .map(|g| g.uuid)
+                    .collect(),
+                "GPU",
+            ),
+            _ => (crate::gpu::npu_devices(), "NPU"),
+        };
+        let taken: std::collections::HashSet<String> = map.values().flatten().cloned().collect();
+        let Some(picked) = crate::gpu::allocate(&all, &taken, n) else {
+            let free = all.iter().filter(|d| !taken.contains(*d)).count();
+            return Err(BackendError::Start(format!(
+                "flavor {} needs {n} {what}(s); this host has {} and {free} of them are free (the others run other notebooks)",
+                flavor.id,
+                all.len()
+            )));
+        };
+        map.insert(id.to_owned(), picked.clone());
+        Ok(picked)
+    }
+
+    fn release(&self, id: &str) {
+        if let Ok(mut map) = self.allocated.lock() {
+            map.remove(id);
+        }
+    }
+
+    /// Relearns which containers of this gateway hold which accelerators (after a restart).
+    async fn relearn_allocations(&self) {
+        let filters =
+            json!({"label": [format!("{LABEL_GATEWAY}={}", self.data_dir.display())]}).to_string();
+        let Ok(Some(list)) = self
+            .raw(
+                reqwest::Method::GET,
+                "/containers/json",
+                &[("all", "true"), ("filters", filters.as_str())],
+            )
+            .await
+        else {
+            return;
+        };
+        let mut map = self.allocated.lock().unwrap_or_else(|e| e.into_inner());
+        for c in list.as_array().into_iter().flatten() {
+            let labels = &c["Labels"];
+            if let (Some(id), Some(devs)) = (
+                labels[LABEL_NOTEBOOK].as_str(),
+                labels[LABEL_ACCELERATORS].as_str(),
+            ) && !devs.is_empty()
+            {
+                map.insert(id.to_owned(), devs.split(',').map(str::to_owned).collect());
+            }
         }
     }
 
@@ -466,85 +537,9 @@ impl DockerBackend {
     }
 }
 
-/// The engine's resource settings for a flavor: CPUs, memory, `/dev/shm` and `/cache`
-/// (owned by the notebook user: Podman's tmpfs says so with `U`, Docker's with uid/gid).
-fn resources(flavor: &Flavor, podman: bool, host: &mut HostConfig) {
-    let gib = 1024 * 1024 * 1024_i64;
-    host.nano_cpus = Some(i64::from(flavor.vcpus) * 1_000_000_000);
-    host.memory = Some(i64::from(flavor.memory_gib) * gib);
-    // Shared memory for PyTorch's data loaders: an eighth of the memory, at least 64 MiB.
-    host.shm_size = Some((i64::from(flavor.memory_gib) * gib / 8).max(64 * 1024 * 1024));
-    // Scratch space, gone with the container (seed: host NVMe on bigger flavors).
-    host.tmpfs = Some(HashMap::from([(
-        "/cache".to_owned(),
-        format!(
-            // Memory-backed: it counts against the memory limit, so half of it at most.
-            "rw,nosuid,nodev,size={}m,{}",
-            (flavor.memory_gib * 1024 / 2).max(256),
-            if podman {
-                "U".to_owned()
-            } else {
-                format!("uid={NOTEBOOK_UID},gid={NOTEBOOK_GID},mode=0755")
-            }
-        ),
-    )]));
-}
-
-/// `chown -R` to the notebook user (the runtime inside the container runs as that user).
-fn chown_tree(path: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::chown(path, Some(NOTEBOOK_UID), Some(NOTEBOOK_GID))?;
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path())?;
-        }
-    }
-    Ok(())
-}
-
-#[async_trait]
-impl Backend for DockerBackend {
-    fn name(&self) -> &'static str {
-        "docker"
-    }
-
-    async fn warm_up(&self) {
-        match self.docker().await {
-            Ok(d) => match d.version().await {
-                Ok(v) => tracing::info!(
-                    engine = %self.host,
-                    version = v.version.as_deref().unwrap_or("?"),
-                    api = v.api_version.as_deref().unwrap_or("?"),
-                    "container engine ready"
-                ),
-                Err(e) => tracing::error!(engine = %self.host, error = %e, "container engine"),
-            },
-            Err(e) => tracing::error!(
-                error = format!("{e:#}"),
-                "the container engine is unreachable; notebooks cannot start until it answers"
-            ),
-        }
-    }
-
-    async fn prepare(
-        &self,
-        spec: &NotebookSpec,
-        progress: &dyn Progress,
-    ) -> Result<(), BackendError> {
-        self.pull_if_missing(&spec.image_ref, Some(progress))
-            .await?;
-        let nb = self.notebook_dir(&spec.id);
-        let data = nb.join("data");
-        tokio::fs::create_dir_all(&data)
-            .await
-            .with_context(|| format!("creating {}", data.display()))?;
-        let _ = std::os::unix::fs::chown(&data, Some(NOTEBOOK_UID), Some(NOTEBOOK_GID));
-        workdisk::ensure(&nb, self.work_disk_gb, (NOTEBOOK_UID, NOTEBOOK_GID))
-            .await
-            .map_err(|e| BackendError::Start(format!("preparing the work disk: {e:#}")))?;
-        Ok(())
-    }
-
-    async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
+impl DockerBackend {
+    /// [`Backend::launch`]; the caller releases the accelerators when it fails.
+    async fn create_and_start(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
         let reference = spec.image_ref.clone();
         let nb = self.notebook_dir(&spec.id);
         // The work disk is mounted at prepare; a start after a host reboot mounts it again.
@@ -592,10 +587,16 @@ impl Backend for DockerBackend {
             .and_then(|v| v.as_str())
             .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .to_owned();
-        let gpus = spec.flavor.kind == "gpu" && spec.flavor.accelerator_count() > 0;
+        let devices = self.allocate(&spec.id, &spec.flavor)?;
+        let gpus = spec.flavor.kind == "gpu" && !devices.is_empty();
+        let npus = spec.flavor.kind == "npu" && !devices.is_empty();
         // Said in the container's own environment too: an image saved from a CPU notebook
         // carries `void`, which a GPU notebook from it must not inherit.
-        let visible_gpus = if gpus { "all" } else { "void" };
+        let visible_gpus = if gpus {
+            devices.join(",")
+        } else {
+            "void".to_owned()
+        };
         for (k, v) in [
             ("PATH", format!("{image_path}:{JUPYTER_FALLBACK_PATH}")),
             ("HOME", HOME.to_owned()),
@@ -610,6 +611,13 @@ impl Backend for DockerBackend {
             env.insert(k.to_owned(), json!(v));
         }
         env.insert("NVIDIA_VISIBLE_DEVICES".into(), json!(visible_gpus));
+        if npus {
+            let ids: Vec<&str> = devices
+                .iter()
+                .filter_map(|d| d.strip_prefix("/dev/davinci"))
+                .collect();
+            env.insert("ASCEND_VISIBLE_DEVICES".into(), json!(ids.join(",")));
+        }
         let runtime_spec = json!({
             "argv": ["jupyter", "lab"],
             "env": env,
@@ -648,17 +656,48 @@ impl Backend for DockerBackend {
             security_opt: Some(vec!["no-new-privileges".into()]),
             ..Default::default()
         };
-        resources(&spec.flavor, self.engine().await?.podman, &mut host);
-        if gpus {
+        let podman = self.engine().await?.podman;
+        resources(&spec.flavor, podman, &mut host);
+        if gpus && podman {
+            // Podman: the NVIDIA container toolkit's CDI names.
+            host.devices = Some(
+                devices
+                    .iter()
+                    .map(|uuid| device(&format!("nvidia.com/gpu={uuid}")))
+                    .collect(),
+            );
+        } else if gpus {
             host.device_requests = Some(vec![bollard::models::DeviceRequest {
                 driver: Some("nvidia".into()),
-                count: Some(i64::from(spec.flavor.accelerator_count())),
+                device_ids: Some(devices.clone()),
                 capabilities: Some(vec![vec!["gpu".into()]]),
                 ..Default::default()
             }]);
         }
+        if npus {
+            let control = crate::gpu::NPU_CONTROL_DEVICES
+                .iter()
+                .filter(|d| Path::new(d).exists())
+                .map(|d| d.to_string());
+            host.devices = Some(
+                devices
+                    .iter()
+                    .cloned()
+                    .chain(control)
+                    .map(|d| device(&d))
+                    .collect(),
+            );
+        }
         let name = container_name(&spec.id);
         let engine_env = vec![format!("NVIDIA_VISIBLE_DEVICES={visible_gpus}")];
+        let mut labels = HashMap::from([
+            (LABEL_NOTEBOOK.to_owned(), spec.id.clone()),
+            (LABEL_OWNER.to_owned(), spec.owner.clone()),
+            (LABEL_GATEWAY.to_owned(), s(&self.data_dir)),
+        ]);
+        if !devices.is_empty() {
+            labels.insert(LABEL_ACCELERATORS.to_owned(), devices.join(","));
+        }
         let body = ContainerCreateBody {
             image: Some(reference.clone()),
             user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
@@ -671,11 +710,7 @@ impl Backend for DockerBackend {
             env: Some(engine_env),
             working_dir: Some(HOME.into()),
             exposed_ports: Some(vec![format!("{JUPYTER_PORT}/tcp")]),
-            labels: Some(HashMap::from([
-                (LABEL_NOTEBOOK.to_owned(), spec.id.clone()),
-                (LABEL_OWNER.to_owned(), spec.owner.clone()),
-                (LABEL_GATEWAY.to_owned(), s(&self.data_dir)),
-            ])),
+            labels: Some(labels),
             stop_timeout: Some(i64::try_from(self.grace_secs * 2 + 2).unwrap_or(30)),
             host_config: Some(host),
             ..Default::default()
@@ -717,6 +752,94 @@ impl Backend for DockerBackend {
         Ok(Handle(
             serde_json::to_value(&handle).context("container handle")?,
         ))
+    }
+}
+
+/// The engine's resource settings for a flavor: CPUs, memory, `/dev/shm` and `/cache`
+/// (owned by the notebook user: Podman's tmpfs says so with `U`, Docker's with uid/gid).
+fn resources(flavor: &Flavor, podman: bool, host: &mut HostConfig) {
+    let gib = 1024 * 1024 * 1024_i64;
+    host.nano_cpus = Some(i64::from(flavor.vcpus) * 1_000_000_000);
+    host.memory = Some(i64::from(flavor.memory_gib) * gib);
+    // Shared memory for PyTorch's data loaders: an eighth of the memory, at least 64 MiB.
+    host.shm_size = Some((i64::from(flavor.memory_gib) * gib / 8).max(64 * 1024 * 1024));
+    // Scratch space, gone with the container (seed: host NVMe on bigger flavors).
+    host.tmpfs = Some(HashMap::from([(
+        "/cache".to_owned(),
+        format!(
+            // Memory-backed: it counts against the memory limit, so half of it at most.
+            "rw,nosuid,nodev,size={}m,{}",
+            (flavor.memory_gib * 1024 / 2).max(256),
+            if podman {
+                "U".to_owned()
+            } else {
+                format!("uid={NOTEBOOK_UID},gid={NOTEBOOK_GID},mode=0755")
+            }
+        ),
+    )]));
+}
+
+/// `chown -R` to the notebook user (the runtime inside the container runs as that user).
+fn chown_tree(path: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(NOTEBOOK_UID), Some(NOTEBOOK_GID))?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn warm_up(&self) {
+        self.relearn_allocations().await;
+        match self.docker().await {
+            Ok(d) => match d.version().await {
+                Ok(v) => tracing::info!(
+                    engine = %self.host,
+                    version = v.version.as_deref().unwrap_or("?"),
+                    api = v.api_version.as_deref().unwrap_or("?"),
+                    "container engine ready"
+                ),
+                Err(e) => tracing::error!(engine = %self.host, error = %e, "container engine"),
+            },
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "the container engine is unreachable; notebooks cannot start until it answers"
+            ),
+        }
+    }
+
+    async fn prepare(
+        &self,
+        spec: &NotebookSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), BackendError> {
+        self.pull_if_missing(&spec.image_ref, Some(progress))
+            .await?;
+        let nb = self.notebook_dir(&spec.id);
+        let data = nb.join("data");
+        tokio::fs::create_dir_all(&data)
+            .await
+            .with_context(|| format!("creating {}", data.display()))?;
+        let _ = std::os::unix::fs::chown(&data, Some(NOTEBOOK_UID), Some(NOTEBOOK_GID));
+        workdisk::ensure(&nb, self.work_disk_gb, (NOTEBOOK_UID, NOTEBOOK_GID))
+            .await
+            .map_err(|e| BackendError::Start(format!("preparing the work disk: {e:#}")))?;
+        Ok(())
+    }
+
+    async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
+        let launched = self.create_and_start(spec).await;
+        if launched.is_err() {
+            self.release(&spec.id);
+        }
+        launched
     }
 
     async fn wait_ready(
@@ -798,6 +921,7 @@ impl Backend for DockerBackend {
         // Only the work disk and /data outlive a stop (seed); the next start makes a new
         // container from the image.
         self.remove_container(&h.container).await?;
+        self.release(&h.notebook_id);
         let nb = self.notebook_dir(&h.notebook_id);
         if let Err(e) = workdisk::release(&nb).await {
             tracing::warn!(notebook = %h.notebook_id, error = format!("{e:#}"), "unmounting the work disk");
@@ -807,6 +931,7 @@ impl Backend for DockerBackend {
 
     async fn delete(&self, id: &str) -> Result<(), BackendError> {
         self.remove_container(&container_name(id)).await?;
+        self.release(id);
         let nb = self.notebook_dir(id);
         workdisk::remove(&nb)
             .await
@@ -829,6 +954,10 @@ impl Backend for DockerBackend {
 
     fn saves_images(&self) -> bool {
         true
+    }
+
+    fn accelerators_in_use(&self) -> HashMap<String, Vec<String>> {
+        self.allocated.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     async fn save_image(
@@ -1036,6 +1165,15 @@ impl Backend for DockerBackend {
             .await
             .ok()
             .flatten()
+    }
+}
+
+/// A device passed into the container at the same path, read-write.
+fn device(path: &str) -> bollard::models::DeviceMapping {
+    bollard::models::DeviceMapping {
+        path_on_host: Some(path.to_owned()),
+        path_in_container: Some(path.to_owned()),
+        cgroup_permissions: Some("rwm".into()),
     }
 }
 

@@ -271,6 +271,11 @@ pub trait Backend: Send + Sync + 'static {
         )))
     }
 
+    /// Accelerators (GPU UUIDs, NPU device paths) given to notebooks now, by notebook id.
+    fn accelerators_in_use(&self) -> std::collections::HashMap<String, Vec<String>> {
+        Default::default()
+    }
+
     /// Whether [`Backend::save_image`] works here.
     fn saves_images(&self) -> bool {
         false

@@ -79,6 +79,8 @@ pub enum FlavorCommand {
     /// List the flavors notebooks can use.
     #[command(visible_alias = "ls")]
     List,
+    /// List this host's GPUs and NPUs and which are in use.
+    Accelerators,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -261,12 +263,57 @@ pub async fn token(ctx: &Ctx, cmd: TokenCommand) -> Result<(), CliError> {
 }
 
 pub async fn flavor(ctx: &Ctx, cmd: FlavorCommand) -> Result<(), CliError> {
-    let FlavorCommand::List = cmd;
+    if let FlavorCommand::Accelerators = cmd {
+        let reply = ctx.api.get(&["v1", "accelerators"], &[]).await?;
+        if ctx.json {
+            return print_json(&reply.raw, Some("items"));
+        }
+        let list = items(&reply.value)?;
+        if list.is_empty() {
+            out("no GPUs or NPUs on this host (GPUs need NVIDIA's driver)");
+            return Ok(());
+        }
+        let mut t = Table::new(&["TYPE", "INDEX", "NAME", "MEMORY", "UTIL", "NOTEBOOK"]);
+        for a in list {
+            let memory = a
+                .get("memory_bytes")
+                .and_then(Value::as_u64)
+                .map(|b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64))
+                .unwrap_or_else(|| "-".into());
+            let util = a
+                .get("utilization_percent")
+                .and_then(Value::as_u64)
+                .map(|u| format!("{u}%"))
+                .unwrap_or_else(|| "-".into());
+            let name = match a.get("name").and_then(Value::as_str) {
+                Some(n) => n.to_owned(),
+                None => cell(a, "device"),
+            };
+            t.row([
+                cell(a, "type"),
+                cell(a, "index"),
+                name,
+                memory,
+                util,
+                cell(a, "notebook"),
+            ]);
+        }
+        out(&t.render());
+        return Ok(());
+    }
     let reply = ctx.api.get(&["v1", "flavors"], &[]).await?;
     if ctx.json {
         return print_json(&reply.raw, Some("items"));
     }
-    let mut t = Table::new(&["ID", "TYPE", "VCPUS", "MEMORY", "DEFAULT", "DESCRIPTION"]);
+    let mut t = Table::new(&[
+        "ID",
+        "TYPE",
+        "VCPUS",
+        "MEMORY",
+        "ACCELERATORS",
+        "DEFAULT",
+        "DESCRIPTION",
+    ]);
     for f in items(&reply.value)? {
         let memory = match f.get("memory_gib") {
             Some(Value::Number(n)) => format!("{n} GiB"),
@@ -277,6 +324,7 @@ pub async fn flavor(ctx: &Ctx, cmd: FlavorCommand) -> Result<(), CliError> {
             cell(f, "type"),
             cell(f, "vcpus"),
             memory,
+            cell(f, "accelerators"),
             default_mark(f),
             cell(f, "description"),
         ]);

@@ -62,7 +62,7 @@ pub fn flavor<'a>(s: &'a Settings, id: &str) -> Result<&'a Flavor, ApiError> {
     if need > 0 {
         let (have, what) = match f.kind.as_str() {
             "gpu" => (crate::gpu::device_count(), "NVIDIA GPU"),
-            _ => (npu_count(), "NPU"),
+            _ => (crate::gpu::npu_devices().len() as u32, "NPU"),
         };
         if have < need {
             return Err(ApiError::invalid(format!(
@@ -71,22 +71,6 @@ pub fn flavor<'a>(s: &'a Settings, id: &str) -> Result<&'a Flavor, ApiError> {
         }
     }
     Ok(f)
-}
-
-/// Ascend NPUs on this host (`/dev/davinci0`, `/dev/davinci1`, …).
-fn npu_count() -> u32 {
-    std::fs::read_dir("/dev")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .and_then(|n| n.strip_prefix("davinci"))
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                })
-                .count() as u32
-        })
-        .unwrap_or(0)
 }
 
 pub fn auto_stop_hours(h: i64) -> Result<i64, ApiError> {
