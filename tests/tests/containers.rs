@@ -76,9 +76,13 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
     // A kernel in the container: ma-user (1000:100) in the work dir, no GPU.
     let mut k = Kernel::start(&api, &id).await;
     let out = k
-        .run("import os, glob; print(os.getuid(), os.getgid(), os.getcwd(), os.environ.get('NVIDIA_VISIBLE_DEVICES'), glob.glob('/dev/nvidia*'))")
+        .run("import os, glob; print(os.getuid(), os.getgid(), os.getcwd(), os.environ.get('NVIDIA_VISIBLE_DEVICES'), glob.glob('/dev/nvidia*'), os.environ['MA_HOME'], os.environ['MA_NUM_GPUS'])")
         .await;
-    assert_eq!(out, "1000 100 /home/ma-user/work void []\n");
+    assert_eq!(out, "1000 100 /home/ma-user/work void [] /home/ma-user 0\n");
+    let out = k
+        .run("import os; print(os.environ['CURRENT_IMAGE_NAME'])")
+        .await;
+    assert_eq!(out.trim(), atelier_tests::docker_env().1);
     let env = podman(&["inspect", "--format", "{{.Config.Env}}", &ids[0]]);
     assert!(env.contains("NVIDIA_VISIBLE_DEVICES=void"), "{env}");
     // The work disk is a 5 GB filesystem; /cache and /dev/shm are there.

@@ -55,6 +55,8 @@ const RUNTIME_IN_CONTAINER: &str = "/opt/atelier/atelier-notebook-runtime";
 const AGENT_IN_CONTAINER: &str = "/run/atelier";
 const CONFIG_IN_CONTAINER: &str = "/run/atelier-config";
 const JUPYTER_PORT: u16 = 8888;
+/// How long a commit may take (the seed's limit is 35 GB of container).
+const COMMIT_TIME_LIMIT: Duration = Duration::from_secs(3600);
 /// Labels that mark Atelier's containers.
 pub const LABEL_NOTEBOOK: &str = "io.atelier.notebook";
 pub const LABEL_OWNER: &str = "io.atelier.owner";
@@ -122,6 +124,8 @@ pub struct DockerBackend {
     http: reqwest::Client,
     /// notebook id → the accelerators its container has; no device is in two entries.
     allocated: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    /// Image reference → its environment, filled when [`Self::pull_if_missing`] inspects it.
+    image_envs: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// The container name of a notebook.
@@ -257,6 +261,7 @@ impl DockerBackend {
             grace_secs: settings.backend.stop_grace_secs,
             work_disk_gb: settings.backend.work_disk_gb,
             allocated: Default::default(),
+            image_envs: Default::default(),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(5))
@@ -293,9 +298,7 @@ impl DockerBackend {
                 let podman = version.components.unwrap_or_default().iter().any(|c| {
                     c.name.to_ascii_lowercase().contains("podman")
                 });
-                let mut raw = reqwest::Client::builder()
-                    .no_proxy()
-                    .timeout(Duration::from_secs(30));
+                let mut raw = reqwest::Client::builder().no_proxy();
                 let origin = match socket {
                     Some(path) => {
                         raw = raw.unix_socket(path);
@@ -431,7 +434,16 @@ impl DockerBackend {
     ) -> Result<(), BackendError> {
         let docker = self.docker().await?;
         match docker.inspect_image(reference).await {
-            Ok(_) => return Ok(()),
+            Ok(i) => {
+                // The launch that follows needs its environment.
+                if let Ok(mut m) = self.image_envs.lock() {
+                    m.insert(
+                        reference.to_owned(),
+                        i.config.and_then(|c| c.env).unwrap_or_default(),
+                    );
+                }
+                return Ok(());
+            }
             Err(e) if !not_found(&e) => return Err(engine_error(&self.host, e)),
             Err(_) => {}
         }
@@ -457,14 +469,28 @@ impl DockerBackend {
         Ok(())
     }
 
-    /// The image's own environment (`KEY=value`), from the engine.
+    /// The image's own environment (`KEY=value`): what `prepare` just read when it checked
+    /// the image (it refreshes the entry every start, so a re-tagged image is seen), else
+    /// asked from the engine.
     async fn image_env(&self, reference: &str) -> Result<Vec<String>, BackendError> {
+        if let Some(env) = self
+            .image_envs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(reference).cloned())
+        {
+            return Ok(env);
+        }
         let docker = self.docker().await?;
         let inspect = docker
             .inspect_image(reference)
             .await
             .map_err(|e| engine_error(&self.host, e))?;
-        Ok(inspect.config.and_then(|c| c.env).unwrap_or_default())
+        let env = inspect.config.and_then(|c| c.env).unwrap_or_default();
+        if let Ok(mut m) = self.image_envs.lock() {
+            m.insert(reference.to_owned(), env.clone());
+        }
+        Ok(env)
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), BackendError> {
@@ -485,11 +511,24 @@ impl DockerBackend {
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<Option<serde_json::Value>, String> {
+        self.raw_within(method, path, query, Duration::from_secs(30))
+            .await
+    }
+
+    /// [`Self::raw`] with its own time limit (a commit of gigabytes takes minutes).
+    async fn raw_within(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        limit: Duration,
+    ) -> Result<Option<serde_json::Value>, String> {
         let engine = self.engine().await.map_err(|e| e.to_string())?;
         let mut req = engine
             .raw
             .request(method.clone(), format!("{}{path}", engine.base))
-            .query(query);
+            .query(query)
+            .timeout(limit);
         if method == reqwest::Method::POST {
             req = req.json(&json!({}));
         }
@@ -607,6 +646,13 @@ impl DockerBackend {
             ("JUPYTER_CONFIG_DIR", CONFIG_IN_CONTAINER.to_owned()),
             ("JUPYTER_PATH", CONFIG_IN_CONTAINER.to_owned()),
             ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
+            // The seed's notebook environment (spec/platform.md: images, training).
+            ("MA_HOME", HOME.to_owned()),
+            ("CURRENT_IMAGE_NAME", reference.clone()),
+            (
+                "MA_NUM_GPUS",
+                if gpus { devices.len() } else { 0 }.to_string(),
+            ),
         ] {
             env.insert(k.to_owned(), json!(v));
         }
@@ -715,14 +761,23 @@ impl DockerBackend {
             host_config: Some(host),
             ..Default::default()
         };
-        // A container left from an earlier start (a crash between stop steps) goes first.
-        self.remove_container(&name).await?;
         let docker = self.docker().await?;
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = docker
-            .create_container(Some(opts), body)
+        let created = match docker
+            .create_container(Some(opts.clone()), body.clone())
             .await
-            .map_err(|e| BackendError::Start(format!("creating the container: {e}")))?;
+        {
+            // A container left from an earlier start (a crash between stop steps) has the
+            // name: it goes, and the create is tried again.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                self.remove_container(&name).await?;
+                docker.create_container(Some(opts), body).await
+            }
+            other => other,
+        }
+        .map_err(|e| BackendError::Start(format!("creating the container: {e}")))?;
         let started = async {
             docker
                 .start_container(&created.id, None)
@@ -869,7 +924,7 @@ impl Backend for DockerBackend {
                     runconf::log_tail(&self.agent_dir(&spec.id).join("jupyter.log"), 12)
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -1047,7 +1102,7 @@ impl Backend for DockerBackend {
             .event(EventKind::ContainerCommitStarted, None)
             .await;
         let committed = self
-            .raw(
+            .raw_within(
                 reqwest::Method::POST,
                 "/commit",
                 &[
@@ -1059,6 +1114,7 @@ impl Backend for DockerBackend {
                     ("changes", "ENTRYPOINT []"),
                     ("changes", r#"CMD ["/bin/bash"]"#),
                 ],
+                COMMIT_TIME_LIMIT,
             )
             .await
             .and_then(|v| v.ok_or_else(|| "the container is gone".to_owned()));

@@ -289,6 +289,36 @@ mod tests {
         assert_eq!(unescape_mount("/a\\040b\\134c"), "/a b\\c");
     }
 
+    /// Where no disk can be made (here: the work dir already holds files, as after a switch
+    /// from the process backend), the work dir stays a plain directory, says why, keeps
+    /// the files, and refuses to expand.
+    #[tokio::test]
+    async fn without_a_disk_the_work_dir_is_a_directory_that_says_why() {
+        let nb = std::env::temp_dir().join(format!("wd-fallback-{}", std::process::id()));
+        std::fs::create_dir_all(work_dir(&nb)).unwrap();
+        std::fs::write(work_dir(&nb).join("notes.txt"), "mine").unwrap();
+        let owner = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+        let info = ensure(&nb, 5, owner).await.unwrap();
+        assert_eq!(info.kind, "directory");
+        let note = info.note.clone().unwrap();
+        assert!(note.contains("plain directory"), "{note}");
+        assert!(!is_mounted(&work_dir(&nb)));
+        assert_eq!(
+            std::fs::read_to_string(work_dir(&nb).join("notes.txt")).unwrap(),
+            "mine"
+        );
+        // Recorded: the next start does not try again, and the API can show it.
+        assert_eq!(super::info(&nb), Some(info));
+        let e = expand(&nb, 6).await.unwrap_err().to_string();
+        assert!(e.contains("cannot be expanded"), "{e}");
+        remove(&nb).await.unwrap();
+        assert!(
+            work_dir(&nb).join("notes.txt").exists(),
+            "remove leaves the dir to its owner"
+        );
+        std::fs::remove_dir_all(&nb).unwrap();
+    }
+
     #[test]
     fn the_root_is_a_mount_point_and_a_fresh_dir_is_not() {
         assert!(is_mounted(Path::new("/")));
