@@ -92,6 +92,21 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
         .run("import os; print(os.path.ismount('/dev/shm'), os.access('/cache', os.W_OK), os.path.isdir('/data'))")
         .await;
     assert_eq!(out, "True True True\n");
+    // A mount made under the notebook's /data on the host while it runs shows inside (the
+    // way object-store folders are mounted later).
+    let data = gw.notebook_dir(&id).join("data");
+    std::fs::create_dir_all(data.join("later")).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(data.join("later"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(data.join("later/hello.txt"), "from the host").unwrap();
+    let out = k
+        .run("import os; print(os.path.ismount('/data/later'), open('/data/later/hello.txt').read())")
+        .await;
+    assert_eq!(out, "True from the host\n");
     // One file on the work disk, one in the container's own filesystem.
     k.run("open('/home/ma-user/work/keep.txt', 'w').write('kept'); open('/home/ma-user/gone.txt', 'w').write('gone')")
         .await;
@@ -145,6 +160,10 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
     assert!(containers_of(&id).is_empty());
     let work = gw.notebook_dir(&id).join("work");
     assert!(!mounted(&work));
+    assert!(
+        !mounted(&data.join("later")),
+        "/data's mounts end with the notebook's run"
+    );
     let r = api
         .post(
             &format!("/v1/notebooks/{id}/storage/expand"),

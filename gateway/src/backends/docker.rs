@@ -883,6 +883,7 @@ impl Backend for DockerBackend {
             .await
             .with_context(|| format!("creating {}", data.display()))?;
         let _ = std::os::unix::fs::chown(&data, Some(NOTEBOOK_UID), Some(NOTEBOOK_GID));
+        workdisk::ensure_shared(&data).await;
         workdisk::ensure(&nb, self.work_disk_gb, (NOTEBOOK_UID, NOTEBOOK_GID))
             .await
             .map_err(|e| BackendError::Start(format!("preparing the work disk: {e:#}")))?;
@@ -981,6 +982,10 @@ impl Backend for DockerBackend {
         if let Err(e) = workdisk::release(&nb).await {
             tracing::warn!(notebook = %h.notebook_id, error = format!("{e:#}"), "unmounting the work disk");
         }
+        // Mounts under /data are made again at the next start.
+        if let Err(e) = workdisk::unmount_all(&nb.join("data")).await {
+            tracing::warn!(notebook = %h.notebook_id, error = format!("{e:#}"), "unmounting /data");
+        }
         Ok(())
     }
 
@@ -991,6 +996,16 @@ impl Backend for DockerBackend {
         workdisk::remove(&nb)
             .await
             .map_err(|e| BackendError::Other(e.context("removing the work disk")))?;
+        let _ = workdisk::unmount_all(&nb.join("data")).await;
+        // Never delete through a mount (a work disk, an object-store folder): the files
+        // behind it are not the notebook's dir to remove.
+        let left = workdisk::mounted_under(&nb);
+        if !left.is_empty() {
+            return Err(BackendError::Other(anyhow::anyhow!(
+                "still mounted under the notebook's dir, not deleting through them: {}",
+                left.join(", ")
+            )));
+        }
         runconf::remove_notebook_dir(&nb).await
     }
 

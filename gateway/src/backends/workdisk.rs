@@ -256,6 +256,60 @@ pub async fn expand(nb: &Path, size_gb: u32) -> anyhow::Result<DiskInfo> {
     Ok(info)
 }
 
+/// Makes `dir` a mount point of its own with shared propagation (a bind onto itself), so
+/// that what is mounted under it later (dynamic `/data` mounts) also appears in containers
+/// that bind it with `rslave`. Returns false (and says why in the log) where that is not
+/// possible, e.g. without root.
+pub async fn ensure_shared(dir: &Path) -> bool {
+    if is_mounted(dir) {
+        return true;
+    }
+    let d = dir.to_string_lossy();
+    let made = async {
+        run("mount", &["--bind", &d, &d]).await?;
+        run("mount", &["--make-shared", &d]).await
+    }
+    .await;
+    match made {
+        Ok(()) => true,
+        Err(e) => {
+            if is_mounted(dir) {
+                let _ = run("umount", &[&d]).await;
+            }
+            tracing::warn!(dir = %dir.display(), error = format!("{e:#}"), "mounts made under /data later will not show in the running notebook");
+            false
+        }
+    }
+}
+
+/// The mount points at or below `dir` (deepest first).
+pub fn mounted_under(dir: &Path) -> Vec<String> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let base = dir.to_string_lossy().into_owned();
+    let prefix = format!("{base}/");
+    let mut points: Vec<String> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(unescape_mount))
+        .filter(|p| *p == base || p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points.dedup();
+    points
+}
+
+/// Unmounts everything at or below `dir` (deepest first). Idempotent.
+pub async fn unmount_all(dir: &Path) -> anyhow::Result<()> {
+    for p in mounted_under(dir) {
+        run("umount", &[&p]).await?;
+    }
+    Ok(())
+}
+
 /// Unmounts the disk (at stop: nothing uses it until the next start). Idempotent.
 pub async fn release(nb: &Path) -> anyhow::Result<()> {
     let work = work_dir(nb);
