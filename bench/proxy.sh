@@ -67,11 +67,8 @@ else
     CPU_ORIGIN=${CPU_ORIGIN-} CPU_PROXY=${CPU_PROXY-} CPU_E2E_PROXY=${CPU_E2E_PROXY-} CPU_LOAD=${CPU_LOAD-}
 fi
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 # Number of CPUs in a taskset list such as "0", "0-3" or "0,2"; all CPUs when empty.
 cpu_count() {
@@ -136,32 +133,6 @@ RAW=$W/raw.tsv
 declare -A PIDS=()
 KERNEL_URL=""
 
-# start_bg NAME CPUS LOGFILE CMD… — runs CMD in its own session/process group, pinned to CPUS.
-start_bg() {
-    local name=$1 cpus=$2 logf=$3
-    shift 3
-    if [[ -n $cpus ]]; then
-        setsid taskset -c "$cpus" "$@" >"$logf" 2>&1 </dev/null &
-    else
-        setsid "$@" >"$logf" 2>&1 </dev/null &
-    fi
-    PIDS[$name]=$!
-}
-
-# stop_bg NAME — SIGTERM to the process group, SIGKILL after 15 s.
-stop_bg() {
-    local name=$1 pid=${PIDS[$1]:-} i
-    [[ -n $pid ]] || return 0
-    unset "PIDS[$name]"
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        kill -0 -- "-$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 # Kernels run in their own session; Jupyter stops them on SIGTERM, and these are the
 # stragglers, found by this run's unique runtime directory.
 stop_kernels() {
@@ -194,29 +165,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-alive() { [[ -n ${PIDS[$1]:-} ]] && kill -0 "${PIDS[$1]}" 2>/dev/null; }
-
-# wait_for NAME SECONDS WHAT CMD… — until CMD succeeds; fails if NAME dies or time runs out.
-wait_for() {
-    local name=$1 secs=$2 what=$3 deadline=$((SECONDS + $2))
-    shift 3
-    until "$@"; do
-        if ! alive "$name"; then
-            tail -n 30 "$W/$name.log" >&2 2>/dev/null || true
-            die "$name exited while waiting for $what"
-        fi
-        ((SECONDS < deadline)) || {
-            tail -n 30 "$W/$name.log" >&2 2>/dev/null || true
-            die "timed out after ${secs}s waiting for $what"
-        }
-        sleep 0.2
-    done
-}
-
-http_ok() { curl -fsS -o /dev/null --max-time 2 "$@" 2>/dev/null; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 # check_body URL EXPECTED_FILE|"" NEEDLE [curl args…] — one request must answer 200 and
 # either equal the file or contain NEEDLE.
@@ -272,15 +220,6 @@ print(f"{tot[0] / tck:.2f} {tot[1] / tck:.2f} {busy / tck:.2f}")
 EOF
 }
 
-# CPU seconds used by this script's finished children: bash `times` (second line), which
-# must run in this shell, not a $(…) subshell, so callers write it to a file first.
-children_cpu() {
-    sed -n 2p "$1" | awk '{
-        t = 0
-        for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
-        printf "%.2f", t }'
-}
-
 # cpu_fields BEFORE AFTER CLIENT0 CLIENT1 WALL0 WALL1 — the k=v CPU fields of a result line.
 # other_cpu_pct: process CPU time (user+system) used outside the benchmark's processes, as a
 # share of all CPUs; it approximates how much other work competed with the run.
@@ -296,32 +235,10 @@ print(f"proxy_cpu_s={proxy:.2f} origin_cpu_s={origin:.2f} client_cpu_s={client:.
 EOF
 }
 
-# The share of all CPUs that processes (user, nice, system time) used over one second, in %.
-machine_busy_pct() {
-    local u n s i w q sq st b0 t0
-    read -r _ u n s i w q sq st _ </proc/stat
-    b0=$((u + n + s)) t0=$((u + n + s + i + w + q + sq + st))
-    sleep 1
-    read -r _ u n s i w q sq st _ </proc/stat
-    echo $((100 * (u + n + s - b0) / (u + n + s + i + w + q + sq + st - t0 + 1)))
-}
-
 # Before each measurement: wait (at most QUIET_WAIT s) until other work on the machine uses
 # at most QUIET_PCT % of it; shared build machines are noisy.
 QUIET_PCT=${QUIET_PCT:-10}
 QUIET_WAIT=${QUIET_WAIT:-30}
-wait_quiet() {
-    local deadline=$((SECONDS + QUIET_WAIT)) busy
-    while :; do
-        busy=$(machine_busy_pct)
-        ((busy <= QUIET_PCT)) && return 0
-        if ((SECONDS >= deadline)); then
-            log "warning: the machine is ${busy}% busy with other work; measuring anyway"
-            return 0
-        fi
-        sleep 2
-    done
-}
 
 # require_alive NAME… — stop with a clear message when a server under test has gone away
 # (on a shared machine, someone else's `pkill` is the usual reason).
@@ -334,12 +251,6 @@ require_alive() {
             die "$name (pid ${PIDS[$name]}) exited during the benchmark; was it signalled by someone else?"
         fi
     done
-}
-
-run_pinned() {
-    local cpus=$1
-    shift
-    if [[ -n $cpus ]]; then taskset -c "$cpus" "$@"; else "$@"; fi
 }
 
 # measure SECTION TARGET CONNS ROUND URL "PROXY NAMES" "ORIGIN NAMES" [wrk args (headers)…]
@@ -493,8 +404,6 @@ start_nginx() { # NAME CPUS
     start_bg "$1" "$2" "$W/$1.log" "$NGINX" -p "$W/$1/" -e "$W/$1/error.log" -c "$W/$1/nginx.conf"
 }
 
-# --- report header ------------------------------------------------------------------------------
-version_of() { "$@" 2>&1 | head -n 1 || true; }
 GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "no commit")
 if [[ -n $(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null || true) ]]; then
     GIT_REV+=" (with uncommitted changes)"
@@ -540,8 +449,6 @@ if python3 -c "import sys; sys.exit(0 if float('$load1') > 0.5 else 1)"; then
     log "warning: load average is $load1; other work on this machine will skew the numbers"
 fi
 log "workdir $W; ports origin=$P_ORIGIN nginx-proxy=$P_NPROXY chp=$P_CHP gateway=$P_GW"
-
-want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 # rotate N WORD… — the words rotated left by N, so that each round measures the paths in a
 # different order and slow drift of the machine does not always favour the same path.
