@@ -156,11 +156,13 @@ pub fn check_reference(reference: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Registers `name` → `reference` (public when `who` is an admin), once `exists` said the
-/// engine has the image or could pull it.
+/// Registers `name` → `reference` (public when `who` is an admin): checks the input and
+/// that the name is free, then that the engine has the image or can pull it (the slow part,
+/// so last), then stores it.
 pub async fn register(
     s: &Settings,
     store: &store::Store,
+    backend: &dyn crate::backends::Backend,
     who: &Principal,
     name: &str,
     reference: &str,
@@ -168,14 +170,29 @@ pub async fn register(
 ) -> Result<ImageView, ApiError> {
     check_name(name)?;
     check_reference(reference)?;
+    if description.chars().count() > 512 {
+        return Err(ApiError::invalid("description: at most 512 characters"));
+    }
+    let taken = || ApiError::conflict(format!("image {name:?} already exists"));
     if builtin(s).iter().any(|b| b.id == name) {
         return Err(ApiError::conflict(format!(
             "image {name:?} already exists (a built-in image)"
         )));
     }
+    {
+        let mut conn = store.pool.acquire().await?;
+        if rows::get(&mut conn, name).await?.is_some() {
+            return Err(taken());
+        }
+    }
+    backend.ensure_image(reference).await.map_err(|e| match e {
+        crate::backends::BackendError::Unsupported(m) => ApiError::conflict(m),
+        other => ApiError::invalid(format!("ref: {other}")),
+    })?;
     let mut tx = store.write().await?;
+    // Checked again: another registration may have taken the name during the pull.
     if rows::get(&mut tx, name).await?.is_some() {
-        return Err(ApiError::conflict(format!("image {name:?} already exists")));
+        return Err(taken());
     }
     let now = store::now();
     let owner = (!who.is_admin()).then_some(who.user_id.as_str());

@@ -56,23 +56,10 @@ async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterImage>,
 ) -> ApiResult<(StatusCode, ApiJson<ImageView>)> {
-    images::check_name(&req.name)?;
-    images::check_reference(&req.reference)?;
-    if req.description.chars().count() > 512 {
-        return Err(ApiError::invalid("description: at most 512 characters"));
-    }
-    state
-        .lifecycle
-        .backend()
-        .ensure_image(&req.reference)
-        .await
-        .map_err(|e| match e {
-            crate::backends::BackendError::Unsupported(m) => ApiError::conflict(m),
-            other => ApiError::invalid(format!("ref: {other}")),
-        })?;
     let view = images::register(
         &state.settings,
         &state.store,
+        state.lifecycle.backend().as_ref(),
         &p,
         &req.name,
         &req.reference,

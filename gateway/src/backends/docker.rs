@@ -580,11 +580,8 @@ impl DockerBackend {
     /// [`Backend::launch`]; the caller releases the accelerators when it fails.
     async fn create_and_start(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
         let reference = spec.image_ref.clone();
+        // `prepare`, which runs before every launch, made the work disk and /data ready.
         let nb = self.notebook_dir(&spec.id);
-        // The work disk is mounted at prepare; a start after a host reboot mounts it again.
-        workdisk::ensure(&nb, self.work_disk_gb, (NOTEBOOK_UID, NOTEBOOK_GID))
-            .await
-            .map_err(|e| BackendError::Start(format!("mounting the work disk: {e:#}")))?;
         let run = nb.join("run");
         let _ = tokio::fs::remove_dir_all(&run).await;
         let config_dir = run.join("config");
