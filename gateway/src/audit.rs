@@ -27,6 +27,8 @@ pub enum Action {
     SaveImage,
     RegisterImage,
     UnregisterImage,
+    RegisterPlugin,
+    DeletePlugin,
 }
 
 impl Action {
@@ -51,6 +53,8 @@ impl Action {
             Action::SaveImage => "saveImage",
             Action::RegisterImage => "registerImage",
             Action::UnregisterImage => "unregisterImage",
+            Action::RegisterPlugin => "registerPlugin",
+            Action::DeletePlugin => "deletePlugin",
         }
     }
 }

@@ -98,6 +98,121 @@ pub struct Settings {
     /// Where saved notebook images are pushed (`127.0.0.1:5000/atelier`; env
     /// ATELIER_REGISTRY); none: images are saved in the engine only.
     pub registry: Option<String>,
+    pub plugins: PluginSettings,
+}
+
+/// Wasm plugins: defaults for plugins whose manifest sets no limits, and the most a manifest
+/// may ask for (`[plugins]` in TOML; env `ATELIER_PLUGIN_*`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginSettings {
+    /// Memory of one instance, all linear memories together (default; env
+    /// ATELIER_PLUGIN_MEMORY_MB) and the most a manifest may set (ATELIER_PLUGIN_MAX_MEMORY_MB).
+    pub default_memory_mb: u64,
+    pub max_memory_mb: u64,
+    /// Wall-clock time of one call (ATELIER_PLUGIN_TIMEOUT_MS, ATELIER_PLUGIN_MAX_TIMEOUT_MS).
+    pub default_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    /// Size of a call's result and of its kept logs (ATELIER_PLUGIN_OUTPUT_KB,
+    /// ATELIER_PLUGIN_MAX_OUTPUT_KB).
+    pub default_output_kb: u64,
+    pub max_output_kb: u64,
+    /// Instances of one plugin running at once; more calls queue
+    /// (ATELIER_PLUGIN_CONCURRENCY, ATELIER_PLUGIN_MAX_CONCURRENCY).
+    pub default_concurrency: u32,
+    pub max_concurrency: u32,
+    /// Instances alive at once across all plugins (ATELIER_PLUGIN_INSTANCES).
+    pub total_instances: u32,
+    /// The largest component accepted (ATELIER_PLUGIN_MAX_COMPONENT_MB).
+    pub max_component_mb: u64,
+    /// The largest model file set uploaded with an inference processor, in MB
+    /// (ATELIER_PLUGIN_MAX_FILES_MB).
+    pub max_files_mb: u64,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        let h = atelier_plugins::HostSettings::default();
+        PluginSettings {
+            default_memory_mb: h.default_memory_mb,
+            max_memory_mb: h.max_memory_mb,
+            default_timeout_ms: h.default_timeout_ms,
+            max_timeout_ms: h.max_timeout_ms,
+            default_output_kb: h.default_output_kb,
+            max_output_kb: h.max_output_kb,
+            default_concurrency: h.default_concurrency,
+            max_concurrency: h.max_concurrency,
+            total_instances: h.total_instances,
+            max_component_mb: h.max_component_mb,
+            max_files_mb: 64,
+        }
+    }
+}
+
+impl PluginSettings {
+    pub fn host_settings(&self) -> atelier_plugins::HostSettings {
+        atelier_plugins::HostSettings {
+            default_memory_mb: self.default_memory_mb,
+            max_memory_mb: self.max_memory_mb,
+            default_timeout_ms: self.default_timeout_ms,
+            max_timeout_ms: self.max_timeout_ms,
+            default_output_kb: self.default_output_kb,
+            max_output_kb: self.max_output_kb,
+            default_concurrency: self.default_concurrency,
+            max_concurrency: self.max_concurrency,
+            total_instances: self.total_instances,
+            max_component_mb: self.max_component_mb,
+            ..Default::default()
+        }
+    }
+
+    fn from_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn num<T: std::str::FromStr>(env: &dyn Fn(&str) -> Option<String>, key: &str, slot: &mut T) -> anyhow::Result<()> {
+            if let Some(v) = env(key) {
+                *slot = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{key}={v:?} is not a whole number"))?;
+            }
+            Ok(())
+        }
+        num(env, "ATELIER_PLUGIN_MEMORY_MB", &mut self.default_memory_mb)?;
+        num(env, "ATELIER_PLUGIN_MAX_MEMORY_MB", &mut self.max_memory_mb)?;
+        num(env, "ATELIER_PLUGIN_TIMEOUT_MS", &mut self.default_timeout_ms)?;
+        num(env, "ATELIER_PLUGIN_MAX_TIMEOUT_MS", &mut self.max_timeout_ms)?;
+        num(env, "ATELIER_PLUGIN_OUTPUT_KB", &mut self.default_output_kb)?;
+        num(env, "ATELIER_PLUGIN_MAX_OUTPUT_KB", &mut self.max_output_kb)?;
+        num(env, "ATELIER_PLUGIN_CONCURRENCY", &mut self.default_concurrency)?;
+        num(env, "ATELIER_PLUGIN_MAX_CONCURRENCY", &mut self.max_concurrency)?;
+        num(env, "ATELIER_PLUGIN_INSTANCES", &mut self.total_instances)?;
+        num(env, "ATELIER_PLUGIN_MAX_COMPONENT_MB", &mut self.max_component_mb)?;
+        num(env, "ATELIER_PLUGIN_MAX_FILES_MB", &mut self.max_files_mb)?;
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let pairs = [
+            ("memory_mb", self.default_memory_mb, self.max_memory_mb, 16),
+            ("timeout_ms", self.default_timeout_ms, self.max_timeout_ms, 10),
+            ("output_kb", self.default_output_kb, self.max_output_kb, 1),
+            ("concurrency", u64::from(self.default_concurrency), u64::from(self.max_concurrency), 1),
+        ];
+        for (name, default, max, min) in pairs {
+            if default < min || default > max {
+                bail!("plugins.default_{name} ({default}) must be between {min} and plugins.max_{name} ({max})");
+            }
+        }
+        if self.max_memory_mb > 65_536 {
+            bail!("plugins.max_memory_mb must be at most 65536");
+        }
+        if !(1..=10_000).contains(&self.total_instances) {
+            bail!("plugins.total_instances (ATELIER_PLUGIN_INSTANCES) must be between 1 and 10000");
+        }
+        if !(1..=2048).contains(&self.max_component_mb) {
+            bail!("plugins.max_component_mb must be between 1 and 2048");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -245,6 +360,7 @@ impl Default for Settings {
             registry: None,
             save_image_max_gb: 35.0,
             save_image_max_layers: 125,
+            plugins: PluginSettings::default(),
         }
     }
 }
@@ -371,6 +487,7 @@ impl Settings {
                 format!("ATELIER_SAVE_IMAGE_MAX_GB={v:?} is not a number of GB")
             })?;
         }
+        self.plugins.from_env(env)?;
         if let Some(v) = env("ATELIER_SAVE_IMAGE_MAX_LAYERS") {
             self.save_image_max_layers = v.parse().with_context(|| {
                 format!("ATELIER_SAVE_IMAGE_MAX_LAYERS={v:?} is not a whole number")
@@ -476,6 +593,7 @@ impl Settings {
         if !(self.save_image_max_gb.is_finite() && self.save_image_max_gb > 0.0) {
             bail!("save_image_max_gb (ATELIER_SAVE_IMAGE_MAX_GB) must be a positive number");
         }
+        self.plugins.validate()?;
         if self.save_image_max_layers == 0 {
             bail!("save_image_max_layers (ATELIER_SAVE_IMAGE_MAX_LAYERS) must be at least 1");
         }

@@ -19,6 +19,7 @@ pub mod events;
 pub mod gpu;
 pub mod images;
 pub mod notebooks;
+pub mod plugins;
 pub mod proxy;
 pub mod server;
 pub mod ssh;

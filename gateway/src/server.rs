@@ -37,6 +37,8 @@ pub struct Services {
     pub routes: RouteTable,
     /// The SSH front door, when it is on.
     pub ssh: Option<SshInfo>,
+    /// The Wasm plugin host.
+    pub plugins: Arc<atelier_plugins::Host>,
 }
 
 /// Where the SSH front door listens and who it is.
@@ -85,6 +87,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         }
         None => None,
     };
+    let plugins = crate::plugins::open_host(&settings).context("starting the plugin host")?;
     let settings = Arc::new(settings);
     let routes = RouteTable::new(store.clone(), backend.clone());
     let lifecycle = Lifecycle::new(store.clone(), backend, settings.clone(), routes.clone());
@@ -95,6 +98,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         lifecycle,
         routes,
         ssh,
+        plugins,
     })))
 }
 
@@ -108,6 +112,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .context("resuming notebooks")?;
     let backend = state.lifecycle.backend().clone();
     tokio::spawn(async move { backend.warm_up().await });
+    crate::plugins::preload(state.settings.clone(), state.store.clone(), state.plugins.clone());
     let lease_hour = state.settings.lease_hour_secs;
     if lease_hour != 3600 {
         tracing::warn!(

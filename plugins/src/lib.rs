@@ -1,1 +1,23 @@
-//! placeholder
+//! The Wasm component host for Atelier plugins: workflow steps, training algorithms and
+//! inference pre/post-processors, written against the WIT contracts in `wit/`.
+//!
+//! - [`Host::register`]: bytes → sha256 digest → type check (one of our worlds, no imports
+//!   we do not grant) → compile once, stored on disk by digest and engine settings →
+//!   pre-instantiated in memory.
+//! - Calls ([`Host::prepost`], [`Host::run_step`], [`Host::train`], [`Host::invoke`]) run on
+//!   a fresh instance from the pooling allocator or a warm one, under the plugin's limits
+//!   (memory, deadline, output size, concurrency), with nothing from the host granted but
+//!   what the call names; every limit hit is a [`CallError::Limit`].
+
+pub mod bindings;
+pub mod calls;
+pub mod host;
+pub mod limits;
+pub mod state;
+pub mod storage;
+pub mod world;
+
+pub use host::{CallContext, CallReport, Host, InstanceUse, LoadSource, PluginRef, RegisterError, Registered, Timings};
+pub use limits::{CallError, HostSettings, InstancePolicy, LimitKind, Limits, LimitsSpec};
+pub use world::World;
+pub use wasmtime;

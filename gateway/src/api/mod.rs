@@ -10,6 +10,7 @@ pub mod images;
 pub mod keypairs;
 pub mod notebooks;
 pub mod pages;
+pub mod plugins;
 pub mod users;
 
 use axum::Router;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keypairs::routes())
         .merge(images::routes())
         .merge(notebooks::routes())
+        .merge(plugins::routes(&state))
         .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -49,12 +51,18 @@ pub fn check_all(p: &Principal, all: bool, what: &str) -> ApiResult<()> {
 }
 
 /// Prometheus text format (admins, or a scraper with an admin token).
-async fn metrics(p: Principal) -> ApiResult<impl axum::response::IntoResponse> {
+async fn metrics(p: Principal, axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<impl axum::response::IntoResponse> {
     p.require_admin()?;
     let mut text = String::from(
         "# HELP atelier_notebook_auto_stops_total Notebooks the gateway stopped by itself since it started, by reason.\n\
          # TYPE atelier_notebook_auto_stops_total counter\n",
     );
+    text.push_str(&format!(
+        "# HELP atelier_plugin_compilations_total Plugin components compiled since the gateway started (0 after a restart: compiled forms are cached on disk).\n\
+         # TYPE atelier_plugin_compilations_total counter\n\
+         atelier_plugin_compilations_total {}\n",
+        state.plugins.compilations()
+    ));
     for (reason, count) in crate::notebooks::autostop::stop_counts() {
         text.push_str(&format!(
             "atelier_notebook_auto_stops_total{{reason=\"{reason}\"}} {count}\n"

@@ -251,6 +251,27 @@ impl Api {
         if let Some(body) = body {
             req = req.json(body);
         }
+        self.finish(req, &url).await
+    }
+
+    /// `POST` of a multipart form (uploads), with a longer timeout for large bodies.
+    pub async fn post_multipart(
+        &self,
+        segments: &[&str],
+        form: reqwest::multipart::Form,
+    ) -> Result<Reply, CliError> {
+        let url = self.url(segments, &[])?;
+        let req = self
+            .http
+            .post(url.clone())
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(Duration::from_secs(600))
+            .multipart(form);
+        self.finish(req, &url).await
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder, url: &Url) -> Result<Reply, CliError> {
         let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
         let raw = resp.text().await.map_err(|e| self.transport_error(&e))?;

@@ -9,6 +9,7 @@ mod api;
 mod keypairs;
 mod notebooks;
 mod output;
+mod plugins;
 mod profile;
 mod prompt;
 mod table;
@@ -21,6 +22,7 @@ use table::{cell, sanitize};
 pub use admin::{AuditCommand, FlavorCommand, ImageCommand, TokenCommand, UserCommand};
 pub use keypairs::{KeyPairCommand, SshCommand};
 pub use notebooks::NotebookCommand;
+pub use plugins::PluginCommand;
 
 // Options shared by every client command (global: accepted before or after the subcommand).
 // (A `///` comment here would become the `about` text of the command that flattens this.)
@@ -109,6 +111,9 @@ pub enum ClientCommand {
     /// The audit log (admins only).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Wasm plugins: start, build and test one locally; push, list and invoke on the gateway.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
 }
 
 /// What the command handlers need: an authenticated client and the output mode.
@@ -135,6 +140,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
     match cmd {
         ClientCommand::Login => return login(opts).await,
         ClientCommand::Logout => return logout(opts),
+        ClientCommand::Plugin(c) if c.is_local() => return plugins::run_local(opts, c),
         _ => {}
     }
     let ctx = connect(opts)?;
@@ -149,6 +155,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Flavor(c) => admin::flavor(&ctx, c).await,
         ClientCommand::Image(c) => admin::image(&ctx, c).await,
         ClientCommand::Audit(c) => admin::audit(&ctx, c).await,
+        ClientCommand::Plugin(c) => plugins::run(&ctx, c).await,
     }
 }
 

@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 pub mod images;
 pub mod keypairs;
 pub mod notebooks;
+pub mod plugins;
 pub mod users;
 
 pub type Conn = SqliteConnection;

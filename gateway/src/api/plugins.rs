@@ -1,0 +1,146 @@
+//! `/v1/plugins`: Wasm plugins (see `crate::plugins`): upload, list, show, delete, and trial
+//! calls with JSON input.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::Items;
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::auth::Principal;
+use crate::plugins::{self, Manifest, PluginView};
+use crate::server::AppState;
+
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let p = &state.settings.plugins;
+    let upload_limit = ((p.max_component_mb + p.max_files_mb) * 1024 * 1024 + 1024 * 1024) as usize;
+    Router::new()
+        .route("/v1/plugins", get(list).post(register).layer(DefaultBodyLimit::max(upload_limit)))
+        .route("/v1/plugins/{name}/{version}", get(get_one).delete(delete))
+        .route(
+            "/v1/plugins/{name}/{version}/invoke",
+            post(invoke).layer(DefaultBodyLimit::max(16 * 1024 * 1024)),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    name: Option<String>,
+    world: Option<String>,
+}
+
+async fn list(
+    _p: Principal,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<ApiJson<Items<PluginView>>> {
+    if let Some(w) = &q.world
+        && atelier_plugins::World::parse(w).is_none()
+    {
+        return Err(ApiError::invalid(format!(
+            "unknown world {w:?}; the worlds are {}",
+            atelier_plugins::World::ALL.map(|w| w.name()).join(", ")
+        )));
+    }
+    let mut conn = state.store.pool.acquire().await?;
+    let rows = crate::store::plugins::list(&mut conn, q.name.as_deref(), q.world.as_deref()).await?;
+    Ok(ApiJson(Items { items: rows.into_iter().map(PluginView::from).collect() }))
+}
+
+async fn get_one(
+    _p: Principal,
+    State(state): State<AppState>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+) -> ApiResult<ApiJson<PluginView>> {
+    Ok(ApiJson(plugins::get(&state.store, &name, &version).await?.into()))
+}
+
+#[derive(Serialize)]
+struct Registered {
+    #[serde(flatten)]
+    plugin: PluginView,
+    /// Whether this upload compiled the component (false: its compiled form was cached).
+    compiled: bool,
+}
+
+/// `POST /v1/plugins`, multipart: `manifest` (JSON: name, version, world?, description?,
+/// limits?), `component` (the .wasm), and any number of `file` parts (model files of an
+/// inference processor, by their file names). 201 when registered, 200 when the same
+/// component and manifest were registered already.
+async fn register(
+    p: Principal,
+    State(state): State<AppState>,
+    mut form: Multipart,
+) -> ApiResult<(StatusCode, ApiJson<Registered>)> {
+    let mut manifest: Option<Manifest> = None;
+    let mut component: Option<Vec<u8>> = None;
+    let mut files = Vec::new();
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the upload is larger than the component limit plus the model files limit ({} MB + {} MB)",
+                    state.settings.plugins.max_component_mb, state.settings.plugins.max_files_mb
+                ),
+            )
+        } else {
+            ApiError::invalid(format!("the multipart upload is malformed: {}", e.body_text()))
+        }
+    };
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let data = field.bytes().await.map_err(bad)?;
+        match name.as_str() {
+            "manifest" => {
+                let m = serde_json::from_slice(&data).map_err(|e| ApiError::invalid(format!("manifest: {e}")))?;
+                manifest = Some(m);
+            }
+            "component" => component = Some(data.to_vec()),
+            "file" => {
+                let Some(file_name) = file_name else {
+                    return Err(ApiError::invalid("a `file` part needs a file name"));
+                };
+                files.push((file_name, data.to_vec()));
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unexpected multipart part {other:?}; the parts are manifest, component and file"
+                )));
+            }
+        }
+    }
+    let manifest = manifest.ok_or_else(|| {
+        ApiError::invalid("no manifest: send a multipart part `manifest` with {\"name\", \"version\", ...}")
+    })?;
+    let component = component.unwrap_or_default();
+    let r = plugins::register(&state.settings, &state.store, &state.plugins, &p, manifest, component, files).await?;
+    let status = if r.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, ApiJson(Registered { plugin: r.view, compiled: r.compiled })))
+}
+
+async fn delete(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    plugins::delete(&state.settings, &state.store, &state.plugins, &p, &name, &version).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/plugins/{name}/{version}/invoke` with the world's JSON input: the output (or
+/// the typed error), logs, stdout/stderr, metrics and timings.
+async fn invoke(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+    ApiJson(input): ApiJson<serde_json::Value>,
+) -> ApiResult<ApiJson<atelier_plugins::CallReport<serde_json::Value>>> {
+    let report = plugins::invoke(&state.settings, &state.store, &state.plugins, &p, &name, &version, &input).await?;
+    Ok(ApiJson(report))
+}

@@ -1,0 +1,244 @@
+//! Scoped object storage backed by a directory: a call sees only the prefixes it was
+//! granted. (An S3 backend replaces the directory in the object storage issue.)
+
+use std::path::{Path, PathBuf};
+
+use crate::bindings::storage::{Grant as WitGrant, ObjectInfo, StorageError};
+use crate::bindings::training::atelier::plugin::training_types::CheckpointInfo;
+
+/// The prefixes one call may use, under one root directory.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    pub root: Option<PathBuf>,
+    /// (prefix, writable). A prefix ends with `/` or is empty (the whole root).
+    pub prefixes: Vec<(String, bool)>,
+    pub max_object_bytes: u64,
+}
+
+/// Checks an object key: relative, `/`-separated, no empty, `.` or `..` parts.
+pub fn check_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the path is empty".into());
+    }
+    if path.len() > 1024 {
+        return Err("the path is longer than 1024 bytes".into());
+    }
+    if path.starts_with('/') {
+        return Err(format!("{path}: paths are relative to the storage root (no leading /)"));
+    }
+    if path.contains('\0') || path.contains('\\') {
+        return Err(format!("{path}: NUL and \\ are not allowed"));
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    for part in trimmed.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(format!("{path}: empty, . and .. parts are not allowed"));
+        }
+    }
+    Ok(())
+}
+
+/// A prefix as grants hold it: empty or ending with `/`.
+pub fn normalize_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.is_empty() {
+        return Ok(String::new());
+    }
+    check_path(prefix)?;
+    Ok(if prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") })
+}
+
+impl Grant {
+    pub fn new(root: PathBuf, max_object_bytes: u64) -> Self {
+        Grant { root: Some(root), prefixes: Vec::new(), max_object_bytes }
+    }
+
+    pub fn allow(&mut self, prefix: &str, writable: bool) -> Result<(), String> {
+        let p = normalize_prefix(prefix)?;
+        if let Some(existing) = self.prefixes.iter_mut().find(|(q, _)| *q == p) {
+            existing.1 |= writable;
+        } else {
+            self.prefixes.push((p, writable));
+        }
+        Ok(())
+    }
+
+    pub fn grants(&self) -> Vec<WitGrant> {
+        self.prefixes.iter().map(|(p, w)| WitGrant { prefix: p.clone(), writable: *w }).collect()
+    }
+
+    fn allowed(&self, path: &str, write: bool) -> bool {
+        self.prefixes.iter().any(|(p, w)| path.starts_with(p.as_str()) && (*w || !write))
+    }
+
+    fn resolve(&self, path: &str, write: bool) -> Result<PathBuf, StorageError> {
+        check_path(path).map_err(StorageError::InvalidPath)?;
+        let Some(root) = &self.root else {
+            return Err(StorageError::Denied(format!("{path}: this call was granted no storage")));
+        };
+        if !self.allowed(path, write) {
+            let what = if write { "write" } else { "read" };
+            return Err(StorageError::Denied(format!(
+                "{path}: this call may not {what} there (granted: {})",
+                self.describe()
+            )));
+        }
+        Ok(root.join(path))
+    }
+
+    fn describe(&self) -> String {
+        if self.prefixes.is_empty() {
+            return "nothing".into();
+        }
+        self.prefixes
+            .iter()
+            .map(|(p, w)| format!("{}{}", if p.is_empty() { "<root>/" } else { p }, if *w { " (rw)" } else { " (ro)" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn read(&self, path: &str, offset: u64, length: Option<u64>) -> Result<Vec<u8>, StorageError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let file = self.resolve(path, false)?;
+        let mut f = match std::fs::File::open(&file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StorageError::NotFound(path.into())),
+            Err(e) => return Err(StorageError::Backend(format!("{path}: {e}"))),
+        };
+        let meta = f.metadata().map_err(|e| StorageError::Backend(format!("{path}: {e}")))?;
+        if meta.is_dir() {
+            return Err(StorageError::NotFound(format!("{path} is a prefix, not an object")));
+        }
+        let available = meta.len().saturating_sub(offset);
+        let want = length.map_or(available, |l| l.min(available));
+        if want > self.max_object_bytes {
+            return Err(StorageError::TooLarge(self.max_object_bytes));
+        }
+        f.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::Backend(e.to_string()))?;
+        let mut buf = Vec::with_capacity(want as usize);
+        f.take(want).read_to_end(&mut buf).map_err(|e| StorageError::Backend(format!("{path}: {e}")))?;
+        Ok(buf)
+    }
+
+    pub fn write(&self, path: &str, data: &[u8]) -> Result<(), StorageError> {
+        if path.ends_with('/') {
+            return Err(StorageError::InvalidPath(format!("{path}: an object path cannot end with /")));
+        }
+        let file = self.resolve(path, true)?;
+        if data.len() as u64 > self.max_object_bytes {
+            return Err(StorageError::TooLarge(self.max_object_bytes));
+        }
+        let parent = file.parent().expect("joined path has a parent");
+        std::fs::create_dir_all(parent).map_err(|e| StorageError::Backend(format!("{path}: {e}")))?;
+        // Write then rename, so readers never see half an object.
+        let tmp = parent.join(format!(".{}.partial", uuid::Uuid::new_v4()));
+        std::fs::write(&tmp, data)
+            .and_then(|_| std::fs::rename(&tmp, &file))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                StorageError::Backend(format!("{path}: {e}"))
+            })
+    }
+
+    pub fn delete(&self, path: &str) -> Result<(), StorageError> {
+        let file = self.resolve(path, true)?;
+        match std::fs::remove_file(&file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::NotFound(path.into())),
+            Err(e) => Err(StorageError::Backend(format!("{path}: {e}"))),
+        }
+    }
+
+    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let Some(root) = &self.root else {
+            return Err(StorageError::Denied("this call was granted no storage".into()));
+        };
+        let prefix = normalize_prefix(prefix).map_err(StorageError::InvalidPath)?;
+        if !self.prefixes.iter().any(|(p, _)| prefix.starts_with(p.as_str())) {
+            return Err(StorageError::Denied(format!(
+                "{prefix}: this call may not read there (granted: {})",
+                self.describe()
+            )));
+        }
+        let mut out = Vec::new();
+        walk(root, &root.join(&prefix), &mut out).map_err(|e| StorageError::Backend(e.to_string()))?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".partial") {
+            continue;
+        }
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            walk(root, &entry.path(), out)?;
+        } else if ty.is_file() {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            out.push(ObjectInfo { path: rel, size: entry.metadata()?.len() });
+        }
+    }
+    Ok(())
+}
+
+/// The newest checkpoint under `prefix` (objects named `step-<n>`).
+pub fn latest_checkpoint(grant: &Grant, prefix: &str) -> Option<CheckpointInfo> {
+    let objects = grant.list(prefix).ok()?;
+    objects
+        .into_iter()
+        .filter_map(|o| {
+            let step = o.path.rsplit('/').next()?.strip_prefix("step-")?.parse::<u64>().ok()?;
+            Some(CheckpointInfo { step, path: o.path, size: o.size })
+        })
+        .max_by_key(|c| c.step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_checked() {
+        assert!(check_path("a/b.csv").is_ok());
+        assert!(check_path("../etc/passwd").is_err());
+        assert!(check_path("/etc/passwd").is_err());
+        assert!(check_path("a//b").is_err());
+        assert!(check_path("a/./b").is_err());
+        assert!(check_path("").is_err());
+    }
+
+    #[test]
+    fn grants_scope_reads_and_writes() {
+        let dir = std::env::temp_dir().join(format!("atelier-grant-{}", uuid::Uuid::new_v4()));
+        let mut g = Grant::new(dir.clone(), 1024);
+        g.allow("in", false).unwrap();
+        g.allow("out/", true).unwrap();
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        std::fs::write(dir.join("in/x.txt"), b"hello").unwrap();
+        std::fs::create_dir_all(dir.join("secret")).unwrap();
+        std::fs::write(dir.join("secret/k"), b"k").unwrap();
+        assert_eq!(g.read("in/x.txt", 0, None).unwrap(), b"hello");
+        assert_eq!(g.read("in/x.txt", 1, Some(3)).unwrap(), b"ell");
+        assert!(matches!(g.read("secret/k", 0, None), Err(StorageError::Denied(_))));
+        assert!(matches!(g.write("in/y", b"no"), Err(StorageError::Denied(_))));
+        assert!(matches!(g.read("in/../secret/k", 0, None), Err(StorageError::InvalidPath(_))));
+        g.write("out/a/b.bin", b"data").unwrap();
+        assert!(matches!(g.write("out/big", &[0u8; 2048]), Err(StorageError::TooLarge(1024))));
+        let listed = g.list("out").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].path, "out/a/b.bin");
+        assert!(matches!(g.list("secret"), Err(StorageError::Denied(_))));
+        g.delete("out/a/b.bin").unwrap();
+        assert!(matches!(g.read("out/a/b.bin", 0, None), Err(StorageError::NotFound(_))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
