@@ -128,6 +128,10 @@ pub struct PluginSettings {
     /// The largest model file set uploaded with an inference processor, in MB
     /// (ATELIER_PLUGIN_MAX_FILES_MB).
     pub max_files_mb: u64,
+    /// Where components and their compiled forms are kept, by digest (ATELIER_PLUGIN_CACHE_DIR);
+    /// default: `<data_dir>/plugins/cache`. A directory shared by several gateways is never
+    /// pruned by one of them.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for PluginSettings {
@@ -145,6 +149,7 @@ impl Default for PluginSettings {
             total_instances: h.total_instances,
             max_component_mb: h.max_component_mb,
             max_files_mb: 64,
+            cache_dir: None,
         }
     }
 }
@@ -162,12 +167,17 @@ impl PluginSettings {
             max_concurrency: self.max_concurrency,
             total_instances: self.total_instances,
             max_component_mb: self.max_component_mb,
+            shared_cache: self.cache_dir.is_some(),
             ..Default::default()
         }
     }
 
-    fn from_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        fn num<T: std::str::FromStr>(env: &dyn Fn(&str) -> Option<String>, key: &str, slot: &mut T) -> anyhow::Result<()> {
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn num<T: std::str::FromStr>(
+            env: &dyn Fn(&str) -> Option<String>,
+            key: &str,
+            slot: &mut T,
+        ) -> anyhow::Result<()> {
             if let Some(v) = env(key) {
                 *slot = v
                     .trim()
@@ -178,28 +188,63 @@ impl PluginSettings {
         }
         num(env, "ATELIER_PLUGIN_MEMORY_MB", &mut self.default_memory_mb)?;
         num(env, "ATELIER_PLUGIN_MAX_MEMORY_MB", &mut self.max_memory_mb)?;
-        num(env, "ATELIER_PLUGIN_TIMEOUT_MS", &mut self.default_timeout_ms)?;
-        num(env, "ATELIER_PLUGIN_MAX_TIMEOUT_MS", &mut self.max_timeout_ms)?;
+        num(
+            env,
+            "ATELIER_PLUGIN_TIMEOUT_MS",
+            &mut self.default_timeout_ms,
+        )?;
+        num(
+            env,
+            "ATELIER_PLUGIN_MAX_TIMEOUT_MS",
+            &mut self.max_timeout_ms,
+        )?;
         num(env, "ATELIER_PLUGIN_OUTPUT_KB", &mut self.default_output_kb)?;
         num(env, "ATELIER_PLUGIN_MAX_OUTPUT_KB", &mut self.max_output_kb)?;
-        num(env, "ATELIER_PLUGIN_CONCURRENCY", &mut self.default_concurrency)?;
-        num(env, "ATELIER_PLUGIN_MAX_CONCURRENCY", &mut self.max_concurrency)?;
+        num(
+            env,
+            "ATELIER_PLUGIN_CONCURRENCY",
+            &mut self.default_concurrency,
+        )?;
+        num(
+            env,
+            "ATELIER_PLUGIN_MAX_CONCURRENCY",
+            &mut self.max_concurrency,
+        )?;
         num(env, "ATELIER_PLUGIN_INSTANCES", &mut self.total_instances)?;
-        num(env, "ATELIER_PLUGIN_MAX_COMPONENT_MB", &mut self.max_component_mb)?;
+        num(
+            env,
+            "ATELIER_PLUGIN_MAX_COMPONENT_MB",
+            &mut self.max_component_mb,
+        )?;
         num(env, "ATELIER_PLUGIN_MAX_FILES_MB", &mut self.max_files_mb)?;
+        if let Some(v) = env("ATELIER_PLUGIN_CACHE_DIR") {
+            self.cache_dir = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
         Ok(())
     }
 
     fn validate(&self) -> anyhow::Result<()> {
         let pairs = [
             ("memory_mb", self.default_memory_mb, self.max_memory_mb, 16),
-            ("timeout_ms", self.default_timeout_ms, self.max_timeout_ms, 10),
+            (
+                "timeout_ms",
+                self.default_timeout_ms,
+                self.max_timeout_ms,
+                10,
+            ),
             ("output_kb", self.default_output_kb, self.max_output_kb, 1),
-            ("concurrency", u64::from(self.default_concurrency), u64::from(self.max_concurrency), 1),
+            (
+                "concurrency",
+                u64::from(self.default_concurrency),
+                u64::from(self.max_concurrency),
+                1,
+            ),
         ];
         for (name, default, max, min) in pairs {
             if default < min || default > max {
-                bail!("plugins.default_{name} ({default}) must be between {min} and plugins.max_{name} ({max})");
+                bail!(
+                    "plugins.default_{name} ({default}) must be between {min} and plugins.max_{name} ({max})"
+                );
             }
         }
         if self.max_memory_mb > 65_536 {
@@ -487,7 +532,7 @@ impl Settings {
                 format!("ATELIER_SAVE_IMAGE_MAX_GB={v:?} is not a number of GB")
             })?;
         }
-        self.plugins.from_env(env)?;
+        self.plugins.apply_env(env)?;
         if let Some(v) = env("ATELIER_SAVE_IMAGE_MAX_LAYERS") {
             self.save_image_max_layers = v.parse().with_context(|| {
                 format!("ATELIER_SAVE_IMAGE_MAX_LAYERS={v:?} is not a whole number")

@@ -17,16 +17,29 @@ use crate::store::plugins::PluginRow;
 use crate::store::{self, Store};
 
 pub fn host_dir(settings: &Settings) -> PathBuf {
-    settings.data_dir.join("plugins").join("cache")
+    settings
+        .plugins
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("plugins").join("cache"))
 }
 
 fn files_dir(settings: &Settings, name: &str, version: &str) -> PathBuf {
-    settings.data_dir.join("plugins").join("files").join(name).join(version)
+    settings
+        .data_dir
+        .join("plugins")
+        .join("files")
+        .join(name)
+        .join(version)
 }
 
 /// The directory standing in for a user's object storage (until the S3 issue).
 pub fn storage_dir(settings: &Settings, user_id: &str) -> PathBuf {
-    settings.data_dir.join("plugins").join("storage").join(user_id)
+    settings
+        .data_dir
+        .join("plugins")
+        .join("storage")
+        .join(user_id)
 }
 
 pub fn open_host(settings: &Settings) -> anyhow::Result<Arc<Host>> {
@@ -96,8 +109,13 @@ pub struct Registration {
 pub fn check_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -111,8 +129,13 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
 pub fn check_version(version: &str) -> Result<(), ApiError> {
     let ok = !version.is_empty()
         && version.len() <= 32
-        && version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'))
-        && version.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'))
+        && version
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -134,24 +157,33 @@ fn check_file_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!("model file name {name:?}: give a plain file name (no directories)")))
+        Err(ApiError::invalid(format!(
+            "model file name {name:?}: give a plain file name (no directories)"
+        )))
     }
 }
 
 fn register_error(e: RegisterError) -> ApiError {
     match e {
-        RegisterError::TooLarge { .. } => {
-            ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
-        }
+        RegisterError::TooLarge { .. } => ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            e.to_string(),
+        ),
         RegisterError::Host(m) => ApiError::internal(anyhow::anyhow!(m)),
         other => ApiError::invalid(other.to_string()),
     }
 }
 
 fn plugin_ref(settings: &Settings, row: &PluginRow) -> Result<PluginRef, ApiError> {
-    let world = World::parse(&row.world)
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored plugin with unknown world {}", row.world)))?;
-    let limits = serde_json::from_str(&row.limits).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    let world = World::parse(&row.world).ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "stored plugin with unknown world {}",
+            row.world
+        ))
+    })?;
+    let limits =
+        serde_json::from_str(&row.limits).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
     let files: Vec<String> = serde_json::from_str(&row.files).unwrap_or_default();
     let dir = files_dir(settings, &row.name, &row.version);
     Ok(PluginRef {
@@ -159,7 +191,8 @@ fn plugin_ref(settings: &Settings, row: &PluginRow) -> Result<PluginRef, ApiErro
         digest: row.digest.clone(),
         world,
         limits,
-        model_dir: (world == World::InferenceProcessor && (!files.is_empty() || dir.exists())).then_some(dir),
+        model_dir: (world == World::InferenceProcessor && (!files.is_empty() || dir.exists()))
+            .then_some(dir),
     })
 }
 
@@ -190,14 +223,18 @@ pub async fn register(
         None => None,
     };
     if component.is_empty() {
-        return Err(ApiError::invalid("no component: upload the .wasm as the multipart part `component`"));
+        return Err(ApiError::invalid(
+            "no component: upload the .wasm as the multipart part `component`",
+        ));
     }
     let mut names = std::collections::BTreeSet::new();
     let mut total = 0u64;
     for (name, data) in &files {
         check_file_name(name)?;
         if !names.insert(name.clone()) {
-            return Err(ApiError::invalid(format!("model file {name:?} is given twice")));
+            return Err(ApiError::invalid(format!(
+                "model file {name:?} is given twice"
+            )));
         }
         total += data.len() as u64;
     }
@@ -229,18 +266,26 @@ pub async fn register(
         .host_settings()
         .resolve(registered.world, &manifest.limits)
         .map_err(ApiError::invalid)?;
-    let limits_json = serde_json::to_string(&limits).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
-    let manifest_json = serde_json::to_string(&manifest.limits).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    let limits_json =
+        serde_json::to_string(&limits).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    let manifest_json = serde_json::to_string(&manifest.limits)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
 
     let mut conn = store.pool.acquire().await?;
-    if let Some(existing) = store::plugins::get(&mut conn, &manifest.name, &manifest.version).await? {
+    if let Some(existing) =
+        store::plugins::get(&mut conn, &manifest.name, &manifest.version).await?
+    {
         let same_files: Vec<String> = serde_json::from_str(&existing.files).unwrap_or_default();
         if existing.digest == registered.digest
             && existing.manifest == manifest_json
             && existing.description == manifest.description
             && same_files == names.iter().cloned().collect::<Vec<_>>()
         {
-            return Ok(Registration { view: existing.into(), created: false, compiled: registered.compiled });
+            return Ok(Registration {
+                view: existing.into(),
+                created: false,
+                compiled: registered.compiled,
+            });
         }
         return Err(ApiError::conflict(format!(
             "plugin {} {} is already registered with another component or manifest (digest {}); push a new version",
@@ -263,7 +308,10 @@ pub async fn register(
         };
         if let Err(e) = write() {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(ApiError::internal(anyhow::anyhow!("writing model files to {}: {e}", dir.display())));
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "writing model files to {}: {e}",
+                dir.display()
+            )));
         }
     }
     let row = PluginRow {
@@ -290,7 +338,11 @@ pub async fn register(
             &mut tx,
             &who.name,
             crate::audit::Action::RegisterPlugin,
-            crate::audit::Target { kind: "plugin", id: &format!("{}@{}", row.name, row.version), name: &row.name },
+            crate::audit::Target {
+                kind: "plugin",
+                id: &format!("{}@{}", row.name, row.version),
+                name: &row.name,
+            },
             "ok",
             Some(&row.digest),
         )
@@ -316,7 +368,11 @@ pub async fn register(
         }
     }
     tracing::info!(plugin = %row.name, version = %row.version, digest = %row.digest, world = %row.world, compiled = registered.compiled, "plugin registered");
-    Ok(Registration { view: row.into(), created: true, compiled: registered.compiled })
+    Ok(Registration {
+        view: row.into(),
+        created: true,
+        compiled: registered.compiled,
+    })
 }
 
 pub async fn get(store: &Store, name: &str, version: &str) -> Result<PluginRow, ApiError> {
@@ -328,7 +384,14 @@ pub async fn get(store: &Store, name: &str, version: &str) -> Result<PluginRow, 
 
 /// Deletes a registration (its owner or an admin). The component's files go with the last
 /// registration using them.
-pub async fn delete(settings: &Settings, store: &Store, host: &Arc<Host>, who: &Principal, name: &str, version: &str) -> Result<(), ApiError> {
+pub async fn delete(
+    settings: &Settings,
+    store: &Store,
+    host: &Arc<Host>,
+    who: &Principal,
+    name: &str,
+    version: &str,
+) -> Result<(), ApiError> {
     let row = get(store, name, version).await?;
     if row.owner_id != who.user_id && !who.is_admin() {
         return Err(ApiError::forbidden(format!(
@@ -344,7 +407,11 @@ pub async fn delete(settings: &Settings, store: &Store, host: &Arc<Host>, who: &
         &mut tx,
         &who.name,
         crate::audit::Action::DeletePlugin,
-        crate::audit::Target { kind: "plugin", id: &format!("{name}@{version}"), name },
+        crate::audit::Target {
+            kind: "plugin",
+            id: &format!("{name}@{version}"),
+            name,
+        },
         "ok",
         Some(&row.digest),
     )
@@ -369,11 +436,15 @@ pub async fn invoke(
     let row = get(store, name, version).await?;
     let plugin = plugin_ref(settings, &row)?;
     let root = storage_dir(settings, &who.user_id);
-    std::fs::create_dir_all(&root).map_err(|e| ApiError::internal(anyhow::anyhow!("{}: {e}", root.display())))?;
+    std::fs::create_dir_all(&root)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("{}: {e}", root.display())))?;
     let ctx = CallContext {
         tenant: who.user_id.clone(),
         call_id: uuid::Uuid::now_v7().to_string(),
-        storage: atelier_plugins::storage::Grant::new(root, host.settings().max_object_mb * 1024 * 1024),
+        storage: atelier_plugins::storage::Grant::new(
+            root,
+            host.settings().max_object_mb * 1024 * 1024,
+        ),
         ..Default::default()
     };
     let report = host.invoke(&plugin, ctx, input).await;
@@ -388,16 +459,25 @@ pub async fn invoke(
 pub fn preload(settings: Arc<Settings>, store: Store, host: Arc<Host>) {
     tokio::spawn(async move {
         let rows = match store.pool.acquire().await {
-            Ok(mut conn) => store::plugins::list(&mut conn, None, None).await.unwrap_or_default(),
+            Ok(mut conn) => store::plugins::list(&mut conn, None, None)
+                .await
+                .unwrap_or_default(),
             Err(_) => return,
         };
         for row in rows {
-            let Ok(plugin) = plugin_ref(&settings, &row) else { continue };
+            let Ok(plugin) = plugin_ref(&settings, &row) else {
+                continue;
+            };
             let h = host.clone();
-            let r = tokio::task::spawn_blocking(move || h.preload(&plugin.digest, plugin.world)).await;
+            let r =
+                tokio::task::spawn_blocking(move || h.preload(&plugin.digest, plugin.world)).await;
             match r {
-                Ok(Ok(source)) => tracing::debug!(plugin = %row.name, version = %row.version, ?source, "plugin loaded"),
-                Ok(Err(e)) => tracing::warn!(plugin = %row.name, version = %row.version, "plugin does not load: {e}"),
+                Ok(Ok(source)) => {
+                    tracing::debug!(plugin = %row.name, version = %row.version, ?source, "plugin loaded")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(plugin = %row.name, version = %row.version, "plugin does not load: {e}")
+                }
                 Err(_) => {}
             }
         }

@@ -112,7 +112,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .context("resuming notebooks")?;
     let backend = state.lifecycle.backend().clone();
     tokio::spawn(async move { backend.warm_up().await });
-    crate::plugins::preload(state.settings.clone(), state.store.clone(), state.plugins.clone());
+    crate::plugins::preload(
+        state.settings.clone(),
+        state.store.clone(),
+        state.plugins.clone(),
+    );
     let lease_hour = state.settings.lease_hour_secs;
     if lease_hour != 3600 {
         tracing::warn!(

@@ -12,7 +12,9 @@ use crate::bindings::inference::atelier::plugin::inference_types as inf;
 use crate::bindings::training::atelier::plugin::training_types as tr;
 use crate::bindings::types::{Dtype, Error as GuestError, ErrorKind, Parameter, Tensor, Value};
 use crate::bindings::workflow::atelier::plugin::step_types as st;
-use crate::host::{Bound, CallContext, CallReport, Host, Live, PluginRef, Timings, classify, ticks};
+use crate::host::{
+    Bound, CallContext, CallReport, Host, Live, PluginRef, Timings, classify, ticks,
+};
 use crate::limits::{CallError, LimitKind, Limits};
 use crate::state::State;
 use crate::world::World;
@@ -28,7 +30,10 @@ fn guest_error(e: GuestError) -> CallError {
         ErrorKind::Failed => "failed",
         ErrorKind::Cancelled => "cancelled",
     };
-    CallError::Guest { kind: kind.into(), message: e.message }
+    CallError::Guest {
+        kind: kind.into(),
+        message: e.message,
+    }
 }
 
 /// Runs one export call with the deadline armed, classifying traps and checking the output
@@ -44,8 +49,12 @@ fn timed<T>(
     store.set_epoch_deadline(ticks(limits.timeout_ms));
     let t = Instant::now();
     let result = call(store);
-    timings.calls.push((name.to_string(), t.elapsed().as_micros() as u64));
-    let value = result.map_err(|e| classify(e, store, limits, t))?.map_err(guest_error)?;
+    timings
+        .calls
+        .push((name.to_string(), t.elapsed().as_micros() as u64));
+    let value = result
+        .map_err(|e| classify(e, store, limits, t))?
+        .map_err(guest_error)?;
     let observed = size(&value) as u64;
     if observed > limits.output_bytes() {
         return Err(CallError::Limit {
@@ -60,7 +69,9 @@ fn timed<T>(
 }
 
 fn tensors_size(t: &[Tensor]) -> usize {
-    t.iter().map(|t| t.name.len() + t.data.len() + t.shape.len() * 8).sum()
+    t.iter()
+        .map(|t| t.name.len() + t.data.len() + t.shape.len() * 8)
+        .sum()
 }
 
 fn model_data_size(d: &inf::ModelData) -> usize {
@@ -77,19 +88,56 @@ fn value_size(v: &Value) -> usize {
     }
 }
 
+fn spec_size(s: &tr::AlgorithmSpec) -> usize {
+    let strings = |v: &[String]| v.iter().map(String::len).sum::<usize>();
+    s.name.len()
+        + s.version.len()
+        + s.description.len()
+        + strings(&s.inputs)
+        + strings(&s.outputs)
+        + strings(&s.metrics)
+        + s.hyperparameters
+            .iter()
+            .map(|h| {
+                h.name.len()
+                    + h.description.len()
+                    + strings(&h.choices)
+                    + h.default_value.as_ref().map_or(0, value_size)
+                    + 32
+            })
+            .sum::<usize>()
+}
+
 /// The instance's bindings and its store, borrowed apart.
 fn parts(live: &mut Live) -> (&Bound, &mut Store<State>) {
-    (live.bound.as_ref().expect("instantiated before the call"), &mut live.store)
+    (
+        live.bound.as_ref().expect("instantiated before the call"),
+        &mut live.store,
+    )
 }
 
 /// `init` once per instance (inference processors).
-fn ensure_init(live: &mut Live, limits: &Limits, timings: &mut Timings, info: &inf::ModelInfo) -> Result<(), CallError> {
+fn ensure_init(
+    live: &mut Live,
+    limits: &Limits,
+    timings: &mut Timings,
+    info: &inf::ModelInfo,
+) -> Result<(), CallError> {
     if live.initialized {
         return Ok(());
     }
     let t = Instant::now();
-    let (Bound::Inference(b), store) = parts(live) else { unreachable!() };
-    let result = timed(store, limits, timings, "init", |s| b.atelier_plugin_processor().call_init(s, info), |_| 0);
+    let (Bound::Inference(b), store) = parts(live) else {
+        unreachable!()
+    };
+    let result = timed(
+        store,
+        limits,
+        timings,
+        "init",
+        |s| b.atelier_plugin_processor().call_init(s, info),
+        |_| 0,
+    );
     timings.calls.pop();
     timings.init_us = t.elapsed().as_micros() as u64;
     result?;
@@ -102,7 +150,11 @@ fn model_info(plugin: &PluginRef) -> inf::ModelInfo {
     inf::ModelInfo {
         model_name: name.to_string(),
         model_version: version.to_string(),
-        model_path: if plugin.model_dir.is_some() { "/model".into() } else { String::new() },
+        model_path: if plugin.model_dir.is_some() {
+            "/model".into()
+        } else {
+            String::new()
+        },
         service_id: String::new(),
     }
 }
@@ -129,14 +181,18 @@ impl Host {
         let info = model_info(plugin);
         self.run(plugin, ctx, move |live, limits, timings| {
             ensure_init(live, limits, timings, &info)?;
-            let (Bound::Inference(b), store) = parts(live) else { unreachable!() };
+            let (Bound::Inference(b), store) = parts(live) else {
+                unreachable!()
+            };
             let prepared = timed(
                 store,
                 limits,
                 timings,
                 "preprocess",
                 |s| b.atelier_plugin_processor().call_preprocess(s, &request),
-                |p: &inf::Prepared| model_data_size(&p.input) + p.state.as_ref().map_or(0, Vec::len),
+                |p: &inf::Prepared| {
+                    model_data_size(&p.input) + p.state.as_ref().map_or(0, Vec::len)
+                },
             )?;
             let response = match model_output {
                 Some(output) => Some(timed(
@@ -144,8 +200,21 @@ impl Host {
                     limits,
                     timings,
                     "postprocess",
-                    |s| b.atelier_plugin_processor().call_postprocess(s, &request, prepared.state.as_deref(), &output),
-                    |r: &inf::Response| r.body.len() + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+                    |s| {
+                        b.atelier_plugin_processor().call_postprocess(
+                            s,
+                            &request,
+                            prepared.state.as_deref(),
+                            &output,
+                        )
+                    },
+                    |r: &inf::Response| {
+                        r.body.len()
+                            + r.headers
+                                .iter()
+                                .map(|(k, v)| k.len() + v.len())
+                                .sum::<usize>()
+                    },
                 )?),
                 None => None,
             };
@@ -167,16 +236,27 @@ impl Host {
             return self.wrong_world(plugin, World::WorkflowStep).await;
         }
         self.run(plugin, ctx, move |live, limits, timings| {
-            let (Bound::Workflow(b), store) = parts(live) else { unreachable!() };
+            let (Bound::Workflow(b), store) = parts(live) else {
+                unreachable!()
+            };
             timed(
                 store,
                 limits,
                 timings,
                 "run",
-                |s| b.atelier_plugin_step().call_run(s, &context, &inputs, &outputs),
+                |s| {
+                    b.atelier_plugin_step()
+                        .call_run(s, &context, &inputs, &outputs)
+                },
                 |r: &st::StepResult| {
-                    r.outputs.iter().map(|(k, v)| k.len() + value_size(v)).sum::<usize>()
-                        + r.variables.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                    r.outputs
+                        .iter()
+                        .map(|(k, v)| k.len() + value_size(v))
+                        .sum::<usize>()
+                        + r.variables
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>()
                 },
             )
         })
@@ -184,15 +264,26 @@ impl Host {
     }
 
     /// A training algorithm's `describe`.
-    pub async fn describe(self: &Arc<Self>, plugin: &PluginRef, ctx: CallContext) -> CallReport<tr::AlgorithmSpec> {
+    pub async fn describe(
+        self: &Arc<Self>,
+        plugin: &PluginRef,
+        ctx: CallContext,
+    ) -> CallReport<tr::AlgorithmSpec> {
         if plugin.world != World::TrainingAlgorithm {
             return self.wrong_world(plugin, World::TrainingAlgorithm).await;
         }
         self.run(plugin, ctx, move |live, limits, timings| {
-            let (Bound::Training(b), store) = parts(live) else { unreachable!() };
-            timed(store, limits, timings, "describe", |s| b.atelier_plugin_algorithm().call_describe(s).map(Ok), |s| {
-                serde_json::to_vec(&spec_json(s)).map_or(0, |v| v.len())
-            })
+            let (Bound::Training(b), store) = parts(live) else {
+                unreachable!()
+            };
+            timed(
+                store,
+                limits,
+                timings,
+                "describe",
+                |s| b.atelier_plugin_algorithm().call_describe(s).map(Ok),
+                spec_size,
+            )
         })
         .await
     }
@@ -208,8 +299,17 @@ impl Host {
             return self.wrong_world(plugin, World::TrainingAlgorithm).await;
         }
         self.run(plugin, ctx, move |live, limits, timings| {
-            let (Bound::Training(b), store) = parts(live) else { unreachable!() };
-            let spec = timed(store, limits, timings, "describe", |s| b.atelier_plugin_algorithm().call_describe(s).map(Ok), |_| 0)?;
+            let (Bound::Training(b), store) = parts(live) else {
+                unreachable!()
+            };
+            let spec = timed(
+                store,
+                limits,
+                timings,
+                "describe",
+                |s| b.atelier_plugin_algorithm().call_describe(s).map(Ok),
+                spec_size,
+            )?;
             let given = std::mem::take(&mut store.data_mut().call.parameters);
             store.data_mut().call.parameters = check_hyperparameters(&spec, given)?;
             let summary = timed(
@@ -225,17 +325,35 @@ impl Host {
         .await
     }
 
-    async fn wrong_world<O: Send + 'static>(self: &Arc<Self>, plugin: &PluginRef, wanted: World) -> CallReport<O> {
+    async fn wrong_world<O: Send + 'static>(
+        self: &Arc<Self>,
+        plugin: &PluginRef,
+        wanted: World,
+    ) -> CallReport<O> {
         let world = plugin.world;
-        self.run(&PluginRef { limits: plugin.limits.clone(), ..plugin.clone() }, CallContext::default(), move |_, _, _| {
-            Err(CallError::bad_input(format!("the plugin is a {world} plugin, not a {wanted}")))
-        })
+        self.run(
+            &PluginRef {
+                limits: plugin.limits.clone(),
+                ..plugin.clone()
+            },
+            CallContext::default(),
+            move |_, _, _| {
+                Err(CallError::bad_input(format!(
+                    "the plugin is a {world} plugin, not a {wanted}"
+                )))
+            },
+        )
         .await
     }
 
     /// Calls a plugin with JSON input, as `invoke` and `atelier plugin test` do. The input's
     /// form depends on the world (see docs/plugins.md).
-    pub async fn invoke(self: &Arc<Self>, plugin: &PluginRef, mut ctx: CallContext, input: &Json) -> CallReport<Json> {
+    pub async fn invoke(
+        self: &Arc<Self>,
+        plugin: &PluginRef,
+        mut ctx: CallContext,
+        input: &Json,
+    ) -> CallReport<Json> {
         let parsed = match plugin.world {
             World::InferenceProcessor => parse_inference(input).map(Parsed::Inference),
             World::WorkflowStep => parse_step(input, &mut ctx).map(Parsed::Step),
@@ -244,7 +362,16 @@ impl Host {
         let parsed = match parsed {
             Ok(p) => p,
             Err(message) => {
-                let mut report = self.run(plugin, CallContext { tenant: ctx.tenant.clone(), ..Default::default() }, |_, _, _| Ok(())).await;
+                let mut report = self
+                    .run(
+                        plugin,
+                        CallContext {
+                            tenant: ctx.tenant.clone(),
+                            ..Default::default()
+                        },
+                        |_, _, _| Ok(()),
+                    )
+                    .await;
                 report.error = Some(CallError::bad_input(message));
                 return map_report(report, |()| Json::Null);
             }
@@ -260,13 +387,17 @@ impl Host {
                     Json::Object(out)
                 })
             }
-            Parsed::Step((context, inputs, outputs)) => {
-                map_report(self.run_step(plugin, ctx, context, inputs, outputs).await, |r| step_result_json(&r))
+            Parsed::Step((context, inputs, outputs)) => map_report(
+                self.run_step(plugin, ctx, context, inputs, outputs).await,
+                |r| step_result_json(&r),
+            ),
+            Parsed::Training(None) => {
+                map_report(self.describe(plugin, ctx).await, |s| spec_json(&s))
             }
-            Parsed::Training(None) => map_report(self.describe(plugin, ctx).await, |s| spec_json(&s)),
-            Parsed::Training(Some(context)) => map_report(self.train(plugin, ctx, context).await, |(_, s)| {
-                json!({"final_metrics": s.final_metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>()})
-            }),
+            Parsed::Training(Some(context)) => map_report(
+                self.train(plugin, ctx, context).await,
+                |(_, s)| json!({"final_metrics": s.final_metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>()}),
+            ),
         }
     }
 }
@@ -343,11 +474,25 @@ pub fn tensor_json(t: &Tensor) -> Json {
     o.insert("shape".into(), json!(t.shape));
     macro_rules! nums {
         ($ty:ty, $n:expr) => {
-            t.data.chunks_exact($n).map(|c| json!(<$ty>::from_le_bytes(c.try_into().unwrap()))).collect::<Vec<_>>()
+            t.data
+                .chunks_exact($n)
+                .map(|c| json!(<$ty>::from_le_bytes(c.try_into().unwrap())))
+                .collect::<Vec<_>>()
         };
     }
     let values: Option<Vec<Json>> = match t.dtype {
-        Dtype::F32 => Some(nums!(f32, 4)),
+        Dtype::F32 => Some(
+            t.data
+                .chunks_exact(4)
+                .map(|c| {
+                    let v = f32::from_le_bytes(c.try_into().unwrap());
+                    // The shortest decimal that reads back as this f32 (0.1, not 0.10000000149).
+                    v.to_string()
+                        .parse::<f64>()
+                        .map_or(Json::Null, |f| json!(f))
+                })
+                .collect(),
+        ),
         Dtype::F64 => Some(nums!(f64, 8)),
         Dtype::I8 => Some(nums!(i8, 1)),
         Dtype::I16 => Some(nums!(i16, 2)),
@@ -381,13 +526,25 @@ pub fn tensor_json(t: &Tensor) -> Json {
 }
 
 pub fn parse_tensor(v: &Json) -> Result<Tensor, String> {
-    let name = v.get("name").and_then(Json::as_str).ok_or("a tensor needs a \"name\"")?.to_string();
-    let dtype_s = v.get("dtype").and_then(Json::as_str).ok_or_else(|| format!("tensor {name} needs a \"dtype\""))?;
-    let dtype = parse_dtype(dtype_s).ok_or_else(|| format!("tensor {name}: unknown dtype {dtype_s}"))?;
+    let name = v
+        .get("name")
+        .and_then(Json::as_str)
+        .ok_or("a tensor needs a \"name\"")?
+        .to_string();
+    let dtype_s = v
+        .get("dtype")
+        .and_then(Json::as_str)
+        .ok_or_else(|| format!("tensor {name} needs a \"dtype\""))?;
+    let dtype =
+        parse_dtype(dtype_s).ok_or_else(|| format!("tensor {name}: unknown dtype {dtype_s}"))?;
     let data = if let Some(b) = v.get("data_base64").and_then(Json::as_str) {
-        B64.decode(b).map_err(|e| format!("tensor {name}: data_base64: {e}"))?
+        B64.decode(b)
+            .map_err(|e| format!("tensor {name}: data_base64: {e}"))?
     } else {
-        let values = v.get("values").and_then(Json::as_array).ok_or_else(|| format!("tensor {name} needs \"values\" or \"data_base64\""))?;
+        let values = v
+            .get("values")
+            .and_then(Json::as_array)
+            .ok_or_else(|| format!("tensor {name} needs \"values\" or \"data_base64\""))?;
         let mut data = Vec::new();
         let bad = |i: usize| format!("tensor {name}: value {i} is not a {dtype_s}");
         for (i, x) in flatten(values).iter().enumerate() {
@@ -420,7 +577,9 @@ pub fn parse_tensor(v: &Json) -> Result<Tensor, String> {
                     data.extend((s.len() as u32).to_le_bytes());
                     data.extend(s.as_bytes());
                 }
-                Dtype::F16 | Dtype::Bf16 => return Err(format!("tensor {name}: give {dtype_s} data as data_base64")),
+                Dtype::F16 | Dtype::Bf16 => {
+                    return Err(format!("tensor {name}: give {dtype_s} data as data_base64"));
+                }
             }
         }
         data
@@ -429,10 +588,17 @@ pub fn parse_tensor(v: &Json) -> Result<Tensor, String> {
         Some(s) => s
             .as_array()
             .and_then(|a| a.iter().map(Json::as_u64).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| format!("tensor {name}: shape must be a list of non-negative integers"))?,
+            .ok_or_else(|| {
+                format!("tensor {name}: shape must be a list of non-negative integers")
+            })?,
         None => vec![data.len() as u64 / element_width(dtype).unwrap_or(1)],
     };
-    Ok(Tensor { name, dtype, shape, data })
+    Ok(Tensor {
+        name,
+        dtype,
+        shape,
+        data,
+    })
 }
 
 fn element_width(d: Dtype) -> Option<u64> {
@@ -458,15 +624,21 @@ fn flatten(values: &[Json]) -> Vec<&Json> {
 
 fn model_data_json(d: &inf::ModelData) -> Json {
     match d {
-        inf::ModelData::Tensors(t) => json!({"tensors": t.iter().map(tensor_json).collect::<Vec<_>>()}),
-        inf::ModelData::Json(s) => json!({"json": serde_json::from_str::<Json>(s).unwrap_or(Json::String(s.clone()))}),
+        inf::ModelData::Tensors(t) => {
+            json!({"tensors": t.iter().map(tensor_json).collect::<Vec<_>>()})
+        }
+        inf::ModelData::Json(s) => {
+            json!({"json": serde_json::from_str::<Json>(s).unwrap_or(Json::String(s.clone()))})
+        }
     }
 }
 
 fn parse_model_data(v: &Json) -> Result<inf::ModelData, String> {
     if let Some(t) = v.get("tensors") {
         let list = t.as_array().ok_or("model_output.tensors must be a list")?;
-        return Ok(inf::ModelData::Tensors(list.iter().map(parse_tensor).collect::<Result<_, _>>()?));
+        return Ok(inf::ModelData::Tensors(
+            list.iter().map(parse_tensor).collect::<Result<_, _>>()?,
+        ));
     }
     if let Some(j) = v.get("json") {
         return Ok(inf::ModelData::Json(j.to_string()));
@@ -484,9 +656,14 @@ fn prepared_json(p: &inf::Prepared) -> Json {
 }
 
 fn response_json(r: &inf::Response) -> Json {
-    let content_type = if r.content_type.is_empty() { "application/json" } else { &r.content_type };
+    let content_type = if r.content_type.is_empty() {
+        "application/json"
+    } else {
+        &r.content_type
+    };
     let body = if content_type.starts_with("application/json") {
-        serde_json::from_slice::<Json>(&r.body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&r.body)))
+        serde_json::from_slice::<Json>(&r.body)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&r.body)))
     } else if let Ok(text) = std::str::from_utf8(&r.body) {
         json!(text)
     } else {
@@ -516,10 +693,14 @@ fn pairs(v: Option<&Json>, what: &str) -> Result<Vec<(String, String)>, String> 
 
 /// `{"body": <JSON>}` or `{"request": {...}}`, with an optional `model_output`.
 fn parse_inference(input: &Json) -> Result<(inf::Request, Option<inf::ModelData>), String> {
-    let o = input.as_object().ok_or("the input must be a JSON object: {\"body\": ..., \"model_output\": ...}")?;
+    let o = input
+        .as_object()
+        .ok_or("the input must be a JSON object: {\"body\": ..., \"model_output\": ...}")?;
     let known = ["body", "request", "model_output"];
     if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!("unknown field {k:?} in the input (expected body, request, model_output)"));
+        return Err(format!(
+            "unknown field {k:?} in the input (expected body, request, model_output)"
+        ));
     }
     let request = match (o.get("body"), o.get("request")) {
         (Some(_), Some(_)) => return Err("give body or request, not both".into()),
@@ -539,49 +720,105 @@ fn parse_inference(input: &Json) -> Result<(inf::Request, Option<inf::ModelData>
 }
 
 fn parse_request(r: &Json) -> Result<inf::Request, String> {
-    let method = r.get("method").and_then(Json::as_str).unwrap_or("POST").to_string();
-    let path = r.get("path").and_then(Json::as_str).unwrap_or("/").to_string();
+    let method = r
+        .get("method")
+        .and_then(Json::as_str)
+        .unwrap_or("POST")
+        .to_string();
+    let path = r
+        .get("path")
+        .and_then(Json::as_str)
+        .unwrap_or("/")
+        .to_string();
     let query = pairs(r.get("query"), "request.query")?;
     let mut headers = pairs(r.get("headers"), "request.headers")?;
     let (content_type, body) = if let Some(j) = r.get("json") {
-        ("application/json".to_string(), inf::Body::Json(j.to_string()))
+        (
+            "application/json".to_string(),
+            inf::Body::Json(j.to_string()),
+        )
     } else if let Some(fields) = r.get("multipart") {
-        let fields = fields.as_object().ok_or("request.multipart must be an object: {field: [file, ...]}")?;
+        let fields = fields
+            .as_object()
+            .ok_or("request.multipart must be an object: {field: [file, ...]}")?;
         let mut out = Vec::new();
         for (name, parts) in fields {
-            let parts = parts.as_array().ok_or_else(|| format!("request.multipart.{name} must be a list"))?;
-            let mut field = inf::FormField { name: name.clone(), files: Vec::new(), values: Vec::new() };
+            let parts = parts
+                .as_array()
+                .ok_or_else(|| format!("request.multipart.{name} must be a list"))?;
+            let mut field = inf::FormField {
+                name: name.clone(),
+                files: Vec::new(),
+                values: Vec::new(),
+            };
             for p in parts {
                 match p {
                     Json::String(s) => field.values.push(s.clone()),
                     Json::Object(f) => {
-                        let data = match (f.get("data_base64").and_then(Json::as_str), f.get("text").and_then(Json::as_str)) {
-                            (Some(b), _) => B64.decode(b).map_err(|e| format!("request.multipart.{name}: {e}"))?,
+                        let data = match (
+                            f.get("data_base64").and_then(Json::as_str),
+                            f.get("text").and_then(Json::as_str),
+                        ) {
+                            (Some(b), _) => B64
+                                .decode(b)
+                                .map_err(|e| format!("request.multipart.{name}: {e}"))?,
                             (None, Some(t)) => t.as_bytes().to_vec(),
-                            (None, None) => return Err(format!("request.multipart.{name}: a file needs data_base64 or text")),
+                            (None, None) => {
+                                return Err(format!(
+                                    "request.multipart.{name}: a file needs data_base64 or text"
+                                ));
+                            }
                         };
                         field.files.push(inf::File {
-                            name: f.get("name").and_then(Json::as_str).unwrap_or_default().to_string(),
-                            content_type: f.get("content_type").and_then(Json::as_str).map(str::to_string),
+                            name: f
+                                .get("name")
+                                .and_then(Json::as_str)
+                                .unwrap_or_default()
+                                .to_string(),
+                            content_type: f
+                                .get("content_type")
+                                .and_then(Json::as_str)
+                                .map(str::to_string),
                             data,
                         });
                     }
-                    _ => return Err(format!("request.multipart.{name}: parts are strings or file objects")),
+                    _ => {
+                        return Err(format!(
+                            "request.multipart.{name}: parts are strings or file objects"
+                        ));
+                    }
                 }
             }
             out.push(field);
         }
         ("multipart/form-data".to_string(), inf::Body::Multipart(out))
     } else if let Some(b) = r.get("raw_base64").and_then(Json::as_str) {
-        let ct = r.get("content_type").and_then(Json::as_str).unwrap_or("application/octet-stream").to_string();
-        (ct, inf::Body::Raw(B64.decode(b).map_err(|e| format!("request.raw_base64: {e}"))?))
+        let ct = r
+            .get("content_type")
+            .and_then(Json::as_str)
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        (
+            ct,
+            inf::Body::Raw(
+                B64.decode(b)
+                    .map_err(|e| format!("request.raw_base64: {e}"))?,
+            ),
+        )
     } else {
         return Err("request needs json, multipart or raw_base64".into());
     };
     if !headers.iter().any(|(k, _)| k == "content-type") {
         headers.push(("content-type".into(), content_type.clone()));
     }
-    Ok(inf::Request { method, path, query, headers, content_type, body })
+    Ok(inf::Request {
+        method,
+        path,
+        query,
+        headers,
+        content_type,
+        body,
+    })
 }
 
 /// A JSON value as a WIT `value`.
@@ -610,7 +847,13 @@ pub fn value_json(v: &Value) -> Json {
 fn parameters(v: Option<&Json>, what: &str) -> Result<Vec<Parameter>, String> {
     match v {
         None | Some(Json::Null) => Ok(Vec::new()),
-        Some(Json::Object(o)) => Ok(o.iter().map(|(k, v)| Parameter { name: k.clone(), value: to_value(v) }).collect()),
+        Some(Json::Object(o)) => Ok(o
+            .iter()
+            .map(|(k, v)| Parameter {
+                name: k.clone(),
+                value: to_value(v),
+            })
+            .collect()),
         Some(_) => Err(format!("{what} must be an object")),
     }
 }
@@ -625,24 +868,36 @@ fn str_field(o: &Map<String, Json>, key: &str, default: &str) -> Result<String, 
 
 fn channels(v: Option<&Json>, what: &str) -> Result<Vec<(String, String, Option<Value>)>, String> {
     let Some(v) = v else { return Ok(Vec::new()) };
-    let list = v.as_array().ok_or_else(|| format!("{what} must be a list of {{\"name\", \"path\"}}"))?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| format!("{what} must be a list of {{\"name\", \"path\"}}"))?;
     list.iter()
         .map(|c| {
-            let name = c.get("name").and_then(Json::as_str).ok_or_else(|| format!("each of {what} needs a name"))?;
+            let name = c
+                .get("name")
+                .and_then(Json::as_str)
+                .ok_or_else(|| format!("each of {what} needs a name"))?;
             let path = c.get("path").and_then(Json::as_str).unwrap_or_default();
             let value = c.get("value").map(to_value);
             if path.is_empty() && value.is_none() {
-                return Err(format!("{what} {name} needs a path (a storage prefix) or a value"));
+                return Err(format!(
+                    "{what} {name} needs a path (a storage prefix) or a value"
+                ));
             }
             if !path.is_empty() {
-                crate::storage::normalize_prefix(path).map_err(|e| format!("{what} {name}: {e}"))?;
+                crate::storage::normalize_prefix(path)
+                    .map_err(|e| format!("{what} {name}: {e}"))?;
             }
             Ok((name.to_string(), path.to_string(), value))
         })
         .collect()
 }
 
-fn grant_channels(ctx: &mut CallContext, list: &[(String, String, Option<Value>)], writable: bool) -> Result<(), String> {
+fn grant_channels(
+    ctx: &mut CallContext,
+    list: &[(String, String, Option<Value>)],
+    writable: bool,
+) -> Result<(), String> {
     for (_, path, _) in list {
         if !path.is_empty() {
             ctx.storage.allow(path, writable)?;
@@ -652,11 +907,27 @@ fn grant_channels(ctx: &mut CallContext, list: &[(String, String, Option<Value>)
 }
 
 /// `{"inputs": [{"name","path"|"value"}], "outputs": [{"name","path"}], "parameters": {...}}`.
-fn parse_step(input: &Json, ctx: &mut CallContext) -> Result<(st::StepContext, Vec<st::Input>, Vec<st::OutputSlot>), String> {
-    let o = input.as_object().ok_or("the input must be a JSON object: {\"inputs\", \"outputs\", \"parameters\"}")?;
-    let known = ["inputs", "outputs", "parameters", "workflow_name", "execution_id", "step_name", "attempt"];
+fn parse_step(
+    input: &Json,
+    ctx: &mut CallContext,
+) -> Result<(st::StepContext, Vec<st::Input>, Vec<st::OutputSlot>), String> {
+    let o = input
+        .as_object()
+        .ok_or("the input must be a JSON object: {\"inputs\", \"outputs\", \"parameters\"}")?;
+    let known = [
+        "inputs",
+        "outputs",
+        "parameters",
+        "workflow_name",
+        "execution_id",
+        "step_name",
+        "attempt",
+    ];
     if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!("unknown field {k:?} in the input (expected one of {})", known.join(", ")));
+        return Err(format!(
+            "unknown field {k:?} in the input (expected one of {})",
+            known.join(", ")
+        ));
     }
     let inputs = channels(o.get("inputs"), "inputs")?;
     let outputs = channels(o.get("outputs"), "outputs")?;
@@ -675,8 +946,14 @@ fn parse_step(input: &Json, ctx: &mut CallContext) -> Result<(st::StepContext, V
     };
     Ok((
         context,
-        inputs.into_iter().map(|(name, path, value)| st::Input { name, path, value }).collect(),
-        outputs.into_iter().map(|(name, path, _)| st::OutputSlot { name, path }).collect(),
+        inputs
+            .into_iter()
+            .map(|(name, path, value)| st::Input { name, path, value })
+            .collect(),
+        outputs
+            .into_iter()
+            .map(|(name, path, _)| st::OutputSlot { name, path })
+            .collect(),
     ))
 }
 
@@ -686,9 +963,18 @@ fn parse_training(input: &Json, ctx: &mut CallContext) -> Result<Option<tr::Trai
     if o.get("describe").and_then(Json::as_bool) == Some(true) {
         return Ok(None);
     }
-    let known = ["hyperparameters", "inputs", "outputs", "job_name", "attempt"];
+    let known = [
+        "hyperparameters",
+        "inputs",
+        "outputs",
+        "job_name",
+        "attempt",
+    ];
     if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!("unknown field {k:?} in the input (expected describe, or {})", known.join(", ")));
+        return Err(format!(
+            "unknown field {k:?} in the input (expected describe, or {})",
+            known.join(", ")
+        ));
     }
     let inputs = channels(o.get("inputs"), "inputs")?;
     let outputs = channels(o.get("outputs"), "outputs")?;
@@ -707,8 +993,20 @@ fn parse_training(input: &Json, ctx: &mut CallContext) -> Result<Option<tr::Trai
     Ok(Some(tr::TrainContext {
         job_name: str_field(o, "job_name", "try")?,
         attempt: o.get("attempt").and_then(Json::as_u64).unwrap_or(0) as u32,
-        inputs: inputs.iter().map(|(name, path, _)| tr::Channel { name: name.clone(), path: path.clone() }).collect(),
-        outputs: outputs.iter().map(|(name, path, _)| tr::Channel { name: name.clone(), path: path.clone() }).collect(),
+        inputs: inputs
+            .iter()
+            .map(|(name, path, _)| tr::Channel {
+                name: name.clone(),
+                path: path.clone(),
+            })
+            .collect(),
+        outputs: outputs
+            .iter()
+            .map(|(name, path, _)| tr::Channel {
+                name: name.clone(),
+                path: path.clone(),
+            })
+            .collect(),
         resume_from,
     }))
 }
@@ -747,7 +1045,10 @@ pub fn spec_json(s: &tr::AlgorithmSpec) -> Json {
 
 /// The hyperparameters a train call gets: the given ones checked against the spec, with
 /// defaults filled in.
-fn check_hyperparameters(spec: &tr::AlgorithmSpec, given: Vec<Parameter>) -> Result<Vec<Parameter>, CallError> {
+fn check_hyperparameters(
+    spec: &tr::AlgorithmSpec,
+    given: Vec<Parameter>,
+) -> Result<Vec<Parameter>, CallError> {
     let mut problems = Vec::new();
     for p in &given {
         if !spec.hyperparameters.iter().any(|h| h.name == p.name) {
@@ -756,7 +1057,11 @@ fn check_hyperparameters(spec: &tr::AlgorithmSpec, given: Vec<Parameter>) -> Res
     }
     let mut out = Vec::new();
     for h in &spec.hyperparameters {
-        let value = given.iter().find(|p| p.name == h.name).map(|p| p.value.clone()).or_else(|| h.default_value.clone());
+        let value = given
+            .iter()
+            .find(|p| p.name == h.name)
+            .map(|p| p.value.clone())
+            .or_else(|| h.default_value.clone());
         let Some(value) = value else {
             if h.required {
                 problems.push(format!("{}: required", h.name));
@@ -772,13 +1077,27 @@ fn check_hyperparameters(spec: &tr::AlgorithmSpec, given: Vec<Parameter>) -> Res
             (tr::HyperparameterKind::Float, Value::Float(f)) => Some(*f),
             (tr::HyperparameterKind::Text, Value::Text(s)) => {
                 if !h.choices.is_empty() && !h.choices.contains(s) {
-                    problems.push(format!("{}: {s:?} is not one of {}", h.name, h.choices.join(", ")));
+                    problems.push(format!(
+                        "{}: {s:?} is not one of {}",
+                        h.name,
+                        h.choices.join(", ")
+                    ));
                 }
                 None
             }
             (tr::HyperparameterKind::Boolean, Value::Boolean(_)) => None,
             (kind, v) => {
-                problems.push(format!("{}: expected {kind:?}, got {}", h.name, value_json(v)));
+                let kind = match kind {
+                    tr::HyperparameterKind::Text => "text",
+                    tr::HyperparameterKind::Integer => "integer",
+                    tr::HyperparameterKind::Float => "float",
+                    tr::HyperparameterKind::Boolean => "boolean",
+                };
+                problems.push(format!(
+                    "{}: expected {kind}, got {}",
+                    h.name,
+                    value_json(v)
+                ));
                 None
             }
         };
@@ -787,11 +1106,17 @@ fn check_hyperparameters(spec: &tr::AlgorithmSpec, given: Vec<Parameter>) -> Res
         {
             problems.push(format!("{}: {n} is outside [{lo}, {hi}]", h.name));
         }
-        out.push(Parameter { name: h.name.clone(), value });
+        out.push(Parameter {
+            name: h.name.clone(),
+            value,
+        });
     }
     if problems.is_empty() {
         Ok(out)
     } else {
-        Err(CallError::bad_input(format!("invalid hyperparameters: {}", problems.join("; "))))
+        Err(CallError::bad_input(format!(
+            "invalid hyperparameters: {}",
+            problems.join("; ")
+        )))
     }
 }

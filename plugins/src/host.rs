@@ -26,7 +26,9 @@ const TICK: Duration = Duration::from_millis(5);
 /// Why a registration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
-    #[error("the component is {size} bytes; the largest accepted is {limit} bytes (ATELIER_PLUGIN_MAX_COMPONENT_MB)")]
+    #[error(
+        "the component is {size} bytes; the largest accepted is {limit} bytes (ATELIER_PLUGIN_MAX_COMPONENT_MB)"
+    )]
     TooLarge { size: u64, limit: u64 },
     #[error("{0}")]
     NotComponent(String),
@@ -234,13 +236,18 @@ impl Host {
             let mut linker: Linker<State> = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
             match world {
-                World::InferenceProcessor => {
-                    inference::InferenceProcessor::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?
-                }
-                World::WorkflowStep => workflow::WorkflowStep::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?,
-                World::TrainingAlgorithm => {
-                    training::TrainingAlgorithm::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?
-                }
+                World::InferenceProcessor => inference::InferenceProcessor::add_to_linker::<
+                    State,
+                    HasSelf<State>,
+                >(&mut linker, |s| s)?,
+                World::WorkflowStep => workflow::WorkflowStep::add_to_linker::<
+                    State,
+                    HasSelf<State>,
+                >(&mut linker, |s| s)?,
+                World::TrainingAlgorithm => training::TrainingAlgorithm::add_to_linker::<
+                    State,
+                    HasSelf<State>,
+                >(&mut linker, |s| s)?,
             }
             linkers.insert(world, linker);
         }
@@ -249,12 +256,14 @@ impl Host {
         {
             let engine = engine.clone();
             let stop = stop_ticker.clone();
-            std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    engine.increment_epoch();
-                }
-            })?;
+            std::thread::Builder::new()
+                .name("plugin-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
         }
 
         Ok(Arc::new(Host {
@@ -286,12 +295,18 @@ impl Host {
     }
 
     fn compiled_path(&self, digest: &str) -> PathBuf {
-        self.dir.join("compiled").join(format!("{digest}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join("compiled")
+            .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
     /// Checks and compiles a component (blocking: call from a blocking thread). Registering
     /// the same bytes again compiles nothing.
-    pub fn register(&self, bytes: &[u8], expected: Option<World>) -> Result<Registered, RegisterError> {
+    pub fn register(
+        &self,
+        bytes: &[u8],
+        expected: Option<World>,
+    ) -> Result<Registered, RegisterError> {
         let size = bytes.len() as u64;
         let limit = self.settings.max_component_mb * MIB;
         if size > limit {
@@ -302,25 +317,47 @@ impl Host {
         let compiled_path = self.compiled_path(&digest);
         let started = Instant::now();
         let (component, compiled) = if compiled_path.exists() {
-            (self.deserialize(&compiled_path).map_err(|e| RegisterError::Host(e.to_string()))?, false)
+            (
+                self.deserialize(&compiled_path)
+                    .map_err(|e| RegisterError::Host(e.to_string()))?,
+                false,
+            )
         } else {
-            let c = Component::new(&self.engine, bytes).map_err(|e| RegisterError::Invalid(format!("{e:#}")))?;
+            let c = Component::new(&self.engine, bytes)
+                .map_err(|e| RegisterError::Invalid(format!("{e:#}")))?;
             (c, true)
         };
-        let compile_ms = if compiled { started.elapsed().as_secs_f64() * 1e3 } else { 0.0 };
+        let compile_ms = if compiled {
+            started.elapsed().as_secs_f64() * 1e3
+        } else {
+            0.0
+        };
         let (world, exports, imports) = check_types(&self.engine, &component, expected)?;
-        let pre = self.pre(world, &component).map_err(|e| RegisterError::UnknownWorld(e.to_string()))?;
+        let pre = self
+            .pre(world, &component)
+            .map_err(|e| RegisterError::UnknownWorld(e.to_string()))?;
         if compiled {
             self.compilations.fetch_add(1, Ordering::Relaxed);
-            let artifact = component.serialize().map_err(|e| RegisterError::Host(e.to_string()))?;
-            write_atomic(&compiled_path, &artifact).map_err(|e| RegisterError::Host(e.to_string()))?;
+            let artifact = component
+                .serialize()
+                .map_err(|e| RegisterError::Host(e.to_string()))?;
+            write_atomic(&compiled_path, &artifact)
+                .map_err(|e| RegisterError::Host(e.to_string()))?;
         }
         let component_path = self.component_path(&digest);
         if !component_path.exists() {
             write_atomic(&component_path, bytes).map_err(|e| RegisterError::Host(e.to_string()))?;
         }
         self.loaded.insert(digest.clone(), Arc::new(Loaded { pre }));
-        Ok(Registered { digest, world, exports, imports, size, compile_ms, compiled })
+        Ok(Registered {
+            digest,
+            world,
+            exports,
+            imports,
+            size,
+            compile_ms,
+            compiled,
+        })
     }
 
     fn deserialize(&self, path: &Path) -> anyhow::Result<Component> {
@@ -331,21 +368,24 @@ impl Host {
 
     fn pre(&self, world: World, component: &Component) -> anyhow::Result<Pre> {
         let linker = &self.linkers[&world];
-        let instance_pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| anyhow::anyhow!("the component does not link against the {world} world: {e:#}"))?;
+        let instance_pre = linker.instantiate_pre(component).map_err(|e| {
+            anyhow::anyhow!("the component does not link against the {world} world: {e:#}")
+        })?;
         Ok(match world {
-            World::InferenceProcessor => Pre::Inference(
-                inference::InferenceProcessorPre::new(instance_pre)
-                    .map_err(|e| anyhow::anyhow!("its exports do not match the {world} world: {e:#}"))?,
-            ),
-            World::WorkflowStep => Pre::Workflow(
-                workflow::WorkflowStepPre::new(instance_pre)
-                    .map_err(|e| anyhow::anyhow!("its exports do not match the {world} world: {e:#}"))?,
-            ),
+            World::InferenceProcessor => {
+                Pre::Inference(inference::InferenceProcessorPre::new(instance_pre).map_err(
+                    |e| anyhow::anyhow!("its exports do not match the {world} world: {e:#}"),
+                )?)
+            }
+            World::WorkflowStep => {
+                Pre::Workflow(workflow::WorkflowStepPre::new(instance_pre).map_err(|e| {
+                    anyhow::anyhow!("its exports do not match the {world} world: {e:#}")
+                })?)
+            }
             World::TrainingAlgorithm => Pre::Training(
-                training::TrainingAlgorithmPre::new(instance_pre)
-                    .map_err(|e| anyhow::anyhow!("its exports do not match the {world} world: {e:#}"))?,
+                training::TrainingAlgorithmPre::new(instance_pre).map_err(|e| {
+                    anyhow::anyhow!("its exports do not match the {world} world: {e:#}")
+                })?,
             ),
         })
     }
@@ -357,17 +397,23 @@ impl Host {
         }
         let compiled_path = self.compiled_path(digest);
         let (component, source) = if compiled_path.exists() {
-            (self.deserialize(&compiled_path).map_err(CallError::host)?, LoadSource::Disk)
+            (
+                self.deserialize(&compiled_path).map_err(CallError::host)?,
+                LoadSource::Disk,
+            )
         } else {
-            let bytes = std::fs::read(self.component_path(digest))
-                .map_err(|e| CallError::host(format!("the component {digest} is not stored: {e}")))?;
+            let bytes = std::fs::read(self.component_path(digest)).map_err(|e| {
+                CallError::host(format!("the component {digest} is not stored: {e}"))
+            })?;
             let c = Component::new(&self.engine, &bytes).map_err(CallError::host)?;
             self.compilations.fetch_add(1, Ordering::Relaxed);
             let artifact = c.serialize().map_err(CallError::host)?;
             write_atomic(&compiled_path, &artifact).map_err(CallError::host)?;
             (c, LoadSource::Compiled)
         };
-        let loaded = Arc::new(Loaded { pre: self.pre(world, &component).map_err(CallError::host)? });
+        let loaded = Arc::new(Loaded {
+            pre: self.pre(world, &component).map_err(CallError::host)?,
+        });
         self.loaded.insert(digest.to_string(), loaded.clone());
         Ok((loaded, source))
     }
@@ -380,9 +426,12 @@ impl Host {
     /// Forgets a plugin's warm instances and, when no other registration uses the digest,
     /// its files.
     pub fn forget(&self, plugin: &PluginRef, remove_files: bool) {
-        self.warm.lock().unwrap().retain(|(key, _), _| *key != plugin.key);
+        self.warm
+            .lock()
+            .unwrap()
+            .retain(|(key, _), _| *key != plugin.key);
         self.plugin_slots.lock().unwrap().remove(&plugin.key);
-        if remove_files {
+        if remove_files && !self.settings.shared_cache {
             self.loaded.invalidate(&plugin.digest);
             let _ = std::fs::remove_file(self.component_path(&plugin.digest));
             let _ = std::fs::remove_file(self.compiled_path(&plugin.digest));
@@ -391,7 +440,10 @@ impl Host {
 
     fn plugin_semaphore(&self, plugin: &PluginRef) -> Arc<Semaphore> {
         let mut slots = self.plugin_slots.lock().unwrap();
-        slots.entry(plugin.key.clone()).or_insert_with(|| Arc::new(Semaphore::new(plugin.limits.concurrency as usize))).clone()
+        slots
+            .entry(plugin.key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(plugin.limits.concurrency as usize)))
+            .clone()
     }
 
     /// A pooling-allocator slot; idle warm instances give theirs up when none is free.
@@ -402,12 +454,22 @@ impl Host {
             }
             let evicted = {
                 let mut warm = self.warm.lock().unwrap();
-                let key = warm.iter().find(|(_, v)| !v.is_empty()).map(|(k, _)| k.clone());
+                let key = warm
+                    .iter()
+                    .find(|(_, v)| !v.is_empty())
+                    .map(|(k, _)| k.clone());
                 key.and_then(|k| warm.get_mut(&k).and_then(|v| v.pop()))
             };
             match evicted {
                 Some(live) => drop(live),
-                None => return self.slots.clone().acquire_owned().await.expect("never closed"),
+                None => {
+                    return self
+                        .slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("never closed");
+                }
             }
         }
     }
@@ -418,15 +480,29 @@ impl Host {
         let mut wasi = WasiCtxBuilder::new();
         // Nothing from the host: no environment, no arguments, no network, no files but the
         // model directory (read-only).
-        wasi.stdout(stdout.clone()).stderr(stderr.clone()).allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false);
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false);
         if let Some(dir) = &plugin.model_dir {
             wasi.preopened_dir(dir, "/model", wasmtime_wasi::FsPerms::ReadOnly)
-                .map_err(|e| CallError::host(format!("cannot open the model directory {}: {e}", dir.display())))?;
+                .map_err(|e| {
+                    CallError::host(format!(
+                        "cannot open the model directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
         }
         let state = State {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: Limiter { memory_limit: plugin.limits.memory_bytes(), memory_now: 0, table_limit: 200_000, hit: None },
+            limiter: Limiter {
+                memory_limit: plugin.limits.memory_bytes(),
+                memory_now: 0,
+                table_limit: 200_000,
+                hit: None,
+            },
             stdout,
             stderr,
             call: CallState::default(),
@@ -439,14 +515,23 @@ impl Host {
 
     /// Runs `f` on an instance of `plugin` (fresh or warm per its policy), with the call's
     /// grants, and collects what the call produced.
-    pub(crate) async fn run<O, F>(self: &Arc<Self>, plugin: &PluginRef, ctx: CallContext, f: F) -> CallReport<O>
+    pub(crate) async fn run<O, F>(
+        self: &Arc<Self>,
+        plugin: &PluginRef,
+        ctx: CallContext,
+        f: F,
+    ) -> CallReport<O>
     where
         O: Send + 'static,
         F: FnOnce(&mut Live, &Limits, &mut Timings) -> Result<O, CallError> + Send + 'static,
     {
         let started = Instant::now();
         let mut timings = Timings::default();
-        let call_id = if ctx.call_id.is_empty() { uuid::Uuid::now_v7().to_string() } else { ctx.call_id.clone() };
+        let call_id = if ctx.call_id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            ctx.call_id.clone()
+        };
         let fail = |error: CallError, timings: Timings, load: LoadSource| CallReport {
             call_id: call_id.clone(),
             output: None,
@@ -473,10 +558,18 @@ impl Host {
         timings.load_us = load_started.elapsed().as_micros() as u64;
 
         let queued = Instant::now();
-        let _running = self.plugin_semaphore(plugin).acquire_owned().await.expect("never closed");
+        let _running = self
+            .plugin_semaphore(plugin)
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let warm_key = (plugin.key.clone(), ctx.tenant.clone());
         let reused = if plugin.limits.instance_policy == InstancePolicy::Warm {
-            self.warm.lock().unwrap().get_mut(&warm_key).and_then(|v| v.pop())
+            self.warm
+                .lock()
+                .unwrap()
+                .get_mut(&warm_key)
+                .and_then(|v| v.pop())
         } else {
             None
         };
@@ -527,7 +620,9 @@ impl Host {
             if fresh_instance {
                 let t = Instant::now();
                 live.store.set_epoch_deadline(ticks(limits.timeout_ms));
-                result = instantiate(&loaded.pre, &mut live.store).map(|b| live.bound = Some(b)).map_err(|e| classify(e, &live.store, &limits, t));
+                result = instantiate(&loaded.pre, &mut live.store)
+                    .map(|b| live.bound = Some(b))
+                    .map_err(|e| classify(e, &live.store, &limits, t));
                 timings.instantiate_us = t.elapsed().as_micros() as u64;
             }
             let output = result.and_then(|()| f(&mut live, &limits, &mut timings));
@@ -537,7 +632,13 @@ impl Host {
         .await;
         let (mut live, output, mut timings) = match joined {
             Ok(r) => r,
-            Err(e) => return fail(CallError::host(format!("the call's thread failed: {e}")), Timings::default(), load),
+            Err(e) => {
+                return fail(
+                    CallError::host(format!("the call's thread failed: {e}")),
+                    Timings::default(),
+                    load,
+                );
+            }
         };
 
         let state = live.store.data_mut();
@@ -590,7 +691,12 @@ pub(crate) fn ticks(timeout_ms: u64) -> u64 {
 }
 
 /// A wasmtime error as the call's typed error.
-pub(crate) fn classify(e: wasmtime::Error, store: &Store<State>, limits: &Limits, started: Instant) -> CallError {
+pub(crate) fn classify(
+    e: wasmtime::Error,
+    store: &Store<State>,
+    limits: &Limits,
+    started: Instant,
+) -> CallError {
     if let Some((kind, observed)) = store.data().limiter.hit {
         return match kind {
             LimitKind::Memory => CallError::Limit {
@@ -631,7 +737,8 @@ pub(crate) fn classify(e: wasmtime::Error, store: &Store<State>, limits: &Limits
 fn check_header(bytes: &[u8]) -> Result<(), RegisterError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(RegisterError::NotComponent(
-            "not a WebAssembly file (it does not start with \\0asm); upload the .wasm component".into(),
+            "not a WebAssembly file (it does not start with \\0asm); upload the .wasm component"
+                .into(),
         ));
     }
     match bytes[4..8] {
@@ -645,7 +752,11 @@ fn check_header(bytes: &[u8]) -> Result<(), RegisterError> {
     }
 }
 
-fn check_types(engine: &Engine, component: &Component, expected: Option<World>) -> Result<(World, Vec<String>, Vec<String>), RegisterError> {
+fn check_types(
+    engine: &Engine,
+    component: &Component,
+    expected: Option<World>,
+) -> Result<(World, Vec<String>, Vec<String>), RegisterError> {
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
@@ -661,7 +772,11 @@ fn check_types(engine: &Engine, component: &Component, expected: Option<World>) 
             return Err(RegisterError::UnknownWorld(format!(
                 "the component targets none of Atelier's worlds: it exports [{}], and a plugin exports one of {} (package {} {})",
                 exports.join(", "),
-                World::ALL.iter().map(|w| format!("{}/{}@0.1.x ({w})", world::PACKAGE, w.export())).collect::<Vec<_>>().join(", "),
+                World::ALL
+                    .iter()
+                    .map(|w| format!("{}/{}@0.1.x ({w})", world::PACKAGE, w.export()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 world::PACKAGE,
                 world::VERSION
             )));

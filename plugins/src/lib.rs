@@ -17,7 +17,10 @@ pub mod state;
 pub mod storage;
 pub mod world;
 
-pub use host::{CallContext, CallReport, Host, InstanceUse, LoadSource, PluginRef, RegisterError, Registered, Timings};
+pub use host::{
+    CallContext, CallReport, Host, InstanceUse, LoadSource, PluginRef, RegisterError, Registered,
+    Timings,
+};
 pub use limits::{CallError, HostSettings, InstancePolicy, LimitKind, Limits, LimitsSpec};
-pub use world::World;
 pub use wasmtime;
+pub use world::World;

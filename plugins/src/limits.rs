@@ -79,6 +79,8 @@ pub struct HostSettings {
     pub max_object_mb: u64,
     /// Native stack of a call; deeper recursion traps as a stack overflow.
     pub max_wasm_stack_kb: usize,
+    /// The cache directory is shared with other hosts: deleting a plugin leaves its files.
+    pub shared_cache: bool,
 }
 
 impl Default for HostSettings {
@@ -96,6 +98,7 @@ impl Default for HostSettings {
             max_component_mb: 128,
             max_object_mb: 256,
             max_wasm_stack_kb: 1024,
+            shared_cache: false,
         }
     }
 }
@@ -103,7 +106,14 @@ impl Default for HostSettings {
 impl HostSettings {
     /// The limits for a plugin of `world` with the manifest's `spec`, or what is out of bounds.
     pub fn resolve(&self, world: crate::World, spec: &LimitsSpec) -> Result<Limits, String> {
-        fn bounded(name: &str, value: Option<u64>, default: u64, min: u64, max: u64, setting: &str) -> Result<u64, String> {
+        fn bounded(
+            name: &str,
+            value: Option<u64>,
+            default: u64,
+            min: u64,
+            max: u64,
+            setting: &str,
+        ) -> Result<u64, String> {
             let v = value.unwrap_or(default);
             if v < min || v > max {
                 return Err(format!(
@@ -112,9 +122,30 @@ impl HostSettings {
             }
             Ok(v)
         }
-        let memory_mb = bounded("memory_mb", spec.memory_mb, self.default_memory_mb, 16, self.max_memory_mb, "ATELIER_PLUGIN_MAX_MEMORY_MB")?;
-        let timeout_ms = bounded("timeout_ms", spec.timeout_ms, self.default_timeout_ms, 10, self.max_timeout_ms, "ATELIER_PLUGIN_MAX_TIMEOUT_MS")?;
-        let output_kb = bounded("output_kb", spec.output_kb, self.default_output_kb, 1, self.max_output_kb, "ATELIER_PLUGIN_MAX_OUTPUT_KB")?;
+        let memory_mb = bounded(
+            "memory_mb",
+            spec.memory_mb,
+            self.default_memory_mb,
+            16,
+            self.max_memory_mb,
+            "ATELIER_PLUGIN_MAX_MEMORY_MB",
+        )?;
+        let timeout_ms = bounded(
+            "timeout_ms",
+            spec.timeout_ms,
+            self.default_timeout_ms,
+            10,
+            self.max_timeout_ms,
+            "ATELIER_PLUGIN_MAX_TIMEOUT_MS",
+        )?;
+        let output_kb = bounded(
+            "output_kb",
+            spec.output_kb,
+            self.default_output_kb,
+            1,
+            self.max_output_kb,
+            "ATELIER_PLUGIN_MAX_OUTPUT_KB",
+        )?;
         let concurrency = bounded(
             "concurrency",
             spec.concurrency.map(u64::from),
@@ -127,9 +158,30 @@ impl HostSettings {
             crate::World::InferenceProcessor => InstancePolicy::Warm,
             _ => InstancePolicy::Fresh,
         });
-        let warm_instances = bounded("warm_instances", spec.warm_instances.map(u64::from), u64::from(concurrency), 1, u64::from(concurrency), "limits.concurrency")? as u32;
-        let recycle_after_calls = bounded("recycle_after_calls", spec.recycle_after_calls, 10_000, 1, u64::MAX, "-")?;
-        let recycle_memory_mb = bounded("recycle_memory_mb", spec.recycle_memory_mb, memory_mb * 3 / 4, 1, memory_mb, "limits.memory_mb")?;
+        let warm_instances = bounded(
+            "warm_instances",
+            spec.warm_instances.map(u64::from),
+            u64::from(concurrency),
+            1,
+            u64::from(concurrency),
+            "limits.concurrency",
+        )? as u32;
+        let recycle_after_calls = bounded(
+            "recycle_after_calls",
+            spec.recycle_after_calls,
+            10_000,
+            1,
+            u64::MAX,
+            "-",
+        )?;
+        let recycle_memory_mb = bounded(
+            "recycle_memory_mb",
+            spec.recycle_memory_mb,
+            memory_mb * 3 / 4,
+            1,
+            memory_mb,
+            "limits.memory_mb",
+        )?;
         Ok(Limits {
             memory_mb,
             timeout_ms,
@@ -196,9 +248,13 @@ pub enum CallError {
 
 impl CallError {
     pub fn bad_input(message: impl Into<String>) -> Self {
-        CallError::BadInput { message: message.into() }
+        CallError::BadInput {
+            message: message.into(),
+        }
     }
     pub fn host(message: impl std::fmt::Display) -> Self {
-        CallError::Host { message: message.to_string() }
+        CallError::Host {
+            message: message.to_string(),
+        }
     }
 }

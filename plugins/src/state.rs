@@ -59,7 +59,10 @@ impl Capture {
         let mut b = self.0.lock().unwrap();
         let mut s = String::from_utf8_lossy(&b.data).into_owned();
         if b.dropped > 0 {
-            s.push_str(&format!("\n[{} more bytes dropped: the output limit]\n", b.dropped));
+            s.push_str(&format!(
+                "\n[{} more bytes dropped: the output limit]\n",
+                b.dropped
+            ));
         }
         b.data.clear();
         b.dropped = 0;
@@ -117,10 +120,16 @@ impl tokio::io::AsyncWrite for Capture {
         self.push(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -137,7 +146,12 @@ pub struct Limiter {
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let total = self.memory_now - current as u64 + desired as u64;
         if total > self.memory_limit {
             self.hit = Some((LimitKind::Memory, total));
@@ -148,7 +162,12 @@ impl wasmtime::ResourceLimiter for Limiter {
         self.memory_now = total;
         Ok(true)
     }
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.table_limit {
             self.hit = Some((LimitKind::Table, desired as u64));
             return Err(wasmtime::format_err!("table limit"));
@@ -184,7 +203,10 @@ pub struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -234,7 +256,11 @@ impl metrics::Host for State {
 
 impl parameters::Host for State {
     fn get(&mut self, name: String) -> Option<types::Value> {
-        self.call.parameters.iter().find(|p| p.name == name).map(|p| p.value.clone())
+        self.call
+            .parameters
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.clone())
     }
     fn all(&mut self) -> Vec<types::Parameter> {
         self.call.parameters.clone()
@@ -248,13 +274,21 @@ impl storage::Host for State {
     fn read(&mut self, path: String) -> Result<Vec<u8>, storage::StorageError> {
         self.call.grant.read(&path, 0, None)
     }
-    fn read_range(&mut self, path: String, offset: u64, length: u64) -> Result<Vec<u8>, storage::StorageError> {
+    fn read_range(
+        &mut self,
+        path: String,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, storage::StorageError> {
         self.call.grant.read(&path, offset, Some(length))
     }
     fn write(&mut self, path: String, data: Vec<u8>) -> Result<(), storage::StorageError> {
         self.call.grant.write(&path, &data)
     }
-    fn list_objects(&mut self, prefix: String) -> Result<Vec<storage::ObjectInfo>, storage::StorageError> {
+    fn list_objects(
+        &mut self,
+        prefix: String,
+    ) -> Result<Vec<storage::ObjectInfo>, storage::StorageError> {
         self.call.grant.list(&prefix)
     }
     fn delete(&mut self, path: String) -> Result<(), storage::StorageError> {
@@ -278,24 +312,41 @@ impl crate::bindings::training::atelier::plugin::checkpoints::Host for State {
         &mut self,
         step: u64,
         data: Vec<u8>,
-    ) -> Result<crate::bindings::training::atelier::plugin::training_types::CheckpointInfo, storage::StorageError> {
+    ) -> Result<
+        crate::bindings::training::atelier::plugin::training_types::CheckpointInfo,
+        storage::StorageError,
+    > {
         let Some(prefix) = self.call.checkpoint_prefix.clone() else {
-            return Err(storage::StorageError::Denied("this call has no output channel to hold checkpoints".into()));
+            return Err(storage::StorageError::Denied(
+                "this call has no output channel to hold checkpoints".into(),
+            ));
         };
         let path = format!("{prefix}step-{step:012}");
         let size = data.len() as u64;
         self.call.grant.write(&path, &data)?;
-        Ok(crate::bindings::training::atelier::plugin::training_types::CheckpointInfo { step, path, size })
+        Ok(
+            crate::bindings::training::atelier::plugin::training_types::CheckpointInfo {
+                step,
+                path,
+                size,
+            },
+        )
     }
-    fn latest(&mut self) -> Option<crate::bindings::training::atelier::plugin::training_types::CheckpointInfo> {
+    fn latest(
+        &mut self,
+    ) -> Option<crate::bindings::training::atelier::plugin::training_types::CheckpointInfo> {
         let prefix = self.call.checkpoint_prefix.clone()?;
         crate::storage::latest_checkpoint(&self.call.grant, &prefix)
     }
     fn load(&mut self, step: u64) -> Result<Vec<u8>, storage::StorageError> {
         let Some(prefix) = self.call.checkpoint_prefix.clone() else {
-            return Err(storage::StorageError::NotFound("this call has no checkpoints".into()));
+            return Err(storage::StorageError::NotFound(
+                "this call has no checkpoints".into(),
+            ));
         };
-        self.call.grant.read(&format!("{prefix}step-{step:012}"), 0, None)
+        self.call
+            .grant
+            .read(&format!("{prefix}step-{step:012}"), 0, None)
     }
 }
 

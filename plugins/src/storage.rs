@@ -24,7 +24,9 @@ pub fn check_path(path: &str) -> Result<(), String> {
         return Err("the path is longer than 1024 bytes".into());
     }
     if path.starts_with('/') {
-        return Err(format!("{path}: paths are relative to the storage root (no leading /)"));
+        return Err(format!(
+            "{path}: paths are relative to the storage root (no leading /)"
+        ));
     }
     if path.contains('\0') || path.contains('\\') {
         return Err(format!("{path}: NUL and \\ are not allowed"));
@@ -44,12 +46,20 @@ pub fn normalize_prefix(prefix: &str) -> Result<String, String> {
         return Ok(String::new());
     }
     check_path(prefix)?;
-    Ok(if prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") })
+    Ok(if prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    })
 }
 
 impl Grant {
     pub fn new(root: PathBuf, max_object_bytes: u64) -> Self {
-        Grant { root: Some(root), prefixes: Vec::new(), max_object_bytes }
+        Grant {
+            root: Some(root),
+            prefixes: Vec::new(),
+            max_object_bytes,
+        }
     }
 
     pub fn allow(&mut self, prefix: &str, writable: bool) -> Result<(), String> {
@@ -63,17 +73,27 @@ impl Grant {
     }
 
     pub fn grants(&self) -> Vec<WitGrant> {
-        self.prefixes.iter().map(|(p, w)| WitGrant { prefix: p.clone(), writable: *w }).collect()
+        self.prefixes
+            .iter()
+            .map(|(p, w)| WitGrant {
+                prefix: p.clone(),
+                writable: *w,
+            })
+            .collect()
     }
 
     fn allowed(&self, path: &str, write: bool) -> bool {
-        self.prefixes.iter().any(|(p, w)| path.starts_with(p.as_str()) && (*w || !write))
+        self.prefixes
+            .iter()
+            .any(|(p, w)| path.starts_with(p.as_str()) && (*w || !write))
     }
 
     fn resolve(&self, path: &str, write: bool) -> Result<PathBuf, StorageError> {
         check_path(path).map_err(StorageError::InvalidPath)?;
         let Some(root) = &self.root else {
-            return Err(StorageError::Denied(format!("{path}: this call was granted no storage")));
+            return Err(StorageError::Denied(format!(
+                "{path}: this call was granted no storage"
+            )));
         };
         if !self.allowed(path, write) {
             let what = if write { "write" } else { "read" };
@@ -91,44 +111,67 @@ impl Grant {
         }
         self.prefixes
             .iter()
-            .map(|(p, w)| format!("{}{}", if p.is_empty() { "<root>/" } else { p }, if *w { " (rw)" } else { " (ro)" }))
+            .map(|(p, w)| {
+                format!(
+                    "{}{}",
+                    if p.is_empty() { "<root>/" } else { p },
+                    if *w { " (rw)" } else { " (ro)" }
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
 
-    pub fn read(&self, path: &str, offset: u64, length: Option<u64>) -> Result<Vec<u8>, StorageError> {
+    pub fn read(
+        &self,
+        path: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<Vec<u8>, StorageError> {
         use std::io::{Read, Seek, SeekFrom};
         let file = self.resolve(path, false)?;
         let mut f = match std::fs::File::open(&file) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StorageError::NotFound(path.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::NotFound(path.into()));
+            }
             Err(e) => return Err(StorageError::Backend(format!("{path}: {e}"))),
         };
-        let meta = f.metadata().map_err(|e| StorageError::Backend(format!("{path}: {e}")))?;
+        let meta = f
+            .metadata()
+            .map_err(|e| StorageError::Backend(format!("{path}: {e}")))?;
         if meta.is_dir() {
-            return Err(StorageError::NotFound(format!("{path} is a prefix, not an object")));
+            return Err(StorageError::NotFound(format!(
+                "{path} is a prefix, not an object"
+            )));
         }
         let available = meta.len().saturating_sub(offset);
         let want = length.map_or(available, |l| l.min(available));
         if want > self.max_object_bytes {
             return Err(StorageError::TooLarge(self.max_object_bytes));
         }
-        f.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::Backend(e.to_string()))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| StorageError::Backend(e.to_string()))?;
         let mut buf = Vec::with_capacity(want as usize);
-        f.take(want).read_to_end(&mut buf).map_err(|e| StorageError::Backend(format!("{path}: {e}")))?;
+        f.take(want)
+            .read_to_end(&mut buf)
+            .map_err(|e| StorageError::Backend(format!("{path}: {e}")))?;
         Ok(buf)
     }
 
     pub fn write(&self, path: &str, data: &[u8]) -> Result<(), StorageError> {
         if path.ends_with('/') {
-            return Err(StorageError::InvalidPath(format!("{path}: an object path cannot end with /")));
+            return Err(StorageError::InvalidPath(format!(
+                "{path}: an object path cannot end with /"
+            )));
         }
         let file = self.resolve(path, true)?;
         if data.len() as u64 > self.max_object_bytes {
             return Err(StorageError::TooLarge(self.max_object_bytes));
         }
         let parent = file.parent().expect("joined path has a parent");
-        std::fs::create_dir_all(parent).map_err(|e| StorageError::Backend(format!("{path}: {e}")))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StorageError::Backend(format!("{path}: {e}")))?;
         // Write then rename, so readers never see half an object.
         let tmp = parent.join(format!(".{}.partial", uuid::Uuid::new_v4()));
         std::fs::write(&tmp, data)
@@ -143,24 +186,33 @@ impl Grant {
         let file = self.resolve(path, true)?;
         match std::fs::remove_file(&file) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::NotFound(path.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(path.into()))
+            }
             Err(e) => Err(StorageError::Backend(format!("{path}: {e}"))),
         }
     }
 
     pub fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         let Some(root) = &self.root else {
-            return Err(StorageError::Denied("this call was granted no storage".into()));
+            return Err(StorageError::Denied(
+                "this call was granted no storage".into(),
+            ));
         };
         let prefix = normalize_prefix(prefix).map_err(StorageError::InvalidPath)?;
-        if !self.prefixes.iter().any(|(p, _)| prefix.starts_with(p.as_str())) {
+        if !self
+            .prefixes
+            .iter()
+            .any(|(p, _)| prefix.starts_with(p.as_str()))
+        {
             return Err(StorageError::Denied(format!(
                 "{prefix}: this call may not read there (granted: {})",
                 self.describe()
             )));
         }
         let mut out = Vec::new();
-        walk(root, &root.join(&prefix), &mut out).map_err(|e| StorageError::Backend(e.to_string()))?;
+        walk(root, &root.join(&prefix), &mut out)
+            .map_err(|e| StorageError::Backend(e.to_string()))?;
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
@@ -183,8 +235,15 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<(
             walk(root, &entry.path(), out)?;
         } else if ty.is_file() {
             let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
-            out.push(ObjectInfo { path: rel, size: entry.metadata()?.len() });
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            out.push(ObjectInfo {
+                path: rel,
+                size: entry.metadata()?.len(),
+            });
         }
     }
     Ok(())
@@ -196,8 +255,18 @@ pub fn latest_checkpoint(grant: &Grant, prefix: &str) -> Option<CheckpointInfo> 
     objects
         .into_iter()
         .filter_map(|o| {
-            let step = o.path.rsplit('/').next()?.strip_prefix("step-")?.parse::<u64>().ok()?;
-            Some(CheckpointInfo { step, path: o.path, size: o.size })
+            let step = o
+                .path
+                .rsplit('/')
+                .next()?
+                .strip_prefix("step-")?
+                .parse::<u64>()
+                .ok()?;
+            Some(CheckpointInfo {
+                step,
+                path: o.path,
+                size: o.size,
+            })
         })
         .max_by_key(|c| c.step)
 }
@@ -228,17 +297,32 @@ mod tests {
         std::fs::write(dir.join("secret/k"), b"k").unwrap();
         assert_eq!(g.read("in/x.txt", 0, None).unwrap(), b"hello");
         assert_eq!(g.read("in/x.txt", 1, Some(3)).unwrap(), b"ell");
-        assert!(matches!(g.read("secret/k", 0, None), Err(StorageError::Denied(_))));
-        assert!(matches!(g.write("in/y", b"no"), Err(StorageError::Denied(_))));
-        assert!(matches!(g.read("in/../secret/k", 0, None), Err(StorageError::InvalidPath(_))));
+        assert!(matches!(
+            g.read("secret/k", 0, None),
+            Err(StorageError::Denied(_))
+        ));
+        assert!(matches!(
+            g.write("in/y", b"no"),
+            Err(StorageError::Denied(_))
+        ));
+        assert!(matches!(
+            g.read("in/../secret/k", 0, None),
+            Err(StorageError::InvalidPath(_))
+        ));
         g.write("out/a/b.bin", b"data").unwrap();
-        assert!(matches!(g.write("out/big", &[0u8; 2048]), Err(StorageError::TooLarge(1024))));
+        assert!(matches!(
+            g.write("out/big", &[0u8; 2048]),
+            Err(StorageError::TooLarge(1024))
+        ));
         let listed = g.list("out").unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].path, "out/a/b.bin");
         assert!(matches!(g.list("secret"), Err(StorageError::Denied(_))));
         g.delete("out/a/b.bin").unwrap();
-        assert!(matches!(g.read("out/a/b.bin", 0, None), Err(StorageError::NotFound(_))));
+        assert!(matches!(
+            g.read("out/a/b.bin", 0, None),
+            Err(StorageError::NotFound(_))
+        ));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

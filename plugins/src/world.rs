@@ -18,10 +18,21 @@ pub enum World {
 
 /// WASI 0.2 packages the host links. Sockets are linked so that toolchains which always
 /// import them (componentize-py) load, but every socket operation is refused.
-const WASI_OFFERED: &[&str] = &["wasi:cli", "wasi:clocks", "wasi:filesystem", "wasi:io", "wasi:random", "wasi:sockets"];
+const WASI_OFFERED: &[&str] = &[
+    "wasi:cli",
+    "wasi:clocks",
+    "wasi:filesystem",
+    "wasi:io",
+    "wasi:random",
+    "wasi:sockets",
+];
 
 impl World {
-    pub const ALL: [World; 3] = [World::InferenceProcessor, World::WorkflowStep, World::TrainingAlgorithm];
+    pub const ALL: [World; 3] = [
+        World::InferenceProcessor,
+        World::WorkflowStep,
+        World::TrainingAlgorithm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -48,10 +59,24 @@ impl World {
     pub fn imports(self) -> &'static [&'static str] {
         match self {
             World::InferenceProcessor => &["types", "log", "metrics", "inference-types"],
-            World::WorkflowStep => &["types", "log", "metrics", "parameters", "storage", "step-types"],
-            World::TrainingAlgorithm => {
-                &["types", "log", "metrics", "parameters", "storage", "training-types", "checkpoints", "control"]
-            }
+            World::WorkflowStep => &[
+                "types",
+                "log",
+                "metrics",
+                "parameters",
+                "storage",
+                "step-types",
+            ],
+            World::TrainingAlgorithm => &[
+                "types",
+                "log",
+                "metrics",
+                "parameters",
+                "storage",
+                "training-types",
+                "checkpoints",
+                "control",
+            ],
         }
     }
 }
@@ -88,7 +113,9 @@ fn compatible_version(version: Option<&str>) -> bool {
 pub fn detect(exports: &[String]) -> Option<World> {
     World::ALL.into_iter().find(|w| {
         exports.iter().any(|e| {
-            split_name(e).is_some_and(|(pkg, iface, v)| pkg == PACKAGE && iface == w.export() && compatible_version(v))
+            split_name(e).is_some_and(|(pkg, iface, v)| {
+                pkg == PACKAGE && iface == w.export() && compatible_version(v)
+            })
         })
     })
 }
@@ -99,7 +126,9 @@ pub fn refused_imports(world: World, imports: &[String]) -> Vec<String> {
     let mut refused = Vec::new();
     for import in imports {
         let Some((pkg, iface, version)) = split_name(import) else {
-            refused.push(format!("{import} (a bare import; Atelier offers only the interfaces of its worlds)"));
+            refused.push(format!(
+                "{import} (a bare import; Atelier offers only the interfaces of its worlds)"
+            ));
             continue;
         };
         if pkg == PACKAGE {
@@ -130,7 +159,10 @@ mod tests {
         let exports = vec!["atelier:plugin/step@0.1.0".to_string()];
         assert_eq!(detect(&exports), Some(World::WorkflowStep));
         assert_eq!(detect(&["atelier:plugin/step@0.2.0".to_string()]), None);
-        assert_eq!(detect(&["wasi:http/incoming-handler@0.2.0".to_string()]), None);
+        assert_eq!(
+            detect(&["wasi:http/incoming-handler@0.2.0".to_string()]),
+            None
+        );
         let ok = vec![
             "atelier:plugin/log@0.1.0".to_string(),
             "atelier:plugin/storage@0.1.0".to_string(),
@@ -141,7 +173,10 @@ mod tests {
         let bad = refused_imports(World::InferenceProcessor, &ok);
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(bad[0].contains("storage"));
-        let http = refused_imports(World::WorkflowStep, &["wasi:http/outgoing-handler@0.2.0".to_string()]);
+        let http = refused_imports(
+            World::WorkflowStep,
+            &["wasi:http/outgoing-handler@0.2.0".to_string()],
+        );
         assert!(http[0].contains("does not offer"));
     }
 }

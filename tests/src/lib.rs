@@ -190,6 +190,26 @@ pub fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
 }
 
+/// Where tests cache what they build (`ATELIER_CACHE`, as the scripts set it, else
+/// ~/.cache/atelier).
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("ATELIER_CACHE") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+            .join(".cache/atelier"),
+    }
+}
+
+/// The environment the plugin CLI gets in tests: the same cache (so componentize-py is
+/// installed once).
+pub fn plugin_cli_env() -> Vec<(&'static str, &'static str)> {
+    let cache: &'static str =
+        Box::leak(cache_dir().to_string_lossy().into_owned().into_boxed_str());
+    vec![("ATELIER_CACHE", cache)]
+}
+
+pub mod plugins;
+
 fn clear_atelier_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if k.as_bytes().starts_with(b"ATELIER_") {

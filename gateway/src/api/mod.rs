@@ -51,7 +51,10 @@ pub fn check_all(p: &Principal, all: bool, what: &str) -> ApiResult<()> {
 }
 
 /// Prometheus text format (admins, or a scraper with an admin token).
-async fn metrics(p: Principal, axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<impl axum::response::IntoResponse> {
+async fn metrics(
+    p: Principal,
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<impl axum::response::IntoResponse> {
     p.require_admin()?;
     let mut text = String::from(
         "# HELP atelier_notebook_auto_stops_total Notebooks the gateway stopped by itself since it started, by reason.\n\
@@ -126,12 +129,14 @@ pub struct Items<T> {
 
 #[derive(Serialize)]
 struct WhoAmI {
+    id: String,
     name: String,
     role: &'static str,
 }
 
 async fn whoami(p: Principal) -> ApiJson<WhoAmI> {
     ApiJson(WhoAmI {
+        id: p.user_id,
         name: p.name,
         role: p.role.as_str(),
     })

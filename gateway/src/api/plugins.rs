@@ -17,7 +17,12 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     let p = &state.settings.plugins;
     let upload_limit = ((p.max_component_mb + p.max_files_mb) * 1024 * 1024 + 1024 * 1024) as usize;
     Router::new()
-        .route("/v1/plugins", get(list).post(register).layer(DefaultBodyLimit::max(upload_limit)))
+        .route(
+            "/v1/plugins",
+            get(list)
+                .post(register)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route("/v1/plugins/{name}/{version}", get(get_one).delete(delete))
         .route(
             "/v1/plugins/{name}/{version}/invoke",
@@ -46,8 +51,11 @@ async fn list(
         )));
     }
     let mut conn = state.store.pool.acquire().await?;
-    let rows = crate::store::plugins::list(&mut conn, q.name.as_deref(), q.world.as_deref()).await?;
-    Ok(ApiJson(Items { items: rows.into_iter().map(PluginView::from).collect() }))
+    let rows =
+        crate::store::plugins::list(&mut conn, q.name.as_deref(), q.world.as_deref()).await?;
+    Ok(ApiJson(Items {
+        items: rows.into_iter().map(PluginView::from).collect(),
+    }))
 }
 
 async fn get_one(
@@ -55,7 +63,9 @@ async fn get_one(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> ApiResult<ApiJson<PluginView>> {
-    Ok(ApiJson(plugins::get(&state.store, &name, &version).await?.into()))
+    Ok(ApiJson(
+        plugins::get(&state.store, &name, &version).await?.into(),
+    ))
 }
 
 #[derive(Serialize)]
@@ -89,7 +99,10 @@ async fn register(
                 ),
             )
         } else {
-            ApiError::invalid(format!("the multipart upload is malformed: {}", e.body_text()))
+            ApiError::invalid(format!(
+                "the multipart upload is malformed: {}",
+                e.body_text()
+            ))
         }
     };
     while let Some(field) = form.next_field().await.map_err(bad)? {
@@ -98,7 +111,8 @@ async fn register(
         let data = field.bytes().await.map_err(bad)?;
         match name.as_str() {
             "manifest" => {
-                let m = serde_json::from_slice(&data).map_err(|e| ApiError::invalid(format!("manifest: {e}")))?;
+                let m = serde_json::from_slice(&data)
+                    .map_err(|e| ApiError::invalid(format!("manifest: {e}")))?;
                 manifest = Some(m);
             }
             "component" => component = Some(data.to_vec()),
@@ -116,12 +130,33 @@ async fn register(
         }
     }
     let manifest = manifest.ok_or_else(|| {
-        ApiError::invalid("no manifest: send a multipart part `manifest` with {\"name\", \"version\", ...}")
+        ApiError::invalid(
+            "no manifest: send a multipart part `manifest` with {\"name\", \"version\", ...}",
+        )
     })?;
     let component = component.unwrap_or_default();
-    let r = plugins::register(&state.settings, &state.store, &state.plugins, &p, manifest, component, files).await?;
-    let status = if r.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, ApiJson(Registered { plugin: r.view, compiled: r.compiled })))
+    let r = plugins::register(
+        &state.settings,
+        &state.store,
+        &state.plugins,
+        &p,
+        manifest,
+        component,
+        files,
+    )
+    .await?;
+    let status = if r.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        ApiJson(Registered {
+            plugin: r.view,
+            compiled: r.compiled,
+        }),
+    ))
 }
 
 async fn delete(
@@ -129,7 +164,15 @@ async fn delete(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    plugins::delete(&state.settings, &state.store, &state.plugins, &p, &name, &version).await?;
+    plugins::delete(
+        &state.settings,
+        &state.store,
+        &state.plugins,
+        &p,
+        &name,
+        &version,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -141,6 +184,15 @@ async fn invoke(
     ApiPath((name, version)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<serde_json::Value>,
 ) -> ApiResult<ApiJson<atelier_plugins::CallReport<serde_json::Value>>> {
-    let report = plugins::invoke(&state.settings, &state.store, &state.plugins, &p, &name, &version, &input).await?;
+    let report = plugins::invoke(
+        &state.settings,
+        &state.store,
+        &state.plugins,
+        &p,
+        &name,
+        &version,
+        &input,
+    )
+    .await?;
     Ok(ApiJson(report))
 }

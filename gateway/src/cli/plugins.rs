@@ -40,7 +40,10 @@ pub enum PluginCommand {
 impl PluginCommand {
     /// Commands that need no gateway.
     pub fn is_local(&self) -> bool {
-        matches!(self, PluginCommand::New(_) | PluginCommand::Build(_) | PluginCommand::Test(_))
+        matches!(
+            self,
+            PluginCommand::New(_) | PluginCommand::Build(_) | PluginCommand::Test(_)
+        )
     }
 }
 
@@ -141,38 +144,111 @@ struct Template {
 
 const WIT: &[(&str, &str)] = &[
     ("wit/types.wit", include_str!("../../../wit/types.wit")),
-    ("wit/inference.wit", include_str!("../../../wit/inference.wit")),
-    ("wit/workflow.wit", include_str!("../../../wit/workflow.wit")),
-    ("wit/training.wit", include_str!("../../../wit/training.wit")),
+    (
+        "wit/inference.wit",
+        include_str!("../../../wit/inference.wit"),
+    ),
+    (
+        "wit/workflow.wit",
+        include_str!("../../../wit/workflow.wit"),
+    ),
+    (
+        "wit/training.wit",
+        include_str!("../../../wit/training.wit"),
+    ),
 ];
 
 fn template(lang: &str, world: &str) -> Option<Template> {
     let files: &'static [(&str, &str)] = match (lang, world) {
         ("python", "inference-processor") => &[
-            ("app.py", include_str!("../../../examples/plugins/python-inference-processor/app.py")),
-            ("plugin.json", include_str!("../../../examples/plugins/python-inference-processor/plugin.json")),
-            ("input.json", include_str!("../../../examples/plugins/python-inference-processor/input.json")),
-            ("model/labels.txt", include_str!("../../../examples/plugins/python-inference-processor/model/labels.txt")),
+            (
+                "app.py",
+                include_str!("../../../examples/plugins/python-inference-processor/app.py"),
+            ),
+            (
+                "plugin.json",
+                include_str!("../../../examples/plugins/python-inference-processor/plugin.json"),
+            ),
+            (
+                "input.json",
+                include_str!("../../../examples/plugins/python-inference-processor/input.json"),
+            ),
+            (
+                "model/labels.txt",
+                include_str!(
+                    "../../../examples/plugins/python-inference-processor/model/labels.txt"
+                ),
+            ),
         ],
         ("python", "workflow-step") => &[
-            ("app.py", include_str!("../../../examples/plugins/python-workflow-step/app.py")),
-            ("plugin.json", include_str!("../../../examples/plugins/python-workflow-step/plugin.json")),
-            ("input.json", include_str!("../../../examples/plugins/python-workflow-step/input.json")),
-            ("storage/data/iris/part-1.csv", include_str!("../../../examples/plugins/python-workflow-step/storage/data/iris/part-1.csv")),
-            ("storage/data/iris/part-2.csv", include_str!("../../../examples/plugins/python-workflow-step/storage/data/iris/part-2.csv")),
+            (
+                "app.py",
+                include_str!("../../../examples/plugins/python-workflow-step/app.py"),
+            ),
+            (
+                "plugin.json",
+                include_str!("../../../examples/plugins/python-workflow-step/plugin.json"),
+            ),
+            (
+                "input.json",
+                include_str!("../../../examples/plugins/python-workflow-step/input.json"),
+            ),
+            (
+                "storage/data/iris/part-1.csv",
+                include_str!(
+                    "../../../examples/plugins/python-workflow-step/storage/data/iris/part-1.csv"
+                ),
+            ),
+            (
+                "storage/data/iris/part-2.csv",
+                include_str!(
+                    "../../../examples/plugins/python-workflow-step/storage/data/iris/part-2.csv"
+                ),
+            ),
         ],
         ("python", "training-algorithm") => &[
-            ("app.py", include_str!("../../../examples/plugins/python-training-algorithm/app.py")),
-            ("plugin.json", include_str!("../../../examples/plugins/python-training-algorithm/plugin.json")),
-            ("input.json", include_str!("../../../examples/plugins/python-training-algorithm/input.json")),
-            ("storage/data/line/points.csv", include_str!("../../../examples/plugins/python-training-algorithm/storage/data/line/points.csv")),
+            (
+                "app.py",
+                include_str!("../../../examples/plugins/python-training-algorithm/app.py"),
+            ),
+            (
+                "plugin.json",
+                include_str!("../../../examples/plugins/python-training-algorithm/plugin.json"),
+            ),
+            (
+                "input.json",
+                include_str!("../../../examples/plugins/python-training-algorithm/input.json"),
+            ),
+            (
+                "storage/data/line/points.csv",
+                include_str!(
+                    "../../../examples/plugins/python-training-algorithm/storage/data/line/points.csv"
+                ),
+            ),
         ],
         ("rust", "workflow-step") => &[
-            ("Cargo.toml", include_str!("../../../examples/plugins/rust-workflow-step/Cargo.toml")),
-            ("src/lib.rs", include_str!("../../../examples/plugins/rust-workflow-step/src/lib.rs")),
-            ("plugin.json", include_str!("../../../examples/plugins/rust-workflow-step/plugin.json")),
-            ("input.json", include_str!("../../../examples/plugins/rust-workflow-step/input.json")),
-            ("storage/data/words/a.txt", include_str!("../../../examples/plugins/rust-workflow-step/storage/data/words/a.txt")),
+            (
+                "Cargo.toml",
+                include_str!("../../../examples/plugins/rust-workflow-step/Cargo.toml"),
+            ),
+            (
+                "src/lib.rs",
+                include_str!("../../../examples/plugins/rust-workflow-step/src/lib.rs"),
+            ),
+            (
+                "plugin.json",
+                include_str!("../../../examples/plugins/rust-workflow-step/plugin.json"),
+            ),
+            (
+                "input.json",
+                include_str!("../../../examples/plugins/rust-workflow-step/input.json"),
+            ),
+            (
+                "storage/data/words/a.txt",
+                include_str!(
+                    "../../../examples/plugins/rust-workflow-step/storage/data/words/a.txt"
+                ),
+            ),
         ],
         _ => return None,
     };
@@ -183,7 +259,11 @@ const WORLDS: [&str; 3] = ["inference-processor", "workflow-step", "training-alg
 
 fn new_project(a: &NewArgs) -> Result<(), CliError> {
     if !WORLDS.contains(&a.world.as_str()) {
-        return Err(CliError::other(format!("unknown world {:?}; the worlds are {}", a.world, WORLDS.join(", "))));
+        return Err(CliError::other(format!(
+            "unknown world {:?}; the worlds are {}",
+            a.world,
+            WORLDS.join(", ")
+        )));
     }
     let Some(t) = template(&a.lang, &a.world) else {
         return Err(CliError::other(match a.lang.as_str() {
@@ -194,24 +274,46 @@ fn new_project(a: &NewArgs) -> Result<(), CliError> {
             other => format!("unknown language {other:?}; use python or rust"),
         }));
     };
-    if a.dir.exists() && std::fs::read_dir(&a.dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(CliError::other(format!("{} exists and is not empty", a.dir.display())));
+    if a.dir.exists()
+        && std::fs::read_dir(&a.dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(CliError::other(format!(
+            "{} exists and is not empty",
+            a.dir.display()
+        )));
     }
-    let base = a.dir.file_name().and_then(|n| n.to_str()).unwrap_or("plugin");
+    let base = a
+        .dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("plugin");
     let name: String = base
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect::<String>()
         .trim_start_matches(['-', '_'])
         .chars()
         .take(64)
         .collect();
-    let name = if name.is_empty() { "plugin".to_string() } else { name };
+    let name = if name.is_empty() {
+        "plugin".to_string()
+    } else {
+        name
+    };
     let write = |rel: &str, text: &str| -> Result<(), CliError> {
         let path = a.dir.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| CliError::other(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| CliError::other(format!("{}: {e}", parent.display())))?;
         }
         std::fs::write(&path, text).map_err(|e| CliError::other(format!("{}: {e}", path.display())))
     };
@@ -219,9 +321,15 @@ fn new_project(a: &NewArgs) -> Result<(), CliError> {
         if *rel == "plugin.json" {
             let mut m: Value = serde_json::from_str(text).expect("template manifest is JSON");
             m["name"] = json!(name);
-            write(rel, &format!("{}\n", serde_json::to_string_pretty(&m).expect("JSON")))?;
+            write(
+                rel,
+                &format!("{}\n", serde_json::to_string_pretty(&m).expect("JSON")),
+            )?;
         } else if *rel == "Cargo.toml" {
-            write(rel, &text.replace("name = \"word-count\"", &format!("name = \"{name}\"")))?;
+            write(
+                rel,
+                &text.replace("name = \"word-count\"", &format!("name = \"{name}\"")),
+            )?;
         } else {
             write(rel, text)?;
         }
@@ -250,12 +358,15 @@ fn new_project(a: &NewArgs) -> Result<(), CliError> {
 fn read_json(path: &Path) -> Result<Value, CliError> {
     let text = if path == Path::new("-") {
         let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| CliError::other(format!("stdin: {e}")))?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| CliError::other(format!("stdin: {e}")))?;
         s
     } else {
-        std::fs::read_to_string(path).map_err(|e| CliError::other(format!("{}: {e}", path.display())))?
+        std::fs::read_to_string(path)
+            .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?
     };
-    serde_json::from_str(&text).map_err(|e| CliError::other(format!("{} is not JSON: {e}", path.display())))
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::other(format!("{} is not JSON: {e}", path.display())))
 }
 
 fn manifest_of(dir: &Path) -> Result<Value, CliError> {
@@ -270,9 +381,12 @@ fn manifest_of(dir: &Path) -> Result<Value, CliError> {
 }
 
 fn str_of<'a>(m: &'a Value, key: &str, path: &Path) -> Result<&'a str, CliError> {
-    m.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| CliError::other(format!("{}: plugin.json needs a string {key:?}", path.display())))
+    m.get(key).and_then(Value::as_str).ok_or_else(|| {
+        CliError::other(format!(
+            "{}: plugin.json needs a string {key:?}",
+            path.display()
+        ))
+    })
 }
 
 fn cache_dir() -> PathBuf {
@@ -282,12 +396,18 @@ fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("atelier");
     }
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache").join("atelier")
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache")
+        .join("atelier")
 }
 
 fn on_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 /// componentize-py: $ATELIER_COMPONENTIZE_PY, on PATH, or installed (once) into a venv in
@@ -299,34 +419,57 @@ fn componentize_py() -> Result<PathBuf, CliError> {
     if let Some(p) = on_path("componentize-py") {
         return Ok(p);
     }
-    let venv = cache_dir().join("tools").join(format!("componentize-py-{COMPONENTIZE_PY}"));
+    let venv = cache_dir()
+        .join("tools")
+        .join(format!("componentize-py-{COMPONENTIZE_PY}"));
     let bin = venv.join("bin").join("componentize-py");
     if bin.is_file() {
         return Ok(bin);
     }
-    err(&format!("installing componentize-py {COMPONENTIZE_PY} into {} (once)", venv.display()));
+    err(&format!(
+        "installing componentize-py {COMPONENTIZE_PY} into {} (once)",
+        venv.display()
+    ));
     let staging = venv.with_extension("partial");
     let _ = std::fs::remove_dir_all(&staging);
     let run = |cmd: &mut Command, what: &str| -> Result<(), CliError> {
-        let status = cmd.status().map_err(|e| CliError::other(format!("{what}: {e}")))?;
+        let status = cmd
+            .status()
+            .map_err(|e| CliError::other(format!("{what}: {e}")))?;
         if status.success() {
             Ok(())
         } else {
-            Err(CliError::other(format!("{what} failed ({status}); install componentize-py yourself (pip install componentize-py=={COMPONENTIZE_PY}) and put it on PATH")))
+            Err(CliError::other(format!(
+                "{what} failed ({status}); install componentize-py yourself (pip install componentize-py=={COMPONENTIZE_PY}) and put it on PATH"
+            )))
         }
     };
-    run(Command::new("python3").args(["-m", "venv"]).arg(&staging), "python3 -m venv")?;
     run(
-        Command::new(staging.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", &format!("componentize-py=={COMPONENTIZE_PY}")]),
+        Command::new("python3").args(["-m", "venv"]).arg(&staging),
+        "python3 -m venv",
+    )?;
+    run(
+        Command::new(staging.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("componentize-py=={COMPONENTIZE_PY}"),
+        ]),
         "pip install componentize-py",
     )?;
     // The venv's scripts name their interpreter by path: build it where it stays.
     let _ = std::fs::remove_dir_all(&staging);
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
     run(
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", &format!("componentize-py=={COMPONENTIZE_PY}")]),
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv",
+    )?;
+    run(
+        Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("componentize-py=={COMPONENTIZE_PY}"),
+        ]),
         "pip install componentize-py",
     )?;
     Ok(bin)
@@ -338,25 +481,55 @@ fn build(a: &BuildArgs) -> Result<PathBuf, CliError> {
     let mpath = dir.join("plugin.json");
     let name = str_of(&m, "name", &mpath)?;
     let world = str_of(&m, "world", &mpath)?;
-    let output = a.output.clone().unwrap_or_else(|| dir.join("build").join(format!("{name}.wasm")));
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| dir.join("build").join(format!("{name}.wasm")));
     if let Some(parent) = output.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| CliError::other(format!("{}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| CliError::other(format!("{}: {e}", parent.display())))?;
     }
     let output = std::path::absolute(&output).unwrap_or(output);
     if dir.join("app.py").exists() {
+        // The project's contracts, or (without a wit/ dir) the ones this atelier was built with.
+        let wit = if dir.join("wit").is_dir() {
+            PathBuf::from("wit")
+        } else {
+            let w = dir.join("build").join("wit");
+            for (rel, text) in WIT {
+                let path = dir.join("build").join(rel);
+                std::fs::create_dir_all(path.parent().expect("wit/ file"))
+                    .map_err(|e| CliError::other(format!("{}: {e}", w.display())))?;
+                std::fs::write(&path, text)
+                    .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
+            }
+            PathBuf::from("build").join("wit")
+        };
         let cpy = componentize_py()?;
         let status = Command::new(&cpy)
             .current_dir(dir)
-            .args(["-d", "wit", "-w", world, "componentize", "app", "-p", ".", "-o"])
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", world, "componentize", "app", "-p", ".", "-o"])
             .arg(&output)
             .status()
             .map_err(|e| CliError::other(format!("{}: {e}", cpy.display())))?;
         if !status.success() {
-            return Err(CliError::other(format!("componentize-py failed ({status}); its messages are above")));
+            return Err(CliError::other(format!(
+                "componentize-py failed ({status}); its messages are above"
+            )));
         }
     } else if dir.join("Cargo.toml").exists() {
-        let targets = Command::new("rustup").args(["target", "list", "--installed"]).output();
-        let has_target = targets.map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-wasip2")).unwrap_or(false);
+        let targets = Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output();
+        let has_target = targets
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.trim() == "wasm32-wasip2")
+            })
+            .unwrap_or(false);
         if !has_target {
             return Err(CliError::other(
                 "the Rust toolchain has no wasm32-wasip2 target: run `rustup target add wasm32-wasip2`",
@@ -370,8 +543,11 @@ fn build(a: &BuildArgs) -> Result<PathBuf, CliError> {
         if !status.success() {
             return Err(CliError::other(format!("cargo build failed ({status})")));
         }
-        let built = dir.join("target/wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
-        std::fs::copy(&built, &output).map_err(|e| CliError::other(format!("{}: {e}", built.display())))?;
+        let built = dir
+            .join("target/wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        std::fs::copy(&built, &output)
+            .map_err(|e| CliError::other(format!("{}: {e}", built.display())))?;
     } else {
         return Err(CliError::other(format!(
             "{} has neither app.py (Python) nor Cargo.toml (Rust)",
@@ -379,7 +555,11 @@ fn build(a: &BuildArgs) -> Result<PathBuf, CliError> {
         )));
     }
     let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
-    out(&format!("built {} ({:.1} MB)", output.display(), size as f64 / 1e6));
+    out(&format!(
+        "built {} ({:.1} MB)",
+        output.display(),
+        size as f64 / 1e6
+    ));
     Ok(output)
 }
 
@@ -409,18 +589,30 @@ fn resolve(path: &Path, manifest: Option<&Path>) -> Result<Resolved, CliError> {
                 path.display()
             )));
         }
-        return Ok(Resolved { component, project: Some(path.to_path_buf()), manifest: Some(m) });
+        return Ok(Resolved {
+            component,
+            project: Some(path.to_path_buf()),
+            manifest: Some(m),
+        });
     }
     if !path.exists() {
-        return Err(CliError::other(format!("{} does not exist", path.display())));
+        return Err(CliError::other(format!(
+            "{} does not exist",
+            path.display()
+        )));
     }
-    Ok(Resolved { component: path.to_path_buf(), project: None, manifest: manifest_value })
+    Ok(Resolved {
+        component: path.to_path_buf(),
+        project: None,
+        manifest: manifest_value,
+    })
 }
 
 async fn test(a: &TestArgs, json_out: bool) -> Result<(), CliError> {
     use atelier_plugins::{CallContext, Host, HostSettings, LimitsSpec, PluginRef, World};
     let r = resolve(&a.component, a.manifest.as_deref())?;
-    let bytes = std::fs::read(&r.component).map_err(|e| CliError::other(format!("{}: {e}", r.component.display())))?;
+    let bytes = std::fs::read(&r.component)
+        .map_err(|e| CliError::other(format!("{}: {e}", r.component.display())))?;
     let input_path = match (&a.input, &r.project) {
         (Some(p), _) => p.clone(),
         (None, Some(dir)) => dir.join("input.json"),
@@ -429,11 +621,15 @@ async fn test(a: &TestArgs, json_out: bool) -> Result<(), CliError> {
     let input = read_json(&input_path)?;
     let manifest = r.manifest.clone().unwrap_or_else(|| json!({}));
     let limits_spec: LimitsSpec = match manifest.get("limits") {
-        Some(l) => serde_json::from_value(l.clone()).map_err(|e| CliError::other(format!("manifest limits: {e}")))?,
+        Some(l) => serde_json::from_value(l.clone())
+            .map_err(|e| CliError::other(format!("manifest limits: {e}")))?,
         None => LimitsSpec::default(),
     };
     let expected = match manifest.get("world").and_then(Value::as_str) {
-        Some(w) => Some(World::parse(w).ok_or_else(|| CliError::other(format!("manifest: unknown world {w:?}")))?),
+        Some(w) => Some(
+            World::parse(w)
+                .ok_or_else(|| CliError::other(format!("manifest: unknown world {w:?}")))?,
+        ),
         None => None,
     };
     let host = Host::new(cache_dir().join("plugin-test"), HostSettings::default())
@@ -443,20 +639,36 @@ async fn test(a: &TestArgs, json_out: bool) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::other(e.to_string()))?
         .map_err(|e| CliError::other(e.to_string()))?;
-    let limits = host.settings().resolve(registered.world, &limits_spec).map_err(CliError::other)?;
+    let limits = host
+        .settings()
+        .resolve(registered.world, &limits_spec)
+        .map_err(CliError::other)?;
     let model_dir = match (&a.model_dir, &r.project) {
         (Some(d), _) => Some(d.clone()),
-        (None, Some(p)) if registered.world == World::InferenceProcessor && p.join("model").is_dir() => Some(p.join("model")),
+        (None, Some(p))
+            if registered.world == World::InferenceProcessor && p.join("model").is_dir() =>
+        {
+            Some(p.join("model"))
+        }
         _ => None,
     };
     let storage = match (&a.storage, &r.project) {
         (Some(d), _) => d.clone(),
         (None, Some(p)) => p.join("storage"),
-        (None, None) => std::env::temp_dir().join(format!("atelier-plugin-test-{}", uuid::Uuid::new_v4())),
+        (None, None) => {
+            std::env::temp_dir().join(format!("atelier-plugin-test-{}", uuid::Uuid::new_v4()))
+        }
     };
-    std::fs::create_dir_all(&storage).map_err(|e| CliError::other(format!("{}: {e}", storage.display())))?;
-    let name = manifest.get("name").and_then(Value::as_str).unwrap_or("local");
-    let version = manifest.get("version").and_then(Value::as_str).unwrap_or("0");
+    std::fs::create_dir_all(&storage)
+        .map_err(|e| CliError::other(format!("{}: {e}", storage.display())))?;
+    let name = manifest
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("local");
+    let version = manifest
+        .get("version")
+        .and_then(Value::as_str)
+        .unwrap_or("0");
     let plugin = PluginRef {
         key: format!("{name}@{version}"),
         digest: registered.digest.clone(),
@@ -478,14 +690,21 @@ async fn test(a: &TestArgs, json_out: bool) -> Result<(), CliError> {
         ));
         err(&format!(
             "limits: memory {} MiB, timeout {} ms, output {} KiB, concurrency {}, {:?} instances",
-            limits.memory_mb, limits.timeout_ms, limits.output_kb, limits.concurrency, limits.instance_policy
+            limits.memory_mb,
+            limits.timeout_ms,
+            limits.output_kb,
+            limits.concurrency,
+            limits.instance_policy
         ));
     }
     let mut failed = false;
     for _ in 0..a.repeat.max(1) {
         let ctx = CallContext {
             tenant: "local".into(),
-            storage: atelier_plugins::storage::Grant::new(storage.clone(), host.settings().max_object_mb * 1024 * 1024),
+            storage: atelier_plugins::storage::Grant::new(
+                storage.clone(),
+                host.settings().max_object_mb * 1024 * 1024,
+            ),
             ..Default::default()
         };
         let report = host.invoke(&plugin, ctx, &input).await;
@@ -507,8 +726,17 @@ fn print_report(v: &Value, json_out: bool) -> Result<(), CliError> {
     if let Some(o) = v.get("output").filter(|o| !o.is_null()) {
         out(&serde_json::to_string_pretty(o).unwrap_or_default());
     }
-    for l in v.get("logs").and_then(Value::as_array).into_iter().flatten() {
-        err(&sanitize(&format!("[{}] {}", cell(l, "level"), cell(l, "message"))));
+    for l in v
+        .get("logs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        err(&sanitize(&format!(
+            "[{}] {}",
+            cell(l, "level"),
+            cell(l, "message")
+        )));
     }
     for stream in ["stdout", "stderr"] {
         let text = v.get(stream).and_then(Value::as_str).unwrap_or_default();
@@ -522,14 +750,28 @@ fn print_report(v: &Value, json_out: bool) -> Result<(), CliError> {
         let parts: Vec<String> = scalars
             .iter()
             .map(|(k, pts)| {
-                let last = pts.as_array().and_then(|a| a.last()).and_then(|p| p.get("value")).cloned().unwrap_or(Value::Null);
+                let last = pts
+                    .as_array()
+                    .and_then(|a| a.last())
+                    .and_then(|p| p.get("value"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 let n = pts.as_array().map_or(0, Vec::len);
-                if n > 1 { format!("{k}={last} ({n} points)") } else { format!("{k}={last}") }
+                if n > 1 {
+                    format!("{k}={last} ({n} points)")
+                } else {
+                    format!("{k}={last}")
+                }
             })
             .collect();
         err(&format!("metrics: {}", parts.join(", ")));
     }
-    let t = |k: &str| v.pointer(&format!("/timings/{k}")).and_then(Value::as_u64).unwrap_or(0) as f64 / 1000.0;
+    let t = |k: &str| {
+        v.pointer(&format!("/timings/{k}"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     let mut timing = vec![];
     if t("instantiate_us") > 0.0 {
         timing.push(format!("instantiate {:.2} ms", t("instantiate_us")));
@@ -537,13 +779,25 @@ fn print_report(v: &Value, json_out: bool) -> Result<(), CliError> {
     if t("init_us") > 0.0 {
         timing.push(format!("init {:.2} ms", t("init_us")));
     }
-    for c in v.pointer("/timings/calls").and_then(Value::as_array).into_iter().flatten() {
-        if let (Some(name), Some(us)) = (c.get(0).and_then(Value::as_str), c.get(1).and_then(Value::as_u64)) {
+    for c in v
+        .pointer("/timings/calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(name), Some(us)) = (
+            c.get(0).and_then(Value::as_str),
+            c.get(1).and_then(Value::as_u64),
+        ) {
             timing.push(format!("{name} {:.2} ms", us as f64 / 1000.0));
         }
     }
     timing.push(format!("total {:.2} ms", t("total_us")));
-    err(&format!("timings: {} ({} instance)", timing.join(", "), cell(v, "instance")));
+    err(&format!(
+        "timings: {} ({} instance)",
+        timing.join(", "),
+        cell(v, "instance")
+    ));
     if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
         let kind = cell(e, "type");
         let message = match kind.as_str() {
@@ -555,7 +809,11 @@ fn print_report(v: &Value, json_out: bool) -> Result<(), CliError> {
                 cell(e, "hint"),
                 unit = cell(e, "unit")
             ),
-            "guest" => format!("the plugin returned an error ({}): {}", cell(e, "kind"), cell(e, "message")),
+            "guest" => format!(
+                "the plugin returned an error ({}): {}",
+                cell(e, "kind"),
+                cell(e, "message")
+            ),
             "trap" => format!("the plugin trapped: {}", cell(e, "message")),
             _ => cell(e, "message"),
         };
@@ -588,31 +846,53 @@ pub async fn run(ctx: &Ctx, cmd: PluginCommand) -> Result<(), CliError> {
                 manifest["version"] = json!(v);
             }
             if manifest.get("name").is_none() || manifest.get("version").is_none() {
-                return Err(CliError::other("give --name and --version (or a manifest with them)"));
+                return Err(CliError::other(
+                    "give --name and --version (or a manifest with them)",
+                ));
             }
-            let bytes = std::fs::read(&r.component).map_err(|e| CliError::other(format!("{}: {e}", r.component.display())))?;
+            let bytes = std::fs::read(&r.component)
+                .map_err(|e| CliError::other(format!("{}: {e}", r.component.display())))?;
             let mut files = a.files.clone();
             if files.is_empty()
                 && let Some(dir) = &r.project
                 && manifest.get("world").and_then(Value::as_str) == Some("inference-processor")
                 && let Ok(entries) = std::fs::read_dir(dir.join("model"))
             {
-                let mut found: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+                let mut found: Vec<PathBuf> = entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .collect();
                 found.sort();
                 files = found;
             }
             let mut form = reqwest::multipart::Form::new()
-                .part("manifest", reqwest::multipart::Part::text(manifest.to_string()).mime_str("application/json").expect("mime"))
+                .part(
+                    "manifest",
+                    reqwest::multipart::Part::text(manifest.to_string())
+                        .mime_str("application/json")
+                        .expect("mime"),
+                )
                 .part(
                     "component",
                     reqwest::multipart::Part::bytes(bytes).file_name(
-                        r.component.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "component.wasm".into()),
+                        r.component
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| "component.wasm".into()),
                     ),
                 );
             for f in &files {
-                let data = std::fs::read(f).map_err(|e| CliError::other(format!("{}: {e}", f.display())))?;
-                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                form = form.part("file", reqwest::multipart::Part::bytes(data).file_name(name));
+                let data = std::fs::read(f)
+                    .map_err(|e| CliError::other(format!("{}: {e}", f.display())))?;
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                form = form.part(
+                    "file",
+                    reqwest::multipart::Part::bytes(data).file_name(name),
+                );
             }
             let reply = ctx.api.post_multipart(&["v1", "plugins"], form).await?;
             if ctx.json {
@@ -626,7 +906,10 @@ pub async fn run(ctx: &Ctx, cmd: PluginCommand) -> Result<(), CliError> {
                 cell(v, "world"),
                 cell(v, "digest").chars().take(12).collect::<String>(),
                 if v.get("compiled").and_then(Value::as_bool) == Some(true) {
-                    format!("compiled in {:.0} ms", v.get("compile_ms").and_then(Value::as_f64).unwrap_or(0.0))
+                    format!(
+                        "compiled in {:.0} ms",
+                        v.get("compile_ms").and_then(Value::as_f64).unwrap_or(0.0)
+                    )
                 } else {
                     "already compiled".to_string()
                 }
@@ -644,14 +927,19 @@ pub async fn run(ctx: &Ctx, cmd: PluginCommand) -> Result<(), CliError> {
             if ctx.json {
                 return print_json(&reply.raw, Some("items"));
             }
-            let mut t = Table::new(&["NAME", "VERSION", "WORLD", "OWNER", "SIZE", "DIGEST", "CREATED"]);
+            let mut t = Table::new(&[
+                "NAME", "VERSION", "WORLD", "OWNER", "SIZE", "DIGEST", "CREATED",
+            ]);
             for p in items(&reply.value)? {
                 t.row([
                     cell(p, "name"),
                     cell(p, "version"),
                     cell(p, "world"),
                     cell(p, "owner"),
-                    format!("{:.1} MB", p.get("size").and_then(Value::as_f64).unwrap_or(0.0) / 1e6),
+                    format!(
+                        "{:.1} MB",
+                        p.get("size").and_then(Value::as_f64).unwrap_or(0.0) / 1e6
+                    ),
                     cell(p, "digest").chars().take(12).collect(),
                     cell(p, "created_at"),
                 ]);
@@ -659,27 +947,44 @@ pub async fn run(ctx: &Ctx, cmd: PluginCommand) -> Result<(), CliError> {
             out(&t.render());
         }
         PluginCommand::Get(a) => {
-            let reply = ctx.api.get(&["v1", "plugins", &a.name, &a.version], &[]).await?;
+            let reply = ctx
+                .api
+                .get(&["v1", "plugins", &a.name, &a.version], &[])
+                .await?;
             if ctx.json {
                 return print_json(&reply.raw, None);
             }
             out(&serde_json::to_string_pretty(&reply.value).unwrap_or_default());
         }
         PluginCommand::Delete(a) => {
-            ctx.api.delete(&["v1", "plugins", &a.name, &a.version]).await?;
+            ctx.api
+                .delete(&["v1", "plugins", &a.name, &a.version])
+                .await?;
             if !ctx.json {
-                out(&format!("deleted plugin {} {}", sanitize(&a.name), sanitize(&a.version)));
+                out(&format!(
+                    "deleted plugin {} {}",
+                    sanitize(&a.name),
+                    sanitize(&a.version)
+                ));
             }
         }
         PluginCommand::Invoke(a) => {
             let input = read_json(&a.input)?;
-            let reply = ctx.api.post(&["v1", "plugins", &a.name, &a.version, "invoke"], Some(&input)).await?;
+            let reply = ctx
+                .api
+                .post(
+                    &["v1", "plugins", &a.name, &a.version, "invoke"],
+                    Some(&input),
+                )
+                .await?;
             print_report(&reply.value, ctx.json)?;
             if reply.value.get("error").is_some_and(|e| !e.is_null()) {
                 return Err(CliError::other("the call failed (above)"));
             }
         }
-        PluginCommand::New(_) | PluginCommand::Build(_) | PluginCommand::Test(_) => unreachable!("local"),
+        PluginCommand::New(_) | PluginCommand::Build(_) | PluginCommand::Test(_) => {
+            unreachable!("local")
+        }
     }
     Ok(())
 }

@@ -58,7 +58,11 @@ pub async fn get(conn: &mut Conn, name: &str, version: &str) -> sqlx::Result<Opt
         .await
 }
 
-pub async fn list(conn: &mut Conn, name: Option<&str>, world: Option<&str>) -> sqlx::Result<Vec<PluginRow>> {
+pub async fn list(
+    conn: &mut Conn,
+    name: Option<&str>,
+    world: Option<&str>,
+) -> sqlx::Result<Vec<PluginRow>> {
     sqlx::query_as(&format!(
         "{SELECT} WHERE ($1 IS NULL OR p.name = $1) AND ($2 IS NULL OR p.world = $2) ORDER BY p.name, p.created_at"
     ))

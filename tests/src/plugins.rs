@@ -1,0 +1,136 @@
+//! Plugin fixtures: WAT wrapped into components for a world of `wit/` (the hostile cases),
+//! and the Python examples built with `atelier plugin build` (cached by content hash).
+
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn resolve() -> (wit_parser::Resolve, wit_parser::PackageId) {
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve
+        .push_dir(repo_root().join("wit"))
+        .expect("wit/ parses");
+    (resolve, pkg)
+}
+
+/// A component for `world` from a core module in WAT whose exports follow the canonical ABI
+/// (see [`dummy_wat`] for the names and signatures).
+pub fn wat_component(world: &str, wat: &str) -> Vec<u8> {
+    wat_component_with(&[], world, wat)
+}
+
+/// Like [`wat_component`], with more WIT packages (`extra`, in order; the world is looked up
+/// in the last one when given).
+pub fn wat_component_with(extra: &[&str], world: &str, wat: &str) -> Vec<u8> {
+    let (mut resolve, mut pkg) = resolve();
+    for (i, src) in extra.iter().enumerate() {
+        pkg = resolve
+            .push_str(format!("extra-{i}.wit"), src)
+            .unwrap_or_else(|e| panic!("extra WIT: {e:#}"));
+    }
+    let world = resolve
+        .select_world(&[pkg], Some(world))
+        .expect("the world exists");
+    let mut module = wat::parse_str(wat).unwrap_or_else(|e| panic!("the fixture's WAT: {e}"));
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+    .expect("embedding the world");
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&module)
+        .expect("the module")
+        .encode()
+        .unwrap_or_else(|e| panic!("wrapping the fixture into a component: {e:#}"))
+}
+
+/// The core module a component of `world` must be (imports and export signatures), as WAT.
+pub fn dummy_wat(world: &str) -> String {
+    let (resolve, pkg) = resolve();
+    let world = resolve
+        .select_world(&[pkg], Some(world))
+        .expect("the world exists");
+    let module =
+        wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+    wasmprinter::print_bytes(module).expect("printing")
+}
+
+/// FNV-1a over file contents: a cache key, not a security boundary.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf29ce484222325)
+    }
+    fn update(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+    }
+}
+
+fn hash_tree(dir: &Path, h: &mut Fnv) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    entries.sort();
+    for p in entries {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name == "build" || name == "storage" || name == "__pycache__" {
+            continue;
+        }
+        h.update(name.as_bytes());
+        if p.is_dir() {
+            hash_tree(&p, h);
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            h.update(&bytes);
+        }
+    }
+}
+
+/// A Python plugin project built with `atelier plugin build`, cached by the hash of its
+/// sources and the contracts: returns the component's path.
+pub async fn built_python(project: &Path) -> PathBuf {
+    let mut h = Fnv::new();
+    hash_tree(project, &mut h);
+    hash_tree(&repo_root().join("wit"), &mut h);
+    let cache = crate::cache_dir().join("test-plugins");
+    std::fs::create_dir_all(&cache).expect("creating the plugin cache");
+    let name = project.file_name().unwrap().to_string_lossy().into_owned();
+    let out = cache.join(format!("{name}-{:016x}.wasm", h.0));
+    if out.exists() {
+        return out;
+    }
+    let tmp = cache.join(format!(
+        "{name}-{}.partial.wasm",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let r = crate::run_cli(
+        &[
+            "plugin",
+            "build",
+            &project.to_string_lossy(),
+            "--output",
+            &tmp.to_string_lossy(),
+        ],
+        &crate::plugin_cli_env(),
+    )
+    .await;
+    r.assert_ok(&format!("atelier plugin build {}", project.display()));
+    std::fs::rename(&tmp, &out).expect("moving the built component");
+    out
+}
