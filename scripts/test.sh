@@ -21,6 +21,10 @@ ATELIER_TEST_BROWSER_MODULES="$(browser_modules)"
 export ATELIER_TEST_BROWSER_MODULES
 # Container notebooks' work disks are loop-mounted XFS images (they grow while mounted).
 need_debs xfsprogs
+# Wasm plugins: `atelier plugin build` installs componentize-py from PyPI into
+# $ATELIER_CACHE/tools once (python3-venv); the tests build the Python examples with it,
+# cached by content under $ATELIER_CACHE/test-plugins.
+export ATELIER_CACHE
 # The docker backend's tests: Podman's Docker-compatible API, the offline notebook image and a
 # local registry (scripts/containers.sh). CI must run them, so a failure here stops the run.
 ATELIER_TEST_DOCKER_HOST="$(podman_socket)" || { log "podman_socket failed: no Podman API"; exit 1; }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The plugin host benchmark: instantiation, no-op calls and the Python inference example's
+# pre+post under both instance policies, against the same logic as a CPython HTTP service on
+# loopback. Results go to docs/benchmarks.md by hand.
+#
+#   bash bench/plugins.sh            # ITERATIONS=2000 by default
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+source "$ROOT/scripts/lib.sh"
+source "$ROOT/bench/lib.sh"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ATELIER_CACHE/target}"
+ITERATIONS="${ITERATIONS:-2000}"
+
+cd "$ROOT"
+cargo build --release -q -p atelier-gateway --bin atelier
+cargo build --release -q -p atelier-plugins --example bench
+atelier="$CARGO_TARGET_DIR/release/atelier"
+example="$ROOT/examples/plugins/python-inference-processor"
+component="$(mktemp -d)/top-k.wasm"
+"$atelier" plugin build "$example" --output "$component" >&2
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 "$ROOT/bench/prepost_service.py" "$port" "$example/model/labels.txt" &
+service=$!
+trap 'kill $service 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break
+  sleep 0.1
+done
+log "commit $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) CPUs, iterations $ITERATIONS"
+"$CARGO_TARGET_DIR/release/examples/bench" "$component" "$example/model" "$port" "$ITERATIONS"
