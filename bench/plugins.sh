@@ -27,5 +27,6 @@ for _ in $(seq 50); do
   python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break
   sleep 0.1
 done
+mkdir -p "$ROOT/bench/results"
 log "commit $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) CPUs, iterations $ITERATIONS"
-"$CARGO_TARGET_DIR/release/examples/bench" "$component" "$example/model" "$port" "$ITERATIONS"
+"$CARGO_TARGET_DIR/release/examples/bench" "$component" "$example/model" "$port" "$ITERATIONS" | tee "$ROOT/bench/results/plugins-$(date -u +%Y%m%dT%H%M%SZ).txt"

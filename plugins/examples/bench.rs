@@ -7,7 +7,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atelier_plugins::bindings::inference::atelier::plugin::inference_types as inf;
@@ -64,9 +63,9 @@ fn http_post(conn: &mut BufReader<std::net::TcpStream>, body: &str) -> Vec<u8> {
         "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    let s = conn.get_mut();
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    conn.get_mut().write_all(&request).unwrap();
     let mut len = 0;
     loop {
         let mut line = String::new();
@@ -145,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The same while a looping plugin burns a core until its deadline.
     let spin_ref = {
-        let spec = LimitsSpec { timeout_ms: Some(600_000), ..Default::default() };
+        let spec = LimitsSpec { timeout_ms: Some(10_000), ..Default::default() };
         PluginRef { key: "spin@1".into(), digest: spin.digest.clone(), world: spin.world, limits: host.settings().resolve(spin.world, &spec).unwrap(), model_dir: None }
     };
     let spinning = {
@@ -160,8 +159,10 @@ async fn main() -> anyhow::Result<()> {
         assert!(r.error.is_none());
         beside.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    assert!(!spinning.is_finished(), "the looping plugin stopped before the measurement ended");
     stats("no-op call end to end, warm, beside a looping plugin", beside);
-    spinning.abort();
+    let spun = spinning.await?;
+    assert!(matches!(spun.error, Some(CallError::Limit { kind: LimitKind::Timeout, .. })));
 
     // Python: instantiate (fresh) and pre+post.
     let py_fresh = plugin("py@1", &py, InstancePolicy::Fresh, true);
@@ -216,6 +217,5 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(host);
     let _ = std::fs::remove_dir_all(&dir);
-    let _ = Arc::new(());
     Ok(())
 }

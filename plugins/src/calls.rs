@@ -203,7 +203,6 @@ impl Host {
                     |s| {
                         b.atelier_plugin_processor().call_postprocess(
                             s,
-                            &request,
                             prepared.state.as_deref(),
                             &output,
                         )

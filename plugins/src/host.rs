@@ -547,12 +547,18 @@ impl Host {
         };
 
         let load_started = Instant::now();
-        let host = self.clone();
-        let (digest, world) = (plugin.digest.clone(), plugin.world);
-        let loaded = match tokio::task::spawn_blocking(move || host.load(&digest, world)).await {
-            Ok(Ok(l)) => l,
-            Ok(Err(e)) => return fail(e, timings, LoadSource::Memory),
-            Err(e) => return fail(CallError::host(e), timings, LoadSource::Memory),
+        let loaded = match self.loaded.get(&plugin.digest) {
+            // In memory: no need for a blocking thread.
+            Some(l) => (l, LoadSource::Memory),
+            None => {
+                let host = self.clone();
+                let (digest, world) = (plugin.digest.clone(), plugin.world);
+                match tokio::task::spawn_blocking(move || host.load(&digest, world)).await {
+                    Ok(Ok(l)) => l,
+                    Ok(Err(e)) => return fail(e, timings, LoadSource::Memory),
+                    Err(e) => return fail(CallError::host(e), timings, LoadSource::Memory),
+                }
+            }
         };
         let (loaded, load) = loaded;
         timings.load_us = load_started.elapsed().as_micros() as u64;

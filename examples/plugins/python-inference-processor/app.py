@@ -69,7 +69,7 @@ class Processor(exports.Processor):
         )
         return Prepared(input=ModelData_Tensors([tensor]), state=str(top_k).encode())
 
-    def postprocess(self, req: Request, state: bytes | None, output) -> Response:
+    def postprocess(self, state: bytes | None, output) -> Response:
         top_k = int(state.decode()) if state else 3
         if isinstance(output, ModelData_Json):
             raise bad("expected a logits tensor, got JSON")
