@@ -17,28 +17,54 @@ fn wat_component(path: &Path) -> Vec<u8> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut resolve = wit_parser::Resolve::default();
     let (pkg, _) = resolve.push_dir(root.join("wit")).unwrap();
-    let world = resolve.select_world(&[pkg], Some("training-algorithm")).unwrap();
+    let world = resolve
+        .select_world(&[pkg], Some("training-algorithm"))
+        .unwrap();
     let mut module = wat::parse_file(root.join(path)).unwrap();
-    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8, false).unwrap();
-    wit_component::ComponentEncoder::default().module(&module).unwrap().encode().unwrap()
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .encode()
+        .unwrap()
 }
 
 fn stats(name: &str, mut us: Vec<f64>) {
     us.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let p = |q: f64| us[((us.len() as f64 - 1.0) * q).round() as usize];
-    println!("{name:<58} n={:<5} median {:>9.1} us   p99 {:>9.1} us", us.len(), p(0.5), p(0.99));
+    println!(
+        "{name:<58} n={:<5} median {:>9.1} us   p99 {:>9.1} us",
+        us.len(),
+        p(0.5),
+        p(0.99)
+    );
 }
 
 fn body(target: usize) -> String {
     // Rows of 100 numbers until the body is about `target` bytes.
-    let row: Vec<String> = (0..100).map(|i| format!("{:.4}", (i as f64) * 0.0123)).collect();
+    let row: Vec<String> = (0..100)
+        .map(|i| format!("{:.4}", (i as f64) * 0.0123))
+        .collect();
     let row = format!("[{}]", row.join(","));
     let rows = (target / (row.len() + 1)).max(1);
-    format!("{{\"instances\": [{}], \"top_k\": 2}}", vec![row; rows].join(","))
+    format!(
+        "{{\"instances\": [{}], \"top_k\": 2}}",
+        vec![row; rows].join(",")
+    )
 }
 
 fn rows_of(body: &str) -> usize {
-    serde_json::from_str::<serde_json::Value>(body).unwrap()["instances"].as_array().unwrap().len()
+    serde_json::from_str::<serde_json::Value>(body).unwrap()["instances"]
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 fn request(body: &str) -> inf::Request {
@@ -53,8 +79,17 @@ fn request(body: &str) -> inf::Request {
 }
 
 fn logits(rows: usize) -> inf::ModelData {
-    let data: Vec<u8> = [0.1f32, 2.0, 0.3, 0.4].repeat(rows).iter().flat_map(|v| v.to_le_bytes()).collect();
-    inf::ModelData::Tensors(vec![Tensor { name: "logits".into(), dtype: Dtype::F32, shape: vec![rows as u64, 4], data }])
+    let data: Vec<u8> = [0.1f32, 2.0, 0.3, 0.4]
+        .repeat(rows)
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    inf::ModelData::Tensors(vec![Tensor {
+        name: "logits".into(),
+        dtype: Dtype::F32,
+        shape: vec![rows as u64, 4],
+        data,
+    }])
 }
 
 /// One keep-alive HTTP/1.1 request on `conn`; returns the response body.
@@ -94,15 +129,34 @@ async fn main() -> anyhow::Result<()> {
 
     let register = |bytes: Vec<u8>| {
         let h = host.clone();
-        async move { tokio::task::spawn_blocking(move || h.register(&bytes, None)).await.unwrap().unwrap() }
+        async move {
+            tokio::task::spawn_blocking(move || h.register(&bytes, None))
+                .await
+                .unwrap()
+                .unwrap()
+        }
     };
-    let tiny = register(wat_component(Path::new("tests/plugins/training-algorithm/describe/component.wat"))).await;
-    let spin = register(wat_component(Path::new("tests/plugins/training-algorithm/infinite-loop/component.wat"))).await;
+    let tiny = register(wat_component(Path::new(
+        "tests/plugins/training-algorithm/describe/component.wat",
+    )))
+    .await;
+    let spin = register(wat_component(Path::new(
+        "tests/plugins/training-algorithm/infinite-loop/component.wat",
+    )))
+    .await;
     let py = register(python).await;
-    println!("python component: {:.1} MB, compiled in {:.0} ms", py.size as f64 / 1e6, py.compile_ms);
+    println!(
+        "python component: {:.1} MB, compiled in {:.0} ms",
+        py.size as f64 / 1e6,
+        py.compile_ms
+    );
 
     let plugin = |key: &str, r: &Registered, policy: InstancePolicy, model: bool| {
-        let spec = LimitsSpec { instance_policy: Some(policy), concurrency: Some(8), ..Default::default() };
+        let spec = LimitsSpec {
+            instance_policy: Some(policy),
+            concurrency: Some(8),
+            ..Default::default()
+        };
         PluginRef {
             key: key.into(),
             digest: r.digest.clone(),
@@ -111,7 +165,10 @@ async fn main() -> anyhow::Result<()> {
             model_dir: model.then(|| model_dir.clone()),
         }
     };
-    let ctx = || CallContext { tenant: "bench".into(), ..Default::default() };
+    let ctx = || CallContext {
+        tenant: "bench".into(),
+        ..Default::default()
+    };
 
     // Instantiation (fresh instances; the pooling allocator's slots are warm after the first).
     let tiny_fresh = plugin("tiny@1", &tiny, InstancePolicy::Fresh, false);
@@ -127,7 +184,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     stats("instantiate: small component (WAT), fresh", inst);
-    stats("no-op call end to end: small component, fresh instance", fresh_total);
+    stats(
+        "no-op call end to end: small component, fresh instance",
+        fresh_total,
+    );
 
     let tiny_warm = plugin("tiny-warm@1", &tiny, InstancePolicy::Warm, false);
     let (mut call, mut total) = (Vec::new(), Vec::new());
@@ -140,12 +200,24 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     stats("no-op call (in the guest): small component, warm", call);
-    stats("no-op call end to end: small component, warm instance", total.clone());
+    stats(
+        "no-op call end to end: small component, warm instance",
+        total.clone(),
+    );
 
     // The same while a looping plugin burns a core until its deadline.
     let spin_ref = {
-        let spec = LimitsSpec { timeout_ms: Some(10_000), ..Default::default() };
-        PluginRef { key: "spin@1".into(), digest: spin.digest.clone(), world: spin.world, limits: host.settings().resolve(spin.world, &spec).unwrap(), model_dir: None }
+        let spec = LimitsSpec {
+            timeout_ms: Some(10_000),
+            ..Default::default()
+        };
+        PluginRef {
+            key: "spin@1".into(),
+            digest: spin.digest.clone(),
+            world: spin.world,
+            limits: host.settings().resolve(spin.world, &spec).unwrap(),
+            model_dir: None,
+        }
     };
     let spinning = {
         let h = host.clone();
@@ -159,21 +231,46 @@ async fn main() -> anyhow::Result<()> {
         assert!(r.error.is_none());
         beside.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    assert!(!spinning.is_finished(), "the looping plugin stopped before the measurement ended");
-    stats("no-op call end to end, warm, beside a looping plugin", beside);
+    assert!(
+        !spinning.is_finished(),
+        "the looping plugin stopped before the measurement ended"
+    );
+    stats(
+        "no-op call end to end, warm, beside a looping plugin",
+        beside,
+    );
     let spun = spinning.await?;
-    assert!(matches!(spun.error, Some(CallError::Limit { kind: LimitKind::Timeout, .. })));
+    assert!(matches!(
+        spun.error,
+        Some(CallError::Limit {
+            kind: LimitKind::Timeout,
+            ..
+        })
+    ));
 
     // Python: instantiate (fresh) and pre+post.
     let py_fresh = plugin("py@1", &py, InstancePolicy::Fresh, true);
     let py_warm = plugin("py-warm@1", &py, InstancePolicy::Warm, true);
     let small = body(1024);
     let large = body(1024 * 1024);
-    println!("request bodies: {} B ({} rows), {} B ({} rows)", small.len(), rows_of(&small), large.len(), rows_of(&large));
+    println!(
+        "request bodies: {} B ({} rows), {} B ({} rows)",
+        small.len(),
+        rows_of(&small),
+        large.len(),
+        rows_of(&large)
+    );
     let m = (n / 4).max(50);
     let (mut inst, mut init) = (Vec::new(), Vec::new());
     for i in 0..m + 10 {
-        let r = host.prepost(&py_fresh, ctx(), request(&small), Some(logits(rows_of(&small)))).await;
+        let r = host
+            .prepost(
+                &py_fresh,
+                ctx(),
+                request(&small),
+                Some(logits(rows_of(&small))),
+            )
+            .await;
         assert!(r.error.is_none(), "{:?}", r.error);
         if i >= 10 {
             inst.push(r.timings.instantiate_us as f64);
@@ -198,7 +295,10 @@ async fn main() -> anyhow::Result<()> {
                     us.push(e);
                 }
             }
-            stats(&format!("Python pre+post, {label} request, {policy} instance"), us);
+            stats(
+                &format!("Python pre+post, {label} request, {policy} instance"),
+                us,
+            );
         }
         // The transformer hop: the same logic in a CPython HTTP service, one keep-alive connection.
         let mut conn = BufReader::new(std::net::TcpStream::connect(("127.0.0.1", port))?);
@@ -213,7 +313,10 @@ async fn main() -> anyhow::Result<()> {
                 us.push(e);
             }
         }
-        stats(&format!("CPython HTTP service on loopback, {label} request"), us);
+        stats(
+            &format!("CPython HTTP service on loopback, {label} request"),
+            us,
+        );
     }
     drop(host);
     let _ = std::fs::remove_dir_all(&dir);

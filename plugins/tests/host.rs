@@ -10,64 +10,143 @@ fn component(case: &str) -> Vec<u8> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut resolve = wit_parser::Resolve::default();
     let (pkg, _) = resolve.push_dir(root.join("wit")).unwrap();
-    let world = resolve.select_world(&[pkg], Some("training-algorithm")).unwrap();
-    let mut module = wat::parse_file(root.join("tests/plugins/training-algorithm").join(case).join("component.wat")).unwrap();
-    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8, false).unwrap();
-    wit_component::ComponentEncoder::default().module(&module).unwrap().encode().unwrap()
+    let world = resolve
+        .select_world(&[pkg], Some("training-algorithm"))
+        .unwrap();
+    let mut module = wat::parse_file(
+        root.join("tests/plugins/training-algorithm")
+            .join(case)
+            .join("component.wat"),
+    )
+    .unwrap();
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .encode()
+        .unwrap()
 }
 
 fn temp_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("atelier-plugins-test-{}", uuid::Uuid::new_v4().simple()))
+    std::env::temp_dir().join(format!(
+        "atelier-plugins-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 fn host(dir: &Path, total_instances: u32) -> Arc<Host> {
-    Host::new(dir, HostSettings { total_instances, max_memory_mb: 256, default_memory_mb: 64, ..Default::default() }).unwrap()
+    Host::new(
+        dir,
+        HostSettings {
+            total_instances,
+            max_memory_mb: 256,
+            default_memory_mb: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn plugin(host: &Host, key: &str, r: &Registered, spec: LimitsSpec) -> PluginRef {
-    PluginRef { key: key.into(), digest: r.digest.clone(), world: r.world, limits: host.settings().resolve(r.world, &spec).unwrap(), model_dir: None }
+    PluginRef {
+        key: key.into(),
+        digest: r.digest.clone(),
+        world: r.world,
+        limits: host.settings().resolve(r.world, &spec).unwrap(),
+        model_dir: None,
+    }
 }
 
 fn ctx(tenant: &str) -> CallContext {
-    CallContext { tenant: tenant.into(), ..Default::default() }
+    CallContext {
+        tenant: tenant.into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_instances_are_reused_per_tenant_and_recycled() {
     let dir = temp_dir();
     let h = host(&dir, 16);
-    let r = h.register(&component("describe"), Some(World::TrainingAlgorithm)).unwrap();
-    let warm = plugin(&h, "tiny@1", &r, LimitsSpec { instance_policy: Some(InstancePolicy::Warm), recycle_after_calls: Some(3), ..Default::default() });
+    let r = h
+        .register(&component("describe"), Some(World::TrainingAlgorithm))
+        .unwrap();
+    let warm = plugin(
+        &h,
+        "tiny@1",
+        &r,
+        LimitsSpec {
+            instance_policy: Some(InstancePolicy::Warm),
+            recycle_after_calls: Some(3),
+            ..Default::default()
+        },
+    );
     let uses = |h: Arc<Host>, p: PluginRef, t: &'static str| async move {
         let r = h.describe(&p, ctx(t)).await;
         assert!(r.error.is_none(), "{:?}", r.error);
         assert_eq!(r.output.unwrap().name, "tiny");
         r.instance
     };
-    assert_eq!(uses(h.clone(), warm.clone(), "a").await, InstanceUse::WarmNew);
-    assert_eq!(uses(h.clone(), warm.clone(), "a").await, InstanceUse::WarmReused);
+    assert_eq!(
+        uses(h.clone(), warm.clone(), "a").await,
+        InstanceUse::WarmNew
+    );
+    assert_eq!(
+        uses(h.clone(), warm.clone(), "a").await,
+        InstanceUse::WarmReused
+    );
     // Another tenant never gets a's instance.
-    assert_eq!(uses(h.clone(), warm.clone(), "b").await, InstanceUse::WarmNew);
-    assert_eq!(uses(h.clone(), warm.clone(), "a").await, InstanceUse::WarmReused);
+    assert_eq!(
+        uses(h.clone(), warm.clone(), "b").await,
+        InstanceUse::WarmNew
+    );
+    assert_eq!(
+        uses(h.clone(), warm.clone(), "a").await,
+        InstanceUse::WarmReused
+    );
     // a's instance has served 3 calls: recycled.
-    assert_eq!(uses(h.clone(), warm.clone(), "a").await, InstanceUse::WarmNew);
+    assert_eq!(
+        uses(h.clone(), warm.clone(), "a").await,
+        InstanceUse::WarmNew
+    );
 
     // A trap discards the instance: `train` of this fixture is `unreachable`.
     let ctx_train = training_context();
     let t = h.train(&warm, ctx("b"), ctx_train).await;
-    assert!(matches!(t.error, Some(CallError::Trap { .. })), "{:?}", t.error);
+    assert!(
+        matches!(t.error, Some(CallError::Trap { .. })),
+        "{:?}",
+        t.error
+    );
     assert_eq!(t.instance, InstanceUse::WarmReused);
-    assert_eq!(uses(h.clone(), warm.clone(), "b").await, InstanceUse::WarmNew);
+    assert_eq!(
+        uses(h.clone(), warm.clone(), "b").await,
+        InstanceUse::WarmNew
+    );
 
     // Fresh: a new instance every time.
     let fresh = plugin(&h, "tiny-fresh@1", &r, LimitsSpec::default());
-    assert_eq!(uses(h.clone(), fresh.clone(), "a").await, InstanceUse::Fresh);
-    assert_eq!(uses(h.clone(), fresh.clone(), "a").await, InstanceUse::Fresh);
+    assert_eq!(
+        uses(h.clone(), fresh.clone(), "a").await,
+        InstanceUse::Fresh
+    );
+    assert_eq!(
+        uses(h.clone(), fresh.clone(), "a").await,
+        InstanceUse::Fresh
+    );
     drop(h);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-fn training_context() -> atelier_plugins::bindings::training::atelier::plugin::training_types::TrainContext {
+fn training_context()
+-> atelier_plugins::bindings::training::atelier::plugin::training_types::TrainContext {
     atelier_plugins::bindings::training::atelier::plugin::training_types::TrainContext {
         job_name: "j".into(),
         attempt: 0,
@@ -83,7 +162,16 @@ async fn calls_beyond_the_instance_pool_queue_rather_than_fail() {
     // Two pool slots, concurrency 8: six looping calls must wait for slots, not fail.
     let h = host(&dir, 2);
     let r = h.register(&component("infinite-loop"), None).unwrap();
-    let spin = plugin(&h, "spin@1", &r, LimitsSpec { timeout_ms: Some(200), concurrency: Some(8), ..Default::default() });
+    let spin = plugin(
+        &h,
+        "spin@1",
+        &r,
+        LimitsSpec {
+            timeout_ms: Some(200),
+            concurrency: Some(8),
+            ..Default::default()
+        },
+    );
     let mut calls = Vec::new();
     for _ in 0..6 {
         let (h, p) = (h.clone(), spin.clone());
@@ -93,7 +181,11 @@ async fn calls_beyond_the_instance_pool_queue_rather_than_fail() {
     for c in calls {
         let r = c.await.unwrap();
         match r.error {
-            Some(CallError::Limit { kind: LimitKind::Timeout, limit: 200, .. }) => {}
+            Some(CallError::Limit {
+                kind: LimitKind::Timeout,
+                limit: 200,
+                ..
+            }) => {}
             other => panic!("expected the timeout, got {other:?}"),
         }
         if r.timings.queued_us > 150_000 {
@@ -115,11 +207,17 @@ async fn a_new_host_on_the_same_dir_compiles_nothing() {
         let r = h.register(&bytes, None).unwrap();
         assert!(r.compiled);
         assert_eq!(h.compilations(), 1);
-        assert!(!h.register(&bytes, None).unwrap().compiled, "registering again compiled");
+        assert!(
+            !h.register(&bytes, None).unwrap().compiled,
+            "registering again compiled"
+        );
         r
     };
     let h = host(&dir, 4);
-    assert_eq!(h.preload(&first.digest, first.world).unwrap(), LoadSource::Disk);
+    assert_eq!(
+        h.preload(&first.digest, first.world).unwrap(),
+        LoadSource::Disk
+    );
     let again = h.register(&bytes, None).unwrap();
     assert!(!again.compiled);
     assert_eq!(again.digest, first.digest);
@@ -128,7 +226,16 @@ async fn a_new_host_on_the_same_dir_compiles_nothing() {
     assert!(r.error.is_none());
     assert_eq!(h.compilations(), 0);
     // Limits out of bounds name the bound.
-    let e = h.settings().resolve(World::TrainingAlgorithm, &LimitsSpec { memory_mb: Some(100_000), ..Default::default() }).unwrap_err();
+    let e = h
+        .settings()
+        .resolve(
+            World::TrainingAlgorithm,
+            &LimitsSpec {
+                memory_mb: Some(100_000),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
     assert!(e.contains("ATELIER_PLUGIN_MAX_MEMORY_MB"), "{e}");
     drop(h);
     std::fs::remove_dir_all(dir).unwrap();

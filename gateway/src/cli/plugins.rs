@@ -419,7 +419,9 @@ fn componentize_py() -> Result<PathBuf, CliError> {
     if let Some(p) = on_path("componentize-py") {
         return Ok(p);
     }
-    let venv = cache_dir().join("tools").join(format!("componentize-py-{COMPONENTIZE_PY}"));
+    let venv = cache_dir()
+        .join("tools")
+        .join(format!("componentize-py-{COMPONENTIZE_PY}"));
     let bin = venv.join("bin").join("componentize-py");
     let done = venv.join(".complete");
     if done.is_file() {
@@ -427,20 +429,31 @@ fn componentize_py() -> Result<PathBuf, CliError> {
     }
     // One installer at a time (parallel builds wait for the first).
     let parent = venv.parent().expect("a tools dir");
-    std::fs::create_dir_all(parent).map_err(|e| CliError::other(format!("{}: {e}", parent.display())))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| CliError::other(format!("{}: {e}", parent.display())))?;
     let lock_path = venv.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| CliError::other(format!("{}: {e}", lock_path.display())))?;
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(|e| CliError::other(format!("{}: {e}", lock_path.display())))?;
     // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
     if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        return Err(CliError::other(format!("locking {}: {}", lock_path.display(), std::io::Error::last_os_error())));
+        return Err(CliError::other(format!(
+            "locking {}: {}",
+            lock_path.display(),
+            std::io::Error::last_os_error()
+        )));
     }
     if done.is_file() {
         return Ok(bin);
     }
-    err(&format!("installing componentize-py {COMPONENTIZE_PY} into {} (once)", venv.display()));
+    err(&format!(
+        "installing componentize-py {COMPONENTIZE_PY} into {} (once)",
+        venv.display()
+    ));
     let _ = std::fs::remove_dir_all(&venv);
     let run = |cmd: &mut Command, what: &str| -> Result<(), CliError> {
-        let status = cmd.status().map_err(|e| CliError::other(format!("{what}: {e}")))?;
+        let status = cmd
+            .status()
+            .map_err(|e| CliError::other(format!("{what}: {e}")))?;
         if status.success() {
             Ok(())
         } else {
@@ -449,7 +462,10 @@ fn componentize_py() -> Result<PathBuf, CliError> {
             )))
         }
     };
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv",
+    )?;
     run(
         Command::new(venv.join("bin").join("pip")).args([
             "install",
