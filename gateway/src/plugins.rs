@@ -167,7 +167,7 @@ fn register_error(e: RegisterError) -> ApiError {
     match e {
         RegisterError::TooLarge { .. } => ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            "payload_too_large",
             e.to_string(),
         ),
         RegisterError::Host(m) => ApiError::internal(anyhow::anyhow!(m)),
@@ -241,7 +241,7 @@ pub async fn register(
     if total > settings.plugins.max_files_mb * 1024 * 1024 {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
+            "payload_too_large",
             format!(
                 "the model files hold {total} bytes; at most {} MB (ATELIER_PLUGIN_MAX_FILES_MB)",
                 settings.plugins.max_files_mb

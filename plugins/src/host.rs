@@ -485,6 +485,13 @@ impl Host {
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
             .allow_udp(false);
+        if plugin.limits.deterministic {
+            let seed = Sha256::digest(plugin.digest.as_bytes()).to_vec();
+            wasi.wall_clock(FrozenClock)
+                .secure_random(wasmtime_wasi::Deterministic::new(seed.clone()))
+                .insecure_random(wasmtime_wasi::Deterministic::new(seed))
+                .insecure_random_seed(0);
+        }
         if let Some(dir) = &plugin.model_dir {
             wasi.preopened_dir(dir, "/model", wasmtime_wasi::FsPerms::ReadOnly)
                 .map_err(|e| {
@@ -681,6 +688,18 @@ impl Host {
             instance: instance_use,
             load,
         }
+    }
+}
+
+/// The wall clock of deterministic plugins: always the Unix epoch.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
     }
 }
 

@@ -29,6 +29,7 @@ pub struct LimitsSpec {
     pub warm_instances: Option<u32>,
     pub recycle_after_calls: Option<u64>,
     pub recycle_memory_mb: Option<u64>,
+    pub deterministic: Option<bool>,
 }
 
 /// Limits in force for one plugin.
@@ -48,6 +49,10 @@ pub struct Limits {
     pub warm_instances: u32,
     pub recycle_after_calls: u64,
     pub recycle_memory_mb: u64,
+    /// Where determinism matters: the wall clock reads 1970-01-01T00:00:00Z and random
+    /// numbers come from a seed fixed by the component's digest (monotonic clocks stay real).
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 impl Limits {
@@ -191,6 +196,7 @@ impl HostSettings {
             warm_instances,
             recycle_after_calls,
             recycle_memory_mb,
+            deterministic: spec.deterministic.unwrap_or(false),
         })
     }
 }

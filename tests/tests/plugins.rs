@@ -480,8 +480,12 @@ async fn other_calls_go_on_while_a_hostile_plugin_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_is_idempotent_and_a_restart_compiles_nothing() {
-    // Its own cache (in the data dir), to see what a restart compiles.
-    let mut gw = Gateway::start().await;
+    // Its own cache (in the data dir), to see what a restart compiles; small upload limits.
+    let mut gw = Gateway::start_with(&[
+        ("ATELIER_PLUGIN_MAX_COMPONENT_MB", "1"),
+        ("ATELIER_PLUGIN_MAX_FILES_MB", "1"),
+    ])
+    .await;
     let admin = gw.admin();
     let manifest = json!({"name": "tiny", "version": "1.0.0", "description": "a no-op"});
     let first = upload(&admin, &manifest, tiny(), &[]).await;
@@ -539,6 +543,34 @@ async fn registration_is_idempotent_and_a_restart_compiles_nothing() {
     .await
     .expect_error(400, "invalid_argument");
     assert!(msg.contains("inference processors"), "{msg}");
+
+    // Over the component limit: 413, whether the host or the body limit sees it first.
+    let mut big = b"\0asm\x0d\0\x01\0".to_vec();
+    big.resize(1536 * 1024, 0);
+    let msg = upload(&admin, &json!({"name": "big", "version": "1"}), big, &[])
+        .await
+        .expect_error(413, "payload_too_large");
+    assert!(msg.contains("ATELIER_PLUGIN_MAX_COMPONENT_MB"), "{msg}");
+    let mut huge = b"\0asm\x0d\0\x01\0".to_vec();
+    huge.resize(4 * 1024 * 1024, 0);
+    let msg = upload(&admin, &json!({"name": "big", "version": "1"}), huge, &[])
+        .await
+        .expect_error(413, "payload_too_large");
+    assert!(msg.contains("larger than"), "{msg}");
+    // A manifest that is not JSON, and no component.
+    let msg = upload(&admin, &json!("not an object"), tiny(), &[])
+        .await
+        .expect_error(400, "invalid_argument");
+    assert!(msg.contains("manifest"), "{msg}");
+    let msg = upload(
+        &admin,
+        &json!({"name": "empty", "version": "1"}),
+        Vec::new(),
+        &[],
+    )
+    .await
+    .expect_error(400, "invalid_argument");
+    assert!(msg.contains("no component"), "{msg}");
 
     let list = admin.get("/v1/plugins").await;
     let items = list.expect_status(200)["items"].as_array().unwrap().clone();

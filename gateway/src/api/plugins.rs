@@ -92,7 +92,7 @@ async fn register(
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                "payload_too_large",
                 format!(
                     "the upload is larger than the component limit plus the model files limit ({} MB + {} MB)",
                     state.settings.plugins.max_component_mb, state.settings.plugins.max_files_mb

@@ -4,6 +4,7 @@ reports what each attempt did."""
 import os
 import socket
 import sys
+import time
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -44,5 +45,7 @@ class Step(exports.Step):
             "storage_traversal": attempt(lambda: storage.read("data/../secret/key")),
             "storage_write_to_input": attempt(lambda: storage.write("data/new.csv", b"x")),
             "storage_read_granted": attempt(lambda: storage.read("data/in.csv")),
+            # Run with limits.deterministic: the wall clock is frozen at the Unix epoch.
+            "wall_clock_year": str(time.gmtime(time.time()).tm_year),
         }
         return StepResult(outputs=[(k, Value_Text(v)) for k, v in results.items()], variables=[])
