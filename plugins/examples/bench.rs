@@ -6,35 +6,11 @@
 //! Usage: bench PYTHON_COMPONENT MODEL_DIR SERVICE_PORT [ITERATIONS]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use atelier_plugins::bindings::inference::atelier::plugin::inference_types as inf;
 use atelier_plugins::bindings::types::{Dtype, Tensor};
 use atelier_plugins::*;
-
-fn wat_component(path: &Path) -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut resolve = wit_parser::Resolve::default();
-    let (pkg, _) = resolve.push_dir(root.join("wit")).unwrap();
-    let world = resolve
-        .select_world(&[pkg], Some("training-algorithm"))
-        .unwrap();
-    let mut module = wat::parse_file(root.join(path)).unwrap();
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )
-    .unwrap();
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .encode()
-        .unwrap()
-}
 
 fn stats(name: &str, mut us: Vec<f64>) {
     us.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -136,14 +112,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap()
         }
     };
-    let tiny = register(wat_component(Path::new(
-        "tests/plugins/training-algorithm/describe/component.wat",
-    )))
-    .await;
-    let spin = register(wat_component(Path::new(
-        "tests/plugins/training-algorithm/infinite-loop/component.wat",
-    )))
-    .await;
+    let tiny = register(atelier_plugins::fixtures::training_case("describe")).await;
+    let spin = register(atelier_plugins::fixtures::training_case("infinite-loop")).await;
     let py = register(python).await;
     println!(
         "python component: {:.1} MB, compiled in {:.0} ms",

@@ -695,12 +695,7 @@ fn parse_inference(input: &Json) -> Result<(inf::Request, Option<inf::ModelData>
     let o = input
         .as_object()
         .ok_or("the input must be a JSON object: {\"body\": ..., \"model_output\": ...}")?;
-    let known = ["body", "request", "model_output"];
-    if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown field {k:?} in the input (expected body, request, model_output)"
-        ));
-    }
+    known_fields(o, &["body", "request", "model_output"])?;
     let request = match (o.get("body"), o.get("request")) {
         (Some(_), Some(_)) => return Err("give body or request, not both".into()),
         (Some(body), None) => inf::Request {
@@ -905,6 +900,37 @@ fn grant_channels(
     Ok(())
 }
 
+/// Refuses fields the input form does not know.
+fn known_fields(o: &Map<String, Json>, known: &[&str]) -> Result<(), String> {
+    match o.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(format!(
+            "unknown field {k:?} in the input (expected one of {})",
+            known.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+type Channels = Vec<(String, String, Option<Value>)>;
+
+/// The `inputs` (granted read-only) and `outputs` (granted read-write, each with a path) of
+/// a step or a training job, and its parameters (under `params_key`).
+fn data_channels(
+    o: &Map<String, Json>,
+    ctx: &mut CallContext,
+    params_key: &str,
+) -> Result<(Channels, Channels), String> {
+    let inputs = channels(o.get("inputs"), "inputs")?;
+    let outputs = channels(o.get("outputs"), "outputs")?;
+    if let Some((name, _, _)) = outputs.iter().find(|(_, p, _)| p.is_empty()) {
+        return Err(format!("output {name} needs a path"));
+    }
+    grant_channels(ctx, &inputs, false)?;
+    grant_channels(ctx, &outputs, true)?;
+    ctx.parameters = parameters(o.get(params_key), params_key)?;
+    Ok((inputs, outputs))
+}
+
 /// `{"inputs": [{"name","path"|"value"}], "outputs": [{"name","path"}], "parameters": {...}}`.
 fn parse_step(
     input: &Json,
@@ -913,29 +939,19 @@ fn parse_step(
     let o = input
         .as_object()
         .ok_or("the input must be a JSON object: {\"inputs\", \"outputs\", \"parameters\"}")?;
-    let known = [
-        "inputs",
-        "outputs",
-        "parameters",
-        "workflow_name",
-        "execution_id",
-        "step_name",
-        "attempt",
-    ];
-    if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown field {k:?} in the input (expected one of {})",
-            known.join(", ")
-        ));
-    }
-    let inputs = channels(o.get("inputs"), "inputs")?;
-    let outputs = channels(o.get("outputs"), "outputs")?;
-    if let Some((name, _, _)) = outputs.iter().find(|(_, p, _)| p.is_empty()) {
-        return Err(format!("output {name} needs a path"));
-    }
-    grant_channels(ctx, &inputs, false)?;
-    grant_channels(ctx, &outputs, true)?;
-    ctx.parameters = parameters(o.get("parameters"), "parameters")?;
+    known_fields(
+        o,
+        &[
+            "inputs",
+            "outputs",
+            "parameters",
+            "workflow_name",
+            "execution_id",
+            "step_name",
+            "attempt",
+        ],
+    )?;
+    let (inputs, outputs) = data_channels(o, ctx, "parameters")?;
     let context = st::StepContext {
         workflow_name: str_field(o, "workflow_name", "try")?,
         execution_id: str_field(o, "execution_id", &ctx.call_id)?,
@@ -962,24 +978,18 @@ fn parse_training(input: &Json, ctx: &mut CallContext) -> Result<Option<tr::Trai
     if o.get("describe").and_then(Json::as_bool) == Some(true) {
         return Ok(None);
     }
-    let known = [
-        "hyperparameters",
-        "inputs",
-        "outputs",
-        "job_name",
-        "attempt",
-    ];
-    if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!(
-            "unknown field {k:?} in the input (expected describe, or {})",
-            known.join(", ")
-        ));
-    }
-    let inputs = channels(o.get("inputs"), "inputs")?;
-    let outputs = channels(o.get("outputs"), "outputs")?;
-    grant_channels(ctx, &inputs, false)?;
-    grant_channels(ctx, &outputs, true)?;
-    ctx.parameters = parameters(o.get("hyperparameters"), "hyperparameters")?;
+    known_fields(
+        o,
+        &[
+            "describe",
+            "hyperparameters",
+            "inputs",
+            "outputs",
+            "job_name",
+            "attempt",
+        ],
+    )?;
+    let (inputs, outputs) = data_channels(o, ctx, "hyperparameters")?;
     let resume_from = match outputs.first() {
         Some((_, path, _)) => {
             let prefix = format!("{}checkpoints/", crate::storage::normalize_prefix(path)?);

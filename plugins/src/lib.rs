@@ -11,6 +11,8 @@
 
 pub mod bindings;
 pub mod calls;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod host;
 pub mod limits;
 pub mod state;

@@ -7,31 +7,7 @@ use std::sync::Arc;
 use atelier_plugins::*;
 
 fn component(case: &str) -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let mut resolve = wit_parser::Resolve::default();
-    let (pkg, _) = resolve.push_dir(root.join("wit")).unwrap();
-    let world = resolve
-        .select_world(&[pkg], Some("training-algorithm"))
-        .unwrap();
-    let mut module = wat::parse_file(
-        root.join("tests/plugins/training-algorithm")
-            .join(case)
-            .join("component.wat"),
-    )
-    .unwrap();
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )
-    .unwrap();
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .encode()
-        .unwrap()
+    atelier_plugins::fixtures::training_case(case)
 }
 
 fn temp_dir() -> std::path::PathBuf {

@@ -11,14 +11,6 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn resolve() -> (wit_parser::Resolve, wit_parser::PackageId) {
-    let mut resolve = wit_parser::Resolve::default();
-    let (pkg, _) = resolve
-        .push_dir(repo_root().join("wit"))
-        .expect("wit/ parses");
-    (resolve, pkg)
-}
-
 /// A component for `world` from a core module in WAT whose exports follow the canonical ABI
 /// (see [`dummy_wat`] for the names and signatures).
 pub fn wat_component(world: &str, wat: &str) -> Vec<u8> {
@@ -28,35 +20,16 @@ pub fn wat_component(world: &str, wat: &str) -> Vec<u8> {
 /// Like [`wat_component`], with more WIT packages (`extra`, in order; the world is looked up
 /// in the last one when given).
 pub fn wat_component_with(extra: &[&str], world: &str, wat: &str) -> Vec<u8> {
-    let (mut resolve, mut pkg) = resolve();
-    for (i, src) in extra.iter().enumerate() {
-        pkg = resolve
-            .push_str(format!("extra-{i}.wit"), src)
-            .unwrap_or_else(|e| panic!("extra WIT: {e:#}"));
-    }
-    let world = resolve
-        .select_world(&[pkg], Some(world))
-        .expect("the world exists");
-    let mut module = wat::parse_str(wat).unwrap_or_else(|e| panic!("the fixture's WAT: {e}"));
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )
-    .expect("embedding the world");
-    wit_component::ComponentEncoder::default()
-        .validate(true)
-        .module(&module)
-        .expect("the module")
-        .encode()
+    atelier_plugins::fixtures::wat_component(extra, world, wat)
         .unwrap_or_else(|e| panic!("wrapping the fixture into a component: {e:#}"))
 }
 
 /// The core module a component of `world` must be (imports and export signatures), as WAT.
 pub fn dummy_wat(world: &str) -> String {
-    let (resolve, pkg) = resolve();
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve
+        .push_dir(repo_root().join("wit"))
+        .expect("wit/ parses");
     let world = resolve
         .select_world(&[pkg], Some(world))
         .expect("the world exists");
