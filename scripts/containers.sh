@@ -40,13 +40,24 @@ default_ulimits = []
 
 [engine]
 runtime = "runc"'
+  # A service started from a directory that was removed since (an old clone) cannot start
+  # containers (conmon: "Failed to get working directory"): stop it and start one afresh.
+  local pid
+  for pid in $(pgrep -f "podman system service --time=0 unix://$sock" || true); do
+    if readlink "/proc/$pid/cwd" 2>/dev/null | grep -q ' (deleted)$'; then
+      log "restarting podman system service: its working directory was removed"
+      kill "$pid" 2>/dev/null || true
+      sleep 1
+    fi
+  done
   if ! curl -fsS --max-time 2 --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
     log "starting podman system service on $sock (log: $dir/service.log)"
     mkdir -p "$dir"
     rm -f "$sock"
-    start_service "$dir/service.log" \
+    # From its own directory, which outlives any clone.
+    (cd "$dir" && start_service "$dir/service.log" \
       "curl -fsS --max-time 2 --unix-socket '$sock' http://d/_ping >/dev/null 2>&1" \
-      podman system service --time=0 "unix://$sock" || return 1
+      podman system service --time=0 "unix://$sock") || return 1
   fi
   printf 'unix://%s\n' "$sock"
 }
