@@ -330,19 +330,9 @@ impl Host {
         wanted: World,
     ) -> CallReport<O> {
         let world = plugin.world;
-        self.run(
-            &PluginRef {
-                limits: plugin.limits.clone(),
-                ..plugin.clone()
-            },
-            CallContext::default(),
-            move |_, _, _| {
-                Err(CallError::bad_input(format!(
-                    "the plugin is a {world} plugin, not a {wanted}"
-                )))
-            },
-        )
-        .await
+        refused(CallError::bad_input(format!(
+            "the plugin is a {world} plugin, not a {wanted}"
+        )))
     }
 
     /// Calls a plugin with JSON input, as `invoke` and `atelier plugin test` do. The input's
@@ -361,18 +351,8 @@ impl Host {
         let parsed = match parsed {
             Ok(p) => p,
             Err(message) => {
-                let mut report = self
-                    .run(
-                        plugin,
-                        CallContext {
-                            tenant: ctx.tenant.clone(),
-                            ..Default::default()
-                        },
-                        |_, _, _| Ok(()),
-                    )
-                    .await;
-                report.error = Some(CallError::bad_input(message));
-                return map_report(report, |()| Json::Null);
+                // Refused before any instance is taken or created.
+                return refused(CallError::bad_input(message));
             }
         };
         match parsed {
@@ -405,6 +385,23 @@ enum Parsed {
     Inference((inf::Request, Option<inf::ModelData>)),
     Step((st::StepContext, Vec<st::Input>, Vec<st::OutputSlot>)),
     Training(Option<tr::TrainContext>),
+}
+
+/// The report of a call refused before it ran.
+fn refused<O>(error: CallError) -> CallReport<O> {
+    CallReport {
+        call_id: uuid::Uuid::now_v7().to_string(),
+        output: None,
+        error: Some(error),
+        logs: Vec::new(),
+        logs_dropped: 0,
+        stdout: String::new(),
+        stderr: String::new(),
+        metrics: Default::default(),
+        timings: Default::default(),
+        instance: crate::host::InstanceUse::Fresh,
+        load: crate::host::LoadSource::Memory,
+    }
 }
 
 fn map_report<A, B>(r: CallReport<A>, f: impl FnOnce(A) -> B) -> CallReport<B> {
