@@ -385,12 +385,13 @@ async fn session_checks(mut gw: Gateway, work_inside: Option<&str>) {
         let (mut c, _) = here.accept().unwrap();
         let mut buf = [0u8; 100];
         let n = c.read(&mut buf).unwrap();
-        c.write_all(b"back:").unwrap();
-        c.write_all(&buf[..n]).unwrap();
+        let mut answer = b"back:".to_vec();
+        answer.extend_from_slice(&buf[..n]);
+        c.write_all(&answer).unwrap();
     });
     let remote = free_port();
     let client_side = format!(
-        "python3 -c 'import socket\ns=socket.create_connection((\"127.0.0.1\",{remote}))\ns.sendall(b\"hello\")\nprint(s.recv(100).decode())'"
+        "python3 -c 'import socket\ns=socket.create_connection((\"127.0.0.1\",{remote}))\ns.sendall(b\"hello\")\nprint(s.makefile(\"rb\").read().decode())'"
     );
     let out = ssh
         .ssh(
