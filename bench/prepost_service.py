@@ -2,7 +2,12 @@
 loopback: the transformer-hop pattern (KServe's transformer, a sidecar), for
 bench/plugins.sh. POST / with the JSON request; the service does what the Wasm plugin's
 preprocess and postprocess do (JSON instances -> f32 tensor bytes; fixed logits -> top-k
-labels) and answers the JSON response. HTTP/1.1 keep-alive, one thread per connection."""
+labels) and answers the JSON response. HTTP/1.1 keep-alive, one thread per connection.
+
+    python3 prepost_service.py PORT LABELS_FILE [--numpy]
+
+With --numpy the work is done the way a KServe transformer would write it, with numpy
+(the native counterpart of the plugin's `tensors` helpers)."""
 
 import array
 import json
@@ -41,6 +46,35 @@ def postprocess(logits: bytes, shape, top_k: int) -> bytes:
             for c in best
         ])
     return json.dumps({"predictions": predictions}).encode()
+
+
+def preprocess_numpy(body: bytes):
+    doc = json.loads(body)
+    values = np.asarray(doc["instances"], dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError("ragged")
+    return values.tobytes(), values.shape, doc.get("top_k", 3)
+
+
+def postprocess_numpy(logits: bytes, shape, top_k: int) -> bytes:
+    values = np.frombuffer(logits, dtype=np.float32).reshape(shape).astype(np.float64)
+    exps = np.exp(values - values.max(axis=1, keepdims=True))
+    probs = exps / exps.sum(axis=1, keepdims=True)
+    best = np.argsort(-values, axis=1, kind="stable")[:, :top_k]
+    predictions = [
+        [
+            {"label": LABELS[c] if c < len(LABELS) else str(c), "score": round(float(probs[r, c]), 6)}
+            for c in row
+        ]
+        for r, row in enumerate(best.tolist())
+    ]
+    return json.dumps({"predictions": predictions}).encode()
+
+
+if len(sys.argv) > 3 and sys.argv[3] == "--numpy":
+    import numpy as np
+
+    preprocess, postprocess = preprocess_numpy, postprocess_numpy
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -3,7 +3,13 @@
 //! inference example's preprocess + postprocess on 1 KB and 1 MB requests under both
 //! instance policies, and the same logic as a CPython HTTP service on loopback.
 //!
-//! Usage: bench PYTHON_COMPONENT MODEL_DIR SERVICE_PORT [ITERATIONS]
+//! Usage: bench PYTHON_COMPONENT PURE_PYTHON_COMPONENT MODEL_DIR SERVICE_PORT NUMPY_PORT
+//!        [ITERATIONS]
+//!
+//! PYTHON_COMPONENT is the example as shipped (its heavy parts through the host's `tensors`
+//! helpers); PURE_PYTHON_COMPONENT does the same work in pure Python
+//! (bench/plugins/pure-python-processor). SERVICE_PORT serves the pure-Python logic,
+//! NUMPY_PORT the same with numpy (bench/prepost_service.py).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
@@ -97,9 +103,11 @@ fn http_post(conn: &mut BufReader<std::net::TcpStream>, body: &str) -> Vec<u8> {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let python = std::fs::read(&args[1])?;
-    let model_dir = std::path::PathBuf::from(&args[2]);
-    let port: u16 = args[3].parse()?;
-    let n: usize = args.get(4).map_or(2000, |s| s.parse().unwrap());
+    let pure_python = std::fs::read(&args[2])?;
+    let model_dir = std::path::PathBuf::from(&args[3]);
+    let port: u16 = args[4].parse()?;
+    let numpy_port: u16 = args[5].parse()?;
+    let n: usize = args.get(6).map_or(2000, |s| s.parse().unwrap());
     let dir = std::env::temp_dir().join(format!("atelier-plugin-bench-{}", std::process::id()));
     let host = Host::new(&dir, HostSettings::default())?;
 
@@ -115,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
     let tiny = register(atelier_plugins::fixtures::training_case("describe")).await;
     let spin = register(atelier_plugins::fixtures::training_case("infinite-loop")).await;
     let py = register(python).await;
+    let pure = register(pure_python).await;
     println!(
         "python component: {:.1} MB, compiled in {:.0} ms",
         py.size as f64 / 1e6,
@@ -221,6 +230,8 @@ async fn main() -> anyhow::Result<()> {
     // Python: instantiate (fresh) and pre+post.
     let py_fresh = plugin("py@1", &py, InstancePolicy::Fresh, true);
     let py_warm = plugin("py-warm@1", &py, InstancePolicy::Warm, true);
+    let pure_fresh = plugin("pure@1", &pure, InstancePolicy::Fresh, true);
+    let pure_warm = plugin("pure-warm@1", &pure, InstancePolicy::Warm, true);
     let small = body(1024);
     let large = body(1024 * 1024);
     println!(
@@ -252,40 +263,71 @@ async fn main() -> anyhow::Result<()> {
 
     for (label, b, count) in [("1 KB", &small, n), ("1 MB", &large, (n / 20).max(30))] {
         let rows = rows_of(b);
-        for (policy, p) in [("fresh", &py_fresh), ("warm", &py_warm)] {
+        // Fresh instances: each call instantiates and runs `init` first.
+        for (variant, p) in [
+            ("Python + tensors helpers", &py_fresh),
+            ("pure Python", &pure_fresh),
+        ] {
             let mut us = Vec::new();
             for i in 0..count + 5 {
-                let req = request(b);
-                let out = logits(rows);
                 let t = Instant::now();
-                let r = host.prepost(p, ctx(), req, Some(out)).await;
+                let r = host.prepost(p, ctx(), request(b), Some(logits(rows))).await;
                 let e = t.elapsed().as_secs_f64() * 1e6;
                 assert!(r.error.is_none(), "{:?}", r.error);
                 if i >= 5 {
                     us.push(e);
                 }
             }
-            stats(
-                &format!("Python pre+post, {label} request, {policy} instance"),
-                us,
-            );
+            stats(&format!("{variant}, {label}, fresh instance"), us);
         }
-        // The transformer hop: the same logic in a CPython HTTP service, one keep-alive connection.
-        let mut conn = BufReader::new(std::net::TcpStream::connect(("127.0.0.1", port))?);
-        conn.get_ref().set_nodelay(true)?;
-        let mut us = Vec::new();
-        for i in 0..count + 5 {
-            let t = Instant::now();
-            let out = http_post(&mut conn, b);
-            let e = t.elapsed().as_secs_f64() * 1e6;
-            assert!(out.starts_with(b"{\"predictions\""));
-            if i >= 5 {
-                us.push(e);
+        // Warm instances against the transformer hop (the same logic in a CPython HTTP
+        // service, one keep-alive connection each; pure Python, and numpy). Each gets its
+        // calls in blocks, the blocks taking turns, so that the machine's noise falls on all
+        // of them alike while each block runs with its own caches warm (the first calls of a
+        // block are not counted).
+        let mut conns = Vec::new();
+        for port in [port, numpy_port] {
+            let conn = BufReader::new(std::net::TcpStream::connect(("127.0.0.1", port))?);
+            conn.get_ref().set_nodelay(true)?;
+            conns.push(conn);
+        }
+        let block = (count / 10).max(10);
+        let mut us: [Vec<f64>; 4] = Default::default();
+        while us[3].len() < count {
+            for (k, samples) in us.iter_mut().enumerate() {
+                for i in 0..block + 3 {
+                    let t = Instant::now();
+                    if k < 2 {
+                        let p = if k == 0 { &py_warm } else { &pure_warm };
+                        let r = host.prepost(p, ctx(), request(b), Some(logits(rows))).await;
+                        assert!(r.error.is_none(), "{:?}", r.error);
+                    } else {
+                        let out = http_post(&mut conns[k - 2], b);
+                        assert!(
+                            out.starts_with(b"{\"predictions\""),
+                            "{}",
+                            String::from_utf8_lossy(&out)
+                        );
+                    }
+                    if i >= 3 {
+                        samples.push(t.elapsed().as_secs_f64() * 1e6);
+                    }
+                }
             }
         }
+        let [helpers, pure, http, http_numpy] = us;
         stats(
-            &format!("CPython HTTP service on loopback, {label} request"),
-            us,
+            &format!("Python + tensors helpers, {label}, warm instance"),
+            helpers,
+        );
+        stats(&format!("pure Python, {label}, warm instance"), pure);
+        stats(
+            &format!("CPython HTTP service (pure Python), {label}"),
+            http,
+        );
+        stats(
+            &format!("CPython HTTP service (numpy), {label}"),
+            http_numpy,
         );
     }
     drop(host);

@@ -16,6 +16,7 @@ pub mod inference {
             "atelier:plugin/types": crate::bindings::training::atelier::plugin::types,
             "atelier:plugin/log": crate::bindings::training::atelier::plugin::log,
             "atelier:plugin/metrics": crate::bindings::training::atelier::plugin::metrics,
+            "atelier:plugin/tensors": crate::bindings::training::atelier::plugin::tensors,
         },
     });
 }
@@ -28,10 +29,11 @@ pub mod workflow {
             "atelier:plugin/types": crate::bindings::training::atelier::plugin::types,
             "atelier:plugin/log": crate::bindings::training::atelier::plugin::log,
             "atelier:plugin/metrics": crate::bindings::training::atelier::plugin::metrics,
+            "atelier:plugin/tensors": crate::bindings::training::atelier::plugin::tensors,
             "atelier:plugin/parameters": crate::bindings::training::atelier::plugin::parameters,
             "atelier:plugin/storage": crate::bindings::training::atelier::plugin::storage,
         },
     });
 }
 
-pub use training::atelier::plugin::{log, metrics, parameters, storage, types};
+pub use training::atelier::plugin::{log, metrics, parameters, storage, tensors, types};

@@ -422,24 +422,7 @@ fn map_report<A, B>(r: CallReport<A>, f: impl FnOnce(A) -> B) -> CallReport<B> {
 
 // ---- JSON forms ----
 
-fn dtype_name(d: Dtype) -> &'static str {
-    match d {
-        Dtype::F16 => "f16",
-        Dtype::Bf16 => "bf16",
-        Dtype::F32 => "f32",
-        Dtype::F64 => "f64",
-        Dtype::I8 => "i8",
-        Dtype::I16 => "i16",
-        Dtype::I32 => "i32",
-        Dtype::I64 => "i64",
-        Dtype::U8 => "u8",
-        Dtype::U16 => "u16",
-        Dtype::U32 => "u32",
-        Dtype::U64 => "u64",
-        Dtype::Boolean => "boolean",
-        Dtype::Utf8 => "utf8",
-    }
-}
+use crate::tensors::dtype_name;
 
 fn parse_dtype(s: &str) -> Option<Dtype> {
     Some(match s {

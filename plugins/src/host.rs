@@ -223,6 +223,9 @@ impl Host {
             .memory_reservation(max_memory)
             .memory_guard_size(32 * MIB)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("ATELIER_PLUGIN_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
 
         let mut hasher = HashWriter(Sha256::new());

@@ -17,6 +17,7 @@ pub mod host;
 pub mod limits;
 pub mod state;
 pub mod storage;
+pub mod tensors;
 pub mod world;
 
 pub use host::{

@@ -12,7 +12,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{log, metrics, parameters, storage, types};
+use crate::bindings::{log, metrics, parameters, storage, tensors, types};
 use crate::limits::LimitKind;
 use crate::storage::Grant;
 
@@ -251,6 +251,32 @@ impl metrics::Host for State {
         let mut points = points;
         points.truncate(100_000);
         self.call.metrics.series.insert(name, points);
+    }
+}
+
+impl tensors::Host for State {
+    fn from_json(
+        &mut self,
+        name: String,
+        json: String,
+        pointer: String,
+        dtype: types::Dtype,
+    ) -> Result<types::Tensor, types::Error> {
+        crate::tensors::from_json(&name, &json, &pointer, dtype)
+    }
+    fn json_get(&mut self, json: String, pointer: String) -> Result<Option<String>, types::Error> {
+        crate::tensors::json_get(&json, &pointer)
+    }
+    fn to_json(&mut self, t: types::Tensor) -> Result<String, types::Error> {
+        crate::tensors::to_json(&t)
+    }
+    fn top_k(
+        &mut self,
+        t: types::Tensor,
+        k: u32,
+        softmax: bool,
+    ) -> Result<Vec<Vec<tensors::Scored>>, types::Error> {
+        crate::tensors::top_k(&t, k, softmax)
     }
 }
 

@@ -58,11 +58,12 @@ impl World {
     /// The `atelier:plugin` interfaces the world imports (type-only ones included).
     pub fn imports(self) -> &'static [&'static str] {
         match self {
-            World::InferenceProcessor => &["types", "log", "metrics", "inference-types"],
+            World::InferenceProcessor => &["types", "log", "metrics", "tensors", "inference-types"],
             World::WorkflowStep => &[
                 "types",
                 "log",
                 "metrics",
+                "tensors",
                 "parameters",
                 "storage",
                 "step-types",
@@ -71,6 +72,7 @@ impl World {
                 "types",
                 "log",
                 "metrics",
+                "tensors",
                 "parameters",
                 "storage",
                 "training-types",

@@ -1,24 +1,25 @@
 """An inference processor: JSON instances in, an f32 tensor to the model; the model's
-logits out, the top-k labels (from the model directory's labels.txt) as JSON."""
+logits out, the top-k labels (from the model directory's labels.txt) as JSON.
 
-import array
+The heavy, generic parts (parsing the request's numbers into a tensor, softmax and top-k)
+go through the host's `tensors` helpers, which run natively; this code only orchestrates."""
+
 import json
-import math
 import os
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import log, metrics
+from wit_world.imports import log, metrics, tensors
 from wit_world.imports.inference_types import (
     Body_Json,
     ModelData_Json,
-    ModelData_Tensors,
     ModelInfo,
+    ModelData_Tensors,
     Prepared,
     Request,
     Response,
 )
-from wit_world.imports.types import Dtype, Error, ErrorKind, Tensor
+from wit_world.imports.types import Dtype, Error, ErrorKind
 
 LABELS: list[str] = []
 
@@ -41,33 +42,18 @@ class Processor(exports.Processor):
     def preprocess(self, req: Request) -> Prepared:
         if not isinstance(req.body, Body_Json):
             raise Err(Error(kind=ErrorKind.UNSUPPORTED, message="send application/json"))
-        try:
-            doc = json.loads(req.body.value)
-        except ValueError as e:
-            raise bad(f"the body is not JSON: {e}")
-        instances = doc.get("instances") if isinstance(doc, dict) else None
-        if not isinstance(instances, list) or not instances:
+        body = req.body.value
+        # Raises Err(invalid-input) naming the first wrong element ("/instances/1 has 2
+        # elements where the first at this depth has 3").
+        inputs = tensors.from_json("inputs", body, "/instances", Dtype.F32)
+        if len(inputs.shape) != 2 or inputs.shape[0] == 0 or inputs.shape[1] == 0:
             raise bad('expected {"instances": [[number, ...], ...]}')
-        width = len(instances[0]) if isinstance(instances[0], list) else 0
-        values = array.array("f")
-        for i, row in enumerate(instances):
-            if not isinstance(row, list) or len(row) != width or width == 0:
-                raise bad(f"instance {i} is not a list of {width} numbers")
-            try:
-                values.extend(float(x) for x in row)
-            except (TypeError, ValueError):
-                raise bad(f"instance {i} holds something that is not a number")
-        top_k = doc.get("top_k", 3)
-        if not isinstance(top_k, int) or top_k < 1:
+        top_k = tensors.json_get(body, "/top_k")
+        top_k = 3 if top_k is None else json.loads(top_k)
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise bad("top_k must be a positive integer")
-        metrics.scalar("instances", float(len(instances)), None)
-        tensor = Tensor(
-            name="inputs",
-            dtype=Dtype.F32,
-            shape=[len(instances), width],
-            data=values.tobytes(),
-        )
-        return Prepared(input=ModelData_Tensors([tensor]), state=str(top_k).encode())
+        metrics.scalar("instances", float(inputs.shape[0]), None)
+        return Prepared(input=ModelData_Tensors([inputs]), state=str(top_k).encode())
 
     def postprocess(self, state: bytes | None, output) -> Response:
         top_k = int(state.decode()) if state else 3
@@ -76,21 +62,17 @@ class Processor(exports.Processor):
         logits = next((t for t in output.value if t.name == "logits"), None)
         if logits is None or logits.dtype != Dtype.F32 or len(logits.shape) != 2:
             raise bad("expected an f32 tensor named logits of shape [n, classes]")
-        rows, classes = logits.shape
-        values = array.array("f")
-        values.frombytes(logits.data)
-        if len(values) != rows * classes:
-            raise bad(f"logits hold {len(values)} values, not {rows}x{classes}")
-        predictions = []
-        for r in range(rows):
-            row = values[r * classes:(r + 1) * classes]
-            peak = max(row)
-            exps = [math.exp(v - peak) for v in row]
-            total = sum(exps)
-            best = sorted(range(classes), key=lambda c: -row[c])[:top_k]
-            predictions.append([
-                {"label": LABELS[c] if c < len(LABELS) else str(c), "score": round(exps[c] / total, 6)}
-                for c in best
-            ])
+        # Per row: the top_k classes, largest first, scored by their softmax probability.
+        best = tensors.top_k(logits, top_k, True)
+        predictions = [
+            [
+                {
+                    "label": LABELS[s.index] if s.index < len(LABELS) else str(s.index),
+                    "score": round(s.score, 6),
+                }
+                for s in row
+            ]
+            for row in best
+        ]
         body = json.dumps({"predictions": predictions}).encode()
         return Response(status=200, content_type="application/json", headers=[], body=body)
