@@ -62,3 +62,26 @@ browser_modules() {
   fi
   printf '%s\n' "$dir/node_modules"
 }
+
+# A real S3 server for the object storage tests: s3s-fs (crates.io; buckets are directories
+# under its root, SigV4 checked against one key pair). Built once per version into
+# $ATELIER_CACHE/tools, behind a lock so parallel runs do not build it twice.
+s3s_fs_bin() {
+  local version="0.14.1"
+  local dir="$ATELIER_CACHE/tools/s3s-fs-$version"
+  if [ ! -x "$dir/bin/s3s-fs" ]; then
+    mkdir -p "$ATELIER_CACHE/tools"
+    (
+      flock 9
+      if [ ! -x "$dir/bin/s3s-fs" ]; then
+        log "building s3s-fs $version into $dir (once)"
+        CARGO_TARGET_DIR="$ATELIER_CACHE/tools/s3s-fs-build" \
+          cargo install --quiet --locked --version "$version" --features binary \
+          --root "$dir.partial" s3s-fs >&2
+        rm -rf "$dir" "$ATELIER_CACHE/tools/s3s-fs-build"
+        mv "$dir.partial" "$dir"
+      fi
+    ) 9>"$ATELIER_CACHE/tools/s3s-fs.lock"
+  fi
+  printf '%s\n' "$dir/bin/s3s-fs"
+}

@@ -21,6 +21,9 @@ ATELIER_TEST_BROWSER_MODULES="$(browser_modules)"
 export ATELIER_TEST_BROWSER_MODULES
 # Container notebooks' work disks are loop-mounted XFS images (they grow while mounted).
 need_debs xfsprogs
+# Object storage: a real S3 server on loopback (s3s-fs, built once).
+ATELIER_TEST_S3S_FS="$(s3s_fs_bin)"
+export ATELIER_TEST_S3S_FS
 # Wasm plugins: `atelier plugin build` installs componentize-py from PyPI into
 # $ATELIER_CACHE/tools once (python3-venv); the tests build the Python examples with it,
 # cached by content under $ATELIER_CACHE/test-plugins.

@@ -29,6 +29,8 @@ pub enum Action {
     UnregisterImage,
     RegisterPlugin,
     DeletePlugin,
+    CreateStorageConnection,
+    DeleteStorageConnection,
 }
 
 impl Action {
@@ -55,6 +57,8 @@ impl Action {
             Action::UnregisterImage => "unregisterImage",
             Action::RegisterPlugin => "registerPlugin",
             Action::DeletePlugin => "deletePlugin",
+            Action::CreateStorageConnection => "createStorageConnection",
+            Action::DeleteStorageConnection => "deleteStorageConnection",
         }
     }
 }

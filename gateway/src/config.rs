@@ -67,6 +67,11 @@ pub struct Settings {
     /// The admin's API token, used only when the database is created.
     #[serde(skip_serializing)]
     pub admin_token: Option<String>,
+    /// The key that seals stored secrets (object storage secret keys): 64 hex digits or
+    /// base64 of 32 bytes (env ATELIER_SECRET_KEY). Unset: `<data dir>/secret.key`,
+    /// created on first start.
+    #[serde(skip_serializing)]
+    pub secret_key: Option<String>,
     /// `text` or `json`.
     pub log_format: String,
     /// Lifetime of a browser session.
@@ -369,6 +374,7 @@ impl Default for Settings {
             ssh_addr: Some(SocketAddr::from(([127, 0, 0, 1], 2222))),
             ssh_ports: Some((30000, 32767)),
             admin_token: None,
+            secret_key: None,
             log_format: "text".into(),
             session_hours: 24 * 7,
             stop_warning_secs: 300,
@@ -503,6 +509,9 @@ impl Settings {
         }
         if let Some(v) = env("ATELIER_ADMIN_TOKEN") {
             self.admin_token = Some(v);
+        }
+        if let Some(v) = env("ATELIER_SECRET_KEY") {
+            self.secret_key = Some(v);
         }
         if let Some(v) = env("ATELIER_JUPYTER_VENV") {
             self.backend.jupyter_venv = Some(PathBuf::from(v));

@@ -21,6 +21,8 @@ pub mod images;
 pub mod notebooks;
 pub mod plugins;
 pub mod proxy;
+pub mod secrets;
 pub mod server;
 pub mod ssh;
+pub mod storage;
 pub mod store;

@@ -39,6 +39,8 @@ pub struct Services {
     pub ssh: Option<SshInfo>,
     /// The Wasm plugin host.
     pub plugins: Arc<atelier_plugins::Host>,
+    /// Seals and opens stored secrets.
+    pub secrets: Arc<crate::secrets::SecretBox>,
 }
 
 /// Where the SSH front door listens and who it is.
@@ -88,6 +90,10 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         None => None,
     };
     let plugins = crate::plugins::open_host(&settings).context("starting the plugin host")?;
+    let secrets = Arc::new(
+        crate::secrets::SecretBox::load(settings.secret_key.as_deref(), &settings.data_dir)
+            .context("loading the secret key")?,
+    );
     let settings = Arc::new(settings);
     let routes = RouteTable::new(store.clone(), backend.clone());
     let lifecycle = Lifecycle::new(store.clone(), backend, settings.clone(), routes.clone());
@@ -99,6 +105,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         routes,
         ssh,
         plugins,
+        secrets,
     })))
 }
 

@@ -24,13 +24,7 @@ pub fn routes() -> Router<AppState> {
 
 /// Key pair names appear in SSH configs and file names (`NAME.pem`): keep them plain.
 pub fn validate_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
+    if super::is_plain_name(name) {
         Ok(())
     } else {
         Err(ApiError::invalid(format!(

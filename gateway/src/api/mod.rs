@@ -11,6 +11,7 @@ pub mod keypairs;
 pub mod notebooks;
 pub mod pages;
 pub mod plugins;
+pub mod storage;
 pub mod users;
 
 use axum::Router;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(images::routes())
         .merge(notebooks::routes())
         .merge(plugins::routes(&state))
+        .merge(storage::routes())
         .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -41,6 +43,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `?all=true` (everyone's items) is for admins; `what` names the items in the refusal.
+/// Names that appear in paths, commands and file names: 1-64 of A-Z, a-z, 0-9, '-', '_'
+/// and '.', starting with a letter or digit.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
 pub fn check_all(p: &Principal, all: bool, what: &str) -> ApiResult<()> {
     if all && !p.is_admin() {
         return Err(error::ApiError::forbidden(format!(

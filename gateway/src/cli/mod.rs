@@ -12,6 +12,7 @@ mod output;
 mod plugins;
 mod profile;
 mod prompt;
+mod storage;
 mod table;
 
 use api::{Api, CliError};
@@ -114,6 +115,9 @@ pub enum ClientCommand {
     /// Wasm plugins: start, build and test one locally; push, list and invoke on the gateway.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Object storage: connections to S3-compatible stores.
+    #[command(subcommand)]
+    Storage(storage::StorageCommand),
 }
 
 /// What the command handlers need: an authenticated client and the output mode.
@@ -156,6 +160,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Image(c) => admin::image(&ctx, c).await,
         ClientCommand::Audit(c) => admin::audit(&ctx, c).await,
         ClientCommand::Plugin(c) => plugins::run(&ctx, c).await,
+        ClientCommand::Storage(c) => storage::run(&ctx, c).await,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Reading from stdin: a token (hidden when stdin is a terminal) and typed confirmations.
+//! Reading from stdin: tokens and secrets (hidden when stdin is a terminal) and typed
+//! confirmations.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -55,11 +56,26 @@ impl Drop for EchoOff {
 
 /// Reads the API token: prompted without echo when stdin is a terminal, else one line of stdin.
 pub async fn read_token() -> Result<String, CliError> {
-    let token = tokio::task::spawn_blocking(|| -> std::io::Result<Option<String>> {
+    read_hidden(
+        "Paste an API token (input is hidden); create one with `atelier token create`.",
+        "Token: ",
+        "no token given: pass --token, set ATELIER_TOKEN, or write it on stdin",
+    )
+    .await
+}
+
+/// Reads a secret: prompted (`intro`, then `label`) without echo when stdin is a terminal,
+/// else one line of stdin; `missing` is the error when nothing comes.
+pub async fn read_hidden(
+    intro: &'static str,
+    label: &'static str,
+    missing: &'static str,
+) -> Result<String, CliError> {
+    let secret = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
         if stdin_is_terminal() {
-            err("Paste an API token (input is hidden); create one with `atelier token create`.");
+            err(intro);
             let mut stderr = std::io::stderr();
-            let _ = std::io::Write::write_all(&mut stderr, b"Token: ");
+            let _ = std::io::Write::write_all(&mut stderr, label.as_bytes());
             let _ = std::io::Write::flush(&mut stderr);
             let _echo = EchoOff::new();
             read_line()
@@ -68,13 +84,11 @@ pub async fn read_token() -> Result<String, CliError> {
         }
     })
     .await
-    .map_err(|e| CliError::other(format!("cannot read the token: {e}")))?
-    .map_err(|e| CliError::other(format!("cannot read the token from stdin: {e}")))?;
-    match token.as_deref().map(str::trim) {
+    .map_err(|e| CliError::other(format!("cannot read stdin: {e}")))?
+    .map_err(|e| CliError::other(format!("cannot read stdin: {e}")))?;
+    match secret.as_deref().map(str::trim) {
         Some(t) if !t.is_empty() => Ok(t.to_string()),
-        _ => Err(CliError::other(
-            "no token given: pass --token, set ATELIER_TOKEN, or write it on stdin",
-        )),
+        _ => Err(CliError::other(missing)),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod images;
 pub mod keypairs;
 pub mod notebooks;
 pub mod plugins;
+pub mod storage;
 pub mod users;
 
 pub type Conn = SqliteConnection;

@@ -1,0 +1,91 @@
+//! A real S3 server on loopback for the object storage tests: s3s-fs
+//! (`ATELIER_TEST_S3S_FS`, built by scripts/test.sh), one per test, with its own root dir
+//! (a bucket is a directory there) and key pair. Stopped when dropped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct S3Server {
+    pub root: PathBuf,
+    pub addr: SocketAddr,
+    pub access_key: String,
+    pub secret_key: String,
+    child: Child,
+}
+
+impl S3Server {
+    /// Starts s3s-fs with a fresh root and key pair, and waits until it accepts connections.
+    pub fn start() -> S3Server {
+        let bin = std::env::var("ATELIER_TEST_S3S_FS")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| {
+                panic!(
+                    "ATELIER_TEST_S3S_FS is not set: run bash .ci/run (scripts/test.sh), which \
+                     builds s3s-fs once (scripts/lib.sh s3s_fs_bin)"
+                )
+            });
+        let root = std::env::temp_dir().join(format!("atelier-s3-{}", crate::unique()));
+        std::fs::create_dir_all(&root).unwrap();
+        let port = crate::free_port();
+        let access_key = format!("AK{}", crate::unique()).to_uppercase();
+        let secret_key = format!("sk/{}+{}", crate::unique(), crate::unique());
+        let log = std::fs::File::create(root.with_extension("log")).unwrap();
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", &access_key, "--secret-key", &secret_key])
+            .arg(&root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut server = S3Server {
+            root,
+            addr,
+            access_key,
+            secret_key,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("s3s-fs exited ({status}): {}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not listen: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates a bucket (a directory under the root).
+    pub fn bucket(&self, name: &str) -> PathBuf {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_file(self.root.with_extension("log"));
+    }
+}
