@@ -8,6 +8,7 @@ mod admin;
 mod api;
 mod keypairs;
 mod notebooks;
+mod obs;
 mod output;
 mod plugins;
 mod profile;
@@ -118,6 +119,10 @@ pub enum ClientCommand {
     /// Object storage: connections to S3-compatible stores.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
+    /// Copy, list, inspect and delete objects straight in an S3-compatible store (AWS_*
+    /// variables or ~/.aws profiles; no gateway needed).
+    #[command(subcommand, visible_alias = "s3")]
+    Obs(obs::ObsCommand),
 }
 
 /// What the command handlers need: an authenticated client and the output mode.
@@ -145,6 +150,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Login => return login(opts).await,
         ClientCommand::Logout => return logout(opts),
         ClientCommand::Plugin(c) if c.is_local() => return plugins::run_local(opts, c),
+        ClientCommand::Obs(c) => return obs::run(c).await,
         _ => {}
     }
     let ctx = connect(opts)?;
@@ -161,6 +167,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Audit(c) => admin::audit(&ctx, c).await,
         ClientCommand::Plugin(c) => plugins::run(&ctx, c).await,
         ClientCommand::Storage(c) => storage::run(&ctx, c).await,
+        ClientCommand::Obs(_) => Ok(()),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod connections;
 pub mod s3;
+pub mod transfer;
 
 /// A parsed `obs://bucket/key` or `s3://bucket/key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
