@@ -5,6 +5,9 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ATELIER_CACHE="${ATELIER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/atelier}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ATELIER_CACHE/target}"
+# No incremental compilation: every clean clone has its own paths, so incremental state is
+# never reused and only fills the disk (tens of GB after a few runs).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 mkdir -p "$ATELIER_CACHE"
 
 log() { printf '==> %s\n' "$*" >&2; }

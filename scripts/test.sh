@@ -35,6 +35,17 @@ ATELIER_TEST_IMAGE="$(notebook_image)" || { log "notebook_image failed: no noteb
 ATELIER_TEST_REGISTRY="$(registry_addr)" || { log "registry_addr failed: no registry"; exit 1; }
 export ATELIER_TEST_DOCKER_HOST ATELIER_TEST_IMAGE ATELIER_TEST_REGISTRY
 
+# Each clean clone builds the workspace's own crates and test binaries anew (their paths
+# differ), so drop those of earlier clones that have not been touched for a day: they are
+# never used again and would fill the disk run after run. Dependencies are kept.
+if [ -d "$CARGO_TARGET_DIR/debug/deps" ]; then
+  names=(atelier_ libatelier_)
+  for t in "$ROOT"/tests/tests/*.rs; do names+=("$(basename "$t" .rs)-"); done
+  for n in "${names[@]}"; do
+    find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -name "$n*" -mtime +0 -delete 2>/dev/null || true
+  done
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

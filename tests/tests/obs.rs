@@ -84,6 +84,14 @@ async fn obs_cp_follows_the_seed_and_resumes() {
     let bucket = s3.bucket("bkt");
     let obs = Obs { s3: &s3 };
     let work = std::env::temp_dir().join(format!("atelier-obs-{}", unique()));
+    // Removed however the test ends (it holds about 800 MB).
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(work.clone());
     let data = work.join("data");
     std::fs::create_dir_all(data.join("sub/deeper")).unwrap();
     std::fs::write(data.join("a.txt"), "alpha\n").unwrap();
@@ -343,6 +351,4 @@ async fn obs_cp_follows_the_seed_and_resumes() {
     assert!(tree(&bucket.join("mirror")).is_empty());
     assert!(!bucket.join("x/renamed.txt").exists());
     assert_eq!(tree(&bucket.join("t/data")), source);
-
-    let _ = std::fs::remove_dir_all(&work);
 }
