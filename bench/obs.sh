@@ -40,10 +40,13 @@ EOF
 
 export AWS_ACCESS_KEY_ID=AKBENCH AWS_SECRET_ACCESS_KEY=SKBENCH AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_SHARED_CREDENTIALS_FILE=/nonexistent AWS_CONFIG_FILE=/nonexistent
+# rclone's S3 client (aws-sdk-go) fails on a custom CA bundle with its own transport; the
+# server is plain HTTP on loopback anyway.
+unset AWS_CA_BUNDLE
 export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
   RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=AKBENCH RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SKBENCH \
   RCLONE_CONFIG_BENCH_ENDPOINT="http://127.0.0.1:$port" RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true \
-  RCLONE_CONFIG=/nonexistent
+  RCLONE_CONFIG=/dev/null
 
 # seconds TOOL DIRECTION DATASET ROUND: one timed copy to a fresh place.
 seconds() {
@@ -52,9 +55,9 @@ seconds() {
   t0=$(date +%s.%N)
   case "$tool/$dir" in
     atelier/up) "$atelier" obs cp -d "$work/data/$set/" "obs://bkt/$prefix/" >/dev/null 2>&1 ;;
-    rclone/up) rclone copy "$work/data/$set" "bench:bkt/$prefix" ;;
+    rclone/up) rclone copy -q "$work/data/$set" "bench:bkt/$prefix" ;;
     atelier/down) "$atelier" obs cp -d "obs://bkt/$tool-$set-up/" "$local_out/" >/dev/null 2>&1 ;;
-    rclone/down) rclone copy "bench:bkt/$tool-$set-up" "$local_out" ;;
+    rclone/down) rclone copy -q "bench:bkt/$tool-$set-up" "$local_out" ;;
   esac
   t1=$(date +%s.%N)
   python3 -c "print(round($t1 - $t0, 3))"
@@ -65,7 +68,7 @@ declare -A times
 for set in big small; do
   # The objects each tool downloads: uploaded once, by that tool.
   "$atelier" obs cp -d "$work/data/$set/" "obs://bkt/atelier-$set-up/" >/dev/null 2>&1
-  rclone copy "$work/data/$set" "bench:bkt/rclone-$set-up"
+  rclone copy -q "$work/data/$set" "bench:bkt/rclone-$set-up"
   for r in $(seq "$ROUNDS"); do
     order="atelier rclone"
     [ $((r % 2)) = 0 ] && order="rclone atelier"
