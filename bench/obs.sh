@@ -19,8 +19,8 @@ s3s="$(s3s_fs_bin)"
 
 work="$(mktemp -d)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$work/root/bkt" "$work/data/big" "$work/data/small"
-"$s3s" --host 127.0.0.1 --port "$port" --access-key AKBENCH --secret-key SKBENCH "$work/root" \
+mkdir -p "$work/store/bkt" "$work/data/big" "$work/data/small"
+"$s3s" --host 127.0.0.1 --port "$port" --access-key AKBENCH --secret-key SKBENCH "$work/store" \
   >"$work/s3s.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -78,7 +78,7 @@ for set in big small; do
         times[$tool/$dir/$set]+="$s "
         log "$set $dir $tool round $r: ${s}s"
         # Free the disk between rounds.
-        rm -rf "$work/out" "$work/root/bkt/$tool-$set-$r"
+        rm -rf "$work/out" "$work/store/bkt/$tool-$set-$r"
       done
     done
   done
