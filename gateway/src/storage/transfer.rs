@@ -587,7 +587,9 @@ async fn download(
         opts.part_size
     };
     let parts = size.div_ceil(part_size);
-    let result: Result<Vec<()>, String> = futures_util::stream::iter(0..parts)
+    // Parts arrive `jobs` at a time but are handed on in order, so the SHA-256 is computed
+    // as the bytes come (no second read of the file to check it).
+    let mut parts_in_order = futures_util::stream::iter(0..parts)
         .map(|i| {
             let file = file.clone();
             let partial = partial.clone();
@@ -602,50 +604,57 @@ async fn download(
                     .send()
                     .await
                     .map_err(|e| s3_error(&e, &format!("reading {u}")))?;
-                let mut body = out.body;
-                let mut at = offset;
-                while let Some(chunk) = body
-                    .try_next()
+                let data = out
+                    .body
+                    .collect()
                     .await
                     .map_err(|e| format!("reading {u}: {e}"))?
-                {
-                    let f = file.clone();
-                    let len = chunk.len() as u64;
-                    tokio::task::spawn_blocking(move || f.write_all_at(&chunk, at))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| format!("{}: {e}", partial.display()))?;
-                    at += len;
-                    progress.bytes.fetch_add(len, Ordering::Relaxed);
-                }
-                if at != end + 1 {
+                    .into_bytes();
+                if data.len() as u64 != end + 1 - offset {
                     return Err(format!(
                         "{u}: the store sent {} bytes of {}",
-                        at - offset,
+                        data.len(),
                         end + 1 - offset
                     ));
                 }
-                Ok(())
+                let written = data.clone();
+                tokio::task::spawn_blocking(move || file.write_all_at(&written, offset))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("{}: {e}", partial.display()))?;
+                progress
+                    .bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                Ok(data)
             }
         })
-        .buffer_unordered(opts.jobs.max(1))
-        .try_collect()
-        .await;
-    if let Err(e) = result {
+        .buffered(opts.jobs.max(1));
+    let mut sha = Sha256::new();
+    let mut failed = None;
+    while let Some(part) = parts_in_order.next().await {
+        match part {
+            Ok(data) => sha.update(&data),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(parts_in_order);
+    if let Some(e) = failed {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
     file.sync_all()
         .map_err(|e| format!("{}: {e}", partial.display()))?;
     // Objects Atelier uploaded carry their SHA-256: check what arrived.
-    if let Some(want) = &object.1 {
-        let (sha, _) = local_digests(&partial).await?;
-        if &sha != want {
-            let _ = std::fs::remove_file(&partial);
-            return Err(format!(
-                "{u}: the downloaded bytes do not match the object's recorded SHA-256"
-            ));
-        }
+    if let Some(want) = &object.1
+        && &hex_digest(sha.finalize()) != want
+    {
+        let _ = std::fs::remove_file(&partial);
+        return Err(format!(
+            "{u}: the downloaded bytes do not match the object's recorded SHA-256"
+        ));
     }
     std::fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Outcome::Copied)
