@@ -389,19 +389,12 @@ enum Parsed {
 
 /// The report of a call refused before it ran.
 fn refused<O>(error: CallError) -> CallReport<O> {
-    CallReport {
-        call_id: uuid::Uuid::now_v7().to_string(),
-        output: None,
-        error: Some(error),
-        logs: Vec::new(),
-        logs_dropped: 0,
-        stdout: String::new(),
-        stderr: String::new(),
-        metrics: Default::default(),
-        timings: Default::default(),
-        instance: crate::host::InstanceUse::Fresh,
-        load: crate::host::LoadSource::Memory,
-    }
+    CallReport::failed(
+        uuid::Uuid::now_v7().to_string(),
+        error,
+        Default::default(),
+        crate::host::LoadSource::Memory,
+    )
 }
 
 fn map_report<A, B>(r: CallReport<A>, f: impl FnOnce(A) -> B) -> CallReport<B> {

@@ -153,6 +153,25 @@ pub struct CallReport<O> {
     pub load: LoadSource,
 }
 
+impl<O> CallReport<O> {
+    /// The report of a call that failed before producing anything.
+    pub fn failed(call_id: String, error: CallError, timings: Timings, load: LoadSource) -> Self {
+        CallReport {
+            call_id,
+            output: None,
+            error: Some(error),
+            logs: Vec::new(),
+            logs_dropped: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            metrics: Default::default(),
+            timings,
+            instance: InstanceUse::Fresh,
+            load,
+        }
+    }
+}
+
 type Warm = HashMap<(String, String), Vec<Live>>;
 
 pub struct Host {
@@ -542,18 +561,8 @@ impl Host {
         } else {
             ctx.call_id.clone()
         };
-        let fail = |error: CallError, timings: Timings, load: LoadSource| CallReport {
-            call_id: call_id.clone(),
-            output: None,
-            error: Some(error),
-            logs: Vec::new(),
-            logs_dropped: 0,
-            stdout: String::new(),
-            stderr: String::new(),
-            metrics: Default::default(),
-            timings,
-            instance: InstanceUse::Fresh,
-            load,
+        let fail = |error: CallError, timings: Timings, load: LoadSource| {
+            CallReport::failed(call_id.clone(), error, timings, load)
         };
 
         let load_started = Instant::now();

@@ -139,7 +139,7 @@ const CREDENTIAL_CODES: &[&str] = &[
 
 /// The messages of an error and its sources, outermost first, without repeats (the SDK's
 /// wrappers repeat their sources' words) and without Debug dumps.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {

@@ -182,24 +182,13 @@ pub async fn list_all(
 pub fn s3_error<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>, doing: &str) -> String
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     use aws_sdk_s3::error::ProvideErrorMetadata;
     match (e.code(), e.message()) {
         (Some(code), Some(msg)) => format!("{doing}: {code}: {msg}"),
         (Some(code), None) => format!("{doing}: {code}"),
-        _ => {
-            let mut text = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                let t = s.to_string();
-                if !text.contains(&t) {
-                    text = format!("{text}: {t}");
-                }
-                src = s.source();
-            }
-            format!("{doing}: {text}")
-        }
+        _ => format!("{doing}: {}", super::s3::causes(e)),
     }
 }
 
