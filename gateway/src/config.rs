@@ -128,6 +128,9 @@ pub struct PluginSettings {
     pub max_concurrency: u32,
     /// Instances alive at once across all plugins (ATELIER_PLUGIN_INSTANCES).
     pub total_instances: u32,
+    /// Never-called instances each `fresh` plugin keeps ready once called, so that a call
+    /// does not wait for instantiation (ATELIER_PLUGIN_STANDBY; 0 turns it off).
+    pub standby_instances: u32,
     /// The largest component accepted (ATELIER_PLUGIN_MAX_COMPONENT_MB).
     pub max_component_mb: u64,
     /// The largest model file set uploaded with an inference processor, in MB
@@ -152,6 +155,7 @@ impl Default for PluginSettings {
             default_concurrency: h.default_concurrency,
             max_concurrency: h.max_concurrency,
             total_instances: h.total_instances,
+            standby_instances: h.standby_instances,
             max_component_mb: h.max_component_mb,
             max_files_mb: 64,
             cache_dir: None,
@@ -171,6 +175,7 @@ impl PluginSettings {
             default_concurrency: self.default_concurrency,
             max_concurrency: self.max_concurrency,
             total_instances: self.total_instances,
+            standby_instances: self.standby_instances,
             max_component_mb: self.max_component_mb,
             shared_cache: self.cache_dir.is_some(),
             ..Default::default()
@@ -216,6 +221,7 @@ impl PluginSettings {
             &mut self.max_concurrency,
         )?;
         num(env, "ATELIER_PLUGIN_INSTANCES", &mut self.total_instances)?;
+        num(env, "ATELIER_PLUGIN_STANDBY", &mut self.standby_instances)?;
         num(
             env,
             "ATELIER_PLUGIN_MAX_COMPONENT_MB",
@@ -257,6 +263,9 @@ impl PluginSettings {
         }
         if !(1..=10_000).contains(&self.total_instances) {
             bail!("plugins.total_instances (ATELIER_PLUGIN_INSTANCES) must be between 1 and 10000");
+        }
+        if self.standby_instances > 8 {
+            bail!("plugins.standby_instances (ATELIER_PLUGIN_STANDBY) must be between 0 and 8");
         }
         if !(1..=2048).contains(&self.max_component_mb) {
             bail!("plugins.max_component_mb must be between 1 and 2048");
@@ -326,6 +335,9 @@ pub struct BackendSettings {
     pub container_runtime_bin: Option<PathBuf>,
     /// Size of a new notebook's work disk, in GB (the seed's default EVS size: 5).
     pub work_disk_gb: u32,
+    /// `rclone`, which serves object-storage mounts in notebooks (ATELIER_RCLONE_BIN);
+    /// default: found on `PATH`.
+    pub rclone_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -440,6 +452,7 @@ impl Default for BackendSettings {
             docker_host: None,
             container_runtime_bin: None,
             work_disk_gb: 5,
+            rclone_bin: None,
         }
     }
 }
@@ -532,6 +545,9 @@ impl Settings {
         }
         if let Some(v) = env("ATELIER_CONTAINER_RUNTIME_BIN") {
             self.backend.container_runtime_bin = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ATELIER_RCLONE_BIN") {
+            self.backend.rclone_bin = Some(PathBuf::from(v));
         }
         if let Some(v) = env("ATELIER_REGISTRY") {
             self.registry = Some(v);

@@ -109,7 +109,13 @@ async fn main() -> anyhow::Result<()> {
     let numpy_port: u16 = args[5].parse()?;
     let n: usize = args.get(6).map_or(2000, |s| s.parse().unwrap());
     let dir = std::env::temp_dir().join(format!("atelier-plugin-bench-{}", std::process::id()));
-    let host = Host::new(&dir, HostSettings::default())?;
+    // No standby instances here: "instantiate" is what making an instance costs. The last
+    // section measures the call path with them.
+    let no_standby = HostSettings {
+        standby_instances: 0,
+        ..Default::default()
+    };
+    let host = Host::new(&dir, no_standby)?;
 
     let register = |bytes: Vec<u8>| {
         let h = host.clone();
@@ -328,6 +334,59 @@ async fn main() -> anyhow::Result<()> {
         stats(
             &format!("CPython HTTP service (numpy), {label}"),
             http_numpy,
+        );
+    }
+    drop(host);
+
+    // Fresh calls of the Python example with a standby instance (the default): the time until
+    // the call has its instance (queued + instantiate), back to back and with 10 ms between
+    // calls, and how many calls found the standby ready.
+    let host = Host::new(&dir, HostSettings::default())?;
+    let py_fresh = PluginRef {
+        key: "py@1".into(),
+        digest: py.digest.clone(),
+        world: py.world,
+        limits: host
+            .settings()
+            .resolve(
+                py.world,
+                &LimitsSpec {
+                    instance_policy: Some(InstancePolicy::Fresh),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        model_dir: Some(model_dir.clone()),
+    };
+    for pause in [0u64, 10] {
+        let (mut ready, mut total, mut hits) = (Vec::new(), Vec::new(), 0);
+        for i in 0..m + 10 {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let t = Instant::now();
+            let r = host
+                .prepost(
+                    &py_fresh,
+                    ctx(),
+                    request(&small),
+                    Some(logits(rows_of(&small))),
+                )
+                .await;
+            let e = t.elapsed().as_secs_f64() * 1e6;
+            assert!(r.error.is_none(), "{:?}", r.error);
+            if i >= 10 {
+                ready.push((r.timings.queued_us + r.timings.instantiate_us) as f64);
+                total.push(e);
+                hits += usize::from(r.instance == InstanceUse::FreshStandby);
+            }
+        }
+        println!("standby hits, {pause} ms between calls: {hits} of {m}");
+        stats(
+            &format!("instance on the call path: Python, fresh + standby, {pause} ms apart"),
+            ready,
+        );
+        stats(
+            &format!("Python + tensors helpers, 1 KB, fresh + standby, {pause} ms apart"),
+            total,
         );
     }
     drop(host);

@@ -121,7 +121,11 @@ pub(crate) struct Live {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceUse {
+    /// A new instance made for this call.
     Fresh,
+    /// A new, never-called instance made ahead of the call, off its path (fresh plugins keep
+    /// `standby_instances` of them once called).
+    FreshStandby,
     WarmNew,
     WarmReused,
 }
@@ -174,6 +178,15 @@ impl<O> CallReport<O> {
 
 type Warm = HashMap<(String, String), Vec<Live>>;
 
+/// Never-called instances of a fresh plugin, made ahead of its calls.
+struct Standby {
+    /// What the instances were made for (code, model directory, limits): a registration that
+    /// changes any of it makes them stale.
+    fingerprint: String,
+    ready: Vec<Live>,
+    filling: bool,
+}
+
 pub struct Host {
     engine: Engine,
     settings: HostSettings,
@@ -182,6 +195,7 @@ pub struct Host {
     linkers: HashMap<World, Linker<State>>,
     loaded: moka::sync::Cache<String, Arc<Loaded>>,
     warm: Arc<Mutex<Warm>>,
+    standby: Mutex<HashMap<String, Standby>>,
     plugin_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     slots: Arc<Semaphore>,
     compilations: AtomicU64,
@@ -297,6 +311,7 @@ impl Host {
             linkers,
             loaded: moka::sync::Cache::builder().max_capacity(256).build(),
             warm: Arc::new(Mutex::new(HashMap::new())),
+            standby: Mutex::new(HashMap::new()),
             plugin_slots: Mutex::new(HashMap::new()),
             compilations: AtomicU64::new(0),
             stop_ticker,
@@ -452,6 +467,7 @@ impl Host {
             .lock()
             .unwrap()
             .retain(|(key, _), _| *key != plugin.key);
+        self.standby.lock().unwrap().remove(&plugin.key);
         self.plugin_slots.lock().unwrap().remove(&plugin.key);
         if remove_files && !self.settings.shared_cache {
             self.loaded.invalidate(&plugin.digest);
@@ -468,7 +484,8 @@ impl Host {
             .clone()
     }
 
-    /// A pooling-allocator slot; idle warm instances give theirs up when none is free.
+    /// A pooling-allocator slot; idle warm instances, then standby instances, give theirs up
+    /// when none is free.
     async fn slot(&self) -> OwnedSemaphorePermit {
         loop {
             if let Ok(p) = self.slots.clone().try_acquire_owned() {
@@ -481,7 +498,11 @@ impl Host {
                     .find(|(_, v)| !v.is_empty())
                     .map(|(k, _)| k.clone());
                 key.and_then(|k| warm.get_mut(&k).and_then(|v| v.pop()))
-            };
+            }
+            .or_else(|| {
+                let mut standby = self.standby.lock().unwrap();
+                standby.values_mut().find_map(|s| s.ready.pop())
+            });
             match evicted {
                 Some(live) => drop(live),
                 None => {
@@ -542,6 +563,90 @@ impl Host {
         Ok(store)
     }
 
+    /// A standby instance of the plugin, when one is ready and still matches it.
+    fn take_standby(&self, key: &str, fingerprint: &str) -> Option<Live> {
+        let mut standby = self.standby.lock().unwrap();
+        let s = standby.get_mut(key)?;
+        if s.fingerprint != fingerprint {
+            s.ready.clear();
+            return None;
+        }
+        s.ready.pop()
+    }
+
+    /// Standby instances of `plugin` ready now (for tests and diagnostics).
+    pub fn standby_ready(&self, key: &str) -> usize {
+        self.standby
+            .lock()
+            .unwrap()
+            .get(key)
+            .map_or(0, |s| s.ready.len())
+    }
+
+    /// Tops up the plugin's standby instances on a blocking thread. Only a free pool slot is
+    /// used: a standby never makes a call wait, and calls evict standbys when slots run out.
+    fn refill_standby(self: &Arc<Self>, plugin: &PluginRef, fingerprint: String) {
+        let want = self.settings.standby_instances as usize;
+        {
+            let mut standby = self.standby.lock().unwrap();
+            let s = standby
+                .entry(plugin.key.clone())
+                .or_insert_with(|| Standby {
+                    fingerprint: fingerprint.clone(),
+                    ready: Vec::new(),
+                    filling: false,
+                });
+            if s.fingerprint != fingerprint {
+                s.ready.clear();
+                s.fingerprint = fingerprint.clone();
+            }
+            if s.filling || s.ready.len() >= want {
+                return;
+            }
+            s.filling = true;
+        }
+        let host = self.clone();
+        let plugin = plugin.clone();
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let made = host.make_standby(&plugin);
+                let mut standby = host.standby.lock().unwrap();
+                // Forgotten (deleted) meanwhile: nothing to keep.
+                let Some(s) = standby.get_mut(&plugin.key) else {
+                    return;
+                };
+                match made {
+                    Some(live) if s.fingerprint == fingerprint && s.ready.len() < want => {
+                        s.ready.push(live);
+                        if s.ready.len() < want {
+                            continue;
+                        }
+                    }
+                    // No free slot, or the instance did not come up: the next call makes
+                    // its own and reports why.
+                    _ => {}
+                }
+                s.filling = false;
+                return;
+            }
+        });
+    }
+
+    fn make_standby(&self, plugin: &PluginRef) -> Option<Live> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let loaded = self.loaded.get(&plugin.digest)?;
+        let mut store = self.new_store(plugin).ok()?;
+        store.set_epoch_deadline(ticks(plugin.limits.timeout_ms));
+        let bound = instantiate(&loaded.pre, &mut store).ok()?;
+        Some(Live {
+            store,
+            bound: Some(bound),
+            calls: 0,
+            initialized: false,
+            _slot: slot,
+        })
+    }
+
     /// Runs `f` on an instance of `plugin` (fresh or warm per its policy), with the call's
     /// grants, and collects what the call produced.
     pub(crate) async fn run<O, F>(
@@ -589,19 +694,26 @@ impl Host {
             .await
             .expect("never closed");
         let warm_key = (plugin.key.clone(), ctx.tenant.clone());
+        let standby = (plugin.limits.instance_policy == InstancePolicy::Fresh
+            && self.settings.standby_instances > 0)
+            .then(|| standby_fingerprint(plugin));
         let reused = if plugin.limits.instance_policy == InstancePolicy::Warm {
             self.warm
                 .lock()
                 .unwrap()
                 .get_mut(&warm_key)
                 .and_then(|v| v.pop())
+                .map(|l| (l, InstanceUse::WarmReused))
+        } else if let Some(fingerprint) = &standby {
+            self.take_standby(&plugin.key, fingerprint)
+                .map(|l| (l, InstanceUse::FreshStandby))
         } else {
             None
         };
         let instance_use;
         let live = match reused {
-            Some(l) => {
-                instance_use = InstanceUse::WarmReused;
+            Some((l, how)) => {
+                instance_use = how;
                 Ok(l)
             }
             None => {
@@ -637,12 +749,11 @@ impl Host {
             checkpoint_prefix: ctx.checkpoint_prefix,
             ..Default::default()
         };
-        let fresh_instance = instance_use != InstanceUse::WarmReused;
         let joined = tokio::task::spawn_blocking(move || {
             live.store.data_mut().begin_call(call_state);
             let mut timings = timings;
             let mut result = Ok(());
-            if fresh_instance {
+            if live.bound.is_none() {
                 let t = Instant::now();
                 live.store.set_epoch_deadline(ticks(limits.timeout_ms));
                 result = instantiate(&loaded.pre, &mut live.store)
@@ -682,6 +793,10 @@ impl Host {
                 pool.push(live);
             }
         }
+        if let Some(fingerprint) = standby {
+            // After the call, so that making the next instance does not compete with it.
+            self.refill_standby(plugin, fingerprint);
+        }
         timings.total_us = started.elapsed().as_micros() as u64;
         let (output, error) = match output {
             Ok(o) => (Some(o), None),
@@ -701,6 +816,15 @@ impl Host {
             load,
         }
     }
+}
+
+/// What a standby instance depends on: the code, the model directory and the limits (memory,
+/// determinism) its store was made with.
+fn standby_fingerprint(plugin: &PluginRef) -> String {
+    format!(
+        "{}|{:?}|{:?}",
+        plugin.digest, plugin.model_dir, plugin.limits
+    )
 }
 
 /// The wall clock of deterministic plugins: always the Unix epoch.

@@ -84,6 +84,9 @@ pub struct HostSettings {
     pub max_object_mb: u64,
     /// Native stack of a call; deeper recursion traps as a stack overflow.
     pub max_wasm_stack_kb: usize,
+    /// Never-called instances each `fresh` plugin keeps ready once it has been called, made
+    /// off the call path (0: every call instantiates).
+    pub standby_instances: u32,
     /// The cache directory is shared with other hosts: deleting a plugin leaves its files.
     pub shared_cache: bool,
 }
@@ -103,6 +106,7 @@ impl Default for HostSettings {
             max_component_mb: 128,
             max_object_mb: 256,
             max_wasm_stack_kb: 1024,
+            standby_instances: 1,
             shared_cache: false,
         }
     }

@@ -18,10 +18,19 @@ fn temp_dir() -> std::path::PathBuf {
 }
 
 fn host(dir: &Path, total_instances: u32) -> Arc<Host> {
+    host_with(
+        dir,
+        total_instances,
+        HostSettings::default().standby_instances,
+    )
+}
+
+fn host_with(dir: &Path, total_instances: u32, standby_instances: u32) -> Arc<Host> {
     Host::new(
         dir,
         HostSettings {
             total_instances,
+            standby_instances,
             max_memory_mb: 256,
             default_memory_mb: 64,
             ..Default::default()
@@ -50,7 +59,8 @@ fn ctx(tenant: &str) -> CallContext {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_instances_are_reused_per_tenant_and_recycled() {
     let dir = temp_dir();
-    let h = host(&dir, 16);
+    // No standby instances: every fresh call instantiates.
+    let h = host_with(&dir, 16, 0);
     let r = h
         .register(&component("describe"), Some(World::TrainingAlgorithm))
         .unwrap();
@@ -117,6 +127,104 @@ async fn warm_instances_are_reused_per_tenant_and_recycled() {
         uses(h.clone(), fresh.clone(), "a").await,
         InstanceUse::Fresh
     );
+    drop(h);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Waits (bounded) until the host has a standby instance of `key` ready.
+async fn standby_ready(h: &Host, key: &str) -> bool {
+    for _ in 0..200 {
+        if h.standby_ready(key) > 0 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_plugins_keep_a_never_called_instance_ready_after_their_first_call() {
+    let dir = temp_dir();
+    let h = host_with(&dir, 2, 1);
+    let r = h
+        .register(&component("describe"), Some(World::TrainingAlgorithm))
+        .unwrap();
+    let fresh = plugin(&h, "tiny@1", &r, LimitsSpec::default());
+    // Nothing is made ahead of a plugin's first call.
+    assert_eq!(h.standby_ready("tiny@1"), 0);
+    let first = h.describe(&fresh, ctx("a")).await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    assert_eq!(first.instance, InstanceUse::Fresh);
+    assert!(first.timings.instantiate_us > 0);
+
+    assert!(
+        standby_ready(&h, "tiny@1").await,
+        "no standby instance came up"
+    );
+    let second = h.describe(&fresh, ctx("b")).await;
+    assert!(second.error.is_none(), "{:?}", second.error);
+    assert_eq!(second.instance, InstanceUse::FreshStandby);
+    assert_eq!(second.timings.instantiate_us, 0);
+    assert_eq!(second.output.unwrap().name, "tiny");
+
+    // New limits under the same name make the standby stale: the call instantiates.
+    assert!(standby_ready(&h, "tiny@1").await);
+    let changed = plugin(
+        &h,
+        "tiny@1",
+        &r,
+        LimitsSpec {
+            memory_mb: Some(32),
+            ..Default::default()
+        },
+    );
+    let third = h.describe(&changed, ctx("a")).await;
+    assert!(third.error.is_none(), "{:?}", third.error);
+    assert_eq!(third.instance, InstanceUse::Fresh);
+
+    // A call that finds the pool full takes the standby's slot: two slots, one held by the
+    // standby, one by a looping call; a third call still runs.
+    assert!(standby_ready(&h, "tiny@1").await);
+    let spin_r = h.register(&component("infinite-loop"), None).unwrap();
+    let spin = plugin(
+        &h,
+        "spin@1",
+        &spin_r,
+        LimitsSpec {
+            timeout_ms: Some(300),
+            ..Default::default()
+        },
+    );
+    let spinning = {
+        let (h, p) = (h.clone(), spin.clone());
+        tokio::spawn(async move { h.describe(&p, ctx("a")).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let other = plugin(
+        &h,
+        "tiny-warm@1",
+        &r,
+        LimitsSpec {
+            instance_policy: Some(InstancePolicy::Warm),
+            ..Default::default()
+        },
+    );
+    let beside = h.describe(&other, ctx("a")).await;
+    assert!(beside.error.is_none(), "{:?}", beside.error);
+    assert_eq!(h.standby_ready("tiny@1"), 0, "the standby kept its slot");
+    assert!(matches!(
+        spinning.await.unwrap().error,
+        Some(CallError::Limit {
+            kind: LimitKind::Timeout,
+            ..
+        })
+    ));
+
+    // Forgetting the plugin drops its standby.
+    h.describe(&fresh, ctx("a")).await;
+    assert!(standby_ready(&h, "tiny@1").await);
+    h.forget(&fresh, false);
+    assert_eq!(h.standby_ready("tiny@1"), 0);
     drop(h);
     std::fs::remove_dir_all(dir).unwrap();
 }
