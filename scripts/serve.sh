@@ -11,6 +11,7 @@ cd "$ROOT"
 command -v cargo >/dev/null || { log "cargo is missing: install Rust (1.95 or newer) first"; exit 1; }
 python3 -m venv --help >/dev/null 2>&1 || need_debs python3-venv
 command -v bwrap >/dev/null || need_debs bubblewrap || log "no bubblewrap: notebooks will run unconfined"
+command -v rclone >/dev/null || need_debs rclone fuse3 || log "no rclone: object-storage folders cannot be mounted into notebooks"
 
 log "building (release)"
 cargo build --release --workspace --locked

@@ -21,7 +21,9 @@ ATELIER_TEST_BROWSER_MODULES="$(browser_modules)"
 export ATELIER_TEST_BROWSER_MODULES
 # Container notebooks' work disks are loop-mounted XFS images (they grow while mounted).
 need_debs xfsprogs
-# Object storage: a real S3 server on loopback (s3s-fs, built once).
+# Object storage: a real S3 server on loopback (s3s-fs, built once); notebook mounts are
+# served by rclone over FUSE (fuse3 brings fusermount3).
+need_debs rclone fuse3
 ATELIER_TEST_S3S_FS="$(s3s_fs_bin)"
 export ATELIER_TEST_S3S_FS
 # Wasm plugins: `atelier plugin build` installs componentize-py from PyPI into

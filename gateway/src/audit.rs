@@ -31,6 +31,8 @@ pub enum Action {
     DeletePlugin,
     CreateStorageConnection,
     DeleteStorageConnection,
+    MountNotebookStorage,
+    UnmountNotebookStorage,
 }
 
 impl Action {
@@ -59,6 +61,8 @@ impl Action {
             Action::DeletePlugin => "deletePlugin",
             Action::CreateStorageConnection => "createStorageConnection",
             Action::DeleteStorageConnection => "deleteStorageConnection",
+            Action::MountNotebookStorage => "mountNotebookStorage",
+            Action::UnmountNotebookStorage => "unmountNotebookStorage",
         }
     }
 }

@@ -71,6 +71,11 @@ pub enum EventKind {
     ImagePushFailed,
     SaveImage,
     SavedImageFailed,
+    /// An object-storage folder mounted under `/data` of a running notebook (seed T6-17).
+    DynamicMountStorage,
+    DynamicUnmountStorage,
+    /// A mount the notebook has could not be made again at its start.
+    MountVolumeFailed,
 }
 
 impl EventKind {
@@ -107,6 +112,9 @@ impl EventKind {
             EventKind::ImagePushFailed => "ImagePushFailed",
             EventKind::SaveImage => "SaveImage",
             EventKind::SavedImageFailed => "SavedImageFailed",
+            EventKind::DynamicMountStorage => "DynamicMountStorage",
+            EventKind::DynamicUnmountStorage => "DynamicUnmountStorage",
+            EventKind::MountVolumeFailed => "MountVolumeFailed",
         }
     }
 
@@ -156,6 +164,11 @@ impl EventKind {
             }
             EventKind::SaveImage => "The image has been saved.",
             EventKind::SavedImageFailed => "Saving the image failed.",
+            EventKind::DynamicMountStorage => "The OBS storage is mounted.",
+            EventKind::DynamicUnmountStorage => "The OBS storage is unmounted.",
+            EventKind::MountVolumeFailed => {
+                "Mount volume failed; Check whether the DEW secret is correct if the instance cannot change to running in five minutes"
+            }
         }
     }
 
@@ -187,14 +200,17 @@ impl EventKind {
             | EventKind::StopNotebookLeaseExpired
             | EventKind::UpdatingStorageSize
             | EventKind::UpdateStorageSize
-            | EventKind::SaveImage => Severity::Major,
+            | EventKind::SaveImage
+            | EventKind::DynamicMountStorage
+            | EventKind::DynamicUnmountStorage => Severity::Major,
             EventKind::CreateNotebookFailed
             | EventKind::PullImageFailed
             | EventKind::StartNotebookFailed
             | EventKind::NotebookUnhealthy
             | EventKind::JupyterProcessKilled
             | EventKind::UpdateStorageSizeFailed
-            | EventKind::SavedImageFailed => Severity::Critical,
+            | EventKind::SavedImageFailed
+            | EventKind::MountVolumeFailed => Severity::Critical,
         }
     }
 }

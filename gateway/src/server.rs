@@ -96,7 +96,13 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     );
     let settings = Arc::new(settings);
     let routes = RouteTable::new(store.clone(), backend.clone());
-    let lifecycle = Lifecycle::new(store.clone(), backend, settings.clone(), routes.clone());
+    let lifecycle = Lifecycle::new(
+        store.clone(),
+        backend,
+        settings.clone(),
+        routes.clone(),
+        secrets.clone(),
+    );
     Ok(AppState(Arc::new(Services {
         auth: Authenticator::new(store.clone()),
         settings,

@@ -5,7 +5,9 @@
 //! The SSH checks against a container notebook are in ssh_sessions.rs.
 
 use std::path::Path;
+use std::time::Duration;
 
+use atelier_tests::s3::S3Server;
 use atelier_tests::{Gateway, Kernel, podman};
 use serde_json::json;
 
@@ -107,6 +109,37 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
         .run("import os; print(os.path.ismount('/data/later'), open('/data/later/hello.txt').read())")
         .await;
     assert_eq!(out, "True from the host\n");
+    // An object-storage folder mounted while it runs: ma-user reads and writes it.
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("shared");
+    std::fs::create_dir_all(bucket.join("in")).unwrap();
+    std::fs::write(bucket.join("in/a.txt"), "from the store").unwrap();
+    api.post(
+        "/v1/storage/connections",
+        json!({"name": "s3", "endpoint": s3.endpoint(), "access_key_id": s3.access_key, "secret_access_key": s3.secret_key}),
+    )
+    .await
+    .expect_status(201);
+    let r = api
+        .post(
+            &format!("/v1/notebooks/{id}/mounts"),
+            json!({"name": "shared", "uri": "obs://shared/in/", "connection": "s3"}),
+        )
+        .await;
+    assert_eq!(r.expect_status(201)["path"], "/data/shared/", "{}", r.text);
+    let out = k
+        .run("import os; print(open('/data/shared/a.txt').read(), os.stat('/data/shared/a.txt').st_uid); open('/data/shared/b.txt', 'w').write('from ma-user')")
+        .await;
+    assert_eq!(out, "from the store 1000\n");
+    atelier_tests::eventually(
+        "ma-user's file in the bucket",
+        Duration::from_secs(60),
+        || {
+            let b = bucket.join("in/b.txt");
+            async move { (std::fs::read_to_string(b).ok()? == "from ma-user").then_some(()) }
+        },
+    )
+    .await;
     // One file on the work disk, one in the container's own filesystem.
     k.run("open('/home/ma-user/work/keep.txt', 'w').write('kept'); open('/home/ma-user/gone.txt', 'w').write('gone')")
         .await;
@@ -164,6 +197,9 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
         !mounted(&data.join("later")),
         "/data's mounts end with the notebook's run"
     );
+    assert!(!mounted(&data.join("shared")));
+    let r = api.get(&format!("/v1/notebooks/{id}/mounts/shared")).await;
+    assert_eq!(r.expect_status(200)["status"], "UNMOUNTED", "{}", r.text);
     let r = api
         .post(
             &format!("/v1/notebooks/{id}/storage/expand"),
@@ -182,6 +218,11 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
         .run("import os; print(open('/home/ma-user/work/keep.txt').read(), os.path.exists('/home/ma-user/gone.txt'))")
         .await;
     assert_eq!(out, "kept False\n");
+    // The object-storage mount is made again at start.
+    assert_eq!(
+        k.run("print(open('/data/shared/b.txt').read())").await,
+        "from ma-user\n"
+    );
     assert!(total(&mut k).await > 6_000_000_000);
     k.run("x = 41").await;
     let kernel_id = k.id.clone();
@@ -207,6 +248,7 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
     assert!(containers_of(&id).is_empty());
     assert!(!mounted(&work));
     assert!(!gw.notebook_dir(&id).exists());
+    assert!(bucket.join("in/a.txt").is_file() && bucket.join("in/b.txt").is_file());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use super::{Items, paging};
 use crate::auth::Principal;
 use crate::auth::authz::{self, Access, NotebookGrant};
 use crate::events;
+use crate::notebooks::mounts::{AddMount, MountView};
 use crate::notebooks::{CreateNotebook, NotebookView, SshEndpoint, UpdateNotebook, status};
 use crate::server::AppState;
 use crate::store::notebooks::NotebookRow;
@@ -27,6 +28,14 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notebooks/{id}/save-image", post(save_image))
         .route("/v1/notebooks/{id}/activity", get(activity))
         .route("/v1/notebooks/{id}/events", get(list_events))
+        .route(
+            "/v1/notebooks/{id}/mounts",
+            get(list_mounts).post(add_mount),
+        )
+        .route(
+            "/v1/notebooks/{id}/mounts/{name}",
+            get(show_mount).delete(remove_mount),
+        )
 }
 
 /// The API's view of `row`, with the endpoints a client can reach it at. An SSH front door
@@ -358,4 +367,56 @@ async fn list_events(
     let mut conn = state.store.pool.acquire().await?;
     let items = events::list(&mut conn, &g.notebook().id, limit).await?;
     Ok(ApiJson(Items { items }))
+}
+
+async fn list_mounts(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<Items<MountView>>> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    let items = state.lifecycle.mounts(&g).await?;
+    Ok(ApiJson(Items { items }))
+}
+
+async fn show_mount(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
+) -> ApiResult<ApiJson<MountView>> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    let nb_name = g.notebook().name.clone();
+    state
+        .lifecycle
+        .mounts(&g)
+        .await?
+        .into_iter()
+        .find(|m| m.row.name == name)
+        .map(ApiJson)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("notebook {nb_name} has no mount named {name:?}"))
+        })
+}
+
+async fn add_mount(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<AddMount>,
+) -> ApiResult<(StatusCode, ApiJson<MountView>)> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(state.lifecycle.add_mount(g, req).await?),
+    ))
+}
+
+async fn remove_mount(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    state.lifecycle.remove_mount(g, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -39,7 +39,7 @@ struct CreateConnection {
 }
 
 /// A refused check as a 400 whose code says which part was wrong.
-fn refused(e: CheckError) -> ApiError {
+pub(crate) fn refused(e: CheckError) -> ApiError {
     let code = match e {
         CheckError::Unreachable(_) => "storage_unreachable",
         CheckError::Credentials(_) => "storage_credentials_refused",
@@ -231,6 +231,13 @@ async fn delete(
     let row = storage::by_name(&mut tx, &p.user_id, &name)
         .await?
         .ok_or_else(|| not_found(&name))?;
+    let users = crate::store::mounts::notebooks_using(&mut tx, &row.id).await?;
+    if !users.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "connection {name} is used by the object-storage mounts of notebook(s) {}; unmount them first (atelier notebook unmount)",
+            users.join(", ")
+        )));
+    }
     // Deleting a connection forgets how to reach the store; it never deletes objects.
     storage::delete(&mut tx, &row.id).await?;
     audit::record(

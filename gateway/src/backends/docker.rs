@@ -38,8 +38,8 @@ use tokio::sync::OnceCell;
 
 use super::runconf::{self, ServerConf, write_private};
 use super::{
-    Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SaveImage, SaveImageError,
-    SshLink, StopMode, Upstream, Usage, workdisk,
+    Backend, BackendError, DataDir, Handle, NotebookSpec, Observed, Progress, SaveImage,
+    SaveImageError, SshLink, StopMode, Upstream, Usage, workdisk,
 };
 use crate::config::{Flavor, Settings};
 use crate::events::EventKind;
@@ -994,15 +994,8 @@ impl Backend for DockerBackend {
             .await
             .map_err(|e| BackendError::Other(e.context("removing the work disk")))?;
         let _ = workdisk::unmount_all(&nb.join("data")).await;
-        // Never delete through a mount (a work disk, an object-store folder): the files
-        // behind it are not the notebook's dir to remove.
-        let left = workdisk::mounted_under(&nb);
-        if !left.is_empty() {
-            return Err(BackendError::Other(anyhow::anyhow!(
-                "still mounted under the notebook's dir, not deleting through them: {}",
-                left.join(", ")
-            )));
-        }
+        // Refuses to delete through anything still mounted (a work disk, an object-store
+        // folder): the files behind it are not the notebook dir's to remove.
         runconf::remove_notebook_dir(&nb).await
     }
 
@@ -1212,6 +1205,17 @@ impl Backend for DockerBackend {
 
     fn work_disk(&self, id: &str) -> Option<workdisk::DiskInfo> {
         workdisk::info(&self.notebook_dir(id))
+    }
+
+    fn data_dir(&self, id: &str) -> Result<DataDir, BackendError> {
+        let host = self.notebook_dir(id).join("data");
+        Ok(DataDir {
+            // `prepare` made it a shared mount of its own, bound rslave into the container.
+            live: workdisk::is_mounted(&host),
+            host,
+            inside: PathBuf::from("/data"),
+            owner: Some((NOTEBOOK_UID, NOTEBOOK_GID)),
+        })
     }
 
     async fn expand_work_disk(

@@ -103,6 +103,20 @@ pub enum BackendError {
     Other(#[from] anyhow::Error),
 }
 
+/// Where a notebook's `/data` is on the host: object-storage folders are mounted (FUSE, by
+/// the gateway) at `host/<name>` and seen by the notebook at `inside/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    pub host: std::path::PathBuf,
+    /// `/data`, or the host path itself where the notebook is not confined.
+    pub inside: std::path::PathBuf,
+    /// Who owns the mounted files in the notebook; `None`: the gateway's own user.
+    pub owner: Option<(u32, u32)>,
+    /// Whether a mount made now reaches the running notebook (the host dir is a shared mount
+    /// bound into it with slave propagation, or the notebook shares the host's mounts).
+    pub live: bool,
+}
+
 /// What a notebook's processes use, as seen from the host (idle detection reads it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
@@ -230,6 +244,14 @@ pub trait Backend: Send + Sync + 'static {
     /// `None` where the backend cannot tell.
     async fn usage(&self, _handle: &Handle) -> Option<Usage> {
         None
+    }
+
+    /// Where the notebook's `/data` is, for object-storage mounts.
+    fn data_dir(&self, _id: &str) -> Result<DataDir, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend cannot mount object storage into notebooks",
+            self.name()
+        )))
     }
 
     /// The notebook's work disk as the API shows it; `None` where the backend has none

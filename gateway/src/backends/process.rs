@@ -35,8 +35,8 @@ use serde_json::json;
 use super::jupyter_env::JupyterEnv;
 use super::runconf::{self, AGENT_SOCKET, ServerConf, write_private};
 use super::{
-    Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode, Upstream,
-    Usage,
+    Backend, BackendError, DataDir, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode,
+    Upstream, Usage,
 };
 use crate::config::{SandboxMode, Settings};
 use crate::events::EventKind;
@@ -55,6 +55,9 @@ pub struct ProcessBackend {
     env: JupyterEnv,
     runtime_bin: PathBuf,
     sandbox: Option<PathBuf>,
+    /// The sandbox binds each notebook's `<nb>/data` at `/data` (the host has a `/data` to
+    /// bind over: bubblewrap cannot create it under the read-only root).
+    sandbox_data: bool,
     /// SIGTERM to SIGKILL, applied by the runtime to Jupyter and its kernels.
     grace_secs: u64,
     http: reqwest::Client,
@@ -85,6 +88,16 @@ impl ProcessBackend {
             Some(b) => tracing::info!(bwrap = %b.display(), "notebooks run confined by bubblewrap"),
             None => tracing::warn!("notebooks run without a sandbox (bubblewrap not used)"),
         }
+        // The seed's /data (object-storage mounts): an empty host dir the sandbox binds over.
+        let sandbox_data = sandbox.is_some() && {
+            let data = Path::new("/data");
+            data.is_dir() || std::fs::create_dir(data).is_ok()
+        };
+        if sandbox.is_some() && !sandbox_data {
+            tracing::warn!(
+                "no /data on this host and it cannot be created: notebooks get no /data for object-storage mounts (create an empty /data as root)"
+            );
+        }
         Ok(ProcessBackend {
             data_dir: settings.data_dir.clone(),
             env: JupyterEnv::new(
@@ -94,6 +107,7 @@ impl ProcessBackend {
             ),
             runtime_bin,
             sandbox,
+            sandbox_data,
             grace_secs: settings.backend.stop_grace_secs,
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -156,6 +170,13 @@ impl Backend for ProcessBackend {
         tokio::fs::create_dir_all(dir.join("work"))
             .await
             .with_context(|| format!("creating {}", dir.display()))?;
+        tokio::fs::create_dir_all(dir.join("data"))
+            .await
+            .with_context(|| format!("creating {}", dir.display()))?;
+        if self.sandbox_data {
+            // Mounts made under it later then reach the running sandbox.
+            super::workdisk::ensure_shared(&dir.join("data")).await;
+        }
         // The image of a process notebook is the JupyterLab virtualenv.
         progress.event(EventKind::PullingImage, None).await;
         match self.env.ensure().await {
@@ -291,6 +312,7 @@ impl Backend for ProcessBackend {
                         venv: &venv,
                         config_dir: &config_dir,
                         work: &work,
+                        data: self.sandbox_data.then(|| dir.join("data")).as_deref(),
                         agent_dir: &agent_dir,
                         runtime_bin: &self.runtime_bin,
                     },
@@ -330,17 +352,7 @@ impl Backend for ProcessBackend {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // Its own session: no signal from the gateway's terminal or process group reaches it,
-        // and it survives the gateway.
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        in_own_session(&mut cmd);
         let mut child = tokio::process::Command::from(cmd)
             .kill_on_drop(false)
             .spawn()
@@ -450,7 +462,33 @@ impl Backend for ProcessBackend {
     }
 
     async fn delete(&self, id: &str) -> Result<(), BackendError> {
-        runconf::remove_notebook_dir(&self.notebook_dir(id)).await
+        let nb = self.notebook_dir(id);
+        let _ = super::workdisk::unmount_all(&nb.join("data")).await;
+        runconf::remove_notebook_dir(&nb).await
+    }
+
+    fn data_dir(&self, id: &str) -> Result<DataDir, BackendError> {
+        let host = self.notebook_dir(id).join("data");
+        if self.sandbox.is_none() {
+            // Unconfined: the notebook sees the host's files and mounts as they are.
+            return Ok(DataDir {
+                inside: host.clone(),
+                host,
+                owner: None,
+                live: true,
+            });
+        }
+        if !self.sandbox_data {
+            return Err(BackendError::Unsupported(
+                "notebooks have no /data here: the host has no /data directory for the sandbox to bind over; create an empty one (as root: mkdir /data) and restart the gateway".into(),
+            ));
+        }
+        Ok(DataDir {
+            live: super::workdisk::is_mounted(&host),
+            host,
+            inside: PathBuf::from("/data"),
+            owner: None,
+        })
     }
 
     async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
@@ -489,6 +527,8 @@ struct SandboxPaths<'a> {
     venv: &'a Path,
     config_dir: &'a Path,
     work: &'a Path,
+    /// `<nb>/data`, bound at `/data` (object-storage mounts).
+    data: Option<&'a Path>,
     /// The runtime's side of the run dir (its spec, status, log and SSH socket), writable.
     agent_dir: &'a Path,
     runtime_bin: &'a Path,
@@ -500,6 +540,7 @@ fn sandbox_argv(bwrap: &Path, p: &SandboxPaths) -> Vec<String> {
         venv,
         config_dir,
         work,
+        data,
         agent_dir,
         runtime_bin,
     } = *p;
@@ -522,6 +563,9 @@ fn sandbox_argv(bwrap: &Path, p: &SandboxPaths) -> Vec<String> {
     push(&["--ro-bind", &s(config_dir), &s(config_dir)]);
     push(&["--ro-bind", &s(runtime_bin), &s(runtime_bin)]);
     push(&["--bind", &s(agent_dir), &s(agent_dir)]);
+    if let Some(data) = data {
+        push(&["--bind", &s(data), "/data"]);
+    }
     push(&["--bind", &s(work), &s(work), "--chdir", &s(work), "--"]);
     a
 }
@@ -604,7 +648,21 @@ pub(super) fn proc_state(pid: i32) -> Option<char> {
 }
 
 /// Start time (clock ticks since boot) of a live, non-zombie process.
-fn proc_start_ticks(pid: i32) -> Option<u64> {
+/// Starts `cmd` in a session of its own: no signal from the gateway's terminal or process
+/// group reaches it, and it survives the gateway (notebook runtimes, mount servers).
+pub(crate) fn in_own_session(cmd: &mut std::process::Command) {
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+pub(crate) fn proc_start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -615,7 +673,7 @@ fn proc_start_ticks(pid: i32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
-fn alive(pid: i32, start_ticks: u64) -> bool {
+pub(crate) fn alive(pid: i32, start_ticks: u64) -> bool {
     proc_start_ticks(pid) == Some(start_ticks)
 }
 
@@ -660,6 +718,7 @@ mod tests {
                 venv: &p("/d/venv"),
                 config_dir: &p("/d/nb/1/run/config"),
                 work: &p("/d/nb/1/work"),
+                data: Some(&p("/d/nb/1/data")),
                 agent_dir: &p("/d/nb/1/run/agent"),
                 runtime_bin: &p("/opt/atelier/atelier-notebook-runtime"),
             },
@@ -672,6 +731,7 @@ mod tests {
             "--tmpfs /d",
             "--bind /d/nb/1/work /d/nb/1/work",
             "--bind /d/nb/1/run/agent /d/nb/1/run/agent",
+            "--bind /d/nb/1/data /data",
             "--ro-bind /opt/atelier/atelier-notebook-runtime /opt/atelier/atelier-notebook-runtime",
         ] {
             assert!(joined.contains(needed), "{needed} missing from {joined}");
@@ -681,6 +741,7 @@ mod tests {
         assert!(hide < joined.find("--ro-bind /d/venv").unwrap());
         assert!(hide < joined.find("--bind /d/nb/1/work").unwrap());
         assert!(hide < joined.find("--bind /d/nb/1/run/agent").unwrap());
+        assert!(hide < joined.find("--bind /d/nb/1/data /data").unwrap());
         assert_eq!(argv.last().map(String::as_str), Some("--"));
     }
 

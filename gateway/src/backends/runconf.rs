@@ -179,8 +179,17 @@ pub fn how_it_ended(status: Option<serde_json::Value>) -> String {
     }
 }
 
-/// Removes a notebook's dir and everything in it (gone already is fine).
+/// Removes a notebook's dir and everything in it (gone already is fine). Refuses while
+/// anything is mounted below it: removing through a mount (a work disk, an object-storage
+/// folder) would delete files that are not the notebook dir's to remove.
 pub async fn remove_notebook_dir(dir: &Path) -> Result<(), BackendError> {
+    let mounted = super::workdisk::mounted_under(dir);
+    if !mounted.is_empty() {
+        return Err(BackendError::Other(anyhow::anyhow!(
+            "still mounted under the notebook's dir, not deleting through them: {}",
+            mounted.join(", ")
+        )));
+    }
     match tokio::fs::remove_dir_all(dir).await {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -70,7 +70,22 @@ pub fn is_mounted(dir: &Path) -> bool {
 
 /// The device mounted at `dir`, from `/proc/self/mountinfo`.
 fn mount_source(dir: &Path) -> Option<String> {
-    let dir = dir.canonicalize().ok()?;
+    mount_entry(dir).map(|(_, source)| source)
+}
+
+/// The file system type mounted at `dir` (such as `fuse.rclone`), if it is a mount point.
+/// Works on a FUSE mount whose server died: only the parent is resolved.
+pub fn fstype_at(dir: &Path) -> Option<String> {
+    mount_entry(dir).map(|(fstype, _)| fstype)
+}
+
+/// (fstype, source) of the topmost mount at `dir`.
+fn mount_entry(dir: &Path) -> Option<(String, String)> {
+    // Resolve the parent, not `dir`: stat of a dead FUSE mount fails (ENOTCONN).
+    let dir = match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => parent.canonicalize().ok()?.join(name),
+        _ => dir.canonicalize().ok()?,
+    };
     let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = dir.to_str()?;
     table.lines().rev().find_map(|line| {
@@ -80,8 +95,8 @@ fn mount_source(dir: &Path) -> Option<String> {
         if unescape_mount(point) != want {
             return None;
         }
-        let rest = line.split(" - ").nth(1)?;
-        rest.split(' ').nth(1).map(str::to_owned)
+        let mut rest = line.split(" - ").nth(1)?.split(' ');
+        Some((rest.next()?.to_owned(), rest.next()?.to_owned()))
     })
 }
 

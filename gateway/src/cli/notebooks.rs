@@ -40,6 +40,12 @@ pub enum NotebookCommand {
     SaveImage(SaveImageArgs),
     /// Show a notebook's events, oldest first.
     Events(Target),
+    /// Mount an object-storage folder at /data/NAME/ of a running notebook.
+    Mount(MountArgs),
+    /// Unmount /data/NAME/ of a notebook (the objects stay in the store).
+    Unmount(UnmountArgs),
+    /// List a notebook's object-storage mounts and their status.
+    Mounts(Target),
     /// Print the notebook's URL to open in a browser.
     Open(Target),
     /// Print a ~/.ssh/config block for the notebook (VS Code Remote-SSH, PyCharm, ssh).
@@ -209,6 +215,35 @@ pub struct SaveImageArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct MountArgs {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+    /// The folder under /data where it appears.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The folder in the store: obs://BUCKET/PATH/ or s3://BUCKET/PATH/.
+    #[arg(value_name = "URI")]
+    pub uri: String,
+    /// One of your storage connections (atelier storage connection list).
+    #[arg(long, short = 'c', value_name = "CONNECTION")]
+    pub connection: String,
+    /// Writes in the notebook fail with "Read-only file system".
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UnmountArgs {
+    /// Notebook ID (UUID) or name.
+    #[arg(value_name = "ID_OR_NAME")]
+    pub notebook: String,
+    /// The mount's folder under /data.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ExpandArgs {
     /// Notebook ID (UUID) or name.
     #[arg(value_name = "ID_OR_NAME")]
@@ -373,6 +408,9 @@ pub async fn run(ctx: &Ctx, cmd: NotebookCommand) -> Result<(), CliError> {
         NotebookCommand::Delete(a) => delete(ctx, a).await,
         NotebookCommand::Update(a) => update(ctx, a).await,
         NotebookCommand::Events(t) => events(ctx, &t.notebook).await,
+        NotebookCommand::Mount(a) => mount(ctx, a).await,
+        NotebookCommand::Unmount(a) => unmount(ctx, a).await,
+        NotebookCommand::Mounts(t) => mounts(ctx, &t.notebook).await,
         NotebookCommand::Open(t) => open(ctx, &t.notebook).await,
         NotebookCommand::SshConfig(a) => ssh_config(ctx, a).await,
     }
@@ -806,6 +844,85 @@ async fn events(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
             cell(e, "severity"),
             cell(e, "event"),
             cell(e, "description"),
+        ]);
+    }
+    out(&t.render());
+    Ok(())
+}
+
+async fn mount(ctx: &Ctx, a: MountArgs) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+    let body = json!({
+        "name": a.name,
+        "uri": a.uri,
+        "connection": a.connection,
+        "read_only": a.read_only,
+    });
+    let reply = ctx
+        .api
+        .post(&["v1", "notebooks", &id, "mounts"], Some(&body))
+        .await?;
+    if ctx.json {
+        return print_json(&reply.raw, None);
+    }
+    let m = &reply.value;
+    out(&sanitize(&format!(
+        "mounted {} at {}{}",
+        cell(m, "uri"),
+        cell(m, "path"),
+        if a.read_only { " (read-only)" } else { "" }
+    )));
+    Ok(())
+}
+
+async fn unmount(ctx: &Ctx, a: UnmountArgs) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+    ctx.api
+        .delete(&["v1", "notebooks", &id, "mounts", &a.name])
+        .await?;
+    if !ctx.json {
+        out(&sanitize(&format!(
+            "unmounted /data/{} from notebook {}; the objects stay in the store",
+            a.name, a.notebook
+        )));
+    }
+    Ok(())
+}
+
+async fn mounts(ctx: &Ctx, arg: &str) -> Result<(), CliError> {
+    let (id, _) = resolve(&ctx.api, arg).await?;
+    let reply = ctx
+        .api
+        .get(&["v1", "notebooks", &id, "mounts"], &[])
+        .await?;
+    if ctx.json {
+        return print_json(&reply.raw, Some("items"));
+    }
+    let mut t = Table::new(&[
+        "NAME",
+        "PATH",
+        "STORAGE PATH",
+        "CONNECTION",
+        "MODE",
+        "STATUS",
+    ]);
+    for m in items(&reply.value)? {
+        let mode = if m.get("read_only").and_then(Value::as_bool) == Some(true) {
+            "read-only"
+        } else {
+            "read-write"
+        };
+        let status = match m.get("error").and_then(Value::as_str) {
+            Some(e) => format!("{} ({e})", cell(m, "status")),
+            None => cell(m, "status"),
+        };
+        t.row([
+            cell(m, "name"),
+            cell(m, "path"),
+            cell(m, "uri"),
+            cell(m, "connection"),
+            mode.to_string(),
+            status,
         ]);
     }
     out(&t.render());

@@ -24,6 +24,8 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
             Some(h) => lc.backend().poll(&h).await,
             None => Observed::Exited("no record of its server".into()),
         };
+        let running = observed == Observed::Running;
+        let exited = matches!(observed, Observed::Exited(_));
         let mut tx = lc.store().write().await?;
         match observed {
             Observed::Running => {
@@ -67,6 +69,18 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
         }
         tx.commit().await?;
         lc.routes().invalidate(&row.id);
+        // Object-storage mounts follow the notebook: made again where their process died
+        // (or after a gateway restart), ended with a notebook that is gone.
+        let mounts = if running {
+            lc.ensure_mounts(&row.id).await
+        } else if exited {
+            lc.release_mounts(&row.id).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = mounts {
+            tracing::warn!(notebook = %row.id, error = format!("{e:#}"), "object-storage mounts");
+        }
     }
     Ok(())
 }

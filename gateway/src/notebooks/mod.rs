@@ -13,6 +13,7 @@
 
 pub mod autostop;
 pub mod health;
+pub mod mounts;
 pub mod save;
 pub mod validate;
 
@@ -248,6 +249,10 @@ struct Inner {
     create_lock: tokio::sync::Mutex<()>,
     /// Notebooks whose work disk is being expanded.
     expanding: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Opens stored storage connections (object-storage mounts).
+    secrets: Arc<crate::secrets::SecretBox>,
+    /// `rclone`, which serves object-storage mounts; `None` where it is not installed.
+    rclone: Option<std::path::PathBuf>,
 }
 
 /// Takes a notebook off [`Inner::expanding`] when its expansion ends, however it ends.
@@ -267,7 +272,9 @@ impl Lifecycle {
         backend: Arc<dyn Backend>,
         settings: Arc<Settings>,
         routes: RouteTable,
+        secrets: Arc<crate::secrets::SecretBox>,
     ) -> Self {
+        let rclone = crate::storage::fuse::find_rclone(settings.backend.rclone_bin.as_deref());
         Lifecycle {
             inner: Arc::new(Inner {
                 store,
@@ -277,6 +284,8 @@ impl Lifecycle {
                 tasks: TaskTracker::new(),
                 create_lock: tokio::sync::Mutex::new(()),
                 expanding: Default::default(),
+                secrets,
+                rclone,
             }),
         }
     }
@@ -755,6 +764,10 @@ impl Lifecycle {
                 )));
             }
             backend.prepare(&spec, &progress).await?;
+            // Object-storage mounts before Jupyter starts, so its first listing shows them.
+            if let Err(e) = self.ensure_mounts(id).await {
+                tracing::warn!(notebook = %id, error = format!("{e:#}"), "restoring object-storage mounts");
+            }
             // Re-attach to what an interrupted attempt launched, or launch anew.
             let reusable = match &handle {
                 Some(h) => !matches!(backend.poll(h).await, crate::backends::Observed::Exited(_)),
@@ -829,6 +842,14 @@ impl Lifecycle {
             Some(h) => self.inner.backend.stop(&h, self.stop_mode()).await,
             None => Ok(()),
         };
+        // After the notebook's processes are gone, nothing holds files open in the mounts.
+        let result = match result {
+            Ok(()) => self
+                .release_mounts(id)
+                .await
+                .map_err(|e| BackendError::Other(e.context("unmounting object storage"))),
+            e => e,
+        };
         let mut tx = self.inner.store.write().await?;
         match result {
             Ok(()) => {
@@ -866,6 +887,12 @@ impl Lifecycle {
             Some(h) => backend.stop(&h, self.stop_mode()).await,
             None => Ok(()),
         };
+        if result.is_ok() {
+            result = self
+                .release_mounts(id)
+                .await
+                .map_err(|e| BackendError::Other(e.context("unmounting object storage")));
+        }
         if result.is_ok() {
             result = backend.delete(id).await;
         }
@@ -1136,6 +1163,7 @@ impl Lifecycle {
 
     pub async fn resume(&self) -> anyhow::Result<()> {
         self.abandon_saves().await?;
+        self.forget_interrupted_mounts().await?;
         let pending = {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::in_statuses(&mut conn, &[CREATING, STARTING, STOPPING, DELETING]).await?
@@ -1310,7 +1338,8 @@ mod tests {
             ..Settings::default()
         });
         let routes = RouteTable::new(store.clone(), backend.clone());
-        let lc = Lifecycle::new(store, backend, settings, routes);
+        let secrets = Arc::new(crate::secrets::SecretBox::new(&[7u8; 32]).unwrap());
+        let lc = Lifecycle::new(store, backend, settings, routes, secrets);
         let who = Principal {
             user_id: "u1".into(),
             name: "alice".into(),

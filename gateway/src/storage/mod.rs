@@ -3,6 +3,7 @@
 //! here), and the connections users register (`connections.rs`).
 
 pub mod connections;
+pub mod fuse;
 pub mod s3;
 pub mod transfer;
 

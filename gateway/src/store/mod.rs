@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub mod images;
 pub mod keypairs;
+pub mod mounts;
 pub mod notebooks;
 pub mod plugins;
 pub mod storage;

@@ -73,6 +73,13 @@ pub async fn by_name(
         .await
 }
 
+pub async fn by_id(conn: &mut Conn, id: &str) -> sqlx::Result<Option<ConnectionRow>> {
+    sqlx::query_as(&format!("{SELECT} WHERE c.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// One owner's connections, or everyone's (`owner_id = None`), by name.
 pub async fn list(conn: &mut Conn, owner_id: Option<&str>) -> sqlx::Result<Vec<ConnectionRow>> {
     match owner_id {
