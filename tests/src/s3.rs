@@ -79,6 +79,28 @@ impl S3Server {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.root.with_extension("log")).unwrap_or_default()
     }
+
+    /// Registers this server as storage connection `name` of the user behind `api`.
+    pub async fn connect(&self, api: &crate::Api, name: &str) {
+        api.post(
+            "/v1/storage/connections",
+            serde_json::json!({
+                "name": name,
+                "endpoint": self.endpoint(),
+                "access_key_id": self.access_key,
+                "secret_access_key": self.secret_key,
+            }),
+        )
+        .await
+        .expect_status(201);
+    }
+
+    /// Stops the server (nothing answers at the endpoint any more); its files stay until
+    /// drop.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for S3Server {
@@ -88,4 +110,15 @@ impl Drop for S3Server {
         let _ = std::fs::remove_dir_all(&self.root);
         let _ = std::fs::remove_file(self.root.with_extension("log"));
     }
+}
+
+/// Waits (at most a minute) until the object stored at `file` (under a bucket's directory)
+/// holds `text`: writes through a mount are uploaded shortly after the file is closed.
+pub async fn wait_for_object(file: &std::path::Path, text: &str) {
+    crate::eventually(
+        &format!("{} to hold {text:?}", file.display()),
+        Duration::from_secs(60),
+        || async move { (std::fs::read_to_string(file).ok()? == text).then_some(()) },
+    )
+    .await;
 }

@@ -5,9 +5,8 @@
 //! The SSH checks against a container notebook are in ssh_sessions.rs.
 
 use std::path::Path;
-use std::time::Duration;
 
-use atelier_tests::s3::S3Server;
+use atelier_tests::s3::{S3Server, wait_for_object};
 use atelier_tests::{Gateway, Kernel, podman};
 use serde_json::json;
 
@@ -114,12 +113,7 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
     let bucket = s3.bucket("shared");
     std::fs::create_dir_all(bucket.join("in")).unwrap();
     std::fs::write(bucket.join("in/a.txt"), "from the store").unwrap();
-    api.post(
-        "/v1/storage/connections",
-        json!({"name": "s3", "endpoint": s3.endpoint(), "access_key_id": s3.access_key, "secret_access_key": s3.secret_key}),
-    )
-    .await
-    .expect_status(201);
+    s3.connect(&api, "s3").await;
     let r = api
         .post(
             &format!("/v1/notebooks/{id}/mounts"),
@@ -131,15 +125,7 @@ async fn container_notebooks_run_jupyter_as_ma_user_on_a_work_disk() {
         .run("import os; print(open('/data/shared/a.txt').read(), os.stat('/data/shared/a.txt').st_uid); open('/data/shared/b.txt', 'w').write('from ma-user')")
         .await;
     assert_eq!(out, "from the store 1000\n");
-    atelier_tests::eventually(
-        "ma-user's file in the bucket",
-        Duration::from_secs(60),
-        || {
-            let b = bucket.join("in/b.txt");
-            async move { (std::fs::read_to_string(b).ok()? == "from ma-user").then_some(()) }
-        },
-    )
-    .await;
+    wait_for_object(&bucket.join("in/b.txt"), "from ma-user").await;
     // One file on the work disk, one in the container's own filesystem.
     k.run("open('/home/ma-user/work/keep.txt', 'w').write('kept'); open('/home/ma-user/gone.txt', 'w').write('gone')")
         .await;
@@ -641,4 +627,61 @@ async fn images_are_registered_listed_and_unregistered() {
     assert_eq!(a.delete("/v1/images/mine").await.status, 204);
     assert!(!listed(&a).await.contains(&"mine".to_owned()));
     assert_eq!(admin.delete("/v1/images/team-env").await.status, 204);
+}
+
+/// A container notebook whose work dir is an object-storage folder (no work disk) with an
+/// extended folder in it: ma-user reads and writes both; a restart mounts them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_work_dir_on_object_storage() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("box");
+    std::fs::create_dir_all(bucket.join("home")).unwrap();
+    std::fs::create_dir_all(bucket.join("ds")).unwrap();
+    std::fs::write(bucket.join("home/readme.txt"), "work on the store").unwrap();
+    std::fs::write(bucket.join("ds/x.txt"), "extended").unwrap();
+    let gw = Gateway::start_docker("", &[]).await;
+    let alice = gw.create_user("alice").await;
+    let api = gw.api(&alice);
+    s3.connect(&api, "s3").await;
+    let r = api
+        .post(
+            "/v1/notebooks",
+            json!({
+                "name": "onstore",
+                "storage": {"type": "obs", "uri": "obs://box/home/", "connection": "s3"},
+                "extended_storage": [{"type": "obs", "path": "/home/ma-user/work/ds", "uri": "obs://box/ds/", "connection": "s3"}],
+            }),
+        )
+        .await;
+    let id = r.expect_status(201)["id"].as_str().unwrap().to_owned();
+    let nb = gw.wait_status(&alice, &id, "RUNNING").await;
+    assert!(nb["storage"].is_null(), "no work disk: {nb}");
+    let mut k = Kernel::start(&api, &id).await;
+    let out = k
+        .run("import os; print(os.getcwd(), open('readme.txt').read(), open('ds/x.txt').read(), os.stat('readme.txt').st_uid); open('made.txt', 'w').write('by ma-user')")
+        .await;
+    assert_eq!(out, "/home/ma-user/work work on the store extended 1000\n");
+    wait_for_object(&bucket.join("home/made.txt"), "by ma-user").await;
+    drop(k);
+    api.post_empty(&format!("/v1/notebooks/{id}/stop"))
+        .await
+        .expect_status(202);
+    gw.wait_status(&alice, &id, "STOPPED").await;
+    let work = gw.notebook_dir(&id).join("work");
+    assert!(!mounted(&work) && !mounted(&work.join("ds")));
+    api.post_empty(&format!("/v1/notebooks/{id}/start"))
+        .await
+        .expect_status(202);
+    gw.wait_status(&alice, &id, "RUNNING").await;
+    let mut k = Kernel::start(&api, &id).await;
+    assert_eq!(
+        k.run("print(open('made.txt').read())").await,
+        "by ma-user\n"
+    );
+    drop(k);
+    api.delete(&format!("/v1/notebooks/{id}"))
+        .await
+        .expect_status(202);
+    gw.wait_gone(&alice, &id).await;
+    assert!(bucket.join("home/made.txt").is_file() && bucket.join("ds/x.txt").is_file());
 }

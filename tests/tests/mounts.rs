@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use atelier_tests::s3::S3Server;
+use atelier_tests::s3::{S3Server, wait_for_object};
 use atelier_tests::{Gateway, Kernel, eventually, processes_mentioning};
 use serde_json::{Value, json};
 
@@ -25,7 +25,7 @@ async fn mount_of(api: &atelier_tests::Api, id: &str, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dynamic_mounts_reach_the_kernel_survive_restarts_and_leave_the_objects() {
-    let s3 = S3Server::start();
+    let mut s3 = S3Server::start();
     let bucket = s3.bucket("datasets");
     std::fs::create_dir_all(bucket.join("train/images")).unwrap();
     std::fs::write(bucket.join("train/before.txt"), "written before the mount").unwrap();
@@ -33,17 +33,7 @@ async fn dynamic_mounts_reach_the_kernel_survive_restarts_and_leave_the_objects(
     let mut gw = Gateway::start().await;
     let token = gw.create_user("alice").await;
     let api = gw.api(&token);
-    api.post(
-        "/v1/storage/connections",
-        json!({
-            "name": "local",
-            "endpoint": s3.endpoint(),
-            "access_key_id": s3.access_key,
-            "secret_access_key": s3.secret_key,
-        }),
-    )
-    .await
-    .expect_status(201);
+    s3.connect(&api, "local").await;
     let id = gw.create_notebook(&token, "mounter").await;
     gw.wait_status(&token, &id, "RUNNING").await;
     let mounts = format!("/v1/notebooks/{id}/mounts");
@@ -152,24 +142,38 @@ async fn dynamic_mounts_reach_the_kernel_survive_restarts_and_leave_the_objects(
         "with open('{path}from-kernel.txt', 'w') as f:\n    f.write('hello from the kernel')"
     ))
     .await;
-    let landed = bucket.join("train/from-kernel.txt");
-    eventually("the kernel's file in the bucket", WAIT, || {
-        let landed = landed.clone();
-        async move {
-            (std::fs::read_to_string(&landed).ok()? == "hello from the kernel").then_some(())
-        }
-    })
+    wait_for_object(
+        &bucket.join("train/from-kernel.txt"),
+        "hello from the kernel",
+    )
     .await;
 
-    // A read-only mount of the same folder refuses writes.
-    let r = api
-        .post(
-            &mounts,
-            json!({"name": "ro", "uri": "s3://datasets/train", "connection": "local", "read_only": true}),
+    // A read-only mount of the same folder (through the CLI) refuses writes.
+    let out = gw
+        .cli(
+            &token,
+            &[
+                "notebook",
+                "mount",
+                "mounter",
+                "ro",
+                "s3://datasets/train",
+                "--connection",
+                "local",
+                "--read-only",
+            ],
+            &[],
         )
         .await;
-    r.expect_status(201);
-    let ro = r.json["path"].as_str().unwrap().to_owned();
+    out.assert_ok("notebook mount");
+    let ro = mount_of(&api, &id, "ro").await["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        out.stdout.trim(),
+        format!("mounted obs://datasets/train/ at {ro} (read-only)")
+    );
     let e = k
         .execute(&format!("open('{ro}nope.txt', 'w').write('x')"))
         .await;
@@ -197,8 +201,23 @@ async fn dynamic_mounts_reach_the_kernel_survive_restarts_and_leave_the_objects(
         ]
     );
 
-    // Unmount: the folder leaves the notebook, the objects stay.
-    api.delete(&format!("{mounts}/ro")).await.expect_status(204);
+    let out = gw
+        .cli(&token, &["notebook", "mounts", "mounter"], &[])
+        .await;
+    out.assert_ok("notebook mounts");
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ro "))
+        .unwrap_or_else(|| panic!("no ro row in {}", out.stdout));
+    for cell in ["obs://datasets/train/", "local", "read-only", "MOUNTED"] {
+        assert!(row.contains(cell), "{cell} missing from {row}");
+    }
+
+    // Unmount (through the CLI): the folder leaves the notebook, the objects stay.
+    gw.cli(&token, &["notebook", "unmount", "mounter", "ro"], &[])
+        .await
+        .assert_ok("notebook unmount");
     assert_eq!(k.run(&read_py(&format!("{ro}before.txt"))).await, "missing");
     assert!(bucket.join("train/before.txt").is_file());
     assert!(
@@ -267,6 +286,28 @@ async fn dynamic_mounts_reach_the_kernel_survive_restarts_and_leave_the_objects(
         "hello from the kernel"
     );
 
+    // A store that does not answer at start: the notebook runs, the mount is FAILED with the
+    // reason and a MountVolumeFailed event.
+    drop(k);
+    api.post_empty(&format!("/v1/notebooks/{id}/stop"))
+        .await
+        .expect_status(202);
+    gw.wait_status(&token, &id, "STOPPED").await;
+    s3.kill();
+    api.post_empty(&format!("/v1/notebooks/{id}/start"))
+        .await
+        .expect_status(202);
+    gw.wait_status(&token, &id, "RUNNING").await;
+    let m = mount_of(&api, &id, "train").await;
+    assert_eq!(m["status"], "FAILED", "{m}");
+    let why = m["error"].as_str().unwrap_or_default();
+    assert!(why.contains("cannot reach the object store"), "{why}");
+    let lines = gw.event_lines(&token, &id).await;
+    assert!(
+        lines.iter().any(|l| l.starts_with("MountVolumeFailed")),
+        "{lines:?}"
+    );
+
     // Delete: unmounted, the notebook's dir gone, every object still in the bucket.
     api.delete(&format!("/v1/notebooks/{id}"))
         .await
@@ -286,4 +327,191 @@ async fn dynamic_mounts_reach_the_kernel_survive_restarts_and_leave_the_objects(
     api.delete("/v1/storage/connections/local")
         .await
         .expect_status(204);
+}
+
+/// Storage chosen at create (seed 6.2 Table 6-2): the work dir on an object-storage folder and
+/// extended folders in it, nested and read-only, checked with the seed's rules before
+/// anything is created, and mounted before Jupyter at every start.
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_chosen_at_create_is_checked_then_mounted_at_every_start() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("work");
+    for (key, text) in [
+        ("home/notes.txt", "primary"),
+        ("ds/a.txt", "extended"),
+        ("more/m.txt", "nested"),
+    ] {
+        let f = bucket.join(key);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, text).unwrap();
+    }
+    let gw = Gateway::start().await;
+    let token = gw.create_user("alice").await;
+    let api = gw.api(&token);
+    s3.connect(&api, "c").await;
+    let ext =
+        |path: &str, uri: &str| json!({"type": "obs", "path": path, "uri": uri, "connection": "c"});
+    let six: Vec<Value> = (0..6)
+        .map(|i| ext(&format!("/home/ma-user/work/d{i}"), "obs://work/ds/"))
+        .collect();
+
+    // Each rule broken: a 400 that names it, and no notebook.
+    for (body, code, says) in [
+        (
+            json!({"extended_storage": [ext("/data/x", "obs://work/ds/")]}),
+            "invalid_argument",
+            "is under /data/",
+        ),
+        (
+            json!({"extended_storage": [ext("/etc/conf", "obs://work/ds/")]}),
+            "invalid_argument",
+            "is under /etc/",
+        ),
+        (
+            json!({"extended_storage": six}),
+            "invalid_argument",
+            "at most 5 OBS",
+        ),
+        (
+            json!({"extended_storage": [ext("/home/ma-user/work/ds", "obs://work/ds/"), ext("/home/ma-user/work/ds/", "obs://work/more/")]}),
+            "invalid_argument",
+            "must be unique",
+        ),
+        (
+            json!({"storage": {"type": "obs", "uri": "obs://work", "connection": "c"}}),
+            "invalid_argument",
+            "root of bucket",
+        ),
+        (
+            json!({"extended_storage": [{"type": "obs", "path": "/home/ma-user/work/ds", "uri": "obs://work/ds/", "connection": "nope"}]}),
+            "invalid_argument",
+            "no storage connection named \"nope\"",
+        ),
+        (
+            json!({"extended_storage": [ext("/home/ma-user/work/ds", "obs://no-such-bucket/ds/")]}),
+            "storage_bucket_missing",
+            "no-such-bucket",
+        ),
+        (
+            json!({"extended_storage": [ext("/home/ma-user/datasets", "obs://work/ds/")]}),
+            "invalid_argument",
+            "in the work dir",
+        ),
+    ] {
+        let r = api.post("/v1/notebooks", body.clone()).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert_eq!(r.json["error"]["code"], code, "{body}: {}", r.text);
+        let m = r.json["error"]["message"].as_str().unwrap();
+        assert!(m.contains(says), "{body}: {m}");
+    }
+    assert_eq!(api.get("/v1/notebooks").await.json["items"], json!([]));
+
+    // Through the CLI: the work dir on obs://work/home/, a folder in it, and a read-only
+    // folder nested in that one.
+    let out = gw
+        .cli(
+            &token,
+            &[
+                "notebook",
+                "create",
+                "stored",
+                "--storage",
+                "obs://work/home/",
+                "--extended-storage",
+                "/home/ma-user/work/ds/more=obs://work/more/,ro",
+                "--extended-storage",
+                "/home/ma-user/work/ds=obs://work/ds/",
+                "--connection",
+                "c",
+                "--wait",
+                "--json",
+            ],
+            &[],
+        )
+        .await;
+    out.assert_ok("notebook create with storage");
+    let nb: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(nb["status"], "RUNNING", "{nb}");
+    let id = nb["id"].as_str().unwrap().to_owned();
+    let list = api.get(&format!("/v1/notebooks/{id}/mounts")).await;
+    let items = list.expect_status(200)["items"].as_array().unwrap().clone();
+    let by_kind = |kind: &str| -> Vec<Value> {
+        items
+            .iter()
+            .filter(|m| m["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(by_kind("primary").len(), 1, "{}", list.text);
+    assert_eq!(by_kind("extended").len(), 2, "{}", list.text);
+    assert!(
+        items.iter().all(|m| m["status"] == "MOUNTED"),
+        "{}",
+        list.text
+    );
+    let work = by_kind("primary")[0]["path"].as_str().unwrap().to_owned();
+    let mut k = Kernel::start(&api, &id).await;
+    assert_eq!(
+        k.run(&read_py(&format!("{work}notes.txt"))).await,
+        "primary"
+    );
+    assert_eq!(
+        k.run(&read_py(&format!("{work}ds/a.txt"))).await,
+        "extended"
+    );
+    assert_eq!(
+        k.run(&read_py(&format!("{work}ds/more/m.txt"))).await,
+        "nested"
+    );
+    k.run(&format!(
+        "open('{work}new.txt', 'w').write('written in the work dir')"
+    ))
+    .await;
+    wait_for_object(&bucket.join("home/new.txt"), "written in the work dir").await;
+    let e = k
+        .execute(&format!("open('{work}ds/more/x.txt', 'w').write('x')"))
+        .await;
+    let err = format!("{:?}", e.error);
+    assert!(
+        err.contains("Read-only file system") || err.contains("Errno 30"),
+        "{err}"
+    );
+    drop(k);
+
+    // Stop unmounts (the objects stay); start mounts again before Jupyter answers.
+    api.post_empty(&format!("/v1/notebooks/{id}/stop"))
+        .await
+        .expect_status(202);
+    gw.wait_status(&token, &id, "STOPPED").await;
+    let r = api.get(&format!("/v1/notebooks/{id}/mounts")).await;
+    assert!(
+        r.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["status"] == "UNMOUNTED"),
+        "{}",
+        r.text
+    );
+    assert!(processes_mentioning(gw.notebook_dir(&id).join("work").as_os_str()).is_empty());
+    api.post_empty(&format!("/v1/notebooks/{id}/start"))
+        .await
+        .expect_status(202);
+    gw.wait_status(&token, &id, "RUNNING").await;
+    let mut k = Kernel::start(&api, &id).await;
+    assert_eq!(
+        k.run(&read_py(&format!("{work}new.txt"))).await,
+        "written in the work dir"
+    );
+    drop(k);
+
+    // Delete: everything unmounted and gone locally; every object still in the bucket.
+    api.delete(&format!("/v1/notebooks/{id}"))
+        .await
+        .expect_status(202);
+    gw.wait_gone(&token, &id).await;
+    assert!(!gw.notebook_dir(&id).exists());
+    for object in ["home/notes.txt", "home/new.txt", "ds/a.txt", "more/m.txt"] {
+        assert!(bucket.join(object).is_file(), "{object} was deleted");
+    }
 }

@@ -881,9 +881,17 @@ impl Backend for DockerBackend {
             .with_context(|| format!("creating {}", data.display()))?;
         let _ = std::os::unix::fs::chown(&data, Some(NOTEBOOK_UID), Some(NOTEBOOK_GID));
         workdisk::ensure_shared(&data).await;
-        workdisk::ensure(&nb, self.work_disk_gb, (NOTEBOOK_UID, NOTEBOOK_GID))
-            .await
-            .map_err(|e| BackendError::Start(format!("preparing the work disk: {e:#}")))?;
+        if spec.work_on_object_storage {
+            // The gateway mounts the folder at <nb>/work next; no disk under it.
+            let work = workdisk::work_dir(&nb);
+            tokio::fs::create_dir_all(&work)
+                .await
+                .with_context(|| format!("creating {}", work.display()))?;
+        } else {
+            workdisk::ensure(&nb, self.work_disk_gb, (NOTEBOOK_UID, NOTEBOOK_GID))
+                .await
+                .map_err(|e| BackendError::Start(format!("preparing the work disk: {e:#}")))?;
+        }
         Ok(())
     }
 
@@ -976,7 +984,8 @@ impl Backend for DockerBackend {
         self.remove_container(&h.container).await?;
         self.release(&h.notebook_id);
         let nb = self.notebook_dir(&h.notebook_id);
-        if let Err(e) = workdisk::release(&nb).await {
+        // The work disk and any object-storage folders mounted in it (deepest first).
+        if let Err(e) = workdisk::unmount_all(&workdisk::work_dir(&nb)).await {
             tracing::warn!(notebook = %h.notebook_id, error = format!("{e:#}"), "unmounting the work disk");
         }
         // Mounts under /data are made again at the next start.
@@ -1205,6 +1214,18 @@ impl Backend for DockerBackend {
 
     fn work_disk(&self, id: &str) -> Option<workdisk::DiskInfo> {
         workdisk::info(&self.notebook_dir(id))
+    }
+
+    fn mount_place(&self, id: &str, path: &str) -> Result<super::MountPlace, BackendError> {
+        // Mounted under <nb>/work before the container starts: its bind of the work dir is
+        // recursive, so the mounts come with it.
+        super::place_in_work_dir(
+            &self.notebook_dir(id),
+            path,
+            crate::notebooks::storage_rules::WORK_DIR,
+            Some((NOTEBOOK_UID, NOTEBOOK_GID)),
+            self.name(),
+        )
     }
 
     fn data_dir(&self, id: &str) -> Result<DataDir, BackendError> {

@@ -44,6 +44,9 @@ pub struct NotebookSpec {
     pub image_ref: String,
     /// `/nb/{id}/`: the Jupyter server's base URL, identical through the proxy.
     pub base_url: String,
+    /// The work dir is an object-storage folder (mounted by the gateway before launch), not
+    /// a work disk.
+    pub work_on_object_storage: bool,
 }
 
 /// The persisted, backend-specific record of a launched notebook.
@@ -115,6 +118,54 @@ pub struct DataDir {
     /// Whether a mount made now reaches the running notebook (the host dir is a shared mount
     /// bound into it with slave propagation, or the notebook shares the host's mounts).
     pub live: bool,
+}
+
+/// Where an object-storage folder chosen at create goes: mounted at `host` before launch,
+/// seen by the notebook at `inside`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPlace {
+    pub host: std::path::PathBuf,
+    pub inside: String,
+    /// Who owns the mounted files in the notebook; `None`: the gateway's own user.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// The place of `path` (`/home/ma-user/work` or below) in a backend whose notebooks get
+/// `<nb>/work` as their work dir; `inside_root` is what the notebook calls that dir.
+pub fn place_in_work_dir(
+    nb: &std::path::Path,
+    path: &str,
+    inside_root: &str,
+    owner: Option<(u32, u32)>,
+    backend: &str,
+) -> Result<MountPlace, BackendError> {
+    use crate::notebooks::storage_rules::WORK_DIR;
+    let rest = if path == WORK_DIR {
+        Some("")
+    } else {
+        path.strip_prefix(WORK_DIR)
+            .and_then(|r| r.strip_prefix('/'))
+    };
+    let Some(rest) = rest else {
+        return Err(BackendError::Unsupported(format!(
+            "{path}: the {backend} backend places object-storage folders in the work dir, {WORK_DIR} or below (other paths are not supported yet)"
+        )));
+    };
+    let host = if rest.is_empty() {
+        nb.join("work")
+    } else {
+        nb.join("work").join(rest)
+    };
+    let inside = if rest.is_empty() {
+        inside_root.to_owned()
+    } else {
+        format!("{inside_root}/{rest}")
+    };
+    Ok(MountPlace {
+        host,
+        inside,
+        owner,
+    })
 }
 
 /// What a notebook's processes use, as seen from the host (idle detection reads it).
@@ -244,6 +295,14 @@ pub trait Backend: Send + Sync + 'static {
     /// `None` where the backend cannot tell.
     async fn usage(&self, _handle: &Handle) -> Option<Usage> {
         None
+    }
+
+    /// Where an object-storage folder chosen at create for `path` goes.
+    fn mount_place(&self, _id: &str, path: &str) -> Result<MountPlace, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "{path}: the {} backend cannot mount object storage into notebooks",
+            self.name()
+        )))
     }
 
     /// Where the notebook's `/data` is, for object-storage mounts.

@@ -35,8 +35,8 @@ use serde_json::json;
 use super::jupyter_env::JupyterEnv;
 use super::runconf::{self, AGENT_SOCKET, ServerConf, write_private};
 use super::{
-    Backend, BackendError, DataDir, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode,
-    Upstream, Usage,
+    Backend, BackendError, DataDir, Handle, MountPlace, NotebookSpec, Observed, Progress, SshLink,
+    StopMode, Upstream, Usage,
 };
 use crate::config::{SandboxMode, Settings};
 use crate::events::EventKind;
@@ -465,6 +465,13 @@ impl Backend for ProcessBackend {
         let nb = self.notebook_dir(id);
         let _ = super::workdisk::unmount_all(&nb.join("data")).await;
         runconf::remove_notebook_dir(&nb).await
+    }
+
+    fn mount_place(&self, id: &str, path: &str) -> Result<MountPlace, BackendError> {
+        // The notebook sees its work dir at the host path (also inside the sandbox).
+        let nb = self.notebook_dir(id);
+        let inside = nb.join("work").to_string_lossy().into_owned();
+        super::place_in_work_dir(&nb, path, &inside, None, self.name())
     }
 
     fn data_dir(&self, id: &str) -> Result<DataDir, BackendError> {

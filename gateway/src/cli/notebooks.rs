@@ -19,7 +19,7 @@ pub enum NotebookCommand {
     #[command(visible_alias = "ls")]
     List(ListArgs),
     /// Create a notebook; it starts by itself.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Show one notebook.
     Get(Target),
     /// Start a stopped or failed notebook.
@@ -125,7 +125,65 @@ pub struct CreateArgs {
     #[command(flatten)]
     pub ssh: SshArgs,
     #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// Object storage chosen at create (`atelier storage connection` makes connections).
+#[derive(clap::Args, Debug)]
+pub struct StorageArgs {
+    /// Work dir on an object-storage folder instead of a work disk: obs://BUCKET/FOLDER/.
+    #[arg(long = "storage", value_name = "URI")]
+    pub primary: Option<String>,
+    /// An object-storage folder at PATH (/home/ma-user/work or below; at most 5): PATH=URI,
+    /// or PATH=URI,ro for read-only. Repeat for several.
+    #[arg(long = "extended-storage", value_name = "PATH=URI[,ro]")]
+    pub extended: Vec<String>,
+    /// The storage connection for --storage and --extended-storage.
+    #[arg(long, value_name = "NAME")]
+    pub connection: Option<String>,
+}
+
+impl StorageArgs {
+    /// (`storage`, `extended_storage`) of the create request.
+    fn body(&self) -> Result<(Option<Value>, Option<Value>), CliError> {
+        if self.primary.is_none() && self.extended.is_empty() {
+            return Ok((None, None));
+        }
+        let Some(connection) = &self.connection else {
+            return Err(CliError::other(
+                "--storage and --extended-storage need --connection NAME (atelier storage connection list)",
+            ));
+        };
+        let primary = self
+            .primary
+            .as_ref()
+            .map(|uri| json!({"type": "obs", "uri": uri, "connection": connection}));
+        let mut extended = Vec::new();
+        for e in &self.extended {
+            let Some((path, rest)) = e.split_once('=') else {
+                return Err(CliError::other(format!(
+                    "--extended-storage {e:?}: write PATH=URI, such as /home/ma-user/work/ds=obs://bucket/ds/"
+                )));
+            };
+            let (uri, read_only) = match rest.strip_suffix(",ro") {
+                Some(uri) => (uri, true),
+                None => (rest, false),
+            };
+            extended.push(json!({
+                "type": "obs",
+                "path": path,
+                "uri": uri,
+                "connection": connection,
+                "read_only": read_only,
+            }));
+        }
+        Ok((
+            primary,
+            (!extended.is_empty()).then_some(Value::Array(extended)),
+        ))
+    }
 }
 
 /// SSH settings (key pairs: `atelier keypair`).
@@ -395,7 +453,7 @@ fn id_segments(id: &str) -> [&str; 3] {
 pub async fn run(ctx: &Ctx, cmd: NotebookCommand) -> Result<(), CliError> {
     match cmd {
         NotebookCommand::List(a) => list(ctx, a).await,
-        NotebookCommand::Create(a) => create(ctx, a).await,
+        NotebookCommand::Create(a) => create(ctx, *a).await,
         NotebookCommand::Get(t) => get(ctx, &t.notebook).await,
         NotebookCommand::Start(a) => {
             let body = a.auto_stop.body().map(|b| json!({ "auto_stop": b }));
@@ -495,6 +553,13 @@ async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), CliError> {
     }
     if let Some(ssh) = a.ssh.body() {
         body.insert("ssh".into(), ssh);
+    }
+    let (primary, extended) = a.storage.body()?;
+    if let Some(p) = primary {
+        body.insert("storage".into(), p);
+    }
+    if let Some(e) = extended {
+        body.insert("extended_storage".into(), e);
     }
     let reply = ctx
         .api

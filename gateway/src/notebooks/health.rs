@@ -72,7 +72,7 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
         // Object-storage mounts follow the notebook: made again where their process died
         // (or after a gateway restart), ended with a notebook that is gone.
         let mounts = if running {
-            lc.ensure_mounts(&row.id).await
+            lc.ensure_mounts(&row.id).await.map(|_| ())
         } else if exited {
             lc.release_mounts(&row.id).await
         } else {

@@ -15,6 +15,7 @@ pub mod autostop;
 pub mod health;
 pub mod mounts;
 pub mod save;
+pub mod storage_rules;
 pub mod validate;
 
 use std::sync::Arc;
@@ -222,6 +223,12 @@ pub struct CreateNotebook {
     pub image: Option<String>,
     pub auto_stop: Option<AutoStop>,
     pub ssh: Option<SshRequest>,
+    /// Primary storage: the work disk (`{"type": "evs"}`, the default) or an object-storage
+    /// folder mounted at /home/ma-user/work.
+    pub storage: Option<storage_rules::PrimaryRequest>,
+    /// Object-storage folders mounted at paths of the user's choosing.
+    #[serde(default)]
+    pub extended_storage: Vec<storage_rules::ExtendedRequest>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +260,8 @@ struct Inner {
     secrets: Arc<crate::secrets::SecretBox>,
     /// `rclone`, which serves object-storage mounts; `None` where it is not installed.
     rclone: Option<std::path::PathBuf>,
+    /// One mount operation at a time per notebook (requests, start, stop, the health loop).
+    mount_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Takes a notebook off [`Inner::expanding`] when its expansion ends, however it ends.
@@ -286,6 +295,7 @@ impl Lifecycle {
                 expanding: Default::default(),
                 secrets,
                 rclone,
+                mount_locks: Default::default(),
             }),
         }
     }
@@ -343,6 +353,10 @@ impl Lifecycle {
         if ssh_enabled && key_pairs.is_empty() {
             return Err(no_key_pairs());
         }
+        let id = uuid::Uuid::new_v4().to_string();
+        let storage = self
+            .check_create_storage(who, &id, req.storage.as_ref(), &req.extended_storage)
+            .await?;
 
         let _guard = self.inner.create_lock.lock().await;
         let mut tx = self.inner.store.write().await?;
@@ -360,7 +374,7 @@ impl Lifecycle {
         }
         let now = store::now();
         let row = NotebookRow {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             owner_id: who.user_id.clone(),
             owner: who.name.clone(),
             name,
@@ -390,6 +404,8 @@ impl Lifecycle {
         let key_ids = resolve_key_pairs(&mut tx, &who.user_id, &row.ssh_key_pairs).await?;
         rows::insert(&mut tx, &row).await?;
         rows::set_key_pairs(&mut tx, &row.id, &key_ids).await?;
+        self.insert_create_storage(&mut tx, &row.id, &storage)
+            .await?;
         events::record(&mut tx, &row.id, EventKind::Scheduled, None).await?;
         if !row.ssh_key_pairs.is_empty() {
             let detail = key_pair_detail(&who.name, &[], &row.ssh_key_pairs);
@@ -699,6 +715,7 @@ impl Lifecycle {
             image: row.image.clone(),
             image_ref: row.image.clone(),
             base_url: format!("/nb/{}/", row.id),
+            work_on_object_storage: false,
         }
     }
 
@@ -747,6 +764,7 @@ impl Lifecycle {
         if let Some(r) = &image_ref {
             spec.image_ref = r.clone();
         }
+        spec.work_on_object_storage = self.work_on_object_storage(id).await?;
         let backend = &self.inner.backend;
         let progress = StoreProgress {
             store: self.inner.store.clone(),
@@ -764,9 +782,17 @@ impl Lifecycle {
                 )));
             }
             backend.prepare(&spec, &progress).await?;
-            // Object-storage mounts before Jupyter starts, so its first listing shows them.
-            if let Err(e) = self.ensure_mounts(id).await {
-                tracing::warn!(notebook = %id, error = format!("{e:#}"), "restoring object-storage mounts");
+            // Object-storage mounts before Jupyter starts, so its first listing shows them;
+            // without the storage chosen at create it does not start.
+            let failed = self
+                .ensure_mounts(id)
+                .await
+                .map_err(|e| BackendError::Start(format!("mounting object storage: {e:#}")))?;
+            if !failed.is_empty() {
+                return Err(BackendError::Start(format!(
+                    "Mount volume failed: {}",
+                    failed.join("; ")
+                )));
             }
             // Re-attach to what an interrupted attempt launched, or launch anew.
             let reusable = match &handle {
@@ -1371,6 +1397,8 @@ mod tests {
             image: None,
             auto_stop: None,
             ssh: None,
+            storage: None,
+            extended_storage: Vec::new(),
         }
     }
 

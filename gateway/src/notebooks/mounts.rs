@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Lifecycle, state_error, status::RUNNING, target as audit_target};
+use super::{Lifecycle, state_error, status::RUNNING, storage_rules, target as audit_target};
 use crate::api::error::ApiError;
 use crate::audit::{self, Action};
 use crate::auth::authz::NotebookGrant;
-use crate::backends::{BackendError, DataDir, runconf};
+use crate::backends::{BackendError, MountPlace, runconf};
 use crate::events::{self, EventKind};
 use crate::storage::fuse::{self, Serving};
 use crate::storage::{ObjectUri, connections, s3};
@@ -69,6 +69,20 @@ fn unsupported(e: BackendError) -> ApiError {
 }
 
 impl Lifecycle {
+    /// Held across every change to a notebook's mounts, so that the health loop never makes
+    /// again a mount a request is removing (or the other way round).
+    async fn mount_lock(&self, notebook_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .mount_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(notebook_id.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
     fn mount_state_dir(&self, notebook_id: &str, mount_id: &str) -> PathBuf {
         runconf::notebook_dir(&self.inner.settings.data_dir, notebook_id)
             .join("mounts")
@@ -89,12 +103,32 @@ impl Lifecycle {
         Ok(rclone)
     }
 
-    fn view(&self, data: Option<&DataDir>, row: MountRow) -> MountView {
-        let inside = data.map_or_else(|| PathBuf::from("/data"), |d| d.inside.clone());
-        MountView {
-            path: format!("{}/", inside.join(&row.name).display()),
-            row,
+    /// Where a mount goes: dynamic ones under the notebook's `/data`, those chosen at create
+    /// at their path (`name` holds it).
+    pub(crate) fn place(
+        &self,
+        notebook_id: &str,
+        row: &MountRow,
+    ) -> Result<MountPlace, BackendError> {
+        if row.kind == "dynamic" {
+            let d = self.inner.backend.data_dir(notebook_id)?;
+            Ok(MountPlace {
+                host: d.host.join(&row.name),
+                inside: d.inside.join(&row.name).to_string_lossy().into_owned(),
+                owner: d.owner,
+            })
+        } else {
+            self.inner.backend.mount_place(notebook_id, &row.name)
         }
+    }
+
+    fn view(&self, row: MountRow) -> MountView {
+        let path = match self.place(&row.notebook_id, &row) {
+            Ok(p) => format!("{}/", p.inside),
+            Err(_) if row.kind == "dynamic" => format!("/data/{}/", row.name),
+            Err(_) => format!("{}/", row.name),
+        };
+        MountView { path, row }
     }
 
     /// The notebook's mounts with their status (a MOUNTED one whose process is gone shows as
@@ -105,21 +139,108 @@ impl Lifecycle {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::of_notebook(&mut conn, &nb.id).await?
         };
-        let data = self.inner.backend.data_dir(&nb.id).ok();
         Ok(list
             .into_iter()
             .map(|mut row| {
                 if row.status == MOUNTED
-                    && let Some(d) = &data
-                    && !serving(&row).is_some_and(|s| fuse::is_serving(&d.host.join(&row.name), s))
+                    && let Ok(p) = self.place(&nb.id, &row)
+                    && !serving(&row).is_some_and(|s| fuse::is_serving(&p.host, s))
                 {
                     row.status = FAILED.into();
                     row.error =
                         Some("the mount's rclone process is gone; it is being made again".into());
                 }
-                self.view(data.as_ref(), row)
+                self.view(row)
             })
             .collect())
+    }
+
+    /// Checks the storage a create asks for: the seed's rules, a place for each path on this
+    /// backend, the owner's connections, and the stores themselves. Returns the mounts with
+    /// their connection ids, for [`Lifecycle::insert_create_storage`].
+    pub(crate) async fn check_create_storage(
+        &self,
+        who: &crate::auth::Principal,
+        notebook_id: &str,
+        primary: Option<&storage_rules::PrimaryRequest>,
+        extended: &[storage_rules::ExtendedRequest],
+    ) -> Result<Vec<(storage_rules::CreateMount, String)>, ApiError> {
+        let mounts = storage_rules::validate(primary, extended)?;
+        if mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.rclone()?;
+        let mut out = Vec::new();
+        let mut checked = std::collections::HashSet::new();
+        for m in mounts {
+            let field = if m.kind == "primary" {
+                "storage"
+            } else {
+                "extended_storage"
+            };
+            self.inner
+                .backend
+                .mount_place(notebook_id, &m.path)
+                .map_err(|e| ApiError::invalid(format!("{field}: {e}")))?;
+            let (c, target) = {
+                let mut conn = self.inner.store.pool.acquire().await?;
+                let Some(c) = storage::by_name(&mut conn, &who.user_id, &m.connection).await?
+                else {
+                    return Err(ApiError::invalid(format!(
+                        "{field}: you have no storage connection named {:?} (atelier storage connection list)",
+                        m.connection
+                    )));
+                };
+                let t = connections::target(&c, &self.inner.secrets).map_err(|e| {
+                    ApiError::internal(e.context("opening the connection's secret"))
+                })?;
+                (c, t)
+            };
+            if checked.insert((c.id.clone(), m.uri.bucket.clone())) {
+                s3::check(&target, Some(&m.uri.bucket))
+                    .await
+                    .map_err(crate::api::storage::refused)?;
+            }
+            out.push((m, c.id));
+        }
+        Ok(out)
+    }
+
+    /// Records the storage chosen at create (in the create's transaction); it is mounted at
+    /// every start, before Jupyter.
+    pub(crate) async fn insert_create_storage(
+        &self,
+        conn: &mut crate::store::Conn,
+        notebook_id: &str,
+        mounts: &[(storage_rules::CreateMount, String)],
+    ) -> sqlx::Result<()> {
+        for (m, connection_id) in mounts {
+            rows::insert(
+                conn,
+                rows::NewMount {
+                    id: &store::ordered_id(),
+                    notebook_id,
+                    kind: m.kind,
+                    name: &m.path,
+                    uri: &m.uri.to_string(),
+                    connection_id,
+                    read_only: m.read_only,
+                    status: UNMOUNTED,
+                    now: &store::now(),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the notebook's work dir is an object-storage folder (no work disk).
+    pub(crate) async fn work_on_object_storage(&self, notebook_id: &str) -> anyhow::Result<bool> {
+        let mut conn = self.inner.store.pool.acquire().await?;
+        Ok(rows::of_notebook(&mut conn, notebook_id)
+            .await?
+            .iter()
+            .any(|m| m.kind == "primary"))
     }
 
     /// Mounts an object-storage folder at `/data/<name>/` of a running notebook.
@@ -132,6 +253,11 @@ impl Lifecycle {
         let user = grant.principal().name.clone();
         validate_name(&req.name).map_err(ApiError::invalid)?;
         let uri = ObjectUri::parse(&req.uri).map_err(|e| ApiError::invalid(format!("uri: {e}")))?;
+        // A mount is a folder: always written with its trailing '/'.
+        let uri = ObjectUri {
+            key: uri.dir_prefix(),
+            ..uri
+        };
         if nb.status != RUNNING {
             return Err(state_error(&nb, "mount storage into", &[RUNNING]));
         }
@@ -167,6 +293,7 @@ impl Lifecycle {
             .await
             .map_err(crate::api::storage::refused)?;
 
+        let _lock = self.mount_lock(&nb.id).await;
         let id = store::ordered_id();
         {
             let mut tx = self.inner.store.write().await?;
@@ -179,11 +306,11 @@ impl Lifecycle {
                     data.inside.join(&req.name).display()
                 )));
             }
-            if existing.len() >= MAX_DYNAMIC {
+            let dynamic = existing.iter().filter(|m| m.kind == "dynamic").count();
+            if dynamic >= MAX_DYNAMIC {
                 return Err(ApiError::invalid(format!(
-                    "notebook {} has {} mounts, the most it may have; unmount one first",
-                    nb.name,
-                    existing.len()
+                    "notebook {} has {dynamic} mounts under /data, the most it may have; unmount one first",
+                    nb.name
                 )));
             }
             rows::insert(
@@ -196,23 +323,20 @@ impl Lifecycle {
                     uri: &uri.to_string(),
                     connection_id: &connection.id,
                     read_only: req.read_only,
+                    status: rows::MOUNTING,
                     now: &store::now(),
                 },
             )
             .await?;
             tx.commit().await?;
         }
+        let place = MountPlace {
+            host: host.clone(),
+            inside: data.inside.join(&req.name).to_string_lossy().into_owned(),
+            owner: data.owner,
+        };
         let made = self
-            .mount_at(
-                &nb.id,
-                &id,
-                &data,
-                &target,
-                &uri,
-                &req.name,
-                req.read_only,
-                &rclone,
-            )
+            .mount_at(&nb.id, &id, &place, &target, &uri, req.read_only, &rclone)
             .await;
         let mut tx = self.inner.store.write().await?;
         let detail = format!(
@@ -277,33 +401,30 @@ impl Lifecycle {
         let row = rows::by_name(&mut conn, &nb.id, &req.name)
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the mount vanished")))?;
-        Ok(self.view(Some(&data), row))
+        Ok(self.view(row))
     }
 
     /// Unmounts `/data/<name>/` (the objects stay) and forgets the mount.
     pub async fn remove_mount(&self, grant: NotebookGrant, name: &str) -> Result<(), ApiError> {
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
+        let _lock = self.mount_lock(&nb.id).await;
         let row = {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::by_name(&mut conn, &nb.id, name).await?
         };
-        let Some(row) = row else {
+        let Some(row) = row.filter(|r| r.kind == "dynamic") else {
             return Err(ApiError::not_found(format!(
-                "notebook {} has no mount named {name:?}",
+                "notebook {} has no mount named {name:?} under /data",
                 nb.name
             )));
         };
-        if let Ok(data) = self.inner.backend.data_dir(&nb.id) {
-            let host = data.host.join(&row.name);
-            fuse::unmount(&host, serving(&row)).await.map_err(|e| {
-                ApiError::conflict(format!(
-                    "unmounting {}/ failed: {e:#}",
-                    data.inside.join(&row.name).display()
-                ))
+        if let Ok(p) = self.place(&nb.id, &row) {
+            fuse::unmount(&p.host, serving(&row)).await.map_err(|e| {
+                ApiError::conflict(format!("unmounting {}/ failed: {e:#}", p.inside))
             })?;
             // Only an empty folder goes; anything written beside the mount stays.
-            let _ = std::fs::remove_dir(&host);
+            let _ = std::fs::remove_dir(&p.host);
         }
         let mut tx = self.inner.store.write().await?;
         rows::delete(&mut tx, &row.id).await?;
@@ -329,32 +450,34 @@ impl Lifecycle {
     }
 
     /// Makes every mount of the notebook that is not being served (at start, after a gateway
-    /// restart, when a mount's process died). A mount that fails is FAILED with the reason
-    /// and a `MountVolumeFailed` event; the notebook still starts.
-    pub(crate) async fn ensure_mounts(&self, notebook_id: &str) -> anyhow::Result<()> {
-        let list = {
+    /// restart, when a mount's process died): primary storage first, then parents before
+    /// the folders nested in them. A mount that fails is FAILED with the reason and a
+    /// `MountVolumeFailed` event. Returns why the storage chosen at create (primary,
+    /// extended) could not be mounted: the notebook must not start without it, or files
+    /// written meanwhile would later be hidden under the mount.
+    pub(crate) async fn ensure_mounts(&self, notebook_id: &str) -> anyhow::Result<Vec<String>> {
+        let _lock = self.mount_lock(notebook_id).await;
+        let mut list = {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::of_notebook(&mut conn, notebook_id).await?
         };
-        if list.is_empty() {
-            return Ok(());
-        }
-        let data = self.inner.backend.data_dir(notebook_id);
+        list.sort_by_key(mount_order);
+        let mut required_failed = Vec::new();
         for row in list {
             // Being made by a request right now.
             if row.status == rows::MOUNTING {
                 continue;
             }
+            let place = self.place(notebook_id, &row);
             let outcome: anyhow::Result<Option<Serving>> = async {
-                let data = data.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let host = data.host.join(&row.name);
+                let place = place.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
                 if row.status == MOUNTED
-                    && serving(&row).is_some_and(|s| fuse::is_serving(&host, s))
+                    && serving(&row).is_some_and(|s| fuse::is_serving(&place.host, s))
                 {
                     return Ok(None);
                 }
                 // A mount left by a process that died: clear it before mounting again.
-                fuse::unmount(&host, serving(&row)).await?;
+                fuse::unmount(&place.host, serving(&row)).await?;
                 let rclone = self
                     .rclone()
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -368,17 +491,21 @@ impl Lifecycle {
                         ObjectUri::parse(&row.uri).map_err(anyhow::Error::msg)?,
                     )
                 };
+                // rclone mounts even with keys the store refuses (it fails on first use):
+                // ask the store first, so the reason is the store's.
+                s3::check(&target, Some(&uri.bucket))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+                // Files written where a folder was not mounted would be hidden by it (not lost,
+                // but out of sight): refuse and say so. Primary storage is the work dir itself.
+                if row.kind != "primary" && dir_has_entries(&place.host) {
+                    anyhow::bail!(
+                        "{}/ holds files written while the folder was not mounted; move them away and start again",
+                        place.inside
+                    );
+                }
                 let s = self
-                    .mount_at(
-                        notebook_id,
-                        &row.id,
-                        data,
-                        &target,
-                        &uri,
-                        &row.name,
-                        row.read_only,
-                        &rclone,
-                    )
+                    .mount_at(notebook_id, &row.id, place, &target, &uri, row.read_only, &rclone)
                     .await?;
                 Ok(Some(s))
             }
@@ -398,7 +525,14 @@ impl Lifecycle {
                     .await?;
                 }
                 Err(e) => {
-                    let why = format!("{} at /data/{}/: {e:#}", row.uri, row.name);
+                    let at = match &place {
+                        Ok(p) => p.inside.clone(),
+                        Err(_) => row.name.clone(),
+                    };
+                    let why = format!("{} at {at}/: {e:#}", row.uri);
+                    if row.kind != "dynamic" {
+                        required_failed.push(why.clone());
+                    }
                     tracing::warn!(notebook = %notebook_id, mount = %row.name, error = %why, "mounting object storage failed");
                     rows::set_state(&mut tx, &row.id, FAILED, Some(&why), None, &store::now())
                         .await?;
@@ -415,7 +549,7 @@ impl Lifecycle {
             }
             tx.commit().await?;
         }
-        Ok(())
+        Ok(required_failed)
     }
 
     /// Mounts a gateway stopped in the middle of making (their request failed from the
@@ -426,10 +560,9 @@ impl Lifecycle {
             rows::in_status(&mut conn, rows::MOUNTING).await?
         };
         for row in list {
-            if let Ok(data) = self.inner.backend.data_dir(&row.notebook_id) {
-                let host = data.host.join(&row.name);
-                fuse::unmount(&host, None).await?;
-                let _ = std::fs::remove_dir(&host);
+            if let Ok(p) = self.place(&row.notebook_id, &row) {
+                fuse::unmount(&p.host, None).await?;
+                let _ = std::fs::remove_dir(&p.host);
             }
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::delete(&mut conn, &row.id).await?;
@@ -440,16 +573,18 @@ impl Lifecycle {
     /// Unmounts every mount of the notebook (stop, delete). Rows stay, UNMOUNTED, to be made
     /// again at the next start. The objects are never touched.
     pub(crate) async fn release_mounts(&self, notebook_id: &str) -> anyhow::Result<()> {
-        let list = {
+        let _lock = self.mount_lock(notebook_id).await;
+        let mut list = {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::of_notebook(&mut conn, notebook_id).await?
         };
-        let Ok(data) = self.inner.backend.data_dir(notebook_id) else {
-            return Ok(());
-        };
+        // Nested folders before the folders they are in.
+        list.sort_by_key(mount_order);
+        list.reverse();
         for row in list {
-            let host = data.host.join(&row.name);
-            fuse::unmount(&host, serving(&row)).await?;
+            if let Ok(p) = self.place(notebook_id, &row) {
+                fuse::unmount(&p.host, serving(&row)).await?;
+            }
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::set_state(&mut conn, &row.id, UNMOUNTED, None, None, &store::now()).await?;
         }
@@ -461,17 +596,16 @@ impl Lifecycle {
         &self,
         notebook_id: &str,
         mount_id: &str,
-        data: &DataDir,
+        place: &MountPlace,
         target: &s3::Target,
         uri: &ObjectUri,
-        name: &str,
         read_only: bool,
         rclone: &Path,
     ) -> anyhow::Result<Serving> {
-        let host = data.host.join(name);
-        std::fs::create_dir_all(&host)?;
-        if let Some((uid, gid)) = data.owner {
-            let _ = std::os::unix::fs::chown(&host, Some(uid), Some(gid));
+        let host = &place.host;
+        std::fs::create_dir_all(host)?;
+        if let Some((uid, gid)) = place.owner {
+            let _ = std::os::unix::fs::chown(host, Some(uid), Some(gid));
         }
         let state_dir = self.mount_state_dir(notebook_id, mount_id);
         fuse::mount(
@@ -479,14 +613,25 @@ impl Lifecycle {
             &fuse::MountSpec {
                 target,
                 uri,
-                mountpoint: &host,
+                mountpoint: host,
                 read_only,
-                owner: data.owner,
+                owner: place.owner,
                 state_dir: &state_dir,
             },
         )
         .await
     }
+}
+
+/// Primary storage first, then by depth (a folder before those nested in it), dynamic
+/// mounts (under /data) last.
+fn mount_order(row: &MountRow) -> (u8, usize) {
+    let rank = match row.kind.as_str() {
+        "primary" => 0,
+        "extended" => 1,
+        _ => 2,
+    };
+    (rank, row.name.matches('/').count())
 }
 
 fn serving(row: &MountRow) -> Option<Serving> {

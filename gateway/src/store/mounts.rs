@@ -47,6 +47,7 @@ pub struct NewMount<'a> {
     pub uri: &'a str,
     pub connection_id: &'a str,
     pub read_only: bool,
+    pub status: &'a str,
     pub now: &'a str,
 }
 
@@ -63,7 +64,7 @@ pub async fn insert(conn: &mut Conn, m: NewMount<'_>) -> sqlx::Result<()> {
     .bind(m.uri)
     .bind(m.connection_id)
     .bind(m.read_only as i64)
-    .bind(MOUNTING)
+    .bind(m.status)
     .bind(m.now)
     .execute(conn)
     .await?;
