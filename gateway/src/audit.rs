@@ -33,6 +33,7 @@ pub enum Action {
     DeleteStorageConnection,
     MountNotebookStorage,
     UnmountNotebookStorage,
+    UploadToNotebook,
 }
 
 impl Action {
@@ -63,6 +64,7 @@ impl Action {
             Action::DeleteStorageConnection => "deleteStorageConnection",
             Action::MountNotebookStorage => "mountNotebookStorage",
             Action::UnmountNotebookStorage => "unmountNotebookStorage",
+            Action::UploadToNotebook => "uploadToNotebook",
         }
     }
 }

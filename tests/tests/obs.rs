@@ -8,24 +8,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use atelier_tests::s3::S3Server;
+use atelier_tests::s3::{S3Server, noise};
 use atelier_tests::{CliOutput, atelier_bin, run_cli, unique};
 
 const BIG: usize = 200 * 1024 * 1024;
-
-/// Deterministic bytes that do not compress or repeat.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Relative path → contents of every file under `root`.
 fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {

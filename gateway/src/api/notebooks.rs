@@ -12,6 +12,7 @@ use crate::auth::Principal;
 use crate::auth::authz::{self, Access, NotebookGrant};
 use crate::events;
 use crate::notebooks::mounts::{AddMount, MountView};
+use crate::notebooks::uploads::{StartUpload, UploadView};
 use crate::notebooks::{CreateNotebook, NotebookView, SshEndpoint, UpdateNotebook, status};
 use crate::server::AppState;
 use crate::store::notebooks::NotebookRow;
@@ -35,6 +36,18 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/notebooks/{id}/mounts/{name}",
             get(show_mount).delete(remove_mount),
+        )
+        .route(
+            "/v1/notebooks/{id}/uploads",
+            get(list_uploads).post(start_upload),
+        )
+        .route(
+            "/v1/notebooks/{id}/uploads/{upload}",
+            get(show_upload).delete(cancel_upload),
+        )
+        .route(
+            "/v1/notebooks/{id}/uploads/{upload}/complete",
+            post(complete_upload),
         )
 }
 
@@ -418,5 +431,59 @@ async fn remove_mount(
 ) -> ApiResult<StatusCode> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
     state.lifecycle.remove_mount(g, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_uploads(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<Items<UploadView>>> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    let items = state.lifecycle.uploads(&g).await?;
+    Ok(ApiJson(Items { items }))
+}
+
+async fn start_upload(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<StartUpload>,
+) -> ApiResult<(StatusCode, ApiJson<UploadView>)> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(state.lifecycle.start_upload(g, req).await?),
+    ))
+}
+
+async fn show_upload(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((id, upload)): ApiPath<(String, String)>,
+) -> ApiResult<ApiJson<UploadView>> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    Ok(ApiJson(state.lifecycle.upload(&g, &upload).await?))
+}
+
+async fn complete_upload(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((id, upload)): ApiPath<(String, String)>,
+) -> ApiResult<(StatusCode, ApiJson<UploadView>)> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(state.lifecycle.complete_upload(g, &upload).await?),
+    ))
+}
+
+async fn cancel_upload(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((id, upload)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let g = grant(&state, &p, &id, Access::Manage).await?;
+    state.lifecycle.cancel_upload(g, &upload).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -238,6 +238,11 @@ async fn delete(
             users.join(", ")
         )));
     }
+    if crate::store::uploads::connection_in_flight(&mut tx, &row.id).await? {
+        return Err(ApiError::conflict(format!(
+            "connection {name} stages uploads in flight; let them finish or cancel them first"
+        )));
+    }
     // Deleting a connection forgets how to reach the store; it never deletes objects.
     storage::delete(&mut tx, &row.id).await?;
     audit::record(

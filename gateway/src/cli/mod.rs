@@ -15,6 +15,7 @@ mod profile;
 mod prompt;
 mod storage;
 mod table;
+mod uploads;
 
 use api::{Api, CliError};
 use output::{err, out, print_json};

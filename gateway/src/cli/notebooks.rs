@@ -46,6 +46,12 @@ pub enum NotebookCommand {
     Unmount(UnmountArgs),
     /// List a notebook's object-storage mounts and their status.
     Mounts(Target),
+    /// Upload a large file (up to 50 GB) into the work dir, staged through object storage.
+    Upload(super::uploads::UploadArgs),
+    /// List a notebook's staged uploads.
+    Uploads(Target),
+    /// Cancel a staged upload that has not landed.
+    UploadCancel(super::uploads::CancelArgs),
     /// Print the notebook's URL to open in a browser.
     Open(Target),
     /// Print a ~/.ssh/config block for the notebook (VS Code Remote-SSH, PyCharm, ssh).
@@ -469,6 +475,18 @@ pub async fn run(ctx: &Ctx, cmd: NotebookCommand) -> Result<(), CliError> {
         NotebookCommand::Mount(a) => mount(ctx, a).await,
         NotebookCommand::Unmount(a) => unmount(ctx, a).await,
         NotebookCommand::Mounts(t) => mounts(ctx, &t.notebook).await,
+        NotebookCommand::Upload(a) => {
+            let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+            super::uploads::upload(ctx, &id, a).await
+        }
+        NotebookCommand::Uploads(t) => {
+            let (id, _) = resolve(&ctx.api, &t.notebook).await?;
+            super::uploads::list(ctx, &id).await
+        }
+        NotebookCommand::UploadCancel(a) => {
+            let (id, _) = resolve(&ctx.api, &a.notebook).await?;
+            super::uploads::cancel(ctx, &id, &a.upload).await
+        }
         NotebookCommand::Open(t) => open(ctx, &t.notebook).await,
         NotebookCommand::SshConfig(a) => ssh_config(ctx, a).await,
     }

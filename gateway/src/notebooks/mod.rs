@@ -16,6 +16,7 @@ pub mod health;
 pub mod mounts;
 pub mod save;
 pub mod storage_rules;
+pub mod uploads;
 pub mod validate;
 
 use std::sync::Arc;
@@ -261,7 +262,22 @@ struct Inner {
     /// `rclone`, which serves object-storage mounts; `None` where it is not installed.
     rclone: Option<std::path::PathBuf>,
     /// One mount operation at a time per notebook (requests, start, stop, the health loop).
-    mount_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    mount_locks: KeyedLocks,
+    /// One change to a notebook's upload queue at a time.
+    upload_locks: KeyedLocks,
+}
+
+/// An async lock per key (notebook id), made on first use.
+type KeyedLocks = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+async fn lock_key(locks: &KeyedLocks, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    let lock = locks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.to_owned())
+        .or_default()
+        .clone();
+    lock.lock_owned().await
 }
 
 /// Takes a notebook off [`Inner::expanding`] when its expansion ends, however it ends.
@@ -296,6 +312,7 @@ impl Lifecycle {
                 secrets,
                 rclone,
                 mount_locks: Default::default(),
+                upload_locks: Default::default(),
             }),
         }
     }
@@ -913,6 +930,11 @@ impl Lifecycle {
             Some(h) => backend.stop(&h, self.stop_mode()).await,
             None => Ok(()),
         };
+        if result.is_ok()
+            && let Err(e) = self.discard_uploads(id).await
+        {
+            tracing::warn!(notebook = %id, error = format!("{e:#}"), "discarding uploads in flight");
+        }
         if result.is_ok() {
             result = self
                 .release_mounts(id)
@@ -1190,6 +1212,7 @@ impl Lifecycle {
     pub async fn resume(&self) -> anyhow::Result<()> {
         self.abandon_saves().await?;
         self.forget_interrupted_mounts().await?;
+        self.resume_uploads().await?;
         let pending = {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::in_statuses(&mut conn, &[CREATING, STARTING, STOPPING, DELETING]).await?

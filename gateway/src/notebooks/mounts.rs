@@ -72,15 +72,25 @@ impl Lifecycle {
     /// Held across every change to a notebook's mounts, so that the health loop never makes
     /// again a mount a request is removing (or the other way round).
     async fn mount_lock(&self, notebook_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = self
-            .inner
-            .mount_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(notebook_id.to_owned())
-            .or_default()
-            .clone();
-        lock.lock_owned().await
+        super::lock_key(&self.inner.mount_locks, notebook_id).await
+    }
+
+    /// A user's storage connection by name, opened; a 400 on `field` when there is none.
+    pub(crate) async fn connection_of(
+        &self,
+        owner_id: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<(storage::ConnectionRow, s3::Target), ApiError> {
+        let mut conn = self.inner.store.pool.acquire().await?;
+        let Some(c) = storage::by_name(&mut conn, owner_id, name).await? else {
+            return Err(ApiError::invalid(format!(
+                "{field}: the notebook's owner has no storage connection named {name:?} (atelier storage connection list)"
+            )));
+        };
+        let t = connections::target(&c, &self.inner.secrets)
+            .map_err(|e| ApiError::internal(e.context("opening the connection's secret")))?;
+        Ok((c, t))
     }
 
     fn mount_state_dir(&self, notebook_id: &str, mount_id: &str) -> PathBuf {
@@ -182,20 +192,9 @@ impl Lifecycle {
                 .backend
                 .mount_place(notebook_id, &m.path)
                 .map_err(|e| ApiError::invalid(format!("{field}: {e}")))?;
-            let (c, target) = {
-                let mut conn = self.inner.store.pool.acquire().await?;
-                let Some(c) = storage::by_name(&mut conn, &who.user_id, &m.connection).await?
-                else {
-                    return Err(ApiError::invalid(format!(
-                        "{field}: you have no storage connection named {:?} (atelier storage connection list)",
-                        m.connection
-                    )));
-                };
-                let t = connections::target(&c, &self.inner.secrets).map_err(|e| {
-                    ApiError::internal(e.context("opening the connection's secret"))
-                })?;
-                (c, t)
-            };
+            let (c, target) = self
+                .connection_of(&who.user_id, &m.connection, field)
+                .await?;
             if checked.insert((c.id.clone(), m.uri.bucket.clone())) {
                 s3::check(&target, Some(&m.uri.bucket))
                     .await
@@ -269,18 +268,9 @@ impl Lifecycle {
             )));
         }
         let rclone = self.rclone()?;
-        let (connection, target) = {
-            let mut conn = self.inner.store.pool.acquire().await?;
-            let Some(c) = storage::by_name(&mut conn, &nb.owner_id, &req.connection).await? else {
-                return Err(ApiError::invalid(format!(
-                    "connection: the notebook's owner has no storage connection named {:?} (atelier storage connection list)",
-                    req.connection
-                )));
-            };
-            let t = connections::target(&c, &self.inner.secrets)
-                .map_err(|e| ApiError::internal(e.context("opening the connection's secret")))?;
-            (c, t)
-        };
+        let (connection, target) = self
+            .connection_of(&nb.owner_id, &req.connection, "connection")
+            .await?;
         let host = data.host.join(&req.name);
         if dir_has_entries(&host) {
             return Err(ApiError::conflict(format!(

@@ -532,7 +532,9 @@ async fn upload(
     Ok(Outcome::Copied)
 }
 
-async fn download(
+/// Downloads one object to `path` (through `.NAME.atelier-partial`, checked against the
+/// object's recorded SHA-256), or skips it when `path` already holds the same content.
+pub async fn download(
     client: &Client,
     u: &ObjectUri,
     path: &Path,

@@ -19,6 +19,7 @@ pub mod mounts;
 pub mod notebooks;
 pub mod plugins;
 pub mod storage;
+pub mod uploads;
 pub mod users;
 
 pub type Conn = SqliteConnection;
@@ -61,6 +62,15 @@ impl Store {
 }
 
 /// Now, as stored: fixed width so text order is time order.
+/// `'A', 'B'` for `... IN (...)` from the code's own status constants (never user input).
+pub fn quoted_list(values: &[&str]) -> String {
+    values
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn now() -> String {
     format_time(OffsetDateTime::now_utc())
 }

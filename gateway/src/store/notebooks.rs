@@ -219,11 +219,7 @@ pub async fn list(conn: &mut Conn, f: &ListFilter) -> sqlx::Result<(Vec<Notebook
 
 /// Notebooks in any of `statuses`, for the reconciler.
 pub async fn in_statuses(conn: &mut Conn, statuses: &[&str]) -> sqlx::Result<Vec<NotebookRow>> {
-    let list = statuses
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = super::quoted_list(statuses);
     sqlx::query_as(&format!(
         "{SELECT} WHERE n.status IN ({list}) ORDER BY n.created_at"
     ))
@@ -240,11 +236,7 @@ pub async fn transition(
     reason: Option<&str>,
     now: &str,
 ) -> sqlx::Result<bool> {
-    let list = from
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = super::quoted_list(from);
     let r = sqlx::query(&format!(
         "UPDATE notebooks SET status = $1, status_reason = $2, updated_at = $3 WHERE id = $4 AND status IN ({list})"
     ))

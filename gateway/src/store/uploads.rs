@@ -1,0 +1,135 @@
+//! Large uploads staged through object storage (`notebook_uploads`).
+
+use serde::Serialize;
+
+use super::Conn;
+
+pub const QUEUED: &str = "QUEUED";
+pub const UPLOADING: &str = "UPLOADING";
+pub const LANDING: &str = "LANDING";
+pub const DONE: &str = "DONE";
+pub const FAILED: &str = "FAILED";
+pub const CANCELED: &str = "CANCELED";
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct UploadRow {
+    pub id: String,
+    #[serde(skip)]
+    pub notebook_id: String,
+    pub path: String,
+    pub size: i64,
+    pub sha256: Option<String>,
+    pub overwrite: bool,
+    #[serde(skip)]
+    pub connection_id: String,
+    #[serde(skip)]
+    pub bucket: String,
+    #[serde(skip)]
+    pub key: String,
+    #[serde(skip)]
+    pub upload_id: Option<String>,
+    pub part_size: i64,
+    pub status: String,
+    pub error: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const SELECT: &str = "SELECT id, notebook_id, path, size, sha256, overwrite, connection_id, \
+     bucket, key, upload_id, part_size, status, error, created_by, created_at, updated_at \
+     FROM notebook_uploads";
+
+pub async fn insert(conn: &mut Conn, u: &UploadRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO notebook_uploads (id, notebook_id, path, size, sha256, overwrite, \
+         connection_id, bucket, key, upload_id, part_size, status, error, created_by, \
+         created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(&u.id)
+    .bind(&u.notebook_id)
+    .bind(&u.path)
+    .bind(u.size)
+    .bind(&u.sha256)
+    .bind(u.overwrite as i64)
+    .bind(&u.connection_id)
+    .bind(&u.bucket)
+    .bind(&u.key)
+    .bind(&u.upload_id)
+    .bind(u.part_size)
+    .bind(&u.status)
+    .bind(&u.error)
+    .bind(&u.created_by)
+    .bind(&u.created_at)
+    .bind(&u.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut Conn, notebook_id: &str, id: &str) -> sqlx::Result<Option<UploadRow>> {
+    sqlx::query_as(&format!("{SELECT} WHERE notebook_id = $1 AND id = $2"))
+        .bind(notebook_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A notebook's uploads, oldest first.
+pub async fn of_notebook(conn: &mut Conn, notebook_id: &str) -> sqlx::Result<Vec<UploadRow>> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE notebook_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(notebook_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Every upload in `status`, oldest first.
+pub async fn in_status(conn: &mut Conn, status: &str) -> sqlx::Result<Vec<UploadRow>> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE status = $1 ORDER BY created_at, id"
+    ))
+    .bind(status)
+    .fetch_all(conn)
+    .await
+}
+
+/// Moves an upload from one of `from` to `to`; false when it was in none of them.
+pub async fn transition(
+    conn: &mut Conn,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    error: Option<&str>,
+    upload_id: Option<&str>,
+    now: &str,
+) -> sqlx::Result<bool> {
+    let list = super::quoted_list(from);
+    let done = sqlx::query(&format!(
+        "UPDATE notebook_uploads SET status = $2, error = $3, \
+         upload_id = COALESCE($4, upload_id), updated_at = $5 \
+         WHERE id = $1 AND status IN ({list})"
+    ))
+    .bind(id)
+    .bind(to)
+    .bind(error)
+    .bind(upload_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether an upload in flight (queued, uploading, landing) uses a connection.
+pub async fn connection_in_flight(conn: &mut Conn, connection_id: &str) -> sqlx::Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM notebook_uploads WHERE connection_id = $1 \
+         AND status IN ('QUEUED', 'UPLOADING', 'LANDING')",
+    )
+    .bind(connection_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}
