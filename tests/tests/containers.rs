@@ -661,6 +661,11 @@ async fn container_work_dir_on_object_storage() {
         .run("import os; print(os.getcwd(), open('readme.txt').read(), open('ds/x.txt').read(), os.stat('readme.txt').st_uid); open('made.txt', 'w').write('by ma-user')")
         .await;
     assert_eq!(out, "/home/ma-user/work work on the store extended 1000\n");
+    // atelier.file works for ma-user too, through the socket at /run/atelier.
+    let out = k
+        .run("import atelier.file as af; print(af.read('obs://box/ds/x.txt'), af.list_directory('obs://box/ds'))")
+        .await;
+    assert_eq!(out, "extended ['x.txt']\n");
     wait_for_object(&bucket.join("home/made.txt"), "by ma-user").await;
     drop(k);
     api.post_empty(&format!("/v1/notebooks/{id}/stop"))

@@ -643,6 +643,14 @@ impl DockerBackend {
             ("JUPYTER_CONFIG_DIR", CONFIG_IN_CONTAINER.to_owned()),
             ("JUPYTER_PATH", CONFIG_IN_CONTAINER.to_owned()),
             ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
+            (
+                "ATELIER_STORAGE_SOCKET",
+                format!("{AGENT_IN_CONTAINER}/{}", runconf::STORAGE_SOCKET),
+            ),
+            (
+                "PYTHONPATH",
+                format!("{CONFIG_IN_CONTAINER}/{}", runconf::PYTHON_DIR),
+            ),
             // The seed's notebook environment (spec/platform.md: images, training).
             ("MA_HOME", HOME.to_owned()),
             ("CURRENT_IMAGE_NAME", reference.clone()),
@@ -1214,6 +1222,10 @@ impl Backend for DockerBackend {
 
     fn work_disk(&self, id: &str) -> Option<workdisk::DiskInfo> {
         workdisk::info(&self.notebook_dir(id))
+    }
+
+    fn storage_socket(&self, id: &str) -> Result<PathBuf, BackendError> {
+        Ok(self.agent_dir(id).join(runconf::STORAGE_SOCKET))
     }
 
     fn mount_place(&self, id: &str, path: &str) -> Result<super::MountPlace, BackendError> {

@@ -297,6 +297,15 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// The host path of the socket `atelier.file` reaches the gateway on, in a directory the
+    /// notebook sees (`ATELIER_STORAGE_SOCKET` inside).
+    fn storage_socket(&self, _id: &str) -> Result<std::path::PathBuf, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend has no object storage for notebooks",
+            self.name()
+        )))
+    }
+
     /// Where an object-storage folder chosen at create for `path` goes.
     fn mount_place(&self, _id: &str, path: &str) -> Result<MountPlace, BackendError> {
         Err(BackendError::Unsupported(format!(

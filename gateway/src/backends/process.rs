@@ -271,6 +271,8 @@ impl Backend for ProcessBackend {
             "JUPYTERLAB_SETTINGS_DIR": home.join(".jupyter/lab/user-settings"),
             "JUPYTERLAB_WORKSPACES_DIR": home.join(".jupyter/lab/workspaces"),
             "ATELIER_NOTEBOOK_ID": spec.id,
+            "ATELIER_STORAGE_SOCKET": agent_dir.join(runconf::STORAGE_SOCKET),
+            "PYTHONPATH": config_dir.join(runconf::PYTHON_DIR),
         });
         let log_file = agent_dir.join("jupyter.log");
         let ssh = json!({
@@ -465,6 +467,13 @@ impl Backend for ProcessBackend {
         let nb = self.notebook_dir(id);
         let _ = super::workdisk::unmount_all(&nb.join("data")).await;
         runconf::remove_notebook_dir(&nb).await
+    }
+
+    fn storage_socket(&self, id: &str) -> Result<PathBuf, BackendError> {
+        Ok(self
+            .notebook_dir(id)
+            .join("run/agent")
+            .join(runconf::STORAGE_SOCKET))
     }
 
     fn mount_place(&self, id: &str, path: &str) -> Result<MountPlace, BackendError> {

@@ -75,10 +75,29 @@ pub fn write_config_dir(config_dir: &Path, c: &ServerConf) -> Result<(), Backend
         &labconfig.join("page_config.json"),
         &serde_json::to_vec_pretty(&page_config).context("page config")?,
     )?;
+    // `atelier.file` for the notebook's kernels (PYTHONPATH=<config dir>/python).
+    let package = config_dir.join(PYTHON_DIR).join("atelier");
+    std::fs::create_dir_all(&package).context("creating the atelier package")?;
+    for (name, text) in PYTHON_PACKAGE {
+        std::fs::write(package.join(name), text).with_context(|| format!("writing {name}"))?;
+    }
     // The auto-stop countdown in JupyterLab's top bar: installed where this notebook's
     // Jupyter looks for extensions (JUPYTER_PATH).
     install_labextension(&config_dir.join("labextensions"))
 }
+
+/// Where the `atelier` Python package is in the config dir (put on the kernels' PYTHONPATH).
+pub const PYTHON_DIR: &str = "python";
+
+/// The `atelier` package notebooks import (`atelier.file`: object storage over the
+/// gateway's socket, `notebooks::files`).
+const PYTHON_PACKAGE: [(&str, &str); 2] = [
+    ("__init__.py", include_str!("python/atelier/__init__.py")),
+    ("file.py", include_str!("python/atelier/file.py")),
+];
+
+/// The socket `atelier.file` talks to, in the agent dir (`notebooks::files`).
+pub const STORAGE_SOCKET: &str = "storage.sock";
 
 /// Writes the embedded auto-stop extension under `dir/<its name>/`.
 fn install_labextension(dir: &Path) -> Result<(), BackendError> {

@@ -72,8 +72,11 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
         // Object-storage mounts follow the notebook: made again where their process died
         // (or after a gateway restart), ended with a notebook that is gone.
         let mounts = if running {
+            // After a gateway restart: the notebook's atelier.file socket again.
+            lc.serve_files(&row.id, &row.owner_id);
             lc.ensure_mounts(&row.id).await.map(|_| ())
         } else if exited {
+            lc.stop_files(&row.id);
             lc.release_mounts(&row.id).await
         } else {
             Ok(())

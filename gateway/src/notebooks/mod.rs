@@ -12,6 +12,7 @@
 //! middle of one runs it again from the stored status ([`Lifecycle::resume`]).
 
 pub mod autostop;
+mod files;
 pub mod health;
 pub mod mounts;
 pub mod save;
@@ -265,6 +266,8 @@ struct Inner {
     mount_locks: KeyedLocks,
     /// One change to a notebook's upload queue at a time.
     upload_locks: KeyedLocks,
+    /// The `atelier.file` sockets of running notebooks.
+    files: files::Sockets,
 }
 
 /// An async lock per key (notebook id), made on first use.
@@ -313,6 +316,7 @@ impl Lifecycle {
                 rclone,
                 mount_locks: Default::default(),
                 upload_locks: Default::default(),
+                files: Default::default(),
             }),
         }
     }
@@ -826,6 +830,8 @@ impl Lifecycle {
             let h = handle
                 .as_ref()
                 .ok_or_else(|| BackendError::Start("no handle".into()))?;
+            // `atelier.file` answers from the first kernel on.
+            self.serve_files(id, &row.owner_id);
             let timeout = Duration::from_secs(self.inner.settings.backend.start_timeout_secs);
             backend.wait_ready(&spec, h, timeout).await
         }
@@ -885,6 +891,7 @@ impl Lifecycle {
             Some(h) => self.inner.backend.stop(&h, self.stop_mode()).await,
             None => Ok(()),
         };
+        self.stop_files(id);
         // After the notebook's processes are gone, nothing holds files open in the mounts.
         let result = match result {
             Ok(()) => self
@@ -930,6 +937,7 @@ impl Lifecycle {
             Some(h) => backend.stop(&h, self.stop_mode()).await,
             None => Ok(()),
         };
+        self.stop_files(id);
         if result.is_ok()
             && let Err(e) = self.discard_uploads(id).await
         {

@@ -419,7 +419,9 @@ pub async fn copy_item(
     }
 }
 
-async fn upload(
+/// Uploads one local file to `u` (in parts when large), or skips it when the object already
+/// holds the same content.
+pub async fn upload(
     client: &Client,
     path: &Path,
     u: &ObjectUri,
@@ -691,7 +693,7 @@ async fn copy_object(
 }
 
 /// Percent-encodes a key for `x-amz-copy-source` (keeping `/`).
-fn urlencode_key(key: &str) -> String {
+pub fn urlencode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {

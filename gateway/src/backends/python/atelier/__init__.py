@@ -1,0 +1,1 @@
+"""Atelier's helpers inside notebooks. `atelier.file`: object storage (like MoXing's mox.file)."""

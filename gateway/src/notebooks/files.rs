@@ -1,0 +1,469 @@
+//! Object storage for code inside a notebook (`atelier.file`, the counterpart of MoXing's
+//! `mox.file`): the gateway serves a small HTTP API on a unix socket in each running
+//! notebook's agent dir (`ATELIER_STORAGE_SOCKET` inside). A request on it acts with the
+//! notebook owner's storage connections, so the notebook never holds their credentials, and
+//! the socket of one notebook reaches no other user's connections.
+//!
+//! ```text
+//! GET    /stat?uri=      {"exists", "is_dir", "size"}
+//! GET    /list?uri=&recursive=1   {"items": [{"name", "size", "is_dir"}]}
+//! GET    /read?uri=      the object's bytes (streamed)
+//! PUT    /write?uri=[&append=1]   the body becomes the object (multipart when large)
+//! DELETE /remove?uri=[&recursive=1]
+//! POST   /copy?src=&dst=[&recursive=1]   store-side copies
+//! POST   /mkdir?uri=     a folder marker (`prefix/`)
+//! ```
+//! Every request may name `connection=`; without it the owner's connection whose default
+//! bucket is the URI's, or their only connection, is used.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::Lifecycle;
+use crate::storage::{ObjectUri, connections, s3, transfer};
+use crate::store::storage;
+
+#[derive(Clone)]
+struct Served {
+    lc: Lifecycle,
+    notebook_id: String,
+    owner_id: String,
+    tmp: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    uri: Option<String>,
+    src: Option<String>,
+    dst: Option<String>,
+    connection: Option<String>,
+    #[serde(default)]
+    recursive: Option<String>,
+    #[serde(default)]
+    append: Option<String>,
+}
+
+fn flag(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("1" | "true" | "yes"))
+}
+
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn store_error(msg: impl Into<String>) -> Failure {
+    Failure(StatusCode::BAD_GATEWAY, msg.into())
+}
+
+impl Served {
+    fn uri(&self, text: &Option<String>, name: &str) -> Result<ObjectUri, Failure> {
+        let t = text
+            .as_deref()
+            .ok_or_else(|| bad(format!("{name} is missing")))?;
+        ObjectUri::parse(t).map_err(bad)
+    }
+
+    /// A client for the connection that serves `bucket`.
+    async fn client(
+        &self,
+        bucket: &str,
+        connection: &Option<String>,
+    ) -> Result<aws_sdk_s3::Client, Failure> {
+        let internal = |e: String| Failure(StatusCode::INTERNAL_SERVER_ERROR, e);
+        let mut conn = self
+            .lc
+            .inner
+            .store
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        let all = storage::list(&mut conn, Some(&self.owner_id))
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        let row = match connection {
+            Some(name) => all
+                .iter()
+                .find(|c| &c.name == name)
+                .ok_or_else(|| bad(format!("no storage connection named {name:?}")))?,
+            None => match all
+                .iter()
+                .find(|c| c.bucket.as_deref() == Some(bucket))
+                .or_else(|| (all.len() == 1).then(|| &all[0]))
+            {
+                Some(c) => c,
+                None if all.is_empty() => {
+                    return Err(bad(
+                        "the notebook's owner has no storage connection (atelier storage connection create)",
+                    ));
+                }
+                None => {
+                    let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+                    return Err(bad(format!(
+                        "no connection has {bucket:?} as its bucket; name one of {} (connection=...)",
+                        names.join(", ")
+                    )));
+                }
+            },
+        };
+        let t = connections::target(row, &self.lc.inner.secrets)
+            .map_err(|e| internal(format!("{e:#}")))?;
+        Ok(s3::client(&t, Duration::from_secs(60), 3))
+    }
+}
+
+/// (exists, is_dir, size). A folder is a prefix with something under it (or its marker).
+async fn stat_of(c: &aws_sdk_s3::Client, u: &ObjectUri) -> Result<(bool, bool, u64), Failure> {
+    // The listing first: some stores answer a HEAD of a folder's name slowly, with an error.
+    if u.key.is_empty() || transfer::is_folder(c, u).await {
+        return Ok((true, true, 0));
+    }
+    match c.head_object().bucket(&u.bucket).key(&u.key).send().await {
+        Ok(h) => Ok((true, false, h.content_length().unwrap_or(0).max(0) as u64)),
+        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
+            Ok((false, false, 0))
+        }
+        Err(e) => Err(store_error(transfer::s3_error(&e, &format!("reading {u}")))),
+    }
+}
+
+async fn stat(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
+    let u = s.uri(&p.uri, "uri")?;
+    let c = s.client(&u.bucket, &p.connection).await?;
+    let (exists, is_dir, size) = stat_of(&c, &u).await?;
+    Ok(axum::Json(json!({"exists": exists, "is_dir": is_dir, "size": size})).into_response())
+}
+
+async fn list(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
+    let u = s.uri(&p.uri, "uri")?;
+    let c = s.client(&u.bucket, &p.connection).await?;
+    let prefix = u.dir_prefix();
+    let mut items = Vec::new();
+    if flag(&p.recursive) {
+        for (key, size) in transfer::list_all(&c, &u.bucket, &prefix)
+            .await
+            .map_err(store_error)?
+        {
+            let name = key[prefix.len()..].to_string();
+            if !name.is_empty() && !name.ends_with('/') {
+                items.push(json!({"name": name, "size": size, "is_dir": false}));
+            }
+        }
+    } else {
+        let mut pages = c
+            .list_objects_v2()
+            .bucket(&u.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| store_error(transfer::s3_error(&e, &format!("listing {u}"))))?;
+            for d in page.common_prefixes() {
+                if let Some(k) = d.prefix() {
+                    let name = k[prefix.len()..].trim_end_matches('/').to_string();
+                    items.push(json!({"name": name, "size": 0, "is_dir": true}));
+                }
+            }
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    let name = &k[prefix.len()..];
+                    if !name.is_empty() {
+                        items.push(
+                            json!({"name": name, "size": o.size().unwrap_or(0), "is_dir": false}),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(axum::Json(json!({"items": items})).into_response())
+}
+
+async fn read(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
+    let u = s.uri(&p.uri, "uri")?;
+    let c = s.client(&u.bucket, &p.connection).await?;
+    let out = match c.get_object().bucket(&u.bucket).key(&u.key).send().await {
+        Ok(o) => o,
+        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                format!("{u}: no such object"),
+            ));
+        }
+        Err(e) => return Err(store_error(transfer::s3_error(&e, &format!("reading {u}")))),
+    };
+    let stream = futures_util::stream::unfold(out.body, |mut body| async move {
+        body.next()
+            .await
+            .map(|chunk| (chunk.map_err(std::io::Error::other), body))
+    });
+    Ok(Body::from_stream(stream).into_response())
+}
+
+async fn write(
+    State(s): State<Served>,
+    Query(p): Query<Params>,
+    body: Body,
+) -> Result<Response, Failure> {
+    let u = s.uri(&p.uri, "uri")?;
+    if u.key.is_empty() || u.key.ends_with('/') {
+        return Err(bad(format!("{u} is a folder; name an object")));
+    }
+    let c = s.client(&u.bucket, &p.connection).await?;
+    // Staged in a file outside the notebook's view, then uploaded (in parts when large).
+    std::fs::create_dir_all(&s.tmp).map_err(|e| store_error(e.to_string()))?;
+    let tmp = s.tmp.join(uuid::Uuid::new_v4().to_string());
+    let result = async {
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| store_error(e.to_string()))?;
+        if flag(&p.append) {
+            // Object stores cannot append: the object is read and written again.
+            if let Ok(o) = c.get_object().bucket(&u.bucket).key(&u.key).send().await {
+                let mut r = o.body.into_async_read();
+                tokio::io::copy(&mut r, &mut f)
+                    .await
+                    .map_err(|e| store_error(e.to_string()))?;
+            }
+        }
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| bad(format!("reading the request: {e}")))?;
+            f.write_all(&chunk)
+                .await
+                .map_err(|e| store_error(e.to_string()))?;
+        }
+        f.flush().await.map_err(|e| store_error(e.to_string()))?;
+        drop(f);
+        let size = std::fs::metadata(&tmp)
+            .map_err(|e| store_error(e.to_string()))?
+            .len();
+        transfer::upload(
+            &c,
+            &tmp,
+            &u,
+            size,
+            &transfer::Options::default(),
+            &transfer::Progress::default(),
+        )
+        .await
+        .map_err(store_error)?;
+        Ok::<_, Failure>(size)
+    }
+    .await;
+    let _ = std::fs::remove_file(&tmp);
+    let size = result?;
+    Ok(axum::Json(json!({"size": size})).into_response())
+}
+
+async fn remove(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
+    let u = s.uri(&p.uri, "uri")?;
+    let c = s.client(&u.bucket, &p.connection).await?;
+    let keys: Vec<String> = if flag(&p.recursive) {
+        let prefix = u.dir_prefix();
+        if prefix.is_empty() {
+            return Err(bad("refusing to remove a whole bucket; name a folder"));
+        }
+        transfer::list_all(&c, &u.bucket, &prefix)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    } else {
+        let (exists, is_dir, _) = stat_of(&c, &u).await?;
+        if !exists {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                format!("{u}: no such object"),
+            ));
+        }
+        if is_dir {
+            return Err(bad(format!(
+                "{u} is a folder; remove it with recursive=True"
+            )));
+        }
+        vec![u.key.clone()]
+    };
+    for k in &keys {
+        c.delete_object()
+            .bucket(&u.bucket)
+            .key(k)
+            .send()
+            .await
+            .map_err(|e| {
+                store_error(transfer::s3_error(
+                    &e,
+                    &format!("removing obs://{}/{k}", u.bucket),
+                ))
+            })?;
+    }
+    Ok(axum::Json(json!({"removed": keys.len()})).into_response())
+}
+
+async fn copy(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
+    let src = s.uri(&p.src, "src")?;
+    let dst = s.uri(&p.dst, "dst")?;
+    let c = s.client(&src.bucket, &p.connection).await?;
+    let pairs: Vec<(String, String)> = if flag(&p.recursive) {
+        let (from, to) = (src.dir_prefix(), dst.dir_prefix());
+        transfer::list_all(&c, &src.bucket, &from)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(k, _)| (k.clone(), format!("{to}{}", &k[from.len()..])))
+            .collect()
+    } else {
+        vec![(src.key.clone(), dst.key.clone())]
+    };
+    for (from, to) in &pairs {
+        let source = format!("{}/{}", src.bucket, transfer::urlencode_key(from));
+        c.copy_object()
+            .bucket(&dst.bucket)
+            .key(to)
+            .copy_source(source)
+            .send()
+            .await
+            .map_err(|e| {
+                store_error(transfer::s3_error(
+                    &e,
+                    &format!("copying obs://{}/{from}", src.bucket),
+                ))
+            })?;
+    }
+    Ok(axum::Json(json!({"copied": pairs.len()})).into_response())
+}
+
+async fn mkdir(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
+    let u = s.uri(&p.uri, "uri")?;
+    let c = s.client(&u.bucket, &p.connection).await?;
+    let marker = u.dir_prefix();
+    if !marker.is_empty() {
+        c.put_object()
+            .bucket(&u.bucket)
+            .key(&marker)
+            .body(Vec::new().into())
+            .send()
+            .await
+            .map_err(|e| store_error(transfer::s3_error(&e, &format!("making {u}"))))?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Binds a unix socket; a path longer than `bind(2)` takes (a deep data dir) is reached
+/// through its directory's descriptor, `/proc/self/fd/N/name` (`atelier.file` connects the
+/// same way).
+fn bind_long(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::fd::AsRawFd;
+    let listener = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if path.as_os_str().len() >= 100 => {
+            let dir = std::fs::File::open(dir)?;
+            let short = std::path::Path::new("/proc/self/fd")
+                .join(dir.as_raw_fd().to_string())
+                .join(name);
+            std::os::unix::net::UnixListener::bind(short)?
+        }
+        _ => std::os::unix::net::UnixListener::bind(path)?,
+    };
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
+}
+
+/// The running sockets, by notebook.
+#[derive(Default)]
+pub(crate) struct Sockets(std::sync::Mutex<HashMap<String, CancellationToken>>);
+
+impl Lifecycle {
+    /// Serves `atelier.file` on the notebook's socket (again after a gateway restart).
+    /// Idempotent.
+    pub(crate) fn serve_files(&self, notebook_id: &str, owner_id: &str) {
+        let Ok(socket) = self.inner.backend.storage_socket(notebook_id) else {
+            return;
+        };
+        let mut running = self.inner.files.0.lock().unwrap_or_else(|e| e.into_inner());
+        if running.get(notebook_id).is_some_and(|t| !t.is_cancelled()) && socket.exists() {
+            return;
+        }
+        let _ = std::fs::remove_file(&socket);
+        let listener = match bind_long(&socket) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(notebook = %notebook_id, socket = %socket.display(), error = %e, "atelier.file is unavailable in this notebook");
+                return;
+            }
+        };
+        use std::os::unix::fs::PermissionsExt;
+        // The notebook's user (1000 in containers) connects; the socket is in its own dir.
+        let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666));
+        let stop = CancellationToken::new();
+        if let Some(old) = running.insert(notebook_id.to_owned(), stop.clone()) {
+            old.cancel();
+        }
+        let served = Served {
+            lc: self.clone(),
+            notebook_id: notebook_id.to_owned(),
+            owner_id: owner_id.to_owned(),
+            tmp: crate::backends::runconf::notebook_dir(&self.inner.settings.data_dir, notebook_id)
+                .join("files-tmp"),
+        };
+        let app = Router::new()
+            .route("/stat", get(stat))
+            .route("/list", get(list))
+            .route("/read", get(read))
+            .route("/write", put(write))
+            .route("/remove", delete(remove))
+            .route("/copy", post(copy))
+            .route("/mkdir", post(mkdir))
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(served.clone());
+        tokio::spawn(async move {
+            let shutdown = stop.clone();
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+            {
+                tracing::warn!(notebook = %served.notebook_id, error = %e, "atelier.file socket");
+            }
+        });
+    }
+
+    /// Stops serving the notebook's socket (stop, delete).
+    pub(crate) fn stop_files(&self, notebook_id: &str) {
+        if let Some(t) = self
+            .inner
+            .files
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(notebook_id)
+        {
+            t.cancel();
+        }
+        if let Ok(socket) = self.inner.backend.storage_socket(notebook_id) {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
