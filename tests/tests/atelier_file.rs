@@ -43,6 +43,16 @@ try:
 except FileNotFoundError:
     out['missing'] = 'FileNotFoundError'
 out['secret_in_env'] = any('SECRET' in k or 'AWS_' in k for k in os.environ)
+import subprocess, sys
+def cli(*a):
+    r = subprocess.run([sys.executable, '-m', 'atelier', 'obs', *a], capture_output=True, text=True)
+    return [r.returncode, (r.stdout + r.stderr).strip()]
+out['cli_cp'] = cli('cp', 'obs://files/in/', work + '/cli/')
+out['cli_tree'] = af.list_directory(work + '/cli', recursive=True)
+out['cli_again'] = cli('cp', 'obs://files/in/', work + '/cli/')
+out['cli_flat'] = cli('cp', '-d', 'obs://files/in/', 'obs://files/flat/')
+out['cli_ls'] = cli('ls', '-r', 'obs://files/flat')
+out['cli_rm'] = cli('rm', '-r', 'obs://files/flat/')
 print(json.dumps(out))
 "#;
 
@@ -78,6 +88,24 @@ async fn atelier_file_from_a_kernel_uses_the_owners_connections_only() {
     assert_eq!(v["removed"], j("[false, false]"), "{v}");
     assert_eq!(v["missing"], "FileNotFoundError");
     assert_eq!(v["secret_in_env"], false);
+    // `python -m atelier obs ...`: the seed's placement, resumable, with the same keys-free path.
+    assert_eq!(
+        v["cli_cp"],
+        j(r#"[0, "copied 2 files, 0 already complete, 0 failed"]"#),
+        "{v}"
+    );
+    assert_eq!(v["cli_tree"], j(r#"["in/a.txt", "in/sub/b.txt"]"#), "{v}");
+    assert_eq!(
+        v["cli_again"],
+        j(r#"[0, "copied 0 files, 2 already complete, 0 failed"]"#),
+        "{v}"
+    );
+    assert_eq!(v["cli_flat"][0], 0, "{v}");
+    assert_eq!(v["cli_ls"], j("[0, \"a.txt\\nsub/b.txt\"]"), "{v}");
+    assert_eq!(
+        v["cli_rm"][0], 1,
+        "rm -r without --yes and no TTY must refuse: {v}"
+    );
     // What the kernel wrote is in the bucket.
     let up = std::fs::read(bucket.join("out/up.bin")).unwrap();
     assert_eq!(up.len(), 256 * 4096);

@@ -91,8 +91,9 @@ pub const PYTHON_DIR: &str = "python";
 
 /// The `atelier` package notebooks import (`atelier.file`: object storage over the
 /// gateway's socket, `notebooks::files`).
-const PYTHON_PACKAGE: [(&str, &str); 2] = [
+const PYTHON_PACKAGE: [(&str, &str); 3] = [
     ("__init__.py", include_str!("python/atelier/__init__.py")),
+    ("__main__.py", include_str!("python/atelier/__main__.py")),
     ("file.py", include_str!("python/atelier/file.py")),
 ];
 
