@@ -649,7 +649,10 @@ async fn container_work_dir_on_object_storage() {
             json!({
                 "name": "onstore",
                 "storage": {"type": "obs", "uri": "obs://box/home/", "connection": "s3"},
-                "extended_storage": [{"type": "obs", "path": "/home/ma-user/work/ds", "uri": "obs://box/ds/", "connection": "s3"}],
+                "extended_storage": [
+                    {"type": "obs", "path": "/home/ma-user/work/ds", "uri": "obs://box/ds/", "connection": "s3"},
+                    {"type": "obs", "path": "/home/ma-user/datasets", "uri": "obs://box/ds/", "connection": "s3", "read_only": true},
+                ],
             }),
         )
         .await;
@@ -661,6 +664,12 @@ async fn container_work_dir_on_object_storage() {
         .run("import os; print(os.getcwd(), open('readme.txt').read(), open('ds/x.txt').read(), os.stat('readme.txt').st_uid); open('made.txt', 'w').write('by ma-user')")
         .await;
     assert_eq!(out, "/home/ma-user/work work on the store extended 1000\n");
+    // A folder outside the work dir is bound at its path (read-only here).
+    let e = k
+        .execute("print(open('/home/ma-user/datasets/x.txt').read()); open('/home/ma-user/datasets/y', 'w')")
+        .await;
+    assert_eq!(e.stdout, "extended\n", "{e:?}");
+    assert!(format!("{:?}", e.error).contains("Read-only"), "{e:?}");
     // atelier.file works for ma-user too, through the socket at /run/atelier.
     let out = k
         .run("import atelier.file as af; print(af.read('obs://box/ds/x.txt'), af.list_directory('obs://box/ds'))")

@@ -707,6 +707,14 @@ impl DockerBackend {
             security_opt: Some(vec!["no-new-privileges".into()]),
             ..Default::default()
         };
+        if let Some(binds) = host.binds.as_mut() {
+            // Object-storage folders chosen at create outside the work dir.
+            binds.extend(
+                spec.extra_binds
+                    .iter()
+                    .map(|(from, to)| format!("{}:{to}", s(from))),
+            );
+        }
         let podman = self.engine().await?.podman;
         resources(&spec.flavor, podman, &mut host);
         if gpus && podman {
@@ -1229,15 +1237,27 @@ impl Backend for DockerBackend {
     }
 
     fn mount_place(&self, id: &str, path: &str) -> Result<super::MountPlace, BackendError> {
-        // Mounted under <nb>/work before the container starts: its bind of the work dir is
-        // recursive, so the mounts come with it.
-        super::place_in_work_dir(
-            &self.notebook_dir(id),
+        let nb = self.notebook_dir(id);
+        let owner = Some((NOTEBOOK_UID, NOTEBOOK_GID));
+        // In the work dir: mounted under <nb>/work before the container starts; its bind of
+        // the work dir is recursive, so the mounts come with it.
+        if let Ok(p) = super::place_in_work_dir(
+            &nb,
             path,
             crate::notebooks::storage_rules::WORK_DIR,
-            Some((NOTEBOOK_UID, NOTEBOOK_GID)),
+            owner,
             self.name(),
-        )
+        ) {
+            return Ok(p);
+        }
+        // Elsewhere: mounted under <nb>/ext and bound at the path (NotebookSpec::extra_binds).
+        Ok(super::MountPlace {
+            host: nb
+                .join("ext")
+                .join(path.trim_start_matches('/').replace('/', "--")),
+            inside: path.to_owned(),
+            owner,
+        })
     }
 
     fn data_dir(&self, id: &str) -> Result<DataDir, BackendError> {

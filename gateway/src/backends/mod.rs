@@ -47,6 +47,10 @@ pub struct NotebookSpec {
     /// The work dir is an object-storage folder (mounted by the gateway before launch), not
     /// a work disk.
     pub work_on_object_storage: bool,
+    /// Object-storage folders mounted on the host before launch, to bind into the notebook:
+    /// (host path, path in the notebook). Those inside the work dir come with it and are not
+    /// listed.
+    pub extra_binds: Vec<(std::path::PathBuf, String)>,
 }
 
 /// The persisted, backend-specific record of a launched notebook.

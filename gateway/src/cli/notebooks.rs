@@ -142,8 +142,8 @@ pub struct StorageArgs {
     /// Work dir on an object-storage folder instead of a work disk: obs://BUCKET/FOLDER/.
     #[arg(long = "storage", value_name = "URI")]
     pub primary: Option<String>,
-    /// An object-storage folder at PATH (/home/ma-user/work or below; at most 5): PATH=URI,
-    /// or PATH=URI,ro for read-only. Repeat for several.
+    /// An object-storage folder at PATH (at most 5; on the process backend /home/ma-user/work
+    /// or below): PATH=URI, or PATH=URI,ro for read-only. Repeat for several.
     #[arg(long = "extended-storage", value_name = "PATH=URI[,ro]")]
     pub extended: Vec<String>,
     /// The storage connection for --storage and --extended-storage.

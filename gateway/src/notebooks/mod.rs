@@ -737,6 +737,7 @@ impl Lifecycle {
             image_ref: row.image.clone(),
             base_url: format!("/nb/{}/", row.id),
             work_on_object_storage: false,
+            extra_binds: Vec::new(),
         }
     }
 
@@ -786,6 +787,7 @@ impl Lifecycle {
             spec.image_ref = r.clone();
         }
         spec.work_on_object_storage = self.work_on_object_storage(id).await?;
+        spec.extra_binds = self.extra_binds(id).await?;
         let backend = &self.inner.backend;
         let progress = StoreProgress {
             store: self.inner.store.clone(),

@@ -242,6 +242,30 @@ impl Lifecycle {
             .any(|m| m.kind == "primary"))
     }
 
+    /// Folders chosen at create that the backend places outside the work dir: the backend
+    /// binds them at their paths when it launches the notebook.
+    pub(crate) async fn extra_binds(
+        &self,
+        notebook_id: &str,
+    ) -> anyhow::Result<Vec<(PathBuf, String)>> {
+        let Ok(work) = self
+            .inner
+            .backend
+            .mount_place(notebook_id, storage_rules::WORK_DIR)
+        else {
+            return Ok(Vec::new());
+        };
+        let mut conn = self.inner.store.pool.acquire().await?;
+        Ok(rows::of_notebook(&mut conn, notebook_id)
+            .await?
+            .iter()
+            .filter(|m| m.kind == "extended")
+            .filter_map(|m| self.inner.backend.mount_place(notebook_id, &m.name).ok())
+            .filter(|p| !p.host.starts_with(&work.host))
+            .map(|p| (p.host, p.inside))
+            .collect())
+    }
+
     /// Mounts an object-storage folder at `/data/<name>/` of a running notebook.
     pub async fn add_mount(
         &self,
