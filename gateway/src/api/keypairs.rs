@@ -139,21 +139,13 @@ async fn create(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    all: Option<bool>,
-}
-
 async fn list(
     p: Principal,
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<super::AllQuery>,
 ) -> ApiResult<ApiJson<Items<keypairs::KeyPairRow>>> {
-    let all = q.all.unwrap_or(false);
-    super::check_all(&p, all, "key pairs")?;
+    let owner = q.owner(&p, "key pairs")?;
     let mut conn = state.store.pool.acquire().await?;
-    let owner = (!all).then_some(p.user_id.as_str());
     Ok(ApiJson(Items {
         items: keypairs::list(&mut conn, owner).await?,
     }))

@@ -54,6 +54,22 @@ pub fn is_plain_name(name: &str) -> bool {
         && name.as_bytes()[0].is_ascii_alphanumeric()
 }
 
+/// `?all=true` of the list endpoints whose rows have an owner: everyone's, for admins.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllQuery {
+    all: Option<bool>,
+}
+
+impl AllQuery {
+    /// Whose rows to list: the caller's, or everyone's (`None`) with `all=true`.
+    pub fn owner<'a>(&self, p: &'a Principal, what: &str) -> ApiResult<Option<&'a str>> {
+        let all = self.all.unwrap_or(false);
+        check_all(p, all, what)?;
+        Ok((!all).then_some(p.user_id.as_str()))
+    }
+}
+
 pub fn check_all(p: &Principal, all: bool, what: &str) -> ApiResult<()> {
     if all && !p.is_admin() {
         return Err(error::ApiError::forbidden(format!(

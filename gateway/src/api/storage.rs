@@ -156,21 +156,13 @@ fn not_found(name: &str) -> ApiError {
     ApiError::not_found(format!("storage connection {name:?} not found"))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    all: Option<bool>,
-}
-
 async fn list(
     p: Principal,
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<super::AllQuery>,
 ) -> ApiResult<ApiJson<Items<storage::ConnectionRow>>> {
-    let all = q.all.unwrap_or(false);
-    super::check_all(&p, all, "storage connections")?;
+    let owner = q.owner(&p, "storage connections")?;
     let mut conn = state.store.pool.acquire().await?;
-    let owner = (!all).then_some(p.user_id.as_str());
     Ok(ApiJson(Items {
         items: storage::list(&mut conn, owner).await?,
     }))

@@ -21,7 +21,7 @@ use super::{Lifecycle, state_error, status::RUNNING, storage_rules, target as au
 use crate::api::error::ApiError;
 use crate::audit::{self, Action};
 use crate::auth::authz::NotebookGrant;
-use crate::backends::{BackendError, MountPlace, runconf};
+use crate::backends::{BackendError, DataDir, MountPlace, runconf};
 use crate::events::{self, EventKind};
 use crate::storage::fuse::{self, Serving};
 use crate::storage::{ObjectUri, connections, s3};
@@ -122,23 +122,10 @@ impl Lifecycle {
     ) -> Result<MountPlace, BackendError> {
         if row.kind == "dynamic" {
             let d = self.inner.backend.data_dir(notebook_id)?;
-            Ok(MountPlace {
-                host: d.host.join(&row.name),
-                inside: d.inside.join(&row.name).to_string_lossy().into_owned(),
-                owner: d.owner,
-            })
+            Ok(dynamic_place(&d, &row.name))
         } else {
             self.inner.backend.mount_place(notebook_id, &row.name)
         }
-    }
-
-    fn view(&self, row: MountRow) -> MountView {
-        let path = match self.place(&row.notebook_id, &row) {
-            Ok(p) => format!("{}/", p.inside),
-            Err(_) if row.kind == "dynamic" => format!("/data/{}/", row.name),
-            Err(_) => format!("{}/", row.name),
-        };
-        MountView { path, row }
     }
 
     /// The notebook's mounts with their status (a MOUNTED one whose process is gone shows as
@@ -149,18 +136,25 @@ impl Lifecycle {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::of_notebook(&mut conn, &nb.id).await?
         };
+        // /data once for all rows (it reads the mount table).
+        let data = self.inner.backend.data_dir(&nb.id).ok();
         Ok(list
             .into_iter()
             .map(|mut row| {
+                let place = if row.kind == "dynamic" {
+                    data.as_ref().map(|d| dynamic_place(d, &row.name))
+                } else {
+                    self.inner.backend.mount_place(&nb.id, &row.name).ok()
+                };
                 if row.status == MOUNTED
-                    && let Ok(p) = self.place(&nb.id, &row)
+                    && let Some(p) = &place
                     && !serving(&row).is_some_and(|s| fuse::is_serving(&p.host, s))
                 {
                     row.status = FAILED.into();
                     row.error =
                         Some("the mount's rclone process is gone; it is being made again".into());
                 }
-                self.view(row)
+                view(row, place.as_ref())
             })
             .collect())
     }
@@ -344,11 +338,7 @@ impl Lifecycle {
             .await?;
             tx.commit().await?;
         }
-        let place = MountPlace {
-            host: host.clone(),
-            inside: data.inside.join(&req.name).to_string_lossy().into_owned(),
-            owner: data.owner,
-        };
+        let place = dynamic_place(&data, &req.name);
         let made = self
             .mount_at(&nb.id, &id, &place, &target, &uri, req.read_only, &rclone)
             .await;
@@ -415,7 +405,7 @@ impl Lifecycle {
         let row = rows::by_name(&mut conn, &nb.id, &req.name)
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the mount vanished")))?;
-        Ok(self.view(row))
+        Ok(view(row, Some(&place)))
     }
 
     /// Unmounts `/data/<name>/` (the objects stay) and forgets the mount.
@@ -646,6 +636,25 @@ fn mount_order(row: &MountRow) -> (u8, usize) {
         _ => 2,
     };
     (rank, row.name.matches('/').count())
+}
+
+/// A dynamic mount's place under the notebook's `/data`.
+fn dynamic_place(d: &DataDir, name: &str) -> MountPlace {
+    MountPlace {
+        host: d.host.join(name),
+        inside: d.inside.join(name).to_string_lossy().into_owned(),
+        owner: d.owner,
+    }
+}
+
+/// A mount as the API shows it, `path` from its place (where known).
+fn view(row: MountRow, place: Option<&MountPlace>) -> MountView {
+    let path = match place {
+        Some(p) => format!("{}/", p.inside),
+        None if row.kind == "dynamic" => format!("/data/{}/", row.name),
+        None => format!("{}/", row.name),
+    };
+    MountView { path, row }
 }
 
 fn serving(row: &MountRow) -> Option<Serving> {

@@ -233,11 +233,10 @@ async fn fusermount(args: &[&str]) -> bool {
     false
 }
 
+/// rclone's last words, on one line (they end up in an API error).
 fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
-    if tail.is_empty() {
+    let tail = crate::backends::runconf::log_tail(path, 5).replace('\n', " | ");
+    if tail.trim().is_empty() {
         "rclone wrote nothing".into()
     } else {
         tail
