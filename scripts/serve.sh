@@ -10,7 +10,11 @@ cd "$ROOT"
 
 command -v cargo >/dev/null || { log "cargo is missing: install Rust (1.95 or newer) first"; exit 1; }
 python3 -m venv --help >/dev/null 2>&1 || need_debs python3-venv
-command -v bwrap >/dev/null || need_debs bubblewrap || log "no bubblewrap: notebooks will run unconfined"
+# The process backend's sandbox: bubblewrap, and pasta (Debian's passt) for the notebooks'
+# own network with egress. Without them notebooks are refused (ATELIER_SANDBOX=none runs
+# them unconfined; ATELIER_NOTEBOOK_NETWORK=none needs no pasta).
+command -v bwrap >/dev/null || need_debs bubblewrap || log "no bubblewrap: notebooks will be refused"
+command -v pasta >/dev/null || need_debs passt || log "no pasta: notebooks will be refused unless ATELIER_NOTEBOOK_NETWORK=none"
 command -v rclone >/dev/null || need_debs rclone fuse3 || log "no rclone: object-storage folders cannot be mounted into notebooks"
 
 log "building (release)"

@@ -305,6 +305,17 @@ pub enum SandboxMode {
     None,
 }
 
+/// The network of a sandboxed notebook: its own namespace either way (no route to the
+/// host's loopback, the gateway or other notebooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Outgoing connections to the outside world, through a user-mode network (pasta).
+    Egress,
+    /// Only the notebook's own loopback.
+    None,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendSettings {
@@ -319,6 +330,9 @@ pub struct BackendSettings {
     /// The `atelier-notebook-runtime` binary; default: next to the `atelier` binary.
     pub runtime_bin: Option<PathBuf>,
     pub sandbox: SandboxMode,
+    /// What network a sandboxed process notebook has beyond its own loopback
+    /// (ATELIER_NOTEBOOK_NETWORK).
+    pub network: NetworkMode,
     /// How long a notebook may take to answer after it is launched.
     pub start_timeout_secs: u64,
     /// SIGTERM to SIGKILL.
@@ -352,11 +366,23 @@ pub struct Flavor {
     /// 1 for those types, 0 for `cpu`.
     #[serde(default)]
     pub accelerators: Option<u32>,
+    /// Processes and threads a notebook of this flavor may have at once (cgroup `pids.max`;
+    /// containers' pids limit): a fork bomb stops there. Default [`Flavor::DEFAULT_MAX_PIDS`].
+    #[serde(default)]
+    pub max_pids: Option<u32>,
     #[serde(default)]
     pub description: String,
 }
 
 impl Flavor {
+    /// Enough for JupyterLab, a few kernels and their thread pools (PyTorch starts a thread
+    /// per core); Podman's default limit is 2048.
+    pub const DEFAULT_MAX_PIDS: u32 = 4096;
+
+    pub fn pids(&self) -> u32 {
+        self.max_pids.unwrap_or(Self::DEFAULT_MAX_PIDS)
+    }
+
     /// How many GPUs (type `gpu`) or NPUs (type `npu`) a notebook of this flavor gets.
     pub fn accelerator_count(&self) -> u32 {
         match self.kind.as_str() {
@@ -403,6 +429,7 @@ impl Default for Settings {
                     vcpus: 2,
                     memory_gib: 8,
                     accelerators: None,
+                    max_pids: None,
                     description:
                         "2vCPUs 8GB: general-purpose, for data exploration and experiments".into(),
                 },
@@ -412,6 +439,7 @@ impl Default for Settings {
                     vcpus: 8,
                     memory_gib: 32,
                     accelerators: None,
+                    max_pids: None,
                     description: "8vCPUs 32GB: for compute-intensive work".into(),
                 },
             ],
@@ -445,6 +473,7 @@ impl Default for BackendSettings {
             jupyterlab_requirement: "jupyterlab>=4.2,<5".into(),
             runtime_bin: None,
             sandbox: SandboxMode::Auto,
+            network: NetworkMode::Egress,
             start_timeout_secs: 180,
             stop_grace_secs: 10,
             external_url: None,
@@ -571,6 +600,13 @@ impl Settings {
                 other => bail!("ATELIER_SANDBOX={other:?}: expected auto, bwrap or none"),
             };
         }
+        if let Some(v) = env("ATELIER_NOTEBOOK_NETWORK") {
+            self.backend.network = match v.as_str() {
+                "egress" => NetworkMode::Egress,
+                "none" => NetworkMode::None,
+                other => bail!("ATELIER_NOTEBOOK_NETWORK={other:?}: expected egress or none"),
+            };
+        }
         if let Some(v) = env("ATELIER_LOG_FORMAT") {
             self.log_format = v;
         }
@@ -642,6 +678,15 @@ impl Settings {
         for f in &self.flavors {
             if !seen.insert(&f.id) {
                 bail!("flavor {:?} is defined twice", f.id);
+            }
+            if f.max_pids.is_some_and(|p| p < 64) {
+                bail!(
+                    "flavor {:?}: max_pids must be at least 64 (JupyterLab alone needs a few dozen)",
+                    f.id
+                );
+            }
+            if f.vcpus == 0 || f.memory_gib == 0 {
+                bail!("flavor {:?}: vcpus and memory_gib must be at least 1", f.id);
             }
             if !matches!(f.kind.as_str(), "cpu" | "gpu" | "npu") {
                 bail!(

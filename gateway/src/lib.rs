@@ -15,6 +15,7 @@ pub mod backends;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod confined;
 pub mod events;
 pub mod gpu;
 pub mod images;

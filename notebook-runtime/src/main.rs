@@ -32,6 +32,7 @@ mod signals;
 mod spec;
 mod status;
 mod supervise;
+mod user;
 
 const USAGE: &str = "\
 usage: atelier-notebook-runtime --spec <path-to-spec.json>
@@ -111,7 +112,13 @@ fn main() -> ExitCode {
                 log!("{e:#}");
                 ExitCode::from(EXIT_USAGE)
             }
-            Ok(spec) => ExitCode::from(supervise::run(&spec)),
+            Ok(spec) => match user::become_user(spec.user.as_ref()) {
+                Ok(()) => ExitCode::from(supervise::run(&spec)),
+                Err(e) => {
+                    log!("{e:#}");
+                    ExitCode::from(1)
+                }
+            },
         },
     }
 }

@@ -33,6 +33,21 @@ pub struct Spec {
     /// Serve the notebook's SSH agent (sessions, sftp, port forwarding) on a unix socket.
     #[serde(default)]
     pub ssh: Option<SshSpec>,
+    /// Become this user before anything else (the runtime starts as root inside a sandbox
+    /// and keeps nothing of it).
+    #[serde(default)]
+    pub user: Option<UserSpec>,
+}
+
+/// The unprivileged user the notebook runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub uid: u32,
+    pub gid: u32,
+    /// Made (if missing) and given to the user before the switch.
+    #[serde(default)]
+    pub home: Option<PathBuf>,
 }
 
 /// Where the SSH agent listens and whom it lets in.
@@ -94,6 +109,14 @@ impl Spec {
                 .is_some_and(|s| s.is_empty() || s.contains('\0'))
             {
                 bail!("ssh.shell must be a program path");
+            }
+        }
+        if let Some(user) = &self.user {
+            if user.uid == 0 {
+                bail!("user.uid must not be 0: the runtime switches to an unprivileged user");
+            }
+            if let Some(home) = &user.home {
+                check_path("user.home", home, true)?;
             }
         }
         if self.grace_seconds > MAX_GRACE_SECONDS {
@@ -218,6 +241,25 @@ mod tests {
         );
         let unknown = text.replace("\"socket\"", "\"bogus\": 1, \"socket\"");
         assert!(err_of(&unknown).contains("bogus"));
+    }
+
+    #[test]
+    fn parses_the_user_and_refuses_root() {
+        let text = MINIMAL.replace(
+            "\"argv\"",
+            r#""user": {"uid": 1000, "gid": 100, "home": "/home/ma-user"}, "argv""#,
+        );
+        let spec = Spec::from_json(&text).expect("valid");
+        assert_eq!(
+            spec.user,
+            Some(UserSpec {
+                uid: 1000,
+                gid: 100,
+                home: Some(PathBuf::from("/home/ma-user"))
+            })
+        );
+        let root = text.replace("\"uid\": 1000", "\"uid\": 0");
+        assert!(err_of(&root).contains("user.uid"), "{}", err_of(&root));
     }
 
     #[test]

@@ -132,8 +132,12 @@ async fn warm_instances_are_reused_per_tenant_and_recycled() {
 }
 
 /// Waits (bounded) until the host has a standby instance of `key` ready.
+/// Whether the standby instance appears. It is made on a blocking thread after the call,
+/// which on a loaded 2-core CI machine (a debug build beside other tests) can take seconds:
+/// the deadline only catches a standby that never comes, so it is minutes, not seconds.
 async fn standby_ready(h: &Host, key: &str) -> bool {
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while std::time::Instant::now() < deadline {
         if h.standby_ready(key) > 0 {
             return true;
         }

@@ -234,6 +234,9 @@ fn http_client(timeout: Duration) -> reqwest::Client {
 // The gateway under test
 
 /// One `atelier serve` with its own data dir, port and admin token.
+/// What the gateway logs when it is told to run notebooks unconfined (ATELIER_SANDBOX=none).
+const UNCONFINED_LINE: &str = "ATELIER_SANDBOX=none: notebooks run unconfined";
+
 pub struct Gateway {
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
@@ -666,9 +669,16 @@ impl Gateway {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
     }
 
-    /// Whether the gateway runs notebooks inside bubblewrap (from its startup log line).
+    /// Whether the gateway runs notebooks sandboxed (from its startup log line). In CI it
+    /// must: a missing sandbox fails the test run instead of passing it silently.
     pub fn sandboxed(&self) -> bool {
-        self.log().contains("notebooks run confined by bubblewrap")
+        let yes = self.log().contains("notebooks run sandboxed");
+        if !yes && std::env::var_os("CI").is_some() && !self.log().contains(UNCONFINED_LINE) {
+            self.fail(
+                "CI needs the sandbox (bubblewrap, pasta, cgroups), and this gateway has none",
+            );
+        }
+        yes
     }
 
     // -- the CLI ---------------------------------------------------------------------------

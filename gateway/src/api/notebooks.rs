@@ -92,6 +92,7 @@ fn view_at(state: &AppState, ssh_host: Option<&str>, row: NotebookRow) -> Notebo
     v.endpoints.ssh = ssh;
     v.storage = storage;
     v.auto_stop.idle_timeout_seconds = idle;
+    v.warnings = state.lifecycle.backend().warnings();
     v
 }
 

@@ -11,6 +11,7 @@
 //!   /data               ◄── <nb>/data      dynamic mounts (rslave)
 //!   /run/atelier        ◄── <nb>/run/agent spec, status, jupyter.log, ssh.sock (owned 1000)
 //!   /run/atelier-config ◄── <nb>/run/config Jupyter config with the token, read-only
+//!   /run/atelier-gw     ◄── <nb>/run/gw     the gateway's sockets (atelier.file), read-only
 //!   /cache, /dev/shm    tmpfs sized by the flavor
 //!   8888/tcp ──► 127.0.0.1:<ephemeral>     where the proxy sends the notebook's traffic
 //! ```
@@ -44,9 +45,7 @@ use super::{
 use crate::config::{Flavor, Settings};
 use crate::events::EventKind;
 
-/// The seed's image contract: `ma-user`, uid 1000, gid 100, home `/home/ma-user`.
-pub const NOTEBOOK_UID: u32 = 1000;
-pub const NOTEBOOK_GID: u32 = 100;
+pub use super::{NOTEBOOK_GID, NOTEBOOK_UID};
 const HOME: &str = "/home/ma-user";
 const WORK: &str = "/home/ma-user/work";
 /// Where Jupyter is looked for after the image's own `PATH` (seed images, conda images).
@@ -54,6 +53,7 @@ const JUPYTER_FALLBACK_PATH: &str = "/home/ma-user/anaconda3/bin:/opt/conda/bin"
 const RUNTIME_IN_CONTAINER: &str = "/opt/atelier/atelier-notebook-runtime";
 const AGENT_IN_CONTAINER: &str = "/run/atelier";
 const CONFIG_IN_CONTAINER: &str = "/run/atelier-config";
+const GW_IN_CONTAINER: &str = "/run/atelier-gw";
 const JUPYTER_PORT: u16 = 8888;
 /// How long a commit may take (the seed's limit is 35 GB of container).
 const COMMIT_TIME_LIMIT: Duration = Duration::from_secs(3600);
@@ -121,7 +121,6 @@ pub struct DockerBackend {
     runtime_bin: PathBuf,
     grace_secs: u64,
     work_disk_gb: u32,
-    http: reqwest::Client,
     /// notebook id → the accelerators its container has; no device is in two entries.
     allocated: std::sync::Mutex<HashMap<String, Vec<String>>>,
     /// Image reference → its environment, filled when [`Self::pull_if_missing`] inspects it.
@@ -262,11 +261,6 @@ impl DockerBackend {
             work_disk_gb: settings.backend.work_disk_gb,
             allocated: Default::default(),
             image_envs: Default::default(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .context("HTTP client")?,
         })
     }
 
@@ -572,7 +566,12 @@ impl DockerBackend {
     }
 
     async fn answers(&self, h: &ContainerHandle) -> Result<(), String> {
-        runconf::jupyter_answers(&self.http, h.port, &h.notebook_id, &h.token).await
+        runconf::jupyter_answers(
+            &super::Endpoint::Tcp(([127, 0, 0, 1], h.port).into()),
+            &h.notebook_id,
+            &h.token,
+        )
+        .await
     }
 }
 
@@ -586,7 +585,10 @@ impl DockerBackend {
         let _ = tokio::fs::remove_dir_all(&run).await;
         let config_dir = run.join("config");
         let agent_dir = run.join("agent");
-        for d in [&config_dir, &agent_dir] {
+        // The gateway's sockets (atelier.file): bound read-only, so the container connects
+        // but can never put anything else there.
+        let gw_dir = run.join("gw");
+        for d in [&config_dir, &agent_dir, &gw_dir] {
             tokio::fs::create_dir_all(d)
                 .await
                 .with_context(|| format!("creating {}", d.display()))?;
@@ -595,13 +597,17 @@ impl DockerBackend {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
                 .context("securing the run dir")?;
+            std::fs::set_permissions(&gw_dir, std::fs::Permissions::from_mode(0o755))
+                .context("the gw dir")?;
         }
         let token = hex::encode(rand::random::<[u8; 32]>());
         runconf::write_config_dir(
             &config_dir,
             &ServerConf {
-                ip: "0.0.0.0",
-                port: JUPYTER_PORT,
+                listen: runconf::Listen::Tcp {
+                    ip: "0.0.0.0",
+                    port: JUPYTER_PORT,
+                },
                 base_url: &spec.base_url,
                 root_dir: Path::new(WORK),
                 token: &token,
@@ -645,7 +651,7 @@ impl DockerBackend {
             ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
             (
                 "ATELIER_STORAGE_SOCKET",
-                format!("{AGENT_IN_CONTAINER}/{}", runconf::STORAGE_SOCKET),
+                format!("{GW_IN_CONTAINER}/{}", runconf::STORAGE_SOCKET),
             ),
             (
                 "PYTHONPATH",
@@ -694,6 +700,7 @@ impl DockerBackend {
                 format!("{}:{RUNTIME_IN_CONTAINER}:ro", s(&self.runtime_bin)),
                 format!("{}:{AGENT_IN_CONTAINER}", s(&agent_dir)),
                 format!("{}:{CONFIG_IN_CONTAINER}:ro", s(&config_dir)),
+                format!("{}:{GW_IN_CONTAINER}:ro", s(&gw_dir)),
                 format!("{}:{WORK}", s(&workdisk::work_dir(&nb))),
                 format!("{}:/data:rslave", s(&nb.join("data"))),
             ]),
@@ -1027,7 +1034,7 @@ impl Backend for DockerBackend {
     fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError> {
         let h = Self::decode(handle)?;
         Ok(Upstream {
-            addr: ([127, 0, 0, 1], h.port).into(),
+            endpoint: super::Endpoint::Tcp(([127, 0, 0, 1], h.port).into()),
             token: h.token,
         })
     }
@@ -1233,7 +1240,10 @@ impl Backend for DockerBackend {
     }
 
     fn storage_socket(&self, id: &str) -> Result<PathBuf, BackendError> {
-        Ok(self.agent_dir(id).join(runconf::STORAGE_SOCKET))
+        Ok(self
+            .notebook_dir(id)
+            .join("run/gw")
+            .join(runconf::STORAGE_SOCKET))
     }
 
     fn mount_place(&self, id: &str, path: &str) -> Result<super::MountPlace, BackendError> {
@@ -1347,6 +1357,7 @@ mod tests {
             vcpus: 2,
             memory_gib: 8,
             accelerators: None,
+            max_pids: None,
             description: String::new(),
         };
         let mut h = HostConfig::default();

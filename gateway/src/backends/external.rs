@@ -94,7 +94,7 @@ impl Backend for ExternalBackend {
 
     fn upstream(&self, _handle: &Handle) -> Result<Upstream, BackendError> {
         Ok(Upstream {
-            addr: self.addr,
+            endpoint: super::Endpoint::Tcp(self.addr),
             token: self.token.clone(),
         })
     }

@@ -15,13 +15,20 @@
 //! notebooks that kept running. Operations a backend cannot do (exec, commit, stats on the
 //! process backend) answer [`BackendError::Unsupported`] with a clear message.
 
+pub mod cgroups;
 pub mod docker;
 pub mod external;
 pub mod jupyter_env;
 pub mod labextension;
 pub mod process;
 pub mod runconf;
+pub mod sandbox;
 pub mod workdisk;
+
+/// The seed's image contract, which process notebooks follow too: `ma-user`, uid 1000,
+/// gid 100, home `/home/ma-user`.
+pub const NOTEBOOK_UID: u32 = 1000;
+pub const NOTEBOOK_GID: u32 = 100;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -57,10 +64,32 @@ pub struct NotebookSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handle(pub serde_json::Value);
 
+/// Where a notebook's server listens, as seen from the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A TCP address (a container's published loopback port, an external server).
+    Tcp(SocketAddr),
+    /// The unix socket `name` in `dir`, a directory the notebook can write: reached only
+    /// through `confined` (no link followed).
+    Unix {
+        dir: std::path::PathBuf,
+        name: String,
+    },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "{a}"),
+            Endpoint::Unix { dir, name } => write!(f, "unix:{}", dir.join(name).display()),
+        }
+    }
+}
+
 /// Where the proxy sends a notebook's traffic, and the secret the notebook expects.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Upstream {
-    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
     /// Added upstream as `Authorization: token …`; never sent to clients.
     pub token: String,
 }
@@ -68,7 +97,7 @@ pub struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("addr", &self.addr)
+            .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -254,6 +283,17 @@ impl SaveImageError {
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
+
+    /// Why notebooks cannot run here at all (no working sandbox, say), said to whoever
+    /// creates or starts one; `None` when they can.
+    fn refusal(&self) -> Option<String> {
+        None
+    }
+
+    /// What every user of a notebook should know about how it runs (unconfined, say).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Called once at gateway start, in the background: fetch what the first notebook will
     /// need (an image, a virtualenv) so it starts quickly.

@@ -1,26 +1,29 @@
 //! The `process` backend, the embedded default: each notebook is a real JupyterLab server in
-//! a child process tree on this machine, supervised by `atelier-notebook-runtime`.
+//! a child process tree on this machine, supervised by `atelier-notebook-runtime`, inside a
+//! sandbox (`backends::sandbox`: bubblewrap, its own network namespace, cgroup limits).
 //!
 //! ```text
-//! gateway ──spawn (own session)──► atelier-notebook-runtime --spec run/spec.json
-//!            no sandbox:            ├─► jupyter lab   (config in run/config/)
-//!                                   └─  SSH agent on run/agent/ssh.sock
-//!            with bubblewrap:       └─► bwrap … atelier-notebook-runtime --spec run/agent/spec.json
-//!                                         ├─► jupyter lab
-//!                                         └─  SSH agent (sessions run inside the sandbox)
-//! <data>/notebooks/{id}/work       the notebook's files: survive stop, removed by delete
-//! <data>/notebooks/{id}/run        spec, Jupyter config (with its token), status, the SSH
-//!                                  link key (ssh_link_key; the gateway's only)
-//! <data>/notebooks/{id}/run/agent  the inner spec and status, jupyter.log, ssh.sock: the
-//!                                  part of the run dir the sandbox can write
+//! gateway ──spawn (own session, the notebook's cgroup)──► atelier-notebook-runtime --spec run/spec.json
+//!   sandboxed:   └─► bwrap … atelier-notebook-runtime --spec /run/atelier/spec.json (as ma-user)
+//!                      ├─► jupyter lab on /run/atelier/jupyter.sock
+//!                      └─  SSH agent on /run/atelier/ssh.sock
+//!   unconfined (ATELIER_SANDBOX=none): one runtime, Jupyter on a loopback port, the
+//!                gateway's user and network
+//! <data>/notebooks/{id}/work       the notebook's files (/home/ma-user/work): survive stop,
+//!                                  removed by delete; owned by ma-user
+//! <data>/notebooks/{id}/data       /data: object-storage mounts
+//! <data>/notebooks/{id}/run        root's: specs, the SSH link key, sandbox.log, status.json
+//! <data>/notebooks/{id}/run/agent  /run/atelier, ma-user's: the inner status, jupyter.log,
+//!                                  the Jupyter and SSH sockets (read only through `confined`)
+//! <data>/notebooks/{id}/run/config /run/atelier-config (read-only): Jupyter's config, token
+//! <data>/notebooks/{id}/run/gw     /run/atelier-gw (read-only): the gateway's own sockets
 //! ```
 //!
 //! The runtime runs in its own session, so it outlives the gateway (also a `kill -9`); the
 //! handle records its pid and start time, which is how a restarted gateway finds it again
-//! without being fooled by a reused pid. Where bubblewrap works, Jupyter runs confined: the
-//! filesystem read-only except its own work dir and a private /tmp, the gateway's data dir
-//! (other notebooks, the database) hidden.
+//! without being fooled by a reused pid.
 
+use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,12 +36,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::jupyter_env::JupyterEnv;
-use super::runconf::{self, AGENT_SOCKET, ServerConf, write_private};
+use super::runconf::{self, AGENT_SOCKET, Listen, ServerConf, write_private};
+use super::sandbox::{self, Confinement, Sandbox};
 use super::{
-    Backend, BackendError, DataDir, Handle, MountPlace, NotebookSpec, Observed, Progress, SshLink,
-    StopMode, Upstream, Usage,
+    Backend, BackendError, DataDir, Endpoint, Handle, MountPlace, NotebookSpec, Observed, Progress,
+    SshLink, StopMode, Upstream, Usage,
 };
-use crate::config::{SandboxMode, Settings};
+use crate::config::Settings;
 use crate::events::EventKind;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,7 +50,10 @@ struct ProcessHandle {
     runtime_pid: i32,
     /// `/proc/<pid>/stat` field 22: tells our runtime from a process that reused its pid.
     runtime_start_ticks: u64,
-    port: u16,
+    /// Unconfined notebooks (and those launched before the sandbox had its own network):
+    /// Jupyter's loopback port. Sandboxed ones listen on `run/agent/jupyter.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
     token: String,
 }
 
@@ -54,13 +61,11 @@ pub struct ProcessBackend {
     data_dir: PathBuf,
     env: JupyterEnv,
     runtime_bin: PathBuf,
-    sandbox: Option<PathBuf>,
-    /// The sandbox binds each notebook's `<nb>/data` at `/data` (the host has a `/data` to
-    /// bind over: bubblewrap cannot create it under the read-only root).
-    sandbox_data: bool,
+    confinement: Confinement,
     /// SIGTERM to SIGKILL, applied by the runtime to Jupyter and its kernels.
     grace_secs: u64,
-    http: reqwest::Client,
+    /// What the host's root holds, read once (the sandbox shows it read-only).
+    host_root: sandbox::HostRoot,
 }
 
 impl ProcessBackend {
@@ -77,27 +82,6 @@ impl ProcessBackend {
                 runtime_bin.display()
             );
         }
-        let sandbox = match settings.backend.sandbox {
-            SandboxMode::None => None,
-            SandboxMode::Auto => find_bwrap(),
-            SandboxMode::Bwrap => Some(find_bwrap().context(
-                "sandbox = \"bwrap\" but bubblewrap is missing or does not work here (apt-get install bubblewrap)",
-            )?),
-        };
-        match &sandbox {
-            Some(b) => tracing::info!(bwrap = %b.display(), "notebooks run confined by bubblewrap"),
-            None => tracing::warn!("notebooks run without a sandbox (bubblewrap not used)"),
-        }
-        // The seed's /data (object-storage mounts): an empty host dir the sandbox binds over.
-        let sandbox_data = sandbox.is_some() && {
-            let data = Path::new("/data");
-            data.is_dir() || std::fs::create_dir(data).is_ok()
-        };
-        if sandbox.is_some() && !sandbox_data {
-            tracing::warn!(
-                "no /data on this host and it cannot be created: notebooks get no /data for object-storage mounts (create an empty /data as root)"
-            );
-        }
         Ok(ProcessBackend {
             data_dir: settings.data_dir.clone(),
             env: JupyterEnv::new(
@@ -106,14 +90,9 @@ impl ProcessBackend {
                 settings.backend.jupyterlab_requirement.clone(),
             ),
             runtime_bin,
-            sandbox,
-            sandbox_data,
+            confinement: Confinement::detect(settings)?,
             grace_secs: settings.backend.stop_grace_secs,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .context("HTTP client")?,
+            host_root: sandbox::HostRoot::read(),
         })
     }
 
@@ -121,18 +100,41 @@ impl ProcessBackend {
         runconf::notebook_dir(&self.data_dir, id)
     }
 
+    fn sandbox(&self) -> Option<&Sandbox> {
+        match &self.confinement {
+            Confinement::Sandboxed(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn refused(&self) -> Result<(), BackendError> {
+        match &self.confinement {
+            Confinement::Refused(why) => Err(BackendError::Start(why.clone())),
+            _ => Ok(()),
+        }
+    }
+
     fn decode(handle: &Handle) -> Result<ProcessHandle, BackendError> {
         serde_json::from_value(handle.0.clone())
             .map_err(|e| BackendError::Other(anyhow::anyhow!("unreadable process handle: {e}")))
     }
 
-    /// The runtime's status file, written by the runtime itself.
+    /// The runtime's status file, written by the runtime outside the sandbox (root's dir).
     fn runtime_status(&self, id: &str) -> Option<serde_json::Value> {
         runconf::runtime_status(&self.notebook_dir(id).join("run/status.json"))
     }
 
+    /// The end of Jupyter's log (in the notebook's own dir: read through `confined`), or of
+    /// the sandbox's when Jupyter wrote nothing (bubblewrap's own errors go there).
     fn log_tail(&self, id: &str) -> String {
-        runconf::log_tail(&self.notebook_dir(id).join("run/agent/jupyter.log"), 12)
+        let run = self.notebook_dir(id).join("run");
+        let jupyter = crate::confined::Dir::open(&run.join("agent"))
+            .map(|d| d.read_tail(OsStr::new("jupyter.log"), 12, 64 * 1024))
+            .unwrap_or_default();
+        if !jupyter.trim().is_empty() {
+            return jupyter;
+        }
+        runconf::log_tail(&run.join("sandbox.log"), 12)
     }
 
     fn notebook_id_of(&self, handle: &Handle) -> Option<String> {
@@ -142,6 +144,261 @@ impl ProcessBackend {
             .and_then(|v| v.as_str())
             .map(str::to_owned)
     }
+
+    fn endpoint(&self, id: &str, h: &ProcessHandle) -> Endpoint {
+        match h.port {
+            Some(port) => Endpoint::Tcp(([127, 0, 0, 1], port).into()),
+            None => Endpoint::Unix {
+                dir: self.notebook_dir(id).join("run/agent"),
+                name: sandbox::JUPYTER_SOCKET.to_owned(),
+            },
+        }
+    }
+
+    /// Gives the work dir to ma-user (a work dir from before notebooks ran as ma-user is
+    /// handed over whole, without following its links).
+    fn own_work_dir(&self, work: &Path) -> Result<(), BackendError> {
+        let dir = crate::confined::Dir::open(work)
+            .with_context(|| format!("opening the work dir {}", work.display()))?;
+        if dir.owner().context("reading the work dir's owner")? != (sandbox::UID, sandbox::GID) {
+            let n = dir
+                .chown_tree(sandbox::UID, sandbox::GID)
+                .with_context(|| format!("giving {} to ma-user", work.display()))?;
+            tracing::info!(work = %work.display(), entries = n, "work dir handed to ma-user");
+        }
+        Ok(())
+    }
+
+    /// Spawns the runtime in a session of its own (and, sandboxed, in the notebook's
+    /// cgroup); returns its pid.
+    fn spawn_runtime(
+        &self,
+        spec: &NotebookSpec,
+        spec_path: &Path,
+        run: &Path,
+    ) -> Result<i32, BackendError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run.join("runtime.log"))
+            .context("opening runtime.log")?;
+        let log2 = log.try_clone().context("runtime.log")?;
+        let mut cmd = std::process::Command::new(&self.runtime_bin);
+        cmd.arg("--spec")
+            .arg(spec_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        in_own_session(&mut cmd);
+        if let Some(s) = self.sandbox() {
+            let entry = s
+                .cgroups
+                .prepare(&spec.id, &spec.flavor)
+                .with_context(|| format!("making the notebook's cgroups ({:?})", s.cgroups))?;
+            // SAFETY: Entry::enter only writes to descriptors opened before the fork.
+            unsafe {
+                cmd.pre_exec(move || entry.enter());
+            }
+        }
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(false)
+            .spawn()
+            .with_context(|| format!("starting {}", self.runtime_bin.display()))?;
+        let pid = child.id().context("runtime exited at once")? as i32;
+        // Reap it when it exits while we still run; after a gateway restart init does.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        Ok(pid)
+    }
+
+    /// Everything a sandboxed launch writes: the run dir (root's), the agent dir
+    /// (ma-user's), Jupyter's config (read-only to it), the specs. Returns the outer spec.
+    fn write_sandboxed(
+        &self,
+        s: &Sandbox,
+        spec: &NotebookSpec,
+        dir: &Path,
+        token: &str,
+    ) -> Result<serde_json::Value, BackendError> {
+        let run = dir.join("run");
+        let (config_dir, agent_dir, gw_dir) =
+            (run.join("config"), run.join("agent"), run.join("gw"));
+        for d in [&config_dir, &agent_dir, &gw_dir] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::set_permissions(&gw_dir, std::fs::Permissions::from_mode(0o755))
+            .context("gw dir")?;
+        let sock = format!("{}/{}", sandbox::AGENT, sandbox::JUPYTER_SOCKET);
+        runconf::write_config_dir(
+            &config_dir,
+            &ServerConf {
+                listen: Listen::Unix(&sock),
+                base_url: &spec.base_url,
+                root_dir: Path::new(sandbox::WORK),
+                token,
+                allow_root: false,
+            },
+        )?;
+        // Jupyter (ma-user) reads its config and token; the dir is bound read-only.
+        chown_fresh_tree(&config_dir).context("handing Jupyter's config to ma-user")?;
+        let (passwd, group) = sandbox::passwd_files();
+        std::fs::write(run.join("passwd"), passwd).context("writing passwd")?;
+        std::fs::write(run.join("group"), group).context("writing group")?;
+
+        let venv = self.env.venv().to_path_buf();
+        let home = PathBuf::from(sandbox::HOME);
+        let env = json!({
+            "PATH": format!("{}:/usr/local/bin:/usr/bin:/bin", venv.join("bin").display()),
+            "HOME": home,
+            "USER": "ma-user",
+            "LANG": "C.UTF-8",
+            "SHELL": "/bin/bash",
+            "VIRTUAL_ENV": venv,
+            "PYTHONUNBUFFERED": "1",
+            "JUPYTER_CONFIG_DIR": sandbox::CONFIG,
+            "JUPYTER_PATH": sandbox::CONFIG,
+            "JUPYTER_RUNTIME_DIR": home.join(".local/share/jupyter/runtime"),
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "MA_HOME": home,
+            "ATELIER_NOTEBOOK_ID": spec.id,
+            "ATELIER_STORAGE_SOCKET": format!("{}/{}", sandbox::GW, runconf::STORAGE_SOCKET),
+            "PYTHONPATH": format!("{}/{}", sandbox::CONFIG, runconf::PYTHON_DIR),
+        });
+        let authorized_key = runconf::new_link_key(&run, &spec.id)?;
+        let mut inner = json!({
+            "argv": [self.env.jupyter(), "lab"],
+            "env": env,
+            "cwd": sandbox::WORK,
+            "log_file": format!("{}/jupyter.log", sandbox::AGENT),
+            "status_file": format!("{}/status.json", sandbox::AGENT),
+            "grace_seconds": self.grace_secs,
+            "ssh": {
+                "socket": format!("{}/{AGENT_SOCKET}", sandbox::AGENT),
+                "authorized_key": authorized_key,
+            },
+        });
+        if s.root {
+            inner["user"] = json!({"uid": sandbox::UID, "gid": sandbox::GID, "home": home});
+        }
+        // Root's, written before the notebook exists; the runtime inside reads it as root.
+        write_private(
+            &agent_dir.join("spec.json"),
+            &serde_json::to_vec_pretty(&inner).context("spec")?,
+        )?;
+        crate::confined::Dir::open(&agent_dir)
+            .and_then(|d| d.chown_self(sandbox::UID, sandbox::GID))
+            .context("handing the agent dir to ma-user")?;
+
+        let python_home = sandbox::python_home(&venv);
+        let extra_ro: Vec<PathBuf> = sandbox::resolv_conf_dir().into_iter().collect();
+        let hostname = format!("nb-{}", spec.id.chars().take(8).collect::<String>());
+        let mut argv = sandbox::argv(
+            s,
+            &self.host_root,
+            &sandbox::Paths {
+                venv: &venv,
+                python_home: python_home.as_deref(),
+                runtime_bin: &self.runtime_bin,
+                work: &dir.join("work"),
+                data: &dir.join("data"),
+                agent_dir: &agent_dir,
+                config_dir: &config_dir,
+                gw_dir: &gw_dir,
+                passwd: &run.join("passwd"),
+                group: &run.join("group"),
+                extra_ro: &extra_ro,
+                hostname: &hostname,
+            },
+        );
+        argv.extend([
+            self.runtime_bin.to_string_lossy().into_owned(),
+            "--spec".to_owned(),
+            format!("{}/spec.json", sandbox::AGENT),
+        ]);
+        Ok(json!({
+            "argv": argv,
+            "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+            "cwd": run,
+            // bubblewrap's own messages; Jupyter's log is inside.
+            "log_file": run.join("sandbox.log"),
+            "status_file": run.join("status.json"),
+            // The runtime inside needs a grace period for Jupyter and one for what is
+            // left; this one waits for both.
+            "grace_seconds": self.grace_secs * 2 + 2,
+        }))
+    }
+
+    /// An unconfined launch (`ATELIER_SANDBOX=none`): the gateway's user, a loopback port,
+    /// host paths. Returns the spec and the port.
+    fn write_unconfined(
+        &self,
+        spec: &NotebookSpec,
+        dir: &Path,
+        token: &str,
+    ) -> Result<(serde_json::Value, u16), BackendError> {
+        let (work, run) = (dir.join("work"), dir.join("run"));
+        let (config_dir, agent_dir, gw_dir) =
+            (run.join("config"), run.join("agent"), run.join("gw"));
+        for d in [&config_dir, &agent_dir, &gw_dir, &dir.join("home")] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let port = free_port().context("finding a free loopback port")?;
+        runconf::write_config_dir(
+            &config_dir,
+            &ServerConf {
+                listen: Listen::Tcp {
+                    ip: "127.0.0.1",
+                    port,
+                },
+                base_url: &spec.base_url,
+                root_dir: &work,
+                token,
+                // SAFETY: no preconditions.
+                allow_root: unsafe { libc::geteuid() } == 0,
+            },
+        )?;
+        let venv = self.env.venv().to_path_buf();
+        let home = dir.join("home");
+        let env = json!({
+            "PATH": format!("{}:/usr/local/bin:/usr/bin:/bin", venv.join("bin").display()),
+            "HOME": home,
+            "LANG": "C.UTF-8",
+            "SHELL": "/bin/bash",
+            "VIRTUAL_ENV": venv,
+            "PYTHONUNBUFFERED": "1",
+            "JUPYTER_CONFIG_DIR": config_dir,
+            "JUPYTER_PATH": config_dir,
+            "JUPYTER_RUNTIME_DIR": run.join("jupyter-runtime"),
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "ATELIER_NOTEBOOK_ID": spec.id,
+            "ATELIER_STORAGE_SOCKET": gw_dir.join(runconf::STORAGE_SOCKET),
+            "PYTHONPATH": config_dir.join(runconf::PYTHON_DIR),
+        });
+        let authorized_key = runconf::new_link_key(&run, &spec.id)?;
+        Ok((
+            json!({
+                "argv": [self.env.jupyter(), "lab"],
+                "env": env,
+                "cwd": work,
+                "log_file": agent_dir.join("jupyter.log"),
+                "status_file": run.join("status.json"),
+                "grace_seconds": self.grace_secs,
+                "ssh": {
+                    "socket": agent_dir.join(AGENT_SOCKET),
+                    "authorized_key": authorized_key,
+                },
+            }),
+            port,
+        ))
+    }
+}
+
+/// Gives a tree the gateway just made (nothing of a notebook's in it) to ma-user.
+fn chown_fresh_tree(path: &Path) -> std::io::Result<()> {
+    crate::confined::Dir::open(path)?
+        .chown_tree(sandbox::UID, sandbox::GID)
+        .map(|_| ())
 }
 
 #[async_trait]
@@ -150,7 +407,24 @@ impl Backend for ProcessBackend {
         "process"
     }
 
+    fn refusal(&self) -> Option<String> {
+        match &self.confinement {
+            Confinement::Refused(why) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        match &self.confinement {
+            Confinement::Unconfined => vec![sandbox::UNCONFINED_WARNING.to_owned()],
+            _ => Vec::new(),
+        }
+    }
+
     async fn warm_up(&self) {
+        if self.refusal().is_some() {
+            return;
+        }
         match self.env.ensure().await {
             Ok(true) => tracing::info!(venv = %self.env.venv().display(), "JupyterLab is ready"),
             Ok(false) => {}
@@ -166,16 +440,22 @@ impl Backend for ProcessBackend {
         spec: &NotebookSpec,
         progress: &dyn Progress,
     ) -> Result<(), BackendError> {
+        self.refused()?;
         let dir = self.notebook_dir(&spec.id);
-        tokio::fs::create_dir_all(dir.join("work"))
-            .await
-            .with_context(|| format!("creating {}", dir.display()))?;
-        tokio::fs::create_dir_all(dir.join("data"))
-            .await
-            .with_context(|| format!("creating {}", dir.display()))?;
-        if self.sandbox_data {
-            // Mounts made under it later then reach the running sandbox.
-            super::workdisk::ensure_shared(&dir.join("data")).await;
+        for d in [dir.join("work"), dir.join("data")] {
+            tokio::fs::create_dir_all(&d)
+                .await
+                .with_context(|| format!("creating {}", d.display()))?;
+        }
+        if self.sandbox().is_some() {
+            self.own_work_dir(&dir.join("work"))?;
+            crate::confined::Dir::open(&dir.join("data"))
+                .and_then(|d| d.chown_self(sandbox::UID, sandbox::GID))
+                .context("handing /data to ma-user")?;
+            if self.sandbox().is_some_and(|s| s.root) {
+                // Mounts made under it later then reach the running sandbox.
+                super::workdisk::ensure_shared(&dir.join("data")).await;
+            }
         }
         // The image of a process notebook is the JupyterLab virtualenv.
         progress.event(EventKind::PullingImage, None).await;
@@ -196,6 +476,7 @@ impl Backend for ProcessBackend {
     }
 
     async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
+        self.refused()?;
         if !self.env.is_ready() {
             return Err(BackendError::Image(format!(
                 "no JupyterLab in {}; it is created when a notebook is created",
@@ -203,137 +484,25 @@ impl Backend for ProcessBackend {
             )));
         }
         let dir = self.notebook_dir(&spec.id);
-        let work = dir.join("work");
         let run = dir.join("run");
-        tokio::fs::create_dir_all(&work)
+        tokio::fs::create_dir_all(dir.join("work"))
             .await
             .context("creating the work dir")?;
+        // The run dir holds nothing of the notebook's that outlives a run (its agent dir
+        // is the notebook's to write: removed without following anything in it).
         let _ = tokio::fs::remove_dir_all(&run).await;
-        let config_dir = run.join("config");
-        tokio::fs::create_dir_all(&config_dir)
+        tokio::fs::create_dir_all(&run)
             .await
             .context("creating the run dir")?;
         tokio::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
             .await
             .context("securing the run dir")?;
-
-        let port = free_port().context("finding a free loopback port")?;
         let token = hex::encode(rand::random::<[u8; 32]>());
-        // Jupyter listens on loopback only. It refuses root unless told; the sandbox (no
-        // capabilities), not the uid, confines it here.
-        runconf::write_config_dir(
-            &config_dir,
-            &ServerConf {
-                ip: "127.0.0.1",
-                port,
-                base_url: &spec.base_url,
-                root_dir: &work,
-                token: &token,
-                allow_root: unsafe { libc::geteuid() } == 0,
-            },
-        )?;
-
-        let venv = self.env.venv().to_path_buf();
-        let jupyter = self.env.jupyter();
-        let (home, runtime_dir) = match self.sandbox {
-            Some(_) => (
-                PathBuf::from("/tmp/home"),
-                PathBuf::from("/tmp/jupyter-runtime"),
-            ),
-            None => (dir.join("home"), run.join("jupyter-runtime")),
-        };
-        if self.sandbox.is_none() {
-            tokio::fs::create_dir_all(&home)
-                .await
-                .context("creating HOME")?;
-        }
-        let agent_dir = run.join("agent");
-        tokio::fs::create_dir_all(&agent_dir)
-            .await
-            .context("creating the agent dir")?;
-        let authorized_key = runconf::new_link_key(&run, &spec.id)?;
-        let jupyter_argv = vec![jupyter.to_string_lossy().into_owned(), "lab".to_owned()];
-        let path_var = format!(
-            "{}:/usr/local/bin:/usr/bin:/bin",
-            venv.join("bin").display()
-        );
-        let env = json!({
-            "PATH": path_var,
-            "HOME": home,
-            "LANG": "C.UTF-8",
-            "SHELL": "/bin/bash",
-            "VIRTUAL_ENV": venv,
-            "PYTHONUNBUFFERED": "1",
-            "JUPYTER_CONFIG_DIR": config_dir,
-            "JUPYTER_PATH": config_dir,
-            "JUPYTER_RUNTIME_DIR": runtime_dir,
-            "JUPYTER_PLATFORM_DIRS": "1",
-            "JUPYTERLAB_SETTINGS_DIR": home.join(".jupyter/lab/user-settings"),
-            "JUPYTERLAB_WORKSPACES_DIR": home.join(".jupyter/lab/workspaces"),
-            "ATELIER_NOTEBOOK_ID": spec.id,
-            "ATELIER_STORAGE_SOCKET": agent_dir.join(runconf::STORAGE_SOCKET),
-            "PYTHONPATH": config_dir.join(runconf::PYTHON_DIR),
-        });
-        let log_file = agent_dir.join("jupyter.log");
-        let ssh = json!({
-            "socket": agent_dir.join(AGENT_SOCKET),
-            "authorized_key": authorized_key,
-        });
-        // Without a sandbox one runtime does everything. With one, the runtime outside
-        // supervises bwrap, and a second runtime inside it runs Jupyter and the SSH agent, so
-        // SSH sessions share Jupyter's confinement (its /tmp, its processes).
-        let runtime_spec = match &self.sandbox {
-            None => json!({
-                "argv": jupyter_argv,
-                "env": env,
-                "cwd": work,
-                "log_file": log_file,
-                "status_file": run.join("status.json"),
-                "grace_seconds": self.grace_secs,
-                "ssh": ssh,
-            }),
-            Some(bwrap) => {
-                let inner = json!({
-                    "argv": jupyter_argv,
-                    "env": env,
-                    "cwd": work,
-                    "log_file": log_file,
-                    "status_file": agent_dir.join("status.json"),
-                    "grace_seconds": self.grace_secs,
-                    "ssh": ssh,
-                });
-                let inner_path = agent_dir.join("spec.json");
-                write_private(
-                    &inner_path,
-                    &serde_json::to_vec_pretty(&inner).context("spec")?,
-                )?;
-                let mut argv = sandbox_argv(
-                    bwrap,
-                    &SandboxPaths {
-                        data_dir: &self.data_dir,
-                        venv: &venv,
-                        config_dir: &config_dir,
-                        work: &work,
-                        data: self.sandbox_data.then(|| dir.join("data")).as_deref(),
-                        agent_dir: &agent_dir,
-                        runtime_bin: &self.runtime_bin,
-                    },
-                );
-                argv.extend([
-                    self.runtime_bin.to_string_lossy().into_owned(),
-                    "--spec".to_owned(),
-                    inner_path.to_string_lossy().into_owned(),
-                ]);
-                json!({
-                    "argv": argv,
-                    "env": env,
-                    "cwd": work,
-                    "log_file": log_file,
-                    "status_file": run.join("status.json"),
-                    // The runtime inside needs a grace period for Jupyter and one for what
-                    // is left; this one waits for both.
-                    "grace_seconds": self.grace_secs * 2 + 2,
-                })
+        let (runtime_spec, port) = match self.sandbox() {
+            Some(s) => (self.write_sandboxed(s, spec, &dir, &token)?, None),
+            None => {
+                let (spec, port) = self.write_unconfined(spec, &dir, &token)?;
+                (spec, Some(port))
             }
         };
         let spec_path = run.join("spec.json");
@@ -341,29 +510,7 @@ impl Backend for ProcessBackend {
             &spec_path,
             &serde_json::to_vec_pretty(&runtime_spec).context("spec")?,
         )?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(run.join("runtime.log"))
-            .context("opening runtime.log")?;
-        let log2 = log.try_clone().context("runtime.log")?;
-
-        let mut cmd = std::process::Command::new(&self.runtime_bin);
-        cmd.arg("--spec")
-            .arg(&spec_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        in_own_session(&mut cmd);
-        let mut child = tokio::process::Command::from(cmd)
-            .kill_on_drop(false)
-            .spawn()
-            .with_context(|| format!("starting {}", self.runtime_bin.display()))?;
-        let pid = child.id().context("runtime exited at once")? as i32;
-        // Reap it when it exits while we still run; after a gateway restart init does.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
+        let pid = self.spawn_runtime(spec, &spec_path, &run)?;
         let runtime_start_ticks =
             proc_start_ticks(pid).context("reading the runtime's start time")?;
         let handle = ProcessHandle {
@@ -384,8 +531,26 @@ impl Backend for ProcessBackend {
         timeout: Duration,
     ) -> Result<(), BackendError> {
         let h = Self::decode(handle)?;
-        let url = format!("http://127.0.0.1:{}{}api/status", h.port, spec.base_url);
         let deadline = Instant::now() + timeout;
+        if let Some(s) = self.sandbox()
+            && h.port.is_none()
+        {
+            let entry = s
+                .cgroups
+                .prepare(&spec.id, &spec.flavor)
+                .context("opening the notebook's cgroups")?;
+            sandbox::attach_network(
+                s,
+                &spec.id,
+                h.runtime_pid,
+                &self.notebook_dir(&spec.id).join("run"),
+                entry,
+                deadline,
+            )
+            .await
+            .map_err(|e| BackendError::Start(format!("giving the notebook its network: {e}")))?;
+        }
+        let endpoint = self.endpoint(&spec.id, &h);
         loop {
             if !alive(h.runtime_pid, h.runtime_start_ticks) {
                 return Err(BackendError::Start(format!(
@@ -393,13 +558,10 @@ impl Backend for ProcessBackend {
                     self.log_tail(&spec.id)
                 )));
             }
-            let answer = self
-                .http
-                .get(&url)
-                .header("Authorization", format!("token {}", h.token))
-                .send()
-                .await;
-            if answer.is_ok_and(|r| r.status().is_success()) {
+            if runconf::jupyter_answers(&endpoint, &spec.id, &h.token)
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -422,7 +584,7 @@ impl Backend for ProcessBackend {
         if !alive(h.runtime_pid, h.runtime_start_ticks) {
             return Observed::Exited(runconf::how_it_ended(self.runtime_status(&id)));
         }
-        match runconf::jupyter_answers(&self.http, h.port, &id, &h.token).await {
+        match runconf::jupyter_answers(&self.endpoint(&id, &h), &id, &h.token).await {
             Ok(()) => Observed::Running,
             Err(e) => Observed::Unhealthy(e),
         }
@@ -431,40 +593,49 @@ impl Backend for ProcessBackend {
     async fn stop(&self, handle: &Handle, mode: StopMode) -> Result<(), BackendError> {
         let h = Self::decode(handle)?;
         let id = self.notebook_id_of(handle).unwrap_or_default();
-        if !alive(h.runtime_pid, h.runtime_start_ticks) {
-            return Ok(());
-        }
-        // SAFETY: plain syscall; the pid was verified above by its start time.
-        unsafe { libc::kill(h.runtime_pid, libc::SIGTERM) };
-        // The runtime escalates to SIGKILL itself: grace for Jupyter, grace for leftover
-        // kernels, then a few seconds to reap. Allow for all of that before stepping in.
-        let deadline = Instant::now() + mode.grace * 2 + Duration::from_secs(10);
-        while alive(h.runtime_pid, h.runtime_start_ticks) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         if alive(h.runtime_pid, h.runtime_start_ticks) {
-            tracing::warn!(notebook = %id, "runtime ignored SIGTERM; killing it and its process group");
-            let child_pgid = self
-                .runtime_status(&id)
-                .and_then(|s| s.get("child_pid").and_then(|v| v.as_i64()))
-                .map(|p| p as i32);
-            // SAFETY: plain syscalls on verified pids.
-            unsafe {
-                libc::kill(h.runtime_pid, libc::SIGKILL);
-                if let Some(pg) = child_pgid.filter(|p| *p > 1) {
-                    libc::kill(-pg, libc::SIGKILL);
-                }
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
+            // SAFETY: plain syscall; the pid was verified above by its start time.
+            unsafe { libc::kill(h.runtime_pid, libc::SIGTERM) };
+            // The runtime escalates to SIGKILL itself: grace for Jupyter, grace for leftover
+            // kernels, then a few seconds to reap. Allow for all of that before stepping in.
+            let deadline = Instant::now() + mode.grace * 2 + Duration::from_secs(10);
             while alive(h.runtime_pid, h.runtime_start_ticks) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            if alive(h.runtime_pid, h.runtime_start_ticks) {
+                tracing::warn!(notebook = %id, "runtime ignored SIGTERM; killing it and its process group");
+                let child_pgid = self
+                    .runtime_status(&id)
+                    .and_then(|s| s.get("child_pid").and_then(|v| v.as_i64()))
+                    .map(|p| p as i32);
+                // SAFETY: plain syscalls on verified pids.
+                unsafe {
+                    libc::kill(h.runtime_pid, libc::SIGKILL);
+                    if let Some(pg) = child_pgid.filter(|p| *p > 1) {
+                        libc::kill(-pg, libc::SIGKILL);
+                    }
+                }
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while alive(h.runtime_pid, h.runtime_start_ticks) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        // Whatever escaped the runtime's tree (a daemonised process, pasta) is still in the
+        // notebook's cgroup: it ends here.
+        if let Some(s) = self.sandbox()
+            && !id.is_empty()
+        {
+            s.cgroups.remove(&id).await;
         }
         Ok(())
     }
 
     async fn delete(&self, id: &str) -> Result<(), BackendError> {
         let nb = self.notebook_dir(id);
+        if let Some(s) = self.sandbox() {
+            s.cgroups.remove(id).await;
+        }
         let _ = super::workdisk::unmount_all(&nb.join("data")).await;
         runconf::remove_notebook_dir(&nb).await
     }
@@ -472,39 +643,45 @@ impl Backend for ProcessBackend {
     fn storage_socket(&self, id: &str) -> Result<PathBuf, BackendError> {
         Ok(self
             .notebook_dir(id)
-            .join("run/agent")
+            .join("run/gw")
             .join(runconf::STORAGE_SOCKET))
     }
 
     fn mount_place(&self, id: &str, path: &str) -> Result<MountPlace, BackendError> {
-        // The notebook sees its work dir at the host path (also inside the sandbox).
         let nb = self.notebook_dir(id);
-        let inside = nb.join("work").to_string_lossy().into_owned();
-        super::place_in_work_dir(&nb, path, &inside, None, self.name())
+        match self.sandbox() {
+            Some(_) => super::place_in_work_dir(
+                &nb,
+                path,
+                sandbox::WORK,
+                Some((sandbox::UID, sandbox::GID)),
+                self.name(),
+            ),
+            // Unconfined, the notebook sees its work dir at the host path.
+            None => {
+                let inside = nb.join("work").to_string_lossy().into_owned();
+                super::place_in_work_dir(&nb, path, &inside, None, self.name())
+            }
+        }
     }
 
     fn data_dir(&self, id: &str) -> Result<DataDir, BackendError> {
         let host = self.notebook_dir(id).join("data");
-        if self.sandbox.is_none() {
+        match self.sandbox() {
+            Some(_) => Ok(DataDir {
+                live: super::workdisk::is_mounted(&host),
+                host,
+                inside: PathBuf::from("/data"),
+                owner: Some((sandbox::UID, sandbox::GID)),
+            }),
             // Unconfined: the notebook sees the host's files and mounts as they are.
-            return Ok(DataDir {
+            None => Ok(DataDir {
                 inside: host.clone(),
                 host,
                 owner: None,
                 live: true,
-            });
+            }),
         }
-        if !self.sandbox_data {
-            return Err(BackendError::Unsupported(
-                "notebooks have no /data here: the host has no /data directory for the sandbox to bind over; create an empty one (as root: mkdir /data) and restart the gateway".into(),
-            ));
-        }
-        Ok(DataDir {
-            live: super::workdisk::is_mounted(&host),
-            host,
-            inside: PathBuf::from("/data"),
-            owner: None,
-        })
     }
 
     async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
@@ -525,65 +702,12 @@ impl Backend for ProcessBackend {
 
     fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError> {
         let h = Self::decode(handle)?;
+        let id = self.notebook_id_of(handle).unwrap_or_default();
         Ok(Upstream {
-            addr: ([127, 0, 0, 1], h.port).into(),
+            endpoint: self.endpoint(&id, &h),
             token: h.token,
         })
     }
-}
-
-/// bubblewrap around Jupyter: the filesystem read-only but for the work dir and a private
-/// `/tmp`; the gateway's data dir (database, other notebooks) hidden under an empty tmpfs with
-/// only the virtualenv and this notebook's Jupyter config put back; its own PID namespace and
-/// `/proc`, so no other process (and no other process's root) can be reached; and no
-/// capabilities, so a notebook running as root cannot undo any of it.
-/// What the sandbox puts back into the hidden data dir.
-struct SandboxPaths<'a> {
-    data_dir: &'a Path,
-    venv: &'a Path,
-    config_dir: &'a Path,
-    work: &'a Path,
-    /// `<nb>/data`, bound at `/data` (object-storage mounts).
-    data: Option<&'a Path>,
-    /// The runtime's side of the run dir (its spec, status, log and SSH socket), writable.
-    agent_dir: &'a Path,
-    runtime_bin: &'a Path,
-}
-
-fn sandbox_argv(bwrap: &Path, p: &SandboxPaths) -> Vec<String> {
-    let SandboxPaths {
-        data_dir,
-        venv,
-        config_dir,
-        work,
-        data,
-        agent_dir,
-        runtime_bin,
-    } = *p;
-    let s = |p: &Path| p.to_string_lossy().into_owned();
-    let mut a: Vec<String> = vec![s(bwrap)];
-    let mut push = |args: &[&str]| a.extend(args.iter().map(|x| x.to_string()));
-    push(&[
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--unshare-pid",
-        "--proc",
-        "/proc",
-    ]);
-    push(&["--cap-drop", "ALL", "--tmpfs", "/tmp", "--dir", "/tmp/home"]);
-    push(&["--tmpfs", &s(data_dir)]);
-    push(&["--ro-bind", &s(venv), &s(venv)]);
-    push(&["--ro-bind", &s(config_dir), &s(config_dir)]);
-    push(&["--ro-bind", &s(runtime_bin), &s(runtime_bin)]);
-    push(&["--bind", &s(agent_dir), &s(agent_dir)]);
-    if let Some(data) = data {
-        push(&["--bind", &s(data), "/data"]);
-    }
-    push(&["--bind", &s(work), &s(work), "--chdir", &s(work), "--"]);
-    a
 }
 
 /// `root` and all its descendants: their PIDs and CPU time (`utime + stime + cutime +
@@ -693,73 +817,9 @@ pub(crate) fn alive(pid: i32, start_ticks: u64) -> bool {
     proc_start_ticks(pid) == Some(start_ticks)
 }
 
-fn find_bwrap() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    let bwrap = std::env::split_paths(&path)
-        .map(|d| d.join("bwrap"))
-        .find(|p| p.is_file())?;
-    let works = std::process::Command::new(&bwrap)
-        .args([
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-            "true",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !works {
-        tracing::warn!(bwrap = %bwrap.display(), "bubblewrap is installed but cannot create a sandbox here");
-    }
-    works.then_some(bwrap)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_sandbox_hides_the_data_dir_and_drops_privileges() {
-        let p = |x: &str| PathBuf::from(x);
-        let argv = sandbox_argv(
-            &p("/usr/bin/bwrap"),
-            &SandboxPaths {
-                data_dir: &p("/d"),
-                venv: &p("/d/venv"),
-                config_dir: &p("/d/nb/1/run/config"),
-                work: &p("/d/nb/1/work"),
-                data: Some(&p("/d/nb/1/data")),
-                agent_dir: &p("/d/nb/1/run/agent"),
-                runtime_bin: &p("/opt/atelier/atelier-notebook-runtime"),
-            },
-        );
-        let joined = argv.join(" ");
-        for needed in [
-            "--unshare-pid",
-            "--proc /proc",
-            "--cap-drop ALL",
-            "--tmpfs /d",
-            "--bind /d/nb/1/work /d/nb/1/work",
-            "--bind /d/nb/1/run/agent /d/nb/1/run/agent",
-            "--bind /d/nb/1/data /data",
-            "--ro-bind /opt/atelier/atelier-notebook-runtime /opt/atelier/atelier-notebook-runtime",
-        ] {
-            assert!(joined.contains(needed), "{needed} missing from {joined}");
-        }
-        // Order matters: the data dir is hidden before the pieces are put back.
-        let hide = joined.find("--tmpfs /d").unwrap();
-        assert!(hide < joined.find("--ro-bind /d/venv").unwrap());
-        assert!(hide < joined.find("--bind /d/nb/1/work").unwrap());
-        assert!(hide < joined.find("--bind /d/nb/1/run/agent").unwrap());
-        assert!(hide < joined.find("--bind /d/nb/1/data /data").unwrap());
-        assert_eq!(argv.last().map(String::as_str), Some("--"));
-    }
 
     #[test]
     fn cpu_time_of_a_process_tree_grows_with_work() {

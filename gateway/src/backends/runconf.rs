@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 
-use super::{BackendError, SshLink};
+use super::{BackendError, Endpoint, SshLink};
 
 /// Largest WebSocket message Jupyter accepts (tornado's default is 10 MiB); the gateway's
 /// own relay has no cap, so this is the end-to-end limit. Jupyter's separate rate limit on
@@ -25,10 +25,19 @@ pub const LINK_KEY_FILE: &str = "ssh_link_key";
 /// In the agent dir: the agent's socket.
 pub const AGENT_SOCKET: &str = "ssh.sock";
 
+/// Where a Jupyter server listens, as Jupyter itself sees it.
+pub enum Listen<'a> {
+    Tcp {
+        ip: &'a str,
+        port: u16,
+    },
+    /// A unix socket (mode 0600: only the notebook's user and the gateway, root, connect).
+    Unix(&'a str),
+}
+
 /// Where a Jupyter server listens and serves from, as Jupyter itself sees it.
 pub struct ServerConf<'a> {
-    pub ip: &'a str,
-    pub port: u16,
+    pub listen: Listen<'a>,
     pub base_url: &'a str,
     pub root_dir: &'a Path,
     pub token: &'a str,
@@ -41,11 +50,8 @@ pub struct ServerConf<'a> {
 pub fn write_config_dir(config_dir: &Path, c: &ServerConf) -> Result<(), BackendError> {
     std::fs::create_dir_all(config_dir)
         .with_context(|| format!("creating {}", config_dir.display()))?;
-    let config = json!({
+    let mut config = json!({
         "ServerApp": {
-            "ip": c.ip,
-            "port": c.port,
-            "port_retries": 0,
             "base_url": c.base_url,
             "root_dir": c.root_dir,
             "open_browser": false,
@@ -58,6 +64,19 @@ pub fn write_config_dir(config_dir: &Path, c: &ServerConf) -> Result<(), Backend
         "IdentityProvider": {"token": c.token},
         "LabApp": {"check_for_updates_class": "jupyterlab.NeverCheckForUpdate"},
     });
+    let server = &mut config["ServerApp"];
+    match c.listen {
+        Listen::Tcp { ip, port } => {
+            server["ip"] = json!(ip);
+            server["port"] = json!(port);
+            server["port_retries"] = json!(0);
+        }
+        // Jupyter refuses `port` together with `sock`.
+        Listen::Unix(path) => {
+            server["sock"] = json!(path);
+            server["sock_mode"] = json!("0600");
+        }
+    }
     write_private(
         &config_dir.join("jupyter_server_config.json"),
         &serde_json::to_vec_pretty(&config).context("config")?,
@@ -163,16 +182,29 @@ pub async fn ssh_link(run_dir: &Path) -> Result<SshLink, BackendError> {
     })
 }
 
-/// The last lines of a log file (empty when it cannot be read).
+/// The last lines of a log file (empty when it cannot be read). The file may be in a dir
+/// the notebook writes (its agent dir): read through `confined`, so a link planted in its
+/// place is not followed, and only its last 64 KiB are read.
 pub fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return String::new();
+    };
+    crate::confined::Dir::open(dir)
+        .map(|d| d.read_tail(name, lines, 64 * 1024))
+        .unwrap_or_default()
 }
 
-/// The runtime's status file (written by the runtime itself), if readable.
+/// The largest status file read (the runtime writes a few hundred bytes).
+const MAX_STATUS_BYTES: u64 = 64 * 1024;
+
+/// The runtime's status file (written by the runtime itself, maybe inside the notebook), if
+/// readable: through `confined`, never through a link.
 pub fn runtime_status(path: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(path).ok()?;
+    use std::io::Read;
+    let (dir, name) = (path.parent()?, path.file_name()?);
+    let file = crate::confined::Dir::open(dir).ok()?.open_read(name).ok()?;
+    let mut text = String::new();
+    file.take(MAX_STATUS_BYTES).read_to_string(&mut text).ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -220,26 +252,74 @@ pub async fn remove_notebook_dir(dir: &Path) -> Result<(), BackendError> {
     }
 }
 
-/// Whether the Jupyter server at 127.0.0.1:`port` for notebook `id` answers `api/status`;
-/// the error says how it does not.
-pub async fn jupyter_answers(
-    http: &reqwest::Client,
-    port: u16,
-    id: &str,
-    token: &str,
-) -> Result<(), String> {
-    let url = format!("http://127.0.0.1:{port}/nb/{id}/api/status");
-    match http
-        .get(&url)
-        .header("Authorization", format!("token {token}"))
-        .send()
-        .await
-    {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("JupyterLab answered {}", r.status())),
+/// Whether the Jupyter server of notebook `id` at `endpoint` answers `api/status`; the
+/// error says how it does not.
+pub async fn jupyter_answers(endpoint: &Endpoint, id: &str, token: &str) -> Result<(), String> {
+    match jupyter_get(endpoint, &format!("/nb/{id}/api/status"), token, 64 * 1024).await {
+        Ok((status, _)) if status.is_success() => Ok(()),
+        Ok((status, _)) => Err(format!("JupyterLab answered {status}")),
         Err(e) => Err(format!("JupyterLab does not answer: {e}")),
     }
 }
+
+/// How long the gateway's own questions to a notebook server (is it up, are its kernels
+/// busy) may take.
+const JUPYTER_GET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A GET of `path` on the Jupyter server at `endpoint` with its token, on a connection of
+/// its own: the status and the body (at most `max_body` bytes). A unix socket is reached
+/// through `confined` (the notebook writes the directory it is in).
+pub async fn jupyter_get(
+    endpoint: &Endpoint,
+    path: &str,
+    token: &str,
+    max_body: usize,
+) -> Result<(http::StatusCode, bytes::Bytes), String> {
+    tokio::time::timeout(JUPYTER_GET_TIMEOUT, async {
+        let req = http::Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .header(http::header::AUTHORIZATION, format!("token {token}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let io: Box<dyn AsyncIo> = match endpoint {
+            Endpoint::Tcp(addr) => Box::new(
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| format!("connecting to {addr}: {e}"))?,
+            ),
+            Endpoint::Unix { dir, name } => Box::new(
+                crate::confined::connect_unix(dir, std::ffi::OsStr::new(name))
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                .await
+                .map_err(|e| e.to_string())?;
+        let conn = tokio::spawn(conn);
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string());
+        let out = match resp {
+            Ok(resp) => {
+                let status = resp.status();
+                use http_body_util::BodyExt;
+                http_body_util::Limited::new(resp.into_body(), max_body)
+                    .collect()
+                    .await
+                    .map(|b| (status, b.to_bytes()))
+                    .map_err(|e| format!("reading the answer: {e}"))
+            }
+            Err(e) => Err(e),
+        };
+        conn.abort();
+        out
+    })
+    .await
+    .map_err(|_| format!("no answer within {} s", JUPYTER_GET_TIMEOUT.as_secs()))?
+}
+
+trait AsyncIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> AsyncIo for T {}
 
 /// `<data>/notebooks/{id}`.
 pub fn notebook_dir(data_dir: &Path, id: &str) -> PathBuf {

@@ -121,7 +121,6 @@ pub async fn run_loop(lc: Lifecycle, stop: CancellationToken) {
 pub struct Sampler {
     /// notebook id → when its kernels and CPU were last sampled, and the CPU seconds then.
     last: HashMap<String, (Instant, Option<f64>)>,
-    http: Option<reqwest::Client>,
 }
 
 /// How often a notebook's kernels and CPU are sampled: a fifth of its idle timeout, between
@@ -137,7 +136,7 @@ pub fn idle_timeout(lc: &Lifecycle, row: &NotebookRow) -> i64 {
 }
 
 /// Whether any kernel of the notebook's Jupyter server is busy.
-async fn kernels_busy(http: &reqwest::Client, lc: &Lifecycle, row: &NotebookRow) -> bool {
+async fn kernels_busy(lc: &Lifecycle, row: &NotebookRow) -> bool {
     let Some(handle) = row
         .handle
         .as_deref()
@@ -148,16 +147,18 @@ async fn kernels_busy(http: &reqwest::Client, lc: &Lifecycle, row: &NotebookRow)
     let Ok(up) = lc.backend().upstream(&handle) else {
         return false;
     };
-    let url = format!("http://{}/nb/{}/api/kernels", up.addr, row.id);
-    let reply = http
-        .get(&url)
-        .header("Authorization", format!("token {}", up.token))
-        .send()
-        .await;
-    let Ok(reply) = reply else { return false };
-    let Ok(kernels) = reply.json::<serde_json::Value>().await else {
+    let path = format!("/nb/{}/api/kernels", row.id);
+    let reply =
+        crate::backends::runconf::jupyter_get(&up.endpoint, &path, &up.token, 4 << 20).await;
+    let Ok((status, body)) = reply else {
         return false;
     };
+    let Ok(kernels) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return false;
+    };
+    if !status.is_success() {
+        return false;
+    }
     kernels.as_array().is_some_and(|ks| {
         ks.iter()
             .any(|k| k.get("execution_state").and_then(|s| s.as_str()) == Some("busy"))
@@ -172,8 +173,8 @@ struct Probe {
 }
 
 /// Asks a notebook's Jupyter server and backend what idle detection cannot see go by.
-async fn probe(http: &reqwest::Client, lc: &Lifecycle, row: &NotebookRow) -> Probe {
-    let busy = kernels_busy(http, lc, row).await;
+async fn probe(lc: &Lifecycle, row: &NotebookRow) -> Probe {
+    let busy = kernels_busy(lc, row).await;
     let usage = match row
         .handle
         .as_deref()
@@ -215,16 +216,7 @@ async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) 
     if due.is_empty() {
         return;
     }
-    let http = sampler
-        .http
-        .get_or_insert_with(|| {
-            reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .build()
-                .unwrap_or_default()
-        })
-        .clone();
-    let probes = futures_util::future::join_all(due.iter().map(|row| probe(&http, lc, row))).await;
+    let probes = futures_util::future::join_all(due.iter().map(|row| probe(lc, row))).await;
     // GPU use since the previous reading, per host pid (NVML is quick: no need to leave the
     // loop's task for it).
     let gpu = crate::gpu::meter().map(|m| match m.lock() {

@@ -1,6 +1,7 @@
 //! Object storage for code inside a notebook (`atelier.file`, the counterpart of MoXing's
 //! `mox.file`): the gateway serves a small HTTP API on a unix socket in each running
-//! notebook's agent dir (`ATELIER_STORAGE_SOCKET` inside). A request on it acts with the
+//! notebook's gw dir (`<nb>/run/gw`, the gateway's own, bound read-only into the notebook at
+//! `/run/atelier-gw`; `ATELIER_STORAGE_SOCKET` inside). A request on it acts with the
 //! notebook owner's storage connections, so the notebook never holds their credentials, and
 //! the socket of one notebook reaches no other user's connections.
 //!
@@ -8,7 +9,8 @@
 //! GET    /stat?uri=      {"exists", "is_dir", "size"}
 //! GET    /list?uri=&recursive=1   {"items": [{"name", "size", "is_dir"}]}
 //! GET    /read?uri=      the object's bytes (streamed)
-//! PUT    /write?uri=[&append=1]   the body becomes the object (multipart when large)
+//! PUT    /write?uri=[&append=1]   the body becomes the object, streamed (multipart when
+//!                                 large; at most 50 GB; 4 writes at once per notebook)
 //! DELETE /remove?uri=[&recursive=1]
 //! POST   /copy?src=&dst=[&recursive=1]   store-side copies
 //! POST   /mkdir?uri=     a folder marker (`prefix/`)
@@ -17,7 +19,6 @@
 //! bucket is the URI's, or their only connection, is used.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Router;
@@ -29,7 +30,6 @@ use axum::routing::{delete, get, post, put};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Lifecycle;
@@ -41,7 +41,7 @@ struct Served {
     lc: Lifecycle,
     notebook_id: String,
     owner_id: String,
-    tmp: PathBuf,
+    writes: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +223,15 @@ async fn read(State(s): State<Served>, Query(p): Query<Params>) -> Result<Respon
     Ok(Body::from_stream(stream).into_response())
 }
 
+/// The largest object one write may make: the seed's limit for a file uploaded into a
+/// notebook (50 GB), which also keeps a multipart upload of 16 MiB parts far from S3's
+/// 10,000 parts.
+const MAX_WRITE_BYTES: u64 = 50 * 1000 * 1000 * 1000;
+/// What one write holds in memory at most (a part); nothing is staged on disk.
+const WRITE_PART_BYTES: usize = 16 * 1024 * 1024;
+/// Writes one notebook runs at once (each may hold a part in memory); more wait.
+const WRITES_PER_NOTEBOOK: usize = 4;
+
 async fn write(
     State(s): State<Served>,
     Query(p): Query<Params>,
@@ -233,50 +242,48 @@ async fn write(
         return Err(bad(format!("{u} is a folder; name an object")));
     }
     let c = s.client(&u.bucket, &p.connection).await?;
-    // Staged in a file outside the notebook's view, then uploaded (in parts when large).
-    std::fs::create_dir_all(&s.tmp).map_err(|e| store_error(e.to_string()))?;
-    let tmp = s.tmp.join(uuid::Uuid::new_v4().to_string());
-    let result = async {
-        let mut f = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| store_error(e.to_string()))?;
-        if flag(&p.append) {
-            // Object stores cannot append: the object is read and written again.
-            if let Ok(o) = c.get_object().bucket(&u.bucket).key(&u.key).send().await {
-                let mut r = o.body.into_async_read();
-                tokio::io::copy(&mut r, &mut f)
+    let _turn = s
+        .writes
+        .acquire()
+        .await
+        .map_err(|_| store_error("the notebook's file service is stopping"))?;
+    // Streamed to the store as it arrives (in parts when large): nothing is staged on the
+    // gateway's disks, and one write holds at most one part in memory.
+    let body = body
+        .into_data_stream()
+        .map(|c| c.map_err(|e| format!("reading the request: {e}")));
+    let existing = if flag(&p.append) {
+        // Object stores cannot append: the object is read again in front of the new bytes.
+        match c.get_object().bucket(&u.bucket).key(&u.key).send().await {
+            Ok(o) => Some(futures_util::stream::unfold(o.body, |mut b| async move {
+                b.next()
                     .await
-                    .map_err(|e| store_error(e.to_string()))?;
+                    .map(|c| (c.map_err(|e| format!("reading {e}")), b))
+            })),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => None,
+            Err(e) => {
+                return Err(store_error(transfer::s3_error(
+                    &e,
+                    &format!("reading {u} to append to it"),
+                )));
             }
         }
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| bad(format!("reading the request: {e}")))?;
-            f.write_all(&chunk)
-                .await
-                .map_err(|e| store_error(e.to_string()))?;
-        }
-        f.flush().await.map_err(|e| store_error(e.to_string()))?;
-        drop(f);
-        let size = std::fs::metadata(&tmp)
-            .map_err(|e| store_error(e.to_string()))?
-            .len();
-        transfer::upload(
-            &c,
-            &tmp,
-            &u,
-            size,
-            &transfer::Options::default(),
-            &transfer::Progress::default(),
-        )
-        .await
-        .map_err(store_error)?;
-        Ok::<_, Failure>(size)
+    } else {
+        None
+    };
+    let chunks = futures_util::stream::iter(existing)
+        .flatten()
+        .chain(body)
+        .boxed();
+    match transfer::upload_stream(&c, &u, chunks, WRITE_PART_BYTES, MAX_WRITE_BYTES).await {
+        Ok(size) => Ok(axum::Json(json!({"size": size})).into_response()),
+        Err(transfer::StreamError::TooLarge(max)) => Err(Failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{u}: a write may make an object of at most {max} bytes; nothing was written"),
+        )),
+        Err(transfer::StreamError::Source(e)) => Err(bad(format!("{e}; nothing was written"))),
+        Err(transfer::StreamError::Store(e)) => Err(store_error(e)),
     }
-    .await;
-    let _ = std::fs::remove_file(&tmp);
-    let size = result?;
-    Ok(axum::Json(json!({"size": size})).into_response())
 }
 
 async fn remove(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
@@ -416,7 +423,8 @@ impl Lifecycle {
             }
         };
         use std::os::unix::fs::PermissionsExt;
-        // The notebook's user (1000 in containers) connects; the socket is in its own dir.
+        // The notebook's user (ma-user, 1000) connects. The socket is in the gateway's own
+        // dir (bound read-only into the notebook), so this path is the gateway's alone.
         let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666));
         let stop = CancellationToken::new();
         if let Some(old) = running.insert(notebook_id.to_owned(), stop.clone()) {
@@ -426,8 +434,7 @@ impl Lifecycle {
             lc: self.clone(),
             notebook_id: notebook_id.to_owned(),
             owner_id: owner_id.to_owned(),
-            tmp: crate::backends::runconf::notebook_dir(&self.inner.settings.data_dir, notebook_id)
-                .join("files-tmp"),
+            writes: std::sync::Arc::new(tokio::sync::Semaphore::new(WRITES_PER_NOTEBOOK)),
         };
         let app = Router::new()
             .route("/stat", get(stat))

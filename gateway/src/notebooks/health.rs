@@ -16,12 +16,12 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
         rows::in_statuses(&mut conn, &[RUNNING]).await?
     };
     for row in running {
-        let observed = match row
+        let handle = row
             .handle
             .as_deref()
-            .and_then(|h| serde_json::from_str::<Handle>(h).ok())
-        {
-            Some(h) => lc.backend().poll(&h).await,
+            .and_then(|h| serde_json::from_str::<Handle>(h).ok());
+        let observed = match &handle {
+            Some(h) => lc.backend().poll(h).await,
             None => Observed::Exited("no record of its server".into()),
         };
         let running = observed == Observed::Running;
@@ -76,6 +76,21 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
             lc.serve_files(&row.id, &row.owner_id);
             lc.ensure_mounts(&row.id).await.map(|_| ())
         } else if exited {
+            // What outlived the server (a process that left its tree, the notebook's
+            // network helper) ends with it.
+            if let Some(h) = &handle
+                && let Err(e) = lc
+                    .backend()
+                    .stop(
+                        h,
+                        crate::backends::StopMode {
+                            grace: Duration::ZERO,
+                        },
+                    )
+                    .await
+            {
+                tracing::warn!(notebook = %row.id, error = %e, "cleaning up after a notebook that died");
+            }
             lc.stop_files(&row.id);
             lc.release_mounts(&row.id).await
         } else {

@@ -98,6 +98,9 @@ pub struct NotebookView {
     pub created_at: String,
     pub updated_at: String,
     pub last_activity_at: Option<String>,
+    /// What its user should know about how it runs (unconfined, say); absent when nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,6 +212,7 @@ impl From<NotebookRow> for NotebookView {
             },
             endpoints: Endpoints::default(),
             storage: None,
+            warnings: Vec::new(),
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_activity_at: r.last_activity_at,
@@ -333,11 +337,24 @@ impl Lifecycle {
         &self.inner.settings
     }
 
+    /// Notebooks cannot run here at all (no working sandbox): said before anything is made.
+    fn refuse_if_backend_cannot(&self) -> Result<(), ApiError> {
+        match self.inner.backend.refusal() {
+            Some(why) => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "sandbox_unavailable",
+                why,
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub async fn create(
         &self,
         who: &Principal,
         req: CreateNotebook,
     ) -> Result<NotebookRow, ApiError> {
+        self.refuse_if_backend_cannot()?;
         let s = &self.inner.settings;
         let name = match &req.name {
             Some(n) => validate::name(n)?.to_owned(),
@@ -454,6 +471,7 @@ impl Lifecycle {
         grant: NotebookGrant,
         auto_stop: Option<AutoStop>,
     ) -> Result<NotebookRow, ApiError> {
+        self.refuse_if_backend_cannot()?;
         if let Some(a) = &auto_stop {
             validate::auto_stop_hours(a.duration_hours)?;
             if let Some(t) = a.idle_timeout_seconds {

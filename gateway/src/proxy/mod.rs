@@ -174,9 +174,9 @@ async fn forward(
         .insert(header::AUTHORIZATION, upstream.auth_header.clone());
     let req = http::Request::from_parts(parts, body);
     let sent = if upgrade {
-        upstream::send_upgrade(&upstream.authority, req).await
+        upstream::send_upgrade(&upstream.endpoint, req).await
     } else {
-        upstream::send(home, &upstream.authority, req).await
+        upstream::send(home, &upstream.endpoint, req).await
     };
     let mut resp = match sent {
         Ok(r) => r,

@@ -27,6 +27,8 @@ pub struct Route {
 
 /// An upstream in the form the proxy uses on every request, prepared once per route.
 pub struct Target {
+    pub endpoint: super::upstream::Endpoint,
+    /// The `Host` sent when the client sent none (HTTP/2 without an authority).
     pub authority: http::uri::Authority,
     /// `Authorization: token …` for the notebook's server.
     pub auth_header: http::HeaderValue,
@@ -37,15 +39,17 @@ pub struct Target {
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
-            .field("authority", &self.authority)
+            .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
 }
 
 impl Target {
-    fn new(u: &Upstream) -> Option<Target> {
+    pub fn new(u: &Upstream) -> Option<Target> {
+        let (endpoint, authority) = super::upstream::Endpoint::of(&u.endpoint)?;
         Some(Target {
-            authority: u.addr.to_string().parse().ok()?,
+            endpoint,
+            authority,
             auth_header: http::HeaderValue::from_str(&format!("token {}", u.token)).ok()?,
             token: u.token.clone(),
         })

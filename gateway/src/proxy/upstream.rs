@@ -9,6 +9,11 @@
 //! opened it, or until the notebook server closes it.
 //!
 //! WebSocket upgrades get a fresh connection on a task of their own.
+//!
+//! A notebook server is reached over TCP (container notebooks: a loopback port the engine
+//! publishes) or a unix socket in a directory the notebook writes (process notebooks, which
+//! have no network of the host's): that socket is found through [`crate::confined`], so a
+//! link planted in its place never redirects the gateway.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,12 +40,54 @@ const MAX_IDLE: usize = 4;
 
 type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Where a notebook server listens, as the proxy connects to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(Authority),
+    /// The unix socket `name` in `dir`, a directory the notebook can write.
+    Unix {
+        dir: Arc<std::path::Path>,
+        name: Arc<std::ffi::OsStr>,
+    },
+}
+
+impl Endpoint {
+    /// The backend's endpoint as the proxy uses it, and the `Host` to send when a client
+    /// sent none.
+    pub fn of(e: &crate::backends::Endpoint) -> Option<(Endpoint, Authority)> {
+        Some(match e {
+            crate::backends::Endpoint::Tcp(addr) => {
+                let authority: Authority = addr.to_string().parse().ok()?;
+                (Endpoint::Tcp(authority.clone()), authority)
+            }
+            crate::backends::Endpoint::Unix { dir, name } => (
+                Endpoint::Unix {
+                    dir: Arc::from(dir.as_path()),
+                    name: Arc::from(std::ffi::OsStr::new(name)),
+                },
+                Authority::from_static("localhost"),
+            ),
+        })
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => f.write_str(a.as_str()),
+            Endpoint::Unix { dir, name } => {
+                write!(f, "unix:{}", dir.join(&**name).display())
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("connecting to {0}: {1}")]
-    Connect(Authority, std::io::Error),
+    Connect(String, std::io::Error),
     #[error("connecting to {0}: timed out")]
-    ConnectTimeout(Authority),
+    ConnectTimeout(String),
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -61,7 +108,7 @@ struct Inner {
 }
 
 struct Idle {
-    authority: Authority,
+    endpoint: Endpoint,
     sender: http1::SendRequest<Body>,
 }
 
@@ -114,42 +161,42 @@ impl ConnUpstreams {
         inner.waker.wake();
     }
 
-    fn take(&self, authority: &Authority) -> Option<http1::SendRequest<Body>> {
+    fn take(&self, endpoint: &Endpoint) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.0.idle.lock().ok()?;
         idle.retain(|i| !i.sender.is_closed());
-        let at = idle.iter().position(|i| &i.authority == authority)?;
+        let at = idle.iter().position(|i| &i.endpoint == endpoint)?;
         Some(idle.swap_remove(at).sender)
     }
 
-    fn put(&self, authority: &Authority, sender: http1::SendRequest<Body>) {
+    fn put(&self, endpoint: &Endpoint, sender: http1::SendRequest<Body>) {
         if let Ok(mut idle) = self.0.idle.lock()
             && idle.len() < MAX_IDLE
         {
             idle.push(Idle {
-                authority: authority.clone(),
+                endpoint: endpoint.clone(),
                 sender,
             });
         }
     }
 }
 
-/// Sends `req` (origin-form URI, `Host` set) to `authority`: on a connection of `home` when
+/// Sends `req` (origin-form URI, `Host` set) to `endpoint`: on a connection of `home` when
 /// there is one (reused when idle), else on a fresh connection with a task of its own.
 pub async fn send(
     home: Option<&ConnUpstreams>,
-    authority: &Authority,
+    endpoint: &Endpoint,
     mut req: http::Request<Body>,
 ) -> Result<http::Response<Incoming>, UpstreamError> {
     let Some(home) = home else {
-        let mut sender = connect(authority, None).await?;
+        let mut sender = connect(endpoint, None).await?;
         return Ok(sender.send_request(req).await?);
     };
-    if let Some(mut sender) = home.take(authority)
+    if let Some(mut sender) = home.take(endpoint)
         && sender.ready().await.is_ok()
     {
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                home.put(authority, sender);
+                home.put(endpoint, sender);
                 return Ok(resp);
             }
             // The server closed the idle connection before it took the request: the
@@ -160,43 +207,54 @@ pub async fn send(
             },
         }
     }
-    let mut sender = connect(authority, Some(home)).await?;
+    let mut sender = connect(endpoint, Some(home)).await?;
     let resp = sender.send_request(req).await?;
-    home.put(authority, sender);
+    home.put(endpoint, sender);
     Ok(resp)
 }
 
 /// Sends an upgrade request (WebSocket) on a fresh connection that can be taken over.
 pub async fn send_upgrade(
-    authority: &Authority,
+    endpoint: &Endpoint,
     req: http::Request<Body>,
 ) -> Result<http::Response<Incoming>, UpstreamError> {
-    let mut sender = connect(authority, None).await?;
+    let mut sender = connect(endpoint, None).await?;
     Ok(sender.send_request(req).await?)
 }
 
+/// A connected byte stream to a notebook server.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+async fn open(endpoint: &Endpoint) -> std::io::Result<Box<dyn Io>> {
+    match endpoint {
+        Endpoint::Tcp(authority) => {
+            let tcp = tokio::net::TcpStream::connect(authority.as_str()).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp))
+        }
+        Endpoint::Unix { dir, name } => {
+            Ok(Box::new(crate::confined::connect_unix(dir, name).await?))
+        }
+    }
+}
+
 async fn connect(
-    authority: &Authority,
+    endpoint: &Endpoint,
     home: Option<&ConnUpstreams>,
 ) -> Result<http1::SendRequest<Body>, UpstreamError> {
-    let tcp = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect(authority.as_str()),
-    )
-    .await
-    {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(UpstreamError::Connect(authority.clone(), e)),
-        Err(_) => return Err(UpstreamError::ConnectTimeout(authority.clone())),
+    let io = match tokio::time::timeout(CONNECT_TIMEOUT, open(endpoint)).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(e)) => return Err(UpstreamError::Connect(endpoint.to_string(), e)),
+        Err(_) => return Err(UpstreamError::ConnectTimeout(endpoint.to_string())),
     };
-    let _ = tcp.set_nodelay(true);
     let (sender, conn) = http1::Builder::new()
-        .handshake::<_, Body>(TokioIo::new(tcp))
+        .handshake::<_, Body>(TokioIo::new(io))
         .await?;
-    let authority_log = authority.clone();
+    let endpoint_log = endpoint.to_string();
     let conn = async move {
         if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(upstream = %authority_log, error = %e, "upstream connection ended");
+            tracing::debug!(upstream = %endpoint_log, error = %e, "upstream connection ended");
         }
     };
     let conn: ConnFuture = Box::pin(conn);
@@ -314,35 +372,82 @@ mod tests {
     /// A notebook-server stand-in on loopback: answers every request with the number of
     /// connections it has accepted so far; `keep_alive: false` closes each connection after
     /// one response, as a server that times out idle connections does.
-    async fn upstream(keep_alive: bool) -> (Authority, Arc<AtomicUsize>) {
+    async fn upstream(keep_alive: bool) -> (Endpoint, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::spawn(
-                    server::Builder::new()
-                        .keep_alive(keep_alive)
-                        .serve_connection(
-                            TokioIo::new(tcp),
-                            service_fn(move |_req| async move {
-                                Ok::<_, std::convert::Infallible>(http::Response::new(Body::from(
-                                    n.to_string(),
-                                )))
-                            }),
-                        ),
-                );
+                serve_counted(tcp, &count, keep_alive);
             }
         });
-        (authority, accepted)
+        (Endpoint::Tcp(authority), accepted)
+    }
+
+    fn serve_counted<S>(io: S, count: &AtomicUsize, keep_alive: bool)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::spawn(
+            server::Builder::new()
+                .keep_alive(keep_alive)
+                .serve_connection(
+                    TokioIo::new(io),
+                    service_fn(move |_req| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from(
+                            n.to_string(),
+                        )))
+                    }),
+                ),
+        );
+    }
+
+    /// A notebook server on a unix socket in `dir`.
+    fn unix_upstream(dir: &std::path::Path) -> (Endpoint, Arc<AtomicUsize>) {
+        let listener = tokio::net::UnixListener::bind(dir.join("jupyter.sock")).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((io, _)) = listener.accept().await {
+                serve_counted(io, &count, true);
+            }
+        });
+        let endpoint = Endpoint::Unix {
+            dir: Arc::from(dir),
+            name: Arc::from(std::ffi::OsStr::new("jupyter.sock")),
+        };
+        (endpoint, accepted)
+    }
+
+    #[tokio::test]
+    async fn unix_socket_upstreams_are_reused_and_never_reached_through_a_link() {
+        let base = std::env::temp_dir().join(format!("atelier-up-{}", uuid::Uuid::new_v4()));
+        let (mine, other) = (base.join("mine"), base.join("other"));
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        let (endpoint, accepted) = unix_upstream(&mine);
+        let (mut client, _task) = proxy_conn(endpoint.clone(), Arc::default()).await;
+        for _ in 0..3 {
+            assert_eq!(get(&mut client).await, "1");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // The notebook replaces its socket with a link to another server's socket.
+        let (_, other_accepted) = unix_upstream(&other);
+        std::fs::remove_file(mine.join("jupyter.sock")).unwrap();
+        std::os::unix::fs::symlink(other.join("jupyter.sock"), mine.join("jupyter.sock")).unwrap();
+        let req = http::Request::get("/").body(Body::empty()).unwrap();
+        let err = send(None, &endpoint, req).await.unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(other_accepted.load(Ordering::SeqCst), 0);
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     /// One downstream connection (an in-memory pipe) whose requests go upstream through
     /// [`send`]; returns the client's end of it and the task serving it.
     async fn proxy_conn(
-        authority: Authority,
+        endpoint: Endpoint,
         shutdown: Arc<Shutdown>,
     ) -> (
         http1::SendRequest<Empty<bytes::Bytes>>,
@@ -351,14 +456,14 @@ mod tests {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let (home, driver) = ConnUpstreams::new();
         let service = service_fn(move |req: http::Request<Incoming>| {
-            let (home, authority) = (home.clone(), authority.clone());
+            let (home, endpoint) = (home.clone(), endpoint.clone());
             async move {
                 let (mut parts, _) = req.into_parts();
                 parts
                     .headers
-                    .insert(http::header::HOST, authority.as_str().parse().unwrap());
+                    .insert(http::header::HOST, "localhost".parse().unwrap());
                 let req = http::Request::from_parts(parts, Body::empty());
-                let mut resp = send(Some(&home), &authority, req).await?;
+                let mut resp = send(Some(&home), &endpoint, req).await?;
                 // As the proxy does: the upstream's `Connection: close` is not the client's.
                 resp.headers_mut().remove(http::header::CONNECTION);
                 Ok::<_, UpstreamError>(resp.map(Body::new))
@@ -382,8 +487,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_downstream_connection_reuses_its_upstream_connection() {
-        let (authority, accepted) = upstream(true).await;
-        let (mut client, _task) = proxy_conn(authority, Arc::default()).await;
+        let (endpoint, accepted) = upstream(true).await;
+        let (mut client, _task) = proxy_conn(endpoint, Arc::default()).await;
         for _ in 0..5 {
             assert_eq!(get(&mut client).await, "1");
         }
@@ -392,8 +497,8 @@ mod tests {
 
     #[tokio::test]
     async fn requests_survive_upstream_connections_closing_between_them() {
-        let (authority, accepted) = upstream(false).await;
-        let (mut client, _task) = proxy_conn(authority, Arc::default()).await;
+        let (endpoint, accepted) = upstream(false).await;
+        let (mut client, _task) = proxy_conn(endpoint, Arc::default()).await;
         for i in 1..=5 {
             assert_eq!(get(&mut client).await, i.to_string());
         }
@@ -402,9 +507,9 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_closes_idle_downstream_connections() {
-        let (authority, _) = upstream(true).await;
+        let (endpoint, _) = upstream(true).await;
         let shutdown = Arc::new(Shutdown::default());
-        let (mut client, task) = proxy_conn(authority, shutdown.clone()).await;
+        let (mut client, task) = proxy_conn(endpoint, shutdown.clone()).await;
         assert_eq!(get(&mut client).await, "1");
         shutdown.begin();
         // Bounded only so that a regression fails instead of hanging the suite.
@@ -421,7 +526,9 @@ mod tests {
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         drop(listener);
         let req = http::Request::get("/").body(Body::empty()).unwrap();
-        let err = send(None, &authority, req).await.unwrap_err();
+        let err = send(None, &Endpoint::Tcp(authority.clone()), req)
+            .await
+            .unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(..)), "{err}");
         assert!(err.to_string().contains(authority.as_str()), "{err}");
     }

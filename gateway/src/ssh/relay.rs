@@ -13,7 +13,6 @@
 //! authenticated with the notebook's link key (made per launch, never shown to anyone).
 //! The link is a local socket, so it negotiates the `none` cipher: no second encryption.
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -124,22 +123,16 @@ impl Activity {
     }
 }
 
-/// Connects to a unix socket; paths longer than `sun_path` allows go through the
-/// directory's descriptor (`/proc/self/fd/N/name`).
-async fn connect_unix(path: &Path) -> std::io::Result<tokio::net::UnixStream> {
-    if path.as_os_str().len() < 100 {
-        return tokio::net::UnixStream::connect(path).await;
-    }
+/// Connects to the agent's socket, which sits in a directory the notebook writes: through
+/// `confined`, so a link planted in its place never leads elsewhere.
+async fn connect_agent(path: &Path) -> std::io::Result<tokio::net::UnixStream> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return tokio::net::UnixStream::connect(path).await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} names no socket", path.display()),
+        ));
     };
-    let dir = std::fs::File::open(dir)?;
-    let short = Path::new("/proc/self/fd")
-        .join(dir.as_raw_fd().to_string())
-        .join(name);
-    let stream = tokio::net::UnixStream::connect(&short).await;
-    drop(dir);
-    stream
+    crate::confined::connect_unix(dir, name).await
 }
 
 fn link_config() -> Arc<client::Config> {
@@ -200,7 +193,7 @@ pub async fn open(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     let connect = async {
-        let stream = connect_unix(&link.socket).await.map_err(|e| {
+        let stream = connect_agent(&link.socket).await.map_err(|e| {
             format!(
                 "the notebook's SSH agent does not answer ({e}); if the notebook was started by an older gateway, stop and start it"
             )

@@ -534,6 +534,147 @@ pub async fn upload(
     Ok(Outcome::Copied)
 }
 
+/// Why [`upload_stream`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("more than {0} bytes")]
+    TooLarge(u64),
+    /// The bytes could not be read from their source (the client's request).
+    #[error("{0}")]
+    Source(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+/// Writes what `chunks` yields to `u` as it arrives, holding at most one part
+/// (`part_size`, at least 5 MiB as S3 asks) in memory and nothing on disk: one PutObject
+/// when everything fits in one part (with its SHA-256 recorded), else a multipart upload,
+/// aborted on any failure so nothing half-written stays. More than `max_bytes` is refused.
+/// Returns the size written.
+pub async fn upload_stream<S>(
+    client: &Client,
+    u: &ObjectUri,
+    mut chunks: S,
+    part_size: usize,
+    max_bytes: u64,
+) -> Result<u64, StreamError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, String>> + Unpin,
+{
+    let part_size = part_size.max(5 * 1024 * 1024);
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0u64;
+    let mut sha = Sha256::new();
+    let mut upload: Option<String> = None;
+    let mut parts: Vec<CompletedPart> = Vec::new();
+    let result: Result<(), StreamError> = async {
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(StreamError::Source)?;
+            total += chunk.len() as u64;
+            if total > max_bytes {
+                return Err(StreamError::TooLarge(max_bytes));
+            }
+            sha.update(&chunk);
+            buf.extend_from_slice(&chunk);
+            while buf.len() >= part_size {
+                let id = match &upload {
+                    Some(id) => id.clone(),
+                    None => upload.insert(start_multipart(client, u).await?).clone(),
+                };
+                let part = buf.split_to(part_size).freeze();
+                put_part(client, u, &id, &mut parts, part).await?;
+            }
+        }
+        match &upload {
+            None => {
+                client
+                    .put_object()
+                    .bucket(&u.bucket)
+                    .key(&u.key)
+                    .metadata(SHA256_META, hex_digest(sha.clone().finalize()))
+                    .body(ByteStream::from(std::mem::take(&mut buf).freeze()))
+                    .send()
+                    .await
+                    .map_err(|e| StreamError::Store(s3_error(&e, &format!("writing {u}"))))?;
+            }
+            Some(id) => {
+                if !buf.is_empty() {
+                    let last = std::mem::take(&mut buf).freeze();
+                    put_part(client, u, id, &mut parts, last).await?;
+                }
+                client
+                    .complete_multipart_upload()
+                    .bucket(&u.bucket)
+                    .key(&u.key)
+                    .upload_id(id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(std::mem::take(&mut parts)))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        StreamError::Store(s3_error(&e, &format!("finishing the upload of {u}")))
+                    })?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        if let Some(id) = upload {
+            let _ = client
+                .abort_multipart_upload()
+                .bucket(&u.bucket)
+                .key(&u.key)
+                .upload_id(id)
+                .send()
+                .await;
+        }
+        return Err(e);
+    }
+    Ok(total)
+}
+
+async fn start_multipart(client: &Client, u: &ObjectUri) -> Result<String, StreamError> {
+    let created = client
+        .create_multipart_upload()
+        .bucket(&u.bucket)
+        .key(&u.key)
+        .send()
+        .await
+        .map_err(|e| StreamError::Store(s3_error(&e, &format!("starting the upload of {u}"))))?;
+    Ok(created.upload_id().unwrap_or_default().to_string())
+}
+
+async fn put_part(
+    client: &Client,
+    u: &ObjectUri,
+    upload_id: &str,
+    parts: &mut Vec<CompletedPart>,
+    part: bytes::Bytes,
+) -> Result<(), StreamError> {
+    let number = parts.len() as i32 + 1;
+    let out = client
+        .upload_part()
+        .bucket(&u.bucket)
+        .key(&u.key)
+        .upload_id(upload_id)
+        .part_number(number)
+        .body(ByteStream::from(part))
+        .send()
+        .await
+        .map_err(|e| StreamError::Store(s3_error(&e, &format!("writing part {number} of {u}"))))?;
+    parts.push(
+        CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(out.e_tag().map(str::to_string))
+            .build(),
+    );
+    Ok(())
+}
+
 /// Downloads one object to `path` (through `.NAME.atelier-partial`, checked against the
 /// object's recorded SHA-256), or skips it when `path` already holds the same content.
 pub async fn download(
