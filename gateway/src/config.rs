@@ -7,7 +7,9 @@
 //! `ATELIER_SSH_ADDR` (default `127.0.0.1:2222`, or `off`), `ATELIER_SSH_PORTS`,
 //! `ATELIER_ADMIN_TOKEN` (the admin's API token on first start), `ATELIER_JUPYTER_VENV`,
 //! `ATELIER_SANDBOX`, `ATELIER_LOG` (tracing filter), `ATELIER_LOG_FORMAT` (`text`|`json`),
-//! `ATELIER_BACKEND` (`process`|`docker`), `ATELIER_DOCKER_HOST`, `ATELIER_REGISTRY`.
+//! `ATELIER_BACKEND` (`process`|`docker`), `ATELIER_DOCKER_HOST`, `ATELIER_REGISTRY`,
+//! `ATELIER_PUBLIC_URL` (the console's URL in browsers), `ATELIER_NOTEBOOK_DOMAIN` and
+//! `ATELIER_NOTEBOOK_ORIGIN` (where browsers open notebooks).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -76,6 +78,22 @@ pub struct Settings {
     pub log_format: String,
     /// Lifetime of a browser session.
     pub session_hours: u32,
+    /// The URL browsers reach the console (`/login`, `/v1`) at, `scheme://host[:port]` (env
+    /// ATELIER_PUBLIC_URL); default `http://<http_addr>`. Cookie-authenticated writes must
+    /// come from this origin; `https` makes the cookies `Secure` with the `__Host-` prefix.
+    pub public_url: Option<String>,
+    /// The DNS name under which each notebook gets an origin of its own in browsers,
+    /// `{id}.<notebook_domain>` on the public URL's scheme and port (env
+    /// ATELIER_NOTEBOOK_DOMAIN). `*.localhost` resolves to loopback in browsers; elsewhere a
+    /// wildcard DNS record (`*.nb.example.com`) points at the gateway.
+    pub notebook_domain: String,
+    /// Where browsers open notebooks (env ATELIER_NOTEBOOK_ORIGIN): `subdomain` (their own
+    /// origin, the default) or `path` (`/nb/{id}/` on the console's origin with the session
+    /// cookie, so a notebook page's JavaScript can act as its viewer; warned at start).
+    pub notebook_origin: NotebookOrigin,
+    /// What `public_url` and `notebook_domain` become after validation.
+    #[serde(skip)]
+    pub origins: Origins,
     /// Warning before any automatic stop, in seconds (env ATELIER_STOP_WARNING).
     pub stop_warning_secs: u64,
     /// How many seconds one hour of an auto-stop lease lasts (env ATELIER_LEASE_HOUR): 3600;
@@ -294,6 +312,133 @@ pub enum BackendKind {
     Docker,
 }
 
+/// Where browsers open notebooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotebookOrigin {
+    /// `{id}.<notebook_domain>`: an origin per notebook, logged in with a one-time ticket.
+    Subdomain,
+    /// `/nb/{id}/` on the console's origin, with the console's session cookie.
+    Path,
+}
+
+/// The origins browsers see, validated: the console's, and how notebooks' are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origins {
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// The console's host (lowercase; an IPv6 address in brackets).
+    host: String,
+    /// The public URL's port when it names one that is not the scheme's default.
+    port: Option<u16>,
+    /// Lowercase DNS name, no trailing dot.
+    notebook_domain: String,
+}
+
+impl Default for Origins {
+    fn default() -> Self {
+        Origins {
+            scheme: "http",
+            host: "127.0.0.1".into(),
+            port: Some(8000),
+            notebook_domain: "nb.localhost".into(),
+        }
+    }
+}
+
+impl Origins {
+    /// Validates a public URL (`http[s]://host[:port][/]`, nothing else) and a notebook domain.
+    pub fn new(public_url: &str, notebook_domain: &str) -> anyhow::Result<Origins> {
+        let bad = |why: &str| {
+            anyhow::anyhow!(
+                "public_url (ATELIER_PUBLIC_URL) {public_url:?}: {why}; expected scheme://host[:port] like https://atelier.example.com"
+            )
+        };
+        let uri: http::Uri = public_url.parse().map_err(|_| bad("not a URL"))?;
+        let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("http") => "http",
+            Some("https") => "https",
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("user information is not allowed"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad("the console is served at the root: no path or query"));
+        }
+        let host = authority.host().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let port = authority.port_u16().filter(|p| *p != default_port);
+        let domain = notebook_domain.to_ascii_lowercase();
+        if !is_dns_name(&domain) {
+            bail!(
+                "notebook_domain (ATELIER_NOTEBOOK_DOMAIN) {notebook_domain:?} must be a DNS name like nb.example.com (labels of a-z, 0-9 and '-', no port, no trailing dot)"
+            );
+        }
+        // The console must not look like one of the notebooks' hosts.
+        if host == domain || host.ends_with(&format!(".{domain}")) {
+            bail!(
+                "the console's host {host:?} (ATELIER_PUBLIC_URL) is inside notebook_domain {domain:?} (ATELIER_NOTEBOOK_DOMAIN); notebooks need a domain of their own"
+            );
+        }
+        Ok(Origins {
+            scheme,
+            host,
+            port,
+            notebook_domain: domain,
+        })
+    }
+
+    /// Over https: cookies are `Secure` and named with the `__Host-` prefix.
+    pub fn secure(&self) -> bool {
+        self.scheme == "https"
+    }
+
+    fn port_suffix(&self) -> String {
+        self.port.map(|p| format!(":{p}")).unwrap_or_default()
+    }
+
+    /// The console's origin as browsers send it in `Origin`: `http://127.0.0.1:8000`.
+    pub fn console(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.host, self.port_suffix())
+    }
+
+    /// The origin notebook `id` is served at in browsers: `http://{id}.nb.localhost:8000`.
+    pub fn notebook(&self, id: &str) -> String {
+        format!(
+            "{}://{id}.{}{}",
+            self.scheme,
+            self.notebook_domain,
+            self.port_suffix()
+        )
+    }
+
+    /// The DNS name notebooks' hosts end in (after a dot).
+    pub fn notebook_domain(&self) -> &str {
+        &self.notebook_domain
+    }
+}
+
+/// Lowercase DNS name: dot-separated labels of 1-63 `a-z0-9-`, not starting or ending with
+/// `-`; at most 200 characters, so that `{36-character id}.` fits in a host name.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxMode {
@@ -415,6 +560,10 @@ impl Default for Settings {
             secret_key: None,
             log_format: "text".into(),
             session_hours: 24 * 7,
+            public_url: None,
+            notebook_domain: "nb.localhost".into(),
+            notebook_origin: NotebookOrigin::Subdomain,
+            origins: Origins::default(),
             stop_warning_secs: 300,
             lease_hour_secs: 3600,
             idle_timeout_secs: 0,
@@ -607,6 +756,21 @@ impl Settings {
                 other => bail!("ATELIER_NOTEBOOK_NETWORK={other:?}: expected egress or none"),
             };
         }
+        if let Some(v) = env("ATELIER_PUBLIC_URL") {
+            self.public_url = (!v.trim().is_empty()).then(|| v.trim().to_owned());
+        }
+        if let Some(v) = env("ATELIER_NOTEBOOK_DOMAIN") {
+            self.notebook_domain = v.trim().to_owned();
+        }
+        if let Some(v) = env("ATELIER_NOTEBOOK_ORIGIN") {
+            self.notebook_origin = match v.trim() {
+                "subdomain" => NotebookOrigin::Subdomain,
+                "path" => NotebookOrigin::Path,
+                other => {
+                    bail!("ATELIER_NOTEBOOK_ORIGIN={other:?}: expected subdomain or path")
+                }
+            };
+        }
         if let Some(v) = env("ATELIER_LOG_FORMAT") {
             self.log_format = v;
         }
@@ -725,6 +889,11 @@ impl Settings {
         if self.backend.start_timeout_secs == 0 {
             bail!("backend.start_timeout_secs must be at least 1");
         }
+        let public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_addr));
+        self.origins = Origins::new(&public_url, &self.notebook_domain)?;
         Ok(())
     }
 
@@ -886,6 +1055,82 @@ mod tests {
         for bad in ["30000", "a-b", "0-10", "10-9", "1-70000"] {
             assert!(parse_port_range(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn browser_origins() {
+        let s = Settings::load(&ServeArgs::default(), &env_of(&[])).unwrap();
+        assert_eq!(s.origins.console(), "http://127.0.0.1:8000");
+        assert_eq!(s.origins.notebook("ab-1"), "http://ab-1.nb.localhost:8000");
+        assert!(!s.origins.secure());
+        assert_eq!(s.notebook_origin, NotebookOrigin::Subdomain);
+        // The default follows the HTTP address.
+        let s = Settings::load(
+            &ServeArgs::default(),
+            &env_of(&[("ATELIER_HTTP_ADDR", "[::1]:9000")]),
+        )
+        .unwrap();
+        assert_eq!(s.origins.console(), "http://[::1]:9000");
+        let s = Settings::load(
+            &ServeArgs::default(),
+            &env_of(&[
+                ("ATELIER_PUBLIC_URL", "HTTPS://Atelier.Example.com:443/"),
+                ("ATELIER_NOTEBOOK_DOMAIN", "NB.Example.NET"),
+                ("ATELIER_NOTEBOOK_ORIGIN", "path"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.origins.console(), "https://atelier.example.com");
+        assert_eq!(s.origins.notebook("x"), "https://x.nb.example.net");
+        assert!(s.origins.secure());
+        assert_eq!(s.notebook_origin, NotebookOrigin::Path);
+        let o = Origins::new("http://gw.example:8080", "nb.gw.example").unwrap();
+        assert_eq!(o.notebook("x"), "http://x.nb.gw.example:8080");
+
+        let bad_urls = [
+            "ftp://x.example",
+            "x.example",
+            "http://user@x.example",
+            "http://x.example/atelier",
+            "http://x.example/?a=1",
+            "http://",
+        ];
+        for url in bad_urls {
+            let err = Origins::new(url, "nb.localhost").unwrap_err();
+            assert!(
+                format!("{err:#}").contains("ATELIER_PUBLIC_URL"),
+                "{url}: {err:#}"
+            );
+        }
+        for domain in [
+            "",
+            "nb.localhost:80",
+            "-nb.localhost",
+            "nb..localhost",
+            "nb.localhost.",
+            "n_b.x",
+            "*.nb.x",
+        ] {
+            let err = Origins::new("http://127.0.0.1:8000", domain).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("ATELIER_NOTEBOOK_DOMAIN"),
+                "{domain:?}: {err:#}"
+            );
+        }
+        // A console inside the notebook domain would be taken for a notebook's host.
+        for url in ["http://nb.localhost:8000", "http://x.nb.localhost:8000"] {
+            let err = Origins::new(url, "nb.localhost").unwrap_err();
+            assert!(format!("{err:#}").contains("inside"), "{url}: {err:#}");
+        }
+        let err = Settings::load(
+            &ServeArgs::default(),
+            &env_of(&[("ATELIER_NOTEBOOK_ORIGIN", "iframe")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("ATELIER_NOTEBOOK_ORIGIN"),
+            "{err:#}"
+        );
     }
 
     #[test]

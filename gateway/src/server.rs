@@ -104,7 +104,11 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         secrets.clone(),
     );
     Ok(AppState(Arc::new(Services {
-        auth: Authenticator::new(store.clone()),
+        auth: Authenticator::new(
+            store.clone(),
+            auth::CookieJar::new(settings.origins.secure()),
+            Duration::from_secs(u64::from(settings.session_hours) * 3600),
+        ),
         settings,
         store,
         lifecycle,
@@ -130,6 +134,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         state.store.clone(),
         state.plugins.clone(),
     );
+    browser_warnings(&state.settings);
     let lease_hour = state.settings.lease_hour_secs;
     if lease_hour != 3600 {
         tracing::warn!(
@@ -204,6 +209,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Settings that weaken what browsers are protected by, said at start.
+fn browser_warnings(settings: &Settings) {
+    if settings.notebook_origin == crate::config::NotebookOrigin::Path {
+        tracing::warn!(
+            "ATELIER_NOTEBOOK_ORIGIN=path: notebooks are served on the console's origin with the session cookie, so JavaScript in a notebook page can use the API as whoever views it"
+        );
+        eprintln!(
+            "WARNING: ATELIER_NOTEBOOK_ORIGIN=path: notebooks share the console's origin; JavaScript in a notebook page (an extension, a notebook's output) can call the API as its viewer. Use the default (subdomain) unless every notebook's content is trusted."
+        );
+    }
+    if settings.public_url.is_none() && settings.http_addr.ip().is_unspecified() {
+        tracing::warn!(
+            public_url = %settings.origins.console(),
+            "ATELIER_PUBLIC_URL is not set and the gateway listens on every address: browser logins work only at this URL; set ATELIER_PUBLIC_URL to the URL browsers use"
+        );
+    }
+}
+
 /// How long open HTTP connections get to finish their requests at shutdown.
 const DRAIN_FOR: Duration = Duration::from_secs(10);
 
@@ -211,8 +234,9 @@ const DRAIN_FOR: Duration = Duration::from_secs(10);
 /// connections finish for up to [`DRAIN_FOR`].
 ///
 /// Each connection is one task that also drives the connections to notebook servers its
-/// requests open ([`ConnUpstreams`]). `/nb/…` requests go straight to the proxy; the rest
-/// through `app`, with the peer address as [`ConnectInfo`].
+/// requests open ([`ConnUpstreams`]). Requests to a notebook's own host
+/// (`{id}.<notebook domain>`, [`proxy::host`]) and to the console's `/nb/…` go straight to the
+/// proxy; the rest through `app`, with the peer address as [`ConnectInfo`].
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -221,6 +245,9 @@ pub async fn serve_http(
 ) {
     use axum::body::Body;
     use axum::extract::ConnectInfo;
+    use axum::response::IntoResponse;
+
+    use crate::api::error::ApiError;
     use hyper::body::Incoming;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto;
@@ -257,12 +284,29 @@ pub async fn serve_http(
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 let (state, upstreams, mut app) = (state.clone(), upstreams.clone(), app.clone());
                 async move {
-                    if req.uri().path().starts_with("/nb/") {
-                        let resp = proxy::serve(&state, req.map(Body::new), Some(&upstreams));
-                        Ok::<_, std::convert::Infallible>(resp.await)
-                    } else {
-                        req.extensions_mut().insert(ConnectInfo(peer));
-                        app.call(req).await
+                    use proxy::host::Front;
+                    match proxy::host::front(&state.settings.origins, req.headers(), req.uri()) {
+                        Front::Notebook(id) => {
+                            let req = req.map(Body::new);
+                            let resp =
+                                proxy::serve_notebook_host(&state, &id, req, Some(&upstreams));
+                            Ok::<_, std::convert::Infallible>(resp.await)
+                        }
+                        Front::Console if req.uri().path().starts_with("/nb/") => {
+                            let resp = proxy::serve(&state, req.map(Body::new), Some(&upstreams));
+                            Ok(resp.await)
+                        }
+                        Front::Console => {
+                            req.extensions_mut().insert(ConnectInfo(peer));
+                            app.call(req).await
+                        }
+                        Front::Nobody => {
+                            Ok(ApiError::not_found("no notebook has this host name")
+                                .into_response())
+                        }
+                        Front::Bad(why) => {
+                            Ok(ApiError::invalid(format!("bad Host: {why}")).into_response())
+                        }
                     }
                 }
             });

@@ -1,10 +1,12 @@
 // The first thing a data scientist does, in a real browser (headless Chromium): open a
-// notebook's URL, get sent to the login page, log in with an API token, land in JupyterLab,
-// open a notebook, run a cell and read its output. Prints what it saw; exits non-zero on
-// failure. Driven by tests/tests/browser.rs.
+// notebook's URL (on the notebook's own origin), get sent to the console's login page, log
+// in with an API token, come back to JupyterLab on the notebook's origin (through a one-time
+// ticket), open a notebook, run a cell and read its output. Prints what it saw; exits
+// non-zero on failure. Driven by tests/tests/browser.rs.
 //
-// env: LAB_URL (the notebook's /nb/{id}/lab URL), TOKEN (an API token), JUPYTER_TOKEN (must
-// not appear in the page), SCREENSHOT (where to save the final page), CHROMIUM (binary).
+// env: LAB_URL (http://{id}.nb.localhost:port/nb/{id}/lab), NOTEBOOK_ORIGIN (that URL's
+// origin), TOKEN (an API token), JUPYTER_TOKEN (must not appear in the page), SCREENSHOT
+// (where to save the final page), CHROMIUM (binary).
 const { chromium } = require('playwright-core');
 
 (async () => {
@@ -18,11 +20,17 @@ const { chromium } = require('playwright-core');
     const failures = [];
     page.on('response', (r) => { if (r.status() >= 500) failures.push(`${r.status()} ${r.url()}`); });
     await page.goto(process.env.LAB_URL);
+    // Through the console's ticket endpoint (and a page that reloads it from the console's
+    // own origin) to its login form.
+    await page.waitForSelector('input[name=token]', { timeout: 30000 });
     console.log(`redirected to: ${new URL(page.url()).pathname}`);
     await page.fill('input[name=token]', process.env.TOKEN);
     await page.click('button[type=submit]');
-    await page.waitForURL(/\/lab/, { timeout: 30000 });
-    console.log(`logged in at: ${new URL(page.url()).pathname}`);
+    await page.waitForURL(
+      (u) => u.origin === process.env.NOTEBOOK_ORIGIN && u.pathname.endsWith('/lab'),
+      { timeout: 60000 });
+    const landed = new URL(page.url());
+    console.log(`logged in at: ${landed.origin}${landed.pathname}`);
     await page.waitForSelector('.jp-LauncherCard[data-category="Notebook"]', { timeout: 60000 });
     await page.click('.jp-LauncherCard[data-category="Notebook"]');
     await page.waitForSelector('.jp-Notebook .jp-Cell .cm-content', { timeout: 60000 });

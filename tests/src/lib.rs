@@ -637,6 +637,120 @@ impl Gateway {
             .clone()
     }
 
+    // -- a browser, by hand ------------------------------------------------------------------
+
+    /// `{id}.nb.localhost:<port>`: notebook `id`'s own host (the default notebook domain).
+    pub fn notebook_host(&self, id: &str) -> String {
+        format!("{id}.nb.localhost:{}", self.addr.port())
+    }
+
+    /// `http://{id}.nb.localhost:<port>`, the origin notebook `id` is served at in browsers.
+    pub fn notebook_origin(&self, id: &str) -> String {
+        format!("http://{}", self.notebook_host(id))
+    }
+
+    /// A client without credentials for notebook `id`'s own host; the name resolves to the
+    /// gateway's loopback address (as `*.localhost` does in browsers).
+    pub fn notebook_client(&self, id: &str) -> Api {
+        let host = format!("{id}.nb.localhost");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(REQUEST_TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .resolve(&host, self.addr)
+            .build()
+            .expect("building the HTTP client");
+        Api {
+            base: self.notebook_origin(id),
+            token: None,
+            http,
+        }
+    }
+
+    /// What the login page gives a browser: its form token cookie (`name=value`, when the
+    /// page sets one) and the form's hidden `csrf` field (when there is one).
+    pub async fn login_form(&self) -> (Option<String>, Option<String>) {
+        let page = self.anon().get("/login").await;
+        page.expect_status(200);
+        let cookie = page
+            .set_cookies()
+            .into_iter()
+            .find(|c| c.contains("atelier_csrf="))
+            .map(|c| cookie_pair(&c));
+        let field = page
+            .text
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned);
+        (cookie, field)
+    }
+
+    /// Logs in through the login form as a browser does (the page's form token, the
+    /// console's `Origin`); returns the session cookie as `name=value`.
+    pub async fn browser_login(&self, token: &str) -> String {
+        let (csrf_cookie, csrf) = self.login_form().await;
+        let anon = self.anon();
+        let mut body = format!("token={token}&next=%2F");
+        if let Some(csrf) = &csrf {
+            body.push_str(&format!("&csrf={csrf}"));
+        }
+        let mut req = anon
+            .request(reqwest::Method::POST, "/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", self.base())
+            .body(body);
+        if let Some(c) = &csrf_cookie {
+            req = req.header("cookie", c);
+        }
+        let r = anon.send(req).await;
+        assert!(
+            matches!(r.status, 302 | 303),
+            "logging in: {} {}",
+            r.status,
+            shorten(&r.text)
+        );
+        r.set_cookies()
+            .into_iter()
+            .find(|c| c.contains("atelier_session=") && !c.contains("atelier_session=;"))
+            .map(|c| cookie_pair(&c))
+            .unwrap_or_else(|| panic!("no session cookie after logging in: {:?}", r.headers))
+    }
+
+    /// A notebook's URL on its own host with a fresh ticket, from `GET /v1/notebooks/{id}/open`
+    /// with `cookie` (the console session); panics unless that answers 303.
+    pub async fn ticket_url(&self, cookie: &str, id: &str) -> String {
+        let anon = self.anon();
+        let r = anon
+            .send(
+                anon.request(reqwest::Method::GET, &format!("/v1/notebooks/{id}/open"))
+                    .header("cookie", cookie),
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}: {}", r.what, shorten(&r.text));
+        r.header("location")
+            .unwrap_or_else(|| panic!("no Location: {:?}", r.headers))
+            .to_owned()
+    }
+
+    /// Opens notebook `id` in a browser logged in with `cookie`: a ticket from the console,
+    /// exchanged on the notebook's host; returns that host's cookie as `name=value`.
+    pub async fn open_on_notebook_host(&self, cookie: &str, id: &str) -> String {
+        let url = self.ticket_url(cookie, id).await;
+        let nb = self.notebook_client(id);
+        let path = url
+            .strip_prefix(&self.notebook_origin(id))
+            .unwrap_or_else(|| panic!("{url} is not on {}", self.notebook_origin(id)));
+        let r = nb.get(path).await;
+        r.expect_status(200);
+        r.set_cookies()
+            .into_iter()
+            .find(|c| c.contains("atelier_nb="))
+            .map(|c| cookie_pair(&c))
+            .unwrap_or_else(|| panic!("no notebook-host cookie from {url}: {:?}", r.headers))
+    }
+
     // -- what the process backend leaves on disk -------------------------------------------
 
     /// `<data>/notebooks/{id}`
@@ -1067,6 +1181,15 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Every `Set-Cookie` value.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
     /// Asserts the status; returns the JSON body.
     #[track_caller]
     pub fn expect_status(&self, status: u16) -> &Value {
@@ -1106,6 +1229,16 @@ impl Reply {
         assert!(!message.is_empty(), "{}: empty error message", self.what);
         message.to_owned()
     }
+}
+
+/// `name=value` of a `Set-Cookie` value.
+pub fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// At most 600 characters of `s`, for messages.

@@ -1,6 +1,8 @@
-//! The browser journey in headless Chromium (tests/browser/lab.js): login page, session
-//! cookie, JupyterLab through the proxy, a kernel over a WebSocket, a cell's output, and no
-//! Jupyter token anywhere in the page or its cookies.
+//! The browser journey in headless Chromium (tests/browser/lab.js): the notebook's URL on its
+//! own origin, the console's login page, session cookie, a one-time ticket back to the
+//! notebook's origin, JupyterLab through the proxy there, a kernel over a WebSocket, a cell's
+//! output, the auto-stop countdown and Renew, and no Jupyter token anywhere in the page or its
+//! cookies.
 //!
 //! Needs Chromium, Node.js and `playwright-core`; `scripts/test.sh` installs them and sets
 //! `ATELIER_TEST_BROWSER_MODULES` to the `node_modules` that holds playwright-core.
@@ -49,7 +51,11 @@ async fn a_browser_logs_in_and_runs_a_cell() {
     let out = tokio::process::Command::new("node")
         .arg(&script)
         .env("NODE_PATH", &modules)
-        .env("LAB_URL", format!("{}/nb/{id}/lab", gw.base()))
+        .env(
+            "LAB_URL",
+            format!("{}/nb/{id}/lab", gw.notebook_origin(&id)),
+        )
+        .env("NOTEBOOK_ORIGIN", gw.notebook_origin(&id))
         .env("TOKEN", &alice)
         .env("JUPYTER_TOKEN", gw.jupyter_token(&id))
         .env("SCREENSHOT", &shot)
@@ -65,7 +71,10 @@ async fn a_browser_logs_in_and_runs_a_cell() {
     );
     assert!(stdout.contains("redirected to: /login"), "{stdout}");
     assert!(
-        stdout.contains(&format!("logged in at: /nb/{id}/lab")),
+        stdout.contains(&format!(
+            "logged in at: {}/nb/{id}/lab",
+            gw.notebook_origin(&id)
+        )),
         "{stdout}"
     );
     assert!(stdout.contains("output: 42"), "{stdout}");

@@ -206,12 +206,16 @@ async fn isolation_and_authentication() {
     a.get("/v1/whoami").await.expect_status(200);
 
     // Browser login: a bad token goes back to the form; a good one sets an HttpOnly session
-    // cookie, and that cookie alone opens JupyterLab.
-    let form = |token: &str| format!("token={token}&next=%2Fnb%2F{id}%2Flab");
+    // cookie, which opens JupyterLab on the notebook's own origin (through a one-time ticket),
+    // not on the console's.
+    let (csrf_cookie, csrf) = gw.login_form().await;
+    let (csrf_cookie, csrf) = (csrf_cookie.expect("form cookie"), csrf.expect("form field"));
+    let form = |token: &str| format!("token={token}&next=%2Fnb%2F{id}%2Flab&csrf={csrf}");
     let bad = anon
         .send(
             anon.request(Method::POST, "/login")
                 .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", &csrf_cookie)
                 .body(form("atl_wrong")),
         )
         .await;
@@ -230,6 +234,8 @@ async fn isolation_and_authentication() {
         .send(
             anon.request(Method::POST, "/login")
                 .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", &csrf_cookie)
+                .header("origin", gw.base())
                 .body(form(&alice)),
         )
         .await;
@@ -248,7 +254,9 @@ async fn isolation_and_authentication() {
         .unwrap_or_else(|| panic!("no Set-Cookie: {:?}", good.headers))
         .to_owned();
     assert!(
-        set_cookie.starts_with("atelier_session=") && set_cookie.contains("HttpOnly"),
+        set_cookie.starts_with("atelier_session=")
+            && set_cookie.contains("HttpOnly")
+            && set_cookie.contains("SameSite=Strict"),
         "{set_cookie}"
     );
     let cookie = set_cookie
@@ -256,11 +264,26 @@ async fn isolation_and_authentication() {
         .next()
         .expect("cookie pair")
         .to_owned();
-    let lab = anon
+    // On the console's /nb/ the browser is sent on to the notebook's origin.
+    let on_path = anon
         .send(
             anon.request(Method::GET, &format!("/nb/{id}/lab"))
                 .header("accept", "text/html")
                 .header("cookie", &cookie),
+        )
+        .await;
+    assert_eq!(on_path.status, 303, "{}", shorten(&on_path.text));
+    assert_eq!(
+        on_path.header("location"),
+        Some(format!("/v1/notebooks/{id}/open?path=/nb/{id}/lab").as_str())
+    );
+    let nb_cookie = gw.open_on_notebook_host(&cookie, &id).await;
+    let nb = gw.notebook_client(&id);
+    let lab = nb
+        .send(
+            nb.request(Method::GET, &format!("/nb/{id}/lab"))
+                .header("accept", "text/html")
+                .header("cookie", &nb_cookie),
         )
         .await;
     lab.expect_status(200);

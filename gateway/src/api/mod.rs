@@ -1,7 +1,8 @@
 //! The HTTP API (`/v1`, JSON) and the browser pages, as one axum router. The notebook proxy
 //! (`/nb/…`) is not a route: `server::serve_http` hands those requests to `proxy::serve`.
 //! One file per resource; every handler authenticates through the [`Principal`] extractor
-//! and returns [`error::ApiError`] on failure.
+//! and returns [`error::ApiError`] on failure. A write to `/v1` that rides on the browser's
+//! session cookie passes [`csrf_guard`] first.
 //!
 //! [`Principal`]: crate::auth::Principal
 
@@ -39,7 +40,34 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf_guard,
+        ))
         .with_state(state)
+}
+
+/// Cookie-authenticated writes to `/v1` need `Origin: <console>` and `X-Atelier-CSRF: 1`
+/// ([`crate::auth::csrf`]); bearer-token requests and reads pass untouched.
+async fn csrf_guard(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let cookie_write = req.uri().path().starts_with("/v1/")
+        && !crate::auth::csrf::is_safe(req.method())
+        && state
+            .auth
+            .presented(req.headers())
+            .is_some_and(|p| p.via == crate::auth::Via::Cookie);
+    if cookie_write
+        && let Err(e) =
+            crate::auth::csrf::check_api_write(req.headers(), &state.settings.origins.console())
+    {
+        return e.into_response();
+    }
+    next.run(req).await
 }
 
 /// `?all=true` (everyone's items) is for admins; `what` names the items in the refusal.

@@ -1,4 +1,5 @@
-//! `/v1/notebooks`: create, list, get, update, start, stop, delete, events.
+//! `/v1/notebooks`: create, list, get, update, start, stop, delete, events; and `open`,
+//! which sends a browser to the notebook's own origin with a one-time ticket.
 
 use axum::Router;
 use axum::extract::State;
@@ -25,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notebooks/{id}/start", post(start))
         .route("/v1/notebooks/{id}/stop", post(stop))
         .route("/v1/notebooks/{id}/renew", post(renew))
+        .route("/v1/notebooks/{id}/open", get(open))
         .route("/v1/notebooks/{id}/storage/expand", post(expand_storage))
         .route("/v1/notebooks/{id}/save-image", post(save_image))
         .route("/v1/notebooks/{id}/activity", get(activity))
@@ -307,6 +309,144 @@ async fn expand_storage(
     let g = grant(&state, &p, &id, Access::Manage).await?;
     let row = state.lifecycle.expand_storage(g, req.size_gb).await?;
     Ok(ApiJson(view(&state, &headers, row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenQuery {
+    /// Where to land in the notebook: a path under `/nb/{id}/` (default `/nb/{id}/lab`).
+    path: Option<String>,
+}
+
+/// `GET /v1/notebooks/{id}/open[?path=/nb/{id}/…]`: the owner's browser goes to the notebook.
+/// With `notebook_origin = subdomain` this mints a one-time ticket (bound to the notebook,
+/// the user and the credential presented, good for 60 s) and answers 303 to
+/// `http://{id}.<notebook domain>:port/?ticket=…`, whose host exchanges it for a cookie of its
+/// own; with `path`, 303 to the path on this host. The body has the same URL as JSON.
+///
+/// A browser without a session is sent to `/login` and back here. It may arrive from another
+/// site (the notebook's host sends it here when its own cookie is missing), where the
+/// `SameSite=Strict` session cookie is not sent: then it first gets a page that reloads this
+/// URL from the console itself, which does send it.
+async fn open(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<OpenQuery>,
+) -> axum::response::Response {
+    use axum::response::{IntoResponse, Redirect};
+    let html = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    let fail = |e: ApiError| {
+        if html {
+            let page = super::pages::message_page(
+                e.status.canonical_reason().unwrap_or("Error"),
+                &e.message,
+            );
+            (e.status, page).into_response()
+        } else {
+            e.into_response()
+        }
+    };
+    let principal = match state.auth.authenticate(&headers).await {
+        Ok(Some(p)) => p,
+        outcome if html => {
+            let here = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+            if outcome.is_ok() && site.is_some_and(|s| s != "same-origin" && s != "none") {
+                return super::pages::continue_page(here);
+            }
+            return Redirect::to(&format!("/login?next={}", crate::proxy::urlencode(here)))
+                .into_response();
+        }
+        Ok(None) => {
+            return fail(ApiError::unauthenticated(
+                "authentication required: send Authorization: Bearer <token> or log in at /login",
+            ));
+        }
+        Err(e) => return fail(e),
+    };
+    let base = format!("/nb/{id}");
+    let path = match q.path {
+        None => format!("{base}/lab"),
+        Some(p) => {
+            let ok = crate::auth::csrf::safe_next(&p).is_some()
+                && (p == base || p.starts_with(&format!("{base}/")));
+            if !ok {
+                return fail(ApiError::invalid(format!(
+                    "path: {p:?} is not a path in this notebook; use one starting with {base}/"
+                )));
+            }
+            p
+        }
+    };
+    let g = match grant(&state, &principal, &id, Access::Open).await {
+        Ok(g) => g,
+        Err(e) => return fail(e),
+    };
+    let nb = g.notebook();
+    if nb.status != status::RUNNING {
+        return fail(ApiError::conflict(format!(
+            "notebook {} is {}, not RUNNING; start it first (atelier notebook start {})",
+            nb.name, nb.status, nb.name
+        )));
+    }
+    let url = match state.settings.notebook_origin {
+        crate::config::NotebookOrigin::Path => path,
+        crate::config::NotebookOrigin::Subdomain => {
+            let Some(presented) = state.auth.presented(&headers) else {
+                return fail(ApiError::unauthenticated("no credential"));
+            };
+            let ticket = state.auth.logins().mint_ticket(
+                crate::auth::tickets::Grant {
+                    notebook_id: nb.id.clone(),
+                    user_id: principal.user_id.clone(),
+                    parent: crate::auth::digest(presented.secret),
+                },
+                path,
+            );
+            match ticket {
+                Ok(t) => format!("{}/?ticket={t}", state.settings.origins.notebook(&nb.id)),
+                Err(crate::auth::tickets::MintError::Full) => {
+                    return fail(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "too many notebook logins are pending; try again in a minute",
+                    ));
+                }
+            }
+        }
+    };
+    let mut resp = (
+        StatusCode::SEE_OTHER,
+        [(axum::http::header::LOCATION, url.clone())],
+        axum::Json(serde_json::json!({ "url": url })),
+    )
+        .into_response();
+    crate::proxy::no_store(&mut resp);
+    resp
+}
+
+/// What a notebook's page may ask about its own notebook (`/nb/{id}/.atelier/lease` and
+/// `…/renew`, served on the notebook's host for the auto-stop countdown): its status and
+/// auto-stop lease, renewed first with `renew`. The principal holds a route grant for `id`.
+pub async fn page_lease(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+    renew: bool,
+) -> ApiResult<serde_json::Value> {
+    let g = grant(state, p, id, Access::Manage).await?;
+    let row = if renew {
+        state.lifecycle.renew(g, None).await?
+    } else {
+        g.into_notebook()
+    };
+    let v = view(state, &HeaderMap::new(), row);
+    Ok(serde_json::json!({"id": v.id, "status": v.status, "auto_stop": v.auto_stop}))
 }
 
 /// `POST /v1/notebooks/{id}/renew`, optionally with `{"hours": N}`.

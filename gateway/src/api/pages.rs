@@ -1,5 +1,9 @@
 //! Browser pages: login (an API token in, an HttpOnly session cookie out), logout, a home
-//! page listing the user's notebooks, and the plain pages errors are shown on.
+//! page listing the user's notebooks (each opened on its own origin through
+//! `GET /v1/notebooks/{id}/open`), and the plain pages errors are shown on.
+//!
+//! The session cookie is `SameSite=Strict` (and `Secure`, `__Host-` over https). The login
+//! and logout forms carry a double-submit token ([`csrf`]); `next` is a path on this site.
 
 use axum::Form;
 use axum::Router;
@@ -10,7 +14,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::audit::{self, Action, Target};
-use crate::auth::{self, SESSION_COOKIE};
+use crate::auth::{self, csrf};
 use crate::server::AppState;
 use crate::store::{self, notebooks as rows, users};
 
@@ -53,12 +57,54 @@ pub fn message_page(title: &str, message: &str) -> Html<String> {
     )
 }
 
+/// A page that goes on to `url` (a path or URL the gateway made) by itself, with a link for
+/// browsers that do not follow `refresh`. The navigation it starts comes from this page's
+/// own origin, so `SameSite=Strict` cookies go along (they do not on a request that arrived
+/// from another site).
+pub fn continue_page(url: &str) -> Response {
+    let url = escape(url);
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"0;url={url}\"><title>Opening · Atelier</title></head>\
+         <body><p><a href=\"{url}\">Continue</a></p></body></html>"
+    );
+    let mut resp = Html(body).into_response();
+    crate::proxy::no_store(&mut resp);
+    resp
+}
+
 /// Only same-site paths, so the login form cannot be turned into an open redirect.
 fn safe_next(next: Option<&str>) -> &str {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
-        _ => "/",
+    next.and_then(csrf::safe_next).unwrap_or("/")
+}
+
+/// The form token in the browser's cookie, or a new one with the `Set-Cookie` that gives it.
+fn form_token(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    let jar = state.auth.cookies();
+    if let Some(t) = csrf::form_token(&jar, headers) {
+        return (t.to_owned(), None);
     }
+    let token = csrf::new_form_token();
+    let max_age = i64::from(state.settings.session_hours) * 3600;
+    let cookie = HeaderValue::from_str(&jar.set(jar.csrf(), &token, max_age)).ok();
+    (token, cookie)
+}
+
+fn with_cookie(mut resp: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// A refused form: 403 with a way back.
+fn form_refused(e: crate::api::error::ApiError, back: &str) -> Response {
+    let body = format!(
+        "<p>{}</p><p><a href=\"{}\">Back</a></p>",
+        escape(&e.message),
+        escape(back)
+    );
+    (StatusCode::FORBIDDEN, page("Refused", &body)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -67,7 +113,11 @@ struct NextQuery {
     error: Option<String>,
 }
 
-async fn login_page(Query(q): Query<NextQuery>) -> Html<String> {
+async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
     let next = safe_next(q.next.as_deref());
     let error = match q.error.as_deref() {
         Some(_) => {
@@ -75,26 +125,43 @@ async fn login_page(Query(q): Query<NextQuery>) -> Html<String> {
         }
         None => "",
     };
-    page(
+    let (token, cookie) = form_token(&state, &headers);
+    let html = page(
         "Log in",
         &format!(
             "{error}<form method=\"post\" action=\"/login\">\
              <p><label>API token<br><input name=\"token\" type=\"password\" autocomplete=\"current-password\" autofocus required></label></p>\
-             <input type=\"hidden\" name=\"next\" value=\"{}\"><p><button type=\"submit\">Log in</button></p></form>\
+             <input type=\"hidden\" name=\"next\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <p><button type=\"submit\">Log in</button></p></form>\
              <p class=\"muted\">Get a token from your administrator, or with <code>atelier token create</code>.</p>",
-            escape(next)
+            escape(next),
+            escape(&token)
         ),
-    )
+    );
+    with_cookie(html.into_response(), cookie)
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
     token: String,
     next: Option<String>,
+    csrf: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = safe_next(form.next.as_deref()).to_owned();
+    let jar = state.auth.cookies();
+    let console = state.settings.origins.console();
+    if let Err(e) = csrf::check_form(&jar, &headers, form.csrf.as_deref(), &console) {
+        return form_refused(
+            e,
+            &format!("/login?next={}", crate::proxy::urlencode(&next)),
+        );
+    }
     let retry = || {
         Redirect::to(&format!(
             "/login?error=1&next={}",
@@ -147,10 +214,7 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
     if let Err(e) = result {
         return crate::api::error::ApiError::internal(e).into_response();
     }
-    let cookie = format!(
-        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-        hours * 3600
-    );
+    let cookie = jar.set(jar.session(), &secret, hours * 3600);
     let mut resp = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -158,8 +222,22 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
     resp
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(secret) = auth::session_cookie(&headers) {
+#[derive(Deserialize)]
+struct LogoutForm {
+    csrf: Option<String>,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    let jar = state.auth.cookies();
+    let console = state.settings.origins.console();
+    if let Err(e) = csrf::check_form(&jar, &headers, form.csrf.as_deref(), &console) {
+        return form_refused(e, "/");
+    }
+    if let Some(secret) = state.auth.session_cookie(&headers) {
         let hash = auth::hash_secret(secret);
         if let Ok(mut conn) = state.store.pool.acquire().await {
             let _ = users::delete_session_by_hash(&mut conn, &hash).await;
@@ -167,10 +245,9 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
         state.auth.forget(&hash);
     }
     let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("atelier_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&jar.set(jar.session(), "", 0)) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     resp
 }
 
@@ -193,9 +270,12 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Ok(l) => l,
         Err(e) => return crate::api::error::ApiError::internal(e).into_response(),
     };
+    let (token, cookie) = form_token(&state, &headers);
     let mut body = format!(
-        "<p>Logged in as <b>{}</b>. <form style=\"display:inline\" method=\"post\" action=\"/logout\"><button>Log out</button></form></p>",
-        escape(&principal.name)
+        "<p>Logged in as <b>{}</b>. <form style=\"display:inline\" method=\"post\" action=\"/logout\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Log out</button></form></p>",
+        escape(&principal.name),
+        escape(&token)
     );
     if items.is_empty() {
         body.push_str("<p>No notebooks yet. Create one with <code>atelier notebook create NAME --wait</code>.</p>");
@@ -206,7 +286,7 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
         for n in items {
             let name = if n.status == crate::notebooks::status::RUNNING {
                 format!(
-                    "<a href=\"/nb/{}/lab\">{}</a>",
+                    "<a href=\"/v1/notebooks/{}/open\">{}</a>",
                     escape(&n.id),
                     escape(&n.name)
                 )
@@ -222,7 +302,10 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
         }
         body.push_str("</table>");
     }
-    (StatusCode::OK, page("Your notebooks", &body)).into_response()
+    with_cookie(
+        (StatusCode::OK, page("Your notebooks", &body)).into_response(),
+        cookie,
+    )
 }
 
 #[cfg(test)]
@@ -237,6 +320,7 @@ mod tests {
             Some("https://evil.example/"),
             Some("//evil.example"),
             Some("/\\evil"),
+            Some("/\t/evil.example"),
             Some("x"),
         ] {
             assert_eq!(safe_next(bad), "/");

@@ -78,6 +78,10 @@ impl RouteGrant {
     pub fn user(&self) -> &str {
         &self.principal.name
     }
+    /// Who the grant is for (on a notebook's host: the console session the cookie came from).
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
 }
 
 pub fn authorize_route(

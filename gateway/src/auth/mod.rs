@@ -2,9 +2,17 @@
 //! session cookies resolve to a [`Principal`]. Secrets are random, shown once, and stored as
 //! SHA-256 hashes; resolved credentials are cached briefly and evicted on revocation.
 //!
+//! Browsers hold two kinds of cookie: the console's session (`atelier_session`, on the
+//! console's host, for `/v1` and the pages) and, per notebook, a notebook-host cookie
+//! (`atelier_nb`, on `{id}.<notebook domain>` only) that [`tickets`] makes from a one-time
+//! ticket. A notebook-host cookie resolves to its console session's [`Principal`] and is
+//! never accepted anywhere else. [`csrf`] holds the checks for cookie-authenticated writes.
+//!
 //! Authorization (what the principal may touch) lives in [`authz`].
 
 pub mod authz;
+pub mod csrf;
+pub mod tickets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +29,94 @@ use crate::cache::TtlCache;
 use crate::server::AppState;
 use crate::store::{self, Store, users};
 
-pub const SESSION_COOKIE: &str = "atelier_session";
+/// The gateway's cookies. Over https their names carry the `__Host-` prefix: browsers accept
+/// such a cookie only from the host itself, `Secure`, with `Path=/` and no `Domain`, so a page
+/// on a notebook's subdomain cannot plant one for the console (cookie tossing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieJar {
+    secure: bool,
+}
+
+/// Every cookie of the gateway's starts with this (after the `__Host-` prefix); none is
+/// forwarded to notebooks.
+pub const COOKIE_PREFIX: &str = "atelier_";
+
+impl CookieJar {
+    pub fn new(secure: bool) -> Self {
+        CookieJar { secure }
+    }
+
+    /// The console's session.
+    pub fn session(&self) -> &'static str {
+        if self.secure {
+            "__Host-atelier_session"
+        } else {
+            "atelier_session"
+        }
+    }
+
+    /// The login and logout forms' double-submit token.
+    pub fn csrf(&self) -> &'static str {
+        if self.secure {
+            "__Host-atelier_csrf"
+        } else {
+            "atelier_csrf"
+        }
+    }
+
+    /// A notebook host's own session.
+    pub fn notebook(&self) -> &'static str {
+        if self.secure {
+            "__Host-atelier_nb"
+        } else {
+            "atelier_nb"
+        }
+    }
+
+    /// `Set-Cookie` value: host-only, `Path=/`, `HttpOnly`, `SameSite=Strict`, `Secure` over
+    /// https; `max_age` in seconds (0 deletes it).
+    pub fn set(&self, name: &str, value: &str, max_age: i64) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    }
+}
+
+/// Whether `name` (a cookie's name) is one of the gateway's.
+pub fn is_gateway_cookie(name: &str) -> bool {
+    name.strip_prefix("__Host-")
+        .unwrap_or(name)
+        .starts_with(COOKIE_PREFIX)
+}
+
+/// The values of every cookie called `name` the request carries (a browser may send several
+/// of one name, set for different paths or domains).
+pub fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(move |(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// How a credential came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The console's session cookie: a browser sends it by itself, so writes need the CSRF
+    /// checks of [`csrf`].
+    Cookie,
+}
+
+/// A credential as presented, not yet checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub secret: &'a str,
+    pub via: Via,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -81,7 +176,7 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(digest(secret))
 }
 
-fn digest(secret: &str) -> [u8; 32] {
+pub fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
@@ -92,14 +187,30 @@ pub struct Authenticator {
     /// SHA-256 of the secret → principal. The short TTL bounds how stale an expiry can be;
     /// revocation evicts at once.
     cache: Arc<TtlCache<[u8; 32], Arc<Principal>>>,
+    jar: CookieJar,
+    /// Notebook hosts' tickets and sessions (in memory: a restart sends browsers back through
+    /// the console for a new ticket).
+    logins: Arc<tickets::NotebookLogins>,
 }
 
 impl Authenticator {
-    pub fn new(store: Store) -> Self {
+    /// `session_lifetime` bounds a notebook host's session (its console session's own expiry
+    /// and revocation apply too).
+    pub fn new(store: Store, jar: CookieJar, session_lifetime: Duration) -> Self {
         Authenticator {
             store,
             cache: Arc::new(TtlCache::new(100_000, Duration::from_secs(60))),
+            jar,
+            logins: Arc::new(tickets::NotebookLogins::new(session_lifetime)),
         }
+    }
+
+    pub fn cookies(&self) -> CookieJar {
+        self.jar
+    }
+
+    pub fn logins(&self) -> &tickets::NotebookLogins {
+        &self.logins
     }
 
     pub async fn resolve(&self, secret: &str) -> Result<Option<Principal>, ApiError> {
@@ -108,7 +219,11 @@ impl Authenticator {
 
     /// As [`Self::resolve`], without copying the cached principal (the proxy's hot path).
     pub async fn resolve_shared(&self, secret: &str) -> Result<Option<Arc<Principal>>, ApiError> {
-        let key = digest(secret);
+        self.resolve_digest(digest(secret)).await
+    }
+
+    /// As [`Self::resolve_shared`], from the secret's SHA-256.
+    pub async fn resolve_digest(&self, key: [u8; 32]) -> Result<Option<Arc<Principal>>, ApiError> {
         if let Some(p) = self.cache.get(&key) {
             return Ok(Some(p));
         }
@@ -153,19 +268,54 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
     ) -> Result<Option<Arc<Principal>>, ApiError> {
-        let Some(secret) = presented_secret(headers) else {
+        let Some(presented) = self.presented(headers) else {
             return Ok(None);
         };
-        match self.resolve_shared(secret).await? {
+        match self.resolve_shared(presented.secret).await? {
             Some(p) => Ok(Some(p)),
             None => Err(ApiError::unauthenticated(
                 "the token or session is not valid (revoked, expired or mistyped)",
             )),
         }
     }
+
+    /// The bearer token, else the console's session cookie.
+    pub fn presented<'a>(&self, headers: &'a HeaderMap) -> Option<Presented<'a>> {
+        presented_secret(headers, self.jar.session())
+    }
+
+    /// The console's session cookie, if the request carries one.
+    pub fn session_cookie<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        cookie_values(headers, self.jar.session()).next()
+    }
+
+    /// Who a notebook host's request comes from: a notebook-host cookie made for notebook
+    /// `id`, resolved to the console session (or token) it was made from, which must still be
+    /// valid and the same user's. `None`: no such cookie (the browser goes to the console for
+    /// a ticket). Other notebooks' cookies, tossed in by a page on a sibling host, are skipped.
+    pub async fn authenticate_notebook_host(
+        &self,
+        headers: &HeaderMap,
+        id: &str,
+    ) -> Result<Option<Arc<Principal>>, ApiError> {
+        for value in cookie_values(headers, self.jar.notebook()) {
+            let Some(session) = self.logins.session(value, id) else {
+                continue;
+            };
+            match self.resolve_digest(session.parent).await? {
+                Some(p) if p.user_id == session.user_id => return Ok(Some(p)),
+                _ => self.logins.end_session(value),
+            }
+        }
+        Ok(None)
+    }
 }
 
-pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
+/// The bearer token, else the cookie called `session_cookie`.
+pub fn presented_secret<'a>(
+    headers: &'a HeaderMap,
+    session_cookie: &'a str,
+) -> Option<Presented<'a>> {
     if let Some(v) = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -175,21 +325,18 @@ pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
         {
-            return Some(t.trim());
+            return Some(Presented {
+                secret: t.trim(),
+                via: Via::Bearer,
+            });
         }
     }
-    session_cookie(headers)
-}
-
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
-        .map(|(_, v)| v)
+    cookie_values(headers, session_cookie)
+        .next()
+        .map(|secret| Presented {
+            secret,
+            via: Via::Cookie,
+        })
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -224,14 +371,47 @@ mod tests {
 
     #[test]
     fn credentials_from_headers() {
+        fn secret(h: &HeaderMap) -> Option<(&str, Via)> {
+            presented_secret(h, CookieJar::new(false).session()).map(|p| (p.secret, p.via))
+        }
         let mut h = HeaderMap::new();
-        assert_eq!(presented_secret(&h), None);
+        assert_eq!(secret(&h), None);
         h.insert(
             http::header::COOKIE,
             "a=1; atelier_session=ats_x; b=2".parse().unwrap(),
         );
-        assert_eq!(presented_secret(&h), Some("ats_x"));
+        assert_eq!(secret(&h), Some(("ats_x", Via::Cookie)));
+        // Over https only the prefixed name counts: a plain one may have been tossed in by a
+        // sibling host.
+        assert_eq!(
+            presented_secret(&h, CookieJar::new(true).session()).map(|p| p.secret),
+            None
+        );
         h.insert(http::header::AUTHORIZATION, "Bearer atl_y".parse().unwrap());
-        assert_eq!(presented_secret(&h), Some("atl_y"));
+        assert_eq!(secret(&h), Some(("atl_y", Via::Bearer)));
+    }
+
+    #[test]
+    fn cookies_by_name() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, "atelier_nb=a; x=1".parse().unwrap());
+        h.append(http::header::COOKIE, "atelier_nb=b".parse().unwrap());
+        assert_eq!(
+            cookie_values(&h, "atelier_nb").collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(is_gateway_cookie("atelier_session"));
+        assert!(is_gateway_cookie("__Host-atelier_nb"));
+        assert!(!is_gateway_cookie("_xsrf"));
+        let secure = CookieJar::new(true);
+        assert_eq!(
+            secure.set(secure.session(), "v", 60),
+            "__Host-atelier_session=v; Path=/; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        let plain = CookieJar::new(false);
+        assert_eq!(
+            plain.set(plain.notebook(), "v", 0),
+            "atelier_nb=v; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+        );
     }
 }

@@ -12,15 +12,15 @@ pub const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../../../notebook-runtime/jupyterlab-extension/labextension/package.json"),
     ),
     (
-        "static/509.76c62aeffcec8386d2a5.js",
+        "static/509.1886784c24f37e43bd47.js",
         include_bytes!(
-            "../../../notebook-runtime/jupyterlab-extension/labextension/static/509.76c62aeffcec8386d2a5.js"
+            "../../../notebook-runtime/jupyterlab-extension/labextension/static/509.1886784c24f37e43bd47.js"
         ),
     ),
     (
-        "static/remoteEntry.c2ad724bc62d8c4ca4a7.js",
+        "static/remoteEntry.46dd826a21d8adca3ae2.js",
         include_bytes!(
-            "../../../notebook-runtime/jupyterlab-extension/labextension/static/remoteEntry.c2ad724bc62d8c4ca4a7.js"
+            "../../../notebook-runtime/jupyterlab-extension/labextension/static/remoteEntry.46dd826a21d8adca3ae2.js"
         ),
     ),
     (

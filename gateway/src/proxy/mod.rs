@@ -1,18 +1,29 @@
 //! The front door to notebooks: `/nb/{id}/…` over HTTP and WebSocket.
 //!
 //! ```text
-//! request ─► authn (bearer / session cookie) ─► route lookup (cached) ─► authz (owner)
-//!         ─► status check ─► upstream request (+ Jupyter token, − our credentials)
+//! request ─► front (host.rs: console or {id}.<notebook domain>)
+//!         ─► authn (console: bearer, or the session cookie only with notebook_origin = path;
+//!                   notebook host: its own cookie, or the one-time ticket at `/?ticket=`)
+//!         ─► route lookup (cached) ─► authz (owner) ─► status check
+//!         ─► upstream request (+ Jupyter token, − our credentials)
 //!         ─► response (token scrubbed from HTML and headers) │ 101 ─► byte pipe both ways
 //! ```
+//!
+//! A notebook's own host serves the same paths as the console's path form (Jupyter's
+//! `base_url` stays `/nb/{id}/`), and nothing else: `/` exchanges a ticket (or goes to
+//! `/nb/{id}/lab`), every other path answers 404. `/nb/{id}/.atelier/` is the gateway's own:
+//! the auto-stop lease the JupyterLab extension shows and renews (`lease`, `renew`).
 //!
 //! Bodies stream both ways; only HTML responses are buffered, to scrub the token JupyterLab
 //! writes into its page config. WebSockets are relayed as bytes after the upgrade, so no
 //! message size limit applies here.
 
+pub mod host;
 pub mod routes;
 pub mod upstream;
 pub mod wsscan;
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -23,8 +34,9 @@ use hyper_util::rt::TokioIo;
 
 use crate::api::error::ApiError;
 use crate::audit::{self, Action, Target};
-use crate::auth::SESSION_COOKIE;
 use crate::auth::authz::{self, RouteGrant};
+use crate::auth::{Principal, Via, csrf};
+use crate::config::NotebookOrigin;
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
 use routes::RouteTable;
@@ -66,15 +78,35 @@ fn refuse(e: ApiError, html: bool) -> Response {
     (e.status, page).into_response()
 }
 
+/// Serves one request that came to notebook `id`'s own host ([`host::Front::Notebook`]).
+pub async fn serve_notebook_host(
+    state: &AppState,
+    id: &str,
+    req: Request,
+    home: Option<&ConnUpstreams>,
+) -> Response {
+    match notebook_host(state, id, req, home).await {
+        Ok(r) => r,
+        Err(r) => r,
+    }
+}
+
+/// A browser asking for a page (not a script's request, nor a WebSocket).
+fn is_navigation(req: &Request, html: bool) -> bool {
+    html && matches!(*req.method(), Method::GET | Method::HEAD) && !is_upgrade(req.headers())
+}
+
 async fn proxy(
     state: &AppState,
     req: Request,
     home: Option<&ConnUpstreams>,
 ) -> Result<Response, Response> {
     let html = wants_html(req.headers());
-    let Some(id) = notebook_id(req.uri().path()) else {
+    let Some(id) = notebook_id(req.uri().path()).map(str::to_owned) else {
         return Err(refuse(ApiError::not_found("no such notebook"), html));
     };
+    let id = id.as_str();
+    let presented = state.auth.presented(req.headers()).map(|p| p.via);
     let principal = match state.auth.authenticate_shared(req.headers()).await {
         Ok(Some(p)) => p,
         outcome => {
@@ -94,13 +126,170 @@ async fn proxy(
             return Err(refuse(e, html));
         }
     };
+    let via = presented.unwrap_or(Via::Bearer);
+    if via == Via::Cookie && state.settings.notebook_origin == NotebookOrigin::Subdomain {
+        return Err(cookie_on_path(state, id, &req, html));
+    }
+    authorized(state, principal, id, via, false, req, html, home).await
+}
+
+/// The session cookie on the console's `/nb/{id}/` while notebooks have origins of their
+/// own: a browser navigating there is sent to the notebook's host (through the console's
+/// ticket endpoint); anything else is refused, since a page on the console's origin could
+/// make it.
+fn cookie_on_path(state: &AppState, id: &str, req: &Request, html: bool) -> Response {
+    if is_navigation(req, html) {
+        let here = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        return Redirect::to(&format!(
+            "/v1/notebooks/{}/open?path={}",
+            urlencode(id),
+            urlencode(here)
+        ))
+        .into_response();
+    }
+    refuse(
+        ApiError::forbidden(format!(
+            "browser sessions open notebooks at their own origin ({}/nb/{id}/lab, through GET /v1/notebooks/{id}/open); /nb/{id}/ on this host takes an API token (Authorization: Bearer)",
+            state.settings.origins.notebook(id)
+        )),
+        html,
+    )
+}
+
+async fn notebook_host(
+    state: &AppState,
+    id: &str,
+    req: Request,
+    home: Option<&ConnUpstreams>,
+) -> Result<Response, Response> {
+    let html = wants_html(req.headers());
+    // GET only: a HEAD (a link preview, a prefetch) must not spend a ticket.
+    if req.uri().path() == "/" && req.method() == Method::GET {
+        return Ok(exchange_ticket(state, id, &req, html));
+    }
+    if notebook_id(req.uri().path()) != Some(id) {
+        return Err(refuse(
+            ApiError::not_found(format!(
+                "nothing here: this host serves notebook {id} under /nb/{id}/ only"
+            )),
+            html,
+        ));
+    }
+    let principal = match state
+        .auth
+        .authenticate_notebook_host(req.headers(), id)
+        .await
+    {
+        Ok(Some(p)) => p,
+        Ok(None) if is_navigation(&req, html) => {
+            // To the console for a ticket (and a login first, where needed).
+            let here = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            return Err(Redirect::to(&format!(
+                "{}/v1/notebooks/{}/open?path={}",
+                state.settings.origins.console(),
+                urlencode(id),
+                urlencode(here)
+            ))
+            .into_response());
+        }
+        Ok(None) => {
+            return Err(refuse(
+                ApiError::unauthenticated(format!(
+                    "not logged in on this notebook's host; open it from the console ({}/v1/notebooks/{id}/open)",
+                    state.settings.origins.console()
+                )),
+                html,
+            ));
+        }
+        Err(e) => return Err(refuse(e, html)),
+    };
+    authorized(state, principal, id, Via::Cookie, true, req, html, home).await
+}
+
+/// `GET /?ticket=…` on a notebook's host: a valid ticket for this notebook becomes this
+/// host's cookie, and the browser continues to where the ticket was made for. The landing
+/// is a page that moves on by itself, so the next request starts on this host and carries
+/// the new `SameSite=Strict` cookie (a redirect chain that began on the console may not).
+fn exchange_ticket(state: &AppState, id: &str, req: &Request, html: bool) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TicketQuery {
+        ticket: Option<String>,
+    }
+    let open = format!(
+        "{}/v1/notebooks/{id}/open",
+        state.settings.origins.console()
+    );
+    let ticket = match axum::extract::Query::<TicketQuery>::try_from_uri(req.uri()) {
+        Ok(q) => q.0.ticket,
+        Err(_) => {
+            return refuse(
+                ApiError::invalid("this host's root takes only ?ticket=<ticket>"),
+                html,
+            );
+        }
+    };
+    let Some(ticket) = ticket else {
+        return Redirect::to(&format!("/nb/{id}/lab")).into_response();
+    };
+    let Some((cookie, _, next)) = state.auth.logins().redeem(&ticket, id) else {
+        let e = ApiError::forbidden(format!(
+            "this link to the notebook has expired or was used already; open the notebook again from the console ({open})"
+        ));
+        let mut resp = refuse(e, html);
+        no_store(&mut resp);
+        return resp;
+    };
+    let jar = state.auth.cookies();
+    let max_age = i64::from(state.settings.session_hours) * 3600;
+    let mut resp = crate::api::pages::continue_page(&next);
+    if let Ok(v) = HeaderValue::from_str(&jar.set(jar.notebook(), &cookie, max_age)) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    no_store(&mut resp);
+    resp
+}
+
+/// No caching, and no `Referer` that could carry a ticket along.
+pub fn no_store(resp: &mut Response) {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+}
+
+/// After authentication, on either front: the owner's grant, the cross-site check, then the
+/// gateway's own `.atelier/` endpoints or the notebook's server. `notebook_host`: the request
+/// came to the notebook's own host, where the cookie is the only credential (see
+/// [`cross_site_with_cookie`]).
+#[allow(clippy::too_many_arguments)] // one pipeline stage's inputs; a struct would only rename them
+async fn authorized(
+    state: &AppState,
+    principal: Arc<Principal>,
+    id: &str,
+    via: Via,
+    notebook_host: bool,
+    req: Request,
+    html: bool,
+    home: Option<&ConnUpstreams>,
+) -> Result<Response, Response> {
     let route = match state.routes.get(id).await {
         Ok(Some(r)) => r,
         Ok(None) => return Err(refuse(authz::not_found(id), html)),
         Err(e) => return Err(refuse(ApiError::internal(e), html)),
     };
     let grant = authz::authorize_route(principal, route).map_err(|e| refuse(e, html))?;
-    if cross_site_with_cookie(req.method(), req.headers()) {
+    if cross_site_with_cookie(req.method(), req.headers(), notebook_host) {
         return Err(refuse(
             ApiError::forbidden(
                 "cross-site request refused: the Origin does not match this gateway",
@@ -108,7 +297,51 @@ async fn proxy(
             html,
         ));
     }
+    if let Some(rest) = req
+        .uri()
+        .path()
+        .strip_prefix(&format!("/nb/{id}/.atelier/"))
+    {
+        let rest = rest.to_owned();
+        return page_api(state, &grant, &rest, via, req).await;
+    }
     forward(state, grant, req, html, home).await
+}
+
+/// `/nb/{id}/.atelier/…`: what the JupyterLab extension asks the gateway about its own
+/// notebook (a page there may call nothing else of the API): `GET lease`, `POST renew`.
+async fn page_api(
+    state: &AppState,
+    grant: &RouteGrant,
+    rest: &str,
+    via: Via,
+    req: Request,
+) -> Result<Response, Response> {
+    let id = &grant.route().notebook_id;
+    let renew = match (req.method(), rest) {
+        (&Method::GET, "lease") => false,
+        (&Method::POST, "renew") => {
+            if via == Via::Cookie
+                && req.headers().get(csrf::HEADER).map(|v| v.as_bytes()) != Some(b"1")
+            {
+                return Err(ApiError::forbidden(
+                    "renewing with the browser's cookie needs the X-Atelier-CSRF: 1 header",
+                )
+                .into_response());
+            }
+            true
+        }
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no such endpoint: /nb/{id}/.atelier/{rest} (there are GET lease and POST renew)"
+            ))
+            .into_response());
+        }
+    };
+    match crate::api::notebooks::page_lease(state, grant.principal(), id, renew).await {
+        Ok(v) => Ok(axum::Json(v).into_response()),
+        Err(e) => Err(e.into_response()),
+    }
 }
 
 async fn forward(
@@ -284,11 +517,15 @@ fn audit_open(state: &AppState, grant: &RouteGrant) {
     });
 }
 
-/// A state-changing request (or a WebSocket) from another site that rides on the session
-/// cookie. Jupyter skips its own XSRF check for token-authenticated requests, and every
-/// proxied request carries the token, so the gateway checks the Origin instead.
-fn cross_site_with_cookie(method: &Method, headers: &HeaderMap) -> bool {
-    if headers.contains_key(header::AUTHORIZATION) {
+/// A state-changing request (or a WebSocket) from another site that rides on a cookie.
+/// Jupyter skips its own XSRF check for token-authenticated requests, and every proxied
+/// request carries the token, so the gateway checks the Origin instead. On the console a
+/// bearer token is the credential (no browser sends one by itself) and a request without
+/// `Origin` is not a browser's; on a notebook's own host the cookie is the only credential,
+/// so `Authorization` exempts nothing and a write or WebSocket must name its Origin (every
+/// browser does).
+fn cross_site_with_cookie(method: &Method, headers: &HeaderMap, notebook_host: bool) -> bool {
+    if !notebook_host && headers.contains_key(header::AUTHORIZATION) {
         return false;
     }
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -296,7 +533,7 @@ fn cross_site_with_cookie(method: &Method, headers: &HeaderMap) -> bool {
         return false;
     }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return false;
+        return notebook_host;
     };
     let origin_host = origin
         .split_once("://")
@@ -397,7 +634,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// The gateway's own credentials stay at the gateway.
+/// The gateway's own credentials (the bearer token, every `atelier_` cookie) stay at the
+/// gateway.
 fn strip_credentials(headers: &mut HeaderMap) {
     headers.remove(header::AUTHORIZATION);
     let cookies: Vec<String> = headers
@@ -406,7 +644,11 @@ fn strip_credentials(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split_once('=').is_none_or(|(k, _)| k != SESSION_COOKIE))
+        .filter(|c| {
+            !c.is_empty()
+                && c.split_once('=')
+                    .is_none_or(|(k, _)| !crate::auth::is_gateway_cookie(k.trim()))
+        })
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);
@@ -517,15 +759,24 @@ mod tests {
             ("connection", "Upgrade"),
             ("upgrade", "websocket"),
         ]);
-        assert!(!cross_site_with_cookie(&Method::POST, &same));
-        assert!(cross_site_with_cookie(&Method::POST, &other));
-        assert!(!cross_site_with_cookie(&Method::GET, &other));
-        assert!(cross_site_with_cookie(&Method::GET, &ws));
-        assert!(!cross_site_with_cookie(&Method::POST, &bearer));
-        assert!(!cross_site_with_cookie(
-            &Method::POST,
-            &h(&[("host", "gw:8000")])
-        ));
+        let no_origin = h(&[("host", "gw:8000")]);
+        for notebook_host in [false, true] {
+            assert!(!cross_site_with_cookie(&Method::POST, &same, notebook_host));
+            assert!(cross_site_with_cookie(&Method::POST, &other, notebook_host));
+            assert!(!cross_site_with_cookie(&Method::GET, &other, notebook_host));
+            assert!(cross_site_with_cookie(&Method::GET, &ws, notebook_host));
+            assert!(!cross_site_with_cookie(
+                &Method::GET,
+                &no_origin,
+                notebook_host
+            ));
+        }
+        assert!(!cross_site_with_cookie(&Method::POST, &bearer, false));
+        assert!(!cross_site_with_cookie(&Method::POST, &no_origin, false));
+        // On a notebook's host the cookie is the only credential: Authorization exempts
+        // nothing, and a write must say where it comes from.
+        assert!(cross_site_with_cookie(&Method::POST, &bearer, true));
+        assert!(cross_site_with_cookie(&Method::POST, &no_origin, true));
     }
 
     #[test]
@@ -545,7 +796,7 @@ mod tests {
         h.insert(header::AUTHORIZATION, "Bearer atl_x".parse().unwrap());
         h.insert(
             header::COOKIE,
-            "_xsrf=1; atelier_session=ats_y; username-x=2"
+            "_xsrf=1; atelier_session=ats_y; username-x=2; atelier_nb=n; __Host-atelier_csrf=c"
                 .parse()
                 .unwrap(),
         );

@@ -1,12 +1,14 @@
 // Atelier's auto-stop countdown for JupyterLab: the time left until the notebook stops by
 // itself, at the top right, and a Renew button (the seed's "click the countdown to renew").
-// It asks the gateway that serves this page (same origin, the browser's session cookie).
+// It asks the gateway that serves this page, on the page's own origin, through the only
+// gateway endpoints a notebook page may call: `/nb/{id}/.atelier/lease` and `…/renew` (the
+// notebook's own host has no `/v1`).
 import { Widget } from '@lumino/widgets';
 
-/** `/prefix/nb/{id}/lab…` → the gateway's API URL of this notebook, or null elsewhere. */
+/** `/prefix/nb/{id}/lab…` → the gateway's endpoints for this notebook, or null elsewhere. */
 export function notebookApi(pathname) {
   const m = /^(.*?)\/nb\/([^/]+)\//.exec(pathname);
-  return m ? `${m[1]}/v1/notebooks/${m[2]}` : null;
+  return m ? `${m[1]}/nb/${m[2]}/.atelier` : null;
 }
 
 /** 3725 → "1:02:05"; 65 → "1:05". */
@@ -63,7 +65,7 @@ const plugin = {
     };
     const refresh = async () => {
       try {
-        const r = await fetch(api, { credentials: 'same-origin' });
+        const r = await fetch(`${api}/lease`, { credentials: 'same-origin' });
         if (!r.ok) {
           return;
         }
@@ -81,7 +83,8 @@ const plugin = {
       try {
         const r = await fetch(`${api}/renew`, {
           method: 'POST',
-          credentials: 'same-origin'
+          credentials: 'same-origin',
+          headers: { 'X-Atelier-CSRF': '1' }
         });
         if (!r.ok) {
           const body = await r.json().catch(() => ({}));
