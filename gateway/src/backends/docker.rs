@@ -648,6 +648,15 @@ impl DockerBackend {
             ("PYTHONUNBUFFERED", "1".to_owned()),
             ("JUPYTER_CONFIG_DIR", CONFIG_IN_CONTAINER.to_owned()),
             ("JUPYTER_PATH", CONFIG_IN_CONTAINER.to_owned()),
+            // JupyterLab keeps these under the config dir by default, which is read-only.
+            (
+                "JUPYTERLAB_SETTINGS_DIR",
+                format!("{HOME}/.jupyter/lab/user-settings"),
+            ),
+            (
+                "JUPYTERLAB_WORKSPACES_DIR",
+                format!("{HOME}/.jupyter/lab/workspaces"),
+            ),
             ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
             (
                 "ATELIER_STORAGE_SOCKET",

@@ -260,6 +260,9 @@ impl ProcessBackend {
             "JUPYTER_PATH": sandbox::CONFIG,
             "JUPYTER_RUNTIME_DIR": home.join(".local/share/jupyter/runtime"),
             "JUPYTER_PLATFORM_DIRS": "1",
+            // JupyterLab keeps these under the config dir by default, which is read-only.
+            "JUPYTERLAB_SETTINGS_DIR": home.join(".jupyter/lab/user-settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": home.join(".jupyter/lab/workspaces"),
             "MA_HOME": home,
             "ATELIER_NOTEBOOK_ID": spec.id,
             "ATELIER_STORAGE_SOCKET": format!("{}/{}", sandbox::GW, runconf::STORAGE_SOCKET),
@@ -371,6 +374,8 @@ impl ProcessBackend {
             "JUPYTER_PATH": config_dir,
             "JUPYTER_RUNTIME_DIR": run.join("jupyter-runtime"),
             "JUPYTER_PLATFORM_DIRS": "1",
+            "JUPYTERLAB_SETTINGS_DIR": home.join(".jupyter/lab/user-settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": home.join(".jupyter/lab/workspaces"),
             "ATELIER_NOTEBOOK_ID": spec.id,
             "ATELIER_STORAGE_SOCKET": gw_dir.join(runconf::STORAGE_SOCKET),
             "PYTHONPATH": config_dir.join(runconf::PYTHON_DIR),
