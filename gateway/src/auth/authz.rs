@@ -78,6 +78,9 @@ impl RouteGrant {
     pub fn user(&self) -> &str {
         &self.principal.name
     }
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
 }
 
 pub fn authorize_route(

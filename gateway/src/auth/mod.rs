@@ -1,13 +1,16 @@
 //! Authentication: who is calling. API tokens (`Authorization: Bearer …`) and browser
 //! session cookies resolve to a [`Principal`]. Secrets are random, shown once, and stored as
 //! SHA-256 hashes; resolved credentials are cached briefly and evicted on revocation.
+//! Connections that outlive a request (WebSockets, SSH) register with [`revoke`], so a
+//! revocation cuts them too.
 //!
 //! Authorization (what the principal may touch) lives in [`authz`].
 
 pub mod authz;
+pub mod revoke;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -20,6 +23,7 @@ use crate::api::error::ApiError;
 use crate::cache::TtlCache;
 use crate::server::AppState;
 use crate::store::{self, Store, users};
+use revoke::{Reason, Revocations, Subject};
 
 pub const SESSION_COOKIE: &str = "atelier_session";
 
@@ -92,14 +96,21 @@ pub struct Authenticator {
     /// SHA-256 of the secret → principal. The short TTL bounds how stale an expiry can be;
     /// revocation evicts at once.
     cache: Arc<TtlCache<[u8; 32], Arc<Principal>>>,
+    revocations: Revocations,
 }
 
 impl Authenticator {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, revocations: Revocations) -> Self {
         Authenticator {
             store,
             cache: Arc::new(TtlCache::new(100_000, Duration::from_secs(60))),
+            revocations,
         }
+    }
+
+    /// The registry long-lived connections register with.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     pub async fn resolve(&self, secret: &str) -> Result<Option<Principal>, ApiError> {
@@ -113,6 +124,7 @@ impl Authenticator {
             return Ok(Some(p));
         }
         let hash = hex::encode(key);
+        let since = Instant::now();
         let mut conn = self.store.pool.acquire().await?;
         let Some(cred) = users::credential_by_hash(&mut conn, &hash).await? else {
             return Ok(None);
@@ -129,6 +141,15 @@ impl Authenticator {
             token_id: cred.token_id,
         });
         self.cache.insert(key, principal.clone());
+        // Revoked while it was being read: the eviction may have come before the insert.
+        let subjects = [
+            Subject::Token(principal.token_id.clone()),
+            Subject::User(principal.user_id.clone()),
+        ];
+        if self.revocations.revoked_since(&subjects, since) {
+            self.cache.invalidate(&key);
+            return Ok(None);
+        }
         Ok(Some(principal))
     }
 
@@ -138,6 +159,14 @@ impl Authenticator {
         if hex::decode_to_slice(secret_hash, &mut key).is_ok() {
             self.cache.invalidate(&key);
         }
+    }
+
+    /// After a token or browser session was deleted from the store: evicted from the cache,
+    /// and the connections it opened cut.
+    pub fn revoke_token(&self, token_id: &str, secret_hash: &str) {
+        self.forget(secret_hash);
+        self.revocations
+            .revoke(Subject::Token(token_id.to_owned()), Reason::TokenRevoked);
     }
 
     /// From the bearer token, else the session cookie. `Ok(None)`: no credential presented.

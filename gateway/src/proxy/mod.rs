@@ -8,7 +8,8 @@
 //!
 //! Bodies stream both ways; only HTML responses are buffered, to scrub the token JupyterLab
 //! writes into its page config. WebSockets are relayed as bytes after the upgrade, so no
-//! message size limit applies here.
+//! message size limit applies here; each is registered with `auth::revoke` (user, token,
+//! notebook) and cut when one of them is revoked.
 
 pub mod routes;
 pub mod upstream;
@@ -25,6 +26,7 @@ use crate::api::error::ApiError;
 use crate::audit::{self, Action, Target};
 use crate::auth::SESSION_COOKIE;
 use crate::auth::authz::{self, RouteGrant};
+use crate::auth::revoke::{Subject, Watch};
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
 use routes::RouteTable;
@@ -72,6 +74,8 @@ async fn proxy(
     home: Option<&ConnUpstreams>,
 ) -> Result<Response, Response> {
     let html = wants_html(req.headers());
+    // When the credential check begins: a revocation after it still cuts a WebSocket.
+    let since = std::time::Instant::now();
     let Some(id) = notebook_id(req.uri().path()) else {
         return Err(refuse(ApiError::not_found("no such notebook"), html));
     };
@@ -108,7 +112,7 @@ async fn proxy(
             html,
         ));
     }
-    forward(state, grant, req, html, home).await
+    forward(state, grant, req, html, home, since).await
 }
 
 async fn forward(
@@ -117,6 +121,7 @@ async fn forward(
     req: Request,
     html: bool,
     home: Option<&ConnUpstreams>,
+    since: std::time::Instant,
 ) -> Result<Response, Response> {
     let route = grant.route();
     let upstream = match (&route.status, &route.target) {
@@ -202,15 +207,34 @@ async fn forward(
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let notebook = route.notebook_id.clone();
         let routes = state.routes.clone();
+        let p = grant.principal();
+        let registration = state.auth.revocations().register(
+            Watch::new(),
+            vec![
+                Subject::User(p.user_id.clone()),
+                Subject::Token(p.token_id.clone()),
+                Subject::Notebook(notebook.clone()),
+            ],
+            since,
+        );
         tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client_io, upstream_io)) => {
-                    let c = TokioIo::new(client_io);
-                    let u = TokioIo::new(upstream_io);
-                    relay_websocket(c, u, &routes, &notebook).await;
+            let relay = async {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client_io, upstream_io)) => {
+                        let c = TokioIo::new(client_io);
+                        let u = TokioIo::new(upstream_io);
+                        relay_websocket(c, u, &routes, &notebook).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(notebook = %notebook, error = %e, "websocket upgrade failed")
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(notebook = %notebook, error = %e, "websocket upgrade failed")
+            };
+            // Revoked: both connections are dropped, so both ends see them close.
+            tokio::select! {
+                _ = relay => {}
+                why = registration.watch().revoked() => {
+                    tracing::info!(notebook = %notebook, reason = why.as_str(), "WebSocket cut: access revoked");
                 }
             }
         });
