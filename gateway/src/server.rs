@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::revoke::Revocations;
 use crate::auth::{self, Authenticator};
 use crate::backends::Backend;
 use crate::backends::external::ExternalBackend;
@@ -55,6 +56,8 @@ pub struct SshInfo {
     pub fingerprint: String,
     /// The host key's public half, one OpenSSH line (for `known_hosts`).
     pub public_key: String,
+    /// Failed logins before authentication, per client address: throttle and audit rows.
+    pub failures: Arc<crate::ssh::failures::Failures>,
 }
 
 /// How often running notebooks are checked against the backend.
@@ -85,6 +88,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
                 config: crate::ssh::server::config(host_key),
                 ports: crate::ssh::ports::Ports::new(settings.ssh_ports),
                 stop: CancellationToken::new(),
+                failures: Arc::new(crate::ssh::failures::Failures::new()),
             })
         }
         None => None,
@@ -96,18 +100,21 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     );
     let settings = Arc::new(settings);
     let routes = RouteTable::new(store.clone(), backend.clone());
+    let revocations = Revocations::new();
     let lifecycle = Lifecycle::new(
         store.clone(),
         backend,
         settings.clone(),
         routes.clone(),
         secrets.clone(),
+        revocations.clone(),
     );
     Ok(AppState(Arc::new(Services {
         auth: Authenticator::new(
             store.clone(),
             auth::CookieJar::new(settings.origins.secure()),
             Duration::from_secs(u64::from(settings.session_hours) * 3600),
+            revocations,
         ),
         settings,
         store,
@@ -183,6 +190,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ssh.config.clone(),
             ssh.stop.clone(),
             None,
+        ));
+        loops.spawn(crate::ssh::failures::flush_loop(
+            state.store.clone(),
+            ssh.failures.clone(),
+            ssh.stop.clone(),
         ));
         crate::ssh::ports::open_all(&state).await;
     }

@@ -171,7 +171,8 @@ async fn key_pairs_are_generated_imported_listed_and_deleted() {
     let r = alice.get("/v1/keypairs").await;
     assert_eq!(r.expect_status(200)["items"].as_array().unwrap().len(), 4);
 
-    // Another user sees none of them, and may import the same public key as their own.
+    // Another user sees none of them, and cannot import the same public key: a key is one
+    // user's (the SSH front door finds the user by it), and the 409 does not say whose.
     assert_eq!(bob.get("/v1/keypairs/ed").await.status, 404);
     assert_eq!(bob.delete("/v1/keypairs/ed").await.status, 404);
     let r = bob.get("/v1/keypairs").await;
@@ -180,6 +181,17 @@ async fn key_pairs_are_generated_imported_listed_and_deleted() {
     assert_eq!(r.status, 403, "{}", r.text);
     let r = bob
         .post("/v1/keypairs", json!({"name": "ed", "public_key": ed_pub}))
+        .await;
+    let message = r.expect_error(409, "conflict");
+    assert!(message.contains("another user"), "{message}");
+    assert!(!message.contains("alice"), "{message}");
+    let bobs = new_ssh_key(&dir, "bobs", &["-t", "ed25519"]);
+    let bobs_pub = std::fs::read_to_string(bobs.with_extension("pub")).unwrap();
+    let r = bob
+        .post(
+            "/v1/keypairs",
+            json!({"name": "ed", "public_key": bobs_pub}),
+        )
         .await;
     r.expect_status(201);
     let r = gw.admin().get("/v1/keypairs?all=true").await;

@@ -1,4 +1,5 @@
-//! `/v1/keypairs`: SSH key pairs. A user's key pairs are theirs; notebooks with SSH accept
+//! `/v1/keypairs`: SSH key pairs. A user's key pairs are theirs, and a public key belongs to
+//! one user only (the SSH front door finds the user by the key); notebooks with SSH accept
 //! logins from the key pairs they name. Only public keys are stored: a generated private
 //! key is in the create response and nowhere else.
 
@@ -12,6 +13,7 @@ use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::audit::{self, Action, Target};
 use crate::auth::Principal;
+use crate::auth::revoke::{Reason, Subject};
 use crate::server::AppState;
 use crate::ssh::keys;
 use crate::store::{self, keypairs};
@@ -86,6 +88,14 @@ async fn create(
             "this public key is already imported as key pair {:?}",
             same.name
         )));
+    }
+    // A key is one user's: the SSH front door finds whose notebooks a login may reach by the
+    // key. Checked in this (immediate, so serialized) write transaction; the message does not
+    // say who holds it.
+    if keypairs::held_by_another(&mut tx, &p.user_id, &fingerprint).await? {
+        return Err(ApiError::conflict(
+            "public_key: this public key is registered by another user, and a key can belong to one user only; use a key pair of your own (or create one: omit public_key)",
+        ));
     }
     let id = uuid::Uuid::new_v4().to_string();
     let now = store::now();
@@ -198,6 +208,10 @@ async fn delete(
     )
     .await?;
     tx.commit().await?;
+    state
+        .auth
+        .revocations()
+        .revoke(Subject::KeyPair(row.id), Reason::KeyPairRemoved);
     Ok(StatusCode::NO_CONTENT)
 }
 

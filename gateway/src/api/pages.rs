@@ -239,10 +239,16 @@ async fn logout(
     }
     if let Some(secret) = state.auth.session_cookie(&headers) {
         let hash = auth::hash_secret(secret);
-        if let Ok(mut conn) = state.store.pool.acquire().await {
-            let _ = users::delete_session_by_hash(&mut conn, &hash).await;
+        let deleted = match state.store.pool.acquire().await {
+            Ok(mut conn) => users::delete_session_by_hash(&mut conn, &hash).await,
+            Err(e) => Err(e),
+        };
+        match deleted {
+            // Out of the cache, and what the session opened (WebSockets) cut.
+            Ok(Some(token_id)) => state.auth.revoke_token(&token_id, &hash),
+            Ok(None) => state.auth.forget(&hash),
+            Err(e) => return crate::api::error::ApiError::internal(e).into_response(),
         }
-        state.auth.forget(&hash);
     }
     let mut resp = Redirect::to("/login").into_response();
     if let Ok(v) = HeaderValue::from_str(&jar.set(jar.session(), "", 0)) {

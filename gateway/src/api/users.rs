@@ -246,7 +246,8 @@ async fn revoke_token(
     )
     .await?;
     tx.commit().await?;
-    state.auth.forget(&hash);
+    // Out of the cache, and its open WebSockets cut.
+    state.auth.revoke_token(&id, &hash);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,6 +1,8 @@
 //! Authentication: who is calling. API tokens (`Authorization: Bearer …`) and browser
 //! session cookies resolve to a [`Principal`]. Secrets are random, shown once, and stored as
 //! SHA-256 hashes; resolved credentials are cached briefly and evicted on revocation.
+//! Connections that outlive a request (WebSockets, SSH) register with [`revoke`], so a
+//! revocation cuts them too.
 //!
 //! Browsers hold two kinds of cookie: the console's session (`atelier_session`, on the
 //! console's host, for `/v1` and the pages) and, per notebook, a notebook-host cookie
@@ -13,9 +15,10 @@
 pub mod authz;
 pub mod csrf;
 pub mod tickets;
+pub mod revoke;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -28,6 +31,7 @@ use crate::api::error::ApiError;
 use crate::cache::TtlCache;
 use crate::server::AppState;
 use crate::store::{self, Store, users};
+use revoke::{Reason, Revocations, Subject};
 
 /// The gateway's cookies. Over https their names carry the `__Host-` prefix: browsers accept
 /// such a cookie only from the host itself, `Secure`, with `Path=/` and no `Domain`, so a page
@@ -191,17 +195,24 @@ pub struct Authenticator {
     /// Notebook hosts' tickets and sessions (in memory: a restart sends browsers back through
     /// the console for a new ticket).
     logins: Arc<tickets::NotebookLogins>,
+    revocations: Revocations,
 }
 
 impl Authenticator {
     /// `session_lifetime` bounds a notebook host's session (its console session's own expiry
     /// and revocation apply too).
-    pub fn new(store: Store, jar: CookieJar, session_lifetime: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        jar: CookieJar,
+        session_lifetime: Duration,
+        revocations: Revocations,
+    ) -> Self {
         Authenticator {
             store,
             cache: Arc::new(TtlCache::new(100_000, Duration::from_secs(60))),
             jar,
             logins: Arc::new(tickets::NotebookLogins::new(session_lifetime)),
+            revocations,
         }
     }
 
@@ -211,6 +222,11 @@ impl Authenticator {
 
     pub fn logins(&self) -> &tickets::NotebookLogins {
         &self.logins
+    }
+
+    /// The registry long-lived connections register with.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     pub async fn resolve(&self, secret: &str) -> Result<Option<Principal>, ApiError> {
@@ -228,6 +244,7 @@ impl Authenticator {
             return Ok(Some(p));
         }
         let hash = hex::encode(key);
+        let since = Instant::now();
         let mut conn = self.store.pool.acquire().await?;
         let Some(cred) = users::credential_by_hash(&mut conn, &hash).await? else {
             return Ok(None);
@@ -244,6 +261,15 @@ impl Authenticator {
             token_id: cred.token_id,
         });
         self.cache.insert(key, principal.clone());
+        // Revoked while it was being read: the eviction may have come before the insert.
+        let subjects = [
+            Subject::Token(principal.token_id.clone()),
+            Subject::User(principal.user_id.clone()),
+        ];
+        if self.revocations.revoked_since(&subjects, since) {
+            self.cache.invalidate(&key);
+            return Ok(None);
+        }
         Ok(Some(principal))
     }
 
@@ -253,6 +279,14 @@ impl Authenticator {
         if hex::decode_to_slice(secret_hash, &mut key).is_ok() {
             self.cache.invalidate(&key);
         }
+    }
+
+    /// After a token or browser session was deleted from the store: evicted from the cache,
+    /// and the connections it opened cut.
+    pub fn revoke_token(&self, token_id: &str, secret_hash: &str) {
+        self.forget(secret_hash);
+        self.revocations
+            .revoke(Subject::Token(token_id.to_owned()), Reason::TokenRevoked);
     }
 
     /// From the bearer token, else the session cookie. `Ok(None)`: no credential presented.

@@ -31,6 +31,7 @@ use crate::api::error::ApiError;
 use crate::audit::{self, Action, Target};
 use crate::auth::Principal;
 use crate::auth::authz::NotebookGrant;
+use crate::auth::revoke::{Reason, Revocations, Subject};
 use crate::backends::{Backend, BackendError, Handle, NotebookSpec, Progress, StopMode};
 use crate::config::Settings;
 use crate::events::{self, EventKind};
@@ -272,6 +273,9 @@ struct Inner {
     upload_locks: KeyedLocks,
     /// The `atelier.file` sockets of running notebooks.
     files: files::Sockets,
+    /// Cuts the WebSockets and SSH connections of a notebook that stops or goes, and of a
+    /// key pair removed from it.
+    revocations: Revocations,
 }
 
 /// An async lock per key (notebook id), made on first use.
@@ -305,6 +309,7 @@ impl Lifecycle {
         settings: Arc<Settings>,
         routes: RouteTable,
         secrets: Arc<crate::secrets::SecretBox>,
+        revocations: Revocations,
     ) -> Self {
         let rclone = crate::storage::fuse::find_rclone(settings.backend.rclone_bin.as_deref());
         Lifecycle {
@@ -321,6 +326,7 @@ impl Lifecycle {
                 mount_locks: Default::default(),
                 upload_locks: Default::default(),
                 files: Default::default(),
+                revocations,
             }),
         }
     }
@@ -648,9 +654,10 @@ impl Lifecycle {
                 old.name, current.status
             )));
         }
+        let mut removed_keys = Vec::new();
         if keys_changed {
             let ids = resolve_key_pairs(&mut tx, &old.owner_id, &new.ssh_key_pairs).await?;
-            rows::set_key_pairs(&mut tx, &old.id, &ids).await?;
+            removed_keys = rows::set_key_pairs(&mut tx, &old.id, &ids).await?;
         }
         rows::update_fields(&mut tx, &new, &store::now()).await?;
         for (kind, detail) in &changes {
@@ -672,6 +679,12 @@ impl Lifecycle {
         )
         .await?;
         tx.commit().await?;
+        for key in removed_keys {
+            self.inner.revocations.revoke(
+                Subject::NotebookKeyPair(old.id.clone(), key),
+                Reason::KeyPairRemoved,
+            );
+        }
         self.reload(&old.id).await
     }
 
@@ -769,6 +782,11 @@ impl Lifecycle {
     }
 
     fn spawn_stop(&self, id: String) {
+        // Whatever stops a notebook (a user, auto-stop, a resumed stop) cuts its connections
+        // now, not when its processes are finally gone.
+        self.inner
+            .revocations
+            .revoke(Subject::Notebook(id.clone()), Reason::NotebookStopped);
         let this = self.clone();
         self.inner.tasks.spawn(async move {
             if let Err(e) = this.finish_stop(&id).await {
@@ -778,6 +796,9 @@ impl Lifecycle {
     }
 
     fn spawn_delete(&self, id: String) {
+        self.inner
+            .revocations
+            .revoke(Subject::Notebook(id.clone()), Reason::NotebookStopped);
         let this = self.clone();
         self.inner.tasks.spawn(async move {
             if let Err(e) = this.finish_delete(&id).await {
@@ -1416,7 +1437,14 @@ mod tests {
         });
         let routes = RouteTable::new(store.clone(), backend.clone());
         let secrets = Arc::new(crate::secrets::SecretBox::new(&[7u8; 32]).unwrap());
-        let lc = Lifecycle::new(store, backend, settings, routes, secrets);
+        let lc = Lifecycle::new(
+            store,
+            backend,
+            settings,
+            routes,
+            secrets,
+            crate::auth::revoke::Revocations::new(),
+        );
         let who = Principal {
             user_id: "u1".into(),
             name: "alice".into(),

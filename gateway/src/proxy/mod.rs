@@ -16,7 +16,8 @@
 //!
 //! Bodies stream both ways; only HTML responses are buffered, to scrub the token JupyterLab
 //! writes into its page config. WebSockets are relayed as bytes after the upgrade, so no
-//! message size limit applies here.
+//! message size limit applies here; each is registered with `auth::revoke` (user, token,
+//! notebook) and cut when one of them is revoked.
 
 pub mod host;
 pub mod routes;
@@ -37,6 +38,7 @@ use crate::audit::{self, Action, Target};
 use crate::auth::authz::{self, RouteGrant};
 use crate::auth::{Principal, Via, csrf};
 use crate::config::NotebookOrigin;
+use crate::auth::revoke::{Subject, Watch};
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
 use routes::RouteTable;
@@ -102,6 +104,8 @@ async fn proxy(
     home: Option<&ConnUpstreams>,
 ) -> Result<Response, Response> {
     let html = wants_html(req.headers());
+    // When the credential check begins: a revocation after it still cuts a WebSocket.
+    let since = std::time::Instant::now();
     let Some(id) = notebook_id(req.uri().path()).map(str::to_owned) else {
         return Err(refuse(ApiError::not_found("no such notebook"), html));
     };
@@ -130,7 +134,7 @@ async fn proxy(
     if via == Via::Cookie && state.settings.notebook_origin == NotebookOrigin::Subdomain {
         return Err(cookie_on_path(state, id, &req, html));
     }
-    authorized(state, principal, id, via, false, req, html, home).await
+    authorized(state, principal, id, via, false, req, html, home, since).await
 }
 
 /// The session cookie on the console's `/nb/{id}/` while notebooks have origins of their
@@ -179,6 +183,8 @@ async fn notebook_host(
             html,
         ));
     }
+    // When the credential check begins: a revocation after it still cuts a WebSocket.
+    let since = std::time::Instant::now();
     let principal = match state
         .auth
         .authenticate_notebook_host(req.headers(), id)
@@ -211,7 +217,7 @@ async fn notebook_host(
         }
         Err(e) => return Err(refuse(e, html)),
     };
-    authorized(state, principal, id, Via::Cookie, true, req, html, home).await
+    authorized(state, principal, id, Via::Cookie, true, req, html, home, since).await
 }
 
 /// `GET /?ticket=…` on a notebook's host: a valid ticket for this notebook becomes this
@@ -282,6 +288,7 @@ async fn authorized(
     req: Request,
     html: bool,
     home: Option<&ConnUpstreams>,
+    since: std::time::Instant,
 ) -> Result<Response, Response> {
     let route = match state.routes.get(id).await {
         Ok(Some(r)) => r,
@@ -305,7 +312,7 @@ async fn authorized(
         let rest = rest.to_owned();
         return page_api(state, &grant, &rest, via, req).await;
     }
-    forward(state, grant, req, html, home).await
+    forward(state, grant, req, html, home, since).await
 }
 
 /// `/nb/{id}/.atelier/…`: what the JupyterLab extension asks the gateway about its own
@@ -350,6 +357,7 @@ async fn forward(
     req: Request,
     html: bool,
     home: Option<&ConnUpstreams>,
+    since: std::time::Instant,
 ) -> Result<Response, Response> {
     let route = grant.route();
     let upstream = match (&route.status, &route.target) {
@@ -435,15 +443,34 @@ async fn forward(
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let notebook = route.notebook_id.clone();
         let routes = state.routes.clone();
+        let p = grant.principal();
+        let registration = state.auth.revocations().register(
+            Watch::new(),
+            vec![
+                Subject::User(p.user_id.clone()),
+                Subject::Token(p.token_id.clone()),
+                Subject::Notebook(notebook.clone()),
+            ],
+            since,
+        );
         tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client_io, upstream_io)) => {
-                    let c = TokioIo::new(client_io);
-                    let u = TokioIo::new(upstream_io);
-                    relay_websocket(c, u, &routes, &notebook).await;
+            let relay = async {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client_io, upstream_io)) => {
+                        let c = TokioIo::new(client_io);
+                        let u = TokioIo::new(upstream_io);
+                        relay_websocket(c, u, &routes, &notebook).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(notebook = %notebook, error = %e, "websocket upgrade failed")
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(notebook = %notebook, error = %e, "websocket upgrade failed")
+            };
+            // Revoked: both connections are dropped, so both ends see them close.
+            tokio::select! {
+                _ = relay => {}
+                why = registration.watch().revoked() => {
+                    tracing::info!(notebook = %notebook, reason = why.as_str(), "WebSocket cut: access revoked");
                 }
             }
         });

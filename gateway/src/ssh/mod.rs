@@ -1,8 +1,11 @@
 //! SSH: user key pairs, notebook whitelists and the gateway host key; the SSH front door
-//! (server, relay into notebooks) builds on them.
+//! (server: who may log in where in `login`, failed logins in `failures`, relay into
+//! notebooks) builds on them.
 
+pub mod failures;
 pub mod host_key;
 pub mod keys;
+pub mod login;
 pub mod ports;
 pub mod relay;
 pub mod server;

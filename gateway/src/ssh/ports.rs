@@ -118,12 +118,19 @@ pub async fn ensure(state: &AppState, row: &NotebookRow) -> anyhow::Result<bool>
 /// At start: listen on every notebook's port, and give one to notebooks that have SSH on
 /// but no port yet.
 pub async fn open_all(state: &AppState) {
-    let (ports, missing) = match state.store.pool.acquire().await {
-        Ok(mut conn) => (
-            rows::ssh_ports(&mut conn).await.unwrap_or_default(),
-            rows::ssh_without_port(&mut conn).await.unwrap_or_default(),
-        ),
-        Err(_) => (Vec::new(), Vec::new()),
+    let found = async {
+        let mut conn = state.store.pool.acquire().await?;
+        let ports = rows::ssh_ports(&mut conn).await?;
+        let missing = rows::ssh_without_port(&mut conn).await?;
+        Ok::<_, sqlx::Error>((ports, missing))
+    }
+    .await;
+    let (ports, missing) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "reading notebooks' SSH ports failed; their own ports stay closed until they are started again");
+            return;
+        }
     };
     for (id, port) in ports {
         if let Err(e) = listen(state, &id, port as u16).await {

@@ -1,20 +1,24 @@
 //! The SSH front door: one port for all notebooks, where the user name picks the notebook
-//! (its name or id), and each SSH notebook's own port, where the user is `ma-user`. It
-//! authenticates with the notebook's key pairs, checks the whitelist, records every login
-//! and refusal in the audit log, and relays the channels into the notebook (`ssh::relay`).
+//! (its name or id) among the notebooks of the user who holds the offered key, and each SSH
+//! notebook's own port, where the user is `ma-user`. It authenticates with the notebooks' key
+//! pairs (`ssh::login` has the rules), checks the whitelist, throttles and records refusals
+//! (`ssh::failures`), records every login in the audit log, relays the channels into the
+//! notebook (`ssh::relay`), and closes a connection when what let it in is revoked
+//! (`auth::revoke`).
 //!
 //! ```text
-//! client ──TCP──► accept ──► handshake (host key: ssh::host_key) ──► publickey auth
-//!                                 user = notebook name or id ──► candidates (store)
-//!                                 offered key ∈ notebook's key pairs? whitelist? enabled?
-//!        ──► logged in to a RUNNING notebook: link to its agent opened in the background
+//! client ──TCP──► accept ──► throttled? ──► handshake (host key: ssh::host_key) ──► publickey
+//!                   login::resolve(door, user, key) ──► Login | refusal (failures, audit)
+//!        ──► logged in: registered for revocation (user, notebook, key pair)
+//!        ──► to a RUNNING notebook: link to its agent opened in the background
 //!        ◄──► channels: session, direct-tcpip, tcpip-forward relayed over the link
+//!        ◄── revoked (notebook stopped, key pair removed, ...): disconnect with the reason
 //! ```
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -25,11 +29,16 @@ use russh::{Channel, ChannelId, Sig};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Action, Target};
+use crate::auth::revoke::{Registration, Subject, Watch};
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
+use crate::ssh::failures::{Failures, Verdict};
+use crate::ssh::login::{self, Concerned, Denied, Door, Login, Refusal};
 use crate::ssh::relay::{self, Activity, Link, Request};
 use crate::ssh::whitelist;
-use crate::store::notebooks::{self as rows, SshTarget};
+use crate::store::notebooks::{self as rows, SshLookup, SshTarget};
+
+pub use crate::ssh::login::MA_USER;
 
 /// The russh settings of the front door.
 pub fn config(host_key: PrivateKey) -> Arc<russh::server::Config> {
@@ -58,6 +67,10 @@ pub async fn serve(
     notebook: Option<String>,
 ) {
     let sessions = tokio_util::task::TaskTracker::new();
+    let failures = match &state.ssh {
+        Some(ssh) => ssh.failures.clone(),
+        None => Arc::new(Failures::new()),
+    };
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -70,15 +83,29 @@ pub async fn serve(
                 }
             },
         };
+        // An address that failed too often in its window: closed before the key exchange.
+        if let Some(verdict) = failures.admit(peer.ip(), Instant::now()) {
+            drop(tcp);
+            tracing::debug!(%peer, "SSH connection throttled");
+            if verdict == Verdict::Record {
+                let state = state.clone();
+                tokio::spawn(async move { audit_throttled(&state, peer).await });
+            }
+            continue;
+        }
         // russh applies its `nodelay` setting only in its own accept loop; without it the
         // last packets of an exchange wait ~40 ms for a delayed ACK.
         let _ = tcp.set_nodelay(true);
         let front = Arc::new(OnceLock::new());
+        let watch = Watch::new();
         let mut handler = Conn {
             state: state.clone(),
+            failures: failures.clone(),
             peer,
             notebook: notebook.clone(),
             login: None,
+            watch: watch.clone(),
+            _registration: None,
             audited: HashSet::new(),
             front: front.clone(),
             link: None,
@@ -90,6 +117,10 @@ pub async fn serve(
                 Err(OwnPort::Gone) => break,
                 Err(OwnPort::Refused(refusal, target)) => {
                     handler.refuse(MA_USER, refusal, target).await;
+                    continue;
+                }
+                Err(OwnPort::Store(e)) => {
+                    tracing::error!(notebook = %id, %peer, error = %e, "SSH connection refused: the store failed");
                     continue;
                 }
                 Ok(()) => {}
@@ -107,64 +138,82 @@ pub async fn serve(
             };
             let handle = session.handle();
             let _ = front.set(handle.clone());
-            tokio::select! {
+            let goodbye = tokio::select! {
                 r = session => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "SSH session ended with an error");
                     }
+                    return;
                 }
-                _ = stop.cancelled() => {
-                    let _ = handle
-                        .disconnect(russh::Disconnect::ByApplication, "the gateway is shutting down".into(), "en".into())
-                        .await;
+                _ = stop.cancelled() => "the gateway is shutting down".to_owned(),
+                why = watch.revoked() => {
+                    tracing::info!(%peer, reason = why.as_str(), "SSH connection cut: access revoked");
+                    format!("atelier: the session ended: {}", why.as_str())
                 }
-            }
+            };
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, goodbye, "en".into())
+                .await;
         });
     }
     sessions.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
 }
 
-/// The user name on a notebook's own port, as in the seed.
-pub const MA_USER: &str = "ma-user";
+/// The audit row that says an address is throttled (the first of its window).
+async fn audit_throttled(state: &AppState, peer: SocketAddr) {
+    let detail = format!(
+        "ssh from {}: {} ({} failed logins in {} s); its connections are closed unanswered until the window ends",
+        crate::ssh::failures::Peer::of(peer.ip()),
+        Refusal::Throttled.as_str(),
+        crate::ssh::failures::MAX_FAILURES,
+        crate::ssh::failures::WINDOW.as_secs()
+    );
+    tracing::warn!(%peer, "SSH logins throttled: too many failures");
+    let result = async {
+        let mut conn = state.store.pool.acquire().await?;
+        let ip = peer.ip().to_string();
+        audit::record(
+            &mut conn,
+            "-",
+            Action::SshLoginRefused,
+            Target {
+                kind: "peer",
+                id: &ip,
+                name: &ip,
+            },
+            "refused",
+            Some(&detail),
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "recording a throttled SSH address in the audit log failed");
+    }
+}
 
 enum OwnPort {
     Gone,
-    Refused(Refusal, Option<SshTarget>),
-}
-
-/// Why a login was refused; the text goes to the audit log, never to the client (which only
-/// learns that its key was not accepted, so a notebook's existence is not revealed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Refusal {
-    UnknownNotebook,
-    KeyNotAccepted,
-    NotWhitelisted,
-    SshDisabled,
-    WrongUser,
-}
-
-impl Refusal {
-    fn as_str(self) -> &'static str {
-        match self {
-            Refusal::UnknownNotebook => "no such notebook",
-            Refusal::KeyNotAccepted => "the key is not one of the notebook's key pairs",
-            Refusal::NotWhitelisted => "the source address is not in the notebook's whitelist",
-            Refusal::SshDisabled => "SSH is not enabled for the notebook",
-            Refusal::WrongUser => "a notebook's own port takes the user ma-user",
-        }
-    }
+    Refused(Refusal, Option<Concerned>),
+    Store(sqlx::Error),
 }
 
 /// One client connection.
 struct Conn {
     state: AppState,
+    failures: Arc<Failures>,
     peer: SocketAddr,
     /// Set on a notebook's own port.
     notebook: Option<String>,
     login: Option<SshTarget>,
-    /// Refusals already written to the audit log on this connection (a client tries each of
-    /// its keys in turn).
+    /// Fires when what let this connection in is revoked; the session task selects on it.
+    watch: Watch,
+    /// Held while logged in, for its `Drop`: this connection's place in the revocation
+    /// registry, left when the connection ends.
+    _registration: Option<Registration>,
+    /// Refusals already counted on this connection (a client tries each of its keys in
+    /// turn).
     audited: HashSet<(String, Refusal)>,
     /// This connection's own session, to open channels towards the client.
     front: Arc<OnceLock<russh::server::Handle>>,
@@ -186,64 +235,52 @@ impl Conn {
     /// At accept on a notebook's own port: is the notebook still there, and may this peer
     /// connect at all (the whitelist)?
     async fn own_port_target(&self, id: &str) -> Result<(), OwnPort> {
-        let targets = match self.state.store.pool.acquire().await {
-            Ok(mut conn) => rows::ssh_targets(&mut conn, id).await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
+        let targets = async {
+            let mut conn = self.state.store.pool.acquire().await?;
+            rows::ssh_targets(&mut conn, SshLookup::Notebook(id)).await
+        }
+        .await
+        .map_err(OwnPort::Store)?;
         let Some(t) = targets.into_iter().find(|t| t.id == id) else {
             return Err(OwnPort::Gone);
         };
         if !whitelist::allows(&t.whitelist, self.peer.ip()) {
-            return Err(OwnPort::Refused(Refusal::NotWhitelisted, Some(t)));
+            return Err(OwnPort::Refused(Refusal::NotWhitelisted, Some(t.into())));
         }
         Ok(())
     }
 
-    /// The notebook `user` names (or this port's notebook) that accepts `key` from this
-    /// peer.
-    async fn check(
-        &self,
-        user: &str,
-        key: &PublicKey,
-    ) -> Result<SshTarget, (Refusal, Option<SshTarget>)> {
-        let lookup = match &self.notebook {
-            Some(_) if user != MA_USER => return Err((Refusal::WrongUser, None)),
-            Some(id) => id.as_str(),
-            None => user,
+    /// The login `user` with `key` gets from this peer at this door.
+    async fn check(&self, user: &str, key: &PublicKey) -> Result<Login, Denied> {
+        let door = match &self.notebook {
+            Some(id) => Door::Own(id),
+            None => Door::Shared,
         };
-        let candidates = {
-            let Ok(mut conn) = self.state.store.pool.acquire().await else {
-                return Err((Refusal::UnknownNotebook, None));
-            };
-            let all = rows::ssh_targets(&mut conn, lookup)
-                .await
-                .unwrap_or_default();
-            match &self.notebook {
-                Some(id) => all.into_iter().filter(|t| &t.id == id).collect(),
-                None => all,
-            }
-        };
-        if candidates.is_empty() {
-            return Err((Refusal::UnknownNotebook, None));
-        }
-        let Some(target) = candidates
-            .iter()
-            .find(|c| c.public_keys.iter().any(|k| same_key(k, key)))
-            .cloned()
-        else {
-            return Err((Refusal::KeyNotAccepted, candidates.into_iter().next()));
-        };
-        if !whitelist::allows(&target.whitelist, self.peer.ip()) {
-            return Err((Refusal::NotWhitelisted, Some(target)));
-        }
-        if !target.ssh_enabled {
-            return Err((Refusal::SshDisabled, Some(target)));
-        }
-        Ok(target)
+        let fingerprint = crate::ssh::keys::fingerprint(key);
+        let mut conn = self.state.store.pool.acquire().await?;
+        login::resolve(&mut conn, door, user, &fingerprint, self.peer.ip()).await
     }
 
-    async fn refuse(&mut self, user: &str, refusal: Refusal, target: Option<SshTarget>) {
+    /// Answers a denied login: a refusal is counted (and audited, the first of its kind per
+    /// address and window); a store failure is logged as the gateway's error.
+    async fn deny(&mut self, user: &str, denied: Denied) {
+        match denied {
+            Denied::Refused(refusal, target) => self.refuse(user, refusal, target).await,
+            Denied::Store(e) => {
+                tracing::error!(peer = %self.peer, user, error = %e, "SSH login refused: the store failed");
+            }
+        }
+    }
+
+    async fn refuse(&mut self, user: &str, refusal: Refusal, target: Option<Concerned>) {
         if !self.audited.insert((user.to_owned(), refusal)) {
+            return;
+        }
+        let verdict = self
+            .failures
+            .failed(self.peer.ip(), refusal, user, Instant::now());
+        if verdict == Verdict::Counted {
+            tracing::debug!(peer = %self.peer, user, reason = refusal.as_str(), "SSH login refused (counted)");
             return;
         }
         let detail = format!(
@@ -369,10 +406,6 @@ impl Conn {
     }
 }
 
-fn same_key(stored: &str, offered: &PublicKey) -> bool {
-    PublicKey::from_openssh(stored).is_ok_and(|k| k.key_data() == offered.key_data())
-}
-
 impl russh::server::Handler for Conn {
     type Error = russh::Error;
 
@@ -383,8 +416,8 @@ impl russh::server::Handler for Conn {
     ) -> Result<Auth, Self::Error> {
         match self.check(user, offer.public_key).await {
             Ok(_) => Ok(Auth::Accept),
-            Err((refusal, target)) => {
-                self.refuse(user, refusal, target).await;
+            Err(denied) => {
+                self.deny(user, denied).await;
                 Ok(Auth::reject())
             }
         }
@@ -395,56 +428,71 @@ impl russh::server::Handler for Conn {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        match self.check(user, key.public_key).await {
-            Ok(target) => {
-                let fp = crate::ssh::keys::fingerprint(key.public_key);
-                let (outcome, detail) = if target.status == RUNNING {
-                    (
-                        "ok",
-                        format!("ssh user {user:?} from {} with key {fp}", self.peer.ip()),
-                    )
-                } else {
-                    (
-                        "refused",
-                        format!(
-                            "ssh user {user:?} from {} with key {fp}: notebook is {}",
-                            self.peer.ip(),
-                            target.status
-                        ),
-                    )
-                };
-                let action = if outcome == "ok" {
-                    Action::SshLogin
-                } else {
-                    Action::SshLoginRefused
-                };
-                self.audit(
-                    &target.owner,
-                    action,
-                    &target.id,
-                    &target.name,
-                    outcome,
-                    &detail,
-                )
-                .await;
-                let running = target.status == RUNNING;
-                let activity = Activity::new(self.state.routes.clone(), &target.id);
-                if running {
-                    activity.touch();
-                }
-                self.activity = Some(activity);
-                self.login = Some(target);
-                if running {
-                    // Open the link while the client sets up its channels.
-                    drop(self.link());
-                }
-                Ok(Auth::Accept)
+        let since = Instant::now();
+        let Login {
+            target,
+            key_pair_id,
+        } = match self.check(user, key.public_key).await {
+            Ok(login) => login,
+            Err(denied) => {
+                self.deny(user, denied).await;
+                return Ok(Auth::reject());
             }
-            Err((refusal, target)) => {
-                self.refuse(user, refusal, target).await;
-                Ok(Auth::reject())
-            }
+        };
+        // From now on, revoking the user, the notebook or the key pair (on it) cuts this
+        // connection (a revocation since `since` at once).
+        self._registration = Some(self.state.auth.revocations().register(
+            self.watch.clone(),
+            vec![
+                Subject::User(target.owner_id.clone()),
+                Subject::Notebook(target.id.clone()),
+                Subject::KeyPair(key_pair_id.clone()),
+                Subject::NotebookKeyPair(target.id.clone(), key_pair_id),
+            ],
+            since,
+        ));
+        let fp = crate::ssh::keys::fingerprint(key.public_key);
+        let (outcome, detail) = if target.status == RUNNING {
+            (
+                "ok",
+                format!("ssh user {user:?} from {} with key {fp}", self.peer.ip()),
+            )
+        } else {
+            (
+                "refused",
+                format!(
+                    "ssh user {user:?} from {} with key {fp}: notebook is {}",
+                    self.peer.ip(),
+                    target.status
+                ),
+            )
+        };
+        let action = if outcome == "ok" {
+            Action::SshLogin
+        } else {
+            Action::SshLoginRefused
+        };
+        self.audit(
+            &target.owner,
+            action,
+            &target.id,
+            &target.name,
+            outcome,
+            &detail,
+        )
+        .await;
+        let running = target.status == RUNNING;
+        let activity = Activity::new(self.state.routes.clone(), &target.id);
+        if running {
+            activity.touch();
         }
+        self.activity = Some(activity);
+        self.login = Some(target);
+        if running {
+            // Open the link while the client sets up its channels.
+            drop(self.link());
+        }
+        Ok(Auth::Accept)
     }
 
     async fn channel_open_session(

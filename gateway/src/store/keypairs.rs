@@ -74,6 +74,31 @@ pub async fn by_fingerprint(
     .await
 }
 
+/// Whether a user other than `owner_id` holds a key pair with this fingerprint (a public key
+/// belongs to one user only).
+pub async fn held_by_another(
+    conn: &mut Conn,
+    owner_id: &str,
+    fingerprint: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM key_pairs WHERE fingerprint = $1 AND owner_id <> $2)",
+    )
+    .bind(fingerprint)
+    .bind(owner_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Who holds a public key: `(key pair id, owner id)` of every key pair with this fingerprint
+/// (one, or none; several only in a database from before keys were one user's).
+pub async fn holders(conn: &mut Conn, fingerprint: &str) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as("SELECT id, owner_id FROM key_pairs WHERE fingerprint = $1 ORDER BY id")
+        .bind(fingerprint)
+        .fetch_all(conn)
+        .await
+}
+
 /// One owner's key pairs, or everyone's (`owner_id = None`), by name.
 pub async fn list(conn: &mut Conn, owner_id: Option<&str>) -> sqlx::Result<Vec<KeyPairRow>> {
     match owner_id {

@@ -126,11 +126,17 @@ async fn fill_key_pair_names(conn: &mut Conn, rows: &mut [NotebookRow]) -> sqlx:
 }
 
 /// Replaces the key pairs a notebook accepts.
+/// Sets the key pairs a notebook accepts; returns the ids of those it no longer accepts.
 pub async fn set_key_pairs(
     conn: &mut Conn,
     notebook_id: &str,
     key_pair_ids: &[String],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Vec<String>> {
+    let before: Vec<String> =
+        sqlx::query_scalar("SELECT key_pair_id FROM notebook_key_pairs WHERE notebook_id = $1")
+            .bind(notebook_id)
+            .fetch_all(&mut *conn)
+            .await?;
     sqlx::query("DELETE FROM notebook_key_pairs WHERE notebook_id = $1")
         .bind(notebook_id)
         .execute(&mut *conn)
@@ -142,7 +148,10 @@ pub async fn set_key_pairs(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
+    Ok(before
+        .into_iter()
+        .filter(|k| !key_pair_ids.contains(k))
+        .collect())
 }
 
 pub async fn count_for_owner(conn: &mut Conn, owner_id: &str) -> sqlx::Result<i64> {
@@ -362,16 +371,17 @@ pub async fn delete(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
 }
 
 /// What the SSH front door needs to decide a login to a notebook.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SshTarget {
     pub id: String,
     pub name: String,
+    pub owner_id: String,
     pub owner: String,
     pub status: String,
     pub ssh_enabled: bool,
     pub whitelist: String,
-    /// The OpenSSH lines of the key pairs it accepts.
-    pub public_keys: Vec<String>,
+    /// The key pairs the notebook accepts (its owner's): id and `SHA256:…` fingerprint.
+    pub keys: Vec<(String, String)>,
 }
 
 /// Claims `port` for a notebook that has none; false when another notebook holds it or
@@ -405,37 +415,72 @@ pub async fn ssh_ports(conn: &mut Conn) -> sqlx::Result<Vec<(String, i64)>> {
         .await
 }
 
-/// id, name, owner, status, ssh_enabled, whitelist, one accepted public key (if any).
-type SshRow = (String, String, String, String, bool, String, Option<String>);
+/// Which notebooks an SSH login can mean.
+#[derive(Debug, Clone, Copy)]
+pub enum SshLookup<'a> {
+    /// At the shared port: the notebooks of the user who holds the offered key, whose id or
+    /// name is the SSH user name.
+    OwnersNotebook { owner_id: &'a str, user: &'a str },
+    /// At a notebook's own port: that notebook.
+    Notebook(&'a str),
+}
 
-/// Notebooks an SSH user name can mean: the one with that id, or those with that name
-/// (names are unique per owner; the offered key decides between owners).
-pub async fn ssh_targets(conn: &mut Conn, user: &str) -> sqlx::Result<Vec<SshTarget>> {
-    let rows: Vec<SshRow> = sqlx::query_as(
-        "SELECT n.id, n.name, u.name, n.status, n.ssh_enabled, n.ssh_whitelist, k.public_key \
+/// id, name, owner id, owner, status, ssh_enabled, whitelist, one accepted key pair (id,
+/// fingerprint) if any.
+type SshRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    bool,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+/// The notebooks a login can mean, with the key pairs each accepts; an id match comes
+/// before a name match (names are unique per owner).
+pub async fn ssh_targets(conn: &mut Conn, lookup: SshLookup<'_>) -> sqlx::Result<Vec<SshTarget>> {
+    const SELECT: &str = "SELECT n.id, n.name, u.id, u.name, n.status, n.ssh_enabled, \
+         n.ssh_whitelist, k.id, k.fingerprint \
          FROM notebooks n JOIN users u ON u.id = n.owner_id \
          LEFT JOIN notebook_key_pairs nk ON nk.notebook_id = n.id \
-         LEFT JOIN key_pairs k ON k.id = nk.key_pair_id \
-         WHERE n.id = $1 OR n.name = $1 ORDER BY n.created_at, n.id, k.name",
-    )
-    .bind(user)
-    .fetch_all(conn)
-    .await?;
+         LEFT JOIN key_pairs k ON k.id = nk.key_pair_id";
+    let rows: Vec<SshRow> = match lookup {
+        SshLookup::OwnersNotebook { owner_id, user } => {
+            sqlx::query_as(&format!(
+                "{SELECT} WHERE n.owner_id = $1 AND (n.id = $2 OR n.name = $2) \
+                 ORDER BY n.id = $2 DESC, n.id, k.id"
+            ))
+            .bind(owner_id)
+            .bind(user)
+            .fetch_all(conn)
+            .await?
+        }
+        SshLookup::Notebook(id) => {
+            sqlx::query_as(&format!("{SELECT} WHERE n.id = $1 ORDER BY n.id, k.id"))
+                .bind(id)
+                .fetch_all(conn)
+                .await?
+        }
+    };
     let mut out: Vec<SshTarget> = Vec::new();
-    for (id, name, owner, status, ssh_enabled, whitelist, key) in rows {
+    for (id, name, owner_id, owner, status, ssh_enabled, whitelist, key_id, fingerprint) in rows {
         if out.last().is_none_or(|t| t.id != id) {
             out.push(SshTarget {
                 id,
                 name,
+                owner_id,
                 owner,
                 status,
                 ssh_enabled,
                 whitelist,
-                public_keys: Vec::new(),
+                keys: Vec::new(),
             });
         }
-        if let (Some(k), Some(t)) = (key, out.last_mut()) {
-            t.public_keys.push(k);
+        if let (Some(k), Some(f), Some(t)) = (key_id, fingerprint, out.last_mut()) {
+            t.keys.push((k, f));
         }
     }
     Ok(out)

@@ -148,12 +148,14 @@ pub async fn delete_token(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
     Ok(())
 }
 
-pub async fn delete_session_by_hash(conn: &mut Conn, hash: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM tokens WHERE secret_hash = $1 AND kind = 'session'")
-        .bind(hash)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Deletes a browser session; its token id, if there was one.
+pub async fn delete_session_by_hash(conn: &mut Conn, hash: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "DELETE FROM tokens WHERE secret_hash = $1 AND kind = 'session' RETURNING id",
+    )
+    .bind(hash)
+    .fetch_optional(conn)
+    .await
 }
 
 pub async fn delete_expired_sessions(conn: &mut Conn, now: &str) -> sqlx::Result<u64> {
