@@ -783,9 +783,17 @@ impl Gateway {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
     }
 
-    /// Whether the gateway runs notebooks sandboxed (from its startup log line). In CI it
-    /// must: a missing sandbox fails the test run instead of passing it silently.
+    /// Whether the gateway runs process notebooks sandboxed (from its startup log line). In
+    /// CI it must: a missing sandbox fails the test run instead of passing it silently.
     pub fn sandboxed(&self) -> bool {
+        if self
+            .env
+            .iter()
+            .any(|(k, v)| k == "ATELIER_BACKEND" && v != "process")
+        {
+            // Containers are the engine's to confine.
+            return false;
+        }
         let yes = self.log().contains("notebooks run sandboxed");
         if !yes && std::env::var_os("CI").is_some() && !self.log().contains(UNCONFINED_LINE) {
             self.fail(

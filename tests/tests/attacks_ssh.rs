@@ -414,28 +414,50 @@ struct Term {
 }
 
 impl Term {
-    /// Opens a new terminal with one credential header (`authorization` or `cookie`).
+    /// Opens a new terminal with one credential header (`authorization`) on the console's
+    /// path form.
     async fn open(gw: &Gateway, id: &str, header: (&'static str, String)) -> Term {
-        let http = reqwest::Client::new();
-        let r = http
-            .post(format!("{}/nb/{id}/api/terminals", gw.base()))
-            .header(header.0, &header.1)
-            .json(&json!({}))
-            .send()
-            .await
+        Self::open_with(gw, id, &gw.base(), &[header]).await
+    }
+
+    /// Opens a terminal as a browser does: on the notebook's own host, with that host's
+    /// cookie (`name=value`) and its Origin.
+    async fn open_on_host(gw: &Gateway, id: &str, cookie: &str) -> Term {
+        let origin = gw.notebook_origin(id);
+        let headers = [("cookie", cookie.to_owned()), ("origin", origin.clone())];
+        Self::open_with(gw, id, &origin, &headers).await
+    }
+
+    async fn open_with(
+        gw: &Gateway,
+        id: &str,
+        base: &str,
+        headers: &[(&'static str, String)],
+    ) -> Term {
+        // The notebook's own host resolves to the gateway, as `*.localhost` does in browsers.
+        let host = base.trim_start_matches("http://").to_owned();
+        let http = reqwest::Client::builder()
+            .resolve(host.split(':').next().unwrap_or_default(), gw.addr)
+            .build()
             .unwrap();
+        let mut post = http
+            .post(format!("{base}/nb/{id}/api/terminals"))
+            .json(&json!({}));
+        for (k, v) in headers {
+            post = post.header(*k, v);
+        }
+        let r = post.send().await.unwrap();
         assert_eq!(r.status(), 200);
         let name = r.json::<Value>().await.unwrap()["name"]
             .as_str()
             .unwrap()
             .to_owned();
-        let url = format!(
-            "{}/nb/{id}/terminals/websocket/{name}",
-            gw.base().replacen("http://", "ws://", 1)
-        );
+        let url = format!("ws://{}/nb/{id}/terminals/websocket/{name}", gw.addr);
         let mut req = url.as_str().into_client_request().unwrap();
-        req.headers_mut()
-            .insert(header.0, header.1.parse().unwrap());
+        req.headers_mut().insert("host", host.parse().unwrap());
+        for (k, v) in headers {
+            req.headers_mut().insert(*k, v.parse().unwrap());
+        }
         let (ws, _) = tokio::time::timeout(HANG, tokio_tungstenite::connect_async(req))
             .await
             .expect("the terminal WebSocket to open")
@@ -528,34 +550,23 @@ async fn revoking_a_token_or_logging_out_cuts_that_credentials_websockets() {
     within("deleting the token", started);
     by_two.works("still").await;
 
-    // A browser session: logging out cuts what the session cookie opened, not the rest.
+    // A browser session: logging out of the console cuts what it opened on the notebook's
+    // own host (through the cookie its ticket gave), not the rest.
+    let session = gw.browser_login(&two).await;
+    let on_host = gw.open_on_notebook_host(&session, &id).await;
+    let mut by_cookie = Term::open_on_host(&gw, &id, &on_host).await;
+    let (csrf_cookie, csrf) = gw.login_form().await;
+    let (csrf_cookie, csrf) = (csrf_cookie.expect("form cookie"), csrf.expect("form field"));
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let r = browser
-        .post(format!("{}/login", gw.base()))
-        .form(&[("token", two.as_str()), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    let cookie = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            v.split(';')
-                .next()
-                .filter(|c| c.starts_with("atelier_session="))
-        })
-        .expect("a session cookie")
-        .to_owned();
-    let mut by_cookie = Term::open(&gw, &id, ("cookie", cookie.clone())).await;
     let started = Instant::now();
     let r = browser
         .post(format!("{}/logout", gw.base()))
-        .header("cookie", &cookie)
+        .header("cookie", format!("{session}; {csrf_cookie}"))
+        .header("origin", gw.base())
+        .form(&[("csrf", csrf)])
         .send()
         .await
         .unwrap();

@@ -117,7 +117,10 @@ fn ask(port: u16, message: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_files_and_forwards_reach_inside_the_notebook() {
-    session_checks(Gateway::start().await, None).await;
+    // Sandboxed, process notebooks run as ma-user in /home/ma-user/work, as containers do.
+    let gw = Gateway::start().await;
+    let inside = gw.sandboxed().then_some("/home/ma-user/work");
+    session_checks(gw, inside).await;
 }
 
 /// The same checks against a container notebook (docker backend on Podman): the agent is the

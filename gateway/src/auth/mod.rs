@@ -14,8 +14,8 @@
 
 pub mod authz;
 pub mod csrf;
-pub mod tickets;
 pub mod revoke;
+pub mod tickets;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -36,9 +36,9 @@ use hyper_util::rt::TokioIo;
 use crate::api::error::ApiError;
 use crate::audit::{self, Action, Target};
 use crate::auth::authz::{self, RouteGrant};
+use crate::auth::revoke::{Subject, Watch};
 use crate::auth::{Principal, Via, csrf};
 use crate::config::NotebookOrigin;
-use crate::auth::revoke::{Subject, Watch};
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
 use routes::RouteTable;
@@ -217,7 +217,18 @@ async fn notebook_host(
         }
         Err(e) => return Err(refuse(e, html)),
     };
-    authorized(state, principal, id, Via::Cookie, true, req, html, home, since).await
+    authorized(
+        state,
+        principal,
+        id,
+        Via::Cookie,
+        true,
+        req,
+        html,
+        home,
+        since,
+    )
+    .await
 }
 
 /// `GET /?ticket=…` on a notebook's host: a valid ticket for this notebook becomes this
