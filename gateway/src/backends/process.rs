@@ -195,9 +195,17 @@ impl ProcessBackend {
                 .cgroups
                 .prepare(&spec.id, &spec.flavor)
                 .with_context(|| format!("making the notebook's cgroups ({:?})", s.cgroups))?;
-            // SAFETY: Entry::enter only writes to descriptors opened before the fork.
+            let own_network = s.root;
+            // SAFETY: Entry::enter only writes to descriptors opened before the fork;
+            // enter_new_network makes syscalls on stack data.
             unsafe {
-                cmd.pre_exec(move || entry.enter());
+                cmd.pre_exec(move || {
+                    entry.enter()?;
+                    if own_network {
+                        sandbox::enter_new_network()?;
+                    }
+                    Ok(())
+                });
             }
         }
         let mut child = tokio::process::Command::from(cmd)

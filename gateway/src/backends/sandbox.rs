@@ -159,11 +159,10 @@ fn check_bwrap(bwrap: &Path, root: bool) -> Result<(), String> {
         "--tmpfs",
         "/tmp",
         "--unshare-pid",
-        "--unshare-net",
         "--unshare-ipc",
     ]);
     if !root {
-        cmd.args(["--unshare-user"]);
+        cmd.args(["--unshare-user", "--unshare-net"]);
     }
     cmd.arg("true");
     let out = cmd
@@ -241,11 +240,15 @@ pub fn argv(s: &Sandbox, host: &HostRoot, p: &Paths) -> Vec<String> {
     let str = |p: &Path| p.to_string_lossy().into_owned();
     let mut a: Vec<String> = vec![str(&s.bwrap)];
     let push = |a: &mut Vec<String>, args: &[&str]| a.extend(args.iter().map(|x| x.to_string()));
+    // As root the gateway gives the runtime its network namespace before bubblewrap runs
+    // ([`enter_new_network`]); otherwise bubblewrap makes one in its user namespace.
+    if !s.root {
+        push(&mut a, &["--unshare-net"]);
+    }
     push(
         &mut a,
         &[
             "--unshare-pid",
-            "--unshare-net",
             "--unshare-ipc",
             "--unshare-uts",
             "--unshare-cgroup-try",
@@ -369,8 +372,40 @@ pub fn passwd_files() -> (String, String) {
     )
 }
 
-/// A process in the notebook's network namespace: a descendant of `runtime_pid` whose
-/// `/proc/<pid>/ns/net` differs from the gateway's.
+/// In the child between `fork` and `exec` (async-signal-safe: syscalls on stack data):
+/// moves the calling process into a new network namespace and brings its loopback up (the
+/// kernel gives it 127.0.0.1 and ::1), for the notebook's runtime and everything under it.
+/// Done here rather than by bubblewrap (`--unshare-net`), whose netlink setup of the
+/// loopback fails now and then when many namespaces come and go ("loopback: Failed
+/// RTM_NEWADDR"); needs root (CAP_SYS_ADMIN).
+pub fn enter_new_network() -> std::io::Result<()> {
+    // SAFETY: unshare, socket, ioctl and close on a zeroed struct; no allocation.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as i16;
+        let r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// A process in the notebook's network namespace: `runtime_pid` itself when the gateway
+/// made the namespace ([`enter_new_network`]), else a descendant of it (bubblewrap made
+/// it) whose `/proc/<pid>/ns/net` differs from the gateway's.
 fn sandbox_member(runtime_pid: i32) -> Option<i32> {
     let own = std::fs::read_link("/proc/self/ns/net").ok()?;
     let mut parent = std::collections::HashMap::new();
@@ -393,6 +428,9 @@ fn sandbox_member(runtime_pid: i32) -> Option<i32> {
             continue;
         };
         parent.insert(pid, ppid);
+    }
+    if std::fs::read_link(format!("/proc/{runtime_pid}/ns/net")).is_ok_and(|ns| ns != own) {
+        return Some(runtime_pid);
     }
     let descends = |mut p: i32| {
         for _ in 0..8 {
@@ -547,7 +585,6 @@ mod tests {
         let a = args(true, Some(Path::new("/root/.pyenv/versions/3.11.7")));
         for needed in [
             "--unshare-pid",
-            "--unshare-net",
             "--unshare-ipc",
             "--die-with-parent",
             "--ro-bind /usr /usr",
@@ -596,8 +633,11 @@ mod tests {
             "{a}"
         );
         assert!(!a.contains("--unshare-user"), "{a}");
+        // The gateway made its network namespace already.
+        assert!(!a.contains("--unshare-net"), "{a}");
         let a = args(false, None);
         assert!(a.contains("--unshare-user --uid 1000 --gid 100"), "{a}");
+        assert!(a.contains("--unshare-net"), "{a}");
         assert!(!a.contains("--cap-add"), "{a}");
     }
 
