@@ -249,6 +249,16 @@ pub async fn register(
         ));
     }
 
+    // One registration or deletion of this name and version at a time, and one at a time
+    // working on the files of this digest (in that order, as `delete`): concurrent requests
+    // never write, replace or delete each other's files. Held to the end.
+    let _plugin_lock = host
+        .lock_key(&plugin_key(&manifest.name, &manifest.version))
+        .await;
+    let _digest_lock = host
+        .lock_key(&digest_key(&atelier_plugins::host::sha256_hex(&component)))
+        .await;
+
     // Check the component (this compiles it once; a known digest compiles nothing).
     let h = host.clone();
     let registered = tokio::task::spawn_blocking(move || h.register(&component, expected))
@@ -294,7 +304,9 @@ pub async fn register(
     }
     drop(conn);
 
-    // Model files first (staged, then moved into place), then the row.
+    // Model files first (written into a staging directory of this registration, which is then
+    // renamed into place), then the row. Under the plugin's lock and with no row yet, a
+    // directory already at the place is a leftover of a registration that did not finish.
     let dir = files_dir(settings, &manifest.name, &manifest.version);
     if !files.is_empty() {
         let staging = dir.with_extension(format!("staging-{}", uuid::Uuid::new_v4()));
@@ -303,7 +315,10 @@ pub async fn register(
             for (name, data) in &files {
                 std::fs::write(staging.join(name), data)?;
             }
-            let _ = std::fs::remove_dir_all(&dir);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             std::fs::rename(&staging, &dir)
         };
         if let Err(e) = write() {
@@ -357,7 +372,8 @@ pub async fn register(
             if !files.is_empty() {
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            // A concurrent registration of the same name and version won the race.
+            // Registrations of one name and version are serialized, so only another gateway
+            // on the same database gets here.
             if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
                 return Err(ApiError::conflict(format!(
                     "plugin {} {} was registered meanwhile",
@@ -373,6 +389,16 @@ pub async fn register(
         created: true,
         compiled: registered.compiled,
     })
+}
+
+/// The lock key of a plugin's registration (see [`Host::lock_key`]).
+fn plugin_key(name: &str, version: &str) -> String {
+    format!("plugin:{name}@{version}")
+}
+
+/// The lock key of a component's files (by digest).
+fn digest_key(digest: &str) -> String {
+    format!("digest:{digest}")
 }
 
 pub async fn get(store: &Store, name: &str, version: &str) -> Result<PluginRow, ApiError> {
@@ -392,6 +418,7 @@ pub async fn delete(
     name: &str,
     version: &str,
 ) -> Result<(), ApiError> {
+    let _plugin_lock = host.lock_key(&plugin_key(name, version)).await;
     let row = get(store, name, version).await?;
     if row.owner_id != who.user_id && !who.is_admin() {
         return Err(ApiError::forbidden(format!(
@@ -399,6 +426,8 @@ pub async fn delete(
             row.owner_name
         )));
     }
+    // Another name registering the same component must not lose its files to this deletion.
+    let _digest_lock = host.lock_key(&digest_key(&row.digest)).await;
     // Later issues (workflows, services, training jobs) refuse here while they reference it.
     let mut tx = store.write().await?;
     store::plugins::delete(&mut tx, name, version).await?;
@@ -482,4 +511,47 @@ pub fn preload(settings: Arc<Settings>, store: Store, host: Arc<Host>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::{Component, Path};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Model file names are joined to the plugin's files directory: an accepted name is
+        /// one plain component in it.
+        #[test]
+        fn accepted_model_file_names_are_one_plain_component(
+            name in prop_oneof![
+                "\\PC{0,12}",
+                "[a-z./\\\\]{0,6}",
+                Just("..".to_owned()),
+                Just(".".to_owned()),
+                Just("a\0b".to_owned()),
+                Just("/etc/passwd".to_owned()),
+            ],
+        ) {
+            if check_file_name(&name).is_ok() {
+                let dir = Path::new("/data/plugins/files/p/1");
+                let file = dir.join(&name);
+                prop_assert_eq!(file.parent(), Some(dir));
+                prop_assert!(matches!(Path::new(&name).components().collect::<Vec<_>>()[..], [Component::Normal(_)]), "{name:?}");
+            }
+        }
+
+        /// Plugin names and versions become directory names (`files/<name>/<version>`).
+        #[test]
+        fn accepted_names_and_versions_are_plain_components(s in "\\PC{0,70}|[a-z0-9._+-]{0,70}") {
+            for ok in [check_name(&s).is_ok(), check_version(&s).is_ok()] {
+                if ok {
+                    prop_assert!(!s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0']), "{s:?}");
+                    prop_assert!(!s.starts_with('.'), "{s:?}");
+                }
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@ use crate::bindings::training::atelier::plugin::training_types as tr;
 use crate::bindings::types::{Dtype, Error as GuestError, ErrorKind, Parameter, Tensor, Value};
 use crate::bindings::workflow::atelier::plugin::step_types as st;
 use crate::host::{
-    Bound, CallContext, CallReport, Host, Live, PluginRef, Timings, classify, ticks,
+    Bound, CallContext, CallReport, Host, Live, PluginRef, Timings, arm_deadline, classify,
 };
 use crate::limits::{CallError, LimitKind, Limits};
 use crate::state::State;
@@ -46,7 +46,7 @@ fn timed<T>(
     call: impl FnOnce(&mut Store<State>) -> wasmtime::Result<Result<T, GuestError>>,
     size: impl Fn(&T) -> usize,
 ) -> Result<T, CallError> {
-    store.set_epoch_deadline(ticks(limits.timeout_ms));
+    arm_deadline(store, limits.timeout_ms);
     let t = Instant::now();
     let result = call(store);
     timings

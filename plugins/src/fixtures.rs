@@ -34,15 +34,20 @@ pub fn wat_component(extra: &[&str], world: &str, wat: &str) -> anyhow::Result<V
         .encode()
 }
 
-/// A training-algorithm component from one of the WAT cases in tests/plugins/training-algorithm.
+/// A training-algorithm component from one of the WAT cases in tests/plugins/training-algorithm
+/// (with the case's `extra.wit` and `world.txt` when it has them).
 pub fn training_case(case: &str) -> Vec<u8> {
-    let path = wit_dir()
+    let dir = wit_dir()
         .parent()
         .unwrap()
         .join("tests/plugins/training-algorithm")
-        .join(case)
-        .join("component.wat");
+        .join(case);
+    let path = dir.join("component.wat");
     let wat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    wat_component(&[], "training-algorithm", &wat)
-        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+    let world = std::fs::read_to_string(dir.join("world.txt"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "training-algorithm".into());
+    let extra = std::fs::read_to_string(dir.join("extra.wit")).ok();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    wat_component(&extra, &world, &wat).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
 }

@@ -200,6 +200,31 @@ pub struct Host {
     slots: Arc<Semaphore>,
     compilations: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
+    keys: KeyLocks,
+}
+
+/// An async lock per key, made on first use and dropped with its last user.
+type KeyLocks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// Held while one registration or deletion works on its key (see [`Host::lock_key`]).
+pub struct KeyGuard {
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+    keys: KeyLocks,
+    key: String,
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        self.held.take();
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it now: nobody has it or waits for it.
+        if keys
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            keys.remove(&self.key);
+        }
+    }
 }
 
 impl Drop for Host {
@@ -271,6 +296,8 @@ impl Host {
         for world in World::ALL {
             let mut linker: Linker<State> = Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+            // The imports a guest can wait in, bounded by the call's deadline.
+            crate::waits::link(&mut linker)?;
             match world {
                 World::InferenceProcessor => inference::InferenceProcessor::add_to_linker::<
                     State,
@@ -315,6 +342,7 @@ impl Host {
             plugin_slots: Mutex::new(HashMap::new()),
             compilations: AtomicU64::new(0),
             stop_ticker,
+            keys: Arc::new(Mutex::new(HashMap::new())),
         }))
     }
 
@@ -545,6 +573,7 @@ impl Host {
                 })?;
         }
         let state = State {
+            deadline: Instant::now(),
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limiter: Limiter {
@@ -572,6 +601,35 @@ impl Host {
             return None;
         }
         s.ready.pop()
+    }
+
+    /// Waits for, then holds, the lock of `key` until the guard drops. The gateway registers
+    /// and deletes one `name@version` at a time, and works on the files of one digest at a
+    /// time, so that concurrent requests never delete each other's files.
+    pub async fn lock_key(&self, key: &str) -> KeyGuard {
+        let lock = self
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        KeyGuard {
+            held: Some(lock.lock_owned().await),
+            keys: self.keys.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Keys locked or waited for now (for tests).
+    pub fn locked_keys(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Pool slots taken now: instances running a call, warm and standby ones (for tests and
+    /// diagnostics).
+    pub fn instances_in_use(&self) -> usize {
+        (self.settings.total_instances as usize).saturating_sub(self.slots.available_permits())
     }
 
     /// Standby instances of `plugin` ready now (for tests and diagnostics).
@@ -636,7 +694,7 @@ impl Host {
         let slot = self.slots.clone().try_acquire_owned().ok()?;
         let loaded = self.loaded.get(&plugin.digest)?;
         let mut store = self.new_store(plugin).ok()?;
-        store.set_epoch_deadline(ticks(plugin.limits.timeout_ms));
+        arm_deadline(&mut store, plugin.limits.timeout_ms);
         let bound = instantiate(&loaded.pre, &mut store).ok()?;
         Some(Live {
             store,
@@ -755,7 +813,7 @@ impl Host {
             let mut result = Ok(());
             if live.bound.is_none() {
                 let t = Instant::now();
-                live.store.set_epoch_deadline(ticks(limits.timeout_ms));
+                arm_deadline(&mut live.store, limits.timeout_ms);
                 result = instantiate(&loaded.pre, &mut live.store)
                     .map(|b| live.bound = Some(b))
                     .map_err(|e| classify(e, &live.store, &limits, t));
@@ -847,8 +905,15 @@ fn instantiate(pre: &Pre, store: &mut Store<State>) -> wasmtime::Result<Bound> {
     })
 }
 
-pub(crate) fn ticks(timeout_ms: u64) -> u64 {
+fn ticks(timeout_ms: u64) -> u64 {
     timeout_ms.div_ceil(TICK.as_millis() as u64) + 1
+}
+
+/// Starts the deadline of what runs next in `store` (a call, or an instantiation): wasm code
+/// is interrupted by the epoch, and waiting host calls end at [`State::deadline`].
+pub(crate) fn arm_deadline(store: &mut Store<State>, timeout_ms: u64) {
+    store.set_epoch_deadline(ticks(timeout_ms));
+    store.data_mut().deadline = Instant::now() + Duration::from_millis(timeout_ms);
 }
 
 /// A wasmtime error as the call's typed error.
@@ -876,14 +941,23 @@ pub(crate) fn classify(
             },
         };
     }
+    let timeout = |waiting: Option<&str>| CallError::Limit {
+        kind: LimitKind::Timeout,
+        limit: limits.timeout_ms,
+        observed: started.elapsed().as_millis() as u64,
+        unit: "ms".into(),
+        hint: format!(
+            "raise limits.timeout_ms in the plugin's manifest (up to the gateway's ATELIER_PLUGIN_MAX_TIMEOUT_MS){}",
+            waiting.map_or(String::new(), |w| format!(
+                "; the plugin was waiting in the host call {w}"
+            ))
+        ),
+    };
+    if let Some(d) = e.downcast_ref::<crate::waits::DeadlinePassed>() {
+        return timeout(Some(d.import));
+    }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::Limit {
-            kind: LimitKind::Timeout,
-            limit: limits.timeout_ms,
-            observed: started.elapsed().as_millis() as u64,
-            unit: "ms".into(),
-            hint: "raise limits.timeout_ms in the plugin's manifest (up to the gateway's ATELIER_PLUGIN_MAX_TIMEOUT_MS)".into(),
-        },
+        Some(Trap::Interrupt) => timeout(None),
         Some(Trap::StackOverflow) => CallError::Limit {
             kind: LimitKind::Stack,
             limit: 0,

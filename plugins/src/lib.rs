@@ -7,7 +7,8 @@
 //! - Calls ([`Host::prepost`], [`Host::run_step`], [`Host::train`], [`Host::invoke`]) run on
 //!   a fresh instance from the pooling allocator or a warm one, under the plugin's limits
 //!   (memory, deadline, output size, concurrency), with nothing from the host granted but
-//!   what the call names; every limit hit is a [`CallError::Limit`].
+//!   what the call names; every limit hit is a [`CallError::Limit`]. The deadline bounds wasm
+//!   code (epoch interruption) and every host call a guest can wait in ([`waits`]).
 
 pub mod bindings;
 pub mod calls;
@@ -18,11 +19,12 @@ pub mod limits;
 pub mod state;
 pub mod storage;
 pub mod tensors;
+pub mod waits;
 pub mod world;
 
 pub use host::{
-    CallContext, CallReport, Host, InstanceUse, LoadSource, PluginRef, RegisterError, Registered,
-    Timings,
+    CallContext, CallReport, Host, InstanceUse, KeyGuard, LoadSource, PluginRef, RegisterError,
+    Registered, Timings,
 };
 pub use limits::{CallError, HostSettings, InstancePolicy, LimitKind, Limits, LimitsSpec};
 pub use wasmtime;

@@ -193,6 +193,10 @@ pub struct CallState {
 }
 
 pub struct State {
+    /// When the running call (or instantiation) must end: the epoch deadline's twin for the
+    /// host calls a guest can wait in (see [`crate::waits`]). Before anything armed it, it is
+    /// the store's creation time, so no wait can outlive a deadline that was never set.
+    pub deadline: std::time::Instant,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limiter: Limiter,

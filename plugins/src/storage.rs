@@ -325,4 +325,57 @@ mod tests {
         ));
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// Property tests: object paths a plugin passes are refused or stay under the root.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::path::Component;
+
+        fn part() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("..".to_owned()),
+                Just(".".to_owned()),
+                Just(String::new()),
+                Just("a\0b".to_owned()),
+                Just("a\\..".to_owned()),
+                "[a-z0-9_.-]{1,8}",
+                "\\PC{1,6}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn accepted_object_paths_stay_under_the_root(
+                absolute in any::<bool>(),
+                parts in prop::collection::vec(part(), 0..6),
+                trailing in any::<bool>(),
+            ) {
+                let mut path = parts.join("/");
+                if absolute {
+                    path.insert(0, '/');
+                }
+                if trailing {
+                    path.push('/');
+                }
+                let root = Path::new("/srv/storage/u1");
+                let checked = check_path(&path);
+                let prefix = normalize_prefix(&path);
+                if checked.is_ok() {
+                    let file = root.join(&path);
+                    prop_assert!(file.starts_with(root) && file != root, "{path:?}");
+                    prop_assert!(file.strip_prefix(root).unwrap().components().all(|c| matches!(c, Component::Normal(_))), "{path:?}");
+                    prop_assert!(!path.contains('\0') && !path.contains('\\'));
+                } else {
+                    prop_assert!(prefix.is_err() || path.is_empty());
+                }
+                if let Ok(p) = prefix {
+                    prop_assert!(p.is_empty() || p.ends_with('/'));
+                    prop_assert!(root.join(&p).starts_with(root));
+                }
+            }
+        }
+    }
 }

@@ -328,3 +328,182 @@ async fn a_new_host_on_the_same_dir_compiles_nothing() {
     drop(h);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Waits (bounded) until `n` pool slots are taken.
+async fn instances_in_use(h: &Host, n: usize) -> bool {
+    for _ in 0..2000 {
+        if h.instances_in_use() == n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Catches a hang: a call that never returns fails the test instead of stalling it. Generous
+/// (a debug build on a loaded CI machine); the deadlines under test are far shorter.
+async fn or_hang<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(120), f)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{what} hung: a guest blocked in a host call outlived its deadline")
+        })
+}
+
+fn assert_timeout(error: &Option<CallError>, limit_ms: u64) {
+    match error {
+        Some(CallError::Limit {
+            kind: LimitKind::Timeout,
+            limit,
+            observed,
+            unit,
+            hint,
+        }) => {
+            assert_eq!(*limit, limit_ms);
+            assert!(*observed >= limit_ms, "observed {observed} < {limit_ms}");
+            assert_eq!(unit, "ms");
+            assert!(hint.contains("limits.timeout_ms"), "{hint}");
+            assert!(hint.contains("ATELIER_PLUGIN_MAX_TIMEOUT_MS"), "{hint}");
+        }
+        other => panic!("expected the timeout limit, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_blocked_in_a_host_call_ends_at_its_deadline_and_frees_its_slot() {
+    let dir = temp_dir();
+    // One pool slot, no standby instances: a blocked call that kept its slot would stall
+    // every call after it.
+    let h = host_with(&dir, 1, 0);
+    let tiny = h.register(&component("describe"), None).unwrap();
+    let tiny = plugin(&h, "tiny@1", &tiny, LimitsSpec::default());
+    // poll on a one-hour clock subscription; block on a subscription that never fires.
+    for case in ["blocked-in-poll", "blocked-in-block"] {
+        let r = h.register(&component(case), None).unwrap();
+        assert!(
+            r.imports.iter().any(|i| i.starts_with("wasi:io/poll@0.2")),
+            "{:?}",
+            r.imports
+        );
+        for policy in [InstancePolicy::Fresh, InstancePolicy::Warm] {
+            let sleeper = plugin(
+                &h,
+                &format!("{case}-{policy:?}@1"),
+                &r,
+                LimitsSpec {
+                    timeout_ms: Some(300),
+                    instance_policy: Some(policy),
+                    ..Default::default()
+                },
+            );
+            let report = or_hang(case, h.describe(&sleeper, ctx("mallory"))).await;
+            assert_timeout(&report.error, 300);
+            // The instance is discarded: a warm plugin's next call gets a new one, and the
+            // slot is free for anyone.
+            let again = or_hang(case, h.describe(&sleeper, ctx("mallory"))).await;
+            assert_timeout(&again.error, 300);
+            if policy == InstancePolicy::Warm {
+                assert_eq!(again.instance, InstanceUse::WarmNew);
+            }
+            let other = or_hang("a call after it", h.describe(&tiny, ctx("alice"))).await;
+            assert!(other.error.is_none(), "{:?}", other.error);
+            assert_eq!(h.instances_in_use(), 0);
+        }
+    }
+    drop(h);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_tenants_calls_go_on_while_a_plugin_is_blocked_in_a_host_call() {
+    let dir = temp_dir();
+    // Two pool slots: the blocked call holds one, the other tenant's calls use the other.
+    let h = host_with(&dir, 2, 0);
+    let tiny = h.register(&component("describe"), None).unwrap();
+    let tiny = plugin(&h, "tiny@1", &tiny, LimitsSpec::default());
+    let r = h.register(&component("blocked-in-poll"), None).unwrap();
+    // Long enough that the other tenant's few calls (milliseconds each) finish well before
+    // it, even on a loaded CI machine; the call is still bounded.
+    let sleeper = plugin(
+        &h,
+        "sleeper@1",
+        &r,
+        LimitsSpec {
+            timeout_ms: Some(15_000),
+            ..Default::default()
+        },
+    );
+    let blocked = {
+        let (h, p) = (h.clone(), sleeper.clone());
+        tokio::spawn(async move { h.describe(&p, ctx("mallory")).await })
+    };
+    assert!(
+        instances_in_use(&h, 1).await,
+        "the blocked call never took its slot"
+    );
+    for _ in 0..5 {
+        let r = or_hang("another tenant's call", h.describe(&tiny, ctx("alice"))).await;
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert_eq!(r.output.unwrap().name, "tiny");
+    }
+    assert!(
+        !blocked.is_finished(),
+        "the blocked call ended before the other tenant's calls were answered"
+    );
+    let report = or_hang("the blocked call", blocked).await.unwrap();
+    assert_timeout(&report.error, 15_000);
+    assert_eq!(h.instances_in_use(), 0);
+
+    // As many blocked calls as the pool has slots, and more queued: every one ends at its
+    // deadline, and the other tenant's call gets a slot after them instead of never.
+    let short = plugin(
+        &h,
+        "short-sleeper@1",
+        &r,
+        LimitsSpec {
+            timeout_ms: Some(300),
+            concurrency: Some(8),
+            ..Default::default()
+        },
+    );
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let (h, p) = (h.clone(), short.clone());
+        calls.push(tokio::spawn(
+            async move { h.describe(&p, ctx("mallory")).await },
+        ));
+    }
+    assert!(instances_in_use(&h, 2).await, "the pool never filled");
+    let r = or_hang("a call behind a full pool", h.describe(&tiny, ctx("alice"))).await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    for c in calls {
+        let r = or_hang("a blocked call", c).await.unwrap();
+        assert_timeout(&r.error, 300);
+    }
+    drop(h);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_locks_serialize_one_key_and_are_dropped_with_their_last_user() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let dir = temp_dir();
+    let h = host_with(&dir, 1, 0);
+    let a = h.lock_key("tiny@1").await;
+    // The same key waits for the holder; another key does not.
+    let mut b = Box::pin(h.lock_key("tiny@1"));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(b.as_mut().poll(&mut cx), Poll::Pending));
+    let other = h.lock_key("tiny@2").await;
+    assert!(matches!(b.as_mut().poll(&mut cx), Poll::Pending));
+    drop(other);
+    assert_eq!(h.locked_keys(), 1);
+    drop(a);
+    let b = b.await;
+    assert_eq!(h.locked_keys(), 1);
+    drop(b);
+    assert_eq!(h.locked_keys(), 0);
+    drop(h);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use atelier_tests::plugins::{built_python, repo_root, wat_component, wat_component_with};
+use atelier_tests::plugins::{
+    built_python, dummy_wat, repo_root, wat_component, wat_component_with,
+};
 use atelier_tests::{Api, Gateway, Reply, plugin_cli_env, run_cli};
 use serde_json::{Value, json};
 
@@ -476,6 +478,114 @@ async fn other_calls_go_on_while_a_hostile_plugin_runs() {
         .post("/v1/plugins/tiny/1/invoke", json!({"describe": true}))
         .await;
     assert_eq!(r.expect_status(200)["output"]["name"], "tiny");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_of_one_version_never_delete_each_others_files() {
+    // Its own cache (in the data dir): deleting a plugin's last registration removes files.
+    let gw = Gateway::start_with(&[]).await;
+    let admin = gw.admin();
+    let component = wat_component("inference-processor", &dummy_wat("inference-processor"));
+    let register_all = |version: &'static str, differ: bool| {
+        let (admin, component) = (admin.clone(), component.clone());
+        async move {
+            let mut calls = Vec::new();
+            for take in 0..8 {
+                let (admin, component) = (admin.clone(), component.clone());
+                let take = if differ { take } else { 0 };
+                calls.push(tokio::spawn(async move {
+                    let manifest = json!({"name": "model", "version": version,
+                        "description": format!("take {take}")});
+                    let labels = format!("labels of take {take}\n").into_bytes();
+                    let r = upload(&admin, &manifest, component, &[("labels.txt", labels)]).await;
+                    (take, r)
+                }));
+            }
+            let mut replies = Vec::new();
+            for c in calls {
+                replies.push(c.await.unwrap());
+            }
+            replies
+        }
+    };
+    let labels = |version: &str| {
+        std::fs::read_to_string(
+            gw.data_dir
+                .join("plugins/files/model")
+                .join(version)
+                .join("labels.txt"),
+        )
+    };
+
+    // Eight different registrations of model 1 at once: one wins, the others are refused,
+    // and the files on disk are the winner's.
+    let replies = register_all("1", true).await;
+    let winners: Vec<usize> = replies
+        .iter()
+        .filter(|(_, r)| r.status == 201)
+        .map(|(take, _)| *take)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        replies.iter().map(|(_, r)| &r.text).collect::<Vec<_>>()
+    );
+    for (_, r) in replies.iter().filter(|(_, r)| r.status != 201) {
+        assert_eq!(r.status, 409, "{}", r.text);
+    }
+    let winner = winners[0];
+    assert_eq!(labels("1").unwrap(), format!("labels of take {winner}\n"));
+    let plugin = admin.get("/v1/plugins/model/1").await;
+    let plugin = plugin.expect_status(200);
+    assert_eq!(plugin["description"], format!("take {winner}"));
+    assert_eq!(plugin["files"], json!(["labels.txt"]));
+
+    // Eight identical registrations of model 2 at once: one creates it, the others find it
+    // registered (200), and its files stay.
+    let replies = register_all("2", false).await;
+    let statuses: Vec<u16> = replies.iter().map(|(_, r)| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(labels("2").unwrap(), "labels of take 0\n");
+    // And model 1 still has its files.
+    assert_eq!(labels("1").unwrap(), format!("labels of take {winner}\n"));
+
+    // The last registration of a component deleted while another name registers the same
+    // component: the component's files stay for the new one.
+    admin.delete("/v1/plugins/model/2").await.expect_status(204);
+    let component_file = gw
+        .data_dir
+        .join("plugins/cache/components")
+        .join(format!("{}.wasm", plugin["digest"].as_str().unwrap()));
+    assert!(component_file.exists());
+    let register_again = {
+        let (admin, component) = (admin.clone(), component.clone());
+        tokio::spawn(async move {
+            upload(
+                &admin,
+                &json!({"name": "copy", "version": "1"}),
+                component,
+                &[],
+            )
+            .await
+        })
+    };
+    admin.delete("/v1/plugins/model/1").await.expect_status(204);
+    register_again.await.unwrap().expect_status(201);
+    assert!(labels("1").is_err());
+    assert!(
+        component_file.exists(),
+        "a deletion removed the files of a component registered meanwhile"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

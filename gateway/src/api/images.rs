@@ -8,7 +8,7 @@ use axum::routing::{delete, get};
 use serde::Deserialize;
 
 use super::Items;
-use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::auth::Principal;
 use crate::images::{self, ImageView};
 use crate::server::AppState;
@@ -25,18 +25,22 @@ async fn list(p: Principal, State(state): State<AppState>) -> ApiResult<ApiJson<
     Ok(ApiJson(Items { items }))
 }
 
+/// `?owner=NAME`: which user's image an admin means (ids are per owner).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerQuery {
+    owner: Option<String>,
+}
+
 async fn get_one(
     p: Principal,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<OwnerQuery>,
 ) -> ApiResult<ApiJson<ImageView>> {
     let mut conn = state.store.pool.acquire().await?;
-    images::list(&state.settings, &mut conn, &p)
-        .await?
-        .into_iter()
-        .find(|i| i.id == id)
-        .map(ApiJson)
-        .ok_or_else(|| ApiError::not_found(format!("no image {id:?}")))
+    let image = images::find(&state.settings, &mut conn, &p, &id, q.owner.as_deref()).await?;
+    Ok(ApiJson(image))
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,12 +73,14 @@ async fn register(
     Ok((StatusCode::CREATED, ApiJson(view)))
 }
 
-/// `DELETE /v1/images/{id}`: unregisters (the image stays in the engine and registry).
+/// `DELETE /v1/images/{id}[?owner=NAME]`: unregisters (the image stays in the engine and
+/// registry).
 async fn unregister(
     p: Principal,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<OwnerQuery>,
 ) -> ApiResult<StatusCode> {
-    images::unregister(&state.settings, &state.store, &p, &id).await?;
+    images::unregister(&state.settings, &state.store, &p, &id, q.owner.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

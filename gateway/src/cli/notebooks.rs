@@ -269,7 +269,7 @@ pub struct SaveImageArgs {
     /// Image tag.
     #[arg(long)]
     pub tag: String,
-    /// Namespace (default: your user name).
+    /// Namespace: the notebook owner's user name (the default; no other is accepted).
     #[arg(long)]
     pub namespace: Option<String>,
     #[arg(long, default_value = "")]

@@ -819,7 +819,8 @@ impl Lifecycle {
         };
         let image_ref = {
             let mut conn = self.inner.store.pool.acquire().await?;
-            crate::images::reference_of(&self.inner.settings, &mut conn, &row.image).await
+            crate::images::reference_of(&self.inner.settings, &mut conn, &row.owner_id, &row.image)
+                .await
         };
         let mut spec = self.spec(&row);
         if let Some(r) = &image_ref {

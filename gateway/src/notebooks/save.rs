@@ -29,7 +29,8 @@ pub struct SaveImageRequest {
     pub tag: String,
     #[serde(default)]
     pub description: String,
-    /// Default: the owner's name, lowercased.
+    /// The owner's name (the default; no other is accepted): a user's saved images live in
+    /// their own namespace under the gateway's registry prefix.
     #[serde(default)]
     pub namespace: Option<String>,
 }
@@ -98,21 +99,28 @@ impl Lifecycle {
         }
         repo_component("name", &req.name)?;
         tag(&req.tag)?;
-        let namespace = req
-            .namespace
-            .clone()
-            .unwrap_or_else(|| nb.owner.to_ascii_lowercase());
+        // User names are unique and already lowercase: the owner's namespace is theirs alone.
+        let namespace = nb.owner.to_ascii_lowercase();
+        if let Some(asked) = &req.namespace
+            && *asked != namespace
+        {
+            return Err(ApiError::invalid(format!(
+                "namespace: the images of {}'s notebooks are saved in the namespace {namespace:?}; another namespace may hold other users' images",
+                nb.owner
+            )));
+        }
         repo_component("namespace", &namespace)?;
         if req.description.chars().count() > 512 {
             return Err(ApiError::invalid("description: at most 512 characters"));
         }
         let id = format!("{namespace}/{}:{}", req.name, req.tag);
         let s = &self.inner.settings;
-        if crate::images::builtin(s).iter().any(|b| b.id == id) {
-            return Err(ApiError::conflict(format!("image {id:?} already exists")));
-        }
         let mut tx = self.inner.store.write().await?;
-        if image_rows::get(&mut tx, &id).await?.is_some() {
+        // Taken in the owner's view (built-in, public, theirs); other users' ids do not count.
+        if crate::images::taken(s, &mut tx, Some(&nb.owner_id), &id)
+            .await?
+            .is_some()
+        {
             return Err(ApiError::conflict(format!(
                 "image {id:?} already exists; pick another name or tag"
             )));
@@ -188,6 +196,18 @@ impl Lifecycle {
             )),
         };
         let mut tx = self.inner.store.write().await?;
+        let mut outcome = outcome;
+        if outcome.is_ok()
+            && crate::images::taken(s, &mut tx, Some(&row.owner_id), image_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?
+                .is_some()
+        {
+            // An admin made a public image of this id during the save.
+            outcome = Err(SaveImageError::Other(format!(
+                "the image {image_id:?} was registered meanwhile; save again under another name or tag"
+            )));
+        }
         match &outcome {
             Ok(size) => {
                 image_rows::insert(

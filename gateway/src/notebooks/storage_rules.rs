@@ -328,4 +328,77 @@ mod tests {
         };
         assert!(validate(Some(&evs), &[]).unwrap().is_empty());
     }
+
+    /// Property tests: mount paths and folders from generated input (`..`, `.`, empty parts,
+    /// reserved prefixes, NUL, unicode) are refused or land where the rules allow.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::path::{Component, Path};
+
+        fn part() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("..".to_owned()),
+                Just(".".to_owned()),
+                Just(String::new()),
+                Just("a\0b".to_owned()),
+                Just("é".to_owned()),
+                prop::sample::select(vec!["data", "etc", "tmp", "home", "ma-user", "work", "opt"])
+                    .prop_map(str::to_owned),
+                "[a-zA-Z0-9_.-]{1,8}",
+                "\\PC{1,4}",
+            ]
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            (
+                any::<bool>(),
+                prop::collection::vec(part(), 0..6),
+                any::<bool>(),
+            )
+                .prop_map(|(absolute, parts, trailing)| {
+                    let mut p = parts.join("/");
+                    if absolute {
+                        p.insert(0, '/');
+                    }
+                    if trailing {
+                        p.push('/');
+                    }
+                    p
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn accepted_mount_paths_are_plain_absolute_and_unreserved(p in path()) {
+                let Ok(mounts) = validate(None, &[ext(&p)]) else {
+                    return Ok(());
+                };
+                let got = &mounts[0].path;
+                prop_assert!(got.is_ascii() && got.starts_with('/') && !got.ends_with('/'), "{got:?}");
+                prop_assert!(got[1..].split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{got:?}");
+                prop_assert!(Path::new(got).components().skip(1).all(|c| matches!(c, Component::Normal(_))));
+                let with_slash = format!("{got}/");
+                prop_assert!(!FORBIDDEN_PREFIXES.iter().any(|f| with_slash.starts_with(f)), "{got:?}");
+                prop_assert_eq!(got.as_str(), p.trim_end_matches('/'));
+            }
+
+            #[test]
+            fn folders_are_never_a_bucket_root_and_keep_no_dot_parts(
+                bucket in "[a-z0-9.-]{0,8}",
+                key in prop::collection::vec(part(), 0..5),
+                scheme in prop::sample::select(vec!["obs://", "s3://", "http://", ""]),
+            ) {
+                let uri = format!("{scheme}{bucket}/{}", key.join("/"));
+                let Ok(f) = folder("uri", &uri) else {
+                    return Ok(());
+                };
+                prop_assert!(!f.key.trim_matches('/').is_empty());
+                prop_assert!(f.key.ends_with('/'));
+                prop_assert!(f.key.split('/').all(|c| c != "." && c != ".."), "{:?}", f.key);
+            }
+        }
+    }
 }

@@ -94,8 +94,10 @@ fn parts_total(row: &UploadRow) -> u64 {
 
 /// A relative path in the work dir: plain parts, no names the seed refuses.
 pub fn validate_path(path: &str) -> Result<String, ApiError> {
+    // `/home/ma-user/work/x` is `x`; `/home/ma-user/workx` is not in the work dir.
     let rel = path
         .strip_prefix(WORK_DIR)
+        .filter(|r| r.starts_with('/'))
         .map(|r| r.trim_start_matches('/'))
         .unwrap_or(path);
     let bad = |why: String| ApiError::invalid(format!("path: {path:?} {why}"));
@@ -744,8 +746,79 @@ mod tests {
             "x=1",
             "100%",
             "/home/ma-user/work/",
+            "/home/ma-user/work",
+            // Found by the property test below: outside the work dir, not `x/a` in it.
+            "/home/ma-user/workx/a",
         ] {
             assert!(validate_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Property tests: generated paths (`..`, absolute, NUL, control and other unicode
+    /// characters, near misses of the work dir) are refused or name a file inside it.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::path::{Component, Path};
+
+        fn part() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("..".to_owned()),
+                Just(".".to_owned()),
+                Just(String::new()),
+                Just("work".to_owned()),
+                Just("a\0b".to_owned()),
+                Just("\u{202e}txt.exe".to_owned()),
+                "[a-z0-9_.-]{1,8}",
+                "\\PC{1,6}",
+                "[\\x00-\\x7f]{1,4}",
+            ]
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            let prefix = prop::sample::select(vec![
+                "",
+                "/",
+                "//",
+                "/home/ma-user/work",
+                "/home/ma-user/work/",
+                "/home/ma-user/work//",
+                "/home/ma-user/workx/",
+                "/home/ma-user/",
+                "/etc/",
+                "./",
+                "../",
+            ]);
+            (prefix, prop::collection::vec(part(), 0..6), any::<bool>()).prop_map(
+                |(prefix, parts, trailing)| {
+                    let mut p = format!("{prefix}{}", parts.join("/"));
+                    if trailing {
+                        p.push('/');
+                    }
+                    p
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn accepted_upload_paths_name_a_file_inside_the_work_dir(p in path()) {
+                let Ok(rel) = validate_path(&p) else {
+                    return Ok(());
+                };
+                prop_assert!(rel.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{rel:?}");
+                prop_assert!(!rel.chars().any(|c| c.is_control()), "{rel:?}");
+                let file = Path::new(WORK_DIR).join(&rel);
+                prop_assert!(file.starts_with(WORK_DIR) && file != Path::new(WORK_DIR));
+                prop_assert!(Path::new(&rel).components().all(|c| matches!(c, Component::Normal(_))));
+                if p.starts_with('/') {
+                    prop_assert!(p.starts_with(&format!("{WORK_DIR}/")), "{p:?} is outside the work dir");
+                }
+                // The same file whether written relative or absolute.
+                prop_assert_eq!(validate_path(&format!("{WORK_DIR}/{rel}")).ok(), Some(rel.clone()));
+            }
         }
     }
 

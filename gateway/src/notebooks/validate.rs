@@ -226,4 +226,50 @@ mod tests {
         let many: Vec<String> = (0..11).map(|i| format!("k{i}")).collect();
         assert!(key_pair_names(&many).is_err());
     }
+
+    /// Property tests: names and whitelist entries from arbitrary text.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn names_are_accepted_exactly_when_plain(n in prop_oneof!["\\PC{0,140}", "[a-zA-Z0-9_-]{0,140}", "[\\x00-\\x7f]{0,10}"]) {
+                let plain = (1..=NAME_MAX).contains(&n.chars().count())
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                match name(&n) {
+                    Ok(got) => prop_assert!(plain && got == n),
+                    Err(e) => {
+                        prop_assert!(!plain);
+                        prop_assert!(e.message.starts_with("name:"), "{}", e.message);
+                    }
+                }
+                let _ = description(&n);
+            }
+
+            #[test]
+            fn whitelist_entries_parse_or_are_refused_and_normalize_stably(
+                entries in prop::collection::vec(
+                    prop_oneof![
+                        "\\PC{0,24}",
+                        "[0-9./]{1,20}",
+                        "[0-9a-f:/]{1,30}",
+                        (any::<[u8; 4]>(), 0u8..40).prop_map(|(a, m)| format!("{}.{}.{}.{}/{m}", a[0], a[1], a[2], a[3])),
+                    ],
+                    0..7,
+                ),
+            ) {
+                match whitelist(&entries) {
+                    Ok(out) => {
+                        prop_assert!(out.len() <= WHITELIST_MAX);
+                        // Normalized entries are accepted again, unchanged.
+                        prop_assert_eq!(whitelist(&out).unwrap(), out);
+                    }
+                    Err(e) => prop_assert!(e.message.starts_with("ssh.whitelist:"), "{}", e.message),
+                }
+            }
+        }
+    }
 }

@@ -995,4 +995,218 @@ mod tests {
         let cut = m.find("execute_request").unwrap() + 5;
         assert!(!is_action(&m.as_bytes()[..cut]));
     }
+
+    /// Property tests: whatever bytes a client sends, split however the network splits them.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Counts with the stream cut at the given points (sorted, deduplicated, in range).
+        fn count_split(stream: &[u8], cuts: &[prop::sample::Index]) -> usize {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+            at.sort_unstable();
+            at.dedup();
+            let mut s = Scanner::new();
+            let mut from = 0;
+            let mut total = 0;
+            for cut in at.into_iter().chain([stream.len()]) {
+                total += s.feed(&stream[from..cut]);
+                from = cut;
+            }
+            total
+        }
+
+        /// A masked frame with the reference encoding (`frame_with`) and the given key.
+        fn encode(key: u32, fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+            frame_with(
+                &mut Rng(u64::from(key) | 1 << 40),
+                fin,
+                false,
+                opcode,
+                payload,
+            )
+        }
+
+        /// One client message: its payload, its opcode, whether it is a user action.
+        #[derive(Debug, Clone)]
+        enum Message {
+            Json {
+                msg_type: &'static str,
+                code: String,
+                pad: usize,
+            },
+            Terminal {
+                stdin: bool,
+                text: String,
+            },
+            Binary {
+                msg_type: &'static str,
+                content: Vec<u8>,
+                buffer: Vec<u8>,
+            },
+        }
+
+        impl Message {
+            fn bytes(&self) -> (u8, Vec<u8>, bool) {
+                match self {
+                    Message::Json {
+                        msg_type,
+                        code,
+                        pad,
+                    } => {
+                        let mut m = json_msg(msg_type, ": ", code).into_bytes();
+                        // Trailing blanks: lengths across the 7/16/64-bit length forms.
+                        m.resize(m.len() + pad, b' ');
+                        (
+                            0x1,
+                            m,
+                            matches!(*msg_type, "execute_request" | "input_reply"),
+                        )
+                    }
+                    Message::Terminal { stdin, text } => {
+                        let kind = if *stdin { "stdin" } else { "set_size" };
+                        let m = serde_json::json!([kind, text]).to_string();
+                        (0x1, m.into_bytes(), *stdin)
+                    }
+                    Message::Binary {
+                        msg_type,
+                        content,
+                        buffer,
+                    } => (
+                        0x2,
+                        v1_msg("shell", msg_type, content, &[buffer]),
+                        matches!(*msg_type, "execute_request" | "input_reply"),
+                    ),
+                }
+            }
+        }
+
+        const MSG_TYPES: [&str; 6] = [
+            "execute_request",
+            "input_reply",
+            "kernel_info_request",
+            "comm_msg",
+            "complete_request",
+            "status",
+        ];
+
+        fn message() -> impl Strategy<Value = Message> {
+            prop_oneof![
+                (
+                    prop::sample::select(MSG_TYPES.to_vec()),
+                    "[a-zA-Z0-9 +()=_.,:\\[\\]]{0,200}",
+                    prop_oneof![Just(0usize), 0..200usize, Just(65_600usize)],
+                )
+                    .prop_map(|(msg_type, code, pad)| Message::Json {
+                        msg_type,
+                        code,
+                        pad
+                    }),
+                (any::<bool>(), "\\PC{0,40}")
+                    .prop_map(|(stdin, text)| Message::Terminal { stdin, text }),
+                (
+                    prop::sample::select(MSG_TYPES.to_vec()),
+                    prop::collection::vec(any::<u8>(), 0..64),
+                    prop::collection::vec(any::<u8>(), 0..300),
+                )
+                    .prop_map(|(msg_type, content, buffer)| Message::Binary {
+                        msg_type,
+                        content,
+                        buffer
+                    }),
+            ]
+        }
+
+        /// A message sent as one or more frames (cut at `cuts`), with a ping after each
+        /// fragment when `pings` (control frames may come between fragments), and the
+        /// masking keys drawn from `keys`.
+        fn frames(
+            m: &Message,
+            cuts: &[prop::sample::Index],
+            pings: bool,
+            keys: &mut impl Iterator<Item = u32>,
+        ) -> (Vec<u8>, bool) {
+            let (opcode, payload, action) = m.bytes();
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(payload.len() + 1)).collect();
+            at.sort_unstable();
+            at.dedup();
+            at.retain(|&c| c > 0 && c < payload.len());
+            let mut out = Vec::new();
+            let mut from = 0;
+            let ends: Vec<usize> = at.into_iter().chain([payload.len()]).collect();
+            for (i, &end) in ends.iter().enumerate() {
+                let last = i + 1 == ends.len();
+                let op = if i == 0 { opcode } else { 0x0 };
+                let key = keys.next().unwrap_or(7);
+                out.extend(encode(key, last, op, &payload[from..end]));
+                if pings && !last {
+                    out.extend(encode(key ^ 0x5a5a, true, 0x9, b"ping"));
+                }
+                from = end;
+            }
+            (out, action)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Arbitrary bytes: no panic, and the same count however they are split.
+            #[test]
+            fn arbitrary_bytes_never_panic_and_any_split_agrees(
+                bytes in prop::collection::vec(any::<u8>(), 0..4096),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..24),
+            ) {
+                let whole = count(&bytes);
+                prop_assert_eq!(count_split(&bytes, &cuts), whole);
+                let _ = is_action(&bytes);
+            }
+
+            /// Frames with arbitrary header bits (reserved bits, opcodes, the mask bit, every
+            /// length form) and payloads: no panic, and splits agree.
+            #[test]
+            fn frame_soup_never_panics_and_any_split_agrees(
+                frames in prop::collection::vec(
+                    (any::<u8>(), any::<bool>(), any::<u32>(), prop::collection::vec(any::<u8>(), 0..300)),
+                    0..12,
+                ),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..24),
+            ) {
+                let mut stream = Vec::new();
+                for (first, masked, key, payload) in &frames {
+                    let mut f = encode(*key, true, 0, payload);
+                    f[0] = *first;
+                    if !masked {
+                        f[1] &= 0x7f;
+                    }
+                    stream.extend(f);
+                }
+                let whole = count(&stream);
+                prop_assert_eq!(count_split(&stream, &cuts), whole);
+            }
+
+            /// Messages a browser sends, built by the reference encoder, fragmented, with
+            /// control frames between fragments: every user action counts once, nothing
+            /// else counts, however the stream is split.
+            #[test]
+            fn encoded_messages_count_the_same_whatever_the_split(
+                messages in prop::collection::vec(
+                    (message(), prop::collection::vec(any::<prop::sample::Index>(), 0..4), any::<bool>()),
+                    1..8,
+                ),
+                keys in prop::collection::vec(any::<u32>(), 64),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..32),
+            ) {
+                let mut keys = keys.into_iter();
+                let mut stream = Vec::new();
+                let mut want = 0;
+                for (m, fragment_cuts, pings) in &messages {
+                    let (f, action) = frames(m, fragment_cuts, *pings, &mut keys);
+                    stream.extend(f);
+                    want += usize::from(action);
+                }
+                prop_assert_eq!(count(&stream), want);
+                prop_assert_eq!(count_split(&stream, &cuts), want);
+            }
+        }
+    }
 }

@@ -138,16 +138,21 @@ async fn answer(fs: &mut Filesystem, mut frame: Bytes) -> Bytes {
         Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
         _ => 0,
     };
-    let reply = match Packet::try_from(&mut frame) {
-        Ok(request) => dispatch(fs, request).await,
-        Err(_) if !kind.is_some_and(is_request_type) => status(
+    // Not a request type (a reply type included, which would decode but has no id to
+    // answer with): refused with the frame's id, without decoding.
+    let reply = if !kind.is_some_and(is_request_type) {
+        status(
             id,
             StatusReply::new(StatusCode::OpUnsupported).with_message("unknown request type"),
-        ),
-        Err(err) => status(
-            id,
-            StatusReply::new(StatusCode::BadMessage).with_message(err.to_string()),
-        ),
+        )
+    } else {
+        match Packet::try_from(&mut frame) {
+            Ok(request) => dispatch(fs, request).await,
+            Err(err) => status(
+                id,
+                StatusReply::new(StatusCode::BadMessage).with_message(err.to_string()),
+            ),
+        }
     };
     Bytes::try_from(reply).unwrap_or_else(|err| {
         let failure = StatusReply::new(StatusCode::Failure).with_message(err.to_string());
@@ -1720,8 +1725,19 @@ mod tests {
         let home = TempHome::new("raw-bytes");
         let (mut client, server) = start(&home);
         let mut frames = Vec::new();
-        // An OPEN (type 3) cut short after its id, then an unknown type 99.
-        for body in [&[3u8, 0, 0, 0, 42, 0, 0][..], &[99, 0, 0, 0, 43]] {
+        // An OPEN (type 3) cut short after its id, an unknown type 99, and a well-formed
+        // STATUS (a reply type, 101, which decodes: it was answered with id 0; seen while
+        // writing the property test below).
+        let status_body = {
+            let mut b = Bytes::try_from(Packet::error(44, StatusCode::Ok)).unwrap();
+            b.advance(4);
+            b
+        };
+        for body in [
+            &[3u8, 0, 0, 0, 42, 0, 0][..],
+            &[99, 0, 0, 0, 43],
+            &status_body[..],
+        ] {
             frames.extend_from_slice(&(body.len() as u32).to_be_bytes());
             frames.extend_from_slice(body);
         }
@@ -1729,6 +1745,7 @@ mod tests {
         for (id, code) in [
             (42, StatusCode::BadMessage),
             (43, StatusCode::OpUnsupported),
+            (44, StatusCode::OpUnsupported),
         ] {
             let len = client.read_u32().await.unwrap() as usize;
             let mut body = vec![0; len];
@@ -2014,6 +2031,140 @@ mod tests {
             }
             drop((rx, tx));
             wait_for_end(server).await;
+        }
+    }
+
+    /// Property tests of what decodes untrusted bytes: the framing, the request decoder and
+    /// the replies to requests that do not decode, and the lexical part of REALPATH.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use russh_sftp::protocol::Stat;
+
+        /// Frames pulled from `stream` fed in chunks cut at `cuts`.
+        fn frames_split(stream: &[u8], cuts: &[prop::sample::Index]) -> io::Result<Vec<Bytes>> {
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+            at.sort_unstable();
+            at.dedup();
+            let mut input = BytesMut::new();
+            let mut out = Vec::new();
+            let mut from = 0;
+            for cut in at.into_iter().chain([stream.len()]) {
+                input.extend_from_slice(&stream[from..cut]);
+                from = cut;
+                while let Some(frame) = next_frame(&mut input)? {
+                    out.push(frame);
+                }
+            }
+            Ok(out)
+        }
+
+        fn runtime() -> tokio::runtime::Runtime {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime")
+        }
+
+        /// Whether answering `frame` can touch the filesystem: only a request (INIT aside)
+        /// that decodes reaches it. The others are answered without any file operation.
+        fn touches_files(frame: &Bytes) -> bool {
+            let kind = frame.first().copied().unwrap_or(0);
+            is_request_type(kind) && kind != 1 && Packet::try_from(&mut frame.clone()).is_ok()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Length-prefixed frames come out whole and in order however the stream is cut;
+            /// an oversized length is an error, never a panic or a huge allocation.
+            #[test]
+            fn frames_come_out_whole_whatever_the_split(
+                bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 0..8),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..24),
+            ) {
+                let mut stream = Vec::new();
+                for b in &bodies {
+                    stream.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                    stream.extend_from_slice(b);
+                }
+                let got = frames_split(&stream, &cuts).unwrap();
+                prop_assert_eq!(got.len(), bodies.len());
+                for (g, b) in got.iter().zip(&bodies) {
+                    prop_assert_eq!(&g[..], &b[..]);
+                }
+            }
+
+            #[test]
+            fn arbitrary_streams_never_panic(
+                bytes in prop::collection::vec(any::<u8>(), 0..2048),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..16),
+            ) {
+                if let Err(e) = frames_split(&bytes, &cuts) {
+                    prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                }
+            }
+
+            /// The decoder on arbitrary request bodies: no panic; what does not decode, or is
+            /// not a request, is answered with a status carrying the request's id.
+            #[test]
+            fn requests_that_do_not_decode_get_a_status_with_their_id(
+                kind in prop_oneof![1u8..=20, Just(200u8), any::<u8>()],
+                id in any::<u32>(),
+                rest in prop::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let mut frame = vec![kind];
+                frame.extend_from_slice(&id.to_be_bytes());
+                frame.extend_from_slice(&rest);
+                let frame = Bytes::from(frame);
+                let _ = Packet::try_from(&mut frame.clone());
+                prop_assume!(!touches_files(&frame));
+                let home = std::env::temp_dir().join("atelier-sftp-props-never-created");
+                let mut fs = Filesystem::new(home.clone(), 4);
+                let mut reply = runtime().block_on(answer(&mut fs, frame));
+                prop_assert!(!home.exists());
+                let len = reply.get_u32() as usize;
+                prop_assert_eq!(len, reply.len());
+                match Packet::try_from(&mut reply) {
+                    Ok(Packet::Status(s)) => prop_assert_eq!(s.id, id),
+                    Ok(Packet::Version(_)) => prop_assert_eq!(kind, 1),
+                    other => prop_assert!(false, "unexpected reply {other:?}"),
+                }
+            }
+
+            /// Paths of any text travel through the codec unchanged (what the handlers see
+            /// is what the client sent).
+            #[test]
+            fn paths_round_trip_through_the_codec(id in any::<u32>(), path in "\\PC{0,64}|[\\x00-\\x7f]{0,16}") {
+                let bytes = Bytes::try_from(Packet::Stat(Stat { id, path: path.clone() })).unwrap();
+                let mut input = BytesMut::from(&bytes[..]);
+                let mut frame = next_frame(&mut input).unwrap().unwrap();
+                match Packet::try_from(&mut frame) {
+                    Ok(Packet::Stat(s)) => {
+                        prop_assert_eq!(s.id, id);
+                        prop_assert_eq!(s.path, path);
+                    }
+                    other => prop_assert!(false, "decoded as {other:?}"),
+                }
+            }
+
+            /// REALPATH of a path that does not exist (yet): absolute, without `.` or `..`.
+            #[test]
+            fn real_paths_are_absolute_and_normal(
+                parts in prop::collection::vec(
+                    prop_oneof![Just("..".to_owned()), Just(".".to_owned()), Just(String::new()), "[a-z]{1,6}", "\\PC{1,4}"],
+                    0..8,
+                ),
+            ) {
+                let base = std::env::temp_dir();
+                let path = base.join(parts.join("/"));
+                if let Ok(real) = real_path(&path) {
+                    prop_assert!(real.is_absolute(), "{real:?}");
+                    prop_assert!(
+                        real.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_))),
+                        "{path:?} → {real:?}"
+                    );
+                }
+            }
         }
     }
 }
