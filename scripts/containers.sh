@@ -31,7 +31,8 @@ start_service() {
 podman_socket() {
   local dir="$ATELIER_CACHE/podman"
   local sock="$dir/podman.sock"
-  need_debs podman runc curl || return 1
+  # nftables: the gateway keeps container notebooks off the host with a table of its own.
+  need_debs podman runc curl nftables || return 1
   # Needed where the hard nofile limit is below Podman's default 1048576 (else runc fails with
   # "error setting rlimit type 7"), and runc as the runtime; a drop-in leaves the rest alone.
   write_if_changed /etc/containers/containers.conf.d/50-atelier.conf '# Written by Atelier'"'"'s scripts/containers.sh (podman_socket).

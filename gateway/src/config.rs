@@ -450,12 +450,13 @@ pub enum SandboxMode {
     None,
 }
 
-/// The network of a sandboxed notebook: its own namespace either way (no route to the
-/// host's loopback, the gateway or other notebooks).
+/// The network of a sandboxed or container notebook: its own namespace either way (no route
+/// to the host, the gateway or other notebooks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// Outgoing connections to the outside world, through a user-mode network (pasta).
+    /// Outgoing connections to the outside world: through a user-mode network (pasta) for
+    /// process notebooks, a bridge of its own behind the host's firewall for containers.
     Egress,
     /// Only the notebook's own loopback.
     None,
@@ -475,7 +476,7 @@ pub struct BackendSettings {
     /// The `atelier-notebook-runtime` binary; default: next to the `atelier` binary.
     pub runtime_bin: Option<PathBuf>,
     pub sandbox: SandboxMode,
-    /// What network a sandboxed process notebook has beyond its own loopback
+    /// What network a sandboxed process notebook or a container has beyond its own loopback
     /// (ATELIER_NOTEBOOK_NETWORK).
     pub network: NetworkMode,
     /// How long a notebook may take to answer after it is launched.

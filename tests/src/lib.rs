@@ -934,8 +934,8 @@ pub fn processes_mentioning(needle: &OsStr) -> Vec<i32> {
 
 /// The fallback: whatever still runs for this data dir (runtimes, bwrap, JupyterLab, kernels)
 /// gets SIGTERM, then SIGKILL.
-/// Removes the containers a docker-backend gateway with this data dir left (label
-/// `io.atelier.gateway`); nothing when no engine is configured.
+/// Removes the containers and networks a docker-backend gateway with this data dir left
+/// (label `io.atelier.gateway`); nothing when no engine is configured.
 fn remove_containers(data_dir: &Path) {
     let Some(host) = std::env::var_os("ATELIER_TEST_DOCKER_HOST").filter(|h| !h.is_empty()) else {
         return;
@@ -953,16 +953,40 @@ fn remove_containers(data_dir: &Path) {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    if ids.is_empty() {
-        return;
+    if !ids.is_empty() {
+        eprintln!("test harness: removing {} leftover container(s)", ids.len());
+        let _ = Command::new("podman")
+            .arg("--url")
+            .arg(&host)
+            .args(["rm", "-f", "-t", "2"])
+            .args(&ids)
+            .output();
     }
-    eprintln!("test harness: removing {} leftover container(s)", ids.len());
-    let _ = Command::new("podman")
+    // Each notebook's network, which a stop or delete removes (not a kill -9).
+    let Ok(out) = Command::new("podman")
         .arg("--url")
         .arg(&host)
-        .args(["rm", "-f", "-t", "2"])
-        .args(&ids)
-        .output();
+        .args(["network", "ls", "-q", "--filter", &filter])
+        .output()
+    else {
+        return;
+    };
+    let networks: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !networks.is_empty() {
+        eprintln!(
+            "test harness: removing {} leftover network(s)",
+            networks.len()
+        );
+        let _ = Command::new("podman")
+            .arg("--url")
+            .arg(&host)
+            .args(["network", "rm", "-f"])
+            .args(&networks)
+            .output();
+    }
 }
 
 /// Unmounts what is mounted below `dir` (work disks of container notebooks), deepest first,

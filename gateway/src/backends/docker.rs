@@ -14,11 +14,16 @@
 //!   /run/atelier-gw     ◄── <nb>/run/gw     the gateway's sockets (atelier.file), read-only
 //!   /cache, /dev/shm    tmpfs sized by the flavor
 //!   8888/tcp ──► 127.0.0.1:<ephemeral>     where the proxy sends the notebook's traffic
+//!   network     atelier-nb-{id}, a bridge (atnb…) of its own; firewall.rs keeps it off
+//!               the host and other notebooks, the engine masquerades its way out
+//!               (ATELIER_NOTEBOOK_NETWORK=none: no network; Jupyter on
+//!               /run/atelier/jupyter.sock, no published port)
+//!   no capability (CapDrop ALL), no-new-privileges, pids limited by the flavor
 //! ```
 //!
-//! A stop removes the container (the seed keeps only the work disk and `/data`); a start
-//! makes a new one. Containers run on when the gateway stops or dies; the persisted handle
-//! (container id, port) finds them again.
+//! A stop removes the container and its network (the seed keeps only the work disk and
+//! `/data`); a start makes new ones. Containers run on when the gateway stops or dies; the
+//! persisted handle (container id, port) finds them again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
@@ -40,9 +45,9 @@ use tokio::sync::OnceCell;
 use super::runconf::{self, ServerConf, write_private};
 use super::{
     Backend, BackendError, DataDir, Handle, NotebookSpec, Observed, Progress, SaveImage,
-    SaveImageError, SshLink, StopMode, Upstream, Usage, workdisk,
+    SaveImageError, SshLink, StopMode, Upstream, Usage, firewall, workdisk,
 };
-use crate::config::{Flavor, Settings};
+use crate::config::{Flavor, NetworkMode, Settings};
 use crate::events::EventKind;
 
 pub use super::{NOTEBOOK_GID, NOTEBOOK_UID};
@@ -55,6 +60,8 @@ const AGENT_IN_CONTAINER: &str = "/run/atelier";
 const CONFIG_IN_CONTAINER: &str = "/run/atelier-config";
 const GW_IN_CONTAINER: &str = "/run/atelier-gw";
 const JUPYTER_PORT: u16 = 8888;
+/// Jupyter's socket in the agent dir when the container has no network.
+const JUPYTER_SOCKET: &str = "jupyter.sock";
 /// How long a commit may take (the seed's limit is 35 GB of container).
 const COMMIT_TIME_LIMIT: Duration = Duration::from_secs(3600);
 /// Labels that mark Atelier's containers.
@@ -110,7 +117,10 @@ impl Inspect {
 struct ContainerHandle {
     notebook_id: String,
     container: String,
-    port: u16,
+    /// Jupyter's published loopback port; `None`: a container without a network, whose
+    /// Jupyter listens on `jupyter.sock` in the agent dir.
+    #[serde(default)]
+    port: Option<u16>,
     token: String,
 }
 
@@ -121,14 +131,24 @@ pub struct DockerBackend {
     runtime_bin: PathBuf,
     grace_secs: u64,
     work_disk_gb: u32,
+    /// `egress`: a network of its own per notebook; `none`: no network, only loopback.
+    network: NetworkMode,
     /// notebook id → the accelerators its container has; no device is in two entries.
     allocated: std::sync::Mutex<HashMap<String, Vec<String>>>,
     /// Image reference → its environment, filled when [`Self::pull_if_missing`] inspects it.
     image_envs: std::sync::Mutex<HashMap<String, Vec<String>>>,
+    /// Why the host's firewall for notebooks could not be installed at the last try (at
+    /// warm-up and every launch): notebooks are refused while it is set.
+    firewall_error: std::sync::Mutex<Option<String>>,
 }
 
 /// The container name of a notebook.
 pub fn container_name(id: &str) -> String {
+    format!("atelier-nb-{id}")
+}
+
+/// The name of a notebook's network on the engine (its only container is the notebook's).
+pub fn network_name(id: &str) -> String {
     format!("atelier-nb-{id}")
 }
 
@@ -259,8 +279,10 @@ impl DockerBackend {
             runtime_bin,
             grace_secs: settings.backend.stop_grace_secs,
             work_disk_gb: settings.backend.work_disk_gb,
+            network: settings.backend.network,
             allocated: Default::default(),
             image_envs: Default::default(),
+            firewall_error: Default::default(),
         })
     }
 
@@ -497,6 +519,82 @@ impl DockerBackend {
         }
     }
 
+    /// Installs (replaces) the host's firewall for notebooks, remembering the outcome for
+    /// [`Backend::refusal`].
+    async fn install_firewall(&self) -> Result<(), String> {
+        let outcome = tokio::task::spawn_blocking(firewall::install)
+            .await
+            .unwrap_or_else(|e| Err(format!("installing the firewall: {e}")));
+        self.remember_firewall(&outcome);
+        outcome
+    }
+
+    fn remember_firewall(&self, outcome: &Result<(), String>) {
+        if let Ok(mut e) = self.firewall_error.lock() {
+            *e = outcome.as_ref().err().cloned();
+        }
+    }
+
+    /// Makes notebook `id`'s network, replacing one a crash left: a bridge of its own, named
+    /// for the firewall's rules, isolated from other isolated networks (Podman's `isolate`;
+    /// Docker isolates its bridge networks from each other anyway). Not `internal`: that
+    /// would take the way out (and, on Podman 4, the published port).
+    async fn make_network(
+        &self,
+        id: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), BackendError> {
+        let name = network_name(id);
+        self.remove_network(&name).await?;
+        let mut options = HashMap::from([(
+            "com.docker.network.bridge.name".to_owned(),
+            firewall::bridge_name(id),
+        )]);
+        if self.engine().await?.podman {
+            options.insert("isolate".into(), "true".into());
+        }
+        let request = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            internal: Some(false),
+            labels: Some(labels.clone()),
+            options: Some(options),
+            ..Default::default()
+        };
+        let body = serde_json::to_value(&request).context("network request")?;
+        // Raw: engines differ in what the answer holds (Podman 4 warns that it does not know
+        // `isolate`, then applies it; netavark does).
+        let created = self
+            .raw_request(
+                reqwest::Method::POST,
+                "/networks/create",
+                &[],
+                Some(&body),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| BackendError::Start(format!("creating the network {name}: {e}")))?;
+        if let Some(w) = created
+            .as_ref()
+            .and_then(|v| v["Warning"].as_str())
+            .filter(|w| !w.is_empty())
+        {
+            tracing::debug!(network = %name, warning = %w, "the engine's warning");
+        }
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), BackendError> {
+        match self.docker().await?.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(BackendError::Other(anyhow::anyhow!(
+                "removing the network {name} at {}: {e}",
+                self.host
+            ))),
+        }
+    }
+
     /// A plain JSON request to the engine (`path` after the API version, query included):
     /// `Ok(None)` for 404, the engine's message for other errors.
     async fn raw(
@@ -517,13 +615,27 @@ impl DockerBackend {
         query: &[(&str, &str)],
         limit: Duration,
     ) -> Result<Option<serde_json::Value>, String> {
+        self.raw_request(method, path, query, None, limit).await
+    }
+
+    /// [`Self::raw_within`] with a JSON body (POSTs without one send `{}`).
+    async fn raw_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+        limit: Duration,
+    ) -> Result<Option<serde_json::Value>, String> {
         let engine = self.engine().await.map_err(|e| e.to_string())?;
         let mut req = engine
             .raw
             .request(method.clone(), format!("{}{path}", engine.base))
             .query(query)
             .timeout(limit);
-        if method == reqwest::Method::POST {
+        if let Some(body) = body {
+            req = req.json(body);
+        } else if method == reqwest::Method::POST {
             req = req.json(&json!({}));
         }
         let reply = req
@@ -565,13 +677,20 @@ impl DockerBackend {
         Ok(v.map(|v| Inspect::from_json(&v)))
     }
 
+    /// Where Jupyter answers: its published loopback port, or its socket in the agent dir
+    /// (reached through `confined`, which follows no link the container plants there).
+    fn endpoint(&self, h: &ContainerHandle) -> super::Endpoint {
+        match h.port {
+            Some(port) => super::Endpoint::Tcp(([127, 0, 0, 1], port).into()),
+            None => super::Endpoint::Unix {
+                dir: self.agent_dir(&h.notebook_id),
+                name: JUPYTER_SOCKET.to_owned(),
+            },
+        }
+    }
+
     async fn answers(&self, h: &ContainerHandle) -> Result<(), String> {
-        runconf::jupyter_answers(
-            &super::Endpoint::Tcp(([127, 0, 0, 1], h.port).into()),
-            &h.notebook_id,
-            &h.token,
-        )
-        .await
+        runconf::jupyter_answers(&self.endpoint(h), &h.notebook_id, &h.token).await
     }
 }
 
@@ -601,12 +720,18 @@ impl DockerBackend {
                 .context("the gw dir")?;
         }
         let token = hex::encode(rand::random::<[u8; 32]>());
+        let egress = self.network == NetworkMode::Egress;
+        let socket_inside = format!("{AGENT_IN_CONTAINER}/{JUPYTER_SOCKET}");
         runconf::write_config_dir(
             &config_dir,
             &ServerConf {
-                listen: runconf::Listen::Tcp {
-                    ip: "0.0.0.0",
-                    port: JUPYTER_PORT,
+                listen: if egress {
+                    runconf::Listen::Tcp {
+                        ip: "0.0.0.0",
+                        port: JUPYTER_PORT,
+                    }
+                } else {
+                    runconf::Listen::Unix(&socket_inside)
                 },
                 base_url: &spec.base_url,
                 root_dir: Path::new(WORK),
@@ -713,13 +838,25 @@ impl DockerBackend {
                 format!("{}:{WORK}", s(&workdisk::work_dir(&nb))),
                 format!("{}:/data:rslave", s(&nb.join("data"))),
             ]),
-            port_bindings: Some(HashMap::from([(
-                format!("{JUPYTER_PORT}/tcp"),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
+            port_bindings: egress.then(|| {
+                HashMap::from([(
+                    format!("{JUPYTER_PORT}/tcp"),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])
+            }),
+            // Its own network (made below), whose bridge firewall.rs keeps off the host; or
+            // none at all (only its loopback).
+            network_mode: Some(if egress {
+                network_name(&spec.id)
+            } else {
+                "none".to_owned()
+            }),
+            // The runtime starts as ma-user and needs no capability, nor does Jupyter;
+            // none can be gained back (setuid binaries, file capabilities).
+            cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
             ..Default::default()
         };
@@ -770,6 +907,7 @@ impl DockerBackend {
             (LABEL_OWNER.to_owned(), spec.owner.clone()),
             (LABEL_GATEWAY.to_owned(), s(&self.data_dir)),
         ]);
+        let network_labels = labels.clone();
         if !devices.is_empty() {
             labels.insert(LABEL_ACCELERATORS.to_owned(), devices.join(","));
         }
@@ -784,52 +922,65 @@ impl DockerBackend {
             cmd: Some(vec![]),
             env: Some(engine_env),
             working_dir: Some(HOME.into()),
-            exposed_ports: Some(vec![format!("{JUPYTER_PORT}/tcp")]),
+            exposed_ports: egress.then(|| vec![format!("{JUPYTER_PORT}/tcp")]),
             labels: Some(labels),
             stop_timeout: Some(i64::try_from(self.grace_secs * 2 + 2).unwrap_or(30)),
             host_config: Some(host),
             ..Default::default()
         };
+        // A container left from an earlier start (a crash between stop steps) has the name,
+        // and holds the network a crash may have left too: both go.
+        self.remove_container(&name).await?;
+        if egress {
+            // The host's firewall first: no notebook runs on a bridge it does not cover.
+            self.install_firewall().await.map_err(BackendError::Start)?;
+            self.make_network(&spec.id, &network_labels).await?;
+        } else {
+            self.remove_network(&network_name(&spec.id)).await?;
+        }
         let docker = self.docker().await?;
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = match docker
-            .create_container(Some(opts.clone()), body.clone())
-            .await
-        {
-            // A container left from an earlier start (a crash between stop steps) has the
-            // name: it goes, and the create is tried again.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {
-                self.remove_container(&name).await?;
-                docker.create_container(Some(opts), body).await
-            }
-            other => other,
-        }
-        .map_err(|e| BackendError::Start(format!("creating the container: {e}")))?;
         let started = async {
+            let created = docker
+                .create_container(Some(opts), body)
+                .await
+                .map_err(|e| BackendError::Start(format!("creating the container: {e}")))?;
             docker
                 .start_container(&created.id, None)
                 .await
                 .map_err(|e| BackendError::Start(format!("starting the container: {e}")))?;
-            self.state(&created.id)
+            if !egress {
+                return Ok((created.id, None));
+            }
+            // The rules apply to the bridge only where the gateway sees it (the engine's
+            // network namespace); Podman makes it at the first start, Docker at create.
+            let bridge = firewall::bridge_name(&spec.id);
+            if !firewall::bridge_visible(&bridge) {
+                return Err(BackendError::Start(format!(
+                    "the notebook's bridge {bridge} is not in the gateway's network namespace, so the firewall that keeps notebooks off the host cannot cover it: run the gateway on the engine's host, in the host's network namespace"
+                )));
+            }
+            let port = self
+                .state(&created.id)
                 .await?
                 .and_then(|i| i.port)
                 .ok_or_else(|| {
                     BackendError::Start("the engine published no port for Jupyter".into())
-                })
+                })?;
+            Ok::<_, BackendError>((created.id, Some(port)))
         }
         .await;
-        let port = match started {
-            Ok(p) => p,
+        let (container, port) = match started {
+            Ok(started) => started,
             Err(e) => {
-                let _ = self.remove_container(&created.id).await;
+                let _ = self.remove_container(&name).await;
+                let _ = self.remove_network(&network_name(&spec.id)).await;
                 return Err(e);
             }
         };
         let handle = ContainerHandle {
             notebook_id: spec.id.clone(),
-            container: created.id,
+            container,
             port,
             token,
         };
@@ -845,6 +996,8 @@ fn resources(flavor: &Flavor, podman: bool, host: &mut HostConfig) {
     let gib = 1024 * 1024 * 1024_i64;
     host.nano_cpus = Some(i64::from(flavor.vcpus) * 1_000_000_000);
     host.memory = Some(i64::from(flavor.memory_gib) * gib);
+    // A fork bomb stops here (the engine's own default, Podman's 2048, is not the flavor's).
+    host.pids_limit = Some(i64::from(flavor.pids()));
     // Shared memory for PyTorch's data loaders: an eighth of the memory, at least 64 MiB.
     host.shm_size = Some((i64::from(flavor.memory_gib) * gib / 8).max(64 * 1024 * 1024));
     // Scratch space, gone with the container (seed: host NVMe on bigger flavors).
@@ -880,7 +1033,21 @@ impl Backend for DockerBackend {
         "docker"
     }
 
+    fn refusal(&self) -> Option<String> {
+        // Tried again while it fails (a few milliseconds, only then), so a fixed host serves
+        // the next request without a restart.
+        self.firewall_error.lock().ok()?.as_ref()?;
+        let outcome = firewall::install();
+        self.remember_firewall(&outcome);
+        outcome.err()
+    }
+
     async fn warm_up(&self) {
+        if self.network == NetworkMode::Egress
+            && let Err(e) = self.install_firewall().await
+        {
+            tracing::error!(error = %e, "container notebooks are refused until this is fixed");
+        }
         self.relearn_allocations().await;
         match self.docker().await {
             Ok(d) => match d.version().await {
@@ -1012,8 +1179,9 @@ impl Backend for DockerBackend {
             Err(e) => return Err(engine_error(&self.host, e)),
         }
         // Only the work disk and /data outlive a stop (seed); the next start makes a new
-        // container from the image.
+        // container from the image, on a new network.
         self.remove_container(&h.container).await?;
+        self.remove_network(&network_name(&h.notebook_id)).await?;
         self.release(&h.notebook_id);
         let nb = self.notebook_dir(&h.notebook_id);
         // The work disk and any object-storage folders mounted in it (deepest first).
@@ -1029,6 +1197,7 @@ impl Backend for DockerBackend {
 
     async fn delete(&self, id: &str) -> Result<(), BackendError> {
         self.remove_container(&container_name(id)).await?;
+        self.remove_network(&network_name(id)).await?;
         self.release(id);
         let nb = self.notebook_dir(id);
         workdisk::remove(&nb)
@@ -1043,7 +1212,7 @@ impl Backend for DockerBackend {
     fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError> {
         let h = Self::decode(handle)?;
         Ok(Upstream {
-            endpoint: super::Endpoint::Tcp(([127, 0, 0, 1], h.port).into()),
+            endpoint: self.endpoint(&h),
             token: h.token,
         })
     }
@@ -1373,7 +1542,15 @@ mod tests {
         resources(&f, true, &mut h);
         assert_eq!(h.nano_cpus, Some(2_000_000_000));
         assert_eq!(h.memory, Some(8 << 30));
+        assert_eq!(h.pids_limit, Some(i64::from(Flavor::DEFAULT_MAX_PIDS)));
         assert_eq!(h.shm_size, Some(1 << 30));
         assert!(h.tmpfs.unwrap()["/cache"].contains("size=4096m"));
+        let small = Flavor {
+            max_pids: Some(128),
+            ..f
+        };
+        let mut h = HostConfig::default();
+        resources(&small, true, &mut h);
+        assert_eq!(h.pids_limit, Some(128));
     }
 }

@@ -18,6 +18,7 @@
 pub mod cgroups;
 pub mod docker;
 pub mod external;
+pub mod firewall;
 pub mod jupyter_env;
 pub mod labextension;
 pub mod process;
