@@ -102,6 +102,24 @@ fn nofollow_error(e: rustix::io::Errno, path: &Path) -> io::Error {
     }
 }
 
+/// `ELOOP` when `name` (in `dir`) is a symbolic link, else `e`: opening a link with
+/// `O_DIRECTORY | O_NOFOLLOW` fails with `ENOTDIR`, and the message should say "link".
+fn link_or<Fd: AsFd, P: rustix::path::Arg>(
+    e: rustix::io::Errno,
+    dir: Fd,
+    name: P,
+) -> rustix::io::Errno {
+    if e != rustix::io::Errno::NOTDIR {
+        return e;
+    }
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Symlink => {
+            rustix::io::Errno::LOOP
+        }
+        _ => e,
+    }
+}
+
 /// How deep [`Dir::chown_tree`] walks (each level holds a descriptor).
 pub const MAX_DEPTH: usize = 256;
 
@@ -116,7 +134,7 @@ impl Dir {
     /// a link.
     pub fn open(path: &Path) -> io::Result<Dir> {
         let fd = rustix::fs::openat(rustix::fs::CWD, path, DIR_FLAGS, Mode::empty())
-            .map_err(|e| nofollow_error(e, path))?;
+            .map_err(|e| nofollow_error(link_or(e, rustix::fs::CWD, path), path))?;
         Ok(Dir {
             fd,
             path: path.to_path_buf(),
@@ -128,10 +146,17 @@ impl Dir {
         &self.path
     }
 
+    /// The same directory, named `shown` in messages from now on (and in those of what is
+    /// resolved below it): what its user calls it (`/home/ma-user/work`), not the host path.
+    pub fn shown_as(mut self, shown: impl Into<PathBuf>) -> Dir {
+        self.path = shown.into();
+        self
+    }
+
     fn child(&self, name: &OsStr) -> io::Result<Dir> {
         let path = self.path.join(name);
         let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty())
-            .map_err(|e| nofollow_error(e, &path))?;
+            .map_err(|e| nofollow_error(link_or(e, &self.fd, name), &path))?;
         Ok(Dir { fd, path })
     }
 
@@ -213,6 +238,32 @@ impl Dir {
             Mode::from_raw_mode(mode),
         )
         .map_err(|e| nofollow_error(e, &path))?;
+        let file = regular(fd, &path)?;
+        if let Some((uid, gid)) = owner {
+            rustix::fs::fchown(&file, Some(uid_of(uid)), Some(gid_of(gid))).map_err(errno)?;
+        }
+        Ok(file)
+    }
+
+    /// Creates the regular file `name` for writing, mode `mode`, given to `owner` through its
+    /// descriptor; anything already there (a file, a link, a hard link to another file) is
+    /// refused with `AlreadyExists`, so the file written is always a new one.
+    pub fn create_new(&self, name: &OsStr, mode: u32, owner: Owner) -> io::Result<File> {
+        let name = plain_name(name)?;
+        let path = self.path.join(name);
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::EXIST => io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} appeared while it was being written", path.display()),
+            ),
+            e => nofollow_error(e, &path),
+        })?;
         let file = regular(fd, &path)?;
         if let Some((uid, gid)) = owner {
             rustix::fs::fchown(&file, Some(uid_of(uid)), Some(gid_of(gid))).map_err(errno)?;
@@ -318,10 +369,10 @@ impl Dir {
             )));
         }
         let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty()).map_err(errno)?;
-        let mut entries = rustix::fs::Dir::read_from(&fd).map_err(errno)?;
+        let entries = rustix::fs::Dir::read_from(&fd).map_err(errno)?;
         let mut changed = 0;
         let mut dirs = Vec::new();
-        while let Some(entry) = entries.next() {
+        for entry in entries {
             let entry = entry.map_err(errno)?;
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
@@ -352,8 +403,8 @@ impl Dir {
     /// Whether this directory has no entries.
     pub fn is_empty(&self) -> io::Result<bool> {
         let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty()).map_err(errno)?;
-        let mut entries = rustix::fs::Dir::read_from(&fd).map_err(errno)?;
-        while let Some(entry) = entries.next() {
+        let entries = rustix::fs::Dir::read_from(&fd).map_err(errno)?;
+        for entry in entries {
             let entry = entry.map_err(errno)?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
@@ -368,6 +419,55 @@ impl Dir {
     /// must act on exactly this directory (a mount target).
     pub fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// Whether this directory is the root of a mount (something is mounted where it was
+    /// opened).
+    pub fn is_mount_root(&self) -> io::Result<bool> {
+        use rustix::fs::{StatxAttributes, StatxFlags};
+        let st = rustix::fs::statx(
+            &self.fd,
+            "",
+            AtFlags::EMPTY_PATH | AtFlags::NO_AUTOMOUNT,
+            StatxFlags::BASIC_STATS,
+        )
+        .map_err(errno)?;
+        if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+            return Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
+        }
+        // Kernels before 5.8: another device than its parent's (misses a bind mount of the
+        // same file system).
+        let parent =
+            rustix::fs::statat(&self.fd, "..", AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+        Ok((st.stx_dev_major, st.stx_dev_minor)
+            != (
+                rustix::fs::major(parent.st_dev),
+                rustix::fs::minor(parent.st_dev),
+            ))
+    }
+
+    /// Bind-mounts `source` (a path only the gateway controls) on exactly this directory,
+    /// wherever it is now: `mount(2)` resolves the `/proc/self/fd` link of its descriptor to
+    /// the directory that was opened, never to a link planted at its name since.
+    pub fn bind_here(&self, source: &Path) -> io::Result<()> {
+        rustix::mount::mount_bind(source, self.proc_path()).map_err(|e| {
+            io::Error::new(
+                errno(e).kind(),
+                format!("mounting at {}: {}", self.path.display(), errno(e)),
+            )
+        })
+    }
+
+    /// Unmounts what is mounted at `name` in this directory, through this directory's
+    /// descriptor and with `UMOUNT_NOFOLLOW` (a link at `name` is not followed); a mount
+    /// still in use is detached (gone from every path at once, released when its last file
+    /// closes). `Ok(false)` when nothing is mounted there.
+    pub fn unmount(&self, name: &OsStr) -> io::Result<bool> {
+        let name = plain_name(name)?;
+        let mut at = self.proc_path().into_os_string();
+        at.push("/");
+        at.push(name);
+        unmount_path(Path::new(&at), &self.path.join(name))
     }
 
     /// The unix socket `name` in this directory, opened `O_PATH | O_NOFOLLOW`: connecting
@@ -457,6 +557,30 @@ pub async fn connect_unix(dir: &Path, name: &OsStr) -> io::Result<tokio::net::Un
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", socket.path.display())))
 }
 
+/// Unmounts the mount at `at` (`UMOUNT_NOFOLLOW`; detached when busy); `shown` names it in
+/// errors. `Ok(false)` when nothing is mounted there. For a path whose every component the
+/// gateway controls, or one made by [`Dir::unmount`].
+pub fn unmount_path(at: &Path, shown: &Path) -> io::Result<bool> {
+    use rustix::mount::UnmountFlags;
+    let fail = |e: rustix::io::Errno| {
+        io::Error::new(
+            errno(e).kind(),
+            format!("unmounting {}: {}", shown.display(), errno(e)),
+        )
+    };
+    match rustix::mount::unmount(at, UnmountFlags::NOFOLLOW) {
+        Ok(()) => Ok(true),
+        // Not a mount point (or a link there, which is not followed), or nothing there.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => Ok(false),
+        Err(rustix::io::Errno::BUSY) => {
+            rustix::mount::unmount(at, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)
+                .map_err(fail)?;
+            Ok(true)
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
 impl AsFd for Dir {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
@@ -535,6 +659,18 @@ mod tests {
 
     impl Drop for Scratch {
         fn drop(&mut self) {
+            // What a failed mount test left mounted goes first (deepest first).
+            let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let base = self.base.to_string_lossy().into_owned();
+            let mut points: Vec<&str> = table
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&base))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH);
+            }
             let _ = std::fs::remove_dir_all(&self.base);
         }
     }
@@ -693,7 +829,7 @@ mod tests {
         let s = Scratch::new();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &s.root().join("fifo"),
+            s.root().join("fifo"),
             FileType::Fifo,
             Mode::from_raw_mode(0o644),
             0,
@@ -772,5 +908,97 @@ mod tests {
             .create(OsStr::new("f"), 0o600, Some((1000, 100)))
             .unwrap();
         assert_eq!(f.metadata().unwrap().uid(), 1000);
+    }
+
+    #[test]
+    fn create_new_writes_only_a_new_file() {
+        let s = Scratch::new();
+        let root = Dir::open(&s.root()).unwrap();
+        symlink(s.outside().join("secret"), s.root().join("link")).unwrap();
+        std::fs::write(s.root().join("there"), "old").unwrap();
+        std::fs::hard_link(s.outside().join("secret"), s.root().join("hard")).unwrap();
+        let before = s.outside_state();
+        for name in ["link", "there", "hard"] {
+            let e = root.create_new(OsStr::new(name), 0o644, None).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{name}: {e}");
+        }
+        assert_eq!(before, s.outside_state());
+        let mut f = root.create_new(OsStr::new("fresh"), 0o600, None).unwrap();
+        std::io::Write::write_all(&mut f, b"new").unwrap();
+        assert_eq!(std::fs::read(s.root().join("fresh")).unwrap(), b"new");
+        // Messages name the directory as its user knows it.
+        let shown = Dir::open(&s.root()).unwrap().shown_as("/home/ma-user/work");
+        let e = shown.open_dir(Path::new("link")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("/home/ma-user/work/link is "),
+            "{e}"
+        );
+    }
+
+    /// Mounts a tmpfs at `at` (root only).
+    fn tmpfs(at: &Path) {
+        rustix::mount::mount(
+            "atelier-test",
+            at,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+    }
+
+    fn mounted(at: &Path) -> bool {
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let at = at.to_string_lossy();
+        table
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(at.as_ref()))
+    }
+
+    /// A directory opened, then moved away and replaced by a link to outside: the bind lands
+    /// on the directory that was opened; an unmount through a link unmounts nothing.
+    #[test]
+    fn binds_and_unmounts_never_go_through_a_link() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let s = Scratch::new();
+        std::fs::create_dir_all(s.base.join("source")).unwrap();
+        std::fs::write(s.base.join("source/hello"), "bound").unwrap();
+        std::fs::create_dir_all(s.outside().join("target")).unwrap();
+        let root = Dir::open(&s.root()).unwrap();
+        let made = root.create_dir_all(Path::new("d"), None).unwrap();
+        assert!(!made.is_mount_root().unwrap());
+        std::fs::rename(s.root().join("d"), s.root().join("moved")).unwrap();
+        symlink(s.outside().join("target"), s.root().join("d")).unwrap();
+        made.bind_here(&s.base.join("source")).unwrap();
+        assert!(mounted(&s.root().join("moved")));
+        assert!(!mounted(&s.outside().join("target")));
+        assert_eq!(
+            std::fs::read(s.root().join("moved/hello")).unwrap(),
+            b"bound"
+        );
+        assert!(
+            root.open_dir(Path::new("moved"))
+                .unwrap()
+                .is_mount_root()
+                .unwrap()
+        );
+
+        // Something mounted where the link leads: unmounting the link's name leaves it.
+        tmpfs(&s.outside().join("target"));
+        assert!(!root.unmount(OsStr::new("d")).unwrap());
+        assert!(mounted(&s.outside().join("target")));
+        assert!(root.unmount(OsStr::new("moved")).unwrap());
+        assert!(!mounted(&s.root().join("moved")));
+        assert!(!root.unmount(OsStr::new("moved")).unwrap());
+        assert!(!root.unmount(OsStr::new("missing")).unwrap());
+        // A mount in use is detached.
+        tmpfs(&s.root().join("moved"));
+        let busy = std::fs::File::create(s.root().join("moved/open")).unwrap();
+        assert!(root.unmount(OsStr::new("moved")).unwrap());
+        assert!(!mounted(&s.root().join("moved")));
+        drop(busy);
+        assert!(unmount_path(&s.outside().join("target"), Path::new("target")).unwrap());
     }
 }

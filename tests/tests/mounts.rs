@@ -231,8 +231,10 @@ async fn dynamic_mounts_reach_the_kernel_survive_restarts_and_leave_the_objects(
     assert_eq!(r.status, 409, "{}", r.text);
     assert!(r.text.contains("mounter"), "{}", r.text);
 
-    // The mount's process dies: the health loop makes the mount again.
-    let mountpoint = data.join("train");
+    // The mount's process dies: the health loop makes the mount again. (rclone mounts in
+    // the notebook's own mounts dir, which the gateway binds at /data/train; "train" is the
+    // only mount left.)
+    let mountpoint = gw.notebook_dir(&id).join("mounts");
     let pids = processes_mentioning(mountpoint.as_os_str());
     assert!(
         !pids.is_empty(),
@@ -493,7 +495,7 @@ async fn storage_chosen_at_create_is_checked_then_mounted_at_every_start() {
         "{}",
         r.text
     );
-    assert!(processes_mentioning(gw.notebook_dir(&id).join("work").as_os_str()).is_empty());
+    assert!(processes_mentioning(gw.notebook_dir(&id).join("mounts").as_os_str()).is_empty());
     api.post_empty(&format!("/v1/notebooks/{id}/start"))
         .await
         .expect_status(202);

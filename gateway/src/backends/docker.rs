@@ -1016,15 +1016,12 @@ fn resources(flavor: &Flavor, podman: bool, host: &mut HostConfig) {
     )]));
 }
 
-/// `chown -R` to the notebook user (the runtime inside the container runs as that user).
+/// `chown -R` to the notebook user (the runtime inside the container runs as that user),
+/// never following a link (the agent dir is the container's to write).
 fn chown_tree(path: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::chown(path, Some(NOTEBOOK_UID), Some(NOTEBOOK_GID))?;
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path())?;
-        }
-    }
-    Ok(())
+    crate::confined::Dir::open(path)?
+        .chown_tree(NOTEBOOK_UID, NOTEBOOK_GID)
+        .map(|_| ())
 }
 
 #[async_trait]
@@ -1438,11 +1435,14 @@ impl Backend for DockerBackend {
         ) {
             return Ok(p);
         }
-        // Elsewhere: mounted under <nb>/ext and bound at the path (NotebookSpec::extra_binds).
+        // Elsewhere: mounted under <nb>/ext (the gateway's: the container sees each folder
+        // at its path, never <nb>/ext itself) and bound at the path
+        // (NotebookSpec::extra_binds).
+        let ext = nb.join("ext");
         Ok(super::MountPlace {
-            host: nb
-                .join("ext")
-                .join(path.trim_start_matches('/').replace('/', "--")),
+            root_inside: ext.to_string_lossy().into_owned(),
+            root: ext,
+            rel: PathBuf::from(path.trim_start_matches('/').replace('/', "--")),
             inside: path.to_owned(),
             owner,
         })

@@ -154,14 +154,40 @@ pub struct DataDir {
     pub live: bool,
 }
 
-/// Where an object-storage folder chosen at create goes: mounted at `host` before launch,
-/// seen by the notebook at `inside`.
+/// Where an object-storage folder (or an upload) goes: a directory `root` that only the
+/// gateway can replace, and the folder `rel` below it, which the notebook may have written
+/// (planted links, swapped directories) and which is therefore resolved only through
+/// [`crate::confined`], from `root`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountPlace {
-    pub host: std::path::PathBuf,
+    /// Every component of this path is the gateway's: the notebook's work dir, its `/data`,
+    /// `<nb>/ext`.
+    pub root: std::path::PathBuf,
+    /// What the notebook calls `root` (messages name paths as the notebook sees them).
+    pub root_inside: String,
+    /// Below `root`; empty for `root` itself.
+    pub rel: std::path::PathBuf,
+    /// Where the notebook sees the folder.
     pub inside: String,
     /// Who owns the mounted files in the notebook; `None`: the gateway's own user.
     pub owner: Option<(u32, u32)>,
+}
+
+impl MountPlace {
+    /// `root/rel` on the host, for the mount table, the container engine's binds and
+    /// messages; never opened through (it may hold a link).
+    pub fn host(&self) -> std::path::PathBuf {
+        if self.rel.as_os_str().is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(&self.rel)
+        }
+    }
+
+    /// `root`, opened without following a link, named as the notebook sees it.
+    pub fn open_root(&self) -> std::io::Result<crate::confined::Dir> {
+        Ok(crate::confined::Dir::open(&self.root)?.shown_as(&self.root_inside))
+    }
 }
 
 /// The place of `path` (`/home/ma-user/work` or below) in a backend whose notebooks get
@@ -185,18 +211,15 @@ pub fn place_in_work_dir(
             "{path}: the {backend} backend places object-storage folders in the work dir, {WORK_DIR} or below (other paths are not supported yet)"
         )));
     };
-    let host = if rest.is_empty() {
-        nb.join("work")
-    } else {
-        nb.join("work").join(rest)
-    };
     let inside = if rest.is_empty() {
         inside_root.to_owned()
     } else {
         format!("{inside_root}/{rest}")
     };
     Ok(MountPlace {
-        host,
+        root: nb.join("work"),
+        root_inside: inside_root.to_owned(),
+        rel: std::path::PathBuf::from(rest),
         inside,
         owner,
     })

@@ -663,11 +663,13 @@ impl Backend for ProcessBackend {
     fn mount_place(&self, id: &str, path: &str) -> Result<MountPlace, BackendError> {
         let nb = self.notebook_dir(id);
         match self.sandbox() {
-            Some(_) => super::place_in_work_dir(
+            // Without root, the sandbox maps the gateway's user to ma-user: its files are
+            // the gateway user's on the host.
+            Some(s) => super::place_in_work_dir(
                 &nb,
                 path,
                 sandbox::WORK,
-                Some((sandbox::UID, sandbox::GID)),
+                s.root.then_some((sandbox::UID, sandbox::GID)),
                 self.name(),
             ),
             // Unconfined, the notebook sees its work dir at the host path.
@@ -681,11 +683,11 @@ impl Backend for ProcessBackend {
     fn data_dir(&self, id: &str) -> Result<DataDir, BackendError> {
         let host = self.notebook_dir(id).join("data");
         match self.sandbox() {
-            Some(_) => Ok(DataDir {
+            Some(s) => Ok(DataDir {
                 live: super::workdisk::is_mounted(&host),
                 host,
                 inside: PathBuf::from("/data"),
-                owner: Some((sandbox::UID, sandbox::GID)),
+                owner: s.root.then_some((sandbox::UID, sandbox::GID)),
             }),
             // Unconfined: the notebook sees the host's files and mounts as they are.
             None => Ok(DataDir {

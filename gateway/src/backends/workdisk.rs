@@ -79,25 +79,85 @@ pub fn fstype_at(dir: &Path) -> Option<String> {
     mount_entry(dir).map(|(fstype, _)| fstype)
 }
 
+/// The path of `dir` as the mount table writes it, for a `dir` whose path the gateway
+/// controls. Only its parent is resolved: a stat of a dead FUSE mount fails (ENOTCONN).
+pub fn table_path(dir: &Path) -> Option<PathBuf> {
+    match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => Some(parent.canonicalize().ok()?.join(name)),
+        _ => dir.canonicalize().ok(),
+    }
+}
+
 /// (fstype, source) of the topmost mount at `dir`.
 fn mount_entry(dir: &Path) -> Option<(String, String)> {
-    // Resolve the parent, not `dir`: stat of a dead FUSE mount fails (ENOTCONN).
-    let dir = match (dir.parent(), dir.file_name()) {
-        (Some(parent), Some(name)) => parent.canonicalize().ok()?.join(name),
-        _ => dir.canonicalize().ok()?,
+    let dir = table_path(dir)?;
+    mount_table()
+        .into_iter()
+        .rev()
+        .find(|m| m.point == dir)
+        .map(|m| (m.fstype, m.source))
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Where it is mounted (a real path: no links in it).
+    pub point: PathBuf,
+    /// `major:minor` of the mounted file system: a bind mount shares it with its source.
+    pub dev: String,
+    pub fstype: String,
+    pub source: String,
+}
+
+/// This process's mount table, in mount order (empty when unreadable).
+pub fn mount_table() -> Vec<MountEntry> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| parse_mountinfo(&t))
+        .unwrap_or_default()
+}
+
+fn parse_mountinfo(table: &str) -> Vec<MountEntry> {
+    table
+        .lines()
+        .filter_map(|line| {
+            // id parent major:minor root mountpoint options... - fstype source superoptions
+            let mut f = line.split(' ');
+            let dev = f.nth(2)?.to_owned();
+            let point = PathBuf::from(unescape_mount(f.nth(1)?));
+            let mut rest = line.split(" - ").nth(1)?.split(' ');
+            Some(MountEntry {
+                point,
+                dev,
+                fstype: rest.next()?.to_owned(),
+                source: rest.next()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Unmounts the mount at `point`, a real path (from the mount table) at or below `root`, a
+/// directory whose path the gateway controls. The part below `root` may be the notebook's
+/// (it can swap a directory for a link there at any moment), so it is resolved through
+/// [`crate::confined`] from `root` and unmounted with `UMOUNT_NOFOLLOW`: what is unmounted
+/// is always the mount at that place below `root`, never one a link leads to. Returns
+/// whether something was unmounted (detached when busy).
+pub fn unmount_below(root: &Path, point: &Path) -> anyhow::Result<bool> {
+    let Some(base) = table_path(root) else {
+        bail!("{} cannot be resolved", root.display());
     };
-    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = dir.to_str()?;
-    table.lines().rev().find_map(|line| {
-        // id parent major:minor root mountpoint options... - fstype source superoptions
-        let mut f = line.split(' ');
-        let point = f.nth(4)?;
-        if unescape_mount(point) != want {
-            return None;
-        }
-        let mut rest = line.split(" - ").nth(1)?.split(' ');
-        Some((rest.next()?.to_owned(), rest.next()?.to_owned()))
-    })
+    let Ok(rel) = point.strip_prefix(&base) else {
+        bail!(
+            "{} is not under {}; not unmounted",
+            point.display(),
+            root.display()
+        );
+    };
+    if rel.as_os_str().is_empty() {
+        return Ok(crate::confined::unmount_path(root, point)?);
+    }
+    let top = crate::confined::Dir::open(root)?;
+    let (dir, name) = top.parent_of(rel, false, None)?;
+    Ok(dir.unmount(&name)?)
 }
 
 /// Mount table fields escape space, tab, newline and backslash as octal.
@@ -299,28 +359,24 @@ pub async fn ensure_shared(dir: &Path) -> bool {
 
 /// The mount points at or below `dir` (deepest first).
 pub fn mounted_under(dir: &Path) -> Vec<String> {
-    let Ok(dir) = dir.canonicalize() else {
+    let Some(dir) = table_path(dir) else {
         return Vec::new();
     };
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let base = dir.to_string_lossy().into_owned();
-    let prefix = format!("{base}/");
-    let mut points: Vec<String> = table
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(unescape_mount))
-        .filter(|p| *p == base || p.starts_with(&prefix))
+    let mut points: Vec<String> = mount_table()
+        .into_iter()
+        .filter(|m| m.point.starts_with(&dir))
+        .map(|m| m.point.to_string_lossy().into_owned())
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     points.dedup();
     points
 }
 
-/// Unmounts everything at or below `dir` (deepest first). Idempotent.
+/// Unmounts everything at or below `dir` (deepest first), never through a link planted
+/// below it ([`unmount_below`]). Idempotent.
 pub async fn unmount_all(dir: &Path) -> anyhow::Result<()> {
     for p in mounted_under(dir) {
-        run("umount", &[&p]).await?;
+        unmount_below(dir, Path::new(&p))?;
     }
     Ok(())
 }
@@ -352,6 +408,91 @@ pub async fn remove(nb: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mount_table_is_read_with_devices_and_escapes() {
+        let t = "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                 90 22 0:55 / /srv/nb/mounts/m1/mnt rw,nosuid - fuse.rclone atelier:atl:b/p/ rw\n\
+                 91 22 0:55 / /srv/nb/data/my\\040x rw,nosuid shared:5 - fuse.rclone atelier:atl:b/p/ rw\n";
+        let m = parse_mountinfo(t);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[1].point, PathBuf::from("/srv/nb/mounts/m1/mnt"));
+        assert_eq!(m[1].dev, "0:55");
+        assert_eq!(m[1].fstype, "fuse.rclone");
+        assert_eq!(m[2].point, PathBuf::from("/srv/nb/data/my x"));
+        assert_eq!(m[2].dev, m[1].dev, "a bind shares its source's device");
+        assert_eq!(m[0].source, "/dev/sda1");
+    }
+
+    /// Unmounts through `confined` only below the given root: a mount point elsewhere is
+    /// refused; one reached through a link in the root is not unmounted.
+    #[test]
+    fn unmounts_stay_below_their_root() {
+        let base = std::env::temp_dir().join(format!("wd-below-{}", uuid::Uuid::new_v4()));
+        let root = base.join("data");
+        std::fs::create_dir_all(root.join("x")).unwrap();
+        std::fs::create_dir_all(base.join("outside")).unwrap();
+        let e = unmount_below(&root, &base.join("outside")).unwrap_err();
+        assert!(e.to_string().contains("not under"), "{e}");
+        // Nothing mounted at x: nothing to do.
+        let x = root.canonicalize().unwrap().join("x");
+        assert!(!unmount_below(&root, &x).unwrap());
+        if unsafe { libc::geteuid() } == 0 {
+            let outside = base.join("outside").canonicalize().unwrap();
+            rustix::mount::mount(
+                "wd-test",
+                &outside,
+                "tmpfs",
+                rustix::mount::MountFlags::empty(),
+                None,
+            )
+            .unwrap();
+            std::fs::remove_dir(root.join("x")).unwrap();
+            std::os::unix::fs::symlink(&outside, root.join("x")).unwrap();
+            assert!(!unmount_below(&root, &x).unwrap());
+            assert!(is_mounted(&outside));
+            rustix::mount::unmount(&outside, rustix::mount::UnmountFlags::DETACH).unwrap();
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A mount anywhere below a notebook's dir (rclone's own, deep in `mounts/`) stops its
+    /// removal, and what is behind the mount stays; once unmounted, the dir goes.
+    #[tokio::test]
+    async fn a_notebook_dir_is_never_deleted_through_a_mount() {
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let nb = std::env::temp_dir().join(format!("wd-nb-{}", uuid::Uuid::new_v4()));
+        let point = nb.join("mounts/m1/mnt");
+        std::fs::create_dir_all(&point).unwrap();
+        rustix::mount::mount(
+            "wd-test",
+            &point,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+        std::fs::write(point.join("object"), "not the notebook dir's").unwrap();
+        let under = mounted_under(&nb);
+        assert_eq!(under, [point.canonicalize().unwrap().to_string_lossy()]);
+        let e = crate::backends::runconf::remove_notebook_dir(&nb)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("still mounted") && e.contains("mounts/m1/mnt"),
+            "{e}"
+        );
+        assert!(point.join("object").is_file());
+        unmount_all(&nb).await.unwrap();
+        assert!(mounted_under(&nb).is_empty());
+        crate::backends::runconf::remove_notebook_dir(&nb)
+            .await
+            .unwrap();
+        assert!(!nb.exists());
+    }
 
     #[test]
     fn mount_table_escapes_are_undone() {

@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::{Lifecycle, state_error, status::RUNNING, storage_rules, target as audit_target};
@@ -100,6 +101,12 @@ impl Lifecycle {
     }
 
     fn rclone(&self) -> Result<PathBuf, ApiError> {
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(ApiError::conflict(
+                "object-storage mounts need the gateway to run as root: it binds each folder onto the notebook's directory it opened, so that no link the notebook plants is ever followed",
+            ));
+        }
         let Some(rclone) = self.inner.rclone.clone() else {
             return Err(ApiError::conflict(
                 "object-storage mounts need rclone on the gateway's host (apt-get install rclone fuse3)",
@@ -148,7 +155,9 @@ impl Lifecycle {
                 };
                 if row.status == MOUNTED
                     && let Some(p) = &place
-                    && !serving(&row).is_some_and(|s| fuse::is_serving(&p.host, s))
+                    && !serving(&row).is_some_and(|s| {
+                        fuse::is_serving(p, &self.mount_state_dir(&nb.id, &row.id), s)
+                    })
                 {
                     row.status = FAILED.into();
                     row.error =
@@ -255,8 +264,8 @@ impl Lifecycle {
             .iter()
             .filter(|m| m.kind == "extended")
             .filter_map(|m| self.inner.backend.mount_place(notebook_id, &m.name).ok())
-            .filter(|p| !p.host.starts_with(&work.host))
-            .map(|p| (p.host, p.inside))
+            .filter(|p| !p.host().starts_with(work.host()))
+            .map(|p| (p.host(), p.inside))
             .collect())
     }
 
@@ -289,12 +298,17 @@ impl Lifecycle {
         let (connection, target) = self
             .connection_of(&nb.owner_id, &req.connection, "connection")
             .await?;
-        let host = data.host.join(&req.name);
-        if dir_has_entries(&host) {
-            return Err(ApiError::conflict(format!(
-                "{}/ already holds files; mounting over them would hide them: pick another name",
-                data.inside.join(&req.name).display()
-            )));
+        let place = dynamic_place(&data, &req.name);
+        // Seen without following links: a link there is the notebook's and is refused.
+        match holds_files(&place) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(ApiError::conflict(format!(
+                    "{}/ already holds files; mounting over them would hide them: pick another name",
+                    place.inside
+                )));
+            }
+            Err(e) => return Err(ApiError::conflict(e.to_string())),
         }
         // The store answers for these credentials and this bucket before anything is made.
         s3::check(&target, Some(&uri.bucket))
@@ -338,7 +352,6 @@ impl Lifecycle {
             .await?;
             tx.commit().await?;
         }
-        let place = dynamic_place(&data, &req.name);
         let made = self
             .mount_at(&nb.id, &id, &place, &target, &uri, req.read_only, &rclone)
             .await;
@@ -390,7 +403,7 @@ impl Lifecycle {
                 )
                 .await?;
                 tx.commit().await?;
-                let _ = std::fs::remove_dir(&host);
+                remove_folder(&place);
                 return Err(ApiError::new(
                     axum::http::StatusCode::BAD_GATEWAY,
                     "mount_failed",
@@ -424,11 +437,13 @@ impl Lifecycle {
             )));
         };
         if let Ok(p) = self.place(&nb.id, &row) {
-            fuse::unmount(&p.host, serving(&row)).await.map_err(|e| {
-                ApiError::conflict(format!("unmounting {}/ failed: {e:#}", p.inside))
-            })?;
+            fuse::unmount(&p, &self.mount_state_dir(&nb.id, &row.id), serving(&row))
+                .await
+                .map_err(|e| {
+                    ApiError::conflict(format!("unmounting {}/ failed: {e:#}", p.inside))
+                })?;
             // Only an empty folder goes; anything written beside the mount stays.
-            let _ = std::fs::remove_dir(&p.host);
+            remove_folder(&p);
         }
         let mut tx = self.inner.store.write().await?;
         rows::delete(&mut tx, &row.id).await?;
@@ -475,13 +490,14 @@ impl Lifecycle {
             let place = self.place(notebook_id, &row);
             let outcome: anyhow::Result<Option<Serving>> = async {
                 let place = place.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let state_dir = self.mount_state_dir(notebook_id, &row.id);
                 if row.status == MOUNTED
-                    && serving(&row).is_some_and(|s| fuse::is_serving(&place.host, s))
+                    && serving(&row).is_some_and(|s| fuse::is_serving(place, &state_dir, s))
                 {
                     return Ok(None);
                 }
                 // A mount left by a process that died: clear it before mounting again.
-                fuse::unmount(&place.host, serving(&row)).await?;
+                fuse::unmount(place, &state_dir, serving(&row)).await?;
                 let rclone = self
                     .rclone()
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -502,7 +518,7 @@ impl Lifecycle {
                     .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
                 // Files written where a folder was not mounted would be hidden by it (not lost,
                 // but out of sight): refuse and say so. Primary storage is the work dir itself.
-                if row.kind != "primary" && dir_has_entries(&place.host) {
+                if row.kind != "primary" && holds_files(place)? {
                     anyhow::bail!(
                         "{}/ holds files written while the folder was not mounted; move them away and start again",
                         place.inside
@@ -565,8 +581,8 @@ impl Lifecycle {
         };
         for row in list {
             if let Ok(p) = self.place(&row.notebook_id, &row) {
-                fuse::unmount(&p.host, None).await?;
-                let _ = std::fs::remove_dir(&p.host);
+                fuse::unmount(&p, &self.mount_state_dir(&row.notebook_id, &row.id), None).await?;
+                remove_folder(&p);
             }
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::delete(&mut conn, &row.id).await?;
@@ -587,7 +603,12 @@ impl Lifecycle {
         list.reverse();
         for row in list {
             if let Ok(p) = self.place(notebook_id, &row) {
-                fuse::unmount(&p.host, serving(&row)).await?;
+                fuse::unmount(
+                    &p,
+                    &self.mount_state_dir(notebook_id, &row.id),
+                    serving(&row),
+                )
+                .await?;
             }
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::set_state(&mut conn, &row.id, UNMOUNTED, None, None, &store::now()).await?;
@@ -606,10 +627,22 @@ impl Lifecycle {
         read_only: bool,
         rclone: &Path,
     ) -> anyhow::Result<Serving> {
-        let host = &place.host;
-        std::fs::create_dir_all(host)?;
+        // The folder, made (the notebook's user's) and opened one directory at a time from
+        // a root the notebook cannot replace; a link on the way is refused, named.
+        tokio::fs::create_dir_all(&place.root)
+            .await
+            .with_context(|| format!("creating {}", place.root.display()))?;
+        let at = place.open_root()?.create_dir_all(&place.rel, place.owner)?;
         if let Some((uid, gid)) = place.owner {
-            let _ = std::os::unix::fs::chown(host, Some(uid), Some(gid));
+            at.chown_self(uid, gid)?;
+        }
+        // Never over files (they would be hidden); the work dir of primary storage is the
+        // notebook's files' place itself.
+        if !place.rel.as_os_str().is_empty() && !at.is_empty()? {
+            anyhow::bail!(
+                "{}/ holds files; mounting over them would hide them",
+                place.inside
+            );
         }
         let state_dir = self.mount_state_dir(notebook_id, mount_id);
         fuse::mount(
@@ -617,7 +650,7 @@ impl Lifecycle {
             &fuse::MountSpec {
                 target,
                 uri,
-                mountpoint: host,
+                at: &at,
                 read_only,
                 owner: place.owner,
                 state_dir: &state_dir,
@@ -641,7 +674,9 @@ fn mount_order(row: &MountRow) -> (u8, usize) {
 /// A dynamic mount's place under the notebook's `/data`.
 fn dynamic_place(d: &DataDir, name: &str) -> MountPlace {
     MountPlace {
-        host: d.host.join(name),
+        root: d.host.clone(),
+        root_inside: d.inside.to_string_lossy().into_owned(),
+        rel: PathBuf::from(name),
         inside: d.inside.join(name).to_string_lossy().into_owned(),
         owner: d.owner,
     }
@@ -664,8 +699,28 @@ fn serving(row: &MountRow) -> Option<Serving> {
     })
 }
 
-fn dir_has_entries(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+/// Whether the place's folder holds anything, looked at through `confined`: `false` when it
+/// is not there yet, an error naming the link when a link is on the way.
+fn holds_files(place: &MountPlace) -> std::io::Result<bool> {
+    match place.open_root().and_then(|root| root.open_dir(&place.rel)) {
+        Ok(dir) => Ok(!dir.is_empty()?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the place's folder if it is empty (never through a link; the work dir of
+/// primary storage stays).
+fn remove_folder(place: &MountPlace) {
+    if place.rel.as_os_str().is_empty() {
+        return;
+    }
+    if let Ok((dir, name)) = place
+        .open_root()
+        .and_then(|root| root.parent_of(&place.rel, false, None))
+    {
+        let _ = dir.remove_dir(&name);
+    }
 }
 
 #[cfg(test)]

@@ -13,11 +13,12 @@
 //! Whatever the end (DONE, FAILED, CANCELED), nothing stays in the store, and the oldest
 //! QUEUED upload of the notebook starts.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use rustix::fs::FileType;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -26,6 +27,8 @@ use super::{
 use crate::api::error::ApiError;
 use crate::audit::{self, Action};
 use crate::auth::authz::NotebookGrant;
+use crate::backends::MountPlace;
+use crate::confined::Dir;
 use crate::storage::{ObjectUri, connections, s3, transfer};
 use crate::store::uploads::{
     self as rows, CANCELED, DONE, FAILED, LANDING, QUEUED, UPLOADING, UploadRow,
@@ -126,14 +129,32 @@ pub fn validate_path(path: &str) -> Result<String, ApiError> {
     Ok(rel.to_owned())
 }
 
+/// What is at `rel` below `root`, without following a link: `None` when nothing is there
+/// (its folder missing too). A link on the way is an error that names it.
+fn existing(root: &Dir, rel: &str) -> std::io::Result<Option<FileType>> {
+    let (dir, name) = match root.parent_of(Path::new(rel), false, None) {
+        Ok(found) => found,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(dir.file_type(&name)?.map(|(t, _)| t))
+}
+
+/// Why an upload does not go where a link is.
+fn link_message(work: &MountPlace, rel: &str) -> String {
+    format!(
+        "{}/{rel} is a symbolic link; an upload never writes through or replaces one",
+        work.root_inside
+    )
+}
+
 impl Lifecycle {
-    fn work_host(&self, notebook_id: &str) -> Result<(PathBuf, Option<(u32, u32)>), ApiError> {
-        let p = self
-            .inner
+    /// The notebook's work dir: where uploads land, and who owns what lands.
+    fn work_place(&self, notebook_id: &str) -> Result<MountPlace, ApiError> {
+        self.inner
             .backend
             .mount_place(notebook_id, WORK_DIR)
-            .map_err(|e| ApiError::conflict(e.to_string()))?;
-        Ok((p.host, p.owner))
+            .map_err(|e| ApiError::conflict(e.to_string()))
     }
 
     async fn upload_client(&self, row: &UploadRow) -> anyhow::Result<aws_sdk_s3::Client> {
@@ -168,17 +189,28 @@ impl Lifecycle {
         if nb.status != RUNNING {
             return Err(state_error(&nb, "upload into", &[RUNNING]));
         }
-        let (work, _) = self.work_host(&nb.id)?;
-        let target = work.join(&path);
-        if target.is_dir() {
-            return Err(ApiError::conflict(format!(
-                "{path} is a folder in the work dir"
-            )));
-        }
-        if target.exists() && !req.overwrite {
-            return Err(ApiError::conflict(format!(
-                "{path} exists in the work dir; overwrite it (\"overwrite\": true) or pick another name"
-            )));
+        // What is there now, seen without following links (the notebook may have planted
+        // some); the landing looks again.
+        let work = self.work_place(&nb.id)?;
+        let there = work
+            .open_root()
+            .and_then(|root| existing(&root, &path))
+            .map_err(|e| ApiError::conflict(e.to_string()))?;
+        match there {
+            Some(FileType::Directory) => {
+                return Err(ApiError::conflict(format!(
+                    "{path} is a folder in the work dir"
+                )));
+            }
+            Some(FileType::Symlink) => {
+                return Err(ApiError::conflict(link_message(&work, &path)));
+            }
+            Some(_) if !req.overwrite => {
+                return Err(ApiError::conflict(format!(
+                    "{path} exists in the work dir; overwrite it (\"overwrite\": true) or pick another name"
+                )));
+            }
+            _ => {}
         }
         let (connection, t) = self
             .connection_of(&nb.owner_id, &req.connection, "connection")
@@ -614,33 +646,42 @@ impl Lifecycle {
             if !nb_running {
                 anyhow::bail!("the notebook stopped before the file landed; upload it again");
             }
-            let (work, owner) = self
-                .work_host(notebook_id)
+            // Landed through the work dir's descriptor: parents made (ma-user's) and
+            // opened one at a time, the partial file new and given to ma-user through its
+            // own descriptor, renamed within its folder. A link anywhere fails the landing.
+            let work = self
+                .work_place(notebook_id)
                 .map_err(|e| anyhow::anyhow!(e.message))?;
-            let target = work.join(&row.path);
-            if target.exists() && !row.overwrite {
-                anyhow::bail!(
+            let root = work.open_root()?;
+            let (dir, name) = root.parent_of(Path::new(&row.path), true, work.owner)?;
+            match dir.file_type(&name)? {
+                Some((FileType::Symlink, _)) => {
+                    anyhow::bail!("{}", link_message(&work, &row.path))
+                }
+                Some((FileType::Directory, _)) => {
+                    anyhow::bail!("{} is a folder in the work dir", row.path)
+                }
+                Some(_) if !row.overwrite => anyhow::bail!(
                     "{} appeared in the work dir meanwhile; not overwritten",
                     row.path
-                );
-            }
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
+                ),
+                _ => {}
             }
             let progress = transfer::Progress::default();
             transfer::download(
                 &client,
                 &uri,
-                &target,
+                transfer::Dest::Confined {
+                    dir: &dir,
+                    name: &name,
+                    owner: work.owner,
+                },
                 row.size as u64,
                 &transfer::Options::default(),
                 &progress,
             )
             .await
             .map_err(anyhow::Error::msg)?;
-            if let Some((uid, gid)) = owner {
-                let _ = std::os::unix::fs::chown(&target, Some(uid), Some(gid));
-            }
             Ok(())
         }
         .await;
@@ -831,5 +872,47 @@ mod tests {
             MAX_SIZE.div_ceil(big) <= 10_000 && big.is_multiple_of(MIB),
             "{big}"
         );
+    }
+
+    /// What the start of an upload sees at its path: nothing, a file, a folder, or a link
+    /// (the target itself or a folder on the way), never what a link leads to.
+    #[test]
+    fn what_is_at_an_upload_path_is_seen_without_following_links() {
+        let base = std::env::temp_dir().join(format!("upload-at-{}", uuid::Uuid::new_v4()));
+        let work = base.join("work");
+        std::fs::create_dir_all(work.join("dir")).unwrap();
+        std::fs::create_dir_all(base.join("outside/sub")).unwrap();
+        std::fs::write(base.join("outside/f"), "x").unwrap();
+        std::fs::write(work.join("dir/f"), "x").unwrap();
+        std::os::unix::fs::symlink(base.join("outside"), work.join("r")).unwrap();
+        std::os::unix::fs::symlink(base.join("outside/f"), work.join("l")).unwrap();
+        let place = MountPlace {
+            root: work.clone(),
+            root_inside: WORK_DIR.into(),
+            rel: Default::default(),
+            inside: WORK_DIR.into(),
+            owner: None,
+        };
+        let root = place.open_root().unwrap();
+        assert_eq!(existing(&root, "nope/x").unwrap(), None);
+        assert_eq!(existing(&root, "dir/new").unwrap(), None);
+        assert_eq!(
+            existing(&root, "dir/f").unwrap(),
+            Some(FileType::RegularFile)
+        );
+        assert_eq!(existing(&root, "dir").unwrap(), Some(FileType::Directory));
+        assert_eq!(existing(&root, "l").unwrap(), Some(FileType::Symlink));
+        for through in ["r/f", "r/sub/x"] {
+            let e = existing(&root, through).unwrap_err().to_string();
+            assert_eq!(
+                e, "/home/ma-user/work/r is a symbolic link, which is not followed here",
+                "{through}"
+            );
+        }
+        assert_eq!(
+            link_message(&place, "l"),
+            "/home/ma-user/work/l is a symbolic link; an upload never writes through or replaces one"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -4,12 +4,23 @@
 //! again by pid and start time.
 //!
 //! ```text
-//! rclone mount atl:BUCKET/PREFIX MOUNTPOINT   RCLONE_CONFIG_ATL_* = the connection
+//! rclone mount atl:BUCKET/PREFIX STATE/mnt    RCLONE_CONFIG_ATL_* = the connection
 //!   --vfs-cache-mode writes                   writes land in STATE/cache, then upload
 //!   --dir-cache-time 5s                       objects written elsewhere show within seconds
 //!   --uid/--gid --allow-other                 the notebook's user owns the files
 //!   --read-only                               EROFS for every write
+//! then  mount --bind STATE/mnt /proc/self/fd/N    N: the notebook's folder, opened through
+//!                                                 `confined` (no link followed)
 //! ```
+//!
+//! **Invariant:** no path the notebook can write is ever handed to rclone, fusermount or
+//! `mount(2)` as a string. rclone mounts at `STATE/mnt` (`<nb>/mounts/<id>/mnt`, the
+//! gateway's own), and the gateway binds that onto the folder it opened through
+//! [`crate::confined`]; the bind lands on exactly that directory, wherever the notebook
+//! moved it since, and propagates like any mount made there (the shared `<nb>/data`).
+//! Unmounting finds the binds by the FUSE file system's device in the mount table, wherever
+//! the notebook moved them, and unmounts each through `confined` with `UMOUNT_NOFOLLOW`.
+//! This needs the gateway to run as root (`CAP_SYS_ADMIN` for the bind).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,7 +30,8 @@ use anyhow::{Context, bail};
 
 use super::ObjectUri;
 use super::s3::Target;
-use crate::backends::workdisk;
+use crate::backends::{MountPlace, workdisk};
+use crate::confined::Dir;
 
 /// How long a mount may take to appear.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -31,13 +43,19 @@ const FSTYPE: &str = "fuse.rclone";
 pub struct MountSpec<'a> {
     pub target: &'a Target,
     pub uri: &'a ObjectUri,
-    pub mountpoint: &'a Path,
+    /// The folder the notebook gets it in, opened through `confined`.
+    pub at: &'a Dir,
     pub read_only: bool,
     /// Who owns the files as the notebook sees them; other users may then use the mount
     /// (`--allow-other`). `None`: the gateway's own user only.
     pub owner: Option<(u32, u32)>,
-    /// rclone's log and write cache.
+    /// rclone's log, write cache and mount point (`mnt`): the gateway's alone.
     pub state_dir: &'a Path,
+}
+
+/// Where rclone itself mounts, in the mount's state dir.
+fn private_point(state_dir: &Path) -> PathBuf {
+    state_dir.join("mnt")
 }
 
 /// The process serving a mount.
@@ -67,17 +85,18 @@ pub fn fuse_available() -> bool {
         .is_ok()
 }
 
-/// Mounts `spec.uri` at `spec.mountpoint` (which must exist) and returns once the mount is
-/// in the mount table.
+/// Mounts `spec.uri` on the folder `spec.at` and returns once it is there.
 pub async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Serving> {
-    if workdisk::fstype_at(spec.mountpoint).is_some() {
-        bail!(
-            "{} is already a mount point",
-            spec.mountpoint.to_string_lossy()
-        );
+    if spec.at.is_mount_root()? {
+        bail!("{} is already a mount point", spec.at.path().display());
     }
+    let private = private_point(spec.state_dir);
     std::fs::create_dir_all(spec.state_dir.join("cache"))
         .with_context(|| format!("creating {}", spec.state_dir.display()))?;
+    std::fs::create_dir_all(&private).with_context(|| format!("creating {}", private.display()))?;
+    if workdisk::fstype_at(&private).is_some() {
+        bail!("{} is already a mount point", private.display());
+    }
     let log_path = spec.state_dir.join("rclone.log");
     // A fresh log per mount: its tail explains a failure.
     let log = std::fs::File::create(&log_path).context("creating rclone.log")?;
@@ -86,7 +105,7 @@ pub async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Servin
     let mut cmd = std::process::Command::new(rclone);
     cmd.arg("mount")
         .arg(&remote)
-        .arg(spec.mountpoint)
+        .arg(&private)
         .args(["--vfs-cache-mode", "writes", "--cache-dir"])
         .arg(spec.state_dir.join("cache"))
         .args(["--dir-cache-time", "5s", "--vfs-write-back", "1s"])
@@ -137,11 +156,16 @@ pub async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Servin
     let serving = Serving { pid, start_ticks };
     let deadline = Instant::now() + MOUNT_TIMEOUT;
     loop {
-        if is_mounted(spec.mountpoint) {
+        if is_mounted(&private) {
             // Reap it when it exits while the gateway runs; after a restart init does.
             tokio::spawn(async move {
                 let _ = child.wait().await;
             });
+            // Onto the folder that was opened, not onto whatever its name holds now.
+            if let Err(e) = spec.at.bind_here(&private) {
+                let _ = end(&private, Some(serving)).await;
+                bail!("{e}");
+            }
             return Ok(serving);
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -151,7 +175,7 @@ pub async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Servin
             );
         }
         if Instant::now() >= deadline {
-            let _ = unmount(spec.mountpoint, Some(serving)).await;
+            let _ = end(&private, Some(serving)).await;
             bail!(
                 "the mount did not appear within {} s: {}",
                 MOUNT_TIMEOUT.as_secs(),
@@ -162,28 +186,82 @@ pub async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Servin
     }
 }
 
-/// Whether an rclone mount is at `path`.
-pub fn is_mounted(path: &Path) -> bool {
+/// Whether an rclone mount is at `path` (a path the gateway controls).
+fn is_mounted(path: &Path) -> bool {
     workdisk::fstype_at(path).is_some_and(|t| t == FSTYPE)
 }
 
-/// Whether the mount at `path` is up and served by `serving`.
-pub fn is_serving(path: &Path, serving: Serving) -> bool {
-    crate::backends::process::alive(serving.pid, serving.start_ticks) && is_mounted(path)
+/// The mount table's device of the rclone mount at `path`, if one is there.
+fn rclone_dev(table: &[workdisk::MountEntry], path: &Path) -> Option<String> {
+    let point = workdisk::table_path(path)?;
+    table
+        .iter()
+        .rev()
+        .find(|m| m.point == point && m.fstype == FSTYPE)
+        .map(|m| m.dev.clone())
 }
 
-/// Unmounts `path` (if mounted) and ends its rclone process. Never touches the objects.
-/// Idempotent.
-pub async fn unmount(path: &Path, serving: Option<Serving>) -> anyhow::Result<()> {
-    if is_mounted(path) {
-        let p = path.to_string_lossy().into_owned();
-        // A file still open in the notebook makes a plain unmount fail (EBUSY); detach then,
-        // so the name is free at once and the mount goes when the last file closes.
-        if !fusermount(&["-u", &p]).await {
-            fusermount(&["-u", "-z", &p]).await;
+/// Whether the mount of `place` (state in `state_dir`) is up: served by `serving`, and
+/// bound at the place.
+pub fn is_serving(place: &MountPlace, state_dir: &Path, serving: Serving) -> bool {
+    if !crate::backends::process::alive(serving.pid, serving.start_ticks) {
+        return false;
+    }
+    let table = workdisk::mount_table();
+    let Some(dev) = rclone_dev(&table, &private_point(state_dir)) else {
+        return false;
+    };
+    let Some(root) = workdisk::table_path(&place.root) else {
+        return false;
+    };
+    let at = root.join(&place.rel);
+    table.iter().any(|m| m.point == at && m.dev == dev)
+}
+
+/// Unmounts the mount of `place` (state in `state_dir`) and ends its rclone process: first
+/// every bind of it below `place.root`, wherever the notebook moved it, then rclone's own
+/// mount. Never touches the objects. Idempotent.
+pub async fn unmount(
+    place: &MountPlace,
+    state_dir: &Path,
+    serving: Option<Serving>,
+) -> anyhow::Result<()> {
+    let private = private_point(state_dir);
+    let table = workdisk::mount_table();
+    // No root (never made): nothing can be bound below it.
+    let Some(root) = workdisk::table_path(&place.root) else {
+        return end(&private, serving).await;
+    };
+    let binds: Vec<PathBuf> = match rclone_dev(&table, &private) {
+        // Copies that propagation made elsewhere go with the bind they were copied from.
+        Some(dev) => table
+            .iter()
+            .filter(|m| m.dev == dev && m.point.starts_with(&root))
+            .map(|m| m.point.clone())
+            .collect(),
+        // Made by an older gateway, rclone straight at the place (or nothing at all).
+        None => {
+            let at = root.join(&place.rel);
+            table
+                .iter()
+                .filter(|m| m.point == at && m.fstype == FSTYPE)
+                .map(|m| m.point.clone())
+                .collect()
         }
-        if is_mounted(path) {
-            bail!("{p} could not be unmounted");
+    };
+    for point in binds.iter().rev() {
+        workdisk::unmount_below(&place.root, point)
+            .with_context(|| format!("unmounting {}/", place.inside))?;
+    }
+    end(&private, serving).await
+}
+
+/// Unmounts rclone's own mount point and ends the process.
+async fn end(private: &Path, serving: Option<Serving>) -> anyhow::Result<()> {
+    if is_mounted(private) {
+        crate::confined::unmount_path(private, private)?;
+        if is_mounted(private) {
+            bail!("{} could not be unmounted", private.display());
         }
     }
     if let Some(s) = serving {
@@ -204,33 +282,6 @@ pub async fn unmount(path: &Path, serving: Option<Serving>) -> anyhow::Result<()
         }
     }
     Ok(())
-}
-
-async fn fusermount(args: &[&str]) -> bool {
-    for program in ["fusermount3", "fusermount", "umount"] {
-        let args: Vec<&str> = if program == "umount" {
-            // umount's lazy flag is -l; as root it unmounts FUSE too.
-            args.iter()
-                .filter(|a| **a != "-u")
-                .map(|a| if *a == "-z" { "-l" } else { *a })
-                .collect()
-        } else {
-            args.to_vec()
-        };
-        match tokio::process::Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-        {
-            Ok(s) => return s.success(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 /// rclone's last words, on one line (they end up in an API error).

@@ -3,6 +3,7 @@
 //! downloads for big objects, and skipping what is already complete (same size and
 //! checksum), so that running a copy again after an interruption resumes it.
 
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,9 +13,11 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures_util::{StreamExt, TryStreamExt};
+use rustix::fs::FileType;
 use sha2::{Digest, Sha256};
 
 use super::ObjectUri;
+use crate::confined::{self, Dir};
 
 /// Metadata key of the SHA-256 Atelier records on the objects it uploads.
 pub const SHA256_META: &str = "atelier-sha256";
@@ -347,10 +350,14 @@ fn hex_digest(d: impl AsRef<[u8]>) -> String {
 
 /// SHA-256 and MD5 of a local file (read once).
 async fn local_digests(path: &Path) -> Result<(String, String), String> {
-    let path = path.to_path_buf();
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    file_digests(f).await
+}
+
+/// SHA-256 and MD5 of an open file, read from where it stands (once).
+async fn file_digests(mut f: std::fs::File) -> Result<(String, String), String> {
     tokio::task::spawn_blocking(move || -> std::io::Result<(String, String)> {
         use std::io::Read;
-        let mut f = std::fs::File::open(&path)?;
         let mut sha = Sha256::new();
         let mut md5 = md5::Md5::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -413,7 +420,9 @@ pub async fn copy_item(
 ) -> Result<Outcome, String> {
     match (&item.src, &item.dst) {
         (Loc::Local(p), Loc::Object(u)) => upload(client, p, u, item.size, opts, progress).await,
-        (Loc::Object(u), Loc::Local(p)) => download(client, u, p, item.size, opts, progress).await,
+        (Loc::Object(u), Loc::Local(p)) => {
+            download(client, u, Dest::Path(p), item.size, opts, progress).await
+        }
         (Loc::Object(s), Loc::Object(d)) => copy_object(client, s, d, item.size, progress).await,
         (Loc::Local(_), Loc::Local(_)) => Err("local to local copies are not handled".into()),
     }
@@ -675,12 +684,141 @@ async fn put_part(
     Ok(())
 }
 
-/// Downloads one object to `path` (through `.NAME.atelier-partial`, checked against the
-/// object's recorded SHA-256), or skips it when `path` already holds the same content.
+/// Where [`download`] writes a file.
+#[derive(Debug, Clone, Copy)]
+pub enum Dest<'a> {
+    /// A path of the caller's own (`atelier obs cp` on the user's files): resolved as any
+    /// program would, links included; missing folders are made.
+    Path(&'a Path),
+    /// The file `name` in a directory opened through [`crate::confined`] (a notebook's work
+    /// dir, which the notebook writes): nothing there is followed, the partial file is a new
+    /// one given to `owner` through its descriptor and renamed within that directory.
+    Confined {
+        dir: &'a Dir,
+        name: &'a OsStr,
+        owner: confined::Owner,
+    },
+}
+
+impl Dest<'_> {
+    /// Where it is, for messages.
+    fn shown(&self) -> PathBuf {
+        match self {
+            Dest::Path(p) => p.to_path_buf(),
+            Dest::Confined { dir, name, .. } => dir.path().join(name),
+        }
+    }
+
+    /// The partial file's name beside it.
+    fn partial_name(&self) -> OsString {
+        let name = match self {
+            Dest::Path(p) => p.file_name().unwrap_or_default(),
+            Dest::Confined { name, .. } => name,
+        };
+        let mut partial = OsString::from(".");
+        partial.push(name);
+        partial.push(".atelier-partial");
+        partial
+    }
+
+    /// The size of the regular file already there, if one is (a link is not followed).
+    fn existing_size(&self) -> Option<u64> {
+        match self {
+            Dest::Path(p) => std::fs::metadata(p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
+            Dest::Confined { dir, name, .. } => match dir.file_type(name) {
+                Ok(Some((FileType::RegularFile, size))) => Some(size),
+                _ => None,
+            },
+        }
+    }
+
+    fn open_existing(&self) -> std::io::Result<std::fs::File> {
+        match self {
+            Dest::Path(p) => std::fs::File::open(p),
+            Dest::Confined { dir, name, .. } => dir.open_read(name),
+        }
+    }
+
+    /// Makes the partial file (empty) and returns it with its path for messages.
+    fn create_partial(&self) -> Result<(std::fs::File, PathBuf), String> {
+        let partial = self.partial_name();
+        match self {
+            Dest::Path(p) => {
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("{}: {e}", parent.display()))?;
+                }
+                let path = p.with_file_name(&partial);
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok((f, path))
+            }
+            Dest::Confined { dir, owner, .. } => {
+                let shown = dir.path().join(&partial);
+                // What an interrupted landing left goes; a link there is the notebook's
+                // doing and is refused, named.
+                match dir.file_type(&partial).map_err(|e| e.to_string())? {
+                    Some((FileType::Symlink, _)) => {
+                        return Err(format!(
+                            "{} is a symbolic link, which is not followed here",
+                            shown.display()
+                        ));
+                    }
+                    Some((FileType::RegularFile, _)) => {
+                        dir.remove_file(&partial).map_err(|e| e.to_string())?;
+                    }
+                    Some(_) => {
+                        return Err(format!("{} is in the way", shown.display()));
+                    }
+                    None => {}
+                }
+                let f = dir
+                    .create_new(&partial, 0o644, *owner)
+                    .map_err(|e| e.to_string())?;
+                Ok((f, shown))
+            }
+        }
+    }
+
+    fn remove_partial(&self) {
+        let partial = self.partial_name();
+        match self {
+            Dest::Path(p) => {
+                let _ = std::fs::remove_file(p.with_file_name(&partial));
+            }
+            Dest::Confined { dir, .. } => {
+                let _ = dir.remove_file(&partial);
+            }
+        }
+    }
+
+    /// Puts the complete partial file in place (replacing what is there; a link there is
+    /// replaced, not followed).
+    fn commit(&self) -> Result<(), String> {
+        let partial = self.partial_name();
+        match self {
+            Dest::Path(p) => std::fs::rename(p.with_file_name(&partial), p)
+                .map_err(|e| format!("{}: {e}", p.display())),
+            Dest::Confined { dir, name, .. } => {
+                dir.rename(&partial, name).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Downloads one object to `dest` (through `.NAME.atelier-partial`, checked against the
+/// object's recorded SHA-256), or skips it when `dest` already holds the same content.
 pub async fn download(
     client: &Client,
     u: &ObjectUri,
-    path: &Path,
+    dest: Dest<'_>,
     size: u64,
     opts: &Options,
     progress: &Progress,
@@ -688,33 +826,24 @@ pub async fn download(
     let object = head(client, u)
         .await?
         .ok_or_else(|| format!("{u}: no such object"))?;
-    if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == object.0) {
-        let (sha, md5) = local_digests(path)
-            .await
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if dest.existing_size() == Some(object.0) {
+        let read = |e: String| format!("reading {}: {e}", dest.shown().display());
+        let f = dest.open_existing().map_err(|e| read(e.to_string()))?;
+        let (sha, md5) = file_digests(f).await.map_err(read)?;
         if same_content(object.0, &object, &sha, &md5) {
             progress.bytes.fetch_add(size, Ordering::Relaxed);
             return Ok(Outcome::Skipped);
         }
     }
     let size = object.0;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    }
     // Written beside the target and renamed when complete: an interrupted download never
     // leaves a short file under the real name.
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let partial = path.with_file_name(format!(".{name}.atelier-partial"));
-    let file = Arc::new(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&partial)
-            .map_err(|e| format!("{}: {e}", partial.display()))?,
-    );
-    file.set_len(size)
-        .map_err(|e| format!("{}: {e}", partial.display()))?;
+    let (file, partial) = dest.create_partial()?;
+    let file = Arc::new(file);
+    if let Err(e) = file.set_len(size) {
+        dest.remove_partial();
+        return Err(format!("{}: {e}", partial.display()));
+    }
     let part_size = if size < opts.multipart_threshold {
         size.max(1)
     } else {
@@ -776,21 +905,26 @@ pub async fn download(
     }
     drop(parts_in_order);
     if let Some(e) = failed {
-        let _ = std::fs::remove_file(&partial);
+        dest.remove_partial();
         return Err(e);
     }
-    file.sync_all()
-        .map_err(|e| format!("{}: {e}", partial.display()))?;
+    if let Err(e) = file.sync_all() {
+        dest.remove_partial();
+        return Err(format!("{}: {e}", partial.display()));
+    }
     // Objects Atelier uploaded carry their SHA-256: check what arrived.
     if let Some(want) = &object.1
         && &hex_digest(sha.finalize()) != want
     {
-        let _ = std::fs::remove_file(&partial);
+        dest.remove_partial();
         return Err(format!(
             "{u}: the downloaded bytes do not match the object's recorded SHA-256"
         ));
     }
-    std::fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Err(e) = dest.commit() {
+        dest.remove_partial();
+        return Err(e);
+    }
     Ok(Outcome::Copied)
 }
 
@@ -882,5 +1016,53 @@ mod tests {
         let etag_only = (3, None, "m".to_string());
         assert!(same_content(3, &etag_only, "s", "m"));
         assert!(!same_content(4, &etag_only, "s", "m"));
+    }
+
+    /// The partial file of a landing in a notebook's directory: a link planted at its name
+    /// is refused and named, a stale one (even a hard link to a file elsewhere) is replaced
+    /// by a new file, never written through; the finished file replaces a link at the
+    /// target's name instead of following it.
+    #[test]
+    fn confined_landings_write_only_new_files_in_their_directory() {
+        let base = std::env::temp_dir().join(format!("landing-{}", uuid::Uuid::new_v4()));
+        let (work, outside) = (base.join("work"), base.join("outside"));
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim"), "the host's").unwrap();
+        let dir = Dir::open(&work).unwrap().shown_as("/home/ma-user/work");
+        let dest = |name: &'static str| Dest::Confined {
+            dir: &dir,
+            name: OsStr::new(name),
+            owner: None,
+        };
+
+        std::os::unix::fs::symlink(outside.join("victim"), work.join(".a.atelier-partial"))
+            .unwrap();
+        let e = dest("a").create_partial().unwrap_err();
+        assert_eq!(
+            e,
+            "/home/ma-user/work/.a.atelier-partial is a symbolic link, which is not followed here"
+        );
+
+        std::fs::hard_link(outside.join("victim"), work.join(".b.atelier-partial")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), work.join("b")).unwrap();
+        let (mut f, shown) = dest("b").create_partial().unwrap();
+        assert_eq!(shown, Path::new("/home/ma-user/work/.b.atelier-partial"));
+        std::io::Write::write_all(&mut f, b"landed").unwrap();
+        drop(f);
+        dest("b").commit().unwrap();
+        assert_eq!(std::fs::read(work.join("b")).unwrap(), b"landed");
+        assert!(!work.join(".b.atelier-partial").exists());
+        assert_eq!(
+            std::fs::read(outside.join("victim")).unwrap(),
+            b"the host's"
+        );
+        assert_eq!(dest("b").existing_size(), Some(6));
+        assert_eq!(dest("a").existing_size(), None);
+
+        std::fs::create_dir(work.join(".c.atelier-partial")).unwrap();
+        let e = dest("c").create_partial().unwrap_err();
+        assert!(e.contains("in the way"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
