@@ -658,3 +658,60 @@ print(json.dumps({{'read': read[:3], 'wrote': wrote, 'cap_eff': caps,
         breaches.join("\n- ")
     );
 }
+
+/// Deleting a user ends their credentials at once (API tokens, even one the gateway has
+/// cached) and is audited; it is refused while they own anything, for oneself, and for
+/// non-admins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_user_ends_their_credentials_and_loses_nothing_of_theirs() {
+    let gw = Gateway::start().await;
+    let admin = gw.admin();
+    let bob = gw.create_user("bob").await;
+    let carol = gw.create_user("carol").await;
+    let bob_api = gw.api(&bob);
+    // Cached: the credential resolves once before the deletion.
+    bob_api.get("/v1/whoami").await.expect_status(200);
+
+    // Non-admins cannot; an admin cannot delete themselves.
+    gw.api(&carol)
+        .delete("/v1/users/bob")
+        .await
+        .expect_error(403, "permission_denied");
+    admin
+        .delete("/v1/users/admin")
+        .await
+        .expect_error(409, "conflict");
+    admin
+        .delete("/v1/users/nobody")
+        .await
+        .expect_error(404, "not_found");
+
+    // Bob owns a notebook: refused, and the refusal says what is in the way.
+    let id = gw.create_notebook(&bob, "work").await;
+    gw.wait_status(&bob, &id, "RUNNING").await;
+    let msg = admin
+        .delete("/v1/users/bob")
+        .await
+        .expect_error(409, "conflict");
+    assert!(msg.contains("notebooks (1)"), "{msg}");
+    bob_api.get("/v1/whoami").await.expect_status(200);
+    bob_api
+        .delete(&format!("/v1/notebooks/{id}"))
+        .await
+        .expect_status(202);
+    gw.wait_gone(&bob, &id).await;
+
+    // Now it goes, and Bob's token is refused at once (not after the credential cache's
+    // minute), while Carol's still works.
+    admin.delete("/v1/users/bob").await.expect_status(204);
+    let r = admin.get("/v1/users").await;
+    assert!(
+        !r.expect_status(200).to_string().contains("\"bob\""),
+        "{}",
+        r.text
+    );
+    bob_api.get("/v1/whoami").await.expect_status(401);
+    gw.api(&carol).get("/v1/whoami").await.expect_status(200);
+    let audit = admin.get("/v1/audit?limit=20").await;
+    assert!(audit.text.contains("deleteUser"), "{}", audit.text);
+}

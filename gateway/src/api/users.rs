@@ -16,6 +16,7 @@ use crate::store::{self, users};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/users", post(create_user).get(list_users))
+        .route("/v1/users/{name}", delete(delete_user))
         .route(
             "/v1/users/{name}/tokens",
             post(create_token).get(list_tokens),
@@ -107,6 +108,60 @@ async fn list_users(
     Ok(ApiJson(Items {
         items: users::list_users(&mut conn).await?,
     }))
+}
+
+/// `DELETE /v1/users/{name}` (admins): the user and their tokens and sessions, at once
+/// everywhere (cached credentials forgotten, their WebSockets and SSH sessions cut). Refused
+/// while they own anything (notebooks, key pairs, images, plugins, storage connections):
+/// deleting a user never deletes their work by surprise. An admin cannot delete themselves,
+/// so the last admin stays.
+async fn delete_user(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    p.require_admin()?;
+    let mut tx = state.store.write().await?;
+    let Some(user) = users::user_by_name(&mut tx, &name).await? else {
+        return Err(ApiError::not_found(format!("user {name:?} not found")));
+    };
+    if user.id == p.user_id {
+        return Err(ApiError::conflict(
+            "you cannot delete yourself; another admin can",
+        ));
+    }
+    let owned = users::owned(&mut tx, &user.id).await?;
+    if !owned.is_empty() {
+        let what: Vec<String> = owned.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+        return Err(ApiError::conflict(format!(
+            "user {name:?} still owns {}; delete those first (or let them), then the user",
+            what.join(", ")
+        )));
+    }
+    let tokens = users::all_tokens(&mut tx, &user.id).await?;
+    users::delete_user(&mut tx, &user.id).await?;
+    audit::record(
+        &mut tx,
+        &p.name,
+        Action::DeleteUser,
+        Target {
+            kind: "user",
+            id: &user.id,
+            name: &user.name,
+        },
+        "ok",
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    for (id, hash) in tokens {
+        state.auth.revoke_token(&id, &hash);
+    }
+    state.auth.revocations().revoke(
+        auth::revoke::Subject::User(user.id.clone()),
+        auth::revoke::Reason::UserDeleted,
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, Default)]

@@ -14,6 +14,16 @@ pub enum UserCommand {
     /// List users (admins only).
     #[command(visible_alias = "ls")]
     List,
+    /// Delete a user and their tokens, ending their sessions at once (admins only; refused
+    /// while they own notebooks, key pairs, images, plugins or storage connections).
+    #[command(visible_alias = "rm")]
+    Delete(UserDeleteArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UserDeleteArgs {
+    /// The user's name.
+    pub name: String,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +160,13 @@ pub async fn user(ctx: &Ctx, cmd: UserCommand) -> Result<(), CliError> {
                 cell(&reply.value, "role"),
                 cell(&reply.value, "name")
             )));
+            Ok(())
+        }
+        UserCommand::Delete(a) => {
+            ctx.api.delete(&["v1", "users", &a.name]).await?;
+            if !ctx.json {
+                out(&sanitize(&format!("user {} deleted", a.name)));
+            }
             Ok(())
         }
         UserCommand::List => {

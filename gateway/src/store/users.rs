@@ -69,6 +69,60 @@ pub async fn count_admins(conn: &mut Conn) -> sqlx::Result<i64> {
         .await
 }
 
+/// What a user still owns, by kind, with how many (kinds with none left out).
+pub async fn owned(conn: &mut Conn, user_id: &str) -> sqlx::Result<Vec<(&'static str, i64)>> {
+    let mut out = Vec::new();
+    for (kind, sql) in [
+        (
+            "notebooks",
+            "SELECT COUNT(*) FROM notebooks WHERE owner_id = $1",
+        ),
+        (
+            "key pairs",
+            "SELECT COUNT(*) FROM key_pairs WHERE owner_id = $1",
+        ),
+        ("images", "SELECT COUNT(*) FROM images WHERE owner_id = $1"),
+        (
+            "plugins",
+            "SELECT COUNT(*) FROM plugins WHERE owner_id = $1",
+        ),
+        (
+            "storage connections",
+            "SELECT COUNT(*) FROM storage_connections WHERE owner_id = $1",
+        ),
+    ] {
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(user_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        if n > 0 {
+            out.push((kind, n));
+        }
+    }
+    Ok(out)
+}
+
+/// Every token of a user (API tokens and browser sessions): id and secret hash.
+pub async fn all_tokens(conn: &mut Conn, user_id: &str) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as("SELECT id, secret_hash FROM tokens WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_all(conn)
+        .await
+}
+
+/// Deletes a user and (by cascade) their tokens and sessions.
+pub async fn delete_user(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM tokens WHERE user_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub struct NewToken<'a> {
     pub id: &'a str,
     pub user_id: &'a str,
