@@ -8,8 +8,10 @@ out of the differences. Prints one line per target:
 
     RESULT target=NAME n=3000 p50_us=... p90_us=... p99_us=... mean_us=... added_p50_us=...
 
-`added_p50_us` is the median over iterations of (this target − the first target) for the
-same iteration. Standard library only.
+`added_p50_us` is the median over iterations of (this target − its baseline) for the same
+iteration; the baseline is the first target unless `--pair NAME BASE` names another. A URL
+`http+unix://%2Fpath%2Fto%2Fserver.sock/path` is sent over that unix socket (a sandboxed
+notebook's Jupyter listens on one). Standard library only.
 
     http_rtt.py --target direct http://127.0.0.1:8888/nb/ID/api/status 'Authorization: token T' \
                 --target atelier http://127.0.0.1:8000/nb/ID/api/status 'Authorization: Bearer B' \
@@ -30,9 +32,14 @@ class Target:
     def __init__(self, name, url, header):
         self.name = name
         u = urllib.parse.urlsplit(url)
-        if u.scheme != "http":
-            raise SystemExit(f"http_rtt: only http:// URLs: {url}")
-        self.host, self.port = u.hostname, u.port or 80
+        self.unix = None
+        if u.scheme == "http+unix":
+            self.unix = urllib.parse.unquote(u.netloc)
+            self.host, self.port = "localhost", 80
+        elif u.scheme == "http":
+            self.host, self.port = u.hostname, u.port or 80
+        else:
+            raise SystemExit(f"http_rtt: only http:// and http+unix:// URLs: {url}")
         self.path = (u.path or "/") + (f"?{u.query}" if u.query else "")
         self.headers = {}
         if header:
@@ -43,8 +50,14 @@ class Target:
 
     def connect(self, timeout):
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        self.conn.connect()
-        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.unix:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(self.unix)
+            self.conn.sock = sock
+        else:
+            self.conn.connect()
+            self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def get(self):
         t0 = time.perf_counter_ns()
@@ -68,6 +81,10 @@ def main():
         "--target", nargs=3, action="append", metavar=("NAME", "URL", "HEADER"), required=True,
         help="a path to measure; HEADER is 'Name: value' or ''; the first one is the baseline",
     )
+    ap.add_argument(
+        "--pair", nargs=2, action="append", default=[], metavar=("NAME", "BASE"),
+        help="measure NAME's added latency against BASE instead of the first target",
+    )
     ap.add_argument("-n", type=int, default=3000, help="timed requests per target")
     ap.add_argument("--warmup", type=int, default=300, help="untimed requests per target first")
     ap.add_argument("--timeout", type=float, default=10.0)
@@ -87,9 +104,14 @@ def main():
             dt = t.get()
             if i >= args.warmup:
                 t.samples.append(dt / 1000.0)
-    base = targets[0].samples
+    by_name = {t.name: t for t in targets}
+    bases = dict(args.pair)
+    for name, base in bases.items():
+        if name not in by_name or base not in by_name:
+            raise SystemExit(f"http_rtt: --pair {name} {base}: no such target")
     for t in targets:
         s = sorted(t.samples)
+        base = by_name[bases.get(t.name, targets[0].name)].samples
         added = statistics.median(a - b for a, b in zip(t.samples, base))
         print(
             "RESULT target=%s n=%d p50_us=%.1f p90_us=%.1f p99_us=%.1f mean_us=%.1f added_p50_us=%.1f"

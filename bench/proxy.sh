@@ -3,7 +3,8 @@
 #   1. proxy capacity: ~100-byte static file from nginx, direct and through Atelier,
 #      configurable-http-proxy (CHP) and an nginx reverse proxy, at 1 and 64 connections;
 #   2. end to end: GET /nb/{id}/api/status on a real JupyterLab, direct / Atelier / CHP;
-#   3. a kernel WebSocket round trip (kernel_info_request), direct / Atelier / CHP.
+#   3. a kernel WebSocket round trip (kernel_info_request), direct / Atelier / CHP;
+#   2b/3 also for a sandboxed process notebook: its unix socket direct / through Atelier.
 # Prints a markdown report on stdout and writes it (plus the raw numbers) under
 # bench/results/. Progress goes to stderr. See docs/benchmarks.md for the method.
 #
@@ -21,6 +22,10 @@
 #   WS_N=2000 WS_WARMUP=200                  WebSocket round trips per path and round
 #   HTTP_N=3000 HTTP_WARMUP=300              interleaved one-connection requests per path and round
 #   PARTS="capacity jupyter ws"              which sections to run
+#   SANDBOXED=auto     also measure a sandboxed process notebook (its JupyterLab on a unix
+#                      socket in its own network namespace, as the default backend runs them):
+#                      auto = when running as root with bubblewrap and pasta; 1 = require; 0 = skip
+#   ATELIER_RUNTIME_BIN  notebook runtime for it (default: next to ATELIER_BIN)
 #   CPU_ORIGIN CPU_PROXY CPU_E2E_PROXY CPU_LOAD   taskset CPU lists (see below); "" = no pinning
 #   ATELIER_LOG        the gateway's log filter (default info, as in production)
 #   RESULTS_DIR        default bench/results;  KEEP_WORKDIR=1 keeps logs and configs
@@ -87,6 +92,18 @@ EOF
 }
 WRK_THREADS=${WRK_THREADS:-$(cpu_count "$CPU_LOAD")}
 
+# The Debian packages it drives, installed when missing (as root; else it says which).
+debs=()
+[[ -x $NGINX ]] || debs+=(nginx)
+[[ -x $WRK ]] || debs+=(wrk)
+command -v npm >/dev/null || debs+=(nodejs npm) # (a NodeSource nodejs brings its own npm)
+if ((${#debs[@]})); then
+    (source "$REPO/scripts/lib.sh" && need_debs "${debs[@]}") >&2 || true
+    # Debian starts the packaged nginx on port 80; the benchmark runs its own.
+    [[ -x /etc/init.d/nginx ]] && /etc/init.d/nginx stop >/dev/null 2>&1 || true
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    WRK=$(command -v wrk || echo /usr/bin/wrk)
+fi
 for tool in "$NGINX" "$WRK" curl python3 node npm setsid; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
@@ -108,6 +125,19 @@ if [[ -z ${ATELIER_BIN:-} ]]; then
     ATELIER_BIN=$CARGO_TARGET_DIR/release/atelier
 fi
 [[ -x $ATELIER_BIN ]] || die "no gateway binary at $ATELIER_BIN"
+RUNTIME_BIN=${ATELIER_RUNTIME_BIN:-$(dirname "$ATELIER_BIN")/atelier-notebook-runtime}
+SANDBOXED=${SANDBOXED:-auto}
+if [[ $SANDBOXED == auto ]]; then
+    if ((EUID == 0)) && command -v bwrap >/dev/null && command -v pasta >/dev/null && [[ -x $RUNTIME_BIN ]]; then
+        SANDBOXED=1
+    else
+        log "skipping the sandboxed notebook's paths (they need root, bwrap, pasta and $RUNTIME_BIN)"
+        SANDBOXED=0
+    fi
+fi
+if [[ $SANDBOXED == 1 ]]; then
+    [[ -x $RUNTIME_BIN ]] || die "no notebook runtime at $RUNTIME_BIN (set ATELIER_RUNTIME_BIN)"
+fi
 [[ $ATELIER_BIN == */release/* ]] || log "warning: $ATELIER_BIN does not look like a release build"
 
 # --- configurable-http-proxy, installed once outside the repository ---------------------------
@@ -127,6 +157,10 @@ chmod 755 "$W" # nginx workers may run as another user
 # `pkill atelier` / `pkill -f "atelier serve"` on a shared machine does not end the run.
 mkdir -p "$W/bin"
 ln "$ATELIER_BIN" "$W/bin/gateway" 2>/dev/null || cp "$ATELIER_BIN" "$W/bin/gateway"
+if [[ $SANDBOXED == 1 ]]; then
+    ln "$RUNTIME_BIN" "$W/bin/atelier-notebook-runtime" 2>/dev/null ||
+        cp "$RUNTIME_BIN" "$W/bin/atelier-notebook-runtime"
+fi
 GW_EXE=$W/bin/gateway
 RAW=$W/raw.tsv
 : >"$RAW"
@@ -146,9 +180,25 @@ stop_kernels() {
     done
 }
 
+# The sandboxed notebook outlives its gateway (notebooks survive gateway restarts), so it is
+# deleted through the API before that gateway stops.
+NB3=""
+delete_sandboxed() {
+    local i
+    [[ -n $NB3 && -n ${PIDS[gateway-sb]:-} ]] || return 0
+    curl -sS -o /dev/null --max-time 10 -X DELETE -H "$BEARER" "http://127.0.0.1:$P_GW3/v1/notebooks/$NB3" || true
+    for ((i = 0; i < 120; i++)); do
+        [[ $(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -H "$BEARER" \
+            "http://127.0.0.1:$P_GW3/v1/notebooks/$NB3" || true) == 404 ]] && break
+        sleep 0.5
+    done
+    NB3=""
+}
+
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    delete_sandboxed
     [[ -n ${PIDS[jupyter]:-} ]] && stop_kernels
     local name
     for name in "${!PIDS[@]}"; do
@@ -189,6 +239,59 @@ pg_of() {
         out+="${PIDS[$name]:-${EXTRA_PG[$name]:-}},"
     done
     echo "$out"
+}
+
+# tree_of pids|pgs PID — PID and its descendants (space-separated), or their process groups
+# (comma-separated).
+tree_of() {
+    python3 - "$1" "$2" <<'EOF'
+import os, sys
+kids, pgs = {}, {}
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    try:
+        with open(f"/proc/{d}/stat") as f:
+            s = f.read()
+    except OSError:
+        continue
+    f = s[s.rindex(")") + 2:].split()
+    kids.setdefault(int(f[1]), []).append(int(d))
+    pgs[int(d)] = int(f[2])
+todo, seen = [int(sys.argv[2])], set()
+while todo:
+    p = todo.pop()
+    if p in seen:
+        continue
+    seen.add(p)
+    todo += kids.get(p, [])
+seen = sorted(p for p in seen if p in pgs)
+if sys.argv[1] == "pgs":
+    print(",".join(str(g) for g in sorted({pgs[p] for p in seen})))
+else:
+    print(" ".join(map(str, seen)))
+EOF
+}
+tree_pgs() { tree_of pgs "$1"; }
+
+# pin_tree PID CPUS — PID and its descendants (every thread) on CPUS; nothing when CPUS is "".
+pin_tree() {
+    local root=$1 cpus=$2 pid
+    [[ -n $cpus ]] || return 0
+    for pid in $(tree_of pids "$root"); do
+        taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true
+    done
+}
+
+# json_file_field FILE KEY… — a field of a JSON file (nested keys in order).
+json_file_field() {
+    python3 - "$@" <<'EOF'
+import json, sys
+v = json.load(open(sys.argv[1]))
+for k in sys.argv[2:]:
+    v = v[k]
+print(v)
+EOF
 }
 
 # cpu_snap "PROXY NAMES" "ORIGIN NAMES" — prints "proxy_s origin_s machine_busy_s": CPU seconds
@@ -316,10 +419,10 @@ ws_measure() {
 }
 
 # --- ports, secrets ---------------------------------------------------------------------------
-read -r P_ORIGIN P_NPROXY P_CHP P_CHP_API P_GW P_GW2 P_JL P_CHP2 P_CHP2_API P_NPROXY2 < <(python3 - <<'EOF'
+read -r P_ORIGIN P_NPROXY P_CHP P_CHP_API P_GW P_GW2 P_JL P_CHP2 P_CHP2_API P_NPROXY2 P_GW3 < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(10):
+for _ in range(11):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -333,20 +436,26 @@ JL_AUTH="Authorization: token $JL_TOKEN"
 CHP_API_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
 
 # --- the gateway --------------------------------------------------------------------------------
-# start_gateway NAME CPUS PORT UPSTREAM_URL [UPSTREAM_TOKEN]
+# start_gateway NAME CPUS PORT UPSTREAM_URL [UPSTREAM_TOKEN] — UPSTREAM_URL "process": the
+# default backend (sandboxed notebooks running the benchmark's JupyterLab venv).
 start_gateway() {
     local name=$1 cpus=$2 port=$3 url=$4 token=${5:-} dir=$W/$1
     mkdir -p "$dir"
-    {
-        echo "[backend]"
-        echo 'kind = "external"'
-        echo "external_url = \"$url\""
-        [[ -n $token ]] && echo "external_token = \"$token\""
-        echo "start_timeout_secs = 30"
-    } >"$dir/config.toml"
+    if [[ $url == process ]]; then
+        printf '[backend]\nkind = "process"\nsandbox = "bwrap"\nstart_timeout_secs = 180\n' >"$dir/config.toml"
+    else
+        {
+            echo "[backend]"
+            echo 'kind = "external"'
+            echo "external_url = \"$url\""
+            [[ -n $token ]] && echo "external_token = \"$token\""
+            echo "start_timeout_secs = 30"
+        } >"$dir/config.toml"
+    fi
     start_bg "$name" "$cpus" "$W/$name.log" env \
         ATELIER_CONFIG="$dir/config.toml" ATELIER_DATA_DIR="$dir/data" \
         ATELIER_HTTP_ADDR="127.0.0.1:$port" ATELIER_SSH_ADDR=off ATELIER_ADMIN_TOKEN="$ADMIN_TOKEN" \
+        ATELIER_JUPYTER_VENV="$JL_VENV" ATELIER_RUNTIME_BIN="$W/bin/atelier-notebook-runtime" \
         ATELIER_LOG="$GATEWAY_LOG" "$GW_EXE" serve
     wait_for "$name" 60 "$name /healthz" http_ok "http://127.0.0.1:$port/healthz"
 }
@@ -368,7 +477,7 @@ create_notebook() {
     body=$(curl -sS --max-time 10 -X POST -H "$BEARER" -H 'Content-Type: application/json' \
         -d '{"name":"bench"}' "http://127.0.0.1:$port/v1/notebooks") || die "creating a notebook failed"
     id=$(json_field id <<<"$body") || die "creating a notebook: $body"
-    wait_for "$name" 60 "notebook $id to be RUNNING" notebook_running "$port" "$id"
+    wait_for "$name" 180 "notebook $id to be RUNNING" notebook_running "$port" "$id"
     echo "$id"
 }
 
@@ -608,6 +717,29 @@ time.sleep(600)' "$P_JL"
     start_nginx nginx-proxy-jl "$CPU_E2E_PROXY"
     wait_for nginx-proxy-jl 30 "nginx proxy" port_open "$P_NPROXY2"
 
+    # The default backend's notebook: JupyterLab in bubblewrap as uid 1000, in its own network
+    # namespace, on a unix socket that the gateway proxies to. "sandboxed-direct" talks to that
+    # socket itself, with the notebook's own Jupyter token; "sandboxed" goes through Atelier.
+    SB_PATHS=""
+    if [[ $SANDBOXED == 1 ]]; then
+        start_gateway gateway-sb "$CPU_E2E_PROXY" "$P_GW3" process
+        NB3=$(create_notebook gateway-sb "$P_GW3")
+        grep -q 'notebooks run sandboxed' "$W/gateway-sb.log" ||
+            die "gateway-sb does not run its notebooks sandboxed: $(tail -n 5 "$W/gateway-sb.log")"
+        SB_DIR=$W/gateway-sb/data/notebooks/$NB3
+        # A unix socket's path must fit in 108 bytes: reach it through a short link.
+        ln -sfn "$SB_DIR/run/agent" "$W/sb"
+        SB_SOCK=$W/sb/jupyter.sock
+        SB_TOKEN=$(json_file_field "$SB_DIR/run/config/jupyter_server_config.json" IdentityProvider token)
+        SB_RT=$(json_file_field "$SB_DIR/run/status.json" runtime_pid)
+        SB_ENC=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$SB_SOCK")
+        # The notebook's processes go on JupyterLab's CPU (the gateway started them on its own).
+        pin_tree "$SB_RT" "$CPU_ORIGIN"
+        EXTRA_PG[sandboxed-nb]=$(tree_pgs "$SB_RT")
+        SB_PATHS="sandboxed-direct sandboxed"
+        log "end to end: sandboxed notebook $NB3 is RUNNING (runtime pid $SB_RT)"
+    fi
+
     STATUS_PATH="/nb/$NB/api/status"
     declare -A JURL=(
         [direct]="http://127.0.0.1:$P_JL$STATUS_PATH"
@@ -621,6 +753,19 @@ time.sleep(600)' "$P_JL"
     for t in $E2E_PATHS; do
         check_body "${JURL[$t]}" "" '"started"' -H "${JHDR[$t]}"
     done
+    if [[ -n $SB_PATHS ]]; then
+        JURL[sandboxed-direct]="http+unix://$SB_ENC/nb/$NB3/api/status"
+        JURL[sandboxed]="http://127.0.0.1:$P_GW3/nb/$NB3/api/status"
+        JHDR[sandboxed-direct]="Authorization: token $SB_TOKEN"
+        JHDR[sandboxed]=$BEARER
+        JPROC[sandboxed-direct]=none
+        JPROC[sandboxed]=gateway-sb
+        check_body "${JURL[sandboxed]}" "" '"started"' -H "$BEARER"
+        code=$(curl -sS -o "$W/check.out" -w '%{http_code}' --max-time 10 --unix-socket "$SB_SOCK" \
+            -H "${JHDR[sandboxed-direct]}" "http://localhost/nb/$NB3/api/status") ||
+            die "the sandboxed notebook's socket does not answer"
+        [[ $code == 200 ]] || die "the sandboxed notebook's socket answered $code: $(head -c 300 "$W/check.out")"
+    fi
 
     if want jupyter; then
         for ((round = 1; round <= REPEAT; round++)); do
@@ -634,10 +779,11 @@ time.sleep(600)' "$P_JL"
         # the machine's drift cancels out of the added latency.
         for ((round = 1; round <= REPEAT; round++)); do
             args=()
-            for t in $E2E_PATHS; do
+            for t in $E2E_PATHS $SB_PATHS; do
                 args+=(--target "$t" "${JURL[$t]}" "${JHDR[$t]}")
             done
-            require_alive gateway-jl chp-jl nginx-proxy-jl jupyter
+            [[ -n $SB_PATHS ]] && args+=(--pair sandboxed sandboxed-direct)
+            require_alive gateway-jl chp-jl nginx-proxy-jl jupyter gateway-sb
             wait_quiet
             out=$(run_pinned "$CPU_LOAD" timeout 600 python3 "$HERE/http_rtt.py" "${args[@]}" \
                 -n "$HTTP_N" --warmup "$HTTP_WARMUP" --deadline 500) ||
@@ -651,9 +797,10 @@ time.sleep(600)' "$P_JL"
         done
     fi
 
-    # ws_rounds SECTION — a fresh kernel, then REPEAT rounds over every path.
+    # ws_rounds SECTION [PATHS] — a fresh kernel, then REPEAT rounds over every path (and over
+    # the sandboxed notebook's, with a kernel of its own, when PATHS names them).
     ws_rounds() {
-        local section=$1 body kid ws_path t round
+        local section=$1 paths=${2:-$E2E_PATHS} body kid ws_path t round skid="" origin
         body=$(curl -sS --max-time 30 -X POST -H "$JL_AUTH" -H 'Content-Type: application/json' \
             -d '{"name":"python3"}' "$JL_BASE/api/kernels") || die "starting a kernel failed"
         kid=$(json_field id <<<"$body") || die "starting a kernel: $body"
@@ -670,16 +817,34 @@ time.sleep(600)' "$P_JL"
             [chp]="ws://127.0.0.1:$P_CHP2$ws_path"
             [nginx-proxy]="ws://127.0.0.1:$P_NPROXY2$ws_path"
         )
+        if [[ $paths == *sandboxed* ]]; then
+            body=$(curl -sS --max-time 30 --unix-socket "$SB_SOCK" -X POST \
+                -H "${JHDR[sandboxed-direct]}" -H 'Content-Type: application/json' \
+                -d '{"name":"python3"}' "http://localhost/nb/$NB3/api/kernels") ||
+                die "starting a kernel in the sandboxed notebook failed"
+            skid=$(json_field id <<<"$body") || die "starting a kernel in the sandboxed notebook: $body"
+            # Started by JupyterLab, the kernel shares its CPU; count it with the notebook.
+            EXTRA_PG[sandboxed-nb]=$(tree_pgs "$SB_RT")
+            wurl[sandboxed-direct]="ws+unix://$SB_ENC/nb/$NB3/api/kernels/$skid/channels"
+            wurl[sandboxed]="ws://127.0.0.1:$P_GW3/nb/$NB3/api/kernels/$skid/channels"
+            log "$section: kernel $skid started in the sandboxed notebook"
+        fi
         for ((round = 1; round <= REPEAT; round++)); do
-            for t in $(rotate $((round - 1)) $E2E_PATHS); do
-                ws_measure "$section" "$t" "$round" "${wurl[$t]}" "${JHDR[$t]}" "${JPROC[$t]}" "jupyter kernel"
+            for t in $(rotate $((round - 1)) $paths); do
+                origin="jupyter kernel"
+                [[ $t == sandboxed* ]] && origin=sandboxed-nb
+                ws_measure "$section" "$t" "$round" "${wurl[$t]}" "${JHDR[$t]}" "${JPROC[$t]}" "$origin"
             done
         done
         stop_kernels
         EXTRA_PG[kernel]=""
+        if [[ -n $skid ]]; then
+            curl -sS -o /dev/null --max-time 10 --unix-socket "$SB_SOCK" -X DELETE \
+                -H "${JHDR[sandboxed-direct]}" "http://localhost/nb/$NB3/api/kernels/$skid" || true
+        fi
     }
     if want ws; then
-        ws_rounds ws
+        ws_rounds ws "$E2E_PATHS $SB_PATHS"
         if [[ ${WS_NODELAY:-1} == 1 ]]; then
             # The same, with TCP_NODELAY on Jupyter's kernel WebSockets (see the template).
             stop_bg jupyter
@@ -687,7 +852,8 @@ time.sleep(600)' "$P_JL"
             ws_rounds ws-nodelay
         fi
     fi
-    for name in nginx-proxy-jl chp-jl gateway-jl jupyter; do stop_bg "$name"; done
+    delete_sandboxed
+    for name in nginx-proxy-jl chp-jl gateway-jl jupyter gateway-sb; do stop_bg "$name"; done
 fi
 
 # --- report -------------------------------------------------------------------------------------

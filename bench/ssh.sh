@@ -21,7 +21,7 @@
 #   ATELIER_RUNTIME_BIN  notebook runtime; default: atelier-notebook-runtime next to ATELIER_BIN
 #   SKIP_BUILD=1       do not run cargo (use the existing release binaries)
 #   ATELIER_TEST_JUPYTER_VENV  JupyterLab venv (default: the one scripts/test.sh prepares)
-#   ATELIER_SANDBOX    passed to the gateway (default auto: bubblewrap where it works)
+#   ATELIER_SANDBOX    passed to the gateway (default auto: bubblewrap, notebooks refused without it)
 #   SIZE_MIB=1024      size of the test file
 #   REPEAT=3           scp rounds per cipher variant and direction (the report shows medians)
 #   CIPHERS="default aes256-gcm@openssh.com"   cipher variants for scp: "default" leaves the
@@ -373,7 +373,7 @@ WORKDIR=$DATA/notebooks/$NB/work
 # The runtime outside the sandbox: its command line names the notebook's run/spec.json.
 RT_PID=$(pgrep -f -- "--spec $DATA/notebooks/$NB/run/spec.json" | head -n 1 || true)
 [[ -n $RT_PID ]] || log "warning: the notebook runtime's process was not found; its CPU time is not reported"
-SANDBOX=$(grep -q 'confined by bubblewrap' "$W/gateway.log" && echo "bubblewrap" || echo "none")
+SANDBOX=$(grep -q 'notebooks run sandboxed' "$W/gateway.log" && echo "bubblewrap, uid 1000, own network namespace" || echo "none")
 log "notebook $NB is RUNNING (runtime pid ${RT_PID:-?}, sandbox: $SANDBOX)"
 
 # The two paths: user@host, port, key, where relative paths land (Atelier) or the absolute

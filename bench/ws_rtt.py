@@ -8,7 +8,9 @@ ones. Prints one line:
 
     RESULT n=2000 p50_us=... p90_us=... p99_us=... mean_us=... min_us=... max_us=... rps=...
 
-Uses `websocket-client` when it can be imported (JupyterLab's venv usually has it), else
+A URL `ws+unix://%2Fpath%2Fto%2Fserver.sock/path` is opened over that unix socket (a
+sandboxed notebook's Jupyter listens on one; websocket-client only). Uses
+`websocket-client` when it can be imported (JupyterLab's venv usually has it), else
 tornado's client (every Jupyter server has tornado). Run it with the Jupyter venv's python.
 
     ws_rtt.py --url ws://127.0.0.1:8000/nb/ID/api/kernels/KID/channels \
@@ -22,6 +24,7 @@ import math
 import socket
 import sys
 import time
+import urllib.parse
 import uuid
 
 
@@ -70,13 +73,23 @@ def percentile(sorted_vals, p):
 def run_websocket_client(args, headers):
     import websocket  # websocket-client
 
-    ws = websocket.create_connection(
-        args.url,
-        header=headers,
-        timeout=args.timeout,
-        sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-        enable_multithread=False,
-    )
+    u = urllib.parse.urlsplit(args.url)
+    if u.scheme == "ws+unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(args.timeout)
+        sock.connect(urllib.parse.unquote(u.netloc))
+        url = urllib.parse.urlunsplit(("ws", "localhost", u.path, u.query, ""))
+        ws = websocket.create_connection(
+            url, header=headers, timeout=args.timeout, socket=sock, enable_multithread=False
+        )
+    else:
+        ws = websocket.create_connection(
+            args.url,
+            header=headers,
+            timeout=args.timeout,
+            sockopt=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            enable_multithread=False,
+        )
     session = uuid.uuid4().hex
     samples = []
     deadline = time.monotonic() + args.deadline
@@ -158,6 +171,8 @@ def main():
             client = "websocket-client"
         except ImportError:
             client = "tornado"
+    if args.url.startswith("ws+unix:") and client != "websocket-client":
+        raise SystemExit("ws_rtt: ws+unix:// URLs need websocket-client")
     run = run_websocket_client if client == "websocket-client" else run_tornado
     samples = run(args, args.header)
     s = sorted(x / 1000.0 for x in samples)
