@@ -19,6 +19,7 @@ pub mod confined;
 pub mod events;
 pub mod gpu;
 pub mod images;
+pub mod lifecycle;
 pub mod notebooks;
 pub mod plugins;
 pub mod proxy;

@@ -14,7 +14,9 @@ use crate::auth::authz::{self, Access, NotebookGrant};
 use crate::events;
 use crate::notebooks::mounts::{AddMount, MountView};
 use crate::notebooks::uploads::{StartUpload, UploadView};
-use crate::notebooks::{CreateNotebook, NotebookView, SshEndpoint, UpdateNotebook, status};
+use crate::notebooks::{
+    CreateNotebook, NotebookStatus, NotebookView, SshEndpoint, UpdateNotebook, status,
+};
 use crate::server::AppState;
 use crate::store::notebooks::NotebookRow;
 use crate::store::notebooks::{self as rows, ListFilter};
@@ -164,19 +166,17 @@ async fn list(
 ) -> ApiResult<ApiJson<Page>> {
     let all = q.all.unwrap_or(false);
     super::check_all(&p, all, "notebooks")?;
-    if let Some(s) = &q.status
-        && !status::ALL.contains(&s.as_str())
-    {
-        return Err(ApiError::invalid(format!(
-            "status: unknown status {s:?}; one of {}",
-            status::ALL.join(", ")
-        )));
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<NotebookStatus>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("status: {e}")))?;
     let (limit, offset) = paging(q.limit, q.offset)?;
     let filter = ListFilter {
         owner_id: (!all).then(|| p.user_id.clone()),
         name_contains: q.name.filter(|n| !n.is_empty()),
-        status: q.status,
+        status,
         image: q.image,
         flavor: q.flavor,
         limit,

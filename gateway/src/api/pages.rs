@@ -301,7 +301,7 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
             };
             body.push_str(&format!(
                 "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&n.status),
+                n.status,
                 escape(&n.flavor),
                 escape(n.created_at.get(..19).unwrap_or(&n.created_at)).replace('T', " ")
             ));

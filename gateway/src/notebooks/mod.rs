@@ -35,46 +35,13 @@ use crate::auth::revoke::{Reason, Revocations, Subject};
 use crate::backends::{Backend, BackendError, Handle, NotebookSpec, Progress, StopMode};
 use crate::config::Settings;
 use crate::events::{self, EventKind};
+use crate::lifecycle::Operation;
 use crate::proxy::routes::RouteTable;
 use crate::store::notebooks::{self as rows, NotebookRow};
 use crate::store::{self, Store};
 
-/// The statuses of spec/notebook.md §3.1 that the gateway uses.
-pub mod status {
-    pub const CREATING: &str = "CREATING";
-    pub const STARTING: &str = "STARTING";
-    pub const RUNNING: &str = "RUNNING";
-    pub const STOPPING: &str = "STOPPING";
-    pub const STOPPED: &str = "STOPPED";
-    pub const DELETING: &str = "DELETING";
-    pub const CREATE_FAILED: &str = "CREATE_FAILED";
-    pub const START_FAILED: &str = "START_FAILED";
-    pub const ERROR: &str = "ERROR";
-    /// Being saved as an image (`notebooks::save`); back to RUNNING when that ends.
-    pub const SNAPSHOTTING: &str = "SNAPSHOTTING";
-    pub const ALL: [&str; 10] = [
-        CREATING,
-        STARTING,
-        RUNNING,
-        STOPPING,
-        STOPPED,
-        DELETING,
-        CREATE_FAILED,
-        START_FAILED,
-        ERROR,
-        SNAPSHOTTING,
-    ];
-}
+pub use crate::lifecycle::notebook::{NotebookOp, NotebookStatus, status};
 use status::*;
-
-/// Where each operation is allowed (spec/notebook.md §3.1, with a retry from failed states).
-pub const START_FROM: &[&str] = &[STOPPED, START_FAILED, ERROR];
-pub const STOP_FROM: &[&str] = &[RUNNING, ERROR];
-pub const DELETE_FROM: &[&str] = &[RUNNING, STOPPED, CREATE_FAILED, START_FAILED, ERROR];
-pub const FLAVOR_FROM: &[&str] = &[STOPPED, RUNNING, START_FAILED];
-pub const IMAGE_FROM: &[&str] = &[STOPPED];
-/// SSH on/off and key pairs change only while stopped (the seed); the whitelist any time.
-pub const SSH_KEYS_FROM: &[&str] = &[STOPPED];
 
 /// The API's view of a notebook.
 #[derive(Debug, Clone, Serialize)]
@@ -83,7 +50,7 @@ pub struct NotebookView {
     pub name: String,
     pub description: String,
     pub owner: String,
-    pub status: String,
+    pub status: NotebookStatus,
     pub status_reason: Option<String>,
     pub flavor: String,
     pub image: String,
@@ -425,7 +392,7 @@ impl Lifecycle {
             description,
             flavor,
             image,
-            status: CREATING.into(),
+            status: CREATING,
             status_reason: None,
             unhealthy: false,
             auto_stop_enabled: auto_stop.enabled,
@@ -486,7 +453,7 @@ impl Lifecycle {
         }
         self.request_transition_with(
             &grant,
-            START_FROM,
+            NotebookOp::Start,
             STARTING,
             Action::StartNotebook,
             auto_stop.as_ref(),
@@ -497,14 +464,14 @@ impl Lifecycle {
     }
 
     pub async fn stop(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
-        self.request_transition(&grant, STOP_FROM, STOPPING, Action::StopNotebook)
+        self.request_transition(&grant, NotebookOp::Stop, STOPPING, Action::StopNotebook)
             .await?;
         self.spawn_stop(grant.notebook().id.clone());
         self.reload(&grant.notebook().id).await
     }
 
     pub async fn delete(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
-        self.request_transition(&grant, DELETE_FROM, DELETING, Action::DeleteNotebook)
+        self.request_transition(&grant, NotebookOp::Delete, DELETING, Action::DeleteNotebook)
             .await?;
         self.spawn_delete(grant.notebook().id.clone());
         self.reload(&grant.notebook().id).await
@@ -536,9 +503,7 @@ impl Lifecycle {
         if let Some(f) = &req.flavor {
             let f = &validate::flavor(s, f)?.id;
             if *f != old.flavor {
-                if !FLAVOR_FROM.contains(&old.status.as_str()) {
-                    return Err(state_error(&old, "change the flavor of", FLAVOR_FROM));
-                }
+                allow(&old, NotebookOp::ChangeFlavor)?;
                 let note = if old.status == RUNNING {
                     " (takes effect at the next start)"
                 } else {
@@ -559,9 +524,7 @@ impl Lifecycle {
                     .id
             };
             if *i != old.image {
-                if !IMAGE_FROM.contains(&old.status.as_str()) {
-                    return Err(state_error(&old, "change the image of", IMAGE_FROM));
-                }
+                allow(&old, NotebookOp::ChangeImage)?;
                 changes.push((EventKind::UpdateImage, format!("{} -> {}", old.image, i)));
                 new.image = i.clone();
             }
@@ -577,21 +540,13 @@ impl Lifecycle {
                         "ssh.enabled: SSH cannot be turned off once a notebook has it (as in ModelArts); remove key pairs or narrow the whitelist instead",
                     ));
                 }
-                if !SSH_KEYS_FROM.contains(&old.status.as_str()) {
-                    return Err(state_error(&old, "turn on SSH for", SSH_KEYS_FROM));
-                }
+                allow(&old, NotebookOp::EnableSsh)?;
                 new.ssh_enabled = true;
             }
             if let Some(k) = &ssh.key_pairs {
                 let k = validate::key_pair_names(k)?;
                 if k != old.ssh_key_pairs {
-                    if !SSH_KEYS_FROM.contains(&old.status.as_str()) {
-                        return Err(state_error(
-                            &old,
-                            "change the SSH key pairs of",
-                            SSH_KEYS_FROM,
-                        ));
-                    }
+                    allow(&old, NotebookOp::ChangeSshKeys)?;
                     let kind = if old.ssh_key_pairs.is_empty() {
                         EventKind::ConfigureKeyPair
                     } else {
@@ -699,34 +654,35 @@ impl Lifecycle {
     async fn request_transition(
         &self,
         grant: &NotebookGrant,
-        from: &[&str],
-        to: &str,
+        op: NotebookOp,
+        to: NotebookStatus,
         action: Action,
     ) -> Result<(), ApiError> {
-        self.request_transition_with(grant, from, to, action, None)
+        self.request_transition_with(grant, op, to, action, None)
             .await
     }
 
     async fn request_transition_with(
         &self,
         grant: &NotebookGrant,
-        from: &[&str],
-        to: &str,
+        op: NotebookOp,
+        to: NotebookStatus,
         action: Action,
         auto_stop: Option<&AutoStop>,
     ) -> Result<(), ApiError> {
         let nb = grant.notebook();
         let mut tx = self.inner.store.write().await?;
+        let from = op.allowed_from();
         if !rows::transition(&mut tx, &nb.id, from, to, None, &store::now()).await? {
             let current = rows::get(&mut tx, &nb.id)
                 .await?
                 .ok_or_else(|| crate::auth::authz::not_found(&nb.id))?;
-            let verb = match action {
-                Action::StartNotebook => "start",
-                Action::StopNotebook => "stop",
-                _ => "delete",
-            };
-            return Err(state_error(&current, verb, from));
+            allow(&current, op)?;
+            // Allowed now, so it moved in between: say where it is.
+            return Err(ApiError::conflict(format!(
+                "notebook {} changed to {} meanwhile; try again",
+                current.name, current.status
+            )));
         }
         if let Some(a) = auto_stop {
             rows::set_auto_stop(
@@ -1011,7 +967,11 @@ impl Lifecycle {
         Ok(())
     }
 
-    async fn load_in(&self, id: &str, status: &str) -> anyhow::Result<Option<NotebookRow>> {
+    async fn load_in(
+        &self,
+        id: &str,
+        status: NotebookStatus,
+    ) -> anyhow::Result<Option<NotebookRow>> {
         let mut conn = self.inner.store.pool.acquire().await?;
         Ok(rows::get(&mut conn, id)
             .await?
@@ -1088,9 +1048,7 @@ impl Lifecycle {
         let row = rows::get(&mut tx, &nb.id)
             .await?
             .ok_or_else(|| crate::auth::authz::not_found(&nb.id))?;
-        if row.status != RUNNING {
-            return Err(state_error(&row, "renew", &[RUNNING]));
-        }
+        allow(&row, NotebookOp::Renew)?;
         if !row.auto_stop_enabled {
             return Err(ApiError::conflict(format!(
                 "notebook {} has auto-stop off, so there is nothing to renew; turn it on when starting it (auto_stop.enabled)",
@@ -1141,9 +1099,7 @@ impl Lifecycle {
         use crate::backends::workdisk::{MAX_SIZE_GB, MAX_STEP_GB};
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
-        if nb.status != RUNNING {
-            return Err(state_error(&nb, "expand the storage of", &[RUNNING]));
-        }
+        allow(&nb, NotebookOp::ExpandStorage)?;
         let Some(disk) = self.inner.backend.work_disk(&nb.id) else {
             return Err(ApiError::conflict(format!(
                 "notebook {} has no work disk to expand: the {} backend keeps its files in a plain directory",
@@ -1269,7 +1225,7 @@ impl Lifecycle {
         };
         for row in pending {
             tracing::info!(notebook = %row.id, status = %row.status, "resuming an unfinished operation");
-            match row.status.as_str() {
+            match row.status {
                 CREATING => self.spawn_bring_up(row.id, true),
                 STARTING => self.spawn_bring_up(row.id, false),
                 STOPPING => self.spawn_stop(row.id),
@@ -1297,12 +1253,11 @@ fn target(row: &NotebookRow) -> Target<'_> {
 }
 
 /// 409 that names the notebook, its status and where the operation is allowed.
-pub fn state_error(row: &NotebookRow, verb: &str, allowed: &[&str]) -> ApiError {
-    let allowed = allowed.join(", ");
-    ApiError::conflict(format!(
-        "cannot {verb} notebook {} while it is {}; allowed when it is {allowed}",
-        row.name, row.status
-    ))
+/// Refuses `op` unless the notebook's status allows it: a 409 that names the notebook, its
+/// status and where the operation is allowed.
+pub fn allow(row: &NotebookRow, op: NotebookOp) -> Result<(), ApiError> {
+    op.check(&row.name, row.status)
+        .map_err(|r| ApiError::conflict(r.message))
 }
 
 /// Backend progress written as events of the notebook.

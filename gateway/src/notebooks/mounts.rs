@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::{Lifecycle, state_error, status::RUNNING, storage_rules, target as audit_target};
+use super::{Lifecycle, NotebookOp, allow, storage_rules, target as audit_target};
 use crate::api::error::ApiError;
 use crate::audit::{self, Action};
 use crate::auth::authz::NotebookGrant;
@@ -159,7 +159,7 @@ impl Lifecycle {
                         fuse::is_serving(p, &self.mount_state_dir(&nb.id, &row.id), s)
                     })
                 {
-                    row.status = FAILED.into();
+                    row.status = FAILED;
                     row.error =
                         Some("the mount's rclone process is gone; it is being made again".into());
                 }
@@ -284,9 +284,7 @@ impl Lifecycle {
             key: uri.dir_prefix(),
             ..uri
         };
-        if nb.status != RUNNING {
-            return Err(state_error(&nb, "mount storage into", &[RUNNING]));
-        }
+        allow(&nb, NotebookOp::Mount)?;
         let data = self.inner.backend.data_dir(&nb.id).map_err(unsupported)?;
         if !data.live {
             return Err(ApiError::conflict(format!(

@@ -12,11 +12,14 @@
 
 use serde::Deserialize;
 
-use super::{Lifecycle, NotebookGrant, RUNNING, SNAPSHOTTING, StoreProgress, state_error, target};
+use super::{
+    Lifecycle, NotebookGrant, NotebookOp, RUNNING, SNAPSHOTTING, StoreProgress, allow, target,
+};
 use crate::api::error::ApiError;
 use crate::audit::{self, Action};
 use crate::backends::{Handle, SaveImage, SaveImageError};
 use crate::events::{self, EventKind};
+use crate::lifecycle::Operation;
 use crate::store::images as image_rows;
 use crate::store::notebooks::{self as rows, NotebookRow};
 use crate::store::{self};
@@ -128,20 +131,21 @@ impl Lifecycle {
         let row = rows::get(&mut tx, &nb.id)
             .await?
             .ok_or_else(|| crate::auth::authz::not_found(&nb.id))?;
-        if row.status != RUNNING {
-            return Err(state_error(&row, "save an image of", &[RUNNING]));
-        }
+        allow(&row, NotebookOp::SaveImage)?;
         if !rows::transition(
             &mut tx,
             &row.id,
-            &[RUNNING],
+            NotebookOp::SaveImage.allowed_from(),
             SNAPSHOTTING,
             None,
             &store::now(),
         )
         .await?
         {
-            return Err(state_error(&row, "save an image of", &[RUNNING]));
+            return Err(ApiError::conflict(format!(
+                "notebook {} changed its status meanwhile; try again",
+                row.name
+            )));
         }
         tx.commit().await?;
         self.inner.routes.invalidate(&row.id);

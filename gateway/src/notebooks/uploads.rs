@@ -22,16 +22,18 @@ use rustix::fs::FileType;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Lifecycle, state_error, status::RUNNING, storage_rules::WORK_DIR, target as audit_target,
+    Lifecycle, NotebookOp, allow, status::RUNNING, storage_rules::WORK_DIR, target as audit_target,
 };
 use crate::api::error::ApiError;
 use crate::audit::{self, Action};
 use crate::auth::authz::NotebookGrant;
 use crate::backends::MountPlace;
 use crate::confined::Dir;
+use crate::lifecycle::Operation;
+use crate::lifecycle::upload::UploadOp;
 use crate::storage::{ObjectUri, connections, s3, transfer};
 use crate::store::uploads::{
-    self as rows, CANCELED, DONE, FAILED, LANDING, QUEUED, UPLOADING, UploadRow,
+    self as rows, CANCELED, DONE, FAILED, IN_FLIGHT, LANDING, QUEUED, UPLOADING, UploadRow,
 };
 use crate::store::{self, storage};
 
@@ -186,9 +188,7 @@ impl Lifecycle {
         {
             return Err(ApiError::invalid("sha256: 64 hex digits"));
         }
-        if nb.status != RUNNING {
-            return Err(state_error(&nb, "upload into", &[RUNNING]));
-        }
+        allow(&nb, NotebookOp::Upload)?;
         // What is there now, seen without following links (the notebook may have planted
         // some); the landing looks again.
         let work = self.work_place(&nb.id)?;
@@ -248,7 +248,7 @@ impl Lifecycle {
             key: format!("{}{id}/{file_name}", staging.dir_prefix()),
             upload_id: None,
             part_size: part_size_for(req.size) as i64,
-            status: QUEUED.into(),
+            status: QUEUED,
             error: None,
             created_by: user.clone(),
             created_at: now.clone(),
@@ -479,15 +479,10 @@ impl Lifecycle {
     ) -> Result<UploadView, ApiError> {
         let nb = grant.notebook().clone();
         let row = self.upload_row(&grant, id).await?;
-        if row.status != UPLOADING {
-            return Err(ApiError::conflict(format!(
-                "upload {id} is {}; only an UPLOADING upload can be completed",
-                row.status
-            )));
-        }
-        if nb.status != RUNNING {
-            return Err(state_error(&nb, "land an upload in", &[RUNNING]));
-        }
+        UploadOp::Complete
+            .check(id, row.status)
+            .map_err(|r| ApiError::conflict(r.message))?;
+        allow(&nb, NotebookOp::LandUpload)?;
         let view = self.upload_view(row, false).await?;
         let missing: Vec<String> = (1..=view.parts_total as i32)
             .filter(|n| !view.parts_done.contains(n))
@@ -504,7 +499,7 @@ impl Lifecycle {
             if !rows::transition(
                 &mut conn,
                 id,
-                &[UPLOADING],
+                UploadOp::Complete.allowed_from(),
                 LANDING,
                 None,
                 None,
@@ -526,18 +521,15 @@ impl Lifecycle {
     pub async fn cancel_upload(&self, grant: NotebookGrant, id: &str) -> Result<(), ApiError> {
         let nb = grant.notebook().clone();
         let row = self.upload_row(&grant, id).await?;
-        if ![QUEUED, UPLOADING].contains(&row.status.as_str()) {
-            return Err(ApiError::conflict(format!(
-                "upload {id} is {}; only QUEUED or UPLOADING uploads can be canceled",
-                row.status
-            )));
-        }
+        UploadOp::Cancel
+            .check(id, row.status)
+            .map_err(|r| ApiError::conflict(r.message))?;
         {
             let mut conn = self.inner.store.pool.acquire().await?;
             if !rows::transition(
                 &mut conn,
                 id,
-                &[QUEUED, UPLOADING],
+                UploadOp::Cancel.allowed_from(),
                 CANCELED,
                 None,
                 None,
@@ -742,15 +734,12 @@ impl Lifecycle {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::of_notebook(&mut conn, notebook_id).await?
         };
-        for row in list
-            .into_iter()
-            .filter(|u| [QUEUED, UPLOADING, LANDING].contains(&u.status.as_str()))
-        {
+        for row in list.into_iter().filter(|u| IN_FLIGHT.contains(&u.status)) {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::transition(
                 &mut conn,
                 &row.id,
-                &[QUEUED, UPLOADING, LANDING],
+                IN_FLIGHT,
                 CANCELED,
                 Some("the notebook was deleted"),
                 None,

@@ -372,7 +372,7 @@ async fn forward(
 ) -> Result<Response, Response> {
     let route = grant.route();
     let upstream = match (&route.status, &route.target) {
-        (s, Some(t)) if s == RUNNING => t,
+        (s, Some(t)) if *s == RUNNING => t,
         (s, _) => {
             return Err(refuse(
                 ApiError::conflict(format!(

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::backends::{Backend, Handle, Upstream};
 use crate::cache::TtlCache;
+use crate::lifecycle::notebook::NotebookStatus;
 use crate::store::{self, Store, notebooks as rows};
 
 #[derive(Debug)]
@@ -19,7 +20,7 @@ pub struct Route {
     pub notebook_id: String,
     pub name: String,
     pub owner_id: String,
-    pub status: String,
+    pub status: NotebookStatus,
     pub target: Option<Target>,
     /// Unix second of the last request recorded, so most requests skip the activity map.
     last_touch: AtomicI64,

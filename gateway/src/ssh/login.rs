@@ -194,7 +194,7 @@ mod tests {
             name: "dev".into(),
             owner_id: "alice".into(),
             owner: "alice".into(),
-            status: "RUNNING".into(),
+            status: crate::notebooks::status::RUNNING,
             ssh_enabled: true,
             whitelist: String::new(),
             keys: keys

@@ -61,16 +61,15 @@ impl Store {
     }
 }
 
-/// Now, as stored: fixed width so text order is time order.
-/// `'A', 'B'` for `... IN (...)` from the code's own status constants (never user input).
-pub fn quoted_list(values: &[&str]) -> String {
-    values
-        .iter()
-        .map(|s| format!("'{s}'"))
+/// `$first, $first+1, …`: `n` numbered parameters, for an `IN (…)` list whose values are bound.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+/// Now, as stored: fixed width so text order is time order.
 pub fn now() -> String {
     format_time(OffsetDateTime::now_utc())
 }

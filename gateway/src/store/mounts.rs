@@ -3,12 +3,8 @@
 use serde::Serialize;
 
 use super::Conn;
-
-pub const MOUNTING: &str = "MOUNTING";
-pub const MOUNTED: &str = "MOUNTED";
-/// The notebook is stopped: the mount is made again at its next start.
-pub const UNMOUNTED: &str = "UNMOUNTED";
-pub const FAILED: &str = "FAILED";
+pub use crate::lifecycle::mount::MountStatus;
+pub use crate::lifecycle::mount::status::*;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct MountRow {
@@ -24,7 +20,7 @@ pub struct MountRow {
     #[sqlx(rename = "connection_name")]
     pub connection: String,
     pub read_only: bool,
-    pub status: String,
+    pub status: MountStatus,
     pub error: Option<String>,
     #[serde(skip)]
     pub pid: Option<i64>,
@@ -47,7 +43,7 @@ pub struct NewMount<'a> {
     pub uri: &'a str,
     pub connection_id: &'a str,
     pub read_only: bool,
-    pub status: &'a str,
+    pub status: MountStatus,
     pub now: &'a str,
 }
 
@@ -82,7 +78,7 @@ pub async fn of_notebook(conn: &mut Conn, notebook_id: &str) -> sqlx::Result<Vec
 }
 
 /// Every mount in `status`, of all notebooks.
-pub async fn in_status(conn: &mut Conn, status: &str) -> sqlx::Result<Vec<MountRow>> {
+pub async fn in_status(conn: &mut Conn, status: MountStatus) -> sqlx::Result<Vec<MountRow>> {
     sqlx::query_as(&format!("{SELECT} WHERE m.status = $1"))
         .bind(status)
         .fetch_all(conn)
@@ -118,7 +114,7 @@ pub async fn notebooks_using(conn: &mut Conn, connection_id: &str) -> sqlx::Resu
 pub async fn set_state(
     conn: &mut Conn,
     id: &str,
-    status: &str,
+    status: MountStatus,
     error: Option<&str>,
     process: Option<(i32, u64)>,
     now: &str,

@@ -2,6 +2,7 @@
 //! column, so two requests can never both move a notebook out of the same state.
 
 use super::Conn;
+use crate::lifecycle::notebook::NotebookStatus;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NotebookRow {
@@ -12,7 +13,7 @@ pub struct NotebookRow {
     pub description: String,
     pub flavor: String,
     pub image: String,
-    pub status: String,
+    pub status: NotebookStatus,
     pub status_reason: Option<String>,
     pub unhealthy: bool,
     pub auto_stop_enabled: bool,
@@ -61,7 +62,7 @@ pub async fn insert(conn: &mut Conn, n: &NotebookRow) -> sqlx::Result<()> {
     .bind(&n.description)
     .bind(&n.flavor)
     .bind(&n.image)
-    .bind(&n.status)
+    .bind(n.status)
     .bind(&n.status_reason)
     .bind(n.unhealthy)
     .bind(n.auto_stop_enabled)
@@ -183,7 +184,7 @@ pub struct ListFilter {
     /// None: everyone's (admins only).
     pub owner_id: Option<String>,
     pub name_contains: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<NotebookStatus>,
     pub image: Option<String>,
     pub flavor: Option<String>,
     pub limit: i64,
@@ -204,7 +205,7 @@ pub async fn list(conn: &mut Conn, f: &ListFilter) -> sqlx::Result<(Vec<Notebook
     let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM notebooks n WHERE {cond}"))
         .bind(&f.owner_id)
         .bind(&pattern)
-        .bind(&f.status)
+        .bind(f.status)
         .bind(&f.image)
         .bind(&f.flavor)
         .fetch_one(&mut *conn)
@@ -214,7 +215,7 @@ pub async fn list(conn: &mut Conn, f: &ListFilter) -> sqlx::Result<(Vec<Notebook
     ))
     .bind(&f.owner_id)
     .bind(&pattern)
-    .bind(&f.status)
+    .bind(f.status)
     .bind(&f.image)
     .bind(&f.flavor)
     .bind(f.limit)
@@ -227,34 +228,38 @@ pub async fn list(conn: &mut Conn, f: &ListFilter) -> sqlx::Result<(Vec<Notebook
 }
 
 /// Notebooks in any of `statuses`, for the reconciler.
-pub async fn in_statuses(conn: &mut Conn, statuses: &[&str]) -> sqlx::Result<Vec<NotebookRow>> {
-    let list = super::quoted_list(statuses);
-    sqlx::query_as(&format!(
-        "{SELECT} WHERE n.status IN ({list}) ORDER BY n.created_at"
-    ))
-    .fetch_all(conn)
-    .await
+pub async fn in_statuses(
+    conn: &mut Conn,
+    statuses: &[NotebookStatus],
+) -> sqlx::Result<Vec<NotebookRow>> {
+    let list = super::placeholders(1, statuses.len());
+    let sql = format!("{SELECT} WHERE n.status IN ({list}) ORDER BY n.created_at");
+    let mut q = sqlx::query_as(&sql);
+    for s in statuses {
+        q = q.bind(*s);
+    }
+    q.fetch_all(conn).await
 }
 
 /// Moves `id` to `to` if its status is one of `from`; false if it was not.
 pub async fn transition(
     conn: &mut Conn,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[NotebookStatus],
+    to: NotebookStatus,
     reason: Option<&str>,
     now: &str,
 ) -> sqlx::Result<bool> {
-    let list = super::quoted_list(from);
-    let r = sqlx::query(&format!(
-        "UPDATE notebooks SET status = $1, status_reason = $2, updated_at = $3 WHERE id = $4 AND status IN ({list})"
-    ))
-    .bind(to)
-    .bind(reason)
-    .bind(now)
-    .bind(id)
-    .execute(conn)
-    .await?;
+    let list = super::placeholders(5, from.len());
+    let sql = format!(
+        "UPDATE notebooks SET status = $1, status_reason = $2, updated_at = $3 \
+         WHERE id = $4 AND status IN ({list})"
+    );
+    let mut q = sqlx::query(&sql).bind(to).bind(reason).bind(now).bind(id);
+    for s in from {
+        q = q.bind(*s);
+    }
+    let r = q.execute(conn).await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -377,7 +382,7 @@ pub struct SshTarget {
     pub name: String,
     pub owner_id: String,
     pub owner: String,
-    pub status: String,
+    pub status: NotebookStatus,
     pub ssh_enabled: bool,
     pub whitelist: String,
     /// The key pairs the notebook accepts (its owner's): id and `SHA256:…` fingerprint.
@@ -432,7 +437,7 @@ type SshRow = (
     String,
     String,
     String,
-    String,
+    NotebookStatus,
     bool,
     String,
     Option<String>,
@@ -498,7 +503,7 @@ impl NotebookRow {
             description: String::new(),
             flavor: "cpu-2-8".into(),
             image: "jupyterlab".into(),
-            status: "STOPPED".into(),
+            status: NotebookStatus::Stopped,
             status_reason: None,
             unhealthy: false,
             auto_stop_enabled: true,
@@ -524,6 +529,7 @@ impl NotebookRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lifecycle::notebook::status::*;
     use crate::store::{Store, now, users};
 
     async fn store() -> (Store, std::path::PathBuf) {
@@ -545,32 +551,22 @@ mod tests {
             .unwrap();
         insert(&mut c, &row("n1", "u1", "nb")).await.unwrap();
         assert!(
-            !transition(&mut c, "n1", &["RUNNING"], "STOPPING", None, &now())
+            !transition(&mut c, "n1", &[RUNNING], STOPPING, None, &now())
                 .await
                 .unwrap()
         );
         assert!(
-            transition(
-                &mut c,
-                "n1",
-                &["STOPPED", "ERROR"],
-                "STARTING",
-                None,
-                &now()
-            )
-            .await
-            .unwrap()
+            transition(&mut c, "n1", &[STOPPED, ERROR], STARTING, None, &now())
+                .await
+                .unwrap()
         );
         assert!(
-            !transition(&mut c, "n1", &["STOPPED"], "STARTING", None, &now())
+            !transition(&mut c, "n1", &[STOPPED], STARTING, None, &now())
                 .await
                 .unwrap()
         );
         let got = get(&mut c, "n1").await.unwrap().unwrap();
-        assert_eq!(
-            (got.status.as_str(), got.owner.as_str()),
-            ("STARTING", "alice")
-        );
+        assert_eq!((got.status, got.owner.as_str()), (STARTING, "alice"));
         drop(c);
         std::fs::remove_dir_all(dir).unwrap();
     }

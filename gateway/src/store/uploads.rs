@@ -3,13 +3,8 @@
 use serde::Serialize;
 
 use super::Conn;
-
-pub const QUEUED: &str = "QUEUED";
-pub const UPLOADING: &str = "UPLOADING";
-pub const LANDING: &str = "LANDING";
-pub const DONE: &str = "DONE";
-pub const FAILED: &str = "FAILED";
-pub const CANCELED: &str = "CANCELED";
+pub use crate::lifecycle::upload::UploadStatus;
+pub use crate::lifecycle::upload::status::*;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct UploadRow {
@@ -29,7 +24,7 @@ pub struct UploadRow {
     #[serde(skip)]
     pub upload_id: Option<String>,
     pub part_size: i64,
-    pub status: String,
+    pub status: UploadStatus,
     pub error: Option<String>,
     pub created_by: String,
     pub created_at: String,
@@ -58,7 +53,7 @@ pub async fn insert(conn: &mut Conn, u: &UploadRow) -> sqlx::Result<()> {
     .bind(&u.key)
     .bind(&u.upload_id)
     .bind(u.part_size)
-    .bind(&u.status)
+    .bind(u.status)
     .bind(&u.error)
     .bind(&u.created_by)
     .bind(&u.created_at)
@@ -87,7 +82,7 @@ pub async fn of_notebook(conn: &mut Conn, notebook_id: &str) -> sqlx::Result<Vec
 }
 
 /// Every upload in `status`, oldest first.
-pub async fn in_status(conn: &mut Conn, status: &str) -> sqlx::Result<Vec<UploadRow>> {
+pub async fn in_status(conn: &mut Conn, status: UploadStatus) -> sqlx::Result<Vec<UploadRow>> {
     sqlx::query_as(&format!(
         "{SELECT} WHERE status = $1 ORDER BY created_at, id"
     ))
@@ -100,36 +95,40 @@ pub async fn in_status(conn: &mut Conn, status: &str) -> sqlx::Result<Vec<Upload
 pub async fn transition(
     conn: &mut Conn,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[UploadStatus],
+    to: UploadStatus,
     error: Option<&str>,
     upload_id: Option<&str>,
     now: &str,
 ) -> sqlx::Result<bool> {
-    let list = super::quoted_list(from);
-    let done = sqlx::query(&format!(
+    let list = super::placeholders(6, from.len());
+    let sql = format!(
         "UPDATE notebook_uploads SET status = $2, error = $3, \
          upload_id = COALESCE($4, upload_id), updated_at = $5 \
          WHERE id = $1 AND status IN ({list})"
-    ))
-    .bind(id)
-    .bind(to)
-    .bind(error)
-    .bind(upload_id)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(id)
+        .bind(to)
+        .bind(error)
+        .bind(upload_id)
+        .bind(now);
+    for s in from {
+        q = q.bind(*s);
+    }
+    Ok(q.execute(conn).await?.rows_affected() == 1)
 }
 
 /// Whether an upload in flight (queued, uploading, landing) uses a connection.
 pub async fn connection_in_flight(conn: &mut Conn, connection_id: &str) -> sqlx::Result<bool> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM notebook_uploads WHERE connection_id = $1 \
-         AND status IN ('QUEUED', 'UPLOADING', 'LANDING')",
-    )
-    .bind(connection_id)
-    .fetch_one(conn)
-    .await?;
+    let sql = format!(
+        "SELECT COUNT(*) FROM notebook_uploads WHERE connection_id = $1 AND status IN ({})",
+        super::placeholders(2, IN_FLIGHT.len())
+    );
+    let mut q = sqlx::query_scalar(&sql).bind(connection_id);
+    for s in IN_FLIGHT {
+        q = q.bind(*s);
+    }
+    let n: i64 = q.fetch_one(conn).await?;
     Ok(n > 0)
 }
