@@ -134,10 +134,7 @@ impl Sandbox {
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    which::which(name).ok()
 }
 
 /// Runs a sandbox like a notebook's (empty root, new namespaces) around `true`.

@@ -185,12 +185,15 @@ async fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// On `PATH` or in the sbin folders (which a non-login root shell may not have on `PATH`).
 fn have(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p)
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-            .any(|d| d.join(program).is_file())
-    })
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs =
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]);
+    let Ok(dirs) = std::env::join_paths(dirs) else {
+        return false;
+    };
+    which::which_in(program, Some(dirs), "/").is_ok()
 }
 
 /// The filesystem new disks get: XFS when its tools are installed, else ext4.

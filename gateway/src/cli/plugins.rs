@@ -404,10 +404,7 @@ fn cache_dir() -> PathBuf {
 }
 
 fn on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    which::which(program).ok()
 }
 
 /// componentize-py: $ATELIER_COMPONENTIZE_PY, on PATH, or installed (once) into a venv in

@@ -70,10 +70,7 @@ pub fn find_rclone(configured: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = configured {
         return p.is_file().then(|| p.to_path_buf());
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("rclone"))
-        .find(|p| p.is_file())
+    which::which("rclone").ok()
 }
 
 /// Whether `/dev/fuse` can be opened (FUSE mounts are possible here).
