@@ -840,7 +840,7 @@ impl Host {
         let report_stdout = state.stdout.take();
         let report_stderr = state.stderr.take();
         let healthy = output.is_ok() || matches!(output, Err(CallError::Guest { .. }));
-        if plugin.limits.instance_policy == InstancePolicy::Warm
+        let spent = if plugin.limits.instance_policy == InstancePolicy::Warm
             && healthy
             && live.calls < plugin.limits.recycle_after_calls
             && live.store.data().limiter.memory_now <= plugin.limits.recycle_memory_mb * MIB
@@ -849,8 +849,16 @@ impl Host {
             let pool = warm.entry(warm_key).or_default();
             if pool.len() < plugin.limits.warm_instances as usize {
                 pool.push(live);
+                None
+            } else {
+                Some(live)
             }
-        }
+        } else {
+            Some(live)
+        };
+        // The call's instance and its pool slot go before a standby is made: with the pool
+        // full but for this slot, the standby must find it free.
+        drop(spent);
         if let Some(fingerprint) = standby {
             // After the call, so that making the next instance does not compete with it.
             self.refill_standby(plugin, fingerprint);
