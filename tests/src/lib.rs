@@ -1076,6 +1076,43 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     kb * 1024
 }
 
+/// A fork bomb raging in a notebook whose pids cgroup file is `pids_current`: its processes
+/// fill up to `limit` and no further, while the gateway's API and the `calm` notebook's
+/// kernel still answer. Returns that kernel.
+pub async fn fork_bomb_stays_within(
+    gw: &Gateway,
+    api: &Api,
+    calm: &str,
+    pids_current: &std::path::Path,
+    limit: u64,
+) -> Kernel {
+    let read = |p: &std::path::Path| -> Option<u64> {
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    };
+    let peak = eventually(
+        "the bomb to fill its process limit",
+        Duration::from_secs(120),
+        || {
+            let n = read(pids_current);
+            async move { n.filter(|n| *n >= limit.min(100)) }
+        },
+    )
+    .await;
+    assert!(peak <= limit, "{peak} processes, past the flavor's {limit}");
+    gw.admin()
+        .get("/v1/notebooks?all=true")
+        .await
+        .expect_status(200);
+    let mut calm_kernel = Kernel::start(api, calm).await;
+    assert_eq!(calm_kernel.run("print(6 * 7)").await.trim(), "42");
+    let current = read(pids_current).expect("the pids cgroup file is readable");
+    assert!(
+        current <= limit,
+        "{current} processes, past the flavor's {limit}"
+    );
+    calm_kernel
+}
+
 /// Polls `check` until it gives a value, for at most `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

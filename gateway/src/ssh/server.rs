@@ -89,7 +89,8 @@ pub async fn serve(
             tracing::debug!(%peer, "SSH connection throttled");
             if verdict == Verdict::Record {
                 let state = state.clone();
-                tokio::spawn(async move { audit_throttled(&state, peer).await });
+                // Tracked with the sessions, so a shutdown waits for the audit row.
+                sessions.spawn(async move { audit_throttled(&state, peer).await });
             }
             continue;
         }
