@@ -941,14 +941,27 @@ impl DockerBackend {
         let docker = self.docker().await?;
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         let started = async {
-            let created = docker
-                .create_container(Some(opts), body)
-                .await
-                .map_err(|e| BackendError::Start(format!("creating the container: {e}")))?;
-            docker
-                .start_container(&created.id, None)
-                .await
-                .map_err(|e| BackendError::Start(format!("starting the container: {e}")))?;
+            // The engine picks the published port when it creates the container and binds
+            // it only at start: another program can take it in between ("address already
+            // in use"). A new container gets a new port; a few tries, then the error.
+            let mut tries = 0;
+            let created = loop {
+                tries += 1;
+                let created = docker
+                    .create_container(Some(opts.clone()), body.clone())
+                    .await
+                    .map_err(|e| BackendError::Start(format!("creating the container: {e}")))?;
+                match docker.start_container(&created.id, None).await {
+                    Ok(()) => break created,
+                    Err(e) if egress && tries < 3 && e.to_string().contains("address already in use") => {
+                        tracing::warn!(notebook = %spec.id, error = %e, "the published port was taken before the container started; creating it again");
+                        self.remove_container(&name).await?;
+                    }
+                    Err(e) => {
+                        return Err(BackendError::Start(format!("starting the container: {e}")));
+                    }
+                }
+            };
             if !egress {
                 return Ok((created.id, None));
             }
