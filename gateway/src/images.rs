@@ -17,9 +17,9 @@
 
 use serde::Serialize;
 
-use crate::api::error::ApiError;
 use crate::auth::Principal;
 use crate::config::Settings;
+use crate::error::Error;
 use crate::store::images::{self as rows, ImageRow};
 use crate::store::{self, Conn};
 
@@ -81,11 +81,7 @@ pub fn builtin(s: &Settings) -> Vec<ImageView> {
 }
 
 /// Every image `who` may use: built-in, public, and their own (an admin: all).
-pub async fn list(
-    s: &Settings,
-    conn: &mut Conn,
-    who: &Principal,
-) -> Result<Vec<ImageView>, ApiError> {
+pub async fn list(s: &Settings, conn: &mut Conn, who: &Principal) -> Result<Vec<ImageView>, Error> {
     let mut all = builtin(s);
     let owner = (!who.is_admin()).then_some(who.user_id.as_str());
     all.extend(
@@ -104,7 +100,7 @@ pub async fn resolve(
     conn: &mut Conn,
     owner_id: &str,
     id: &str,
-) -> Result<ImageView, ApiError> {
+) -> Result<ImageView, Error> {
     if let Some(b) = builtin(s).into_iter().find(|b| b.id == id) {
         return Ok(b);
     }
@@ -112,7 +108,7 @@ pub async fn resolve(
         Some(r) => Ok(r.into()),
         None => {
             let known: Vec<String> = builtin(s).into_iter().map(|b| b.id).collect();
-            Err(ApiError::invalid(format!(
+            Err(Error::invalid(format!(
                 "image: unknown image {id:?}; available: {} (and your registered or saved images: atelier image list)",
                 known.join(", ")
             )))
@@ -147,10 +143,10 @@ pub async fn find(
     who: &Principal,
     id: &str,
     owner: Option<&str>,
-) -> Result<ImageView, ApiError> {
-    let not_found = || ApiError::not_found(format!("no image {id:?}"));
+) -> Result<ImageView, Error> {
+    let not_found = || Error::not_found(format!("no image {id:?}"));
     if owner.is_some() && !who.is_admin() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "owner: only admins name another user's image; yours and the public ones need no owner",
         ));
     }
@@ -186,7 +182,7 @@ pub async fn find(
     match pick.as_slice() {
         [one] => Ok((*one).clone().into()),
         [] => Err(not_found()),
-        many => Err(ApiError::conflict(format!(
+        many => Err(Error::conflict(format!(
             "several users have an image {id:?} ({}); name one with ?owner=NAME",
             many.iter()
                 .filter_map(|r| r.owner.as_deref())
@@ -204,9 +200,9 @@ pub async fn taken(
     conn: &mut Conn,
     owner_id: Option<&str>,
     id: &str,
-) -> Result<Option<ApiError>, ApiError> {
+) -> Result<Option<Error>, Error> {
     if builtin(s).iter().any(|b| b.id == id) {
-        return Ok(Some(ApiError::conflict(format!(
+        return Ok(Some(Error::conflict(format!(
             "image {id:?} already exists (a built-in image)"
         ))));
     }
@@ -215,11 +211,11 @@ pub async fn taken(
         // A public id must be free in every user's view (an admin sees them all anyway).
         None => !rows::all_named(conn, id).await?.is_empty(),
     };
-    Ok(taken.then(|| ApiError::conflict(format!("image {id:?} already exists"))))
+    Ok(taken.then(|| Error::conflict(format!("image {id:?} already exists"))))
 }
 
 /// A registered image's name: what notebooks will call it.
-pub fn check_name(name: &str) -> Result<(), ApiError> {
+pub fn check_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
@@ -229,7 +225,7 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::invalid(format!(
             "name: {name:?} must be 1-128 of letters, digits, '-', '_', '.', ':', '/' and start with a letter or digit"
         )))
     }
@@ -237,7 +233,7 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
 
 /// An image reference as engines accept it (`[registry/]path[:tag][@digest]`), roughly: no
 /// spaces or control characters, not empty, not absurdly long.
-pub fn check_reference(reference: &str) -> Result<(), ApiError> {
+pub fn check_reference(reference: &str) -> Result<(), Error> {
     let ok = !reference.is_empty()
         && reference.len() <= 512
         && reference.bytes().all(|b| b.is_ascii_graphic())
@@ -245,7 +241,7 @@ pub fn check_reference(reference: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::invalid(format!(
             "ref: {reference:?} is not an image reference such as registry.example.com/team/image:tag"
         )))
     }
@@ -291,12 +287,12 @@ fn normalize_repository(repo: &str) -> String {
 /// resolves by rules of its own: an image id, or a short name without a registry host (Podman
 /// looks short names up among its local images, `localhost/…` included, and in its search
 /// registries; Docker in Docker Hub).
-pub fn normalize(reference: &str) -> Result<Parsed, ApiError> {
+pub fn normalize(reference: &str) -> Result<Parsed, Error> {
     let lower = reference.to_ascii_lowercase();
     let looks_like_id = lower.starts_with("sha256:")
         || (lower.len() <= 64 && lower.bytes().all(|b| b.is_ascii_hexdigit()));
     if looks_like_id {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "ref: {reference:?} reads as an image id; register images by a reference with a registry host, such as docker.io/library/python:3.12"
         )));
     }
@@ -310,7 +306,7 @@ pub fn normalize(reference: &str) -> Result<Parsed, ApiError> {
         !rest.is_empty() && (first.contains(['.', ':']) || first.eq_ignore_ascii_case("localhost"))
     });
     if !qualified {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "ref: {reference:?} has no registry host; write it in full, such as docker.io/library/python:3.12 (short names are resolved by the engine's own rules and can reach images the gateway keeps for other users)"
         )));
     }
@@ -335,10 +331,10 @@ pub fn check_place(
     reference: &str,
     prefixes: &[String],
     others_saved: &[String],
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let parsed = normalize(reference)?;
     if prefixes.iter().any(|p| inside(&parsed.repository, p)) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "ref: {reference:?} is under the gateway's registry prefix ({}), where saved images live; an image is saved there with POST /v1/notebooks/{{id}}/save-image, not registered",
             prefixes
                 .iter()
@@ -356,7 +352,7 @@ pub fn check_place(
         })
     });
     if in_others {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "ref: {reference:?} is in another user's saved-image namespace"
         )));
     }
@@ -375,11 +371,11 @@ pub async fn register(
     name: &str,
     reference: &str,
     description: &str,
-) -> Result<ImageView, ApiError> {
+) -> Result<ImageView, Error> {
     check_name(name)?;
     check_reference(reference)?;
     if description.chars().count() > 512 {
-        return Err(ApiError::invalid("description: at most 512 characters"));
+        return Err(Error::invalid("description: at most 512 characters"));
     }
     let owner = (!who.is_admin()).then_some(who.user_id.as_str());
     {
@@ -391,8 +387,8 @@ pub async fn register(
         }
     }
     backend.ensure_image(reference).await.map_err(|e| match e {
-        crate::backends::BackendError::Unsupported(m) => ApiError::conflict(m),
-        other => ApiError::invalid(format!("ref: {other}")),
+        crate::backends::BackendError::Unsupported(m) => Error::conflict(m),
+        other => Error::invalid(format!("ref: {other}")),
     })?;
     let mut tx = store.write().await?;
     // Checked again: another registration (or a save) may have taken the name or the
@@ -424,11 +420,11 @@ pub async fn register(
             .into_iter()
             .find(|r| r.owner_id.is_none()),
     }
-    .ok_or_else(|| ApiError::internal(anyhow::anyhow!("image {name} vanished")))?;
-    crate::audit::record(
+    .ok_or_else(|| Error::internal(anyhow::anyhow!("image {name} vanished")))?;
+    crate::store::audit::record(
         &mut tx,
         &who.name,
-        crate::audit::Action::RegisterImage,
+        crate::store::audit::Action::RegisterImage,
         target(name),
         "ok",
         Some(reference),
@@ -446,9 +442,9 @@ pub async fn unregister(
     who: &Principal,
     id: &str,
     owner: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     if owner.is_none() && builtin(s).iter().any(|b| b.id == id) {
-        return Err(ApiError::conflict(format!(
+        return Err(Error::conflict(format!(
             "image {id:?} is built in (from the gateway's settings) and cannot be unregistered"
         )));
     }
@@ -458,24 +454,24 @@ pub async fn unregister(
         .await?
         .into_iter()
         .find(|r| r.owner == image.owner)
-        .ok_or_else(|| ApiError::not_found(format!("no image {id:?}")))?;
+        .ok_or_else(|| Error::not_found(format!("no image {id:?}")))?;
     let mine = row.owner_id.as_deref() == Some(who.user_id.as_str());
     if !who.is_admin() && !mine {
-        return Err(ApiError::forbidden(format!(
+        return Err(Error::forbidden(format!(
             "image {id:?} is public; only admins unregister public images"
         )));
     }
     let used = rows::users_of(&mut tx, row.owner_id.as_deref(), id).await?;
     if used > 0 {
-        return Err(ApiError::conflict(format!(
+        return Err(Error::conflict(format!(
             "image {id:?} is used by {used} notebook(s); change their image or delete them first"
         )));
     }
     rows::delete(&mut tx, row.owner_id.as_deref(), id).await?;
-    crate::audit::record(
+    crate::store::audit::record(
         &mut tx,
         &who.name,
-        crate::audit::Action::UnregisterImage,
+        crate::store::audit::Action::UnregisterImage,
         target(id),
         "ok",
         Some(&row.reference),
@@ -485,8 +481,8 @@ pub async fn unregister(
     Ok(())
 }
 
-fn target(id: &str) -> crate::audit::Target<'_> {
-    crate::audit::Target {
+fn target(id: &str) -> crate::store::audit::Target<'_> {
+    crate::store::audit::Target {
         kind: "image",
         id,
         name: id,
@@ -565,7 +561,7 @@ mod tests {
         ] {
             let e = check_place(refused, &prefixes, &others).unwrap_err();
             assert!(e.message.starts_with("ref:"), "{refused}: {}", e.message);
-            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            assert_eq!(e.kind, crate::error::Kind::Invalid);
         }
         for allowed in [
             "localhost/atelier-notebook:abc",
@@ -663,7 +659,7 @@ mod tests {
         .await;
         assert!(again.is_err());
         let e = taken(&s, &mut c, Some("a"), "env").await.unwrap().unwrap();
-        assert_eq!(e.status, axum::http::StatusCode::CONFLICT);
+        assert_eq!(e.kind, crate::error::Kind::Conflict);
         assert!(
             !e.message.contains("bob") && !e.message.contains("alice"),
             "{}",
@@ -718,16 +714,16 @@ mod tests {
             find(&s, &mut c, &bob, "only-alice", None)
                 .await
                 .unwrap_err()
-                .status,
-            axum::http::StatusCode::NOT_FOUND
+                .kind,
+            crate::error::Kind::NotFound
         );
         // Users cannot pick an owner.
         assert_eq!(
             find(&s, &mut c, &bob, "env", Some("alice"))
                 .await
                 .unwrap_err()
-                .status,
-            axum::http::StatusCode::BAD_REQUEST
+                .kind,
+            crate::error::Kind::Invalid
         );
 
         // Public images are the admin's; their ids are in everyone's view.
@@ -750,7 +746,7 @@ mod tests {
 
         // An admin names a user's image by its owner when several have the id.
         let e = find(&s, &mut c, &admin, "env", None).await.unwrap_err();
-        assert_eq!(e.status, axum::http::StatusCode::CONFLICT);
+        assert_eq!(e.kind, crate::error::Kind::Conflict);
         assert!(e.message.contains("?owner="), "{}", e.message);
         let bobs = find(&s, &mut c, &admin, "env", Some("bob")).await.unwrap();
         assert_eq!(bobs.reference, "docker.io/bob/env:1");
@@ -778,15 +774,15 @@ mod tests {
             unregister(&s, &store, &bob, "team", None)
                 .await
                 .unwrap_err()
-                .status,
-            axum::http::StatusCode::FORBIDDEN
+                .kind,
+            crate::error::Kind::Forbidden
         );
         assert_eq!(
             unregister(&s, &store, &bob, "only-alice", None)
                 .await
                 .unwrap_err()
-                .status,
-            axum::http::StatusCode::NOT_FOUND
+                .kind,
+            crate::error::Kind::NotFound
         );
         unregister(&s, &store, &admin, "env", Some("alice"))
             .await

@@ -9,14 +9,13 @@
 //! See the repository's ARCHITECTURE.md for the flows and where to add things.
 
 pub mod api;
-pub mod audit;
 pub mod auth;
 pub mod backends;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod confined;
-pub mod events;
+pub mod error;
 pub mod gpu;
 pub mod images;
 pub mod lifecycle;
@@ -26,5 +25,9 @@ pub mod proxy;
 pub mod secrets;
 pub mod server;
 pub mod ssh;
+pub mod ssh_keys;
 pub mod storage;
 pub mod store;
+
+#[cfg(test)]
+mod layers;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use atelier_plugins::{CallContext, CallReport, Host, LimitsSpec, PluginRef, RegisterError, World};
 use serde::{Deserialize, Serialize};
 
-use crate::api::error::ApiError;
 use crate::auth::Principal;
 use crate::config::Settings;
+use crate::error::{Error, Kind};
 use crate::store::plugins::PluginRow;
 use crate::store::{self, Store};
 
@@ -106,7 +106,7 @@ pub struct Registration {
 }
 
 /// Names: 1-64 of a-z 0-9 - _ starting with a letter or digit.
-pub fn check_name(name: &str) -> Result<(), ApiError> {
+pub fn check_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -119,14 +119,14 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::invalid(format!(
             "plugin name {name:?}: use 1-64 of a-z, 0-9, - and _, starting with a letter or digit"
         )))
     }
 }
 
 /// Versions: 1-32 of letters, digits and `.+-`, e.g. `1.0.0`.
-pub fn check_version(version: &str) -> Result<(), ApiError> {
+pub fn check_version(version: &str) -> Result<(), Error> {
     let ok = !version.is_empty()
         && version.len() <= 32
         && version
@@ -139,14 +139,14 @@ pub fn check_version(version: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::invalid(format!(
             "plugin version {version:?}: use 1-32 of letters, digits, '.', '+' and '-' (like 1.0.0)"
         )))
     }
 }
 
 /// A model file's name: a plain file name.
-fn check_file_name(name: &str) -> Result<(), ApiError> {
+fn check_file_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && name != "."
@@ -157,33 +157,31 @@ fn check_file_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::invalid(format!(
             "model file name {name:?}: give a plain file name (no directories)"
         )))
     }
 }
 
-fn register_error(e: RegisterError) -> ApiError {
+fn register_error(e: RegisterError) -> Error {
     match e {
-        RegisterError::TooLarge { .. } => ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            e.to_string(),
-        ),
-        RegisterError::Host(m) => ApiError::internal(anyhow::anyhow!(m)),
-        other => ApiError::invalid(other.to_string()),
+        RegisterError::TooLarge { .. } => {
+            Error::new(Kind::TooLarge, "payload_too_large", e.to_string())
+        }
+        RegisterError::Host(m) => Error::internal(anyhow::anyhow!(m)),
+        other => Error::invalid(other.to_string()),
     }
 }
 
-fn plugin_ref(settings: &Settings, row: &PluginRow) -> Result<PluginRef, ApiError> {
+fn plugin_ref(settings: &Settings, row: &PluginRow) -> Result<PluginRef, Error> {
     let world = World::parse(&row.world).ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!(
+        Error::internal(anyhow::anyhow!(
             "stored plugin with unknown world {}",
             row.world
         ))
     })?;
     let limits =
-        serde_json::from_str(&row.limits).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+        serde_json::from_str(&row.limits).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
     let files: Vec<String> = serde_json::from_str(&row.files).unwrap_or_default();
     let dir = files_dir(settings, &row.name, &row.version);
     Ok(PluginRef {
@@ -207,15 +205,15 @@ pub async fn register(
     manifest: Manifest,
     component: Vec<u8>,
     files: Vec<(String, Vec<u8>)>,
-) -> Result<Registration, ApiError> {
+) -> Result<Registration, Error> {
     check_name(&manifest.name)?;
     check_version(&manifest.version)?;
     if manifest.description.len() > 1024 {
-        return Err(ApiError::invalid("description: at most 1024 bytes"));
+        return Err(Error::invalid("description: at most 1024 bytes"));
     }
     let expected = match &manifest.world {
         Some(w) => Some(World::parse(w).ok_or_else(|| {
-            ApiError::invalid(format!(
+            Error::invalid(format!(
                 "unknown world {w:?}; the worlds are {}",
                 World::ALL.map(|w| w.name()).join(", ")
             ))
@@ -223,7 +221,7 @@ pub async fn register(
         None => None,
     };
     if component.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "no component: upload the .wasm as the multipart part `component`",
         ));
     }
@@ -232,15 +230,15 @@ pub async fn register(
     for (name, data) in &files {
         check_file_name(name)?;
         if !names.insert(name.clone()) {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "model file {name:?} is given twice"
             )));
         }
         total += data.len() as u64;
     }
     if total > settings.plugins.max_files_mb * 1024 * 1024 {
-        return Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        return Err(Error::new(
+            Kind::TooLarge,
             "payload_too_large",
             format!(
                 "the model files hold {total} bytes; at most {} MB (ATELIER_PLUGIN_MAX_FILES_MB)",
@@ -263,10 +261,10 @@ pub async fn register(
     let h = host.clone();
     let registered = tokio::task::spawn_blocking(move || h.register(&component, expected))
         .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("registration thread: {e}")))?
+        .map_err(|e| Error::internal(anyhow::anyhow!("registration thread: {e}")))?
         .map_err(register_error)?;
     if !files.is_empty() && registered.world != World::InferenceProcessor {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "model files go with inference processors; this is a {} plugin",
             registered.world
         )));
@@ -275,11 +273,11 @@ pub async fn register(
         .plugins
         .host_settings()
         .resolve(registered.world, &manifest.limits)
-        .map_err(ApiError::invalid)?;
+        .map_err(Error::invalid)?;
     let limits_json =
-        serde_json::to_string(&limits).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
-    let manifest_json = serde_json::to_string(&manifest.limits)
-        .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+        serde_json::to_string(&limits).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+    let manifest_json =
+        serde_json::to_string(&manifest.limits).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
 
     let mut conn = store.pool.acquire().await?;
     if let Some(existing) =
@@ -297,7 +295,7 @@ pub async fn register(
                 compiled: registered.compiled,
             });
         }
-        return Err(ApiError::conflict(format!(
+        return Err(Error::conflict(format!(
             "plugin {} {} is already registered with another component or manifest (digest {}); push a new version",
             manifest.name, manifest.version, existing.digest
         )));
@@ -323,7 +321,7 @@ pub async fn register(
         };
         if let Err(e) = write() {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(ApiError::internal(anyhow::anyhow!(
+            return Err(Error::internal(anyhow::anyhow!(
                 "writing model files to {}: {e}",
                 dir.display()
             )));
@@ -349,11 +347,11 @@ pub async fn register(
     let mut tx = store.write().await?;
     let inserted = async {
         store::plugins::insert(&mut tx, &row).await?;
-        crate::audit::record(
+        crate::store::audit::record(
             &mut tx,
             &who.name,
-            crate::audit::Action::RegisterPlugin,
-            crate::audit::Target {
+            crate::store::audit::Action::RegisterPlugin,
+            crate::store::audit::Target {
                 kind: "plugin",
                 id: &format!("{}@{}", row.name, row.version),
                 name: &row.name,
@@ -375,7 +373,7 @@ pub async fn register(
             // Registrations of one name and version are serialized, so only another gateway
             // on the same database gets here.
             if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
-                return Err(ApiError::conflict(format!(
+                return Err(Error::conflict(format!(
                     "plugin {} {} was registered meanwhile",
                     row.name, row.version
                 )));
@@ -401,11 +399,11 @@ fn digest_key(digest: &str) -> String {
     format!("digest:{digest}")
 }
 
-pub async fn get(store: &Store, name: &str, version: &str) -> Result<PluginRow, ApiError> {
+pub async fn get(store: &Store, name: &str, version: &str) -> Result<PluginRow, Error> {
     let mut conn = store.pool.acquire().await?;
     store::plugins::get(&mut conn, name, version)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no plugin {name} version {version}")))
+        .ok_or_else(|| Error::not_found(format!("no plugin {name} version {version}")))
 }
 
 /// Deletes a registration (its owner or an admin). The component's files go with the last
@@ -417,11 +415,11 @@ pub async fn delete(
     who: &Principal,
     name: &str,
     version: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let _plugin_lock = host.lock_key(&plugin_key(name, version)).await;
     let row = get(store, name, version).await?;
     if row.owner_id != who.user_id && !who.is_admin() {
-        return Err(ApiError::forbidden(format!(
+        return Err(Error::forbidden(format!(
             "plugin {name} {version} belongs to {}; only its owner or an admin may delete it",
             row.owner_name
         )));
@@ -432,11 +430,11 @@ pub async fn delete(
     let mut tx = store.write().await?;
     store::plugins::delete(&mut tx, name, version).await?;
     let others = store::plugins::digest_users(&mut tx, &row.digest).await?;
-    crate::audit::record(
+    crate::store::audit::record(
         &mut tx,
         &who.name,
-        crate::audit::Action::DeletePlugin,
-        crate::audit::Target {
+        crate::store::audit::Action::DeletePlugin,
+        crate::store::audit::Target {
             kind: "plugin",
             id: &format!("{name}@{version}"),
             name,
@@ -461,12 +459,12 @@ pub async fn invoke(
     name: &str,
     version: &str,
     input: &serde_json::Value,
-) -> Result<CallReport<serde_json::Value>, ApiError> {
+) -> Result<CallReport<serde_json::Value>, Error> {
     let row = get(store, name, version).await?;
     let plugin = plugin_ref(settings, &row)?;
     let root = storage_dir(settings, &who.user_id);
     std::fs::create_dir_all(&root)
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("{}: {e}", root.display())))?;
+        .map_err(|e| Error::internal(anyhow::anyhow!("{}: {e}", root.display())))?;
     let ctx = CallContext {
         tenant: who.user_id.clone(),
         call_id: uuid::Uuid::now_v7().to_string(),
@@ -478,7 +476,7 @@ pub async fn invoke(
     };
     let report = host.invoke(&plugin, ctx, input).await;
     if let Some(atelier_plugins::CallError::BadInput { message }) = &report.error {
-        return Err(ApiError::invalid(message.clone()));
+        return Err(Error::invalid(message.clone()));
     }
     Ok(report)
 }

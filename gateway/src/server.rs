@@ -83,8 +83,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
             let public = host_key.public_key();
             Some(SshInfo {
                 addr,
-                fingerprint: crate::ssh::keys::fingerprint(public),
-                public_key: crate::ssh::keys::to_openssh(public)?,
+                fingerprint: crate::ssh_keys::fingerprint(public),
+                public_key: crate::ssh_keys::to_openssh(public)?,
                 config: crate::ssh::server::config(host_key),
                 ports: crate::ssh::ports::Ports::new(settings.ssh_ports),
                 stop: CancellationToken::new(),

@@ -200,32 +200,10 @@ pub struct Host {
     slots: Arc<Semaphore>,
     compilations: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
-    keys: KeyLocks,
+    keys: crate::locks::KeyedLocks,
 }
 
-/// An async lock per key, made on first use and dropped with its last user.
-type KeyLocks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
-
-/// Held while one registration or deletion works on its key (see [`Host::lock_key`]).
-pub struct KeyGuard {
-    held: Option<tokio::sync::OwnedMutexGuard<()>>,
-    keys: KeyLocks,
-    key: String,
-}
-
-impl Drop for KeyGuard {
-    fn drop(&mut self) {
-        self.held.take();
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        // Only the map holds it now: nobody has it or waits for it.
-        if keys
-            .get(&self.key)
-            .is_some_and(|l| Arc::strong_count(l) == 1)
-        {
-            keys.remove(&self.key);
-        }
-    }
-}
+pub use crate::locks::KeyGuard;
 
 impl Drop for Host {
     fn drop(&mut self) {
@@ -342,7 +320,7 @@ impl Host {
             plugin_slots: Mutex::new(HashMap::new()),
             compilations: AtomicU64::new(0),
             stop_ticker,
-            keys: Arc::new(Mutex::new(HashMap::new())),
+            keys: Default::default(),
         }))
     }
 
@@ -607,23 +585,12 @@ impl Host {
     /// and deletes one `name@version` at a time, and works on the files of one digest at a
     /// time, so that concurrent requests never delete each other's files.
     pub async fn lock_key(&self, key: &str) -> KeyGuard {
-        let lock = self
-            .keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.to_owned())
-            .or_default()
-            .clone();
-        KeyGuard {
-            held: Some(lock.lock_owned().await),
-            keys: self.keys.clone(),
-            key: key.to_owned(),
-        }
+        self.keys.lock(key).await
     }
 
     /// Keys locked or waited for now (for tests).
     pub fn locked_keys(&self) -> usize {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.keys.len()
     }
 
     /// Pool slots taken now: instances running a call, warm and standby ones (for tests and

@@ -16,6 +16,7 @@ pub mod calls;
 pub mod fixtures;
 pub mod host;
 pub mod limits;
+pub mod locks;
 pub mod state;
 pub mod storage;
 pub mod tensors;

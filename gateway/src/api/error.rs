@@ -1,5 +1,6 @@
-//! The one error type every handler returns: a code, a message for the user, and a hidden
-//! source that is logged, never sent.
+//! The HTTP side of the domain's error (`crate::error::Error`, called `ApiError` here):
+//! its kind's status, the `{"error": {code, message}}` body, and extractors whose
+//! rejections have the same shape. The hidden source is logged, never sent.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -7,51 +8,23 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    source: Option<anyhow::Error>,
-}
+pub use crate::error::{Error as ApiError, Kind};
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            source: None,
-        }
-    }
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
-    }
-    pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
-    }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "permission_denied", message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
-    }
-    pub fn quota(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "quota_exceeded", message)
-    }
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "unavailable", message)
-    }
-    /// A failure that is ours, not the caller's: the details go to the log only.
-    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: "internal error; the gateway log has the details".into(),
-            source: Some(source.into()),
+    /// The HTTP status of the error's kind: the only place kinds become statuses.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Kind::Upstream => StatusCode::BAD_GATEWAY,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -60,45 +33,23 @@ impl ApiError {
     }
 }
 
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.status, self.code, self.message)
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(source) = &self.source {
+        if let Some(source) = self.source() {
             tracing::error!(error = format!("{source:#}"), "request failed");
         }
-        (self.status, Json(self.body())).into_response()
-    }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        ApiError::internal(e)
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        ApiError::internal(e)
+        (self.status(), Json(self.body())).into_response()
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is larger than the API accepts (2 MiB)",
-            );
+            return ApiError::too_large("the request body is larger than the API accepts (2 MiB)");
         }
         match rejection {
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Kind::UnsupportedMedia,
                 "unsupported_media_type",
                 "the request body must be JSON with Content-Type: application/json",
             ),
@@ -149,11 +100,7 @@ where
         let bytes = axum::body::to_bytes(body, 2 * 1024 * 1024)
             .await
             .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than the API accepts (2 MiB)",
-                )
+                ApiError::too_large("the request body is larger than the API accepts (2 MiB)")
             })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
-use crate::audit::{self, Action, Target};
 use crate::auth::Principal;
 use crate::auth::revoke::{Reason, Subject};
 use crate::server::AppState;
-use crate::ssh::keys;
+use crate::ssh_keys as keys;
+use crate::store::audit::{self, Action, Target};
 use crate::store::{self, keypairs};
 
 pub fn routes() -> Router<AppState> {

@@ -70,17 +70,7 @@ async fn csrf_guard(
     next.run(req).await
 }
 
-/// `?all=true` (everyone's items) is for admins; `what` names the items in the refusal.
-/// Names that appear in paths, commands and file names: 1-64 of A-Z, a-z, 0-9, '-', '_'
-/// and '.', starting with a letter or digit.
-pub fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-}
+pub use crate::lifecycle::is_plain_name;
 
 /// `?all=true` of the list endpoints whose rows have an owner: everyone's, for admins.
 #[derive(serde::Deserialize)]
@@ -98,6 +88,7 @@ impl AllQuery {
     }
 }
 
+/// `?all=true` (everyone's items) is for admins; `what` names the items in the refusal.
 pub fn check_all(p: &Principal, all: bool, what: &str) -> ApiResult<()> {
     if all && !p.is_admin() {
         return Err(error::ApiError::forbidden(format!(
@@ -143,7 +134,7 @@ async fn not_found(uri: axum::http::Uri) -> error::ApiError {
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
     error::ApiError::new(
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        crate::error::Kind::MethodNotAllowed,
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
@@ -280,13 +271,13 @@ async fn audit_list(
     p: Principal,
     state: axum::extract::State<AppState>,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> ApiResult<ApiJson<Items<crate::audit::AuditRecord>>> {
+) -> ApiResult<ApiJson<Items<crate::store::audit::AuditRecord>>> {
     p.require_admin()?;
     let (limit, offset) = paging(q.limit, q.offset)?;
     let mut conn = state.store.pool.acquire().await?;
-    let items = crate::audit::list(
+    let items = crate::store::audit::list(
         &mut conn,
-        &crate::audit::AuditFilter {
+        &crate::store::audit::AuditFilter {
             action: q.action,
             user: q.user,
             limit,

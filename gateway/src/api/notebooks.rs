@@ -11,13 +11,13 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::{Items, paging};
 use crate::auth::Principal;
 use crate::auth::authz::{self, Access, NotebookGrant};
-use crate::events;
 use crate::notebooks::mounts::{AddMount, MountView};
 use crate::notebooks::uploads::{StartUpload, UploadView};
 use crate::notebooks::{
     CreateNotebook, NotebookStatus, NotebookView, SshEndpoint, UpdateNotebook, status,
 };
 use crate::server::AppState;
+use crate::store::events;
 use crate::store::notebooks::NotebookRow;
 use crate::store::notebooks::{self as rows, ListFilter};
 
@@ -343,10 +343,10 @@ async fn open(
     let fail = |e: ApiError| {
         if html {
             let page = super::pages::message_page(
-                e.status.canonical_reason().unwrap_or("Error"),
+                e.status().canonical_reason().unwrap_or("Error"),
                 &e.message,
             );
-            (e.status, page).into_response()
+            (e.status(), page).into_response()
         } else {
             e.into_response()
         }
@@ -412,7 +412,7 @@ async fn open(
                 Ok(t) => format!("{}/?ticket={t}", state.settings.origins.notebook(&nb.id)),
                 Err(crate::auth::tickets::MintError::Full) => {
                     return fail(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
+                        crate::error::Kind::Unavailable,
                         "unavailable",
                         "too many notebook logins are pending; try again in a minute",
                     ));

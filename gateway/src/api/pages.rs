@@ -13,9 +13,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::audit::{self, Action, Target};
 use crate::auth::{self, csrf};
 use crate::server::AppState;
+use crate::store::audit::{self, Action, Target};
 use crate::store::{self, notebooks as rows, users};
 
 pub fn routes() -> Router<AppState> {

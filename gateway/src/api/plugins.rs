@@ -91,7 +91,7 @@ async fn register(
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                crate::error::Kind::TooLarge,
                 "payload_too_large",
                 format!(
                     "the upload is larger than the component limit plus the model files limit ({} MB + {} MB)",

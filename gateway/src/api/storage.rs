@@ -11,11 +11,11 @@ use zeroize::Zeroizing;
 
 use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
-use crate::audit::{self, Action, Target};
 use crate::auth::Principal;
 use crate::server::AppState;
 use crate::storage::connections::{self, DEFAULT_REGION};
-use crate::storage::s3::{self, CheckError};
+use crate::storage::s3;
+use crate::store::audit::{self, Action, Target};
 use crate::store::{self, storage};
 
 pub fn routes() -> Router<AppState> {
@@ -36,18 +36,6 @@ struct CreateConnection {
     secret_access_key: String,
     /// Bucket in the URL path (self-hosted stores) rather than the host name; default true.
     path_style: Option<bool>,
-}
-
-/// A refused check as a 400 whose code says which part was wrong.
-pub(crate) fn refused(e: CheckError) -> ApiError {
-    let code = match e {
-        CheckError::Unreachable(_) => "storage_unreachable",
-        CheckError::Credentials(_) => "storage_credentials_refused",
-        CheckError::NoBucket(_) => "storage_bucket_missing",
-        CheckError::Denied(_) => "storage_access_denied",
-        CheckError::Other(_) => "storage_error",
-    };
-    ApiError::new(StatusCode::BAD_REQUEST, code, e.message().to_string())
 }
 
 async fn create(
@@ -90,7 +78,7 @@ async fn create(
     };
     s3::check(&target, bucket.as_deref())
         .await
-        .map_err(refused)?;
+        .map_err(ApiError::from)?;
 
     let id = uuid::Uuid::new_v4().to_string();
     let sealed = state.secrets.seal(&req.secret_access_key, &id);
@@ -202,7 +190,7 @@ async fn check(
     let target = connections::target(&row, &state.secrets).map_err(ApiError::internal)?;
     s3::check(&target, row.bucket.as_deref())
         .await
-        .map_err(refused)?;
+        .map_err(ApiError::from)?;
     let now = store::now();
     let mut tx = state.store.write().await?;
     storage::set_checked(&mut tx, &row.id, &now).await?;

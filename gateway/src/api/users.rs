@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
-use crate::audit::{self, Action, Target};
 use crate::auth::{self, Principal, Role};
 use crate::server::AppState;
+use crate::store::audit::{self, Action, Target};
 use crate::store::{self, users};
 
 pub fn routes() -> Router<AppState> {

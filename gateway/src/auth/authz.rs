@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::api::error::ApiError;
 use crate::auth::Principal;
+use crate::error::Error;
 use crate::proxy::routes::Route;
 use crate::store::notebooks::NotebookRow;
 
@@ -47,7 +47,7 @@ pub fn authorize(
     principal: &Principal,
     notebook: NotebookRow,
     access: Access,
-) -> Result<NotebookGrant, ApiError> {
+) -> Result<NotebookGrant, Error> {
     let owner = notebook.owner_id == principal.user_id;
     let allowed = match access {
         Access::Manage => owner || principal.is_admin(),
@@ -84,18 +84,15 @@ impl RouteGrant {
     }
 }
 
-pub fn authorize_route(
-    principal: Arc<Principal>,
-    route: Arc<Route>,
-) -> Result<RouteGrant, ApiError> {
+pub fn authorize_route(principal: Arc<Principal>, route: Arc<Route>) -> Result<RouteGrant, Error> {
     if route.owner_id != principal.user_id {
         return Err(not_found(&route.notebook_id));
     }
     Ok(RouteGrant { route, principal })
 }
 
-pub fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("notebook {id} not found"))
+pub fn not_found(id: &str) -> Error {
+    Error::not_found(format!("notebook {id} not found"))
 }
 
 #[cfg(test)]
@@ -131,7 +128,7 @@ mod tests {
             let r = authorize(&principal(who, role), notebook("alice"), access);
             assert_eq!(r.is_ok(), ok, "{who} {access:?}");
             if let Err(e) = r {
-                assert_eq!(e.status, http::StatusCode::NOT_FOUND);
+                assert_eq!(e.kind, crate::error::Kind::NotFound);
             }
         }
     }

@@ -14,7 +14,7 @@
 use axum::http::{HeaderMap, Method, header};
 
 use super::{CookieJar, cookie_values, digest, new_secret};
-use crate::api::error::ApiError;
+use crate::error::Error;
 
 /// The header cookie-authenticated API writes carry, with the value `1`.
 pub const HEADER: &str = "x-atelier-csrf";
@@ -35,12 +35,12 @@ pub fn origin_is(headers: &HeaderMap, console: &str) -> bool {
 }
 
 /// The check for a write to `/v1` that rides on the session cookie.
-pub fn check_api_write(headers: &HeaderMap, console: &str) -> Result<(), ApiError> {
+pub fn check_api_write(headers: &HeaderMap, console: &str) -> Result<(), Error> {
     let header_ok = headers.get(HEADER).is_some_and(|v| v.as_bytes() == b"1");
     if origin_is(headers, console) && header_ok {
         return Ok(());
     }
-    Err(ApiError::forbidden(format!(
+    Err(Error::forbidden(format!(
         "a write with the session cookie must come from the console: send Origin: {console} and X-Atelier-CSRF: 1 (scripts use Authorization: Bearer <token> instead)"
     )))
 }
@@ -71,9 +71,9 @@ pub fn check_form(
     headers: &HeaderMap,
     field: Option<&str>,
     console: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     if headers.contains_key(header::ORIGIN) && !origin_is(headers, console) {
-        return Err(ApiError::forbidden(format!(
+        return Err(Error::forbidden(format!(
             "this form must be sent from the console ({console})"
         )));
     }
@@ -83,7 +83,7 @@ pub fn check_form(
         _ => false,
     };
     if !matches {
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "the form is out of date or came from another site; reload the page and try again",
         ));
     }
@@ -163,7 +163,7 @@ mod tests {
             let r = check_api_write(&headers(pairs), CONSOLE);
             assert_eq!(r.is_ok(), *ok, "{pairs:?}");
             if let Err(e) = r {
-                assert_eq!(e.status, http::StatusCode::FORBIDDEN);
+                assert_eq!(e.kind, crate::error::Kind::Forbidden);
                 assert!(e.message.contains("X-Atelier-CSRF"), "{}", e.message);
             }
         }

@@ -27,8 +27,8 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::api::error::ApiError;
 use crate::cache::TtlCache;
+use crate::error::Error;
 use crate::server::AppState;
 use crate::store::{self, Store, users};
 use revoke::{Reason, Revocations, Subject};
@@ -157,11 +157,11 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    pub fn require_admin(&self) -> Result<(), Error> {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(ApiError::forbidden("this operation needs the admin role"))
+            Err(Error::forbidden("this operation needs the admin role"))
         }
     }
 }
@@ -229,17 +229,17 @@ impl Authenticator {
         &self.revocations
     }
 
-    pub async fn resolve(&self, secret: &str) -> Result<Option<Principal>, ApiError> {
+    pub async fn resolve(&self, secret: &str) -> Result<Option<Principal>, Error> {
         Ok(self.resolve_shared(secret).await?.map(Arc::unwrap_or_clone))
     }
 
     /// As [`Self::resolve`], without copying the cached principal (the proxy's hot path).
-    pub async fn resolve_shared(&self, secret: &str) -> Result<Option<Arc<Principal>>, ApiError> {
+    pub async fn resolve_shared(&self, secret: &str) -> Result<Option<Arc<Principal>>, Error> {
         self.resolve_digest(digest(secret)).await
     }
 
     /// As [`Self::resolve_shared`], from the secret's SHA-256.
-    pub async fn resolve_digest(&self, key: [u8; 32]) -> Result<Option<Arc<Principal>>, ApiError> {
+    pub async fn resolve_digest(&self, key: [u8; 32]) -> Result<Option<Arc<Principal>>, Error> {
         if let Some(p) = self.cache.get(&key) {
             return Ok(Some(p));
         }
@@ -290,7 +290,7 @@ impl Authenticator {
     }
 
     /// From the bearer token, else the session cookie. `Ok(None)`: no credential presented.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, Error> {
         Ok(self
             .authenticate_shared(headers)
             .await?
@@ -301,13 +301,13 @@ impl Authenticator {
     pub async fn authenticate_shared(
         &self,
         headers: &HeaderMap,
-    ) -> Result<Option<Arc<Principal>>, ApiError> {
+    ) -> Result<Option<Arc<Principal>>, Error> {
         let Some(presented) = self.presented(headers) else {
             return Ok(None);
         };
         match self.resolve_shared(presented.secret).await? {
             Some(p) => Ok(Some(p)),
-            None => Err(ApiError::unauthenticated(
+            None => Err(Error::unauthenticated(
                 "the token or session is not valid (revoked, expired or mistyped)",
             )),
         }
@@ -331,7 +331,7 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         id: &str,
-    ) -> Result<Option<Arc<Principal>>, ApiError> {
+    ) -> Result<Option<Arc<Principal>>, Error> {
         for value in cookie_values(headers, self.jar.notebook()) {
             let Some(session) = self.logins.session(value, id) else {
                 continue;
@@ -374,14 +374,14 @@ pub fn presented_secret<'a>(
 }
 
 impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         state.auth.authenticate(&parts.headers).await?.ok_or_else(|| {
-            ApiError::unauthenticated(
+            Error::unauthenticated(
                 "authentication required: send Authorization: Bearer <token> or log in at /login",
             )
         })

@@ -48,7 +48,7 @@ use super::{
     SaveImageError, SshLink, StopMode, Upstream, Usage, firewall, workdisk,
 };
 use crate::config::{Flavor, NetworkMode, Settings};
-use crate::events::EventKind;
+use crate::store::events::EventKind;
 
 pub use super::{NOTEBOOK_GID, NOTEBOOK_UID};
 const HOME: &str = "/home/ma-user";
@@ -1260,7 +1260,7 @@ impl Backend for DockerBackend {
 
         // The container's size: its image plus what it wrote (mounts are not in it).
         let size = container["SizeRootFs"].as_u64().unwrap_or(0);
-        let (size_gb, limit_gb) = crate::notebooks::save::size_texts(size, save.max_bytes);
+        let (size_gb, limit_gb) = super::size_texts(size, save.max_bytes);
         progress
             .event_text(
                 EventKind::CheckImageSize,
@@ -1439,13 +1439,7 @@ impl Backend for DockerBackend {
         let owner = Some((NOTEBOOK_UID, NOTEBOOK_GID));
         // In the work dir: mounted under <nb>/work before the container starts; its bind of
         // the work dir is recursive, so the mounts come with it.
-        if let Ok(p) = super::place_in_work_dir(
-            &nb,
-            path,
-            crate::notebooks::storage_rules::WORK_DIR,
-            owner,
-            self.name(),
-        ) {
+        if let Ok(p) = super::place_in_work_dir(&nb, path, super::WORK_DIR, owner, self.name()) {
             return Ok(p);
         }
         // Elsewhere: mounted under <nb>/ext (the gateway's: the container sees each folder

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Flavor;
-use crate::events::EventKind;
+use crate::store::events::EventKind;
 
 /// What a backend needs to know to run one notebook.
 #[derive(Debug, Clone)]
@@ -192,6 +192,24 @@ impl MountPlace {
 
 /// The place of `path` (`/home/ma-user/work` or below) in a backend whose notebooks get
 /// `<nb>/work` as their work dir; `inside_root` is what the notebook calls that dir.
+/// GB for the seed's texts: whole numbers as such (`35`), smaller ones with decimals.
+fn gb_text(bytes: f64) -> String {
+    let gb = bytes / 1e9;
+    if gb >= 1.0 {
+        format!("{}", gb.ceil() as u64)
+    } else {
+        format!("{gb:.3}")
+    }
+}
+
+/// The engine's `SizeRootFs` and the limit in the seed's `%dG` words.
+pub fn size_texts(size: u64, limit: u64) -> (String, String) {
+    (gb_text(size as f64), gb_text(limit as f64))
+}
+
+/// Where primary storage is mounted in every notebook.
+pub const WORK_DIR: &str = "/home/ma-user/work";
+
 pub fn place_in_work_dir(
     nb: &std::path::Path,
     path: &str,
@@ -199,7 +217,6 @@ pub fn place_in_work_dir(
     owner: Option<(u32, u32)>,
     backend: &str,
 ) -> Result<MountPlace, BackendError> {
-    use crate::notebooks::storage_rules::WORK_DIR;
     let rest = if path == WORK_DIR {
         Some("")
     } else {
@@ -452,5 +469,22 @@ pub trait Backend: Send + Sync + 'static {
             "the {} backend cannot save a notebook as an image; use the docker backend",
             self.name()
         )))
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::size_texts;
+
+    #[test]
+    fn sizes_in_the_seeds_words() {
+        assert_eq!(
+            size_texts(36_000_000_000, 35_000_000_000),
+            ("36".into(), "35".into())
+        );
+        assert_eq!(
+            size_texts(338_699_408, 1_000_000),
+            ("0.339".into(), "0.001".into())
+        );
     }
 }

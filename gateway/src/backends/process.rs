@@ -43,7 +43,7 @@ use super::{
     SshLink, StopMode, Upstream, Usage,
 };
 use crate::config::Settings;
-use crate::events::EventKind;
+use crate::store::events::EventKind;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ProcessHandle {

@@ -152,10 +152,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
 /// Makes this launch's SSH link key, stores its private half in `run_dir`, and returns the
 /// public half for the runtime's spec (`ssh.authorized_key`).
 pub fn new_link_key(run_dir: &Path, notebook_id: &str) -> Result<String, BackendError> {
-    let key = crate::ssh::keys::generate_ed25519(&format!("atelier-gateway-{notebook_id}"))
+    let key = crate::ssh_keys::generate_ed25519(&format!("atelier-gateway-{notebook_id}"))
         .context("making the notebook's SSH link key")?;
     write_private(&run_dir.join(LINK_KEY_FILE), key.private_openssh.as_bytes())?;
-    Ok(crate::ssh::keys::to_openssh(&key.public).context("the SSH link key")?)
+    Ok(crate::ssh_keys::to_openssh(&key.public).context("the SSH link key")?)
 }
 
 /// The link to a notebook's SSH agent: the key in `run_dir` and the agent's socket in

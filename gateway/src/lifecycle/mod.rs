@@ -1,8 +1,8 @@
 //! The lifecycle core that every long-lived resource kind shares (notebooks today; uploads,
 //! mounts, and next inference services, training jobs and workflow runs): typed statuses
 //! stored as TEXT, and a pure transition table per kind that says where each operation is
-//! allowed and what a refusal says. IO-free: the compare-and-set that applies a transition
-//! lives with the kind's rows in `store/`.
+//! allowed and what a refusal says. IO-free: the compare-and-set that applies a transition,
+//! with its event, audit row and durable operation, is `store::transition::Transition`.
 //!
 //! ```text
 //! request ─► Operation::check(current) ─► store: UPDATE … SET status = to
@@ -16,9 +16,22 @@
 
 use std::fmt::Debug;
 
+pub use atelier_plugins::locks::{KeyGuard, KeyedLocks};
+
 pub mod mount;
 pub mod notebook;
 pub mod upload;
+
+/// Names that appear in paths, commands and file names: 1-64 of A-Z, a-z, 0-9, '-', '_'
+/// and '.', starting with a letter or digit.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
 
 /// A resource's status: a closed set of names, stored as TEXT in its table.
 pub trait Status: Copy + Eq + Debug + Send + Sync + 'static {

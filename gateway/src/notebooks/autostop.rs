@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, RUNNING};
 use crate::backends::Handle;
-use crate::events::{self, EventKind};
 use crate::proxy::routes::{self, Source};
+use crate::store::events::{self, EventKind};
 use crate::store::notebooks::NotebookRow;
 use crate::store::{self, notebooks as rows};
 

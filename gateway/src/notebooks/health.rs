@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::{Lifecycle, RUNNING, STOPPED};
 use crate::backends::{Handle, Observed};
-use crate::events::{self, EventKind};
-use crate::store::{self, notebooks as rows};
+use crate::store::events::{self, EventKind};
+use crate::store::notebooks as rows;
+use crate::store::transition::Transition;
 
 pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
     let running = {
@@ -45,25 +46,14 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
             Observed::Exited(why) => {
                 tracing::warn!(notebook = %row.id, reason = %why, "notebook server is gone; marking it stopped");
                 let reason = format!("{why}; start it again to continue");
-                if rows::transition(
-                    &mut tx,
-                    &row.id,
-                    &[RUNNING],
-                    STOPPED,
-                    Some(&reason),
-                    &store::now(),
-                )
-                .await?
+                if Transition::new(&row.id, &[RUNNING], STOPPED)
+                    .reason(Some(&reason))
+                    .event(&row.id, EventKind::JupyterProcessKilled, Some(&why))
+                    .apply(&mut tx)
+                    .await?
                 {
                     rows::set_handle(&mut tx, &row.id, None).await?;
                     rows::set_unhealthy(&mut tx, &row.id, false).await?;
-                    events::record(
-                        &mut tx,
-                        &row.id,
-                        EventKind::JupyterProcessKilled,
-                        Some(&why),
-                    )
-                    .await?;
                 }
             }
         }

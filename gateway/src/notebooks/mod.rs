@@ -27,17 +27,19 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 
-use crate::api::error::ApiError;
-use crate::audit::{self, Action, Target};
 use crate::auth::Principal;
 use crate::auth::authz::NotebookGrant;
 use crate::auth::revoke::{Reason, Revocations, Subject};
 use crate::backends::{Backend, BackendError, Handle, NotebookSpec, Progress, StopMode};
 use crate::config::Settings;
-use crate::events::{self, EventKind};
+use crate::error::{Error, Kind};
 use crate::lifecycle::Operation;
 use crate::proxy::routes::RouteTable;
+use crate::store::audit::{self, Action, Target};
+use crate::store::events::{self, EventKind};
 use crate::store::notebooks::{self as rows, NotebookRow};
+use crate::store::operations;
+use crate::store::transition::Transition;
 use crate::store::{self, Store};
 
 pub use crate::lifecycle::notebook::{NotebookOp, NotebookStatus, status};
@@ -235,27 +237,14 @@ struct Inner {
     /// `rclone`, which serves object-storage mounts; `None` where it is not installed.
     rclone: Option<std::path::PathBuf>,
     /// One mount operation at a time per notebook (requests, start, stop, the health loop).
-    mount_locks: KeyedLocks,
+    mount_locks: crate::lifecycle::KeyedLocks,
     /// One change to a notebook's upload queue at a time.
-    upload_locks: KeyedLocks,
+    upload_locks: crate::lifecycle::KeyedLocks,
     /// The `atelier.file` sockets of running notebooks.
     files: files::Sockets,
     /// Cuts the WebSockets and SSH connections of a notebook that stops or goes, and of a
     /// key pair removed from it.
     revocations: Revocations,
-}
-
-/// An async lock per key (notebook id), made on first use.
-type KeyedLocks = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
-
-async fn lock_key(locks: &KeyedLocks, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-    let lock = locks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(key.to_owned())
-        .or_default()
-        .clone();
-    lock.lock_owned().await
 }
 
 /// Takes a notebook off [`Inner::expanding`] when its expansion ends, however it ends.
@@ -311,22 +300,14 @@ impl Lifecycle {
     }
 
     /// Notebooks cannot run here at all (no working sandbox): said before anything is made.
-    fn refuse_if_backend_cannot(&self) -> Result<(), ApiError> {
+    fn refuse_if_backend_cannot(&self) -> Result<(), Error> {
         match self.inner.backend.refusal() {
-            Some(why) => Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "sandbox_unavailable",
-                why,
-            )),
+            Some(why) => Err(Error::new(Kind::Unavailable, "sandbox_unavailable", why)),
             None => Ok(()),
         }
     }
 
-    pub async fn create(
-        &self,
-        who: &Principal,
-        req: CreateNotebook,
-    ) -> Result<NotebookRow, ApiError> {
+    pub async fn create(&self, who: &Principal, req: CreateNotebook) -> Result<NotebookRow, Error> {
         self.refuse_if_backend_cannot()?;
         let s = &self.inner.settings;
         let name = match &req.name {
@@ -374,12 +355,12 @@ impl Lifecycle {
         let count = rows::count_for_owner(&mut tx, &who.user_id).await?;
         let limit = i64::from(s.quota.notebooks_per_user);
         if count >= limit {
-            return Err(ApiError::quota(format!(
+            return Err(Error::quota(format!(
                 "notebook quota reached: you have {count} notebooks and the limit is {limit}; delete one first"
             )));
         }
         if rows::name_taken(&mut tx, &who.user_id, &name, "").await? {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "you already have a notebook named {name:?}"
             )));
         }
@@ -414,6 +395,7 @@ impl Lifecycle {
         };
         let key_ids = resolve_key_pairs(&mut tx, &who.user_id, &row.ssh_key_pairs).await?;
         rows::insert(&mut tx, &row).await?;
+        operations::begin(&mut tx, &row.id, CREATING).await?;
         rows::set_key_pairs(&mut tx, &row.id, &key_ids).await?;
         self.insert_create_storage(&mut tx, &row.id, &storage)
             .await?;
@@ -443,7 +425,7 @@ impl Lifecycle {
         &self,
         grant: NotebookGrant,
         auto_stop: Option<AutoStop>,
-    ) -> Result<NotebookRow, ApiError> {
+    ) -> Result<NotebookRow, Error> {
         self.refuse_if_backend_cannot()?;
         if let Some(a) = &auto_stop {
             validate::auto_stop_hours(a.duration_hours)?;
@@ -463,14 +445,14 @@ impl Lifecycle {
         self.reload(&grant.notebook().id).await
     }
 
-    pub async fn stop(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
+    pub async fn stop(&self, grant: NotebookGrant) -> Result<NotebookRow, Error> {
         self.request_transition(&grant, NotebookOp::Stop, STOPPING, Action::StopNotebook)
             .await?;
         self.spawn_stop(grant.notebook().id.clone());
         self.reload(&grant.notebook().id).await
     }
 
-    pub async fn delete(&self, grant: NotebookGrant) -> Result<NotebookRow, ApiError> {
+    pub async fn delete(&self, grant: NotebookGrant) -> Result<NotebookRow, Error> {
         self.request_transition(&grant, NotebookOp::Delete, DELETING, Action::DeleteNotebook)
             .await?;
         self.spawn_delete(grant.notebook().id.clone());
@@ -481,7 +463,7 @@ impl Lifecycle {
         &self,
         grant: NotebookGrant,
         req: UpdateNotebook,
-    ) -> Result<NotebookRow, ApiError> {
+    ) -> Result<NotebookRow, Error> {
         let s = &self.inner.settings;
         let old = grant.notebook().clone();
         let mut new = old.clone();
@@ -536,7 +518,7 @@ impl Lifecycle {
                 && enabled != old.ssh_enabled
             {
                 if !enabled {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         "ssh.enabled: SSH cannot be turned off once a notebook has it (as in ModelArts); remove key pairs or narrow the whitelist instead",
                     ));
                 }
@@ -585,7 +567,7 @@ impl Lifecycle {
             return Ok(old);
         }
         if old.status == DELETING {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "notebook {} is being deleted",
                 old.name
             )));
@@ -594,7 +576,7 @@ impl Lifecycle {
         if new.name != old.name
             && rows::name_taken(&mut tx, &old.owner_id, &new.name, &old.id).await?
         {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "a notebook named {:?} already exists",
                 new.name
             )));
@@ -604,7 +586,7 @@ impl Lifecycle {
             .await?
             .ok_or_else(|| crate::auth::authz::not_found(&old.id))?;
         if current.status != old.status {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "notebook {} changed status to {} meanwhile; try again",
                 old.name, current.status
             )));
@@ -643,7 +625,7 @@ impl Lifecycle {
         self.reload(&old.id).await
     }
 
-    async fn reload(&self, id: &str) -> Result<NotebookRow, ApiError> {
+    async fn reload(&self, id: &str) -> Result<NotebookRow, Error> {
         let mut conn = self.inner.store.pool.acquire().await?;
         rows::get(&mut conn, id)
             .await?
@@ -657,7 +639,7 @@ impl Lifecycle {
         op: NotebookOp,
         to: NotebookStatus,
         action: Action,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         self.request_transition_with(grant, op, to, action, None)
             .await
     }
@@ -669,21 +651,19 @@ impl Lifecycle {
         to: NotebookStatus,
         action: Action,
         auto_stop: Option<&AutoStop>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let nb = grant.notebook();
         let mut tx = self.inner.store.write().await?;
-        let from = op.allowed_from();
-        if !rows::transition(&mut tx, &nb.id, from, to, None, &store::now()).await? {
-            let current = rows::get(&mut tx, &nb.id)
-                .await?
-                .ok_or_else(|| crate::auth::authz::not_found(&nb.id))?;
-            allow(&current, op)?;
-            // Allowed now, so it moved in between: say where it is.
-            return Err(ApiError::conflict(format!(
-                "notebook {} changed to {} meanwhile; try again",
-                current.name, current.status
-            )));
-        }
+        Transition::of(&nb.id, op, to)
+            .audit(
+                &grant.principal().name,
+                action,
+                target(nb),
+                "accepted",
+                None,
+            )
+            .request(&mut tx, op, &nb.name)
+            .await?;
         if let Some(a) = auto_stop {
             rows::set_auto_stop(
                 &mut tx,
@@ -694,15 +674,6 @@ impl Lifecycle {
             )
             .await?;
         }
-        audit::record(
-            &mut tx,
-            &grant.principal().name,
-            action,
-            target(nb),
-            "accepted",
-            None,
-        )
-        .await?;
         tx.commit().await?;
         self.inner.routes.invalidate(&nb.id);
         Ok(())
@@ -838,7 +809,11 @@ impl Lifecycle {
         let mut tx = self.inner.store.write().await?;
         match result {
             Ok(()) => {
-                if rows::transition(&mut tx, id, &[from], RUNNING, None, &store::now()).await? {
+                if Transition::new(id, &[from], RUNNING)
+                    .event(id, EventKind::NotebookHealthy, None)
+                    .apply(&mut tx)
+                    .await?
+                {
                     // The lease counts from now (seed: "when you created or started").
                     let stop_at = row.auto_stop_enabled.then(|| {
                         store::format_time(autostop::deadline(
@@ -849,7 +824,6 @@ impl Lifecycle {
                     });
                     rows::set_stop_at(&mut tx, id, stop_at.as_deref()).await?;
                     rows::set_unhealthy(&mut tx, id, false).await?;
-                    events::record(&mut tx, id, EventKind::NotebookHealthy, None).await?;
                 }
                 tx.commit().await?;
             }
@@ -866,10 +840,11 @@ impl Lifecycle {
                 };
                 let mut tx = self.inner.store.write().await?;
                 rows::set_handle(&mut tx, id, None).await?;
-                if rows::transition(&mut tx, id, &[from], to, Some(&message), &store::now()).await?
-                {
-                    events::record(&mut tx, id, kind, Some(&message)).await?;
-                }
+                Transition::new(id, &[from], to)
+                    .reason(Some(&message))
+                    .event(id, kind, Some(&message))
+                    .apply(&mut tx)
+                    .await?;
                 tx.commit().await?;
             }
         }
@@ -905,15 +880,17 @@ impl Lifecycle {
                 rows::set_stop_at(&mut tx, id, None).await?;
                 // An automatic stop keeps its reason ("auto-stopped: …") on the stopped notebook.
                 let reason = row.status_reason.as_deref();
-                if rows::transition(&mut tx, id, &[STOPPING], STOPPED, reason, &store::now())
-                    .await?
-                {
-                    events::record(&mut tx, id, EventKind::StopNotebook, reason).await?;
-                }
+                Transition::new(id, &[STOPPING], STOPPED)
+                    .reason(reason)
+                    .event(id, EventKind::StopNotebook, reason)
+                    .apply(&mut tx)
+                    .await?;
             }
             Err(e) => {
                 let msg = format!("stopping failed: {e}");
-                rows::transition(&mut tx, id, &[STOPPING], ERROR, Some(&msg), &store::now())
+                Transition::new(id, &[STOPPING], ERROR)
+                    .reason(Some(&msg))
+                    .apply(&mut tx)
                     .await?;
             }
         }
@@ -954,11 +931,14 @@ impl Lifecycle {
         match result {
             Ok(()) => {
                 rows::delete(&mut tx, id).await?;
+                operations::end::<NotebookStatus>(&mut tx, id).await?;
                 self.inner.routes.forget_activity(id);
             }
             Err(e) => {
                 let msg = format!("deleting failed: {e}; delete again to retry");
-                rows::transition(&mut tx, id, &[DELETING], ERROR, Some(&msg), &store::now())
+                Transition::new(id, &[DELETING], ERROR)
+                    .reason(Some(&msg))
+                    .apply(&mut tx)
                     .await?;
             }
         }
@@ -1003,28 +983,21 @@ impl Lifecycle {
     ) -> anyhow::Result<()> {
         let status_reason = format!("auto-stopped: {}", reason.as_str());
         let mut tx = self.inner.store.write().await?;
-        if !rows::transition(
-            &mut tx,
-            &row.id,
-            &[RUNNING],
-            STOPPING,
-            Some(&status_reason),
-            &store::now(),
-        )
-        .await?
+        if !Transition::new(&row.id, &[RUNNING], STOPPING)
+            .reason(Some(&status_reason))
+            .event(&row.id, reason.event(), Some(detail))
+            .audit(
+                audit::SYSTEM,
+                Action::StopNotebook,
+                target(row),
+                "accepted",
+                Some(detail),
+            )
+            .apply(&mut tx)
+            .await?
         {
             return Ok(());
         }
-        events::record(&mut tx, &row.id, reason.event(), Some(detail)).await?;
-        audit::record(
-            &mut tx,
-            audit::SYSTEM,
-            Action::StopNotebook,
-            target(row),
-            "accepted",
-            Some(detail),
-        )
-        .await?;
         tx.commit().await?;
         autostop::count_stop(reason);
         tracing::info!(notebook = %row.id, reason = reason.as_str(), "stopping a notebook automatically");
@@ -1039,7 +1012,7 @@ impl Lifecycle {
         &self,
         grant: NotebookGrant,
         hours: Option<i64>,
-    ) -> Result<NotebookRow, ApiError> {
+    ) -> Result<NotebookRow, Error> {
         let nb = grant.notebook();
         if let Some(h) = hours {
             validate::renew_hours(h)?;
@@ -1050,7 +1023,7 @@ impl Lifecycle {
             .ok_or_else(|| crate::auth::authz::not_found(&nb.id))?;
         allow(&row, NotebookOp::Renew)?;
         if !row.auto_stop_enabled {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "notebook {} has auto-stop off, so there is nothing to renew; turn it on when starting it (auto_stop.enabled)",
                 row.name
             )));
@@ -1095,20 +1068,20 @@ impl Lifecycle {
         &self,
         grant: NotebookGrant,
         size_gb: i64,
-    ) -> Result<NotebookRow, ApiError> {
+    ) -> Result<NotebookRow, Error> {
         use crate::backends::workdisk::{MAX_SIZE_GB, MAX_STEP_GB};
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
         allow(&nb, NotebookOp::ExpandStorage)?;
         let Some(disk) = self.inner.backend.work_disk(&nb.id) else {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "notebook {} has no work disk to expand: the {} backend keeps its files in a plain directory",
                 nb.name,
                 self.inner.backend.name()
             )));
         };
         if disk.kind != "disk" {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "notebook {}'s work dir is a plain directory with no size limit, so there is nothing to expand{}",
                 nb.name,
                 disk.note
@@ -1119,17 +1092,17 @@ impl Lifecycle {
         }
         let current = i64::from(disk.size_gb);
         if size_gb <= current {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "size_gb: the work disk has {current} GB; ask for more (a disk only grows)"
             )));
         }
         if size_gb > i64::from(MAX_SIZE_GB) {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "size_gb: {size_gb} is above the largest work disk, {MAX_SIZE_GB} GB"
             )));
         }
         if size_gb - current > i64::from(MAX_STEP_GB) {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "size_gb: at most {MAX_STEP_GB} GB more at a time: from {current} GB up to {} GB",
                 current + i64::from(MAX_STEP_GB)
             )));
@@ -1139,7 +1112,7 @@ impl Lifecycle {
             .as_deref()
             .and_then(|h| serde_json::from_str::<crate::backends::Handle>(h).ok())
         else {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "notebook {} is not running yet",
                 nb.name
             )));
@@ -1152,7 +1125,7 @@ impl Lifecycle {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             if !busy.insert(nb.id.clone()) {
-                return Err(ApiError::conflict(format!(
+                return Err(Error::conflict(format!(
                     "notebook {}'s storage is already being expanded",
                     nb.name
                 )));
@@ -1207,32 +1180,84 @@ impl Lifecycle {
         tx.commit().await?;
         match outcome {
             Ok(_) => self.reload(&nb.id).await,
-            Err(e) => Err(ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            Err(e) => Err(Error::new(
+                Kind::Internal,
                 "storage_expand_failed",
                 format!("expanding the work disk failed (it keeps {current} GB): {e}"),
             )),
         }
     }
 
+    /// After a gateway start: every operation a previous gateway left unfinished runs
+    /// again (or, after [`operations::MAX_RESUMES`] starts, is given up with its failure
+    /// event), and notebooks recorded as running are checked.
     pub async fn resume(&self) -> anyhow::Result<()> {
-        self.abandon_saves().await?;
         self.forget_interrupted_mounts().await?;
         self.resume_uploads().await?;
-        let pending = {
-            let mut conn = self.inner.store.pool.acquire().await?;
-            rows::in_statuses(&mut conn, &[CREATING, STARTING, STOPPING, DELETING]).await?
-        };
-        for row in pending {
-            tracing::info!(notebook = %row.id, status = %row.status, "resuming an unfinished operation");
-            match row.status {
-                CREATING => self.spawn_bring_up(row.id, true),
-                STARTING => self.spawn_bring_up(row.id, false),
-                STOPPING => self.spawn_stop(row.id),
-                _ => self.spawn_delete(row.id),
+        let pending = operations::resume::<NotebookStatus>(&self.inner.store).await?;
+        for op in pending {
+            let current = {
+                let mut conn = self.inner.store.pool.acquire().await?;
+                rows::get(&mut conn, &op.resource_id).await?
+            };
+            let Some(row) = current.filter(|r| r.status == op.status) else {
+                // The resource moved on or went without ending its operation (an upgrade).
+                let mut conn = self.inner.store.pool.acquire().await?;
+                operations::end::<NotebookStatus>(&mut conn, &op.resource_id).await?;
+                continue;
+            };
+            if op.status == SNAPSHOTTING {
+                // A save is never resumed: its container commit died with the gateway.
+                self.abandon_save(&row).await?;
+            } else if op.exhausted() {
+                tracing::error!(notebook = %row.id, status = %row.status, attempts = op.attempts, "giving up an operation that did not survive earlier gateway starts");
+                self.give_up(&row, op.attempts).await?;
+            } else {
+                tracing::info!(notebook = %row.id, status = %row.status, attempt = op.attempts, "resuming an unfinished operation");
+                match row.status {
+                    CREATING => self.spawn_bring_up(row.id, true),
+                    STARTING => self.spawn_bring_up(row.id, false),
+                    STOPPING => self.spawn_stop(row.id),
+                    _ => self.spawn_delete(row.id),
+                }
             }
         }
         health::check_running(self).await
+    }
+
+    /// Ends an operation that keeps being cut short by gateway restarts: its failure status,
+    /// with the reason and the failure event.
+    async fn give_up(&self, row: &NotebookRow, attempts: i64) -> anyhow::Result<()> {
+        let (to, event, what, retry) = match row.status {
+            CREATING => (
+                CREATE_FAILED,
+                Some(EventKind::CreateNotebookFailed),
+                "creating",
+                "delete it and create it again",
+            ),
+            STARTING => (
+                START_FAILED,
+                Some(EventKind::StartNotebookFailed),
+                "starting",
+                "start it again",
+            ),
+            STOPPING => (ERROR, None, "stopping", "stop it again"),
+            _ => (ERROR, None, "deleting", "delete it again"),
+        };
+        let reason = format!(
+            "{what} was cut short by {} gateway restarts in a row and is given up (the gateway's log says why); {retry} to retry",
+            attempts - 1
+        );
+        let mut tx = self.inner.store.write().await?;
+        let from = [row.status];
+        let mut change = Transition::new(&row.id, &from, to).reason(Some(&reason));
+        if let Some(kind) = event {
+            change = change.event(&row.id, kind, Some(&reason));
+        }
+        change.apply(&mut tx).await?;
+        tx.commit().await?;
+        self.inner.routes.invalidate(&row.id);
+        Ok(())
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -1255,9 +1280,9 @@ fn target(row: &NotebookRow) -> Target<'_> {
 /// 409 that names the notebook, its status and where the operation is allowed.
 /// Refuses `op` unless the notebook's status allows it: a 409 that names the notebook, its
 /// status and where the operation is allowed.
-pub fn allow(row: &NotebookRow, op: NotebookOp) -> Result<(), ApiError> {
+pub fn allow(row: &NotebookRow, op: NotebookOp) -> Result<(), Error> {
     op.check(&row.name, row.status)
-        .map_err(|r| ApiError::conflict(r.message))
+        .map_err(|r| Error::conflict(r.message))
 }
 
 /// Backend progress written as events of the notebook.
@@ -1284,8 +1309,8 @@ impl Progress for StoreProgress {
     }
 }
 
-fn no_key_pairs() -> ApiError {
-    ApiError::invalid(
+fn no_key_pairs() -> Error {
+    Error::invalid(
         "ssh.key_pairs: SSH needs at least one key pair; create one with `atelier keypair create NAME` (POST /v1/keypairs) and name it here",
     )
 }
@@ -1311,13 +1336,13 @@ async fn resolve_key_pairs(
     conn: &mut store::Conn,
     owner_id: &str,
     names: &[String],
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, Error> {
     let mut ids = Vec::with_capacity(names.len());
     for name in names {
         match store::keypairs::by_name(conn, owner_id, name).await? {
             Some(k) => ids.push(k.id),
             None => {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::invalid(format!(
                     "ssh.key_pairs: Failed to find SSH key pair {name}. Create or import it first (atelier keypair create {name}), or name one of yours (atelier keypair list)"
                 )));
             }
@@ -1466,6 +1491,80 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Puts notebook `id` in `status` with its operation resumed `attempts` times before.
+    async fn interrupted(lc: &Lifecycle, id: &str, status: NotebookStatus, attempts: i64) {
+        let mut c = lc.store().pool.acquire().await.unwrap();
+        sqlx::query("UPDATE notebooks SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(id)
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        operations::begin(&mut c, id, status).await.unwrap();
+        sqlx::query("UPDATE operations SET attempts = $1 WHERE resource_id = $2")
+            .bind(attempts)
+            .bind(id)
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    }
+
+    async fn operations_left(lc: &Lifecycle) -> i64 {
+        let mut c = lc.store().pool.acquire().await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM operations")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn unfinished_operations_resume_until_restarts_keep_cutting_them_short() {
+        let (lc, who, dir) = setup(false).await;
+        let (a, b) = (
+            lc.create(&who, request("a")).await.unwrap(),
+            lc.create(&who, request("b")).await.unwrap(),
+        );
+        assert_eq!(operations_left(&lc).await, 2, "a create is an operation");
+        lc.tasks().close();
+        lc.tasks().wait().await;
+        lc.tasks().reopen();
+        assert_eq!(operations_left(&lc).await, 0, "ended with its final status");
+        // As a gateway that died while starting them left them: `a` resumed twice already,
+        // `b` as often as it may be.
+        interrupted(&lc, &a.id, STARTING, 2).await;
+        interrupted(&lc, &b.id, STARTING, operations::MAX_RESUMES).await;
+        // An operation whose notebook went (a crash before the row was cleaned) is dropped.
+        {
+            let mut c = lc.store().pool.acquire().await.unwrap();
+            operations::begin(&mut c, "gone", DELETING).await.unwrap();
+        }
+        lc.resume().await.unwrap();
+        let (a, a_events) = settle(&lc, &a.id).await;
+        assert_eq!(
+            (a.status, a.status_reason.as_deref()),
+            (START_FAILED, Some("never became ready")),
+            "resumed: the backend was asked again"
+        );
+        assert_eq!(
+            a_events.last().map(String::as_str),
+            Some("StartNotebookFailed")
+        );
+        let (b, b_events) = settle(&lc, &b.id).await;
+        assert_eq!(b.status, START_FAILED);
+        assert_eq!(
+            b.status_reason.as_deref(),
+            Some(
+                "starting was cut short by 3 gateway restarts in a row and is given up (the gateway's log says why); start it again to retry"
+            )
+        );
+        assert_eq!(
+            b_events.last().map(String::as_str),
+            Some("StartNotebookFailed")
+        );
+        assert_eq!(operations_left(&lc).await, 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[tokio::test]
     async fn rejected_creates_leave_nothing_behind() {
         let (lc, who, dir) = setup(false).await;
@@ -1475,19 +1574,13 @@ mod tests {
             duration_hours: 73,
             idle_timeout_seconds: None,
         });
-        assert_eq!(
-            lc.create(&who, bad).await.unwrap_err().status,
-            http::StatusCode::BAD_REQUEST
-        );
+        assert_eq!(lc.create(&who, bad).await.unwrap_err().kind, Kind::Invalid);
         let mut bad = request("ok");
         bad.flavor = Some("gpu-x".into());
-        assert_eq!(
-            lc.create(&who, bad).await.unwrap_err().status,
-            http::StatusCode::BAD_REQUEST
-        );
+        assert_eq!(lc.create(&who, bad).await.unwrap_err().kind, Kind::Invalid);
         lc.create(&who, request("dup")).await.unwrap();
         let e = lc.create(&who, request("dup")).await.unwrap_err();
-        assert_eq!((e.status, e.code), (http::StatusCode::CONFLICT, "conflict"));
+        assert_eq!((e.kind, e.code), (Kind::Conflict, "conflict"));
         let mut c = lc.store().pool.acquire().await.unwrap();
         assert_eq!(rows::count_for_owner(&mut c, "u1").await.unwrap(), 1);
         drop(c);

@@ -19,13 +19,13 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::{Lifecycle, NotebookOp, allow, storage_rules, target as audit_target};
-use crate::api::error::ApiError;
-use crate::audit::{self, Action};
 use crate::auth::authz::NotebookGrant;
 use crate::backends::{BackendError, DataDir, MountPlace, runconf};
-use crate::events::{self, EventKind};
+use crate::error::{Error, Kind};
 use crate::storage::fuse::{self, Serving};
 use crate::storage::{ObjectUri, connections, s3};
+use crate::store::audit::{self, Action};
+use crate::store::events::{self, EventKind};
 use crate::store::mounts::{self as rows, FAILED, MOUNTED, MountRow, UNMOUNTED};
 use crate::store::{self, storage};
 
@@ -56,7 +56,7 @@ pub struct MountView {
 
 /// Dynamic mount names become a directory under `/data`: one plain path segment.
 pub fn validate_name(name: &str) -> Result<(), String> {
-    if crate::api::is_plain_name(name) {
+    if crate::lifecycle::is_plain_name(name) {
         Ok(())
     } else {
         Err(format!(
@@ -65,15 +65,15 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn unsupported(e: BackendError) -> ApiError {
-    ApiError::conflict(e.to_string())
+fn unsupported(e: BackendError) -> Error {
+    Error::conflict(e.to_string())
 }
 
 impl Lifecycle {
     /// Held across every change to a notebook's mounts, so that the health loop never makes
     /// again a mount a request is removing (or the other way round).
-    async fn mount_lock(&self, notebook_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        super::lock_key(&self.inner.mount_locks, notebook_id).await
+    async fn mount_lock(&self, notebook_id: &str) -> crate::lifecycle::KeyGuard {
+        self.inner.mount_locks.lock(notebook_id).await
     }
 
     /// A user's storage connection by name, opened; a 400 on `field` when there is none.
@@ -82,15 +82,15 @@ impl Lifecycle {
         owner_id: &str,
         name: &str,
         field: &str,
-    ) -> Result<(storage::ConnectionRow, s3::Target), ApiError> {
+    ) -> Result<(storage::ConnectionRow, s3::Target), Error> {
         let mut conn = self.inner.store.pool.acquire().await?;
         let Some(c) = storage::by_name(&mut conn, owner_id, name).await? else {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "{field}: the notebook's owner has no storage connection named {name:?} (atelier storage connection list)"
             )));
         };
         let t = connections::target(&c, &self.inner.secrets)
-            .map_err(|e| ApiError::internal(e.context("opening the connection's secret")))?;
+            .map_err(|e| Error::internal(e.context("opening the connection's secret")))?;
         Ok((c, t))
     }
 
@@ -100,20 +100,20 @@ impl Lifecycle {
             .join(mount_id)
     }
 
-    fn rclone(&self) -> Result<PathBuf, ApiError> {
+    fn rclone(&self) -> Result<PathBuf, Error> {
         // SAFETY: no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return Err(ApiError::conflict(
+            return Err(Error::conflict(
                 "object-storage mounts need the gateway to run as root: it binds each folder onto the notebook's directory it opened, so that no link the notebook plants is ever followed",
             ));
         }
         let Some(rclone) = self.inner.rclone.clone() else {
-            return Err(ApiError::conflict(
+            return Err(Error::conflict(
                 "object-storage mounts need rclone on the gateway's host (apt-get install rclone fuse3)",
             ));
         };
         if !fuse::fuse_available() {
-            return Err(ApiError::conflict(
+            return Err(Error::conflict(
                 "object-storage mounts need FUSE: /dev/fuse cannot be opened on the gateway's host",
             ));
         }
@@ -137,7 +137,7 @@ impl Lifecycle {
 
     /// The notebook's mounts with their status (a MOUNTED one whose process is gone shows as
     /// FAILED until the health loop makes it again).
-    pub async fn mounts(&self, grant: &NotebookGrant) -> Result<Vec<MountView>, ApiError> {
+    pub async fn mounts(&self, grant: &NotebookGrant) -> Result<Vec<MountView>, Error> {
         let nb = grant.notebook();
         let list = {
             let mut conn = self.inner.store.pool.acquire().await?;
@@ -177,7 +177,7 @@ impl Lifecycle {
         notebook_id: &str,
         primary: Option<&storage_rules::PrimaryRequest>,
         extended: &[storage_rules::ExtendedRequest],
-    ) -> Result<Vec<(storage_rules::CreateMount, String)>, ApiError> {
+    ) -> Result<Vec<(storage_rules::CreateMount, String)>, Error> {
         let mounts = storage_rules::validate(primary, extended)?;
         if mounts.is_empty() {
             return Ok(Vec::new());
@@ -194,14 +194,14 @@ impl Lifecycle {
             self.inner
                 .backend
                 .mount_place(notebook_id, &m.path)
-                .map_err(|e| ApiError::invalid(format!("{field}: {e}")))?;
+                .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
             let (c, target) = self
                 .connection_of(&who.user_id, &m.connection, field)
                 .await?;
             if checked.insert((c.id.clone(), m.uri.bucket.clone())) {
                 s3::check(&target, Some(&m.uri.bucket))
                     .await
-                    .map_err(crate::api::storage::refused)?;
+                    .map_err(Error::from)?;
             }
             out.push((m, c.id));
         }
@@ -270,15 +270,11 @@ impl Lifecycle {
     }
 
     /// Mounts an object-storage folder at `/data/<name>/` of a running notebook.
-    pub async fn add_mount(
-        &self,
-        grant: NotebookGrant,
-        req: AddMount,
-    ) -> Result<MountView, ApiError> {
+    pub async fn add_mount(&self, grant: NotebookGrant, req: AddMount) -> Result<MountView, Error> {
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
-        validate_name(&req.name).map_err(ApiError::invalid)?;
-        let uri = ObjectUri::parse(&req.uri).map_err(|e| ApiError::invalid(format!("uri: {e}")))?;
+        validate_name(&req.name).map_err(Error::invalid)?;
+        let uri = ObjectUri::parse(&req.uri).map_err(|e| Error::invalid(format!("uri: {e}")))?;
         // A mount is a folder: always written with its trailing '/'.
         let uri = ObjectUri {
             key: uri.dir_prefix(),
@@ -287,7 +283,7 @@ impl Lifecycle {
         allow(&nb, NotebookOp::Mount)?;
         let data = self.inner.backend.data_dir(&nb.id).map_err(unsupported)?;
         if !data.live {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "mounts cannot reach notebook {} while it runs: its /data is not a shared mount (the gateway needs root for that); the mount would only appear after a restart",
                 nb.name
             )));
@@ -301,17 +297,17 @@ impl Lifecycle {
         match holds_files(&place) {
             Ok(false) => {}
             Ok(true) => {
-                return Err(ApiError::conflict(format!(
+                return Err(Error::conflict(format!(
                     "{}/ already holds files; mounting over them would hide them: pick another name",
                     place.inside
                 )));
             }
-            Err(e) => return Err(ApiError::conflict(e.to_string())),
+            Err(e) => return Err(Error::conflict(e.to_string())),
         }
         // The store answers for these credentials and this bucket before anything is made.
         s3::check(&target, Some(&uri.bucket))
             .await
-            .map_err(crate::api::storage::refused)?;
+            .map_err(Error::from)?;
 
         let _lock = self.mount_lock(&nb.id).await;
         let id = store::ordered_id();
@@ -319,7 +315,7 @@ impl Lifecycle {
             let mut tx = self.inner.store.write().await?;
             let existing = rows::of_notebook(&mut tx, &nb.id).await?;
             if existing.iter().any(|m| m.name == req.name) {
-                return Err(ApiError::conflict(format!(
+                return Err(Error::conflict(format!(
                     "notebook {} already has a mount named {:?} at {}/",
                     nb.name,
                     req.name,
@@ -328,7 +324,7 @@ impl Lifecycle {
             }
             let dynamic = existing.iter().filter(|m| m.kind == "dynamic").count();
             if dynamic >= MAX_DYNAMIC {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::invalid(format!(
                     "notebook {} has {dynamic} mounts under /data, the most it may have; unmount one first",
                     nb.name
                 )));
@@ -402,8 +398,8 @@ impl Lifecycle {
                 .await?;
                 tx.commit().await?;
                 remove_folder(&place);
-                return Err(ApiError::new(
-                    axum::http::StatusCode::BAD_GATEWAY,
+                return Err(Error::new(
+                    Kind::Upstream,
                     "mount_failed",
                     format!(
                         "mounting {uri} at {}/ failed: {e:#}",
@@ -415,12 +411,12 @@ impl Lifecycle {
         let mut conn = self.inner.store.pool.acquire().await?;
         let row = rows::by_name(&mut conn, &nb.id, &req.name)
             .await?
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the mount vanished")))?;
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("the mount vanished")))?;
         Ok(view(row, Some(&place)))
     }
 
     /// Unmounts `/data/<name>/` (the objects stay) and forgets the mount.
-    pub async fn remove_mount(&self, grant: NotebookGrant, name: &str) -> Result<(), ApiError> {
+    pub async fn remove_mount(&self, grant: NotebookGrant, name: &str) -> Result<(), Error> {
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
         let _lock = self.mount_lock(&nb.id).await;
@@ -429,7 +425,7 @@ impl Lifecycle {
             rows::by_name(&mut conn, &nb.id, name).await?
         };
         let Some(row) = row.filter(|r| r.kind == "dynamic") else {
-            return Err(ApiError::not_found(format!(
+            return Err(Error::not_found(format!(
                 "notebook {} has no mount named {name:?} under /data",
                 nb.name
             )));
@@ -437,9 +433,7 @@ impl Lifecycle {
         if let Ok(p) = self.place(&nb.id, &row) {
             fuse::unmount(&p, &self.mount_state_dir(&nb.id, &row.id), serving(&row))
                 .await
-                .map_err(|e| {
-                    ApiError::conflict(format!("unmounting {}/ failed: {e:#}", p.inside))
-                })?;
+                .map_err(|e| Error::conflict(format!("unmounting {}/ failed: {e:#}", p.inside)))?;
             // Only an empty folder goes; anything written beside the mount stays.
             remove_folder(&p);
         }

@@ -12,16 +12,14 @@
 
 use serde::Deserialize;
 
-use super::{
-    Lifecycle, NotebookGrant, NotebookOp, RUNNING, SNAPSHOTTING, StoreProgress, allow, target,
-};
-use crate::api::error::ApiError;
-use crate::audit::{self, Action};
+use super::{Lifecycle, NotebookGrant, NotebookOp, RUNNING, SNAPSHOTTING, StoreProgress, target};
 use crate::backends::{Handle, SaveImage, SaveImageError};
-use crate::events::{self, EventKind};
-use crate::lifecycle::Operation;
+use crate::error::Error;
+use crate::store::audit::{self, Action};
+use crate::store::events::{self, EventKind};
 use crate::store::images as image_rows;
 use crate::store::notebooks::{self as rows, NotebookRow};
+use crate::store::transition::Transition;
 use crate::store::{self};
 
 /// `POST /v1/notebooks/{id}/save-image`.
@@ -40,7 +38,7 @@ pub struct SaveImageRequest {
 
 /// An OCI repository path component: lowercase letters, digits, `.`, `_`, `-`, starting with a
 /// letter or digit, at most 64.
-fn repo_component(field: &str, v: &str) -> Result<(), ApiError> {
+fn repo_component(field: &str, v: &str) -> Result<(), Error> {
     let ok = !v.is_empty()
         && v.len() <= 64
         && v.as_bytes()[0].is_ascii_alphanumeric()
@@ -49,13 +47,13 @@ fn repo_component(field: &str, v: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::invalid(format!(
             "{field}: {v:?} must be 1-64 of lowercase letters, digits, '.', '_', '-', starting with a letter or digit"
         )))
     }
 }
 
-fn tag(v: &str) -> Result<(), ApiError> {
+fn tag(v: &str) -> Result<(), Error> {
     let ok = !v.is_empty()
         && v.len() <= 128
         && (v.as_bytes()[0].is_ascii_alphanumeric() || v.as_bytes()[0] == b'_')
@@ -64,25 +62,10 @@ fn tag(v: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::invalid(format!(
             "tag: {v:?} must be 1-128 of letters, digits, '.', '_', '-', not starting with '.' or '-'"
         )))
     }
-}
-
-/// GB for the seed's texts: whole numbers as such (`35`), smaller ones with decimals.
-fn gb_text(bytes: f64) -> String {
-    let gb = bytes / 1e9;
-    if gb >= 1.0 {
-        format!("{}", gb.ceil() as u64)
-    } else {
-        format!("{gb:.3}")
-    }
-}
-
-/// The engine's `SizeRootFs` and the limit in the seed's `%dG` words.
-pub fn size_texts(size: u64, limit: u64) -> (String, String) {
-    (gb_text(size as f64), gb_text(limit as f64))
 }
 
 impl Lifecycle {
@@ -91,11 +74,11 @@ impl Lifecycle {
         &self,
         grant: NotebookGrant,
         req: SaveImageRequest,
-    ) -> Result<NotebookRow, ApiError> {
+    ) -> Result<NotebookRow, Error> {
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
         if !self.inner.backend.saves_images() {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "the {} backend cannot save a notebook as an image; that needs the docker backend",
                 self.inner.backend.name()
             )));
@@ -107,14 +90,14 @@ impl Lifecycle {
         if let Some(asked) = &req.namespace
             && *asked != namespace
         {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "namespace: the images of {}'s notebooks are saved in the namespace {namespace:?}; another namespace may hold other users' images",
                 nb.owner
             )));
         }
         repo_component("namespace", &namespace)?;
         if req.description.chars().count() > 512 {
-            return Err(ApiError::invalid("description: at most 512 characters"));
+            return Err(Error::invalid("description: at most 512 characters"));
         }
         let id = format!("{namespace}/{}:{}", req.name, req.tag);
         let s = &self.inner.settings;
@@ -124,29 +107,16 @@ impl Lifecycle {
             .await?
             .is_some()
         {
-            return Err(ApiError::conflict(format!(
+            return Err(Error::conflict(format!(
                 "image {id:?} already exists; pick another name or tag"
             )));
         }
         let row = rows::get(&mut tx, &nb.id)
             .await?
             .ok_or_else(|| crate::auth::authz::not_found(&nb.id))?;
-        allow(&row, NotebookOp::SaveImage)?;
-        if !rows::transition(
-            &mut tx,
-            &row.id,
-            NotebookOp::SaveImage.allowed_from(),
-            SNAPSHOTTING,
-            None,
-            &store::now(),
-        )
-        .await?
-        {
-            return Err(ApiError::conflict(format!(
-                "notebook {} changed its status meanwhile; try again",
-                row.name
-            )));
-        }
+        Transition::of(&row.id, NotebookOp::SaveImage, SNAPSHOTTING)
+            .request(&mut tx, NotebookOp::SaveImage, &row.name)
+            .await?;
         tx.commit().await?;
         self.inner.routes.invalidate(&row.id);
         let this = self.clone();
@@ -267,42 +237,29 @@ impl Lifecycle {
                 .await?;
             }
         }
-        rows::transition(&mut tx, id, &[SNAPSHOTTING], RUNNING, None, &store::now()).await?;
+        Transition::new(id, &[SNAPSHOTTING], RUNNING)
+            .apply(&mut tx)
+            .await?;
         tx.commit().await?;
         self.inner.routes.invalidate(id);
         Ok(())
     }
 
-    /// At start: saves that were running when the gateway stopped did not finish.
-    pub(super) async fn abandon_saves(&self) -> anyhow::Result<()> {
-        let stuck = {
-            let mut conn = self.inner.store.pool.acquire().await?;
-            rows::in_statuses(&mut conn, &[SNAPSHOTTING]).await?
-        };
-        for row in stuck {
-            let mut tx = self.inner.store.write().await?;
-            if rows::transition(
-                &mut tx,
+    /// At start: a save that was running when the gateway stopped did not finish; the
+    /// notebook is RUNNING again with the seed's time-out failure event.
+    pub(super) async fn abandon_save(&self, row: &NotebookRow) -> anyhow::Result<()> {
+        let mut tx = self.inner.store.write().await?;
+        Transition::new(&row.id, &[SNAPSHOTTING], RUNNING)
+            .event_text(
                 &row.id,
-                &[SNAPSHOTTING],
-                RUNNING,
-                None,
-                &store::now(),
+                EventKind::SavedImageFailed,
+                "Saving the image failed due to task timeout.",
+                Some("The gateway restarted while the image was being saved; save it again."),
             )
-            .await?
-            {
-                events::record_text(
-                    &mut tx,
-                    &row.id,
-                    EventKind::SavedImageFailed,
-                    "Saving the image failed due to task timeout.",
-                    Some("The gateway restarted while the image was being saved; save it again."),
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            self.inner.routes.invalidate(&row.id);
-        }
+            .apply(&mut tx)
+            .await?;
+        tx.commit().await?;
+        self.inner.routes.invalidate(&row.id);
         Ok(())
     }
 }
@@ -312,7 +269,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_tags_and_sizes() {
+    fn names_and_tags() {
         assert!(repo_component("name", "my-env.v2_x").is_ok());
         for bad in ["", "My", "-a", "a b", &"a".repeat(65)] {
             assert!(repo_component("name", bad).is_err(), "{bad:?}");
@@ -322,13 +279,5 @@ mod tests {
         for bad in ["", ".x", "-x", "a:b", &"a".repeat(129)] {
             assert!(tag(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(
-            size_texts(36_000_000_000, 35_000_000_000),
-            ("36".into(), "35".into())
-        );
-        assert_eq!(
-            size_texts(338_699_408, 1_000_000),
-            ("0.339".into(), "0.001".into())
-        );
     }
 }

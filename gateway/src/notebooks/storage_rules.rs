@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::api::error::ApiError;
+use crate::error::Error;
 use crate::storage::ObjectUri;
 
 /// Prefixes extended storage may not use (spec/notebook.md §2.5, verbatim).
@@ -33,8 +33,7 @@ pub const FORBIDDEN_PREFIXES: [&str; 17] = [
 /// Extended storage folders per type.
 pub const MAX_PER_TYPE: usize = 5;
 
-/// Where primary storage is mounted in every notebook.
-pub const WORK_DIR: &str = "/home/ma-user/work";
+pub use crate::backends::WORK_DIR;
 
 /// `storage` of a create request: the work disk (`evs`, the default) or a folder of an
 /// object store (`obs`, or `pfs`, the seed's parallel file system: the same here).
@@ -75,13 +74,13 @@ pub struct CreateMount {
     pub read_only: bool,
 }
 
-fn object_type(field: &str, kind: &str) -> Result<String, ApiError> {
+fn object_type(field: &str, kind: &str) -> Result<String, Error> {
     match kind.to_ascii_lowercase().as_str() {
         t @ ("obs" | "pfs") => Ok(t.to_owned()),
-        "sfs" => Err(ApiError::invalid(format!(
+        "sfs" => Err(Error::invalid(format!(
             "{field}: SFS (NFS) storage is not supported here; use \"obs\" (or \"pfs\") with an object-storage connection"
         ))),
-        other => Err(ApiError::invalid(format!(
+        other => Err(Error::invalid(format!(
             "{field}: unknown storage type {other:?}; use \"obs\" or \"pfs\""
         ))),
     }
@@ -89,10 +88,10 @@ fn object_type(field: &str, kind: &str) -> Result<String, ApiError> {
 
 /// An object-storage folder: parsed, and not a bucket's root (seed: "a specific directory in
 /// an OBS bucket rather than the root directory").
-fn folder(field: &str, uri: &str) -> Result<ObjectUri, ApiError> {
-    let u = ObjectUri::parse(uri).map_err(|e| ApiError::invalid(format!("{field}: {e}")))?;
+fn folder(field: &str, uri: &str) -> Result<ObjectUri, Error> {
+    let u = ObjectUri::parse(uri).map_err(|e| Error::invalid(format!("{field}: {e}")))?;
     if u.key.trim_matches('/').is_empty() {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "{field}: {uri:?} is the root of bucket {}; give a folder inside it, such as obs://{}/data/",
             u.bucket, u.bucket
         )));
@@ -104,8 +103,8 @@ fn folder(field: &str, uri: &str) -> Result<ObjectUri, ApiError> {
 }
 
 /// An absolute, plain path, returned without its trailing `/`.
-fn mount_path(field: &str, path: &str) -> Result<String, ApiError> {
-    let bad = |why: &str| ApiError::invalid(format!("{field}: {path:?} {why}"));
+fn mount_path(field: &str, path: &str) -> Result<String, Error> {
+    let bad = |why: &str| Error::invalid(format!("{field}: {path:?} {why}"));
     if !path.starts_with('/') {
         return Err(bad("is not an absolute path"));
     }
@@ -154,13 +153,13 @@ fn mount_path(field: &str, path: &str) -> Result<String, ApiError> {
 pub fn validate(
     primary: Option<&PrimaryRequest>,
     extended: &[ExtendedRequest],
-) -> Result<Vec<CreateMount>, ApiError> {
+) -> Result<Vec<CreateMount>, Error> {
     let mut out = Vec::new();
     if let Some(p) = primary {
         match p.kind.to_ascii_lowercase().as_str() {
             "evs" => {
                 if p.uri.is_some() || p.connection.is_some() {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         "storage: the work disk (evs) takes no uri or connection",
                     ));
                 }
@@ -168,7 +167,7 @@ pub fn validate(
             _ => {
                 let fs = object_type("storage.type", &p.kind)?;
                 let (Some(uri), Some(connection)) = (&p.uri, &p.connection) else {
-                    return Err(ApiError::invalid(format!(
+                    return Err(Error::invalid(format!(
                         "storage: {fs} storage needs a uri (obs://bucket/folder/) and a connection"
                     )));
                 };
@@ -190,7 +189,7 @@ pub fn validate(
         let n = per_type.entry(fs.clone()).or_default();
         *n += 1;
         if *n > MAX_PER_TYPE {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "extended_storage: at most {MAX_PER_TYPE} {} folders; this is the {}th",
                 fs.to_uppercase(),
                 n
@@ -198,7 +197,7 @@ pub fn validate(
         }
         let path = mount_path(&field("path"), &e.path)?;
         if let Some(same) = out.iter().find(|m| m.path == path) {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "{}: {path} is already the mount path of the {} storage; mount paths must be unique",
                 field("path"),
                 same.kind
@@ -231,7 +230,7 @@ mod tests {
         }
     }
 
-    fn message(r: Result<Vec<CreateMount>, ApiError>) -> String {
+    fn message(r: Result<Vec<CreateMount>, Error>) -> String {
         r.unwrap_err().message
     }
 

@@ -24,16 +24,19 @@ use serde::{Deserialize, Serialize};
 use super::{
     Lifecycle, NotebookOp, allow, status::RUNNING, storage_rules::WORK_DIR, target as audit_target,
 };
-use crate::api::error::ApiError;
-use crate::audit::{self, Action};
 use crate::auth::authz::NotebookGrant;
 use crate::backends::MountPlace;
 use crate::confined::Dir;
+use crate::error::Error;
 use crate::lifecycle::Operation;
 use crate::lifecycle::upload::UploadOp;
 use crate::storage::{ObjectUri, connections, s3, transfer};
+use crate::store::audit::{self, Action};
+use crate::store::operations;
+use crate::store::transition::Transition;
 use crate::store::uploads::{
     self as rows, CANCELED, DONE, FAILED, IN_FLIGHT, LANDING, QUEUED, UPLOADING, UploadRow,
+    UploadStatus,
 };
 use crate::store::{self, storage};
 
@@ -98,14 +101,14 @@ fn parts_total(row: &UploadRow) -> u64 {
 }
 
 /// A relative path in the work dir: plain parts, no names the seed refuses.
-pub fn validate_path(path: &str) -> Result<String, ApiError> {
+pub fn validate_path(path: &str) -> Result<String, Error> {
     // `/home/ma-user/work/x` is `x`; `/home/ma-user/workx` is not in the work dir.
     let rel = path
         .strip_prefix(WORK_DIR)
         .filter(|r| r.starts_with('/'))
         .map(|r| r.trim_start_matches('/'))
         .unwrap_or(path);
-    let bad = |why: String| ApiError::invalid(format!("path: {path:?} {why}"));
+    let bad = |why: String| Error::invalid(format!("path: {path:?} {why}"));
     if rel.is_empty() || rel.starts_with('/') || rel.ends_with('/') {
         return Err(bad(format!(
             "must name a file in the work dir (relative, or under {WORK_DIR}/)"
@@ -152,11 +155,11 @@ fn link_message(work: &MountPlace, rel: &str) -> String {
 
 impl Lifecycle {
     /// The notebook's work dir: where uploads land, and who owns what lands.
-    fn work_place(&self, notebook_id: &str) -> Result<MountPlace, ApiError> {
+    fn work_place(&self, notebook_id: &str) -> Result<MountPlace, Error> {
         self.inner
             .backend
             .mount_place(notebook_id, WORK_DIR)
-            .map_err(|e| ApiError::conflict(e.to_string()))
+            .map_err(|e| Error::conflict(e.to_string()))
     }
 
     async fn upload_client(&self, row: &UploadRow) -> anyhow::Result<aws_sdk_s3::Client> {
@@ -173,12 +176,12 @@ impl Lifecycle {
         &self,
         grant: NotebookGrant,
         req: StartUpload,
-    ) -> Result<UploadView, ApiError> {
+    ) -> Result<UploadView, Error> {
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
         let path = validate_path(&req.path)?;
         if req.size == 0 || req.size > MAX_SIZE {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "size: {} bytes; uploads through object storage take 1 byte to 50 GB (larger files: copy them from object storage inside the notebook)",
                 req.size
             )));
@@ -186,7 +189,7 @@ impl Lifecycle {
         if let Some(h) = &req.sha256
             && !(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         {
-            return Err(ApiError::invalid("sha256: 64 hex digits"));
+            return Err(Error::invalid("sha256: 64 hex digits"));
         }
         allow(&nb, NotebookOp::Upload)?;
         // What is there now, seen without following links (the notebook may have planted
@@ -195,18 +198,18 @@ impl Lifecycle {
         let there = work
             .open_root()
             .and_then(|root| existing(&root, &path))
-            .map_err(|e| ApiError::conflict(e.to_string()))?;
+            .map_err(|e| Error::conflict(e.to_string()))?;
         match there {
             Some(FileType::Directory) => {
-                return Err(ApiError::conflict(format!(
+                return Err(Error::conflict(format!(
                     "{path} is a folder in the work dir"
                 )));
             }
             Some(FileType::Symlink) => {
-                return Err(ApiError::conflict(link_message(&work, &path)));
+                return Err(Error::conflict(link_message(&work, &path)));
             }
             Some(_) if !req.overwrite => {
-                return Err(ApiError::conflict(format!(
+                return Err(Error::conflict(format!(
                     "{path} exists in the work dir; overwrite it (\"overwrite\": true) or pick another name"
                 )));
             }
@@ -217,14 +220,14 @@ impl Lifecycle {
             .await?;
         let staging = match (&req.staging, &connection.bucket) {
             (Some(s), _) => {
-                ObjectUri::parse(s).map_err(|e| ApiError::invalid(format!("staging: {e}")))?
+                ObjectUri::parse(s).map_err(|e| Error::invalid(format!("staging: {e}")))?
             }
             (None, Some(b)) => ObjectUri {
                 bucket: b.clone(),
                 key: "atelier-staging/".into(),
             },
             (None, None) => {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::invalid(format!(
                     "staging: connection {} has no default bucket; give a staging folder (obs://bucket/prefix/)",
                     connection.name
                 )));
@@ -232,7 +235,7 @@ impl Lifecycle {
         };
         s3::check(&t, Some(&staging.bucket))
             .await
-            .map_err(crate::api::storage::refused)?;
+            .map_err(Error::from)?;
         let id = store::ordered_id();
         let file_name = path.rsplit('/').next().unwrap_or(&path);
         let now = store::now();
@@ -273,17 +276,17 @@ impl Lifecycle {
         let mut conn = self.inner.store.pool.acquire().await?;
         row = rows::get(&mut conn, &nb.id, &id)
             .await?
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the upload vanished")))?;
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("the upload vanished")))?;
         drop(conn);
         self.upload_view(row, true).await
     }
 
-    async fn upload_lock(&self, notebook_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        super::lock_key(&self.inner.upload_locks, notebook_id).await
+    async fn upload_lock(&self, notebook_id: &str) -> crate::lifecycle::KeyGuard {
+        self.inner.upload_locks.lock(notebook_id).await
     }
 
     /// Starts the oldest queued uploads while fewer than [`MAX_ACTIVE`] are in flight.
-    async fn start_queued(&self, notebook_id: &str) -> Result<(), ApiError> {
+    async fn start_queued(&self, notebook_id: &str) -> Result<(), Error> {
         let _lock = self.upload_lock(notebook_id).await;
         let list = {
             let mut conn = self.inner.store.pool.acquire().await?;
@@ -314,33 +317,24 @@ impl Lifecycle {
                     .ok_or_else(|| anyhow::anyhow!("the store gave no upload id"))
             }
             .await;
-            let mut conn = self.inner.store.pool.acquire().await?;
+            let mut tx = self.inner.store.write().await?;
             match started {
                 Ok(upload_id) => {
-                    rows::transition(
-                        &mut conn,
-                        &row.id,
-                        &[QUEUED],
-                        UPLOADING,
-                        None,
-                        Some(&upload_id),
-                        &store::now(),
-                    )
-                    .await?;
+                    if Transition::new(&row.id, &[QUEUED], UPLOADING)
+                        .apply(&mut tx)
+                        .await?
+                    {
+                        rows::set_upload_id(&mut tx, &row.id, &upload_id).await?;
+                    }
                 }
                 Err(e) => {
-                    rows::transition(
-                        &mut conn,
-                        &row.id,
-                        &[QUEUED],
-                        FAILED,
-                        Some(&format!("{e:#}")),
-                        None,
-                        &store::now(),
-                    )
-                    .await?;
+                    Transition::new(&row.id, &[QUEUED], FAILED)
+                        .reason(Some(&format!("{e:#}")))
+                        .apply(&mut tx)
+                        .await?;
                 }
             }
+            tx.commit().await?;
         }
         Ok(())
     }
@@ -380,7 +374,7 @@ impl Lifecycle {
         Ok(parts)
     }
 
-    async fn upload_view(&self, row: UploadRow, with_urls: bool) -> Result<UploadView, ApiError> {
+    async fn upload_view(&self, row: UploadRow, with_urls: bool) -> Result<UploadView, Error> {
         let total = parts_total(&row);
         let mut view = UploadView {
             parts_total: total,
@@ -394,11 +388,11 @@ impl Lifecycle {
         let client = self
             .upload_client(&view.row)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(Error::internal)?;
         let done = self
             .parts_in_store(&client, &view.row)
             .await
-            .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+            .map_err(|e| Error::unavailable(format!("{e:#}")))?;
         let size = view.row.size as u64;
         let part = view.row.part_size as u64;
         let expected = |n: u64| part.min(size - (n - 1) * part);
@@ -410,7 +404,7 @@ impl Lifecycle {
         if with_urls {
             let mut urls = Vec::new();
             let presign = PresigningConfig::expires_in(URL_LIFETIME)
-                .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+                .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
             for n in 1..=total {
                 if view.parts_done.contains(&(n as i32)) {
                     continue;
@@ -423,7 +417,7 @@ impl Lifecycle {
                     .part_number(n as i32)
                     .presigned(presign.clone())
                     .await
-                    .map_err(|e| ApiError::internal(anyhow::anyhow!("presigning: {e}")))?;
+                    .map_err(|e| Error::internal(anyhow::anyhow!("presigning: {e}")))?;
                 urls.push(PartUrl {
                     number: n as i32,
                     offset: (n - 1) * part,
@@ -436,7 +430,7 @@ impl Lifecycle {
         Ok(view)
     }
 
-    pub async fn uploads(&self, grant: &NotebookGrant) -> Result<Vec<UploadView>, ApiError> {
+    pub async fn uploads(&self, grant: &NotebookGrant) -> Result<Vec<UploadView>, Error> {
         let list = {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::of_notebook(&mut conn, &grant.notebook().id).await?
@@ -452,12 +446,12 @@ impl Lifecycle {
             .collect())
     }
 
-    async fn upload_row(&self, grant: &NotebookGrant, id: &str) -> Result<UploadRow, ApiError> {
+    async fn upload_row(&self, grant: &NotebookGrant, id: &str) -> Result<UploadRow, Error> {
         let mut conn = self.inner.store.pool.acquire().await?;
         rows::get(&mut conn, &grant.notebook().id, id)
             .await?
             .ok_or_else(|| {
-                ApiError::not_found(format!(
+                Error::not_found(format!(
                     "notebook {} has no upload {id}",
                     grant.notebook().name
                 ))
@@ -465,7 +459,7 @@ impl Lifecycle {
     }
 
     /// One upload; while UPLOADING with the parts done and URLs for the rest.
-    pub async fn upload(&self, grant: &NotebookGrant, id: &str) -> Result<UploadView, ApiError> {
+    pub async fn upload(&self, grant: &NotebookGrant, id: &str) -> Result<UploadView, Error> {
         let row = self.upload_row(grant, id).await?;
         self.upload_view(row, true).await
     }
@@ -476,12 +470,12 @@ impl Lifecycle {
         &self,
         grant: NotebookGrant,
         id: &str,
-    ) -> Result<UploadView, ApiError> {
+    ) -> Result<UploadView, Error> {
         let nb = grant.notebook().clone();
         let row = self.upload_row(&grant, id).await?;
         UploadOp::Complete
             .check(id, row.status)
-            .map_err(|r| ApiError::conflict(r.message))?;
+            .map_err(|r| Error::conflict(r.message))?;
         allow(&nb, NotebookOp::LandUpload)?;
         let view = self.upload_view(row, false).await?;
         let missing: Vec<String> = (1..=view.parts_total as i32)
@@ -489,57 +483,33 @@ impl Lifecycle {
             .map(|n| n.to_string())
             .collect();
         if !missing.is_empty() {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "parts missing or of the wrong size: {} (GET the upload for their URLs)",
                 missing.join(", ")
             )));
         }
-        {
-            let mut conn = self.inner.store.pool.acquire().await?;
-            if !rows::transition(
-                &mut conn,
-                id,
-                UploadOp::Complete.allowed_from(),
-                LANDING,
-                None,
-                None,
-                &store::now(),
-            )
-            .await?
-            {
-                return Err(ApiError::conflict(format!(
-                    "upload {id} is no longer UPLOADING"
-                )));
-            }
-        }
+        let mut tx = self.inner.store.write().await?;
+        Transition::of(id, UploadOp::Complete, LANDING)
+            .request(&mut tx, UploadOp::Complete, id)
+            .await?;
+        tx.commit().await?;
         self.spawn_landing(nb.id.clone(), id.to_owned());
         let row = self.upload_row(&grant, id).await?;
         self.upload_view(row, false).await
     }
 
     /// Stops an upload: the store forgets its parts.
-    pub async fn cancel_upload(&self, grant: NotebookGrant, id: &str) -> Result<(), ApiError> {
+    pub async fn cancel_upload(&self, grant: NotebookGrant, id: &str) -> Result<(), Error> {
         let nb = grant.notebook().clone();
         let row = self.upload_row(&grant, id).await?;
         UploadOp::Cancel
             .check(id, row.status)
-            .map_err(|r| ApiError::conflict(r.message))?;
-        {
-            let mut conn = self.inner.store.pool.acquire().await?;
-            if !rows::transition(
-                &mut conn,
-                id,
-                UploadOp::Cancel.allowed_from(),
-                CANCELED,
-                None,
-                None,
-                &store::now(),
-            )
-            .await?
-            {
-                return Err(ApiError::conflict(format!("upload {id} changed meanwhile")));
-            }
-        }
+            .map_err(|r| Error::conflict(r.message))?;
+        let mut tx = self.inner.store.write().await?;
+        Transition::of(id, UploadOp::Cancel, CANCELED)
+            .request(&mut tx, UploadOp::Cancel, id)
+            .await?;
+        tx.commit().await?;
         self.discard_staged(&row).await;
         self.start_queued(&nb.id).await
     }
@@ -684,31 +654,22 @@ impl Lifecycle {
             Ok(()) => (DONE, None, "ok"),
             Err(e) => (FAILED, Some(format!("{e:#}")), "failed"),
         };
-        rows::transition(
-            &mut tx,
-            id,
-            &[LANDING],
-            to,
-            error.as_deref(),
-            None,
-            &store::now(),
-        )
-        .await?;
         let nb = crate::store::notebooks::get(&mut tx, notebook_id).await?;
+        let detail = match &error {
+            None => format!("{} landed ({} bytes)", row.path, row.size),
+            Some(e) => format!("{}: {e}", row.path),
+        };
+        let mut landed = Transition::new(id, &[LANDING], to).reason(error.as_deref());
         if let Some(nb) = &nb {
-            audit::record(
-                &mut tx,
+            landed = landed.audit(
                 &row.created_by,
                 Action::UploadToNotebook,
                 audit_target(nb),
                 result,
-                Some(&match &error {
-                    None => format!("{} landed ({} bytes)", row.path, row.size),
-                    Some(e) => format!("{}: {e}", row.path),
-                }),
-            )
-            .await?;
+                Some(&detail),
+            );
         }
+        landed.apply(&mut tx).await?;
         tx.commit().await?;
         self.start_queued(notebook_id)
             .await
@@ -718,12 +679,32 @@ impl Lifecycle {
 
     /// After a restart: landings that were cut short run again.
     pub(crate) async fn resume_uploads(&self) -> anyhow::Result<()> {
-        let list = {
-            let mut conn = self.inner.store.pool.acquire().await?;
-            rows::in_status(&mut conn, LANDING).await?
-        };
-        for row in list {
-            self.spawn_landing(row.notebook_id, row.id);
+        let pending = operations::resume::<UploadStatus>(&self.inner.store).await?;
+        for op in pending {
+            let mut tx = self.inner.store.write().await?;
+            let row = rows::by_id(&mut tx, &op.resource_id).await?;
+            match row {
+                Some(row) if row.status == op.status && op.exhausted() => {
+                    let reason = format!(
+                        "landing was cut short by {} gateway restarts in a row and is given up; upload the file again",
+                        op.attempts - 1
+                    );
+                    Transition::new(&row.id, &[LANDING], FAILED)
+                        .reason(Some(&reason))
+                        .apply(&mut tx)
+                        .await?;
+                    tx.commit().await?;
+                    self.discard_staged(&row).await;
+                }
+                Some(row) if row.status == op.status => {
+                    drop(tx);
+                    self.spawn_landing(row.notebook_id, row.id);
+                }
+                _ => {
+                    operations::end::<UploadStatus>(&mut tx, &op.resource_id).await?;
+                    tx.commit().await?;
+                }
+            }
         }
         Ok(())
     }
@@ -735,18 +716,12 @@ impl Lifecycle {
             rows::of_notebook(&mut conn, notebook_id).await?
         };
         for row in list.into_iter().filter(|u| IN_FLIGHT.contains(&u.status)) {
-            let mut conn = self.inner.store.pool.acquire().await?;
-            rows::transition(
-                &mut conn,
-                &row.id,
-                IN_FLIGHT,
-                CANCELED,
-                Some("the notebook was deleted"),
-                None,
-                &store::now(),
-            )
-            .await?;
-            drop(conn);
+            let mut tx = self.inner.store.write().await?;
+            Transition::new(&row.id, IN_FLIGHT, CANCELED)
+                .reason(Some("the notebook was deleted"))
+                .apply(&mut tx)
+                .await?;
+            tx.commit().await?;
             self.discard_staged(&row).await;
         }
         Ok(())

@@ -1,8 +1,8 @@
 //! Input rules for notebooks (spec/notebook.md §2.1, §4.1). Each error names the field and
 //! what is allowed.
 
-use crate::api::error::ApiError;
 use crate::config::{Flavor, Settings};
+use crate::error::Error;
 
 /// The seed's name rule: 1–128 characters, digits, letters, `_` and `-`.
 pub const NAME_MAX: usize = 128;
@@ -11,12 +11,12 @@ pub const DESCRIPTION_MAX: usize = 512;
 /// The seed's custom auto-stop range, in hours.
 pub const AUTO_STOP_HOURS: std::ops::RangeInclusive<i64> = 1..=72;
 
-pub fn name(name: &str) -> Result<&str, ApiError> {
+pub fn name(name: &str) -> Result<&str, Error> {
     if name.is_empty() {
-        return Err(ApiError::invalid("name: must not be empty"));
+        return Err(Error::invalid("name: must not be empty"));
     }
     if name.chars().count() > NAME_MAX {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "name: {} characters is too long; at most {NAME_MAX}",
             name.chars().count()
         )));
@@ -25,7 +25,7 @@ pub fn name(name: &str) -> Result<&str, ApiError> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
     {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "name: {bad:?} is not allowed; use only letters, digits, '_' and '-'"
         )));
     }
@@ -39,10 +39,10 @@ pub fn generated_name() -> String {
     )
 }
 
-pub fn description(d: &str) -> Result<&str, ApiError> {
+pub fn description(d: &str) -> Result<&str, Error> {
     let n = d.chars().count();
     if n > DESCRIPTION_MAX {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "description: {n} characters is too long; at most {DESCRIPTION_MAX}"
         )));
     }
@@ -50,10 +50,10 @@ pub fn description(d: &str) -> Result<&str, ApiError> {
 }
 
 /// A flavor from the settings, refused when it needs accelerators this host does not have.
-pub fn flavor<'a>(s: &'a Settings, id: &str) -> Result<&'a Flavor, ApiError> {
+pub fn flavor<'a>(s: &'a Settings, id: &str) -> Result<&'a Flavor, Error> {
     let f = s.flavors.iter().find(|f| f.id == id).ok_or_else(|| {
         let known: Vec<&str> = s.flavors.iter().map(|f| f.id.as_str()).collect();
-        ApiError::invalid(format!(
+        Error::invalid(format!(
             "flavor: unknown flavor {id:?}; available: {}",
             known.join(", ")
         ))
@@ -65,7 +65,7 @@ pub fn flavor<'a>(s: &'a Settings, id: &str) -> Result<&'a Flavor, ApiError> {
             _ => (crate::gpu::npu_devices().len() as u32, "NPU"),
         };
         if have < need {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "flavor: {id:?} needs {need} {what}(s) and this host has {have}; pick a CPU flavor"
             )));
         }
@@ -73,9 +73,9 @@ pub fn flavor<'a>(s: &'a Settings, id: &str) -> Result<&'a Flavor, ApiError> {
     Ok(f)
 }
 
-pub fn auto_stop_hours(h: i64) -> Result<i64, ApiError> {
+pub fn auto_stop_hours(h: i64) -> Result<i64, Error> {
     if !AUTO_STOP_HOURS.contains(&h) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "auto_stop.duration_hours: {h} is out of range; use a whole number of hours from 1 to 72"
         )));
     }
@@ -85,9 +85,9 @@ pub fn auto_stop_hours(h: i64) -> Result<i64, ApiError> {
 /// The longest lease (and the furthest a renew reaches ahead).
 pub const MAX_AUTO_STOP_HOURS: i64 = 72;
 
-pub fn renew_hours(h: i64) -> Result<i64, ApiError> {
+pub fn renew_hours(h: i64) -> Result<i64, Error> {
     if !AUTO_STOP_HOURS.contains(&h) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "hours: {h} is out of range; renew by a whole number of hours from 1 to 72"
         )));
     }
@@ -97,9 +97,9 @@ pub fn renew_hours(h: i64) -> Result<i64, ApiError> {
 /// The longest idle timeout: a week.
 pub const MAX_IDLE_TIMEOUT_SECS: i64 = 7 * 24 * 3600;
 
-pub fn idle_timeout(t: i64) -> Result<i64, ApiError> {
+pub fn idle_timeout(t: i64) -> Result<i64, Error> {
     if !(0..=MAX_IDLE_TIMEOUT_SECS).contains(&t) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "auto_stop.idle_timeout_seconds: {t} is out of range; use 0 (off) to {MAX_IDLE_TIMEOUT_SECS} seconds"
         )));
     }
@@ -113,9 +113,9 @@ pub const KEY_PAIRS_MAX: usize = 10;
 
 /// IPs or CIDRs (`10.0.0.7`, `192.168.0.0/16`, `2001:db8::/32`), normalised, without
 /// duplicates. An empty list lets any address connect.
-pub fn whitelist(entries: &[String]) -> Result<Vec<String>, ApiError> {
+pub fn whitelist(entries: &[String]) -> Result<Vec<String>, Error> {
     if entries.len() > WHITELIST_MAX {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "ssh.whitelist: {} entries is too many; at most {WHITELIST_MAX} IP addresses or CIDR ranges",
             entries.len()
         )));
@@ -123,7 +123,7 @@ pub fn whitelist(entries: &[String]) -> Result<Vec<String>, ApiError> {
     let mut out: Vec<String> = Vec::new();
     for e in entries {
         let net = crate::ssh::whitelist::Net::parse(e)
-            .map_err(|why| ApiError::invalid(format!("ssh.whitelist: {e:?} {why}")))?;
+            .map_err(|why| Error::invalid(format!("ssh.whitelist: {e:?} {why}")))?;
         let text = net.to_string();
         if !out.contains(&text) {
             out.push(text);
@@ -134,9 +134,9 @@ pub fn whitelist(entries: &[String]) -> Result<Vec<String>, ApiError> {
 
 /// Key pair names as given: no duplicates, within the limit. (Whether they exist is checked
 /// against the store.)
-pub fn key_pair_names(names: &[String]) -> Result<Vec<String>, ApiError> {
+pub fn key_pair_names(names: &[String]) -> Result<Vec<String>, Error> {
     if names.len() > KEY_PAIRS_MAX {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "ssh.key_pairs: at most {KEY_PAIRS_MAX} key pairs"
         )));
     }

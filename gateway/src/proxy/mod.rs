@@ -34,13 +34,13 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
 use crate::api::error::ApiError;
-use crate::audit::{self, Action, Target};
 use crate::auth::authz::{self, RouteGrant};
 use crate::auth::revoke::{Subject, Watch};
 use crate::auth::{Principal, Via, csrf};
 use crate::config::NotebookOrigin;
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
+use crate::store::audit::{self, Action, Target};
 use routes::RouteTable;
 use upstream::ConnUpstreams;
 
@@ -75,9 +75,11 @@ fn refuse(e: ApiError, html: bool) -> Response {
     if !html {
         return e.into_response();
     }
-    let page =
-        crate::api::pages::message_page(e.status.canonical_reason().unwrap_or("Error"), &e.message);
-    (e.status, page).into_response()
+    let page = crate::api::pages::message_page(
+        e.status().canonical_reason().unwrap_or("Error"),
+        &e.message,
+    );
+    (e.status(), page).into_response()
 }
 
 /// Serves one request that came to notebook `id`'s own host ([`host::Front::Notebook`]).

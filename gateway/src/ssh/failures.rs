@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{self, Action, Target};
 use crate::ssh::login::Refusal;
 use crate::store::Store;
+use crate::store::audit::{self, Action, Target};
 
 /// One counting window per client address. A minute: a scanner's burst falls into one or
 /// two windows (a few rows), and someone behind the same address as a misbehaving client

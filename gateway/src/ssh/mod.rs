@@ -4,7 +4,7 @@
 
 pub mod failures;
 pub mod host_key;
-pub mod keys;
+pub use crate::ssh_keys as keys;
 pub mod login;
 pub mod ports;
 pub mod relay;

@@ -28,7 +28,6 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, Sig};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{self, Action, Target};
 use crate::auth::revoke::{Registration, Subject, Watch};
 use crate::notebooks::status::RUNNING;
 use crate::server::AppState;
@@ -36,6 +35,7 @@ use crate::ssh::failures::{Failures, Verdict};
 use crate::ssh::login::{self, Concerned, Denied, Door, Login, Refusal};
 use crate::ssh::relay::{self, Activity, Link, Request};
 use crate::ssh::whitelist;
+use crate::store::audit::{self, Action, Target};
 use crate::store::notebooks::{self as rows, SshLookup, SshTarget};
 
 pub use crate::ssh::login::MA_USER;

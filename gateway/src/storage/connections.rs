@@ -13,7 +13,7 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// Connection names appear in paths and commands (`--connection NAME`): keep them plain.
 pub fn validate_name(name: &str) -> Result<(), String> {
-    if crate::api::is_plain_name(name) {
+    if crate::lifecycle::is_plain_name(name) {
         Ok(())
     } else {
         Err(format!(

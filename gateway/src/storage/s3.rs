@@ -115,6 +115,20 @@ pub enum CheckError {
     Other(String),
 }
 
+/// A refused check as a 400 whose code says which part was wrong.
+impl From<CheckError> for crate::error::Error {
+    fn from(e: CheckError) -> Self {
+        let code = match e {
+            CheckError::Unreachable(_) => "storage_unreachable",
+            CheckError::Credentials(_) => "storage_credentials_refused",
+            CheckError::NoBucket(_) => "storage_bucket_missing",
+            CheckError::Denied(_) => "storage_access_denied",
+            CheckError::Other(_) => "storage_error",
+        };
+        crate::error::Error::new(crate::error::Kind::Invalid, code, e.message().to_string())
+    }
+}
+
 impl CheckError {
     pub fn message(&self) -> &str {
         match self {

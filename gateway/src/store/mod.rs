@@ -13,12 +13,16 @@ use sqlx::{SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub mod audit;
+pub mod events;
 pub mod images;
 pub mod keypairs;
 pub mod mounts;
 pub mod notebooks;
+pub mod operations;
 pub mod plugins;
 pub mod storage;
+pub mod transition;
 pub mod uploads;
 pub mod users;
 

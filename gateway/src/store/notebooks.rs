@@ -241,28 +241,6 @@ pub async fn in_statuses(
     q.fetch_all(conn).await
 }
 
-/// Moves `id` to `to` if its status is one of `from`; false if it was not.
-pub async fn transition(
-    conn: &mut Conn,
-    id: &str,
-    from: &[NotebookStatus],
-    to: NotebookStatus,
-    reason: Option<&str>,
-    now: &str,
-) -> sqlx::Result<bool> {
-    let list = super::placeholders(5, from.len());
-    let sql = format!(
-        "UPDATE notebooks SET status = $1, status_reason = $2, updated_at = $3 \
-         WHERE id = $4 AND status IN ({list})"
-    );
-    let mut q = sqlx::query(&sql).bind(to).bind(reason).bind(now).bind(id);
-    for s in from {
-        q = q.bind(*s);
-    }
-    let r = q.execute(conn).await?;
-    Ok(r.rows_affected() == 1)
-}
-
 /// Sets (or clears) the auto-stop deadline; a new deadline gets a new warning.
 pub async fn set_stop_at(conn: &mut Conn, id: &str, stop_at: Option<&str>) -> sqlx::Result<()> {
     sqlx::query("UPDATE notebooks SET stop_at = $1, stop_warned_at = NULL WHERE id = $2")
@@ -550,21 +528,22 @@ mod tests {
             .await
             .unwrap();
         insert(&mut c, &row("n1", "u1", "nb")).await.unwrap();
-        assert!(
-            !transition(&mut c, "n1", &[RUNNING], STOPPING, None, &now())
+        drop(c);
+        use crate::store::transition::Transition;
+        for (from, to, moved) in [
+            (&[RUNNING][..], STOPPING, false),
+            (&[STOPPED, ERROR][..], STARTING, true),
+            (&[STOPPED][..], STARTING, false),
+        ] {
+            let mut tx = store.write().await.unwrap();
+            let applied = Transition::new("n1", from, to)
+                .apply(&mut tx)
                 .await
-                .unwrap()
-        );
-        assert!(
-            transition(&mut c, "n1", &[STOPPED, ERROR], STARTING, None, &now())
-                .await
-                .unwrap()
-        );
-        assert!(
-            !transition(&mut c, "n1", &[STOPPED], STARTING, None, &now())
-                .await
-                .unwrap()
-        );
+                .unwrap();
+            tx.commit().await.unwrap();
+            assert_eq!(applied, moved, "{from:?} -> {to}");
+        }
+        let mut c = store.pool.acquire().await.unwrap();
         let got = get(&mut c, "n1").await.unwrap().unwrap();
         assert_eq!((got.status, got.owner.as_str()), (STARTING, "alice"));
         drop(c);

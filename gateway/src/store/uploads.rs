@@ -81,42 +81,22 @@ pub async fn of_notebook(conn: &mut Conn, notebook_id: &str) -> sqlx::Result<Vec
     .await
 }
 
-/// Every upload in `status`, oldest first.
-pub async fn in_status(conn: &mut Conn, status: UploadStatus) -> sqlx::Result<Vec<UploadRow>> {
-    sqlx::query_as(&format!(
-        "{SELECT} WHERE status = $1 ORDER BY created_at, id"
-    ))
-    .bind(status)
-    .fetch_all(conn)
-    .await
+/// An upload by its id alone (the gateway's own work: resuming a landing).
+pub async fn by_id(conn: &mut Conn, id: &str) -> sqlx::Result<Option<UploadRow>> {
+    sqlx::query_as(&format!("{SELECT} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
-/// Moves an upload from one of `from` to `to`; false when it was in none of them.
-pub async fn transition(
-    conn: &mut Conn,
-    id: &str,
-    from: &[UploadStatus],
-    to: UploadStatus,
-    error: Option<&str>,
-    upload_id: Option<&str>,
-    now: &str,
-) -> sqlx::Result<bool> {
-    let list = super::placeholders(6, from.len());
-    let sql = format!(
-        "UPDATE notebook_uploads SET status = $2, error = $3, \
-         upload_id = COALESCE($4, upload_id), updated_at = $5 \
-         WHERE id = $1 AND status IN ({list})"
-    );
-    let mut q = sqlx::query(&sql)
+/// The multipart upload's id in the store, once it has started.
+pub async fn set_upload_id(conn: &mut Conn, id: &str, upload_id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE notebook_uploads SET upload_id = $2 WHERE id = $1")
         .bind(id)
-        .bind(to)
-        .bind(error)
         .bind(upload_id)
-        .bind(now);
-    for s in from {
-        q = q.bind(*s);
-    }
-    Ok(q.execute(conn).await?.rows_affected() == 1)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Whether an upload in flight (queued, uploading, landing) uses a connection.

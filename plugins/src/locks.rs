@@ -1,0 +1,91 @@
+//! An async lock per key (a resource's id, a plugin's `name@version`), made on first use and
+//! dropped with its last user, so a long-running process keeps no entry per key it ever saw.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+type Map = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// See the module's doc. Cloning shares the locks.
+#[derive(Clone, Default)]
+pub struct KeyedLocks {
+    map: Map,
+}
+
+/// Holds one key's lock until dropped.
+pub struct KeyGuard {
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+    map: Map,
+    key: String,
+}
+
+impl KeyedLocks {
+    /// Waits for, then holds, the lock of `key` until the guard drops.
+    pub async fn lock(&self, key: &str) -> KeyGuard {
+        let lock = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        KeyGuard {
+            held: Some(lock.lock_owned().await),
+            map: self.map.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Keys locked or waited for now.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        self.held.take();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it now: nobody has it or waits for it.
+        if map
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_holder_per_key_and_no_entry_left_behind() {
+        let locks = KeyedLocks::default();
+        let a = locks.lock("a").await;
+        // Another key is free.
+        let b = locks.lock("b").await;
+        assert_eq!(locks.len(), 2);
+        // The same key waits until the holder drops.
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _g = locks.lock("a").await;
+            })
+        };
+        // (tokio::test runs one thread: the waiter runs at these yields, up to the lock.)
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        drop(a);
+        waiter.await.unwrap();
+        drop(b);
+        assert!(locks.is_empty(), "entries of keys nobody holds are dropped");
+    }
+}
