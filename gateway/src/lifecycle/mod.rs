@@ -56,15 +56,21 @@ pub trait Status: Copy + Eq + Debug + Send + Sync + 'static {
 }
 
 /// Declares a status enum: `Copy`, serialized and stored (`sqlx::Type`, TEXT) under the given
-/// names, with [`Status`], `Display` and `FromStr`.
+/// names, with [`Status`], `Display` and `FromStr`; and a module of constants by those names
+/// (`Creating = "CREATING" as CREATING`: `status::CREATING`) for call sites and patterns.
 #[macro_export]
 macro_rules! status_enum {
     (
         $(#[$meta:meta])*
-        pub enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+        pub enum $name:ident in $consts:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal as $konst:ident ),+ $(,)?
         }
     ) => {
+        /// The statuses by their names.
+        pub mod $consts {
+            $( pub const $konst: super::$name = super::$name::$variant; )+
+        }
+
         $(#[$meta])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
@@ -171,10 +177,10 @@ mod tests {
 
     status_enum! {
         /// A kind for the tests.
-        pub enum Light {
-            Off = "OFF",
-            On = "ON",
-            Broken = "BROKEN",
+        pub enum Light in light {
+            Off = "OFF" as OFF,
+            On = "ON" as ON,
+            Broken = "BROKEN" as BROKEN,
         }
     }
 
@@ -225,17 +231,18 @@ mod tests {
             Switch::Repair.check("desk", Light::On).unwrap_err().message,
             "cannot repair light desk while it is ON; allowed when it is BROKEN, OFF"
         );
-        use Light::*;
+        // The generated constants are the variants.
         use Switch::*;
+        use light::*;
         assert_eq!(
             table::<Switch>(),
             vec![
-                (TurnOn, Off, true),
-                (TurnOn, On, false),
-                (TurnOn, Broken, false),
-                (Repair, Off, true),
-                (Repair, On, false),
-                (Repair, Broken, true),
+                (TurnOn, OFF, true),
+                (TurnOn, ON, false),
+                (TurnOn, BROKEN, false),
+                (Repair, OFF, true),
+                (Repair, ON, false),
+                (Repair, BROKEN, true),
             ]
         );
     }

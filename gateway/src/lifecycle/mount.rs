@@ -7,20 +7,11 @@
 
 crate::status_enum! {
     /// A mount's status.
-    pub enum MountStatus {
-        Mounting = "MOUNTING",
-        Mounted = "MOUNTED",
+    pub enum MountStatus in status {
+        Mounting = "MOUNTING" as MOUNTING,
+        Mounted = "MOUNTED" as MOUNTED,
         /// The notebook is stopped: the mount is made again at its next start.
-        Unmounted = "UNMOUNTED",
-        Failed = "FAILED",
+        Unmounted = "UNMOUNTED" as UNMOUNTED,
+        Failed = "FAILED" as FAILED,
     }
-}
-
-/// The statuses by name.
-pub mod status {
-    use super::MountStatus;
-    pub const MOUNTING: MountStatus = MountStatus::Mounting;
-    pub const MOUNTED: MountStatus = MountStatus::Mounted;
-    pub const UNMOUNTED: MountStatus = MountStatus::Unmounted;
-    pub const FAILED: MountStatus = MountStatus::Failed;
 }

@@ -4,35 +4,21 @@ use super::Operation;
 
 crate::status_enum! {
     /// A notebook's status (spec/notebook.md §3.1, the ones the gateway uses).
-    pub enum NotebookStatus {
-        Creating = "CREATING",
-        Starting = "STARTING",
-        Running = "RUNNING",
-        Stopping = "STOPPING",
-        Stopped = "STOPPED",
-        Deleting = "DELETING",
-        CreateFailed = "CREATE_FAILED",
-        StartFailed = "START_FAILED",
-        Error = "ERROR",
+    pub enum NotebookStatus in status {
+        Creating = "CREATING" as CREATING,
+        Starting = "STARTING" as STARTING,
+        Running = "RUNNING" as RUNNING,
+        Stopping = "STOPPING" as STOPPING,
+        Stopped = "STOPPED" as STOPPED,
+        Deleting = "DELETING" as DELETING,
+        CreateFailed = "CREATE_FAILED" as CREATE_FAILED,
+        StartFailed = "START_FAILED" as START_FAILED,
+        Error = "ERROR" as ERROR,
         /// Being saved as an image (`notebooks::save`); back to RUNNING when that ends.
-        Snapshotting = "SNAPSHOTTING",
+        Snapshotting = "SNAPSHOTTING" as SNAPSHOTTING,
     }
 }
 
-/// The statuses by their seed names, for call sites and `match` patterns.
-pub mod status {
-    use super::NotebookStatus;
-    pub const CREATING: NotebookStatus = NotebookStatus::Creating;
-    pub const STARTING: NotebookStatus = NotebookStatus::Starting;
-    pub const RUNNING: NotebookStatus = NotebookStatus::Running;
-    pub const STOPPING: NotebookStatus = NotebookStatus::Stopping;
-    pub const STOPPED: NotebookStatus = NotebookStatus::Stopped;
-    pub const DELETING: NotebookStatus = NotebookStatus::Deleting;
-    pub const CREATE_FAILED: NotebookStatus = NotebookStatus::CreateFailed;
-    pub const START_FAILED: NotebookStatus = NotebookStatus::StartFailed;
-    pub const ERROR: NotebookStatus = NotebookStatus::Error;
-    pub const SNAPSHOTTING: NotebookStatus = NotebookStatus::Snapshotting;
-}
 use status::*;
 
 /// What a user asks of a notebook, and where each is allowed (spec/notebook.md §3.1, with a

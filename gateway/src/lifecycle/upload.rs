@@ -9,32 +9,23 @@ use super::Operation;
 
 crate::status_enum! {
     /// A staged upload's status.
-    pub enum UploadStatus {
+    pub enum UploadStatus in status {
         /// Waiting for one of the notebook's 10 upload slots.
-        Queued = "QUEUED",
+        Queued = "QUEUED" as QUEUED,
         /// Parts go to the store.
-        Uploading = "UPLOADING",
+        Uploading = "UPLOADING" as UPLOADING,
         /// The gateway writes the file into the work dir.
-        Landing = "LANDING",
-        Done = "DONE",
-        Failed = "FAILED",
-        Canceled = "CANCELED",
+        Landing = "LANDING" as LANDING,
+        Done = "DONE" as DONE,
+        Failed = "FAILED" as FAILED,
+        Canceled = "CANCELED" as CANCELED,
     }
 }
 
-/// The statuses by name.
-pub mod status {
-    use super::UploadStatus;
-    pub const QUEUED: UploadStatus = UploadStatus::Queued;
-    pub const UPLOADING: UploadStatus = UploadStatus::Uploading;
-    pub const LANDING: UploadStatus = UploadStatus::Landing;
-    pub const DONE: UploadStatus = UploadStatus::Done;
-    pub const FAILED: UploadStatus = UploadStatus::Failed;
-    pub const CANCELED: UploadStatus = UploadStatus::Canceled;
-    /// Still using a slot, the store and its connection.
-    pub const IN_FLIGHT: &[UploadStatus] = &[QUEUED, UPLOADING, LANDING];
-}
 use status::*;
+
+/// Still using a slot, the store and its connection.
+pub const IN_FLIGHT: &[UploadStatus] = &[QUEUED, UPLOADING, LANDING];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UploadOp {

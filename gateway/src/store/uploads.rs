@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::Conn;
+pub use crate::lifecycle::upload::IN_FLIGHT;
 pub use crate::lifecycle::upload::UploadStatus;
 pub use crate::lifecycle::upload::status::*;
 
