@@ -3,6 +3,7 @@
 //! it; only `api/error.rs` turns a kind into an HTTP status, so nothing below `api/` speaks
 //! HTTP.
 
+use crate::lifecycle::Refused;
 use crate::store::transition::Denied;
 
 /// What went wrong, from the caller's side.
@@ -107,10 +108,17 @@ impl From<anyhow::Error> for Error {
     }
 }
 
+/// An operation not allowed in the resource's status: a conflict, in the table's words.
+impl From<Refused> for Error {
+    fn from(r: Refused) -> Self {
+        Error::conflict(r.message)
+    }
+}
+
 impl From<Denied> for Error {
     fn from(e: Denied) -> Self {
         match e {
-            Denied::Refused(r) | Denied::Moved(r) => Error::conflict(r.message),
+            Denied::Refused(r) | Denied::Moved(r) => r.into(),
             gone @ Denied::Gone { .. } => Error::not_found(gone.to_string()),
             Denied::Store(e) => e.into(),
         }

@@ -1277,12 +1277,10 @@ fn target(row: &NotebookRow) -> Target<'_> {
     }
 }
 
-/// 409 that names the notebook, its status and where the operation is allowed.
 /// Refuses `op` unless the notebook's status allows it: a 409 that names the notebook, its
 /// status and where the operation is allowed.
 pub fn allow(row: &NotebookRow, op: NotebookOp) -> Result<(), Error> {
-    op.check(&row.name, row.status)
-        .map_err(|r| Error::conflict(r.message))
+    Ok(op.check(&row.name, row.status)?)
 }
 
 /// Backend progress written as events of the notebook.

@@ -26,7 +26,8 @@ use crate::storage::fuse::{self, Serving};
 use crate::storage::{ObjectUri, connections, s3};
 use crate::store::audit::{self, Action};
 use crate::store::events::{self, EventKind};
-use crate::store::mounts::{self as rows, FAILED, MOUNTED, MountRow, UNMOUNTED};
+use crate::store::mounts::{self as rows, FAILED, MOUNTED, MOUNTING, MountRow, UNMOUNTED};
+use crate::store::transition::Transition;
 use crate::store::{self, storage};
 
 /// Dynamic mounts one notebook may have.
@@ -357,31 +358,18 @@ impl Lifecycle {
         );
         match made {
             Ok(serving) => {
-                rows::set_state(
-                    &mut tx,
-                    &id,
-                    MOUNTED,
-                    None,
-                    Some((serving.pid, serving.start_ticks)),
-                    &store::now(),
-                )
-                .await?;
-                events::record(
-                    &mut tx,
-                    &nb.id,
-                    EventKind::DynamicMountStorage,
-                    Some(&detail),
-                )
-                .await?;
-                audit::record(
-                    &mut tx,
-                    &user,
-                    Action::MountNotebookStorage,
-                    audit_target(&nb),
-                    "ok",
-                    Some(&detail),
-                )
-                .await?;
+                Transition::new(&id, &[MOUNTING], MOUNTED)
+                    .event(&nb.id, EventKind::DynamicMountStorage, Some(&detail))
+                    .audit(
+                        &user,
+                        Action::MountNotebookStorage,
+                        audit_target(&nb),
+                        "ok",
+                        Some(&detail),
+                    )
+                    .apply(&mut tx)
+                    .await?;
+                rows::set_process(&mut tx, &id, Some((serving.pid, serving.start_ticks))).await?;
                 tx.commit().await?;
             }
             Err(e) => {

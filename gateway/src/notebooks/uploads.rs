@@ -473,9 +473,7 @@ impl Lifecycle {
     ) -> Result<UploadView, Error> {
         let nb = grant.notebook().clone();
         let row = self.upload_row(&grant, id).await?;
-        UploadOp::Complete
-            .check(id, row.status)
-            .map_err(|r| Error::conflict(r.message))?;
+        UploadOp::Complete.check(id, row.status)?;
         allow(&nb, NotebookOp::LandUpload)?;
         let view = self.upload_view(row, false).await?;
         let missing: Vec<String> = (1..=view.parts_total as i32)
@@ -502,9 +500,7 @@ impl Lifecycle {
     pub async fn cancel_upload(&self, grant: NotebookGrant, id: &str) -> Result<(), Error> {
         let nb = grant.notebook().clone();
         let row = self.upload_row(&grant, id).await?;
-        UploadOp::Cancel
-            .check(id, row.status)
-            .map_err(|r| Error::conflict(r.message))?;
+        UploadOp::Cancel.check(id, row.status)?;
         let mut tx = self.inner.store.write().await?;
         Transition::of(id, UploadOp::Cancel, CANCELED)
             .request(&mut tx, UploadOp::Cancel, id)

@@ -134,6 +134,21 @@ pub async fn set_state(
     Ok(())
 }
 
+/// The serving rclone's pid and start ticks (none: nothing serves it).
+pub async fn set_process(
+    conn: &mut Conn,
+    id: &str,
+    process: Option<(i32, u64)>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE notebook_mounts SET pid = $2, start_ticks = $3 WHERE id = $1")
+        .bind(id)
+        .bind(process.map(|p| i64::from(p.0)))
+        .bind(process.map(|p| p.1 as i64))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn delete(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM notebook_mounts WHERE id = $1")
         .bind(id)

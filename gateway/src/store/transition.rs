@@ -76,7 +76,7 @@ struct EventRow<'a> {
     /// The notebook the event is listed under.
     subject: &'a str,
     kind: EventKind,
-    text: Option<&'a str>,
+    text: &'a str,
     detail: Option<&'a str>,
 }
 
@@ -124,14 +124,8 @@ impl<'a, S: Stored> Transition<'a, S> {
     }
 
     /// The event that says so, listed under notebook `subject`, with the catalogue's text.
-    pub fn event(mut self, subject: &'a str, kind: EventKind, detail: Option<&'a str>) -> Self {
-        self.event = Some(EventRow {
-            subject,
-            kind,
-            text: None,
-            detail,
-        });
-        self
+    pub fn event(self, subject: &'a str, kind: EventKind, detail: Option<&'a str>) -> Self {
+        self.event_text(subject, kind, kind.description(), detail)
     }
 
     /// [`Self::event`] with a text of its own (the seed's texts that carry values).
@@ -145,7 +139,7 @@ impl<'a, S: Stored> Transition<'a, S> {
         self.event = Some(EventRow {
             subject,
             kind,
-            text: Some(text),
+            text,
             detail,
         });
         self
@@ -182,8 +176,7 @@ impl<'a, S: Stored> Transition<'a, S> {
             operations::end::<S>(tx, self.id).await?;
         }
         if let Some(e) = self.event {
-            let text = e.text.unwrap_or(e.kind.description());
-            events::record_text(tx, e.subject, e.kind, text, e.detail).await?;
+            events::record_text(tx, e.subject, e.kind, e.text, e.detail).await?;
         }
         if let Some(a) = self.audit {
             audit::record(tx, a.user, a.action, a.target, a.outcome, a.detail).await?;
