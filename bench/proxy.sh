@@ -243,35 +243,7 @@ pg_of() {
 
 # tree_of pids|pgs PID — PID and its descendants (space-separated), or their process groups
 # (comma-separated).
-tree_of() {
-    python3 - "$1" "$2" <<'EOF'
-import os, sys
-kids, pgs = {}, {}
-for d in os.listdir("/proc"):
-    if not d.isdigit():
-        continue
-    try:
-        with open(f"/proc/{d}/stat") as f:
-            s = f.read()
-    except OSError:
-        continue
-    f = s[s.rindex(")") + 2:].split()
-    kids.setdefault(int(f[1]), []).append(int(d))
-    pgs[int(d)] = int(f[2])
-todo, seen = [int(sys.argv[2])], set()
-while todo:
-    p = todo.pop()
-    if p in seen:
-        continue
-    seen.add(p)
-    todo += kids.get(p, [])
-seen = sorted(p for p in seen if p in pgs)
-if sys.argv[1] == "pgs":
-    print(",".join(str(g) for g in sorted({pgs[p] for p in seen})))
-else:
-    print(" ".join(map(str, seen)))
-EOF
-}
+tree_of() { python3 "$HERE/procs.py" tree "$1" "$2"; }
 tree_pgs() { tree_of pgs "$1"; }
 
 # pin_tree PID CPUS — PID and its descendants (every thread) on CPUS; nothing when CPUS is "".
@@ -298,29 +270,7 @@ EOF
 # (user+system) used so far by those process groups, and by the whole machine.
 cpu_snap() {
     # shellcheck disable=SC2086 # names are words
-    python3 - "$(pg_of $1)" "$(pg_of $2)" <<'EOF'
-import os, sys
-tck = os.sysconf("SC_CLK_TCK")
-groups = [{int(p) for p in a.split(",") if p} for a in sys.argv[1:3]]
-tot = [0, 0]
-for d in os.listdir("/proc"):
-    if not d.isdigit():
-        continue
-    try:
-        with open(f"/proc/{d}/stat") as f:
-            s = f.read()
-    except OSError:
-        continue
-    f = s[s.rindex(")") + 2:].split()
-    pg, t = int(f[2]), int(f[11]) + int(f[12])
-    for i, g in enumerate(groups):
-        if pg in g:
-            tot[i] += t
-with open("/proc/stat") as f:
-    v = [int(x) for x in f.readline().split()[1:]]
-busy = v[0] + v[1] + v[2]  # user, nice, system: process time (softirq work is not in any process's)
-print(f"{tot[0] / tck:.2f} {tot[1] / tck:.2f} {busy / tck:.2f}")
-EOF
+    python3 "$HERE/procs.py" groups "$(pg_of $1)" "$(pg_of $2)"
 }
 
 # cpu_fields BEFORE AFTER CLIENT0 CLIENT1 WALL0 WALL1 — the k=v CPU fields of a result line.

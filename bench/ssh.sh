@@ -219,42 +219,8 @@ require_alive() {
 # (the listener and the per-connection processes; finished ones are counted through their
 # parents), and by the whole machine.
 cpu_snap() {
-    python3 - "${PIDS[gateway]:-0}" "${RT_PID:-0}" "${PIDS[sshd]:-0}" <<'EOF'
-import os, sys
-tck = os.sysconf("SC_CLK_TCK")
-gw, rt, sshd = (int(a) for a in sys.argv[1:4])
-procs = {}
-for d in os.listdir("/proc"):
-    if not d.isdigit():
-        continue
-    try:
-        with open(f"/proc/{d}/stat") as f:
-            s = f.read()
-    except OSError:
-        continue
-    f = s[s.rindex(")") + 2:].split()
-    # fields 4 (ppid), 14-17 (utime, stime, cutime, cstime)
-    procs[int(d)] = (int(f[1]), int(f[11]) + int(f[12]) + int(f[13]) + int(f[14]), int(f[12]) + int(f[14]))
-children = {}
-for pid, (ppid, _, _) in procs.items():
-    children.setdefault(ppid, []).append(pid)
-def tree(root, i):
-    if root not in procs:
-        return 0
-    total, todo = 0, [root]
-    while todo:
-        p = todo.pop()
-        total += procs[p][i]
-        todo.extend(children.get(p, []))
-    return total
-# The gateway started the runtime (its child, in its own session): count the gateway alone.
-gw_t, gw_s = (procs[gw][1], procs[gw][2]) if gw in procs else (0, 0)
-with open("/proc/stat") as f:
-    v = [int(x) for x in f.readline().split()[1:]]
-busy = v[0] + v[1] + v[2]  # user, nice, system
-print(f"{gw_t / tck:.2f} {tree(rt, 1) / tck:.2f} {tree(sshd, 1) / tck:.2f} {busy / tck:.2f} "
-      f"{gw_s / tck:.2f} {tree(rt, 2) / tck:.2f} {tree(sshd, 2) / tck:.2f}")
-EOF
+    # The gateway started the runtime (its child, in its own session): the gateway alone.
+    python3 "$HERE/procs.py" trees "${PIDS[gateway]:-0}" "${RT_PID:-0}" "${PIDS[sshd]:-0}"
 }
 
 # --- ports, secrets, keys -----------------------------------------------------------------------
