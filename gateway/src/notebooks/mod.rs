@@ -39,7 +39,7 @@ use crate::store::audit::{self, Action, Target};
 use crate::store::events::{self, EventKind};
 use crate::store::notebooks::{self as rows, NotebookRow};
 use crate::store::operations;
-use crate::store::transition::Transition;
+use crate::store::transition::{Denied, Transition};
 use crate::store::{self, Store};
 
 pub use crate::lifecycle::notebook::{NotebookOp, NotebookStatus, status};
@@ -586,10 +586,7 @@ impl Lifecycle {
             .await?
             .ok_or_else(|| crate::auth::authz::not_found(&old.id))?;
         if current.status != old.status {
-            return Err(Error::conflict(format!(
-                "notebook {} changed status to {} meanwhile; try again",
-                old.name, current.status
-            )));
+            return Err(Denied::moved(NotebookOp::KIND, &old.name, current.status).into());
         }
         let mut removed_keys = Vec::new();
         if keys_changed {
@@ -971,8 +968,6 @@ impl Lifecycle {
         }
     }
 
-    /// After a gateway start: run again every task a previous gateway left unfinished, and
-    /// check that notebooks recorded as running still are.
     /// Stops a running notebook by the gateway's own decision: RUNNING → STOPPING with the
     /// reason on the notebook, the reason's event and an audit row, then the usual stop.
     pub(crate) async fn auto_stop(

@@ -205,13 +205,7 @@ impl<'a, S: Stored> Transition<'a, S> {
             Some(current) => {
                 op.check(name, current)?;
                 // Allowed now, so it moved in between: say where it is.
-                Err(Denied::Moved(Refused {
-                    message: format!(
-                        "{} {name} changed to {} meanwhile; try again",
-                        O::KIND,
-                        current.as_str()
-                    ),
-                }))
+                Err(Denied::moved(O::KIND, name, current))
             }
         }
     }
@@ -231,6 +225,18 @@ pub enum Denied {
     Gone { kind: &'static str, id: String },
     #[error(transparent)]
     Store(#[from] sqlx::Error),
+}
+
+impl Denied {
+    /// `kind` `name` is in `current`, not in the status it was read in.
+    pub fn moved(kind: &str, name: &str, current: impl Status) -> Denied {
+        Denied::Moved(Refused {
+            message: format!(
+                "{kind} {name} changed to {} meanwhile; try again",
+                current.as_str()
+            ),
+        })
+    }
 }
 
 /// The bare compare-and-set: `id`'s status to `to` if it is one of `from`.
