@@ -187,13 +187,10 @@ async fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
 
 /// On `PATH` or in the sbin folders (which a non-login root shell may not have on `PATH`).
 fn have(program: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs =
-        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]);
-    let Ok(dirs) = std::env::join_paths(dirs) else {
-        return false;
-    };
-    which::which_in(program, Some(dirs), "/").is_ok()
+    which::which(program).is_ok()
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| which::which_in(program, Some(d), "/").is_ok())
 }
 
 /// The filesystem new disks get: XFS when its tools are installed, else ext4.

@@ -110,12 +110,8 @@ pub async fn all_tokens(conn: &mut Conn, user_id: &str) -> sqlx::Result<Vec<(Str
         .await
 }
 
-/// Deletes a user and (by cascade) their tokens and sessions.
+/// Deletes a user and (by the foreign key's cascade) their tokens and sessions.
 pub async fn delete_user(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM tokens WHERE user_id = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(conn)
