@@ -8,6 +8,7 @@
 //!
 //! See the repository's ARCHITECTURE.md for the flows and where to add things.
 
+pub mod activity;
 pub mod api;
 pub mod auth;
 pub mod backends;
@@ -22,12 +23,15 @@ pub mod lifecycle;
 pub mod notebooks;
 pub mod plugins;
 pub mod proxy;
+pub mod routing;
 pub mod secrets;
 pub mod server;
 pub mod ssh;
 pub mod ssh_keys;
 pub mod storage;
 pub mod store;
+pub mod urls;
+pub mod whitelist;
 
 #[cfg(test)]
 mod layers;

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::ActivityClocks;
+use crate::api::state::{AppState, Services};
 use crate::auth::revoke::Revocations;
 use crate::auth::{self, Authenticator};
 use crate::backends::Backend;
@@ -16,49 +18,10 @@ use crate::backends::external::ExternalBackend;
 use crate::backends::process::ProcessBackend;
 use crate::config::{BackendKind, Settings};
 use crate::notebooks::{Lifecycle, health};
-use crate::proxy::{self, routes::RouteTable, upstream::ConnUpstreams};
+use crate::proxy::{self, upstream::ConnUpstreams};
+use crate::routing::RouteTable;
+use crate::ssh::{DoorParts, SshDoor};
 use crate::store::{self, Store, users};
-
-/// Everything a request handler may need; one pointer, cloned for every request.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-pub struct Services {
-    pub settings: Arc<Settings>,
-    pub store: Store,
-    pub auth: Authenticator,
-    pub lifecycle: Lifecycle,
-    pub routes: RouteTable,
-    /// The SSH front door, when it is on.
-    pub ssh: Option<SshInfo>,
-    /// The Wasm plugin host.
-    pub plugins: Arc<atelier_plugins::Host>,
-    /// Seals and opens stored secrets.
-    pub secrets: Arc<crate::secrets::SecretBox>,
-}
-
-/// Where the SSH front door listens and who it is.
-pub struct SshInfo {
-    pub addr: std::net::SocketAddr,
-    pub config: Arc<russh::server::Config>,
-    /// Notebooks' own ports.
-    pub ports: crate::ssh::ports::Ports,
-    /// Cancelled at shutdown: every SSH listener and session ends.
-    pub stop: CancellationToken,
-    /// `SHA256:…` of the host key.
-    pub fingerprint: String,
-    /// The host key's public half, one OpenSSH line (for `known_hosts`).
-    pub public_key: String,
-    /// Failed logins before authentication, per client address: throttle and audit rows.
-    pub failures: Arc<crate::ssh::failures::Failures>,
-}
 
 /// How often running notebooks are checked against the backend.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
@@ -81,15 +44,12 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         Some(addr) => {
             let host_key = crate::ssh::host_key::load_or_create(&settings.data_dir)?;
             let public = host_key.public_key();
-            Some(SshInfo {
+            Some((
                 addr,
-                fingerprint: crate::ssh_keys::fingerprint(public),
-                public_key: crate::ssh_keys::to_openssh(public)?,
-                config: crate::ssh::server::config(host_key),
-                ports: crate::ssh::ports::Ports::new(settings.ssh_ports),
-                stop: CancellationToken::new(),
-                failures: Arc::new(crate::ssh::failures::Failures::new()),
-            })
+                crate::ssh_keys::fingerprint(public),
+                crate::ssh_keys::to_openssh(public)?,
+                crate::ssh::server::config(host_key),
+            ))
         }
         None => None,
     };
@@ -100,16 +60,34 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     );
     let settings = Arc::new(settings);
     let routes = RouteTable::new(store.clone(), backend.clone());
+    let activity = ActivityClocks::new(store.clone());
     let revocations = Revocations::new();
     let lifecycle = Lifecycle::new(
         store.clone(),
-        backend,
+        backend.clone(),
         settings.clone(),
         routes.clone(),
+        activity.clone(),
         secrets.clone(),
         revocations.clone(),
     );
-    Ok(AppState(Arc::new(Services {
+    let ssh = ssh.map(|(addr, fingerprint, public_key, config)| {
+        SshDoor::new(DoorParts {
+            addr,
+            config,
+            ports: crate::ssh::ports::Ports::new(settings.ssh_ports),
+            stop: CancellationToken::new(),
+            fingerprint,
+            public_key,
+            failures: Arc::new(crate::ssh::failures::Failures::new()),
+            store: store.clone(),
+            backend,
+            routes: routes.clone(),
+            activity: activity.clone(),
+            revocations: revocations.clone(),
+        })
+    });
+    Ok(AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),
             auth::CookieJar::new(settings.origins.secure()),
@@ -120,10 +98,11 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         store,
         lifecycle,
         routes,
+        activity,
         ssh,
         plugins,
         secrets,
-    })))
+    }))
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -184,19 +163,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         println!("SSH front door on {local} (host key {})", ssh.fingerprint);
         tracing::info!(%local, fingerprint = %ssh.fingerprint, "SSH front door started");
-        loops.spawn(crate::ssh::server::serve(
-            state.clone(),
-            listener,
-            ssh.config.clone(),
-            ssh.stop.clone(),
-            None,
-        ));
+        loops.spawn(crate::ssh::server::serve(ssh.clone(), listener, None));
         loops.spawn(crate::ssh::failures::flush_loop(
             state.store.clone(),
             ssh.failures.clone(),
             ssh.stop.clone(),
         ));
-        crate::ssh::ports::open_all(&state).await;
+        crate::ssh::ports::open_all(ssh).await;
     }
     let app = crate::api::router(state.clone());
     serve_http(listener, state.clone(), app, wait_for_signal()).await;
@@ -207,7 +180,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     tracing::info!("shutting down; notebooks keep running");
     loops.wait().await;
-    if let Err(e) = state.routes.flush_activity().await {
+    if let Err(e) = state.activity.flush().await {
         tracing::warn!(error = %e, "writing activity at shutdown failed");
     }
     let tasks = state.lifecycle.tasks();
@@ -360,7 +333,7 @@ async fn flush_loop(state: AppState, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(e) = state.routes.flush_activity().await {
+                if let Err(e) = state.activity.flush().await {
                     tracing::warn!(error = %e, "writing activity failed");
                 }
                 n += 1;

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use super::Items;
 use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::api::state::AppState;
 use crate::auth::Principal;
 use crate::images::{self, ImageView};
-use crate::server::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::api::state::AppState;
 use crate::auth::Principal;
 use crate::auth::revoke::{Reason, Subject};
-use crate::server::AppState;
 use crate::ssh_keys as keys;
 use crate::store::audit::{self, Action, Target};
 use crate::store::{self, keypairs};

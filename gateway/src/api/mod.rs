@@ -12,6 +12,7 @@ pub mod keypairs;
 pub mod notebooks;
 pub mod pages;
 pub mod plugins;
+pub mod state;
 pub mod storage;
 pub mod users;
 
@@ -19,8 +20,8 @@ use axum::Router;
 use axum::routing::get;
 use serde::Serialize;
 
+use crate::api::state::AppState;
 use crate::auth::Principal;
-use crate::server::AppState;
 use error::{ApiJson, ApiQuery, ApiResult};
 
 pub fn router(state: AppState) -> Router {

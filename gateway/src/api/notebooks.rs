@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::{Items, paging};
+use crate::api::state::AppState;
 use crate::auth::Principal;
 use crate::auth::authz::{self, Access, NotebookGrant};
 use crate::notebooks::mounts::{AddMount, MountView};
@@ -16,7 +17,6 @@ use crate::notebooks::uploads::{StartUpload, UploadView};
 use crate::notebooks::{
     CreateNotebook, NotebookStatus, NotebookView, SshEndpoint, UpdateNotebook, status,
 };
-use crate::server::AppState;
 use crate::store::events;
 use crate::store::notebooks::NotebookRow;
 use crate::store::notebooks::{self as rows, ListFilter};
@@ -102,7 +102,10 @@ fn view_at(state: &AppState, ssh_host: Option<&str>, row: NotebookRow) -> Notebo
 
 /// After SSH is turned on: the notebook's own port, assigned and listening.
 async fn with_ssh_port(state: &AppState, row: NotebookRow) -> ApiResult<NotebookRow> {
-    match crate::ssh::ports::ensure(state, &row).await {
+    let Some(ssh) = &state.ssh else {
+        return Ok(row);
+    };
+    match crate::ssh::ports::ensure(ssh, &row).await {
         Ok(true) => {
             let mut conn = state.store.pool.acquire().await?;
             Ok(rows::get(&mut conn, &row.id).await?.unwrap_or(row))
@@ -273,7 +276,7 @@ async fn activity(
         "idle_timeout_seconds": autostop::idle_timeout(&state.lifecycle, &row),
         "last_activity_at": time_of(idle.last),
         "idle_stop_at": idle.deadline.map(time_of),
-        "ssh_commands_running": state.routes.ssh_exec_running(&row.id),
+        "ssh_commands_running": state.activity.ssh_exec_running(&row.id),
         "sources": sources,
     })))
 }
@@ -359,7 +362,7 @@ async fn open(
             if outcome.is_ok() && site.is_some_and(|s| s != "same-origin" && s != "none") {
                 return super::pages::continue_page(here);
             }
-            return Redirect::to(&format!("/login?next={}", crate::proxy::urlencode(here)))
+            return Redirect::to(&format!("/login?next={}", crate::urls::encode_path(here)))
                 .into_response();
         }
         Ok(None) => {
@@ -426,7 +429,7 @@ async fn open(
         axum::Json(serde_json::json!({ "url": url })),
     )
         .into_response();
-    crate::proxy::no_store(&mut resp);
+    super::pages::no_store(&mut resp);
     resp
 }
 

@@ -13,8 +13,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::api::state::AppState;
 use crate::auth::{self, csrf};
-use crate::server::AppState;
 use crate::store::audit::{self, Action, Target};
 use crate::store::{self, notebooks as rows, users};
 
@@ -69,7 +69,7 @@ pub fn continue_page(url: &str) -> Response {
          <body><p><a href=\"{url}\">Continue</a></p></body></html>"
     );
     let mut resp = Html(body).into_response();
-    crate::proxy::no_store(&mut resp);
+    no_store(&mut resp);
     resp
 }
 
@@ -159,13 +159,13 @@ async fn login(
     if let Err(e) = csrf::check_form(&jar, &headers, form.csrf.as_deref(), &console) {
         return form_refused(
             e,
-            &format!("/login?next={}", crate::proxy::urlencode(&next)),
+            &format!("/login?next={}", crate::urls::encode_path(&next)),
         );
     }
     let retry = || {
         Redirect::to(&format!(
             "/login?error=1&next={}",
-            crate::proxy::urlencode(&next)
+            crate::urls::encode_path(&next)
         ))
         .into_response()
     };
@@ -312,6 +312,16 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
         (StatusCode::OK, page("Your notebooks", &body)).into_response(),
         cookie,
     )
+}
+
+/// No caching, and no `Referer` that could carry a ticket along.
+pub fn no_store(resp: &mut Response) {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 #[cfg(test)]

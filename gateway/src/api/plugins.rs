@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::api::state::AppState;
 use crate::auth::Principal;
 use crate::plugins::{self, Manifest, PluginView};
-use crate::server::AppState;
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     let p = &state.settings.plugins;

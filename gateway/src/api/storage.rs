@@ -11,8 +11,8 @@ use zeroize::Zeroizing;
 
 use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::api::state::AppState;
 use crate::auth::Principal;
-use crate::server::AppState;
 use crate::storage::connections::{self, DEFAULT_REGION};
 use crate::storage::s3;
 use crate::store::audit::{self, Action, Target};

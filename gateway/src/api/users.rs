@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
+use crate::api::state::AppState;
 use crate::auth::{self, Principal, Role};
-use crate::server::AppState;
 use crate::store::audit::{self, Action, Target};
 use crate::store::{self, users};
 

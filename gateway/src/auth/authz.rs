@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::proxy::routes::Route;
+use crate::routing::Route;
 use crate::store::notebooks::NotebookRow;
 
 /// What a grant allows.

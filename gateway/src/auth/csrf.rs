@@ -11,7 +11,7 @@
 //! - `next` after login is a path on the console, never anything a browser would read as
 //!   another origin ([`safe_next`]).
 
-use axum::http::{HeaderMap, Method, header};
+use http::{HeaderMap, Method, header};
 
 use super::{CookieJar, cookie_values, digest, new_secret};
 use crate::error::Error;

@@ -20,16 +20,13 @@ pub mod tickets;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
-use axum::http::request::Parts;
 use base64::Engine;
+use http::HeaderMap;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::cache::TtlCache;
 use crate::error::Error;
-use crate::server::AppState;
 use crate::store::{self, Store, users};
 use revoke::{Reason, Revocations, Subject};
 
@@ -371,21 +368,6 @@ pub fn presented_secret<'a>(
             secret,
             via: Via::Cookie,
         })
-}
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = Error;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        state.auth.authenticate(&parts.headers).await?.ok_or_else(|| {
-            Error::unauthenticated(
-                "authentication required: send Authorization: Bearer <token> or log in at /login",
-            )
-        })
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! Idle stops (`auto_stop.idle_timeout_seconds`, default `ATELIER_IDLE_TIMEOUT`, 0 = off):
 //!
 //! ```text
-//! sources (proxy::routes::Source), each with its last time:
+//! sources (activity::Source), each with its last time:
 //!   proxy   user actions through the proxy (not reads, not pings or reconnects)
 //!   kernel  a kernel busy (asked from the notebook's Jupyter server)
 //!   ssh     SSH channel traffic, or an `exec` command still running
@@ -34,8 +34,8 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, RUNNING};
+use crate::activity::{self, Source};
 use crate::backends::Handle;
-use crate::proxy::routes::{self, Source};
 use crate::store::events::{self, EventKind};
 use crate::store::notebooks::NotebookRow;
 use crate::store::{self, notebooks as rows};
@@ -194,7 +194,7 @@ async fn probe(lc: &Lifecycle, row: &NotebookRow) -> Probe {
 /// whose turn it is, all at once, and records what they show as activity; running SSH
 /// commands count at every pass.
 async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) {
-    let routes = lc.routes();
+    let clocks = lc.clocks();
     let mut due = Vec::new();
     for row in running {
         let timeout = idle_timeout(lc, row);
@@ -202,8 +202,8 @@ async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) 
             sampler.last.remove(&row.id);
             continue;
         }
-        if routes.ssh_exec_running(&row.id) > 0 {
-            routes.touch_notebook(&row.id, Source::Ssh);
+        if clocks.ssh_exec_running(&row.id) > 0 {
+            clocks.touch_notebook(&row.id, Source::Ssh);
         }
         if sampler
             .last
@@ -225,12 +225,12 @@ async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) 
     });
     for (row, p) in due.into_iter().zip(probes) {
         if p.busy {
-            routes.touch_notebook(&row.id, Source::Kernel);
+            clocks.touch_notebook(&row.id, Source::Kernel);
         }
         if let (Some(util), Some(usage)) = (&gpu, &p.usage)
             && crate::gpu::busy(util, &usage.pids, lc.settings().idle_gpu_percent)
         {
-            routes.touch_notebook(&row.id, Source::Gpu);
+            clocks.touch_notebook(&row.id, Source::Gpu);
         }
         let cpu = p.usage.map(|u| u.cpu_seconds);
         if let (Some(cpu), Some((then, Some(before)))) = (cpu, sampler.last.get(&row.id)) {
@@ -238,7 +238,7 @@ async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) 
             if wall > 0.0
                 && (cpu - before).max(0.0) / wall * 100.0 >= lc.settings().idle_cpu_percent
             {
-                routes.touch_notebook(&row.id, Source::Cpu);
+                clocks.touch_notebook(&row.id, Source::Cpu);
             }
         }
         sampler.last.insert(row.id.clone(), (p.at, cpu));
@@ -257,15 +257,15 @@ fn at_text(secs: i64) -> String {
 /// The idle picture of a running notebook: sources' times, the newest activity (or when it
 /// started running), and the idle deadline.
 pub struct Idle {
-    pub sources: routes::Activity,
+    pub sources: activity::Activity,
     pub last: i64,
     pub deadline: Option<i64>,
 }
 
 pub fn idle_of(lc: &Lifecycle, row: &NotebookRow) -> Idle {
-    let routes = lc.routes();
-    routes.load_activity(&row.id, row.activity.as_deref());
-    let sources = routes.activity(&row.id).unwrap_or_default();
+    let clocks = lc.clocks();
+    clocks.load(&row.id, row.activity.as_deref());
+    let sources = clocks.get(&row.id).unwrap_or_default();
     let since = parse_time(&row.updated_at)
         .map(|t| t.unix_timestamp())
         .unwrap_or(0);
@@ -288,7 +288,7 @@ pub fn sources() -> &'static [Source] {
 }
 
 /// The sources' last times as `proxy T, kernel T, ssh T, cpu T` (`, gpu T` with GPUs).
-pub fn snapshot(sources: &routes::Activity) -> String {
+pub fn snapshot(sources: &activity::Activity) -> String {
     self::sources()
         .iter()
         .map(|s| format!("{} {}", s.as_str(), at_text(sources[*s as usize])))

@@ -347,7 +347,7 @@ async fn copy(State(s): State<Served>, Query(p): Query<Params>) -> Result<Respon
         vec![(src.key.clone(), dst.key.clone())]
     };
     for (from, to) in &pairs {
-        let source = format!("{}/{}", src.bucket, transfer::urlencode_key(from));
+        let source = format!("{}/{}", src.bucket, crate::urls::encode_path(from));
         c.copy_object()
             .bucket(&dst.bucket)
             .key(to)

@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 
+use crate::activity::ActivityClocks;
 use crate::auth::Principal;
 use crate::auth::authz::NotebookGrant;
 use crate::auth::revoke::{Reason, Revocations, Subject};
@@ -34,7 +35,7 @@ use crate::backends::{Backend, BackendError, Handle, NotebookSpec, Progress, Sto
 use crate::config::Settings;
 use crate::error::{Error, Kind};
 use crate::lifecycle::Operation;
-use crate::proxy::routes::RouteTable;
+use crate::routing::RouteTable;
 use crate::store::audit::{self, Action, Target};
 use crate::store::events::{self, EventKind};
 use crate::store::notebooks::{self as rows, NotebookRow};
@@ -227,6 +228,8 @@ struct Inner {
     backend: Arc<dyn Backend>,
     settings: Arc<Settings>,
     routes: RouteTable,
+    /// What auto-stop knows of each notebook's activity.
+    clocks: ActivityClocks,
     tasks: TaskTracker,
     /// Serialises creates so the per-user quota check and the insert cannot interleave.
     create_lock: tokio::sync::Mutex<()>,
@@ -264,6 +267,7 @@ impl Lifecycle {
         backend: Arc<dyn Backend>,
         settings: Arc<Settings>,
         routes: RouteTable,
+        clocks: ActivityClocks,
         secrets: Arc<crate::secrets::SecretBox>,
         revocations: Revocations,
     ) -> Self {
@@ -274,6 +278,7 @@ impl Lifecycle {
                 backend,
                 settings,
                 routes,
+                clocks,
                 tasks: TaskTracker::new(),
                 create_lock: tokio::sync::Mutex::new(()),
                 expanding: Default::default(),
@@ -929,7 +934,7 @@ impl Lifecycle {
             Ok(()) => {
                 rows::delete(&mut tx, id).await?;
                 operations::end::<NotebookStatus>(&mut tx, id).await?;
-                self.inner.routes.forget_activity(id);
+                self.inner.clocks.forget(id);
             }
             Err(e) => {
                 let msg = format!("deleting failed: {e}; delete again to retry");
@@ -1262,6 +1267,10 @@ impl Lifecycle {
     pub(crate) fn routes(&self) -> &RouteTable {
         &self.inner.routes
     }
+
+    pub(crate) fn clocks(&self) -> &ActivityClocks {
+        &self.inner.clocks
+    }
 }
 
 fn target(row: &NotebookRow) -> Target<'_> {
@@ -1410,12 +1419,14 @@ mod tests {
             ..Settings::default()
         });
         let routes = RouteTable::new(store.clone(), backend.clone());
+        let clocks = ActivityClocks::new(store.clone());
         let secrets = Arc::new(crate::secrets::SecretBox::new(&[7u8; 32]).unwrap());
         let lc = Lifecycle::new(
             store,
             backend,
             settings,
             routes,
+            clocks,
             secrets,
             crate::auth::revoke::Revocations::new(),
         );

@@ -122,7 +122,7 @@ pub fn whitelist(entries: &[String]) -> Result<Vec<String>, Error> {
     }
     let mut out: Vec<String> = Vec::new();
     for e in entries {
-        let net = crate::ssh::whitelist::Net::parse(e)
+        let net = crate::whitelist::Net::parse(e)
             .map_err(|why| Error::invalid(format!("ssh.whitelist: {e:?} {why}")))?;
         let text = net.to_string();
         if !out.contains(&text) {

@@ -20,7 +20,6 @@
 //! notebook) and cut when one of them is revoked.
 
 pub mod host;
-pub mod routes;
 pub mod upstream;
 pub mod wsscan;
 
@@ -33,15 +32,17 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
+use crate::activity::{ActivityClocks, Source};
 use crate::api::error::ApiError;
+use crate::api::pages;
+use crate::api::state::AppState;
 use crate::auth::authz::{self, RouteGrant};
 use crate::auth::revoke::{Subject, Watch};
 use crate::auth::{Principal, Via, csrf};
 use crate::config::NotebookOrigin;
 use crate::notebooks::status::RUNNING;
-use crate::server::AppState;
 use crate::store::audit::{self, Action, Target};
-use routes::RouteTable;
+use crate::urls::encode_path;
 use upstream::ConnUpstreams;
 
 /// HTML larger than this is passed through unscrubbed: JupyterLab's pages are a few KiB, and
@@ -75,10 +76,7 @@ fn refuse(e: ApiError, html: bool) -> Response {
     if !html {
         return e.into_response();
     }
-    let page = crate::api::pages::message_page(
-        e.status().canonical_reason().unwrap_or("Error"),
-        &e.message,
-    );
+    let page = pages::message_page(e.status().canonical_reason().unwrap_or("Error"), &e.message);
     (e.status(), page).into_response()
 }
 
@@ -123,7 +121,7 @@ async fn proxy(
                     .map(|p| p.as_str())
                     .unwrap_or("/");
                 return Err(
-                    Redirect::to(&format!("/login?next={}", urlencode(next))).into_response()
+                    Redirect::to(&format!("/login?next={}", encode_path(next))).into_response()
                 );
             }
             let e = outcome.err().unwrap_or_else(|| {
@@ -152,8 +150,8 @@ fn cookie_on_path(state: &AppState, id: &str, req: &Request, html: bool) -> Resp
             .unwrap_or("/");
         return Redirect::to(&format!(
             "/v1/notebooks/{}/open?path={}",
-            urlencode(id),
-            urlencode(here)
+            encode_path(id),
+            encode_path(here)
         ))
         .into_response();
     }
@@ -203,8 +201,8 @@ async fn notebook_host(
             return Err(Redirect::to(&format!(
                 "{}/v1/notebooks/{}/open?path={}",
                 state.settings.origins.console(),
-                urlencode(id),
-                urlencode(here)
+                encode_path(id),
+                encode_path(here)
             ))
             .into_response());
         }
@@ -264,27 +262,17 @@ fn exchange_ticket(state: &AppState, id: &str, req: &Request, html: bool) -> Res
             "this link to the notebook has expired or was used already; open the notebook again from the console ({open})"
         ));
         let mut resp = refuse(e, html);
-        no_store(&mut resp);
+        pages::no_store(&mut resp);
         return resp;
     };
     let jar = state.auth.cookies();
     let max_age = i64::from(state.settings.session_hours) * 3600;
-    let mut resp = crate::api::pages::continue_page(&next);
+    let mut resp = pages::continue_page(&next);
     if let Ok(v) = HeaderValue::from_str(&jar.set(jar.notebook(), &cookie, max_age)) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
-    no_store(&mut resp);
+    pages::no_store(&mut resp);
     resp
-}
-
-/// No caching, and no `Referer` that could carry a ticket along.
-pub fn no_store(resp: &mut Response) {
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp.headers_mut().insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
 }
 
 /// After authentication, on either front: the owner's grant, the cross-site check, then the
@@ -388,7 +376,7 @@ async fn forward(
     // A request that changes something (a file save or upload, a kernel started or
     // interrupted) is a user action; reads are what an open tab polls by itself.
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        state.routes.touch(route);
+        state.activity.touch(route);
     }
 
     let (mut parts, body) = req.into_parts();
@@ -455,7 +443,7 @@ async fn forward(
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let notebook = route.notebook_id.clone();
-        let routes = state.routes.clone();
+        let clocks = state.activity.clone();
         let p = grant.principal();
         let registration = state.auth.revocations().register(
             Watch::new(),
@@ -472,7 +460,7 @@ async fn forward(
                     Ok((client_io, upstream_io)) => {
                         let c = TokioIo::new(client_io);
                         let u = TokioIo::new(upstream_io);
-                        relay_websocket(c, u, &routes, &notebook).await;
+                        relay_websocket(c, u, &clocks, &notebook).await;
                     }
                     Err(e) => {
                         tracing::debug!(notebook = %notebook, error = %e, "websocket upgrade failed")
@@ -589,7 +577,7 @@ fn cross_site_with_cookie(method: &Method, headers: &HeaderMap, notebook_host: b
 /// Relays a WebSocket both ways as bytes; what the client sends is watched for user actions
 /// (kernel `execute_request`/`input_reply`, terminal input), which count as activity.
 /// Pings, reconnects and what an open tab exchanges by itself do not.
-async fn relay_websocket<C, U>(client: C, upstream: U, routes: &RouteTable, notebook: &str)
+async fn relay_websocket<C, U>(client: C, upstream: U, clocks: &ActivityClocks, notebook: &str)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -606,7 +594,7 @@ where
                 Ok(n) => n,
             };
             if scanner.feed(&buf[..n]) > 0 {
-                routes.touch_notebook(notebook, routes::Source::Proxy);
+                clocks.touch_notebook(notebook, Source::Proxy);
             }
             if up_wr.write_all(&buf[..n]).await.is_err() {
                 break;
@@ -739,19 +727,6 @@ fn scrub_bytes(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
         } else {
             out.push(haystack[i]);
             i += 1;
-        }
-    }
-    out
-}
-
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
         }
     }
     out

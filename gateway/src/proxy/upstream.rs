@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::routing::Endpoint;
 use axum::body::Body;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
-use http::uri::Authority;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -39,48 +39,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_IDLE: usize = 4;
 
 type ConnFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Where a notebook server listens, as the proxy connects to it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    Tcp(Authority),
-    /// The unix socket `name` in `dir`, a directory the notebook can write.
-    Unix {
-        dir: Arc<std::path::Path>,
-        name: Arc<std::ffi::OsStr>,
-    },
-}
-
-impl Endpoint {
-    /// The backend's endpoint as the proxy uses it, and the `Host` to send when a client
-    /// sent none.
-    pub fn of(e: &crate::backends::Endpoint) -> Option<(Endpoint, Authority)> {
-        Some(match e {
-            crate::backends::Endpoint::Tcp(addr) => {
-                let authority: Authority = addr.to_string().parse().ok()?;
-                (Endpoint::Tcp(authority.clone()), authority)
-            }
-            crate::backends::Endpoint::Unix { dir, name } => (
-                Endpoint::Unix {
-                    dir: Arc::from(dir.as_path()),
-                    name: Arc::from(std::ffi::OsStr::new(name)),
-                },
-                Authority::from_static("localhost"),
-            ),
-        })
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Tcp(a) => f.write_str(a.as_str()),
-            Endpoint::Unix { dir, name } => {
-                write!(f, "unix:{}", dir.join(&**name).display())
-            }
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -363,6 +321,7 @@ impl<F> Drop for Driven<F> {
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
+    use http::uri::Authority;
     use http_body_util::{BodyExt, Empty};
     use hyper::server::conn::http1 as server;
     use hyper::service::service_fn;

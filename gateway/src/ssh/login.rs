@@ -18,8 +18,8 @@
 
 use std::net::IpAddr;
 
-use crate::ssh::whitelist;
 use crate::store::{self, keypairs, notebooks as rows};
+use crate::whitelist;
 use rows::{SshLookup, SshTarget};
 
 /// The user name on a notebook's own port, as in the seed.

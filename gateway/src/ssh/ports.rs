@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use tokio::task::AbortHandle;
 
-use crate::server::AppState;
+use crate::ssh::SshDoor;
 use crate::store::notebooks::{self as rows, NotebookRow};
 
 pub struct Ports {
@@ -42,16 +42,11 @@ impl Ports {
 }
 
 /// Listens on `port` for notebook `id`.
-async fn listen(state: &AppState, id: &str, port: u16) -> std::io::Result<()> {
-    let Some(ssh) = &state.ssh else {
-        return Ok(());
-    };
+async fn listen(ssh: &SshDoor, id: &str, port: u16) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind((ssh.addr.ip(), port)).await?;
     let task = tokio::spawn(crate::ssh::server::serve(
-        state.clone(),
+        ssh.clone(),
         listener,
-        ssh.config.clone(),
-        ssh.stop.clone(),
         Some(id.to_owned()),
     ));
     if let Ok(mut m) = ssh.ports.open.lock()
@@ -65,16 +60,13 @@ async fn listen(state: &AppState, id: &str, port: u16) -> std::io::Result<()> {
 /// Makes sure a notebook with SSH on has its port and listens on it: an existing port is
 /// reopened; a new one is the first free port of the range that can be bound. Returns
 /// whether the notebook's stored port changed.
-pub async fn ensure(state: &AppState, row: &NotebookRow) -> anyhow::Result<bool> {
-    let Some(ssh) = &state.ssh else {
-        return Ok(false);
-    };
+pub async fn ensure(ssh: &SshDoor, row: &NotebookRow) -> anyhow::Result<bool> {
     if !row.ssh_enabled {
         return Ok(false);
     }
     if let Some(port) = row.ssh_port {
         if !ssh.ports.is_open(&row.id)
-            && let Err(e) = listen(state, &row.id, port as u16).await
+            && let Err(e) = listen(ssh, &row.id, port as u16).await
         {
             tracing::warn!(notebook = %row.id, port, error = %e, "cannot listen on the notebook's SSH port");
         }
@@ -84,7 +76,7 @@ pub async fn ensure(state: &AppState, row: &NotebookRow) -> anyhow::Result<bool>
         return Ok(false);
     };
     let taken: Vec<i64> = {
-        let mut conn = state.store.pool.acquire().await?;
+        let mut conn = ssh.store.pool.acquire().await?;
         rows::ssh_ports(&mut conn)
             .await?
             .into_iter()
@@ -100,12 +92,12 @@ pub async fn ensure(state: &AppState, row: &NotebookRow) -> anyhow::Result<bool>
             continue;
         };
         drop(probe);
-        let mut tx = state.store.write().await?;
+        let mut tx = ssh.store.write().await?;
         if !rows::claim_ssh_port(&mut tx, &row.id, port).await? {
             continue;
         }
         tx.commit().await?;
-        if let Err(e) = listen(state, &row.id, port).await {
+        if let Err(e) = listen(ssh, &row.id, port).await {
             tracing::warn!(notebook = %row.id, port, error = %e, "cannot listen on the notebook's SSH port");
         }
         tracing::info!(notebook = %row.id, port, "notebook SSH port assigned");
@@ -117,9 +109,9 @@ pub async fn ensure(state: &AppState, row: &NotebookRow) -> anyhow::Result<bool>
 
 /// At start: listen on every notebook's port, and give one to notebooks that have SSH on
 /// but no port yet.
-pub async fn open_all(state: &AppState) {
+pub async fn open_all(ssh: &SshDoor) {
     let found = async {
-        let mut conn = state.store.pool.acquire().await?;
+        let mut conn = ssh.store.pool.acquire().await?;
         let ports = rows::ssh_ports(&mut conn).await?;
         let missing = rows::ssh_without_port(&mut conn).await?;
         Ok::<_, sqlx::Error>((ports, missing))
@@ -133,12 +125,12 @@ pub async fn open_all(state: &AppState) {
         }
     };
     for (id, port) in ports {
-        if let Err(e) = listen(state, &id, port as u16).await {
+        if let Err(e) = listen(ssh, &id, port as u16).await {
             tracing::warn!(notebook = %id, port, error = %e, "cannot listen on the notebook's SSH port");
         }
     }
     for row in missing {
-        if let Err(e) = ensure(state, &row).await {
+        if let Err(e) = ensure(ssh, &row).await {
             tracing::warn!(notebook = %row.id, error = %e, "assigning the notebook's SSH port");
         }
     }

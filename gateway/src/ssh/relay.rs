@@ -25,10 +25,11 @@ use russh::server::{self, ChannelOpenHandle};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::activity::{ActivityClocks, Source};
 use crate::backends::Handle as BackendHandle;
 use crate::notebooks::status::RUNNING;
-use crate::proxy::routes::{RouteTable, Source};
-use crate::server::AppState;
+use crate::routing::RouteTable;
+use crate::ssh::SshDoor;
 use crate::store::notebooks as rows;
 
 /// How long opening the link may take before the user is told.
@@ -97,14 +98,16 @@ impl client::Handler for LinkClient {
 #[derive(Clone)]
 pub struct Activity {
     routes: RouteTable,
+    clocks: ActivityClocks,
     notebook_id: Arc<str>,
     last: Arc<AtomicI64>,
 }
 
 impl Activity {
-    pub fn new(routes: RouteTable, notebook_id: &str) -> Activity {
+    pub fn new(routes: RouteTable, clocks: ActivityClocks, notebook_id: &str) -> Activity {
         Activity {
             routes,
+            clocks,
             notebook_id: notebook_id.into(),
             last: Arc::new(AtomicI64::new(0)),
         }
@@ -118,7 +121,7 @@ impl Activity {
     pub fn touch(&self) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if self.last.swap(now, Ordering::Relaxed) != now {
-            self.routes.touch_notebook(&self.notebook_id, Source::Ssh);
+            self.clocks.touch_notebook(&self.notebook_id, Source::Ssh);
         }
     }
 }
@@ -155,7 +158,7 @@ fn link_config() -> Arc<client::Config> {
 
 /// Opens the link to a running notebook's agent. The error is the text the user sees.
 pub async fn open(
-    state: AppState,
+    door: SshDoor,
     notebook_id: String,
     front: server::Handle,
     activity: Activity,
@@ -165,7 +168,7 @@ pub async fn open(
     let row =
         {
             let mut conn =
-                state.store.pool.acquire().await.map_err(|e| {
+                door.store.pool.acquire().await.map_err(|e| {
                     unavailable(format!("the gateway's store is unavailable ({e})"))
                 })?;
             rows::get(&mut conn, &notebook_id)
@@ -186,9 +189,8 @@ pub async fn open(
         .as_deref()
         .and_then(|h| serde_json::from_str(h).ok())
         .ok_or_else(|| unavailable("it has no runtime handle yet; try again in a moment".into()))?;
-    let link = state
-        .lifecycle
-        .backend()
+    let link = door
+        .backend
         .ssh_link(&handle)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
@@ -366,7 +368,7 @@ impl Session {
         let ok = rx.await.unwrap_or(false);
         if ok && is_exec && !self.exec.swap(true, Ordering::Relaxed) {
             self.activity
-                .routes
+                .clocks
                 .ssh_exec_started(&self.activity.notebook_id);
         }
         ok
@@ -489,7 +491,7 @@ async fn pump(
         let _ = user.eof().await;
     }
     if exec.swap(false, Ordering::Relaxed) {
-        activity.routes.ssh_exec_ended(&activity.notebook_id);
+        activity.clocks.ssh_exec_ended(&activity.notebook_id);
     }
     // Requests still waiting get a failure.
     replies.close();

@@ -26,17 +26,16 @@ use futures_util::future::{BoxFuture, Shared};
 use russh::keys::{PrivateKey, PublicKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, Sig};
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::revoke::{Registration, Subject, Watch};
 use crate::notebooks::status::RUNNING;
-use crate::server::AppState;
+use crate::ssh::SshDoor;
 use crate::ssh::failures::{Failures, Verdict};
 use crate::ssh::login::{self, Concerned, Denied, Door, Login, Refusal};
 use crate::ssh::relay::{self, Activity, Link, Request};
-use crate::ssh::whitelist;
 use crate::store::audit::{self, Action, Target};
 use crate::store::notebooks::{self as rows, SshLookup, SshTarget};
+use crate::whitelist;
 
 pub use crate::ssh::login::MA_USER;
 
@@ -59,18 +58,13 @@ pub fn config(host_key: PrivateKey) -> Arc<russh::server::Config> {
 /// Accepts SSH connections until `stop` is cancelled. With `notebook`, this is that
 /// notebook's own port: the user is `ma-user`, the whitelist is checked at accept, and the
 /// loop ends when the notebook is gone.
-pub async fn serve(
-    state: AppState,
-    listener: tokio::net::TcpListener,
-    config: Arc<russh::server::Config>,
-    stop: CancellationToken,
-    notebook: Option<String>,
-) {
+pub async fn serve(door: SshDoor, listener: tokio::net::TcpListener, notebook: Option<String>) {
     let sessions = tokio_util::task::TaskTracker::new();
-    let failures = match &state.ssh {
-        Some(ssh) => ssh.failures.clone(),
-        None => Arc::new(Failures::new()),
-    };
+    let (config, stop, failures) = (
+        door.config.clone(),
+        door.stop.clone(),
+        door.failures.clone(),
+    );
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -88,9 +82,9 @@ pub async fn serve(
             drop(tcp);
             tracing::debug!(%peer, "SSH connection throttled");
             if verdict == Verdict::Record {
-                let state = state.clone();
+                let door = door.clone();
                 // Tracked with the sessions, so a shutdown waits for the audit row.
-                sessions.spawn(async move { audit_throttled(&state, peer).await });
+                sessions.spawn(async move { audit_throttled(&door, peer).await });
             }
             continue;
         }
@@ -100,7 +94,7 @@ pub async fn serve(
         let front = Arc::new(OnceLock::new());
         let watch = Watch::new();
         let mut handler = Conn {
-            state: state.clone(),
+            door: door.clone(),
             failures: failures.clone(),
             peer,
             notebook: notebook.clone(),
@@ -162,7 +156,7 @@ pub async fn serve(
 }
 
 /// The audit row that says an address is throttled (the first of its window).
-async fn audit_throttled(state: &AppState, peer: SocketAddr) {
+async fn audit_throttled(door: &SshDoor, peer: SocketAddr) {
     let detail = format!(
         "ssh from {}: {} ({} failed logins in {} s); its connections are closed unanswered until the window ends",
         crate::ssh::failures::Peer::of(peer.ip()),
@@ -172,7 +166,7 @@ async fn audit_throttled(state: &AppState, peer: SocketAddr) {
     );
     tracing::warn!(%peer, "SSH logins throttled: too many failures");
     let result = async {
-        let mut conn = state.store.pool.acquire().await?;
+        let mut conn = door.store.pool.acquire().await?;
         let ip = peer.ip().to_string();
         audit::record(
             &mut conn,
@@ -202,7 +196,7 @@ enum OwnPort {
 
 /// One client connection.
 struct Conn {
-    state: AppState,
+    door: SshDoor,
     failures: Arc<Failures>,
     peer: SocketAddr,
     /// Set on a notebook's own port.
@@ -237,7 +231,7 @@ impl Conn {
     /// connect at all (the whitelist)?
     async fn own_port_target(&self, id: &str) -> Result<(), OwnPort> {
         let targets = async {
-            let mut conn = self.state.store.pool.acquire().await?;
+            let mut conn = self.door.store.pool.acquire().await?;
             rows::ssh_targets(&mut conn, SshLookup::Notebook(id)).await
         }
         .await
@@ -258,7 +252,7 @@ impl Conn {
             None => Door::Shared,
         };
         let fingerprint = crate::ssh::keys::fingerprint(key);
-        let mut conn = self.state.store.pool.acquire().await?;
+        let mut conn = self.door.store.pool.acquire().await?;
         login::resolve(&mut conn, door, user, &fingerprint, self.peer.ip()).await
     }
 
@@ -309,7 +303,7 @@ impl Conn {
         detail: &str,
     ) {
         let result = async {
-            let mut conn = self.state.store.pool.acquire().await?;
+            let mut conn = self.door.store.pool.acquire().await?;
             audit::record(
                 &mut conn,
                 who,
@@ -352,7 +346,7 @@ impl Conn {
             match (&self.login, self.front.get(), &self.activity) {
                 (Some(t), Some(front), Some(activity)) => {
                     let task = tokio::spawn(relay::open(
-                        self.state.clone(),
+                        self.door.clone(),
                         t.id.clone(),
                         front.clone(),
                         activity.clone(),
@@ -442,7 +436,7 @@ impl russh::server::Handler for Conn {
         };
         // From now on, revoking the user, the notebook or the key pair (on it) cuts this
         // connection (a revocation since `since` at once).
-        self._registration = Some(self.state.auth.revocations().register(
+        self._registration = Some(self.door.revocations.register(
             self.watch.clone(),
             vec![
                 Subject::User(target.owner_id.clone()),
@@ -483,7 +477,11 @@ impl russh::server::Handler for Conn {
         )
         .await;
         let running = target.status == RUNNING;
-        let activity = Activity::new(self.state.routes.clone(), &target.id);
+        let activity = Activity::new(
+            self.door.routes.clone(),
+            self.door.activity.clone(),
+            &target.id,
+        );
         if running {
             activity.touch();
         }

@@ -954,7 +954,7 @@ async fn copy_object(
             "{s}: objects over 5 GiB cannot be copied store-side in one request; download and upload it instead"
         ));
     }
-    let copy_source = format!("{}/{}", s.bucket, urlencode_key(&s.key));
+    let copy_source = format!("{}/{}", s.bucket, crate::urls::encode_path(&s.key));
     client
         .copy_object()
         .bucket(&d.bucket)
@@ -965,19 +965,6 @@ async fn copy_object(
         .map_err(|e| s3_error(&e, &format!("copying {s} to {d}")))?;
     progress.bytes.fetch_add(size, Ordering::Relaxed);
     Ok(Outcome::Copied)
-}
-
-/// Percent-encodes a key for `x-amz-copy-source` (keeping `/`).
-pub fn urlencode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1005,7 +992,6 @@ mod tests {
         assert_eq!(last_name(&Loc::parse("obs://bkt/").unwrap()), None);
         let dst = Loc::parse("obs://bkt/copy").unwrap();
         assert_eq!(dst.join("a/b.txt").to_string(), "obs://bkt/copy/a/b.txt");
-        assert_eq!(urlencode_key("a b/c+d.txt"), "a%20b/c%2Bd.txt");
     }
 
     #[test]

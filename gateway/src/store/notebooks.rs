@@ -34,7 +34,7 @@ pub struct NotebookRow {
     pub stop_warned_at: Option<String>,
     /// Idle timeout in seconds; `None`: the gateway's default; 0: off.
     pub idle_timeout_seconds: Option<i64>,
-    /// The last activity per source, as JSON (see `proxy::routes::activity_json`).
+    /// The last activity per source, as JSON (see `activity::activity_json`).
     pub activity: Option<String>,
     /// When the idle warning of the current idle period was given.
     pub idle_warned_at: Option<String>,

@@ -1,120 +1,39 @@
-//! Route lookup for the proxy: notebook id → owner, status and upstream, cached in memory
-//! (rebuilt from the store on a miss) and invalidated by every lifecycle transition.
-//! Also the per-notebook activity clocks, one per source (user actions through the proxy,
-//! busy kernels, SSH, CPU), that auto-stop reads; flushed to the store every few seconds.
+//! The per-notebook activity clocks, one per source (user actions through the proxy, busy
+//! kernels, SSH, CPU, GPU), that auto-stop reads; kept in memory, written to the store every
+//! few seconds ([`ActivityClocks::flush`]). Invariant: a clock only moves forward.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::backends::{Backend, Handle, Upstream};
-use crate::cache::TtlCache;
-use crate::lifecycle::notebook::NotebookStatus;
+use crate::routing::Route;
 use crate::store::{self, Store, notebooks as rows};
 
-#[derive(Debug)]
-pub struct Route {
-    pub notebook_id: String,
-    pub name: String,
-    pub owner_id: String,
-    pub status: NotebookStatus,
-    pub target: Option<Target>,
-    /// Unix second of the last request recorded, so most requests skip the activity map.
-    last_touch: AtomicI64,
-}
-
-/// An upstream in the form the proxy uses on every request, prepared once per route.
-pub struct Target {
-    pub endpoint: super::upstream::Endpoint,
-    /// The `Host` sent when the client sent none (HTTP/2 without an authority).
-    pub authority: http::uri::Authority,
-    /// `Authorization: token …` for the notebook's server.
-    pub auth_header: http::HeaderValue,
-    /// The secret itself, to scrub it from responses.
-    pub token: String,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Target {
-    pub fn new(u: &Upstream) -> Option<Target> {
-        let (endpoint, authority) = super::upstream::Endpoint::of(&u.endpoint)?;
-        Some(Target {
-            endpoint,
-            authority,
-            auth_header: http::HeaderValue::from_str(&format!("token {}", u.token)).ok()?,
-            token: u.token.clone(),
-        })
-    }
-}
-
+/// What auto-stop knows of each notebook's activity, shared by every front door.
 #[derive(Clone)]
-pub struct RouteTable {
-    cache: Arc<TtlCache<String, Arc<Route>>>,
+pub struct ActivityClocks {
     store: Store,
-    backend: Arc<dyn Backend>,
     /// notebook id → the last activity per source.
     activity: Arc<Mutex<HashMap<String, Seen>>>,
     /// notebook id → SSH `exec` commands running.
     ssh_running: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-impl RouteTable {
-    pub fn new(store: Store, backend: Arc<dyn Backend>) -> Self {
-        RouteTable {
-            // The TTL only bounds staleness if another gateway changes the store; this
-            // gateway's own transitions invalidate at once.
-            cache: Arc::new(TtlCache::new(100_000, Duration::from_secs(30))),
+impl ActivityClocks {
+    pub fn new(store: Store) -> Self {
+        ActivityClocks {
             store,
-            backend,
             activity: Arc::new(Mutex::new(HashMap::new())),
             ssh_running: Arc::new(Mutex::new(HashMap::new())),
         }
-    }
-
-    pub async fn get(&self, id: &str) -> anyhow::Result<Option<Arc<Route>>> {
-        if let Some(r) = self.cache.get(id) {
-            return Ok(Some(r));
-        }
-        let mut conn = self.store.pool.acquire().await?;
-        let Some(row) = rows::get(&mut conn, id).await? else {
-            return Ok(None);
-        };
-        let upstream = row
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<Handle>(h).ok())
-            .and_then(|h| self.backend.upstream(&h).ok());
-        let route = Arc::new(Route {
-            notebook_id: row.id,
-            name: row.name,
-            owner_id: row.owner_id,
-            status: row.status,
-            target: upstream.as_ref().and_then(Target::new),
-            last_touch: AtomicI64::new(0),
-        });
-        self.cache.insert(id.to_owned(), route.clone());
-        Ok(Some(route))
-    }
-
-    pub fn invalidate(&self, id: &str) {
-        self.cache.invalidate(id);
     }
 
     /// Records a user action through the proxy (not polling); cheap enough for every
     /// request (the shared map is touched at most once a second per route).
     pub fn touch(&self, route: &Route) {
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        if route.last_touch.swap(now, Ordering::Relaxed) == now {
+        if !route.first_touch_in(now) {
             return;
         }
         self.record(&route.notebook_id, Source::Proxy, now);
@@ -144,15 +63,15 @@ impl RouteTable {
     }
 
     /// The last activity per source known in memory (since this gateway started, or loaded
-    /// from the store with [`RouteTable::load_activity`]).
-    pub fn activity(&self, notebook_id: &str) -> Option<Activity> {
+    /// from the store with [`ActivityClocks::load`]).
+    pub fn get(&self, notebook_id: &str) -> Option<Activity> {
         let map = self.activity.lock().ok()?;
         map.get(notebook_id).map(|s| s.at)
     }
 
     /// Seeds the in-memory clocks from what the store had (the `activity` JSON), once per
     /// notebook and gateway run; newer times in memory win.
-    pub fn load_activity(&self, notebook_id: &str, stored: Option<&str>) {
+    pub fn load(&self, notebook_id: &str, stored: Option<&str>) {
         if let Ok(mut map) = self.activity.lock() {
             let seen = map.entry(notebook_id.to_owned()).or_default();
             if std::mem::replace(&mut seen.loaded, true) {
@@ -166,7 +85,7 @@ impl RouteTable {
     }
 
     /// Forgets a deleted notebook's clocks.
-    pub fn forget_activity(&self, notebook_id: &str) {
+    pub fn forget(&self, notebook_id: &str) {
         if let Ok(mut map) = self.activity.lock() {
             map.remove(notebook_id);
         }
@@ -200,7 +119,7 @@ impl RouteTable {
 
     /// Writes the activity recorded since the last flush: each source's time and
     /// `last_activity_at` (the newest of them).
-    pub async fn flush_activity(&self) -> anyhow::Result<()> {
+    pub async fn flush(&self) -> anyhow::Result<()> {
         let pending: Vec<(String, Activity)> = match self.activity.lock() {
             Ok(mut map) => map
                 .iter_mut()
@@ -280,7 +199,7 @@ struct Seen {
     at: Activity,
     /// Changed since the last flush.
     dirty: bool,
-    /// The stored times were merged in ([`RouteTable::load_activity`]).
+    /// The stored times were merged in ([`ActivityClocks::load`]).
     loaded: bool,
 }
 

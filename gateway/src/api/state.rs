@@ -1,0 +1,66 @@
+//! What the HTTP side's handlers (the API, the pages and the notebook proxy) are given: the
+//! services, in one pointer cloned for every request. Built by `server::build`; nothing
+//! below `api/` and the proxy sees it (the SSH front door has its own [`SshDoor`]).
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::activity::ActivityClocks;
+use crate::auth::{Authenticator, Principal};
+use crate::config::Settings;
+use crate::error::Error;
+use crate::notebooks::Lifecycle;
+use crate::routing::RouteTable;
+use crate::ssh::SshDoor;
+use crate::store::Store;
+
+/// Everything a request handler may need; one pointer, cloned for every request.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+pub struct Services {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub auth: Authenticator,
+    pub lifecycle: Lifecycle,
+    pub routes: RouteTable,
+    pub activity: ActivityClocks,
+    /// The SSH front door, when it is on.
+    pub ssh: Option<SshDoor>,
+    /// The Wasm plugin host.
+    pub plugins: Arc<atelier_plugins::Host>,
+    /// Seals and opens stored secrets.
+    pub secrets: Arc<crate::secrets::SecretBox>,
+}
+
+/// Every handler that takes a [`Principal`] authenticates the request: a bearer token, or
+/// the console's session cookie.
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state.auth.authenticate(&parts.headers).await?.ok_or_else(|| {
+            Error::unauthenticated(
+                "authentication required: send Authorization: Bearer <token> or log in at /login",
+            )
+        })
+    }
+}
