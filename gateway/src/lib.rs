@@ -22,6 +22,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod notebooks;
 pub mod plugins;
+pub mod procs;
 pub mod proxy;
 pub mod routing;
 pub mod secrets;

@@ -266,8 +266,8 @@ impl Cgroups {
                 break;
             }
             for pid in left {
-                // SAFETY: plain syscall; the pid is in the notebook's own group.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // The pid is in the notebook's own group.
+                crate::procs::signal(pid, rustix::process::Signal::KILL);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }

@@ -43,7 +43,9 @@ use super::{
     SshLink, StopMode, Upstream, Usage,
 };
 use crate::config::Settings;
+use crate::procs::{alive, in_own_session, signal, start_ticks};
 use crate::store::events::EventKind;
+use rustix::process::{Pid, Signal};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ProcessHandle {
@@ -524,8 +526,7 @@ impl Backend for ProcessBackend {
             &serde_json::to_vec_pretty(&runtime_spec).context("spec")?,
         )?;
         let pid = self.spawn_runtime(spec, &spec_path, &run)?;
-        let runtime_start_ticks =
-            proc_start_ticks(pid).context("reading the runtime's start time")?;
+        let runtime_start_ticks = start_ticks(pid).context("reading the runtime's start time")?;
         let handle = ProcessHandle {
             runtime_pid: pid,
             runtime_start_ticks,
@@ -607,8 +608,8 @@ impl Backend for ProcessBackend {
         let h = Self::decode(handle)?;
         let id = self.notebook_id_of(handle).unwrap_or_default();
         if alive(h.runtime_pid, h.runtime_start_ticks) {
-            // SAFETY: plain syscall; the pid was verified above by its start time.
-            unsafe { libc::kill(h.runtime_pid, libc::SIGTERM) };
+            // The pid was verified above by its start time.
+            signal(h.runtime_pid, Signal::TERM);
             // The runtime escalates to SIGKILL itself: grace for Jupyter, grace for leftover
             // kernels, then a few seconds to reap. Allow for all of that before stepping in.
             let deadline = Instant::now() + mode.grace * 2 + Duration::from_secs(10);
@@ -621,12 +622,11 @@ impl Backend for ProcessBackend {
                     .runtime_status(&id)
                     .and_then(|s| s.get("child_pid").and_then(|v| v.as_i64()))
                     .map(|p| p as i32);
-                // SAFETY: plain syscalls on verified pids.
-                unsafe {
-                    libc::kill(h.runtime_pid, libc::SIGKILL);
-                    if let Some(pg) = child_pgid.filter(|p| *p > 1) {
-                        libc::kill(-pg, libc::SIGKILL);
-                    }
+                signal(h.runtime_pid, Signal::KILL);
+                if let Some(pg) = child_pgid.filter(|p| *p > 1)
+                    && let Some(pg) = Pid::from_raw(pg)
+                {
+                    let _ = rustix::process::kill_process_group(pg, Signal::KILL);
                 }
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while alive(h.runtime_pid, h.runtime_start_ticks) && Instant::now() < deadline {
@@ -802,36 +802,6 @@ pub(super) fn proc_state(pid: i32) -> Option<char> {
         .next()
 }
 
-/// Start time (clock ticks since boot) of a live, non-zombie process.
-/// Starts `cmd` in a session of its own: no signal from the gateway's terminal or process
-/// group reaches it, and it survives the gateway (notebook runtimes, mount servers).
-pub(crate) fn in_own_session(cmd: &mut std::process::Command) {
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-pub(crate) fn proc_start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // fields[0] is field 3 (state); field 22 (starttime) is fields[19].
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
-
-pub(crate) fn alive(pid: i32, start_ticks: u64) -> bool {
-    proc_start_ticks(pid) == Some(start_ticks)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,7 +833,7 @@ mod tests {
     #[test]
     fn start_ticks_identify_live_processes() {
         let me = std::process::id() as i32;
-        let ticks = proc_start_ticks(me).unwrap();
+        let ticks = start_ticks(me).unwrap();
         assert!(alive(me, ticks));
         assert!(!alive(me, ticks + 1));
         assert!(!alive(i32::MAX - 1, ticks));

@@ -517,7 +517,7 @@ pub async fn attach_network(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    super::process::in_own_session(&mut cmd);
+    crate::procs::in_own_session(&mut cmd);
     // SAFETY: Entry::enter only writes to descriptors opened before the fork.
     unsafe {
         use std::os::unix::process::CommandExt;

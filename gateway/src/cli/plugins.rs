@@ -431,14 +431,9 @@ fn componentize_py() -> Result<PathBuf, CliError> {
     let lock_path = venv.with_extension("lock");
     let lock = std::fs::File::create(&lock_path)
         .map_err(|e| CliError::other(format!("{}: {e}", lock_path.display())))?;
-    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        return Err(CliError::other(format!(
-            "locking {}: {}",
-            lock_path.display(),
-            std::io::Error::last_os_error()
-        )));
-    }
+    // Released when `lock` is dropped.
+    lock.lock()
+        .map_err(|e| CliError::other(format!("locking {}: {e}", lock_path.display())))?;
     if done.is_file() {
         return Ok(bin);
     }

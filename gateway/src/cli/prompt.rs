@@ -19,41 +19,6 @@ fn read_line() -> std::io::Result<Option<String>> {
     Ok(Some(line.trim_end_matches(['\n', '\r']).to_string()))
 }
 
-/// Turns terminal echo off for stdin while alive (newlines are still echoed).
-struct EchoOff {
-    saved: libc::termios,
-}
-
-impl EchoOff {
-    fn new() -> Option<Self> {
-        let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
-        // SAFETY: tcgetattr only writes a termios through the valid pointer; on success it is
-        // fully initialized.
-        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, t.as_mut_ptr()) } != 0 {
-            return None;
-        }
-        // SAFETY: initialized by the successful tcgetattr above.
-        let saved = unsafe { t.assume_init() };
-        let mut quiet = saved;
-        quiet.c_lflag &= !libc::ECHO;
-        quiet.c_lflag |= libc::ECHONL;
-        // SAFETY: valid fd and pointer to an initialized termios.
-        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) } != 0 {
-            return None;
-        }
-        Some(EchoOff { saved })
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: valid fd and pointer to the termios saved by `new`.
-        unsafe {
-            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved);
-        }
-    }
-}
-
 /// Reads the API token: prompted without echo when stdin is a terminal, else one line of stdin.
 pub async fn read_token() -> Result<String, CliError> {
     read_hidden(
@@ -74,11 +39,8 @@ pub async fn read_hidden(
     let secret = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
         if stdin_is_terminal() {
             err(intro);
-            let mut stderr = std::io::stderr();
-            let _ = std::io::Write::write_all(&mut stderr, label.as_bytes());
-            let _ = std::io::Write::flush(&mut stderr);
-            let _echo = EchoOff::new();
-            read_line()
+            // From the terminal, with echo off (rpassword restores it, also on Ctrl-C).
+            rpassword::prompt_password(label).map(Some)
         } else {
             read_line()
         }

@@ -32,6 +32,7 @@ use super::ObjectUri;
 use super::s3::Target;
 use crate::backends::{MountPlace, workdisk};
 use crate::confined::Dir;
+use rustix::process::Signal;
 
 /// How long a mount may take to appear.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -142,14 +143,13 @@ pub async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Servin
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().context("rclone.log")?)
         .stderr(log);
-    crate::backends::process::in_own_session(&mut cmd);
+    crate::procs::in_own_session(&mut cmd);
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(false)
         .spawn()
         .with_context(|| format!("starting {}", rclone.display()))?;
     let pid = child.id().context("rclone exited at once")? as i32;
-    let start_ticks =
-        crate::backends::process::proc_start_ticks(pid).context("reading rclone's start time")?;
+    let start_ticks = crate::procs::start_ticks(pid).context("reading rclone's start time")?;
     let serving = Serving { pid, start_ticks };
     let deadline = Instant::now() + MOUNT_TIMEOUT;
     loop {
@@ -201,7 +201,7 @@ fn rclone_dev(table: &[workdisk::MountEntry], path: &Path) -> Option<String> {
 /// Whether the mount of `place` (state in `state_dir`) is up: served by `serving`, and
 /// bound at the place.
 pub fn is_serving(place: &MountPlace, state_dir: &Path, serving: Serving) -> bool {
-    if !crate::backends::process::alive(serving.pid, serving.start_ticks) {
+    if !crate::procs::alive(serving.pid, serving.start_ticks) {
         return false;
     }
     let table = workdisk::mount_table();
@@ -264,15 +264,14 @@ async fn end(private: &Path, serving: Option<Serving>) -> anyhow::Result<()> {
     if let Some(s) = serving {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut signalled = false;
-        while crate::backends::process::alive(s.pid, s.start_ticks) {
+        while crate::procs::alive(s.pid, s.start_ticks) {
             if Instant::now() >= deadline {
-                // SAFETY: plain syscall on a pid verified by its start time.
-                unsafe { libc::kill(s.pid, libc::SIGKILL) };
+                // A pid verified by its start time.
+                crate::procs::signal(s.pid, Signal::KILL);
                 break;
             }
             if !signalled && Instant::now() + Duration::from_secs(5) >= deadline {
-                // SAFETY: as above.
-                unsafe { libc::kill(s.pid, libc::SIGTERM) };
+                crate::procs::signal(s.pid, Signal::TERM);
                 signalled = true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
