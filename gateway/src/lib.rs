@@ -20,6 +20,7 @@ pub mod error;
 pub mod gpu;
 pub mod images;
 pub mod lifecycle;
+pub mod metrics;
 pub mod notebooks;
 pub mod plugins;
 pub mod procs;

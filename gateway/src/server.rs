@@ -17,7 +17,8 @@ use crate::backends::Backend;
 use crate::backends::external::ExternalBackend;
 use crate::backends::process::ProcessBackend;
 use crate::config::{BackendKind, Settings};
-use crate::notebooks::{Lifecycle, health};
+use crate::metrics::MetricsBuilder;
+use crate::notebooks::{Lifecycle, LifecycleParts, health};
 use crate::proxy::{self, upstream::ConnUpstreams};
 use crate::routing::RouteTable;
 use crate::ssh::{DoorParts, SshDoor};
@@ -62,15 +63,18 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     let routes = RouteTable::new(store.clone(), backend.clone());
     let activity = ActivityClocks::new(store.clone());
     let revocations = Revocations::new();
-    let lifecycle = Lifecycle::new(
-        store.clone(),
-        backend.clone(),
-        settings.clone(),
-        routes.clone(),
-        activity.clone(),
-        secrets.clone(),
-        revocations.clone(),
-    );
+    let mut metrics = MetricsBuilder::new();
+    let lifecycle = Lifecycle::new(LifecycleParts {
+        store: store.clone(),
+        backend: backend.clone(),
+        settings: settings.clone(),
+        routes: routes.clone(),
+        clocks: activity.clone(),
+        secrets: secrets.clone(),
+        revocations: revocations.clone(),
+        metrics: metrics.notebooks(),
+    });
+    metrics.plugins(plugins.clone());
     let ssh = ssh.map(|(addr, fingerprint, public_key, config)| {
         SshDoor::new(DoorParts {
             addr,
@@ -102,6 +106,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         ssh,
         plugins,
         secrets,
+        metrics: metrics.build(),
     }))
 }
 

@@ -99,33 +99,18 @@ pub fn check_all(p: &Principal, all: bool, what: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Prometheus text format (admins, or a scraper with an admin token).
+/// The metrics in the OpenMetrics text format (admins, or a scraper with an admin token).
 async fn metrics(
     p: Principal,
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
     p.require_admin()?;
-    let mut text = String::from(
-        "# HELP atelier_notebook_auto_stops_total Notebooks the gateway stopped by itself since it started, by reason.\n\
-         # TYPE atelier_notebook_auto_stops_total counter\n",
-    );
-    text.push_str(&format!(
-        "# HELP atelier_plugin_compilations_total Plugin components compiled since the gateway started (0 after a restart: compiled forms are cached on disk).\n\
-         # TYPE atelier_plugin_compilations_total counter\n\
-         atelier_plugin_compilations_total {}\n",
-        state.plugins.compilations()
-    ));
-    for (reason, count) in crate::notebooks::autostop::stop_counts() {
-        text.push_str(&format!(
-            "atelier_notebook_auto_stops_total{{reason=\"{reason}\"}} {count}\n"
-        ));
-    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         )],
-        text,
+        state.metrics.render(),
     ))
 }
 

@@ -46,6 +46,8 @@ pub struct Services {
     pub plugins: Arc<atelier_plugins::Host>,
     /// Seals and opens stored secrets.
     pub secrets: Arc<crate::secrets::SecretBox>,
+    /// What `GET /metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Every handler that takes a [`Principal`] authenticates the request: a bearer token, or

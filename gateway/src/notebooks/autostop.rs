@@ -27,7 +27,6 @@
 //! the notebook every few seconds).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -51,6 +50,8 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 2] = [Reason::LeaseExpired, Reason::Idle];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::LeaseExpired => "lease_expired",
@@ -64,19 +65,6 @@ impl Reason {
             Reason::Idle => EventKind::StopNotebookResourceIdle,
         }
     }
-}
-
-/// Automatic stops since the gateway started, per reason (for `/metrics`).
-static STOPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
-
-pub fn count_stop(reason: Reason) {
-    STOPS[reason as usize].fetch_add(1, Ordering::Relaxed);
-}
-
-/// `(reason, count)` of the automatic stops since start.
-pub fn stop_counts() -> [(&'static str, u64); 2] {
-    [Reason::LeaseExpired, Reason::Idle]
-        .map(|r| (r.as_str(), STOPS[r as usize].load(Ordering::Relaxed)))
 }
 
 /// The deadline `hours` lease hours after `from`.
@@ -423,15 +411,5 @@ mod tests {
         let left = remaining_seconds(&future).unwrap();
         assert!((1..=90).contains(&left), "{left}");
         assert_eq!(remaining_seconds("not a time"), None);
-    }
-
-    #[test]
-    fn stops_are_counted_per_reason() {
-        let before = stop_counts();
-        count_stop(Reason::Idle);
-        let after = stop_counts();
-        assert_eq!(after[1].0, "idle");
-        assert_eq!(after[1].1, before[1].1 + 1);
-        assert_eq!(after[0].1, before[0].1);
     }
 }

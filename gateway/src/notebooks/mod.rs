@@ -35,6 +35,7 @@ use crate::backends::{Backend, BackendError, Handle, NotebookSpec, Progress, Sto
 use crate::config::Settings;
 use crate::error::{Error, Kind};
 use crate::lifecycle::Operation;
+use crate::metrics::{NotebookMetrics, ReasonLabel};
 use crate::routing::RouteTable;
 use crate::store::audit::{self, Action, Target};
 use crate::store::events::{self, EventKind};
@@ -248,6 +249,7 @@ struct Inner {
     /// Cuts the WebSockets and SSH connections of a notebook that stops or goes, and of a
     /// key pair removed from it.
     revocations: Revocations,
+    metrics: NotebookMetrics,
 }
 
 /// Takes a notebook off [`Inner::expanding`] when its expansion ends, however it ends.
@@ -261,16 +263,38 @@ impl Drop for ExpandGuard {
     }
 }
 
+/// What the lifecycle is built from.
+pub struct LifecycleParts {
+    pub store: Store,
+    pub backend: Arc<dyn Backend>,
+    pub settings: Arc<Settings>,
+    pub routes: RouteTable,
+    pub clocks: ActivityClocks,
+    pub secrets: Arc<crate::secrets::SecretBox>,
+    pub revocations: Revocations,
+    pub metrics: NotebookMetrics,
+}
+
 impl Lifecycle {
-    pub fn new(
-        store: Store,
-        backend: Arc<dyn Backend>,
-        settings: Arc<Settings>,
-        routes: RouteTable,
-        clocks: ActivityClocks,
-        secrets: Arc<crate::secrets::SecretBox>,
-        revocations: Revocations,
-    ) -> Self {
+    pub fn new(parts: LifecycleParts) -> Self {
+        let LifecycleParts {
+            store,
+            backend,
+            settings,
+            routes,
+            clocks,
+            secrets,
+            revocations,
+            metrics,
+        } = parts;
+        // Every reason shows in `/metrics` from the start, at 0.
+        for r in autostop::Reason::ALL {
+            drop(
+                metrics
+                    .auto_stops
+                    .get_or_create(&ReasonLabel { reason: r.as_str() }),
+            );
+        }
         let rclone = crate::storage::fuse::find_rclone(settings.backend.rclone_bin.as_deref());
         Lifecycle {
             inner: Arc::new(Inner {
@@ -288,6 +312,7 @@ impl Lifecycle {
                 upload_locks: Default::default(),
                 files: Default::default(),
                 revocations,
+                metrics,
             }),
         }
     }
@@ -999,7 +1024,13 @@ impl Lifecycle {
             return Ok(());
         }
         tx.commit().await?;
-        autostop::count_stop(reason);
+        self.inner
+            .metrics
+            .auto_stops
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
         tracing::info!(notebook = %row.id, reason = reason.as_str(), "stopping a notebook automatically");
         self.inner.routes.invalidate(&row.id);
         self.spawn_stop(row.id.clone());
@@ -1421,15 +1452,16 @@ mod tests {
         let routes = RouteTable::new(store.clone(), backend.clone());
         let clocks = ActivityClocks::new(store.clone());
         let secrets = Arc::new(crate::secrets::SecretBox::new(&[7u8; 32]).unwrap());
-        let lc = Lifecycle::new(
+        let lc = Lifecycle::new(LifecycleParts {
             store,
             backend,
             settings,
             routes,
             clocks,
             secrets,
-            crate::auth::revoke::Revocations::new(),
-        );
+            revocations: crate::auth::revoke::Revocations::new(),
+            metrics: Default::default(),
+        });
         let who = Principal {
             user_id: "u1".into(),
             name: "alice".into(),
