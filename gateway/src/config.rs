@@ -11,6 +11,9 @@
 //! `ATELIER_PUBLIC_URL` (the console's URL in browsers), `ATELIER_NOTEBOOK_DOMAIN` and
 //! `ATELIER_NOTEBOOK_ORIGIN` (where browsers open notebooks).
 
+// The one place the gateway reads its environment.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -720,6 +723,12 @@ impl Settings {
             };
         }
         if let Some(v) = env("ATELIER_DOCKER_HOST") {
+            self.backend.docker_host = Some(v);
+        }
+        // Docker's own variable, where Atelier's names no engine.
+        if self.backend.docker_host.is_none()
+            && let Some(v) = env("DOCKER_HOST").filter(|v| !v.is_empty())
+        {
             self.backend.docker_host = Some(v);
         }
         if let Some(v) = env("ATELIER_CONTAINER_RUNTIME_BIN") {

@@ -484,6 +484,8 @@ pub async fn invoke(
 /// Loads every registered plugin's compiled form (from the disk cache) in the background,
 /// so first calls after a restart do not wait.
 pub fn preload(settings: Arc<Settings>, store: Store, host: Arc<Host>) {
+    // A warm-up: cut short at shutdown, nothing is lost.
+    #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move {
         let rows = match store.pool.acquire().await {
             Ok(mut conn) => store::plugins::list(&mut conn, None, None)

@@ -119,6 +119,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("resuming notebooks")?;
     let backend = state.lifecycle.backend().clone();
+    // A warm-up: cut short at shutdown, nothing is lost.
+    #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move { backend.warm_up().await });
     crate::plugins::preload(
         state.settings.clone(),

@@ -11,6 +11,8 @@
 //! (bench/plugins/pure-python-processor). SERVICE_PORT serves the pure-Python logic,
 //! NUMPY_PORT the same with numpy (bench/prepost_service.py).
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test and bench code
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 

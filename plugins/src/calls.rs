@@ -448,7 +448,7 @@ pub fn tensor_json(t: &Tensor) -> Json {
         ($ty:ty, $n:expr) => {
             t.data
                 .chunks_exact($n)
-                .map(|c| json!(<$ty>::from_le_bytes(c.try_into().unwrap())))
+                .map(|c| json!(<$ty>::from_le_bytes(crate::tensors::le(c))))
                 .collect::<Vec<_>>()
         };
     }
@@ -457,7 +457,7 @@ pub fn tensor_json(t: &Tensor) -> Json {
             t.data
                 .chunks_exact(4)
                 .map(|c| {
-                    let v = f32::from_le_bytes(c.try_into().unwrap());
+                    let v = f32::from_le_bytes(crate::tensors::le(c));
                     // The shortest decimal that reads back as this f32 (0.1, not 0.10000000149).
                     v.to_string()
                         .parse::<f64>()
@@ -479,7 +479,7 @@ pub fn tensor_json(t: &Tensor) -> Json {
             let mut out = Vec::new();
             let mut rest = &t.data[..];
             while rest.len() >= 4 {
-                let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                let n = u32::from_le_bytes(crate::tensors::le(rest)) as usize;
                 if rest.len() < 4 + n {
                     break;
                 }

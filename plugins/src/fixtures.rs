@@ -39,7 +39,7 @@ pub fn wat_component(extra: &[&str], world: &str, wat: &str) -> anyhow::Result<V
 pub fn training_case(case: &str) -> Vec<u8> {
     let dir = wit_dir()
         .parent()
-        .unwrap()
+        .expect("the wit dir has a parent: the repository")
         .join("tests/plugins/training-algorithm")
         .join(case);
     let path = dir.join("component.wat");

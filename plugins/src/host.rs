@@ -259,7 +259,10 @@ impl Host {
             .memory_reservation(max_memory)
             .memory_guard_size(32 * MIB)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if std::env::var_os("ATELIER_PLUGIN_PERFMAP").is_some() {
+        // A profiling knob for developers (docs/plugins.md), read once per host.
+        #[allow(clippy::disallowed_methods)]
+        let perfmap = std::env::var_os("ATELIER_PLUGIN_PERFMAP").is_some();
+        if perfmap {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config)?;
@@ -469,12 +472,9 @@ impl Host {
     /// Forgets a plugin's warm instances and, when no other registration uses the digest,
     /// its files.
     pub fn forget(&self, plugin: &PluginRef, remove_files: bool) {
-        self.warm
-            .lock()
-            .unwrap()
-            .retain(|(key, _), _| *key != plugin.key);
-        self.standby.lock().unwrap().remove(&plugin.key);
-        self.plugin_slots.lock().unwrap().remove(&plugin.key);
+        crate::locks::lock(&self.warm).retain(|(key, _), _| *key != plugin.key);
+        crate::locks::lock(&self.standby).remove(&plugin.key);
+        crate::locks::lock(&self.plugin_slots).remove(&plugin.key);
         if remove_files && !self.settings.shared_cache {
             self.loaded.invalidate(&plugin.digest);
             let _ = std::fs::remove_file(self.component_path(&plugin.digest));
@@ -483,7 +483,7 @@ impl Host {
     }
 
     fn plugin_semaphore(&self, plugin: &PluginRef) -> Arc<Semaphore> {
-        let mut slots = self.plugin_slots.lock().unwrap();
+        let mut slots = crate::locks::lock(&self.plugin_slots);
         slots
             .entry(plugin.key.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(plugin.limits.concurrency as usize)))
@@ -498,7 +498,7 @@ impl Host {
                 return p;
             }
             let evicted = {
-                let mut warm = self.warm.lock().unwrap();
+                let mut warm = crate::locks::lock(&self.warm);
                 let key = warm
                     .iter()
                     .find(|(_, v)| !v.is_empty())
@@ -506,7 +506,7 @@ impl Host {
                 key.and_then(|k| warm.get_mut(&k).and_then(|v| v.pop()))
             }
             .or_else(|| {
-                let mut standby = self.standby.lock().unwrap();
+                let mut standby = crate::locks::lock(&self.standby);
                 standby.values_mut().find_map(|s| s.ready.pop())
             });
             match evicted {
@@ -572,7 +572,7 @@ impl Host {
 
     /// A standby instance of the plugin, when one is ready and still matches it.
     fn take_standby(&self, key: &str, fingerprint: &str) -> Option<Live> {
-        let mut standby = self.standby.lock().unwrap();
+        let mut standby = crate::locks::lock(&self.standby);
         let s = standby.get_mut(key)?;
         if s.fingerprint != fingerprint {
             s.ready.clear();
@@ -601,9 +601,7 @@ impl Host {
 
     /// Standby instances of `plugin` ready now (for tests and diagnostics).
     pub fn standby_ready(&self, key: &str) -> usize {
-        self.standby
-            .lock()
-            .unwrap()
+        crate::locks::lock(&self.standby)
             .get(key)
             .map_or(0, |s| s.ready.len())
     }
@@ -613,7 +611,7 @@ impl Host {
     fn refill_standby(self: &Arc<Self>, plugin: &PluginRef, fingerprint: String) {
         let want = self.settings.standby_instances as usize;
         {
-            let mut standby = self.standby.lock().unwrap();
+            let mut standby = crate::locks::lock(&self.standby);
             let s = standby
                 .entry(plugin.key.clone())
                 .or_insert_with(|| Standby {
@@ -635,7 +633,7 @@ impl Host {
         tokio::task::spawn_blocking(move || {
             loop {
                 let made = host.make_standby(&plugin);
-                let mut standby = host.standby.lock().unwrap();
+                let mut standby = crate::locks::lock(&host.standby);
                 // Forgotten (deleted) meanwhile: nothing to keep.
                 let Some(s) = standby.get_mut(&plugin.key) else {
                     return;
@@ -723,9 +721,7 @@ impl Host {
             && self.settings.standby_instances > 0)
             .then(|| standby_fingerprint(plugin));
         let reused = if plugin.limits.instance_policy == InstancePolicy::Warm {
-            self.warm
-                .lock()
-                .unwrap()
+            crate::locks::lock(&self.warm)
                 .get_mut(&warm_key)
                 .and_then(|v| v.pop())
                 .map(|l| (l, InstanceUse::WarmReused))
@@ -812,7 +808,7 @@ impl Host {
             && live.calls < plugin.limits.recycle_after_calls
             && live.store.data().limiter.memory_now <= plugin.limits.recycle_memory_mb * MIB
         {
-            let mut warm = self.warm.lock().unwrap();
+            let mut warm = crate::locks::lock(&self.warm);
             let pool = warm.entry(warm_key).or_default();
             if pool.len() < plugin.limits.warm_instances as usize {
                 pool.push(live);

@@ -10,6 +10,9 @@
 //!   what the call names; every limit hit is a [`CallError::Limit`]. The deadline bounds wasm
 //!   code (epoch interruption) and every host call a guest can wait in ([`waits`]).
 
+// Tests may spawn freely and read the environment (clippy.toml forbids both elsewhere).
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
 pub mod bindings;
 pub mod calls;
 #[cfg(feature = "fixtures")]

@@ -60,6 +60,12 @@ impl Drop for KeyGuard {
     }
 }
 
+/// Locks a std mutex; one poisoned by a panicking holder is taken as it is (the data it
+/// guards here are maps and counters that stay consistent at every await-free step).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,14 +49,14 @@ struct CaptureBuf {
 
 impl Capture {
     pub fn reset(&self, cap: usize) {
-        let mut b = self.0.lock().unwrap();
+        let mut b = crate::locks::lock(&self.0);
         b.data.clear();
         b.cap = cap;
         b.dropped = 0;
     }
     /// The text written, with a note of what was dropped past the cap.
     pub fn take(&self) -> String {
-        let mut b = self.0.lock().unwrap();
+        let mut b = crate::locks::lock(&self.0);
         let mut s = String::from_utf8_lossy(&b.data).into_owned();
         if b.dropped > 0 {
             s.push_str(&format!(
@@ -69,7 +69,7 @@ impl Capture {
         s
     }
     fn push(&self, bytes: &[u8]) {
-        let mut b = self.0.lock().unwrap();
+        let mut b = crate::locks::lock(&self.0);
         let room = b.cap.saturating_sub(b.data.len());
         let n = room.min(bytes.len());
         b.data.extend_from_slice(&bytes[..n]);

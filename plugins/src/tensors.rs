@@ -242,34 +242,41 @@ fn elements(t: &Tensor) -> Result<Vec<f64>, Error> {
     let d = &t.data;
     Ok(d.chunks_exact(w)
         .map(|c| match t.dtype {
-            Dtype::F32 => f32::from_le_bytes(c.try_into().unwrap()) as f64,
-            Dtype::F64 => f64::from_le_bytes(c.try_into().unwrap()),
+            Dtype::F32 => f32::from_le_bytes(le(c)) as f64,
+            Dtype::F64 => f64::from_le_bytes(le(c)),
             Dtype::I8 => c[0] as i8 as f64,
             Dtype::U8 | Dtype::Boolean => c[0] as f64,
-            Dtype::I16 => i16::from_le_bytes(c.try_into().unwrap()) as f64,
-            Dtype::U16 => u16::from_le_bytes(c.try_into().unwrap()) as f64,
-            Dtype::I32 => i32::from_le_bytes(c.try_into().unwrap()) as f64,
-            Dtype::U32 => u32::from_le_bytes(c.try_into().unwrap()) as f64,
-            Dtype::I64 => i64::from_le_bytes(c.try_into().unwrap()) as f64,
-            Dtype::U64 => u64::from_le_bytes(c.try_into().unwrap()) as f64,
+            Dtype::I16 => i16::from_le_bytes(le(c)) as f64,
+            Dtype::U16 => u16::from_le_bytes(le(c)) as f64,
+            Dtype::I32 => i32::from_le_bytes(le(c)) as f64,
+            Dtype::U32 => u32::from_le_bytes(le(c)) as f64,
+            Dtype::I64 => i64::from_le_bytes(le(c)) as f64,
+            Dtype::U64 => u64::from_le_bytes(le(c)) as f64,
             Dtype::F16 | Dtype::Bf16 | Dtype::Utf8 => unreachable!("no width"),
         })
         .collect())
+}
+
+/// The first `N` bytes of `c` (callers slice whole elements: `chunks_exact`, an index times
+/// the width), as an array for `from_le_bytes`.
+pub(crate) fn le<const N: usize>(c: &[u8]) -> [u8; N] {
+    let mut a = [0; N];
+    a.copy_from_slice(&c[..N]);
+    a
 }
 
 /// `to-json`.
 pub fn to_json(t: &Tensor) -> Result<String, Error> {
     let values = elements(t)?;
     let leaf = |i: usize| -> Value {
-        let exact = |c: &[u8]| c.try_into().unwrap();
         match t.dtype {
             Dtype::Boolean => Value::Bool(values[i] != 0.0),
             Dtype::F32 | Dtype::F64 => serde_json::Number::from_f64(values[i])
                 .map(Value::Number)
                 .unwrap_or(Value::Null),
             // 64-bit integers are read exactly (f64 holds 53 bits).
-            Dtype::I64 => Value::from(i64::from_le_bytes(exact(&t.data[i * 8..i * 8 + 8]))),
-            Dtype::U64 => Value::from(u64::from_le_bytes(exact(&t.data[i * 8..i * 8 + 8]))),
+            Dtype::I64 => Value::from(i64::from_le_bytes(le(&t.data[i * 8..]))),
+            Dtype::U64 => Value::from(u64::from_le_bytes(le(&t.data[i * 8..]))),
             _ => Value::from(values[i] as i64),
         }
     };
@@ -347,7 +354,7 @@ mod tests {
     fn f32s(t: &Tensor) -> Vec<f32> {
         t.data
             .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .map(|c| f32::from_le_bytes(le(c)))
             .collect()
     }
 

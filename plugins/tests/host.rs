@@ -1,6 +1,8 @@
 //! The host without a gateway: instance policies, recycling, tenants, queueing, the compile
 //! cache. Fixtures are the WAT components of tests/plugins/.
 
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // test and bench code
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -152,15 +152,11 @@ pub fn network_name(id: &str) -> String {
     format!("atelier-nb-{id}")
 }
 
-/// Where the engine is: the setting, else `DOCKER_HOST`, else Docker's socket, else Podman's.
+/// Where the engine is: the setting (config.rs falls back to `DOCKER_HOST`), else Docker's
+/// socket, else Podman's.
 fn engine_address(settings: &Settings) -> String {
     if let Some(h) = &settings.backend.docker_host {
         return h.clone();
-    }
-    if let Ok(h) = std::env::var("DOCKER_HOST")
-        && !h.is_empty()
-    {
-        return h;
     }
     for sock in ["/var/run/docker.sock", "/run/podman/podman.sock"] {
         if Path::new(sock).exists() {

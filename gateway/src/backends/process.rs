@@ -216,6 +216,8 @@ impl ProcessBackend {
             .with_context(|| format!("starting {}", self.runtime_bin.display()))?;
         let pid = child.id().context("runtime exited at once")? as i32;
         // Reap it when it exits while we still run; after a gateway restart init does.
+        // Untracked: the runtime outlives the gateway, so shutdown waits for nothing here.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             let _ = child.wait().await;
         });

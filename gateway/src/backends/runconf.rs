@@ -297,6 +297,8 @@ pub async fn jupyter_get(
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
                 .await
                 .map_err(|e| e.to_string())?;
+        // Drives this one request's connection; aborted below.
+        #[allow(clippy::disallowed_methods)]
         let conn = tokio::spawn(conn);
         let resp = sender.send_request(req).await.map_err(|e| e.to_string());
         let out = match resp {

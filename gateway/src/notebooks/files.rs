@@ -446,6 +446,9 @@ impl Lifecycle {
             .route("/mkdir", post(mkdir))
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(served.clone());
+        // Ends with `stop` (the notebook stops or goes). Untracked: at shutdown the socket
+        // simply closes, and the next gateway serves it again.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             let shutdown = stop.clone();
             if let Err(e) = axum::serve(listener, app)

@@ -454,6 +454,8 @@ async fn forward(
             ],
             since,
         );
+        #[allow(clippy::disallowed_methods)]
+        // the WebSocket relay ends with either side or a revocation, not with the gateway
         tokio::spawn(async move {
             let relay = async {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
@@ -516,12 +518,14 @@ async fn forward(
 
 fn audit_open(state: &AppState, grant: &RouteGrant) {
     let store = state.store.clone();
+    // Tracked with the lifecycle's tasks: a shutdown waits for the audit row.
+    let tasks = state.lifecycle.tasks().clone();
     let (user, id, name) = (
         grant.user().to_owned(),
         grant.route().notebook_id.clone(),
         grant.route().name.clone(),
     );
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let result = async {
             let mut conn = store.pool.acquire().await?;
             audit::record(

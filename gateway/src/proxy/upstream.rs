@@ -105,11 +105,15 @@ impl ConnUpstreams {
     fn adopt(&self, conn: ConnFuture) {
         let inner = &self.0;
         let Ok(mut new) = inner.new_conns.lock() else {
+            #[allow(clippy::disallowed_methods)]
+            // ends with its connection; the driver that would own it is gone
             tokio::spawn(conn);
             return;
         };
         if inner.closed.load(Ordering::Acquire) {
             drop(new);
+            #[allow(clippy::disallowed_methods)]
+            // ends with its connection; the driver that would own it is gone
             tokio::spawn(conn);
             return;
         }
@@ -219,6 +223,8 @@ async fn connect(
     match home {
         Some(home) => home.adopt(conn),
         None => {
+            #[allow(clippy::disallowed_methods)]
+            // this connection ends with the request that opened it
             tokio::spawn(conn);
         }
     }

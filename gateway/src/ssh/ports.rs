@@ -44,6 +44,8 @@ impl Ports {
 /// Listens on `port` for notebook `id`.
 async fn listen(ssh: &SshDoor, id: &str, port: u16) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind((ssh.addr.ip(), port)).await?;
+    // Kept: its abort handle is in `Ports`; it ends with `stop` at shutdown.
+    #[allow(clippy::disallowed_methods)]
     let task = tokio::spawn(crate::ssh::server::serve(
         ssh.clone(),
         listener,

@@ -77,6 +77,7 @@ impl client::Handler for LinkClient {
         let front = self.front.clone();
         let activity = self.activity.clone();
         let (address, origin) = (connected_address.to_owned(), originator_address.to_owned());
+        #[allow(clippy::disallowed_methods)] // ends with the forwarded channel
         tokio::spawn(async move {
             match front
                 .channel_open_forwarded_tcpip(address, connected_port, origin, originator_port)
@@ -282,7 +283,9 @@ impl Link {
         let (replies_tx, replies_rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let exec = Arc::new(AtomicBool::new(false));
+        #[allow(clippy::disallowed_methods)] // ends with the channel
         tokio::spawn(feed(agent_out.clone(), input_rx, activity.clone()));
+        #[allow(clippy::disallowed_methods)] // ends with the channel
         tokio::spawn(pump(
             agent_in,
             user_out,

@@ -345,6 +345,8 @@ impl Conn {
         let future: BoxFuture<'static, Result<Arc<Link>, String>> =
             match (&self.login, self.front.get(), &self.activity) {
                 (Some(t), Some(front), Some(activity)) => {
+                    #[allow(clippy::disallowed_methods)]
+                    // kept in the connection (its result is shared); ends with it
                     let task = tokio::spawn(relay::open(
                         self.door.clone(),
                         t.id.clone(),
@@ -536,6 +538,7 @@ impl russh::server::Handler for Conn {
             reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
+        #[allow(clippy::disallowed_methods)] // ends with the forwarded channel
         tokio::spawn(link.direct_tcpip(
             channel,
             reply,

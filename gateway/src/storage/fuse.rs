@@ -136,6 +136,8 @@ pub async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Servin
         );
     // The CA bundle of an HTTPS endpoint signed by a private CA.
     for var in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
+        // Passed through as the gateway got it, not a setting of its own.
+        #[allow(clippy::disallowed_methods)]
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);
         }
@@ -155,6 +157,8 @@ pub async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Servin
     loop {
         if is_mounted(&private) {
             // Reap it when it exits while the gateway runs; after a restart init does.
+            // Untracked: rclone outlives the gateway, so shutdown waits for nothing here.
+            #[allow(clippy::disallowed_methods)]
             tokio::spawn(async move {
                 let _ = child.wait().await;
             });

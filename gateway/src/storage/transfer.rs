@@ -75,6 +75,8 @@ impl std::fmt::Display for Loc {
 pub fn absolute(text: &str) -> PathBuf {
     let expanded = match text.strip_prefix("~") {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            // `~` is the user's home, as their shell has it (the CLI's `obs` paths).
+            #[allow(clippy::disallowed_methods)]
             let home = std::env::var_os("HOME").unwrap_or_default();
             format!("{}{rest}", Path::new(&home).display())
         }
