@@ -16,6 +16,9 @@ pub mod state;
 pub mod storage;
 pub mod users;
 
+#[cfg(test)]
+mod tests;
+
 use axum::Router;
 use axum::routing::get;
 use serde::Serialize;

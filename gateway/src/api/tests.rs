@@ -1,0 +1,220 @@
+//! The HTTP API in process: the router built by `server::build` on a real store and the
+//! `external` backend (which starts no process), driven with `tower::ServiceExt::oneshot`.
+//! No gateway process and no port: for API behaviour that needs no running notebook.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::config::{BackendKind, Settings};
+
+const ADMIN: &str = "atl_router-test-admin-token-0123456789abcdef";
+
+struct App {
+    router: axum::Router,
+    dir: PathBuf,
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    json: Value,
+    text: String,
+}
+
+impl App {
+    async fn new() -> App {
+        let dir = std::env::temp_dir().join(format!("atelier-api-{}", uuid::Uuid::new_v4()));
+        let mut settings = Settings {
+            data_dir: dir.clone(),
+            admin_token: Some(ADMIN.into()),
+            ssh_addr: None,
+            ..Settings::default()
+        };
+        settings.backend.kind = BackendKind::External;
+        // Never dialled: these tests open no notebook.
+        settings.backend.external_url = Some("http://127.0.0.1:9".into());
+        let state = crate::server::build(settings).await.unwrap();
+        App {
+            router: super::router(state),
+            dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Reply {
+            status,
+            content_type,
+            json: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+
+    /// A user with role `user` and an API token of theirs.
+    async fn user(&self, name: &str) -> String {
+        let r = self
+            .call(
+                Method::POST,
+                "/v1/users",
+                Some(ADMIN),
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/v1/users/{name}/tokens"),
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.json["token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_refused_with_the_json_error_shape() {
+    let app = App::new().await;
+    for token in [None, Some("atl_not-a-token")] {
+        let r = app.call(Method::GET, "/v1/whoami", token, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+        assert!(r.json["error"]["message"].is_string(), "{}", r.text);
+        assert!(r.json["error"]["code"].is_string(), "{}", r.text);
+    }
+    let r = app.call(Method::GET, "/v1/whoami", Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["name"], "admin", "{}", r.text);
+}
+
+#[tokio::test]
+async fn unknown_endpoints_and_methods_are_named_in_the_error() {
+    let app = App::new().await;
+    let r = app
+        .call(Method::GET, "/v1/nothing-here", Some(ADMIN), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.text.contains("/v1/nothing-here"), "{}", r.text);
+    let r = app.call(Method::PUT, "/v1/whoami", Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.text.contains("PUT"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn metrics_are_for_admins_and_show_every_auto_stop_reason_from_the_start() {
+    let app = App::new().await;
+    let alice = app.user("alice").await;
+    let r = app.call(Method::GET, "/metrics", Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = app.call(Method::GET, "/metrics", Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.content_type.starts_with("application/openmetrics-text"),
+        "{}",
+        r.content_type
+    );
+    for line in [
+        "atelier_notebook_auto_stops_total{reason=\"lease_expired\"} 0",
+        "atelier_notebook_auto_stops_total{reason=\"idle\"} 0",
+        "atelier_plugin_compilations_total 0",
+    ] {
+        assert!(r.text.contains(line), "{line} missing from:\n{}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn bad_notebook_requests_name_the_field_and_create_nothing() {
+    let app = App::new().await;
+    let alice = app.user("alice").await;
+    for (body, names) in [
+        (json!({"name": "no spaces allowed"}), "name"),
+        (json!({"name": "ok", "flavor": "no-such-flavor"}), "flavor"),
+        (json!({"name": "ok", "colour": "blue"}), "colour"),
+    ] {
+        let r = app
+            .call(
+                Method::POST,
+                "/v1/notebooks",
+                Some(&alice),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
+        assert!(
+            r.text.contains(names),
+            "{body}: the error should name {names}: {}",
+            r.text
+        );
+    }
+    let r = app
+        .call(Method::GET, "/v1/notebooks", Some(&alice), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["items"], json!([]), "{}", r.text);
+}
+
+#[tokio::test]
+async fn another_users_notebook_is_not_found_and_an_admin_sees_it() {
+    let app = App::new().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/notebooks",
+            Some(&alice),
+            Some(json!({"name": "mine"})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/notebooks/{id}");
+    let r = app.call(Method::GET, &path, Some(&bob), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = app.call(Method::DELETE, &path, Some(&bob), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = app.call(Method::GET, &path, Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["name"], "mine", "{}", r.text);
+    let r = app.call(Method::GET, &path, Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
