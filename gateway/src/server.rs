@@ -17,6 +17,7 @@ use crate::backends::Backend;
 use crate::backends::external::ExternalBackend;
 use crate::backends::process::ProcessBackend;
 use crate::config::{BackendKind, Settings};
+use crate::lifecycle::clock::SystemClock;
 use crate::metrics::MetricsBuilder;
 use crate::notebooks::{Lifecycle, LifecycleParts, health};
 use crate::proxy::{self, upstream::ConnUpstreams};
@@ -73,6 +74,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         secrets: secrets.clone(),
         revocations: revocations.clone(),
         metrics: metrics.notebooks(),
+        clock: Arc::new(SystemClock),
     });
     metrics.plugins(plugins.clone());
     let ssh = ssh.map(|(addr, fingerprint, public_key, config)| {

@@ -18,6 +18,7 @@ use std::fmt::Debug;
 
 pub use atelier_plugins::locks::{KeyGuard, KeyedLocks};
 
+pub mod clock;
 pub mod mount;
 pub mod notebook;
 pub mod upload;

@@ -345,7 +345,7 @@ pub async fn check(lc: &Lifecycle, sampler: &mut Sampler) -> anyhow::Result<()> 
         let mut conn = lc.store().pool.acquire().await?;
         rows::in_statuses(&mut conn, &[RUNNING]).await?
     };
-    let now = OffsetDateTime::now_utc();
+    let now = lc.now();
     let warning_secs = i64::try_from(lc.settings().stop_warning_secs).unwrap_or(i64::MAX);
     let warning = time::Duration::seconds(warning_secs);
     sampler

@@ -35,6 +35,7 @@ use crate::backends::{Backend, BackendError, Handle, NotebookSpec, Progress, Sto
 use crate::config::Settings;
 use crate::error::{Error, Kind};
 use crate::lifecycle::Operation;
+use crate::lifecycle::clock::Clock;
 use crate::metrics::{NotebookMetrics, ReasonLabel};
 use crate::routing::RouteTable;
 use crate::store::audit::{self, Action, Target};
@@ -250,6 +251,7 @@ struct Inner {
     /// key pair removed from it.
     revocations: Revocations,
     metrics: NotebookMetrics,
+    clock: Arc<dyn Clock>,
 }
 
 /// Takes a notebook off [`Inner::expanding`] when its expansion ends, however it ends.
@@ -273,6 +275,8 @@ pub struct LifecycleParts {
     pub secrets: Arc<crate::secrets::SecretBox>,
     pub revocations: Revocations,
     pub metrics: NotebookMetrics,
+    /// Deadlines are read against it (tests move a manual one).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Lifecycle {
@@ -286,6 +290,7 @@ impl Lifecycle {
             secrets,
             revocations,
             metrics,
+            clock,
         } = parts;
         // Every reason shows in `/metrics` from the start, at 0.
         for r in autostop::Reason::ALL {
@@ -313,6 +318,7 @@ impl Lifecycle {
                 files: Default::default(),
                 revocations,
                 metrics,
+                clock,
             }),
         }
     }
@@ -844,7 +850,7 @@ impl Lifecycle {
                     // The lease counts from now (seed: "when you created or started").
                     let stop_at = row.auto_stop_enabled.then(|| {
                         store::format_time(autostop::deadline(
-                            time::OffsetDateTime::now_utc(),
+                            self.now(),
                             row.auto_stop_hours,
                             self.inner.settings.lease_hour_secs,
                         ))
@@ -1060,7 +1066,7 @@ impl Lifecycle {
             )));
         }
         let hours = hours.unwrap_or(row.auto_stop_hours);
-        let now = time::OffsetDateTime::now_utc();
+        let now = self.now();
         let lease_hour = self.inner.settings.lease_hour_secs;
         let current = row
             .stop_at
@@ -1302,6 +1308,11 @@ impl Lifecycle {
     pub(crate) fn clocks(&self) -> &ActivityClocks {
         &self.inner.clocks
     }
+
+    /// Now, by the lifecycle's clock.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.inner.clock.now()
+    }
 }
 
 fn target(row: &NotebookRow) -> Target<'_> {
@@ -1392,9 +1403,10 @@ mod tests {
     use crate::backends::{Observed, Upstream};
     use crate::store::users;
 
-    /// Fails at the stage it is told to.
+    /// Fails at the stage it is told to (or, `ready`, comes up and stays up).
     struct Faulty {
         fail_prepare: bool,
+        ready: bool,
     }
 
     #[async_trait]
@@ -1419,6 +1431,9 @@ mod tests {
             _h: &Handle,
             _t: Duration,
         ) -> Result<(), BackendError> {
+            if self.ready {
+                return Ok(());
+            }
             Err(BackendError::Start("never became ready".into()))
         }
         async fn poll(&self, _h: &Handle) -> Observed {
@@ -1436,6 +1451,17 @@ mod tests {
     }
 
     async fn setup(fail_prepare: bool) -> (Lifecycle, Principal, std::path::PathBuf) {
+        let backend = Faulty {
+            fail_prepare,
+            ready: false,
+        };
+        setup_with(backend, Arc::new(crate::lifecycle::clock::SystemClock)).await
+    }
+
+    async fn setup_with(
+        backend: Faulty,
+        clock: Arc<dyn Clock>,
+    ) -> (Lifecycle, Principal, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("atelier-lc-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir).await.unwrap();
@@ -1444,7 +1470,7 @@ mod tests {
             .await
             .unwrap();
         drop(c);
-        let backend: Arc<dyn Backend> = Arc::new(Faulty { fail_prepare });
+        let backend: Arc<dyn Backend> = Arc::new(backend);
         let settings = Arc::new(Settings {
             data_dir: dir.clone(),
             ..Settings::default()
@@ -1461,6 +1487,7 @@ mod tests {
             secrets,
             revocations: crate::auth::revoke::Revocations::new(),
             metrics: Default::default(),
+            clock,
         });
         let who = Principal {
             user_id: "u1".into(),
@@ -1496,6 +1523,148 @@ mod tests {
             storage: None,
             extended_storage: Vec::new(),
         }
+    }
+
+    /// A notebook brought up (RUNNING) by a backend that stays up, on a clock the test moves.
+    async fn running_on_a_manual_clock(
+        auto_stop: AutoStop,
+    ) -> (
+        Lifecycle,
+        crate::lifecycle::clock::ManualClock,
+        NotebookRow,
+        std::path::PathBuf,
+    ) {
+        let clock = crate::lifecycle::clock::ManualClock::new();
+        let backend = Faulty {
+            fail_prepare: false,
+            ready: true,
+        };
+        let (lc, who, dir) = setup_with(backend, Arc::new(clock.clone())).await;
+        let mut req = request("nb");
+        req.auto_stop = Some(auto_stop);
+        let row = lc.create(&who, req).await.unwrap();
+        let (row, _) = settle(&lc, &row.id).await;
+        lc.tasks().reopen();
+        assert_eq!(row.status, RUNNING);
+        (lc, clock, row, dir)
+    }
+
+    /// `passes` auto-stop passes, then the notebook and its event names once what they
+    /// started has finished.
+    async fn pass(
+        lc: &Lifecycle,
+        sampler: &mut autostop::Sampler,
+        passes: usize,
+        id: &str,
+    ) -> (NotebookRow, Vec<String>) {
+        for _ in 0..passes {
+            autostop::check(lc, sampler).await.unwrap();
+        }
+        let seen = settle(lc, id).await;
+        lc.tasks().reopen();
+        seen
+    }
+
+    /// A lease with a clock moved by hand: no sleep, and the warning and the stop land at
+    /// their times exactly.
+    #[tokio::test]
+    async fn a_lease_warns_once_then_stops_the_notebook_when_the_clock_reaches_it() {
+        use time::Duration as D;
+        let (lc, clock, row, dir) = running_on_a_manual_clock(AutoStop {
+            enabled: true,
+            duration_hours: 2,
+            idle_timeout_seconds: Some(0),
+        })
+        .await;
+        let stop_at = autostop::parse_time(row.stop_at.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            stop_at - lc.now(),
+            D::hours(2),
+            "the lease counts from the start"
+        );
+        let lease_events = |names: &[String]| {
+            names
+                .iter()
+                .filter(|n| *n == "StopNotebookLeaseExpired")
+                .count()
+        };
+        let mut sampler = autostop::Sampler::default();
+
+        // 1 h 55 min in, just before the 5 min warning window: nothing.
+        clock.advance(D::minutes(115) - D::seconds(1));
+        autostop::check(&lc, &mut sampler).await.unwrap();
+        let (row, names) = settle(&lc, &row.id).await;
+        lc.tasks().reopen();
+        assert_eq!(
+            (row.status, lease_events(&names)),
+            (RUNNING, 0),
+            "{names:?}"
+        );
+
+        // In the window: one warning, however many passes see it.
+        clock.advance(D::seconds(1));
+        for _ in 0..3 {
+            autostop::check(&lc, &mut sampler).await.unwrap();
+        }
+        let (row, names) = settle(&lc, &row.id).await;
+        lc.tasks().reopen();
+        assert_eq!(
+            (row.status, lease_events(&names)),
+            (RUNNING, 1),
+            "{names:?}"
+        );
+        assert!(row.stop_warned_at.is_some());
+
+        // At the deadline: stopped by the gateway, with the reason.
+        clock.advance(D::minutes(5));
+        let (row, names) = pass(&lc, &mut sampler, 1, &row.id).await;
+        assert_eq!(row.status, STOPPED, "{names:?}");
+        assert_eq!(lease_events(&names), 2, "{names:?}");
+        assert!(
+            row.status_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("lease_expired")),
+            "{:?}",
+            row.status_reason
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// An idle timeout with a clock moved by hand: a warning before, the stop at the timeout.
+    #[tokio::test]
+    async fn an_idle_notebook_is_warned_then_stopped_by_the_clock() {
+        use time::Duration as D;
+        let (lc, clock, row, dir) = running_on_a_manual_clock(AutoStop {
+            enabled: false,
+            duration_hours: 1,
+            idle_timeout_seconds: Some(600),
+        })
+        .await;
+        let idle_events = |names: &[String]| {
+            names
+                .iter()
+                .filter(|n| *n == "StopNotebookResourceIdle")
+                .count()
+        };
+        let mut sampler = autostop::Sampler::default();
+        // The warning comes 5 min (stop_warning_secs) before the 10 min timeout; the clock
+        // started at most a second before the notebook's last change.
+        let steps = [
+            (299, RUNNING, 0),
+            (2, RUNNING, 1),
+            (298, RUNNING, 1),
+            (2, STOPPED, 2),
+        ];
+        for (secs, status, events) in steps {
+            clock.advance(D::seconds(secs));
+            let (row, names) = pass(&lc, &mut sampler, 1, &row.id).await;
+            assert_eq!(
+                (row.status, idle_events(&names)),
+                (status, events),
+                "after {secs} more s: {names:?}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
