@@ -107,3 +107,66 @@ pub async fn built_python(project: &Path) -> PathBuf {
     std::fs::rename(&tmp, &out).expect("moving the built component");
     out
 }
+
+/// A shared compile cache for the plugin tests' gateways (the restart test uses its own).
+pub fn shared_cache() -> String {
+    crate::cache_dir()
+        .join("test-plugin-cache")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A gateway with the shared plugin compile cache.
+pub async fn gateway() -> crate::Gateway {
+    crate::Gateway::start_with(&[("ATELIER_PLUGIN_CACHE_DIR", &shared_cache())]).await
+}
+
+/// `POST /v1/plugins` (multipart): the manifest, the component and extra files.
+pub async fn upload(
+    api: &crate::Api,
+    manifest: &serde_json::Value,
+    component: Vec<u8>,
+    files: &[(&str, Vec<u8>)],
+) -> crate::Reply {
+    let mut form = reqwest::multipart::Form::new()
+        .text("manifest", manifest.to_string())
+        .part(
+            "component",
+            reqwest::multipart::Part::bytes(component).file_name("c.wasm"),
+        );
+    for (name, data) in files {
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(data.clone()).file_name(name.to_string()),
+        );
+    }
+    api.send(
+        api.request(reqwest::Method::POST, "/v1/plugins")
+            .multipart(form),
+    )
+    .await
+}
+
+/// A JSON file, read and parsed (a test fails naming the file otherwise).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Copies a directory tree (nothing when `from` does not exist).
+pub fn copy_tree(from: &Path, to: &Path) {
+    if !from.exists() {
+        return;
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
