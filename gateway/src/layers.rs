@@ -26,8 +26,11 @@ fn sources(src: &Path) -> Vec<(String, String, String)> {
             files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
             continue;
         }
-        // This file names what it looks for.
-        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("layers.rs") {
+        // This file names what it looks for; a `tests.rs` is a test module (`#[cfg(test)]`).
+        if path.extension().is_none_or(|e| e != "rs")
+            || path.ends_with("layers.rs")
+            || path.ends_with("tests.rs")
+        {
             continue;
         }
         let rel = path
