@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
-use crate::backends::{Backend, Handle, Upstream};
+use crate::backends::{Backend, Upstream};
 use crate::cache::TtlCache;
 use crate::lifecycle::notebook::NotebookStatus;
 use crate::store::{Store, notebooks as rows};
@@ -93,8 +93,7 @@ impl RouteTable {
         };
         let upstream = row
             .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<Handle>(h).ok())
+            .clone()
             .and_then(|h| self.backend.upstream(&h).ok());
         let route = Arc::new(Route {
             notebook_id: row.id,

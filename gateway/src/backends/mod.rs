@@ -35,7 +35,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::config::Flavor;
 use crate::store::events::EventKind;
@@ -61,9 +60,7 @@ pub struct NotebookSpec {
     pub extra_binds: Vec<(std::path::PathBuf, String)>,
 }
 
-/// The persisted, backend-specific record of a launched notebook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Handle(pub serde_json::Value);
+pub use crate::lifecycle::handle::Handle;
 
 /// Where a notebook's server listens, as seen from the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]

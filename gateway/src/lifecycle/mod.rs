@@ -19,6 +19,7 @@ use std::fmt::Debug;
 pub use atelier_plugins::locks::{KeyGuard, KeyedLocks};
 
 pub mod clock;
+pub mod handle;
 pub mod mount;
 pub mod notebook;
 pub mod upload;

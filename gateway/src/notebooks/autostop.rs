@@ -34,7 +34,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Lifecycle, RUNNING};
 use crate::activity::{self, Source};
-use crate::backends::Handle;
 use crate::store::events::{self, EventKind};
 use crate::store::notebooks::NotebookRow;
 use crate::store::{self, notebooks as rows};
@@ -125,14 +124,10 @@ pub fn idle_timeout(lc: &Lifecycle, row: &NotebookRow) -> i64 {
 
 /// Whether any kernel of the notebook's Jupyter server is busy.
 async fn kernels_busy(lc: &Lifecycle, row: &NotebookRow) -> bool {
-    let Some(handle) = row
-        .handle
-        .as_deref()
-        .and_then(|h| serde_json::from_str::<Handle>(h).ok())
-    else {
+    let Some(handle) = row.handle.as_ref() else {
         return false;
     };
-    let Ok(up) = lc.backend().upstream(&handle) else {
+    let Ok(up) = lc.backend().upstream(handle) else {
         return false;
     };
     let path = format!("/nb/{}/api/kernels", row.id);
@@ -163,12 +158,8 @@ struct Probe {
 /// Asks a notebook's Jupyter server and backend what idle detection cannot see go by.
 async fn probe(lc: &Lifecycle, row: &NotebookRow) -> Probe {
     let busy = kernels_busy(lc, row).await;
-    let usage = match row
-        .handle
-        .as_deref()
-        .and_then(|h| serde_json::from_str::<Handle>(h).ok())
-    {
-        Some(h) => lc.backend().usage(&h).await,
+    let usage = match row.handle.as_ref() {
+        Some(h) => lc.backend().usage(h).await,
         None => None,
     };
     Probe {

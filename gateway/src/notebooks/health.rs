@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{Lifecycle, RUNNING, STOPPED};
-use crate::backends::{Handle, Observed};
+use crate::backends::Observed;
 use crate::store::events::{self, EventKind};
 use crate::store::notebooks as rows;
 use crate::store::transition::Transition;
@@ -17,10 +17,7 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
         rows::in_statuses(&mut conn, &[RUNNING]).await?
     };
     for row in running {
-        let handle = row
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<Handle>(h).ok());
+        let handle = row.handle.as_ref();
         let observed = match &handle {
             Some(h) => lc.backend().poll(h).await,
             None => Observed::Exited("no record of its server".into()),

@@ -793,10 +793,7 @@ impl Lifecycle {
             store: self.inner.store.clone(),
             notebook_id: id.to_owned(),
         };
-        let mut handle: Option<Handle> = row
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str(h).ok());
+        let mut handle: Option<Handle> = row.handle.clone();
         let result: Result<(), BackendError> = async {
             if image_ref.is_none() {
                 return Err(BackendError::Image(format!(
@@ -889,12 +886,8 @@ impl Lifecycle {
         let Some(row) = self.load_in(id, STOPPING).await? else {
             return Ok(());
         };
-        let result = match row
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<Handle>(h).ok())
-        {
-            Some(h) => self.inner.backend.stop(&h, self.stop_mode()).await,
+        let result = match row.handle.as_ref() {
+            Some(h) => self.inner.backend.stop(h, self.stop_mode()).await,
             None => Ok(()),
         };
         self.stop_files(id);
@@ -937,12 +930,8 @@ impl Lifecycle {
             return Ok(());
         };
         let backend = &self.inner.backend;
-        let mut result = match row
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<Handle>(h).ok())
-        {
-            Some(h) => backend.stop(&h, self.stop_mode()).await,
+        let mut result = match row.handle.as_ref() {
+            Some(h) => backend.stop(h, self.stop_mode()).await,
             None => Ok(()),
         };
         self.stop_files(id);
@@ -992,9 +981,8 @@ impl Lifecycle {
     }
 
     async fn persist_handle(&self, id: &str, handle: Option<&Handle>) -> anyhow::Result<()> {
-        let text = handle.map(serde_json::to_string).transpose()?;
         let mut conn = self.inner.store.pool.acquire().await?;
-        rows::set_handle(&mut conn, id, text.as_deref()).await?;
+        rows::set_handle(&mut conn, id, handle).await?;
         Ok(())
     }
 
@@ -1144,11 +1132,7 @@ impl Lifecycle {
                 current + i64::from(MAX_STEP_GB)
             )));
         }
-        let Some(handle) = nb
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<crate::backends::Handle>(h).ok())
-        else {
+        let Some(handle) = nb.handle.as_ref() else {
             return Err(Error::conflict(format!(
                 "notebook {} is not running yet",
                 nb.name
@@ -1183,7 +1167,7 @@ impl Lifecycle {
         let outcome = self
             .inner
             .backend
-            .expand_work_disk(&handle, size_gb as u32)
+            .expand_work_disk(handle, size_gb as u32)
             .await;
         let mut tx = self.inner.store.write().await?;
         let result = match &outcome {

@@ -13,7 +13,7 @@
 use serde::Deserialize;
 
 use super::{Lifecycle, NotebookGrant, NotebookOp, RUNNING, SNAPSHOTTING, StoreProgress, target};
-use crate::backends::{Handle, SaveImage, SaveImageError};
+use crate::backends::{SaveImage, SaveImageError};
 use crate::error::Error;
 use crate::store::audit::{self, Action};
 use crate::store::events::{self, EventKind};
@@ -159,10 +159,7 @@ impl Lifecycle {
             store: self.inner.store.clone(),
             notebook_id: id.to_owned(),
         };
-        let handle = row
-            .handle
-            .as_deref()
-            .and_then(|h| serde_json::from_str::<Handle>(h).ok());
+        let handle = row.handle.clone();
         let outcome = match &handle {
             Some(h) => self.inner.backend.save_image(h, &save, &progress).await,
             None => Err(SaveImageError::Other(

@@ -187,8 +187,7 @@ pub async fn open(
     }
     let handle: BackendHandle = row
         .handle
-        .as_deref()
-        .and_then(|h| serde_json::from_str(h).ok())
+        .clone()
         .ok_or_else(|| unavailable("it has no runtime handle yet; try again in a moment".into()))?;
     let link = door
         .backend

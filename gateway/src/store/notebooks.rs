@@ -2,6 +2,7 @@
 //! column, so two requests can never both move a notebook out of the same state.
 
 use super::Conn;
+use crate::lifecycle::handle::Handle;
 use crate::lifecycle::notebook::NotebookStatus;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -19,7 +20,8 @@ pub struct NotebookRow {
     pub auto_stop_enabled: bool,
     pub auto_stop_hours: i64,
     pub backend: String,
-    pub handle: Option<String>,
+    /// Decoded once here (see `lifecycle::handle`).
+    pub handle: Option<Handle>,
     pub created_at: String,
     pub updated_at: String,
     pub last_activity_at: Option<String>,
@@ -284,7 +286,7 @@ pub async fn set_auto_stop(
     Ok(())
 }
 
-pub async fn set_handle(conn: &mut Conn, id: &str, handle: Option<&str>) -> sqlx::Result<()> {
+pub async fn set_handle(conn: &mut Conn, id: &str, handle: Option<&Handle>) -> sqlx::Result<()> {
     sqlx::query("UPDATE notebooks SET handle = $1 WHERE id = $2")
         .bind(handle)
         .bind(id)
