@@ -194,201 +194,6 @@ fn plugin_ref(settings: &Settings, row: &PluginRow) -> Result<PluginRef, Error> 
     })
 }
 
-/// Registers a component under the manifest's name and version. The same component and
-/// manifest again is a no-op (idempotent); another component under a taken name and version
-/// is refused.
-pub async fn register(
-    settings: &Settings,
-    store: &Store,
-    host: &Arc<Host>,
-    who: &Principal,
-    manifest: Manifest,
-    component: Vec<u8>,
-    files: Vec<(String, Vec<u8>)>,
-) -> Result<Registration, Error> {
-    check_name(&manifest.name)?;
-    check_version(&manifest.version)?;
-    if manifest.description.len() > 1024 {
-        return Err(Error::invalid("description: at most 1024 bytes"));
-    }
-    let expected = match &manifest.world {
-        Some(w) => Some(World::parse(w).ok_or_else(|| {
-            Error::invalid(format!(
-                "unknown world {w:?}; the worlds are {}",
-                World::ALL.map(|w| w.name()).join(", ")
-            ))
-        })?),
-        None => None,
-    };
-    if component.is_empty() {
-        return Err(Error::invalid(
-            "no component: upload the .wasm as the multipart part `component`",
-        ));
-    }
-    let mut names = std::collections::BTreeSet::new();
-    let mut total = 0u64;
-    for (name, data) in &files {
-        check_file_name(name)?;
-        if !names.insert(name.clone()) {
-            return Err(Error::invalid(format!(
-                "model file {name:?} is given twice"
-            )));
-        }
-        total += data.len() as u64;
-    }
-    if total > settings.plugins.max_files_mb * 1024 * 1024 {
-        return Err(Error::new(
-            Kind::TooLarge,
-            "payload_too_large",
-            format!(
-                "the model files hold {total} bytes; at most {} MB (ATELIER_PLUGIN_MAX_FILES_MB)",
-                settings.plugins.max_files_mb
-            ),
-        ));
-    }
-
-    // One registration or deletion of this name and version at a time, and one at a time
-    // working on the files of this digest (in that order, as `delete`): concurrent requests
-    // never write, replace or delete each other's files. Held to the end.
-    let _plugin_lock = host
-        .lock_key(&plugin_key(&manifest.name, &manifest.version))
-        .await;
-    let _digest_lock = host
-        .lock_key(&digest_key(&atelier_plugins::host::sha256_hex(&component)))
-        .await;
-
-    // Check the component (this compiles it once; a known digest compiles nothing).
-    let h = host.clone();
-    let registered = tokio::task::spawn_blocking(move || h.register(&component, expected))
-        .await
-        .map_err(|e| Error::internal(anyhow::anyhow!("registration thread: {e}")))?
-        .map_err(register_error)?;
-    if !files.is_empty() && registered.world != World::InferenceProcessor {
-        return Err(Error::invalid(format!(
-            "model files go with inference processors; this is a {} plugin",
-            registered.world
-        )));
-    }
-    let limits = settings
-        .plugins
-        .host_settings()
-        .resolve(registered.world, &manifest.limits)
-        .map_err(Error::invalid)?;
-    let limits_json =
-        serde_json::to_string(&limits).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
-    let manifest_json =
-        serde_json::to_string(&manifest.limits).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
-
-    let mut conn = store.pool.acquire().await?;
-    if let Some(existing) =
-        store::plugins::get(&mut conn, &manifest.name, &manifest.version).await?
-    {
-        let same_files: Vec<String> = serde_json::from_str(&existing.files).unwrap_or_default();
-        if existing.digest == registered.digest
-            && existing.manifest == manifest_json
-            && existing.description == manifest.description
-            && same_files == names.iter().cloned().collect::<Vec<_>>()
-        {
-            return Ok(Registration {
-                view: existing.into(),
-                created: false,
-                compiled: registered.compiled,
-            });
-        }
-        return Err(Error::conflict(format!(
-            "plugin {} {} is already registered with another component or manifest (digest {}); push a new version",
-            manifest.name, manifest.version, existing.digest
-        )));
-    }
-    drop(conn);
-
-    // Model files first (written into a staging directory of this registration, which is then
-    // renamed into place), then the row. Under the plugin's lock and with no row yet, a
-    // directory already at the place is a leftover of a registration that did not finish.
-    let dir = files_dir(settings, &manifest.name, &manifest.version);
-    if !files.is_empty() {
-        let staging = dir.with_extension(format!("staging-{}", uuid::Uuid::new_v4()));
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&staging)?;
-            for (name, data) in &files {
-                std::fs::write(staging.join(name), data)?;
-            }
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            std::fs::rename(&staging, &dir)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(Error::internal(anyhow::anyhow!(
-                "writing model files to {}: {e}",
-                dir.display()
-            )));
-        }
-    }
-    let row = PluginRow {
-        name: manifest.name.clone(),
-        version: manifest.version.clone(),
-        owner_id: who.user_id.clone(),
-        owner_name: who.name.clone(),
-        digest: registered.digest.clone(),
-        world: registered.world.name().to_string(),
-        description: manifest.description.clone(),
-        limits: limits_json,
-        manifest: manifest_json,
-        exports: serde_json::to_string(&registered.exports).unwrap_or_default(),
-        imports: serde_json::to_string(&registered.imports).unwrap_or_default(),
-        files: serde_json::to_string(&names.iter().collect::<Vec<_>>()).unwrap_or_default(),
-        size_bytes: registered.size as i64,
-        compile_ms: registered.compile_ms,
-        created_at: store::now(),
-    };
-    let mut tx = store.write().await?;
-    let inserted = async {
-        store::plugins::insert(&mut tx, &row).await?;
-        crate::store::audit::record(
-            &mut tx,
-            &who.name,
-            crate::store::audit::Action::RegisterPlugin,
-            crate::store::audit::Target {
-                kind: "plugin",
-                id: &format!("{}@{}", row.name, row.version),
-                name: &row.name,
-            },
-            "ok",
-            Some(&row.digest),
-        )
-        .await?;
-        sqlx::Result::Ok(())
-    }
-    .await;
-    match inserted {
-        Ok(()) => tx.commit().await?,
-        Err(e) => {
-            drop(tx);
-            if !files.is_empty() {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-            // Registrations of one name and version are serialized, so only another gateway
-            // on the same database gets here.
-            if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
-                return Err(Error::conflict(format!(
-                    "plugin {} {} was registered meanwhile",
-                    row.name, row.version
-                )));
-            }
-            return Err(e.into());
-        }
-    }
-    tracing::info!(plugin = %row.name, version = %row.version, digest = %row.digest, world = %row.world, compiled = registered.compiled, "plugin registered");
-    Ok(Registration {
-        view: row.into(),
-        created: true,
-        compiled: registered.compiled,
-    })
-}
-
 /// The lock key of a plugin's registration (see [`Host::lock_key`]).
 fn plugin_key(name: &str, version: &str) -> String {
     format!("plugin:{name}@{version}")
@@ -399,118 +204,332 @@ fn digest_key(digest: &str) -> String {
     format!("digest:{digest}")
 }
 
-pub async fn get(store: &Store, name: &str, version: &str) -> Result<PluginRow, Error> {
-    let mut conn = store.pool.acquire().await?;
-    store::plugins::get(&mut conn, name, version)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("no plugin {name} version {version}")))
+/// The plugin registry and calls, for the API (and the workflows, services and training
+/// jobs that will call plugins): one value holding what every operation needs.
+#[derive(Clone)]
+pub struct Plugins {
+    settings: Arc<Settings>,
+    store: Store,
+    host: Arc<Host>,
 }
 
-/// Deletes a registration (its owner or an admin). The component's files go with the last
-/// registration using them.
-pub async fn delete(
-    settings: &Settings,
-    store: &Store,
-    host: &Arc<Host>,
-    who: &Principal,
-    name: &str,
-    version: &str,
-) -> Result<(), Error> {
-    let _plugin_lock = host.lock_key(&plugin_key(name, version)).await;
-    let row = get(store, name, version).await?;
-    if row.owner_id != who.user_id && !who.is_admin() {
-        return Err(Error::forbidden(format!(
-            "plugin {name} {version} belongs to {}; only its owner or an admin may delete it",
-            row.owner_name
-        )));
+impl Plugins {
+    pub fn new(settings: Arc<Settings>, store: Store, host: Arc<Host>) -> Self {
+        Plugins {
+            settings,
+            store,
+            host,
+        }
     }
-    // Another name registering the same component must not lose its files to this deletion.
-    let _digest_lock = host.lock_key(&digest_key(&row.digest)).await;
-    // Later issues (workflows, services, training jobs) refuse here while they reference it.
-    let mut tx = store.write().await?;
-    store::plugins::delete(&mut tx, name, version).await?;
-    let others = store::plugins::digest_users(&mut tx, &row.digest).await?;
-    crate::store::audit::record(
-        &mut tx,
-        &who.name,
-        crate::store::audit::Action::DeletePlugin,
-        crate::store::audit::Target {
-            kind: "plugin",
-            id: &format!("{name}@{version}"),
-            name,
-        },
-        "ok",
-        Some(&row.digest),
-    )
-    .await?;
-    tx.commit().await?;
-    let plugin = plugin_ref(settings, &row)?;
-    host.forget(&plugin, others == 0);
-    let _ = std::fs::remove_dir_all(files_dir(settings, name, version));
-    Ok(())
-}
 
-/// Calls a plugin with JSON input on behalf of `who`, with storage under their directory.
-pub async fn invoke(
-    settings: &Settings,
-    store: &Store,
-    host: &Arc<Host>,
-    who: &Principal,
-    name: &str,
-    version: &str,
-    input: &serde_json::Value,
-) -> Result<CallReport<serde_json::Value>, Error> {
-    let row = get(store, name, version).await?;
-    let plugin = plugin_ref(settings, &row)?;
-    let root = storage_dir(settings, &who.user_id);
-    std::fs::create_dir_all(&root)
-        .map_err(|e| Error::internal(anyhow::anyhow!("{}: {e}", root.display())))?;
-    let ctx = CallContext {
-        tenant: who.user_id.clone(),
-        call_id: uuid::Uuid::now_v7().to_string(),
-        storage: atelier_plugins::storage::Grant::new(
-            root,
-            host.settings().max_object_mb * 1024 * 1024,
-        ),
-        ..Default::default()
-    };
-    let report = host.invoke(&plugin, ctx, input).await;
-    if let Some(atelier_plugins::CallError::BadInput { message }) = &report.error {
-        return Err(Error::invalid(message.clone()));
+    /// The Wasm host itself (metrics, diagnostics).
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
     }
-    Ok(report)
-}
 
-/// Loads every registered plugin's compiled form (from the disk cache) in the background,
-/// so first calls after a restart do not wait.
-pub fn preload(settings: Arc<Settings>, store: Store, host: Arc<Host>) {
-    // A warm-up: cut short at shutdown, nothing is lost.
-    #[allow(clippy::disallowed_methods)]
-    tokio::spawn(async move {
-        let rows = match store.pool.acquire().await {
-            Ok(mut conn) => store::plugins::list(&mut conn, None, None)
-                .await
-                .unwrap_or_default(),
-            Err(_) => return,
+    /// Registers a component under the manifest's name and version. The same component and
+    /// manifest again is a no-op (idempotent); another component under a taken name and version
+    /// is refused.
+    pub async fn register(
+        &self,
+        who: &Principal,
+        manifest: Manifest,
+        component: Vec<u8>,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<Registration, Error> {
+        let (settings, store, host) = (&*self.settings, &self.store, &self.host);
+        check_name(&manifest.name)?;
+        check_version(&manifest.version)?;
+        if manifest.description.len() > 1024 {
+            return Err(Error::invalid("description: at most 1024 bytes"));
+        }
+        let expected = match &manifest.world {
+            Some(w) => Some(World::parse(w).ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown world {w:?}; the worlds are {}",
+                    World::ALL.map(|w| w.name()).join(", ")
+                ))
+            })?),
+            None => None,
         };
-        for row in rows {
-            let Ok(plugin) = plugin_ref(&settings, &row) else {
-                continue;
+        if component.is_empty() {
+            return Err(Error::invalid(
+                "no component: upload the .wasm as the multipart part `component`",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut total = 0u64;
+        for (name, data) in &files {
+            check_file_name(name)?;
+            if !names.insert(name.clone()) {
+                return Err(Error::invalid(format!(
+                    "model file {name:?} is given twice"
+                )));
+            }
+            total += data.len() as u64;
+        }
+        if total > settings.plugins.max_files_mb * 1024 * 1024 {
+            return Err(Error::new(
+                Kind::TooLarge,
+                "payload_too_large",
+                format!(
+                    "the model files hold {total} bytes; at most {} MB (ATELIER_PLUGIN_MAX_FILES_MB)",
+                    settings.plugins.max_files_mb
+                ),
+            ));
+        }
+
+        // One registration or deletion of this name and version at a time, and one at a time
+        // working on the files of this digest (in that order, as `delete`): concurrent requests
+        // never write, replace or delete each other's files. Held to the end.
+        let _plugin_lock = host
+            .lock_key(&plugin_key(&manifest.name, &manifest.version))
+            .await;
+        let _digest_lock = host
+            .lock_key(&digest_key(&atelier_plugins::host::sha256_hex(&component)))
+            .await;
+
+        // Check the component (this compiles it once; a known digest compiles nothing).
+        let h = host.clone();
+        let registered = tokio::task::spawn_blocking(move || h.register(&component, expected))
+            .await
+            .map_err(|e| Error::internal(anyhow::anyhow!("registration thread: {e}")))?
+            .map_err(register_error)?;
+        if !files.is_empty() && registered.world != World::InferenceProcessor {
+            return Err(Error::invalid(format!(
+                "model files go with inference processors; this is a {} plugin",
+                registered.world
+            )));
+        }
+        let limits = settings
+            .plugins
+            .host_settings()
+            .resolve(registered.world, &manifest.limits)
+            .map_err(Error::invalid)?;
+        let limits_json =
+            serde_json::to_string(&limits).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+        let manifest_json = serde_json::to_string(&manifest.limits)
+            .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+
+        let mut conn = store.pool.acquire().await?;
+        if let Some(existing) =
+            store::plugins::get(&mut conn, &manifest.name, &manifest.version).await?
+        {
+            let same_files: Vec<String> = serde_json::from_str(&existing.files).unwrap_or_default();
+            if existing.digest == registered.digest
+                && existing.manifest == manifest_json
+                && existing.description == manifest.description
+                && same_files == names.iter().cloned().collect::<Vec<_>>()
+            {
+                return Ok(Registration {
+                    view: existing.into(),
+                    created: false,
+                    compiled: registered.compiled,
+                });
+            }
+            return Err(Error::conflict(format!(
+                "plugin {} {} is already registered with another component or manifest (digest {}); push a new version",
+                manifest.name, manifest.version, existing.digest
+            )));
+        }
+        drop(conn);
+
+        // Model files first (written into a staging directory of this registration, which is then
+        // renamed into place), then the row. Under the plugin's lock and with no row yet, a
+        // directory already at the place is a leftover of a registration that did not finish.
+        let dir = files_dir(settings, &manifest.name, &manifest.version);
+        if !files.is_empty() {
+            let staging = dir.with_extension(format!("staging-{}", uuid::Uuid::new_v4()));
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(&staging)?;
+                for (name, data) in &files {
+                    std::fs::write(staging.join(name), data)?;
+                }
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                std::fs::rename(&staging, &dir)
             };
-            let h = host.clone();
-            let r =
-                tokio::task::spawn_blocking(move || h.preload(&plugin.digest, plugin.world)).await;
-            match r {
-                Ok(Ok(source)) => {
-                    tracing::debug!(plugin = %row.name, version = %row.version, ?source, "plugin loaded")
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(plugin = %row.name, version = %row.version, "plugin does not load: {e}")
-                }
-                Err(_) => {}
+            if let Err(e) = write() {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(Error::internal(anyhow::anyhow!(
+                    "writing model files to {}: {e}",
+                    dir.display()
+                )));
             }
         }
-    });
+        let row = PluginRow {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            owner_id: who.user_id.clone(),
+            owner_name: who.name.clone(),
+            digest: registered.digest.clone(),
+            world: registered.world.name().to_string(),
+            description: manifest.description.clone(),
+            limits: limits_json,
+            manifest: manifest_json,
+            exports: serde_json::to_string(&registered.exports).unwrap_or_default(),
+            imports: serde_json::to_string(&registered.imports).unwrap_or_default(),
+            files: serde_json::to_string(&names.iter().collect::<Vec<_>>()).unwrap_or_default(),
+            size_bytes: registered.size as i64,
+            compile_ms: registered.compile_ms,
+            created_at: store::now(),
+        };
+        let mut tx = store.write().await?;
+        let inserted = async {
+            store::plugins::insert(&mut tx, &row).await?;
+            crate::store::audit::record(
+                &mut tx,
+                &who.name,
+                crate::store::audit::Action::RegisterPlugin,
+                crate::store::audit::Target {
+                    kind: "plugin",
+                    id: &format!("{}@{}", row.name, row.version),
+                    name: &row.name,
+                },
+                "ok",
+                Some(&row.digest),
+            )
+            .await?;
+            sqlx::Result::Ok(())
+        }
+        .await;
+        match inserted {
+            Ok(()) => tx.commit().await?,
+            Err(e) => {
+                drop(tx);
+                if !files.is_empty() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                // Registrations of one name and version are serialized, so only another gateway
+                // on the same database gets here.
+                if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) {
+                    return Err(Error::conflict(format!(
+                        "plugin {} {} was registered meanwhile",
+                        row.name, row.version
+                    )));
+                }
+                return Err(e.into());
+            }
+        }
+        tracing::info!(plugin = %row.name, version = %row.version, digest = %row.digest, world = %row.world, compiled = registered.compiled, "plugin registered");
+        Ok(Registration {
+            view: row.into(),
+            created: true,
+            compiled: registered.compiled,
+        })
+    }
+
+    pub async fn get(&self, name: &str, version: &str) -> Result<PluginRow, Error> {
+        let mut conn = self.store.pool.acquire().await?;
+        store::plugins::get(&mut conn, name, version)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no plugin {name} version {version}")))
+    }
+
+    /// Deletes a registration (its owner or an admin). The component's files go with the last
+    /// registration using them.
+    pub async fn delete(&self, who: &Principal, name: &str, version: &str) -> Result<(), Error> {
+        let (settings, store, host) = (&*self.settings, &self.store, &self.host);
+        let _plugin_lock = host.lock_key(&plugin_key(name, version)).await;
+        let row = self.get(name, version).await?;
+        if row.owner_id != who.user_id && !who.is_admin() {
+            return Err(Error::forbidden(format!(
+                "plugin {name} {version} belongs to {}; only its owner or an admin may delete it",
+                row.owner_name
+            )));
+        }
+        // Another name registering the same component must not lose its files to this deletion.
+        let _digest_lock = host.lock_key(&digest_key(&row.digest)).await;
+        // Later issues (workflows, services, training jobs) refuse here while they reference it.
+        let mut tx = store.write().await?;
+        store::plugins::delete(&mut tx, name, version).await?;
+        let others = store::plugins::digest_users(&mut tx, &row.digest).await?;
+        crate::store::audit::record(
+            &mut tx,
+            &who.name,
+            crate::store::audit::Action::DeletePlugin,
+            crate::store::audit::Target {
+                kind: "plugin",
+                id: &format!("{name}@{version}"),
+                name,
+            },
+            "ok",
+            Some(&row.digest),
+        )
+        .await?;
+        tx.commit().await?;
+        let plugin = plugin_ref(settings, &row)?;
+        host.forget(&plugin, others == 0);
+        let _ = std::fs::remove_dir_all(files_dir(settings, name, version));
+        Ok(())
+    }
+
+    /// Calls a plugin with JSON input on behalf of `who`, with storage under their directory.
+    pub async fn invoke(
+        &self,
+        who: &Principal,
+        name: &str,
+        version: &str,
+        input: &serde_json::Value,
+    ) -> Result<CallReport<serde_json::Value>, Error> {
+        let (settings, host) = (&*self.settings, &self.host);
+        let row = self.get(name, version).await?;
+        let plugin = plugin_ref(settings, &row)?;
+        let root = storage_dir(settings, &who.user_id);
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::internal(anyhow::anyhow!("{}: {e}", root.display())))?;
+        let ctx = CallContext {
+            tenant: who.user_id.clone(),
+            call_id: uuid::Uuid::now_v7().to_string(),
+            storage: atelier_plugins::storage::Grant::new(
+                root,
+                host.settings().max_object_mb * 1024 * 1024,
+            ),
+            ..Default::default()
+        };
+        let report = host.invoke(&plugin, ctx, input).await;
+        if let Some(atelier_plugins::CallError::BadInput { message }) = &report.error {
+            return Err(Error::invalid(message.clone()));
+        }
+        Ok(report)
+    }
+
+    /// Loads every registered plugin's compiled form (from the disk cache) in the background,
+    /// so first calls after a restart do not wait.
+    pub fn preload(&self) {
+        let (settings, store, host) =
+            (self.settings.clone(), self.store.clone(), self.host.clone());
+        // A warm-up: cut short at shutdown, nothing is lost.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(async move {
+            let rows = match store.pool.acquire().await {
+                Ok(mut conn) => store::plugins::list(&mut conn, None, None)
+                    .await
+                    .unwrap_or_default(),
+                Err(_) => return,
+            };
+            for row in rows {
+                let Ok(plugin) = plugin_ref(&settings, &row) else {
+                    continue;
+                };
+                let h = host.clone();
+                let r =
+                    tokio::task::spawn_blocking(move || h.preload(&plugin.digest, plugin.world))
+                        .await;
+                match r {
+                    Ok(Ok(source)) => {
+                        tracing::debug!(plugin = %row.name, version = %row.version, ?source, "plugin loaded")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(plugin = %row.name, version = %row.version, "plugin does not load: {e}")
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
             revocations: revocations.clone(),
         })
     });
+    let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),
@@ -124,11 +125,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // A warm-up: cut short at shutdown, nothing is lost.
     #[allow(clippy::disallowed_methods)]
     tokio::spawn(async move { backend.warm_up().await });
-    crate::plugins::preload(
-        state.settings.clone(),
-        state.store.clone(),
-        state.plugins.clone(),
-    );
+    state.plugins.preload();
     browser_warnings(&state.settings);
     let lease_hour = state.settings.lease_hour_secs;
     if lease_hour != 3600 {

@@ -11,7 +11,7 @@ use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::api::state::AppState;
 use crate::auth::Principal;
-use crate::plugins::{self, Manifest, PluginView};
+use crate::plugins::{Manifest, PluginView};
 
 pub fn routes(state: &AppState) -> Router<AppState> {
     let p = &state.settings.plugins;
@@ -63,9 +63,7 @@ async fn get_one(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> ApiResult<ApiJson<PluginView>> {
-    Ok(ApiJson(
-        plugins::get(&state.store, &name, &version).await?.into(),
-    ))
+    Ok(ApiJson(state.plugins.get(&name, &version).await?.into()))
 }
 
 #[derive(Serialize)]
@@ -135,16 +133,10 @@ async fn register(
         )
     })?;
     let component = component.unwrap_or_default();
-    let r = plugins::register(
-        &state.settings,
-        &state.store,
-        &state.plugins,
-        &p,
-        manifest,
-        component,
-        files,
-    )
-    .await?;
+    let r = state
+        .plugins
+        .register(&p, manifest, component, files)
+        .await?;
     let status = if r.created {
         StatusCode::CREATED
     } else {
@@ -164,15 +156,7 @@ async fn delete(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    plugins::delete(
-        &state.settings,
-        &state.store,
-        &state.plugins,
-        &p,
-        &name,
-        &version,
-    )
-    .await?;
+    state.plugins.delete(&p, &name, &version).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -184,15 +168,6 @@ async fn invoke(
     ApiPath((name, version)): ApiPath<(String, String)>,
     ApiJson(input): ApiJson<serde_json::Value>,
 ) -> ApiResult<ApiJson<atelier_plugins::CallReport<serde_json::Value>>> {
-    let report = plugins::invoke(
-        &state.settings,
-        &state.store,
-        &state.plugins,
-        &p,
-        &name,
-        &version,
-        &input,
-    )
-    .await?;
+    let report = state.plugins.invoke(&p, &name, &version, &input).await?;
     Ok(ApiJson(report))
 }

@@ -42,8 +42,8 @@ pub struct Services {
     pub activity: ActivityClocks,
     /// The SSH front door, when it is on.
     pub ssh: Option<SshDoor>,
-    /// The Wasm plugin host.
-    pub plugins: Arc<atelier_plugins::Host>,
+    /// The plugin registry and its Wasm host.
+    pub plugins: crate::plugins::Plugins,
     /// Seals and opens stored secrets.
     pub secrets: Arc<crate::secrets::SecretBox>,
     /// What `GET /metrics` shows.
