@@ -35,7 +35,7 @@ mod agent;
 mod children;
 mod reap;
 mod signals;
-mod spec;
+use atelier_notebook_runtime::spec;
 mod status;
 mod supervise;
 mod user;

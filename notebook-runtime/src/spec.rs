@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Grace period used when the spec does not set `grace_seconds`.
 pub const DEFAULT_GRACE_SECONDS: u64 = 10;
@@ -14,7 +14,7 @@ pub const DEFAULT_GRACE_SECONDS: u64 = 10;
 pub const MAX_GRACE_SECONDS: u64 = 3600;
 
 /// What to run and where to report about it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     /// Program and arguments; `argv[0]` is resolved against the spec's `PATH`.
@@ -31,27 +31,27 @@ pub struct Spec {
     #[serde(default = "default_grace_seconds")]
     pub grace_seconds: u64,
     /// Serve the notebook's SSH agent (sessions, sftp, port forwarding) on a unix socket.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSpec>,
     /// Become this user before anything else (the runtime starts as root inside a sandbox
     /// and keeps nothing of it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<UserSpec>,
 }
 
 /// The unprivileged user the notebook runs as.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserSpec {
     pub uid: u32,
     pub gid: u32,
     /// Made (if missing) and given to the user before the switch.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<PathBuf>,
 }
 
 /// Where the SSH agent listens and whom it lets in.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SshSpec {
     /// Unix socket the agent listens on (created with mode 0600; a stale one is replaced).
@@ -59,7 +59,7 @@ pub struct SshSpec {
     /// The gateway's public key for this notebook (OpenSSH format); the only key accepted.
     pub authorized_key: String,
     /// Shell for sessions; default `$SHELL` of `env`, else `/bin/bash`, else `/bin/sh`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
 }
 

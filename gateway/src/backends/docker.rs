@@ -25,6 +25,9 @@
 //! `/data`); a start makes new ones. Containers run on when the gateway stops or dies; the
 //! persisted handle (container id, port) finds them again.
 
+use std::collections::BTreeMap;
+
+use atelier_notebook_runtime::spec::{Spec as RuntimeSpec, SshSpec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -739,15 +742,15 @@ impl DockerBackend {
 
         // The image's environment, then ours; Jupyter is looked for on the image's PATH
         // first, then where seed and conda images keep it.
-        let mut env: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
         for kv in self.image_env(&reference).await? {
             if let Some((k, v)) = kv.split_once('=') {
-                env.insert(k.to_owned(), json!(v));
+                env.insert(k.to_owned(), v.to_owned());
             }
         }
         let image_path = env
             .get("PATH")
-            .and_then(|v| v.as_str())
+            .map(String::as_str)
             .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .to_owned();
         let devices = self.allocate(&spec.id, &spec.flavor)?;
@@ -795,28 +798,30 @@ impl DockerBackend {
                 if gpus { devices.len() } else { 0 }.to_string(),
             ),
         ] {
-            env.insert(k.to_owned(), json!(v));
+            env.insert(k.to_owned(), v);
         }
-        env.insert("NVIDIA_VISIBLE_DEVICES".into(), json!(visible_gpus));
+        env.insert("NVIDIA_VISIBLE_DEVICES".into(), visible_gpus.clone());
         if npus {
             let ids: Vec<&str> = devices
                 .iter()
                 .filter_map(|d| d.strip_prefix("/dev/davinci"))
                 .collect();
-            env.insert("ASCEND_VISIBLE_DEVICES".into(), json!(ids.join(",")));
+            env.insert("ASCEND_VISIBLE_DEVICES".into(), ids.join(","));
         }
-        let runtime_spec = json!({
-            "argv": ["jupyter", "lab"],
-            "env": env,
-            "cwd": WORK,
-            "log_file": format!("{AGENT_IN_CONTAINER}/jupyter.log"),
-            "status_file": format!("{AGENT_IN_CONTAINER}/status.json"),
-            "grace_seconds": self.grace_secs,
-            "ssh": {
-                "socket": format!("{AGENT_IN_CONTAINER}/{}", runconf::AGENT_SOCKET),
-                "authorized_key": authorized_key,
-            },
-        });
+        let runtime_spec = RuntimeSpec {
+            argv: vec!["jupyter".into(), "lab".into()],
+            env,
+            cwd: WORK.into(),
+            log_file: format!("{AGENT_IN_CONTAINER}/jupyter.log").into(),
+            status_file: format!("{AGENT_IN_CONTAINER}/status.json").into(),
+            grace_seconds: self.grace_secs,
+            ssh: Some(SshSpec {
+                socket: format!("{AGENT_IN_CONTAINER}/{}", runconf::AGENT_SOCKET).into(),
+                authorized_key,
+                shell: None,
+            }),
+            user: None,
+        };
         write_private(
             &agent_dir.join("spec.json"),
             &serde_json::to_vec_pretty(&runtime_spec).context("spec")?,

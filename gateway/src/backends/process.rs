@@ -23,6 +23,7 @@
 //! handle records its pid and start time, which is how a restarted gateway finds it again
 //! without being fooled by a reused pid.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use atelier_notebook_runtime::spec::{Spec as RuntimeSpec, SshSpec, UserSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -232,7 +234,7 @@ impl ProcessBackend {
         spec: &NotebookSpec,
         dir: &Path,
         token: &str,
-    ) -> Result<serde_json::Value, BackendError> {
+    ) -> Result<RuntimeSpec, BackendError> {
         let run = dir.join("run");
         let (config_dir, agent_dir, gw_dir) =
             (run.join("config"), run.join("agent"), run.join("gw"));
@@ -260,42 +262,66 @@ impl ProcessBackend {
 
         let venv = self.env.venv().to_path_buf();
         let home = PathBuf::from(sandbox::HOME);
-        let env = json!({
-            "PATH": format!("{}:/usr/local/bin:/usr/bin:/bin", venv.join("bin").display()),
-            "HOME": home,
-            "USER": "ma-user",
-            "LANG": "C.UTF-8",
-            "SHELL": "/bin/bash",
-            "VIRTUAL_ENV": venv,
-            "PYTHONUNBUFFERED": "1",
-            "JUPYTER_CONFIG_DIR": sandbox::CONFIG,
-            "JUPYTER_PATH": sandbox::CONFIG,
-            "JUPYTER_RUNTIME_DIR": home.join(".local/share/jupyter/runtime"),
-            "JUPYTER_PLATFORM_DIRS": "1",
+        let env = env_of([
+            (
+                "PATH",
+                format!(
+                    "{}:/usr/local/bin:/usr/bin:/bin",
+                    venv.join("bin").display()
+                ),
+            ),
+            ("HOME", text(&home)),
+            ("USER", "ma-user".into()),
+            ("LANG", "C.UTF-8".into()),
+            ("SHELL", "/bin/bash".into()),
+            ("VIRTUAL_ENV", text(&venv)),
+            ("PYTHONUNBUFFERED", "1".into()),
+            ("JUPYTER_CONFIG_DIR", sandbox::CONFIG.into()),
+            ("JUPYTER_PATH", sandbox::CONFIG.into()),
+            (
+                "JUPYTER_RUNTIME_DIR",
+                text(&home.join(".local/share/jupyter/runtime")),
+            ),
+            ("JUPYTER_PLATFORM_DIRS", "1".into()),
             // JupyterLab keeps these under the config dir by default, which is read-only.
-            "JUPYTERLAB_SETTINGS_DIR": home.join(".jupyter/lab/user-settings"),
-            "JUPYTERLAB_WORKSPACES_DIR": home.join(".jupyter/lab/workspaces"),
-            "MA_HOME": home,
-            "ATELIER_NOTEBOOK_ID": spec.id,
-            "ATELIER_STORAGE_SOCKET": format!("{}/{}", sandbox::GW, runconf::STORAGE_SOCKET),
-            "PYTHONPATH": format!("{}/{}", sandbox::CONFIG, runconf::PYTHON_DIR),
-        });
+            (
+                "JUPYTERLAB_SETTINGS_DIR",
+                text(&home.join(".jupyter/lab/user-settings")),
+            ),
+            (
+                "JUPYTERLAB_WORKSPACES_DIR",
+                text(&home.join(".jupyter/lab/workspaces")),
+            ),
+            ("MA_HOME", text(&home)),
+            ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
+            (
+                "ATELIER_STORAGE_SOCKET",
+                format!("{}/{}", sandbox::GW, runconf::STORAGE_SOCKET),
+            ),
+            (
+                "PYTHONPATH",
+                format!("{}/{}", sandbox::CONFIG, runconf::PYTHON_DIR),
+            ),
+        ]);
         let authorized_key = runconf::new_link_key(&run, &spec.id)?;
-        let mut inner = json!({
-            "argv": [self.env.jupyter(), "lab"],
-            "env": env,
-            "cwd": sandbox::WORK,
-            "log_file": format!("{}/jupyter.log", sandbox::AGENT),
-            "status_file": format!("{}/status.json", sandbox::AGENT),
-            "grace_seconds": self.grace_secs,
-            "ssh": {
-                "socket": format!("{}/{AGENT_SOCKET}", sandbox::AGENT),
-                "authorized_key": authorized_key,
-            },
-        });
-        if s.root {
-            inner["user"] = json!({"uid": sandbox::UID, "gid": sandbox::GID, "home": home});
-        }
+        let inner = RuntimeSpec {
+            argv: vec![text(&self.env.jupyter()), "lab".into()],
+            env,
+            cwd: sandbox::WORK.into(),
+            log_file: format!("{}/jupyter.log", sandbox::AGENT).into(),
+            status_file: format!("{}/status.json", sandbox::AGENT).into(),
+            grace_seconds: self.grace_secs,
+            ssh: Some(SshSpec {
+                socket: format!("{}/{AGENT_SOCKET}", sandbox::AGENT).into(),
+                authorized_key,
+                shell: None,
+            }),
+            user: s.root.then(|| UserSpec {
+                uid: sandbox::UID,
+                gid: sandbox::GID,
+                home: Some(home.clone()),
+            }),
+        };
         // Root's, written before the notebook exists; the runtime inside reads it as root.
         write_private(
             &agent_dir.join("spec.json"),
@@ -331,17 +357,22 @@ impl ProcessBackend {
             "--spec".to_owned(),
             format!("{}/spec.json", sandbox::AGENT),
         ]);
-        Ok(json!({
-            "argv": argv,
-            "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
-            "cwd": run,
+        Ok(RuntimeSpec {
+            argv,
+            env: env_of([
+                ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
+                ("LANG", "C.UTF-8".into()),
+            ]),
+            cwd: run.clone(),
             // bubblewrap's own messages; Jupyter's log is inside.
-            "log_file": run.join("sandbox.log"),
-            "status_file": run.join("status.json"),
+            log_file: run.join("sandbox.log"),
+            status_file: run.join("status.json"),
             // The runtime inside needs a grace period for Jupyter and one for what is
             // left; this one waits for both.
-            "grace_seconds": self.grace_secs * 2 + 2,
-        }))
+            grace_seconds: self.grace_secs * 2 + 2,
+            ssh: None,
+            user: None,
+        })
     }
 
     /// An unconfined launch (`ATELIER_SANDBOX=none`): the gateway's user, a loopback port,
@@ -351,7 +382,7 @@ impl ProcessBackend {
         spec: &NotebookSpec,
         dir: &Path,
         token: &str,
-    ) -> Result<(serde_json::Value, u16), BackendError> {
+    ) -> Result<(RuntimeSpec, u16), BackendError> {
         let (work, run) = (dir.join("work"), dir.join("run"));
         let (config_dir, agent_dir, gw_dir) =
             (run.join("config"), run.join("agent"), run.join("gw"));
@@ -375,37 +406,54 @@ impl ProcessBackend {
         )?;
         let venv = self.env.venv().to_path_buf();
         let home = dir.join("home");
-        let env = json!({
-            "PATH": format!("{}:/usr/local/bin:/usr/bin:/bin", venv.join("bin").display()),
-            "HOME": home,
-            "LANG": "C.UTF-8",
-            "SHELL": "/bin/bash",
-            "VIRTUAL_ENV": venv,
-            "PYTHONUNBUFFERED": "1",
-            "JUPYTER_CONFIG_DIR": config_dir,
-            "JUPYTER_PATH": config_dir,
-            "JUPYTER_RUNTIME_DIR": run.join("jupyter-runtime"),
-            "JUPYTER_PLATFORM_DIRS": "1",
-            "JUPYTERLAB_SETTINGS_DIR": home.join(".jupyter/lab/user-settings"),
-            "JUPYTERLAB_WORKSPACES_DIR": home.join(".jupyter/lab/workspaces"),
-            "ATELIER_NOTEBOOK_ID": spec.id,
-            "ATELIER_STORAGE_SOCKET": gw_dir.join(runconf::STORAGE_SOCKET),
-            "PYTHONPATH": config_dir.join(runconf::PYTHON_DIR),
-        });
+        let env = env_of([
+            (
+                "PATH",
+                format!(
+                    "{}:/usr/local/bin:/usr/bin:/bin",
+                    venv.join("bin").display()
+                ),
+            ),
+            ("HOME", text(&home)),
+            ("LANG", "C.UTF-8".into()),
+            ("SHELL", "/bin/bash".into()),
+            ("VIRTUAL_ENV", text(&venv)),
+            ("PYTHONUNBUFFERED", "1".into()),
+            ("JUPYTER_CONFIG_DIR", text(&config_dir)),
+            ("JUPYTER_PATH", text(&config_dir)),
+            ("JUPYTER_RUNTIME_DIR", text(&run.join("jupyter-runtime"))),
+            ("JUPYTER_PLATFORM_DIRS", "1".into()),
+            (
+                "JUPYTERLAB_SETTINGS_DIR",
+                text(&home.join(".jupyter/lab/user-settings")),
+            ),
+            (
+                "JUPYTERLAB_WORKSPACES_DIR",
+                text(&home.join(".jupyter/lab/workspaces")),
+            ),
+            ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
+            (
+                "ATELIER_STORAGE_SOCKET",
+                text(&gw_dir.join(runconf::STORAGE_SOCKET)),
+            ),
+            ("PYTHONPATH", text(&config_dir.join(runconf::PYTHON_DIR))),
+        ]);
         let authorized_key = runconf::new_link_key(&run, &spec.id)?;
         Ok((
-            json!({
-                "argv": [self.env.jupyter(), "lab"],
-                "env": env,
-                "cwd": work,
-                "log_file": agent_dir.join("jupyter.log"),
-                "status_file": run.join("status.json"),
-                "grace_seconds": self.grace_secs,
-                "ssh": {
-                    "socket": agent_dir.join(AGENT_SOCKET),
-                    "authorized_key": authorized_key,
-                },
-            }),
+            RuntimeSpec {
+                argv: vec![text(&self.env.jupyter()), "lab".into()],
+                env,
+                cwd: work,
+                log_file: agent_dir.join("jupyter.log"),
+                status_file: run.join("status.json"),
+                grace_seconds: self.grace_secs,
+                ssh: Some(SshSpec {
+                    socket: agent_dir.join(AGENT_SOCKET),
+                    authorized_key,
+                    shell: None,
+                }),
+                user: None,
+            },
             port,
         ))
     }
@@ -802,6 +850,16 @@ pub(super) fn proc_state(pid: i32) -> Option<char> {
         .next()?
         .chars()
         .next()
+}
+
+/// A path as the text an environment variable holds.
+fn text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// The runtime's environment for the notebook, from `(name, value)` pairs.
+fn env_of<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 #[cfg(test)]
