@@ -262,47 +262,16 @@ impl ProcessBackend {
 
         let venv = self.env.venv().to_path_buf();
         let home = PathBuf::from(sandbox::HOME);
-        let env = env_of([
-            (
-                "PATH",
-                format!(
-                    "{}:/usr/local/bin:/usr/bin:/bin",
-                    venv.join("bin").display()
-                ),
-            ),
-            ("HOME", text(&home)),
-            ("USER", "ma-user".into()),
-            ("LANG", "C.UTF-8".into()),
-            ("SHELL", "/bin/bash".into()),
-            ("VIRTUAL_ENV", text(&venv)),
-            ("PYTHONUNBUFFERED", "1".into()),
-            ("JUPYTER_CONFIG_DIR", sandbox::CONFIG.into()),
-            ("JUPYTER_PATH", sandbox::CONFIG.into()),
-            (
-                "JUPYTER_RUNTIME_DIR",
-                text(&home.join(".local/share/jupyter/runtime")),
-            ),
-            ("JUPYTER_PLATFORM_DIRS", "1".into()),
-            // JupyterLab keeps these under the config dir by default, which is read-only.
-            (
-                "JUPYTERLAB_SETTINGS_DIR",
-                text(&home.join(".jupyter/lab/user-settings")),
-            ),
-            (
-                "JUPYTERLAB_WORKSPACES_DIR",
-                text(&home.join(".jupyter/lab/workspaces")),
-            ),
-            ("MA_HOME", text(&home)),
-            ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
-            (
-                "ATELIER_STORAGE_SOCKET",
-                format!("{}/{}", sandbox::GW, runconf::STORAGE_SOCKET),
-            ),
-            (
-                "PYTHONPATH",
-                format!("{}/{}", sandbox::CONFIG, runconf::PYTHON_DIR),
-            ),
-        ]);
+        let mut env = jupyter_env(&Places {
+            home: &home,
+            venv: &venv,
+            config: Path::new(sandbox::CONFIG),
+            runtime_dir: &home.join(".local/share/jupyter/runtime"),
+            storage_socket: &Path::new(sandbox::GW).join(runconf::STORAGE_SOCKET),
+            notebook_id: &spec.id,
+        });
+        env.insert("USER".into(), "ma-user".into());
+        env.insert("MA_HOME".into(), text(&home));
         let authorized_key = runconf::new_link_key(&run, &spec.id)?;
         let inner = RuntimeSpec {
             argv: vec![text(&self.env.jupyter()), "lab".into()],
@@ -406,38 +375,14 @@ impl ProcessBackend {
         )?;
         let venv = self.env.venv().to_path_buf();
         let home = dir.join("home");
-        let env = env_of([
-            (
-                "PATH",
-                format!(
-                    "{}:/usr/local/bin:/usr/bin:/bin",
-                    venv.join("bin").display()
-                ),
-            ),
-            ("HOME", text(&home)),
-            ("LANG", "C.UTF-8".into()),
-            ("SHELL", "/bin/bash".into()),
-            ("VIRTUAL_ENV", text(&venv)),
-            ("PYTHONUNBUFFERED", "1".into()),
-            ("JUPYTER_CONFIG_DIR", text(&config_dir)),
-            ("JUPYTER_PATH", text(&config_dir)),
-            ("JUPYTER_RUNTIME_DIR", text(&run.join("jupyter-runtime"))),
-            ("JUPYTER_PLATFORM_DIRS", "1".into()),
-            (
-                "JUPYTERLAB_SETTINGS_DIR",
-                text(&home.join(".jupyter/lab/user-settings")),
-            ),
-            (
-                "JUPYTERLAB_WORKSPACES_DIR",
-                text(&home.join(".jupyter/lab/workspaces")),
-            ),
-            ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
-            (
-                "ATELIER_STORAGE_SOCKET",
-                text(&gw_dir.join(runconf::STORAGE_SOCKET)),
-            ),
-            ("PYTHONPATH", text(&config_dir.join(runconf::PYTHON_DIR))),
-        ]);
+        let env = jupyter_env(&Places {
+            home: &home,
+            venv: &venv,
+            config: &config_dir,
+            runtime_dir: &run.join("jupyter-runtime"),
+            storage_socket: &gw_dir.join(runconf::STORAGE_SOCKET),
+            notebook_id: &spec.id,
+        });
         let authorized_key = runconf::new_link_key(&run, &spec.id)?;
         Ok((
             RuntimeSpec {
@@ -850,6 +795,51 @@ pub(super) fn proc_state(pid: i32) -> Option<char> {
         .next()?
         .chars()
         .next()
+}
+
+/// Where a notebook's Jupyter finds its things, as it sees them (inside the sandbox, or on
+/// the host when unconfined).
+struct Places<'a> {
+    home: &'a Path,
+    venv: &'a Path,
+    config: &'a Path,
+    runtime_dir: &'a Path,
+    storage_socket: &'a Path,
+    notebook_id: &'a str,
+}
+
+/// The environment of a notebook's Jupyter server and kernels (both ways of running it).
+fn jupyter_env(p: &Places) -> BTreeMap<String, String> {
+    env_of([
+        (
+            "PATH",
+            format!(
+                "{}:/usr/local/bin:/usr/bin:/bin",
+                p.venv.join("bin").display()
+            ),
+        ),
+        ("HOME", text(p.home)),
+        ("LANG", "C.UTF-8".into()),
+        ("SHELL", "/bin/bash".into()),
+        ("VIRTUAL_ENV", text(p.venv)),
+        ("PYTHONUNBUFFERED", "1".into()),
+        ("JUPYTER_CONFIG_DIR", text(p.config)),
+        ("JUPYTER_PATH", text(p.config)),
+        ("JUPYTER_RUNTIME_DIR", text(p.runtime_dir)),
+        ("JUPYTER_PLATFORM_DIRS", "1".into()),
+        // JupyterLab keeps these under the config dir by default, which is read-only.
+        (
+            "JUPYTERLAB_SETTINGS_DIR",
+            text(&p.home.join(".jupyter/lab/user-settings")),
+        ),
+        (
+            "JUPYTERLAB_WORKSPACES_DIR",
+            text(&p.home.join(".jupyter/lab/workspaces")),
+        ),
+        ("ATELIER_NOTEBOOK_ID", p.notebook_id.to_owned()),
+        ("ATELIER_STORAGE_SOCKET", text(p.storage_socket)),
+        ("PYTHONPATH", text(&p.config.join(runconf::PYTHON_DIR))),
+    ])
 }
 
 /// A path as the text an environment variable holds.
