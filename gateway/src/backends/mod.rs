@@ -18,6 +18,8 @@
 pub mod cgroups;
 pub mod docker;
 pub mod external;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
 pub mod firewall;
 pub mod jupyter_env;
 pub mod labextension;

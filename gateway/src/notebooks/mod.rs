@@ -1384,66 +1384,19 @@ mod tests {
     //! backend is exercised end to end in `tests/`.
     use super::*;
     use crate::auth::Role;
-    use crate::backends::{Observed, Upstream};
+    use crate::backends::fake::{FakeBackend, Faults};
     use crate::store::users;
 
-    /// Fails at the stage it is told to (or, `ready`, comes up and stays up).
-    struct Faulty {
-        fail_prepare: bool,
-        ready: bool,
-    }
-
-    #[async_trait]
-    impl Backend for Faulty {
-        fn name(&self) -> &'static str {
-            "faulty"
-        }
-        async fn prepare(&self, _s: &NotebookSpec, p: &dyn Progress) -> Result<(), BackendError> {
-            if self.fail_prepare {
-                p.event(EventKind::PullImageFailed, Some("registry down"))
-                    .await;
-                return Err(BackendError::Image("registry down".into()));
-            }
-            Ok(())
-        }
-        async fn launch(&self, _s: &NotebookSpec) -> Result<Handle, BackendError> {
-            Ok(Handle(serde_json::json!({})))
-        }
-        async fn wait_ready(
-            &self,
-            _s: &NotebookSpec,
-            _h: &Handle,
-            _t: Duration,
-        ) -> Result<(), BackendError> {
-            if self.ready {
-                return Ok(());
-            }
-            Err(BackendError::Start("never became ready".into()))
-        }
-        async fn poll(&self, _h: &Handle) -> Observed {
-            Observed::Exited("gone".into())
-        }
-        async fn stop(&self, _h: &Handle, _m: StopMode) -> Result<(), BackendError> {
-            Ok(())
-        }
-        async fn delete(&self, _id: &str) -> Result<(), BackendError> {
-            Ok(())
-        }
-        fn upstream(&self, _h: &Handle) -> Result<Upstream, BackendError> {
-            Err(BackendError::Unsupported("none".into()))
-        }
-    }
-
     async fn setup(fail_prepare: bool) -> (Lifecycle, Principal, std::path::PathBuf) {
-        let backend = Faulty {
-            fail_prepare,
-            ready: false,
-        };
+        let backend = FakeBackend::new(Faults {
+            prepare: fail_prepare,
+            never_ready: true,
+        });
         setup_with(backend, Arc::new(crate::lifecycle::clock::SystemClock)).await
     }
 
     async fn setup_with(
-        backend: Faulty,
+        backend: FakeBackend,
         clock: Arc<dyn Clock>,
     ) -> (Lifecycle, Principal, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("atelier-lc-{}", uuid::Uuid::new_v4()));
@@ -1519,10 +1472,7 @@ mod tests {
         std::path::PathBuf,
     ) {
         let clock = crate::lifecycle::clock::ManualClock::new();
-        let backend = Faulty {
-            fail_prepare: false,
-            ready: true,
-        };
+        let backend = FakeBackend::new(Faults::default());
         let (lc, who, dir) = setup_with(backend, Arc::new(clock.clone())).await;
         let mut req = request("nb");
         req.auto_stop = Some(auto_stop);

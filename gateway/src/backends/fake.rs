@@ -1,0 +1,104 @@
+//! A backend that runs nothing, for tests of what sits above the `Backend` contract (the
+//! lifecycle, auto-stop, the services to come): it launches instantly, keeps which notebooks
+//! it has running in memory, and fails where its [`Faults`] say, so a fault at any stage
+//! can be injected. Built for the crate's own tests and, with the `test-util` feature, for
+//! other crates'.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::{Backend, BackendError, Handle, NotebookSpec, Observed, Progress, StopMode, Upstream};
+use crate::store::events::EventKind;
+
+/// Where a [`FakeBackend`] fails.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Preparing (pulling the image) fails, with `PullImageFailed`.
+    pub prepare: bool,
+    /// The server never answers (`wait_ready` fails).
+    pub never_ready: bool,
+}
+
+/// A backend that runs nothing; see the module.
+#[derive(Default)]
+pub struct FakeBackend {
+    faults: Faults,
+    /// Ids of the notebooks launched and not stopped.
+    running: Mutex<HashSet<String>>,
+}
+
+impl FakeBackend {
+    pub fn new(faults: Faults) -> Self {
+        FakeBackend {
+            faults,
+            running: Mutex::default(),
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn id_of(handle: &Handle) -> Result<String, BackendError> {
+        handle
+            .0
+            .get("fake")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| BackendError::Unsupported("not a fake backend's handle".into()))
+    }
+}
+
+#[async_trait]
+impl Backend for FakeBackend {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+    async fn prepare(&self, _s: &NotebookSpec, p: &dyn Progress) -> Result<(), BackendError> {
+        if self.faults.prepare {
+            p.event(EventKind::PullImageFailed, Some("registry down"))
+                .await;
+            return Err(BackendError::Image("registry down".into()));
+        }
+        Ok(())
+    }
+    async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
+        self.running().insert(spec.id.clone());
+        Ok(Handle(json!({ "fake": spec.id })))
+    }
+    async fn wait_ready(
+        &self,
+        _s: &NotebookSpec,
+        _h: &Handle,
+        _t: Duration,
+    ) -> Result<(), BackendError> {
+        if self.faults.never_ready {
+            return Err(BackendError::Start("never became ready".into()));
+        }
+        Ok(())
+    }
+    async fn poll(&self, handle: &Handle) -> Observed {
+        match Self::id_of(handle) {
+            Ok(id) if self.running().contains(&id) => Observed::Running,
+            _ => Observed::Exited("gone".into()),
+        }
+    }
+    async fn stop(&self, handle: &Handle, _m: StopMode) -> Result<(), BackendError> {
+        let id = Self::id_of(handle)?;
+        self.running().remove(&id);
+        Ok(())
+    }
+    async fn delete(&self, id: &str) -> Result<(), BackendError> {
+        self.running().remove(id);
+        Ok(())
+    }
+    fn upstream(&self, _h: &Handle) -> Result<Upstream, BackendError> {
+        Err(BackendError::Unsupported(
+            "the fake backend serves no Jupyter".into(),
+        ))
+    }
+}
