@@ -829,106 +829,30 @@ impl DockerBackend {
         chown_tree(&config_dir).context("handing the Jupyter config to ma-user")?;
         chown_tree(&agent_dir).context("handing the agent dir to ma-user")?;
 
-        let s = |p: &Path| p.to_string_lossy().into_owned();
-        let mut host = HostConfig {
-            binds: Some(vec![
-                format!("{}:{RUNTIME_IN_CONTAINER}:ro", s(&self.runtime_bin)),
-                format!("{}:{AGENT_IN_CONTAINER}", s(&agent_dir)),
-                format!("{}:{CONFIG_IN_CONTAINER}:ro", s(&config_dir)),
-                format!("{}:{GW_IN_CONTAINER}:ro", s(&gw_dir)),
-                format!("{}:{WORK}", s(&workdisk::work_dir(&nb))),
-                format!("{}:/data:rslave", s(&nb.join("data"))),
-            ]),
-            port_bindings: egress.then(|| {
-                HashMap::from([(
-                    format!("{JUPYTER_PORT}/tcp"),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(String::new()),
-                    }]),
-                )])
-            }),
-            // Its own network (made below), whose bridge firewall.rs keeps off the host; or
-            // none at all (only its loopback).
-            network_mode: Some(if egress {
-                network_name(&spec.id)
-            } else {
-                "none".to_owned()
-            }),
-            // The runtime starts as ma-user and needs no capability, nor does Jupyter;
-            // none can be gained back (setuid binaries, file capabilities).
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            ..Default::default()
-        };
-        if let Some(binds) = host.binds.as_mut() {
-            // Object-storage folders chosen at create outside the work dir.
-            binds.extend(
-                spec.extra_binds
-                    .iter()
-                    .map(|(from, to)| format!("{}:{to}", s(from))),
-            );
-        }
         let podman = self.engine().await?.podman;
-        resources(&spec.flavor, podman, &mut host);
-        if gpus && podman {
-            // Podman: the NVIDIA container toolkit's CDI names.
-            host.devices = Some(
-                devices
-                    .iter()
-                    .map(|uuid| device(&format!("nvidia.com/gpu={uuid}")))
-                    .collect(),
-            );
-        } else if gpus {
-            host.device_requests = Some(vec![bollard::models::DeviceRequest {
-                driver: Some("nvidia".into()),
-                device_ids: Some(devices.clone()),
-                capabilities: Some(vec![vec!["gpu".into()]]),
-                ..Default::default()
-            }]);
-        }
-        if npus {
-            let control = crate::gpu::NPU_CONTROL_DEVICES
-                .iter()
-                .filter(|d| Path::new(d).exists())
-                .map(|d| d.to_string());
-            host.devices = Some(
-                devices
-                    .iter()
-                    .cloned()
-                    .chain(control)
-                    .map(|d| device(&d))
-                    .collect(),
-            );
-        }
+        let npu_control: Vec<String> = crate::gpu::NPU_CONTROL_DEVICES
+            .iter()
+            .filter(|d| Path::new(d).exists())
+            .map(|d| d.to_string())
+            .collect();
+        let body = plan(&Plan {
+            spec,
+            reference: &reference,
+            runtime_bin: &self.runtime_bin,
+            run: &run,
+            work: &workdisk::work_dir(&nb),
+            data: &nb.join("data"),
+            egress,
+            podman,
+            gpus: gpus.then_some(&devices[..]),
+            npus: npus.then_some(&devices[..]),
+            npu_control: &npu_control,
+            visible_gpus: &visible_gpus,
+            gateway: &self.data_dir,
+            stop_timeout: i64::try_from(self.grace_secs * 2 + 2).unwrap_or(30),
+        });
         let name = container_name(&spec.id);
-        let engine_env = vec![format!("NVIDIA_VISIBLE_DEVICES={visible_gpus}")];
-        let mut labels = HashMap::from([
-            (LABEL_NOTEBOOK.to_owned(), spec.id.clone()),
-            (LABEL_OWNER.to_owned(), spec.owner.clone()),
-            (LABEL_GATEWAY.to_owned(), s(&self.data_dir)),
-        ]);
-        let network_labels = labels.clone();
-        if !devices.is_empty() {
-            labels.insert(LABEL_ACCELERATORS.to_owned(), devices.join(","));
-        }
-        let body = ContainerCreateBody {
-            image: Some(reference.clone()),
-            user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
-            entrypoint: Some(vec![
-                RUNTIME_IN_CONTAINER.into(),
-                "--spec".into(),
-                format!("{AGENT_IN_CONTAINER}/spec.json"),
-            ]),
-            cmd: Some(vec![]),
-            env: Some(engine_env),
-            working_dir: Some(HOME.into()),
-            exposed_ports: egress.then(|| vec![format!("{JUPYTER_PORT}/tcp")]),
-            labels: Some(labels),
-            stop_timeout: Some(i64::try_from(self.grace_secs * 2 + 2).unwrap_or(30)),
-            host_config: Some(host),
-            ..Default::default()
-        };
+        let network_labels = labels_of(spec, &self.data_dir);
         // A container left from an earlier start (a crash between stop steps) has the name,
         // and holds the network a crash may have left too: both go.
         self.remove_container(&name).await?;
@@ -1001,6 +925,142 @@ impl DockerBackend {
         Ok(Handle(
             serde_json::to_value(&handle).context("container handle")?,
         ))
+    }
+}
+
+/// What one notebook's container is made of, as [`plan`] needs it: all decided before, so
+/// the plan itself reads nothing and writes nothing.
+struct Plan<'a> {
+    spec: &'a NotebookSpec,
+    /// The image, as the engine knows it.
+    reference: &'a str,
+    /// The static runtime, bound read-only as the entrypoint.
+    runtime_bin: &'a Path,
+    /// The notebook's run dir on the host (`config/`, `agent/`, `gw/` in it).
+    run: &'a Path,
+    /// The work dir and `/data` on the host.
+    work: &'a Path,
+    data: &'a Path,
+    /// Its own network with a published Jupyter port, or none (only its loopback).
+    egress: bool,
+    podman: bool,
+    /// The GPUs (UUIDs) or NPUs (device paths) allocated to it, if any.
+    gpus: Option<&'a [String]>,
+    npus: Option<&'a [String]>,
+    /// The NPU control devices present on the host.
+    npu_control: &'a [String],
+    /// `NVIDIA_VISIBLE_DEVICES`: the GPUs, or `void`.
+    visible_gpus: &'a str,
+    /// The gateway's data dir, in a label (whose notebooks these are).
+    gateway: &'a Path,
+    stop_timeout: i64,
+}
+
+/// The labels every object of a notebook carries (its container, its network).
+fn labels_of(spec: &NotebookSpec, gateway: &Path) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_NOTEBOOK.to_owned(), spec.id.clone()),
+        (LABEL_OWNER.to_owned(), spec.owner.clone()),
+        (
+            LABEL_GATEWAY.to_owned(),
+            gateway.to_string_lossy().into_owned(),
+        ),
+    ])
+}
+
+/// The engine's create body for a notebook's container: a pure function of the [`Plan`], so
+/// another engine's spec (a pod, a batch job) can be made from the same decisions and each
+/// case is tested without an engine.
+fn plan(p: &Plan) -> ContainerCreateBody {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let spec = p.spec;
+    let mut binds = vec![
+        format!("{}:{RUNTIME_IN_CONTAINER}:ro", s(p.runtime_bin)),
+        format!("{}:{AGENT_IN_CONTAINER}", s(&p.run.join("agent"))),
+        format!("{}:{CONFIG_IN_CONTAINER}:ro", s(&p.run.join("config"))),
+        format!("{}:{GW_IN_CONTAINER}:ro", s(&p.run.join("gw"))),
+        format!("{}:{WORK}", s(p.work)),
+        format!("{}:/data:rslave", s(p.data)),
+    ];
+    // Object-storage folders chosen at create outside the work dir.
+    binds.extend(
+        spec.extra_binds
+            .iter()
+            .map(|(from, to)| format!("{}:{to}", s(from))),
+    );
+    let mut host = HostConfig {
+        binds: Some(binds),
+        port_bindings: p.egress.then(|| {
+            HashMap::from([(
+                format!("{JUPYTER_PORT}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])
+        }),
+        // Its own network (made by the caller), whose bridge firewall.rs keeps off the
+        // host; or none at all (only its loopback).
+        network_mode: Some(if p.egress {
+            network_name(&spec.id)
+        } else {
+            "none".to_owned()
+        }),
+        // The runtime starts as ma-user and needs no capability, nor does Jupyter; none can
+        // be gained back (setuid binaries, file capabilities).
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        ..Default::default()
+    };
+    resources(&spec.flavor, p.podman, &mut host);
+    match (p.gpus, p.podman) {
+        // Podman: the NVIDIA container toolkit's CDI names.
+        (Some(gpus), true) => {
+            host.devices = Some(
+                gpus.iter()
+                    .map(|uuid| device(&format!("nvidia.com/gpu={uuid}")))
+                    .collect(),
+            );
+        }
+        (Some(gpus), false) => {
+            host.device_requests = Some(vec![bollard::models::DeviceRequest {
+                driver: Some("nvidia".into()),
+                device_ids: Some(gpus.to_vec()),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                ..Default::default()
+            }]);
+        }
+        (None, _) => {}
+    }
+    if let Some(npus) = p.npus {
+        host.devices = Some(
+            npus.iter()
+                .chain(p.npu_control)
+                .map(|d| device(d))
+                .collect(),
+        );
+    }
+    let mut labels = labels_of(spec, p.gateway);
+    let accelerators = p.gpus.or(p.npus).unwrap_or_default();
+    if !accelerators.is_empty() {
+        labels.insert(LABEL_ACCELERATORS.to_owned(), accelerators.join(","));
+    }
+    ContainerCreateBody {
+        image: Some(p.reference.to_owned()),
+        user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
+        entrypoint: Some(vec![
+            RUNTIME_IN_CONTAINER.into(),
+            "--spec".into(),
+            format!("{AGENT_IN_CONTAINER}/spec.json"),
+        ]),
+        cmd: Some(vec![]),
+        env: Some(vec![format!("NVIDIA_VISIBLE_DEVICES={}", p.visible_gpus)]),
+        working_dir: Some(HOME.into()),
+        exposed_ports: p.egress.then(|| vec![format!("{JUPYTER_PORT}/tcp")]),
+        labels: Some(labels),
+        stop_timeout: Some(p.stop_timeout),
+        host_config: Some(host),
+        ..Default::default()
     }
 }
 
@@ -1560,5 +1620,120 @@ mod tests {
         let mut h = HostConfig::default();
         resources(&small, true, &mut h);
         assert_eq!(h.pids_limit, Some(128));
+    }
+
+    fn spec(kind: &str) -> NotebookSpec {
+        NotebookSpec {
+            id: "nb1".into(),
+            owner: "alice".into(),
+            flavor: Flavor {
+                id: format!("{kind}-2-8"),
+                kind: kind.into(),
+                vcpus: 2,
+                memory_gib: 8,
+                accelerators: None,
+                max_pids: None,
+                description: String::new(),
+            },
+            image: "img".into(),
+            image_ref: "localhost/img:1".into(),
+            base_url: "/nb/nb1/".into(),
+            work_on_object_storage: false,
+            extra_binds: vec![("/srv/ext/nb1/a".into(), "/opt/data".into())],
+        }
+    }
+
+    fn plan_for(
+        spec: &NotebookSpec,
+        egress: bool,
+        podman: bool,
+        gpus: Option<&[String]>,
+    ) -> ContainerCreateBody {
+        plan(&Plan {
+            spec,
+            reference: &spec.image_ref,
+            runtime_bin: Path::new("/opt/rt"),
+            run: Path::new("/d/nb1/run"),
+            work: Path::new("/d/nb1/work"),
+            data: Path::new("/d/nb1/data"),
+            egress,
+            podman,
+            gpus,
+            npus: None,
+            npu_control: &[],
+            visible_gpus: if gpus.is_some() { "GPU-1" } else { "void" },
+            gateway: Path::new("/d"),
+            stop_timeout: 22,
+        })
+    }
+
+    #[test]
+    fn a_container_plan_confines_the_notebook_and_binds_its_folders() {
+        let s = spec("cpu");
+        let body = plan_for(&s, false, true, None);
+        let host = body.host_config.as_ref().unwrap();
+        assert_eq!(body.user.as_deref(), Some("1000:100"));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        // No network: no published port, nothing exposed.
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert!(host.port_bindings.is_none() && body.exposed_ports.is_none());
+        let binds = host.binds.as_ref().unwrap();
+        for b in [
+            "/opt/rt:/opt/atelier/atelier-notebook-runtime:ro",
+            "/d/nb1/run/agent:/run/atelier",
+            "/d/nb1/run/config:/run/atelier-config:ro",
+            "/d/nb1/run/gw:/run/atelier-gw:ro",
+            "/d/nb1/work:/home/ma-user/work",
+            "/d/nb1/data:/data:rslave",
+            "/srv/ext/nb1/a:/opt/data",
+        ] {
+            assert!(binds.contains(&b.to_string()), "{b} missing from {binds:?}");
+        }
+        assert_eq!(body.stop_timeout, Some(22));
+        assert_eq!(body.labels.as_ref().unwrap()[LABEL_NOTEBOOK], "nb1");
+        assert_eq!(
+            body.env,
+            Some(vec!["NVIDIA_VISIBLE_DEVICES=void".to_string()])
+        );
+    }
+
+    #[test]
+    fn egress_publishes_jupyter_on_loopback_only_on_the_notebooks_own_network() {
+        let s = spec("cpu");
+        let body = plan_for(&s, true, false, None);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode, Some(network_name("nb1")));
+        let ports = host.port_bindings.unwrap();
+        let bound = ports["8888/tcp"].as_ref().unwrap();
+        assert_eq!(bound[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(body.exposed_ports, Some(vec!["8888/tcp".to_string()]));
+    }
+
+    #[test]
+    fn gpus_go_through_cdi_on_podman_and_device_requests_on_docker() {
+        let s = spec("gpu");
+        let gpus = vec!["GPU-1".to_string()];
+        let podman = plan_for(&s, false, true, Some(&gpus));
+        let host = podman.host_config.unwrap();
+        let devices = host.devices.unwrap();
+        assert_eq!(
+            devices[0].path_on_host.as_deref(),
+            Some("nvidia.com/gpu=GPU-1")
+        );
+        assert!(host.device_requests.is_none());
+        assert_eq!(podman.labels.unwrap()[LABEL_ACCELERATORS], "GPU-1");
+        let docker = plan_for(&s, false, false, Some(&gpus));
+        let host = docker.host_config.unwrap();
+        assert!(host.devices.is_none());
+        let req = &host.device_requests.unwrap()[0];
+        assert_eq!(req.device_ids, Some(gpus.clone()));
+        assert_eq!(
+            docker.env,
+            Some(vec!["NVIDIA_VISIBLE_DEVICES=GPU-1".to_string()])
+        );
     }
 }
