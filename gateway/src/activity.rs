@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 
+use crate::lifecycle::clock::Clock;
 use crate::routing::Route;
 use crate::store::{self, Store, notebooks as rows};
 
@@ -14,6 +15,8 @@ use crate::store::{self, Store, notebooks as rows};
 #[derive(Clone)]
 pub struct ActivityClocks {
     store: Store,
+    /// The lifecycle's clock, so idle deadlines and activity read the same time.
+    clock: Arc<dyn Clock>,
     /// notebook id → the last activity per source.
     activity: Arc<Mutex<HashMap<String, Seen>>>,
     /// notebook id → SSH `exec` commands running.
@@ -21,9 +24,10 @@ pub struct ActivityClocks {
 }
 
 impl ActivityClocks {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
         ActivityClocks {
             store,
+            clock,
             activity: Arc::new(Mutex::new(HashMap::new())),
             ssh_running: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -32,7 +36,7 @@ impl ActivityClocks {
     /// Records a user action through the proxy (not polling); cheap enough for every
     /// request (the shared map is touched at most once a second per route).
     pub fn touch(&self, route: &Route) {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.now().unix_timestamp();
         if !route.first_touch_in(now) {
             return;
         }
@@ -41,11 +45,7 @@ impl ActivityClocks {
 
     /// Records activity of one source on a notebook.
     pub fn touch_notebook(&self, notebook_id: &str, source: Source) {
-        self.record(
-            notebook_id,
-            source,
-            OffsetDateTime::now_utc().unix_timestamp(),
-        );
+        self.record(notebook_id, source, self.clock.now().unix_timestamp());
     }
 
     fn record(&self, notebook_id: &str, source: Source, now: i64) {
@@ -140,8 +140,8 @@ impl ActivityClocks {
             if newest == 0 {
                 continue;
             }
-            let newest = OffsetDateTime::from_unix_timestamp(newest)
-                .unwrap_or_else(|_| OffsetDateTime::now_utc());
+            let newest =
+                OffsetDateTime::from_unix_timestamp(newest).unwrap_or_else(|_| self.clock.now());
             rows::set_activity(
                 &mut tx,
                 &id,

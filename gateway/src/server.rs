@@ -62,7 +62,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     );
     let settings = Arc::new(settings);
     let routes = RouteTable::new(store.clone(), backend.clone());
-    let activity = ActivityClocks::new(store.clone());
+    let clock: Arc<dyn crate::lifecycle::clock::Clock> = Arc::new(SystemClock);
+    let activity = ActivityClocks::new(store.clone(), clock.clone());
     let revocations = Revocations::new();
     let mut metrics = MetricsBuilder::new();
     let lifecycle = Lifecycle::new(LifecycleParts {
@@ -74,7 +75,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         secrets: secrets.clone(),
         revocations: revocations.clone(),
         metrics: metrics.notebooks(),
-        clock: Arc::new(SystemClock),
+        clock,
     });
     metrics.plugins(plugins.clone());
     let ssh = ssh.map(|(addr, fingerprint, public_key, config)| {

@@ -21,14 +21,23 @@ pub struct Faults {
     pub prepare: bool,
     /// The server never answers (`wait_ready` fails).
     pub never_ready: bool,
+    /// Preparing waits until [`FakeBackend::release`], so a test sees what is in flight.
+    pub hold: bool,
 }
 
 /// A backend that runs nothing; see the module.
-#[derive(Default)]
 pub struct FakeBackend {
     faults: Faults,
     /// Ids of the notebooks launched and not stopped.
     running: Mutex<HashSet<String>>,
+    /// Set by [`FakeBackend::release`]: held preparations go on.
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for FakeBackend {
+    fn default() -> Self {
+        Self::new(Faults::default())
+    }
 }
 
 impl FakeBackend {
@@ -36,7 +45,13 @@ impl FakeBackend {
         FakeBackend {
             faults,
             running: Mutex::default(),
+            released: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Lets every held preparation (and every later one) go on.
+    pub fn release(&self) {
+        self.released.send_replace(true);
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -59,6 +74,9 @@ impl Backend for FakeBackend {
         "fake"
     }
     async fn prepare(&self, _s: &NotebookSpec, p: &dyn Progress) -> Result<(), BackendError> {
+        if self.faults.hold {
+            let _ = self.released.subscribe().wait_for(|go| *go).await;
+        }
         if self.faults.prepare {
             p.event(EventKind::PullImageFailed, Some("registry down"))
                 .await;

@@ -307,10 +307,12 @@ async fn check_idle(
         .idle_warned_at
         .as_deref()
         .and_then(parse_time)
-        .is_some_and(|w| w.unix_timestamp() >= idle.last);
+        // Strictly after: activity in the second of the warning starts a period that gets
+        // its own warning (a spare warning, never a stop without one).
+        .is_some_and(|w| w.unix_timestamp() > idle.last);
     if now >= warn_at && !warned_this_period {
         let mut tx = lc.store().write().await?;
-        rows::set_idle_warned(&mut tx, &row.id, Some(&store::now())).await?;
+        rows::set_idle_warned(&mut tx, &row.id, Some(&store::format_time(lc.now()))).await?;
         let detail = format!(
             "will stop at {} unless there is activity (idle for {} s; last activity: {})",
             at_text(deadline),

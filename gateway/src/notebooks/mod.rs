@@ -1391,12 +1391,17 @@ mod tests {
         let backend = FakeBackend::new(Faults {
             prepare: fail_prepare,
             never_ready: true,
+            hold: false,
         });
-        setup_with(backend, Arc::new(crate::lifecycle::clock::SystemClock)).await
+        setup_with(
+            Arc::new(backend),
+            Arc::new(crate::lifecycle::clock::SystemClock),
+        )
+        .await
     }
 
     async fn setup_with(
-        backend: FakeBackend,
+        backend: Arc<FakeBackend>,
         clock: Arc<dyn Clock>,
     ) -> (Lifecycle, Principal, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("atelier-lc-{}", uuid::Uuid::new_v4()));
@@ -1407,13 +1412,13 @@ mod tests {
             .await
             .unwrap();
         drop(c);
-        let backend: Arc<dyn Backend> = Arc::new(backend);
+        let backend: Arc<dyn Backend> = backend;
         let settings = Arc::new(Settings {
             data_dir: dir.clone(),
             ..Settings::default()
         });
         let routes = RouteTable::new(store.clone(), backend.clone());
-        let clocks = ActivityClocks::new(store.clone());
+        let clocks = ActivityClocks::new(store.clone(), clock.clone());
         let secrets = Arc::new(crate::secrets::SecretBox::new(&[7u8; 32]).unwrap());
         let lc = Lifecycle::new(LifecycleParts {
             store,
@@ -1472,7 +1477,7 @@ mod tests {
         std::path::PathBuf,
     ) {
         let clock = crate::lifecycle::clock::ManualClock::new();
-        let backend = FakeBackend::new(Faults::default());
+        let backend = Arc::new(FakeBackend::new(Faults::default()));
         let (lc, who, dir) = setup_with(backend, Arc::new(clock.clone())).await;
         let mut req = request("nb");
         req.auto_stop = Some(auto_stop);
@@ -1582,14 +1587,17 @@ mod tests {
         };
         let mut sampler = autostop::Sampler::default();
         // The warning comes 5 min (stop_warning_secs) before the 10 min timeout; the clock
-        // started at most a second before the notebook's last change.
+        // started at most a second before the notebook's last change. Activity at 301 s
+        // starts a new idle period: a new warning at 601 s, the stop at 901 s.
         let steps = [
-            (299, RUNNING, 0),
-            (2, RUNNING, 1),
-            (298, RUNNING, 1),
-            (2, STOPPED, 2),
+            (299, RUNNING, 0, false),
+            (2, RUNNING, 1, true),
+            (299, RUNNING, 1, false),
+            (1, RUNNING, 2, false),
+            (299, RUNNING, 2, false),
+            (1, STOPPED, 3, false),
         ];
-        for (secs, status, events) in steps {
+        for (secs, status, events, touch) in steps {
             clock.advance(D::seconds(secs));
             let (row, names) = pass(&lc, &mut sampler, 1, &row.id).await;
             assert_eq!(
@@ -1597,6 +1605,10 @@ mod tests {
                 (status, events),
                 "after {secs} more s: {names:?}"
             );
+            if touch {
+                lc.clocks()
+                    .touch_notebook(&row.id, crate::activity::Source::Proxy);
+            }
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -1658,12 +1670,23 @@ mod tests {
 
     #[tokio::test]
     async fn unfinished_operations_resume_until_restarts_keep_cutting_them_short() {
-        let (lc, who, dir) = setup(false).await;
+        // Held in `prepare` until both creates are seen in flight.
+        let backend = Arc::new(FakeBackend::new(Faults {
+            prepare: false,
+            never_ready: true,
+            hold: true,
+        }));
+        let (lc, who, dir) = setup_with(
+            backend.clone(),
+            Arc::new(crate::lifecycle::clock::SystemClock),
+        )
+        .await;
         let (a, b) = (
             lc.create(&who, request("a")).await.unwrap(),
             lc.create(&who, request("b")).await.unwrap(),
         );
         assert_eq!(operations_left(&lc).await, 2, "a create is an operation");
+        backend.release();
         lc.tasks().close();
         lc.tasks().wait().await;
         lc.tasks().reopen();
