@@ -88,17 +88,7 @@ async fn run_case(gw: &Gateway, dir: &Path) {
     };
     let r = upload(&admin, &case.manifest, case.component.clone(), &files).await;
     if let Some(e) = case.expected.get("register_error") {
-        assert_eq!(
-            r.status,
-            e["status"].as_u64().unwrap() as u16,
-            "{what}: {}",
-            r.text
-        );
-        let message = r.json["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains(e["message_contains"].as_str().unwrap()),
-            "{what}: {message:?}"
-        );
+        refused(&r, e, &what);
         // Nothing half-created.
         let name = case.manifest["name"].as_str().unwrap();
         admin
@@ -117,19 +107,7 @@ async fn run_case(gw: &Gateway, dir: &Path) {
         .post(&format!("/v1/plugins/{name}/1.0.0/invoke"), input.clone())
         .await;
     if let Some(e) = case.expected.get("invoke_error") {
-        assert_eq!(
-            r.status,
-            e["status"].as_u64().unwrap() as u16,
-            "{what}: {}",
-            r.text
-        );
-        let message = r.json["error"]["message"].as_str().unwrap_or_default();
-        for part in e["message_contains"].as_array().unwrap() {
-            assert!(
-                message.contains(part.as_str().unwrap()),
-                "{what}: {message:?} lacks {part}"
-            );
-        }
+        refused(&r, e, &what);
     } else {
         let report = r.expect_status(200).clone();
         check_report(&case, &report, &storage, "invoke");
@@ -172,11 +150,8 @@ async fn run_case(gw: &Gateway, dir: &Path) {
         if let Some(e) = case.expected.get("invoke_error") {
             assert_eq!(out.code, 1, "{what} via plugin test: {}", out.stderr);
             let said = format!("{}{}", out.stdout, out.stderr);
-            for part in e["message_contains"].as_array().unwrap() {
-                assert!(
-                    said.contains(part.as_str().unwrap()),
-                    "{what} via plugin test: {said}"
-                );
+            for part in message_parts(e) {
+                assert!(said.contains(part), "{what} via plugin test: {said}");
             }
         } else {
             let report: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
@@ -322,6 +297,33 @@ fn all_cases() -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// `message_contains` of an expected refusal: one string or a list of them.
+fn message_parts(e: &Value) -> Vec<&str> {
+    match &e["message_contains"] {
+        Value::String(one) => vec![one.as_str()],
+        v => v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect(),
+    }
+}
+
+/// The reply refuses with the expected status, and its message says every expected part.
+fn refused(r: &atelier_tests::Reply, e: &Value, what: &str) {
+    assert_eq!(
+        r.status,
+        e["status"].as_u64().unwrap() as u16,
+        "{what}: {}",
+        r.text
+    );
+    let message = r.json["error"]["message"].as_str().unwrap_or_default();
+    for part in message_parts(e) {
+        assert!(message.contains(part), "{what}: {message:?} lacks {part}");
+    }
 }
 
 /// The strings of `expected.json`'s list `key` (none when it has no such list).
