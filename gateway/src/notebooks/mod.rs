@@ -491,8 +491,11 @@ impl Lifecycle {
     pub async fn delete(&self, grant: NotebookGrant) -> Result<NotebookRow, Error> {
         self.request_transition(&grant, NotebookOp::Delete, DELETING, Action::DeleteNotebook)
             .await?;
+        // Read before the background delete starts: it may remove the row before a read
+        // after it (the request then answered 404 for a delete it had accepted).
+        let row = self.reload(&grant.notebook().id).await?;
         self.spawn_delete(grant.notebook().id.clone());
-        self.reload(&grant.notebook().id).await
+        Ok(row)
     }
 
     pub async fn update(
