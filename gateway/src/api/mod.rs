@@ -9,6 +9,7 @@
 pub mod error;
 pub mod images;
 pub mod keypairs;
+mod linger;
 pub mod notebooks;
 pub mod pages;
 pub mod plugins;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             csrf_guard,
         ))
+        .layer(axum::middleware::from_fn(linger::linger))
         .with_state(state)
 }
 

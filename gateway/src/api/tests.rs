@@ -14,6 +14,7 @@ use crate::config::{BackendKind, Settings};
 const ADMIN: &str = "atl_router-test-admin-token-0123456789abcdef";
 
 struct App {
+    state: crate::api::state::AppState,
     router: axum::Router,
     dir: PathBuf,
 }
@@ -39,7 +40,8 @@ impl App {
         settings.backend.external_url = Some("http://127.0.0.1:9".into());
         let state = crate::server::build(settings).await.unwrap();
         App {
-            router: super::router(state),
+            router: super::router(state.clone()),
+            state,
             dir,
         }
     }
@@ -217,4 +219,102 @@ async fn another_users_notebook_is_not_found_and_an_admin_sees_it() {
     assert_eq!(r.json["name"], "mine", "{}", r.text);
     let r = app.call(Method::GET, &path, Some(&alice), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+/// Serves the app on a loopback port the way `atelier serve` does; stops when dropped.
+struct Listening {
+    addr: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    async fn listen(&self) -> Listening {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        #[allow(clippy::disallowed_methods, reason = "the test keeps the handle")]
+        let server = tokio::spawn(crate::server::serve_http(
+            listener,
+            self.state.clone(),
+            self.router.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Listening {
+            addr,
+            _stop: stop,
+            _server: server,
+        }
+    }
+}
+
+/// What a plain HTTP/1.1 client that writes the whole body before it reads (reqwest,
+/// Python's requests) sees: the status line, or the error that ended its write or read.
+fn post_then_read(
+    addr: std::net::SocketAddr,
+    path: &str,
+    declared: usize,
+    sent: usize,
+) -> Result<String, std::io::Error> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    tcp.set_write_timeout(Some(std::time::Duration::from_secs(60)))?;
+    write!(
+        tcp,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    )?;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut left = sent;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        tcp.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        if tcp.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&head).trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_gets_its_413_even_when_the_client_writes_it_all_first() {
+    let app = App::new().await;
+    let on = app.listen().await;
+    let addr = on.addr;
+    // 24 MiB against the API's 2 MiB: far more than the sockets buffer, so the client is
+    // still writing when the gateway has answered.
+    let size = 24 * 1024 * 1024;
+    let status =
+        tokio::task::spawn_blocking(move || post_then_read(addr, "/v1/notebooks", size, size))
+            .await
+            .unwrap();
+    let status = status
+        .expect("the client's write or read failed: the gateway closed before it read the body");
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_body_is_read_only_up_to_a_bound() {
+    let app = App::new().await;
+    let on = app.listen().await;
+    let addr = on.addr;
+    // Declares 4 GiB and writes until the gateway stops reading: it must stop, by closing,
+    // well before (the bound is ATELIER's LINGER_BYTES, far below 1 GiB).
+    let r = tokio::task::spawn_blocking(move || {
+        post_then_read(addr, "/v1/notebooks", 4 << 30, 1 << 30)
+    })
+    .await
+    .unwrap();
+    assert!(
+        r.is_err(),
+        "the gateway read 1 GiB of a refused body: {r:?}"
+    );
 }
