@@ -36,6 +36,27 @@ impl KeyedLocks {
         }
     }
 
+    /// Holds the lock of `key` if nobody holds it now; `None` when someone does (for work
+    /// that is refused, not queued, while the same work runs).
+    pub fn try_lock(&self, key: &str) -> Option<KeyGuard> {
+        let lock = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        let held = lock.clone().try_lock_owned().ok();
+        let guard = KeyGuard {
+            held,
+            map: self.map.clone(),
+            key: key.to_owned(),
+        };
+        drop(lock);
+        // A refused guard drops here: it removes the entry if nobody else holds it.
+        guard.held.is_some().then_some(guard)
+    }
+
     /// Keys locked or waited for now.
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -93,5 +114,22 @@ mod tests {
         waiter.await.unwrap();
         drop(b);
         assert!(locks.is_empty(), "entries of keys nobody holds are dropped");
+    }
+
+    #[tokio::test]
+    async fn try_lock_refuses_a_held_key_and_leaves_no_entry() {
+        let locks = KeyedLocks::default();
+        let a = locks.try_lock("a").expect("a free key");
+        assert!(locks.try_lock("a").is_none(), "a held key is refused");
+        assert!(locks.try_lock("b").is_some(), "another key is free");
+        assert_eq!(
+            locks.len(),
+            1,
+            "a refused try leaves only the holder's entry"
+        );
+        drop(a);
+        assert!(locks.is_empty());
+        assert!(locks.try_lock("a").is_some(), "free again once dropped");
+        assert!(locks.is_empty());
     }
 }

@@ -291,7 +291,7 @@ async fn save_image(
     ApiJson(req): ApiJson<crate::notebooks::save::SaveImageRequest>,
 ) -> ApiResult<(StatusCode, ApiJson<NotebookView>)> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
-    let row = state.lifecycle.save_image(g, req).await?;
+    let row = state.saves.save_image(g, req).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(view(&state, &headers, row))))
 }
 
@@ -532,7 +532,7 @@ async fn list_mounts(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<Items<MountView>>> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
-    let items = state.lifecycle.mounts(&g).await?;
+    let items = state.mounts.mounts(&g).await?;
     Ok(ApiJson(Items { items }))
 }
 
@@ -544,7 +544,7 @@ async fn show_mount(
     let g = grant(&state, &p, &id, Access::Manage).await?;
     let nb_name = g.notebook().name.clone();
     state
-        .lifecycle
+        .mounts
         .mounts(&g)
         .await?
         .into_iter()
@@ -564,7 +564,7 @@ async fn add_mount(
     let g = grant(&state, &p, &id, Access::Manage).await?;
     Ok((
         StatusCode::CREATED,
-        ApiJson(state.lifecycle.add_mount(g, req).await?),
+        ApiJson(state.mounts.add_mount(g, req).await?),
     ))
 }
 
@@ -574,7 +574,7 @@ async fn remove_mount(
     ApiPath((id, name)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
-    state.lifecycle.remove_mount(g, &name).await?;
+    state.mounts.remove_mount(g, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -584,7 +584,7 @@ async fn list_uploads(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<Items<UploadView>>> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
-    let items = state.lifecycle.uploads(&g).await?;
+    let items = state.uploads.uploads(&g).await?;
     Ok(ApiJson(Items { items }))
 }
 
@@ -597,7 +597,7 @@ async fn start_upload(
     let g = grant(&state, &p, &id, Access::Manage).await?;
     Ok((
         StatusCode::CREATED,
-        ApiJson(state.lifecycle.start_upload(g, req).await?),
+        ApiJson(state.uploads.start_upload(g, req).await?),
     ))
 }
 
@@ -607,7 +607,7 @@ async fn show_upload(
     ApiPath((id, upload)): ApiPath<(String, String)>,
 ) -> ApiResult<ApiJson<UploadView>> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
-    Ok(ApiJson(state.lifecycle.upload(&g, &upload).await?))
+    Ok(ApiJson(state.uploads.upload(&g, &upload).await?))
 }
 
 async fn complete_upload(
@@ -618,7 +618,7 @@ async fn complete_upload(
     let g = grant(&state, &p, &id, Access::Manage).await?;
     Ok((
         StatusCode::ACCEPTED,
-        ApiJson(state.lifecycle.complete_upload(g, &upload).await?),
+        ApiJson(state.uploads.complete_upload(g, &upload).await?),
     ))
 }
 
@@ -628,6 +628,6 @@ async fn cancel_upload(
     ApiPath((id, upload)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let g = grant(&state, &p, &id, Access::Manage).await?;
-    state.lifecycle.cancel_upload(g, &upload).await?;
+    state.uploads.cancel_upload(g, &upload).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -38,6 +38,10 @@ pub struct Services {
     pub store: Store,
     pub auth: Authenticator,
     pub lifecycle: Lifecycle,
+    /// The services beside the lifecycle (it holds the same ones, for start, stop, delete).
+    pub mounts: crate::notebooks::mounts::Mounts,
+    pub uploads: crate::notebooks::uploads::Uploads,
+    pub saves: crate::notebooks::save::Saves,
     pub routes: RouteTable,
     pub activity: ActivityClocks,
     /// The SSH front door, when it is on.

@@ -32,13 +32,30 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::Lifecycle;
+use crate::backends::Backend;
+use crate::secrets::SecretBox;
 use crate::storage::{ObjectUri, connections, s3, transfer};
-use crate::store::storage;
+use crate::store::{Store, storage};
+
+/// The file API service: serves `atelier.file` on each running notebook's socket. It owns
+/// the running sockets. Cloning shares it.
+#[derive(Clone)]
+pub struct Files {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    backend: std::sync::Arc<dyn Backend>,
+    /// Opens the owner's storage connections.
+    secrets: std::sync::Arc<SecretBox>,
+    /// The running sockets, by notebook.
+    sockets: std::sync::Mutex<HashMap<String, CancellationToken>>,
+}
 
 #[derive(Clone)]
 struct Served {
-    lc: Lifecycle,
+    files: Files,
     notebook_id: String,
     owner_id: String,
     writes: std::sync::Arc<tokio::sync::Semaphore>,
@@ -92,7 +109,7 @@ impl Served {
     ) -> Result<aws_sdk_s3::Client, Failure> {
         let internal = |e: String| Failure(StatusCode::INTERNAL_SERVER_ERROR, e);
         let mut conn = self
-            .lc
+            .files
             .inner
             .store
             .pool
@@ -127,7 +144,7 @@ impl Served {
                 }
             },
         };
-        let t = connections::target(row, &self.lc.inner.secrets)
+        let t = connections::target(row, &self.files.inner.secrets)
             .map_err(|e| internal(format!("{e:#}")))?;
         Ok(s3::client(&t, Duration::from_secs(60), 3))
     }
@@ -399,18 +416,29 @@ fn bind_long(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener
     tokio::net::UnixListener::from_std(listener)
 }
 
-/// The running sockets, by notebook.
-#[derive(Default)]
-pub(crate) struct Sockets(std::sync::Mutex<HashMap<String, CancellationToken>>);
+impl Files {
+    pub fn new(
+        store: Store,
+        backend: std::sync::Arc<dyn Backend>,
+        secrets: std::sync::Arc<SecretBox>,
+    ) -> Files {
+        Files {
+            inner: std::sync::Arc::new(Inner {
+                store,
+                backend,
+                secrets,
+                sockets: Default::default(),
+            }),
+        }
+    }
 
-impl Lifecycle {
     /// Serves `atelier.file` on the notebook's socket (again after a gateway restart).
     /// Idempotent.
     pub(crate) fn serve_files(&self, notebook_id: &str, owner_id: &str) {
         let Ok(socket) = self.inner.backend.storage_socket(notebook_id) else {
             return;
         };
-        let mut running = self.inner.files.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
         if running.get(notebook_id).is_some_and(|t| !t.is_cancelled()) && socket.exists() {
             return;
         }
@@ -431,7 +459,7 @@ impl Lifecycle {
             old.cancel();
         }
         let served = Served {
-            lc: self.clone(),
+            files: self.clone(),
             notebook_id: notebook_id.to_owned(),
             owner_id: owner_id.to_owned(),
             writes: std::sync::Arc::new(tokio::sync::Semaphore::new(WRITES_PER_NOTEBOOK)),
@@ -464,8 +492,7 @@ impl Lifecycle {
     pub(crate) fn stop_files(&self, notebook_id: &str) {
         if let Some(t) = self
             .inner
-            .files
-            .0
+            .sockets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(notebook_id)

@@ -60,8 +60,8 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
         // (or after a gateway restart), ended with a notebook that is gone.
         let mounts = if running {
             // After a gateway restart: the notebook's atelier.file socket again.
-            lc.serve_files(&row.id, &row.owner_id);
-            lc.ensure_mounts(&row.id).await.map(|_| ())
+            lc.files().serve_files(&row.id, &row.owner_id);
+            lc.mounts().ensure_mounts(&row.id).await.map(|_| ())
         } else if exited {
             // What outlived the server (a process that left its tree, the notebook's
             // network helper) ends with it.
@@ -78,8 +78,8 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
             {
                 tracing::warn!(notebook = %row.id, error = %e, "cleaning up after a notebook that died");
             }
-            lc.stop_files(&row.id);
-            lc.release_mounts(&row.id).await
+            lc.files().stop_files(&row.id);
+            lc.mounts().release_mounts(&row.id).await
         } else {
             Ok(())
         };

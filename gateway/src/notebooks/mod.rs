@@ -235,34 +235,18 @@ struct Inner {
     tasks: TaskTracker,
     /// Serialises creates so the per-user quota check and the insert cannot interleave.
     create_lock: tokio::sync::Mutex<()>,
-    /// Notebooks whose work disk is being expanded.
-    expanding: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Opens stored storage connections (object-storage mounts).
-    secrets: Arc<crate::secrets::SecretBox>,
-    /// `rclone`, which serves object-storage mounts; `None` where it is not installed.
-    rclone: Option<std::path::PathBuf>,
-    /// One mount operation at a time per notebook (requests, start, stop, the health loop).
-    mount_locks: crate::lifecycle::KeyedLocks,
-    /// One change to a notebook's upload queue at a time.
-    upload_locks: crate::lifecycle::KeyedLocks,
-    /// The `atelier.file` sockets of running notebooks.
-    files: files::Sockets,
+    /// Notebooks whose work disk is being expanded: one expansion at a time, a second refused.
+    expanding: crate::lifecycle::KeyedLocks,
+    /// The services beside the core: it calls them as a notebook starts, stops and goes.
+    mounts: mounts::Mounts,
+    uploads: uploads::Uploads,
+    files: files::Files,
+    saves: save::Saves,
     /// Cuts the WebSockets and SSH connections of a notebook that stops or goes, and of a
     /// key pair removed from it.
     revocations: Revocations,
     metrics: NotebookMetrics,
     clock: Arc<dyn Clock>,
-}
-
-/// Takes a notebook off [`Inner::expanding`] when its expansion ends, however it ends.
-struct ExpandGuard(Arc<Inner>, String);
-
-impl Drop for ExpandGuard {
-    fn drop(&mut self) {
-        if let Ok(mut busy) = self.0.expanding.lock() {
-            busy.remove(&self.1);
-        }
-    }
 }
 
 /// What the lifecycle is built from.
@@ -300,7 +284,28 @@ impl Lifecycle {
                     .get_or_create(&ReasonLabel { reason: r.as_str() }),
             );
         }
-        let rclone = crate::storage::fuse::find_rclone(settings.backend.rclone_bin.as_deref());
+        let tasks = TaskTracker::new();
+        let mounts = mounts::Mounts::new(
+            store.clone(),
+            backend.clone(),
+            settings.clone(),
+            secrets.clone(),
+        );
+        let uploads = uploads::Uploads::new(
+            store.clone(),
+            backend.clone(),
+            secrets.clone(),
+            tasks.clone(),
+            mounts.clone(),
+        );
+        let files = files::Files::new(store.clone(), backend.clone(), secrets);
+        let saves = save::Saves::new(
+            store.clone(),
+            backend.clone(),
+            settings.clone(),
+            routes.clone(),
+            tasks.clone(),
+        );
         Lifecycle {
             inner: Arc::new(Inner {
                 store,
@@ -308,19 +313,38 @@ impl Lifecycle {
                 settings,
                 routes,
                 clocks,
-                tasks: TaskTracker::new(),
+                tasks,
                 create_lock: tokio::sync::Mutex::new(()),
                 expanding: Default::default(),
-                secrets,
-                rclone,
-                mount_locks: Default::default(),
-                upload_locks: Default::default(),
-                files: Default::default(),
+                mounts,
+                uploads,
+                files,
+                saves,
                 revocations,
                 metrics,
                 clock,
             }),
         }
+    }
+
+    /// The notebooks' object-storage mounts.
+    pub fn mounts(&self) -> &mounts::Mounts {
+        &self.inner.mounts
+    }
+
+    /// Large uploads into the notebooks' work dirs.
+    pub fn uploads(&self) -> &uploads::Uploads {
+        &self.inner.uploads
+    }
+
+    /// The `atelier.file` sockets of running notebooks.
+    pub(crate) fn files(&self) -> &files::Files {
+        &self.inner.files
+    }
+
+    /// Saving running notebooks as images.
+    pub fn saves(&self) -> &save::Saves {
+        &self.inner.saves
     }
 
     pub fn tasks(&self) -> &TaskTracker {
@@ -383,6 +407,8 @@ impl Lifecycle {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let storage = self
+            .inner
+            .mounts
             .check_create_storage(who, &id, req.storage.as_ref(), &req.extended_storage)
             .await?;
 
@@ -433,7 +459,9 @@ impl Lifecycle {
         rows::insert(&mut tx, &row).await?;
         operations::begin(&mut tx, &row.id, CREATING).await?;
         rows::set_key_pairs(&mut tx, &row.id, &key_ids).await?;
-        self.insert_create_storage(&mut tx, &row.id, &storage)
+        self.inner
+            .mounts
+            .insert_create_storage(&mut tx, &row.id, &storage)
             .await?;
         events::record(&mut tx, &row.id, EventKind::Scheduled, None).await?;
         if !row.ssh_key_pairs.is_empty() {
@@ -789,8 +817,8 @@ impl Lifecycle {
         if let Some(r) = &image_ref {
             spec.image_ref = r.clone();
         }
-        spec.work_on_object_storage = self.work_on_object_storage(id).await?;
-        spec.extra_binds = self.extra_binds(id).await?;
+        spec.work_on_object_storage = self.inner.mounts.work_on_object_storage(id).await?;
+        spec.extra_binds = self.inner.mounts.extra_binds(id).await?;
         let backend = &self.inner.backend;
         let progress = StoreProgress {
             store: self.inner.store.clone(),
@@ -808,6 +836,8 @@ impl Lifecycle {
             // Object-storage mounts before Jupyter starts, so its first listing shows them;
             // without the storage chosen at create it does not start.
             let failed = self
+                .inner
+                .mounts
                 .ensure_mounts(id)
                 .await
                 .map_err(|e| BackendError::Start(format!("mounting object storage: {e:#}")))?;
@@ -833,7 +863,7 @@ impl Lifecycle {
                 .as_ref()
                 .ok_or_else(|| BackendError::Start("no handle".into()))?;
             // `atelier.file` answers from the first kernel on.
-            self.serve_files(id, &row.owner_id);
+            self.inner.files.serve_files(id, &row.owner_id);
             let timeout = Duration::from_secs(self.inner.settings.backend.start_timeout_secs);
             backend.wait_ready(&spec, h, timeout).await
         }
@@ -893,10 +923,12 @@ impl Lifecycle {
             Some(h) => self.inner.backend.stop(h, self.stop_mode()).await,
             None => Ok(()),
         };
-        self.stop_files(id);
+        self.inner.files.stop_files(id);
         // After the notebook's processes are gone, nothing holds files open in the mounts.
         let result = match result {
             Ok(()) => self
+                .inner
+                .mounts
                 .release_mounts(id)
                 .await
                 .map_err(|e| BackendError::Other(e.context("unmounting object storage"))),
@@ -937,14 +969,16 @@ impl Lifecycle {
             Some(h) => backend.stop(h, self.stop_mode()).await,
             None => Ok(()),
         };
-        self.stop_files(id);
+        self.inner.files.stop_files(id);
         if result.is_ok()
-            && let Err(e) = self.discard_uploads(id).await
+            && let Err(e) = self.inner.uploads.discard_uploads(id).await
         {
             tracing::warn!(notebook = %id, error = format!("{e:#}"), "discarding uploads in flight");
         }
         if result.is_ok() {
             result = self
+                .inner
+                .mounts
                 .release_mounts(id)
                 .await
                 .map_err(|e| BackendError::Other(e.context("unmounting object storage")));
@@ -1142,19 +1176,11 @@ impl Lifecycle {
             )));
         };
         // One expansion at a time per notebook.
-        let _guard = {
-            let mut busy = self
-                .inner
-                .expanding
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if !busy.insert(nb.id.clone()) {
-                return Err(Error::conflict(format!(
-                    "notebook {}'s storage is already being expanded",
-                    nb.name
-                )));
-            }
-            ExpandGuard(self.inner.clone(), nb.id.clone())
+        let Some(_guard) = self.inner.expanding.try_lock(&nb.id) else {
+            return Err(Error::conflict(format!(
+                "notebook {}'s storage is already being expanded",
+                nb.name
+            )));
         };
         let detail =
             format!("User {user} is updating storage size from {current} GB to {size_gb} GB.");
@@ -1216,8 +1242,8 @@ impl Lifecycle {
     /// again (or, after [`operations::MAX_RESUMES`] starts, is given up with its failure
     /// event), and notebooks recorded as running are checked.
     pub async fn resume(&self) -> anyhow::Result<()> {
-        self.forget_interrupted_mounts().await?;
-        self.resume_uploads().await?;
+        self.inner.mounts.forget_interrupted_mounts().await?;
+        self.inner.uploads.resume_uploads().await?;
         let pending = operations::resume::<NotebookStatus>(&self.inner.store).await?;
         for op in pending {
             let current = {
@@ -1232,7 +1258,7 @@ impl Lifecycle {
             };
             if op.status == SNAPSHOTTING {
                 // A save is never resumed: its container commit died with the gateway.
-                self.abandon_save(&row).await?;
+                self.inner.saves.abandon_save(&row).await?;
             } else if op.exhausted() {
                 tracing::error!(notebook = %row.id, status = %row.status, attempts = op.attempts, "giving up an operation that did not survive earlier gateway starts");
                 self.give_up(&row, op.attempts).await?;

@@ -14,21 +14,25 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::{Lifecycle, NotebookOp, allow, storage_rules, target as audit_target};
+use super::{NotebookOp, allow, storage_rules, target as audit_target};
 use crate::auth::authz::NotebookGrant;
-use crate::backends::{BackendError, DataDir, MountPlace, runconf};
+use crate::backends::{Backend, BackendError, DataDir, MountPlace, runconf};
+use crate::config::Settings;
 use crate::error::{Error, Kind};
+use crate::lifecycle::{KeyGuard, KeyedLocks};
+use crate::secrets::SecretBox;
 use crate::storage::fuse::{self, Serving};
 use crate::storage::{ObjectUri, connections, s3};
 use crate::store::audit::{self, Action};
 use crate::store::events::{self, EventKind};
 use crate::store::mounts::{self as rows, FAILED, MOUNTED, MOUNTING, MountRow, UNMOUNTED};
 use crate::store::transition::Transition;
-use crate::store::{self, storage};
+use crate::store::{self, Store, storage};
 
 /// Dynamic mounts one notebook may have.
 pub const MAX_DYNAMIC: usize = 10;
@@ -70,10 +74,49 @@ fn unsupported(e: BackendError) -> Error {
     Error::conflict(e.to_string())
 }
 
-impl Lifecycle {
+/// The mounts service: a notebook's object-storage mounts (the storage chosen at create and
+/// the dynamic mounts under `/data`), and the user's storage connections opened for them.
+/// It owns the per-notebook mount lock. Cloning shares it.
+#[derive(Clone)]
+pub struct Mounts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    backend: Arc<dyn Backend>,
+    settings: Arc<Settings>,
+    /// Opens stored storage connections.
+    secrets: Arc<SecretBox>,
+    /// `rclone`, which serves the mounts; `None` where it is not installed.
+    rclone: Option<PathBuf>,
+    /// One mount operation at a time per notebook (requests, start, stop, the health loop).
+    mount_locks: KeyedLocks,
+}
+
+impl Mounts {
+    pub fn new(
+        store: Store,
+        backend: Arc<dyn Backend>,
+        settings: Arc<Settings>,
+        secrets: Arc<SecretBox>,
+    ) -> Mounts {
+        let rclone = fuse::find_rclone(settings.backend.rclone_bin.as_deref());
+        Mounts {
+            inner: Arc::new(Inner {
+                store,
+                backend,
+                settings,
+                secrets,
+                rclone,
+                mount_locks: KeyedLocks::default(),
+            }),
+        }
+    }
+
     /// Held across every change to a notebook's mounts, so that the health loop never makes
     /// again a mount a request is removing (or the other way round).
-    async fn mount_lock(&self, notebook_id: &str) -> crate::lifecycle::KeyGuard {
+    async fn mount_lock(&self, notebook_id: &str) -> KeyGuard {
         self.inner.mount_locks.lock(notebook_id).await
     }
 
@@ -171,7 +214,7 @@ impl Lifecycle {
 
     /// Checks the storage a create asks for: the seed's rules, a place for each path on this
     /// backend, the owner's connections, and the stores themselves. Returns the mounts with
-    /// their connection ids, for [`Lifecycle::insert_create_storage`].
+    /// their connection ids, for [`Mounts::insert_create_storage`].
     pub(crate) async fn check_create_storage(
         &self,
         who: &crate::auth::Principal,

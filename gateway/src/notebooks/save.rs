@@ -12,15 +12,21 @@
 
 use serde::Deserialize;
 
-use super::{Lifecycle, NotebookGrant, NotebookOp, RUNNING, SNAPSHOTTING, StoreProgress, target};
-use crate::backends::{SaveImage, SaveImageError};
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+use super::{NotebookGrant, NotebookOp, RUNNING, SNAPSHOTTING, StoreProgress, target};
+use crate::backends::{Backend, SaveImage, SaveImageError};
+use crate::config::Settings;
 use crate::error::Error;
+use crate::routing::RouteTable;
 use crate::store::audit::{self, Action};
 use crate::store::events::{self, EventKind};
 use crate::store::images as image_rows;
 use crate::store::notebooks::{self as rows, NotebookRow};
 use crate::store::transition::Transition;
-use crate::store::{self};
+use crate::store::{self, Store};
 
 /// `POST /v1/notebooks/{id}/save-image`.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,7 +74,42 @@ fn tag(v: &str) -> Result<(), Error> {
     }
 }
 
-impl Lifecycle {
+/// The save-image service: a running notebook saved as an image (docker backend), the
+/// notebook SNAPSHOTTING meanwhile. Its saves run on the lifecycle's task tracker. Cloning
+/// shares it.
+#[derive(Clone)]
+pub struct Saves {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    backend: Arc<dyn Backend>,
+    settings: Arc<Settings>,
+    /// Invalidated at each status change (the route shows the status).
+    routes: RouteTable,
+    tasks: TaskTracker,
+}
+
+impl Saves {
+    pub fn new(
+        store: Store,
+        backend: Arc<dyn Backend>,
+        settings: Arc<Settings>,
+        routes: RouteTable,
+        tasks: TaskTracker,
+    ) -> Saves {
+        Saves {
+            inner: Arc::new(Inner {
+                store,
+                backend,
+                settings,
+                routes,
+                tasks,
+            }),
+        }
+    }
+
     /// Starts saving a running notebook as `namespace/name:tag`; returns it `SNAPSHOTTING`.
     pub async fn save_image(
         &self,
@@ -126,7 +167,10 @@ impl Lifecycle {
                 tracing::error!(notebook = %nb_id, error = format!("{e:#}"), "saving an image failed");
             }
         });
-        self.reload(&row.id).await
+        let mut conn = self.inner.store.pool.acquire().await?;
+        rows::get(&mut conn, &row.id)
+            .await?
+            .ok_or_else(|| crate::auth::authz::not_found(&row.id))
     }
 
     async fn finish_save(
@@ -244,7 +288,7 @@ impl Lifecycle {
 
     /// At start: a save that was running when the gateway stopped did not finish; the
     /// notebook is RUNNING again with the seed's time-out failure event.
-    pub(super) async fn abandon_save(&self, row: &NotebookRow) -> anyhow::Result<()> {
+    pub(crate) async fn abandon_save(&self, row: &NotebookRow) -> anyhow::Result<()> {
         let mut tx = self.inner.store.write().await?;
         Transition::new(&row.id, &[SNAPSHOTTING], RUNNING)
             .event_text(

@@ -14,6 +14,7 @@
 //! QUEUED upload of the notebook starts.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
@@ -21,15 +22,17 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use rustix::fs::FileType;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Lifecycle, NotebookOp, allow, status::RUNNING, storage_rules::WORK_DIR, target as audit_target,
-};
+use tokio_util::task::TaskTracker;
+
+use super::mounts::Mounts;
+use super::{NotebookOp, allow, status::RUNNING, storage_rules::WORK_DIR, target as audit_target};
 use crate::auth::authz::NotebookGrant;
-use crate::backends::MountPlace;
+use crate::backends::{Backend, MountPlace};
 use crate::confined::Dir;
 use crate::error::Error;
-use crate::lifecycle::Operation;
 use crate::lifecycle::upload::UploadOp;
+use crate::lifecycle::{KeyGuard, KeyedLocks, Operation};
+use crate::secrets::SecretBox;
 use crate::storage::{ObjectUri, connections, s3, transfer};
 use crate::store::audit::{self, Action};
 use crate::store::operations;
@@ -38,7 +41,7 @@ use crate::store::uploads::{
     self as rows, CANCELED, DONE, FAILED, IN_FLIGHT, LANDING, QUEUED, UPLOADING, UploadRow,
     UploadStatus,
 };
-use crate::store::{self, storage};
+use crate::store::{self, Store, storage};
 
 /// The seed's ceiling for uploads through object storage.
 pub const MAX_SIZE: u64 = 50 * 1000 * 1000 * 1000;
@@ -153,7 +156,45 @@ fn link_message(work: &MountPlace, rel: &str) -> String {
     )
 }
 
-impl Lifecycle {
+/// The uploads service: large files staged through object storage into a notebook's work
+/// dir. It owns the per-notebook upload-queue lock and runs landings on the lifecycle's
+/// task tracker. Cloning shares it.
+#[derive(Clone)]
+pub struct Uploads {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    backend: Arc<dyn Backend>,
+    secrets: Arc<SecretBox>,
+    tasks: TaskTracker,
+    /// Opens the owner's storage connection an upload names.
+    mounts: Mounts,
+    /// One change to a notebook's upload queue at a time.
+    upload_locks: KeyedLocks,
+}
+
+impl Uploads {
+    pub fn new(
+        store: Store,
+        backend: Arc<dyn Backend>,
+        secrets: Arc<SecretBox>,
+        tasks: TaskTracker,
+        mounts: Mounts,
+    ) -> Uploads {
+        Uploads {
+            inner: Arc::new(Inner {
+                store,
+                backend,
+                secrets,
+                tasks,
+                mounts,
+                upload_locks: KeyedLocks::default(),
+            }),
+        }
+    }
+
     /// The notebook's work dir: where uploads land, and who owns what lands.
     fn work_place(&self, notebook_id: &str) -> Result<MountPlace, Error> {
         self.inner
@@ -216,6 +257,8 @@ impl Lifecycle {
             _ => {}
         }
         let (connection, t) = self
+            .inner
+            .mounts
             .connection_of(&nb.owner_id, &req.connection, "connection")
             .await?;
         let staging = match (&req.staging, &connection.bucket) {
@@ -281,7 +324,7 @@ impl Lifecycle {
         self.upload_view(row, true).await
     }
 
-    async fn upload_lock(&self, notebook_id: &str) -> crate::lifecycle::KeyGuard {
+    async fn upload_lock(&self, notebook_id: &str) -> KeyGuard {
         self.inner.upload_locks.lock(notebook_id).await
     }
 
