@@ -20,15 +20,19 @@ pub struct KeyGuard {
 }
 
 impl KeyedLocks {
-    /// Waits for, then holds, the lock of `key` until the guard drops.
-    pub async fn lock(&self, key: &str) -> KeyGuard {
-        let lock = self
-            .map
+    /// The lock of `key`, made on first use.
+    fn entry(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(key.to_owned())
             .or_default()
-            .clone();
+            .clone()
+    }
+
+    /// Waits for, then holds, the lock of `key` until the guard drops.
+    pub async fn lock(&self, key: &str) -> KeyGuard {
+        let lock = self.entry(key);
         KeyGuard {
             held: Some(lock.lock_owned().await),
             map: self.map.clone(),
@@ -39,13 +43,7 @@ impl KeyedLocks {
     /// Holds the lock of `key` if nobody holds it now; `None` when someone does (for work
     /// that is refused, not queued, while the same work runs).
     pub fn try_lock(&self, key: &str) -> Option<KeyGuard> {
-        let lock = self
-            .map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.to_owned())
-            .or_default()
-            .clone();
+        let lock = self.entry(key);
         let held = lock.clone().try_lock_owned().ok();
         let guard = KeyGuard {
             held,

@@ -690,10 +690,7 @@ impl Lifecycle {
     }
 
     async fn reload(&self, id: &str) -> Result<NotebookRow, Error> {
-        let mut conn = self.inner.store.pool.acquire().await?;
-        rows::get(&mut conn, id)
-            .await?
-            .ok_or_else(|| crate::auth::authz::not_found(id))
+        reload(&self.inner.store, id).await
     }
 
     /// The request half of start/stop/delete: compare-and-set the status, with audit row.
@@ -1340,6 +1337,14 @@ fn target(row: &NotebookRow) -> Target<'_> {
 /// status and where the operation is allowed.
 pub fn allow(row: &NotebookRow, op: NotebookOp) -> Result<(), Error> {
     Ok(op.check(&row.name, row.status)?)
+}
+
+/// The notebook as stored now; not found (as authz says it) when it went meanwhile.
+async fn reload(store: &Store, id: &str) -> Result<NotebookRow, Error> {
+    let mut conn = store.pool.acquire().await?;
+    rows::get(&mut conn, id)
+        .await?
+        .ok_or_else(|| crate::auth::authz::not_found(id))
 }
 
 /// Backend progress written as events of the notebook.

@@ -167,10 +167,7 @@ impl Saves {
                 tracing::error!(notebook = %nb_id, error = format!("{e:#}"), "saving an image failed");
             }
         });
-        let mut conn = self.inner.store.pool.acquire().await?;
-        rows::get(&mut conn, &row.id)
-            .await?
-            .ok_or_else(|| crate::auth::authz::not_found(&row.id))
+        super::reload(&self.inner.store, &row.id).await
     }
 
     async fn finish_save(
