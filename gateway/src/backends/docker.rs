@@ -25,6 +25,7 @@
 //! `/data`); a start makes new ones. Containers run on when the gateway stops or dies; the
 //! persisted handle (container id, port) finds them again.
 
+use crate::lifecycle::handle::ContainerHandle;
 use std::collections::BTreeMap;
 
 use atelier_notebook_runtime::spec::{Spec as RuntimeSpec, SshSpec};
@@ -41,7 +42,7 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+
 use serde_json::json;
 use tokio::sync::OnceCell;
 
@@ -114,17 +115,6 @@ impl Inspect {
                 }),
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ContainerHandle {
-    notebook_id: String,
-    container: String,
-    /// Jupyter's published loopback port; `None`: a container without a network, whose
-    /// Jupyter listens on `jupyter.sock` in the agent dir.
-    #[serde(default)]
-    port: Option<u16>,
-    token: String,
 }
 
 pub struct DockerBackend {
@@ -342,8 +332,12 @@ impl DockerBackend {
     }
 
     fn decode(handle: &Handle) -> Result<ContainerHandle, BackendError> {
-        serde_json::from_value(handle.0.clone())
-            .map_err(|e| BackendError::Other(anyhow::anyhow!("unreadable container handle: {e}")))
+        match handle {
+            Handle::Docker(h) => Ok(h.clone()),
+            other => Err(BackendError::Other(anyhow::anyhow!(
+                other.not_for("docker")
+            ))),
+        }
     }
 
     fn agent_dir(&self, id: &str) -> PathBuf {
@@ -916,15 +910,12 @@ impl DockerBackend {
                 return Err(e);
             }
         };
-        let handle = ContainerHandle {
+        Ok(Handle::Docker(ContainerHandle {
             notebook_id: spec.id.clone(),
             container,
             port,
             token,
-        };
-        Ok(Handle(
-            serde_json::to_value(&handle).context("container handle")?,
-        ))
+        }))
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use serde_json::json;
 
 use super::{Backend, BackendError, Handle, NotebookSpec, Observed, Progress, StopMode, Upstream};
 use crate::config::Settings;
@@ -53,7 +52,9 @@ impl Backend for ExternalBackend {
     }
 
     async fn launch(&self, _spec: &NotebookSpec) -> Result<Handle, BackendError> {
-        Ok(Handle(json!({"addr": self.addr.to_string()})))
+        Ok(Handle::External(crate::lifecycle::handle::ExternalHandle {
+            addr: self.addr.to_string(),
+        }))
     }
 
     async fn wait_ready(

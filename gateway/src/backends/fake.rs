@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::json;
 
 use super::{Backend, BackendError, Handle, NotebookSpec, Observed, Progress, StopMode, Upstream};
 use crate::store::events::EventKind;
@@ -59,12 +58,10 @@ impl FakeBackend {
     }
 
     fn id_of(handle: &Handle) -> Result<String, BackendError> {
-        handle
-            .0
-            .get("fake")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| BackendError::Unsupported("not a fake backend's handle".into()))
+        match handle {
+            Handle::Fake(h) => Ok(h.fake.clone()),
+            other => Err(BackendError::Unsupported(other.not_for("fake"))),
+        }
     }
 }
 
@@ -86,7 +83,9 @@ impl Backend for FakeBackend {
     }
     async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
         self.running().insert(spec.id.clone());
-        Ok(Handle(json!({ "fake": spec.id })))
+        Ok(Handle::Fake(crate::lifecycle::handle::FakeHandle {
+            fake: spec.id.clone(),
+        }))
     }
     async fn wait_ready(
         &self,

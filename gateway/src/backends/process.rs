@@ -34,8 +34,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use atelier_notebook_runtime::spec::{Spec as RuntimeSpec, SshSpec, UserSpec};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::jupyter_env::JupyterEnv;
 use super::runconf::{self, AGENT_SOCKET, Listen, ServerConf, write_private};
@@ -45,21 +43,10 @@ use super::{
     SshLink, StopMode, Upstream, Usage,
 };
 use crate::config::Settings;
+use crate::lifecycle::handle::ProcessHandle;
 use crate::procs::{alive, in_own_session, signal, start_ticks};
 use crate::store::events::EventKind;
 use rustix::process::{Pid, Signal};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ProcessHandle {
-    runtime_pid: i32,
-    /// `/proc/<pid>/stat` field 22: tells our runtime from a process that reused its pid.
-    runtime_start_ticks: u64,
-    /// Unconfined notebooks (and those launched before the sandbox had its own network):
-    /// Jupyter's loopback port. Sandboxed ones listen on `run/agent/jupyter.sock`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    port: Option<u16>,
-    token: String,
-}
 
 pub struct ProcessBackend {
     data_dir: PathBuf,
@@ -119,8 +106,12 @@ impl ProcessBackend {
     }
 
     fn decode(handle: &Handle) -> Result<ProcessHandle, BackendError> {
-        serde_json::from_value(handle.0.clone())
-            .map_err(|e| BackendError::Other(anyhow::anyhow!("unreadable process handle: {e}")))
+        match handle {
+            Handle::Process(h) => Ok(h.clone()),
+            other => Err(BackendError::Other(anyhow::anyhow!(
+                other.not_for("process")
+            ))),
+        }
     }
 
     /// The runtime's status file, written by the runtime outside the sandbox (root's dir).
@@ -142,11 +133,10 @@ impl ProcessBackend {
     }
 
     fn notebook_id_of(&self, handle: &Handle) -> Option<String> {
-        handle
-            .0
-            .get("notebook_id")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
+        match handle {
+            Handle::Process(h) => Some(h.notebook_id.clone()),
+            _ => None,
+        }
     }
 
     fn endpoint(&self, id: &str, h: &ProcessHandle) -> Endpoint {
@@ -522,15 +512,13 @@ impl Backend for ProcessBackend {
         )?;
         let pid = self.spawn_runtime(spec, &spec_path, &run)?;
         let runtime_start_ticks = start_ticks(pid).context("reading the runtime's start time")?;
-        let handle = ProcessHandle {
+        Ok(Handle::Process(ProcessHandle {
+            notebook_id: spec.id.clone(),
             runtime_pid: pid,
             runtime_start_ticks,
             port,
             token,
-        };
-        let mut value = serde_json::to_value(&handle).context("handle")?;
-        value["notebook_id"] = json!(spec.id);
-        Ok(Handle(value))
+        }))
     }
 
     async fn wait_ready(

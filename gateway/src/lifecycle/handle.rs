@@ -1,18 +1,183 @@
 //! A launched notebook's handle: the backend's own record of what it started (a pid and its
-//! start time, a container id, …), persisted with the notebook the moment it exists. Stored
-//! as JSON TEXT and decoded once, when the row is read (`store::notebooks::NotebookRow`), not
-//! at each use. **Invariant:** reading a row never fails on its handle: an unreadable one (a
-//! hand-edited or damaged database) reads as `Handle(null)`, which every backend refuses to
-//! act on with its error, so the notebook can still be listed, stopped and deleted.
+//! start time, a container id, …), persisted with the notebook the moment it exists. A typed
+//! value per backend, stored as JSON TEXT with the backend's name and a version
+//! (`{"backend": "process", "v": 1, …}`) and decoded once, when the row is read
+//! (`store::notebooks::NotebookRow`), not at each use. Rows written before the tag existed
+//! (the same fields, untagged) still read.
+//!
+//! **Invariant:** reading a row never fails on its handle: an unreadable one (a hand-edited
+//! or damaged database, a newer gateway's version) reads as [`Handle::Unreadable`] with the
+//! reason, which every backend refuses to act on with its error, so the notebook can still
+//! be listed, stopped and deleted. A backend given another backend's handle says so.
 
 use serde::{Deserialize, Serialize};
 use sqlx::error::BoxDynError;
 use sqlx::sqlite::{Sqlite, SqliteArgumentValue, SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Decode, Encode, Type};
 
+/// The version this gateway writes; a stored handle of a later one is unreadable here.
+pub const VERSION: u32 = 1;
+
 /// The persisted, backend-specific record of a launched notebook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handle {
+    Process(ProcessHandle),
+    Docker(ContainerHandle),
+    External(ExternalHandle),
+    /// The fake backend's (tests).
+    Fake(FakeHandle),
+    /// What could not be read, and why (see the invariant).
+    Unreadable(String),
+}
+
+/// The `process` backend's: the runtime process it started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Handle(pub serde_json::Value);
+pub struct ProcessHandle {
+    pub notebook_id: String,
+    pub runtime_pid: i32,
+    /// `/proc/<pid>/stat` field 22: tells our runtime from a process that reused its pid.
+    pub runtime_start_ticks: u64,
+    /// Unconfined notebooks (and those launched before the sandbox had its own network):
+    /// Jupyter's loopback port. Sandboxed ones listen on `run/agent/jupyter.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub token: String,
+}
+
+/// The `docker` backend's: the container it created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerHandle {
+    pub notebook_id: String,
+    pub container: String,
+    /// Jupyter's published loopback port; `None`: a container without a network, whose
+    /// Jupyter listens on `jupyter.sock` in the agent dir.
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub token: String,
+}
+
+/// The `external` backend's: the Jupyter server it was pointed at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalHandle {
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FakeHandle {
+    pub fake: String,
+}
+
+/// The stored form: the backend's name as the tag.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+enum Tagged {
+    Process(ProcessHandle),
+    Docker(ContainerHandle),
+    External(ExternalHandle),
+    Fake(FakeHandle),
+}
+
+/// Rows from before the tag: told apart by their fields.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Untagged {
+    Process(ProcessHandle),
+    Docker(ContainerHandle),
+    External(ExternalHandle),
+    Fake(FakeHandle),
+}
+
+impl From<Tagged> for Handle {
+    fn from(t: Tagged) -> Handle {
+        match t {
+            Tagged::Process(h) => Handle::Process(h),
+            Tagged::Docker(h) => Handle::Docker(h),
+            Tagged::External(h) => Handle::External(h),
+            Tagged::Fake(h) => Handle::Fake(h),
+        }
+    }
+}
+
+impl From<Untagged> for Handle {
+    fn from(t: Untagged) -> Handle {
+        match t {
+            Untagged::Process(h) => Handle::Process(h),
+            Untagged::Docker(h) => Handle::Docker(h),
+            Untagged::External(h) => Handle::External(h),
+            Untagged::Fake(h) => Handle::Fake(h),
+        }
+    }
+}
+
+impl Handle {
+    /// The stored text as a handle; what cannot be read is [`Handle::Unreadable`].
+    pub fn parse(text: &str) -> Handle {
+        let handle = Handle::read(text);
+        if let Handle::Unreadable(why) = &handle {
+            tracing::warn!(error = %why, "a stored notebook handle cannot be read; treating it as unusable");
+        }
+        handle
+    }
+
+    fn read(text: &str) -> Handle {
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return Handle::Unreadable(format!("the stored handle is not JSON: {e}")),
+        };
+        if value.get("backend").is_none() {
+            return serde_json::from_value::<Untagged>(value)
+                .map(Handle::from)
+                .unwrap_or_else(|_| {
+                    Handle::Unreadable("the stored handle is no backend's handle".into())
+                });
+        }
+        let v = value.get("v").and_then(|v| v.as_u64()).unwrap_or(0);
+        if v != u64::from(VERSION) {
+            return Handle::Unreadable(format!(
+                "the stored handle is version {v}; this gateway reads version {VERSION}"
+            ));
+        }
+        serde_json::from_value::<Tagged>(value)
+            .map(Handle::from)
+            .unwrap_or_else(|e| Handle::Unreadable(format!("the stored handle: {e}")))
+    }
+
+    /// The stored text (`None` for an unreadable handle: it is never written back).
+    fn text(&self) -> Option<String> {
+        let tagged = match self.clone() {
+            Handle::Process(h) => Tagged::Process(h),
+            Handle::Docker(h) => Tagged::Docker(h),
+            Handle::External(h) => Tagged::External(h),
+            Handle::Fake(h) => Tagged::Fake(h),
+            Handle::Unreadable(_) => return None,
+        };
+        let mut value = serde_json::to_value(tagged).ok()?;
+        value["v"] = VERSION.into();
+        Some(value.to_string())
+    }
+
+    /// The backend that wrote it, for messages.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Handle::Process(_) => "process",
+            Handle::Docker(_) => "docker",
+            Handle::External(_) => "external",
+            Handle::Fake(_) => "fake",
+            Handle::Unreadable(_) => "unknown",
+        }
+    }
+
+    /// Why `backend` cannot act on this handle (it is another backend's, or unreadable).
+    pub fn not_for(&self, backend: &str) -> String {
+        match self {
+            Handle::Unreadable(why) => format!("the notebook's handle cannot be read: {why}"),
+            other => format!(
+                "the notebook was launched by the {} backend; this gateway runs the {backend} backend",
+                other.backend()
+            ),
+        }
+    }
+}
 
 impl Type<Sqlite> for Handle {
     fn type_info() -> SqliteTypeInfo {
@@ -35,17 +200,10 @@ impl<'q> Encode<'q, Sqlite> for Handle {
         &self,
         buf: &mut Vec<SqliteArgumentValue<'q>>,
     ) -> Result<sqlx::encode::IsNull, BoxDynError> {
-        <String as Encode<Sqlite>>::encode(self.0.to_string(), buf)
-    }
-}
-
-impl Handle {
-    /// The stored text as a handle; what is not JSON is `Handle(null)` (see the invariant).
-    pub fn parse(text: &str) -> Handle {
-        serde_json::from_str(text).map(Handle).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "a stored notebook handle is not JSON; treating it as unusable");
-            Handle(serde_json::Value::Null)
-        })
+        match self.text() {
+            Some(text) => <String as Encode<Sqlite>>::encode(text, buf),
+            None => Err("an unreadable handle is never written".into()),
+        }
     }
 }
 
@@ -53,8 +211,76 @@ impl Handle {
 mod tests {
     use super::*;
 
+    fn process() -> Handle {
+        Handle::Process(ProcessHandle {
+            notebook_id: "nb".into(),
+            runtime_pid: 7,
+            runtime_start_ticks: 12,
+            port: None,
+            token: "t".into(),
+        })
+    }
+
+    #[test]
+    fn handles_are_tagged_and_versioned_and_read_back() {
+        let docker = Handle::Docker(ContainerHandle {
+            notebook_id: "nb".into(),
+            container: "c1".into(),
+            port: Some(8888),
+            token: "t".into(),
+        });
+        for h in [
+            process(),
+            docker,
+            Handle::External(ExternalHandle {
+                addr: "127.0.0.1:9".into(),
+            }),
+        ] {
+            let text = h.text().unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["backend"], h.backend(), "{text}");
+            assert_eq!(v["v"], VERSION, "{text}");
+            assert_eq!(Handle::read(&text), h);
+        }
+    }
+
+    #[test]
+    fn rows_written_before_the_tag_still_read() {
+        let old = r#"{"runtime_pid":7,"runtime_start_ticks":12,"token":"t","notebook_id":"nb"}"#;
+        assert_eq!(Handle::read(old), process());
+        let old = r#"{"notebook_id":"nb","container":"c1","port":null,"token":"t"}"#;
+        assert!(matches!(Handle::read(old), Handle::Docker(h) if h.container == "c1"));
+        let old = r#"{"addr":"127.0.0.1:9"}"#;
+        assert!(matches!(Handle::read(old), Handle::External(_)));
+    }
+
+    #[test]
+    fn what_cannot_be_read_says_why() {
+        for (text, why) in [
+            ("not json", "not JSON"),
+            (r#"{"pid": 7}"#, "no backend's handle"),
+            (r#"{"backend":"process","v":2}"#, "version 2"),
+            (
+                r#"{"backend":"process","v":1,"token":"t"}"#,
+                "missing field",
+            ),
+            (r#"{"backend":"slurm","v":1}"#, "slurm"),
+        ] {
+            match Handle::read(text) {
+                Handle::Unreadable(w) => assert!(w.contains(why), "{text}: {w}"),
+                other => panic!("{text} read as {other:?}"),
+            }
+        }
+        assert!(
+            Handle::Unreadable("x".into())
+                .not_for("docker")
+                .contains("cannot be read")
+        );
+        assert!(process().not_for("docker").contains("process backend"));
+    }
+
     #[tokio::test]
-    async fn handles_round_trip_and_an_unreadable_one_still_reads() {
+    async fn handles_round_trip_through_sqlite_and_an_unreadable_one_still_reads() {
         use sqlx::Connection;
         let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
             .await
@@ -63,7 +289,7 @@ mod tests {
             .execute(&mut db)
             .await
             .unwrap();
-        let h = Handle(serde_json::json!({"pid": 7, "start_ticks": 12}));
+        let h = process();
         sqlx::query("INSERT INTO t VALUES ($1), ('not json'), (NULL)")
             .bind(&h)
             .execute(&mut db)
@@ -73,6 +299,14 @@ mod tests {
             .fetch_all(&mut db)
             .await
             .unwrap();
-        assert_eq!(got, [Some(h), Some(Handle(serde_json::Value::Null)), None]);
+        assert_eq!(got[0], Some(h));
+        assert!(matches!(got[1], Some(Handle::Unreadable(_))));
+        assert_eq!(got[2], None);
+        // Never written back: the row keeps what it had.
+        let e = sqlx::query("INSERT INTO t VALUES ($1)")
+            .bind(Handle::Unreadable("x".into()))
+            .execute(&mut db)
+            .await;
+        assert!(e.is_err());
     }
 }
