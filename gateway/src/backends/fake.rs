@@ -5,7 +5,7 @@
 //! other crates'.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,8 +27,9 @@ pub struct Faults {
 /// A backend that runs nothing; see the module.
 pub struct FakeBackend {
     faults: Faults,
-    /// Ids of the notebooks launched and not stopped.
-    running: Mutex<HashSet<String>>,
+    /// Ids of the notebooks launched and not stopped; shared with [`FakeBackend::restarted`]
+    /// (what runs outlives the gateway).
+    running: Arc<Mutex<HashSet<String>>>,
     /// Set by [`FakeBackend::release`]: held preparations go on.
     released: tokio::sync::watch::Sender<bool>,
 }
@@ -43,8 +44,18 @@ impl FakeBackend {
     pub fn new(faults: Faults) -> Self {
         FakeBackend {
             faults,
-            running: Mutex::default(),
+            running: Arc::default(),
             released: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// The backend a restarted gateway builds: a new instance that finds the notebooks
+    /// this one left running.
+    pub fn restarted(&self) -> FakeBackend {
+        FakeBackend {
+            faults: self.faults,
+            running: self.running.clone(),
+            released: tokio::sync::watch::Sender::new(*self.released.borrow()),
         }
     }
 
@@ -113,7 +124,8 @@ impl Backend for FakeBackend {
         self.running().remove(id);
         Ok(())
     }
-    fn upstream(&self, _h: &Handle) -> Result<Upstream, BackendError> {
+    fn upstream(&self, h: &Handle) -> Result<Upstream, BackendError> {
+        Self::id_of(h)?;
         Err(BackendError::Unsupported(
             "the fake backend serves no Jupyter".into(),
         ))

@@ -16,6 +16,8 @@
 //! process backend) answer [`BackendError::Unsupported`] with a clear message.
 
 pub mod cgroups;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
 pub mod docker;
 pub mod external;
 #[cfg(any(test, feature = "test-util"))]
@@ -429,18 +431,6 @@ pub trait Backend: Send + Sync + 'static {
     async fn ensure_image(&self, _reference: &str) -> Result<(), BackendError> {
         Err(BackendError::Unsupported(format!(
             "the {} backend runs notebooks from its JupyterLab virtualenv; registering images needs the docker backend",
-            self.name()
-        )))
-    }
-
-    /// Run a command inside the notebook.
-    async fn exec(
-        &self,
-        _handle: &Handle,
-        _argv: &[String],
-    ) -> Result<std::process::Output, BackendError> {
-        Err(BackendError::Unsupported(format!(
-            "the {} backend cannot exec into a notebook",
             self.name()
         )))
     }

@@ -1,0 +1,370 @@
+//! The `Backend` contract, checked the same way on every backend: the fake (always), the
+//! process backend (with the JupyterLab virtualenv of the test setup), the docker backend
+//! (with the test setup's Podman and image). One notebook goes through every operation the
+//! lifecycle relies on:
+//!
+//! ```text
+//! refuse an unreadable handle → prepare → launch (a handle of this backend) → wait_ready
+//! → poll: Running → stream to Jupyter (GET <base_url>api through `upstream`)
+//! → a restarted gateway's backend: poll Running, stream again (reattach)
+//! → the agent link speaks SSH (or Unsupported where there is no agent) → stop (twice)
+//! → poll: not Running
+//! → delete (twice)
+//! ```
+//! Whatever fails, the notebook is stopped and deleted before the test ends.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Backend, BackendError, Endpoint, Handle, NotebookSpec, Observed, Progress, StopMode};
+use crate::config::Settings;
+use crate::store::events::EventKind;
+
+/// A backend under test and how to build it again.
+pub struct Subject {
+    pub backend: Arc<dyn Backend>,
+    /// The backend a restarted gateway builds (same settings, a new instance).
+    pub restart: Box<dyn Fn() -> Arc<dyn Backend> + Send + Sync>,
+    pub spec: NotebookSpec,
+    /// Whether it runs a Jupyter server to stream to (the fake runs nothing).
+    pub serves_jupyter: bool,
+    /// Whether the notebook has an agent the gateway reaches for SSH sessions and commands
+    /// (else `ssh_link` must answer `Unsupported`).
+    pub agent: bool,
+}
+
+/// The events a backend reports while it prepares.
+#[derive(Default)]
+struct Events(Mutex<Vec<EventKind>>);
+
+#[async_trait]
+impl Progress for Events {
+    async fn event(&self, kind: EventKind, _detail: Option<&str>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(kind);
+    }
+}
+
+/// `GET <base_url>api` with the notebook's token over the backend's endpoint: the status
+/// line and the body.
+async fn ask_jupyter(backend: &dyn Backend, handle: &Handle, base_url: &str) -> (String, String) {
+    let up = backend
+        .upstream(handle)
+        .expect("upstream of a running notebook");
+    let request = format!(
+        "GET {base_url}api HTTP/1.1\r\nHost: notebook\r\nAuthorization: token {}\r\nConnection: close\r\n\r\n",
+        up.token
+    );
+    let mut reply = Vec::new();
+    match &up.endpoint {
+        Endpoint::Tcp(addr) => {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(request.as_bytes()).await.expect("write");
+            s.read_to_end(&mut reply).await.expect("read");
+        }
+        Endpoint::Unix { dir, name } => {
+            let mut s = crate::confined::connect_unix(dir, name.as_ref())
+                .await
+                .expect("connect");
+            s.write_all(request.as_bytes()).await.expect("write");
+            s.read_to_end(&mut reply).await.expect("read");
+        }
+    }
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
+fn assert_jupyter_answers(status: &str, body: &str, who: &str) {
+    assert!(
+        status.starts_with("HTTP/1.1 200"),
+        "{who}: {status}\n{body}"
+    );
+    assert!(body.contains("\"version\""), "{who}: {body}");
+}
+
+/// Runs the contract on `s`; see the module.
+pub async fn check(s: Subject) {
+    let backend = s.backend.clone();
+    let spec = s.spec.clone();
+    let handle: Arc<Mutex<Option<Handle>>> = Arc::default();
+    let outcome = std::panic::AssertUnwindSafe(cases(&s, handle.clone()))
+        .catch_unwind()
+        .await;
+    // Whatever happened: nothing of the notebook stays.
+    let left = handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(h) = left {
+        let _ = backend
+            .stop(
+                &h,
+                StopMode {
+                    grace: Duration::from_secs(2),
+                },
+            )
+            .await;
+    }
+    let _ = backend.delete(&spec.id).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn cases(s: &Subject, keep: Arc<Mutex<Option<Handle>>>) {
+    let b = s.backend.as_ref();
+    let name = b.name();
+    let spec = &s.spec;
+    let mode = StopMode {
+        grace: Duration::from_secs(5),
+    };
+
+    // A handle that cannot be read is refused, with the reason, and is never "running".
+    let damaged = Handle::Unreadable("damaged".into());
+    assert_ne!(b.poll(&damaged).await, Observed::Running, "{name}");
+    let e = b
+        .upstream(&damaged)
+        .expect_err("upstream of a damaged handle");
+    assert!(e.to_string().contains("cannot be read"), "{name}: {e}");
+
+    let events = Events::default();
+    b.prepare(spec, &events)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: prepare: {e}"));
+    let handle = b
+        .launch(spec)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: launch: {e}"));
+    *keep.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
+    assert_eq!(handle.backend(), name, "the handle is the backend's own");
+    b.wait_ready(spec, &handle, Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: wait_ready: {e}"));
+    assert_eq!(b.poll(&handle).await, Observed::Running, "{name}");
+    if s.serves_jupyter {
+        let (status, body) = ask_jupyter(b, &handle, &spec.base_url).await;
+        assert_jupyter_answers(&status, &body, name);
+    } else {
+        assert!(
+            matches!(b.upstream(&handle), Err(BackendError::Unsupported(_))),
+            "{name}: a backend that serves no Jupyter says so"
+        );
+    }
+
+    // A restarted gateway finds the notebook running and reaches it.
+    let again = (s.restart)();
+    assert_eq!(
+        again.poll(&handle).await,
+        Observed::Running,
+        "{name} after a restart"
+    );
+    if s.serves_jupyter {
+        let (status, body) = ask_jupyter(again.as_ref(), &handle, &spec.base_url).await;
+        assert_jupyter_answers(&status, &body, &format!("{name} after a restart"));
+    }
+
+    // The stream to the notebook's agent (SSH sessions, exec): it speaks SSH first.
+    match again.ssh_link(&handle).await {
+        Ok(link) if s.agent => {
+            let (dir, file) = (
+                link.socket.parent().expect("the agent dir"),
+                link.socket.file_name().expect("the socket"),
+            );
+            let mut stream = crate::confined::connect_unix(dir, file)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: connecting to the agent: {e}"));
+            let mut banner = [0u8; 8];
+            stream
+                .read_exact(&mut banner)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: the agent's banner: {e}"));
+            assert_eq!(&banner, b"SSH-2.0-", "{name}: the agent speaks SSH");
+        }
+        Err(BackendError::Unsupported(_)) if !s.agent => {}
+        Ok(_) => panic!("{name}: an agent link where none was expected"),
+        Err(e) => panic!("{name}: ssh_link (agent: {}): {e}", s.agent),
+    }
+
+    again
+        .stop(&handle, mode)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: stop: {e}"));
+    again
+        .stop(&handle, mode)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a second stop: {e}"));
+    assert_ne!(
+        again.poll(&handle).await,
+        Observed::Running,
+        "{name} stopped"
+    );
+    keep.lock().unwrap_or_else(|e| e.into_inner()).take();
+    again
+        .delete(&spec.id)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: delete: {e}"));
+    again
+        .delete(&spec.id)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: a second delete: {e}"));
+}
+
+/// A notebook spec as the lifecycle builds it, on the settings' defaults.
+pub fn spec(settings: &Settings, image_ref: &str) -> NotebookSpec {
+    let id = uuid::Uuid::new_v4().to_string();
+    NotebookSpec {
+        base_url: format!("/nb/{id}/"),
+        id,
+        owner: "conformance".into(),
+        flavor: settings.default_flavor().clone(),
+        image: settings.default_image().id.clone(),
+        image_ref: image_ref.into(),
+        work_on_object_storage: false,
+        extra_binds: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::backends::fake::FakeBackend;
+
+    /// A test-setup variable; under `CI=true` a missing one fails the test instead of
+    /// skipping the backend it is for.
+    #[allow(clippy::disallowed_methods, reason = "the test setup's variables")]
+    fn setup(var: &str) -> Option<String> {
+        let v = std::env::var(var).ok().filter(|v| !v.is_empty());
+        if v.is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{var} is not set: CI runs every backend's conformance (bash .ci/run prepares them)"
+            );
+            eprintln!("{var} is not set: this backend's conformance is skipped");
+        }
+        v
+    }
+
+    /// The cargo target dir's profile folder (`target/debug`), where the workspace's binaries are.
+    fn profile_dir() -> PathBuf {
+        let exe = std::env::current_exe().expect("the test binary");
+        // target/debug/deps/<test binary>
+        exe.parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/debug")
+            .to_path_buf()
+    }
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            let p = std::env::temp_dir()
+                .join(format!("atelier-conf-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fake_backend_keeps_the_contract() {
+        let settings = Settings::default();
+        let fake = Arc::new(FakeBackend::default());
+        let again = fake.clone();
+        check(Subject {
+            backend: fake,
+            restart: Box::new(move || Arc::new(again.restarted())),
+            spec: spec(&settings, "fake"),
+            serves_jupyter: false,
+            agent: false,
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_process_backend_keeps_the_contract() {
+        let Some(venv) = setup("ATELIER_TEST_JUPYTER_VENV") else {
+            return;
+        };
+        let dir = TempDir::new();
+        let mut settings = Settings {
+            data_dir: dir.0.clone(),
+            ..Settings::default()
+        };
+        settings.backend.jupyter_venv = Some(venv.into());
+        settings.backend.runtime_bin = Some(profile_dir().join("atelier-notebook-runtime"));
+        let settings = Arc::new(settings);
+        let build = {
+            let settings = settings.clone();
+            move || -> Arc<dyn Backend> {
+                Arc::new(
+                    super::super::process::ProcessBackend::new(&settings).expect("process backend"),
+                )
+            }
+        };
+        let default = settings.default_image();
+        let image = default
+            .reference
+            .clone()
+            .unwrap_or_else(|| default.id.clone());
+        check(Subject {
+            backend: build(),
+            restart: Box::new(build),
+            spec: spec(&settings, &image),
+            serves_jupyter: true,
+            agent: true,
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_docker_backend_keeps_the_contract() {
+        let (Some(host), Some(image)) = (
+            setup("ATELIER_TEST_DOCKER_HOST"),
+            setup("ATELIER_TEST_IMAGE"),
+        ) else {
+            return;
+        };
+        let dir = TempDir::new();
+        let mut settings = Settings {
+            data_dir: dir.0.clone(),
+            ..Settings::default()
+        };
+        settings.backend.docker_host = Some(host);
+        // Where scripts/build-static-runtime.sh builds it, beside this profile's folder.
+        let profile = profile_dir();
+        let static_runtime = profile
+            .parent()
+            .expect("the target dir")
+            .join("x86_64-unknown-linux-gnu")
+            .join(profile.file_name().expect("the profile"))
+            .join("atelier-notebook-runtime");
+        settings.backend.container_runtime_bin = Some(static_runtime);
+        let settings = Arc::new(settings);
+        let build = {
+            let settings = settings.clone();
+            move || -> Arc<dyn Backend> {
+                Arc::new(
+                    super::super::docker::DockerBackend::new(&settings).expect("docker backend"),
+                )
+            }
+        };
+        check(Subject {
+            backend: build(),
+            restart: Box::new(build),
+            spec: spec(&settings, &image),
+            serves_jupyter: true,
+            agent: true,
+        })
+        .await;
+    }
+}
