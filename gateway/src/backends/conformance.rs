@@ -275,6 +275,28 @@ mod tests {
         }
     }
 
+    /// The contract on a backend that runs Jupyter and its agent, built from `settings` by
+    /// `make` (again for the restarted gateway).
+    async fn on_real_backend(
+        settings: Settings,
+        image: &str,
+        make: impl Fn(&Settings) -> Arc<dyn Backend> + Send + Sync + 'static,
+    ) {
+        let settings = Arc::new(settings);
+        let build = {
+            let settings = settings.clone();
+            move || make(&settings)
+        };
+        check(Subject {
+            backend: build(),
+            restart: Box::new(build),
+            spec: spec(&settings, image),
+            serves_jupyter: true,
+            agent: true,
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn the_fake_backend_keeps_the_contract() {
         let settings = Settings::default();
@@ -302,26 +324,13 @@ mod tests {
         };
         settings.backend.jupyter_venv = Some(venv.into());
         settings.backend.runtime_bin = Some(profile_dir().join("atelier-notebook-runtime"));
-        let settings = Arc::new(settings);
-        let build = {
-            let settings = settings.clone();
-            move || -> Arc<dyn Backend> {
-                Arc::new(
-                    super::super::process::ProcessBackend::new(&settings).expect("process backend"),
-                )
-            }
-        };
         let default = settings.default_image();
         let image = default
             .reference
             .clone()
             .unwrap_or_else(|| default.id.clone());
-        check(Subject {
-            backend: build(),
-            restart: Box::new(build),
-            spec: spec(&settings, &image),
-            serves_jupyter: true,
-            agent: true,
+        on_real_backend(settings, &image, |s| {
+            Arc::new(super::super::process::ProcessBackend::new(s).expect("process backend"))
         })
         .await;
     }
@@ -349,21 +358,8 @@ mod tests {
             .join(profile.file_name().expect("the profile"))
             .join("atelier-notebook-runtime");
         settings.backend.container_runtime_bin = Some(static_runtime);
-        let settings = Arc::new(settings);
-        let build = {
-            let settings = settings.clone();
-            move || -> Arc<dyn Backend> {
-                Arc::new(
-                    super::super::docker::DockerBackend::new(&settings).expect("docker backend"),
-                )
-            }
-        };
-        check(Subject {
-            backend: build(),
-            restart: Box::new(build),
-            spec: spec(&settings, &image),
-            serves_jupyter: true,
-            agent: true,
+        on_real_backend(settings, &image, |s| {
+            Arc::new(super::super::docker::DockerBackend::new(s).expect("docker backend"))
         })
         .await;
     }
