@@ -9,62 +9,13 @@ use serde_json::Value as Json;
 
 use crate::bindings::inference::atelier::plugin::inference_types as inf;
 use crate::bindings::training::atelier::plugin::training_types as tr;
-use crate::bindings::types::{Error as GuestError, ErrorKind, Parameter, Tensor, Value};
+use crate::bindings::types::{Parameter, Tensor, Value};
 use crate::bindings::workflow::atelier::plugin::step_types as st;
+use crate::bindings::{Inference, Training, Workflow};
 use crate::dto;
-use crate::host::{
-    Bound, CallContext, CallReport, Host, Live, PluginRef, Timings, arm_deadline, classify,
-};
-use crate::limits::{CallError, LimitKind, Limits};
-use crate::state::State;
+use crate::host::{Call, CallContext, CallReport, Host, PluginRef};
+use crate::limits::CallError;
 use crate::world::World;
-use wasmtime::Store;
-
-fn guest_error(e: GuestError) -> CallError {
-    let kind = match e.kind {
-        ErrorKind::InvalidInput => "invalid-input",
-        ErrorKind::Unsupported => "unsupported",
-        ErrorKind::NotReady => "not-ready",
-        ErrorKind::Failed => "failed",
-        ErrorKind::Cancelled => "cancelled",
-    };
-    CallError::Guest {
-        kind: kind.into(),
-        message: e.message,
-    }
-}
-
-/// Runs one export call with the deadline armed, classifying traps and checking the output
-/// size.
-fn timed<T>(
-    store: &mut Store<State>,
-    limits: &Limits,
-    timings: &mut Timings,
-    name: &str,
-    call: impl FnOnce(&mut Store<State>) -> wasmtime::Result<Result<T, GuestError>>,
-    size: impl Fn(&T) -> usize,
-) -> Result<T, CallError> {
-    arm_deadline(store, limits.timeout_ms);
-    let t = Instant::now();
-    let result = call(store);
-    timings
-        .calls
-        .push((name.to_string(), t.elapsed().as_micros() as u64));
-    let value = result
-        .map_err(|e| classify(e, store, limits, t))?
-        .map_err(guest_error)?;
-    let observed = size(&value) as u64;
-    if observed > limits.output_bytes() {
-        return Err(CallError::Limit {
-            kind: LimitKind::Output,
-            limit: limits.output_kb,
-            observed: observed.div_ceil(1024),
-            unit: "KiB".into(),
-            hint: "raise limits.output_kb in the plugin's manifest (up to the gateway's ATELIER_PLUGIN_MAX_OUTPUT_KB)".into(),
-        });
-    }
-    Ok(value)
-}
 
 fn tensors_size(t: &[Tensor]) -> usize {
     t.iter()
@@ -106,40 +57,21 @@ fn spec_size(s: &tr::AlgorithmSpec) -> usize {
             .sum::<usize>()
 }
 
-/// The instance's bindings and its store, borrowed apart.
-fn parts(live: &mut Live) -> (&Bound, &mut Store<State>) {
-    (
-        live.bound.as_ref().expect("instantiated before the call"),
-        &mut live.store,
-    )
-}
-
 /// `init` once per instance (inference processors).
-fn ensure_init(
-    live: &mut Live,
-    limits: &Limits,
-    timings: &mut Timings,
-    info: &inf::ModelInfo,
-) -> Result<(), CallError> {
-    if live.initialized {
+fn ensure_init(call: &mut Call<'_, Inference>, info: &inf::ModelInfo) -> Result<(), CallError> {
+    if *call.initialized {
         return Ok(());
     }
     let t = Instant::now();
-    let (Bound::Inference(b), store) = parts(live) else {
-        unreachable!()
-    };
-    let result = timed(
-        store,
-        limits,
-        timings,
+    let result = call.export(
         "init",
-        |s| b.atelier_plugin_processor().call_init(s, info),
+        |b, s| b.atelier_plugin_processor().call_init(s, info),
         |_| 0,
     );
-    timings.calls.pop();
-    timings.init_us = t.elapsed().as_micros() as u64;
+    call.timings.calls.pop();
+    call.timings.init_us = t.elapsed().as_micros() as u64;
     result?;
-    live.initialized = true;
+    *call.initialized = true;
     Ok(())
 }
 
@@ -173,32 +105,20 @@ impl Host {
         request: inf::Request,
         model_output: Option<inf::ModelData>,
     ) -> CallReport<PrePost> {
-        if plugin.world != World::InferenceProcessor {
-            return self.wrong_world(plugin, World::InferenceProcessor).await;
-        }
         let info = model_info(plugin);
-        self.run(plugin, ctx, move |live, limits, timings| {
-            ensure_init(live, limits, timings, &info)?;
-            let (Bound::Inference(b), store) = parts(live) else {
-                unreachable!()
-            };
-            let prepared = timed(
-                store,
-                limits,
-                timings,
+        self.run::<Inference, _, _>(plugin, ctx, move |call| {
+            ensure_init(call, &info)?;
+            let prepared = call.export(
                 "preprocess",
-                |s| b.atelier_plugin_processor().call_preprocess(s, &request),
+                |b, s| b.atelier_plugin_processor().call_preprocess(s, &request),
                 |p: &inf::Prepared| {
                     model_data_size(&p.input) + p.state.as_ref().map_or(0, Vec::len)
                 },
             )?;
             let response = match model_output {
-                Some(output) => Some(timed(
-                    store,
-                    limits,
-                    timings,
+                Some(output) => Some(call.export(
                     "postprocess",
-                    |s| {
+                    |b, s| {
                         b.atelier_plugin_processor().call_postprocess(
                             s,
                             prepared.state.as_deref(),
@@ -229,19 +149,10 @@ impl Host {
         inputs: Vec<st::Input>,
         outputs: Vec<st::OutputSlot>,
     ) -> CallReport<st::StepResult> {
-        if plugin.world != World::WorkflowStep {
-            return self.wrong_world(plugin, World::WorkflowStep).await;
-        }
-        self.run(plugin, ctx, move |live, limits, timings| {
-            let (Bound::Workflow(b), store) = parts(live) else {
-                unreachable!()
-            };
-            timed(
-                store,
-                limits,
-                timings,
+        self.run::<Workflow, _, _>(plugin, ctx, move |call| {
+            call.export(
                 "run",
-                |s| {
+                |b, s| {
                     b.atelier_plugin_step()
                         .call_run(s, &context, &inputs, &outputs)
                 },
@@ -266,19 +177,10 @@ impl Host {
         plugin: &PluginRef,
         ctx: CallContext,
     ) -> CallReport<tr::AlgorithmSpec> {
-        if plugin.world != World::TrainingAlgorithm {
-            return self.wrong_world(plugin, World::TrainingAlgorithm).await;
-        }
-        self.run(plugin, ctx, move |live, limits, timings| {
-            let (Bound::Training(b), store) = parts(live) else {
-                unreachable!()
-            };
-            timed(
-                store,
-                limits,
-                timings,
+        self.run::<Training, _, _>(plugin, ctx, move |call| {
+            call.export(
                 "describe",
-                |s| b.atelier_plugin_algorithm().call_describe(s).map(Ok),
+                |b, s| b.atelier_plugin_algorithm().call_describe(s).map(Ok),
                 spec_size,
             )
         })
@@ -292,45 +194,22 @@ impl Host {
         ctx: CallContext,
         context: tr::TrainContext,
     ) -> CallReport<(tr::AlgorithmSpec, tr::TrainSummary)> {
-        if plugin.world != World::TrainingAlgorithm {
-            return self.wrong_world(plugin, World::TrainingAlgorithm).await;
-        }
-        self.run(plugin, ctx, move |live, limits, timings| {
-            let (Bound::Training(b), store) = parts(live) else {
-                unreachable!()
-            };
-            let spec = timed(
-                store,
-                limits,
-                timings,
+        self.run::<Training, _, _>(plugin, ctx, move |call| {
+            let spec = call.export(
                 "describe",
-                |s| b.atelier_plugin_algorithm().call_describe(s).map(Ok),
+                |b, s| b.atelier_plugin_algorithm().call_describe(s).map(Ok),
                 spec_size,
             )?;
-            let given = std::mem::take(&mut store.data_mut().call.parameters);
-            store.data_mut().call.parameters = check_hyperparameters(&spec, given)?;
-            let summary = timed(
-                store,
-                limits,
-                timings,
+            let given = std::mem::take(&mut call.store.data_mut().call.parameters);
+            call.store.data_mut().call.parameters = check_hyperparameters(&spec, given)?;
+            let summary = call.export(
                 "train",
-                |s| b.atelier_plugin_algorithm().call_train(s, &context),
+                |b, s| b.atelier_plugin_algorithm().call_train(s, &context),
                 |s: &tr::TrainSummary| s.final_metrics.iter().map(|(k, _)| k.len() + 8).sum(),
             )?;
             Ok((spec, summary))
         })
         .await
-    }
-
-    async fn wrong_world<O: Send + 'static>(
-        self: &Arc<Self>,
-        plugin: &PluginRef,
-        wanted: World,
-    ) -> CallReport<O> {
-        let world = plugin.world;
-        refused(CallError::bad_input(format!(
-            "the plugin is a {world} plugin, not a {wanted}"
-        )))
     }
 
     /// Calls a plugin with JSON input, as `invoke` and `atelier plugin test` do. The input's
@@ -348,7 +227,7 @@ impl Host {
                     .and_then(dto::InferenceCall::try_from)
                 {
                     Ok(c) => c,
-                    Err(message) => return refused(CallError::bad_input(message)),
+                    Err(message) => return CallReport::refused(CallError::bad_input(message)),
                 };
                 let report = self
                     .prepost(plugin, ctx, call.request, call.model_output)
@@ -367,7 +246,7 @@ impl Host {
                         Ok(call)
                     }) {
                     Ok(c) => c,
-                    Err(message) => return refused(CallError::bad_input(message)),
+                    Err(message) => return CallReport::refused(CallError::bad_input(message)),
                 };
                 let context = call.context(&ctx.call_id);
                 ctx.parameters = call.parameters;
@@ -381,9 +260,9 @@ impl Host {
                     Ok(dto::TrainingInput::Describe) => None,
                     Ok(dto::TrainingInput::Train(t)) => match train_call(t, &mut ctx) {
                         Ok(context) => Some(context),
-                        Err(message) => return refused(CallError::bad_input(message)),
+                        Err(message) => return CallReport::refused(CallError::bad_input(message)),
                     },
-                    Err(message) => return refused(CallError::bad_input(message)),
+                    Err(message) => return CallReport::refused(CallError::bad_input(message)),
                 };
                 match job {
                     None => map_report(self.describe(plugin, ctx).await, |s| {
@@ -435,16 +314,6 @@ fn train_call(input: dto::TrainInput, ctx: &mut CallContext) -> Result<tr::Train
         ctx.checkpoint_prefix = Some(prefix);
     }
     Ok(context)
-}
-
-/// The report of a call refused before it ran.
-fn refused<O>(error: CallError) -> CallReport<O> {
-    CallReport::failed(
-        uuid::Uuid::now_v7().to_string(),
-        error,
-        Default::default(),
-        crate::host::LoadSource::Memory,
-    )
 }
 
 /// The report with its output converted; an output that does not convert is the call's

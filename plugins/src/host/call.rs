@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap};
 
-use super::engine::{TICK, instantiate};
-use super::pool::{Live, standby_fingerprint};
+use super::engine::TICK;
+use super::pool::{Live, Vacant, standby_fingerprint};
 use super::{CallContext, Host, InstanceUse, LoadSource, MIB, PluginRef};
+use crate::bindings::types::{Error as GuestError, ErrorKind};
+use crate::bindings::{Bindings, Prepared};
 use crate::limits::{CallError, InstancePolicy, LimitKind, Limits};
 use crate::state::{CallState, State};
 
@@ -59,21 +61,141 @@ impl<O> CallReport<O> {
             load,
         }
     }
+
+    /// The report of a call refused before it ran.
+    pub(crate) fn refused(error: CallError) -> Self {
+        Self::failed(
+            uuid::Uuid::now_v7().to_string(),
+            error,
+            Timings::default(),
+            LoadSource::Memory,
+        )
+    }
+}
+
+/// What a call of world `W` runs with: the instance's exports and store, the plugin's limits
+/// and the call's timings. Each export is called through [`Call::export`].
+pub(crate) struct Call<'a, W: Bindings> {
+    pub exports: &'a W::Exports,
+    pub store: &'a mut Store<State>,
+    pub limits: &'a Limits,
+    pub timings: &'a mut Timings,
+    /// Whether the instance has run its `init` (inference processors, once per instance).
+    pub initialized: &'a mut bool,
+}
+
+impl<W: Bindings> Call<'_, W> {
+    /// Calls one export with the deadline armed, its time recorded under `name`, a trap
+    /// classified and the output's size (`size`) checked against the limit.
+    pub fn export<T>(
+        &mut self,
+        name: &str,
+        call: impl FnOnce(&W::Exports, &mut Store<State>) -> wasmtime::Result<Result<T, GuestError>>,
+        size: impl Fn(&T) -> usize,
+    ) -> Result<T, CallError> {
+        arm_deadline(self.store, self.limits.timeout_ms);
+        let t = Instant::now();
+        let result = call(self.exports, self.store);
+        self.timings
+            .calls
+            .push((name.to_string(), t.elapsed().as_micros() as u64));
+        let value = result
+            .map_err(|e| classify(e, self.store, self.limits, t))?
+            .map_err(guest_error)?;
+        let observed = size(&value) as u64;
+        if observed > self.limits.output_bytes() {
+            return Err(CallError::Limit {
+                kind: LimitKind::Output,
+                limit: self.limits.output_kb,
+                observed: observed.div_ceil(1024),
+                unit: "KiB".into(),
+                hint: "raise limits.output_kb in the plugin's manifest (up to the gateway's ATELIER_PLUGIN_MAX_OUTPUT_KB)".into(),
+            });
+        }
+        Ok(value)
+    }
+}
+
+fn guest_error(e: GuestError) -> CallError {
+    let kind = match e.kind {
+        ErrorKind::InvalidInput => "invalid-input",
+        ErrorKind::Unsupported => "unsupported",
+        ErrorKind::NotReady => "not-ready",
+        ErrorKind::Failed => "failed",
+        ErrorKind::Cancelled => "cancelled",
+    };
+    CallError::Guest {
+        kind: kind.into(),
+        message: e.message,
+    }
+}
+
+/// A call's instance: live (warm or standby), or a store to make it in.
+enum Instance {
+    Live(Live),
+    Vacant(Vacant),
+}
+
+impl Instance {
+    fn store_mut(&mut self) -> &mut Store<State> {
+        match self {
+            Instance::Live(l) => &mut l.store,
+            Instance::Vacant(v) => &mut v.store,
+        }
+    }
+}
+
+/// `prepared` instantiated in `vacant`'s store under the deadline; on failure the store comes
+/// back (what the guest wrote before failing goes to the report).
+fn instantiate<W: Bindings>(
+    prepared: &Prepared,
+    mut vacant: Vacant,
+    limits: &Limits,
+    timings: &mut Timings,
+) -> Result<Live, (Vacant, CallError)> {
+    let Some(pre) = W::prepared(prepared) else {
+        let e = CallError::host(format!(
+            "the plugin's code is a {} component, not a {}",
+            prepared.world(),
+            W::WORLD
+        ));
+        return Err((vacant, e));
+    };
+    let t = Instant::now();
+    arm_deadline(&mut vacant.store, limits.timeout_ms);
+    let made = W::instantiate(pre, &mut vacant.store);
+    timings.instantiate_us = t.elapsed().as_micros() as u64;
+    match made {
+        Ok(exports) => Ok(vacant.fill(W::bind(exports))),
+        Err(e) => {
+            let e = classify(e, &vacant.store, limits, t);
+            Err((vacant, e))
+        }
+    }
 }
 
 impl Host {
     /// Runs `f` on an instance of `plugin` (fresh or warm per its policy), with the call's
-    /// grants, and collects what the call produced.
-    pub(crate) async fn run<O, F>(
+    /// grants, and collects what the call produced. A plugin of another world than `W` is
+    /// refused before anything is loaded.
+    pub(crate) async fn run<W, O, F>(
         self: &Arc<Self>,
         plugin: &PluginRef,
         ctx: CallContext,
         f: F,
     ) -> CallReport<O>
     where
+        W: Bindings,
         O: Send + 'static,
-        F: FnOnce(&mut Live, &Limits, &mut Timings) -> Result<O, CallError> + Send + 'static,
+        F: FnOnce(&mut Call<'_, W>) -> Result<O, CallError> + Send + 'static,
     {
+        if plugin.world != W::WORLD {
+            return CallReport::refused(CallError::bad_input(format!(
+                "the plugin is a {} plugin, not a {}",
+                plugin.world,
+                W::WORLD
+            )));
+        }
         let started = Instant::now();
         let mut timings = Timings::default();
         let call_id = if ctx.call_id.is_empty() {
@@ -124,10 +246,10 @@ impl Host {
             None
         };
         let instance_use;
-        let live = match reused {
+        let instance = match reused {
             Some((l, how)) => {
                 instance_use = how;
-                Ok(l)
+                Ok(Instance::Live(l))
             }
             None => {
                 instance_use = if plugin.limits.instance_policy == InstancePolicy::Warm {
@@ -138,12 +260,12 @@ impl Host {
                 let slot = self.pool.slot().await;
                 self.engine
                     .store(plugin)
-                    .map(|store| Live::new(store, None, slot))
+                    .map(|store| Instance::Vacant(Vacant::new(store, slot)))
             }
         };
         timings.queued_us = queued.elapsed().as_micros() as u64;
-        let mut live = match live {
-            Ok(l) => l,
+        let mut instance = match instance {
+            Ok(i) => i,
             Err(e) => return fail(e, timings, load),
         };
 
@@ -158,23 +280,35 @@ impl Host {
             ..Default::default()
         };
         let joined = tokio::task::spawn_blocking(move || {
-            live.store.data_mut().begin_call(call_state);
+            instance.store_mut().data_mut().begin_call(call_state);
             let mut timings = timings;
-            let mut result = Ok(());
-            if live.bound.is_none() {
-                let t = Instant::now();
-                arm_deadline(&mut live.store, limits.timeout_ms);
-                result = instantiate(&loaded.pre, &mut live.store)
-                    .map(|b| live.bound = Some(b))
-                    .map_err(|e| classify(e, &live.store, &limits, t));
-                timings.instantiate_us = t.elapsed().as_micros() as u64;
-            }
-            let output = result.and_then(|()| f(&mut live, &limits, &mut timings));
+            let mut live = match instance {
+                Instance::Live(live) => live,
+                Instance::Vacant(vacant) => {
+                    match instantiate::<W>(&loaded, vacant, &limits, &mut timings) {
+                        Ok(live) => live,
+                        Err((vacant, e)) => return (Instance::Vacant(vacant), Err(e), timings),
+                    }
+                }
+            };
+            let output = match W::exports(&live.bound) {
+                Some(exports) => f(&mut Call {
+                    exports,
+                    store: &mut live.store,
+                    limits: &limits,
+                    timings: &mut timings,
+                    initialized: &mut live.initialized,
+                }),
+                None => Err(CallError::host(format!(
+                    "a kept instance of the plugin is not a {} instance",
+                    W::WORLD
+                ))),
+            };
             live.calls += 1;
-            (live, output, timings)
+            (Instance::Live(live), output, timings)
         })
         .await;
-        let (mut live, output, mut timings) = match joined {
+        let (mut instance, output, mut timings) = match joined {
             Ok(r) => r,
             Err(e) => {
                 return fail(
@@ -185,27 +319,31 @@ impl Host {
             }
         };
 
-        let state = live.store.data_mut();
+        let state = instance.store_mut().data_mut();
         let call = std::mem::take(&mut state.call);
         let report_stdout = state.stdout.take();
         let report_stderr = state.stderr.take();
         let healthy = output.is_ok() || matches!(output, Err(CallError::Guest { .. }));
-        let spent = if plugin.limits.instance_policy == InstancePolicy::Warm
-            && healthy
-            && live.calls < plugin.limits.recycle_after_calls
-            && live.store.data().limiter.memory_now <= plugin.limits.recycle_memory_mb * MIB
-        {
-            self.pool
-                .keep_warm(warm_key, live, plugin.limits.warm_instances as usize)
-        } else {
-            Some(live)
+        let spent = match instance {
+            Instance::Live(live)
+                if plugin.limits.instance_policy == InstancePolicy::Warm
+                    && healthy
+                    && live.calls < plugin.limits.recycle_after_calls
+                    && live.store.data().limiter.memory_now
+                        <= plugin.limits.recycle_memory_mb * MIB =>
+            {
+                self.pool
+                    .keep_warm(warm_key, live, plugin.limits.warm_instances as usize)
+                    .map(Instance::Live)
+            }
+            other => Some(other),
         };
         // The call's instance and its pool slot go before a standby is made: with the pool
         // full but for this slot, the standby must find it free.
         drop(spent);
         if let Some(fingerprint) = standby {
             // After the call, so that making the next instance does not compete with it.
-            self.refill_standby(plugin, fingerprint);
+            self.refill_standby::<W>(plugin, fingerprint);
         }
         timings.total_us = started.elapsed().as_micros() as u64;
         let (output, error) = match output {
@@ -229,7 +367,7 @@ impl Host {
 
     /// Tops up the plugin's standby instances on a blocking thread. Only a free pool slot is
     /// used: a standby never makes a call wait, and calls evict standbys when slots run out.
-    fn refill_standby(self: &Arc<Self>, plugin: &PluginRef, fingerprint: String) {
+    fn refill_standby<W: Bindings>(self: &Arc<Self>, plugin: &PluginRef, fingerprint: String) {
         let want = self.settings.standby_instances as usize;
         if !self.pool.begin_refill(&plugin.key, &fingerprint, want) {
             return;
@@ -238,7 +376,7 @@ impl Host {
         let plugin = plugin.clone();
         tokio::task::spawn_blocking(move || {
             loop {
-                let made = host.make_standby(&plugin);
+                let made = host.make_standby::<W>(&plugin);
                 if !host.pool.refilled(&plugin.key, &fingerprint, want, made) {
                     return;
                 }
@@ -246,13 +384,13 @@ impl Host {
         });
     }
 
-    fn make_standby(&self, plugin: &PluginRef) -> Option<Live> {
+    fn make_standby<W: Bindings>(&self, plugin: &PluginRef) -> Option<Live> {
         let slot = self.pool.free_slot()?;
-        let loaded = self.cache.get(&plugin.digest)?;
+        let prepared = self.cache.get(&plugin.digest)?;
         let mut store = self.engine.store(plugin).ok()?;
         arm_deadline(&mut store, plugin.limits.timeout_ms);
-        let bound = instantiate(&loaded.pre, &mut store).ok()?;
-        Some(Live::new(store, Some(bound), slot))
+        let exports = W::instantiate(W::prepared(&prepared)?, &mut store).ok()?;
+        Some(Vacant::new(store, slot).fill(W::bind(exports)))
     }
 }
 

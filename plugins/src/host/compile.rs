@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::engine::{Loaded, Runtime};
+use super::engine::Runtime;
+use crate::bindings::Prepared;
 use crate::limits::CallError;
 use crate::world::{self, World};
 
@@ -68,7 +69,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub(super) struct CompileCache {
     dir: PathBuf,
     engine_hash: String,
-    loaded: moka::sync::Cache<String, Arc<Loaded>>,
+    loaded: moka::sync::Cache<String, Arc<Prepared>>,
     compilations: AtomicU64,
 }
 
@@ -144,7 +145,7 @@ impl CompileCache {
         if !component_path.exists() {
             write_atomic(&component_path, bytes).map_err(|e| RegisterError::Host(e.to_string()))?;
         }
-        self.loaded.insert(digest.clone(), Arc::new(Loaded { pre }));
+        self.loaded.insert(digest.clone(), Arc::new(pre));
         Ok(Registered {
             digest,
             world,
@@ -157,7 +158,7 @@ impl CompileCache {
     }
 
     /// The prepared plugin, when it is in memory.
-    pub fn get(&self, digest: &str) -> Option<Arc<Loaded>> {
+    pub fn get(&self, digest: &str) -> Option<Arc<Prepared>> {
         self.loaded.get(digest)
     }
 
@@ -167,7 +168,7 @@ impl CompileCache {
         runtime: &Runtime,
         digest: &str,
         world: World,
-    ) -> Result<(Arc<Loaded>, LoadSource), CallError> {
+    ) -> Result<(Arc<Prepared>, LoadSource), CallError> {
         if let Some(l) = self.loaded.get(digest) {
             return Ok((l, LoadSource::Memory));
         }
@@ -187,9 +188,7 @@ impl CompileCache {
             write_atomic(&compiled_path, &artifact).map_err(CallError::host)?;
             (c, LoadSource::Compiled)
         };
-        let loaded = Arc::new(Loaded {
-            pre: runtime.pre(world, &component).map_err(CallError::host)?,
-        });
+        let loaded = Arc::new(runtime.pre(world, &component).map_err(CallError::host)?);
         self.loaded.insert(digest.to_string(), loaded.clone());
         Ok((loaded, source))
     }

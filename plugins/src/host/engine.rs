@@ -9,34 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::{MIB, PluginRef};
-use crate::bindings::{inference, training, workflow};
+use crate::bindings::Prepared;
 use crate::limits::{CallError, HostSettings};
 use crate::state::{CallState, Capture, Limiter, State};
 use crate::world::World;
 
 /// Epoch tick: deadlines are met to within about this much.
 pub(super) const TICK: Duration = Duration::from_millis(5);
-
-pub(crate) enum Pre {
-    Inference(inference::InferenceProcessorPre<State>),
-    Workflow(workflow::WorkflowStepPre<State>),
-    Training(training::TrainingAlgorithmPre<State>),
-}
-
-pub(crate) enum Bound {
-    Inference(inference::InferenceProcessor),
-    Workflow(workflow::WorkflowStep),
-    Training(training::TrainingAlgorithm),
-}
-
-pub(super) struct Loaded {
-    pub pre: Pre,
-}
 
 /// The engine, its linkers and the thread that ticks its epoch (stopped when this drops).
 pub(super) struct Runtime {
@@ -112,20 +96,7 @@ impl Runtime {
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
             // The imports a guest can wait in, bounded by the call's deadline.
             crate::waits::link(&mut linker)?;
-            match world {
-                World::InferenceProcessor => inference::InferenceProcessor::add_to_linker::<
-                    State,
-                    HasSelf<State>,
-                >(&mut linker, |s| s)?,
-                World::WorkflowStep => workflow::WorkflowStep::add_to_linker::<
-                    State,
-                    HasSelf<State>,
-                >(&mut linker, |s| s)?,
-                World::TrainingAlgorithm => training::TrainingAlgorithm::add_to_linker::<
-                    State,
-                    HasSelf<State>,
-                >(&mut linker, |s| s)?,
-            }
+            crate::bindings::add_to_linker(world, &mut linker)?;
             linkers.insert(world, linker);
         }
 
@@ -161,7 +132,7 @@ impl Runtime {
 
     /// Links `component` against `world`'s imports and type-checks its exports: what
     /// instantiating it later needs, done once.
-    pub fn pre(&self, world: World, component: &Component) -> anyhow::Result<Pre> {
+    pub fn pre(&self, world: World, component: &Component) -> anyhow::Result<Prepared> {
         let linker = self
             .linkers
             .get(&world)
@@ -169,20 +140,8 @@ impl Runtime {
         let instance_pre = linker.instantiate_pre(component).map_err(|e| {
             anyhow::anyhow!("the component does not link against the {world} world: {e:#}")
         })?;
-        let exports = |e: wasmtime::Error| {
-            anyhow::anyhow!("its exports do not match the {world} world: {e:#}")
-        };
-        Ok(match world {
-            World::InferenceProcessor => Pre::Inference(
-                inference::InferenceProcessorPre::new(instance_pre).map_err(exports)?,
-            ),
-            World::WorkflowStep => {
-                Pre::Workflow(workflow::WorkflowStepPre::new(instance_pre).map_err(exports)?)
-            }
-            World::TrainingAlgorithm => {
-                Pre::Training(training::TrainingAlgorithmPre::new(instance_pre).map_err(exports)?)
-            }
-        })
+        Prepared::new(world, instance_pre)
+            .map_err(|e| anyhow::anyhow!("its exports do not match the {world} world: {e:#}"))
     }
 
     /// A store for one instance of `plugin`: nothing from the host but its model directory
@@ -246,12 +205,4 @@ impl wasmtime_wasi::HostWallClock for FrozenClock {
     fn now(&self) -> Duration {
         Duration::ZERO
     }
-}
-
-pub(super) fn instantiate(pre: &Pre, store: &mut Store<State>) -> wasmtime::Result<Bound> {
-    Ok(match pre {
-        Pre::Inference(p) => Bound::Inference(p.instantiate(store)?),
-        Pre::Workflow(p) => Bound::Workflow(p.instantiate(store)?),
-        Pre::Training(p) => Bound::Training(p.instantiate(store)?),
-    })
 }

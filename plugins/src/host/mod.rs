@@ -15,7 +15,9 @@
 //!   components in memory.
 //! - `pool.rs`: instances and their slots: the pool's, each plugin's concurrency, warm
 //!   instances per (plugin, tenant), standby instances of fresh plugins.
-//! - `call.rs`: [`Host::run`], the one call path; deadlines, traps classified, timings.
+//! - `call.rs`: `Host::run`, the one call path, typed by world (`run::<Inference>` is handed
+//!   an inference processor's exports only: `crate::bindings::Bindings`); deadlines, traps
+//!   classified, timings.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,12 +32,10 @@ mod engine;
 mod pool;
 
 pub use crate::locks::KeyGuard;
+pub(crate) use call::Call;
 pub use call::{CallReport, Timings};
-pub(crate) use call::{arm_deadline, classify};
 pub use compile::{LoadSource, RegisterError, Registered, sha256_hex};
-pub(crate) use engine::Bound;
 pub use pool::InstanceUse;
-pub(crate) use pool::Live;
 
 pub(crate) const MIB: u64 = 1024 * 1024;
 

@@ -11,31 +11,39 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
 
 use super::PluginRef;
-use super::engine::Bound;
+use crate::bindings::Bound;
 use crate::state::State;
 
-/// A live instance with its store.
+/// A live instance: its store, its exports and its pool slot.
 pub(crate) struct Live {
     pub store: Store<State>,
-    /// Set once the instance exists (right after the store, before the call runs).
-    pub bound: Option<Bound>,
+    pub bound: Bound,
     pub calls: u64,
+    /// Whether the instance has run its `init` (inference processors, once per instance).
     pub initialized: bool,
     _slot: OwnedSemaphorePermit,
 }
 
-impl Live {
-    pub(super) fn new(
-        store: Store<State>,
-        bound: Option<Bound>,
-        slot: OwnedSemaphorePermit,
-    ) -> Live {
+/// A pool slot and a new store, for an instance not made yet (a call makes it on its
+/// blocking thread).
+pub(super) struct Vacant {
+    pub store: Store<State>,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Vacant {
+    pub fn new(store: Store<State>, slot: OwnedSemaphorePermit) -> Vacant {
+        Vacant { store, slot }
+    }
+
+    /// The instance made in this store.
+    pub fn fill(self, bound: Bound) -> Live {
         Live {
-            store,
+            store: self.store,
             bound,
             calls: 0,
             initialized: false,
-            _slot: slot,
+            _slot: self.slot,
         }
     }
 }
