@@ -15,6 +15,7 @@
 
 pub mod bindings;
 pub mod calls;
+pub mod dto;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod host;

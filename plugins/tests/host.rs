@@ -331,6 +331,56 @@ async fn a_new_host_on_the_same_dir_compiles_nothing() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_for_another_world_is_a_typed_error_and_takes_no_instance() {
+    let dir = temp_dir();
+    let h = host_with(&dir, 4, 0);
+    let r = h.register(&component("describe"), None).unwrap();
+    let tiny = plugin(&h, "tiny@1", &r, LimitsSpec::default());
+    let step = |h: Arc<Host>, p: PluginRef| async move {
+        let context =
+            atelier_plugins::bindings::workflow::atelier::plugin::step_types::StepContext {
+                workflow_name: "w".into(),
+                execution_id: "e".into(),
+                step_name: "s".into(),
+                attempt: 0,
+                deadline_unix_ms: 0,
+            };
+        h.run_step(&p, ctx("a"), context, vec![], vec![]).await
+    };
+    // A training plugin called as a workflow step: refused before anything runs.
+    let report = step(h.clone(), tiny.clone()).await;
+    match &report.error {
+        Some(CallError::BadInput { message }) => assert_eq!(
+            message,
+            "the plugin is a training-algorithm plugin, not a workflow-step"
+        ),
+        other => panic!("expected a bad input, got {other:?}"),
+    }
+    assert_eq!(h.instances_in_use(), 0);
+    // A reference that names the wrong world for its code: the host's error, not a panic.
+    let wrong = PluginRef {
+        world: World::WorkflowStep,
+        ..tiny.clone()
+    };
+    let report = step(h.clone(), wrong).await;
+    match &report.error {
+        Some(CallError::Host { message }) => assert!(
+            message.contains(
+                "the plugin's code is a training-algorithm component, not a workflow-step"
+            ),
+            "{message}"
+        ),
+        other => panic!("expected the host's error, got {other:?}"),
+    }
+    assert!(instances_in_use(&h, 0).await, "the slot was not given back");
+    // The plugin still answers as what it is.
+    let r = h.describe(&tiny, ctx("a")).await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    drop(h);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Waits (bounded) until `n` pool slots are taken.
 async fn instances_in_use(h: &Host, n: usize) -> bool {
     for _ in 0..2000 {
