@@ -235,18 +235,47 @@ impl TryFrom<TensorDto> for Tensor {
         let name = t.name;
         let dtype = parse_dtype(&t.dtype)
             .ok_or_else(|| format!("tensor {name}: unknown dtype {}", t.dtype))?;
-        let data = match (t.data_base64, t.values) {
-            (Some(b), _) => B64
-                .decode(b)
-                .map_err(|e| format!("tensor {name}: data_base64: {e}"))?,
-            (None, Some(values)) => encode_values(&name, &t.dtype, dtype, &values)?,
+        let (data, strings) = match (t.data_base64, t.values) {
+            (Some(b), _) => (
+                B64.decode(b)
+                    .map_err(|e| format!("tensor {name}: data_base64: {e}"))?,
+                None,
+            ),
+            (None, Some(values)) => (
+                encode_values(&name, &t.dtype, dtype, &values)?,
+                Some(flatten(&values).len() as u64),
+            ),
             (None, None) => {
                 return Err(format!("tensor {name} needs \"values\" or \"data_base64\""));
             }
         };
-        let shape = t
-            .shape
-            .unwrap_or_else(|| vec![data.len() as u64 / element_width(dtype).unwrap_or(1)]);
+        // Elements the data holds: by width, or the strings given; unknown for utf8 bytes.
+        let elements = match element_width(dtype) {
+            Some(w) if !(data.len() as u64).is_multiple_of(w) => {
+                return Err(format!(
+                    "tensor {name}: the data is {} bytes, not a whole number of {} elements",
+                    data.len(),
+                    t.dtype
+                ));
+            }
+            Some(w) => Some(data.len() as u64 / w),
+            None => strings,
+        };
+        let shape = match (t.shape, elements) {
+            (None, Some(n)) => vec![n],
+            (None, None) => vec![data.len() as u64],
+            (Some(shape), Some(n)) => {
+                let holds = shape.iter().try_fold(1u64, |a, d| a.checked_mul(*d));
+                if holds != Some(n) {
+                    return Err(format!(
+                        "tensor {name}: shape {shape:?} holds {} elements; the data has {n}",
+                        holds.map_or("too many".to_string(), |h| h.to_string())
+                    ));
+                }
+                shape
+            }
+            (Some(shape), None) => shape,
+        };
         Ok(Tensor {
             name,
             dtype,
@@ -257,7 +286,7 @@ impl TryFrom<TensorDto> for Tensor {
 }
 
 /// `values` (nested lists flattened) as the tensor's little-endian bytes; utf8 elements are a
-/// u32 length and the bytes. Integers are cut to the dtype's width.
+/// u32 length and the bytes. An integer outside the dtype's range is refused.
 fn encode_values(
     name: &str,
     given: &str,
@@ -273,11 +302,19 @@ fn encode_values(
             Dtype::I8 | Dtype::I16 | Dtype::I32 | Dtype::I64 => {
                 let n = x.as_i64().ok_or_else(|| bad(i))?;
                 let w = element_width(dtype).unwrap_or(8) as usize;
+                let bits = 8 * w as u32;
+                if bits < 64 && !(-(1i64 << (bits - 1))..(1i64 << (bits - 1))).contains(&n) {
+                    return Err(out_of_range(name, i, n, given));
+                }
                 data.extend(&n.to_le_bytes()[..w]);
             }
             Dtype::U8 | Dtype::U16 | Dtype::U32 | Dtype::U64 => {
                 let n = x.as_u64().ok_or_else(|| bad(i))?;
                 let w = element_width(dtype).unwrap_or(8) as usize;
+                let bits = 8 * w as u32;
+                if bits < 64 && n >= 1u64 << bits {
+                    return Err(out_of_range(name, i, n, given));
+                }
                 data.extend(&n.to_le_bytes()[..w]);
             }
             Dtype::Boolean => data.push(u8::from(x.as_bool().ok_or_else(|| bad(i))?)),
@@ -292,6 +329,10 @@ fn encode_values(
         }
     }
     Ok(data)
+}
+
+fn out_of_range(name: &str, i: usize, n: impl std::fmt::Display, given: &str) -> String {
+    format!("tensor {name}: value {i} ({n}) is outside the range of {given}")
 }
 
 fn flatten(values: &[Json]) -> Vec<&Json> {
@@ -1226,6 +1267,26 @@ mod tests {
             (
                 json!({"name": "t", "dtype": "bool", "values": [1]}),
                 "tensor t: value 0 is not a bool",
+            ),
+            (
+                json!({"name": "t", "dtype": "i8", "values": [1, 300]}),
+                "tensor t: value 1 (300) is outside the range of i8",
+            ),
+            (
+                json!({"name": "t", "dtype": "u16", "values": [65536]}),
+                "tensor t: value 0 (65536) is outside the range of u16",
+            ),
+            (
+                json!({"name": "t", "dtype": "f32", "shape": [2, 3], "values": [1, 2, 3, 4, 5]}),
+                "tensor t: shape [2, 3] holds 6 elements; the data has 5",
+            ),
+            (
+                json!({"name": "t", "dtype": "i32", "data_base64": "AAAA"}),
+                "tensor t: the data is 3 bytes, not a whole number of i32 elements",
+            ),
+            (
+                json!({"name": "t", "dtype": "utf8", "shape": [3], "values": ["a", "b"]}),
+                "tensor t: shape [3] holds 3 elements; the data has 2",
             ),
             (
                 json!({"name": "t", "dtype": "f16", "values": [1]}),
