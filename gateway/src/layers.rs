@@ -6,13 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Files below the front doors that still speak HTTP through axum. Only shrinks.
-const AXUM_BELOW_THE_FRONT_DOORS: &[&str] = &[
-    // The `atelier.file` API on a notebook's socket; its HTTP side moves to `api/` when the
-    // backend hands the gateway a stream to the notebook instead of a host path (item 4).
-    "notebooks/files.rs",
-];
-
 /// The modules that serve HTTP (and the CLI, its client side).
 const FRONT_DOORS: &[&str] = &["api", "proxy", "server", "cli"];
 
@@ -144,19 +137,9 @@ fn only_the_front_doors_import_axum() {
         .filter(|(top, _, code)| !FRONT_DOORS.contains(&top.as_str()) && code.contains("axum::"))
         .map(|(_, rel, _)| rel)
         .collect();
-    let known: BTreeSet<String> = AXUM_BELOW_THE_FRONT_DOORS
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let joined: Vec<_> = found.difference(&known).collect();
-    let left: Vec<_> = known.difference(&found).collect();
     assert!(
-        joined.is_empty(),
-        "these files below the front doors import axum (return crate::error::Error and let api/ answer): {joined:?}"
-    );
-    assert!(
-        left.is_empty(),
-        "these files no longer import axum: take them off AXUM_BELOW_THE_FRONT_DOORS: {left:?}"
+        found.is_empty(),
+        "these files below the front doors import axum (return crate::error::Error and let api/ answer): {found:?}"
     );
 }
 

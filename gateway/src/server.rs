@@ -76,6 +76,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         revocations: revocations.clone(),
         metrics: metrics.notebooks(),
         clock,
+        file_server: Some(Arc::new(crate::api::files::FileApi)),
     });
     metrics.plugins(plugins.clone());
     let ssh = ssh.map(|(addr, fingerprint, public_key, config)| {

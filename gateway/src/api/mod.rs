@@ -7,6 +7,7 @@
 //! [`Principal`]: crate::auth::Principal
 
 pub mod error;
+pub mod files;
 pub mod images;
 pub mod keypairs;
 mod linger;

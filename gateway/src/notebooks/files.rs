@@ -1,129 +1,77 @@
 //! Object storage for code inside a notebook (`atelier.file`, the counterpart of MoXing's
-//! `mox.file`): the gateway serves a small HTTP API on a unix socket in each running
-//! notebook's gw dir (`<nb>/run/gw`, the gateway's own, bound read-only into the notebook at
-//! `/run/atelier-gw`; `ATELIER_STORAGE_SOCKET` inside). A request on it acts with the
-//! notebook owner's storage connections, so the notebook never holds their credentials, and
-//! the socket of one notebook reaches no other user's connections.
-//!
-//! ```text
-//! GET    /stat?uri=      {"exists", "is_dir", "size"}
-//! GET    /list?uri=&recursive=1   {"items": [{"name", "size", "is_dir"}]}
-//! GET    /read?uri=      the object's bytes (streamed)
-//! PUT    /write?uri=[&append=1]   the body becomes the object, streamed (multipart when
-//!                                 large; at most 50 GB; 4 writes at once per notebook)
-//! DELETE /remove?uri=[&recursive=1]
-//! POST   /copy?src=&dst=[&recursive=1]   store-side copies
-//! POST   /mkdir?uri=     a folder marker (`prefix/`)
-//! ```
-//! Every request may name `connection=`; without it the owner's connection whose default
+//! `mox.file`), the service side. While a notebook runs, the gateway serves a small HTTP API
+//! (`api/files.rs`, handed in as a [`FileServer`]) on a unix socket in the notebook's gw dir
+//! (`<nb>/run/gw`, the gateway's own, bound read-only into the notebook at
+//! `/run/atelier-gw`; `ATELIER_STORAGE_SOCKET` inside). This module owns the sockets and
+//! which connection a request acts with: the notebook owner's, so the notebook never holds
+//! their credentials, and the socket of one notebook reaches no other user's connections.
+//! A request may name `connection=`; without it the owner's connection whose default
 //! bucket is the URI's, or their only connection, is used.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backend;
+use crate::error::Error;
 use crate::secrets::SecretBox;
-use crate::storage::{ObjectUri, connections, s3, transfer};
+use crate::storage::{connections, s3};
 use crate::store::{Store, storage};
 
-/// The file API service: serves `atelier.file` on each running notebook's socket. It owns
-/// the running sockets. Cloning shares it.
+/// Writes one notebook runs at once (each may hold a part in memory); more wait.
+const WRITES_PER_NOTEBOOK: usize = 4;
+
+/// The front door that answers `atelier.file` requests (`api/files.rs`).
+pub trait FileServer: Send + Sync + 'static {
+    /// Serves `listener` for `scope` until `stop` is cancelled.
+    fn serve(&self, listener: tokio::net::UnixListener, scope: FileScope, stop: CancellationToken);
+}
+
+/// The file API service: serves `atelier.file` on each running notebook's socket through
+/// its [`FileServer`]. It owns the running sockets. Cloning shares it.
 #[derive(Clone)]
 pub struct Files {
-    inner: std::sync::Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 struct Inner {
     store: Store,
-    backend: std::sync::Arc<dyn Backend>,
+    backend: Arc<dyn Backend>,
     /// Opens the owner's storage connections.
-    secrets: std::sync::Arc<SecretBox>,
+    secrets: Arc<SecretBox>,
+    /// `None`: no file API (the lifecycle's own tests).
+    server: Option<Arc<dyn FileServer>>,
     /// The running sockets, by notebook.
     sockets: std::sync::Mutex<HashMap<String, CancellationToken>>,
 }
 
+/// What one notebook's socket acts for: its owner's connections, its turn to write.
 #[derive(Clone)]
-struct Served {
+pub struct FileScope {
     files: Files,
-    notebook_id: String,
+    pub notebook_id: String,
     owner_id: String,
-    writes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// One permit per write in flight ([`WRITES_PER_NOTEBOOK`]).
+    pub writes: Arc<tokio::sync::Semaphore>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Params {
-    uri: Option<String>,
-    src: Option<String>,
-    dst: Option<String>,
-    connection: Option<String>,
-    #[serde(default)]
-    recursive: Option<String>,
-    #[serde(default)]
-    append: Option<String>,
-}
-
-fn flag(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1" | "true" | "yes"))
-}
-
-struct Failure(StatusCode, String);
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({"error": self.1}))).into_response()
-    }
-}
-
-fn bad(msg: impl Into<String>) -> Failure {
-    Failure(StatusCode::BAD_REQUEST, msg.into())
-}
-
-fn store_error(msg: impl Into<String>) -> Failure {
-    Failure(StatusCode::BAD_GATEWAY, msg.into())
-}
-
-impl Served {
-    fn uri(&self, text: &Option<String>, name: &str) -> Result<ObjectUri, Failure> {
-        let t = text
-            .as_deref()
-            .ok_or_else(|| bad(format!("{name} is missing")))?;
-        ObjectUri::parse(t).map_err(bad)
-    }
-
+impl FileScope {
     /// A client for the connection that serves `bucket`.
-    async fn client(
+    /// (A 400 names what is missing; the store's own errors are internal.)
+    pub async fn client(
         &self,
         bucket: &str,
         connection: &Option<String>,
-    ) -> Result<aws_sdk_s3::Client, Failure> {
-        let internal = |e: String| Failure(StatusCode::INTERNAL_SERVER_ERROR, e);
-        let mut conn = self
-            .files
-            .inner
-            .store
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| internal(e.to_string()))?;
-        let all = storage::list(&mut conn, Some(&self.owner_id))
-            .await
-            .map_err(|e| internal(e.to_string()))?;
+    ) -> Result<aws_sdk_s3::Client, Error> {
+        let mut conn = self.files.inner.store.pool.acquire().await?;
+        let all = storage::list(&mut conn, Some(&self.owner_id)).await?;
         let row = match connection {
             Some(name) => all
                 .iter()
                 .find(|c| &c.name == name)
-                .ok_or_else(|| bad(format!("no storage connection named {name:?}")))?,
+                .ok_or_else(|| Error::invalid(format!("no storage connection named {name:?}")))?,
             None => match all
                 .iter()
                 .find(|c| c.bucket.as_deref() == Some(bucket))
@@ -131,270 +79,22 @@ impl Served {
             {
                 Some(c) => c,
                 None if all.is_empty() => {
-                    return Err(bad(
+                    return Err(Error::invalid(
                         "the notebook's owner has no storage connection (atelier storage connection create)",
                     ));
                 }
                 None => {
                     let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-                    return Err(bad(format!(
+                    return Err(Error::invalid(format!(
                         "no connection has {bucket:?} as its bucket; name one of {} (connection=...)",
                         names.join(", ")
                     )));
                 }
             },
         };
-        let t = connections::target(row, &self.files.inner.secrets)
-            .map_err(|e| internal(format!("{e:#}")))?;
+        let t = connections::target(row, &self.files.inner.secrets).map_err(Error::internal)?;
         Ok(s3::client(&t, Duration::from_secs(60), 3))
     }
-}
-
-/// (exists, is_dir, size). A folder is a prefix with something under it (or its marker).
-async fn stat_of(c: &aws_sdk_s3::Client, u: &ObjectUri) -> Result<(bool, bool, u64), Failure> {
-    // The listing first: some stores answer a HEAD of a folder's name slowly, with an error.
-    if u.key.is_empty() || transfer::is_folder(c, u).await {
-        return Ok((true, true, 0));
-    }
-    match c.head_object().bucket(&u.bucket).key(&u.key).send().await {
-        Ok(h) => Ok((true, false, h.content_length().unwrap_or(0).max(0) as u64)),
-        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
-            Ok((false, false, 0))
-        }
-        Err(e) => Err(store_error(transfer::s3_error(&e, &format!("reading {u}")))),
-    }
-}
-
-async fn stat(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
-    let u = s.uri(&p.uri, "uri")?;
-    let c = s.client(&u.bucket, &p.connection).await?;
-    let (exists, is_dir, size) = stat_of(&c, &u).await?;
-    Ok(axum::Json(json!({"exists": exists, "is_dir": is_dir, "size": size})).into_response())
-}
-
-async fn list(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
-    let u = s.uri(&p.uri, "uri")?;
-    let c = s.client(&u.bucket, &p.connection).await?;
-    let prefix = u.dir_prefix();
-    let mut items = Vec::new();
-    if flag(&p.recursive) {
-        for (key, size) in transfer::list_all(&c, &u.bucket, &prefix)
-            .await
-            .map_err(store_error)?
-        {
-            let name = key[prefix.len()..].to_string();
-            if !name.is_empty() && !name.ends_with('/') {
-                items.push(json!({"name": name, "size": size, "is_dir": false}));
-            }
-        }
-    } else {
-        let mut pages = c
-            .list_objects_v2()
-            .bucket(&u.bucket)
-            .prefix(&prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| store_error(transfer::s3_error(&e, &format!("listing {u}"))))?;
-            for d in page.common_prefixes() {
-                if let Some(k) = d.prefix() {
-                    let name = k[prefix.len()..].trim_end_matches('/').to_string();
-                    items.push(json!({"name": name, "size": 0, "is_dir": true}));
-                }
-            }
-            for o in page.contents() {
-                if let Some(k) = o.key() {
-                    let name = &k[prefix.len()..];
-                    if !name.is_empty() {
-                        items.push(
-                            json!({"name": name, "size": o.size().unwrap_or(0), "is_dir": false}),
-                        );
-                    }
-                }
-            }
-        }
-    }
-    Ok(axum::Json(json!({"items": items})).into_response())
-}
-
-async fn read(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
-    let u = s.uri(&p.uri, "uri")?;
-    let c = s.client(&u.bucket, &p.connection).await?;
-    let out = match c.get_object().bucket(&u.bucket).key(&u.key).send().await {
-        Ok(o) => o,
-        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
-            return Err(Failure(
-                StatusCode::NOT_FOUND,
-                format!("{u}: no such object"),
-            ));
-        }
-        Err(e) => return Err(store_error(transfer::s3_error(&e, &format!("reading {u}")))),
-    };
-    let stream = futures_util::stream::unfold(out.body, |mut body| async move {
-        body.next()
-            .await
-            .map(|chunk| (chunk.map_err(std::io::Error::other), body))
-    });
-    Ok(Body::from_stream(stream).into_response())
-}
-
-/// The largest object one write may make: the seed's limit for a file uploaded into a
-/// notebook (50 GB), which also keeps a multipart upload of 16 MiB parts far from S3's
-/// 10,000 parts.
-const MAX_WRITE_BYTES: u64 = 50 * 1000 * 1000 * 1000;
-/// What one write holds in memory at most (a part); nothing is staged on disk.
-const WRITE_PART_BYTES: usize = 16 * 1024 * 1024;
-/// Writes one notebook runs at once (each may hold a part in memory); more wait.
-const WRITES_PER_NOTEBOOK: usize = 4;
-
-async fn write(
-    State(s): State<Served>,
-    Query(p): Query<Params>,
-    body: Body,
-) -> Result<Response, Failure> {
-    let u = s.uri(&p.uri, "uri")?;
-    if u.key.is_empty() || u.key.ends_with('/') {
-        return Err(bad(format!("{u} is a folder; name an object")));
-    }
-    let c = s.client(&u.bucket, &p.connection).await?;
-    let _turn = s
-        .writes
-        .acquire()
-        .await
-        .map_err(|_| store_error("the notebook's file service is stopping"))?;
-    // Streamed to the store as it arrives (in parts when large): nothing is staged on the
-    // gateway's disks, and one write holds at most one part in memory.
-    let body = body
-        .into_data_stream()
-        .map(|c| c.map_err(|e| format!("reading the request: {e}")));
-    let existing = if flag(&p.append) {
-        // Object stores cannot append: the object is read again in front of the new bytes.
-        match c.get_object().bucket(&u.bucket).key(&u.key).send().await {
-            Ok(o) => Some(futures_util::stream::unfold(o.body, |mut b| async move {
-                b.next()
-                    .await
-                    .map(|c| (c.map_err(|e| format!("reading {e}")), b))
-            })),
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => None,
-            Err(e) => {
-                return Err(store_error(transfer::s3_error(
-                    &e,
-                    &format!("reading {u} to append to it"),
-                )));
-            }
-        }
-    } else {
-        None
-    };
-    let chunks = futures_util::stream::iter(existing)
-        .flatten()
-        .chain(body)
-        .boxed();
-    match transfer::upload_stream(&c, &u, chunks, WRITE_PART_BYTES, MAX_WRITE_BYTES).await {
-        Ok(size) => Ok(axum::Json(json!({"size": size})).into_response()),
-        Err(transfer::StreamError::TooLarge(max)) => Err(Failure(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{u}: a write may make an object of at most {max} bytes; nothing was written"),
-        )),
-        Err(transfer::StreamError::Source(e)) => Err(bad(format!("{e}; nothing was written"))),
-        Err(transfer::StreamError::Store(e)) => Err(store_error(e)),
-    }
-}
-
-async fn remove(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
-    let u = s.uri(&p.uri, "uri")?;
-    let c = s.client(&u.bucket, &p.connection).await?;
-    let keys: Vec<String> = if flag(&p.recursive) {
-        let prefix = u.dir_prefix();
-        if prefix.is_empty() {
-            return Err(bad("refusing to remove a whole bucket; name a folder"));
-        }
-        transfer::list_all(&c, &u.bucket, &prefix)
-            .await
-            .map_err(store_error)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect()
-    } else {
-        let (exists, is_dir, _) = stat_of(&c, &u).await?;
-        if !exists {
-            return Err(Failure(
-                StatusCode::NOT_FOUND,
-                format!("{u}: no such object"),
-            ));
-        }
-        if is_dir {
-            return Err(bad(format!(
-                "{u} is a folder; remove it with recursive=True"
-            )));
-        }
-        vec![u.key.clone()]
-    };
-    for k in &keys {
-        c.delete_object()
-            .bucket(&u.bucket)
-            .key(k)
-            .send()
-            .await
-            .map_err(|e| {
-                store_error(transfer::s3_error(
-                    &e,
-                    &format!("removing obs://{}/{k}", u.bucket),
-                ))
-            })?;
-    }
-    Ok(axum::Json(json!({"removed": keys.len()})).into_response())
-}
-
-async fn copy(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
-    let src = s.uri(&p.src, "src")?;
-    let dst = s.uri(&p.dst, "dst")?;
-    let c = s.client(&src.bucket, &p.connection).await?;
-    let pairs: Vec<(String, String)> = if flag(&p.recursive) {
-        let (from, to) = (src.dir_prefix(), dst.dir_prefix());
-        transfer::list_all(&c, &src.bucket, &from)
-            .await
-            .map_err(store_error)?
-            .into_iter()
-            .map(|(k, _)| (k.clone(), format!("{to}{}", &k[from.len()..])))
-            .collect()
-    } else {
-        vec![(src.key.clone(), dst.key.clone())]
-    };
-    for (from, to) in &pairs {
-        let source = format!("{}/{}", src.bucket, crate::urls::encode_path(from));
-        c.copy_object()
-            .bucket(&dst.bucket)
-            .key(to)
-            .copy_source(source)
-            .send()
-            .await
-            .map_err(|e| {
-                store_error(transfer::s3_error(
-                    &e,
-                    &format!("copying obs://{}/{from}", src.bucket),
-                ))
-            })?;
-    }
-    Ok(axum::Json(json!({"copied": pairs.len()})).into_response())
-}
-
-async fn mkdir(State(s): State<Served>, Query(p): Query<Params>) -> Result<Response, Failure> {
-    let u = s.uri(&p.uri, "uri")?;
-    let c = s.client(&u.bucket, &p.connection).await?;
-    let marker = u.dir_prefix();
-    if !marker.is_empty() {
-        c.put_object()
-            .bucket(&u.bucket)
-            .key(&marker)
-            .body(Vec::new().into())
-            .send()
-            .await
-            .map_err(|e| store_error(transfer::s3_error(&e, &format!("making {u}"))))?;
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Binds a unix socket; a path longer than `bind(2)` takes (a deep data dir) is reached
@@ -419,14 +119,16 @@ fn bind_long(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener
 impl Files {
     pub fn new(
         store: Store,
-        backend: std::sync::Arc<dyn Backend>,
-        secrets: std::sync::Arc<SecretBox>,
+        backend: Arc<dyn Backend>,
+        secrets: Arc<SecretBox>,
+        server: Option<Arc<dyn FileServer>>,
     ) -> Files {
         Files {
-            inner: std::sync::Arc::new(Inner {
+            inner: Arc::new(Inner {
                 store,
                 backend,
                 secrets,
+                server,
                 sockets: Default::default(),
             }),
         }
@@ -435,6 +137,9 @@ impl Files {
     /// Serves `atelier.file` on the notebook's socket (again after a gateway restart).
     /// Idempotent.
     pub(crate) fn serve_files(&self, notebook_id: &str, owner_id: &str) {
+        let Some(server) = &self.inner.server else {
+            return;
+        };
         let Ok(socket) = self.inner.backend.storage_socket(notebook_id) else {
             return;
         };
@@ -458,34 +163,16 @@ impl Files {
         if let Some(old) = running.insert(notebook_id.to_owned(), stop.clone()) {
             old.cancel();
         }
-        let served = Served {
-            files: self.clone(),
-            notebook_id: notebook_id.to_owned(),
-            owner_id: owner_id.to_owned(),
-            writes: std::sync::Arc::new(tokio::sync::Semaphore::new(WRITES_PER_NOTEBOOK)),
-        };
-        let app = Router::new()
-            .route("/stat", get(stat))
-            .route("/list", get(list))
-            .route("/read", get(read))
-            .route("/write", put(write))
-            .route("/remove", delete(remove))
-            .route("/copy", post(copy))
-            .route("/mkdir", post(mkdir))
-            .layer(axum::extract::DefaultBodyLimit::disable())
-            .with_state(served.clone());
-        // Ends with `stop` (the notebook stops or goes). Untracked: at shutdown the socket
-        // simply closes, and the next gateway serves it again.
-        #[allow(clippy::disallowed_methods)]
-        tokio::spawn(async move {
-            let shutdown = stop.clone();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-            {
-                tracing::warn!(notebook = %served.notebook_id, error = %e, "atelier.file socket");
-            }
-        });
+        server.serve(
+            listener,
+            FileScope {
+                files: self.clone(),
+                notebook_id: notebook_id.to_owned(),
+                owner_id: owner_id.to_owned(),
+                writes: Arc::new(tokio::sync::Semaphore::new(WRITES_PER_NOTEBOOK)),
+            },
+            stop,
+        );
     }
 
     /// Stops serving the notebook's socket (stop, delete).

@@ -12,7 +12,7 @@
 //! middle of one runs it again from the stored status ([`Lifecycle::resume`]).
 
 pub mod autostop;
-mod files;
+pub mod files;
 pub mod health;
 pub mod mounts;
 pub mod save;
@@ -261,6 +261,8 @@ pub struct LifecycleParts {
     pub metrics: NotebookMetrics,
     /// Deadlines are read against it (tests move a manual one).
     pub clock: Arc<dyn Clock>,
+    /// The `atelier.file` front door (`api::files::FileApi`); `None`: no file API.
+    pub file_server: Option<Arc<dyn files::FileServer>>,
 }
 
 impl Lifecycle {
@@ -275,6 +277,7 @@ impl Lifecycle {
             revocations,
             metrics,
             clock,
+            file_server,
         } = parts;
         // Every reason shows in `/metrics` from the start, at 0.
         for r in autostop::Reason::ALL {
@@ -298,7 +301,7 @@ impl Lifecycle {
             tasks.clone(),
             mounts.clone(),
         );
-        let files = files::Files::new(store.clone(), backend.clone(), secrets);
+        let files = files::Files::new(store.clone(), backend.clone(), secrets, file_server);
         let saves = save::Saves::new(
             store.clone(),
             backend.clone(),
@@ -1464,6 +1467,7 @@ mod tests {
             revocations: crate::auth::revoke::Revocations::new(),
             metrics: Default::default(),
             clock,
+            file_server: None,
         });
         let who = Principal {
             user_id: "u1".into(),
