@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Backend, BackendError, Endpoint, Handle, NotebookSpec, Observed, Progress, StopMode};
+use super::{Backend, BackendError, Handle, NotebookSpec, Observed, Progress, StopMode};
 use crate::config::Settings;
 use crate::store::events::EventKind;
 
@@ -59,20 +59,9 @@ async fn ask_jupyter(backend: &dyn Backend, handle: &Handle, base_url: &str) -> 
         up.token
     );
     let mut reply = Vec::new();
-    match &up.endpoint {
-        Endpoint::Tcp(addr) => {
-            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            s.write_all(request.as_bytes()).await.expect("write");
-            s.read_to_end(&mut reply).await.expect("read");
-        }
-        Endpoint::Unix { dir, name } => {
-            let mut s = crate::confined::connect_unix(dir, name.as_ref())
-                .await
-                .expect("connect");
-            s.write_all(request.as_bytes()).await.expect("write");
-            s.read_to_end(&mut reply).await.expect("read");
-        }
-    }
+    let mut s = up.endpoint.dial().await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    s.read_to_end(&mut reply).await.expect("read");
     let text = String::from_utf8_lossy(&reply).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.lines().next().unwrap_or_default().to_owned();
@@ -168,11 +157,9 @@ async fn cases(s: &Subject, keep: Arc<Mutex<Option<Handle>>>) {
     // The stream to the notebook's agent (SSH sessions, exec): it speaks SSH first.
     match again.ssh_link(&handle).await {
         Ok(link) if s.agent => {
-            let (dir, file) = (
-                link.socket.parent().expect("the agent dir"),
-                link.socket.file_name().expect("the socket"),
-            );
-            let mut stream = crate::confined::connect_unix(dir, file)
+            let mut stream = link
+                .endpoint
+                .dial()
                 .await
                 .unwrap_or_else(|e| panic!("{name}: connecting to the agent: {e}"));
             let mut banner = [0u8; 8];

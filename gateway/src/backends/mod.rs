@@ -11,9 +11,12 @@
 //!   ssh_link(handle) -> SshLink    where the SSH front door reaches the notebook's agent
 //! ```
 //!
-//! The handle is opaque JSON persisted in the store, so a restarted gateway re-attaches to
-//! notebooks that kept running. Operations a backend cannot do (exec, commit, stats on the
-//! process backend) answer [`BackendError::Unsupported`] with a clear message.
+//! The handle is a typed value per backend persisted in the store
+//! (`lifecycle::handle`), so a restarted gateway re-attaches to notebooks that kept running.
+//! The gateway reaches a notebook only by dialling the [`Endpoint`]s a backend gives
+//! (Jupyter's in [`Upstream`], the agent's in [`SshLink`]). Operations a backend cannot do
+//! (save an image, expand a work disk on the process backend) answer
+//! [`BackendError::Unsupported`] with a clear message.
 
 pub mod cgroups;
 #[cfg(any(test, feature = "test-util"))]
@@ -107,8 +110,29 @@ impl std::fmt::Debug for Upstream {
 /// Where a notebook's SSH agent listens and the key it accepts from the gateway (made per
 /// notebook launch; users never see it).
 pub struct SshLink {
-    pub socket: std::path::PathBuf,
+    pub endpoint: Endpoint,
     pub key: russh::keys::PrivateKey,
+}
+
+/// A connected byte stream to something in a notebook.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+impl Endpoint {
+    /// Connects. A unix socket sits in a directory the notebook writes: it is reached
+    /// through `confined`, so a link planted in its place never leads elsewhere.
+    pub async fn dial(&self) -> std::io::Result<Box<dyn Stream>> {
+        match self {
+            Endpoint::Tcp(addr) => {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Box::new(tcp))
+            }
+            Endpoint::Unix { dir, name } => Ok(Box::new(
+                crate::confined::connect_unix(dir, name.as_ref()).await?,
+            )),
+        }
+    }
 }
 
 /// The backend's view of a launched notebook.

@@ -177,7 +177,10 @@ pub async fn ssh_link(run_dir: &Path) -> Result<SshLink, BackendError> {
     let key = russh::keys::PrivateKey::from_openssh(key.as_bytes())
         .map_err(|e| anyhow::anyhow!("the notebook's SSH link key is unreadable: {e}"))?;
     Ok(SshLink {
-        socket: run_dir.join("agent").join(AGENT_SOCKET),
+        endpoint: Endpoint::Unix {
+            dir: run_dir.join("agent"),
+            name: AGENT_SOCKET.into(),
+        },
         key,
     })
 }

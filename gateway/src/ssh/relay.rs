@@ -13,7 +13,6 @@
 //! authenticated with the notebook's link key (made per launch, never shown to anyone).
 //! The link is a local socket, so it negotiates the `none` cipher: no second encryption.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -127,18 +126,6 @@ impl Activity {
     }
 }
 
-/// Connects to the agent's socket, which sits in a directory the notebook writes: through
-/// `confined`, so a link planted in its place never leads elsewhere.
-async fn connect_agent(path: &Path) -> std::io::Result<tokio::net::UnixStream> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} names no socket", path.display()),
-        ));
-    };
-    crate::confined::connect_unix(dir, name).await
-}
-
 fn link_config() -> Arc<client::Config> {
     Arc::new(client::Config {
         preferred: russh::Preferred {
@@ -195,7 +182,7 @@ pub async fn open(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     let connect = async {
-        let stream = connect_agent(&link.socket).await.map_err(|e| {
+        let stream = link.endpoint.dial().await.map_err(|e| {
             format!(
                 "the notebook's SSH agent does not answer ({e}); if the notebook was started by an older gateway, stop and start it"
             )
