@@ -137,15 +137,9 @@ async fn warm_instances_are_reused_per_tenant_and_recycled() {
 /// Whether the standby instance appears. It is made on a blocking thread after the call,
 /// which on a loaded 2-core CI machine (a debug build beside other tests) can take seconds:
 /// the deadline only catches a standby that never comes, so it is minutes, not seconds.
+/// Whether a standby instance is ready once the refill the last call started has ended.
 async fn standby_ready(h: &Host, key: &str) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-    while std::time::Instant::now() < deadline {
-        if h.standby_ready(key) > 0 {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    false
+    h.standby_settled(key).await > 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +199,8 @@ async fn fresh_plugins_keep_a_never_called_instance_ready_after_their_first_call
         let (h, p) = (h.clone(), spin.clone());
         tokio::spawn(async move { h.describe(&p, ctx("a")).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The looping call holds the second slot (the standby holds the first).
+    h.until(|h| h.instances_in_use() == 2).await;
     let other = plugin(
         &h,
         "tiny-warm@1",

@@ -144,4 +144,27 @@ impl Host {
     pub fn standby_ready(&self, key: &str) -> usize {
         self.pool.standby_ready(key)
     }
+
+    /// Standby instances of `plugin` once no refill of them is under way (a fresh plugin's
+    /// call starts its refill before it returns, so after a call this is what it made).
+    pub async fn standby_settled(&self, key: &str) -> usize {
+        let mut changes = self.pool.changes();
+        while self.pool.standby_filling(key) {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+        self.pool.standby_ready(key)
+    }
+
+    /// Waits until `done` holds, looking again each time a pool slot is taken or a standby
+    /// refill ends (for tests and diagnostics: no polling).
+    pub async fn until(&self, done: impl Fn(&Host) -> bool) {
+        let mut changes = self.pool.changes();
+        while !done(self) {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }

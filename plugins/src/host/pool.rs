@@ -88,6 +88,9 @@ pub(super) struct Pool {
     warm: Mutex<Warm>,
     standby: Mutex<HashMap<String, Standby>>,
     plugin_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Bumped when a slot is taken and when a standby refill ends: what tests and
+    /// diagnostics wait on instead of polling ([`Pool::changes`]).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Pool {
@@ -99,7 +102,17 @@ impl Pool {
             warm: Mutex::new(HashMap::new()),
             standby: Mutex::new(HashMap::new()),
             plugin_slots: Mutex::new(HashMap::new()),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Sees each slot taken and each standby refill ended from now on.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Waits for one of the plugin's concurrency permits.
@@ -117,6 +130,12 @@ impl Pool {
     /// A pool slot; idle warm instances, then standby instances, give theirs up when none is
     /// free.
     pub async fn slot(&self) -> OwnedSemaphorePermit {
+        let permit = self.take_slot().await;
+        self.changed();
+        permit
+    }
+
+    async fn take_slot(&self) -> OwnedSemaphorePermit {
         loop {
             if let Ok(p) = self.slots.clone().try_acquire_owned() {
                 return p;
@@ -149,7 +168,11 @@ impl Pool {
 
     /// A pool slot when one is free now.
     pub fn free_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().ok()
+        let permit = self.slots.clone().try_acquire_owned().ok();
+        if permit.is_some() {
+            self.changed();
+        }
+        permit
     }
 
     /// A warm instance of (plugin key, tenant).
@@ -223,6 +246,8 @@ impl Pool {
             _ => {}
         }
         s.filling = false;
+        drop(standby);
+        self.changed();
         false
     }
 
@@ -236,6 +261,13 @@ impl Pool {
     /// Slots taken now: instances running a call, warm and standby ones.
     pub fn in_use(&self) -> usize {
         self.total.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Whether a refill of the plugin's standby instances is under way.
+    pub fn standby_filling(&self, key: &str) -> bool {
+        crate::locks::lock(&self.standby)
+            .get(key)
+            .is_some_and(|s| s.filling)
     }
 
     /// Standby instances of the plugin ready now.
