@@ -24,13 +24,16 @@ use crate::auth::authz::NotebookGrant;
 use crate::backends::{Backend, BackendError, DataDir, MountPlace, runconf};
 use crate::config::Settings;
 use crate::error::{Error, Kind};
+use crate::lifecycle::Status as _;
 use crate::lifecycle::{KeyGuard, KeyedLocks};
 use crate::secrets::SecretBox;
 use crate::storage::fuse::{self, Serving};
 use crate::storage::{ObjectUri, connections, s3};
 use crate::store::audit::{self, Action};
 use crate::store::events::{self, EventKind};
-use crate::store::mounts::{self as rows, FAILED, MOUNTED, MOUNTING, MountRow, UNMOUNTED};
+use crate::store::mounts::{
+    self as rows, FAILED, MOUNTED, MOUNTING, MountRow, MountStatus, UNMOUNTED,
+};
 use crate::store::transition::Transition;
 use crate::store::{self, Store, storage};
 
@@ -557,15 +560,11 @@ impl Mounts {
             match outcome {
                 Ok(None) => {}
                 Ok(Some(s)) => {
-                    rows::set_state(
-                        &mut tx,
-                        &row.id,
-                        MOUNTED,
-                        None,
-                        Some((s.pid, s.start_ticks)),
-                        &store::now(),
-                    )
-                    .await?;
+                    // From whatever it was: the mount lock serialises every change.
+                    Transition::new(&row.id, MountStatus::ALL, MOUNTED)
+                        .apply(&mut tx)
+                        .await?;
+                    rows::set_process(&mut tx, &row.id, Some((s.pid, s.start_ticks))).await?;
                 }
                 Err(e) => {
                     let at = match &place {
@@ -577,17 +576,16 @@ impl Mounts {
                         required_failed.push(why.clone());
                     }
                     tracing::warn!(notebook = %notebook_id, mount = %row.name, error = %why, "mounting object storage failed");
-                    rows::set_state(&mut tx, &row.id, FAILED, Some(&why), None, &store::now())
-                        .await?;
-                    if row.status != FAILED {
-                        events::record(
-                            &mut tx,
-                            notebook_id,
-                            EventKind::MountVolumeFailed,
-                            Some(&why),
-                        )
-                        .await?;
-                    }
+                    let failed =
+                        Transition::new(&row.id, MountStatus::ALL, FAILED).reason(Some(&why));
+                    // One event per failure, not one per retry of the health loop.
+                    let failed = if row.status == FAILED {
+                        failed
+                    } else {
+                        failed.event(notebook_id, EventKind::MountVolumeFailed, Some(&why))
+                    };
+                    failed.apply(&mut tx).await?;
+                    rows::set_process(&mut tx, &row.id, None).await?;
                 }
             }
             tx.commit().await?;
@@ -633,8 +631,12 @@ impl Mounts {
                 )
                 .await?;
             }
-            let mut conn = self.inner.store.pool.acquire().await?;
-            rows::set_state(&mut conn, &row.id, UNMOUNTED, None, None, &store::now()).await?;
+            let mut tx = self.inner.store.write().await?;
+            Transition::new(&row.id, MountStatus::ALL, UNMOUNTED)
+                .apply(&mut tx)
+                .await?;
+            rows::set_process(&mut tx, &row.id, None).await?;
+            tx.commit().await?;
         }
         Ok(())
     }

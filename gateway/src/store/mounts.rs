@@ -110,30 +110,6 @@ pub async fn notebooks_using(conn: &mut Conn, connection_id: &str) -> sqlx::Resu
     .await
 }
 
-/// Records where a mount stands; `process` is the serving rclone's pid and start ticks.
-pub async fn set_state(
-    conn: &mut Conn,
-    id: &str,
-    status: MountStatus,
-    error: Option<&str>,
-    process: Option<(i32, u64)>,
-    now: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE notebook_mounts SET status = $2, error = $3, pid = $4, start_ticks = $5, \
-         updated_at = $6 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(error)
-    .bind(process.map(|p| i64::from(p.0)))
-    .bind(process.map(|p| p.1 as i64))
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// The serving rclone's pid and start ticks (none: nothing serves it).
 pub async fn set_process(
     conn: &mut Conn,
