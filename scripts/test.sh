@@ -54,6 +54,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fake backend and the backend conformance suite as other crates get them.
+cargo clippy --locked -p atelier-gateway --features test-util --lib -- -D warnings
 log "cargo build"
 cargo build --workspace --locked
 # The runtime containers start with, linked statically (scripts/build-static-runtime.sh).
