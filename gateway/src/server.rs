@@ -191,6 +191,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     tracing::info!("shutting down; notebooks keep running");
     loops.wait().await;
+    state.lifecycle.files().shutdown().await;
     if let Err(e) = state.activity.flush().await {
         tracing::warn!(error = %e, "writing activity at shutdown failed");
     }

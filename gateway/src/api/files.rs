@@ -32,7 +32,12 @@ use crate::storage::{ObjectUri, transfer};
 pub struct FileApi;
 
 impl FileServer for FileApi {
-    fn serve(&self, listener: tokio::net::UnixListener, scope: FileScope, stop: CancellationToken) {
+    fn serve(
+        &self,
+        listener: tokio::net::UnixListener,
+        scope: FileScope,
+        stop: CancellationToken,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
         let notebook = scope.notebook_id.clone();
         let app = Router::new()
             .route("/stat", get(stat))
@@ -44,18 +49,14 @@ impl FileServer for FileApi {
             .route("/mkdir", post(mkdir))
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(scope);
-        // Ends with `stop` (the notebook stops or goes). Untracked: at shutdown the socket
-        // simply closes, and the next gateway serves it again.
-        #[allow(clippy::disallowed_methods)]
-        tokio::spawn(async move {
-            let shutdown = stop.clone();
+        Box::pin(async move {
             if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
             {
                 tracing::warn!(notebook = %notebook, error = %e, "atelier.file socket");
             }
-        });
+        })
     }
 }
 

@@ -25,8 +25,14 @@ const WRITES_PER_NOTEBOOK: usize = 4;
 
 /// The front door that answers `atelier.file` requests (`api/files.rs`).
 pub trait FileServer: Send + Sync + 'static {
-    /// Serves `listener` for `scope` until `stop` is cancelled.
-    fn serve(&self, listener: tokio::net::UnixListener, scope: FileScope, stop: CancellationToken);
+    /// Serves `listener` for `scope` until `stop` is cancelled (then lets the requests in
+    /// flight finish). [`Files`] runs it on its task tracker.
+    fn serve(
+        &self,
+        listener: tokio::net::UnixListener,
+        scope: FileScope,
+        stop: CancellationToken,
+    ) -> futures_util::future::BoxFuture<'static, ()>;
 }
 
 /// The file API service: serves `atelier.file` on each running notebook's socket through
@@ -45,6 +51,8 @@ struct Inner {
     server: Option<Arc<dyn FileServer>>,
     /// The running sockets, by notebook.
     sockets: std::sync::Mutex<HashMap<String, CancellationToken>>,
+    /// Their servers, waited for at shutdown ([`Files::shutdown`]).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// What one notebook's socket acts for: its owner's connections, its turn to write.
@@ -130,6 +138,7 @@ impl Files {
                 secrets,
                 server,
                 sockets: Default::default(),
+                tasks: Default::default(),
             }),
         }
     }
@@ -163,16 +172,35 @@ impl Files {
         if let Some(old) = running.insert(notebook_id.to_owned(), stop.clone()) {
             old.cancel();
         }
-        server.serve(
-            listener,
-            FileScope {
-                files: self.clone(),
-                notebook_id: notebook_id.to_owned(),
-                owner_id: owner_id.to_owned(),
-                writes: Arc::new(tokio::sync::Semaphore::new(WRITES_PER_NOTEBOOK)),
-            },
-            stop,
-        );
+        let scope = FileScope {
+            files: self.clone(),
+            notebook_id: notebook_id.to_owned(),
+            owner_id: owner_id.to_owned(),
+            writes: Arc::new(tokio::sync::Semaphore::new(WRITES_PER_NOTEBOOK)),
+        };
+        self.inner.tasks.spawn(server.serve(listener, scope, stop));
+    }
+
+    /// At gateway shutdown: every socket stops taking requests and the ones in flight get
+    /// up to 10 s. The socket files stay (the notebooks run on); the next gateway serves
+    /// them again.
+    pub(crate) async fn shutdown(&self) {
+        for (_, stop) in self
+            .inner
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            stop.cancel();
+        }
+        self.inner.tasks.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("atelier.file requests still running at shutdown; they are cut");
+        }
     }
 
     /// Stops serving the notebook's socket (stop, delete).
