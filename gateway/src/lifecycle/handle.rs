@@ -18,15 +18,18 @@ use sqlx::{Decode, Encode, Type};
 /// The version this gateway writes; a stored handle of a later one is unreadable here.
 pub const VERSION: u32 = 1;
 
-/// The persisted, backend-specific record of a launched notebook.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The persisted, backend-specific record of a launched notebook; stored with the backend's
+/// name as the tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
 pub enum Handle {
     Process(ProcessHandle),
     Docker(ContainerHandle),
     External(ExternalHandle),
     /// The fake backend's (tests).
     Fake(FakeHandle),
-    /// What could not be read, and why (see the invariant).
+    /// What could not be read, and why (see the invariant); never stored.
+    #[serde(skip)]
     Unreadable(String),
 }
 
@@ -67,48 +70,6 @@ pub struct FakeHandle {
     pub fake: String,
 }
 
-/// The stored form: the backend's name as the tag.
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "lowercase")]
-enum Tagged {
-    Process(ProcessHandle),
-    Docker(ContainerHandle),
-    External(ExternalHandle),
-    Fake(FakeHandle),
-}
-
-/// Rows from before the tag: told apart by their fields.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Untagged {
-    Process(ProcessHandle),
-    Docker(ContainerHandle),
-    External(ExternalHandle),
-    Fake(FakeHandle),
-}
-
-impl From<Tagged> for Handle {
-    fn from(t: Tagged) -> Handle {
-        match t {
-            Tagged::Process(h) => Handle::Process(h),
-            Tagged::Docker(h) => Handle::Docker(h),
-            Tagged::External(h) => Handle::External(h),
-            Tagged::Fake(h) => Handle::Fake(h),
-        }
-    }
-}
-
-impl From<Untagged> for Handle {
-    fn from(t: Untagged) -> Handle {
-        match t {
-            Untagged::Process(h) => Handle::Process(h),
-            Untagged::Docker(h) => Handle::Docker(h),
-            Untagged::External(h) => Handle::External(h),
-            Untagged::Fake(h) => Handle::Fake(h),
-        }
-    }
-}
-
 impl Handle {
     /// The stored text as a handle; what cannot be read is [`Handle::Unreadable`].
     pub fn parse(text: &str) -> Handle {
@@ -120,16 +81,25 @@ impl Handle {
     }
 
     fn read(text: &str) -> Handle {
-        let value: serde_json::Value = match serde_json::from_str(text) {
+        let mut value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => return Handle::Unreadable(format!("the stored handle is not JSON: {e}")),
         };
         if value.get("backend").is_none() {
-            return serde_json::from_value::<Untagged>(value)
-                .map(Handle::from)
-                .unwrap_or_else(|_| {
-                    Handle::Unreadable("the stored handle is no backend's handle".into())
-                });
+            // A row from before the tag: its fields say whose it is.
+            let Some(backend) = [
+                ("runtime_pid", "process"),
+                ("container", "docker"),
+                ("addr", "external"),
+                ("fake", "fake"),
+            ]
+            .into_iter()
+            .find(|(field, _)| value.get(field).is_some())
+            .map(|(_, backend)| backend) else {
+                return Handle::Unreadable("the stored handle is no backend's handle".into());
+            };
+            value["backend"] = backend.into();
+            value["v"] = VERSION.into();
         }
         let v = value.get("v").and_then(|v| v.as_u64()).unwrap_or(0);
         if v != u64::from(VERSION) {
@@ -137,21 +107,16 @@ impl Handle {
                 "the stored handle is version {v}; this gateway reads version {VERSION}"
             ));
         }
-        serde_json::from_value::<Tagged>(value)
-            .map(Handle::from)
+        serde_json::from_value::<Handle>(value)
             .unwrap_or_else(|e| Handle::Unreadable(format!("the stored handle: {e}")))
     }
 
     /// The stored text (`None` for an unreadable handle: it is never written back).
     fn text(&self) -> Option<String> {
-        let tagged = match self.clone() {
-            Handle::Process(h) => Tagged::Process(h),
-            Handle::Docker(h) => Tagged::Docker(h),
-            Handle::External(h) => Tagged::External(h),
-            Handle::Fake(h) => Tagged::Fake(h),
-            Handle::Unreadable(_) => return None,
-        };
-        let mut value = serde_json::to_value(tagged).ok()?;
+        if let Handle::Unreadable(_) = self {
+            return None;
+        }
+        let mut value = serde_json::to_value(self).ok()?;
         value["v"] = VERSION.into();
         Some(value.to_string())
     }
