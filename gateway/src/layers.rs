@@ -1,7 +1,7 @@
 //! The gateway's layers, checked from its source: the import graph of its top-level modules
 //! has no cycle (`server` → the front doors `api/`, `proxy/`, `ssh/` → services such as
 //! `notebooks/`, `images`, `plugins` → `auth/`, `routing`, `activity` → `lifecycle/`,
-//! `store/`, `backends/`, `storage/`), and only the HTTP front doors import `axum`.
+//! `store/`, `backends/`, `object_storage/`), and only the HTTP front doors import `axum`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

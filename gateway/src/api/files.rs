@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use crate::notebooks::files::{FileScope, FileServer};
-use crate::storage::{ObjectUri, transfer};
+use crate::object_storage::{ObjectUri, transfer};
 
 /// Serves the API on each notebook's socket (given to `notebooks::files::Files`).
 pub struct FileApi;

@@ -13,10 +13,10 @@ use super::Items;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::api::state::AppState;
 use crate::auth::Principal;
-use crate::storage::connections::{self, DEFAULT_REGION};
-use crate::storage::s3;
+use crate::object_storage::connections::{self, DEFAULT_REGION};
+use crate::object_storage::s3;
 use crate::store::audit::{self, Action, Target};
-use crate::store::{self, storage};
+use crate::store::{self, storage_connections};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -42,7 +42,7 @@ async fn create(
     p: Principal,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateConnection>,
-) -> ApiResult<(StatusCode, ApiJson<storage::ConnectionRow>)> {
+) -> ApiResult<(StatusCode, ApiJson<storage_connections::ConnectionRow>)> {
     connections::validate_name(&req.name).map_err(ApiError::invalid)?;
     let endpoint = s3::normalize_endpoint(&req.endpoint).map_err(ApiError::invalid)?;
     let region = req
@@ -53,7 +53,7 @@ async fn create(
     connections::validate_region(&region).map_err(ApiError::invalid)?;
     let bucket = req.bucket.clone().filter(|b| !b.is_empty());
     if let Some(b) = &bucket {
-        crate::storage::validate_bucket(b)
+        crate::object_storage::validate_bucket(b)
             .map_err(|e| ApiError::invalid(format!("bucket: {e}")))?;
     }
     connections::validate_key("access_key_id", &req.access_key_id).map_err(ApiError::invalid)?;
@@ -62,7 +62,7 @@ async fn create(
     let path_style = req.path_style.unwrap_or(true);
     {
         let mut conn = state.store.pool.acquire().await?;
-        if storage::by_name(&mut conn, &p.user_id, &req.name)
+        if storage_connections::by_name(&mut conn, &p.user_id, &req.name)
             .await?
             .is_some()
         {
@@ -85,15 +85,15 @@ async fn create(
     let now = store::now();
     let mut tx = state.store.write().await?;
     // Checked again: a create of the same name may have finished during the check.
-    if storage::by_name(&mut tx, &p.user_id, &req.name)
+    if storage_connections::by_name(&mut tx, &p.user_id, &req.name)
         .await?
         .is_some()
     {
         return Err(exists(&req.name));
     }
-    storage::insert(
+    storage_connections::insert(
         &mut tx,
-        storage::NewConnection {
+        storage_connections::NewConnection {
             id: &id,
             owner_id: &p.user_id,
             name: &req.name,
@@ -127,7 +127,7 @@ async fn create(
         )),
     )
     .await?;
-    let row = storage::by_name(&mut tx, &p.user_id, &req.name)
+    let row = storage_connections::by_name(&mut tx, &p.user_id, &req.name)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("connection vanished")))?;
     tx.commit().await?;
@@ -148,11 +148,11 @@ async fn list(
     p: Principal,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<super::AllQuery>,
-) -> ApiResult<ApiJson<Items<storage::ConnectionRow>>> {
+) -> ApiResult<ApiJson<Items<storage_connections::ConnectionRow>>> {
     let owner = q.owner(&p, "storage connections")?;
     let mut conn = state.store.pool.acquire().await?;
     Ok(ApiJson(Items {
-        items: storage::list(&mut conn, owner).await?,
+        items: storage_connections::list(&mut conn, owner).await?,
     }))
 }
 
@@ -160,9 +160,9 @@ async fn show(
     p: Principal,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
-) -> ApiResult<ApiJson<storage::ConnectionRow>> {
+) -> ApiResult<ApiJson<storage_connections::ConnectionRow>> {
     let mut conn = state.store.pool.acquire().await?;
-    let row = storage::by_name(&mut conn, &p.user_id, &name)
+    let row = storage_connections::by_name(&mut conn, &p.user_id, &name)
         .await?
         .ok_or_else(|| not_found(&name))?;
     Ok(ApiJson(row))
@@ -183,7 +183,7 @@ async fn check(
 ) -> ApiResult<ApiJson<Checked>> {
     let row = {
         let mut conn = state.store.pool.acquire().await?;
-        storage::by_name(&mut conn, &p.user_id, &name)
+        storage_connections::by_name(&mut conn, &p.user_id, &name)
             .await?
             .ok_or_else(|| not_found(&name))?
     };
@@ -193,7 +193,7 @@ async fn check(
         .map_err(ApiError::from)?;
     let now = store::now();
     let mut tx = state.store.write().await?;
-    storage::set_checked(&mut tx, &row.id, &now).await?;
+    storage_connections::set_checked(&mut tx, &row.id, &now).await?;
     tx.commit().await?;
     Ok(ApiJson(Checked {
         name,
@@ -208,7 +208,7 @@ async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let mut tx = state.store.write().await?;
-    let row = storage::by_name(&mut tx, &p.user_id, &name)
+    let row = storage_connections::by_name(&mut tx, &p.user_id, &name)
         .await?
         .ok_or_else(|| not_found(&name))?;
     let users = crate::store::mounts::notebooks_using(&mut tx, &row.id).await?;
@@ -224,7 +224,7 @@ async fn delete(
         )));
     }
     // Deleting a connection forgets how to reach the store; it never deletes objects.
-    storage::delete(&mut tx, &row.id).await?;
+    storage_connections::delete(&mut tx, &row.id).await?;
     audit::record(
         &mut tx,
         &p.name,

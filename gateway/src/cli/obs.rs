@@ -16,9 +16,9 @@ use zeroize::Zeroizing;
 use super::api::CliError;
 use super::output::{err, out};
 use super::prompt;
-use crate::storage::ObjectUri;
-use crate::storage::s3::{self, Target};
-use crate::storage::transfer::{self, Loc, Options, Outcome, Progress};
+use crate::object_storage::ObjectUri;
+use crate::object_storage::s3::{self, Target};
+use crate::object_storage::transfer::{self, Loc, Options, Outcome, Progress};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ObsCommand {
@@ -177,7 +177,7 @@ pub fn resolve(creds: &Creds) -> Result<Target, CliError> {
         ));
     };
     let region = pick(&["AWS_REGION", "AWS_DEFAULT_REGION"], "region")
-        .unwrap_or_else(|| crate::storage::connections::DEFAULT_REGION.into());
+        .unwrap_or_else(|| crate::object_storage::connections::DEFAULT_REGION.into());
     let endpoint = pick(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"], "endpoint_url")
         .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
     let endpoint = s3::normalize_endpoint(&endpoint).map_err(CliError::other)?;

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::Backend;
 use crate::error::Error;
+use crate::object_storage::{connections, s3};
 use crate::secrets::SecretBox;
-use crate::storage::{connections, s3};
-use crate::store::{Store, storage};
+use crate::store::{Store, storage_connections};
 
 /// Writes one notebook runs at once (each may hold a part in memory); more wait.
 const WRITES_PER_NOTEBOOK: usize = 4;
@@ -74,7 +74,7 @@ impl FileScope {
         connection: &Option<String>,
     ) -> Result<aws_sdk_s3::Client, Error> {
         let mut conn = self.files.inner.store.pool.acquire().await?;
-        let all = storage::list(&mut conn, Some(&self.owner_id)).await?;
+        let all = storage_connections::list(&mut conn, Some(&self.owner_id)).await?;
         let row = match connection {
             Some(name) => all
                 .iter()

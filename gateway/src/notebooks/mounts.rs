@@ -1,6 +1,6 @@
 //! Object-storage folders mounted into notebooks (seed 6.7.6, "dynamic mounts"): a running
 //! notebook gets `obs://bucket/prefix/` at `/data/<name>/`. The gateway makes the mount on
-//! the host (`storage::fuse`, rclone over the user's stored connection) in the directory the
+//! the host (`object_storage::fuse`, rclone over the user's stored connection) in the directory the
 //! backend binds at `/data` with slave propagation, so the notebook sees it at once and never
 //! holds the credentials or `CAP_SYS_ADMIN`.
 //!
@@ -26,16 +26,16 @@ use crate::config::Settings;
 use crate::error::{Error, Kind};
 use crate::lifecycle::Status as _;
 use crate::lifecycle::{KeyGuard, KeyedLocks};
+use crate::object_storage::fuse::{self, Serving};
+use crate::object_storage::{ObjectUri, connections, s3};
 use crate::secrets::SecretBox;
-use crate::storage::fuse::{self, Serving};
-use crate::storage::{ObjectUri, connections, s3};
 use crate::store::audit::{self, Action};
 use crate::store::events::{self, EventKind};
 use crate::store::mounts::{
     self as rows, FAILED, MOUNTED, MOUNTING, MountRow, MountStatus, UNMOUNTED,
 };
 use crate::store::transition::Transition;
-use crate::store::{self, Store, storage};
+use crate::store::{self, Store, storage_connections};
 
 /// Dynamic mounts one notebook may have.
 pub const MAX_DYNAMIC: usize = 10;
@@ -129,9 +129,9 @@ impl Mounts {
         owner_id: &str,
         name: &str,
         field: &str,
-    ) -> Result<(storage::ConnectionRow, s3::Target), Error> {
+    ) -> Result<(storage_connections::ConnectionRow, s3::Target), Error> {
         let mut conn = self.inner.store.pool.acquire().await?;
-        let Some(c) = storage::by_name(&mut conn, owner_id, name).await? else {
+        let Some(c) = storage_connections::by_name(&mut conn, owner_id, name).await? else {
             return Err(Error::invalid(format!(
                 "{field}: the notebook's owner has no storage connection named {name:?} (atelier storage connection list)"
             )));
@@ -529,7 +529,7 @@ impl Mounts {
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
                 let (target, uri) = {
                     let mut conn = self.inner.store.pool.acquire().await?;
-                    let c = storage::by_id(&mut conn, &row.connection_id)
+                    let c = storage_connections::by_id(&mut conn, &row.connection_id)
                         .await?
                         .ok_or_else(|| anyhow::anyhow!("its storage connection is gone"))?;
                     (

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::storage::ObjectUri;
+use crate::object_storage::ObjectUri;
 
 /// Prefixes extended storage may not use (spec/notebook.md §2.5, verbatim).
 pub const FORBIDDEN_PREFIXES: [&str; 17] = [

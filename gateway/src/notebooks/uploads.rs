@@ -32,8 +32,8 @@ use crate::confined::Dir;
 use crate::error::Error;
 use crate::lifecycle::upload::UploadOp;
 use crate::lifecycle::{KeyGuard, KeyedLocks, Operation};
+use crate::object_storage::{ObjectUri, connections, s3, transfer};
 use crate::secrets::SecretBox;
-use crate::storage::{ObjectUri, connections, s3, transfer};
 use crate::store::audit::{self, Action};
 use crate::store::operations;
 use crate::store::transition::Transition;
@@ -41,7 +41,7 @@ use crate::store::uploads::{
     self as rows, CANCELED, DONE, FAILED, IN_FLIGHT, LANDING, QUEUED, UPLOADING, UploadRow,
     UploadStatus,
 };
-use crate::store::{self, Store, storage};
+use crate::store::{self, Store, storage_connections};
 
 /// The seed's ceiling for uploads through object storage.
 pub const MAX_SIZE: u64 = 50 * 1000 * 1000 * 1000;
@@ -205,7 +205,7 @@ impl Uploads {
 
     async fn upload_client(&self, row: &UploadRow) -> anyhow::Result<aws_sdk_s3::Client> {
         let mut conn = self.inner.store.pool.acquire().await?;
-        let c = storage::by_id(&mut conn, &row.connection_id)
+        let c = storage_connections::by_id(&mut conn, &row.connection_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("the upload's storage connection is gone"))?;
         let t = connections::target(&c, &self.inner.secrets)?;

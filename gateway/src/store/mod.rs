@@ -21,7 +21,7 @@ pub mod mounts;
 pub mod notebooks;
 pub mod operations;
 pub mod plugins;
-pub mod storage;
+pub mod storage_connections;
 pub mod transition;
 pub mod uploads;
 pub mod users;

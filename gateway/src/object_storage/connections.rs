@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 
 use super::s3::Target;
 use crate::secrets::SecretBox;
-use crate::store::storage::ConnectionRow;
+use crate::store::storage_connections::ConnectionRow;
 
 /// The region signed for when a connection names none (what S3-compatible stores accept).
 pub const DEFAULT_REGION: &str = "us-east-1";
