@@ -61,6 +61,13 @@ pub struct SshSpec {
     /// Shell for sessions; default `$SHELL` of `env`, else `/bin/bash`, else `/bin/sh`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
+    /// Where `atelier.file` connects inside the notebook. The agent listens there only while
+    /// a gateway connection asks it to (`streamlocal-forward@openssh.com` for exactly this
+    /// path) and relays each connection back over that link as a `forwarded-streamlocal`
+    /// channel, so the file API reaches the gateway wherever the notebook runs. No other
+    /// path is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_socket: Option<PathBuf>,
 }
 
 fn default_grace_seconds() -> u64 {

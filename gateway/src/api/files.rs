@@ -1,5 +1,5 @@
-//! `atelier.file`'s HTTP API, the front door on each running notebook's socket (the
-//! service, sockets and connections, is `notebooks::files`):
+//! `atelier.file`'s HTTP API, the front door on each running notebook's file link (the
+//! service, links and connections, is `notebooks::files`):
 //!
 //! ```text
 //! GET    /stat?uri=      {"exists", "is_dir", "size"}
@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
-use crate::notebooks::files::{FileScope, FileServer};
+use crate::notebooks::files::{Connection, FileScope, FileServer, Incoming};
 use crate::object_storage::{ObjectUri, transfer};
 
 /// Serves the API on each notebook's socket (given to `notebooks::files::Files`).
@@ -34,7 +34,7 @@ pub struct FileApi;
 impl FileServer for FileApi {
     fn serve(
         &self,
-        listener: tokio::net::UnixListener,
+        incoming: Incoming,
         scope: FileScope,
         stop: CancellationToken,
     ) -> futures_util::future::BoxFuture<'static, ()> {
@@ -50,13 +50,33 @@ impl FileServer for FileApi {
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(scope);
         Box::pin(async move {
-            if let Err(e) = axum::serve(listener, app)
+            if let Err(e) = axum::serve(Links(incoming), app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
             {
-                tracing::warn!(notebook = %notebook, error = %e, "atelier.file socket");
+                tracing::warn!(notebook = %notebook, error = %e, "atelier.file");
             }
         })
+    }
+}
+
+/// A notebook's link as the listener axum serves: its connections, one by one. When the
+/// link is gone for good the server waits for its stop.
+struct Links(Incoming);
+
+impl axum::serve::Listener for Links {
+    type Io = Connection;
+    type Addr = ();
+
+    async fn accept(&mut self) -> (Connection, ()) {
+        match self.0.next().await {
+            Some(c) => (c, ()),
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -7,7 +7,8 @@
 //! refuse an unreadable handle → prepare → launch (a handle of this backend) → wait_ready
 //! → poll: Running → stream to Jupyter (GET <base_url>api through `upstream`)
 //! → a restarted gateway's backend: poll Running, stream again (reattach)
-//! → the agent link speaks SSH (or Unsupported where there is no agent) → stop (twice)
+//! → the agent link speaks SSH, takes the link key and serves atelier.file's socket
+//!   (or Unsupported where there is no agent) → stop (twice)
 //! → poll: not Running
 //! → delete (twice)
 //! ```
@@ -150,7 +151,8 @@ async fn cases(s: &Subject, keep: Arc<Mutex<Option<Handle>>>) {
         assert_jupyter_answers(&status, &body, &format!("{name} after a restart"));
     }
 
-    // The stream to the notebook's agent (SSH sessions, exec): it speaks SSH first.
+    // The stream to the notebook's agent (SSH sessions, the file API): it speaks SSH, takes
+    // the launch's link key, and serves `atelier.file` at the path the backend names.
     match again.ssh_link(&handle).await {
         Ok(link) if s.agent => {
             let mut stream = link
@@ -164,6 +166,21 @@ async fn cases(s: &Subject, keep: Arc<Mutex<Option<Handle>>>) {
                 .await
                 .unwrap_or_else(|e| panic!("{name}: the agent's banner: {e}"));
             assert_eq!(&banner, b"SSH-2.0-", "{name}: the agent speaks SSH");
+            drop(stream);
+            let socket = link
+                .file_socket
+                .clone()
+                .unwrap_or_else(|| panic!("{name}: an agent without atelier.file's socket"));
+            let client = super::agent::connect(link, AnyServer)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: the agent link: {e}"));
+            client
+                .streamlocal_forward(socket.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{name}: the agent refused to serve {socket}: {e}"));
+            let _ = client
+                .disconnect(russh::Disconnect::ByApplication, "", "")
+                .await;
         }
         Err(BackendError::Unsupported(_)) if !s.agent => {}
         Ok(_) => panic!("{name}: an agent link where none was expected"),
@@ -206,6 +223,20 @@ pub fn spec(settings: &Settings, image_ref: &str) -> NotebookSpec {
         image_ref: image_ref.into(),
         work_on_object_storage: false,
         extra_binds: Vec::new(),
+    }
+}
+
+/// The suite's side of an agent link: accepts the agent (as the gateway does).
+struct AnyServer;
+
+impl russh::client::Handler for AnyServer {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
     }
 }
 

@@ -11,7 +11,6 @@
 //!   /data               ◄── <nb>/data      dynamic mounts (rslave)
 //!   /run/atelier        ◄── <nb>/run/agent spec, status, jupyter.log, ssh.sock (owned 1000)
 //!   /run/atelier-config ◄── <nb>/run/config Jupyter config with the token, read-only
-//!   /run/atelier-gw     ◄── <nb>/run/gw     the gateway's sockets (atelier.file), read-only
 //!   /cache, /dev/shm    tmpfs sized by the flavor
 //!   8888/tcp ──► 127.0.0.1:<ephemeral>     where the proxy sends the notebook's traffic
 //!   network     atelier-nb-{id}, a bridge (atnb…) of its own; firewall.rs keeps it off
@@ -62,7 +61,6 @@ const JUPYTER_FALLBACK_PATH: &str = "/home/ma-user/anaconda3/bin:/opt/conda/bin"
 const RUNTIME_IN_CONTAINER: &str = "/opt/atelier/atelier-notebook-runtime";
 const AGENT_IN_CONTAINER: &str = "/run/atelier";
 const CONFIG_IN_CONTAINER: &str = "/run/atelier-config";
-const GW_IN_CONTAINER: &str = "/run/atelier-gw";
 const JUPYTER_PORT: u16 = 8888;
 /// Jupyter's socket in the agent dir when the container has no network.
 const JUPYTER_SOCKET: &str = "jupyter.sock";
@@ -697,10 +695,7 @@ impl DockerBackend {
         let _ = tokio::fs::remove_dir_all(&run).await;
         let config_dir = run.join("config");
         let agent_dir = run.join("agent");
-        // The gateway's sockets (atelier.file): bound read-only, so the container connects
-        // but can never put anything else there.
-        let gw_dir = run.join("gw");
-        for d in [&config_dir, &agent_dir, &gw_dir] {
+        for d in [&config_dir, &agent_dir] {
             tokio::fs::create_dir_all(d)
                 .await
                 .with_context(|| format!("creating {}", d.display()))?;
@@ -709,8 +704,6 @@ impl DockerBackend {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
                 .context("securing the run dir")?;
-            std::fs::set_permissions(&gw_dir, std::fs::Permissions::from_mode(0o755))
-                .context("the gw dir")?;
         }
         let token = hex::encode(rand::random::<[u8; 32]>());
         let egress = self.network == NetworkMode::Egress;
@@ -778,7 +771,7 @@ impl DockerBackend {
             ("ATELIER_NOTEBOOK_ID", spec.id.clone()),
             (
                 "ATELIER_STORAGE_SOCKET",
-                format!("{GW_IN_CONTAINER}/{}", runconf::STORAGE_SOCKET),
+                format!("{AGENT_IN_CONTAINER}/{}", runconf::STORAGE_SOCKET),
             ),
             (
                 "PYTHONPATH",
@@ -812,6 +805,9 @@ impl DockerBackend {
             ssh: Some(SshSpec {
                 socket: format!("{AGENT_IN_CONTAINER}/{}", runconf::AGENT_SOCKET).into(),
                 authorized_key,
+                file_socket: Some(
+                    format!("{AGENT_IN_CONTAINER}/{}", runconf::STORAGE_SOCKET).into(),
+                ),
                 shell: None,
             }),
             user: None,
@@ -969,7 +965,6 @@ fn plan(p: &Plan) -> ContainerCreateBody {
         format!("{}:{RUNTIME_IN_CONTAINER}:ro", s(p.runtime_bin)),
         format!("{}:{AGENT_IN_CONTAINER}", s(&p.run.join("agent"))),
         format!("{}:{CONFIG_IN_CONTAINER}:ro", s(&p.run.join("config"))),
-        format!("{}:{GW_IN_CONTAINER}:ro", s(&p.run.join("gw"))),
         format!("{}:{WORK}", s(p.work)),
         format!("{}:/data:rslave", s(p.data)),
     ];
@@ -1281,7 +1276,11 @@ impl Backend for DockerBackend {
 
     async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
         let h = Self::decode(handle)?;
-        runconf::ssh_link(&self.notebook_dir(&h.notebook_id).join("run")).await
+        runconf::ssh_link(
+            &self.notebook_dir(&h.notebook_id).join("run"),
+            AGENT_IN_CONTAINER,
+        )
+        .await
     }
 
     fn saves_images(&self) -> bool {
@@ -1479,13 +1478,6 @@ impl Backend for DockerBackend {
         workdisk::info(&self.notebook_dir(id))
     }
 
-    fn storage_socket(&self, id: &str) -> Result<PathBuf, BackendError> {
-        Ok(self
-            .notebook_dir(id)
-            .join("run/gw")
-            .join(runconf::STORAGE_SOCKET))
-    }
-
     fn mount_place(&self, id: &str, path: &str) -> Result<super::MountPlace, BackendError> {
         let nb = self.notebook_dir(id);
         let owner = Some((NOTEBOOK_UID, NOTEBOOK_GID));
@@ -1677,7 +1669,6 @@ mod tests {
             "/opt/rt:/opt/atelier/atelier-notebook-runtime:ro",
             "/d/nb1/run/agent:/run/atelier",
             "/d/nb1/run/config:/run/atelier-config:ro",
-            "/d/nb1/run/gw:/run/atelier-gw:ro",
             "/d/nb1/work:/home/ma-user/work",
             "/d/nb1/data:/data:rslave",
             "/srv/ext/nb1/a:/opt/data",

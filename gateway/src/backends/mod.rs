@@ -8,7 +8,8 @@
 //!   stop(handle, grace)            SIGTERM, then SIGKILL after the grace period
 //!   delete(id, handle)             everything, including the work dir
 //!   upstream(handle) -> Upstream   where the proxy sends a notebook's traffic
-//!   ssh_link(handle) -> SshLink    where the SSH front door reaches the notebook's agent
+//!   ssh_link(handle) -> SshLink    the notebook's agent: SSH sessions, and `atelier.file`
+//!                                  relayed back over the same kind of link
 //! ```
 //!
 //! The handle is a typed value per backend persisted in the store
@@ -18,6 +19,7 @@
 //! (save an image, expand a work disk on the process backend) answer
 //! [`BackendError::Unsupported`] with a clear message.
 
+pub mod agent;
 pub mod cgroups;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
@@ -108,10 +110,13 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// Where a notebook's SSH agent listens and the key it accepts from the gateway (made per
-/// notebook launch; users never see it).
+/// notebook launch; users never see it). Opened by [`agent::connect`].
 pub struct SshLink {
     pub endpoint: Endpoint,
     pub key: russh::keys::PrivateKey,
+    /// Where, inside the notebook, the agent serves `atelier.file` (its
+    /// `ATELIER_STORAGE_SOCKET`) once a link asks it to; `None`: no file API there.
+    pub file_socket: Option<String>,
 }
 
 /// A connected byte stream to something in a notebook.
@@ -405,15 +410,6 @@ pub trait Backend: Send + Sync + 'static {
     /// `None` where the backend cannot tell.
     async fn usage(&self, _handle: &Handle) -> Option<Usage> {
         None
-    }
-
-    /// The host path of the socket `atelier.file` reaches the gateway on, in a directory the
-    /// notebook sees (`ATELIER_STORAGE_SOCKET` inside).
-    fn storage_socket(&self, _id: &str) -> Result<std::path::PathBuf, BackendError> {
-        Err(BackendError::Unsupported(format!(
-            "the {} backend has no object storage for notebooks",
-            self.name()
-        )))
     }
 
     /// Where an object-storage folder chosen at create for `path` goes.

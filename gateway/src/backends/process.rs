@@ -14,9 +14,10 @@
 //! <data>/notebooks/{id}/data       /data: object-storage mounts
 //! <data>/notebooks/{id}/run        root's: specs, the SSH link key, sandbox.log, status.json
 //! <data>/notebooks/{id}/run/agent  /run/atelier, ma-user's: the inner status, jupyter.log,
-//!                                  the Jupyter and SSH sockets (read only through `confined`)
+//!                                  the Jupyter and SSH sockets (read only through `confined`),
+//!                                  atelier.file's socket (the agent's; the gateway never
+//!                                  opens it)
 //! <data>/notebooks/{id}/run/config /run/atelier-config (read-only): Jupyter's config, token
-//! <data>/notebooks/{id}/run/gw     /run/atelier-gw (read-only): the gateway's own sockets
 //! ```
 //!
 //! The runtime runs in its own session, so it outlives the gateway (also a `kill -9`); the
@@ -226,13 +227,10 @@ impl ProcessBackend {
         token: &str,
     ) -> Result<RuntimeSpec, BackendError> {
         let run = dir.join("run");
-        let (config_dir, agent_dir, gw_dir) =
-            (run.join("config"), run.join("agent"), run.join("gw"));
-        for d in [&config_dir, &agent_dir, &gw_dir] {
+        let (config_dir, agent_dir) = (run.join("config"), run.join("agent"));
+        for d in [&config_dir, &agent_dir] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        std::fs::set_permissions(&gw_dir, std::fs::Permissions::from_mode(0o755))
-            .context("gw dir")?;
         let sock = format!("{}/{}", sandbox::AGENT, sandbox::JUPYTER_SOCKET);
         runconf::write_config_dir(
             &config_dir,
@@ -257,7 +255,7 @@ impl ProcessBackend {
             venv: &venv,
             config: Path::new(sandbox::CONFIG),
             runtime_dir: &home.join(".local/share/jupyter/runtime"),
-            storage_socket: &Path::new(sandbox::GW).join(runconf::STORAGE_SOCKET),
+            storage_socket: &Path::new(sandbox::AGENT).join(runconf::STORAGE_SOCKET),
             notebook_id: &spec.id,
         });
         env.insert("USER".into(), "ma-user".into());
@@ -273,6 +271,7 @@ impl ProcessBackend {
             ssh: Some(SshSpec {
                 socket: format!("{}/{AGENT_SOCKET}", sandbox::AGENT).into(),
                 authorized_key,
+                file_socket: Some(Path::new(sandbox::AGENT).join(runconf::STORAGE_SOCKET)),
                 shell: None,
             }),
             user: s.root.then(|| UserSpec {
@@ -304,7 +303,6 @@ impl ProcessBackend {
                 data: &dir.join("data"),
                 agent_dir: &agent_dir,
                 config_dir: &config_dir,
-                gw_dir: &gw_dir,
                 passwd: &run.join("passwd"),
                 group: &run.join("group"),
                 extra_ro: &extra_ro,
@@ -343,9 +341,8 @@ impl ProcessBackend {
         token: &str,
     ) -> Result<(RuntimeSpec, u16), BackendError> {
         let (work, run) = (dir.join("work"), dir.join("run"));
-        let (config_dir, agent_dir, gw_dir) =
-            (run.join("config"), run.join("agent"), run.join("gw"));
-        for d in [&config_dir, &agent_dir, &gw_dir, &dir.join("home")] {
+        let (config_dir, agent_dir) = (run.join("config"), run.join("agent"));
+        for d in [&config_dir, &agent_dir, &dir.join("home")] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         let port = free_port().context("finding a free loopback port")?;
@@ -370,7 +367,7 @@ impl ProcessBackend {
             venv: &venv,
             config: &config_dir,
             runtime_dir: &run.join("jupyter-runtime"),
-            storage_socket: &gw_dir.join(runconf::STORAGE_SOCKET),
+            storage_socket: &agent_dir.join(runconf::STORAGE_SOCKET),
             notebook_id: &spec.id,
         });
         let authorized_key = runconf::new_link_key(&run, &spec.id)?;
@@ -385,6 +382,7 @@ impl ProcessBackend {
                 ssh: Some(SshSpec {
                     socket: agent_dir.join(AGENT_SOCKET),
                     authorized_key,
+                    file_socket: Some(agent_dir.join(runconf::STORAGE_SOCKET)),
                     shell: None,
                 }),
                 user: None,
@@ -636,13 +634,6 @@ impl Backend for ProcessBackend {
         runconf::remove_notebook_dir(&nb).await
     }
 
-    fn storage_socket(&self, id: &str) -> Result<PathBuf, BackendError> {
-        Ok(self
-            .notebook_dir(id)
-            .join("run/gw")
-            .join(runconf::STORAGE_SOCKET))
-    }
-
     fn mount_place(&self, id: &str, path: &str) -> Result<MountPlace, BackendError> {
         let nb = self.notebook_dir(id);
         match self.sandbox() {
@@ -684,7 +675,13 @@ impl Backend for ProcessBackend {
 
     async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
         let id = self.notebook_id_of(handle).unwrap_or_default();
-        runconf::ssh_link(&self.notebook_dir(&id).join("run")).await
+        let run = self.notebook_dir(&id).join("run");
+        // Unconfined, the notebook sees the agent dir at its host path.
+        let agent_inside = match self.sandbox() {
+            Some(_) => sandbox::AGENT.to_owned(),
+            None => run.join("agent").to_string_lossy().into_owned(),
+        };
+        runconf::ssh_link(&run, &agent_inside).await
     }
 
     async fn usage(&self, handle: &Handle) -> Option<Usage> {

@@ -116,7 +116,8 @@ const PYTHON_PACKAGE: [(&str, &str); 3] = [
     ("file.py", include_str!("python/atelier/file.py")),
 ];
 
-/// The socket `atelier.file` talks to, in the agent dir (`notebooks::files`).
+/// The socket `atelier.file` talks to, in the agent dir: the agent listens there while the
+/// gateway's file link asks it to (`notebooks::files`).
 pub const STORAGE_SOCKET: &str = "storage.sock";
 
 /// Writes the embedded auto-stop extension under `dir/<its name>/`.
@@ -159,8 +160,9 @@ pub fn new_link_key(run_dir: &Path, notebook_id: &str) -> Result<String, Backend
 }
 
 /// The link to a notebook's SSH agent: the key in `run_dir` and the agent's socket in
-/// `run_dir/agent`.
-pub async fn ssh_link(run_dir: &Path) -> Result<SshLink, BackendError> {
+/// `run_dir/agent`; `agent_inside` is what the notebook calls that dir (where `atelier.file`'s
+/// socket is).
+pub async fn ssh_link(run_dir: &Path, agent_inside: &str) -> Result<SshLink, BackendError> {
     let key = match tokio::fs::read_to_string(run_dir.join(LINK_KEY_FILE)).await {
         Ok(text) => zeroize::Zeroizing::new(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -182,6 +184,7 @@ pub async fn ssh_link(run_dir: &Path) -> Result<SshLink, BackendError> {
             name: AGENT_SOCKET.into(),
         },
         key,
+        file_socket: Some(format!("{agent_inside}/{STORAGE_SOCKET}")),
     })
 }
 

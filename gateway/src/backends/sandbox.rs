@@ -18,9 +18,8 @@
 //! | `/home/ma-user/work` | `<nb>/work` | read-write, the notebook's own |
 //! | `/home/ma-user` | tmpfs | HOME, gone at stop |
 //! | `/data` | `<nb>/data` | object-storage mounts (propagated while running) |
-//! | `/run/atelier` | `<nb>/run/agent` | the runtime's status, log and sockets (read-write) |
+//! | `/run/atelier` | `<nb>/run/agent` | the runtime's status, log and sockets, `atelier.file`'s among them (read-write) |
 //! | `/run/atelier-config` | `<nb>/run/config` | Jupyter's config and token (read-only) |
-//! | `/run/atelier-gw` | `<nb>/run/gw` | the gateway's sockets (read-only: the notebook connects, never replaces) |
 //! | `/tmp`, `/var/tmp`, `/dev/shm` | tmpfs | |
 //! | `/usr`, `/etc`, `/opt`, `/sys`, `/bin`… | the host's | read-only |
 //! | the JupyterLab virtualenv, its base Python, the runtime binary | at their host paths | read-only |
@@ -45,7 +44,6 @@ pub const HOME: &str = "/home/ma-user";
 pub const WORK: &str = "/home/ma-user/work";
 pub const AGENT: &str = "/run/atelier";
 pub const CONFIG: &str = "/run/atelier-config";
-pub const GW: &str = "/run/atelier-gw";
 /// Jupyter's socket, in the agent dir.
 pub const JUPYTER_SOCKET: &str = "jupyter.sock";
 
@@ -190,7 +188,6 @@ pub struct Paths<'a> {
     pub data: &'a Path,
     pub agent_dir: &'a Path,
     pub config_dir: &'a Path,
-    pub gw_dir: &'a Path,
     /// `passwd` and `group` files naming `ma-user`.
     pub passwd: &'a Path,
     pub group: &'a Path,
@@ -304,12 +301,7 @@ pub fn argv(s: &Sandbox, host: &HostRoot, p: &Paths) -> Vec<String> {
     // bubblewrap makes the missing parents of a mount point mode 0700: they are made here
     // first, 0755, so ma-user can reach what is bound below them.
     let mut made: Vec<PathBuf> = Vec::new();
-    let dests = [
-        Path::new(AGENT),
-        Path::new(CONFIG),
-        Path::new(GW),
-        Path::new(WORK),
-    ];
+    let dests = [Path::new(AGENT), Path::new(CONFIG), Path::new(WORK)];
     for dest in dests.iter().copied().chain(at_host_paths.iter().copied()) {
         let mut chain: Vec<&Path> = dest.ancestors().skip(1).collect();
         chain.reverse();
@@ -332,7 +324,6 @@ pub fn argv(s: &Sandbox, host: &HostRoot, p: &Paths) -> Vec<String> {
     push(&mut a, &["--bind", &str(p.data), "/data"]);
     push(&mut a, &["--bind", &str(p.agent_dir), AGENT]);
     push(&mut a, &["--ro-bind", &str(p.config_dir), CONFIG]);
-    push(&mut a, &["--ro-bind", &str(p.gw_dir), GW]);
     push(&mut a, &["--chdir", WORK, "--"]);
     a
 }
@@ -567,7 +558,6 @@ mod tests {
                 data: &p("/d/nb/1/data"),
                 agent_dir: &p("/d/nb/1/run/agent"),
                 config_dir: &p("/d/nb/1/run/config"),
-                gw_dir: &p("/d/nb/1/run/gw"),
                 passwd: &p("/d/nb/1/run/passwd"),
                 group: &p("/d/nb/1/run/group"),
                 extra_ro: &[],
@@ -598,7 +588,6 @@ mod tests {
             "--bind /d/nb/1/data /data",
             "--bind /d/nb/1/run/agent /run/atelier",
             "--ro-bind /d/nb/1/run/config /run/atelier-config",
-            "--ro-bind /d/nb/1/run/gw /run/atelier-gw",
             "--chdir /home/ma-user/work --",
         ] {
             assert!(a.contains(needed), "{needed} missing from {a}");

@@ -1,20 +1,30 @@
 //! Object storage for code inside a notebook (`atelier.file`, the counterpart of MoXing's
-//! `mox.file`), the service side. While a notebook runs, the gateway serves a small HTTP API
-//! (`api/files.rs`, handed in as a [`FileServer`]) on a unix socket in the notebook's gw dir
-//! (`<nb>/run/gw`, the gateway's own, bound read-only into the notebook at
-//! `/run/atelier-gw`; `ATELIER_STORAGE_SOCKET` inside). This module owns the sockets and
-//! which connection a request acts with: the notebook owner's, so the notebook never holds
-//! their credentials, and the socket of one notebook reaches no other user's connections.
+//! `mox.file`), the service side. While a notebook runs, the gateway keeps a link to its
+//! agent (`backends::agent`, the same SSH link the SSH front door uses) and asks the agent
+//! to listen on `atelier.file`'s socket inside the notebook (`ATELIER_STORAGE_SOCKET`,
+//! `SshLink::file_socket`); each connection there comes back over the link as a
+//! `forwarded-streamlocal` channel and is served by a small HTTP API (`api/files.rs`, handed
+//! in as a [`FileServer`]). The gateway opens no path and no port on the notebook's
+//! machine, so this works wherever a backend runs the notebook.
+//!
+//! This module owns the links and which connection a request acts with: the notebook
+//! owner's, so the notebook never holds their credentials, and one notebook's link reaches
+//! no other user's connections.
 //! A request may name `connection=`; without it the owner's connection whose default
 //! bucket is the URI's, or their only connection, is used.
+//!
+//! Invariant: what arrives on a notebook's link is served with that notebook's scope only;
+//! the link is opened by the gateway, with the key of that notebook's launch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use russh::client;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::Backend;
+use crate::backends::{Backend, BackendError, Handle, Stream, agent};
 use crate::error::Error;
 use crate::object_storage::{connections, s3};
 use crate::secrets::SecretBox;
@@ -22,21 +32,128 @@ use crate::store::{Store, storage_connections};
 
 /// Writes one notebook runs at once (each may hold a part in memory); more wait.
 const WRITES_PER_NOTEBOOK: usize = 4;
+/// Connections one notebook holds open to the file API at once; more are refused (the
+/// client sees its connection closed) until one ends.
+const CONNECTIONS_PER_NOTEBOOK: usize = 64;
+/// How long one attempt to open a notebook's file link may take.
+const LINK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest pause between attempts while a running notebook's agent does not answer.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The front door that answers `atelier.file` requests (`api/files.rs`).
 pub trait FileServer: Send + Sync + 'static {
-    /// Serves `listener` for `scope` until `stop` is cancelled (then lets the requests in
-    /// flight finish). [`Files`] runs it on its task tracker.
+    /// Serves the connections of `incoming` for `scope` until `stop` is cancelled (then
+    /// lets the requests in flight finish). [`Files`] runs it on its task tracker.
     fn serve(
         &self,
-        listener: tokio::net::UnixListener,
+        incoming: Incoming,
         scope: FileScope,
         stop: CancellationToken,
     ) -> futures_util::future::BoxFuture<'static, ()>;
 }
 
-/// The file API service: serves `atelier.file` on each running notebook's socket through
-/// its [`FileServer`]. It owns the running sockets. Cloning shares it.
+/// One notebook's `atelier.file` connections, as they arrive over its link.
+pub struct Incoming {
+    rx: mpsc::Receiver<Connection>,
+}
+
+impl Incoming {
+    /// The next connection; `None` once the notebook's link is gone for good.
+    pub async fn next(&mut self) -> Option<Connection> {
+        self.rx.recv().await
+    }
+}
+
+/// A byte stream from a program in the notebook to the file API; it holds one of the
+/// notebook's [`CONNECTIONS_PER_NOTEBOOK`] places until dropped.
+pub struct Connection {
+    stream: Box<dyn Stream>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The link's client side: takes the agent's `forwarded-streamlocal` channels for the one
+/// socket it asked for, and nothing else.
+struct LinkClient {
+    socket: String,
+    connections: mpsc::Sender<Connection>,
+    places: Arc<Semaphore>,
+}
+
+impl client::Handler for LinkClient {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // Reached through the backend's endpoint for this notebook; whatever answers there
+        // gets the notebook's own scope and nothing more.
+        Ok(true)
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let place = match self.places.clone().try_acquire_owned() {
+            Ok(p) if socket_path == self.socket => p,
+            _ => {
+                reply
+                    .reject(russh::ChannelOpenFailure::ResourceShortage)
+                    .await;
+                return Ok(());
+            }
+        };
+        reply.accept().await;
+        let connection = Connection {
+            stream: Box::new(channel.into_stream()),
+            _place: place,
+        };
+        // A full queue: the server is not taking connections; this one is dropped.
+        let _ = self.connections.try_send(connection);
+        Ok(())
+    }
+}
+
+/// The file API service: serves `atelier.file` in each running notebook through its
+/// [`FileServer`]. It owns the notebooks' file links. Cloning shares it.
 #[derive(Clone)]
 pub struct Files {
     inner: Arc<Inner>,
@@ -49,13 +166,21 @@ struct Inner {
     secrets: Arc<SecretBox>,
     /// `None`: no file API (the lifecycle's own tests).
     server: Option<Arc<dyn FileServer>>,
-    /// The running sockets, by notebook.
-    sockets: std::sync::Mutex<HashMap<String, CancellationToken>>,
-    /// Their servers, waited for at shutdown ([`Files::shutdown`]).
+    /// The running links, by notebook.
+    links: std::sync::Mutex<HashMap<String, Running>>,
+    /// Their tasks and servers, waited for at shutdown ([`Files::shutdown`]).
     tasks: tokio_util::task::TaskTracker,
 }
 
-/// What one notebook's socket acts for: its owner's connections, its turn to write.
+/// One notebook's file link while it runs.
+struct Running {
+    stop: CancellationToken,
+    /// `true` while the agent listens on the notebook's socket for the gateway; closed when
+    /// the notebook has no file API.
+    serving: watch::Receiver<bool>,
+}
+
+/// What one notebook's link acts for: its owner's connections, its turn to write.
 #[derive(Clone)]
 pub struct FileScope {
     files: Files,
@@ -105,25 +230,6 @@ impl FileScope {
     }
 }
 
-/// Binds a unix socket; a path longer than `bind(2)` takes (a deep data dir) is reached
-/// through its directory's descriptor, `/proc/self/fd/N/name` (`atelier.file` connects the
-/// same way).
-fn bind_long(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::fd::AsRawFd;
-    let listener = match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) if path.as_os_str().len() >= 100 => {
-            let dir = std::fs::File::open(dir)?;
-            let short = std::path::Path::new("/proc/self/fd")
-                .join(dir.as_raw_fd().to_string())
-                .join(name);
-            std::os::unix::net::UnixListener::bind(short)?
-        }
-        _ => std::os::unix::net::UnixListener::bind(path)?,
-    };
-    listener.set_nonblocking(true)?;
-    tokio::net::UnixListener::from_std(listener)
-}
-
 impl Files {
     pub fn new(
         store: Store,
@@ -137,40 +243,37 @@ impl Files {
                 backend,
                 secrets,
                 server,
-                sockets: Default::default(),
+                links: Default::default(),
                 tasks: Default::default(),
             }),
         }
     }
 
-    /// Serves `atelier.file` on the notebook's socket (again after a gateway restart).
-    /// Idempotent.
-    pub(crate) fn serve_files(&self, notebook_id: &str, owner_id: &str) {
+    /// Serves `atelier.file` in the notebook: keeps a link to its agent (opened again
+    /// whenever it drops, until [`Files::stop_files`]) and serves what arrives over it.
+    /// Idempotent: a notebook already served keeps its link.
+    pub(crate) fn serve_files(&self, notebook_id: &str, owner_id: &str, handle: &Handle) {
         let Some(server) = &self.inner.server else {
             return;
         };
-        let Ok(socket) = self.inner.backend.storage_socket(notebook_id) else {
-            return;
-        };
-        let mut running = self.inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
-        if running.get(notebook_id).is_some_and(|t| !t.is_cancelled()) && socket.exists() {
+        let mut running = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
+        if running
+            .get(notebook_id)
+            .is_some_and(|r| !r.stop.is_cancelled())
+        {
             return;
         }
-        let _ = std::fs::remove_file(&socket);
-        let listener = match bind_long(&socket) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(notebook = %notebook_id, socket = %socket.display(), error = %e, "atelier.file is unavailable in this notebook");
-                return;
-            }
-        };
-        use std::os::unix::fs::PermissionsExt;
-        // The notebook's user (ma-user, 1000) connects. The socket is in the gateway's own
-        // dir (bound read-only into the notebook), so this path is the gateway's alone.
-        let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666));
         let stop = CancellationToken::new();
-        if let Some(old) = running.insert(notebook_id.to_owned(), stop.clone()) {
-            old.cancel();
+        let (serving_tx, serving) = watch::channel(false);
+        let (connections, rx) = mpsc::channel(16);
+        if let Some(old) = running.insert(
+            notebook_id.to_owned(),
+            Running {
+                stop: stop.clone(),
+                serving,
+            },
+        ) {
+            old.stop.cancel();
         }
         let scope = FileScope {
             files: self.clone(),
@@ -178,21 +281,50 @@ impl Files {
             owner_id: owner_id.to_owned(),
             writes: Arc::new(tokio::sync::Semaphore::new(WRITES_PER_NOTEBOOK)),
         };
-        self.inner.tasks.spawn(server.serve(listener, scope, stop));
+        self.inner
+            .tasks
+            .spawn(server.serve(Incoming { rx }, scope, stop.clone()));
+        self.inner.tasks.spawn(keep_link(
+            self.inner.backend.clone(),
+            handle.clone(),
+            notebook_id.to_owned(),
+            connections,
+            serving_tx,
+            stop,
+        ));
     }
 
-    /// At gateway shutdown: every socket stops taking requests and the ones in flight get
-    /// up to 10 s. The socket files stay (the notebooks run on); the next gateway serves
-    /// them again.
-    pub(crate) async fn shutdown(&self) {
-        for (_, stop) in self
+    /// Waits until the agent serves `atelier.file` in the notebook (at most `timeout`), so a
+    /// notebook is shown RUNNING only once its first kernel can use it. `false`: not served
+    /// (no file API on this backend, the agent did not answer in time).
+    pub(crate) async fn wait_serving(&self, notebook_id: &str, timeout: Duration) -> bool {
+        let serving = self
             .inner
-            .sockets
+            .links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(notebook_id)
+            .map(|r| r.serving.clone());
+        let Some(mut serving) = serving else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(timeout, serving.wait_for(|s| *s)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// At gateway shutdown: every link closes (the agents stop listening) and the requests
+    /// in flight get up to 10 s. The notebooks run on; the next gateway serves them again.
+    pub(crate) async fn shutdown(&self) {
+        for (_, r) in self
+            .inner
+            .links
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain()
         {
-            stop.cancel();
+            r.stop.cancel();
         }
         self.inner.tasks.close();
         if tokio::time::timeout(std::time::Duration::from_secs(10), self.inner.tasks.wait())
@@ -203,19 +335,100 @@ impl Files {
         }
     }
 
-    /// Stops serving the notebook's socket (stop, delete).
+    /// Stops serving the notebook (stop, delete): its link closes.
     pub(crate) fn stop_files(&self, notebook_id: &str) {
-        if let Some(t) = self
+        if let Some(r) = self
             .inner
-            .sockets
+            .links
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(notebook_id)
         {
-            t.cancel();
+            r.stop.cancel();
         }
-        if let Ok(socket) = self.inner.backend.storage_socket(notebook_id) {
-            let _ = std::fs::remove_file(socket);
+    }
+}
+
+/// Keeps one notebook's file link open until `stop`: dials the agent, asks it to listen on
+/// the notebook's `atelier.file` socket, hands each connection that comes back to the
+/// server; when the link drops (the agent restarted, a network), dials again after a pause
+/// that grows to [`RETRY_MAX`]. A backend without an agent or a file socket: nothing to do.
+async fn keep_link(
+    backend: Arc<dyn Backend>,
+    handle: Handle,
+    notebook_id: String,
+    connections: mpsc::Sender<Connection>,
+    serving: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    let places = Arc::new(Semaphore::new(CONNECTIONS_PER_NOTEBOOK));
+    let mut pause = Duration::from_millis(100);
+    let mut told = false;
+    loop {
+        let attempt = async {
+            let link = match backend.ssh_link(&handle).await {
+                Ok(l) => l,
+                Err(BackendError::Unsupported(_)) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let Some(socket) = link.file_socket.clone() else {
+                return Ok(None);
+            };
+            let client = LinkClient {
+                socket: socket.clone(),
+                connections: connections.clone(),
+                places: places.clone(),
+            };
+            let link = agent::connect(link, client).await?;
+            link.streamlocal_forward(socket).await.map_err(|e| {
+                format!(
+                    "the notebook's agent does not serve atelier.file ({e}); if the notebook was started by an older gateway, stop and start it"
+                )
+            })?;
+            Ok(Some(link))
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(LINK_TIMEOUT, attempt) => r,
+            _ = stop.cancelled() => return,
+        };
+        match outcome {
+            // No file API here: `wait_serving` stops waiting.
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(mut link))) => {
+                serving.send_replace(true);
+                if told {
+                    tracing::info!(notebook = %notebook_id, "atelier.file is served again");
+                }
+                told = false;
+                pause = Duration::from_millis(100);
+                tokio::select! {
+                    _ = &mut link => {}
+                    _ = stop.cancelled() => {
+                        let _ = link
+                            .disconnect(russh::Disconnect::ByApplication, "", "")
+                            .await;
+                        return;
+                    }
+                }
+                serving.send_replace(false);
+            }
+            Ok(Err(why)) => {
+                if !told {
+                    tracing::warn!(notebook = %notebook_id, error = %why, "atelier.file is unavailable in this notebook; trying again");
+                    told = true;
+                }
+            }
+            Err(_) => {
+                if !told {
+                    tracing::warn!(notebook = %notebook_id, "atelier.file: the notebook's agent did not answer within {} s; trying again", LINK_TIMEOUT.as_secs());
+                    told = true;
+                }
+            }
         }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.cancelled() => return,
+        }
+        pause = (pause * 2).min(RETRY_MAX);
     }
 }

@@ -59,8 +59,10 @@ pub async fn check_running(lc: &Lifecycle) -> anyhow::Result<()> {
         // Object-storage mounts follow the notebook: made again where their process died
         // (or after a gateway restart), ended with a notebook that is gone.
         let mounts = if running {
-            // After a gateway restart: the notebook's atelier.file socket again.
-            lc.files().serve_files(&row.id, &row.owner_id);
+            // After a gateway restart: the notebook's atelier.file link again.
+            if let Some(h) = &handle {
+                lc.files().serve_files(&row.id, &row.owner_id, h);
+            }
             lc.mounts().ensure_mounts(&row.id).await.map(|_| ())
         } else if exited {
             // What outlived the server (a process that left its tree, the notebook's

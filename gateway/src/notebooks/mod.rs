@@ -862,10 +862,16 @@ impl Lifecycle {
             let h = handle
                 .as_ref()
                 .ok_or_else(|| BackendError::Start("no handle".into()))?;
-            // `atelier.file` answers from the first kernel on.
-            self.inner.files.serve_files(id, &row.owner_id);
+            self.inner.files.serve_files(id, &row.owner_id, h);
             let timeout = Duration::from_secs(self.inner.settings.backend.start_timeout_secs);
-            backend.wait_ready(&spec, h, timeout).await
+            backend.wait_ready(&spec, h, timeout).await?;
+            // `atelier.file` answers from the first kernel on (its link's own log says why
+            // when it does not).
+            self.inner
+                .files
+                .wait_serving(id, Duration::from_secs(10))
+                .await;
+            Ok(())
         }
         .await;
 

@@ -11,7 +11,8 @@
 //!
 //! One link per user connection, opened when the user logs in to a running notebook and
 //! authenticated with the notebook's link key (made per launch, never shown to anyone).
-//! The link is a local socket, so it negotiates the `none` cipher: no second encryption.
+//! The link is opened by `backends::agent` (a local one negotiates the `none` cipher: no
+//! second encryption).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -19,13 +20,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use russh::client;
-use russh::keys::PrivateKeyWithHashAlg;
 use russh::server::{self, ChannelOpenHandle};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, ChannelWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::activity::{ActivityClocks, Source};
-use crate::backends::Handle as BackendHandle;
+use crate::backends::{Handle as BackendHandle, agent};
 use crate::notebooks::status::RUNNING;
 use crate::routing::RouteTable;
 use crate::ssh::SshDoor;
@@ -126,24 +126,6 @@ impl Activity {
     }
 }
 
-fn link_config() -> Arc<client::Config> {
-    Arc::new(client::Config {
-        preferred: russh::Preferred {
-            kex: std::borrow::Cow::Borrowed(&[
-                russh::kex::CURVE25519,
-                russh::kex::EXTENSION_SUPPORT_AS_CLIENT,
-                russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
-            ]),
-            cipher: std::borrow::Cow::Borrowed(&[russh::cipher::NONE]),
-            mac: std::borrow::Cow::Borrowed(&[russh::mac::NONE]),
-            ..Default::default()
-        },
-        inactivity_timeout: None,
-        channel_buffer_size: 256,
-        ..Default::default()
-    })
-}
-
 /// Opens the link to a running notebook's agent. The error is the text the user sees.
 pub async fn open(
     door: SshDoor,
@@ -182,28 +164,7 @@ pub async fn open(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     let connect = async {
-        let stream = link.endpoint.dial().await.map_err(|e| {
-            format!(
-                "the notebook's SSH agent does not answer ({e}); if the notebook was started by an older gateway, stop and start it"
-            )
-        })?;
-        let mut handle =
-            client::connect_stream(link_config(), stream, LinkClient { front, activity })
-                .await
-                .map_err(|e| format!("the notebook's SSH agent failed the handshake ({e})"))?;
-        let auth = handle
-            .authenticate_publickey(
-                "atelier-gateway",
-                PrivateKeyWithHashAlg::new(Arc::new(link.key), None),
-            )
-            .await
-            .map_err(|e| format!("the notebook's SSH agent failed the handshake ({e})"))?;
-        if !auth.success() {
-            return Err(
-                "the notebook's SSH agent refused the gateway's key; stop and start the notebook"
-                    .to_owned(),
-            );
-        }
+        let handle = agent::connect(link, LinkClient { front, activity }).await?;
         Ok(Arc::new(Link { handle }))
     };
     match tokio::time::timeout(LINK_TIMEOUT, connect).await {

@@ -131,6 +131,39 @@ impl russh::server::Handler for Conn {
         }
     }
 
+    /// Only the path of `spec.ssh.file_socket`: the gateway's file link. Any other path
+    /// (a user's `ssh -R /path:…` relayed by mistake, a forged request) is refused.
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(path) = self
+            .ctx
+            .file_socket
+            .as_deref()
+            .filter(|p| p.as_os_str() == socket_path)
+        else {
+            log!("SSH agent: refused to listen on {socket_path:?} (not atelier.file's socket)");
+            return Ok(false);
+        };
+        match self.remote.listen_unix(path, session.handle()) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                log!("SSH agent: cannot serve atelier.file on {socket_path}: {e:#}");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.remote.cancel_unix(std::path::Path::new(socket_path)))
+    }
+
     async fn cancel_tcpip_forward(
         &mut self,
         address: &str,

@@ -1,5 +1,6 @@
 //! Port forwarding from inside the notebook: `direct-tcpip` (`ssh -L`, VS Code's tunnels)
-//! connects from here, and `tcpip-forward` (`ssh -R`) listens here on loopback.
+//! connects from here, `tcpip-forward` (`ssh -R`) listens here on loopback, and
+//! `streamlocal-forward` (the gateway's file link) listens on `atelier.file`'s socket.
 
 use std::collections::HashMap;
 use std::io;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelOpenFailure};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::task::JoinHandle;
 
 /// How long a `direct-tcpip` connect may take before the channel is refused.
@@ -51,21 +52,34 @@ async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
     TcpStream::connect((host, port)).await
 }
 
-async fn relay(channel: Channel<Msg>, mut tcp: TcpStream) {
+async fn relay(channel: Channel<Msg>, tcp: TcpStream) {
+    relay_to(channel, tcp).await;
+}
+
+async fn relay_to(
+    channel: Channel<Msg>,
+    mut local: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+) {
     let mut stream = channel.into_stream();
-    let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut local).await;
 }
 
 /// The remote forwards of one connection. Every listener stops when this is dropped.
 #[derive(Default)]
 pub struct Remote {
     listeners: HashMap<(String, u32), JoinHandle<()>>,
+    /// Unix-socket forwards by path; the socket file goes with them.
+    unix: HashMap<std::path::PathBuf, JoinHandle<()>>,
 }
 
 impl Drop for Remote {
     fn drop(&mut self) {
         for (_, task) in self.listeners.drain() {
             task.abort();
+        }
+        for (path, task) in self.unix.drain() {
+            task.abort();
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -110,6 +124,45 @@ impl Remote {
             old.abort();
         }
         Ok(bound)
+    }
+
+    /// Listens on the unix socket `path` (mode 0666: any program of the notebook may
+    /// connect; what was at the path, a link included, is replaced) and opens a
+    /// `forwarded-streamlocal` channel back for every connection.
+    pub fn listen_unix(&mut self, path: &std::path::Path, handle: Handle) -> io::Result<()> {
+        let listener = super::bind_with_mode(path, 0o666).map_err(io::Error::other)?;
+        let listener = UnixListener::from_std(listener)?;
+        let name = path.to_string_lossy().into_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((local, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let handle = handle.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    if let Ok(channel) = handle.channel_open_forwarded_streamlocal(name).await {
+                        relay_to(channel, local).await;
+                    }
+                });
+            }
+        });
+        if let Some(old) = self.unix.insert(path.to_path_buf(), task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    pub fn cancel_unix(&mut self, path: &std::path::Path) -> bool {
+        match self.unix.remove(path) {
+            Some(task) => {
+                task.abort();
+                let _ = std::fs::remove_file(path);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn cancel(&mut self, address: &str, port: u32) -> bool {

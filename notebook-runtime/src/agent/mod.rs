@@ -11,6 +11,8 @@
 //!   session       ──► session::run   pty-req, env, shell | exec | subsystem sftp
 //!   direct-tcpip  ──► forward::direct   TCP connect from inside the notebook
 //!   tcpip-forward ──► forward::Remote   listen on loopback, open forwarded-tcpip back
+//!   streamlocal-forward (spec.ssh.file_socket only)
+//!                 ──► forward::Remote   listen there, open forwarded-streamlocal back
 //! ```
 //!
 //! It runs on its own thread with a small tokio runtime; the supervisor's main thread keeps
@@ -40,6 +42,8 @@ pub struct Ctx {
     /// Where sessions and sftp start: the notebook's work directory.
     pub cwd: PathBuf,
     pub shell: String,
+    /// The one path a gateway may ask the agent to serve `atelier.file` on.
+    pub file_socket: Option<PathBuf>,
 }
 
 fn pick_shell(ssh: &SshSpec, env: &BTreeMap<String, String>) -> String {
@@ -97,6 +101,12 @@ pub fn preferred() -> russh::Preferred {
 }
 
 fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
+    bind_with_mode(path, 0o600)
+}
+
+/// Binds a unix socket at `path` with `mode`, replacing what is there: a stale socket, or a
+/// link planted in its place (removed itself; what it points to is never touched).
+pub(crate) fn bind_with_mode(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -106,7 +116,7 @@ fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
         Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
     }
     let listener = bind_long(path).with_context(|| format!("listening on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("securing {}", path.display()))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
@@ -144,6 +154,7 @@ pub fn start(spec: &Spec) -> Result<()> {
         env: spec.env.clone(),
         cwd: spec.cwd.clone(),
         shell: pick_shell(ssh, &spec.env),
+        file_socket: ssh.file_socket.clone(),
     });
     let config = Arc::new(russh::server::Config {
         server_id: russh::SshId::Standard("SSH-2.0-AtelierNotebookAgent".into()),

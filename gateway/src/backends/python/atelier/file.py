@@ -8,7 +8,8 @@
 
 Paths are ``obs://bucket/key`` or ``s3://bucket/key`` (the object store) or local paths; every
 function takes both. The notebook holds no credentials: calls go to the gateway over the
-socket in ``ATELIER_STORAGE_SOCKET``, which acts with the notebook owner's storage
+socket in ``ATELIER_STORAGE_SOCKET`` (the notebook's agent relays them over the gateway's
+link to the notebook), which acts with the notebook owner's storage
 connections (the one whose bucket the path names, or their only one; choose another with
 ``set_connection(name)``, ``connection=...`` or ``ATELIER_STORAGE_CONNECTION``).
 """
@@ -19,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import urllib.parse
 
 __all__ = [
@@ -75,9 +77,33 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = s
 
 
+# How long a call waits for the gateway's link to the notebook (a restarted gateway opens
+# it again within seconds) before it fails.
+_LINK_WAIT = 30.0
+
+
+def _connect(path):
+    """A connection to the file API. The socket is the notebook's agent's, there while the
+    gateway is linked to the notebook; a call made while it is not waits a little."""
+    deadline = time.monotonic() + _LINK_WAIT
+    while True:
+        conn = _UnixConnection(path)
+        try:
+            conn.connect()
+            return conn
+        except (FileNotFoundError, ConnectionRefusedError):
+            conn.close()
+            if time.monotonic() >= deadline:
+                raise StorageError(
+                    "object storage is not served in this notebook right now (the gateway "
+                    "is not linked to it); try again in a moment, or restart the notebook"
+                ) from None
+            time.sleep(0.2)
+
+
 def _call(method, route, params, body=None, length=None, stream=False, connection=None):
     path = os.environ.get("ATELIER_STORAGE_SOCKET")
-    if not path or not os.path.exists(path):
+    if not path:
         raise StorageError(
             "object storage is not served in this notebook (no ATELIER_STORAGE_SOCKET); "
             "restart the notebook, or ask the operator whether object storage is set up"
@@ -86,7 +112,7 @@ def _call(method, route, params, body=None, length=None, stream=False, connectio
     name = connection or _connection
     if name:
         query["connection"] = name
-    conn = _UnixConnection(path)
+    conn = _connect(path)
     headers = {}
     if length is not None:
         headers["Content-Length"] = str(length)
