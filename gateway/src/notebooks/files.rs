@@ -39,6 +39,9 @@ const CONNECTIONS_PER_NOTEBOOK: usize = 64;
 const LINK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest pause between attempts while a running notebook's agent does not answer.
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Logged when an agent refuses to serve the file API (not asked again until the notebook
+/// is launched again).
+const REFUSED: &str = "the notebook's agent refused to serve atelier.file (a notebook started by an older gateway has no such socket: stop and start it); not asked again until the notebook starts again";
 
 /// The front door that answers `atelier.file` requests (`api/files.rs`).
 pub trait FileServer: Send + Sync + 'static {
@@ -349,6 +352,14 @@ impl Files {
     }
 }
 
+/// Why an attempt to open a file link failed.
+enum LinkFailed {
+    /// The agent refused to serve the socket: not asked again.
+    Refused,
+    /// It may work next time (the agent starting, a dropped connection); the text says why.
+    Retry(String),
+}
+
 /// Keeps one notebook's file link open until `stop`: dials the agent, asks it to listen on
 /// the notebook's `atelier.file` socket, hands each connection that comes back to the
 /// server; when the link drops (the agent restarted, a network), dials again after a pause
@@ -369,7 +380,7 @@ async fn keep_link(
             let link = match backend.ssh_link(&handle).await {
                 Ok(l) => l,
                 Err(BackendError::Unsupported(_)) => return Ok(None),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(LinkFailed::Retry(e.to_string())),
             };
             let Some(socket) = link.file_socket.clone() else {
                 return Ok(None);
@@ -379,13 +390,18 @@ async fn keep_link(
                 connections: connections.clone(),
                 places: places.clone(),
             };
-            let link = agent::connect(link, client).await?;
-            link.streamlocal_forward(socket).await.map_err(|e| {
-                format!(
-                    "the notebook's agent does not serve atelier.file ({e}); if the notebook was started by an older gateway, stop and start it"
-                )
-            })?;
-            Ok(Some(link))
+            let link = agent::connect(link, client)
+                .await
+                .map_err(LinkFailed::Retry)?;
+            match link.streamlocal_forward(socket).await {
+                Ok(()) => Ok(Some(link)),
+                // The agent said no: that does not change until the notebook is launched
+                // again (which serves it anew).
+                Err(russh::Error::RequestDenied) => Err(LinkFailed::Refused),
+                Err(e) => Err(LinkFailed::Retry(format!(
+                    "the notebook's agent link failed ({e})"
+                ))),
+            }
         };
         let outcome = tokio::select! {
             r = tokio::time::timeout(LINK_TIMEOUT, attempt) => r,
@@ -412,7 +428,11 @@ async fn keep_link(
                 }
                 serving.send_replace(false);
             }
-            Ok(Err(why)) => {
+            Ok(Err(LinkFailed::Refused)) => {
+                tracing::warn!(notebook = %notebook_id, "{REFUSED}");
+                return;
+            }
+            Ok(Err(LinkFailed::Retry(why))) => {
                 if !told {
                     tracing::warn!(notebook = %notebook_id, error = %why, "atelier.file is unavailable in this notebook; trying again");
                     told = true;
