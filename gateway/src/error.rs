@@ -1,7 +1,12 @@
-//! The domain's error: a kind (what went wrong, in the caller's terms), a stable code, a
-//! message for the user, and a hidden source that is logged, never shown. Services return
-//! it; only `api/error.rs` turns a kind into an HTTP status, so nothing below `api/` speaks
-//! HTTP.
+//! The domain's common error: a kind (what went wrong, in the caller's terms), a stable
+//! code, a message for the user, and a hidden source that is logged, never shown. Only
+//! `api/error.rs` turns a kind into an HTTP status, so nothing below `api/` speaks HTTP.
+//!
+//! A service with failures of its own has its own `thiserror` enum (`notebooks::uploads::
+//! UploadError`, `notebooks::mounts::MountError`, `notebooks::save::SaveError`): each variant
+//! says what failed and [`DomainError::kind`] whose side it is on; `domain_error!` gives it
+//! the `From` into this common error that the front doors use. Nothing turns a failure into
+//! a kind by its text.
 
 use crate::lifecycle::Refused;
 use crate::store::transition::Denied;
@@ -87,6 +92,89 @@ impl Error {
     /// What an internal error hides (for the log).
     pub fn source(&self) -> Option<&anyhow::Error> {
         self.source.as_ref()
+    }
+}
+
+impl Kind {
+    /// The stable code of an error of this kind that has none of its own.
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::Invalid => "invalid_argument",
+            Kind::Unauthenticated => "unauthenticated",
+            Kind::Forbidden => "permission_denied",
+            Kind::NotFound => "not_found",
+            Kind::MethodNotAllowed => "method_not_allowed",
+            Kind::Conflict => "conflict",
+            Kind::TooLarge => "payload_too_large",
+            Kind::UnsupportedMedia => "unsupported_media_type",
+            Kind::Upstream => "unavailable",
+            Kind::Unavailable => "unavailable",
+            Kind::Internal => "internal",
+        }
+    }
+}
+
+/// A domain module's own error.
+pub trait DomainError: std::error::Error + Send + Sync + Sized + 'static {
+    /// Whose side the failure is on.
+    fn kind(&self) -> Kind;
+
+    /// The code clients match; the kind's by default.
+    fn code(&self) -> &'static str {
+        self.kind().code()
+    }
+}
+
+impl Error {
+    /// The common error of a module's own: its kind, code and text; an internal one keeps
+    /// itself as the hidden source.
+    pub fn from_domain<E: DomainError>(e: E) -> Error {
+        match e.kind() {
+            Kind::Internal => Error::internal(anyhow::Error::new(e)),
+            kind => Error::new(kind, e.code(), e.to_string()),
+        }
+    }
+}
+
+/// `From<$t> for crate::error::Error` (its `$common` variant's error as it is, the rest
+/// through [`Error::from_domain`]), and the `From`s a
+/// module's error takes from what every service calls: the store (`sqlx`, into its
+/// `$internal` variant) and the lifecycle's refusals (into its `$common` variant).
+#[macro_export]
+macro_rules! domain_error {
+    ($t:ident, common: $common:ident, internal: $internal:ident) => {
+        impl From<$t> for $crate::error::Error {
+            fn from(e: $t) -> Self {
+                match e {
+                    // A shared check's error, given back as it is.
+                    $t::$common(common) => common,
+                    other => $crate::error::Error::from_domain(other),
+                }
+            }
+        }
+        impl From<sqlx::Error> for $t {
+            fn from(e: sqlx::Error) -> Self {
+                $t::$internal(e.into())
+            }
+        }
+        impl From<$crate::lifecycle::Refused> for $t {
+            fn from(r: $crate::lifecycle::Refused) -> Self {
+                $t::$common(r.into())
+            }
+        }
+        impl From<$crate::store::transition::Denied> for $t {
+            fn from(d: $crate::store::transition::Denied) -> Self {
+                $t::$common(d.into())
+            }
+        }
+    };
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -135,3 +135,80 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::ApiError;
+    use crate::notebooks::mounts::MountError;
+    use crate::notebooks::save::SaveError;
+    use crate::notebooks::uploads::UploadError;
+
+    /// A module's own error reaches the client with its kind's status, its code and its
+    /// text; a shared check's error it carries goes through unchanged; an internal one shows
+    /// nothing of itself and keeps its detail for the log.
+    #[test]
+    fn module_errors_keep_their_kind_code_and_text() {
+        let cases: Vec<(ApiError, StatusCode, &str, &str)> = vec![
+            (
+                UploadError::Invalid("size: 0 bytes".into()).into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_argument",
+                "size: 0 bytes",
+            ),
+            (
+                UploadError::WorkDir("x is a folder in the work dir".into()).into(),
+                StatusCode::CONFLICT,
+                "conflict",
+                "x is a folder in the work dir",
+            ),
+            (
+                UploadError::Store("the store is down".into()).into(),
+                StatusCode::BAD_GATEWAY,
+                "unavailable",
+                "the store is down",
+            ),
+            (
+                MountError::Failed("mounting obs://b/ at /data/x/ failed".into()).into(),
+                StatusCode::BAD_GATEWAY,
+                "mount_failed",
+                "mounting obs://b/ at /data/x/ failed",
+            ),
+            (
+                MountError::NotFound("no mount named \"x\"".into()).into(),
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no mount named \"x\"",
+            ),
+            (
+                MountError::Common(ApiError::quota("100 notebooks is the most")).into(),
+                StatusCode::CONFLICT,
+                "quota_exceeded",
+                "100 notebooks is the most",
+            ),
+            (
+                SaveError::Taken("image \"a/b:c\" already exists".into()).into(),
+                StatusCode::CONFLICT,
+                "conflict",
+                "image \"a/b:c\" already exists",
+            ),
+        ];
+        for (e, status, code, message) in cases {
+            assert_eq!(
+                (e.status(), e.code, e.message.as_str()),
+                (status, code, message)
+            );
+        }
+
+        let e: ApiError = UploadError::Internal(anyhow::anyhow!("disk /srv/x is full")).into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.body().to_string().contains("/srv/x"), "{}", e.body());
+        let logged = format!("{:#}", e.source().expect("the detail is kept for the log"));
+        assert!(logged.contains("disk /srv/x is full"), "{logged}");
+
+        // The store's errors are internal, whatever module meets them.
+        let e: ApiError = SaveError::from(sqlx::Error::PoolTimedOut).into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -23,7 +23,7 @@ use super::{NotebookOp, allow, storage_rules, target as audit_target};
 use crate::auth::authz::NotebookGrant;
 use crate::backends::{Backend, BackendError, DataDir, MountPlace, runconf};
 use crate::config::Settings;
-use crate::error::{Error, Kind};
+use crate::error::{DomainError, Error, Kind};
 use crate::lifecycle::Status as _;
 use crate::lifecycle::{KeyGuard, KeyedLocks};
 use crate::object_storage::fuse::{self, Serving};
@@ -73,8 +73,58 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn unsupported(e: BackendError) -> Error {
-    Error::conflict(e.to_string())
+/// What a mount request fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A field of the request is wrong (name, URI, a storage path), or a limit is reached.
+    #[error("{0}")]
+    Invalid(String),
+    /// Mounts cannot be made here: the gateway (root, rclone, FUSE) or the backend (no
+    /// place for the folder, `/data` not shared) lacks what they need.
+    #[error("{0}")]
+    CannotMount(String),
+    /// Something is in the way: the name is taken, the folder holds files, the mount is
+    /// busy.
+    #[error("{0}")]
+    InTheWay(String),
+    /// No such mount.
+    #[error("{0}")]
+    NotFound(String),
+    /// rclone did not mount the folder (the store, FUSE); the text has its reason.
+    #[error("{0}")]
+    Failed(String),
+    /// A shared check refused: the notebook's status, the owner's connections, the store.
+    #[error("{}", .0.message)]
+    Common(#[from] Error),
+    /// Ours: logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl DomainError for MountError {
+    fn kind(&self) -> Kind {
+        match self {
+            MountError::Invalid(_) => Kind::Invalid,
+            MountError::CannotMount(_) | MountError::InTheWay(_) => Kind::Conflict,
+            MountError::NotFound(_) => Kind::NotFound,
+            MountError::Failed(_) => Kind::Upstream,
+            MountError::Common(e) => e.kind,
+            MountError::Internal(_) => Kind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            MountError::Failed(_) => "mount_failed",
+            other => other.kind().code(),
+        }
+    }
+}
+
+crate::domain_error!(MountError, common: Common, internal: Internal);
+
+fn unsupported(e: BackendError) -> MountError {
+    MountError::CannotMount(e.to_string())
 }
 
 /// The mounts service: a notebook's object-storage mounts (the storage chosen at create and
@@ -147,21 +197,24 @@ impl Mounts {
             .join(mount_id)
     }
 
-    fn rclone(&self) -> Result<PathBuf, Error> {
+    fn rclone(&self) -> Result<PathBuf, MountError> {
         // SAFETY: no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return Err(Error::conflict(
-                "object-storage mounts need the gateway to run as root: it binds each folder onto the notebook's directory it opened, so that no link the notebook plants is ever followed",
+            return Err(MountError::CannotMount(
+                "object-storage mounts need the gateway to run as root: it binds each folder onto the notebook's directory it opened, so that no link the notebook plants is ever followed"
+                    .into(),
             ));
         }
         let Some(rclone) = self.inner.rclone.clone() else {
-            return Err(Error::conflict(
-                "object-storage mounts need rclone on the gateway's host (apt-get install rclone fuse3)",
+            return Err(MountError::CannotMount(
+                "object-storage mounts need rclone on the gateway's host (apt-get install rclone fuse3)"
+                    .into(),
             ));
         };
         if !fuse::fuse_available() {
-            return Err(Error::conflict(
-                "object-storage mounts need FUSE: /dev/fuse cannot be opened on the gateway's host",
+            return Err(MountError::CannotMount(
+                "object-storage mounts need FUSE: /dev/fuse cannot be opened on the gateway's host"
+                    .into(),
             ));
         }
         Ok(rclone)
@@ -184,7 +237,7 @@ impl Mounts {
 
     /// The notebook's mounts with their status (a MOUNTED one whose process is gone shows as
     /// FAILED until the health loop makes it again).
-    pub async fn mounts(&self, grant: &NotebookGrant) -> Result<Vec<MountView>, Error> {
+    pub async fn mounts(&self, grant: &NotebookGrant) -> Result<Vec<MountView>, MountError> {
         let nb = grant.notebook();
         let list = {
             let mut conn = self.inner.store.pool.acquire().await?;
@@ -224,7 +277,7 @@ impl Mounts {
         notebook_id: &str,
         primary: Option<&storage_rules::PrimaryRequest>,
         extended: &[storage_rules::ExtendedRequest],
-    ) -> Result<Vec<(storage_rules::CreateMount, String)>, Error> {
+    ) -> Result<Vec<(storage_rules::CreateMount, String)>, MountError> {
         let mounts = storage_rules::validate(primary, extended)?;
         if mounts.is_empty() {
             return Ok(Vec::new());
@@ -241,7 +294,7 @@ impl Mounts {
             self.inner
                 .backend
                 .mount_place(notebook_id, &m.path)
-                .map_err(|e| Error::invalid(format!("{field}: {e}")))?;
+                .map_err(|e| MountError::Invalid(format!("{field}: {e}")))?;
             let (c, target) = self
                 .connection_of(&who.user_id, &m.connection, field)
                 .await?;
@@ -317,11 +370,16 @@ impl Mounts {
     }
 
     /// Mounts an object-storage folder at `/data/<name>/` of a running notebook.
-    pub async fn add_mount(&self, grant: NotebookGrant, req: AddMount) -> Result<MountView, Error> {
+    pub async fn add_mount(
+        &self,
+        grant: NotebookGrant,
+        req: AddMount,
+    ) -> Result<MountView, MountError> {
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
-        validate_name(&req.name).map_err(Error::invalid)?;
-        let uri = ObjectUri::parse(&req.uri).map_err(|e| Error::invalid(format!("uri: {e}")))?;
+        validate_name(&req.name).map_err(MountError::Invalid)?;
+        let uri =
+            ObjectUri::parse(&req.uri).map_err(|e| MountError::Invalid(format!("uri: {e}")))?;
         // A mount is a folder: always written with its trailing '/'.
         let uri = ObjectUri {
             key: uri.dir_prefix(),
@@ -330,7 +388,7 @@ impl Mounts {
         allow(&nb, NotebookOp::Mount)?;
         let data = self.inner.backend.data_dir(&nb.id).map_err(unsupported)?;
         if !data.live {
-            return Err(Error::conflict(format!(
+            return Err(MountError::CannotMount(format!(
                 "mounts cannot reach notebook {} while it runs: its /data is not a shared mount (the gateway needs root for that); the mount would only appear after a restart",
                 nb.name
             )));
@@ -344,12 +402,12 @@ impl Mounts {
         match holds_files(&place) {
             Ok(false) => {}
             Ok(true) => {
-                return Err(Error::conflict(format!(
+                return Err(MountError::InTheWay(format!(
                     "{}/ already holds files; mounting over them would hide them: pick another name",
                     place.inside
                 )));
             }
-            Err(e) => return Err(Error::conflict(e.to_string())),
+            Err(e) => return Err(MountError::InTheWay(e.to_string())),
         }
         // The store answers for these credentials and this bucket before anything is made.
         s3::check(&target, Some(&uri.bucket))
@@ -362,7 +420,7 @@ impl Mounts {
             let mut tx = self.inner.store.write().await?;
             let existing = rows::of_notebook(&mut tx, &nb.id).await?;
             if existing.iter().any(|m| m.name == req.name) {
-                return Err(Error::conflict(format!(
+                return Err(MountError::InTheWay(format!(
                     "notebook {} already has a mount named {:?} at {}/",
                     nb.name,
                     req.name,
@@ -371,7 +429,7 @@ impl Mounts {
             }
             let dynamic = existing.iter().filter(|m| m.kind == "dynamic").count();
             if dynamic >= MAX_DYNAMIC {
-                return Err(Error::invalid(format!(
+                return Err(MountError::Invalid(format!(
                     "notebook {} has {dynamic} mounts under /data, the most it may have; unmount one first",
                     nb.name
                 )));
@@ -432,25 +490,21 @@ impl Mounts {
                 .await?;
                 tx.commit().await?;
                 remove_folder(&place);
-                return Err(Error::new(
-                    Kind::Upstream,
-                    "mount_failed",
-                    format!(
-                        "mounting {uri} at {}/ failed: {e:#}",
-                        data.inside.join(&req.name).display()
-                    ),
-                ));
+                return Err(MountError::Failed(format!(
+                    "mounting {uri} at {}/ failed: {e:#}",
+                    data.inside.join(&req.name).display()
+                )));
             }
         }
         let mut conn = self.inner.store.pool.acquire().await?;
         let row = rows::by_name(&mut conn, &nb.id, &req.name)
             .await?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("the mount vanished")))?;
+            .ok_or_else(|| MountError::Internal(anyhow::anyhow!("the mount vanished")))?;
         Ok(view(row, Some(&place)))
     }
 
     /// Unmounts `/data/<name>/` (the objects stay) and forgets the mount.
-    pub async fn remove_mount(&self, grant: NotebookGrant, name: &str) -> Result<(), Error> {
+    pub async fn remove_mount(&self, grant: NotebookGrant, name: &str) -> Result<(), MountError> {
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
         let _lock = self.mount_lock(&nb.id).await;
@@ -459,7 +513,7 @@ impl Mounts {
             rows::by_name(&mut conn, &nb.id, name).await?
         };
         let Some(row) = row.filter(|r| r.kind == "dynamic") else {
-            return Err(Error::not_found(format!(
+            return Err(MountError::NotFound(format!(
                 "notebook {} has no mount named {name:?} under /data",
                 nb.name
             )));
@@ -467,7 +521,9 @@ impl Mounts {
         if let Ok(p) = self.place(&nb.id, &row) {
             fuse::unmount(&p, &self.mount_state_dir(&nb.id, &row.id), serving(&row))
                 .await
-                .map_err(|e| Error::conflict(format!("unmounting {}/ failed: {e:#}", p.inside)))?;
+                .map_err(|e| {
+                    MountError::InTheWay(format!("unmounting {}/ failed: {e:#}", p.inside))
+                })?;
             // Only an empty folder goes; anything written beside the mount stays.
             remove_folder(&p);
         }
@@ -526,7 +582,7 @@ impl Mounts {
                 fuse::unmount(place, &state_dir, serving(&row)).await?;
                 let rclone = self
                     .rclone()
-                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let (target, uri) = {
                     let mut conn = self.inner.store.pool.acquire().await?;
                     let c = storage_connections::by_id(&mut conn, &row.connection_id)

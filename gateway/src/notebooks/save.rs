@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::{NotebookGrant, NotebookOp, RUNNING, SNAPSHOTTING, StoreProgress, target};
 use crate::backends::{Backend, SaveImage, SaveImageError};
 use crate::config::Settings;
-use crate::error::Error;
+use crate::error::{DomainError, Error, Kind};
 use crate::routing::RouteTable;
 use crate::store::audit::{self, Action};
 use crate::store::events::{self, EventKind};
@@ -42,9 +42,42 @@ pub struct SaveImageRequest {
     pub namespace: Option<String>,
 }
 
+/// What a save-as-image request fails with (the save itself reports through events).
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// A field of the request is wrong (name, tag, namespace, description).
+    #[error("{0}")]
+    Invalid(String),
+    /// This backend cannot save notebooks as images.
+    #[error("{0}")]
+    CannotSave(String),
+    /// The image id is taken.
+    #[error("{0}")]
+    Taken(String),
+    /// A shared check refused: the notebook's status, the store.
+    #[error("{}", .0.message)]
+    Common(#[from] Error),
+    /// Ours: logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl DomainError for SaveError {
+    fn kind(&self) -> Kind {
+        match self {
+            SaveError::Invalid(_) => Kind::Invalid,
+            SaveError::CannotSave(_) | SaveError::Taken(_) => Kind::Conflict,
+            SaveError::Common(e) => e.kind,
+            SaveError::Internal(_) => Kind::Internal,
+        }
+    }
+}
+
+crate::domain_error!(SaveError, common: Common, internal: Internal);
+
 /// An OCI repository path component: lowercase letters, digits, `.`, `_`, `-`, starting with a
 /// letter or digit, at most 64.
-fn repo_component(field: &str, v: &str) -> Result<(), Error> {
+fn repo_component(field: &str, v: &str) -> Result<(), SaveError> {
     let ok = !v.is_empty()
         && v.len() <= 64
         && v.as_bytes()[0].is_ascii_alphanumeric()
@@ -53,13 +86,13 @@ fn repo_component(field: &str, v: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
+        Err(SaveError::Invalid(format!(
             "{field}: {v:?} must be 1-64 of lowercase letters, digits, '.', '_', '-', starting with a letter or digit"
         )))
     }
 }
 
-fn tag(v: &str) -> Result<(), Error> {
+fn tag(v: &str) -> Result<(), SaveError> {
     let ok = !v.is_empty()
         && v.len() <= 128
         && (v.as_bytes()[0].is_ascii_alphanumeric() || v.as_bytes()[0] == b'_')
@@ -68,7 +101,7 @@ fn tag(v: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
+        Err(SaveError::Invalid(format!(
             "tag: {v:?} must be 1-128 of letters, digits, '.', '_', '-', not starting with '.' or '-'"
         )))
     }
@@ -115,11 +148,11 @@ impl Saves {
         &self,
         grant: NotebookGrant,
         req: SaveImageRequest,
-    ) -> Result<NotebookRow, Error> {
+    ) -> Result<NotebookRow, SaveError> {
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
         if !self.inner.backend.saves_images() {
-            return Err(Error::conflict(format!(
+            return Err(SaveError::CannotSave(format!(
                 "the {} backend cannot save a notebook as an image; that needs the docker backend",
                 self.inner.backend.name()
             )));
@@ -131,14 +164,16 @@ impl Saves {
         if let Some(asked) = &req.namespace
             && *asked != namespace
         {
-            return Err(Error::invalid(format!(
+            return Err(SaveError::Invalid(format!(
                 "namespace: the images of {}'s notebooks are saved in the namespace {namespace:?}; another namespace may hold other users' images",
                 nb.owner
             )));
         }
         repo_component("namespace", &namespace)?;
         if req.description.chars().count() > 512 {
-            return Err(Error::invalid("description: at most 512 characters"));
+            return Err(SaveError::Invalid(
+                "description: at most 512 characters".into(),
+            ));
         }
         let id = format!("{namespace}/{}:{}", req.name, req.tag);
         let s = &self.inner.settings;
@@ -148,7 +183,7 @@ impl Saves {
             .await?
             .is_some()
         {
-            return Err(Error::conflict(format!(
+            return Err(SaveError::Taken(format!(
                 "image {id:?} already exists; pick another name or tag"
             )));
         }
@@ -167,7 +202,7 @@ impl Saves {
                 tracing::error!(notebook = %nb_id, error = format!("{e:#}"), "saving an image failed");
             }
         });
-        super::reload(&self.inner.store, &row.id).await
+        Ok(super::reload(&self.inner.store, &row.id).await?)
     }
 
     async fn finish_save(

@@ -29,7 +29,7 @@ use super::{NotebookOp, allow, status::RUNNING, storage_rules::WORK_DIR, target 
 use crate::auth::authz::NotebookGrant;
 use crate::backends::{Backend, MountPlace};
 use crate::confined::Dir;
-use crate::error::Error;
+use crate::error::{DomainError, Error, Kind};
 use crate::lifecycle::upload::UploadOp;
 use crate::lifecycle::{KeyGuard, KeyedLocks, Operation};
 use crate::object_storage::{ObjectUri, connections, s3, transfer};
@@ -53,6 +53,45 @@ const URL_LIFETIME: Duration = Duration::from_secs(3600);
 const FORBIDDEN_CHARS: &[char] = &[
     '<', '>', '\'', '"', ';', '`', '=', '#', '$', '%', '^', '&', ',',
 ];
+
+/// What an upload request fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// A field of the request is wrong (path, size, hash, staging folder, parts).
+    #[error("{0}")]
+    Invalid(String),
+    /// The work dir stands in the way: a folder, a link or a file not to overwrite at the
+    /// path, or no work dir to land in on this backend.
+    #[error("{0}")]
+    WorkDir(String),
+    /// No such upload of the notebook.
+    #[error("{0}")]
+    NotFound(String),
+    /// The object store did not answer as it should.
+    #[error("{0}")]
+    Store(String),
+    /// A shared check refused: the notebook's status, the owner's connections, the store.
+    #[error("{}", .0.message)]
+    Common(#[from] Error),
+    /// Ours: logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl DomainError for UploadError {
+    fn kind(&self) -> Kind {
+        match self {
+            UploadError::Invalid(_) => Kind::Invalid,
+            UploadError::WorkDir(_) => Kind::Conflict,
+            UploadError::NotFound(_) => Kind::NotFound,
+            UploadError::Store(_) => Kind::Upstream,
+            UploadError::Common(e) => e.kind,
+            UploadError::Internal(_) => Kind::Internal,
+        }
+    }
+}
+
+crate::domain_error!(UploadError, common: Common, internal: Internal);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,14 +143,14 @@ fn parts_total(row: &UploadRow) -> u64 {
 }
 
 /// A relative path in the work dir: plain parts, no names the seed refuses.
-pub fn validate_path(path: &str) -> Result<String, Error> {
+pub fn validate_path(path: &str) -> Result<String, UploadError> {
     // `/home/ma-user/work/x` is `x`; `/home/ma-user/workx` is not in the work dir.
     let rel = path
         .strip_prefix(WORK_DIR)
         .filter(|r| r.starts_with('/'))
         .map(|r| r.trim_start_matches('/'))
         .unwrap_or(path);
-    let bad = |why: String| Error::invalid(format!("path: {path:?} {why}"));
+    let bad = |why: String| UploadError::Invalid(format!("path: {path:?} {why}"));
     if rel.is_empty() || rel.starts_with('/') || rel.ends_with('/') {
         return Err(bad(format!(
             "must name a file in the work dir (relative, or under {WORK_DIR}/)"
@@ -196,11 +235,11 @@ impl Uploads {
     }
 
     /// The notebook's work dir: where uploads land, and who owns what lands.
-    fn work_place(&self, notebook_id: &str) -> Result<MountPlace, Error> {
+    fn work_place(&self, notebook_id: &str) -> Result<MountPlace, UploadError> {
         self.inner
             .backend
             .mount_place(notebook_id, WORK_DIR)
-            .map_err(|e| Error::conflict(e.to_string()))
+            .map_err(|e| UploadError::WorkDir(e.to_string()))
     }
 
     async fn upload_client(&self, row: &UploadRow) -> anyhow::Result<aws_sdk_s3::Client> {
@@ -217,12 +256,12 @@ impl Uploads {
         &self,
         grant: NotebookGrant,
         req: StartUpload,
-    ) -> Result<UploadView, Error> {
+    ) -> Result<UploadView, UploadError> {
         let nb = grant.notebook().clone();
         let user = grant.principal().name.clone();
         let path = validate_path(&req.path)?;
         if req.size == 0 || req.size > MAX_SIZE {
-            return Err(Error::invalid(format!(
+            return Err(UploadError::Invalid(format!(
                 "size: {} bytes; uploads through object storage take 1 byte to 50 GB (larger files: copy them from object storage inside the notebook)",
                 req.size
             )));
@@ -230,7 +269,7 @@ impl Uploads {
         if let Some(h) = &req.sha256
             && !(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         {
-            return Err(Error::invalid("sha256: 64 hex digits"));
+            return Err(UploadError::Invalid("sha256: 64 hex digits".into()));
         }
         allow(&nb, NotebookOp::Upload)?;
         // What is there now, seen without following links (the notebook may have planted
@@ -239,18 +278,18 @@ impl Uploads {
         let there = work
             .open_root()
             .and_then(|root| existing(&root, &path))
-            .map_err(|e| Error::conflict(e.to_string()))?;
+            .map_err(|e| UploadError::WorkDir(e.to_string()))?;
         match there {
             Some(FileType::Directory) => {
-                return Err(Error::conflict(format!(
+                return Err(UploadError::WorkDir(format!(
                     "{path} is a folder in the work dir"
                 )));
             }
             Some(FileType::Symlink) => {
-                return Err(Error::conflict(link_message(&work, &path)));
+                return Err(UploadError::WorkDir(link_message(&work, &path)));
             }
             Some(_) if !req.overwrite => {
-                return Err(Error::conflict(format!(
+                return Err(UploadError::WorkDir(format!(
                     "{path} exists in the work dir; overwrite it (\"overwrite\": true) or pick another name"
                 )));
             }
@@ -263,14 +302,14 @@ impl Uploads {
             .await?;
         let staging = match (&req.staging, &connection.bucket) {
             (Some(s), _) => {
-                ObjectUri::parse(s).map_err(|e| Error::invalid(format!("staging: {e}")))?
+                ObjectUri::parse(s).map_err(|e| UploadError::Invalid(format!("staging: {e}")))?
             }
             (None, Some(b)) => ObjectUri {
                 bucket: b.clone(),
                 key: "atelier-staging/".into(),
             },
             (None, None) => {
-                return Err(Error::invalid(format!(
+                return Err(UploadError::Invalid(format!(
                     "staging: connection {} has no default bucket; give a staging folder (obs://bucket/prefix/)",
                     connection.name
                 )));
@@ -319,7 +358,7 @@ impl Uploads {
         let mut conn = self.inner.store.pool.acquire().await?;
         row = rows::get(&mut conn, &nb.id, &id)
             .await?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("the upload vanished")))?;
+            .ok_or_else(|| UploadError::Internal(anyhow::anyhow!("the upload vanished")))?;
         drop(conn);
         self.upload_view(row, true).await
     }
@@ -329,7 +368,7 @@ impl Uploads {
     }
 
     /// Starts the oldest queued uploads while fewer than [`MAX_ACTIVE`] are in flight.
-    async fn start_queued(&self, notebook_id: &str) -> Result<(), Error> {
+    async fn start_queued(&self, notebook_id: &str) -> Result<(), UploadError> {
         let _lock = self.upload_lock(notebook_id).await;
         let list = {
             let mut conn = self.inner.store.pool.acquire().await?;
@@ -417,7 +456,11 @@ impl Uploads {
         Ok(parts)
     }
 
-    async fn upload_view(&self, row: UploadRow, with_urls: bool) -> Result<UploadView, Error> {
+    async fn upload_view(
+        &self,
+        row: UploadRow,
+        with_urls: bool,
+    ) -> Result<UploadView, UploadError> {
         let total = parts_total(&row);
         let mut view = UploadView {
             parts_total: total,
@@ -431,11 +474,11 @@ impl Uploads {
         let client = self
             .upload_client(&view.row)
             .await
-            .map_err(Error::internal)?;
+            .map_err(UploadError::Internal)?;
         let done = self
             .parts_in_store(&client, &view.row)
             .await
-            .map_err(|e| Error::unavailable(format!("{e:#}")))?;
+            .map_err(|e| UploadError::Store(format!("{e:#}")))?;
         let size = view.row.size as u64;
         let part = view.row.part_size as u64;
         let expected = |n: u64| part.min(size - (n - 1) * part);
@@ -447,7 +490,7 @@ impl Uploads {
         if with_urls {
             let mut urls = Vec::new();
             let presign = PresigningConfig::expires_in(URL_LIFETIME)
-                .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+                .map_err(|e| UploadError::Internal(anyhow::anyhow!(e)))?;
             for n in 1..=total {
                 if view.parts_done.contains(&(n as i32)) {
                     continue;
@@ -460,7 +503,7 @@ impl Uploads {
                     .part_number(n as i32)
                     .presigned(presign.clone())
                     .await
-                    .map_err(|e| Error::internal(anyhow::anyhow!("presigning: {e}")))?;
+                    .map_err(|e| UploadError::Internal(anyhow::anyhow!("presigning: {e}")))?;
                 urls.push(PartUrl {
                     number: n as i32,
                     offset: (n - 1) * part,
@@ -473,7 +516,7 @@ impl Uploads {
         Ok(view)
     }
 
-    pub async fn uploads(&self, grant: &NotebookGrant) -> Result<Vec<UploadView>, Error> {
+    pub async fn uploads(&self, grant: &NotebookGrant) -> Result<Vec<UploadView>, UploadError> {
         let list = {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::of_notebook(&mut conn, &grant.notebook().id).await?
@@ -489,12 +532,12 @@ impl Uploads {
             .collect())
     }
 
-    async fn upload_row(&self, grant: &NotebookGrant, id: &str) -> Result<UploadRow, Error> {
+    async fn upload_row(&self, grant: &NotebookGrant, id: &str) -> Result<UploadRow, UploadError> {
         let mut conn = self.inner.store.pool.acquire().await?;
         rows::get(&mut conn, &grant.notebook().id, id)
             .await?
             .ok_or_else(|| {
-                Error::not_found(format!(
+                UploadError::NotFound(format!(
                     "notebook {} has no upload {id}",
                     grant.notebook().name
                 ))
@@ -502,7 +545,7 @@ impl Uploads {
     }
 
     /// One upload; while UPLOADING with the parts done and URLs for the rest.
-    pub async fn upload(&self, grant: &NotebookGrant, id: &str) -> Result<UploadView, Error> {
+    pub async fn upload(&self, grant: &NotebookGrant, id: &str) -> Result<UploadView, UploadError> {
         let row = self.upload_row(grant, id).await?;
         self.upload_view(row, true).await
     }
@@ -513,7 +556,7 @@ impl Uploads {
         &self,
         grant: NotebookGrant,
         id: &str,
-    ) -> Result<UploadView, Error> {
+    ) -> Result<UploadView, UploadError> {
         let nb = grant.notebook().clone();
         let row = self.upload_row(&grant, id).await?;
         UploadOp::Complete.check(id, row.status)?;
@@ -524,7 +567,7 @@ impl Uploads {
             .map(|n| n.to_string())
             .collect();
         if !missing.is_empty() {
-            return Err(Error::invalid(format!(
+            return Err(UploadError::Invalid(format!(
                 "parts missing or of the wrong size: {} (GET the upload for their URLs)",
                 missing.join(", ")
             )));
@@ -540,7 +583,7 @@ impl Uploads {
     }
 
     /// Stops an upload: the store forgets its parts.
-    pub async fn cancel_upload(&self, grant: NotebookGrant, id: &str) -> Result<(), Error> {
+    pub async fn cancel_upload(&self, grant: NotebookGrant, id: &str) -> Result<(), UploadError> {
         let nb = grant.notebook().clone();
         let row = self.upload_row(&grant, id).await?;
         UploadOp::Cancel.check(id, row.status)?;
@@ -652,7 +695,7 @@ impl Uploads {
             // own descriptor, renamed within its folder. A link anywhere fails the landing.
             let work = self
                 .work_place(notebook_id)
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let root = work.open_root()?;
             let (dir, name) = root.parent_of(Path::new(&row.path), true, work.owner)?;
             match dir.file_type(&name)? {
@@ -712,7 +755,7 @@ impl Uploads {
         tx.commit().await?;
         self.start_queued(notebook_id)
             .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
 
