@@ -8,7 +8,9 @@
 //! → poll: Running → stream to Jupyter (GET <base_url>api through `upstream`)
 //! → a restarted gateway's backend: poll Running, stream again (reattach)
 //! → the agent link speaks SSH, takes the link key and serves atelier.file's socket
-//!   (or Unsupported where there is no agent) → stop (twice)
+//!   (or Unsupported where there is no agent)
+//! → the files connector names the work dir, a folder in it and /data/<name> as the
+//!   notebook sees them and opens the work dir (or Unsupported) → stop (twice)
 //! → poll: not Running
 //! → delete (twice)
 //! ```
@@ -36,6 +38,9 @@ pub struct Subject {
     /// Whether the notebook has an agent the gateway reaches for SSH sessions and commands
     /// (else `ssh_link` must answer `Unsupported`).
     pub agent: bool,
+    /// Whether object storage can be mounted into its notebooks (`Backend::files`; else
+    /// `Unsupported`).
+    pub files: bool,
 }
 
 /// Where the backend's progress events go: nowhere (the lifecycle's tests check events).
@@ -187,6 +192,37 @@ async fn cases(s: &Subject, keep: Arc<Mutex<Option<Handle>>>) {
         Err(e) => panic!("{name}: ssh_link (agent: {}): {e}", s.agent),
     }
 
+    // The notebook's files, named as the notebook sees them: the work dir and what is in it,
+    // `/data/<name>`, the work dir opened for a landing.
+    match again.files(&spec.id) {
+        Ok(files) if s.files => {
+            let work = files
+                .place(super::WORK_DIR)
+                .unwrap_or_else(|e| panic!("{name}: the work dir's place: {e}"));
+            assert!(work.is_work_dir(), "{name}: {work:?}");
+            let sub = files
+                .place(&format!("{}/ds", super::WORK_DIR))
+                .unwrap_or_else(|e| panic!("{name}: a folder in the work dir: {e}"));
+            assert_eq!(sub.inside(), format!("{}/ds", work.inside()), "{name}");
+            assert!(!sub.is_work_dir(), "{name}");
+            let data = files
+                .data_place("d")
+                .unwrap_or_else(|e| panic!("{name}: a place under /data: {e}"));
+            assert!(data.inside().ends_with("/data/d"), "{name}: {data:?}");
+            let opened = files
+                .work()
+                .unwrap_or_else(|e| panic!("{name}: opening the work dir: {e}"));
+            assert_eq!(opened.inside, work.inside(), "{name}");
+            assert!(
+                !files.holds_files(&sub).unwrap_or(true),
+                "{name}: a folder not made yet holds nothing"
+            );
+        }
+        Err(BackendError::Unsupported(_)) if !s.files => {}
+        Ok(_) => panic!("{name}: a files connector where none was expected"),
+        Err(e) => panic!("{name}: files (expected: {}): {e}", s.files),
+    }
+
     again
         .stop(&handle, mode)
         .await
@@ -222,7 +258,7 @@ pub fn spec(settings: &Settings, image_ref: &str) -> NotebookSpec {
         image: settings.default_image().id.clone(),
         image_ref: image_ref.into(),
         work_on_object_storage: false,
-        extra_binds: Vec::new(),
+        extended_storage: Vec::new(),
     }
 }
 
@@ -307,6 +343,7 @@ mod tests {
             spec: spec(&settings, image),
             serves_jupyter: true,
             agent: true,
+            files: true,
         })
         .await;
     }
@@ -322,6 +359,7 @@ mod tests {
             spec: spec(&settings, "fake"),
             serves_jupyter: false,
             agent: false,
+            files: false,
         })
         .await;
     }

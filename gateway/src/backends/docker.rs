@@ -45,10 +45,11 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
+use super::files::{self, HostFiles, NotebookFiles};
 use super::runconf::{self, ServerConf, write_private};
 use super::{
-    Backend, BackendError, DataDir, Handle, NotebookSpec, Observed, Progress, SaveImage,
-    SaveImageError, SshLink, StopMode, Upstream, Usage, firewall, workdisk,
+    Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SaveImage, SaveImageError,
+    SshLink, StopMode, Upstream, Usage, firewall, workdisk,
 };
 use crate::config::{Flavor, NetworkMode, Settings};
 use crate::store::events::EventKind;
@@ -832,6 +833,7 @@ impl DockerBackend {
             run: &run,
             work: &workdisk::work_dir(&nb),
             data: &nb.join("data"),
+            ext: &nb.join("ext"),
             egress,
             podman,
             gpus: gpus.then_some(&devices[..]),
@@ -925,9 +927,10 @@ struct Plan<'a> {
     runtime_bin: &'a Path,
     /// The notebook's run dir on the host (`config/`, `agent/`, `gw/` in it).
     run: &'a Path,
-    /// The work dir and `/data` on the host.
+    /// The work dir, `/data` and the folders outside the work dir (`ext`) on the host.
     work: &'a Path,
     data: &'a Path,
+    ext: &'a Path,
     /// Its own network with a published Jupyter port, or none (only its loopback).
     egress: bool,
     podman: bool,
@@ -968,11 +971,11 @@ fn plan(p: &Plan) -> ContainerCreateBody {
         format!("{}:{WORK}", s(p.work)),
         format!("{}:/data:rslave", s(p.data)),
     ];
-    // Object-storage folders chosen at create outside the work dir.
+    // Object-storage folders chosen at create outside the work dir, mounted under <nb>/ext.
     binds.extend(
-        spec.extra_binds
+        spec.extended_storage
             .iter()
-            .map(|(from, to)| format!("{}:{to}", s(from))),
+            .map(|path| format!("{}:{path}", s(&p.ext.join(HostFiles::ext_name(path))))),
     );
     let mut host = HostConfig {
         binds: Some(binds),
@@ -1478,36 +1481,21 @@ impl Backend for DockerBackend {
         workdisk::info(&self.notebook_dir(id))
     }
 
-    fn mount_place(&self, id: &str, path: &str) -> Result<super::MountPlace, BackendError> {
+    fn files(&self, id: &str) -> Result<Box<dyn NotebookFiles>, BackendError> {
         let nb = self.notebook_dir(id);
-        let owner = Some((NOTEBOOK_UID, NOTEBOOK_GID));
-        // In the work dir: mounted under <nb>/work before the container starts; its bind of
-        // the work dir is recursive, so the mounts come with it.
-        if let Ok(p) = super::place_in_work_dir(&nb, path, super::WORK_DIR, owner, self.name()) {
-            return Ok(p);
-        }
-        // Elsewhere: mounted under <nb>/ext (the gateway's: the container sees each folder
-        // at its path, never <nb>/ext itself) and bound at the path
-        // (NotebookSpec::extra_binds).
-        let ext = nb.join("ext");
-        Ok(super::MountPlace {
-            root_inside: ext.to_string_lossy().into_owned(),
-            root: ext,
-            rel: PathBuf::from(path.trim_start_matches('/').replace('/', "--")),
-            inside: path.to_owned(),
-            owner,
-        })
-    }
-
-    fn data_dir(&self, id: &str) -> Result<DataDir, BackendError> {
-        let host = self.notebook_dir(id).join("data");
-        Ok(DataDir {
-            // `prepare` made it a shared mount of its own, bound rslave into the container.
-            live: workdisk::is_mounted(&host),
-            host,
-            inside: PathBuf::from("/data"),
+        Ok(Box::new(HostFiles {
+            // In the work dir: mounted under <nb>/work before the container starts; its
+            // bind of the work dir is recursive, so the mounts come with it. Elsewhere:
+            // under <nb>/ext, bound at the path (NotebookSpec::extended_storage).
+            work_inside: WORK.into(),
+            data_inside: "/data".into(),
             owner: Some((NOTEBOOK_UID, NOTEBOOK_GID)),
-        })
+            // `prepare` made <nb>/data a shared mount of its own, bound rslave.
+            live: files::data_is_shared(&nb),
+            outside_work: true,
+            backend: self.name(),
+            nb,
+        }))
     }
 
     async fn expand_work_disk(
@@ -1622,7 +1610,7 @@ mod tests {
             image_ref: "localhost/img:1".into(),
             base_url: "/nb/nb1/".into(),
             work_on_object_storage: false,
-            extra_binds: vec![("/srv/ext/nb1/a".into(), "/opt/data".into())],
+            extended_storage: vec!["/opt/data".into()],
         }
     }
 
@@ -1639,6 +1627,7 @@ mod tests {
             run: Path::new("/d/nb1/run"),
             work: Path::new("/d/nb1/work"),
             data: Path::new("/d/nb1/data"),
+            ext: Path::new("/d/nb1/ext"),
             egress,
             podman,
             gpus,
@@ -1671,7 +1660,7 @@ mod tests {
             "/d/nb1/run/config:/run/atelier-config:ro",
             "/d/nb1/work:/home/ma-user/work",
             "/d/nb1/data:/data:rslave",
-            "/srv/ext/nb1/a:/opt/data",
+            "/d/nb1/ext/opt--data:/opt/data",
         ] {
             assert!(binds.contains(&b.to_string()), "{b} missing from {binds:?}");
         }

@@ -27,7 +27,9 @@ pub mod docker;
 pub mod external;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod files;
 pub mod firewall;
+pub mod fuse;
 pub mod jupyter_env;
 pub mod labextension;
 pub mod process;
@@ -63,10 +65,10 @@ pub struct NotebookSpec {
     /// The work dir is an object-storage folder (mounted by the gateway before launch), not
     /// a work disk.
     pub work_on_object_storage: bool,
-    /// Object-storage folders mounted on the host before launch, to bind into the notebook:
-    /// (host path, path in the notebook). Those inside the work dir come with it and are not
-    /// listed.
-    pub extra_binds: Vec<(std::path::PathBuf, String)>,
+    /// Object-storage folders chosen at create outside the work dir (paths in the
+    /// notebook), mounted through [`Backend::files`] before launch: the backend shows each at
+    /// its path. Those inside the work dir come with it and are not listed.
+    pub extended_storage: Vec<String>,
 }
 
 pub use crate::lifecycle::handle::Handle;
@@ -170,26 +172,12 @@ pub enum BackendError {
     Other(#[from] anyhow::Error),
 }
 
-/// Where a notebook's `/data` is on the host: object-storage folders are mounted (FUSE, by
-/// the gateway) at `host/<name>` and seen by the notebook at `inside/<name>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataDir {
-    pub host: std::path::PathBuf,
-    /// `/data`, or the host path itself where the notebook is not confined.
-    pub inside: std::path::PathBuf,
-    /// Who owns the mounted files in the notebook; `None`: the gateway's own user.
-    pub owner: Option<(u32, u32)>,
-    /// Whether a mount made now reaches the running notebook (the host dir is a shared mount
-    /// bound into it with slave propagation, or the notebook shares the host's mounts).
-    pub live: bool,
-}
-
 /// Where an object-storage folder (or an upload) goes: a directory `root` that only the
 /// gateway can replace, and the folder `rel` below it, which the notebook may have written
 /// (planted links, swapped directories) and which is therefore resolved only through
 /// [`crate::confined`], from `root`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountPlace {
+struct MountPlace {
     /// Every component of this path is the gateway's: the notebook's work dir, its `/data`,
     /// `<nb>/ext`.
     pub root: std::path::PathBuf,
@@ -204,24 +192,12 @@ pub struct MountPlace {
 }
 
 impl MountPlace {
-    /// `root/rel` on the host, for the mount table, the container engine's binds and
-    /// messages; never opened through (it may hold a link).
-    pub fn host(&self) -> std::path::PathBuf {
-        if self.rel.as_os_str().is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(&self.rel)
-        }
-    }
-
     /// `root`, opened without following a link, named as the notebook sees it.
-    pub fn open_root(&self) -> std::io::Result<crate::confined::Dir> {
+    fn open_root(&self) -> std::io::Result<crate::confined::Dir> {
         Ok(crate::confined::Dir::open(&self.root)?.shown_as(&self.root_inside))
     }
 }
 
-/// The place of `path` (`/home/ma-user/work` or below) in a backend whose notebooks get
-/// `<nb>/work` as their work dir; `inside_root` is what the notebook calls that dir.
 /// GB for the seed's texts: whole numbers as such (`35`), smaller ones with decimals.
 fn gb_text(bytes: f64) -> String {
     let gb = bytes / 1e9;
@@ -239,38 +215,6 @@ pub fn size_texts(size: u64, limit: u64) -> (String, String) {
 
 /// Where primary storage is mounted in every notebook.
 pub const WORK_DIR: &str = "/home/ma-user/work";
-
-pub fn place_in_work_dir(
-    nb: &std::path::Path,
-    path: &str,
-    inside_root: &str,
-    owner: Option<(u32, u32)>,
-    backend: &str,
-) -> Result<MountPlace, BackendError> {
-    let rest = if path == WORK_DIR {
-        Some("")
-    } else {
-        path.strip_prefix(WORK_DIR)
-            .and_then(|r| r.strip_prefix('/'))
-    };
-    let Some(rest) = rest else {
-        return Err(BackendError::Unsupported(format!(
-            "{path}: the {backend} backend places object-storage folders in the work dir, {WORK_DIR} or below (other paths are not supported yet)"
-        )));
-    };
-    let inside = if rest.is_empty() {
-        inside_root.to_owned()
-    } else {
-        format!("{inside_root}/{rest}")
-    };
-    Ok(MountPlace {
-        root: nb.join("work"),
-        root_inside: inside_root.to_owned(),
-        rel: std::path::PathBuf::from(rest),
-        inside,
-        owner,
-    })
-}
 
 /// What a notebook's processes use, as seen from the host (idle detection reads it).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -412,16 +356,9 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
-    /// Where an object-storage folder chosen at create for `path` goes.
-    fn mount_place(&self, _id: &str, path: &str) -> Result<MountPlace, BackendError> {
-        Err(BackendError::Unsupported(format!(
-            "{path}: the {} backend cannot mount object storage into notebooks",
-            self.name()
-        )))
-    }
-
-    /// Where the notebook's `/data` is, for object-storage mounts.
-    fn data_dir(&self, _id: &str) -> Result<DataDir, BackendError> {
+    /// The notebook's files: where object storage is mounted into it and uploads land
+    /// (`files::NotebookFiles`, in the notebook's own paths).
+    fn files(&self, _id: &str) -> Result<Box<dyn files::NotebookFiles>, BackendError> {
         Err(BackendError::Unsupported(format!(
             "the {} backend cannot mount object storage into notebooks",
             self.name()

@@ -36,12 +36,13 @@ use anyhow::Context;
 use async_trait::async_trait;
 use atelier_notebook_runtime::spec::{Spec as RuntimeSpec, SshSpec, UserSpec};
 
+use super::files::{self, HostFiles, NotebookFiles};
 use super::jupyter_env::JupyterEnv;
 use super::runconf::{self, AGENT_SOCKET, Listen, ServerConf, write_private};
 use super::sandbox::{self, Confinement, Sandbox};
 use super::{
-    Backend, BackendError, DataDir, Endpoint, Handle, MountPlace, NotebookSpec, Observed, Progress,
-    SshLink, StopMode, Upstream, Usage,
+    Backend, BackendError, Endpoint, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode,
+    Upstream, Usage,
 };
 use crate::config::Settings;
 use crate::lifecycle::handle::ProcessHandle;
@@ -634,43 +635,31 @@ impl Backend for ProcessBackend {
         runconf::remove_notebook_dir(&nb).await
     }
 
-    fn mount_place(&self, id: &str, path: &str) -> Result<MountPlace, BackendError> {
+    fn files(&self, id: &str) -> Result<Box<dyn NotebookFiles>, BackendError> {
         let nb = self.notebook_dir(id);
-        match self.sandbox() {
+        Ok(Box::new(match self.sandbox() {
             // Without root, the sandbox maps the gateway's user to ma-user: its files are
             // the gateway user's on the host.
-            Some(s) => super::place_in_work_dir(
-                &nb,
-                path,
-                sandbox::WORK,
-                s.root.then_some((sandbox::UID, sandbox::GID)),
-                self.name(),
-            ),
-            // Unconfined, the notebook sees its work dir at the host path.
-            None => {
-                let inside = nb.join("work").to_string_lossy().into_owned();
-                super::place_in_work_dir(&nb, path, &inside, None, self.name())
-            }
-        }
-    }
-
-    fn data_dir(&self, id: &str) -> Result<DataDir, BackendError> {
-        let host = self.notebook_dir(id).join("data");
-        match self.sandbox() {
-            Some(s) => Ok(DataDir {
-                live: super::workdisk::is_mounted(&host),
-                host,
-                inside: PathBuf::from("/data"),
+            Some(s) => HostFiles {
+                work_inside: sandbox::WORK.into(),
+                data_inside: "/data".into(),
                 owner: s.root.then_some((sandbox::UID, sandbox::GID)),
-            }),
+                live: files::data_is_shared(&nb),
+                outside_work: false,
+                backend: self.name(),
+                nb,
+            },
             // Unconfined: the notebook sees the host's files and mounts as they are.
-            None => Ok(DataDir {
-                inside: host.clone(),
-                host,
+            None => HostFiles {
+                work_inside: nb.join("work").to_string_lossy().into_owned(),
+                data_inside: nb.join("data").to_string_lossy().into_owned(),
                 owner: None,
                 live: true,
-            }),
-        }
+                outside_work: false,
+                backend: self.name(),
+                nb,
+            },
+        }))
     }
 
     async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {

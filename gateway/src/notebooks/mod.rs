@@ -288,12 +288,8 @@ impl Lifecycle {
             );
         }
         let tasks = TaskTracker::new();
-        let mounts = mounts::Mounts::new(
-            store.clone(),
-            backend.clone(),
-            settings.clone(),
-            secrets.clone(),
-        );
+        let mounts =
+            mounts::Mounts::new(store.clone(), backend.clone(), &settings, secrets.clone());
         let uploads = uploads::Uploads::new(
             store.clone(),
             backend.clone(),
@@ -759,7 +755,7 @@ impl Lifecycle {
             image_ref: row.image.clone(),
             base_url: format!("/nb/{}/", row.id),
             work_on_object_storage: false,
-            extra_binds: Vec::new(),
+            extended_storage: Vec::new(),
         }
     }
 
@@ -818,7 +814,7 @@ impl Lifecycle {
             spec.image_ref = r.clone();
         }
         spec.work_on_object_storage = self.inner.mounts.work_on_object_storage(id).await?;
-        spec.extra_binds = self.inner.mounts.extra_binds(id).await?;
+        spec.extended_storage = self.inner.mounts.extended_storage(id).await?;
         let backend = &self.inner.backend;
         let progress = StoreProgress {
             store: self.inner.store.clone(),

@@ -1,8 +1,9 @@
 //! Object-storage folders mounted into notebooks (seed 6.7.6, "dynamic mounts"): a running
-//! notebook gets `obs://bucket/prefix/` at `/data/<name>/`. The gateway makes the mount on
-//! the host (`object_storage::fuse`, rclone over the user's stored connection) in the directory the
-//! backend binds at `/data` with slave propagation, so the notebook sees it at once and never
-//! holds the credentials or `CAP_SYS_ADMIN`.
+//! notebook gets `obs://bucket/prefix/` at `/data/<name>/`. The backend's files connector
+//! (`backends::files`; on this host: rclone over the user's stored connection, in the
+//! directory the backend binds at `/data` with slave propagation) makes the mount, so the
+//! notebook sees it at once and never holds the credentials or `CAP_SYS_ADMIN`. This
+//! module names folders as the notebook sees them and keeps the rows, locks and events.
 //!
 //! ```text
 //! POST /mounts   RUNNING: check the store → row MOUNTING → rclone → MOUNTED + DynamicMountStorage
@@ -13,20 +14,20 @@
 //! delete         unmounted, rows go with the notebook
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::{NotebookOp, allow, storage_rules, target as audit_target};
 use crate::auth::authz::NotebookGrant;
-use crate::backends::{Backend, BackendError, DataDir, MountPlace, runconf};
+use crate::backends::files::{Mount, NotebookFiles, Place};
+use crate::backends::fuse::{self, Serving};
+use crate::backends::{Backend, BackendError};
 use crate::config::Settings;
 use crate::error::{DomainError, Error, Kind};
 use crate::lifecycle::Status as _;
 use crate::lifecycle::{KeyGuard, KeyedLocks};
-use crate::object_storage::fuse::{self, Serving};
 use crate::object_storage::{ObjectUri, connections, s3};
 use crate::secrets::SecretBox;
 use crate::store::audit::{self, Action};
@@ -138,7 +139,6 @@ pub struct Mounts {
 struct Inner {
     store: Store,
     backend: Arc<dyn Backend>,
-    settings: Arc<Settings>,
     /// Opens stored storage connections.
     secrets: Arc<SecretBox>,
     /// `rclone`, which serves the mounts; `None` where it is not installed.
@@ -151,7 +151,7 @@ impl Mounts {
     pub fn new(
         store: Store,
         backend: Arc<dyn Backend>,
-        settings: Arc<Settings>,
+        settings: &Settings,
         secrets: Arc<SecretBox>,
     ) -> Mounts {
         let rclone = fuse::find_rclone(settings.backend.rclone_bin.as_deref());
@@ -159,7 +159,6 @@ impl Mounts {
             inner: Arc::new(Inner {
                 store,
                 backend,
-                settings,
                 secrets,
                 rclone,
                 mount_locks: KeyedLocks::default(),
@@ -191,12 +190,6 @@ impl Mounts {
         Ok((c, t))
     }
 
-    fn mount_state_dir(&self, notebook_id: &str, mount_id: &str) -> PathBuf {
-        runconf::notebook_dir(&self.inner.settings.data_dir, notebook_id)
-            .join("mounts")
-            .join(mount_id)
-    }
-
     fn rclone(&self) -> Result<PathBuf, MountError> {
         // SAFETY: no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -226,13 +219,10 @@ impl Mounts {
         &self,
         notebook_id: &str,
         row: &MountRow,
-    ) -> Result<MountPlace, BackendError> {
-        if row.kind == "dynamic" {
-            let d = self.inner.backend.data_dir(notebook_id)?;
-            Ok(dynamic_place(&d, &row.name))
-        } else {
-            self.inner.backend.mount_place(notebook_id, &row.name)
-        }
+    ) -> Result<(Box<dyn NotebookFiles>, Place), BackendError> {
+        let files = self.inner.backend.files(notebook_id)?;
+        let place = place_in(files.as_ref(), row)?;
+        Ok((files, place))
     }
 
     /// The notebook's mounts with their status (a MOUNTED one whose process is gone shows as
@@ -243,21 +233,14 @@ impl Mounts {
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::of_notebook(&mut conn, &nb.id).await?
         };
-        // /data once for all rows (it reads the mount table).
-        let data = self.inner.backend.data_dir(&nb.id).ok();
+        let files = self.inner.backend.files(&nb.id).ok();
         Ok(list
             .into_iter()
             .map(|mut row| {
-                let place = if row.kind == "dynamic" {
-                    data.as_ref().map(|d| dynamic_place(d, &row.name))
-                } else {
-                    self.inner.backend.mount_place(&nb.id, &row.name).ok()
-                };
+                let place = files.as_ref().and_then(|f| place_in(f.as_ref(), &row).ok());
                 if row.status == MOUNTED
-                    && let Some(p) = &place
-                    && !serving(&row).is_some_and(|s| {
-                        fuse::is_serving(p, &self.mount_state_dir(&nb.id, &row.id), s)
-                    })
+                    && let (Some(f), Some(p)) = (&files, &place)
+                    && !serving(&row).is_some_and(|s| f.is_serving(p, &row.id, s))
                 {
                     row.status = FAILED;
                     row.error =
@@ -283,6 +266,11 @@ impl Mounts {
             return Ok(Vec::new());
         }
         self.rclone()?;
+        let files = self
+            .inner
+            .backend
+            .files(notebook_id)
+            .map_err(|e| MountError::Invalid(format!("storage: {e}")))?;
         let mut out = Vec::new();
         let mut checked = std::collections::HashSet::new();
         for m in mounts {
@@ -291,9 +279,8 @@ impl Mounts {
             } else {
                 "extended_storage"
             };
-            self.inner
-                .backend
-                .mount_place(notebook_id, &m.path)
+            files
+                .place(&m.path)
                 .map_err(|e| MountError::Invalid(format!("{field}: {e}")))?;
             let (c, target) = self
                 .connection_of(&who.user_id, &m.connection, field)
@@ -345,27 +332,15 @@ impl Mounts {
             .any(|m| m.kind == "primary"))
     }
 
-    /// Folders chosen at create that the backend places outside the work dir: the backend
-    /// binds them at their paths when it launches the notebook.
-    pub(crate) async fn extra_binds(
-        &self,
-        notebook_id: &str,
-    ) -> anyhow::Result<Vec<(PathBuf, String)>> {
-        let Ok(work) = self
-            .inner
-            .backend
-            .mount_place(notebook_id, storage_rules::WORK_DIR)
-        else {
-            return Ok(Vec::new());
-        };
+    /// Folders chosen at create outside the work dir (paths in the notebook): the backend
+    /// shows them at their paths when it launches the notebook.
+    pub(crate) async fn extended_storage(&self, notebook_id: &str) -> anyhow::Result<Vec<String>> {
         let mut conn = self.inner.store.pool.acquire().await?;
         Ok(rows::of_notebook(&mut conn, notebook_id)
             .await?
-            .iter()
-            .filter(|m| m.kind == "extended")
-            .filter_map(|m| self.inner.backend.mount_place(notebook_id, &m.name).ok())
-            .filter(|p| !p.host().starts_with(work.host()))
-            .map(|p| (p.host(), p.inside))
+            .into_iter()
+            .filter(|m| m.kind == "extended" && !storage_rules::in_work_dir(&m.name))
+            .map(|m| m.name)
             .collect())
     }
 
@@ -386,8 +361,8 @@ impl Mounts {
             ..uri
         };
         allow(&nb, NotebookOp::Mount)?;
-        let data = self.inner.backend.data_dir(&nb.id).map_err(unsupported)?;
-        if !data.live {
+        let files = self.inner.backend.files(&nb.id).map_err(unsupported)?;
+        if !files.mounts_reach_running() {
             return Err(MountError::CannotMount(format!(
                 "mounts cannot reach notebook {} while it runs: its /data is not a shared mount (the gateway needs root for that); the mount would only appear after a restart",
                 nb.name
@@ -397,14 +372,14 @@ impl Mounts {
         let (connection, target) = self
             .connection_of(&nb.owner_id, &req.connection, "connection")
             .await?;
-        let place = dynamic_place(&data, &req.name);
+        let place = files.data_place(&req.name).map_err(unsupported)?;
         // Seen without following links: a link there is the notebook's and is refused.
-        match holds_files(&place) {
+        match files.holds_files(&place) {
             Ok(false) => {}
             Ok(true) => {
                 return Err(MountError::InTheWay(format!(
                     "{}/ already holds files; mounting over them would hide them: pick another name",
-                    place.inside
+                    place.inside()
                 )));
             }
             Err(e) => return Err(MountError::InTheWay(e.to_string())),
@@ -424,7 +399,7 @@ impl Mounts {
                     "notebook {} already has a mount named {:?} at {}/",
                     nb.name,
                     req.name,
-                    data.inside.join(&req.name).display()
+                    place.inside()
                 )));
             }
             let dynamic = existing.iter().filter(|m| m.kind == "dynamic").count();
@@ -451,13 +426,22 @@ impl Mounts {
             .await?;
             tx.commit().await?;
         }
-        let made = self
-            .mount_at(&nb.id, &id, &place, &target, &uri, req.read_only, &rclone)
+        let made = files
+            .mount(
+                &place,
+                &Mount {
+                    id: &id,
+                    target: &target,
+                    uri: &uri,
+                    read_only: req.read_only,
+                    rclone: &rclone,
+                },
+            )
             .await;
         let mut tx = self.inner.store.write().await?;
         let detail = format!(
             "{uri} at {}/{}",
-            data.inside.join(&req.name).display(),
+            place.inside(),
             if req.read_only { " (read-only)" } else { "" }
         );
         match made {
@@ -489,10 +473,10 @@ impl Mounts {
                 )
                 .await?;
                 tx.commit().await?;
-                remove_folder(&place);
+                files.remove_folder(&place);
                 return Err(MountError::Failed(format!(
                     "mounting {uri} at {}/ failed: {e:#}",
-                    data.inside.join(&req.name).display()
+                    place.inside()
                 )));
             }
         }
@@ -518,14 +502,15 @@ impl Mounts {
                 nb.name
             )));
         };
-        if let Ok(p) = self.place(&nb.id, &row) {
-            fuse::unmount(&p, &self.mount_state_dir(&nb.id, &row.id), serving(&row))
+        if let Ok((files, p)) = self.place(&nb.id, &row) {
+            files
+                .unmount(&p, &row.id, serving(&row))
                 .await
                 .map_err(|e| {
-                    MountError::InTheWay(format!("unmounting {}/ failed: {e:#}", p.inside))
+                    MountError::InTheWay(format!("unmounting {}/ failed: {e:#}", p.inside()))
                 })?;
             // Only an empty folder goes; anything written beside the mount stays.
-            remove_folder(&p);
+            files.remove_folder(&p);
         }
         let mut tx = self.inner.store.write().await?;
         rows::delete(&mut tx, &row.id).await?;
@@ -571,15 +556,14 @@ impl Mounts {
             }
             let place = self.place(notebook_id, &row);
             let outcome: anyhow::Result<Option<Serving>> = async {
-                let place = place.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let state_dir = self.mount_state_dir(notebook_id, &row.id);
+                let (files, place) = place.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
                 if row.status == MOUNTED
-                    && serving(&row).is_some_and(|s| fuse::is_serving(place, &state_dir, s))
+                    && serving(&row).is_some_and(|s| files.is_serving(place, &row.id, s))
                 {
                     return Ok(None);
                 }
                 // A mount left by a process that died: clear it before mounting again.
-                fuse::unmount(place, &state_dir, serving(&row)).await?;
+                files.unmount(place, &row.id, serving(&row)).await?;
                 let rclone = self
                     .rclone()
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -600,14 +584,23 @@ impl Mounts {
                     .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
                 // Files written where a folder was not mounted would be hidden by it (not lost,
                 // but out of sight): refuse and say so. Primary storage is the work dir itself.
-                if row.kind != "primary" && holds_files(place)? {
+                if row.kind != "primary" && files.holds_files(place)? {
                     anyhow::bail!(
                         "{}/ holds files written while the folder was not mounted; move them away and start again",
-                        place.inside
+                        place.inside()
                     );
                 }
-                let s = self
-                    .mount_at(notebook_id, &row.id, place, &target, &uri, row.read_only, &rclone)
+                let s = files
+                    .mount(
+                        place,
+                        &Mount {
+                            id: &row.id,
+                            target: &target,
+                            uri: &uri,
+                            read_only: row.read_only,
+                            rclone: &rclone,
+                        },
+                    )
                     .await?;
                 Ok(Some(s))
             }
@@ -624,7 +617,7 @@ impl Mounts {
                 }
                 Err(e) => {
                     let at = match &place {
-                        Ok(p) => p.inside.clone(),
+                        Ok((_, p)) => p.inside().to_owned(),
                         Err(_) => row.name.clone(),
                     };
                     let why = format!("{} at {at}/: {e:#}", row.uri);
@@ -657,9 +650,9 @@ impl Mounts {
             rows::in_status(&mut conn, rows::MOUNTING).await?
         };
         for row in list {
-            if let Ok(p) = self.place(&row.notebook_id, &row) {
-                fuse::unmount(&p, &self.mount_state_dir(&row.notebook_id, &row.id), None).await?;
-                remove_folder(&p);
+            if let Ok((files, p)) = self.place(&row.notebook_id, &row) {
+                files.unmount(&p, &row.id, None).await?;
+                files.remove_folder(&p);
             }
             let mut conn = self.inner.store.pool.acquire().await?;
             rows::delete(&mut conn, &row.id).await?;
@@ -679,13 +672,8 @@ impl Mounts {
         list.sort_by_key(mount_order);
         list.reverse();
         for row in list {
-            if let Ok(p) = self.place(notebook_id, &row) {
-                fuse::unmount(
-                    &p,
-                    &self.mount_state_dir(notebook_id, &row.id),
-                    serving(&row),
-                )
-                .await?;
+            if let Ok((files, p)) = self.place(notebook_id, &row) {
+                files.unmount(&p, &row.id, serving(&row)).await?;
             }
             let mut tx = self.inner.store.write().await?;
             Transition::new(&row.id, MountStatus::ALL, UNMOUNTED)
@@ -695,49 +683,6 @@ impl Mounts {
             tx.commit().await?;
         }
         Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn mount_at(
-        &self,
-        notebook_id: &str,
-        mount_id: &str,
-        place: &MountPlace,
-        target: &s3::Target,
-        uri: &ObjectUri,
-        read_only: bool,
-        rclone: &Path,
-    ) -> anyhow::Result<Serving> {
-        // The folder, made (the notebook's user's) and opened one directory at a time from
-        // a root the notebook cannot replace; a link on the way is refused, named.
-        tokio::fs::create_dir_all(&place.root)
-            .await
-            .with_context(|| format!("creating {}", place.root.display()))?;
-        let at = place.open_root()?.create_dir_all(&place.rel, place.owner)?;
-        if let Some((uid, gid)) = place.owner {
-            at.chown_self(uid, gid)?;
-        }
-        // Never over files (they would be hidden); the work dir of primary storage is the
-        // notebook's files' place itself.
-        if !place.rel.as_os_str().is_empty() && !at.is_empty()? {
-            anyhow::bail!(
-                "{}/ holds files; mounting over them would hide them",
-                place.inside
-            );
-        }
-        let state_dir = self.mount_state_dir(notebook_id, mount_id);
-        fuse::mount(
-            rclone,
-            &fuse::MountSpec {
-                target,
-                uri,
-                at: &at,
-                read_only,
-                owner: place.owner,
-                state_dir: &state_dir,
-            },
-        )
-        .await
     }
 }
 
@@ -752,21 +697,20 @@ fn mount_order(row: &MountRow) -> (u8, usize) {
     (rank, row.name.matches('/').count())
 }
 
-/// A dynamic mount's place under the notebook's `/data`.
-fn dynamic_place(d: &DataDir, name: &str) -> MountPlace {
-    MountPlace {
-        root: d.host.clone(),
-        root_inside: d.inside.to_string_lossy().into_owned(),
-        rel: PathBuf::from(name),
-        inside: d.inside.join(name).to_string_lossy().into_owned(),
-        owner: d.owner,
+/// Where a mount goes: dynamic ones under the notebook's `/data`, those chosen at create
+/// at their path (`name` holds it).
+fn place_in(files: &dyn NotebookFiles, row: &MountRow) -> Result<Place, BackendError> {
+    if row.kind == "dynamic" {
+        files.data_place(&row.name)
+    } else {
+        files.place(&row.name)
     }
 }
 
 /// A mount as the API shows it, `path` from its place (where known).
-fn view(row: MountRow, place: Option<&MountPlace>) -> MountView {
+fn view(row: MountRow, place: Option<&Place>) -> MountView {
     let path = match place {
-        Some(p) => format!("{}/", p.inside),
+        Some(p) => format!("{}/", p.inside()),
         None if row.kind == "dynamic" => format!("/data/{}/", row.name),
         None => format!("{}/", row.name),
     };
@@ -778,30 +722,6 @@ fn serving(row: &MountRow) -> Option<Serving> {
         pid: i32::try_from(row.pid?).ok()?,
         start_ticks: u64::try_from(row.start_ticks?).ok()?,
     })
-}
-
-/// Whether the place's folder holds anything, looked at through `confined`: `false` when it
-/// is not there yet, an error naming the link when a link is on the way.
-fn holds_files(place: &MountPlace) -> std::io::Result<bool> {
-    match place.open_root().and_then(|root| root.open_dir(&place.rel)) {
-        Ok(dir) => Ok(!dir.is_empty()?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Removes the place's folder if it is empty (never through a link; the work dir of
-/// primary storage stays).
-fn remove_folder(place: &MountPlace) {
-    if place.rel.as_os_str().is_empty() {
-        return;
-    }
-    if let Ok((dir, name)) = place
-        .open_root()
-        .and_then(|root| root.parent_of(&place.rel, false, None))
-    {
-        let _ = dir.remove_dir(&name);
-    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,12 @@ pub const MAX_PER_TYPE: usize = 5;
 
 pub use crate::backends::WORK_DIR;
 
+/// Whether `path` is the work dir or in it (its folders come with the work dir).
+pub fn in_work_dir(path: &str) -> bool {
+    path.strip_prefix(WORK_DIR)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// `storage` of a create request: the work disk (`evs`, the default) or a folder of an
 /// object store (`obs`, or `pfs`, the seed's parallel file system: the same here).
 #[derive(Debug, Clone, Deserialize)]

@@ -27,7 +27,8 @@ use tokio_util::task::TaskTracker;
 use super::mounts::Mounts;
 use super::{NotebookOp, allow, status::RUNNING, storage_rules::WORK_DIR, target as audit_target};
 use crate::auth::authz::NotebookGrant;
-use crate::backends::{Backend, MountPlace};
+use crate::backends::Backend;
+use crate::backends::files::WorkDir;
 use crate::confined::Dir;
 use crate::error::{DomainError, Error, Kind};
 use crate::lifecycle::upload::UploadOp;
@@ -188,10 +189,10 @@ fn existing(root: &Dir, rel: &str) -> std::io::Result<Option<FileType>> {
 }
 
 /// Why an upload does not go where a link is.
-fn link_message(work: &MountPlace, rel: &str) -> String {
+fn link_message(work: &WorkDir, rel: &str) -> String {
     format!(
         "{}/{rel} is a symbolic link; an upload never writes through or replaces one",
-        work.root_inside
+        work.inside
     )
 }
 
@@ -235,10 +236,12 @@ impl Uploads {
     }
 
     /// The notebook's work dir: where uploads land, and who owns what lands.
-    fn work_place(&self, notebook_id: &str) -> Result<MountPlace, UploadError> {
+    fn work(&self, notebook_id: &str) -> Result<WorkDir, UploadError> {
         self.inner
             .backend
-            .mount_place(notebook_id, WORK_DIR)
+            .files(notebook_id)
+            .map_err(|e| UploadError::WorkDir(e.to_string()))?
+            .work()
             .map_err(|e| UploadError::WorkDir(e.to_string()))
     }
 
@@ -274,11 +277,8 @@ impl Uploads {
         allow(&nb, NotebookOp::Upload)?;
         // What is there now, seen without following links (the notebook may have planted
         // some); the landing looks again.
-        let work = self.work_place(&nb.id)?;
-        let there = work
-            .open_root()
-            .and_then(|root| existing(&root, &path))
-            .map_err(|e| UploadError::WorkDir(e.to_string()))?;
+        let work = self.work(&nb.id)?;
+        let there = existing(&work.dir, &path).map_err(|e| UploadError::WorkDir(e.to_string()))?;
         match there {
             Some(FileType::Directory) => {
                 return Err(UploadError::WorkDir(format!(
@@ -693,11 +693,8 @@ impl Uploads {
             // Landed through the work dir's descriptor: parents made (ma-user's) and
             // opened one at a time, the partial file new and given to ma-user through its
             // own descriptor, renamed within its folder. A link anywhere fails the landing.
-            let work = self
-                .work_place(notebook_id)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let root = work.open_root()?;
-            let (dir, name) = root.parent_of(Path::new(&row.path), true, work.owner)?;
+            let work = self.work(notebook_id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (dir, name) = work.dir.parent_of(Path::new(&row.path), true, work.owner)?;
             match dir.file_type(&name)? {
                 Some((FileType::Symlink, _)) => {
                     anyhow::bail!("{}", link_message(&work, &row.path))
@@ -932,24 +929,24 @@ mod tests {
         std::fs::write(work.join("dir/f"), "x").unwrap();
         std::os::unix::fs::symlink(base.join("outside"), work.join("r")).unwrap();
         std::os::unix::fs::symlink(base.join("outside/f"), work.join("l")).unwrap();
-        let place = MountPlace {
-            root: work.clone(),
-            root_inside: WORK_DIR.into(),
-            rel: Default::default(),
-            inside: WORK_DIR.into(),
+        let place = WorkDir {
+            dir: crate::confined::Dir::open(&work)
+                .unwrap()
+                .shown_as(WORK_DIR),
             owner: None,
+            inside: WORK_DIR.into(),
         };
-        let root = place.open_root().unwrap();
-        assert_eq!(existing(&root, "nope/x").unwrap(), None);
-        assert_eq!(existing(&root, "dir/new").unwrap(), None);
+        let root = &place.dir;
+        assert_eq!(existing(root, "nope/x").unwrap(), None);
+        assert_eq!(existing(root, "dir/new").unwrap(), None);
         assert_eq!(
-            existing(&root, "dir/f").unwrap(),
+            existing(root, "dir/f").unwrap(),
             Some(FileType::RegularFile)
         );
-        assert_eq!(existing(&root, "dir").unwrap(), Some(FileType::Directory));
-        assert_eq!(existing(&root, "l").unwrap(), Some(FileType::Symlink));
+        assert_eq!(existing(root, "dir").unwrap(), Some(FileType::Directory));
+        assert_eq!(existing(root, "l").unwrap(), Some(FileType::Symlink));
         for through in ["r/f", "r/sub/x"] {
-            let e = existing(&root, through).unwrap_err().to_string();
+            let e = existing(root, through).unwrap_err().to_string();
             assert_eq!(
                 e, "/home/ma-user/work/r is a symbolic link, which is not followed here",
                 "{through}"

@@ -3,7 +3,6 @@
 //! here), and the connections users register (`connections.rs`).
 
 pub mod connections;
-pub mod fuse;
 pub mod s3;
 pub mod transfer;
 

@@ -1,4 +1,5 @@
-//! Object-storage folders as FUSE file systems on the host, served by `rclone mount` (Debian's
+//! Object-storage folders as FUSE file systems on this host (the host connector of
+//! `backends::files` uses it), served by `rclone mount` (Debian's
 //! `rclone`): one process per mount, in its own session so it outlives a gateway restart,
 //! configured only through its environment (no config file holds the credentials), found
 //! again by pid and start time.
@@ -28,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::ObjectUri;
-use super::s3::Target;
-use crate::backends::{MountPlace, workdisk};
+use super::{MountPlace, workdisk};
 use crate::confined::Dir;
+use crate::object_storage::ObjectUri;
+use crate::object_storage::s3::Target;
 use rustix::process::Signal;
 
 /// How long a mount may take to appear.
@@ -84,7 +85,7 @@ pub fn fuse_available() -> bool {
 }
 
 /// Mounts `spec.uri` on the folder `spec.at` and returns once it is there.
-pub async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Serving> {
+pub(super) async fn mount(rclone: &Path, spec: &MountSpec<'_>) -> anyhow::Result<Serving> {
     if spec.at.is_mount_root()? {
         bail!("{} is already a mount point", spec.at.path().display());
     }
@@ -204,7 +205,7 @@ fn rclone_dev(table: &[workdisk::MountEntry], path: &Path) -> Option<String> {
 
 /// Whether the mount of `place` (state in `state_dir`) is up: served by `serving`, and
 /// bound at the place.
-pub fn is_serving(place: &MountPlace, state_dir: &Path, serving: Serving) -> bool {
+pub(super) fn is_serving(place: &MountPlace, state_dir: &Path, serving: Serving) -> bool {
     if !crate::procs::alive(serving.pid, serving.start_ticks) {
         return false;
     }
@@ -222,7 +223,7 @@ pub fn is_serving(place: &MountPlace, state_dir: &Path, serving: Serving) -> boo
 /// Unmounts the mount of `place` (state in `state_dir`) and ends its rclone process: first
 /// every bind of it below `place.root`, wherever the notebook moved it, then rclone's own
 /// mount. Never touches the objects. Idempotent.
-pub async fn unmount(
+pub(super) async fn unmount(
     place: &MountPlace,
     state_dir: &Path,
     serving: Option<Serving>,
