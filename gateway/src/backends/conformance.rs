@@ -7,7 +7,8 @@
 //! refuse an unreadable handle → prepare → launch (a handle of this backend) → wait_ready
 //! → poll: Running → stream to Jupyter (GET <base_url>api through `upstream`)
 //! → a restarted gateway's backend: poll Running, stream again (reattach)
-//! → the agent link speaks SSH, takes the link key and serves atelier.file's socket
+//! → the agent link speaks SSH, takes the link key, serves atelier.file's socket and runs a
+//!   command as the notebook's user
 //!   (or Unsupported where there is no agent)
 //! → the files connector names the work dir, a folder in it and /data/<name> as the
 //!   notebook sees them and opens the work dir (or Unsupported) → stop (twice)
@@ -183,6 +184,33 @@ async fn cases(s: &Subject, keep: Arc<Mutex<Option<Handle>>>) {
                 .streamlocal_forward(socket.clone())
                 .await
                 .unwrap_or_else(|e| panic!("{name}: the agent refused to serve {socket}: {e}"));
+            // A command runs inside the notebook, as its user, and says so.
+            let mut channel = client
+                .channel_open_session()
+                .await
+                .unwrap_or_else(|e| panic!("{name}: a session channel: {e}"));
+            channel
+                .exec(true, "id -u; echo conformance")
+                .await
+                .unwrap_or_else(|e| panic!("{name}: exec: {e}"));
+            let (mut out, mut code) = (Vec::new(), None);
+            while let Some(msg) = channel.wait().await {
+                match msg {
+                    russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                    russh::ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+                    _ => {}
+                }
+            }
+            let out = String::from_utf8_lossy(&out);
+            assert_eq!(code, Some(0), "{name}: exec: {out}");
+            assert!(out.ends_with("conformance\n"), "{name}: exec: {out:?}");
+            let uid: u32 = out.lines().next().unwrap_or_default().parse().unwrap_or(0);
+            // SAFETY: no preconditions.
+            let gateway_uid = unsafe { libc::geteuid() };
+            assert!(
+                uid == super::NOTEBOOK_UID || (uid == gateway_uid && gateway_uid != 0),
+                "{name}: commands run as the notebook's user (or, unconfined, the gateway's unprivileged one), not {uid}"
+            );
             let _ = client
                 .disconnect(russh::Disconnect::ByApplication, "", "")
                 .await;
