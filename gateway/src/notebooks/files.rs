@@ -39,6 +39,8 @@ const CONNECTIONS_PER_NOTEBOOK: usize = 64;
 const LINK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest pause between attempts while a running notebook's agent does not answer.
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Failed attempts in a row before the log says so (about 3 s of pauses).
+const QUIET_FAILURES: u32 = 5;
 /// Logged when an agent refuses to serve the file API (not asked again until the notebook
 /// is launched again).
 const REFUSED: &str = "the notebook's agent refused to serve atelier.file (a notebook started by an older gateway has no such socket: stop and start it); not asked again until the notebook starts again";
@@ -374,6 +376,9 @@ async fn keep_link(
 ) {
     let places = Arc::new(Semaphore::new(CONNECTIONS_PER_NOTEBOOK));
     let mut pause = Duration::from_millis(100);
+    // Failures in a row; a notebook's agent starts a moment after its launch, so the first
+    // few are not worth a warning.
+    let mut failures = 0u32;
     let mut told = false;
     loop {
         let attempt = async {
@@ -416,6 +421,7 @@ async fn keep_link(
                     tracing::info!(notebook = %notebook_id, "atelier.file is served again");
                 }
                 told = false;
+                failures = 0;
                 pause = Duration::from_millis(100);
                 tokio::select! {
                     _ = &mut link => {}
@@ -433,13 +439,15 @@ async fn keep_link(
                 return;
             }
             Ok(Err(LinkFailed::Retry(why))) => {
-                if !told {
+                failures += 1;
+                if !told && failures >= QUIET_FAILURES {
                     tracing::warn!(notebook = %notebook_id, error = %why, "atelier.file is unavailable in this notebook; trying again");
                     told = true;
                 }
             }
             Err(_) => {
-                if !told {
+                failures += 1;
+                if !told && failures >= QUIET_FAILURES {
                     tracing::warn!(notebook = %notebook_id, "atelier.file: the notebook's agent did not answer within {} s; trying again", LINK_TIMEOUT.as_secs());
                     told = true;
                 }
