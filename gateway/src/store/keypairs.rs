@@ -19,6 +19,10 @@ pub struct KeyPairRow {
 
 const SELECT: &str = "SELECT k.id, k.name, u.name AS owner_name, k.algorithm, k.public_key, \
      k.fingerprint, k.created_at FROM key_pairs k JOIN users u ON u.id = k.owner_id";
+const OWNED: super::Owned = super::Owned {
+    select: SELECT,
+    alias: "k",
+};
 
 pub struct NewKeyPair<'a> {
     pub id: &'a str,
@@ -52,11 +56,7 @@ pub async fn by_name(
     owner_id: &str,
     name: &str,
 ) -> sqlx::Result<Option<KeyPairRow>> {
-    sqlx::query_as(&format!("{SELECT} WHERE k.owner_id = $1 AND k.name = $2"))
-        .bind(owner_id)
-        .bind(name)
-        .fetch_optional(conn)
-        .await
+    OWNED.by_name(conn, owner_id, name).await
 }
 
 /// Another key pair of the same owner with this fingerprint (the same key imported twice).
@@ -101,19 +101,7 @@ pub async fn holders(conn: &mut Conn, fingerprint: &str) -> sqlx::Result<Vec<(St
 
 /// One owner's key pairs, or everyone's (`owner_id = None`), by name.
 pub async fn list(conn: &mut Conn, owner_id: Option<&str>) -> sqlx::Result<Vec<KeyPairRow>> {
-    match owner_id {
-        Some(o) => {
-            sqlx::query_as(&format!("{SELECT} WHERE k.owner_id = $1 ORDER BY k.name"))
-                .bind(o)
-                .fetch_all(conn)
-                .await
-        }
-        None => {
-            sqlx::query_as(&format!("{SELECT} ORDER BY u.name, k.name"))
-                .fetch_all(conn)
-                .await
-        }
-    }
+    OWNED.list(conn, owner_id).await
 }
 
 /// Names of the notebooks that accept this key pair.

@@ -28,6 +28,60 @@ pub mod users;
 
 pub type Conn = SqliteConnection;
 
+/// Rows a user owns and names (key pairs, storage connections): found by owner and name,
+/// listed by owner. `select` reads the table as `alias` joined with its owner as `u`.
+pub struct Owned {
+    pub select: &'static str,
+    pub alias: &'static str,
+}
+
+impl Owned {
+    /// The owner's row named `name`.
+    pub async fn by_name<T>(
+        &self,
+        conn: &mut Conn,
+        owner_id: &str,
+        name: &str,
+    ) -> sqlx::Result<Option<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        let a = self.alias;
+        sqlx::query_as(&format!(
+            "{} WHERE {a}.owner_id = $1 AND {a}.name = $2",
+            self.select
+        ))
+        .bind(owner_id)
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+    }
+
+    /// One owner's rows by name, or everyone's (`owner_id = None`) by owner and name.
+    pub async fn list<T>(&self, conn: &mut Conn, owner_id: Option<&str>) -> sqlx::Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        let a = self.alias;
+        match owner_id {
+            Some(o) => {
+                sqlx::query_as(&format!(
+                    "{} WHERE {a}.owner_id = $1 ORDER BY {a}.name",
+                    self.select
+                ))
+                .bind(o)
+                .fetch_all(conn)
+                .await
+            }
+            None => {
+                sqlx::query_as(&format!("{} ORDER BY u.name, {a}.name", self.select))
+                    .fetch_all(conn)
+                    .await
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pub pool: SqlitePool,

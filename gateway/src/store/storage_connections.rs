@@ -26,6 +26,10 @@ pub struct ConnectionRow {
 const SELECT: &str = "SELECT c.id, c.name, u.name AS owner_name, c.endpoint, c.region, c.bucket, \
      c.access_key_id, c.path_style, c.created_at, c.checked_at, c.secret_sealed \
      FROM storage_connections c JOIN users u ON u.id = c.owner_id";
+const OWNED: super::Owned = super::Owned {
+    select: SELECT,
+    alias: "c",
+};
 
 pub struct NewConnection<'a> {
     pub id: &'a str,
@@ -66,11 +70,7 @@ pub async fn by_name(
     owner_id: &str,
     name: &str,
 ) -> sqlx::Result<Option<ConnectionRow>> {
-    sqlx::query_as(&format!("{SELECT} WHERE c.owner_id = $1 AND c.name = $2"))
-        .bind(owner_id)
-        .bind(name)
-        .fetch_optional(conn)
-        .await
+    OWNED.by_name(conn, owner_id, name).await
 }
 
 pub async fn by_id(conn: &mut Conn, id: &str) -> sqlx::Result<Option<ConnectionRow>> {
@@ -82,19 +82,7 @@ pub async fn by_id(conn: &mut Conn, id: &str) -> sqlx::Result<Option<ConnectionR
 
 /// One owner's connections, or everyone's (`owner_id = None`), by name.
 pub async fn list(conn: &mut Conn, owner_id: Option<&str>) -> sqlx::Result<Vec<ConnectionRow>> {
-    match owner_id {
-        Some(o) => {
-            sqlx::query_as(&format!("{SELECT} WHERE c.owner_id = $1 ORDER BY c.name"))
-                .bind(o)
-                .fetch_all(conn)
-                .await
-        }
-        None => {
-            sqlx::query_as(&format!("{SELECT} ORDER BY u.name, c.name"))
-                .fetch_all(conn)
-                .await
-        }
-    }
+    OWNED.list(conn, owner_id).await
 }
 
 pub async fn set_checked(conn: &mut Conn, id: &str, now: &str) -> sqlx::Result<()> {
