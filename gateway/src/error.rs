@@ -55,29 +55,33 @@ impl Error {
             source: None,
         }
     }
+    /// An error of `kind` with the kind's own code.
+    pub fn of(kind: Kind, message: impl Into<String>) -> Self {
+        Self::new(kind, kind.code(), message)
+    }
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(Kind::Invalid, "invalid_argument", message)
+        Self::of(Kind::Invalid, message)
     }
     pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(Kind::Unauthenticated, "unauthenticated", message)
+        Self::of(Kind::Unauthenticated, message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(Kind::Forbidden, "permission_denied", message)
+        Self::of(Kind::Forbidden, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(Kind::NotFound, "not_found", message)
+        Self::of(Kind::NotFound, message)
     }
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(Kind::Conflict, "conflict", message)
+        Self::of(Kind::Conflict, message)
     }
     pub fn quota(message: impl Into<String>) -> Self {
         Self::new(Kind::Conflict, "quota_exceeded", message)
     }
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(Kind::TooLarge, "payload_too_large", message)
+        Self::of(Kind::TooLarge, message)
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(Kind::Upstream, "unavailable", message)
+        Self::of(Kind::Upstream, message)
     }
     /// A failure that is ours, not the caller's: the details go to the log only.
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {

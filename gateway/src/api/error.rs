@@ -48,9 +48,8 @@ impl From<JsonRejection> for ApiError {
             return ApiError::too_large("the request body is larger than the API accepts (2 MiB)");
         }
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            JsonRejection::MissingJsonContentType(_) => ApiError::of(
                 Kind::UnsupportedMedia,
-                "unsupported_media_type",
                 "the request body must be JSON with Content-Type: application/json",
             ),
             // axum's text names the field path: "auto_stop.duration_hours: invalid type ..."

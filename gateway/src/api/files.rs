@@ -50,7 +50,7 @@ impl FileServer for FileApi {
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(scope);
         Box::pin(async move {
-            if let Err(e) = axum::serve(Links(incoming), app)
+            if let Err(e) = axum::serve(incoming, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
             {
@@ -60,16 +60,14 @@ impl FileServer for FileApi {
     }
 }
 
-/// A notebook's link as the listener axum serves: its connections, one by one. When the
+/// A notebook's link is the listener axum serves: its connections, one by one. When the
 /// link is gone for good the server waits for its stop.
-struct Links(Incoming);
-
-impl axum::serve::Listener for Links {
+impl axum::serve::Listener for Incoming {
     type Io = Connection;
     type Addr = ();
 
     async fn accept(&mut self) -> (Connection, ()) {
-        match self.0.next().await {
+        match self.next().await {
             Some(c) => (c, ()),
             None => std::future::pending().await,
         }

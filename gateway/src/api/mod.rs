@@ -125,9 +125,8 @@ async fn not_found(uri: axum::http::Uri) -> error::ApiError {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
-    error::ApiError::new(
+    error::ApiError::of(
         crate::error::Kind::MethodNotAllowed,
-        "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
 }

@@ -45,7 +45,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use super::files::{self, HostFiles, NotebookFiles};
+use super::files::{HostFiles, NotebookFiles};
 use super::runconf::{self, ServerConf, write_private};
 use super::{
     Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SaveImage, SaveImageError,
@@ -1491,7 +1491,7 @@ impl Backend for DockerBackend {
             data_inside: "/data".into(),
             owner: Some((NOTEBOOK_UID, NOTEBOOK_GID)),
             // `prepare` made <nb>/data a shared mount of its own, bound rslave.
-            live: files::data_is_shared(&nb),
+            live_if_data_shared: true,
             outside_work: true,
             backend: self.name(),
             nb,

@@ -108,8 +108,10 @@ pub struct HostFiles {
     pub data_inside: String,
     /// Who owns the notebook's files as it sees them; `None`: the gateway's own user.
     pub owner: Option<(u32, u32)>,
-    /// Whether a mount made now reaches the running notebook.
-    pub live: bool,
+    /// Whether a mount made now reaches the running notebook: always (`false` here), or
+    /// only while `<nb>/data` is a shared mount of its own (`true`; asked of the mount
+    /// table when a mount is requested, not when the connector is made).
+    pub live_if_data_shared: bool,
     /// Folders outside the work dir: mounted under `<nb>/ext` and bound at their paths by
     /// the engine (`true`), or refused (`false`: the notebook sees the host's filesystem
     /// there).
@@ -181,7 +183,7 @@ impl NotebookFiles for HostFiles {
     }
 
     fn mounts_reach_running(&self) -> bool {
-        self.live
+        !self.live_if_data_shared || workdisk::is_mounted(&self.nb.join("data"))
     }
 
     async fn mount(&self, place: &Place, m: &Mount<'_>) -> anyhow::Result<Serving> {
@@ -260,10 +262,4 @@ impl NotebookFiles for HostFiles {
             inside: self.work_inside.clone(),
         })
     }
-}
-
-/// Whether `<nb>/data` is a mount of its own (a shared one, so mounts made there reach
-/// running notebooks).
-pub fn data_is_shared(nb: &Path) -> bool {
-    workdisk::is_mounted(&nb.join("data"))
 }

@@ -36,7 +36,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use atelier_notebook_runtime::spec::{Spec as RuntimeSpec, SshSpec, UserSpec};
 
-use super::files::{self, HostFiles, NotebookFiles};
+use super::files::{HostFiles, NotebookFiles};
 use super::jupyter_env::JupyterEnv;
 use super::runconf::{self, AGENT_SOCKET, Listen, ServerConf, write_private};
 use super::sandbox::{self, Confinement, Sandbox};
@@ -644,7 +644,7 @@ impl Backend for ProcessBackend {
                 work_inside: sandbox::WORK.into(),
                 data_inside: "/data".into(),
                 owner: s.root.then_some((sandbox::UID, sandbox::GID)),
-                live: files::data_is_shared(&nb),
+                live_if_data_shared: true,
                 outside_work: false,
                 backend: self.name(),
                 nb,
@@ -654,7 +654,7 @@ impl Backend for ProcessBackend {
                 work_inside: nb.join("work").to_string_lossy().into_owned(),
                 data_inside: nb.join("data").to_string_lossy().into_owned(),
                 owner: None,
-                live: true,
+                live_if_data_shared: false,
                 outside_work: false,
                 backend: self.name(),
                 nb,

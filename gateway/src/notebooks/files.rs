@@ -286,9 +286,13 @@ impl Files {
             owner_id: owner_id.to_owned(),
             writes: Arc::new(tokio::sync::Semaphore::new(WRITES_PER_NOTEBOOK)),
         };
+        // The server ends with the notebook's link, or as soon as the link knows no
+        // connection will ever come (no file API here, an agent that refuses); the entry
+        // stays, so the health loop does not ask again.
+        let server_stop = stop.child_token();
         self.inner
             .tasks
-            .spawn(server.serve(Incoming { rx }, scope, stop.clone()));
+            .spawn(server.serve(Incoming { rx }, scope, server_stop.clone()));
         self.inner.tasks.spawn(keep_link(
             self.inner.backend.clone(),
             handle.clone(),
@@ -296,6 +300,7 @@ impl Files {
             connections,
             serving_tx,
             stop,
+            server_stop,
         ));
     }
 
@@ -373,6 +378,7 @@ async fn keep_link(
     connections: mpsc::Sender<Connection>,
     serving: watch::Sender<bool>,
     stop: CancellationToken,
+    server_stop: CancellationToken,
 ) {
     let places = Arc::new(Semaphore::new(CONNECTIONS_PER_NOTEBOOK));
     let mut pause = Duration::from_millis(100);
@@ -413,8 +419,11 @@ async fn keep_link(
             _ = stop.cancelled() => return,
         };
         match outcome {
-            // No file API here: `wait_serving` stops waiting.
-            Ok(Ok(None)) => return,
+            // No file API here: `wait_serving` stops waiting, the server ends.
+            Ok(Ok(None)) => {
+                server_stop.cancel();
+                return;
+            }
             Ok(Ok(Some(mut link))) => {
                 serving.send_replace(true);
                 if told {
@@ -436,6 +445,7 @@ async fn keep_link(
             }
             Ok(Err(LinkFailed::Refused)) => {
                 tracing::warn!(notebook = %notebook_id, "{REFUSED}");
+                server_stop.cancel();
                 return;
             }
             Ok(Err(LinkFailed::Retry(why))) => {

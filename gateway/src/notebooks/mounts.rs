@@ -215,7 +215,7 @@ impl Mounts {
 
     /// Where a mount goes: dynamic ones under the notebook's `/data`, those chosen at create
     /// at their path (`name` holds it).
-    pub(crate) fn place(
+    fn place(
         &self,
         notebook_id: &str,
         row: &MountRow,

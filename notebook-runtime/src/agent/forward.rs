@@ -52,11 +52,8 @@ async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
     TcpStream::connect((host, port)).await
 }
 
-async fn relay(channel: Channel<Msg>, tcp: TcpStream) {
-    relay_to(channel, tcp).await;
-}
-
-async fn relay_to(
+/// Copies between the channel and a local stream (TCP or unix) until both ends close.
+async fn relay(
     channel: Channel<Msg>,
     mut local: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 ) {
@@ -143,7 +140,7 @@ impl Remote {
                 let name = name.clone();
                 tokio::spawn(async move {
                     if let Ok(channel) = handle.channel_open_forwarded_streamlocal(name).await {
-                        relay_to(channel, local).await;
+                        relay(channel, local).await;
                     }
                 });
             }
