@@ -24,6 +24,13 @@
 //! - Numbers in `metrics` are parsed from their JSON text with the standard library's
 //!   correctly rounded parser (serde_json's default float parser may be one ulp off), so a
 //!   value serialises back to the same `f64`.
+//! - `apis[].method` is one of the standard methods (a typo like `pots` is caught);
+//!   `Image` URLs are plain absolute paths (no query, `%`, `.`/`..` or empty segments).
+//! - Package names and versions also refuse spaces and a leading `-` (they end up as pip
+//!   arguments); `restraint` without `package_version` is refused.
+//! - A health field of the other `check_method` (`url` with `EXEC`, `command` with `HTTP`)
+//!   is refused rather than ignored; `health` is mandatory for `Image` (Table 9-8), a
+//!   parse error.
 
 use std::fmt;
 
