@@ -20,7 +20,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -412,6 +412,29 @@ impl Dir {
             }
         }
         Ok(true)
+    }
+
+    /// The names in this directory (not `.` and `..`), sorted; at most `max` (more is an
+    /// error naming the directory: a folder a notebook filled is not listed without end).
+    pub fn entries(&self, max: usize) -> io::Result<Vec<OsString>> {
+        let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty()).map_err(errno)?;
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd).map_err(errno)? {
+            let entry = entry.map_err(errno)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            if out.len() == max {
+                return Err(io::Error::other(format!(
+                    "{} holds more than {max} entries",
+                    self.path.display()
+                )));
+            }
+            out.push(OsString::from_vec(name.to_vec()));
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// A path that names this very directory for as long as `self` lives (the

@@ -27,6 +27,7 @@ pub mod gpu;
 pub mod images;
 pub mod lifecycle;
 pub mod metrics;
+pub mod models;
 pub mod notebooks;
 pub mod object_storage;
 pub mod plugins;

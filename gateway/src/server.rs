@@ -96,6 +96,13 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         })
     });
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
+    let models = crate::models::Models::new(crate::models::ModelsParts {
+        store: store.clone(),
+        backend: lifecycle.backend().clone(),
+        secrets: secrets.clone(),
+        data_dir: settings.data_dir.clone(),
+        tasks: lifecycle.tasks().clone(),
+    });
     Ok(AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),
@@ -112,6 +119,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         routes,
         activity,
         ssh,
+        models,
         plugins,
         secrets,
         metrics: metrics.build(),
@@ -126,6 +134,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .resume()
         .await
         .context("resuming notebooks")?;
+    state
+        .models
+        .resume()
+        .await
+        .context("resuming model imports")?;
     let backend = state.lifecycle.backend().clone();
     // A warm-up: cut short at shutdown, nothing is lost.
     #[allow(clippy::disallowed_methods)]

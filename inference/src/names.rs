@@ -170,18 +170,25 @@ pub const START_COMMAND_FORBIDDEN: [&str; 15] = [
 /// [`START_COMMAND_FORBIDDEN`], else `command` unchanged. The caller stores the result
 /// (an empty command then means the engine's default, seed Table 9-1).
 ///
-/// Matching is by substring, as the seed's rule is, and that is deliberate for `-v` too: a
-/// whole-word rule would let through `-v/etc:/etc` and `-v=/:/host` (short options take
-/// their value attached), and the cost is false positives such as `python -verbose`,
-/// `--verbose` or a path like `/opt/my-venv/run.sh`, which are emptied as well. Such a
-/// command can be written without them (`python -u app.py`, a wrapper script). Matching
-/// is case-sensitive (`-V` is another option). The seed's list has no `;`, `&` or `(`:
-/// those are left alone, so the command must not be run by a shell on the host.
+/// The characters are matched anywhere, as the seed's rule says. The option words (`-v`,
+/// `--volume`, `--mount`, `--tmpfs`, `--privileged`, `--cap-add`) are matched at the start
+/// of a word (a run of characters between spaces or tabs): that catches every way to pass
+/// them (`-v /:/h`, `-v/etc:/etc`, `--volume=/:/h`) without emptying commands that merely
+/// hold the letters, such as `sh /opt/my-venv/run.sh` or `python app.py --verbose`, which
+/// the seed's plain substring rule would. A word that starts with `-v` is still refused
+/// (`python -verbose`), since short options take their value attached. Matching is
+/// case-sensitive (`-V` is another option). The seed's list has no `;`, `&` or `(`:
+/// those are left alone, so the command must never be run by a shell on the host (the
+/// engines run it as an argument vector inside the model's sandbox or container).
 pub fn sanitize_start_command(command: &str) -> String {
-    if START_COMMAND_FORBIDDEN
+    let (options, chars): (Vec<&str>, Vec<&str>) = START_COMMAND_FORBIDDEN
         .iter()
-        .any(|needle| command.contains(needle))
-    {
+        .partition(|needle| needle.starts_with('-'));
+    let bad_char = chars.iter().any(|c| command.contains(c));
+    let bad_word = command
+        .split([' ', '\t'])
+        .any(|word| options.iter().any(|o| word.starts_with(o)));
+    if bad_char || bad_word {
         String::new()
     } else {
         command.to_string()
@@ -323,10 +330,10 @@ mod tests {
             "x --mount type=bind",
             "x --tmpfs /t",
             "x --cap-add SYS_ADMIN",
-            // The substring rule's false positives, kept on purpose (see the doc comment).
+            "x --privileged",
+            "x\t--privileged",
+            // A word starting with -v: a short option with its value attached.
             "python -verbose app.py",
-            "python app.py --verbose",
-            "sh /opt/my-venv/run.sh",
         ] {
             assert_eq!(sanitize_start_command(bad), "", "{bad:?}");
         }
@@ -339,6 +346,11 @@ mod tests {
             "bash /home/work/predict/bin/run.sh",
             "python -u app.py --port 8080",
             "python app.py -V",
+            // The letters inside a word are not the options (the seed's substring rule
+            // would empty these).
+            "sh /opt/my-venv/run.sh",
+            "python app.py --verbose",
+            "python train-v2.py",
             "",
         ] {
             assert_eq!(sanitize_start_command(ok), ok, "{ok:?}");

@@ -98,8 +98,22 @@ impl S3Server {
     /// Stops the server (nothing answers at the endpoint any more); its files stay until
     /// drop.
     pub fn kill(&mut self) {
+        self.thaw();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Freezes the server (SIGSTOP): requests hang until [`Self::thaw`], as a stalled
+    /// store's would.
+    pub fn freeze(&self) {
+        // SAFETY: kill(2) with our own child's pid and a signal number.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        // SAFETY: as in `freeze`.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
     }
 }
 

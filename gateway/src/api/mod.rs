@@ -11,6 +11,7 @@ pub mod files;
 pub mod images;
 pub mod keypairs;
 mod linger;
+pub mod models;
 pub mod notebooks;
 pub mod pages;
 pub mod plugins;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(notebooks::routes())
         .merge(plugins::routes(&state))
         .merge(storage::routes())
+        .merge(models::routes())
         .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -46,6 +46,8 @@ pub struct Services {
     pub activity: ActivityClocks,
     /// The SSH front door, when it is on.
     pub ssh: Option<SshDoor>,
+    /// The model registry.
+    pub models: crate::models::Models,
     /// The plugin registry and its Wasm host.
     pub plugins: crate::plugins::Plugins,
     /// Seals and opens stored secrets.

@@ -7,6 +7,7 @@
 mod admin;
 mod api;
 mod keypairs;
+mod models;
 mod notebooks;
 mod obs;
 mod output;
@@ -120,6 +121,9 @@ pub enum ClientCommand {
     /// Object storage: connections to S3-compatible stores.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
+    /// The model registry: models and their versions.
+    #[command(subcommand)]
+    Model(models::ModelCommand),
     /// Copy, list, inspect and delete objects straight in an S3-compatible store (AWS_*
     /// variables or ~/.aws profiles; no gateway needed).
     #[command(subcommand, visible_alias = "s3")]
@@ -168,6 +172,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Audit(c) => admin::audit(&ctx, c).await,
         ClientCommand::Plugin(c) => plugins::run(&ctx, c).await,
         ClientCommand::Storage(c) => storage::run(&ctx, c).await,
+        ClientCommand::Model(c) => models::run(&ctx, c).await,
         ClientCommand::Obs(_) => Ok(()),
     }
 }

@@ -20,6 +20,7 @@ pub use atelier_plugins::locks::{KeyGuard, KeyedLocks};
 
 pub mod clock;
 pub mod handle;
+pub mod model;
 pub mod mount;
 pub mod notebook;
 pub mod upload;

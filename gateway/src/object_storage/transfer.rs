@@ -131,8 +131,9 @@ fn last_name(loc: &Loc) -> Option<String> {
 /// (relative `/` path, size) of each file under a folder.
 type Files = Vec<(String, u64)>;
 
-/// Files under a local folder, and the folders (relative `/` paths).
-fn walk(root: &Path) -> std::io::Result<(Files, Vec<String>)> {
+/// Files under a local folder (regular files only; links are not followed), and the
+/// folders (relative `/` paths).
+pub fn walk(root: &Path) -> std::io::Result<(Files, Vec<String>)> {
     let mut files = Vec::new();
     let mut dirs = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];

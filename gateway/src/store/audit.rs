@@ -35,6 +35,10 @@ pub enum Action {
     MountNotebookStorage,
     UnmountNotebookStorage,
     UploadToNotebook,
+    CreateModel,
+    CreateModelVersion,
+    DeleteModelVersion,
+    UpdateModel,
 }
 
 impl Action {
@@ -67,6 +71,10 @@ impl Action {
             Action::MountNotebookStorage => "mountNotebookStorage",
             Action::UnmountNotebookStorage => "unmountNotebookStorage",
             Action::UploadToNotebook => "uploadToNotebook",
+            Action::CreateModel => "createModel",
+            Action::CreateModelVersion => "createModelVersion",
+            Action::DeleteModelVersion => "deleteModelVersion",
+            Action::UpdateModel => "updateModel",
         }
     }
 }

@@ -17,7 +17,8 @@ use sqlx::{Sqlite, Transaction};
 
 use super::audit::{self, Action, Target};
 use super::events::{self, EventKind};
-use super::{Conn, operations, placeholders};
+use super::{Conn, operations, placeholders, resource_events};
+use crate::lifecycle::model::ModelStatus;
 use crate::lifecycle::mount::MountStatus;
 use crate::lifecycle::notebook::NotebookStatus;
 use crate::lifecycle::upload::UploadStatus;
@@ -72,12 +73,23 @@ impl Stored for MountStatus {
     const REASON: &'static str = "error";
 }
 
-struct EventRow<'a> {
-    /// The notebook the event is listed under.
-    subject: &'a str,
-    kind: EventKind,
-    text: &'a str,
-    detail: Option<&'a str>,
+impl Stored for ModelStatus {
+    const KIND: &'static str = "model_version";
+    const TRANSIENT: &'static [Self] = &[ModelStatus::Importing, ModelStatus::Deleting];
+    const TABLE: &'static str = "model_versions";
+    const REASON: &'static str = "error";
+}
+
+enum EventRow<'a> {
+    /// A notebook's (the seed's named catalogue), listed under notebook `subject`.
+    Notebook {
+        subject: &'a str,
+        kind: EventKind,
+        text: &'a str,
+        detail: Option<&'a str>,
+    },
+    /// Another kind's (`resource_events`).
+    Resource(resource_events::Row<'a>),
 }
 
 struct AuditRow<'a> {
@@ -136,12 +148,18 @@ impl<'a, S: Stored> Transition<'a, S> {
         text: &'a str,
         detail: Option<&'a str>,
     ) -> Self {
-        self.event = Some(EventRow {
+        self.event = Some(EventRow::Notebook {
             subject,
             kind,
             text,
             detail,
         });
+        self
+    }
+
+    /// The event of a kind other than a notebook that says so.
+    pub fn resource_event(mut self, row: resource_events::Row<'a>) -> Self {
+        self.event = Some(EventRow::Resource(row));
         self
     }
 
@@ -175,8 +193,15 @@ impl<'a, S: Stored> Transition<'a, S> {
         } else {
             operations::end::<S>(tx, self.id).await?;
         }
-        if let Some(e) = self.event {
-            events::record_text(tx, e.subject, e.kind, e.text, e.detail).await?;
+        match self.event {
+            Some(EventRow::Notebook {
+                subject,
+                kind,
+                text,
+                detail,
+            }) => events::record_text(tx, subject, kind, text, detail).await?,
+            Some(EventRow::Resource(row)) => resource_events::record(tx, &row).await?,
+            None => {}
         }
         if let Some(a) = self.audit {
             audit::record(tx, a.user, a.action, a.target, a.outcome, a.detail).await?;

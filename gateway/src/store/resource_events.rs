@@ -1,0 +1,234 @@
+//! Events of resources other than notebooks (`resource_events`): models now, services and
+//! batch jobs next. The seed's catalogues for these (spec/inference.md §3.5) are texts with
+//! a type (Normal, Abnormal, Warning), some with values in them (`xxx`), and no names.
+
+use serde::Serialize;
+
+use crate::store::{self, Conn};
+
+/// The seed's event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Level {
+    Normal,
+    Abnormal,
+    Warning,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Normal => "Normal",
+            Level::Abnormal => "Abnormal",
+            Level::Warning => "Warning",
+        }
+    }
+}
+
+/// The model events the gateway records (seed 9.6.2, verbatim; `xxx` is filled in by
+/// [`ModelEvent::fill`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelEvent {
+    ImportStarted,
+    FileImported,
+    SizeCalculated,
+    Imported,
+    ImportFailed,
+    InvalidConfig,
+    SwrLocationNotImage,
+    DependenciesOnImage,
+    HealthUrl,
+    FileTooLarge,
+    CopyFailed,
+    ImageMissing,
+    ImageChecked,
+    DescriptionUpdated,
+}
+
+impl ModelEvent {
+    pub fn text(self) -> &'static str {
+        match self {
+            ModelEvent::ImportStarted => "The model starts to import.",
+            ModelEvent::FileImported => "Model file imported.",
+            ModelEvent::SizeCalculated => "Model size calculated.",
+            ModelEvent::Imported => "The model imported.",
+            ModelEvent::ImportFailed => "Failed to import the model.",
+            ModelEvent::InvalidConfig => {
+                "Invalid parameter value xxx exists in the model configuration file."
+            }
+            ModelEvent::SwrLocationNotImage => "Only custom images support swr_location.",
+            ModelEvent::DependenciesOnImage => {
+                "The custom image does not support specified dependencies."
+            }
+            ModelEvent::HealthUrl => "The health check API of a custom image must be xxx.",
+            ModelEvent::FileTooLarge => {
+                "Failed to import model file xxx because it is larger than 5 GB."
+            }
+            ModelEvent::CopyFailed => {
+                "Failed to copy the model file. Check whether you have the OBS permission."
+            }
+            ModelEvent::ImageMissing => {
+                "Failed to obtain the source image. Check whether the image exists."
+            }
+            ModelEvent::ImageChecked => "Source image size calculated.",
+            ModelEvent::DescriptionUpdated => "Model description updated.",
+        }
+    }
+
+    pub fn level(self) -> Level {
+        match self {
+            ModelEvent::ImportStarted
+            | ModelEvent::FileImported
+            | ModelEvent::SizeCalculated
+            | ModelEvent::Imported
+            | ModelEvent::ImageChecked
+            | ModelEvent::DescriptionUpdated => Level::Normal,
+            ModelEvent::ImportFailed
+            | ModelEvent::InvalidConfig
+            | ModelEvent::SwrLocationNotImage
+            | ModelEvent::DependenciesOnImage
+            | ModelEvent::HealthUrl
+            | ModelEvent::FileTooLarge
+            | ModelEvent::CopyFailed
+            | ModelEvent::ImageMissing => Level::Abnormal,
+        }
+    }
+
+    /// The text with each `xxx` replaced by the next of `values` (left as is when they run
+    /// out).
+    pub fn fill(self, values: &[&str]) -> String {
+        let mut out = String::new();
+        let mut rest = self.text();
+        let mut values = values.iter();
+        while let Some(at) = rest.find("xxx") {
+            let Some(v) = values.next() else { break };
+            out.push_str(&rest[..at]);
+            out.push_str(v);
+            rest = &rest[at + 3..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// One event to write.
+#[derive(Debug, Clone)]
+pub struct Row<'a> {
+    pub subject_kind: &'static str,
+    pub subject_id: &'a str,
+    /// The part of the subject it is about (a model's version).
+    pub part: Option<&'a str>,
+    pub level: Level,
+    pub text: std::borrow::Cow<'a, str>,
+    pub detail: Option<&'a str>,
+}
+
+impl<'a> Row<'a> {
+    /// A model event about `version` of model `model_id`, with the catalogue's text.
+    pub fn model(model_id: &'a str, version: &'a str, e: ModelEvent) -> Row<'a> {
+        Row {
+            subject_kind: "model",
+            subject_id: model_id,
+            part: Some(version),
+            level: e.level(),
+            text: e.text().into(),
+            detail: None,
+        }
+    }
+
+    /// [`Row::model`] with the text's `xxx` filled in.
+    pub fn model_filled(
+        model_id: &'a str,
+        version: &'a str,
+        e: ModelEvent,
+        values: &[&str],
+    ) -> Row<'a> {
+        Row {
+            text: e.fill(values).into(),
+            ..Row::model(model_id, version, e)
+        }
+    }
+
+    pub fn detail(mut self, detail: Option<&'a str>) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// An event as the API lists it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventRecord {
+    /// `Normal`, `Abnormal` or `Warning`.
+    #[sqlx(rename = "level")]
+    #[serde(rename = "type")]
+    pub level: String,
+    pub text: String,
+    /// The version it is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub time: String,
+}
+
+pub async fn record(conn: &mut Conn, row: &Row<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO resource_events (id, subject_kind, subject_id, part, level, text, detail, time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(store::ordered_id())
+    .bind(row.subject_kind)
+    .bind(row.subject_id)
+    .bind(row.part)
+    .bind(row.level.as_str())
+    .bind(row.text.as_ref())
+    .bind(row.detail)
+    .bind(store::now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The subject's events, oldest first, optionally only those about `part`.
+pub async fn list(
+    conn: &mut Conn,
+    subject_kind: &str,
+    subject_id: &str,
+    part: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRecord>> {
+    sqlx::query_as(
+        "SELECT level, text, part AS version, detail, time FROM resource_events \
+         WHERE subject_kind = $1 AND subject_id = $2 AND ($3 IS NULL OR part = $3) \
+         ORDER BY id LIMIT $4",
+    )
+    .bind(subject_kind)
+    .bind(subject_id)
+    .bind(part)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_the_seeds_with_values_filled_in() {
+        assert_eq!(
+            ModelEvent::FileTooLarge.fill(&["model/w.bin"]),
+            "Failed to import model file model/w.bin because it is larger than 5 GB."
+        );
+        assert_eq!(
+            ModelEvent::InvalidConfig.fill(&["model_type"]),
+            "Invalid parameter value model_type exists in the model configuration file."
+        );
+        // No value: the text stays as the catalogue has it.
+        assert_eq!(
+            ModelEvent::HealthUrl.fill(&[]),
+            "The health check API of a custom image must be xxx."
+        );
+        assert_eq!(ModelEvent::Imported.level(), Level::Normal);
+        assert_eq!(ModelEvent::ImportFailed.level(), Level::Abnormal);
+    }
+}
