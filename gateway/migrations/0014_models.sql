@@ -22,7 +22,8 @@ CREATE TABLE model_versions (
     source       TEXT NOT NULL,        -- JSON: where the files came from
     settings     TEXT NOT NULL,        -- JSON: what a service runs it with
     config       TEXT,                 -- JSON: the package's config.json, checked and normalised
-    manifest     TEXT,                 -- JSON: [[path, sha256, size], ...] once imported
+    manifest     TEXT,                 -- JSON: [{path, sha256, size}, ...] once imported
+    processor    TEXT,                 -- JSON: the package's processor component, registered
     size         INTEGER NOT NULL DEFAULT 0,
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL,

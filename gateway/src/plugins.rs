@@ -200,7 +200,7 @@ fn plugin_key(name: &str, version: &str) -> String {
 }
 
 /// The lock key of a component's files (by digest).
-fn digest_key(digest: &str) -> String {
+pub(crate) fn digest_key(digest: &str) -> String {
     format!("digest:{digest}")
 }
 
@@ -442,10 +442,13 @@ impl Plugins {
         }
         // Another name registering the same component must not lose its files to this deletion.
         let _digest_lock = host.lock_key(&digest_key(&row.digest)).await;
-        // Later issues (workflows, services, training jobs) refuse here while they reference it.
+        // A model version's processor with the same digest keeps the files (its service
+        // runs from them). Later issues (workflows, training jobs) refuse here while they
+        // reference it.
         let mut tx = store.write().await?;
         store::plugins::delete(&mut tx, name, version).await?;
-        let others = store::plugins::digest_users(&mut tx, &row.digest).await?;
+        let others = store::plugins::digest_users(&mut tx, &row.digest).await?
+            + i64::from(crate::store::models::processor_in_use(&mut tx, &row.digest).await?);
         crate::store::audit::record(
             &mut tx,
             &who.name,

@@ -95,14 +95,16 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
             revocations: revocations.clone(),
         })
     });
-    let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     let models = crate::models::Models::new(crate::models::ModelsParts {
         store: store.clone(),
         backend: lifecycle.backend().clone(),
         secrets: secrets.clone(),
         data_dir: settings.data_dir.clone(),
         tasks: lifecycle.tasks().clone(),
+        host: plugins.clone(),
+        host_settings: settings.plugins.host_settings(),
     });
+    let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),

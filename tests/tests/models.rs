@@ -620,3 +620,96 @@ async fn an_import_cut_short_by_a_killed_gateway_is_done_again_at_its_next_start
         "staging is emptied"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_package_processor_is_checked_when_the_model_is_imported() {
+    use atelier_tests::plugins::{dummy_wat, wat_component};
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("models");
+    let processor = wat_component("inference-processor", &dummy_wat("inference-processor"));
+    let step = wat_component("workflow-step", &dummy_wat("workflow-step"));
+    write_package(
+        &bucket.join("good"),
+        &onnx_config(),
+        &[
+            ("m.onnx", b"x"),
+            ("customize_service.wasm", &processor),
+            (
+                "plugin.json",
+                br#"{"name": "pre", "version": "0.1.0", "limits": {"memory_mb": 64}}"#,
+            ),
+        ],
+    );
+    write_package(
+        &bucket.join("step"),
+        &onnx_config(),
+        &[("m.onnx", b"x"), ("customize_service.wasm", &step)],
+    );
+    write_package(
+        &bucket.join("junk"),
+        &onnx_config(),
+        &[("m.onnx", b"x"), ("customize_service.wasm", b"\0asm junk")],
+    );
+    write_package(
+        &bucket.join("manifest-only"),
+        &onnx_config(),
+        &[("m.onnx", b"x"), ("plugin.json", b"{}")],
+    );
+    let gw = Gateway::start().await;
+    let token = gw.create_user("alice").await;
+    let api = gw.api(&token);
+    s3.connect(&api, "local").await;
+    let obs = |path: &str| json!({"type": "obs", "connection": "local", "path": format!("obs://models/{path}")});
+
+    let r = api
+        .post("/v1/models", json!({"name": "good", "source": obs("good")}))
+        .await;
+    r.expect_status(202);
+    let v = wait_version(&api, "good", "0.0.1").await;
+    assert_eq!(v["status"], "NORMAL", "{v}");
+    assert_eq!(v["processor"]["digest"].as_str().unwrap().len(), 64);
+    assert_eq!(v["processor"]["limits"]["memory_mb"], 64);
+    assert!(
+        v["processor"]["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("processor")),
+        "{v}"
+    );
+
+    for name in ["step", "junk"] {
+        let r = api
+            .post("/v1/models", json!({"name": name, "source": obs(name)}))
+            .await;
+        r.expect_status(202);
+        let v = wait_version(&api, name, "0.0.1").await;
+        assert_eq!(v["status"], "FAILED", "{name}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("customize_service.wasm"),
+            "{v}"
+        );
+        assert!(
+            event_texts(&api, name).await.contains(
+                &"Invalid parameter value customize_service.wasm exists in the model configuration file."
+                    .to_string()
+            ),
+            "{name}"
+        );
+    }
+    let r = api
+        .post(
+            "/v1/models",
+            json!({"name": "mo", "source": obs("manifest-only")}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text.contains("customize_service.wasm is missing"),
+        "{}",
+        r.text
+    );
+}

@@ -55,6 +55,8 @@ pub(super) struct Imported {
     pub config: Option<ModelConfig>,
     /// An event of its own (an image: "Source image size calculated.").
     pub image_event: Option<ModelEvent>,
+    /// The package's processor, registered with the plugin host.
+    pub processor: Option<super::processor::ProcessorInfo>,
 }
 
 /// Why an import failed: the seed's event, its values, and the whole story.
@@ -275,6 +277,7 @@ pub(super) async fn run(inner: &Inner, version_id: &str) -> Result<Imported, Fai
                 size: 0,
                 config: settings.config,
                 image_event: Some(ModelEvent::ImageChecked),
+                processor: None,
             }),
             Err(e) => Err(Failure::new(ModelEvent::ImageMissing, e.to_string())),
         };
@@ -304,7 +307,22 @@ pub(super) async fn run(inner: &Inner, version_id: &str) -> Result<Imported, Fai
         }
         Source::Image { .. } => {}
     }
-    let config = check_staged(&staging, &inner.limits)?;
+    let (config, layout) = check_staged(&staging, &inner.limits)?;
+    let processor = match layout.processor() {
+        Some(p) => Some(
+            super::processor::register(
+                &inner.host,
+                &inner.host_settings,
+                &staging.join(&p.component),
+                p.manifest.as_ref().map(|m| staging.join(m)).as_deref(),
+            )
+            .await
+            .map_err(|e| {
+                Failure::new(ModelEvent::InvalidConfig, e).with("customize_service.wasm")
+            })?,
+        ),
+        None => None,
+    };
     let _held = inner.files_lock.lock().await;
     let files = inner.files.clone();
     let id = version_id.to_string();
@@ -318,11 +336,12 @@ pub(super) async fn run(inner: &Inner, version_id: &str) -> Result<Imported, Fai
         size,
         config: Some(config),
         image_event: None,
+        processor,
     })
 }
 
 /// The staged package: its layout, then its `config.json` and what the seed refuses in it.
-fn check_staged(staging: &Path, limits: &Limits) -> Result<ModelConfig, Failure> {
+fn check_staged(staging: &Path, limits: &Limits) -> Result<(ModelConfig, PackageLayout), Failure> {
     let (listing, _) = transfer::walk(staging).map_err(Failure::internal)?;
     let layout =
         PackageLayout::check(&listing, &limits.package).map_err(|e| package_failure(&e))?;
@@ -372,7 +391,7 @@ fn check_staged(staging: &Path, limits: &Limits) -> Result<ModelConfig, Failure>
             ));
         }
     }
-    Ok(config)
+    Ok((config, layout))
 }
 
 fn package_failure(e: &package::PackageError) -> Failure {

@@ -18,6 +18,7 @@
 
 pub mod blobs;
 mod import;
+pub mod processor;
 
 use std::sync::Arc;
 
@@ -255,6 +256,9 @@ pub struct VersionView {
     /// The package's `config.json`, checked (package models, once imported).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_config: Option<ModelConfig>,
+    /// The package's processor component, once imported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processor: Option<processor::ProcessorInfo>,
     /// Bytes of its files.
     pub size: i64,
     /// Its files, once imported.
@@ -283,6 +287,9 @@ struct Inner {
     /// The model store's own lock: commits and removals of trees and blobs.
     files_lock: tokio::sync::Mutex<()>,
     limits: import::Limits,
+    /// The plugin host that checks (and later runs) packages' processors.
+    host: Arc<atelier_plugins::Host>,
+    host_settings: atelier_plugins::HostSettings,
 }
 
 /// What the registry is built from.
@@ -292,6 +299,8 @@ pub struct ModelsParts {
     pub secrets: Arc<SecretBox>,
     pub data_dir: std::path::PathBuf,
     pub tasks: TaskTracker,
+    pub host: Arc<atelier_plugins::Host>,
+    pub host_settings: atelier_plugins::HostSettings,
 }
 
 impl Models {
@@ -306,6 +315,8 @@ impl Models {
                 model_locks: KeyedLocks::default(),
                 files_lock: tokio::sync::Mutex::new(()),
                 limits: import::Limits::default(),
+                host: parts.host,
+                host_settings: parts.host_settings,
             }),
         }
     }
@@ -692,10 +703,43 @@ impl Models {
         let v = rows::version_by_id(&mut tx, version_id).await?;
         rows::delete_version(&mut tx, version_id).await?;
         operations::end::<ModelStatus>(&mut tx, version_id).await?;
-        if let Some(v) = v {
+        if let Some(v) = &v {
             rows::delete_model_if_empty(&mut tx, &v.model_id).await?;
         }
         tx.commit().await?;
+        if let Some(p) = v.as_ref().and_then(|v| v.processor.as_deref()) {
+            let info: processor::ProcessorInfo =
+                serde_json::from_str(p).map_err(anyhow::Error::from)?;
+            self.forget_processor(version_id, info).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops a deleted version's processor from the plugin host: its instances, and its
+    /// files when no plugin and no other version has the same component.
+    async fn forget_processor(
+        &self,
+        version_id: &str,
+        info: processor::ProcessorInfo,
+    ) -> Result<(), ModelError> {
+        let host = &self.inner.host;
+        let _digest = host
+            .lock_key(&crate::plugins::digest_key(&info.digest))
+            .await;
+        let mut conn = self.inner.store.pool.acquire().await?;
+        let users = crate::store::plugins::digest_users(&mut conn, &info.digest).await?
+            + i64::from(rows::processor_in_use(&mut conn, &info.digest).await?);
+        drop(conn);
+        host.forget(
+            &atelier_plugins::PluginRef {
+                key: processor::plugin_key(version_id),
+                digest: info.digest,
+                world: atelier_plugins::World::InferenceProcessor,
+                limits: info.limits,
+                model_dir: None,
+            },
+            users == 0,
+        );
         Ok(())
     }
 
@@ -766,11 +810,17 @@ impl Models {
             .map(serde_json::to_string)
             .transpose()?;
         let manifest = serde_json::to_string(&done.manifest)?;
+        let processor = done
+            .processor
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
         rows::set_imported(
             &mut tx,
             version_id,
             config.as_deref(),
             &manifest,
+            processor.as_deref(),
             done.size as i64,
         )
         .await?;
@@ -991,6 +1041,12 @@ fn version_view(model: &str, v: VersionRow) -> Result<VersionView, ModelError> {
         })?),
         None => None,
     };
+    let processor = match &v.processor {
+        Some(p) => Some(serde_json::from_str(p).map_err(|e| {
+            ModelError::Internal(anyhow::anyhow!("model version {}: processor: {e}", v.id))
+        })?),
+        None => None,
+    };
     let files = match &v.manifest {
         Some(m) => serde_json::from_str::<Manifest>(m)
             .map_err(|e| {
@@ -1010,6 +1066,7 @@ fn version_view(model: &str, v: VersionRow) -> Result<VersionView, ModelError> {
         source,
         settings,
         model_config,
+        processor,
         size: v.size,
         files,
         created_at: v.created_at,

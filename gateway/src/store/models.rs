@@ -49,13 +49,14 @@ pub struct VersionRow {
     pub settings: String,
     pub config: Option<String>,
     pub manifest: Option<String>,
+    pub processor: Option<String>,
     pub size: i64,
     pub created_at: String,
     pub updated_at: String,
 }
 
 const SELECT_VERSION: &str = "SELECT id, model_id, version, status, error, description, source, \
-     settings, config, manifest, size, created_at, updated_at FROM model_versions";
+     settings, config, manifest, processor, size, created_at, updated_at FROM model_versions";
 
 pub async fn model_by_name(
     conn: &mut Conn,
@@ -201,22 +202,39 @@ pub async fn version_numbers(conn: &mut Conn, model_id: &str) -> sqlx::Result<Ve
         .await
 }
 
-/// Records what an import found (config, files, size); the status moves separately.
+/// Records what an import found (config, files, processor, size); the status moves
+/// separately.
 pub async fn set_imported(
     conn: &mut Conn,
     id: &str,
     config: Option<&str>,
     manifest: &str,
+    processor: Option<&str>,
     size: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE model_versions SET config = $1, manifest = $2, size = $3 WHERE id = $4")
-        .bind(config)
-        .bind(manifest)
-        .bind(size)
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE model_versions SET config = $1, manifest = $2, processor = $3, size = $4 \
+         WHERE id = $5",
+    )
+    .bind(config)
+    .bind(manifest)
+    .bind(processor)
+    .bind(size)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
+}
+
+/// Whether a stored version's processor is the component `digest` (its files must stay).
+pub async fn processor_in_use(conn: &mut Conn, digest: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM model_versions \
+         WHERE processor IS NOT NULL AND json_extract(processor, '$.digest') = $1)",
+    )
+    .bind(digest)
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn delete_version(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
