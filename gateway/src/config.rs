@@ -125,6 +125,11 @@ pub struct Settings {
     /// ATELIER_REGISTRY); none: images are saved in the engine only.
     pub registry: Option<String>,
     pub plugins: PluginSettings,
+    /// ONNX Runtime's shared library, which the built-in ONNX engine loads
+    /// (`libonnxruntime.so`, as the `onnxruntime` wheel ships it; env
+    /// ATELIER_ONNXRUNTIME_LIB; `scripts/serve.sh` finds one). None: ONNX models cannot be
+    /// served (a deploy says so).
+    pub onnxruntime_lib: Option<PathBuf>,
 }
 
 /// Wasm plugins: defaults for plugins whose manifest sets no limits, and the most a manifest
@@ -300,6 +305,9 @@ impl PluginSettings {
 pub struct Quota {
     /// The seed's per-account limit (spec/notebook.md §4.1): 10 notebooks in any status.
     pub notebooks_per_user: u32,
+    /// Real-time services a user may have, in any status (seed 9.4.2: 20; env
+    /// ATELIER_SERVICE_QUOTA).
+    pub services_per_user: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -605,6 +613,7 @@ impl Default for Settings {
             save_image_max_gb: 35.0,
             save_image_max_layers: 125,
             plugins: PluginSettings::default(),
+            onnxruntime_lib: None,
         }
     }
 }
@@ -613,6 +622,7 @@ impl Default for Quota {
     fn default() -> Self {
         Quota {
             notebooks_per_user: 10,
+            services_per_user: 20,
         }
     }
 }
@@ -739,6 +749,14 @@ impl Settings {
         }
         if let Some(v) = env("ATELIER_REGISTRY") {
             self.registry = Some(v);
+        }
+        if let Some(v) = env("ATELIER_ONNXRUNTIME_LIB") {
+            self.onnxruntime_lib = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = env("ATELIER_SERVICE_QUOTA") {
+            self.quota.services_per_user = v.trim().parse().with_context(|| {
+                format!("ATELIER_SERVICE_QUOTA={v:?} is not a number of services")
+            })?;
         }
         if let Some(v) = env("ATELIER_SAVE_IMAGE_MAX_GB") {
             self.save_image_max_gb = v.parse().with_context(|| {

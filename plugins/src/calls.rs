@@ -75,6 +75,14 @@ fn ensure_init(call: &mut Call<'_, Inference>, info: &inf::ModelInfo) -> Result<
     Ok(())
 }
 
+/// Who an inference processor serves, for its `init` (`model-info`).
+#[derive(Debug, Clone, Default)]
+pub struct ServingInfo {
+    pub model_name: String,
+    pub model_version: String,
+    pub service_id: String,
+}
+
 fn model_info(plugin: &PluginRef) -> inf::ModelInfo {
     let (name, version) = plugin.key.split_once('@').unwrap_or((&plugin.key, ""));
     inf::ModelInfo {
@@ -136,6 +144,62 @@ impl Host {
                 None => None,
             };
             Ok(PrePost { prepared, response })
+        })
+        .await
+    }
+
+    /// A whole inference request on one processor instance: `preprocess`, then the model
+    /// (`engine`, native code run on the same blocking thread, between the two exports),
+    /// then `postprocess` with the state `preprocess` returned. The instance is taken once
+    /// for the three steps. An engine failure ends the call without `postprocess` and comes
+    /// back as the output's `Err` (the call itself succeeded).
+    pub async fn pipeline<F, E>(
+        self: &Arc<Self>,
+        plugin: &PluginRef,
+        ctx: CallContext,
+        serving: ServingInfo,
+        request: inf::Request,
+        engine: F,
+    ) -> CallReport<Result<inf::Response, E>>
+    where
+        F: FnOnce(inf::ModelData) -> Result<inf::ModelData, E> + Send + 'static,
+        E: Send + 'static,
+    {
+        let mut info = model_info(plugin);
+        info.model_name = serving.model_name;
+        info.model_version = serving.model_version;
+        info.service_id = serving.service_id;
+        self.run::<Inference, _, _>(plugin, ctx, move |call| {
+            ensure_init(call, &info)?;
+            let prepared = call.export(
+                "preprocess",
+                |b, s| b.atelier_plugin_processor().call_preprocess(s, &request),
+                |p: &inf::Prepared| {
+                    model_data_size(&p.input) + p.state.as_ref().map_or(0, Vec::len)
+                },
+            )?;
+            let output = match engine(prepared.input) {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(e)),
+            };
+            let response = call.export(
+                "postprocess",
+                |b, s| {
+                    b.atelier_plugin_processor().call_postprocess(
+                        s,
+                        prepared.state.as_deref(),
+                        &output,
+                    )
+                },
+                |r: &inf::Response| {
+                    r.body.len()
+                        + r.headers
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>()
+                },
+            )?;
+            Ok(Ok(response))
         })
         .await
     }

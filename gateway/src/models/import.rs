@@ -23,7 +23,7 @@ use crate::confined::Dir;
 use crate::object_storage::{ObjectUri, connections, s3, transfer};
 use crate::store::models as rows;
 use crate::store::notebooks;
-use crate::store::resource_events::ModelEvent;
+use crate::store::resource_events::{Catalogue, ModelEvent};
 use crate::store::storage_connections;
 use rustix::fs::FileType;
 

@@ -24,8 +24,32 @@ impl Level {
     }
 }
 
+/// A catalogue of one kind's events: the seed's texts (`xxx` where a value goes) and types.
+pub trait Catalogue: Copy {
+    /// The kind whose events these are (`model`, `service`), as stored.
+    const KIND: &'static str;
+    fn text(self) -> &'static str;
+    fn level(self) -> Level;
+
+    /// The text with each `xxx` replaced by the next of `values` (left as is when they run
+    /// out).
+    fn fill(self, values: &[&str]) -> String {
+        let mut out = String::new();
+        let mut rest = self.text();
+        let mut values = values.iter();
+        while let Some(at) = rest.find("xxx") {
+            let Some(v) = values.next() else { break };
+            out.push_str(&rest[..at]);
+            out.push_str(v);
+            rest = &rest[at + 3..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
 /// The model events the gateway records (seed 9.6.2, verbatim; `xxx` is filled in by
-/// [`ModelEvent::fill`]).
+/// [`Catalogue::fill`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelEvent {
     ImportStarted,
@@ -44,8 +68,10 @@ pub enum ModelEvent {
     DescriptionUpdated,
 }
 
-impl ModelEvent {
-    pub fn text(self) -> &'static str {
+impl Catalogue for ModelEvent {
+    const KIND: &'static str = "model";
+
+    fn text(self) -> &'static str {
         match self {
             ModelEvent::ImportStarted => "The model starts to import.",
             ModelEvent::FileImported => "Model file imported.",
@@ -74,7 +100,7 @@ impl ModelEvent {
         }
     }
 
-    pub fn level(self) -> Level {
+    fn level(self) -> Level {
         match self {
             ModelEvent::ImportStarted
             | ModelEvent::FileImported
@@ -92,21 +118,71 @@ impl ModelEvent {
             | ModelEvent::ImageMissing => Level::Abnormal,
         }
     }
+}
 
-    /// The text with each `xxx` replaced by the next of `values` (left as is when they run
-    /// out).
-    pub fn fill(self, values: &[&str]) -> String {
-        let mut out = String::new();
-        let mut rest = self.text();
-        let mut values = values.iter();
-        while let Some(at) = rest.find("xxx") {
-            let Some(v) = values.next() else { break };
-            out.push_str(&rest[..at]);
-            out.push_str(v);
-            rest = &rest[at + 3..];
+/// The service events the gateway records (seed 9.7.2 Table 9-33, verbatim; those marked
+/// proposed are ours: the seed names the ALARM status but no event for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceEvent {
+    DeployStarted,
+    Started,
+    StartFailed,
+    Failed,
+    DeployTimedOut,
+    Starting,
+    Updating,
+    UpdateRolledBack,
+    Stopping,
+    Stopped,
+    StopFailed,
+    AutoStopEnabled,
+    AutoStopDisabled,
+    AutoStopExpired,
+    InstancesDeleted,
+    /// (proposed) an instance fails its checks while the service runs (ALARM).
+    Unhealthy,
+    /// (proposed) every instance passes its checks again.
+    Recovered,
+}
+
+impl Catalogue for ServiceEvent {
+    const KIND: &'static str = "service";
+
+    fn text(self) -> &'static str {
+        match self {
+            ServiceEvent::DeployStarted => "The service starts to deploy.",
+            ServiceEvent::Started => "Service xxx started.",
+            ServiceEvent::StartFailed => "Failed to start service xxx.",
+            ServiceEvent::Failed => "Service xxx failed. Error: xxx",
+            ServiceEvent::DeployTimedOut => "Service deployment timed out. Error: xxx",
+            ServiceEvent::Starting => "The service is being started.",
+            ServiceEvent::Updating => "The service is being updated.",
+            ServiceEvent::UpdateRolledBack => {
+                "Failed to update the service. The update has been rolled back."
+            }
+            ServiceEvent::Stopping => "The service is being stopped.",
+            ServiceEvent::Stopped => "The service has been stopped.",
+            ServiceEvent::StopFailed => "Failed to stop the service. Error: xxx",
+            ServiceEvent::AutoStopEnabled => {
+                "Auto stop has been enabled. The service will stop after xxxs."
+            }
+            ServiceEvent::AutoStopDisabled => "Auto stop has been disabled.",
+            ServiceEvent::AutoStopExpired => "The service stops when the auto stop time expires.",
+            ServiceEvent::InstancesDeleted => "Service instances deleted from resource pool xxx.",
+            ServiceEvent::Unhealthy => "Service xxx is unhealthy. Error: xxx",
+            ServiceEvent::Recovered => "Service xxx recovered.",
         }
-        out.push_str(rest);
-        out
+    }
+
+    fn level(self) -> Level {
+        match self {
+            ServiceEvent::StartFailed
+            | ServiceEvent::Failed
+            | ServiceEvent::DeployTimedOut
+            | ServiceEvent::StopFailed
+            | ServiceEvent::Unhealthy => Level::Abnormal,
+            _ => Level::Normal,
+        }
     }
 }
 
@@ -123,16 +199,35 @@ pub struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
-    /// A model event about `version` of model `model_id`, with the catalogue's text.
-    pub fn model(model_id: &'a str, version: &'a str, e: ModelEvent) -> Row<'a> {
+    /// An event of `subject_id` (about its `part`, a model's version), with the
+    /// catalogue's text.
+    pub fn of<E: Catalogue>(subject_id: &'a str, part: Option<&'a str>, e: E) -> Row<'a> {
         Row {
-            subject_kind: "model",
-            subject_id: model_id,
-            part: Some(version),
+            subject_kind: E::KIND,
+            subject_id,
+            part,
             level: e.level(),
             text: e.text().into(),
             detail: None,
         }
+    }
+
+    /// [`Row::of`] with the text's `xxx` filled in.
+    pub fn filled<E: Catalogue>(
+        subject_id: &'a str,
+        part: Option<&'a str>,
+        e: E,
+        values: &[&str],
+    ) -> Row<'a> {
+        Row {
+            text: e.fill(values).into(),
+            ..Row::of(subject_id, part, e)
+        }
+    }
+
+    /// A model event about `version` of model `model_id`.
+    pub fn model(model_id: &'a str, version: &'a str, e: ModelEvent) -> Row<'a> {
+        Row::of(model_id, Some(version), e)
     }
 
     /// [`Row::model`] with the text's `xxx` filled in.
@@ -142,10 +237,7 @@ impl<'a> Row<'a> {
         e: ModelEvent,
         values: &[&str],
     ) -> Row<'a> {
-        Row {
-            text: e.fill(values).into(),
-            ..Row::model(model_id, version, e)
-        }
+        Row::filled(model_id, Some(version), e, values)
     }
 
     pub fn detail(mut self, detail: Option<&'a str>) -> Self {
@@ -229,6 +321,14 @@ mod tests {
             "The health check API of a custom image must be xxx."
         );
         assert_eq!(ModelEvent::Imported.level(), Level::Normal);
+        assert_eq!(
+            ServiceEvent::AutoStopEnabled.fill(&["3600"]),
+            "Auto stop has been enabled. The service will stop after 3600s."
+        );
+        assert_eq!(
+            ServiceEvent::Failed.fill(&["iris", "the model did not load"]),
+            "Service iris failed. Error: the model did not load"
+        );
         assert_eq!(ModelEvent::ImportFailed.level(), Level::Abnormal);
     }
 }

@@ -21,6 +21,7 @@ use super::{Conn, operations, placeholders, resource_events};
 use crate::lifecycle::model::ModelStatus;
 use crate::lifecycle::mount::MountStatus;
 use crate::lifecycle::notebook::NotebookStatus;
+use crate::lifecycle::service::ServiceStatus;
 use crate::lifecycle::upload::UploadStatus;
 use crate::lifecycle::{Operation, Refused, Status};
 
@@ -78,6 +79,18 @@ impl Stored for ModelStatus {
     const TRANSIENT: &'static [Self] = &[ModelStatus::Importing, ModelStatus::Deleting];
     const TABLE: &'static str = "model_versions";
     const REASON: &'static str = "error";
+}
+
+impl Stored for ServiceStatus {
+    const KIND: &'static str = "service";
+    const TRANSIENT: &'static [Self] = &[
+        ServiceStatus::Deploying,
+        ServiceStatus::Stopping,
+        ServiceStatus::Updating,
+        ServiceStatus::Deleting,
+    ];
+    const TABLE: &'static str = "services";
+    const REASON: &'static str = "status_reason";
 }
 
 enum EventRow<'a> {
