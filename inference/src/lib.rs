@@ -5,4 +5,5 @@
 //! Nothing here touches the database, the network or a user's files: the gateway reads a
 //! package into memory or a staging directory of its own and hands it to these checks.
 
+pub mod onnx;
 pub mod tensor;
