@@ -52,6 +52,21 @@ jupyter_venv() { hashed_venv jupyter-venv "$ROOT/scripts/jupyter-requirements.tx
 # The Python clients the tests use (paramiko).
 tools_venv() { hashed_venv tools-venv "$ROOT/scripts/test-tools-requirements.txt"; }
 
+# ONNX Runtime, scikit-learn and skl2onnx: the built-in ONNX engine's tests and benchmark.
+ml_venv() { hashed_venv ml-venv "$ROOT/scripts/ml-requirements.txt"; }
+
+# The absolute path of the libonnxruntime.so.* that the onnxruntime wheel ships inside the venv
+# $1 (default: ml_venv's), which the engine loads at run time (ATELIER_ONNXRUNTIME_LIB).
+onnxruntime_lib() {
+  local venv="${1:-$(ml_venv)}" lib
+  lib="$(compgen -G "$venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*" | sort | head -n 1 || true)"
+  if [ -z "$lib" ] || [ ! -f "$lib" ]; then
+    log "no libonnxruntime.so* under $venv/lib/python3*/site-packages/onnxruntime/capi/ (is onnxruntime in scripts/ml-requirements.txt?)"
+    return 1
+  fi
+  printf '%s\n' "$lib"
+}
+
 # node_modules holding playwright-core (drives the system's Chromium; downloads no browser).
 browser_modules() {
   local version="1.65.1"

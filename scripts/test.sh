@@ -16,6 +16,12 @@ export ATELIER_TEST_JUPYTER_VENV
 # paramiko, the second SSH client the SSH tests use.
 ATELIER_TEST_TOOLS_VENV="$(tools_venv)"
 export ATELIER_TEST_TOOLS_VENV
+# The built-in ONNX engine's tests (inference/tests/onnx.rs): the venv builds the models with
+# scikit-learn/skl2onnx and answers with ONNX Runtime's Python API; the engine loads the
+# libonnxruntime.so that its onnxruntime wheel ships.
+ATELIER_TEST_ML_VENV="$(ml_venv)"
+ATELIER_ONNXRUNTIME_LIB="$(onnxruntime_lib "$ATELIER_TEST_ML_VENV")"
+export ATELIER_TEST_ML_VENV ATELIER_ONNXRUNTIME_LIB
 # A real browser for the login-to-kernel journey (tests/tests/browser.rs).
 command -v node >/dev/null || need_debs nodejs npm
 need_debs chromium

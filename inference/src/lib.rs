@@ -16,5 +16,6 @@
 
 pub mod config;
 pub mod names;
+pub mod onnx;
 pub mod package;
 pub mod tensor;
