@@ -34,6 +34,12 @@ pub enum Kind {
     Upstream,
     /// The gateway cannot do this at all here (no sandbox, no engine).
     Unavailable,
+    /// More calls than a limit lets through (a service's traffic limit): retry later.
+    TooManyRequests,
+    /// The work took longer than its deadline (an inference call's timeout).
+    TimedOut,
+    /// A user's code failed (a model, a processor plugin) and said why: shown as it is.
+    Failed,
     /// Ours, not the caller's: the details go to the log only.
     Internal,
 }
@@ -113,6 +119,9 @@ impl Kind {
             Kind::UnsupportedMedia => "unsupported_media_type",
             Kind::Upstream => "unavailable",
             Kind::Unavailable => "unavailable",
+            Kind::TooManyRequests => "too_many_requests",
+            Kind::TimedOut => "timed_out",
+            Kind::Failed => "failed",
             Kind::Internal => "internal",
         }
     }

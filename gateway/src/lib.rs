@@ -36,6 +36,7 @@ pub mod proxy;
 pub mod routing;
 pub mod secrets;
 pub mod server;
+pub mod serving;
 pub mod ssh;
 pub mod ssh_keys;
 pub mod store;

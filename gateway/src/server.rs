@@ -75,7 +75,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         secrets: secrets.clone(),
         revocations: revocations.clone(),
         metrics: metrics.notebooks(),
-        clock,
+        clock: clock.clone(),
         file_server: Some(Arc::new(crate::api::files::FileApi)),
     });
     metrics.plugins(plugins.clone());
@@ -104,6 +104,16 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         host: plugins.clone(),
         host_settings: settings.plugins.host_settings(),
     });
+    let services = crate::serving::Services::new(crate::serving::ServicesParts {
+        store: store.clone(),
+        models: models.clone(),
+        host: plugins.clone(),
+        onnxruntime_lib: settings.onnxruntime_lib.clone(),
+        tasks: lifecycle.tasks().clone(),
+        quota: settings.quota.services_per_user,
+        clock: clock.clone(),
+        hour_secs: settings.lease_hour_secs,
+    });
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {
         auth: Authenticator::new(
@@ -122,6 +132,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         activity,
         ssh,
         models,
+        services,
         plugins,
         secrets,
         metrics: metrics.build(),
@@ -141,6 +152,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .resume()
         .await
         .context("resuming model imports")?;
+    state.services.resume().await.context("resuming services")?;
     let backend = state.lifecycle.backend().clone();
     // A warm-up: cut short at shutdown, nothing is lost.
     #[allow(clippy::disallowed_methods)]
@@ -170,6 +182,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         state.lifecycle.clone(),
         shutdown.clone(),
     ));
+    loops.spawn(state.services.clone().auto_stop_loop(shutdown.clone()));
     loops.close();
 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {

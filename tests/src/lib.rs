@@ -126,6 +126,41 @@ pub fn tools_python() -> PathBuf {
     .join("bin/python")
 }
 
+/// The Python interpreter of the ML virtualenv (onnxruntime, scikit-learn, skl2onnx),
+/// `ATELIER_TEST_ML_VENV`: it builds the test models.
+pub fn ml_python() -> PathBuf {
+    prepared_venv(
+        "ATELIER_TEST_ML_VENV",
+        "a virtualenv with onnxruntime, scikit-learn and skl2onnx",
+        "bin/python",
+    )
+    .join("bin/python")
+}
+
+/// ONNX Runtime's library, which the gateway's built-in engine loads
+/// (`ATELIER_ONNXRUNTIME_LIB`, the ML virtualenv's wheel's; scripts/test.sh finds it).
+pub fn onnxruntime_lib() -> String {
+    let lib = std::env::var("ATELIER_ONNXRUNTIME_LIB").unwrap_or_default();
+    assert!(
+        !lib.is_empty() && Path::new(&lib).is_file(),
+        "ATELIER_ONNXRUNTIME_LIB={lib:?} is no file: run bash .ci/run (scripts/test.sh), which \
+         finds the libonnxruntime.so of the ML virtualenv's onnxruntime wheel"
+    );
+    lib
+}
+
+/// Builds the test ONNX models into `out` (inference/tests/fixtures/make_models.py: the
+/// MLP, the logistic regression, `expected.json` with ONNX Runtime's answers).
+pub fn make_models(out: &Path) {
+    let script = plugins::repo_root().join("inference/tests/fixtures/make_models.py");
+    let status = Command::new(ml_python())
+        .arg(&script)
+        .arg(out)
+        .status()
+        .expect("running make_models.py");
+    assert!(status.success(), "make_models.py failed");
+}
+
 /// The container engine (`ATELIER_TEST_DOCKER_HOST`, Podman's Docker-compatible socket) and
 /// the offline-built notebook image (`ATELIER_TEST_IMAGE`) the docker-backend tests use;
 /// scripts/test.sh prepares both (scripts/containers.sh).

@@ -24,6 +24,9 @@ impl ApiError {
             Kind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::Upstream => StatusCode::BAD_GATEWAY,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Kind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            Kind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -9,12 +9,14 @@
 pub mod error;
 pub mod files;
 pub mod images;
+pub mod infer;
 pub mod keypairs;
 mod linger;
 pub mod models;
 pub mod notebooks;
 pub mod pages;
 pub mod plugins;
+pub mod services;
 pub mod state;
 pub mod storage;
 pub mod users;
@@ -45,6 +47,8 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::routes(&state))
         .merge(storage::routes())
         .merge(models::routes())
+        .merge(services::routes())
+        .merge(infer::routes())
         .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

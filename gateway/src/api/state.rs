@@ -48,6 +48,8 @@ pub struct Services {
     pub ssh: Option<SshDoor>,
     /// The model registry.
     pub models: crate::models::Models,
+    /// Real-time services and their calls.
+    pub services: crate::serving::Services,
     /// The plugin registry and its Wasm host.
     pub plugins: crate::plugins::Plugins,
     /// Seals and opens stored secrets.

@@ -95,7 +95,9 @@ mod tests {
     fn the_service_transition_table() {
         assert_eq!(
             ServiceStatus::ALL,
-            [DEPLOYING, RUNNING, ALARM, ABNORMAL, FAILED, STOPPING, STOPPED, UPDATING, DELETING]
+            [
+                DEPLOYING, RUNNING, ALARM, ABNORMAL, FAILED, STOPPING, STOPPED, UPDATING, DELETING
+            ]
         );
         #[rustfmt::skip]
         let expected = [
@@ -118,7 +120,10 @@ mod tests {
         assert_eq!(table::<ServiceOp>(), want);
         // The seed's refusals (§5 item 31).
         assert_eq!(
-            ServiceOp::Restart.check("svc", STOPPED).unwrap_err().message,
+            ServiceOp::Restart
+                .check("svc", STOPPED)
+                .unwrap_err()
+                .message,
             "cannot restart service svc while it is STOPPED; allowed when it is RUNNING, ALARM"
         );
         assert!(ServiceOp::Start.check("svc", DEPLOYING).is_err());

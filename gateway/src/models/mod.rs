@@ -641,16 +641,15 @@ impl Models {
         let (m, v) = self.find_version(who, model, version).await?;
         let name = format!("{} {}", m.name, v.version);
         ModelOp::Delete.check(&name, v.status)?;
-        // Services arrive with the next step of the inference issue; until then no version
-        // backs one (`used_by` answers the empty list).
-        let users = used_by(&v.id);
+        let mut tx = self.inner.store.write().await?;
+        // In the transaction that moves it: a deploy that commits first is seen here.
+        let users = crate::store::services::using_version(&mut tx, &v.id).await?;
         if !users.is_empty() {
             return Err(ModelError::Conflict(format!(
                 "model version {name} backs service {}; delete the service first",
                 users.join(", ")
             )));
         }
-        let mut tx = self.inner.store.write().await?;
         Transition::of(&v.id, ModelOp::Delete, ModelStatus::Deleting)
             .audit(
                 &who.name,
@@ -676,9 +675,19 @@ impl Models {
         let versions = rows::versions(&mut conn, &m.id).await?;
         drop(conn);
         // Check them all before deleting any: a refusal deletes nothing.
+        let mut conn = self.inner.store.pool.acquire().await?;
         for v in &versions {
-            ModelOp::Delete.check(&format!("{} {}", m.name, v.version), v.status)?;
+            let name = format!("{} {}", m.name, v.version);
+            ModelOp::Delete.check(&name, v.status)?;
+            let users = crate::store::services::using_version(&mut conn, &v.id).await?;
+            if !users.is_empty() {
+                return Err(ModelError::Conflict(format!(
+                    "model version {name} backs service {}; delete the service first",
+                    users.join(", ")
+                )));
+            }
         }
+        drop(conn);
         for v in &versions {
             self.delete_version(who, &m.id, &v.version).await?;
         }
@@ -920,6 +929,17 @@ impl Models {
         version_view(&m.name, v)
     }
 
+    /// A version by id with its files' folder, for a service that runs it (the service
+    /// checked the caller when it was deployed).
+    pub async fn version_for_service(
+        &self,
+        version_id: &str,
+    ) -> Result<(VersionView, Option<std::path::PathBuf>), ModelError> {
+        let v = self.version_view_by_id(version_id).await?;
+        let tree = self.inner.files.tree(&v.id);
+        Ok((v, tree))
+    }
+
     /// A NORMAL version of the caller's model, with its files' folder: what a service
     /// deploys.
     pub async fn deployable(
@@ -933,11 +953,6 @@ impl Models {
         let tree = self.inner.files.tree(&v.id);
         Ok((version_view(&m.name, v)?, tree))
     }
-}
-
-/// The services a version backs (none until services exist).
-fn used_by(_version_id: &str) -> Vec<String> {
-    Vec::new()
 }
 
 fn check_description(d: &str) -> Result<(), ModelError> {

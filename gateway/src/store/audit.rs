@@ -39,6 +39,12 @@ pub enum Action {
     CreateModelVersion,
     DeleteModelVersion,
     UpdateModel,
+    DeployService,
+    StartService,
+    StopService,
+    RestartService,
+    UpdateService,
+    DeleteService,
 }
 
 impl Action {
@@ -75,6 +81,12 @@ impl Action {
             Action::CreateModelVersion => "createModelVersion",
             Action::DeleteModelVersion => "deleteModelVersion",
             Action::UpdateModel => "updateModel",
+            Action::DeployService => "deployService",
+            Action::StartService => "startService",
+            Action::StopService => "stopService",
+            Action::RestartService => "restartService",
+            Action::UpdateService => "updateService",
+            Action::DeleteService => "deleteService",
         }
     }
 }

@@ -1,0 +1,116 @@
+//! `/v1/services`: real-time services (`crate::serving::Services`). A service is named by
+//! its id or, for its owner, its name. Calls go to `/v1/infers/{id}` (`api/infer.rs`).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::Items;
+use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
+use crate::api::state::AppState;
+use crate::auth::Principal;
+use crate::serving::ServiceView;
+use crate::serving::spec::{DeployService, UpdateService};
+use crate::store::resource_events::EventRecord;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/services", post(deploy).get(list))
+        .route(
+            "/v1/services/{service}",
+            get(show).patch(update).delete(delete),
+        )
+        .route("/v1/services/{service}/start", post(start))
+        .route("/v1/services/{service}/stop", post(stop))
+        .route("/v1/services/{service}/restart", post(restart))
+        .route("/v1/services/{service}/events", get(events))
+}
+
+async fn deploy(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<DeployService>,
+) -> ApiResult<(StatusCode, ApiJson<ServiceView>)> {
+    let v = state.services.deploy(&p, req).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(v)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<ApiJson<Items<ServiceView>>> {
+    let items = state.services.list(&p, q.all).await?;
+    Ok(ApiJson(Items { items }))
+}
+
+async fn show(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+) -> ApiResult<ApiJson<ServiceView>> {
+    Ok(ApiJson(state.services.get(&p, &service).await?))
+}
+
+async fn update(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateService>,
+) -> ApiResult<(StatusCode, ApiJson<ServiceView>)> {
+    let v = state.services.update(&p, &service, req).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(v)))
+}
+
+async fn delete(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.services.delete(&p, &service).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+) -> ApiResult<(StatusCode, ApiJson<ServiceView>)> {
+    let v = state.services.start(&p, &service).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(v)))
+}
+
+async fn stop(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+) -> ApiResult<ApiJson<ServiceView>> {
+    Ok(ApiJson(state.services.stop(&p, &service).await?))
+}
+
+async fn restart(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+) -> ApiResult<(StatusCode, ApiJson<ServiceView>)> {
+    let v = state.services.restart(&p, &service).await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(v)))
+}
+
+async fn events(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+) -> ApiResult<ApiJson<Items<EventRecord>>> {
+    let items = state.services.events(&p, &service).await?;
+    Ok(ApiJson(Items { items }))
+}

@@ -1,0 +1,442 @@
+//! Real-time services (spec/inference.md §3.2, §5 items 13-31): the example iris model
+//! (examples/inference/iris: scikit-learn → ONNX with skl2onnx, built here) imported from a
+//! real S3 server, served by the gateway's built-in ONNX engine (ONNX Runtime from the
+//! onnxruntime wheel), with and without the example's Python processor compiled by
+//! componentize-py; calls through `/v1/infers/{id}` and the Open Inference Protocol.
+
+use std::path::Path;
+use std::time::Duration;
+
+use atelier_tests::plugins::{built_python, repo_root};
+use atelier_tests::s3::S3Server;
+use atelier_tests::{Api, Gateway, eventually, ml_python, onnxruntime_lib};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The example's package (model/iris.onnx, labels, config.json) written under `dir`, with
+/// the example's processor when `processor`.
+async fn iris_package(dir: &Path, processor: bool) {
+    let example = repo_root().join("examples/inference/iris");
+    let status = std::process::Command::new(ml_python())
+        .arg(example.join("train.py"))
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running train.py");
+    assert!(status.success(), "train.py failed");
+    if processor {
+        let wasm = built_python(&example.join("processor")).await;
+        std::fs::copy(&wasm, dir.join("model/customize_service.wasm")).unwrap();
+        std::fs::copy(
+            example.join("processor/plugin.json"),
+            dir.join("model/plugin.json"),
+        )
+        .unwrap();
+    }
+}
+
+async fn gateway(env: &[(&str, &str)]) -> Gateway {
+    let lib = onnxruntime_lib();
+    let mut all = vec![("ATELIER_ONNXRUNTIME_LIB", lib.as_str())];
+    all.extend_from_slice(env);
+    Gateway::start_with(&all).await
+}
+
+async fn import(api: &Api, name: &str, folder: &str) {
+    let r = api
+        .post(
+            "/v1/models",
+            json!({"name": name, "source": {"type": "obs", "connection": "local",
+                   "path": format!("obs://models/{folder}/")}}),
+        )
+        .await;
+    r.expect_status(202);
+    let v = eventually("the import", WAIT, || async {
+        let v = api.get(&format!("/v1/models/{name}/versions/0.0.1")).await;
+        let v = v.expect_status(200).clone();
+        (v["status"] != "IMPORTING").then_some(v)
+    })
+    .await;
+    assert_eq!(v["status"], "NORMAL", "{v}");
+}
+
+async fn wait_service(api: &Api, id: &str, want: &str) -> Value {
+    eventually(&format!("service {id} {want}"), WAIT, || async {
+        let s = api.get(&format!("/v1/services/{id}")).await;
+        let s = s.expect_status(200).clone();
+        (s["status"] == want).then_some(s)
+    })
+    .await
+}
+
+async fn event_texts(api: &Api, id: &str) -> Vec<String> {
+    let r = api.get(&format!("/v1/services/{id}/events")).await;
+    r.expect_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn v2_body(rows: &[[f32; 4]]) -> Value {
+    let data: Vec<f32> = rows.iter().flatten().copied().collect();
+    json!({"id": "r1", "inputs": [{"name": "inputs", "shape": [rows.len(), 4], "datatype": "FP32", "data": data}]})
+}
+
+const SETOSA: [f32; 4] = [5.1, 3.5, 1.4, 0.2];
+const VIRGINICA: [f32; 4] = [6.7, 3.0, 5.8, 2.2];
+
+struct Setup {
+    s3: S3Server,
+    gw: Gateway,
+    token: String,
+}
+
+/// A gateway with alice's storage connection and the iris packages in the bucket: `plain`
+/// (no processor) and `pp` (with the example processor).
+async fn setup(env: &[(&str, &str)]) -> Setup {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("models");
+    iris_package(&bucket.join("plain"), false).await;
+    iris_package(&bucket.join("pp"), true).await;
+    let gw = gateway(env).await;
+    let token = gw.create_user("alice").await;
+    s3.connect(&gw.api(&token), "local").await;
+    Setup { s3, gw, token }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_without_a_processor_answers_the_open_inference_protocol() {
+    let Setup { gw, token, s3 } = setup(&[]).await;
+    let api = gw.api(&token);
+    import(&api, "iris", "plain").await;
+    let r = api
+        .post(
+            "/v1/services",
+            json!({"name": "iris", "models": [{"model": "iris", "version": "0.0.1"}]}),
+        )
+        .await;
+    let created = r.expect_status(202).clone();
+    assert_eq!(created["status"], "DEPLOYING");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["url"], format!("/v1/infers/{id}"));
+    let s = wait_service(&api, &id, "RUNNING").await;
+    assert!(s["stop_at"].is_string(), "auto-stop is on by default: {s}");
+    assert_eq!(
+        event_texts(&api, &id).await,
+        [
+            "The service starts to deploy.",
+            "Service iris started.",
+            "Auto stop has been enabled. The service will stop after 3600s."
+        ]
+    );
+
+    // V2 through the seed's path and the V2 path; the answer is the model's.
+    for path in [
+        format!("/v1/infers/{id}"),
+        "/v2/models/iris/infer".to_string(),
+    ] {
+        let r = api.post(&path, v2_body(&[SETOSA, VIRGINICA])).await;
+        let out = r.expect_status(200).clone();
+        assert_eq!(r.header("x-model-version"), Some("0.0.1"));
+        assert_eq!(out["model_name"], "iris");
+        assert_eq!(out["id"], "r1");
+        let label = out["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "label")
+            .unwrap();
+        assert_eq!(label["data"], json!([0, 2]), "setosa, virginica: {out}");
+        let probs = out["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "probabilities")
+            .unwrap();
+        assert_eq!(probs["shape"], json!([2, 3]));
+        let sum: f64 = probs["data"].as_array().unwrap()[..3]
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-5, "{probs}");
+    }
+    // The seed's X-Auth-Token header is a token too.
+    let r = Api::new(gw.base(), None)
+        .send(
+            Api::new(gw.base(), None)
+                .request(reqwest::Method::POST, &format!("/v1/infers/{id}"))
+                .header("x-auth-token", &token)
+                .json(&v2_body(&[SETOSA])),
+        )
+        .await;
+    r.expect_status(200);
+    let meta = api.get("/v2/models/iris").await;
+    assert_eq!(meta.expect_status(200)["inputs"][0]["name"], "inputs");
+    assert_eq!(api.get("/v2/models/iris/ready").await.status, 200);
+
+    // Wrong calls say what is wrong; nothing of them reaches the engine.
+    for (body, status, says) in [
+        (
+            json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": SETOSA}]}),
+            400,
+            "no input named `x`",
+        ),
+        (
+            json!({"inputs": [{"name": "inputs", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}),
+            400,
+            "shape",
+        ),
+        (
+            json!({"inputs": [{"name": "inputs", "shape": [1, 4], "datatype": "INT64", "data": [1, 2, 3, 4]}]}),
+            400,
+            "dtype",
+        ),
+        (
+            json!({"instances": [[1, 2, 3, 4]]}),
+            400,
+            "not an inference request",
+        ),
+    ] {
+        let r = api.post(&format!("/v1/infers/{id}"), body.clone()).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text);
+        assert!(r.text.contains(says), "{body}: {}", r.text);
+    }
+    // Anonymous: 401; another user: as if there were no such service.
+    assert_eq!(
+        gw.anon()
+            .post(&format!("/v1/infers/{id}"), v2_body(&[SETOSA]))
+            .await
+            .status,
+        401
+    );
+    let bob = gw.api(&gw.create_user("bob").await);
+    assert_eq!(
+        bob.post(&format!("/v1/infers/{id}"), v2_body(&[SETOSA]))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(bob.get(&format!("/v1/services/{id}")).await.status, 404);
+    assert_eq!(
+        bob.post_empty(&format!("/v1/services/{id}/stop"))
+            .await
+            .status,
+        404
+    );
+
+    // 12 MB is the most a body may hold (before anything reads it).
+    let big = vec![b' '; 12 * 1024 * 1024 + 1];
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, &format!("/v1/infers/{id}"))
+                .header("content-type", "application/json")
+                .body(big),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text);
+
+    // A version a service runs cannot be deleted.
+    let r = api.delete("/v1/models/iris/versions/0.0.1").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("backs service iris"), "{}", r.text);
+
+    // The service survives a gateway restart.
+    let mut gw = gw;
+    gw.restart().await;
+    let api = gw.api(&token);
+    let out = eventually("the service answering again", WAIT, || async {
+        let r = api
+            .post(&format!("/v1/infers/{id}"), v2_body(&[VIRGINICA]))
+            .await;
+        (r.status == 200).then(|| r.json.clone())
+    })
+    .await;
+    assert_eq!(out["outputs"][0]["data"], json!([2]), "{out}");
+
+    // Stop: calls are refused with why; start: it serves again; restart is only for a
+    // running service.
+    let r = api.post_empty(&format!("/v1/services/{id}/stop")).await;
+    assert_eq!(r.expect_status(200)["status"], "STOPPED");
+    let r = api
+        .post(&format!("/v1/infers/{id}"), v2_body(&[SETOSA]))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.text.contains("STOPPED"), "{}", r.text);
+    let r = api.post_empty(&format!("/v1/services/{id}/restart")).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    api.post_empty(&format!("/v1/services/{id}/start"))
+        .await
+        .expect_status(202);
+    wait_service(&api, &id, "RUNNING").await;
+    api.post(&format!("/v1/infers/{id}"), v2_body(&[SETOSA]))
+        .await
+        .expect_status(200);
+    let texts = event_texts(&api, &id).await;
+    for t in [
+        "The service is being stopped.",
+        "The service has been stopped.",
+        "The service is being started.",
+    ] {
+        assert!(texts.contains(&t.to_string()), "{t}: {texts:?}");
+    }
+
+    // Delete: gone, and its model version is free again.
+    assert_eq!(api.delete(&format!("/v1/services/{id}")).await.status, 204);
+    assert_eq!(api.get(&format!("/v1/services/{id}")).await.status, 404);
+    assert_eq!(
+        api.delete("/v1/models/iris/versions/0.0.1").await.status,
+        204
+    );
+    drop(s3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_processor_runs_in_the_gateway_around_the_model() {
+    let Setup { gw, token, s3: _s3 } = setup(&[]).await;
+    let api = gw.api(&token);
+    import(&api, "iris", "pp").await;
+    let r = api
+        .post("/v1/services", json!({"name": "iris", "models": [{"model": "iris", "version": "0.0.1", "instances": 2}]}))
+        .await;
+    let id = r.expect_status(202)["id"].as_str().unwrap().to_string();
+    wait_service(&api, &id, "RUNNING").await;
+
+    let r = api
+        .post(
+            &format!("/v1/infers/{id}"),
+            json!({"instances": [SETOSA, VIRGINICA], "top_k": 2}),
+        )
+        .await;
+    let out = r.expect_status(200).clone();
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let p = &out["predictions"];
+    assert_eq!(p[0][0]["label"], "setosa", "{out}");
+    assert_eq!(p[1][0]["label"], "virginica", "{out}");
+    assert_eq!(p[0].as_array().unwrap().len(), 2);
+    // The processor's own refusals keep their kind.
+    let r = api
+        .post(&format!("/v1/infers/{id}"), json!({"instances": [[1, 2]]}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, &format!("/v1/infers/{id}"))
+                .header("content-type", "text/plain")
+                .body("hello"),
+        )
+        .await;
+    assert_eq!(r.status, 415, "{}", r.text);
+    // Concurrent calls on the instances all answer.
+    let mut calls = Vec::new();
+    for _ in 0..16 {
+        let api = api.clone();
+        let path = format!("/v1/infers/{id}");
+        calls.push(tokio::spawn(async move {
+            api.post(&path, json!({"instances": [VIRGINICA]})).await
+        }));
+    }
+    for c in calls {
+        let r = c.await.unwrap();
+        assert_eq!(
+            r.expect_status(200)["predictions"][0][0]["label"],
+            "virginica"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_is_split_by_weight_limited_and_counted_against_the_quota() {
+    let Setup { gw, token, s3: _s3 } = setup(&[("ATELIER_SERVICE_QUOTA", "2")]).await;
+    let api = gw.api(&token);
+    import(&api, "iris", "plain").await;
+    api.post("/v1/models/iris/versions", json!({}))
+        .await
+        .expect_status(202);
+    eventually("0.0.2", WAIT, || async {
+        let v = api.get("/v1/models/iris/versions/0.0.2").await;
+        (v.json["status"] == "NORMAL").then_some(())
+    })
+    .await;
+
+    // Weights must sum to 100.
+    let r = api
+        .post(
+            "/v1/services",
+            json!({"name": "split", "models": [
+            {"model": "iris", "version": "0.0.1", "weight": 80},
+            {"model": "iris", "version": "0.0.2", "weight": 30}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("sum to 110"), "{}", r.text);
+    let r = api
+        .post(
+            "/v1/services",
+            json!({"name": "split", "models": [
+            {"model": "iris", "version": "0.0.1", "weight": 80},
+            {"model": "iris", "version": "0.0.2", "weight": 20}]}),
+        )
+        .await;
+    let split = r.expect_status(202)["id"].as_str().unwrap().to_string();
+    wait_service(&api, &split, "RUNNING").await;
+    let mut first = 0;
+    for _ in 0..1000 {
+        let r = api
+            .post(&format!("/v1/infers/{split}"), v2_body(&[SETOSA]))
+            .await;
+        r.expect_status(200);
+        if r.header("x-model-version") == Some("0.0.1") {
+            first += 1;
+        }
+    }
+    assert!(
+        (750..=850).contains(&first),
+        "0.0.1 answered {first} of 1000 (80 % ± 5)"
+    );
+
+    // A traffic limit of 5 calls a second: of 20 calls at once, at least 14 are refused.
+    let r = api
+        .post(
+            "/v1/services",
+            json!({"name": "limited", "traffic_limit": 5,
+                                     "models": [{"model": "iris", "version": "0.0.1"}]}),
+        )
+        .await;
+    let limited = r.expect_status(202)["id"].as_str().unwrap().to_string();
+    wait_service(&api, &limited, "RUNNING").await;
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let api = api.clone();
+        let path = format!("/v1/infers/{limited}");
+        calls.push(tokio::spawn(async move {
+            api.post(&path, v2_body(&[SETOSA])).await.status
+        }));
+    }
+    let mut refused = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            429 => refused += 1,
+            200 => {}
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(refused >= 14, "{refused} of 20 refused");
+
+    // The quota (2 here): a third service is refused, nothing is created.
+    let r = api
+        .post(
+            "/v1/services",
+            json!({"name": "third", "models": [{"model": "iris", "version": "0.0.1"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("ATELIER_SERVICE_QUOTA"), "{}", r.text);
+    let list = api.get("/v1/services").await;
+    assert_eq!(
+        list.expect_status(200)["items"].as_array().unwrap().len(),
+        2
+    );
+}
