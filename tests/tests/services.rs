@@ -440,3 +440,155 @@ async fn traffic_is_split_by_weight_limited_and_counted_against_the_quota() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_deploys_updates_and_calls_services_and_auto_stop_stops_them() {
+    // One "hour" of auto-stop lasts 2 seconds here.
+    let Setup { gw, token, s3 } = setup(&[("ATELIER_LEASE_HOUR", "2")]).await;
+    let api = gw.api(&token);
+    import(&api, "iris", "pp").await;
+    // A version whose model file is no ONNX model: it imports, but does not load.
+    let broken = s3.bucket("models").join("broken");
+    iris_package(&broken, false).await;
+    std::fs::write(broken.join("model/iris.onnx"), b"not a model").unwrap();
+    let r = api
+        .post(
+            "/v1/models/iris/versions",
+            json!({"source": {"type": "obs", "connection": "local", "path": "obs://models/broken/"}}),
+        )
+        .await;
+    r.expect_status(202);
+    eventually("0.0.2", WAIT, || async {
+        let v = api.get("/v1/models/iris/versions/0.0.2").await;
+        (v.json["status"] == "NORMAL").then_some(())
+    })
+    .await;
+
+    let out = gw
+        .cli(
+            &token,
+            &[
+                "service",
+                "deploy",
+                "iris",
+                "--model",
+                "iris:0.0.1",
+                "--no-auto-stop",
+                "--wait",
+            ],
+            &[],
+        )
+        .await;
+    out.assert_ok("service deploy");
+    assert!(out.stderr.contains("is RUNNING"), "{}", out.stderr);
+    let out = gw
+        .cli(
+            &token,
+            &[
+                "service",
+                "predict",
+                "iris",
+                "--data",
+                r#"{"instances": [[6.7, 3.0, 5.8, 2.2]]}"#,
+            ],
+            &[],
+        )
+        .await;
+    out.assert_ok("service predict");
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["predictions"][0][0]["label"], "virginica", "{v}");
+    let out = gw.cli(&token, &["service", "list"], &[]).await;
+    out.assert_ok("service list");
+    assert!(out.stdout.contains("iris 0.0.1 (100%)"), "{}", out.stdout);
+
+    // An update to a version that does not load is rolled back; the service goes on.
+    let out = gw
+        .cli(
+            &token,
+            &["service", "update", "iris", "--model", "iris:0.0.2"],
+            &[],
+        )
+        .await;
+    out.assert_ok("service update");
+    let id = api.get("/v1/services/iris").await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("the rollback", WAIT, || async {
+        let texts = event_texts(&api, &id).await;
+        texts
+            .contains(&"Failed to update the service. The update has been rolled back.".to_string())
+            .then_some(())
+    })
+    .await;
+    let s = wait_service(&api, &id, "RUNNING").await;
+    assert_eq!(s["models"][0]["version"], "0.0.1", "{s}");
+    api.post(&format!("/v1/infers/{id}"), json!({"instances": [SETOSA]}))
+        .await
+        .expect_status(200);
+
+    // A deploy of the broken version fails with the seed's event and says why.
+    let out = gw
+        .cli(
+            &token,
+            &[
+                "service",
+                "deploy",
+                "broken",
+                "--model",
+                "iris:0.0.2",
+                "--wait",
+            ],
+            &[],
+        )
+        .await;
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("FAILED"), "{}", out.stderr);
+    let broken_id = api.get("/v1/services/broken").await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let texts = event_texts(&api, &broken_id).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("Service broken failed. Error: model iris 0.0.2")),
+        "{texts:?}"
+    );
+    let out = gw.cli(&token, &["service", "delete", "broken"], &[]).await;
+    out.assert_ok("service delete");
+
+    // Auto-stop on (1 "hour" = 2 s): the service stops by itself.
+    let r = api
+        .post(
+            "/v1/services",
+            json!({"name": "short", "models": [{"model": "iris", "version": "0.0.1"}]}),
+        )
+        .await;
+    let short = r.expect_status(202)["id"].as_str().unwrap().to_string();
+    wait_service(&api, &short, "STOPPED").await;
+    let texts = event_texts(&api, &short).await;
+    assert!(
+        texts.contains(&"The service stops when the auto stop time expires.".to_string()),
+        "{texts:?}"
+    );
+    // The other service, without auto-stop, still runs.
+    assert_eq!(
+        api.get(&format!("/v1/services/{id}")).await.json["status"],
+        "RUNNING"
+    );
+
+    let out = gw.cli(&token, &["service", "stop", "iris"], &[]).await;
+    out.assert_ok("service stop");
+    let out = gw
+        .cli(&token, &["service", "start", "iris", "--wait"], &[])
+        .await;
+    out.assert_ok("service start");
+    let out = gw.cli(&token, &["service", "events", "iris"], &[]).await;
+    out.assert_ok("service events");
+    assert!(
+        out.stdout.contains("The service has been stopped."),
+        "{}",
+        out.stdout
+    );
+}

@@ -14,6 +14,7 @@ mod output;
 mod plugins;
 mod profile;
 mod prompt;
+mod services;
 mod storage;
 mod table;
 mod uploads;
@@ -124,6 +125,9 @@ pub enum ClientCommand {
     /// The model registry: models and their versions.
     #[command(subcommand)]
     Model(models::ModelCommand),
+    /// Real-time services: deploy model versions, call them.
+    #[command(subcommand)]
+    Service(services::ServiceCommand),
     /// Copy, list, inspect and delete objects straight in an S3-compatible store (AWS_*
     /// variables or ~/.aws profiles; no gateway needed).
     #[command(subcommand, visible_alias = "s3")]
@@ -173,6 +177,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Plugin(c) => plugins::run(&ctx, c).await,
         ClientCommand::Storage(c) => storage::run(&ctx, c).await,
         ClientCommand::Model(c) => models::run(&ctx, c).await,
+        ClientCommand::Service(c) => services::run(&ctx, c).await,
         ClientCommand::Obs(_) => Ok(()),
     }
 }

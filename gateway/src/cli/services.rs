@@ -1,0 +1,476 @@
+//! `atelier service deploy|list|get|start|stop|restart|update|delete|events|predict`:
+//! real-time services.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::Ctx;
+use super::api::{CliError, items};
+use super::output::{err, out, print_json};
+use super::table::{Table, cell, sanitize, short_time};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Deploy model versions as a real-time service. `--model NAME:VERSION[:WEIGHT]`, once
+    /// per version (weights sum to 100; one version takes all).
+    Deploy(Box<DeployArgs>),
+    /// List your services.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show a service.
+    Get(ServiceArg),
+    /// Start a stopped or failed service.
+    Start(WaitArgs),
+    /// Stop a service (its settings stay).
+    Stop(ServiceArg),
+    /// Restart a running service.
+    Restart(WaitArgs),
+    /// Change a service's settings (a running one switches when the new ones are up).
+    Update(Box<UpdateArgs>),
+    /// Delete a service (its model versions are free again).
+    #[command(visible_alias = "rm")]
+    Delete(ServiceArg),
+    /// A service's events.
+    Events(ServiceArg),
+    /// Call a service: the body from --data or a file (JSON), or --file NAME=PATH for a
+    /// multipart form; prints the answer.
+    Predict(PredictArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeployArgs {
+    /// The service's name: 1-64 of A-Z a-z 0-9 - _.
+    pub name: String,
+    /// A model version: NAME:VERSION or NAME:VERSION:WEIGHT (repeat for several).
+    #[arg(long = "model", required = true, value_name = "NAME:VERSION[:WEIGHT]")]
+    pub models: Vec<String>,
+    /// Instances of each version.
+    #[arg(long)]
+    pub instances: Option<u32>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Deploy timeout in minutes (3-120) [default: 20].
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Stop after this many hours (1-24) [default: 1].
+    #[arg(long, value_name = "HOURS", conflicts_with = "no_auto_stop")]
+    pub auto_stop: Option<u32>,
+    /// Never stop by itself.
+    #[arg(long)]
+    pub no_auto_stop: bool,
+    /// Calls per second; more are answered 429.
+    #[arg(long)]
+    pub traffic_limit: Option<u32>,
+    /// The largest request body in MB [default: 12].
+    #[arg(long)]
+    pub body_limit_mb: Option<u32>,
+    /// A call's timeout in seconds [default: 40].
+    #[arg(long)]
+    pub call_timeout: Option<u32>,
+    /// Wait until it is RUNNING (or failed), at most this many seconds.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
+    pub wait: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// The service (name or id).
+    pub service: String,
+    #[arg(long = "model", value_name = "NAME:VERSION[:WEIGHT]")]
+    pub models: Vec<String>,
+    #[arg(long)]
+    pub instances: Option<u32>,
+    #[arg(long)]
+    pub description: Option<String>,
+    #[arg(long, value_name = "HOURS", conflicts_with = "no_auto_stop")]
+    pub auto_stop: Option<u32>,
+    #[arg(long)]
+    pub no_auto_stop: bool,
+    #[arg(long)]
+    pub traffic_limit: Option<u32>,
+    #[arg(long)]
+    pub body_limit_mb: Option<u32>,
+    #[arg(long)]
+    pub call_timeout: Option<u32>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Every user's services (admins only).
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServiceArg {
+    /// The service (name or id).
+    pub service: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WaitArgs {
+    /// The service (name or id).
+    pub service: String,
+    /// Wait until it is RUNNING (or failed), at most this many seconds.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
+    pub wait: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// The service (name or id).
+    pub service: String,
+    /// The JSON body.
+    #[arg(long, short = 'd', conflicts_with_all = ["input", "file"])]
+    pub data: Option<String>,
+    /// A file holding the JSON body.
+    #[arg(long, short = 'i', conflicts_with = "file")]
+    pub input: Option<std::path::PathBuf>,
+    /// A multipart form field with a file, NAME=PATH (repeat).
+    #[arg(long = "file", short = 'F', value_name = "NAME=PATH")]
+    pub file: Vec<String>,
+    /// An API path of the service (its config's apis[].url), e.g. /predictions/poetry.
+    #[arg(long, default_value = "")]
+    pub path: String,
+}
+
+/// `NAME:VERSION[:WEIGHT]` into the API's form.
+fn model_choice(text: &str, instances: Option<u32>) -> Result<Value, CliError> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (model, version, weight) = match parts.as_slice() {
+        [m, v] => (*m, *v, None),
+        [m, v, w] => (
+            *m,
+            *v,
+            Some(w.parse::<u32>().map_err(|_| {
+                CliError::other(format!(
+                    "--model {text:?}: the weight is a number of percent"
+                ))
+            })?),
+        ),
+        _ => {
+            return Err(CliError::other(format!(
+                "--model {text:?}: NAME:VERSION or NAME:VERSION:WEIGHT"
+            )));
+        }
+    };
+    let mut m = json!({"model": model, "version": version});
+    if let Some(w) = weight {
+        m["weight"] = w.into();
+    }
+    if let Some(n) = instances {
+        m["instances"] = n.into();
+    }
+    Ok(m)
+}
+
+fn auto_stop(hours: Option<u32>, off: bool) -> Option<Value> {
+    if off {
+        Some(json!({"enabled": false}))
+    } else {
+        hours.map(|h| json!({"enabled": true, "hours": h}))
+    }
+}
+
+const SERVICES: &str = "services";
+
+pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
+    match cmd {
+        ServiceCommand::Deploy(a) => {
+            let mut body = Map::new();
+            body.insert("name".into(), a.name.clone().into());
+            body.insert("description".into(), a.description.clone().into());
+            let models = a
+                .models
+                .iter()
+                .map(|m| model_choice(m, a.instances))
+                .collect::<Result<Vec<_>, _>>()?;
+            body.insert("models".into(), models.into());
+            if let Some(t) = a.timeout {
+                body.insert("timeout_minutes".into(), t.into());
+            }
+            if let Some(v) = auto_stop(a.auto_stop, a.no_auto_stop) {
+                body.insert("auto_stop".into(), v);
+            }
+            if let Some(v) = a.traffic_limit {
+                body.insert("traffic_limit".into(), v.into());
+            }
+            if let Some(v) = a.body_limit_mb {
+                body.insert("body_limit_mb".into(), v.into());
+            }
+            if let Some(v) = a.call_timeout {
+                body.insert("call_timeout_seconds".into(), v.into());
+            }
+            let reply = ctx
+                .api
+                .post(&["v1", SERVICES], Some(&Value::Object(body)))
+                .await?;
+            settle(ctx, &reply.raw, &reply.value, a.wait).await
+        }
+        ServiceCommand::List(a) => {
+            let query = if a.all {
+                vec![("all", "true".to_string())]
+            } else {
+                vec![]
+            };
+            let reply = ctx.api.get(&["v1", SERVICES], &query).await?;
+            if ctx.json {
+                return print_json(&reply.raw, Some("items"));
+            }
+            let mut headers = vec!["NAME", "STATUS", "MODELS", "URL", "CREATED"];
+            if a.all {
+                headers.insert(1, "OWNER");
+            }
+            let mut t = Table::new(&headers);
+            for s in items(&reply.value)? {
+                let mut row = vec![
+                    cell(s, "name"),
+                    cell(s, "status"),
+                    models_cell(s),
+                    cell(s, "url"),
+                    short_time(s, "created_at"),
+                ];
+                if a.all {
+                    row.insert(1, cell(s, "owner"));
+                }
+                t.row(row);
+            }
+            out(&t.render());
+            Ok(())
+        }
+        ServiceCommand::Get(a) => {
+            let reply = ctx.api.get(&["v1", SERVICES, &a.service], &[]).await?;
+            if ctx.json {
+                return print_json(&reply.raw, None);
+            }
+            let s = &reply.value;
+            for (label, key) in [
+                ("Name", "name"),
+                ("Id", "id"),
+                ("Owner", "owner"),
+                ("Status", "status"),
+                ("Reason", "status_reason"),
+                ("URL", "url"),
+                ("Description", "description"),
+                ("Traffic limit", "traffic_limit"),
+                ("Stops at", "stop_at"),
+                ("Created", "created_at"),
+            ] {
+                if s.get(key).is_some_and(|v| !v.is_null()) {
+                    out(&sanitize(&format!("{label:<14} {}", cell(s, key))));
+                }
+            }
+            out(&sanitize(&format!("{:<14} {}", "Models", models_cell(s))));
+            Ok(())
+        }
+        ServiceCommand::Start(a) => {
+            let reply = ctx
+                .api
+                .post(&["v1", SERVICES, &a.service, "start"], None)
+                .await?;
+            settle(ctx, &reply.raw, &reply.value, a.wait).await
+        }
+        ServiceCommand::Restart(a) => {
+            let reply = ctx
+                .api
+                .post(&["v1", SERVICES, &a.service, "restart"], None)
+                .await?;
+            settle(ctx, &reply.raw, &reply.value, a.wait).await
+        }
+        ServiceCommand::Stop(a) => {
+            let reply = ctx
+                .api
+                .post(&["v1", SERVICES, &a.service, "stop"], None)
+                .await?;
+            if ctx.json {
+                return print_json(&reply.raw, None);
+            }
+            err(&sanitize(&format!(
+                "service {} is {}",
+                a.service,
+                cell(&reply.value, "status")
+            )));
+            Ok(())
+        }
+        ServiceCommand::Update(a) => {
+            let mut body = Map::new();
+            if !a.models.is_empty() {
+                let models = a
+                    .models
+                    .iter()
+                    .map(|m| model_choice(m, a.instances))
+                    .collect::<Result<Vec<_>, _>>()?;
+                body.insert("models".into(), models.into());
+            }
+            if let Some(d) = a.description {
+                body.insert("description".into(), d.into());
+            }
+            if let Some(v) = auto_stop(a.auto_stop, a.no_auto_stop) {
+                body.insert("auto_stop".into(), v);
+            }
+            if let Some(v) = a.traffic_limit {
+                body.insert("traffic_limit".into(), v.into());
+            }
+            if let Some(v) = a.body_limit_mb {
+                body.insert("body_limit_mb".into(), v.into());
+            }
+            if let Some(v) = a.call_timeout {
+                body.insert("call_timeout_seconds".into(), v.into());
+            }
+            let reply = ctx
+                .api
+                .patch(&["v1", SERVICES, &a.service], &Value::Object(body))
+                .await?;
+            if ctx.json {
+                return print_json(&reply.raw, None);
+            }
+            err(&sanitize(&format!(
+                "service {} is {}",
+                a.service,
+                cell(&reply.value, "status")
+            )));
+            Ok(())
+        }
+        ServiceCommand::Delete(a) => {
+            ctx.api.delete(&["v1", SERVICES, &a.service]).await?;
+            err(&sanitize(&format!("deleted service {}", a.service)));
+            Ok(())
+        }
+        ServiceCommand::Events(a) => {
+            let reply = ctx
+                .api
+                .get(&["v1", SERVICES, &a.service, "events"], &[])
+                .await?;
+            if ctx.json {
+                return print_json(&reply.raw, Some("items"));
+            }
+            let mut t = Table::new(&["TIME", "TYPE", "EVENT"]);
+            for e in items(&reply.value)? {
+                t.row(vec![
+                    short_time(e, "time"),
+                    cell(e, "type"),
+                    cell(e, "text"),
+                ]);
+            }
+            out(&t.render());
+            Ok(())
+        }
+        ServiceCommand::Predict(a) => predict(ctx, a).await,
+    }
+}
+
+fn models_cell(s: &Value) -> String {
+    s.get("models")
+        .and_then(Value::as_array)
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    format!(
+                        "{} {} ({}%)",
+                        cell(m, "model"),
+                        cell(m, "version"),
+                        cell(m, "weight")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// After a deploy, start or restart: the reply, or (with --wait) the service once it is
+/// RUNNING; a FAILED or ABNORMAL one is an error with its reason.
+async fn settle(ctx: &Ctx, raw: &str, value: &Value, wait: Option<u64>) -> Result<(), CliError> {
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let id = value
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let Some(secs) = wait else {
+        if ctx.json {
+            return print_json(raw, None);
+        }
+        err(&sanitize(&format!(
+            "service {name} is {} (atelier service get {name})",
+            cell(value, "status")
+        )));
+        return Ok(());
+    };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let reply = ctx.api.get(&["v1", SERVICES, &id], &[]).await?;
+        let status = cell(&reply.value, "status");
+        match status.as_str() {
+            "DEPLOYING" | "UPDATING" if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            "DEPLOYING" | "UPDATING" => {
+                return Err(CliError::other(format!(
+                    "service {name} is still {status} after {secs} s"
+                )));
+            }
+            "FAILED" | "ABNORMAL" => {
+                return Err(CliError::other(format!(
+                    "service {name} is {status}: {}",
+                    cell(&reply.value, "status_reason")
+                )));
+            }
+            _ => {
+                if ctx.json {
+                    return print_json(&reply.raw, None);
+                }
+                err(&sanitize(&format!(
+                    "service {name} is {status}: call POST {}",
+                    cell(&reply.value, "url")
+                )));
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn predict(ctx: &Ctx, a: PredictArgs) -> Result<(), CliError> {
+    let mut segments = vec!["v1", "infers", a.service.as_str()];
+    let path = a.path.trim_matches('/').to_string();
+    segments.extend(path.split('/').filter(|s| !s.is_empty()));
+    let reply = if !a.file.is_empty() {
+        let mut form = reqwest::multipart::Form::new();
+        for f in &a.file {
+            let Some((name, file)) = f.split_once('=') else {
+                return Err(CliError::other(format!("--file {f:?}: NAME=PATH")));
+            };
+            let bytes =
+                std::fs::read(file).map_err(|e| CliError::other(format!("--file {file}: {e}")))?;
+            let file_name = std::path::Path::new(file)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            form = form.part(
+                name.to_string(),
+                reqwest::multipart::Part::bytes(bytes).file_name(file_name),
+            );
+        }
+        ctx.api.post_multipart(&segments, form).await?
+    } else {
+        let text = match (&a.data, &a.input) {
+            (Some(d), _) => d.clone(),
+            (None, Some(p)) => std::fs::read_to_string(p)
+                .map_err(|e| CliError::other(format!("--input {}: {e}", p.display())))?,
+            (None, None) => {
+                return Err(CliError::other(
+                    "give the body: --data JSON, --input FILE or --file NAME=PATH",
+                ));
+            }
+        };
+        let body: Value = serde_json::from_str(&text)
+            .map_err(|e| CliError::other(format!("the body is not JSON: {e}")))?;
+        ctx.api.post(&segments, Some(&body)).await?
+    };
+    print_json(&reply.raw, None)
+}
