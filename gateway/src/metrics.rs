@@ -11,6 +11,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
@@ -31,6 +32,49 @@ impl MetricsBuilder {
             "notebook_auto_stops",
             "Notebooks the gateway stopped by itself since it started, by reason",
             m.auto_stops.clone(),
+        );
+        m
+    }
+
+    /// The real-time services' families (the seed's service metrics, spec/inference.md
+    /// §2.15, as raw counters: rates per minute come from PromQL).
+    pub fn inference(&mut self) -> InferenceMetrics {
+        let m = InferenceMetrics::default();
+        let r = &mut self.0;
+        r.register(
+            "inference_total_called_times",
+            "Calls of a real-time service (seed: total_called_times)",
+            m.total.clone(),
+        );
+        r.register(
+            "inference_successfully_called_times",
+            "Calls answered with a 2xx status (seed: successfully_called_times)",
+            m.success.clone(),
+        );
+        r.register(
+            "inference_failed_called_times",
+            "Calls answered with another status (seed: failed_called_times)",
+            m.failed.clone(),
+        );
+        r.register(
+            "inference_req_count_2xx",
+            "2xx responses (seed: req_count_2xx)",
+            m.status_2xx.clone(),
+        );
+        r.register(
+            "inference_req_count_4xx",
+            "4xx responses (seed: req_count_4xx)",
+            m.status_4xx.clone(),
+        );
+        r.register(
+            "inference_req_count_5xx",
+            "5xx responses (seed: req_count_5xx)",
+            m.status_5xx.clone(),
+        );
+        r.register(
+            "inference_latency_seconds",
+            "Time from a call's body read to its answer (seed: avg_latency, tp_99, tp_999)",
+            m.latency.clone(),
         );
         m
     }
@@ -75,6 +119,68 @@ pub struct ReasonLabel {
 pub struct NotebookMetrics {
     /// `atelier_notebook_auto_stops_total{reason}`.
     pub auto_stops: Family<ReasonLabel, Counter>,
+}
+
+/// The labels of the services' metrics (the seed's dimensions).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service_id: String,
+    pub model_id: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 52 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+/// What the real-time services count, per service and model.
+#[derive(Clone)]
+pub struct InferenceMetrics {
+    pub total: Family<ServiceLabels, Counter>,
+    pub success: Family<ServiceLabels, Counter>,
+    pub failed: Family<ServiceLabels, Counter>,
+    pub status_2xx: Family<ServiceLabels, Counter>,
+    pub status_4xx: Family<ServiceLabels, Counter>,
+    pub status_5xx: Family<ServiceLabels, Counter>,
+    pub latency: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for InferenceMetrics {
+    fn default() -> Self {
+        InferenceMetrics {
+            total: Family::default(),
+            success: Family::default(),
+            failed: Family::default(),
+            status_2xx: Family::default(),
+            status_4xx: Family::default(),
+            status_5xx: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl InferenceMetrics {
+    /// One call of `service_id` answered by `model_id` (empty when it failed before a
+    /// version was chosen) with `status`, after `seconds`.
+    pub fn record(&self, service_id: &str, model_id: &str, status: u16, seconds: f64) {
+        let l = ServiceLabels {
+            service_id: service_id.to_string(),
+            model_id: model_id.to_string(),
+        };
+        self.total.get_or_create(&l).inc();
+        if (200..300).contains(&status) {
+            self.success.get_or_create(&l).inc();
+            self.status_2xx.get_or_create(&l).inc();
+        } else {
+            self.failed.get_or_create(&l).inc();
+            if (400..500).contains(&status) {
+                self.status_4xx.get_or_create(&l).inc();
+            } else if status >= 500 {
+                self.status_5xx.get_or_create(&l).inc();
+            }
+        }
+        self.latency.get_or_create(&l).observe(seconds);
+    }
 }
 
 struct PluginCollector(Arc<atelier_plugins::Host>);

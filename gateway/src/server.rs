@@ -113,6 +113,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         quota: settings.quota.services_per_user,
         clock: clock.clone(),
         hour_secs: settings.lease_hour_secs,
+        metrics: metrics.inference(),
     });
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {

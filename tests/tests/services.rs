@@ -424,6 +424,48 @@ async fn traffic_is_split_by_weight_limited_and_counted_against_the_quota() {
         }
     }
     assert!(refused >= 14, "{refused} of 20 refused");
+    // The seed's service metrics, per service and model, on /metrics.
+    let metrics = gw.admin().get("/metrics").await;
+    let text = metrics.text.clone();
+    assert_eq!(metrics.status, 200);
+    let model_id = api.get("/v1/models/iris").await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let value = |name: &str| -> f64 {
+        let labels = format!("{{service_id=\"{limited}\",model_id=\"{model_id}\"}}");
+        let empty = format!("{{service_id=\"{limited}\",model_id=\"\"}}");
+        text.lines()
+            .filter(|l| l.starts_with(name) && (l.contains(&labels) || l.contains(&empty)))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        value("atelier_inference_total_called_times_total"),
+        20.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("atelier_inference_successfully_called_times_total"),
+        f64::from(20 - refused)
+    );
+    assert_eq!(
+        value("atelier_inference_failed_called_times_total"),
+        f64::from(refused)
+    );
+    assert_eq!(
+        value("atelier_inference_req_count_2xx_total"),
+        f64::from(20 - refused)
+    );
+    assert_eq!(
+        value("atelier_inference_req_count_4xx_total"),
+        f64::from(refused)
+    );
+    assert_eq!(
+        value("atelier_inference_latency_seconds_count"),
+        20.0,
+        "{text}"
+    );
 
     // The quota (2 here): a third service is refused, nothing is created.
     let r = api

@@ -137,10 +137,27 @@ async fn infer(
         .await
         .map_err(|_| too_large())?;
     let request = wit_request(&parts, &path, bytes).await?;
-    let answer = state
-        .services
-        .call(&who, &service, request, protocol)
-        .await?;
+    let started = std::time::Instant::now();
+    let answer = match state.services.call(&who, &service, request, protocol).await {
+        Ok(a) => a,
+        Err((e, at)) => {
+            let e = ApiError::from(e);
+            if let Some((id, model)) = at {
+                let seconds = started.elapsed().as_secs_f64();
+                state
+                    .services
+                    .metrics()
+                    .record(&id, &model, e.status().as_u16(), seconds);
+            }
+            return Err(e);
+        }
+    };
+    state.services.metrics().record(
+        &answer.service_id,
+        &answer.model_id,
+        answer.response.status,
+        started.elapsed().as_secs_f64(),
+    );
     let r = answer.response;
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     let mut out = Response::builder().status(status);

@@ -60,9 +60,10 @@ impl DomainError for CallError {
 
 crate::domain_error!(CallError, common: Common, internal: Internal);
 
-/// What a call answered, and which version answered it.
+/// What a call answered, and which service and version answered it.
 pub struct Answer {
     pub response: inf::Response,
+    pub service_id: String,
     pub model_id: String,
     pub version: String,
 }
@@ -75,43 +76,52 @@ pub enum Protocol {
     V2,
 }
 
-/// Runs one call on a deployed service.
+/// Runs one call on a deployed service. An error comes with the model that was to answer
+/// (none when the call was refused before a version was chosen).
 pub async fn call(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,
     request: inf::Request,
     _protocol: Protocol,
-) -> Result<Answer, CallError> {
+) -> Result<Answer, (CallError, Option<String>)> {
     if !d.admit() {
-        return Err(CallError::TooMany(format!(
-            "service {} takes {} calls a second (its traffic limit); try again shortly",
-            d.name,
-            d.spec.traffic_limit.unwrap_or_default()
-        )));
+        return Err((
+            CallError::TooMany(format!(
+                "service {} takes {} calls a second (its traffic limit); try again shortly",
+                d.name,
+                d.spec.traffic_limit.unwrap_or_default()
+            )),
+            None,
+        ));
     }
     let roll = rand::thread_rng().gen_range(0..100);
     let timeout = Duration::from_millis(d.spec.call_timeout_ms);
     let started = Instant::now();
-    let served_at = {
+    let (model_id, version) = {
         let v = d.pick(roll);
         (v.spec.model_id.clone(), v.spec.version.clone())
     };
     let work = run(host, d.clone(), roll, request);
     let response = match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r?,
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err((e, Some(model_id))),
         Err(_) => {
-            return Err(CallError::TimedOut(format!(
-                "the call took longer than {} s (service {}'s call timeout, call_timeout_seconds)",
-                timeout.as_secs_f64(),
-                d.name
-            )));
+            return Err((
+                CallError::TimedOut(format!(
+                    "the call took longer than {} s (service {}'s call timeout, call_timeout_seconds)",
+                    timeout.as_secs_f64(),
+                    d.name
+                )),
+                Some(model_id),
+            ));
         }
     };
     tracing::debug!(service = %d.name, us = started.elapsed().as_micros() as u64, "inference call");
     Ok(Answer {
         response,
-        model_id: served_at.0,
-        version: served_at.1,
+        service_id: d.service_id.clone(),
+        model_id,
+        version,
     })
 }
 

@@ -123,6 +123,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Seconds one hour of auto-stop lasts (3600; less in tests, as notebooks' leases).
     hour_secs: u64,
+    metrics: crate::metrics::InferenceMetrics,
 }
 
 pub struct ServicesParts {
@@ -134,6 +135,7 @@ pub struct ServicesParts {
     pub quota: u32,
     pub clock: Arc<dyn Clock>,
     pub hour_secs: u64,
+    pub metrics: crate::metrics::InferenceMetrics,
 }
 
 fn fmt_time(t: time::OffsetDateTime) -> String {
@@ -155,6 +157,7 @@ impl Services {
                 quota: p.quota,
                 clock: p.clock,
                 hour_secs: p.hour_secs,
+                metrics: p.metrics,
             }),
         }
     }
@@ -955,25 +958,38 @@ impl Services {
             .filter(|d| d.owner_id == who.user_id)
     }
 
-    /// One inference call of `who` to their service `key`.
+    /// One inference call of `who` to their service `key`. The error comes with the
+    /// service and model it was for, when it is a deployed one of theirs (for the metrics: calls of
+    /// services nobody has are not counted, so no caller can make up label values).
     pub async fn call(
         &self,
         who: &Principal,
         key: &str,
         request: inf::Request,
         protocol: call::Protocol,
-    ) -> Result<call::Answer, call::CallError> {
+    ) -> Result<call::Answer, (call::CallError, Option<(String, String)>)> {
         let Some(d) = self.deployed(who, key) else {
             // Not deployed: say why, if it is theirs.
-            return Err(match self.find(who, key).await {
-                Ok(s) if s.owner_id == who.user_id => call::CallError::NotServing(format!(
-                    "service {} is {}; it answers calls when RUNNING",
-                    s.name, s.status
-                )),
-                _ => call::CallError::NotFound(format!("service {key} not found")),
-            });
+            return Err((
+                match self.find(who, key).await {
+                    Ok(s) if s.owner_id == who.user_id => call::CallError::NotServing(format!(
+                        "service {} is {}; it answers calls when RUNNING",
+                        s.name, s.status
+                    )),
+                    _ => call::CallError::NotFound(format!("service {key} not found")),
+                },
+                None,
+            ));
         };
-        call::call(&self.inner.host, d, request, protocol).await
+        let id = d.service_id.clone();
+        call::call(&self.inner.host, d, request, protocol)
+            .await
+            .map_err(|(e, model)| (e, Some((id, model.unwrap_or_default()))))
+    }
+
+    /// What the services count (the API records each call's answer).
+    pub fn metrics(&self) -> &crate::metrics::InferenceMetrics {
+        &self.inner.metrics
     }
 
     /// A deployed service's first version's model, for the V2 metadata and readiness.
