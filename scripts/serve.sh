@@ -24,6 +24,15 @@ if [ "${ATELIER_BACKEND:-}" = docker ]; then
   bash "$ROOT/scripts/build-static-runtime.sh" --release
   command -v mkfs.xfs >/dev/null || need_debs xfsprogs || log "no xfsprogs: work disks will be ext4 (no online growth without CAP_SYS_RESOURCE)"
 fi
+# The built-in ONNX engine loads ONNX Runtime's library from the onnxruntime wheel (a
+# virtualenv made once under ~/.cache/atelier, keyed by scripts/ml-requirements.txt).
+if [ -z "${ATELIER_ONNXRUNTIME_LIB:-}" ]; then
+  if lib="$(onnxruntime_lib)"; then
+    export ATELIER_ONNXRUNTIME_LIB="$lib"
+  else
+    log "no ONNX Runtime: ONNX models cannot be served (set ATELIER_ONNXRUNTIME_LIB)"
+  fi
+fi
 export ATELIER_DATA_DIR="${ATELIER_DATA_DIR:-$ROOT/.atelier}"
 log "data dir: $ATELIER_DATA_DIR"
 exec "$CARGO_TARGET_DIR/release/atelier" serve "$@"
