@@ -634,3 +634,140 @@ async fn the_cli_deploys_updates_and_calls_services_and_auto_stop_stops_them() {
         out.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_processor_ends_only_its_own_call_and_bodies_reach_it_as_the_seed_says() {
+    let s3 = S3Server::start();
+    let pkg = s3.bucket("models").join("hostile");
+    iris_package(&pkg, false).await;
+    let fixture = repo_root().join("tests/fixtures/hostile-processor");
+    let wasm = built_python(&fixture).await;
+    std::fs::copy(&wasm, pkg.join("model/customize_service.wasm")).unwrap();
+    std::fs::copy(fixture.join("plugin.json"), pkg.join("model/plugin.json")).unwrap();
+    let gw = gateway(&[]).await;
+    let token = gw.create_user("alice").await;
+    let api = gw.api(&token);
+    s3.connect(&api, "local").await;
+    import(&api, "hostile", "hostile").await;
+    let r = api
+        .post(
+            "/v1/services",
+            json!({"name": "hostile", "models": [{"model": "hostile", "version": "0.0.1"}]}),
+        )
+        .await;
+    let id = r.expect_status(202)["id"].as_str().unwrap().to_string();
+    wait_service(&api, &id, "RUNNING").await;
+    let url = format!("/v1/infers/{id}");
+
+    // JSON: the text as sent, the API path and query, no credentials among the headers.
+    let r = api
+        .post(
+            &format!("{url}/predictions/poetry?x=1"),
+            json!({"mode": "echo", "a": 1}),
+        )
+        .await;
+    let seen = r.expect_status(200).clone();
+    assert_eq!(r.header("x-echo"), Some("1"));
+    assert_eq!(seen["path"], "/predictions/poetry");
+    assert_eq!(seen["query"], json!([["x", "1"]]));
+    assert_eq!(seen["body"], "json");
+    assert_eq!(seen["json"]["a"], 1);
+    assert!(
+        !seen["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "authorization"),
+        "{seen}"
+    );
+    assert_eq!(seen["outputs"], json!(["label", "probabilities"]));
+    // X-Auth-Token is not shown to the processor either.
+    let r = Api::new(gw.base(), None)
+        .send(
+            Api::new(gw.base(), None)
+                .request(reqwest::Method::POST, &url)
+                .header("x-auth-token", &token)
+                .json(&json!({"mode": "echo"})),
+        )
+        .await;
+    let seen = r.expect_status(200).clone();
+    assert!(
+        !seen["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "x-auth-token"),
+        "{seen}"
+    );
+
+    // multipart/form-data: the seed's {"<form key>": {"<file name>": <file>}}, repeated keys
+    // together, plain values beside the files.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "images",
+            reqwest::multipart::Part::bytes(vec![7u8; 100])
+                .file_name("seven.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .part(
+            "images",
+            reqwest::multipart::Part::bytes(vec![1u8; 10]).file_name("one.png"),
+        )
+        .text("mode", "echo");
+    let r = api
+        .send(api.request(reqwest::Method::POST, &url).multipart(form))
+        .await;
+    let seen = r.expect_status(200).clone();
+    assert_eq!(seen["body"], "multipart");
+    assert_eq!(
+        seen["fields"]["images"]["files"],
+        json!([["seven.png", "image/png", 100], ["one.png", null, 10]]),
+        "{seen}"
+    );
+    assert_eq!(seen["fields"]["mode"]["values"], json!(["echo"]));
+    // Anything else arrives as bytes.
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, &url)
+                .header("content-type", "application/octet-stream")
+                .body(vec![0u8; 33]),
+        )
+        .await;
+    assert_eq!(r.expect_status(200)["size"], 33);
+
+    // Hostile calls end alone: the plugin's time limit (504), a trap and its memory limit
+    // (500); the next call is answered.
+    for (mode, status, says) in [
+        ("loop", 504, "timeout"),
+        ("raise", 500, "trapped"),
+        ("alloc", 500, "memory"),
+    ] {
+        let r = api.post(&url, json!({"mode": mode})).await;
+        assert_eq!(r.status, status, "{mode}: {}", r.text);
+        assert!(r.text.contains(says), "{mode}: {}", r.text);
+        api.post(&url, json!({"mode": "echo"}))
+            .await
+            .expect_status(200);
+    }
+
+    // The service's own call timeout, shorter than the plugin's.
+    let r = api
+        .patch(
+            &format!("/v1/services/{id}"),
+            json!({"call_timeout_seconds": 1}),
+        )
+        .await;
+    r.expect_status(202);
+    eventually("the update", WAIT, || async {
+        let s = api.get(&format!("/v1/services/{id}")).await.json.clone();
+        (s["status"] == "RUNNING" && s["call_timeout_ms"] == 1000).then_some(())
+    })
+    .await;
+    let r = api.post(&url, json!({"mode": "loop"})).await;
+    assert_eq!(r.status, 504, "{}", r.text);
+    assert!(r.text.contains("call timeout"), "{}", r.text);
+    api.post(&url, json!({"mode": "echo"}))
+        .await
+        .expect_status(200);
+}
