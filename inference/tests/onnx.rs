@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use atelier_inference::onnx::{
     Device, EngineError, InputError, ModelOptions, ModelSource, OnnxModel, OnnxRuntime, TensorSpec,
 };
@@ -76,6 +74,16 @@ fn zipmap_probabilities_come_back_as_a_rows_by_classes_tensor() {
 #[test]
 fn logistic_regression_with_string_labels_answers_as_python_does() {
     answers_as_python_does("logreg.onnx");
+}
+
+#[test]
+fn logistic_regression_without_zipmap_answers_as_python_does() {
+    answers_as_python_does("logreg_plain.onnx");
+}
+
+#[test]
+fn logistic_regression_with_integer_classes_answers_as_python_does() {
+    answers_as_python_does("logreg_int.onnx");
 }
 
 #[test]
@@ -286,14 +294,13 @@ fn asking_for_cuda_without_it_says_so() {
     assert!(m.contains("ATELIER_ONNXRUNTIME_LIB"), "{m}");
 }
 
-/// 8 threads run at once, more threads than sessions, each its own inputs, and every answer
-/// is the one a lone run gives.
+/// 8 threads run at once, more threads than sessions (4, the default, and 1), each its own
+/// inputs, and every answer is the one a lone run gives.
 #[test]
 fn runs_from_eight_threads_at_once_give_the_same_answers() {
     let Some((runtime, models)) = setup() else {
         return;
     };
-    let model = Arc::new(load(&runtime, models, "mlp.onnx"));
     let cases: Vec<Tensor> = (0..8u64)
         .map(|t| {
             let rows = 1 + t % 3;
@@ -308,20 +315,27 @@ fn runs_from_eight_threads_at_once_give_the_same_answers() {
             }
         })
         .collect();
-    let alone: Vec<Vec<Tensor>> = cases
-        .iter()
-        .map(|c| model.run(vec![c.clone()]).unwrap())
-        .collect();
-    std::thread::scope(|s| {
-        for (case, want) in cases.iter().zip(&alone) {
-            let model = &model;
-            s.spawn(move || {
-                for _ in 0..50 {
-                    assert_eq!(&model.run(vec![case.clone()]).unwrap(), want);
-                }
-            });
-        }
-    });
+    for sessions in [ModelOptions::default().sessions, 1] {
+        let options = ModelOptions {
+            sessions,
+            ..ModelOptions::default()
+        };
+        let model = OnnxModel::load(&runtime, models.path("mlp.onnx").as_path(), &options).unwrap();
+        let alone: Vec<Vec<Tensor>> = cases
+            .iter()
+            .map(|c| model.run(vec![c.clone()]).unwrap())
+            .collect();
+        std::thread::scope(|s| {
+            for (case, want) in cases.iter().zip(&alone) {
+                let model = &model;
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        assert_eq!(&model.run(vec![case.clone()]).unwrap(), want);
+                    }
+                });
+            }
+        });
+    }
 }
 
 #[test]

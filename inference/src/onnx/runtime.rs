@@ -122,7 +122,10 @@ impl OnnxRuntime {
         self.inner.cuda
     }
 
-    pub(crate) fn env(&self) -> &ort::environment::Environment {
+    /// The process's `ort` environment, for code that drives `ort` itself beside the engine
+    /// (bench/onnx-engines measures a bare `ort::Session` against it): a process has one.
+    #[doc(hidden)]
+    pub fn ort_environment(&self) -> &ort::environment::Environment {
         &self.inner.env
     }
 
