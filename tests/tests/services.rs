@@ -226,6 +226,20 @@ async fn a_model_without_a_processor_answers_the_open_inference_protocol() {
             .status,
         404
     );
+    // An admin manages users' models but does not serve them.
+    let model_id = api.get("/v1/models/iris").await.json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = gw
+        .admin()
+        .post(
+            "/v1/services",
+            json!({"name": "taken", "models": [{"model": model_id, "version": "0.0.1"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("not found"), "{}", r.text);
 
     // 12 MB is the most a body may hold (before anything reads it).
     let big = vec![b' '; 12 * 1024 * 1024 + 1];

@@ -949,6 +949,10 @@ impl Models {
         version: &str,
     ) -> Result<(VersionView, Option<std::path::PathBuf>), ModelError> {
         let (m, v) = self.find_version(who, model, version).await?;
+        // A user's models are theirs to serve: an admin manages them but runs none.
+        if m.owner_id != who.user_id {
+            return Err(ModelError::NotFound(format!("model {model} not found")));
+        }
         ModelOp::Deploy.check(&format!("{} {}", m.name, v.version), v.status)?;
         let tree = self.inner.files.tree(&v.id);
         Ok((version_view(&m.name, v)?, tree))

@@ -598,7 +598,8 @@ impl Services {
         spec_json: String,
         description: String,
     ) {
-        let _held = self.inner.locks.lock(id).await;
+        // No lock while loading (minutes, maybe): requests on the service meanwhile are
+        // refused by its status (UPDATING), and the compare-and-set below decides.
         let loaded = self.load(id, &new).await;
         let result: anyhow::Result<()> = async {
             let mut tx = self.inner.store.write().await?;
@@ -614,7 +615,7 @@ impl Services {
                             .await?;
                     if applied {
                         tx.commit().await?;
-                        self.inner.deployments.put(d);
+                        self.install(d).await?;
                     }
                 }
                 Err(why) => {
@@ -647,8 +648,11 @@ impl Services {
 
     /// Loads a DEPLOYING service's versions within its deploy deadline: RUNNING, or FAILED
     /// with the seed's event.
+    ///
+    /// No lock is held while loading (up to the deploy timeout): a stop or a delete
+    /// meanwhile moves the status, the compare-and-set to RUNNING then fails, and the
+    /// loaded deployment is dropped.
     async fn bring_up(&self, id: &str) {
-        let _held = self.inner.locks.lock(id).await;
         let result: anyhow::Result<()> = async {
             let mut conn = self.inner.store.pool.acquire().await?;
             let Some(s) = rows::by_id(&mut conn, id).await? else {
@@ -686,6 +690,7 @@ impl Services {
                     if applied {
                         rows::set_stop_at(&mut tx, id, stop_at.as_deref()).await?;
                         rows::set_deploy_deadline(&mut tx, id, None).await?;
+                        // (the deployment is installed after the commit, below)
                         match spec.auto_stop_seconds {
                             Some(secs) => {
                                 let text = ServiceEvent::AutoStopEnabled.fill(&[&secs.to_string()]);
@@ -707,7 +712,7 @@ impl Services {
                             }
                         }
                         tx.commit().await?;
-                        self.inner.deployments.put(d);
+                        self.install(d).await?;
                     }
                 }
                 Ok(Err(why)) => {
@@ -813,6 +818,21 @@ impl Services {
         .map_err(|e| format!("the loading thread: {e}"))?
     }
 
+    /// Puts a loaded deployment in service, unless the service stopped serving meanwhile
+    /// (a stop or a delete that came while it loaded, and removed nothing): checked after
+    /// the put, so whichever comes last of the put and a stop's removal, no deployment of
+    /// a service that does not serve stays.
+    async fn install(&self, d: Deployment) -> anyhow::Result<()> {
+        let id = d.service_id.clone();
+        self.inner.deployments.put(d);
+        let mut conn = self.inner.store.pool.acquire().await?;
+        let status = crate::store::transition::status_of::<ServiceStatus>(&mut conn, &id).await?;
+        if !status.is_some_and(|s| SERVING.contains(&s)) {
+            self.inner.deployments.remove(&id);
+        }
+        Ok(())
+    }
+
     /// At a gateway start: deploys again what served, resumes what was under way.
     pub async fn resume(&self) -> anyhow::Result<()> {
         for p in operations::resume::<ServiceStatus>(&self.inner.store).await? {
@@ -860,13 +880,16 @@ impl Services {
 
     /// A service that served before the gateway restarted: loaded again, or FAILED.
     async fn reload(&self, s: ServiceRow) {
-        let _held = self.inner.locks.lock(&s.id).await;
         let loaded = match decode(&s) {
             Ok(spec) => self.load(&s.id, &spec).await,
             Err(e) => Err(Error::from(e).message),
         };
         match loaded {
-            Ok(d) => self.inner.deployments.put(d),
+            Ok(d) => {
+                if let Err(e) = self.install(d).await {
+                    tracing::error!(service = %s.id, error = ?e, "installing a reloaded service failed");
+                }
+            }
             Err(why) => {
                 let result: anyhow::Result<()> = async {
                     let mut tx = self.inner.store.write().await?;
