@@ -37,7 +37,7 @@ use crate::lifecycle::service::{SERVING, ServiceOp, ServiceStatus};
 use crate::lifecycle::{KeyedLocks, Operation};
 use crate::models::{DeploymentType, Models};
 use crate::store::audit::{self, Action, Target};
-use crate::store::resource_events::{self, Catalogue, EventRecord, Row, ServiceEvent};
+use crate::store::resource_events::{self, EventRecord, Row, ServiceEvent};
 use crate::store::services::{self as rows, ServiceRow};
 use crate::store::transition::Transition;
 use crate::store::{Store, operations};
@@ -653,109 +653,101 @@ impl Services {
     /// meanwhile moves the status, the compare-and-set to RUNNING then fails, and the
     /// loaded deployment is dropped.
     async fn bring_up(&self, id: &str) {
-        let result: anyhow::Result<()> = async {
-            let mut conn = self.inner.store.pool.acquire().await?;
-            let Some(s) = rows::by_id(&mut conn, id).await? else {
-                return Ok(());
-            };
-            drop(conn);
-            if s.status != ServiceStatus::Deploying {
-                return Ok(());
-            }
-            let spec = decode(&s).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let now = self.inner.clock.now();
-            let deadline = s
-                .deploy_deadline
-                .as_deref()
-                .and_then(crate::store::parse_time)
-                .unwrap_or(now + time::Duration::minutes(i64::from(spec.timeout_minutes)));
-            let left = (deadline - now).max(time::Duration::ZERO);
-            let left = Duration::from_secs_f64(left.as_seconds_f64());
-            let outcome = tokio::time::timeout(left, self.load(id, &spec)).await;
-            let mut tx = self.inner.store.write().await?;
-            match outcome {
-                Ok(Ok(d)) => {
-                    let stop_at = spec.auto_stop_seconds.map(|secs| {
-                        fmt_time(self.inner.clock.now() + time::Duration::seconds(secs as i64))
-                    });
-                    let started = ServiceEvent::Started.fill(&[&s.name]);
-                    let applied =
-                        Transition::new(id, &[ServiceStatus::Deploying], ServiceStatus::Running)
-                            .resource_event(Row {
-                                text: started.into(),
-                                ..Row::of(id, None, ServiceEvent::Started)
-                            })
-                            .apply(&mut tx)
-                            .await?;
-                    if applied {
-                        rows::set_stop_at(&mut tx, id, stop_at.as_deref()).await?;
-                        rows::set_deploy_deadline(&mut tx, id, None).await?;
-                        // (the deployment is installed after the commit, below)
-                        match spec.auto_stop_seconds {
-                            Some(secs) => {
-                                let text = ServiceEvent::AutoStopEnabled.fill(&[&secs.to_string()]);
-                                resource_events::record(
-                                    &mut tx,
-                                    &Row {
-                                        text: text.into(),
-                                        ..Row::of(id, None, ServiceEvent::AutoStopEnabled)
-                                    },
-                                )
-                                .await?;
-                            }
-                            None => {
-                                resource_events::record(
-                                    &mut tx,
-                                    &Row::of(id, None, ServiceEvent::AutoStopDisabled),
-                                )
-                                .await?;
-                            }
+        let result: anyhow::Result<()> =
+            async {
+                let mut conn = self.inner.store.pool.acquire().await?;
+                let Some(s) = rows::by_id(&mut conn, id).await? else {
+                    return Ok(());
+                };
+                drop(conn);
+                if s.status != ServiceStatus::Deploying {
+                    return Ok(());
+                }
+                let spec = decode(&s).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let now = self.inner.clock.now();
+                let deadline = s
+                    .deploy_deadline
+                    .as_deref()
+                    .and_then(crate::store::parse_time)
+                    .unwrap_or(now + time::Duration::minutes(i64::from(spec.timeout_minutes)));
+                let left = (deadline - now).max(time::Duration::ZERO);
+                let left = Duration::from_secs_f64(left.as_seconds_f64());
+                let outcome = tokio::time::timeout(left, self.load(id, &spec)).await;
+                let mut tx = self.inner.store.write().await?;
+                match outcome {
+                    Ok(Ok(d)) => {
+                        let stop_at = spec.auto_stop_seconds.map(|secs| {
+                            fmt_time(self.inner.clock.now() + time::Duration::seconds(secs as i64))
+                        });
+                        let applied = Transition::new(
+                            id,
+                            &[ServiceStatus::Deploying],
+                            ServiceStatus::Running,
+                        )
+                        .resource_event(Row::filled(id, None, ServiceEvent::Started, &[&s.name]))
+                        .apply(&mut tx)
+                        .await?;
+                        if applied {
+                            rows::set_stop_at(&mut tx, id, stop_at.as_deref()).await?;
+                            rows::set_deploy_deadline(&mut tx, id, None).await?;
+                            // (the deployment is installed after the commit, below)
+                            let auto_stop = match spec.auto_stop_seconds {
+                                Some(secs) => Row::filled(
+                                    id,
+                                    None,
+                                    ServiceEvent::AutoStopEnabled,
+                                    &[&secs.to_string()],
+                                ),
+                                None => Row::of(id, None, ServiceEvent::AutoStopDisabled),
+                            };
+                            resource_events::record(&mut tx, &auto_stop).await?;
+                            tx.commit().await?;
+                            self.install(d).await?;
                         }
-                        tx.commit().await?;
-                        self.install(d).await?;
                     }
-                }
-                Ok(Err(why)) => {
-                    let text = ServiceEvent::Failed.fill(&[&s.name, &why]);
-                    let applied =
-                        Transition::new(id, &[ServiceStatus::Deploying], ServiceStatus::Failed)
-                            .reason(Some(&why))
-                            .resource_event(Row {
-                                text: text.into(),
-                                ..Row::of(id, None, ServiceEvent::Failed)
-                            })
-                            .apply(&mut tx)
+                    Ok(Err(why)) => {
+                        drop(tx);
+                        let event = Row::filled(id, None, ServiceEvent::Failed, &[&s.name, &why]);
+                        self.fail(id, &[ServiceStatus::Deploying], &why, event)
                             .await?;
-                    if applied {
-                        tx.commit().await?;
                     }
-                }
-                Err(_) => {
-                    let why = format!(
-                        "the service was not up within its deploy timeout ({} minutes)",
-                        spec.timeout_minutes
-                    );
-                    let text = ServiceEvent::DeployTimedOut.fill(&[&why]);
-                    let applied =
-                        Transition::new(id, &[ServiceStatus::Deploying], ServiceStatus::Failed)
-                            .reason(Some(&why))
-                            .resource_event(Row {
-                                text: text.into(),
-                                ..Row::of(id, None, ServiceEvent::DeployTimedOut)
-                            })
-                            .apply(&mut tx)
+                    Err(_) => {
+                        drop(tx);
+                        let why = format!(
+                            "the service was not up within its deploy timeout ({} minutes)",
+                            spec.timeout_minutes
+                        );
+                        let event = Row::filled(id, None, ServiceEvent::DeployTimedOut, &[&why]);
+                        self.fail(id, &[ServiceStatus::Deploying], &why, event)
                             .await?;
-                    if applied {
-                        tx.commit().await?;
                     }
                 }
+                Ok(())
             }
-            Ok(())
-        }
-        .await;
+            .await;
         if let Err(e) = result {
             tracing::error!(service = %id, error = ?e, "deploying a service failed on the gateway's side");
         }
+    }
+
+    /// `from` → FAILED, with `why` kept and the seed's `event`.
+    async fn fail(
+        &self,
+        id: &str,
+        from: &[ServiceStatus],
+        why: &str,
+        event: Row<'_>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.inner.store.write().await?;
+        let applied = Transition::new(id, from, ServiceStatus::Failed)
+            .reason(Some(why))
+            .resource_event(event)
+            .apply(&mut tx)
+            .await?;
+        if applied {
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     /// Loads a service's versions (off the async threads).
@@ -891,24 +883,8 @@ impl Services {
                 }
             }
             Err(why) => {
-                let result: anyhow::Result<()> = async {
-                    let mut tx = self.inner.store.write().await?;
-                    let text = ServiceEvent::Failed.fill(&[&s.name, &why]);
-                    let applied = Transition::new(&s.id, SERVING, ServiceStatus::Failed)
-                        .reason(Some(&why))
-                        .resource_event(Row {
-                            text: text.into(),
-                            ..Row::of(&s.id, None, ServiceEvent::Failed)
-                        })
-                        .apply(&mut tx)
-                        .await?;
-                    if applied {
-                        tx.commit().await?;
-                    }
-                    Ok(())
-                }
-                .await;
-                if let Err(e) = result {
+                let event = Row::filled(&s.id, None, ServiceEvent::Failed, &[&s.name, &why]);
+                if let Err(e) = self.fail(&s.id, SERVING, &why, event).await {
                     tracing::error!(service = %s.id, error = ?e, "recording a failed reload failed");
                 }
             }
