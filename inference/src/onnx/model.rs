@@ -43,9 +43,10 @@ impl Default for ModelOptions {
     }
 }
 
-/// Sessions per model by default. Four: on the 2-core benchmark machine a pool of 4 ran 16
-/// threads' worth of small-model requests at 2× the throughput of one session behind a lock
-/// (docs/benchmarks.md), and each session is one more copy of the weights.
+/// Sessions per model by default. Four: on the 2-core benchmark VM four sessions gave 16
+/// threads 1.1-2.2× the runs/s of one, and sixteen no steady gain over four
+/// (docs/benchmarks.md, "ONNX engine"); each session is one more copy of the weights. A
+/// machine with more cores and one busy model may want one per core.
 pub const DEFAULT_SESSIONS: usize = 4;
 
 /// Where a model comes from.
@@ -247,8 +248,8 @@ fn is_ep_failure(e: &ort::Error) -> bool {
 /// The model's sessions, each behind its own lock. A run takes the first one free, starting
 /// after the one the previous run started at, and waits for one only when all are busy.
 /// (Plain mutexes rather than a free list with a condition variable: under contention a
-/// mutex lets the thread that just finished go on without a wake-up per run, which measured
-/// 2-3× the throughput of the free list at 16 threads on 2 cores.)
+/// mutex lets the thread that just finished go on without a wake-up per run: one session
+/// at 16 threads on 2 cores ran about twice the runs/s of the free list in back-to-back runs.)
 struct Pool {
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
