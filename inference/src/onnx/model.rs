@@ -200,7 +200,7 @@ impl OnnxModel {
                         name: spec.name.clone(),
                         reason: "ONNX Runtime returned no value for it".into(),
                     })?;
-                    convert::from_ort(&spec.name, kind, value)
+                    convert::from_ort(spec, kind, value)
                 })
                 .collect()
         }))
