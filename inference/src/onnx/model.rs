@@ -120,11 +120,10 @@ impl OnnxModel {
                 "options.sessions is 0; a model needs at least one session".into(),
             ));
         }
-        let mut sessions = Vec::with_capacity(options.sessions);
-        for _ in 0..options.sessions {
+        let new_session = || {
             // A hostile model must not take the process down: `ort` has asserts on what
             // ONNX Runtime reports about a model's types.
-            let session = catch_unwind(AssertUnwindSafe(|| session(runtime, source, options)))
+            catch_unwind(AssertUnwindSafe(|| session(runtime, source, options)))
                 .map_err(|panic| fail(format!("ort panicked: {}", panic_message(&*panic))))?
                 .map_err(|e| match options.device {
                     Device::Cuda(_) if is_ep_failure(&e) => EngineError::Device {
@@ -132,10 +131,11 @@ impl OnnxModel {
                         reason: e.to_string(),
                     },
                     _ => fail(e.to_string()),
-                })?;
-            sessions.push(session);
-        }
-        let first = &sessions[0];
+                })
+        };
+        // One session first: a model the engine cannot feed or read fails before the others
+        // are built.
+        let first = new_session()?;
         let inputs = first
             .inputs()
             .iter()
@@ -152,6 +152,11 @@ impl OnnxModel {
                     .map_err(|why| fail(format!("output `{}` is {why}", o.name())))
             })
             .collect::<Result<(Vec<_>, Vec<_>), _>>()?;
+        let mut sessions = Vec::with_capacity(options.sessions);
+        sessions.push(first);
+        for _ in 1..options.sessions {
+            sessions.push(new_session()?);
+        }
         Ok(OnnxModel {
             inputs,
             outputs,
@@ -190,16 +195,28 @@ impl OnnxModel {
                 .map(convert::to_ort)
                 .collect::<ort::Result<Vec<_>>>()
                 .map_err(|e| run_fault(e.to_string()))?;
-            let mut session = self.pool.take();
-            let outputs = session.run(values).map_err(|e| run_fault(e.to_string()))?;
+            // The session only for the run itself: the outputs are values of their own (they
+            // keep what they need of the session alive), converted after it is back.
+            let produced: Vec<(String, ort::value::DynValue)> = {
+                let mut session = self.pool.take();
+                let outputs = session.run(values).map_err(|e| run_fault(e.to_string()))?;
+                outputs
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value))
+                    .collect()
+            };
             self.outputs
                 .iter()
                 .zip(&self.kinds)
                 .map(|(spec, &kind)| {
-                    let value = outputs.get(&spec.name).ok_or_else(|| EngineError::Output {
-                        name: spec.name.clone(),
-                        reason: "ONNX Runtime returned no value for it".into(),
-                    })?;
+                    let value = produced
+                        .iter()
+                        .find(|(name, _)| *name == spec.name)
+                        .map(|(_, value)| value)
+                        .ok_or_else(|| EngineError::Output {
+                            name: spec.name.clone(),
+                            reason: "ONNX Runtime returned no value for it".into(),
+                        })?;
                     convert::from_ort(spec, kind, value)
                 })
                 .collect()
