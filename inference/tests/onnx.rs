@@ -242,6 +242,15 @@ fn a_corrupt_or_missing_model_is_a_model_error_not_a_panic() {
             other => panic!("{what}: {other:?}"),
         }
     }
+    let corrupt = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("corrupt-{}.onnx", std::process::id()));
+    std::fs::write(&corrupt, &good[..good.len() / 3]).unwrap();
+    let err = OnnxModel::load(&runtime, corrupt.as_path(), &ModelOptions::default()).unwrap_err();
+    std::fs::remove_file(&corrupt).unwrap();
+    assert!(
+        matches!(&err, EngineError::Model { source_desc, .. } if source_desc.ends_with(".onnx")),
+        "{err:?}"
+    );
     let missing = models.dir.join("no-such-model.onnx");
     let err = OnnxModel::load(&runtime, missing.as_path(), &ModelOptions::default()).unwrap_err();
     assert!(

@@ -91,12 +91,12 @@ fn tensor(name: &str, batch: usize, features: usize) -> Tensor {
 }
 
 fn ort_session(env: &ort::environment::Environment, path: &Path) -> Result<ort::session::Session> {
-    let session = ort::session::Session::builder(env)?
+    let mut builder = ort::session::Session::builder(env)?
         .with_intra_threads(1)
-        .and_then(|b| b.with_inter_threads(1))
         .map_err(ort::Error::<()>::from)?
-        .commit_from_file(path)?;
-    Ok(session)
+        .with_inter_threads(1)
+        .map_err(ort::Error::<()>::from)?;
+    Ok(builder.commit_from_file(path)?)
 }
 
 /// tract's model for `features` inputs per row: batch symbolic (`None`) or fixed.
@@ -113,10 +113,10 @@ fn tract_plan(
             f32::fact(dims!(n, features)).into()
         }
     };
-    Ok(model
+    model
         .with_input_fact(0, fact)?
         .into_optimized()?
-        .into_runnable()?)
+        .into_runnable()
 }
 
 /// The median of `n` timed calls of `f`, in milliseconds.

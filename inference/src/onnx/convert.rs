@@ -209,19 +209,19 @@ fn dims(shape: &[i64]) -> Result<Vec<u64>, String> {
         .collect()
 }
 
-/// An output value of kind `kind` as a [`Tensor`].
+/// The value of the output `spec` (of kind `kind`) as a [`Tensor`].
 pub(crate) fn from_ort(
-    name: &str,
+    spec: &TensorSpec,
     kind: OutputKind,
     value: &DynValue,
 ) -> Result<Tensor, EngineError> {
     let fault = |reason: String| EngineError::Output {
-        name: name.to_owned(),
+        name: spec.name.clone(),
         reason,
     };
     match kind {
-        OutputKind::Tensor => tensor(name, value).map_err(fault),
-        OutputKind::MapRows => map_rows(name, value).map_err(fault),
+        OutputKind::Tensor => tensor(&spec.name, value).map_err(fault),
+        OutputKind::MapRows => map_rows(spec, value).map_err(fault),
     }
 }
 
@@ -275,14 +275,15 @@ fn tensor(name: &str, value: &DynValue) -> Result<Tensor, String> {
 }
 
 /// A sequence of maps as `[rows, keys]`; every map must have the same keys.
-fn map_rows(name: &str, value: &DynValue) -> Result<Tensor, String> {
+fn map_rows(spec: &TensorSpec, value: &DynValue) -> Result<Tensor, String> {
+    let name = spec.name.as_str();
     let maps = value
         .try_extract_sequence::<DynMapValueType>()
         .map_err(|e| e.to_string())?;
     let Some(first) = maps.first() else {
         return Ok(Tensor {
             name: name.to_owned(),
-            dtype: DType::F32,
+            dtype: spec.dtype,
             shape: vec![0, 0],
             data: Vec::new(),
         });

@@ -56,6 +56,10 @@ pub enum EngineError {
     Device { device: Device, reason: String },
     #[error("cannot load the model ({source_desc}): {reason}")]
     Model { source_desc: String, reason: String },
+    /// ONNX Runtime refused or failed the run. The inputs passed every check the model's
+    /// declared types allow, so this is the model's side, though some graphs fail on values
+    /// (an index out of range, two inputs whose open dimensions disagree); the reason is
+    /// ONNX Runtime's.
     #[error("the model failed to run: {reason}")]
     Run { reason: String },
     #[error("output `{name}`: {reason}")]

@@ -43,9 +43,10 @@ impl Default for ModelOptions {
     }
 }
 
-/// Sessions per model by default. Four: on the 2-core benchmark machine a pool of 4 ran 16
-/// threads' worth of small-model requests at 2× the throughput of one session behind a lock
-/// (docs/benchmarks.md), and each session is one more copy of the weights.
+/// Sessions per model by default. Four: on the 2-core benchmark VM four sessions gave 16
+/// threads 1.1-2.2× the runs/s of one, and sixteen no steady gain over four
+/// (docs/benchmarks.md, "ONNX engine"); each session is one more copy of the weights. A
+/// machine with more cores and one busy model may want one per core.
 pub const DEFAULT_SESSIONS: usize = 4;
 
 /// Where a model comes from.
@@ -119,11 +120,10 @@ impl OnnxModel {
                 "options.sessions is 0; a model needs at least one session".into(),
             ));
         }
-        let mut sessions = Vec::with_capacity(options.sessions);
-        for _ in 0..options.sessions {
+        let new_session = || {
             // A hostile model must not take the process down: `ort` has asserts on what
             // ONNX Runtime reports about a model's types.
-            let session = catch_unwind(AssertUnwindSafe(|| session(runtime, source, options)))
+            catch_unwind(AssertUnwindSafe(|| session(runtime, source, options)))
                 .map_err(|panic| fail(format!("ort panicked: {}", panic_message(&*panic))))?
                 .map_err(|e| match options.device {
                     Device::Cuda(_) if is_ep_failure(&e) => EngineError::Device {
@@ -131,10 +131,11 @@ impl OnnxModel {
                         reason: e.to_string(),
                     },
                     _ => fail(e.to_string()),
-                })?;
-            sessions.push(session);
-        }
-        let first = &sessions[0];
+                })
+        };
+        // One session first: a model the engine cannot feed or read fails before the others
+        // are built.
+        let first = new_session()?;
         let inputs = first
             .inputs()
             .iter()
@@ -151,6 +152,11 @@ impl OnnxModel {
                     .map_err(|why| fail(format!("output `{}` is {why}", o.name())))
             })
             .collect::<Result<(Vec<_>, Vec<_>), _>>()?;
+        let mut sessions = Vec::with_capacity(options.sessions);
+        sessions.push(first);
+        for _ in 1..options.sessions {
+            sessions.push(new_session()?);
+        }
         Ok(OnnxModel {
             inputs,
             outputs,
@@ -189,17 +195,29 @@ impl OnnxModel {
                 .map(convert::to_ort)
                 .collect::<ort::Result<Vec<_>>>()
                 .map_err(|e| run_fault(e.to_string()))?;
-            let mut session = self.pool.take();
-            let outputs = session.run(values).map_err(|e| run_fault(e.to_string()))?;
+            // The session only for the run itself: the outputs are values of their own (they
+            // keep what they need of the session alive), converted after it is back.
+            let produced: Vec<(String, ort::value::DynValue)> = {
+                let mut session = self.pool.take();
+                let outputs = session.run(values).map_err(|e| run_fault(e.to_string()))?;
+                outputs
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value))
+                    .collect()
+            };
             self.outputs
                 .iter()
                 .zip(&self.kinds)
                 .map(|(spec, &kind)| {
-                    let value = outputs.get(&spec.name).ok_or_else(|| EngineError::Output {
-                        name: spec.name.clone(),
-                        reason: "ONNX Runtime returned no value for it".into(),
-                    })?;
-                    convert::from_ort(&spec.name, kind, value)
+                    let value = produced
+                        .iter()
+                        .find(|(name, _)| *name == spec.name)
+                        .map(|(_, value)| value)
+                        .ok_or_else(|| EngineError::Output {
+                            name: spec.name.clone(),
+                            reason: "ONNX Runtime returned no value for it".into(),
+                        })?;
+                    convert::from_ort(spec, kind, value)
                 })
                 .collect()
         }))
@@ -247,8 +265,8 @@ fn is_ep_failure(e: &ort::Error) -> bool {
 /// The model's sessions, each behind its own lock. A run takes the first one free, starting
 /// after the one the previous run started at, and waits for one only when all are busy.
 /// (Plain mutexes rather than a free list with a condition variable: under contention a
-/// mutex lets the thread that just finished go on without a wake-up per run, which measured
-/// 2-3× the throughput of the free list at 16 threads on 2 cores.)
+/// mutex lets the thread that just finished go on without a wake-up per run: one session
+/// at 16 threads on 2 cores ran about twice the runs/s of the free list in back-to-back runs.)
 struct Pool {
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
