@@ -184,6 +184,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     loops.spawn(state.services.clone().auto_stop_loop(shutdown.clone()));
+    loops.spawn(state.services.clone().retention_loop(shutdown.clone()));
     loops.close();
 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {

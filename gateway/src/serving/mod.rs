@@ -905,6 +905,27 @@ impl Services {
         }
     }
 
+    /// Once an hour: models' and services' events past their retention go (90 and 30
+    /// days, the seed's).
+    pub async fn retention_loop(self, stop: CancellationToken) {
+        loop {
+            let result: anyhow::Result<u64> = async {
+                let mut conn = self.inner.store.pool.acquire().await?;
+                Ok(resource_events::purge(&mut conn, self.inner.clock.now()).await?)
+            }
+            .await;
+            match result {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "old model and service events removed"),
+                Err(e) => tracing::warn!(error = %e, "removing old events failed"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+        }
+    }
+
     pub async fn auto_stop_pass(&self) -> anyhow::Result<()> {
         let now = fmt_time(self.inner.clock.now());
         let mut conn = self.inner.store.pool.acquire().await?;

@@ -301,9 +301,78 @@ pub async fn list(
     .await
 }
 
+/// How long each kind's events are kept (seed 9.6.2: model events 3 months; 9.7.1:
+/// service events 1 month).
+pub const RETENTION_DAYS: &[(&str, i64)] = &[("model", 90), ("service", 30)];
+
+/// Removes the events older than their kind's retention, as of `now`; how many went.
+pub async fn purge(conn: &mut Conn, now: time::OffsetDateTime) -> sqlx::Result<u64> {
+    let mut gone = 0;
+    for (kind, days) in RETENTION_DAYS {
+        let before = store::format_time(now - time::Duration::days(*days));
+        gone += sqlx::query("DELETE FROM resource_events WHERE subject_kind = $1 AND time < $2")
+            .bind(kind)
+            .bind(before)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(gone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn events_older_than_their_kinds_retention_are_purged() {
+        let dir = std::env::temp_dir().join(format!("atelier-ev-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = crate::store::Store::open(&dir).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        record(&mut conn, &Row::model("m1", "0.0.1", ModelEvent::Imported))
+            .await
+            .unwrap();
+        record(&mut conn, &Row::of("s1", None, ServiceEvent::Stopped))
+            .await
+            .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        // 31 days on: the service's event is past its month, the model's is kept.
+        assert_eq!(
+            purge(&mut conn, now + time::Duration::days(31))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            list(&mut conn, "model", "m1", None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            list(&mut conn, "service", "s1", None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // 91 days on: the model's goes too.
+        assert_eq!(
+            purge(&mut conn, now + time::Duration::days(91))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(
+            list(&mut conn, "model", "m1", None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn texts_are_the_seeds_with_values_filled_in() {
