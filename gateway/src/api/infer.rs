@@ -20,7 +20,6 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use crate::api::state::AppState;
 use crate::auth::Principal;
-use crate::serving::call::Protocol;
 use atelier_plugins::bindings::inference::atelier::plugin::inference_types as inf;
 
 pub fn routes() -> Router<AppState> {
@@ -82,7 +81,7 @@ async fn infer_seed(
     Path(service): Path<String>,
     req: Request,
 ) -> Response {
-    respond(infer(state, service, String::new(), req, Protocol::Seed).await)
+    respond(infer(state, service, String::new(), req).await)
 }
 
 async fn infer_seed_path(
@@ -90,7 +89,7 @@ async fn infer_seed_path(
     Path((service, path)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    respond(infer(state, service, path, req, Protocol::Seed).await)
+    respond(infer(state, service, path, req).await)
 }
 
 async fn infer_v2(
@@ -98,7 +97,7 @@ async fn infer_v2(
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
-    respond(infer(state, name, "infer".into(), req, Protocol::V2).await)
+    respond(infer(state, name, "infer".into(), req).await)
 }
 
 fn respond(r: ApiResult<Response>) -> Response {
@@ -113,7 +112,6 @@ async fn infer(
     service: String,
     path: String,
     req: Request,
-    protocol: Protocol,
 ) -> ApiResult<Response> {
     let (mut parts, body) = req.into_parts();
     let who = caller(&state, &mut parts).await?;
@@ -138,7 +136,7 @@ async fn infer(
         .map_err(|_| too_large())?;
     let request = wit_request(&parts, &path, bytes).await?;
     let started = std::time::Instant::now();
-    let answer = match state.services.call(&who, &service, request, protocol).await {
+    let answer = match state.services.call(&who, &service, request).await {
         Ok(a) => a,
         Err((e, at)) => {
             let e = ApiError::from(e);

@@ -68,21 +68,12 @@ pub struct Answer {
     pub version: String,
 }
 
-/// The body form a call comes in.
-pub enum Protocol {
-    /// `/v1/infers/…`: the processor's request as it came; without a processor, V2 JSON.
-    Seed,
-    /// `/v2/models/{name}/infer`: the Open Inference Protocol.
-    V2,
-}
-
 /// Runs one call on a deployed service. An error comes with the model that was to answer
 /// (none when the call was refused before a version was chosen).
 pub async fn call(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,
     request: inf::Request,
-    _protocol: Protocol,
 ) -> Result<Answer, (CallError, Option<String>)> {
     if !d.admit() {
         return Err((
@@ -169,7 +160,7 @@ async fn run(
                 ))),
             }
         }
-        None => v2_call(&d, v, request).await,
+        None => v2_call(v, request).await,
     }
 }
 
@@ -200,11 +191,7 @@ fn engine_error(e: atelier_inference::onnx::EngineError) -> CallError {
 }
 
 /// A model without a processor: the body is an Open Inference Protocol request.
-async fn v2_call(
-    d: &Deployment,
-    v: &Served,
-    request: inf::Request,
-) -> Result<inf::Response, CallError> {
+async fn v2_call(v: &Served, request: inf::Request) -> Result<inf::Response, CallError> {
     let body = match request.body {
         inf::Body::Json(text) => text.into_bytes(),
         inf::Body::Raw(bytes) if request.content_type.is_empty() => bytes,
@@ -221,7 +208,6 @@ async fn v2_call(
         .await
         .map_err(|e| CallError::Internal(anyhow::anyhow!("engine thread: {e}")))?
         .map_err(engine_error)?;
-    let _ = d;
     let json = tensors::v2_response(&v.spec.model, &v.spec.version, id.as_deref(), &outputs)
         .map_err(CallError::Failed)?;
     Ok(inf::Response {

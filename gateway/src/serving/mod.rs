@@ -673,9 +673,9 @@ impl Services {
                 let left = (deadline - now).max(time::Duration::ZERO);
                 let left = Duration::from_secs_f64(left.as_seconds_f64());
                 let outcome = tokio::time::timeout(left, self.load(id, &spec)).await;
-                let mut tx = self.inner.store.write().await?;
                 match outcome {
                     Ok(Ok(d)) => {
+                        let mut tx = self.inner.store.write().await?;
                         let stop_at = spec.auto_stop_seconds.map(|secs| {
                             fmt_time(self.inner.clock.now() + time::Duration::seconds(secs as i64))
                         });
@@ -706,13 +706,11 @@ impl Services {
                         }
                     }
                     Ok(Err(why)) => {
-                        drop(tx);
                         let event = Row::filled(id, None, ServiceEvent::Failed, &[&s.name, &why]);
                         self.fail(id, &[ServiceStatus::Deploying], &why, event)
                             .await?;
                     }
                     Err(_) => {
-                        drop(tx);
                         let why = format!(
                             "the service was not up within its deploy timeout ({} minutes)",
                             spec.timeout_minutes
@@ -986,7 +984,6 @@ impl Services {
         who: &Principal,
         key: &str,
         request: inf::Request,
-        protocol: call::Protocol,
     ) -> Result<call::Answer, (call::CallError, Option<(String, String)>)> {
         let Some(d) = self.deployed(who, key) else {
             // Not deployed: say why, if it is theirs.
@@ -1002,7 +999,7 @@ impl Services {
             ));
         };
         let id = d.service_id.clone();
-        call::call(&self.inner.host, d, request, protocol)
+        call::call(&self.inner.host, d, request)
             .await
             .map_err(|(e, model)| (e, Some((id, model.unwrap_or_default()))))
     }
