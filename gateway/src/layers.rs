@@ -1,13 +1,14 @@
 //! The gateway's layers, checked from its source: the import graph of its top-level modules
 //! has no cycle (`server` → the front doors `api/`, `proxy/`, `ssh/` → services such as
 //! `notebooks/`, `images`, `plugins` → `auth/`, `routing`, `activity` → `lifecycle/`,
-//! `store/`, `backends/`, `object_storage/`), and only the HTTP front doors import `axum`.
+//! `store/`, `backends/`, `object_storage/`), and only the HTTP front doors (and `upstream`,
+//! their client side) import `axum`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The modules that serve HTTP (and the CLI, its client side).
-const FRONT_DOORS: &[&str] = &["api", "proxy", "server", "cli"];
+const FRONT_DOORS: &[&str] = &["api", "proxy", "server", "cli", "upstream"];
 
 /// Every `.rs` file under `src`: (its top-level module, its path under `src`, its code
 /// without tests and comments, which may reach anywhere and import nothing).

@@ -20,10 +20,11 @@ use crate::config::{BackendKind, Settings};
 use crate::lifecycle::clock::SystemClock;
 use crate::metrics::MetricsBuilder;
 use crate::notebooks::{Lifecycle, LifecycleParts, health};
-use crate::proxy::{self, upstream::ConnUpstreams};
+use crate::proxy;
 use crate::routing::RouteTable;
 use crate::ssh::{DoorParts, SshDoor};
 use crate::store::{self, Store, users};
+use crate::upstream::ConnUpstreams;
 
 /// How often running notebooks are checked against the backend.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
@@ -114,6 +115,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         clock: clock.clone(),
         hour_secs: settings.lease_hour_secs,
         metrics: metrics.inference(),
+        backend: lifecycle.backend().clone(),
+        flavors: settings.flavors.clone(),
     });
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {
@@ -281,7 +284,7 @@ pub async fn serve_http(
     use tower::Service;
 
     let builder = auto::Builder::new(TokioExecutor::new());
-    let shutdown = Arc::new(proxy::upstream::Shutdown::default());
+    let shutdown = Arc::new(crate::upstream::Shutdown::default());
     let connections = tokio_util::task::TaskTracker::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -325,6 +328,8 @@ pub async fn serve_http(
                         }
                         Front::Console => {
                             req.extensions_mut().insert(ConnectInfo(peer));
+                            // Calls to model engines reuse this connection's upstream ones.
+                            req.extensions_mut().insert(upstreams.clone());
                             app.call(req).await
                         }
                         Front::Nobody => {

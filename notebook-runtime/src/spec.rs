@@ -37,6 +37,22 @@ pub struct Spec {
     /// and keeps nothing of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<UserSpec>,
+    /// Relay a unix socket to a TCP port on the instance's own loopback: how the gateway
+    /// reaches a model engine that listens on `127.0.0.1:8080` in a network namespace (or a
+    /// container without a network) of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardSpec>,
+}
+
+/// A unix socket relayed to a loopback port (see [`Spec::forward`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSpec {
+    /// Where the runtime listens (created with mode 0600; a stale one or a link planted in
+    /// its place is replaced, never followed).
+    pub socket: PathBuf,
+    /// The port on `127.0.0.1` each connection is relayed to.
+    pub port: u16,
 }
 
 /// The unprivileged user the notebook runs as.
@@ -124,6 +140,12 @@ impl Spec {
             }
             if let Some(home) = &user.home {
                 check_path("user.home", home, true)?;
+            }
+        }
+        if let Some(f) = &self.forward {
+            check_path("forward.socket", &f.socket, true)?;
+            if f.port == 0 {
+                bail!("forward.port must not be 0");
             }
         }
         if self.grace_seconds > MAX_GRACE_SECONDS {
@@ -267,6 +289,24 @@ mod tests {
         );
         let root = text.replace("\"uid\": 1000", "\"uid\": 0");
         assert!(err_of(&root).contains("user.uid"), "{}", err_of(&root));
+    }
+
+    #[test]
+    fn parses_the_forward_and_refuses_port_zero() {
+        let text = MINIMAL.replace(
+            "\"argv\"",
+            r#""forward": {"socket": "/run/a/engine.sock", "port": 8080}, "argv""#,
+        );
+        let spec = Spec::from_json(&text).expect("valid");
+        assert_eq!(
+            spec.forward,
+            Some(ForwardSpec {
+                socket: PathBuf::from("/run/a/engine.sock"),
+                port: 8080
+            })
+        );
+        let zero = text.replace("8080", "0");
+        assert!(err_of(&zero).contains("forward.port"), "{}", err_of(&zero));
     }
 
     #[test]

@@ -1148,6 +1148,27 @@ pub async fn fork_bomb_stays_within(
     calm_kernel
 }
 
+/// The texts of the events at `path` (`/v1/models/{m}/events`, `/v1/services/{s}/events`).
+pub async fn event_texts_at(api: &Api, path: &str) -> Vec<String> {
+    let r = api.get(path).await;
+    r.expect_status(200)["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{path}: no items: {}", r.text))
+        .iter()
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Waits until the resource at `path` has `status` `want`; returns it.
+pub async fn wait_for_status(api: &Api, path: &str, want: &str, timeout: Duration) -> Value {
+    eventually(&format!("{path} {want}"), timeout, || async {
+        let v = api.get(path).await;
+        let v = v.expect_status(200).clone();
+        (v["status"] == want).then_some(v)
+    })
+    .await
+}
+
 /// Polls `check` until it gives a value, for at most `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

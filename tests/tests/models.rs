@@ -54,13 +54,7 @@ async fn wait_version(api: &Api, model: &str, version: &str) -> Value {
 }
 
 async fn event_texts(api: &Api, model: &str) -> Vec<String> {
-    let r = api.get(&format!("/v1/models/{model}/events")).await;
-    r.expect_status(200)["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["text"].as_str().unwrap().to_string())
-        .collect()
+    atelier_tests::event_texts_at(api, &format!("/v1/models/{model}/events")).await
 }
 
 fn tree(gw: &Gateway, version_id: &str) -> PathBuf {

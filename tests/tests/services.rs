@@ -62,22 +62,11 @@ async fn import(api: &Api, name: &str, folder: &str) {
 }
 
 async fn wait_service(api: &Api, id: &str, want: &str) -> Value {
-    eventually(&format!("service {id} {want}"), WAIT, || async {
-        let s = api.get(&format!("/v1/services/{id}")).await;
-        let s = s.expect_status(200).clone();
-        (s["status"] == want).then_some(s)
-    })
-    .await
+    atelier_tests::wait_for_status(api, &format!("/v1/services/{id}"), want, WAIT).await
 }
 
 async fn event_texts(api: &Api, id: &str) -> Vec<String> {
-    let r = api.get(&format!("/v1/services/{id}/events")).await;
-    r.expect_status(200)["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["text"].as_str().unwrap().to_string())
-        .collect()
+    atelier_tests::event_texts_at(api, &format!("/v1/services/{id}/events")).await
 }
 
 fn v2_body(rows: &[[f32; 4]]) -> Value {

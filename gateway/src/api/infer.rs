@@ -131,6 +131,37 @@ async fn infer(
     {
         return Err(too_large());
     }
+    // A service on a container or process engine: the request goes to its instance as it
+    // came (streamed both ways; WebSocket and SSE included).
+    match state.services.proxy_target(&who, &service) {
+        Ok(None) => {}
+        Ok(Some(target)) => {
+            let upstream_path = if parts.uri.path().starts_with("/v2/") {
+                parts.uri.path().to_owned()
+            } else {
+                format!("/{path}")
+            };
+            return super::engine_proxy::forward(
+                &state,
+                target,
+                parts,
+                body,
+                &upstream_path,
+                limit,
+            )
+            .await;
+        }
+        Err((e, at)) => {
+            let e = ApiError::from(e);
+            if let Some((id, model)) = at {
+                state
+                    .services
+                    .metrics()
+                    .record(&id, &model, e.status().as_u16(), 0.0);
+            }
+            return Err(e);
+        }
+    }
     let bytes = axum::body::to_bytes(body, limit as usize)
         .await
         .map_err(|_| too_large())?;

@@ -6,6 +6,7 @@
 //!
 //! [`Principal`]: crate::auth::Principal
 
+pub mod engine_proxy;
 pub mod error;
 pub mod files;
 pub mod images;

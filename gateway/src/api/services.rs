@@ -12,6 +12,7 @@ use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::api::state::AppState;
 use crate::auth::Principal;
 use crate::serving::ServiceView;
+use crate::serving::instances::InstanceView;
 use crate::serving::spec::{DeployService, UpdateService};
 use crate::store::resource_events::EventRecord;
 
@@ -26,6 +27,33 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/services/{service}/stop", post(stop))
         .route("/v1/services/{service}/restart", post(restart))
         .route("/v1/services/{service}/events", get(events))
+        .route("/v1/services/{service}/instances", get(instances))
+        .route(
+            "/v1/services/{service}/instances/{instance}",
+            axum::routing::delete(delete_instance),
+        )
+}
+
+async fn instances(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+) -> ApiResult<ApiJson<Items<InstanceView>>> {
+    let items = state.services.instances(&p, &service).await?;
+    Ok(ApiJson(Items { items }))
+}
+
+/// Deletes an engine instance; a new one takes its place.
+async fn delete_instance(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((service, instance)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    state
+        .services
+        .delete_instance(&p, &service, &instance)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
 }
 
 async fn deploy(

@@ -71,3 +71,54 @@ pub async fn connect<H: client::Handler<Error = russh::Error> + Send + 'static>(
     }
     Ok(handle)
 }
+
+/// The gateway's side of a link that only runs commands: the agent is the one the backend
+/// launched (its socket is the gateway's to reach), so its host key is taken as it is.
+struct CommandClient;
+
+impl client::Handler for CommandClient {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// The most of a command's output [`run`] keeps (its end).
+const OUTPUT_KEPT: usize = 4096;
+
+/// Runs `command` with `sh -c` inside what the link leads to (as its user) and returns its
+/// exit status (`None`: killed by a signal) and the end of its output, stdout and stderr
+/// together; the error says why it could not run.
+pub async fn run(link: SshLink, command: &str) -> Result<(Option<u32>, String), String> {
+    let client = connect(link, CommandClient).await?;
+    let mut channel = client
+        .channel_open_session()
+        .await
+        .map_err(|e| format!("opening a session: {e}"))?;
+    channel
+        .exec(true, command)
+        .await
+        .map_err(|e| format!("running the command: {e}"))?;
+    let (mut out, mut code) = (Vec::new(), None);
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            russh::ChannelMsg::Data { data } | russh::ChannelMsg::ExtendedData { data, .. } => {
+                out.extend_from_slice(&data);
+                if out.len() > 2 * OUTPUT_KEPT {
+                    out.drain(..out.len() - OUTPUT_KEPT);
+                }
+            }
+            russh::ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+            _ => {}
+        }
+    }
+    let _ = client
+        .disconnect(russh::Disconnect::ByApplication, "", "")
+        .await;
+    let start = out.len().saturating_sub(OUTPUT_KEPT);
+    Ok((code, String::from_utf8_lossy(&out[start..]).into_owned()))
+}

@@ -27,7 +27,7 @@
 use crate::lifecycle::handle::ContainerHandle;
 use std::collections::BTreeMap;
 
-use atelier_notebook_runtime::spec::{Spec as RuntimeSpec, SshSpec};
+use atelier_notebook_runtime::spec::{ForwardSpec, Spec as RuntimeSpec, SshSpec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -48,8 +48,8 @@ use tokio::sync::OnceCell;
 use super::files::{HostFiles, NotebookFiles};
 use super::runconf::{self, ServerConf, write_private};
 use super::{
-    Backend, BackendError, Handle, NotebookSpec, Observed, Progress, SaveImage, SaveImageError,
-    SshLink, StopMode, Upstream, Usage, firewall, workdisk,
+    Backend, BackendError, EngineSpec, Handle, NotebookSpec, Observed, Progress, SaveImage,
+    SaveImageError, SshLink, StopMode, Upstream, Usage, firewall, workdisk,
 };
 use crate::config::{Flavor, NetworkMode, Settings};
 use crate::store::events::EventKind;
@@ -132,12 +132,23 @@ pub struct DockerBackend {
     /// Why the host's firewall for notebooks could not be installed at the last try (at
     /// warm-up and every launch): notebooks are refused while it is set.
     firewall_error: std::sync::Mutex<Option<String>>,
+    /// The default notebook image: what a model engine runs in when its model has no image
+    /// of its own (a package with a start command).
+    default_image: String,
 }
 
 /// The container name of a notebook.
 pub fn container_name(id: &str) -> String {
     format!("atelier-nb-{id}")
 }
+
+/// The container name of a model engine's instance.
+pub fn engine_container_name(id: &str) -> String {
+    format!("atelier-engine-{id}")
+}
+
+/// The label naming the service an engine instance serves.
+pub const LABEL_SERVICE: &str = "io.atelier.service";
 
 /// The name of a notebook's network on the engine (its only container is the notebook's).
 pub fn network_name(id: &str) -> String {
@@ -271,6 +282,10 @@ impl DockerBackend {
             allocated: Default::default(),
             image_envs: Default::default(),
             firewall_error: Default::default(),
+            default_image: {
+                let i = settings.default_image();
+                i.reference.clone().unwrap_or_else(|| i.id.clone())
+            },
         })
     }
 
@@ -341,6 +356,20 @@ impl DockerBackend {
 
     fn agent_dir(&self, id: &str) -> PathBuf {
         self.notebook_dir(id).join("run/agent")
+    }
+
+    /// An engine instance's directory (`<data>/engines/{id}`: `run/` as a notebook's).
+    fn engine_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("engines").join(id)
+    }
+
+    /// The run dir of what `h` launched.
+    fn run_dir_of(&self, h: &ContainerHandle) -> PathBuf {
+        if h.engine {
+            self.engine_dir(&h.notebook_id).join("run")
+        } else {
+            self.notebook_dir(&h.notebook_id).join("run")
+        }
     }
 
     /// Why a container that is gone (or going) did not serve, from the runtime's status and
@@ -812,6 +841,7 @@ impl DockerBackend {
                 shell: None,
             }),
             user: None,
+            forward: None,
         };
         write_private(
             &agent_dir.join("spec.json"),
@@ -913,7 +943,189 @@ impl DockerBackend {
             container,
             port,
             token,
+            engine: false,
         }))
+    }
+}
+
+impl DockerBackend {
+    /// [`Backend::launch_engine`]: the model's image (or the default notebook image) as
+    /// ma-user, with the runtime as PID 1 running the start command (or the image's own
+    /// command), the model's files read-only at /home/mind/model, no network but its
+    /// loopback, and the runtime relaying `/run/atelier/engine.sock` to port 8080.
+    async fn create_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
+        let reference = spec
+            .image
+            .clone()
+            .unwrap_or_else(|| self.default_image.clone());
+        self.pull_if_missing(&reference, None).await?;
+        let docker = self.docker().await?;
+        let image = docker
+            .inspect_image(&reference)
+            .await
+            .map_err(|e| engine_error(&self.host, e))?;
+        let config = image.config.unwrap_or_default();
+        let argv: Vec<String> = if spec.command.trim().is_empty() {
+            config
+                .entrypoint
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(config.cmd.clone().unwrap_or_default())
+                .collect()
+        } else {
+            vec!["/bin/sh".into(), "-c".into(), spec.command.clone()]
+        };
+        if argv.is_empty() {
+            return Err(BackendError::Start(format!(
+                "the image {reference} has no command (CMD or ENTRYPOINT) and the model gives no start command: nothing would serve on port 8080"
+            )));
+        }
+        let run = self.engine_dir(&spec.id).join("run");
+        let _ = tokio::fs::remove_dir_all(&run).await;
+        let agent_dir = run.join("agent");
+        tokio::fs::create_dir_all(&agent_dir)
+            .await
+            .with_context(|| format!("creating {}", agent_dir.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+                .context("securing the run dir")?;
+        }
+        let authorized_key = runconf::new_link_key(&run, &spec.id)?;
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for kv in config.env.clone().unwrap_or_default() {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        env.extend(spec.env.clone());
+        for (k, v) in [
+            ("HOME", HOME.to_owned()),
+            ("USER", "ma-user".to_owned()),
+            ("MODEL_DIR", super::MODEL_DIR.to_owned()),
+            ("MODELARTS_SERVICE_PORT", super::ENGINE_PORT.to_string()),
+        ] {
+            env.insert(k.to_owned(), v);
+        }
+        env.entry("PATH".into()).or_insert_with(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        let cwd = match config.working_dir.as_deref() {
+            Some(w) if !w.is_empty() => w.to_owned(),
+            _ if spec.model_dir.is_some() => super::MODEL_DIR.to_owned(),
+            _ => "/".to_owned(),
+        };
+        let runtime_spec = RuntimeSpec {
+            argv,
+            env,
+            cwd: cwd.into(),
+            log_file: format!("{AGENT_IN_CONTAINER}/{}", super::ENGINE_LOG).into(),
+            status_file: format!("{AGENT_IN_CONTAINER}/status.json").into(),
+            grace_seconds: self.grace_secs,
+            ssh: Some(SshSpec {
+                socket: format!("{AGENT_IN_CONTAINER}/{}", runconf::AGENT_SOCKET).into(),
+                authorized_key,
+                file_socket: None,
+                shell: None,
+            }),
+            user: None,
+            forward: Some(ForwardSpec {
+                socket: format!("{AGENT_IN_CONTAINER}/{}", super::ENGINE_SOCKET).into(),
+                port: super::ENGINE_PORT,
+            }),
+        };
+        write_private(
+            &agent_dir.join("spec.json"),
+            &serde_json::to_vec_pretty(&runtime_spec).context("spec")?,
+        )?;
+        chown_tree(&agent_dir).context("handing the agent dir to ma-user")?;
+        let podman = self.engine().await?.podman;
+        let body = engine_plan(&EnginePlan {
+            spec,
+            reference: &reference,
+            runtime_bin: &self.runtime_bin,
+            agent_dir: &agent_dir,
+            podman,
+            gateway: &self.data_dir,
+            stop_timeout: i64::try_from(self.grace_secs * 2 + 2).unwrap_or(30),
+        });
+        let name = engine_container_name(&spec.id);
+        self.remove_container(&name).await?;
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| BackendError::Start(format!("creating the container: {e}")))?;
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            let _ = self.remove_container(&name).await;
+            return Err(BackendError::Start(format!("starting the container: {e}")));
+        }
+        Ok(Handle::Docker(ContainerHandle {
+            notebook_id: spec.id.clone(),
+            container: created.id,
+            port: None,
+            token: String::new(),
+            engine: true,
+        }))
+    }
+}
+
+/// The runtime as a container's PID 1, reading the spec the gateway wrote to the agent dir.
+fn runtime_entrypoint() -> Vec<String> {
+    vec![
+        RUNTIME_IN_CONTAINER.into(),
+        "--spec".into(),
+        format!("{AGENT_IN_CONTAINER}/spec.json"),
+    ]
+}
+
+/// What one engine instance's container is made of (see [`engine_plan`]).
+struct EnginePlan<'a> {
+    spec: &'a EngineSpec,
+    reference: &'a str,
+    runtime_bin: &'a Path,
+    agent_dir: &'a Path,
+    podman: bool,
+    gateway: &'a Path,
+    stop_timeout: i64,
+}
+
+/// The engine's create body for a model engine's instance: a pure function of the plan.
+fn engine_plan(p: &EnginePlan) -> ContainerCreateBody {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let mut binds = vec![
+        format!("{}:{RUNTIME_IN_CONTAINER}:ro", s(p.runtime_bin)),
+        format!("{}:{AGENT_IN_CONTAINER}", s(p.agent_dir)),
+    ];
+    if let Some(model) = &p.spec.model_dir {
+        binds.push(format!("{}:{}:ro", s(model), super::MODEL_DIR));
+    }
+    let mut host = HostConfig {
+        binds: Some(binds),
+        // No network but its loopback: the gateway reaches it through the runtime's relay.
+        network_mode: Some("none".to_owned()),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        ..Default::default()
+    };
+    resources(&p.spec.flavor, p.podman, &mut host);
+    let labels = HashMap::from([
+        (LABEL_SERVICE.to_owned(), p.spec.service_id.clone()),
+        (LABEL_OWNER.to_owned(), p.spec.owner.clone()),
+        (LABEL_GATEWAY.to_owned(), s(p.gateway)),
+    ]);
+    ContainerCreateBody {
+        image: Some(p.reference.to_owned()),
+        user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
+        entrypoint: Some(runtime_entrypoint()),
+        cmd: Some(vec![]),
+        env: Some(vec!["NVIDIA_VISIBLE_DEVICES=void".to_owned()]),
+        working_dir: Some("/".into()),
+        labels: Some(labels),
+        stop_timeout: Some(p.stop_timeout),
+        host_config: Some(host),
+        ..Default::default()
     }
 }
 
@@ -1037,11 +1249,7 @@ fn plan(p: &Plan) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(p.reference.to_owned()),
         user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
-        entrypoint: Some(vec![
-            RUNTIME_IN_CONTAINER.into(),
-            "--spec".into(),
-            format!("{AGENT_IN_CONTAINER}/spec.json"),
-        ]),
+        entrypoint: Some(runtime_entrypoint()),
         cmd: Some(vec![]),
         env: Some(vec![format!("NVIDIA_VISIBLE_DEVICES={}", p.visible_gpus)]),
         working_dir: Some(HOME.into()),
@@ -1213,9 +1421,11 @@ impl Backend for DockerBackend {
                     ""
                 };
                 let status =
-                    runconf::runtime_status(&self.agent_dir(&h.notebook_id).join("status.json"));
+                    runconf::runtime_status(&self.run_dir_of(&h).join("agent/status.json"));
                 Observed::Exited(format!("{}{code}{oom}", runconf::how_it_ended(status)))
             }
+            // Whether an engine serves is for the gateway's probes.
+            Ok(Some(_)) if h.engine => Observed::Running,
             Ok(Some(_)) => match self.answers(&h).await {
                 Ok(()) => Observed::Running,
                 Err(e) => Observed::Unhealthy(e),
@@ -1237,6 +1447,10 @@ impl Backend for DockerBackend {
                 status_code: 304, ..
             }) => {}
             Err(e) => return Err(engine_error(&self.host, e)),
+        }
+        if h.engine {
+            self.remove_container(&h.container).await?;
+            return Ok(());
         }
         // Only the work disk and /data outlive a stop (seed); the next start makes a new
         // container from the image, on a new network.
@@ -1279,11 +1493,29 @@ impl Backend for DockerBackend {
 
     async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
         let h = Self::decode(handle)?;
-        runconf::ssh_link(
-            &self.notebook_dir(&h.notebook_id).join("run"),
-            AGENT_IN_CONTAINER,
-        )
-        .await
+        runconf::ssh_link(&self.run_dir_of(&h), AGENT_IN_CONTAINER).await
+    }
+
+    async fn launch_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
+        self.create_engine(spec).await
+    }
+
+    fn engine_endpoint(&self, handle: &Handle) -> Result<super::Endpoint, BackendError> {
+        let h = Self::decode(handle)?;
+        Ok(super::Endpoint::Unix {
+            dir: self.engine_dir(&h.notebook_id).join("run/agent"),
+            name: super::ENGINE_SOCKET.to_owned(),
+        })
+    }
+
+    fn engine_log_dir(&self, handle: &Handle) -> Option<PathBuf> {
+        let h = Self::decode(handle).ok()?;
+        Some(self.engine_dir(&h.notebook_id).join("run/agent"))
+    }
+
+    async fn remove_engine(&self, id: &str) -> Result<(), BackendError> {
+        self.remove_container(&engine_container_name(id)).await?;
+        runconf::remove_notebook_dir(&self.engine_dir(id)).await
     }
 
     fn saves_images(&self) -> bool {

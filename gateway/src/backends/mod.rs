@@ -73,6 +73,41 @@ pub struct NotebookSpec {
 
 pub use crate::lifecycle::handle::Handle;
 
+/// Where a model engine listens inside its instance: the seed's custom engine contract
+/// (spec/inference.md §2.7), `0.0.0.0:8080`; the gateway reaches it through the runtime's
+/// relay ([`ENGINE_SOCKET`]), never through a port on the host.
+pub const ENGINE_PORT: u16 = 8080;
+/// Where an engine instance finds its model's files, read-only (the seed's path).
+pub const MODEL_DIR: &str = "/home/mind/model";
+/// The runtime's relay to [`ENGINE_PORT`], in the instance's agent dir.
+pub const ENGINE_SOCKET: &str = "engine.sock";
+/// What the engine's server prints, in the instance's agent dir.
+pub const ENGINE_LOG: &str = "engine.log";
+
+/// What a backend needs to run one instance of a model's engine: a server that answers HTTP
+/// on [`ENGINE_PORT`] with the model's files at [`MODEL_DIR`] (spec/inference.md §2.7), as
+/// uid 1000, gid 100, with no network but its own loopback.
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    /// The instance's id (a UUID the gateway made): names its directory and container.
+    pub id: String,
+    /// The owner's user id and the service's id (labels, logs).
+    pub owner: String,
+    pub service_id: String,
+    pub flavor: Flavor,
+    /// The image to run (the docker backend); `None`: the backend's own environment (the
+    /// default notebook image on docker, the host's programs and the JupyterLab
+    /// virtualenv on the process backend).
+    pub image: Option<String>,
+    /// Run with `/bin/sh -c`; empty: the image's own command.
+    pub command: String,
+    /// The version's `model/` folder in the model store, shown at [`MODEL_DIR`]; the
+    /// gateway's, read-only. `None`: an image model, whose files are in its image.
+    pub model_dir: Option<std::path::PathBuf>,
+    /// The service's variables for this version.
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
 /// Where a notebook's server listens, as seen from the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -390,6 +425,36 @@ pub trait Backend: Send + Sync + 'static {
             "the {} backend runs notebooks from its JupyterLab virtualenv; registering images needs the docker backend",
             self.name()
         )))
+    }
+
+    /// Starts one instance of a model's engine ([`EngineSpec`]); returns as soon as there
+    /// is something to re-attach to. Its handle works with [`Backend::poll`] (whether its
+    /// processes run; whether it serves is for the gateway's probes), [`Backend::stop`],
+    /// [`Backend::ssh_link`] (command probes) and [`Backend::engine_endpoint`].
+    async fn launch_engine(&self, _spec: &EngineSpec) -> Result<Handle, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend runs no model engines: serve ONNX models on the built-in engine, or use the process or docker backend",
+            self.name()
+        )))
+    }
+
+    /// Where an engine instance's server is reached (the runtime's relay).
+    fn engine_endpoint(&self, _handle: &Handle) -> Result<Endpoint, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend runs no model engines",
+            self.name()
+        )))
+    }
+
+    /// The directory holding an engine instance's log ([`ENGINE_LOG`]); the instance
+    /// writes there, so it is read only through `confined`.
+    fn engine_log_dir(&self, _handle: &Handle) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Removes what is left of a stopped engine instance (its directory). Idempotent.
+    async fn remove_engine(&self, _id: &str) -> Result<(), BackendError> {
+        Ok(())
     }
 
     /// Accelerators (GPU UUIDs, NPU device paths) given to notebooks now, by notebook id.

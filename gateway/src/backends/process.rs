@@ -34,15 +34,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use atelier_notebook_runtime::spec::{Spec as RuntimeSpec, SshSpec, UserSpec};
+use atelier_notebook_runtime::spec::{ForwardSpec, Spec as RuntimeSpec, SshSpec, UserSpec};
 
 use super::files::{HostFiles, NotebookFiles};
 use super::jupyter_env::JupyterEnv;
 use super::runconf::{self, AGENT_SOCKET, Listen, ServerConf, write_private};
 use super::sandbox::{self, Confinement, Sandbox};
 use super::{
-    Backend, BackendError, Endpoint, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode,
-    Upstream, Usage,
+    Backend, BackendError, Endpoint, EngineSpec, Handle, NotebookSpec, Observed, Progress, SshLink,
+    StopMode, Upstream, Usage,
 };
 use crate::config::Settings;
 use crate::lifecycle::handle::ProcessHandle;
@@ -116,9 +116,23 @@ impl ProcessBackend {
         }
     }
 
+    /// An engine instance's directory (`<data>/engines/{id}`: `run/` as a notebook's).
+    fn engine_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("engines").join(id)
+    }
+
+    /// The directory of what `h` launched: a notebook's or an engine instance's.
+    fn dir_of(&self, h: &ProcessHandle) -> PathBuf {
+        if h.engine {
+            self.engine_dir(&h.notebook_id)
+        } else {
+            self.notebook_dir(&h.notebook_id)
+        }
+    }
+
     /// The runtime's status file, written by the runtime outside the sandbox (root's dir).
-    fn runtime_status(&self, id: &str) -> Option<serde_json::Value> {
-        runconf::runtime_status(&self.notebook_dir(id).join("run/status.json"))
+    fn runtime_status(&self, dir: &Path) -> Option<serde_json::Value> {
+        runconf::runtime_status(&dir.join("run/status.json"))
     }
 
     /// The end of Jupyter's log (in the notebook's own dir: read through `confined`), or of
@@ -165,11 +179,31 @@ impl ProcessBackend {
         Ok(())
     }
 
+    /// Writes the outer runtime spec to `run/spec.json` and starts the runtime; its pid and
+    /// start time.
+    fn start_runtime(
+        &self,
+        id: &str,
+        flavor: &crate::config::Flavor,
+        runtime_spec: &RuntimeSpec,
+        run: &Path,
+    ) -> Result<(i32, u64), BackendError> {
+        let spec_path = run.join("spec.json");
+        write_private(
+            &spec_path,
+            &serde_json::to_vec_pretty(runtime_spec).context("spec")?,
+        )?;
+        let pid = self.spawn_runtime(id, flavor, &spec_path, run)?;
+        let ticks = start_ticks(pid).context("reading the runtime's start time")?;
+        Ok((pid, ticks))
+    }
+
     /// Spawns the runtime in a session of its own (and, sandboxed, in the notebook's
     /// cgroup); returns its pid.
     fn spawn_runtime(
         &self,
-        spec: &NotebookSpec,
+        id: &str,
+        flavor: &crate::config::Flavor,
         spec_path: &Path,
         run: &Path,
     ) -> Result<i32, BackendError> {
@@ -189,7 +223,7 @@ impl ProcessBackend {
         if let Some(s) = self.sandbox() {
             let entry = s
                 .cgroups
-                .prepare(&spec.id, &spec.flavor)
+                .prepare(id, flavor)
                 .with_context(|| format!("making the notebook's cgroups ({:?})", s.cgroups))?;
             let own_network = s.root;
             // SAFETY: Entry::enter only writes to descriptors opened before the fork;
@@ -280,6 +314,7 @@ impl ProcessBackend {
                 gid: sandbox::GID,
                 home: Some(home.clone()),
             }),
+            forward: None,
         };
         // Root's, written before the notebook exists; the runtime inside reads it as root.
         write_private(
@@ -293,44 +328,52 @@ impl ProcessBackend {
         let python_home = sandbox::python_home(&venv);
         let extra_ro: Vec<PathBuf> = sandbox::resolv_conf_dir().into_iter().collect();
         let hostname = format!("nb-{}", spec.id.chars().take(8).collect::<String>());
-        let mut argv = sandbox::argv(
+        let argv = sandbox::argv(
             s,
             &self.host_root,
             &sandbox::Paths {
                 venv: &venv,
                 python_home: python_home.as_deref(),
                 runtime_bin: &self.runtime_bin,
-                work: &dir.join("work"),
-                data: &dir.join("data"),
+                work: Some(&dir.join("work")),
+                data: Some(&dir.join("data")),
                 agent_dir: &agent_dir,
-                config_dir: &config_dir,
+                config_dir: Some(&config_dir),
+                model: None,
                 passwd: &run.join("passwd"),
                 group: &run.join("group"),
                 extra_ro: &extra_ro,
                 hostname: &hostname,
             },
         );
+        Ok(self.outer_spec(argv, &run))
+    }
+
+    /// The runtime outside the sandbox: it runs bubblewrap (`argv`, up to `--`) with the
+    /// runtime inside reading `/run/atelier/spec.json`.
+    fn outer_spec(&self, mut argv: Vec<String>, run: &Path) -> RuntimeSpec {
         argv.extend([
             self.runtime_bin.to_string_lossy().into_owned(),
             "--spec".to_owned(),
             format!("{}/spec.json", sandbox::AGENT),
         ]);
-        Ok(RuntimeSpec {
+        RuntimeSpec {
             argv,
             env: env_of([
                 ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
                 ("LANG", "C.UTF-8".into()),
             ]),
-            cwd: run.clone(),
-            // bubblewrap's own messages; Jupyter's log is inside.
+            cwd: run.to_path_buf(),
+            // bubblewrap's own messages; the server's log is inside.
             log_file: run.join("sandbox.log"),
             status_file: run.join("status.json"),
-            // The runtime inside needs a grace period for Jupyter and one for what is
+            // The runtime inside needs a grace period for its child and one for what is
             // left; this one waits for both.
             grace_seconds: self.grace_secs * 2 + 2,
             ssh: None,
             user: None,
-        })
+            forward: None,
+        }
     }
 
     /// An unconfined launch (`ATELIER_SANDBOX=none`): the gateway's user, a loopback port,
@@ -387,9 +430,149 @@ impl ProcessBackend {
                     shell: None,
                 }),
                 user: None,
+                forward: None,
             },
             port,
         ))
+    }
+}
+
+impl ProcessBackend {
+    /// The runtime specs of an engine instance (sandboxed only): the inner one runs the start
+    /// command as ma-user with the model's files at /home/mind/model, and relays
+    /// `/run/atelier/engine.sock` to its loopback's port 8080. Returns the outer spec.
+    fn write_engine(
+        &self,
+        s: &Sandbox,
+        spec: &EngineSpec,
+        run: &Path,
+    ) -> Result<RuntimeSpec, BackendError> {
+        let agent_dir = run.join("agent");
+        std::fs::create_dir_all(&agent_dir)
+            .with_context(|| format!("creating {}", agent_dir.display()))?;
+        let (passwd, group) = sandbox::passwd_files();
+        std::fs::write(run.join("passwd"), passwd).context("writing passwd")?;
+        std::fs::write(run.join("group"), group).context("writing group")?;
+        let venv = self.env.venv().to_path_buf();
+        let home = PathBuf::from(sandbox::HOME);
+        let mut env = spec.env.clone();
+        for (k, v) in [
+            (
+                "PATH",
+                format!("{}:/usr/local/bin:/usr/bin:/bin", text(&venv.join("bin"))),
+            ),
+            ("HOME", text(&home)),
+            ("USER", "ma-user".into()),
+            ("LANG", "C.UTF-8".into()),
+            ("PYTHONUNBUFFERED", "1".into()),
+            ("MODEL_DIR", super::MODEL_DIR.into()),
+            ("MODELARTS_SERVICE_PORT", super::ENGINE_PORT.to_string()),
+        ] {
+            env.insert(k.into(), v);
+        }
+        let authorized_key = runconf::new_link_key(run, &spec.id)?;
+        let agent = Path::new(sandbox::AGENT);
+        let inner = RuntimeSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), spec.command.clone()],
+            env,
+            cwd: if spec.model_dir.is_some() {
+                super::MODEL_DIR.into()
+            } else {
+                home.clone()
+            },
+            log_file: agent.join(super::ENGINE_LOG),
+            status_file: agent.join("status.json"),
+            grace_seconds: self.grace_secs,
+            ssh: Some(SshSpec {
+                socket: agent.join(AGENT_SOCKET),
+                authorized_key,
+                file_socket: None,
+                shell: None,
+            }),
+            user: s.root.then(|| UserSpec {
+                uid: sandbox::UID,
+                gid: sandbox::GID,
+                home: Some(home.clone()),
+            }),
+            forward: Some(ForwardSpec {
+                socket: agent.join(super::ENGINE_SOCKET),
+                port: super::ENGINE_PORT,
+            }),
+        };
+        write_private(
+            &agent_dir.join("spec.json"),
+            &serde_json::to_vec_pretty(&inner).context("spec")?,
+        )?;
+        crate::confined::Dir::open(&agent_dir)
+            .and_then(|d| d.chown_self(sandbox::UID, sandbox::GID))
+            .context("handing the agent dir to ma-user")?;
+        let python_home = sandbox::python_home(&venv);
+        let hostname = format!("engine-{}", spec.id.chars().take(8).collect::<String>());
+        let argv = sandbox::argv(
+            s,
+            &self.host_root,
+            &sandbox::Paths {
+                venv: &venv,
+                python_home: python_home.as_deref(),
+                runtime_bin: &self.runtime_bin,
+                work: None,
+                data: None,
+                agent_dir: &agent_dir,
+                config_dir: None,
+                model: spec.model_dir.as_deref(),
+                passwd: &run.join("passwd"),
+                group: &run.join("group"),
+                extra_ro: &[],
+                hostname: &hostname,
+            },
+        );
+        Ok(self.outer_spec(argv, run))
+    }
+
+    /// [`Backend::launch_engine`].
+    async fn start_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
+        self.refused()?;
+        let Some(s) = self.sandbox() else {
+            return Err(BackendError::Unsupported(
+                "model engines need the sandbox (each instance listens on port 8080 in a network namespace of its own); with ATELIER_SANDBOX=none the process backend serves ONNX models on the built-in engine only".into(),
+            ));
+        };
+        if spec.image.is_some() {
+            return Err(BackendError::Unsupported(
+                "the process backend runs no container images: a model imported from an image needs the docker backend; on this one, import the model's files with a start command".into(),
+            ));
+        }
+        if spec.command.trim().is_empty() {
+            return Err(BackendError::Start(
+                "the model has no start command: on the process backend a model engine is the command that serves it on port 8080 (the version's start_command)".into(),
+            ));
+        }
+        if !self.env.is_ready() {
+            self.env
+                .ensure()
+                .await
+                .map_err(|e| BackendError::Image(format!("preparing the virtualenv: {e:#}")))?;
+        }
+        let dir = self.engine_dir(&spec.id);
+        let run = dir.join("run");
+        let _ = tokio::fs::remove_dir_all(&run).await;
+        tokio::fs::create_dir_all(&run)
+            .await
+            .context("creating the run dir")?;
+        tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .await
+            .context("securing the instance's dir")?;
+        let runtime_spec = self.write_engine(s, spec, &run)?;
+        let (runtime_pid, runtime_start_ticks) =
+            self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run)?;
+        Ok(Handle::Process(ProcessHandle {
+            notebook_id: spec.id.clone(),
+            runtime_pid,
+            runtime_start_ticks,
+            port: None,
+            token: String::new(),
+            engine: true,
+        }))
     }
 }
 
@@ -504,19 +687,15 @@ impl Backend for ProcessBackend {
                 (spec, Some(port))
             }
         };
-        let spec_path = run.join("spec.json");
-        write_private(
-            &spec_path,
-            &serde_json::to_vec_pretty(&runtime_spec).context("spec")?,
-        )?;
-        let pid = self.spawn_runtime(spec, &spec_path, &run)?;
-        let runtime_start_ticks = start_ticks(pid).context("reading the runtime's start time")?;
+        let (runtime_pid, runtime_start_ticks) =
+            self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run)?;
         Ok(Handle::Process(ProcessHandle {
             notebook_id: spec.id.clone(),
-            runtime_pid: pid,
+            runtime_pid,
             runtime_start_ticks,
             port,
             token,
+            engine: false,
         }))
     }
 
@@ -578,7 +757,11 @@ impl Backend for ProcessBackend {
         };
         let id = self.notebook_id_of(handle).unwrap_or_default();
         if !alive(h.runtime_pid, h.runtime_start_ticks) {
-            return Observed::Exited(runconf::how_it_ended(self.runtime_status(&id)));
+            return Observed::Exited(runconf::how_it_ended(self.runtime_status(&self.dir_of(&h))));
+        }
+        if h.engine {
+            // Whether it serves is for the gateway's probes.
+            return Observed::Running;
         }
         match runconf::jupyter_answers(&self.endpoint(&id, &h), &id, &h.token).await {
             Ok(()) => Observed::Running,
@@ -601,7 +784,7 @@ impl Backend for ProcessBackend {
             if alive(h.runtime_pid, h.runtime_start_ticks) {
                 tracing::warn!(notebook = %id, "runtime ignored SIGTERM; killing it and its process group");
                 let child_pgid = self
-                    .runtime_status(&id)
+                    .runtime_status(&self.dir_of(&h))
                     .and_then(|s| s.get("child_pid").and_then(|v| v.as_i64()))
                     .map(|p| p as i32);
                 signal(h.runtime_pid, Signal::KILL);
@@ -663,8 +846,8 @@ impl Backend for ProcessBackend {
     }
 
     async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
-        let id = self.notebook_id_of(handle).unwrap_or_default();
-        let run = self.notebook_dir(&id).join("run");
+        let h = Self::decode(handle)?;
+        let run = self.dir_of(&h).join("run");
         // Unconfined, the notebook sees the agent dir at its host path.
         let agent_inside = match self.sandbox() {
             Some(_) => sandbox::AGENT.to_owned(),
@@ -682,6 +865,30 @@ impl Backend for ProcessBackend {
             .await
             .ok()
             .flatten()
+    }
+
+    async fn launch_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
+        self.start_engine(spec).await
+    }
+
+    fn engine_endpoint(&self, handle: &Handle) -> Result<Endpoint, BackendError> {
+        let h = Self::decode(handle)?;
+        Ok(Endpoint::Unix {
+            dir: self.engine_dir(&h.notebook_id).join("run/agent"),
+            name: super::ENGINE_SOCKET.to_owned(),
+        })
+    }
+
+    fn engine_log_dir(&self, handle: &Handle) -> Option<PathBuf> {
+        let h = Self::decode(handle).ok()?;
+        Some(self.engine_dir(&h.notebook_id).join("run/agent"))
+    }
+
+    async fn remove_engine(&self, id: &str) -> Result<(), BackendError> {
+        if let Some(s) = self.sandbox() {
+            s.cgroups.remove(id).await;
+        }
+        runconf::remove_notebook_dir(&self.engine_dir(id)).await
     }
 
     fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError> {

@@ -184,10 +184,14 @@ pub struct Paths<'a> {
     /// directory the sandbox shows anyway.
     pub python_home: Option<&'a Path>,
     pub runtime_bin: &'a Path,
-    pub work: &'a Path,
-    pub data: &'a Path,
+    /// A notebook's work dir and `/data` (read-write) and Jupyter's config (read-only);
+    /// none for a model engine.
+    pub work: Option<&'a Path>,
+    pub data: Option<&'a Path>,
     pub agent_dir: &'a Path,
-    pub config_dir: &'a Path,
+    pub config_dir: Option<&'a Path>,
+    /// A model engine's files, shown read-only at [`super::MODEL_DIR`].
+    pub model: Option<&'a Path>,
     /// `passwd` and `group` files naming `ma-user`.
     pub passwd: &'a Path,
     pub group: &'a Path,
@@ -301,7 +305,16 @@ pub fn argv(s: &Sandbox, host: &HostRoot, p: &Paths) -> Vec<String> {
     // bubblewrap makes the missing parents of a mount point mode 0700: they are made here
     // first, 0755, so ma-user can reach what is bound below them.
     let mut made: Vec<PathBuf> = Vec::new();
-    let dests = [Path::new(AGENT), Path::new(CONFIG), Path::new(WORK)];
+    let mut dests = vec![Path::new(AGENT)];
+    if p.config_dir.is_some() {
+        dests.push(Path::new(CONFIG));
+    }
+    if p.work.is_some() {
+        dests.push(Path::new(WORK));
+    }
+    if p.model.is_some() {
+        dests.push(Path::new(super::MODEL_DIR));
+    }
     for dest in dests.iter().copied().chain(at_host_paths.iter().copied()) {
         let mut chain: Vec<&Path> = dest.ancestors().skip(1).collect();
         chain.reverse();
@@ -320,11 +333,25 @@ pub fn argv(s: &Sandbox, host: &HostRoot, p: &Paths) -> Vec<String> {
         let b = str(b);
         push(&mut a, &["--ro-bind", &b, &b]);
     }
-    push(&mut a, &["--bind", &str(p.work), WORK]);
-    push(&mut a, &["--bind", &str(p.data), "/data"]);
+    if let Some(work) = p.work {
+        push(&mut a, &["--bind", &str(work), WORK]);
+    }
+    if let Some(data) = p.data {
+        push(&mut a, &["--bind", &str(data), "/data"]);
+    }
     push(&mut a, &["--bind", &str(p.agent_dir), AGENT]);
-    push(&mut a, &["--ro-bind", &str(p.config_dir), CONFIG]);
-    push(&mut a, &["--chdir", WORK, "--"]);
+    if let Some(config) = p.config_dir {
+        push(&mut a, &["--ro-bind", &str(config), CONFIG]);
+    }
+    if let Some(model) = p.model {
+        push(&mut a, &["--ro-bind", &str(model), super::MODEL_DIR]);
+    }
+    let cwd = match (p.work, p.model) {
+        (Some(_), _) => WORK,
+        (None, Some(_)) => super::MODEL_DIR,
+        (None, None) => "/",
+    };
+    push(&mut a, &["--chdir", cwd, "--"]);
     a
 }
 
@@ -554,10 +581,11 @@ mod tests {
                 venv: &p("/root/.local/share/atelier/jupyter-venv"),
                 python_home,
                 runtime_bin: &p("/opt/atelier/atelier-notebook-runtime"),
-                work: &p("/d/nb/1/work"),
-                data: &p("/d/nb/1/data"),
+                work: Some(&p("/d/nb/1/work")),
+                data: Some(&p("/d/nb/1/data")),
                 agent_dir: &p("/d/nb/1/run/agent"),
-                config_dir: &p("/d/nb/1/run/config"),
+                config_dir: Some(&p("/d/nb/1/run/config")),
+                model: None,
                 passwd: &p("/d/nb/1/run/passwd"),
                 group: &p("/d/nb/1/run/group"),
                 extra_ro: &[],
@@ -604,6 +632,50 @@ mod tests {
             "/d/nb/1 ",
             "--ro-bind /root ",
             "--ro-bind /home",
+        ] {
+            assert!(!a.contains(absent), "{absent} in {a}");
+        }
+    }
+
+    #[test]
+    fn an_engine_instance_sees_its_model_read_only_and_no_work_dir() {
+        let p = PathBuf::from;
+        let host = HostRoot {
+            dirs: vec![p("/usr"), p("/etc")],
+            links: vec![],
+        };
+        let a = argv(
+            &sandbox(true),
+            &host,
+            &Paths {
+                venv: &p("/v"),
+                python_home: None,
+                runtime_bin: &p("/opt/atelier/atelier-notebook-runtime"),
+                work: None,
+                data: None,
+                agent_dir: &p("/d/engines/1/run/agent"),
+                config_dir: None,
+                model: Some(&p("/d/models/trees/v1/model")),
+                passwd: &p("/d/engines/1/run/passwd"),
+                group: &p("/d/engines/1/run/group"),
+                extra_ro: &[],
+                hostname: "engine-1",
+            },
+        )
+        .join(" ");
+        for needed in [
+            "--perms 0755 --dir /home/mind",
+            "--ro-bind /d/models/trees/v1/model /home/mind/model",
+            "--bind /d/engines/1/run/agent /run/atelier",
+            "--chdir /home/mind/model --",
+        ] {
+            assert!(a.contains(needed), "{needed} missing from {a}");
+        }
+        for absent in [
+            "/home/ma-user/work",
+            "/data",
+            "/run/atelier-config",
+            "--bind /d/models",
         ] {
             assert!(!a.contains(absent), "{absent} in {a}");
         }

@@ -1,5 +1,5 @@
-//! `atelier service deploy|list|get|start|stop|restart|update|delete|events|predict`:
-//! real-time services.
+//! `atelier service deploy|list|get|start|stop|restart|update|delete|events|instances|
+//! delete-instance|predict`: real-time services.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,10 @@ pub enum ServiceCommand {
     Delete(ServiceArg),
     /// A service's events.
     Events(ServiceArg),
+    /// A service's instances (engine instances, or the built-in engine's sessions).
+    Instances(ServiceArg),
+    /// Delete an engine instance: a new one takes its place.
+    DeleteInstance(InstanceArg),
     /// Call a service: the body from --data or a file (JSON), or --file NAME=PATH for a
     /// multipart form; prints the answer.
     Predict(PredictArgs),
@@ -45,9 +49,8 @@ pub struct DeployArgs {
     /// A model version: NAME:VERSION or NAME:VERSION:WEIGHT (repeat for several).
     #[arg(long = "model", required = true, value_name = "NAME:VERSION[:WEIGHT]")]
     pub models: Vec<String>,
-    /// Instances of each version.
-    #[arg(long)]
-    pub instances: Option<u32>,
+    #[command(flatten)]
+    pub version: VersionArgs,
     #[arg(long, default_value = "")]
     pub description: String,
     /// Deploy timeout in minutes (3-120) [default: 20].
@@ -79,8 +82,8 @@ pub struct UpdateArgs {
     pub service: String,
     #[arg(long = "model", value_name = "NAME:VERSION[:WEIGHT]")]
     pub models: Vec<String>,
-    #[arg(long)]
-    pub instances: Option<u32>,
+    #[command(flatten)]
+    pub version: VersionArgs,
     #[arg(long)]
     pub description: Option<String>,
     #[arg(long, value_name = "HOURS", conflicts_with = "no_auto_stop")]
@@ -106,6 +109,28 @@ pub struct ListArgs {
 pub struct ServiceArg {
     /// The service (name or id).
     pub service: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InstanceArg {
+    /// The service (name or id).
+    pub service: String,
+    /// The instance's id (`atelier service instances`).
+    pub instance: String,
+}
+
+/// What each version of a deploy or an update gets.
+#[derive(clap::Args, Debug, Default)]
+pub struct VersionArgs {
+    /// Instances of each version.
+    #[arg(long)]
+    pub instances: Option<u32>,
+    /// The flavor of each instance (models on a container or process engine).
+    #[arg(long)]
+    pub flavor: Option<String>,
+    /// An environment variable of the model's engine, KEY=VALUE (repeat).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub envs: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,7 +161,7 @@ pub struct PredictArgs {
 }
 
 /// `NAME:VERSION[:WEIGHT]` into the API's form.
-fn model_choice(text: &str, instances: Option<u32>) -> Result<Value, CliError> {
+fn model_choice(text: &str, each: &VersionArgs) -> Result<Value, CliError> {
     let parts: Vec<&str> = text.split(':').collect();
     let (model, version, weight) = match parts.as_slice() {
         [m, v] => (*m, *v, None),
@@ -159,8 +184,21 @@ fn model_choice(text: &str, instances: Option<u32>) -> Result<Value, CliError> {
     if let Some(w) = weight {
         m["weight"] = w.into();
     }
-    if let Some(n) = instances {
+    if let Some(n) = each.instances {
         m["instances"] = n.into();
+    }
+    if let Some(f) = &each.flavor {
+        m["flavor"] = f.clone().into();
+    }
+    if !each.envs.is_empty() {
+        let mut envs = Map::new();
+        for kv in &each.envs {
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(CliError::other(format!("--env {kv:?}: KEY=VALUE")));
+            };
+            envs.insert(k.to_owned(), v.into());
+        }
+        m["envs"] = Value::Object(envs);
     }
     Ok(m)
 }
@@ -184,7 +222,7 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
             let models = a
                 .models
                 .iter()
-                .map(|m| model_choice(m, a.instances))
+                .map(|m| model_choice(m, &a.version))
                 .collect::<Result<Vec<_>, _>>()?;
             body.insert("models".into(), models.into());
             if let Some(t) = a.timeout {
@@ -299,7 +337,7 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
                 let models = a
                     .models
                     .iter()
-                    .map(|m| model_choice(m, a.instances))
+                    .map(|m| model_choice(m, &a.version))
                     .collect::<Result<Vec<_>, _>>()?;
                 body.insert("models".into(), models.into());
             }
@@ -354,6 +392,41 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
                 ]);
             }
             out(&t.render());
+            Ok(())
+        }
+        ServiceCommand::Instances(a) => {
+            let reply = ctx
+                .api
+                .get(&["v1", SERVICES, &a.service, "instances"], &[])
+                .await?;
+            if ctx.json {
+                return print_json(&reply.raw, Some("items"));
+            }
+            let mut t = Table::new(&[
+                "ID", "MODEL", "VERSION", "ENGINE", "PHASE", "RESTARTS", "ERROR",
+            ]);
+            for i in items(&reply.value)? {
+                t.row(vec![
+                    cell(i, "id"),
+                    cell(i, "model"),
+                    cell(i, "version"),
+                    cell(i, "engine"),
+                    cell(i, "phase"),
+                    cell(i, "restarts"),
+                    cell(i, "error"),
+                ]);
+            }
+            out(&t.render());
+            Ok(())
+        }
+        ServiceCommand::DeleteInstance(a) => {
+            ctx.api
+                .delete(&["v1", SERVICES, &a.service, "instances", &a.instance])
+                .await?;
+            err(&sanitize(&format!(
+                "deleted instance {} of service {}; a new one takes its place",
+                a.instance, a.service
+            )));
             Ok(())
         }
         ServiceCommand::Predict(a) => predict(ctx, a).await,

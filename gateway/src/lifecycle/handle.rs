@@ -45,6 +45,9 @@ pub struct ProcessHandle {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     pub token: String,
+    /// A model engine's instance (`notebook_id` is the instance's id), not a notebook.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub engine: bool,
 }
 
 /// The `docker` backend's: the container it created.
@@ -57,6 +60,9 @@ pub struct ContainerHandle {
     #[serde(default)]
     pub port: Option<u16>,
     pub token: String,
+    /// A model engine's instance (`notebook_id` is the instance's id), not a notebook.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub engine: bool,
 }
 
 /// The `external` backend's: the Jupyter server it was pointed at.
@@ -183,6 +189,7 @@ mod tests {
             runtime_start_ticks: 12,
             port: None,
             token: "t".into(),
+            engine: false,
         })
     }
 
@@ -192,6 +199,7 @@ mod tests {
             notebook_id: "nb".into(),
             container: "c1".into(),
             port: Some(8888),
+            engine: false,
             token: "t".into(),
         });
         for h in [

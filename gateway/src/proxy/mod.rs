@@ -20,7 +20,6 @@
 //! notebook) and cut when one of them is revoked.
 
 pub mod host;
-pub mod upstream;
 pub mod wsscan;
 
 use std::sync::Arc;
@@ -42,8 +41,8 @@ use crate::auth::{Principal, Via, csrf};
 use crate::config::NotebookOrigin;
 use crate::notebooks::status::RUNNING;
 use crate::store::audit::{self, Action, Target};
+use crate::upstream::{self, ConnUpstreams, is_upgrade, strip_hop_by_hop};
 use crate::urls::encode_path;
-use upstream::ConnUpstreams;
 
 /// HTML larger than this is passed through unscrubbed: JupyterLab's pages are a few KiB, and
 /// a user's own large HTML file does not hold the server's token.
@@ -611,59 +610,6 @@ where
         let _ = client_wr.shutdown().await;
     };
     tokio::join!(to_upstream, to_client);
-}
-
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
-
-const HOP_BY_HOP: [header::HeaderName; 6] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass to find what is there (usually little or nothing), then remove just that.
-    let mut doomed: Vec<header::HeaderName> = Vec::new();
-    // Headers that the Connection header names are hop-by-hop too.
-    for v in headers.get_all(header::CONNECTION) {
-        let Ok(v) = v.to_str() else { continue };
-        for token in v.split(',').map(str::trim) {
-            // The usual values name no header ("keep-alive" is removed below anyway).
-            let usual = ["", "upgrade", "keep-alive", "close"];
-            if !usual.iter().any(|u| token.eq_ignore_ascii_case(u))
-                && let Ok(name) = header::HeaderName::from_bytes(token.as_bytes())
-            {
-                doomed.push(name);
-            }
-        }
-    }
-    for name in headers.keys() {
-        let strip = HOP_BY_HOP[1..].contains(name)
-            || name.as_str() == "keep-alive"
-            || (!keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE));
-        if strip {
-            doomed.push(name.clone());
-        }
-    }
-    for name in doomed {
-        headers.remove(name);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
 }
 
 /// The gateway's own credentials (the bearer token, every `atelier_` cookie) stay at the

@@ -75,16 +75,7 @@ pub async fn call(
     d: Arc<Deployment>,
     request: inf::Request,
 ) -> Result<Answer, (CallError, Option<String>)> {
-    if !d.admit() {
-        return Err((
-            CallError::TooMany(format!(
-                "service {} takes {} calls a second (its traffic limit); try again shortly",
-                d.name,
-                d.spec.traffic_limit.unwrap_or_default()
-            )),
-            None,
-        ));
-    }
+    admit(&d).map_err(|e| (e, None))?;
     let roll = rand::thread_rng().gen_range(0..100);
     let timeout = Duration::from_millis(d.spec.call_timeout_ms);
     let started = Instant::now();
@@ -116,6 +107,54 @@ pub async fn call(
     })
 }
 
+/// The traffic limit: whether a call may go now.
+fn admit(d: &Deployment) -> Result<(), CallError> {
+    if d.admit() {
+        return Ok(());
+    }
+    Err(CallError::TooMany(format!(
+        "service {} takes {} calls a second (its traffic limit); try again shortly",
+        d.name,
+        d.spec.traffic_limit.unwrap_or_default()
+    )))
+}
+
+/// Where a proxied call goes: a ready instance of the version the weights picked.
+pub struct ProxyTarget {
+    pub endpoint: crate::backends::Endpoint,
+    pub service_id: String,
+    pub service: String,
+    pub model_id: String,
+    pub version: String,
+    /// The call's timeout (for the answer's head; a stream may run longer).
+    pub timeout: Duration,
+}
+
+/// The traffic limit, a version by the weights, a ready instance of it. An error comes with
+/// the model that was to answer, as [`call`]'s.
+pub fn proxy_target(d: &Deployment) -> Result<ProxyTarget, (CallError, Option<String>)> {
+    admit(d).map_err(|e| (e, None))?;
+    let roll = rand::thread_rng().gen_range(0..100);
+    let v = d.pick(roll);
+    let endpoint = v.pool().and_then(|p| p.pick()).ok_or_else(|| {
+        (
+            CallError::NotServing(format!(
+                "no instance of model {} {} is ready (service {}); see its instances",
+                v.spec.model, v.spec.version, d.name
+            )),
+            Some(v.spec.model_id.clone()),
+        )
+    })?;
+    Ok(ProxyTarget {
+        endpoint,
+        service_id: d.service_id.clone(),
+        service: d.name.clone(),
+        model_id: v.spec.model_id.clone(),
+        version: v.spec.version.clone(),
+        timeout: Duration::from_millis(d.spec.call_timeout_ms),
+    })
+}
+
 async fn run(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,
@@ -123,9 +162,15 @@ async fn run(
     request: inf::Request,
 ) -> Result<inf::Response, CallError> {
     let v = d.pick(roll);
+    let Some(model) = v.onnx().cloned() else {
+        return Err(CallError::Internal(anyhow::anyhow!(
+            "model {} {} runs on a container engine: its calls are proxied",
+            v.spec.model,
+            v.spec.version
+        )));
+    };
     match &v.processor {
         Some(plugin) => {
-            let model = v.model.clone();
             let serving = ServingInfo {
                 model_name: v.spec.model.clone(),
                 model_version: v.spec.version.clone(),
@@ -160,7 +205,7 @@ async fn run(
                 ))),
             }
         }
-        None => v2_call(v, request).await,
+        None => v2_call(v, model, request).await,
     }
 }
 
@@ -191,7 +236,11 @@ fn engine_error(e: atelier_inference::onnx::EngineError) -> CallError {
 }
 
 /// A model without a processor: the body is an Open Inference Protocol request.
-async fn v2_call(v: &Served, request: inf::Request) -> Result<inf::Response, CallError> {
+async fn v2_call(
+    v: &Served,
+    model: Arc<atelier_inference::onnx::OnnxModel>,
+    request: inf::Request,
+) -> Result<inf::Response, CallError> {
     let body = match request.body {
         inf::Body::Json(text) => text.into_bytes(),
         inf::Body::Raw(bytes) if request.content_type.is_empty() => bytes,
@@ -203,7 +252,6 @@ async fn v2_call(v: &Served, request: inf::Request) -> Result<inf::Response, Cal
         }
     };
     let (inputs, id) = tensors::v2_inputs(&body).map_err(CallError::BadInput)?;
-    let model = v.model.clone();
     let outputs = tokio::task::spawn_blocking(move || model.run(inputs))
         .await
         .map_err(|e| CallError::Internal(anyhow::anyhow!("engine thread: {e}")))?

@@ -19,6 +19,7 @@
 //! started (the seed's default: 1 hour).
 
 pub mod call;
+pub mod instances;
 pub mod runtime;
 pub mod spec;
 pub mod tensors;
@@ -42,7 +43,7 @@ use crate::store::services::{self as rows, ServiceRow};
 use crate::store::transition::Transition;
 use crate::store::{Store, operations};
 use atelier_plugins::bindings::inference::atelier::plugin::inference_types as inf;
-use runtime::{Deployment, Deployments, Engines, VersionFiles};
+use runtime::{Deployment, Deployments, Engine, Engines, Served, VersionFiles};
 use spec::{DeployService, ServiceSpec, UpdateService, VersionSpec};
 
 /// What a service request fails with.
@@ -124,6 +125,9 @@ struct Inner {
     /// Seconds one hour of auto-stop lasts (3600; less in tests, as notebooks' leases).
     hour_secs: u64,
     metrics: crate::metrics::InferenceMetrics,
+    /// Where container and process engines run.
+    backend: Arc<dyn crate::backends::Backend>,
+    flavors: Vec<crate::config::Flavor>,
 }
 
 pub struct ServicesParts {
@@ -136,7 +140,40 @@ pub struct ServicesParts {
     pub clock: Arc<dyn Clock>,
     pub hour_secs: u64,
     pub metrics: crate::metrics::InferenceMetrics,
+    pub backend: Arc<dyn crate::backends::Backend>,
+    /// The settings' flavors; the first is the default.
+    pub flavors: Vec<crate::config::Flavor>,
 }
+
+/// A call's error, with the service and model it was for when it was a deployed service
+/// of the caller's (`(service id, model id)`, for the metrics).
+pub type CallFailure = (call::CallError, Option<(String, String)>);
+
+/// Why a service's versions did not come up.
+enum LoadError {
+    /// FAILED, with this reason.
+    Failed(String),
+    /// Its instances failed their startup checks: ABNORMAL.
+    Abnormal(String),
+}
+
+impl From<String> for LoadError {
+    fn from(why: String) -> Self {
+        LoadError::Failed(why)
+    }
+}
+
+impl LoadError {
+    fn why(&self) -> &str {
+        match self {
+            LoadError::Failed(w) | LoadError::Abnormal(w) => w,
+        }
+    }
+}
+
+/// Engine instance pools a load started, kept outside the load's future so that a load cut
+/// short by its deadline still has its instances stopped.
+type Started = Arc<std::sync::Mutex<Vec<Arc<instances::Pool>>>>;
 
 fn fmt_time(t: time::OffsetDateTime) -> String {
     crate::store::format_time(t)
@@ -158,6 +195,8 @@ impl Services {
                 clock: p.clock,
                 hour_secs: p.hour_secs,
                 metrics: p.metrics,
+                backend: p.backend,
+                flavors: p.flavors,
             }),
         }
     }
@@ -310,6 +349,54 @@ impl Services {
                     v.model, v.version
                 )));
             }
+            let engine = if runtime::runs_builtin(&v) {
+                spec::EngineKind::Builtin
+            } else {
+                spec::EngineKind::Container
+            };
+            if engine == spec::EngineKind::Container && v.processor.is_some() {
+                return Err(ServiceError::Invalid(format!(
+                    "models[{i}]: model {} version {} has a processor, which runs with the built-in ONNX engine only; a container engine does its own pre- and post-processing",
+                    v.model, v.version
+                )));
+            }
+            if let Some(first) = out.first()
+                && first.engine != engine
+            {
+                return Err(ServiceError::Invalid(format!(
+                    "models[{i}]: model {} version {} runs on a {} engine and models[0] on a {} one; a service's versions all run on the built-in engine or all on container engines",
+                    v.model,
+                    v.version,
+                    engine_word(engine),
+                    engine_word(first.engine)
+                )));
+            }
+            let flavor = match (&m.flavor, engine) {
+                (None, _) => None,
+                (Some(f), spec::EngineKind::Builtin) => {
+                    return Err(ServiceError::Invalid(format!(
+                        "models[{i}].flavor: {f:?}; model {} version {} runs on the built-in engine, in the gateway's process, which has no flavor",
+                        v.model, v.version
+                    )));
+                }
+                (Some(f), spec::EngineKind::Container) => {
+                    let Some(flavor) = self.inner.flavors.iter().find(|x| &x.id == f) else {
+                        let ids: Vec<&str> =
+                            self.inner.flavors.iter().map(|x| x.id.as_str()).collect();
+                        return Err(ServiceError::Invalid(format!(
+                            "models[{i}].flavor: {f:?} is not a flavor here (there are {})",
+                            ids.join(", ")
+                        )));
+                    };
+                    if flavor.kind != "cpu" {
+                        return Err(ServiceError::Invalid(format!(
+                            "models[{i}].flavor: {f:?} is a {} flavor; model engines run on CPU flavors for now",
+                            flavor.kind
+                        )));
+                    }
+                    Some(f.clone())
+                }
+            };
             out.push(VersionSpec {
                 model_id: v.model_id,
                 model: v.model,
@@ -318,6 +405,8 @@ impl Services {
                 weight,
                 instances,
                 envs: m.envs.clone(),
+                engine,
+                flavor,
             });
         }
         if let Some(l) = traffic_limit
@@ -426,7 +515,7 @@ impl Services {
         rows::set_deploy_deadline(&mut tx, &s.id, Some(&deadline)).await?;
         rows::set_stop_at(&mut tx, &s.id, None).await?;
         tx.commit().await?;
-        self.inner.deployments.remove(&s.id);
+        self.take_down(&s.id).await;
         self.spawn_bring_up(s.id.clone());
         self.view_by_id(&s.id).await
     }
@@ -447,7 +536,7 @@ impl Services {
     }
 
     async fn finish_stop(&self, id: &str) -> Result<(), ServiceError> {
-        self.inner.deployments.remove(id);
+        self.take_down(id).await;
         let mut tx = self.inner.store.write().await?;
         Transition::new(id, &[ServiceStatus::Stopping], ServiceStatus::Stopped)
             .resource_event(Row::of(id, None, ServiceEvent::Stopped))
@@ -479,7 +568,7 @@ impl Services {
     }
 
     async fn finish_delete(&self, id: &str) -> Result<(), ServiceError> {
-        self.inner.deployments.remove(id);
+        self.take_down(id).await;
         let mut tx = self.inner.store.write().await?;
         rows::delete(&mut tx, id).await?;
         operations::end::<ServiceStatus>(&mut tx, id).await?;
@@ -533,6 +622,7 @@ impl Services {
                     weight: Some(m.weight),
                     instances: Some(m.instances),
                     envs: m.envs.clone(),
+                    flavor: m.flavor.clone(),
                 })
                 .collect(),
         };
@@ -600,7 +690,19 @@ impl Services {
     ) {
         // No lock while loading (minutes, maybe): requests on the service meanwhile are
         // refused by its status (UPDATING), and the compare-and-set below decides.
-        let loaded = self.load(id, &new).await;
+        let started = Started::default();
+        let limit = Duration::from_secs(u64::from(new.timeout_minutes) * 60);
+        let loaded = match tokio::time::timeout(limit, self.load(id, &new, false, &started)).await {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(e.why().to_owned()),
+            Err(_) => Err(format!(
+                "the new settings were not up within the deploy timeout ({} minutes)",
+                new.timeout_minutes
+            )),
+        };
+        if loaded.is_err() {
+            self.retire_started(&started).await;
+        }
         let result: anyhow::Result<()> = async {
             let mut tx = self.inner.store.write().await?;
             match loaded {
@@ -616,6 +718,9 @@ impl Services {
                     if applied {
                         tx.commit().await?;
                         self.install(d).await?;
+                    } else {
+                        drop(tx);
+                        self.retire(Some(Arc::new(d))).await;
                     }
                 }
                 Err(why) => {
@@ -653,76 +758,97 @@ impl Services {
     /// meanwhile moves the status, the compare-and-set to RUNNING then fails, and the
     /// loaded deployment is dropped.
     async fn bring_up(&self, id: &str) {
-        let result: anyhow::Result<()> =
-            async {
-                let mut conn = self.inner.store.pool.acquire().await?;
-                let Some(s) = rows::by_id(&mut conn, id).await? else {
-                    return Ok(());
-                };
-                drop(conn);
-                if s.status != ServiceStatus::Deploying {
-                    return Ok(());
-                }
-                let spec = decode(&s).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let now = self.inner.clock.now();
-                let deadline = s
-                    .deploy_deadline
-                    .as_deref()
-                    .and_then(crate::store::parse_time)
-                    .unwrap_or(now + time::Duration::minutes(i64::from(spec.timeout_minutes)));
-                let left = (deadline - now).max(time::Duration::ZERO);
-                let left = Duration::from_secs_f64(left.as_seconds_f64());
-                let outcome = tokio::time::timeout(left, self.load(id, &spec)).await;
-                match outcome {
-                    Ok(Ok(d)) => {
-                        let mut tx = self.inner.store.write().await?;
-                        let stop_at = spec.auto_stop_seconds.map(|secs| {
-                            fmt_time(self.inner.clock.now() + time::Duration::seconds(secs as i64))
-                        });
-                        let applied = Transition::new(
-                            id,
-                            &[ServiceStatus::Deploying],
-                            ServiceStatus::Running,
-                        )
-                        .resource_event(Row::filled(id, None, ServiceEvent::Started, &[&s.name]))
-                        .apply(&mut tx)
-                        .await?;
-                        if applied {
-                            rows::set_stop_at(&mut tx, id, stop_at.as_deref()).await?;
-                            rows::set_deploy_deadline(&mut tx, id, None).await?;
-                            // (the deployment is installed after the commit, below)
-                            let auto_stop = match spec.auto_stop_seconds {
-                                Some(secs) => Row::filled(
-                                    id,
-                                    None,
-                                    ServiceEvent::AutoStopEnabled,
-                                    &[&secs.to_string()],
-                                ),
-                                None => Row::of(id, None, ServiceEvent::AutoStopDisabled),
-                            };
-                            resource_events::record(&mut tx, &auto_stop).await?;
-                            tx.commit().await?;
-                            self.install(d).await?;
-                        }
-                    }
-                    Ok(Err(why)) => {
-                        let event = Row::filled(id, None, ServiceEvent::Failed, &[&s.name, &why]);
-                        self.fail(id, &[ServiceStatus::Deploying], &why, event)
-                            .await?;
-                    }
-                    Err(_) => {
-                        let why = format!(
-                            "the service was not up within its deploy timeout ({} minutes)",
-                            spec.timeout_minutes
-                        );
-                        let event = Row::filled(id, None, ServiceEvent::DeployTimedOut, &[&why]);
-                        self.fail(id, &[ServiceStatus::Deploying], &why, event)
-                            .await?;
-                    }
-                }
-                Ok(())
+        let result: anyhow::Result<()> = async {
+            let mut conn = self.inner.store.pool.acquire().await?;
+            let Some(s) = rows::by_id(&mut conn, id).await? else {
+                return Ok(());
+            };
+            drop(conn);
+            if s.status != ServiceStatus::Deploying {
+                return Ok(());
             }
-            .await;
+            let spec = decode(&s).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let now = self.inner.clock.now();
+            let deadline = s
+                .deploy_deadline
+                .as_deref()
+                .and_then(crate::store::parse_time)
+                .unwrap_or(now + time::Duration::minutes(i64::from(spec.timeout_minutes)));
+            let left = (deadline - now).max(time::Duration::ZERO);
+            let left = Duration::from_secs_f64(left.as_seconds_f64());
+            let started = Started::default();
+            let outcome = tokio::time::timeout(left, self.load(id, &spec, false, &started)).await;
+            if !matches!(outcome, Ok(Ok(_))) {
+                self.retire_started(&started).await;
+            }
+            match outcome {
+                Ok(Ok(d)) => {
+                    let mut tx = self.inner.store.write().await?;
+                    let stop_at = spec.auto_stop_seconds.map(|secs| {
+                        fmt_time(self.inner.clock.now() + time::Duration::seconds(secs as i64))
+                    });
+                    let applied =
+                        Transition::new(id, &[ServiceStatus::Deploying], ServiceStatus::Running)
+                            .resource_event(Row::filled(
+                                id,
+                                None,
+                                ServiceEvent::Started,
+                                &[&s.name],
+                            ))
+                            .apply(&mut tx)
+                            .await?;
+                    if applied {
+                        rows::set_stop_at(&mut tx, id, stop_at.as_deref()).await?;
+                        rows::set_deploy_deadline(&mut tx, id, None).await?;
+                        // (the deployment is installed after the commit, below)
+                        let auto_stop = match spec.auto_stop_seconds {
+                            Some(secs) => Row::filled(
+                                id,
+                                None,
+                                ServiceEvent::AutoStopEnabled,
+                                &[&secs.to_string()],
+                            ),
+                            None => Row::of(id, None, ServiceEvent::AutoStopDisabled),
+                        };
+                        resource_events::record(&mut tx, &auto_stop).await?;
+                        tx.commit().await?;
+                        self.install(d).await?;
+                    }
+                }
+                Ok(Err(LoadError::Failed(why))) => {
+                    let event = Row::filled(id, None, ServiceEvent::Failed, &[&s.name, &why]);
+                    self.fail(id, &[ServiceStatus::Deploying], &why, event)
+                        .await?;
+                }
+                Ok(Err(LoadError::Abnormal(why))) => {
+                    let mut tx = self.inner.store.write().await?;
+                    let applied =
+                        Transition::new(id, &[ServiceStatus::Deploying], ServiceStatus::Abnormal)
+                            .reason(Some(&why))
+                            .resource_event(
+                                Row::filled(id, None, ServiceEvent::StartFailed, &[&s.name])
+                                    .detail(Some(&why)),
+                            )
+                            .apply(&mut tx)
+                            .await?;
+                    if applied {
+                        rows::set_deploy_deadline(&mut tx, id, None).await?;
+                        tx.commit().await?;
+                    }
+                }
+                Err(_) => {
+                    let why = format!(
+                        "the service was not up within its deploy timeout ({} minutes)",
+                        spec.timeout_minutes
+                    );
+                    let event = Row::filled(id, None, ServiceEvent::DeployTimedOut, &[&why]);
+                    self.fail(id, &[ServiceStatus::Deploying], &why, event)
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
         if let Err(e) = result {
             tracing::error!(service = %id, error = ?e, "deploying a service failed on the gateway's side");
         }
@@ -748,8 +874,18 @@ impl Services {
         Ok(())
     }
 
-    /// Loads a service's versions (off the async threads).
-    async fn load(&self, id: &str, spec: &ServiceSpec) -> Result<Deployment, String> {
+    /// Loads a service's versions: ONNX models on the built-in engine (off the async
+    /// threads), the others as instances of a container or process engine, waited for until
+    /// they pass their startup checks. `adopt`: re-attach to the instances a previous gateway
+    /// left running (a reload); `started` receives the engine pools as they start, so the
+    /// caller can stop them when the load fails or runs out of time.
+    async fn load(
+        &self,
+        id: &str,
+        spec: &ServiceSpec,
+        adopt: bool,
+        started: &Started,
+    ) -> Result<Deployment, LoadError> {
         let mut conn = self
             .inner
             .store
@@ -757,68 +893,216 @@ impl Services {
             .acquire()
             .await
             .map_err(|e| e.to_string())?;
-        let Some(s) = rows::by_id(&mut conn, id)
+        let s = rows::by_id(&mut conn, id)
             .await
             .map_err(|e| e.to_string())?
-        else {
-            return Err("the service is gone".into());
+            .ok_or_else(|| "the service is gone".to_string())?;
+        let recorded = if adopt {
+            crate::store::service_instances::for_service(&mut conn, id)
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
         };
         drop(conn);
-        let mut files = Vec::with_capacity(spec.models.len());
+        let mut versions = Vec::with_capacity(spec.models.len());
         for m in &spec.models {
+            let label = format!("model {} {}", m.model, m.version);
             let (view, tree) = self
                 .inner
                 .models
                 .version_for_service(&m.version_id)
                 .await
-                .map_err(|e| {
-                    format!(
-                        "model {} {}: {}",
-                        m.model,
-                        m.version,
-                        Error::from(e).message
-                    )
-                })?;
-            let tree = tree.ok_or_else(|| {
-                format!(
-                    "model {} {}: its files are not in the model store",
-                    m.model, m.version
-                )
-            })?;
-            files.push(VersionFiles {
+                .map_err(|e| format!("{label}: {}", Error::from(e).message))?;
+            if runtime::runs_builtin(&view) {
+                let tree =
+                    tree.ok_or_else(|| format!("{label}: its files are not in the model store"))?;
+                let files = VersionFiles {
+                    spec: m.clone(),
+                    view,
+                    tree,
+                };
+                let this = self.clone();
+                let served = tokio::task::spawn_blocking(move || {
+                    runtime::load_builtin(&this.inner.engines, &this.inner.host, files)
+                })
+                .await
+                .map_err(|e| format!("the loading thread: {e}"))??;
+                versions.push(served);
+                continue;
+            }
+            let pool = self
+                .start_pool(&s, m, &view, tree, &recorded)
+                .await
+                .map_err(LoadError::Failed)?;
+            if let Ok(mut list) = started.lock() {
+                list.push(pool.clone());
+            }
+            versions.push(Served {
                 spec: m.clone(),
-                view,
-                tree,
+                engine: Engine::Instances(pool),
+                processor: None,
             });
         }
-        let this = self.clone();
-        let (id, spec) = (id.to_string(), spec.clone());
-        tokio::task::spawn_blocking(move || {
-            runtime::load(
-                &this.inner.engines,
-                &this.inner.host,
-                &id,
-                &s.name,
-                &s.owner_id,
-                &spec,
-                files,
-            )
-        })
-        .await
-        .map_err(|e| format!("the loading thread: {e}"))?
+        for v in &versions {
+            if let Some(pool) = v.pool() {
+                pool.wait_started().await.map_err(|e| match e {
+                    instances::StartError::Abnormal(why) => LoadError::Abnormal(why),
+                    instances::StartError::Failed(why) => LoadError::Failed(why),
+                })?;
+            }
+        }
+        Ok(Deployment::new(id, &s.name, &s.owner_id, spec, versions))
     }
 
-    /// Puts a loaded deployment in service, unless the service stopped serving meanwhile
-    /// (a stop or a delete that came while it loaded, and removed nothing): checked after
-    /// the put, so whichever comes last of the put and a stop's removal, no deployment of
-    /// a service that does not serve stays.
+    /// Starts the instances of a version that runs on a container or process engine.
+    async fn start_pool(
+        &self,
+        s: &ServiceRow,
+        m: &VersionSpec,
+        view: &crate::models::VersionView,
+        tree: Option<std::path::PathBuf>,
+        recorded: &[crate::store::service_instances::InstanceRow],
+    ) -> Result<Arc<instances::Pool>, String> {
+        let label = format!("model {} {}", m.model, m.version);
+        let flavor = match &m.flavor {
+            Some(f) => self.inner.flavors.iter().find(|x| &x.id == f),
+            None => self.inner.flavors.iter().find(|x| x.kind == "cpu"),
+        }
+        .cloned()
+        .ok_or_else(|| format!("{label}: no CPU flavor is configured for its instances"))?;
+        let image = match &view.source {
+            crate::models::Source::Image { image } => Some(image.clone()),
+            _ => None,
+        };
+        let model_dir = tree.map(|t| t.join("model")).filter(|d| d.is_dir());
+        let config = view.model_config.as_ref().or(view.settings.config.as_ref());
+        let health = config.and_then(|c| c.health());
+        let weak = Arc::downgrade(&self.inner);
+        let service_id = s.id.clone();
+        let tasks = self.inner.tasks.clone();
+        let env = instances::Env {
+            backend: self.inner.backend.clone(),
+            store: self.inner.store.clone(),
+            service_id: s.id.clone(),
+            version_id: m.version_id.clone(),
+            label: label.clone(),
+            model: m.model.clone(),
+            version: m.version.clone(),
+            engine: crate::backends::EngineSpec {
+                id: String::new(),
+                owner: s.owner_id.clone(),
+                service_id: s.id.clone(),
+                flavor,
+                image,
+                command: view.settings.start_command.clone(),
+                model_dir,
+                env: m.envs.clone(),
+            },
+            probes: instances::Probes::of(health),
+            on_change: Arc::new(move || {
+                if let Some(inner) = weak.upgrade() {
+                    let this = Services { inner };
+                    let id = service_id.clone();
+                    tasks.spawn(async move { this.health_changed(&id).await });
+                }
+            }),
+        };
+        let mine: Vec<_> = recorded
+            .iter()
+            .filter(|r| r.version_id == m.version_id)
+            .cloned()
+            .collect();
+        Ok(instances::Pool::start(env, m.instances, mine).await)
+    }
+
+    /// An engine instance came into or left the rotation: RUNNING ⇄ ALARM.
+    async fn health_changed(&self, id: &str) {
+        let Some(d) = self.inner.deployments.get(id) else {
+            return;
+        };
+        let result: anyhow::Result<()> = async {
+            let mut tx = self.inner.store.write().await?;
+            let applied = match d.health() {
+                Ok(()) => {
+                    Transition::new(id, &[ServiceStatus::Alarm], ServiceStatus::Running)
+                        .resource_event(Row::filled(id, None, ServiceEvent::Recovered, &[&d.name]))
+                        .apply(&mut tx)
+                        .await?
+                }
+                Err(why) => {
+                    Transition::new(id, &[ServiceStatus::Running], ServiceStatus::Alarm)
+                        .reason(Some(&why))
+                        .resource_event(Row::filled(
+                            id,
+                            None,
+                            ServiceEvent::Unhealthy,
+                            &[&d.name, &why],
+                        ))
+                        .apply(&mut tx)
+                        .await?
+                }
+            };
+            if applied {
+                tx.commit().await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(service = %id, error = %e, "recording a service's health failed");
+        }
+    }
+
+    /// Takes a deployment out of service: its engine instances stop (the built-in engine's
+    /// model goes with the last call that holds it).
+    async fn retire(&self, d: Option<Arc<Deployment>>) {
+        if let Some(d) = d {
+            for v in &d.versions {
+                if let Some(p) = v.pool() {
+                    p.retire().await;
+                }
+            }
+        }
+    }
+
+    /// Stops the pools a failed or cut-short load started.
+    async fn retire_started(&self, started: &Started) {
+        let pools: Vec<_> = started
+            .lock()
+            .map(|mut l| l.drain(..).collect())
+            .unwrap_or_default();
+        for p in pools {
+            p.retire().await;
+        }
+    }
+
+    /// Removes a service's deployment and stops every engine instance it has recorded.
+    async fn take_down(&self, id: &str) {
+        let d = self.inner.deployments.remove(id);
+        self.retire(d).await;
+        instances::stop_recorded(&self.inner.backend, &self.inner.store, id).await;
+    }
+
+    /// Puts a loaded deployment in service (retiring the one it replaces), unless the
+    /// service stopped serving meanwhile (a stop or a delete that came while it loaded, and
+    /// removed nothing): checked after the put, so whichever comes last of the put and a
+    /// stop's removal, no deployment of a service that does not serve stays.
     async fn install(&self, d: Deployment) -> anyhow::Result<()> {
         let id = d.service_id.clone();
-        self.inner.deployments.put(d);
+        let old = self.inner.deployments.put(d);
+        self.retire(old).await;
         let mut conn = self.inner.store.pool.acquire().await?;
         let status = crate::store::transition::status_of::<ServiceStatus>(&mut conn, &id).await?;
+        drop(conn);
         if !status.is_some_and(|s| SERVING.contains(&s)) {
-            self.inner.deployments.remove(&id);
+            let d = self.inner.deployments.remove(&id);
+            self.retire(d).await;
+        } else if let Some(d) = self.inner.deployments.get(&id)
+            && d.health().is_err()
+        {
+            // An instance left the rotation while the deployment was being put in place.
+            self.health_changed(&id).await;
         }
         Ok(())
     }
@@ -868,10 +1152,21 @@ impl Services {
         Ok(())
     }
 
-    /// A service that served before the gateway restarted: loaded again, or FAILED.
+    /// A service that served before the gateway restarted: loaded again (its engine
+    /// instances that still run are re-attached to), or FAILED.
     async fn reload(&self, s: ServiceRow) {
+        let started = Started::default();
         let loaded = match decode(&s) {
-            Ok(spec) => self.load(&s.id, &spec).await,
+            Ok(spec) => {
+                let limit = Duration::from_secs(u64::from(spec.timeout_minutes) * 60);
+                match tokio::time::timeout(limit, self.load(&s.id, &spec, true, &started)).await {
+                    Ok(r) => r.map_err(|e| e.why().to_owned()),
+                    Err(_) => Err(format!(
+                        "its instances were not up again within the deploy timeout ({} minutes)",
+                        spec.timeout_minutes
+                    )),
+                }
+            }
             Err(e) => Err(Error::from(e).message),
         };
         match loaded {
@@ -881,6 +1176,8 @@ impl Services {
                 }
             }
             Err(why) => {
+                self.retire_started(&started).await;
+                instances::stop_recorded(&self.inner.backend, &self.inner.store, &s.id).await;
                 let event = Row::filled(&s.id, None, ServiceEvent::Failed, &[&s.name, &why]);
                 if let Err(e) = self.fail(&s.id, SERVING, &why, event).await {
                     tracing::error!(service = %s.id, error = ?e, "recording a failed reload failed");
@@ -984,7 +1281,7 @@ impl Services {
         who: &Principal,
         key: &str,
         request: inf::Request,
-    ) -> Result<call::Answer, (call::CallError, Option<(String, String)>)> {
+    ) -> Result<call::Answer, CallFailure> {
         let Some(d) = self.deployed(who, key) else {
             // Not deployed: say why, if it is theirs.
             return Err((
@@ -1013,13 +1310,125 @@ impl Services {
     pub fn metadata(&self, who: &Principal, key: &str) -> Option<serde_json::Value> {
         let d = self.deployed(who, key)?;
         let v = d.versions.first()?;
-        Some(serde_json::json!({
-            "name": d.name,
-            "versions": d.versions.iter().map(|v| v.spec.version.clone()).collect::<Vec<_>>(),
-            "platform": "onnxruntime",
-            "inputs": tensors::v2_metadata(v.model.inputs()),
-            "outputs": tensors::v2_metadata(v.model.outputs()),
-        }))
+        let versions: Vec<String> = d.versions.iter().map(|v| v.spec.version.clone()).collect();
+        Some(match v.onnx() {
+            Some(model) => serde_json::json!({
+                "name": d.name,
+                "versions": versions,
+                "platform": "onnxruntime",
+                "inputs": tensors::v2_metadata(model.inputs()),
+                "outputs": tensors::v2_metadata(model.outputs()),
+            }),
+            // A container engine describes its own inputs, if it speaks the protocol.
+            None => serde_json::json!({
+                "name": d.name,
+                "versions": versions,
+                "platform": "custom",
+                "inputs": [],
+                "outputs": [],
+            }),
+        })
+    }
+
+    /// Where a call to a service whose versions run on container or process engines goes:
+    /// the traffic limit, a version by the weights, a ready instance of it in turn. `None`:
+    /// the service runs on the built-in engine (`call`). The error comes with the service
+    /// and model it was for, as `call`'s.
+    pub fn proxy_target(
+        &self,
+        who: &Principal,
+        key: &str,
+    ) -> Result<Option<call::ProxyTarget>, CallFailure> {
+        let Some(d) = self.deployed(who, key) else {
+            return Ok(None);
+        };
+        if d.versions.iter().all(|v| v.pool().is_none()) {
+            return Ok(None);
+        }
+        call::proxy_target(&d)
+            .map(Some)
+            .map_err(|(e, model)| (e, Some((d.service_id.clone(), model.unwrap_or_default()))))
+    }
+
+    /// A service's instances: its engine instances, or the built-in engine's sessions.
+    pub async fn instances(
+        &self,
+        who: &Principal,
+        key: &str,
+    ) -> Result<Vec<instances::InstanceView>, ServiceError> {
+        let s = self.find(who, key).await?;
+        let Some(d) = self.inner.deployments.get(&s.id) else {
+            return Ok(Vec::new());
+        };
+        Ok(d.versions
+            .iter()
+            .flat_map(|v| match &v.engine {
+                Engine::Instances(p) => p.views(),
+                Engine::Builtin(_) => (0..v.spec.instances)
+                    .map(|i| instances::InstanceView {
+                        id: format!("{}-{i}", v.spec.version_id),
+                        model: v.spec.model.clone(),
+                        version: v.spec.version.clone(),
+                        engine: "built-in",
+                        phase: instances::Phase::Ready,
+                        restarts: 0,
+                        error: None,
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Deletes one engine instance of a serving service: a new one takes its place (the
+    /// seed's Instance tab).
+    pub async fn delete_instance(
+        &self,
+        who: &Principal,
+        key: &str,
+        instance: &str,
+    ) -> Result<(), ServiceError> {
+        let s = self.find(who, key).await?;
+        let d = self.inner.deployments.get(&s.id).ok_or_else(|| {
+            ServiceError::Conflict(format!(
+                "service {} is {}; its instances can be deleted while it is RUNNING or ALARM",
+                s.name, s.status
+            ))
+        })?;
+        for v in &d.versions {
+            match &v.engine {
+                Engine::Instances(p) if p.replace(instance) => {
+                    let mut tx = self.inner.store.write().await?;
+                    audit::record(
+                        &mut tx,
+                        &who.name,
+                        Action::DeleteServiceInstance,
+                        target(&s),
+                        "accepted",
+                        Some(instance),
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                Engine::Builtin(_) if instance.starts_with(&v.spec.version_id) => {
+                    return Err(ServiceError::Conflict(format!(
+                        "instance {instance} is a session of the built-in engine, in the gateway's process; restart the service to load it again"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Err(ServiceError::NotFound(format!(
+            "service {} has no instance {instance}",
+            s.name
+        )))
+    }
+}
+
+fn engine_word(e: spec::EngineKind) -> &'static str {
+    match e {
+        spec::EngineKind::Builtin => "built-in",
+        spec::EngineKind::Container => "container or process",
     }
 }
 

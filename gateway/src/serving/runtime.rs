@@ -46,11 +46,37 @@ impl Engines {
     }
 }
 
+/// What runs a version's model.
+pub enum Engine {
+    /// The built-in ONNX engine, in the gateway's process.
+    Builtin(Arc<OnnxModel>),
+    /// Instances of a container or process engine, called over HTTP.
+    Instances(Arc<super::instances::Pool>),
+}
+
 /// One model version as a deployed service runs it.
 pub struct Served {
     pub spec: VersionSpec,
-    pub model: Arc<OnnxModel>,
+    pub engine: Engine,
     pub processor: Option<PluginRef>,
+}
+
+impl Served {
+    /// The built-in engine's model, when the version runs there.
+    pub fn onnx(&self) -> Option<&Arc<OnnxModel>> {
+        match &self.engine {
+            Engine::Builtin(m) => Some(m),
+            Engine::Instances(_) => None,
+        }
+    }
+
+    /// The version's engine instances, when it runs on a container or process engine.
+    pub fn pool(&self) -> Option<&Arc<super::instances::Pool>> {
+        match &self.engine {
+            Engine::Instances(p) => Some(p),
+            Engine::Builtin(_) => None,
+        }
+    }
 }
 
 /// A deployed service.
@@ -64,6 +90,47 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    pub fn new(
+        service_id: &str,
+        name: &str,
+        owner_id: &str,
+        spec: &ServiceSpec,
+        versions: Vec<Served>,
+    ) -> Deployment {
+        Deployment {
+            service_id: service_id.to_string(),
+            name: name.to_string(),
+            owner_id: owner_id.to_string(),
+            limiter: spec.traffic_limit.map(Limiter::new),
+            spec: spec.clone(),
+            versions,
+        }
+    }
+
+    /// Stops the supervisors of its engine instances (the instances themselves are stopped
+    /// through the store: `instances::stop_recorded`).
+    pub async fn halt(&self) {
+        for v in &self.versions {
+            if let Some(p) = v.pool() {
+                p.halt().await;
+            }
+        }
+    }
+
+    /// Whether every engine instance is in the rotation, and if not, why.
+    pub fn health(&self) -> Result<(), String> {
+        for v in &self.versions {
+            if let Some(p) = v.pool()
+                && !p.all_ready()
+            {
+                return Err(p
+                    .trouble()
+                    .unwrap_or_else(|| "an instance is not ready".into()));
+            }
+        }
+        Ok(())
+    }
+
     /// The version a call goes to: by the versions' weights.
     pub fn pick(&self, roll: u32) -> &Served {
         let mut acc = 0;
@@ -123,10 +190,12 @@ impl Deployments {
         self.0.read().ok().and_then(|m| m.get(id).cloned())
     }
 
-    pub fn put(&self, d: Deployment) {
-        if let Ok(mut m) = self.0.write() {
-            m.insert(d.service_id.clone(), Arc::new(d));
-        }
+    /// Puts `d` in place; returns the deployment it replaces.
+    pub fn put(&self, d: Deployment) -> Option<Arc<Deployment>> {
+        self.0
+            .write()
+            .ok()
+            .and_then(|mut m| m.insert(d.service_id.clone(), Arc::new(d)))
     }
 
     /// An owner's deployed service by name.
@@ -151,56 +220,39 @@ pub struct VersionFiles {
     pub tree: PathBuf,
 }
 
-/// Loads a service's versions: the model into the built-in engine (one session per
-/// instance), the processor (registered again from the model store, which compiles nothing
-/// when the host has it). Blocking (model loads); the error says which version failed and
-/// why.
-pub fn load(
+/// Whether a version runs on the built-in engine (ONNX models) or on a container or process
+/// engine (everything else: images, PyTorch, TensorFlow, …).
+pub fn runs_builtin(view: &VersionView) -> bool {
+    view.model_config.as_ref().map(|c| c.model_type()) == Some(ModelType::Onnx)
+}
+
+/// Loads one version on the built-in engine: the model (one session per instance), the
+/// processor (registered again from the model store, which compiles nothing when the host
+/// has it). Blocking (model loads); the error says which version failed and why.
+pub fn load_builtin(
     engines: &Engines,
     host: &Arc<Host>,
-    service_id: &str,
-    name: &str,
-    owner_id: &str,
-    spec: &ServiceSpec,
-    files: Vec<VersionFiles>,
-) -> Result<Deployment, String> {
-    let mut versions = Vec::with_capacity(files.len());
-    for f in files {
-        let label = format!("model {} {}", f.spec.model, f.spec.version);
-        let model_type = f.view.model_config.as_ref().map(|c| c.model_type());
-        if model_type != Some(ModelType::Onnx) {
-            return Err(format!(
-                "{label} is a {} model; the gateway serves ONNX models (model_type \"ONNX\") on its built-in engine, and container engines for other types are not available yet",
-                model_type.map_or("container image", |t| t.as_str())
-            ));
-        }
-        let onnx = engines.onnx()?;
-        let model_dir = f.tree.join("model");
-        let file = onnx_file(&f.tree)
-            .ok_or_else(|| format!("{label}: no .onnx file in the model store"))?;
-        let options = ModelOptions {
-            sessions: f.spec.instances as usize,
-            ..ModelOptions::default()
-        };
-        let model =
-            OnnxModel::load(onnx, file.as_path(), &options).map_err(|e| format!("{label}: {e}"))?;
-        let processor = match &f.view.processor {
-            Some(info) => Some(processor_ref(host, &f.spec.version_id, info, &model_dir)?),
-            None => None,
-        };
-        versions.push(Served {
-            spec: f.spec,
-            model: Arc::new(model),
-            processor,
-        });
-    }
-    Ok(Deployment {
-        service_id: service_id.to_string(),
-        name: name.to_string(),
-        owner_id: owner_id.to_string(),
-        limiter: spec.traffic_limit.map(Limiter::new),
-        spec: spec.clone(),
-        versions,
+    f: VersionFiles,
+) -> Result<Served, String> {
+    let label = format!("model {} {}", f.spec.model, f.spec.version);
+    let onnx = engines.onnx()?;
+    let model_dir = f.tree.join("model");
+    let file =
+        onnx_file(&f.tree).ok_or_else(|| format!("{label}: no .onnx file in the model store"))?;
+    let options = ModelOptions {
+        sessions: f.spec.instances as usize,
+        ..ModelOptions::default()
+    };
+    let model =
+        OnnxModel::load(onnx, file.as_path(), &options).map_err(|e| format!("{label}: {e}"))?;
+    let processor = match &f.view.processor {
+        Some(info) => Some(processor_ref(host, &f.spec.version_id, info, &model_dir)?),
+        None => None,
+    };
+    Ok(Served {
+        spec: f.spec,
+        engine: Engine::Builtin(Arc::new(model)),
+        processor,
     })
 }
 

@@ -77,6 +77,10 @@ pub struct ModelChoice {
     pub instances: Option<u32>,
     #[serde(default)]
     pub envs: BTreeMap<String, String>,
+    /// The flavor of each instance (a container or process engine's); the gateway's default
+    /// flavor when absent. Built-in engine versions run in the gateway's process.
+    #[serde(default)]
+    pub flavor: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +118,24 @@ pub struct VersionSpec {
     pub weight: u32,
     pub instances: u32,
     pub envs: BTreeMap<String, String>,
+    /// `builtin` (ONNX, in the gateway) or `container` (a container or process engine).
+    #[serde(default)]
+    pub engine: EngineKind,
+    /// The instances' flavor (container and process engines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+}
+
+/// Where a version runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// The built-in ONNX engine, in the gateway's process.
+    #[default]
+    Builtin,
+    /// A container (docker backend) or process (process backend) engine: the model's own
+    /// server on port 8080.
+    Container,
 }
 
 /// Service names: 1-64 of `A-Z a-z 0-9 - _`, starting with a letter or digit.
@@ -248,6 +270,7 @@ mod tests {
             weight,
             instances: None,
             envs: BTreeMap::new(),
+            flavor: None,
         }
     }
 

@@ -45,6 +45,7 @@ pub enum Action {
     RestartService,
     UpdateService,
     DeleteService,
+    DeleteServiceInstance,
 }
 
 impl Action {
@@ -87,6 +88,7 @@ impl Action {
             Action::RestartService => "restartService",
             Action::UpdateService => "updateService",
             Action::DeleteService => "deleteService",
+            Action::DeleteServiceInstance => "deleteServiceInstance",
         }
     }
 }

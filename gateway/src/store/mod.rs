@@ -23,6 +23,7 @@ pub mod notebooks;
 pub mod operations;
 pub mod plugins;
 pub mod resource_events;
+pub mod service_instances;
 pub mod services;
 pub mod storage_connections;
 pub mod transition;

@@ -172,3 +172,23 @@ impl Remote {
         }
     }
 }
+
+/// The engine relay ([`crate::spec::ForwardSpec`]): every connection to `listener` is
+/// relayed to `127.0.0.1:port` here, inside the instance; one that cannot connect (the
+/// engine is not listening yet) is closed at once, which the gateway's probes read as "not
+/// up".
+pub async fn relay_port(listener: UnixListener, port: u16) {
+    loop {
+        let Ok((mut local, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect("127.0.0.1", port)).await;
+            if let Ok(Ok(mut tcp)) = connected {
+                let _ = tcp.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut local, &mut tcp).await;
+            }
+        });
+    }
+}

@@ -140,35 +140,44 @@ fn bind_long(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     std::os::unix::net::UnixListener::bind(short)
 }
 
-/// Binds the agent's socket and serves it on a thread of its own. Call it after the
-/// supervisor blocked its signals (the agent's threads inherit the mask, so SIGCHLD keeps
-/// going to the reaper).
+/// Binds the agent's socket (and the engine relay's, [`Spec::forward`]) and serves them on
+/// a thread of its own. Call it after the supervisor blocked its signals (the agent's
+/// threads inherit the mask, so SIGCHLD keeps going to the reaper).
 pub fn start(spec: &Spec) -> Result<()> {
-    let Some(ssh) = &spec.ssh else {
-        return Ok(());
+    let ssh = match &spec.ssh {
+        None => None,
+        Some(ssh) => {
+            let key = PublicKey::from_openssh(ssh.authorized_key.trim())
+                .context("ssh.authorized_key is not an OpenSSH public key")?;
+            let listener = bind(&ssh.socket)?;
+            let ctx = Arc::new(Ctx {
+                env: spec.env.clone(),
+                cwd: spec.cwd.clone(),
+                shell: pick_shell(ssh, &spec.env),
+                file_socket: ssh.file_socket.clone(),
+            });
+            let config = Arc::new(russh::server::Config {
+                server_id: russh::SshId::Standard("SSH-2.0-AtelierNotebookAgent".into()),
+                methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
+                auth_rejection_time: Duration::from_millis(100),
+                auth_rejection_time_initial: Some(Duration::ZERO),
+                keys: vec![host_key()?],
+                preferred: preferred(),
+                inactivity_timeout: None,
+                keepalive_interval: None,
+                channel_buffer_size: 256,
+                ..Default::default()
+            });
+            Some((listener, ssh.socket.clone(), config, ctx, key))
+        }
     };
-    let key = PublicKey::from_openssh(ssh.authorized_key.trim())
-        .context("ssh.authorized_key is not an OpenSSH public key")?;
-    let listener = bind(&ssh.socket)?;
-    let ctx = Arc::new(Ctx {
-        env: spec.env.clone(),
-        cwd: spec.cwd.clone(),
-        shell: pick_shell(ssh, &spec.env),
-        file_socket: ssh.file_socket.clone(),
-    });
-    let config = Arc::new(russh::server::Config {
-        server_id: russh::SshId::Standard("SSH-2.0-AtelierNotebookAgent".into()),
-        methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
-        auth_rejection_time: Duration::from_millis(100),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: vec![host_key()?],
-        preferred: preferred(),
-        inactivity_timeout: None,
-        keepalive_interval: None,
-        channel_buffer_size: 256,
-        ..Default::default()
-    });
-    let socket = ssh.socket.clone();
+    let relay = match &spec.forward {
+        None => None,
+        Some(f) => Some((bind(&f.socket)?, f.clone())),
+    };
+    if ssh.is_none() && relay.is_none() {
+        return Ok(());
+    }
     std::thread::Builder::new()
         .name("ssh-agent".into())
         .spawn(move || {
@@ -185,6 +194,19 @@ pub fn start(spec: &Spec) -> Result<()> {
                 }
             };
             runtime.block_on(async move {
+                if let Some((listener, f)) = relay {
+                    match tokio::net::UnixListener::from_std(listener) {
+                        Ok(l) => {
+                            log!("relaying {} to 127.0.0.1:{}", f.socket.display(), f.port);
+                            tokio::spawn(forward::relay_port(l, f.port));
+                        }
+                        Err(e) => log!("the engine relay cannot use its socket: {e}"),
+                    }
+                }
+                let Some((listener, socket, config, ctx, key)) = ssh else {
+                    std::future::pending::<()>().await;
+                    return;
+                };
                 let listener = match tokio::net::UnixListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => {

@@ -1,4 +1,5 @@
-//! HTTP/1 connections from the gateway to notebook servers.
+//! HTTP/1 connections from the gateway to the servers behind it: notebook servers (the
+//! notebook proxy, `proxy/`) and model engines (`api/engine_proxy.rs`).
 //!
 //! Each downstream (browser or client) connection keeps its own small set of upstream
 //! connections, and the task that serves the downstream connection also drives them
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use crate::routing::Endpoint;
 use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, header};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
@@ -320,6 +322,62 @@ impl<F> Drop for Driven<F> {
         {
             wakers.remove(&id);
         }
+    }
+}
+
+/// Whether the request asks to switch protocols (a WebSocket).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+const HOP_BY_HOP: [header::HeaderName; 6] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), and those the `Connection` header names;
+/// `keep_upgrade` keeps `Connection` and `Upgrade` for an upgrade.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass to find what is there (usually little or nothing), then remove just that.
+    let mut doomed: Vec<header::HeaderName> = Vec::new();
+    // Headers that the Connection header names are hop-by-hop too.
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for token in v.split(',').map(str::trim) {
+            // The usual values name no header ("keep-alive" is removed below anyway).
+            let usual = ["", "upgrade", "keep-alive", "close"];
+            if !usual.iter().any(|u| token.eq_ignore_ascii_case(u))
+                && let Ok(name) = header::HeaderName::from_bytes(token.as_bytes())
+            {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in headers.keys() {
+        let strip = HOP_BY_HOP[1..].contains(name)
+            || name.as_str() == "keep-alive"
+            || (!keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE));
+        if strip {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 

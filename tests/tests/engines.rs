@@ -1,0 +1,531 @@
+//! Models served by a container or process engine (spec/inference.md §2.5, §2.7, §2.12,
+//! §3.2, §5 items 21, 27-29, 32-35): the model's own HTTP server on port 8080
+//! (tests/fixtures/echo-engine/server.py) with its files at /home/mind/model, started by the
+//! backend under the runtime, probed by the gateway, and called through `/v1/infers/{id}/…`
+//! with the body, SSE and WebSocket passed through.
+
+use std::path::Path;
+use std::time::Duration;
+
+use atelier_tests::plugins::repo_root;
+use atelier_tests::s3::S3Server;
+use atelier_tests::{Api, Gateway, eventually};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const WAIT: Duration = Duration::from_secs(180);
+
+/// A model package whose engine is the echo server, with `health` in its config.
+fn echo_package(dir: &Path, health: Option<Value>) {
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let mut config = json!({"model_algorithm": "echo", "model_type": "PyTorch"});
+    if let Some(h) = health {
+        config["health"] = h;
+    }
+    std::fs::write(
+        model.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo_root().join("tests/fixtures/echo-engine/server.py"),
+        model.join("server.py"),
+    )
+    .unwrap();
+    std::fs::write(model.join("weights.bin"), b"not really weights").unwrap();
+}
+
+fn health(period: u32, failures: u32) -> Value {
+    json!({"check_method": "HTTP", "url": "/health", "protocol": "http",
+           "period_seconds": period, "failure_threshold": failures})
+}
+
+async fn import(api: &Api, name: &str, folder: &str) {
+    let r = api
+        .post(
+            "/v1/models",
+            json!({"name": name,
+                   "source": {"type": "obs", "connection": "local",
+                              "path": format!("obs://models/{folder}/")},
+                   "start_command": "python3 /home/mind/model/server.py"}),
+        )
+        .await;
+    r.expect_status(202);
+    let v = eventually("the import", WAIT, || async {
+        let v = api.get(&format!("/v1/models/{name}/versions/0.0.1")).await;
+        let v = v.expect_status(200).clone();
+        (v["status"] != "IMPORTING").then_some(v)
+    })
+    .await;
+    assert_eq!(v["status"], "NORMAL", "{v}");
+}
+
+async fn deploy(api: &Api, name: &str, model: &str, extra: Value) -> String {
+    let mut body = json!({"name": name, "models": [{"model": model, "version": "0.0.1"}]});
+    for (k, v) in extra.as_object().unwrap() {
+        if k == "model" {
+            for (mk, mv) in v.as_object().unwrap() {
+                body["models"][0][mk] = mv.clone();
+            }
+        } else {
+            body[k] = v.clone();
+        }
+    }
+    let r = api.post("/v1/services", body).await;
+    r.expect_status(202)["id"].as_str().unwrap().to_string()
+}
+
+async fn wait_service(api: &Api, id: &str, want: &str) -> Value {
+    atelier_tests::wait_for_status(api, &format!("/v1/services/{id}"), want, WAIT).await
+}
+
+async fn event_texts(api: &Api, id: &str) -> Vec<String> {
+    atelier_tests::event_texts_at(api, &format!("/v1/services/{id}/events")).await
+}
+
+async fn instances(api: &Api, id: &str) -> Vec<Value> {
+    let r = api.get(&format!("/v1/services/{id}/instances")).await;
+    r.expect_status(200)["items"].as_array().unwrap().clone()
+}
+
+/// The instances once all are READY, with their ids.
+async fn ready_instances(api: &Api, id: &str) -> Vec<Value> {
+    eventually("every instance READY", WAIT, || async {
+        let all = instances(api, id).await;
+        all.iter()
+            .all(|i| i["phase"] == "READY")
+            .then_some(all.clone())
+    })
+    .await
+}
+
+async fn whoami(api: &Api, id: &str) -> Value {
+    let r = api.get(&format!("/v1/infers/{id}/whoami")).await;
+    r.expect_status(200).clone()
+}
+
+struct Setup {
+    _s3: S3Server,
+    gw: Gateway,
+    token: String,
+}
+
+async fn setup() -> Setup {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("models");
+    echo_package(&bucket.join("plain"), None);
+    echo_package(&bucket.join("checked"), Some(health(1, 2)));
+    let gw = Gateway::start().await;
+    let token = gw.create_user("alice").await;
+    s3.connect(&gw.api(&token), "local").await;
+    Setup { _s3: s3, gw, token }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_engine_serves_its_model_and_calls_pass_through() {
+    let Setup { _s3, mut gw, token } = setup().await;
+    if !gw.sandboxed() {
+        eprintln!("skipping: model engines need the process backend's sandbox");
+        return;
+    }
+    let api = gw.api(&token);
+    import(&api, "echo", "plain").await;
+    let id = deploy(
+        &api,
+        "echo-svc",
+        "echo",
+        json!({"call_timeout_seconds": 1, "body_limit_mb": 1,
+               "model": {"envs": {"GREETING": "hello"}, "instances": 2}}),
+    )
+    .await;
+    wait_service(&api, &id, "RUNNING").await;
+    let first = ready_instances(&api, &id).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.iter().all(|i| i["engine"] == "process"), "{first:?}");
+
+    // The engine runs as ma-user with the model's files read-only at /home/mind/model and
+    // the service's variables.
+    let me = whoami(&api, &id).await;
+    assert_eq!(me["uid"], 1000, "{me}");
+    assert_eq!(me["gid"], 100, "{me}");
+    assert_eq!(me["greeting"], "hello", "{me}");
+    assert_eq!(
+        me["model_files"],
+        json!(["config.json", "server.py", "weights.bin"]),
+        "{me}"
+    );
+    // Calls go to both instances in turn.
+    let mut boots = std::collections::HashSet::new();
+    for _ in 0..6 {
+        boots.insert(whoami(&api, &id).await["boot"].to_string());
+    }
+    assert_eq!(boots.len(), 2, "{boots:?}");
+
+    // A sub-path reaches the engine as it is (the seed's apis[].url), with the query and
+    // the body; the caller's credentials do not.
+    let r = api
+        .send(
+            api.request(
+                reqwest::Method::POST,
+                &format!("/v1/infers/{id}/predictions/poetry?n=2"),
+            )
+            .header("x-auth-token", "leaked?")
+            .header("cookie", "atelier_session=secret")
+            .header("x-custom", "kept")
+            .json(&json!({"poem": "roses"})),
+        )
+        .await;
+    let echo = r.expect_status(200).clone();
+    assert_eq!(echo["path"], "/predictions/poetry?n=2", "{echo}");
+    assert_eq!(echo["body"], r#"{"poem":"roses"}"#, "{echo}");
+    let headers = echo["headers"].as_object().unwrap();
+    for secret in ["authorization", "x-auth-token", "cookie"] {
+        assert!(
+            !headers.contains_key(secret),
+            "{secret} reached the engine: {echo}"
+        );
+    }
+    assert_eq!(headers["x-custom"], "kept", "{echo}");
+    assert_eq!(r.header("x-model-version"), Some("0.0.1"));
+
+    // The body limit and the call timeout hold for proxied calls too.
+    let big = vec![b'x'; 1024 * 1024 + 1];
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, &format!("/v1/infers/{id}/upload"))
+                .body(big),
+        )
+        .await;
+    r.expect_error(413, "payload_too_large");
+    let r = api.get(&format!("/v1/infers/{id}/slow")).await;
+    assert_eq!(r.status, 504, "{}", r.text);
+
+    // Without a token: 401, and nothing reaches the engine.
+    let anon = gw.anon();
+    let r = anon.get(&format!("/v1/infers/{id}/whoami")).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    // Another user's call finds nothing.
+    let bob = gw.create_user("bob").await;
+    let r = gw.api(&bob).get(&format!("/v1/infers/{id}/whoami")).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+
+    // SSE passes through unbuffered: the first event arrives while the engine holds the
+    // rest back until told.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/infers/{id}/sse", gw.base()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/event-stream; charset=UTF-8"
+    );
+    let mut stream = resp.bytes_stream();
+    let first_chunk = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("the first event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first_chunk[..], b"data: 1\n\n");
+    // Released now (either instance holds a waiting stream; both are told, in turn).
+    for _ in 0..2 {
+        api.post(&format!("/v1/infers/{id}/sse-release"), json!({}))
+            .await
+            .expect_status(200);
+    }
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("the rest")
+    {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        "data: 2\n\ndata: 3\n\ndata: 4\n\ndata: 5\n\n"
+    );
+
+    // WebSocket: text and binary echoed; the handshake needs the token.
+    let url = format!("{}/v1/infers/{id}/ws", gw.base().replacen("http", "ws", 1));
+    let mut req = url.clone().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text("ping")).await.unwrap();
+    let got = ws.next().await.unwrap().unwrap();
+    assert_eq!(got, Message::text("ping"));
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    let got = ws.next().await.unwrap().unwrap();
+    assert_eq!(got, Message::binary(vec![1u8, 2, 3]));
+    drop(ws);
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 401)
+        }
+        other => panic!("a WebSocket without a token: {other:?}"),
+    }
+
+    // An engine that exits is restarted (a new instance in its place, counted).
+    let r = api.post(&format!("/v1/infers/{id}/crash"), json!({})).await;
+    assert!(r.status >= 500, "{}", r.text);
+    let after = eventually("a restarted instance", WAIT, || async {
+        let all = instances(&api, &id).await;
+        (all.iter().all(|i| i["phase"] == "READY")
+            && all
+                .iter()
+                .map(|i| i["restarts"].as_u64().unwrap())
+                .sum::<u64>()
+                == 1)
+            .then_some(all)
+    })
+    .await;
+    assert_eq!(after.len(), 2);
+
+    // Deleting an instance brings a new one (not counted as a restart).
+    let victim = after[0]["id"].as_str().unwrap().to_string();
+    api.delete(&format!("/v1/services/{id}/instances/{victim}"))
+        .await
+        .expect_status(202);
+    let replaced = eventually("a replacement", WAIT, || async {
+        let all = instances(&api, &id).await;
+        (all.iter()
+            .all(|i| i["phase"] == "READY" && i["id"] != victim.as_str()))
+        .then_some(all)
+    })
+    .await;
+    assert_eq!(replaced.len(), 2);
+    let r = api
+        .delete(&format!("/v1/services/{id}/instances/no-such"))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+
+    // A restarted gateway re-attaches to the instances that kept running.
+    let ids: Vec<String> = replaced
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    let boot = whoami(&api, &id).await["boot"].clone();
+    gw.restart().await;
+    let api = gw.api(&token);
+    wait_service(&api, &id, "RUNNING").await;
+    let again = ready_instances(&api, &id).await;
+    let mut again_ids: Vec<String> = again
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut ids = ids;
+    ids.sort();
+    again_ids.sort();
+    assert_eq!(again_ids, ids, "the same instances after a gateway restart");
+    let mut seen = false;
+    for _ in 0..4 {
+        seen |= whoami(&api, &id).await["boot"] == boot;
+    }
+    assert!(seen, "the instance that answered before still answers");
+
+    // A stop ends the instances; their directories go.
+    api.post_empty(&format!("/v1/services/{id}/stop"))
+        .await
+        .expect_status(200);
+    assert!(instances(&api, &id).await.is_empty());
+    let engines = gw.data_dir.join("engines");
+    let left: Vec<_> = std::fs::read_dir(&engines)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left after the stop: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_drive_abnormal_alarm_and_restarts() {
+    let Setup { _s3, gw, token } = setup().await;
+    if !gw.sandboxed() {
+        eprintln!("skipping: model engines need the process backend's sandbox");
+        return;
+    }
+    let api = gw.api(&token);
+    import(&api, "checked", "checked").await;
+
+    // /health fails from the start: after the most failures the service is ABNORMAL, with
+    // the seed's event, and nothing of it keeps running.
+    let bad = deploy(
+        &api,
+        "never-healthy",
+        "checked",
+        json!({"model": {"envs": {"FAIL_HEALTH": "1"}}}),
+    )
+    .await;
+    let s = wait_service(&api, &bad, "ABNORMAL").await;
+    assert!(
+        s["status_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("startup check failed 2 times"),
+        "{s}"
+    );
+    let texts = event_texts(&api, &bad).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t == "Failed to start service never-healthy."),
+        "{texts:?}"
+    );
+    assert!(instances(&api, &bad).await.is_empty());
+    // The seed's refusals: an ABNORMAL service is started, not restarted.
+    let r = api.post_empty(&format!("/v1/services/{bad}/restart")).await;
+    r.expect_error(409, "conflict");
+    api.delete(&format!("/v1/services/{bad}"))
+        .await
+        .expect_status(204);
+
+    // Healthy at first; once /health fails, the instance leaves the rotation (ALARM) and
+    // its liveness failures restart it; the new one is healthy (RUNNING again).
+    let id = deploy(&api, "checked-svc", "checked", json!({})).await;
+    wait_service(&api, &id, "RUNNING").await;
+    let before = ready_instances(&api, &id).await;
+    api.post(&format!("/v1/infers/{id}/unhealthy"), json!({}))
+        .await
+        .expect_status(200);
+    let after = eventually("the instance restarted", WAIT, || async {
+        let all = instances(&api, &id).await;
+        (all.len() == 1 && all[0]["restarts"] == 1 && all[0]["phase"] == "READY").then_some(all)
+    })
+    .await;
+    assert_ne!(after[0]["id"], before[0]["id"]);
+    wait_service(&api, &id, "RUNNING").await;
+    let texts = event_texts(&api, &id).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("Service checked-svc is unhealthy. Error: ")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t == "Service checked-svc recovered."),
+        "{texts:?}"
+    );
+    api.delete(&format!("/v1/services/{id}"))
+        .await
+        .expect_status(204);
+}
+
+/// The echo server as an image of its own, built once from the test notebook image (offline:
+/// the base is local); its reference.
+fn echo_image() -> String {
+    let (_, base) = atelier_tests::docker_env();
+    let server = std::fs::read(repo_root().join("tests/fixtures/echo-engine/server.py")).unwrap();
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&base, &server).hash(&mut h);
+        h.finish()
+    };
+    let tag = format!("localhost/atelier-echo-engine:{digest:016x}");
+    let present = std::process::Command::new("podman")
+        .args([
+            "--url",
+            &atelier_tests::docker_env().0,
+            "image",
+            "exists",
+            &tag,
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        let dir = std::env::temp_dir().join(format!("echo-engine-{}", atelier_tests::unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("server.py"), &server).unwrap();
+        std::fs::write(
+            dir.join("Containerfile"),
+            format!(
+                "FROM {base}\nCOPY server.py /opt/engine/server.py\nCMD [\"python3\", \"/opt/engine/server.py\"]\n"
+            ),
+        )
+        .unwrap();
+        atelier_tests::podman(&["build", "-t", &tag, &dir.to_string_lossy()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    tag
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_backend_runs_a_models_image_and_a_package_in_the_default_image() {
+    let image = echo_image();
+    let s3 = S3Server::start();
+    echo_package(&s3.bucket("models").join("plain"), None);
+    let gw = Gateway::start_docker("", &[]).await;
+    let token = gw.create_user("alice").await;
+    let api = gw.api(&token);
+    s3.connect(&api, "local").await;
+
+    // The model's own image, as the seed's custom engine: its CMD serves on 8080.
+    let config = json!({"model_algorithm": "echo", "model_type": "Image",
+                        "apis": [{"url": "/predictions/poetry", "method": "post"}],
+                        "health": health(1, 3)});
+    let r = api
+        .post(
+            "/v1/models",
+            json!({"name": "img", "config": config,
+                   "source": {"type": "image", "image": image}}),
+        )
+        .await;
+    r.expect_status(202);
+    eventually("the image model", WAIT, || async {
+        let v = api.get("/v1/models/img/versions/0.0.1").await;
+        (v.expect_status(200)["status"] == "NORMAL").then_some(())
+    })
+    .await;
+    let id = deploy(&api, "img-svc", "img", json!({})).await;
+    wait_service(&api, &id, "RUNNING").await;
+    let me = whoami(&api, &id).await;
+    assert_eq!(me["uid"], 1000, "{me}");
+    assert_eq!(me["gid"], 100, "{me}");
+    let r = api
+        .post(
+            &format!("/v1/infers/{id}/predictions/poetry"),
+            json!({"a": 1}),
+        )
+        .await;
+    let echo = r.expect_status(200).clone();
+    assert_eq!(echo["path"], "/predictions/poetry", "{echo}");
+    let all = ready_instances(&api, &id).await;
+    assert_eq!(all[0]["engine"], "docker", "{all:?}");
+    // The instance's container has no network of the host's.
+    let labels = format!("label=io.atelier.service={id}");
+    let listed = atelier_tests::podman(&[
+        "ps",
+        "--filter",
+        &labels,
+        "--format",
+        "{{.ID}} {{.Networks}}",
+    ]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(!listed.contains("podman"), "{listed}");
+
+    // A package with a start command runs in the default notebook image, its files at
+    // /home/mind/model.
+    import(&api, "echo", "plain").await;
+    let pkg = deploy(&api, "pkg-svc", "echo", json!({})).await;
+    wait_service(&api, &pkg, "RUNNING").await;
+    let me = whoami(&api, &pkg).await;
+    assert_eq!(
+        me["model_files"],
+        json!(["config.json", "server.py", "weights.bin"]),
+        "{me}"
+    );
+
+    // Stopped: the containers are gone.
+    for s in [&id, &pkg] {
+        api.post_empty(&format!("/v1/services/{s}/stop"))
+            .await
+            .expect_status(200);
+        let labels = format!("label=io.atelier.service={s}");
+        let left = atelier_tests::podman(&["ps", "-a", "--filter", &labels, "--format", "{{.ID}}"]);
+        assert!(left.trim().is_empty(), "left after the stop: {left}");
+    }
+}
