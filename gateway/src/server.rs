@@ -114,6 +114,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         clock: clock.clone(),
         hour_secs: settings.lease_hour_secs,
         metrics: metrics.inference(),
+        log: crate::serving::logs::ServiceLog::new(&settings.data_dir, clock.clone()),
     });
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {
@@ -185,6 +186,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
     loops.spawn(state.services.clone().auto_stop_loop(shutdown.clone()));
     loops.spawn(state.services.clone().retention_loop(shutdown.clone()));
+    loops.spawn(state.services.log().clone().run(shutdown.clone()));
     loops.close();
 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {

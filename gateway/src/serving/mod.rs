@@ -11,6 +11,7 @@
 //!                         ("Service x started.") | FAILED ("Service x failed. Error: …",
 //!                         "Service deployment timed out. Error: …")
 //! call ─► deployment (memory) ─► traffic limit ─► version by weight ─► call.rs
+//! each step's outcome, each failed call, each call's processor lines ─► logs/ (ServiceLog)
 //! ```
 //!
 //! Deployments live in the gateway's process: a gateway start deploys its RUNNING and
@@ -19,6 +20,7 @@
 //! started (the seed's default: 1 hour).
 
 pub mod call;
+pub mod logs;
 pub mod runtime;
 pub mod spec;
 pub mod tensors;
@@ -124,6 +126,7 @@ struct Inner {
     /// Seconds one hour of auto-stop lasts (3600; less in tests, as notebooks' leases).
     hour_secs: u64,
     metrics: crate::metrics::InferenceMetrics,
+    log: logs::ServiceLog,
 }
 
 pub struct ServicesParts {
@@ -136,6 +139,7 @@ pub struct ServicesParts {
     pub clock: Arc<dyn Clock>,
     pub hour_secs: u64,
     pub metrics: crate::metrics::InferenceMetrics,
+    pub log: logs::ServiceLog,
 }
 
 fn fmt_time(t: time::OffsetDateTime) -> String {
@@ -158,6 +162,7 @@ impl Services {
                 clock: p.clock,
                 hour_secs: p.hour_secs,
                 metrics: p.metrics,
+                log: p.log,
             }),
         }
     }
@@ -234,6 +239,8 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        let said = format!("deploy requested by {}: {}", who.name, versions_text(&spec));
+        self.inner.log.gateway(&id, &said);
         self.spawn_bring_up(id.clone());
         self.view_by_id(&id).await
     }
@@ -384,6 +391,27 @@ impl Services {
         Ok(resource_events::list(&mut conn, "service", &s.id, None, 1000).await?)
     }
 
+    /// The caller's service's log lines (`logs::LogParams`: window, query, limit).
+    pub async fn logs(
+        &self,
+        who: &Principal,
+        key: &str,
+        params: &logs::LogParams,
+    ) -> Result<logs::sources::Found, ServiceError> {
+        let s = self.find(who, key).await?;
+        let req = params
+            .check(self.inner.log.now_time())
+            .map_err(ServiceError::Invalid)?;
+        // A container engine adds its instances' output here.
+        let sources: Vec<_> = self.inner.log.own_source(&s.id).into_iter().collect();
+        Ok(self.inner.log.search(sources, req).await?)
+    }
+
+    /// The services' log (`server.rs` runs its writer).
+    pub fn log(&self) -> &logs::ServiceLog {
+        &self.inner.log
+    }
+
     async fn view_by_id(&self, id: &str) -> Result<ServiceView, ServiceError> {
         let mut conn = self.inner.store.pool.acquire().await?;
         let row = rows::by_id(&mut conn, id)
@@ -426,6 +454,8 @@ impl Services {
         rows::set_deploy_deadline(&mut tx, &s.id, Some(&deadline)).await?;
         rows::set_stop_at(&mut tx, &s.id, None).await?;
         tx.commit().await?;
+        let said = format!("{} requested by {}", op.verb(), who.name);
+        self.inner.log.gateway(&s.id, &said);
         self.inner.deployments.remove(&s.id);
         self.spawn_bring_up(s.id.clone());
         self.view_by_id(&s.id).await
@@ -442,6 +472,8 @@ impl Services {
             .request(&mut tx, ServiceOp::Stop, &s.name)
             .await?;
         tx.commit().await?;
+        let said = format!("stop requested by {}", who.name);
+        self.inner.log.gateway(&s.id, &said);
         self.finish_stop(&s.id).await?;
         self.view_by_id(&s.id).await
     }
@@ -456,6 +488,7 @@ impl Services {
         rows::set_stop_at(&mut tx, id, None).await?;
         rows::set_deploy_deadline(&mut tx, id, None).await?;
         tx.commit().await?;
+        self.inner.log.gateway(id, "stopped");
         Ok(())
     }
 
@@ -480,6 +513,9 @@ impl Services {
 
     async fn finish_delete(&self, id: &str) -> Result<(), ServiceError> {
         self.inner.deployments.remove(id);
+        if let Err(e) = self.inner.log.remove(id).await {
+            tracing::warn!(service = %id, error = %e, "removing a deleted service's logs failed");
+        }
         let mut tx = self.inner.store.write().await?;
         rows::delete(&mut tx, id).await?;
         operations::end::<ServiceStatus>(&mut tx, id).await?;
@@ -565,6 +601,8 @@ impl Services {
                 .request(&mut tx, ServiceOp::Update, &s.name)
                 .await?;
             tx.commit().await?;
+            let said = format!("update requested by {}: {}", who.name, versions_text(&new));
+            self.inner.log.gateway(&s.id, &said);
             let this = self.clone();
             let (id, previous) = (s.id.clone(), s.status);
             self.inner.tasks.spawn(async move {
@@ -616,6 +654,9 @@ impl Services {
                     if applied {
                         tx.commit().await?;
                         self.install(d).await?;
+                        self.inner
+                            .log
+                            .gateway(id, "updated: the new settings serve");
                     }
                 }
                 Err(why) => {
@@ -628,6 +669,8 @@ impl Services {
                         .await?;
                     if applied {
                         tx.commit().await?;
+                        let said = format!("update rolled back, the old settings serve: {why}");
+                        self.inner.log.gateway(id, &said);
                     }
                 }
             }
@@ -703,6 +746,8 @@ impl Services {
                             resource_events::record(&mut tx, &auto_stop).await?;
                             tx.commit().await?;
                             self.install(d).await?;
+                            let said = format!("RUNNING: {} loaded", versions_text(&spec));
+                            self.inner.log.gateway(id, &said);
                         }
                     }
                     Ok(Err(why)) => {
@@ -744,6 +789,7 @@ impl Services {
             .await?;
         if applied {
             tx.commit().await?;
+            self.inner.log.gateway(id, &format!("FAILED: {why}"));
         }
         Ok(())
     }
@@ -879,6 +925,9 @@ impl Services {
                 if let Err(e) = self.install(d).await {
                     tracing::error!(service = %s.id, error = ?e, "installing a reloaded service failed");
                 }
+                self.inner
+                    .log
+                    .gateway(&s.id, "loaded again at the gateway's start");
             }
             Err(why) => {
                 let event = Row::filled(&s.id, None, ServiceEvent::Failed, &[&s.name, &why]);
@@ -950,6 +999,8 @@ impl Services {
                 .await?;
             if applied {
                 tx.commit().await?;
+                let said = "auto-stop: the service's stop time passed";
+                self.inner.log.gateway(&s.id, said);
                 if let Err(e) = self.finish_stop(&s.id).await {
                     tracing::warn!(service = %s.id, error = %Error::from(e), "an auto-stop failed");
                 }
@@ -999,7 +1050,7 @@ impl Services {
             ));
         };
         let id = d.service_id.clone();
-        call::call(&self.inner.host, d, request)
+        call::call(&self.inner.host, d, request, &self.inner.log)
             .await
             .map_err(|(e, model)| (e, Some((id, model.unwrap_or_default()))))
     }
@@ -1021,6 +1072,15 @@ impl Services {
             "outputs": tensors::v2_metadata(v.model.outputs()),
         }))
     }
+}
+
+/// `model iris 0.0.1 (100%), …`, for the log.
+fn versions_text(spec: &ServiceSpec) -> String {
+    spec.models
+        .iter()
+        .map(|m| format!("model {} {} ({}%)", m.model, m.version, m.weight))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn target(s: &ServiceRow) -> Target<'_> {
