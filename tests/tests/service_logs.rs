@@ -42,7 +42,7 @@ async fn a_services_log_says_what_happened_and_is_searched_the_seeds_way() {
     hostile_package(&s3.bucket("models").join("hostile")).await;
     broken_package(&s3.bucket("models").join("broken")).await;
 
-    let gw = gateway(&[]).await;
+    let mut gw = gateway(&[]).await;
     let token = gw.create_user("alice").await;
     let api = gw.api(&token);
     let bob = gw.api(&gw.create_user("bob").await);
@@ -213,6 +213,14 @@ async fn a_services_log_says_what_happened_and_is_searched_the_seeds_way() {
         ),
         "{t:?}"
     );
+
+    // The log outlives the gateway: after a graceful restart every line is there, and the
+    // service says it was loaded again.
+    let before = logs(&api, &id, "since=1h").await["lines"].clone();
+    gw.restart().await;
+    let v = once_logged(&api, &id, "loaded again at the gateway's start").await;
+    let after = v["lines"].as_array().unwrap();
+    assert_eq!(after[..after.len() - 1], before.as_array().unwrap()[..]);
 
     // The CLI prints the lines.
     let out = gw
