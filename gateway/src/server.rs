@@ -117,6 +117,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         metrics: metrics.inference(),
         backend: lifecycle.backend().clone(),
         flavors: settings.flavors.clone(),
+        log: crate::serving::logs::ServiceLog::new(&settings.data_dir, clock.clone()),
     });
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {
@@ -188,6 +189,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
     loops.spawn(state.services.clone().auto_stop_loop(shutdown.clone()));
     loops.spawn(state.services.clone().retention_loop(shutdown.clone()));
+    loops.spawn(state.services.log().clone().run(shutdown.clone()));
     loops.close();
 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {

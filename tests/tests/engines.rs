@@ -202,6 +202,28 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
     r.expect_error(413, "payload_too_large");
     let r = api.get(&format!("/v1/infers/{id}/slow")).await;
     assert_eq!(r.status, 504, "{}", r.text);
+    // The service's log has what the engine printed and the call the gateway failed.
+    let logs = eventually("the engine's lines in the service's log", WAIT, || async {
+        let r = api
+            .get(&format!(
+                "/v1/services/{id}/logs?since=1h&q=listening%20OR%20timed_out"
+            ))
+            .await;
+        let lines = r.expect_status(200)["lines"].as_array().unwrap().clone();
+        let engine = lines.iter().any(|l| {
+            l["source"] == "engine"
+                && l["text"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("engine: listening on 8080")
+        });
+        let failed = lines
+            .iter()
+            .any(|l| l["source"] == "gateway" && l["text"].as_str().unwrap().contains("timed_out"));
+        (engine && failed).then_some(lines)
+    })
+    .await;
+    assert!(!logs.is_empty());
 
     // Without a token: 401, and nothing reaches the engine.
     let anon = gw.anon();

@@ -52,12 +52,21 @@ pub async fn forward(
             started.elapsed().as_secs_f64(),
         );
     };
+    // A call the gateway failed goes to the service's log (the engine logs its own).
+    let failed = |e: ApiError| {
+        let at = format!("{} {}", target.model, target.version);
+        state
+            .services
+            .log()
+            .call_failed(&target.service_id, e.code, &e.message, Some(&at));
+        e
+    };
     let Some((endpoint, _)) = Endpoint::of(&target.endpoint) else {
         record(502);
-        return Err(ApiError::unavailable(format!(
+        return Err(failed(ApiError::unavailable(format!(
             "service {}'s instance cannot be reached",
             target.service
-        )));
+        ))));
     };
     let home = parts.extensions.get::<ConnUpstreams>().cloned();
     let upgrade = upstream::is_upgrade(&parts.headers);
@@ -103,28 +112,28 @@ pub async fn forward(
         Ok(Err(e)) => {
             if too_large(&e) {
                 record(413);
-                return Err(ApiError::too_large(format!(
+                return Err(failed(ApiError::too_large(format!(
                     "the request body is larger than service {}'s body limit ({limit} bytes; body_limit_mb)",
                     target.service
-                )));
+                ))));
             }
             tracing::warn!(service = %target.service_id, error = %e, "an engine instance did not answer");
             record(502);
-            return Err(ApiError::unavailable(format!(
+            return Err(failed(ApiError::unavailable(format!(
                 "service {}'s instance did not answer: {e}",
                 target.service
-            )));
+            ))));
         }
         Err(_) => {
             record(504);
-            return Err(ApiError::of(
+            return Err(failed(ApiError::of(
                 crate::error::Kind::TimedOut,
                 format!(
                     "the call took longer than {} s (service {}'s call timeout, call_timeout_seconds)",
                     target.timeout.as_secs_f64(),
                     target.service
                 ),
-            ));
+            )));
         }
     };
     record(resp.status().as_u16());

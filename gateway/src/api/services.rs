@@ -1,9 +1,11 @@
 //! `/v1/services`: real-time services (`crate::serving::Services`). A service is named by
 //! its id or, for its owner, its name. Calls go to `/v1/infers/{id}` (`api/infer.rs`).
+//! `…/logs` answers JSON, or plain text lines when the client accepts `text/plain`.
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
@@ -13,6 +15,7 @@ use crate::api::state::AppState;
 use crate::auth::Principal;
 use crate::serving::ServiceView;
 use crate::serving::instances::InstanceView;
+use crate::serving::logs::LogParams;
 use crate::serving::spec::{DeployService, UpdateService};
 use crate::store::resource_events::EventRecord;
 
@@ -27,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/services/{service}/stop", post(stop))
         .route("/v1/services/{service}/restart", post(restart))
         .route("/v1/services/{service}/events", get(events))
+        .route("/v1/services/{service}/logs", get(logs))
         .route("/v1/services/{service}/instances", get(instances))
         .route(
             "/v1/services/{service}/instances/{instance}",
@@ -141,4 +145,36 @@ async fn events(
 ) -> ApiResult<ApiJson<Items<EventRecord>>> {
     let items = state.services.events(&p, &service).await?;
     Ok(ApiJson(Items { items }))
+}
+
+/// Says that more lines matched than a logs answer holds, in the plain-text form.
+const TRUNCATED: &str = "atelier-truncated";
+
+async fn logs(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(service): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let found = state.services.logs(&p, &service, &q).await?;
+    let text = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/plain") && !v.contains("application/json"));
+    if !text {
+        return Ok(ApiJson(found).into_response());
+    }
+    let mut body = String::new();
+    for l in &found.lines {
+        // A line's own line breaks become indented continuation lines.
+        let shown = l.text.replace('\n', "\n    ");
+        body.push_str(&format!("{} {} {}\n", l.time, l.source, shown));
+    }
+    let mut r = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    if found.truncated {
+        r.headers_mut()
+            .insert(TRUNCATED, HeaderValue::from_static("true"));
+    }
+    Ok(r)
 }

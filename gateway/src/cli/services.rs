@@ -1,4 +1,4 @@
-//! `atelier service deploy|list|get|start|stop|restart|update|delete|events|instances|
+//! `atelier service deploy|list|get|start|stop|restart|update|delete|events|logs|instances|
 //! delete-instance|predict`: real-time services.
 
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ pub enum ServiceCommand {
     Delete(ServiceArg),
     /// A service's events.
     Events(ServiceArg),
+    /// A service's log lines (the gateway's, its processor's), oldest first.
+    Logs(LogsArgs),
     /// A service's instances (engine instances, or the built-in engine's sessions).
     Instances(ServiceArg),
     /// Delete an engine instance: a new one takes its place.
@@ -140,6 +142,24 @@ pub struct WaitArgs {
     /// Wait until it is RUNNING (or failed), at most this many seconds.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
     pub wait: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// The service (name or id).
+    pub service: String,
+    /// From: 5m, 30m, 1h (any <n>s|m|h|d back from now) or an RFC 3339 time [default: 5m].
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until (not included): an RFC 3339 time or a duration back from now.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only lines that match: words (AND), "a phrase", ? and * in a word, && || AND OR.
+    #[arg(long)]
+    pub q: Option<String>,
+    /// The newest this many lines [default: 1000, at most 10000].
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -394,6 +414,7 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
             out(&t.render());
             Ok(())
         }
+        ServiceCommand::Logs(a) => logs(ctx, a).await,
         ServiceCommand::Instances(a) => {
             let reply = ctx
                 .api
@@ -431,6 +452,49 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
         }
         ServiceCommand::Predict(a) => predict(ctx, a).await,
     }
+}
+
+async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<(), CliError> {
+    let mut query = Vec::new();
+    for (key, value) in [("since", a.since), ("until", a.until), ("q", a.q)] {
+        if let Some(v) = value {
+            query.push((key, v));
+        }
+    }
+    if let Some(n) = a.limit {
+        query.push(("limit", n.to_string()));
+    }
+    let reply = ctx
+        .api
+        .get(&["v1", SERVICES, &a.service, "logs"], &query)
+        .await?;
+    if ctx.json {
+        return print_json(&reply.raw, None);
+    }
+    let lines = reply
+        .value
+        .get("lines")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for l in &lines {
+        // A line's own line breaks: indented continuation lines.
+        let text = cell(l, "text");
+        let mut parts = text.split('\n');
+        let first = parts.next().unwrap_or_default();
+        let (time, source) = (cell(l, "time"), cell(l, "source"));
+        out(&sanitize(&format!("{time} {source} {first}")));
+        for more in parts {
+            out(&format!("    {}", sanitize(more)));
+        }
+    }
+    if reply.value.get("truncated") == Some(&Value::Bool(true)) {
+        err(&format!(
+            "(more lines matched: these are the newest {}; narrow --since, --until or --q, or raise --limit)",
+            lines.len()
+        ));
+    }
+    Ok(())
 }
 
 fn models_cell(s: &Value) -> String {

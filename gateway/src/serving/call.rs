@@ -12,6 +12,7 @@ use atelier_plugins::calls::ServingInfo;
 use atelier_plugins::{CallContext, CallError as PluginError, LimitKind};
 use rand::Rng;
 
+use super::logs::ServiceLog;
 use super::runtime::{Deployment, Served};
 use super::tensors;
 use crate::error::{DomainError, Error, Kind};
@@ -69,35 +70,45 @@ pub struct Answer {
 }
 
 /// Runs one call on a deployed service. An error comes with the model that was to answer
-/// (none when the call was refused before a version was chosen).
+/// (none when the call was refused before a version was chosen), and goes to the
+/// service's log.
 pub async fn call(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,
     request: inf::Request,
+    log: &ServiceLog,
 ) -> Result<Answer, (CallError, Option<String>)> {
-    admit(&d).map_err(|e| (e, None))?;
+    admit(&d).map_err(|e| (logged(log, &d, None, e), None))?;
     let roll = rand::thread_rng().gen_range(0..100);
     let timeout = Duration::from_millis(d.spec.call_timeout_ms);
     let started = Instant::now();
-    let (model_id, version) = {
+    let (model_id, version, at) = {
         let v = d.pick(roll);
-        (v.spec.model_id.clone(), v.spec.version.clone())
+        let at = format!("{} {}", v.spec.model, v.spec.version);
+        (v.spec.model_id.clone(), v.spec.version.clone(), at)
     };
-    let work = run(host, d.clone(), roll, request);
+    let work = run(host, d.clone(), roll, request, log);
     let response = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err((e, Some(model_id))),
+        Ok(Err(e)) => return Err((logged(log, &d, Some(at.as_str()), e), Some(model_id))),
         Err(_) => {
-            return Err((
-                CallError::TimedOut(format!(
-                    "the call took longer than {} s (service {}'s call timeout, call_timeout_seconds)",
-                    timeout.as_secs_f64(),
-                    d.name
-                )),
-                Some(model_id),
+            let e = CallError::TimedOut(format!(
+                "the call took longer than {} s (service {}'s call timeout, call_timeout_seconds)",
+                timeout.as_secs_f64(),
+                d.name
             ));
+            return Err((logged(log, &d, Some(at.as_str()), e), Some(model_id)));
         }
     };
+    if response.status >= 400 {
+        let status = format!("status {}", response.status);
+        log.call_failed(
+            &d.service_id,
+            &status,
+            "the processor's answer",
+            Some(at.as_str()),
+        );
+    }
     tracing::debug!(service = %d.name, us = started.elapsed().as_micros() as u64, "inference call");
     Ok(Answer {
         response,
@@ -125,6 +136,7 @@ pub struct ProxyTarget {
     pub service_id: String,
     pub service: String,
     pub model_id: String,
+    pub model: String,
     pub version: String,
     /// The call's timeout (for the answer's head; a stream may run longer).
     pub timeout: Duration,
@@ -150,9 +162,21 @@ pub fn proxy_target(d: &Deployment) -> Result<ProxyTarget, (CallError, Option<St
         service_id: d.service_id.clone(),
         service: d.name.clone(),
         model_id: v.spec.model_id.clone(),
+        model: v.spec.model.clone(),
         version: v.spec.version.clone(),
         timeout: Duration::from_millis(d.spec.call_timeout_ms),
     })
+}
+
+/// `e`, written to the service's log: its code and message (an internal error's details
+/// stay in the gateway's own log).
+fn logged(log: &ServiceLog, d: &Deployment, model: Option<&str>, e: CallError) -> CallError {
+    let message = match e.kind() {
+        Kind::Internal => "an internal error (the gateway's own log has the details)".into(),
+        _ => e.to_string(),
+    };
+    log.call_failed(&d.service_id, e.code(), &message, model);
+    e
 }
 
 async fn run(
@@ -160,6 +184,7 @@ async fn run(
     d: Arc<Deployment>,
     roll: u32,
     request: inf::Request,
+    log: &ServiceLog,
 ) -> Result<inf::Response, CallError> {
     let v = d.pick(roll);
     let Some(model) = v.onnx().cloned() else {
@@ -186,6 +211,14 @@ async fn run(
                     engine_run(&model, input)
                 })
                 .await;
+            let (lines, dropped) = (&report.logs, report.logs_dropped);
+            log.processor(
+                &d.service_id,
+                lines,
+                dropped,
+                &report.stdout,
+                &report.stderr,
+            );
             if let Some(e) = report.error {
                 return Err(plugin_error(e));
             }

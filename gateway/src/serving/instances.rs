@@ -174,6 +174,8 @@ pub struct Env {
     /// Called when an instance's readiness changes (the service re-evaluates RUNNING and
     /// ALARM).
     pub on_change: Arc<dyn Fn() + Send + Sync>,
+    /// The service's log, which receives what the instances' servers print.
+    pub log: super::logs::ServiceLog,
 }
 
 /// One instance's place in the pool: which instance fills it now and how it is.
@@ -513,10 +515,16 @@ async fn supervise(
             st.restarts = restarts;
             st.error = None;
         });
+        // What its server prints goes to the service's log (an adopted instance's earlier
+        // output was copied by the gateway that launched it).
+        let mut output = Output {
+            id: id.clone(),
+            offset: if fresh { 0 } else { log_len(&env, &handle) },
+        };
         // An adopted instance served before: it is watched as a running one.
         let started = if fresh {
             set(&slot, |st| st.phase = Phase::Starting);
-            startup(&env, &handle, endpoint.as_ref(), &cancel).await
+            startup(&env, &handle, endpoint.as_ref(), &cancel, &mut output).await
         } else {
             Ok(())
         };
@@ -545,9 +553,18 @@ async fn supervise(
                 backoff = env.probes.startup.period;
                 slot.startup.send_replace(Startup::Up);
                 set_ready(&env, &slot, true);
-                watch_running(&env, &slot, &handle, endpoint.as_ref(), &cancel).await
+                watch_running(
+                    &env,
+                    &slot,
+                    &handle,
+                    endpoint.as_ref(),
+                    &cancel,
+                    &mut output,
+                )
+                .await
             }
         };
+        output.pump(&env, &handle);
         set_ready(&env, &slot, false);
         match ended {
             Ended::Cancelled => return,
@@ -571,6 +588,95 @@ async fn supervise(
             }
         }
     }
+}
+
+/// The most of an instance's output one pass copies into the service's log; more is
+/// skipped, and said.
+const PUMP_BYTES: u64 = 64 * 1024;
+
+/// How far an instance's output was copied into the service's log.
+struct Output {
+    id: String,
+    offset: u64,
+}
+
+impl Output {
+    fn pump(&mut self, env: &Env, handle: &Handle) {
+        pump_log(env, handle, &self.id, &mut self.offset);
+    }
+}
+
+/// The length of the instance's output file now (0 when it cannot be read).
+fn log_len(env: &Env, handle: &Handle) -> u64 {
+    env.backend
+        .engine_log_dir(handle)
+        .and_then(|dir| crate::confined::Dir::open(&dir).ok())
+        .and_then(|dir| {
+            dir.open_read(std::ffi::OsStr::new(crate::backends::ENGINE_LOG))
+                .ok()
+        })
+        .and_then(|f| f.metadata().ok())
+        .map_or(0, |m| m.len())
+}
+
+/// Copies the lines the instance's server printed since `offset` into the service's log
+/// (the file is the instance's: read through `confined`, bounded); a line not yet ended
+/// waits for the next pass.
+fn pump_log(env: &Env, handle: &Handle, id: &str, offset: &mut u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(dir) = env.backend.engine_log_dir(handle) else {
+        return;
+    };
+    let Ok(dir) = crate::confined::Dir::open(&dir) else {
+        return;
+    };
+    let Ok(mut f) = dir.open_read(std::ffi::OsStr::new(crate::backends::ENGINE_LOG)) else {
+        return;
+    };
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return;
+    };
+    if len < *offset {
+        *offset = 0;
+    }
+    let start = (*offset).max(len.saturating_sub(PUMP_BYTES));
+    let short: String = id.chars().take(8).collect();
+    if start > *offset {
+        let skipped = start - *offset;
+        env.log.push(
+            &env.service_id,
+            super::logs::Source::Engine,
+            &format!("[{short}] ({skipped} bytes of output skipped: more than a pass copies)"),
+        );
+    }
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err()
+        || f.take(len - start).read_to_end(&mut bytes).is_err()
+    {
+        return;
+    }
+    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+        // No whole line yet; a full pass of one line is let through as it is.
+        if bytes.len() as u64 == PUMP_BYTES {
+            env.log.push(
+                &env.service_id,
+                super::logs::Source::Engine,
+                &format!("[{short}] {}", String::from_utf8_lossy(&bytes)),
+            );
+            *offset = len;
+        } else {
+            *offset = start;
+        }
+        return;
+    };
+    for line in String::from_utf8_lossy(&bytes[..end]).lines() {
+        env.log.push(
+            &env.service_id,
+            super::logs::Source::Engine,
+            &format!("[{short}] {line}"),
+        );
+    }
+    *offset = start + end as u64 + 1;
 }
 
 /// The end of what the instance's server printed, as a suffix for a failure's reason.
@@ -616,6 +722,7 @@ async fn startup(
     handle: &Handle,
     endpoint: Option<&Endpoint>,
     cancel: &CancellationToken,
+    output: &mut Output,
 ) -> Result<(), Option<String>> {
     let check = &env.probes.startup;
     if wait(cancel, check.delay).await {
@@ -623,6 +730,7 @@ async fn startup(
     }
     let mut failures = 0u32;
     loop {
+        output.pump(env, handle);
         if let Observed::Exited(how) = env.backend.poll(handle).await {
             return Err(Some(format!("its server exited: {how}")));
         }
@@ -651,6 +759,7 @@ async fn watch_running(
     handle: &Handle,
     endpoint: Option<&Endpoint>,
     cancel: &CancellationToken,
+    output: &mut Output,
 ) -> Ended {
     let period = [&env.probes.liveness, &env.probes.readiness]
         .into_iter()
@@ -665,6 +774,7 @@ async fn watch_running(
             _ = slot.replace.notified() => return Ended::Replace,
             _ = tokio::time::sleep(period) => {}
         }
+        output.pump(env, handle);
         if let Observed::Exited(how) = env.backend.poll(handle).await {
             return Ended::Restart(format!("its server exited: {how}"));
         }

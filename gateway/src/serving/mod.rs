@@ -11,6 +11,7 @@
 //!                         ("Service x started.") | FAILED ("Service x failed. Error: …",
 //!                         "Service deployment timed out. Error: …")
 //! call ─► deployment (memory) ─► traffic limit ─► version by weight ─► call.rs
+//! each step's outcome, each failed call, each call's processor lines ─► logs/ (ServiceLog)
 //! ```
 //!
 //! Deployments live in the gateway's process: a gateway start deploys its RUNNING and
@@ -20,6 +21,7 @@
 
 pub mod call;
 pub mod instances;
+pub mod logs;
 pub mod runtime;
 pub mod spec;
 pub mod tensors;
@@ -128,6 +130,7 @@ struct Inner {
     /// Where container and process engines run.
     backend: Arc<dyn crate::backends::Backend>,
     flavors: Vec<crate::config::Flavor>,
+    log: logs::ServiceLog,
 }
 
 pub struct ServicesParts {
@@ -143,6 +146,7 @@ pub struct ServicesParts {
     pub backend: Arc<dyn crate::backends::Backend>,
     /// The settings' flavors; the first is the default.
     pub flavors: Vec<crate::config::Flavor>,
+    pub log: logs::ServiceLog,
 }
 
 /// A call's error, with the service and model it was for when it was a deployed service
@@ -197,6 +201,7 @@ impl Services {
                 metrics: p.metrics,
                 backend: p.backend,
                 flavors: p.flavors,
+                log: p.log,
             }),
         }
     }
@@ -273,6 +278,8 @@ impl Services {
         )
         .await?;
         tx.commit().await?;
+        let said = format!("deploy requested by {}: {}", who.name, versions_text(&spec));
+        self.inner.log.gateway(&id, &said);
         self.spawn_bring_up(id.clone());
         self.view_by_id(&id).await
     }
@@ -473,6 +480,27 @@ impl Services {
         Ok(resource_events::list(&mut conn, "service", &s.id, None, 1000).await?)
     }
 
+    /// The caller's service's log lines (`logs::LogParams`: window, query, limit).
+    pub async fn logs(
+        &self,
+        who: &Principal,
+        key: &str,
+        params: &logs::LogParams,
+    ) -> Result<logs::sources::Found, ServiceError> {
+        let s = self.find(who, key).await?;
+        let req = params
+            .check(self.inner.log.now_time())
+            .map_err(ServiceError::Invalid)?;
+        // Engine instances' output is in the gateway's files too (copied as it appears).
+        let sources: Vec<_> = self.inner.log.own_source(&s.id).into_iter().collect();
+        Ok(self.inner.log.search(sources, req).await?)
+    }
+
+    /// The services' log (`server.rs` runs its writer).
+    pub fn log(&self) -> &logs::ServiceLog {
+        &self.inner.log
+    }
+
     async fn view_by_id(&self, id: &str) -> Result<ServiceView, ServiceError> {
         let mut conn = self.inner.store.pool.acquire().await?;
         let row = rows::by_id(&mut conn, id)
@@ -515,6 +543,8 @@ impl Services {
         rows::set_deploy_deadline(&mut tx, &s.id, Some(&deadline)).await?;
         rows::set_stop_at(&mut tx, &s.id, None).await?;
         tx.commit().await?;
+        let said = format!("{} requested by {}", op.verb(), who.name);
+        self.inner.log.gateway(&s.id, &said);
         self.take_down(&s.id).await;
         self.spawn_bring_up(s.id.clone());
         self.view_by_id(&s.id).await
@@ -531,6 +561,8 @@ impl Services {
             .request(&mut tx, ServiceOp::Stop, &s.name)
             .await?;
         tx.commit().await?;
+        let said = format!("stop requested by {}", who.name);
+        self.inner.log.gateway(&s.id, &said);
         self.finish_stop(&s.id).await?;
         self.view_by_id(&s.id).await
     }
@@ -545,6 +577,7 @@ impl Services {
         rows::set_stop_at(&mut tx, id, None).await?;
         rows::set_deploy_deadline(&mut tx, id, None).await?;
         tx.commit().await?;
+        self.inner.log.gateway(id, "stopped");
         Ok(())
     }
 
@@ -569,6 +602,9 @@ impl Services {
 
     async fn finish_delete(&self, id: &str) -> Result<(), ServiceError> {
         self.take_down(id).await;
+        if let Err(e) = self.inner.log.remove(id).await {
+            tracing::warn!(service = %id, error = %e, "removing a deleted service's logs failed");
+        }
         let mut tx = self.inner.store.write().await?;
         rows::delete(&mut tx, id).await?;
         operations::end::<ServiceStatus>(&mut tx, id).await?;
@@ -655,6 +691,8 @@ impl Services {
                 .request(&mut tx, ServiceOp::Update, &s.name)
                 .await?;
             tx.commit().await?;
+            let said = format!("update requested by {}: {}", who.name, versions_text(&new));
+            self.inner.log.gateway(&s.id, &said);
             let this = self.clone();
             let (id, previous) = (s.id.clone(), s.status);
             self.inner.tasks.spawn(async move {
@@ -718,6 +756,9 @@ impl Services {
                     if applied {
                         tx.commit().await?;
                         self.install(d).await?;
+                        self.inner
+                            .log
+                            .gateway(id, "updated: the new settings serve");
                     } else {
                         drop(tx);
                         self.retire(Some(Arc::new(d))).await;
@@ -733,6 +774,8 @@ impl Services {
                         .await?;
                     if applied {
                         tx.commit().await?;
+                        let said = format!("update rolled back, the old settings serve: {why}");
+                        self.inner.log.gateway(id, &said);
                     }
                 }
             }
@@ -813,6 +856,8 @@ impl Services {
                         resource_events::record(&mut tx, &auto_stop).await?;
                         tx.commit().await?;
                         self.install(d).await?;
+                        let said = format!("RUNNING: {} loaded", versions_text(&spec));
+                        self.inner.log.gateway(id, &said);
                     }
                 }
                 Ok(Err(LoadError::Failed(why))) => {
@@ -834,6 +879,7 @@ impl Services {
                     if applied {
                         rows::set_deploy_deadline(&mut tx, id, None).await?;
                         tx.commit().await?;
+                        self.inner.log.gateway(id, &format!("ABNORMAL: {why}"));
                     }
                 }
                 Err(_) => {
@@ -870,6 +916,7 @@ impl Services {
             .await?;
         if applied {
             tx.commit().await?;
+            self.inner.log.gateway(id, &format!("FAILED: {why}"));
         }
         Ok(())
     }
@@ -1000,6 +1047,7 @@ impl Services {
                 env: m.envs.clone(),
             },
             probes: instances::Probes::of(health),
+            log: self.inner.log.clone(),
             on_change: Arc::new(move || {
                 if let Some(inner) = weak.upgrade() {
                     let this = Services { inner };
@@ -1174,6 +1222,9 @@ impl Services {
                 if let Err(e) = self.install(d).await {
                     tracing::error!(service = %s.id, error = ?e, "installing a reloaded service failed");
                 }
+                self.inner
+                    .log
+                    .gateway(&s.id, "loaded again at the gateway's start");
             }
             Err(why) => {
                 self.retire_started(&started).await;
@@ -1247,6 +1298,8 @@ impl Services {
                 .await?;
             if applied {
                 tx.commit().await?;
+                let said = "auto-stop: the service's stop time passed";
+                self.inner.log.gateway(&s.id, said);
                 if let Err(e) = self.finish_stop(&s.id).await {
                     tracing::warn!(service = %s.id, error = %Error::from(e), "an auto-stop failed");
                 }
@@ -1296,7 +1349,7 @@ impl Services {
             ));
         };
         let id = d.service_id.clone();
-        call::call(&self.inner.host, d, request)
+        call::call(&self.inner.host, d, request, &self.inner.log)
             .await
             .map_err(|(e, model)| (e, Some((id, model.unwrap_or_default()))))
     }
@@ -1430,6 +1483,15 @@ fn engine_word(e: spec::EngineKind) -> &'static str {
         spec::EngineKind::Builtin => "built-in",
         spec::EngineKind::Container => "container or process",
     }
+}
+
+/// `model iris 0.0.1 (100%), …`, for the log.
+fn versions_text(spec: &ServiceSpec) -> String {
+    spec.models
+        .iter()
+        .map(|m| format!("model {} {} ({}%)", m.model, m.version, m.weight))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn target(s: &ServiceRow) -> Target<'_> {
