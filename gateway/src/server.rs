@@ -115,6 +115,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         hour_secs: settings.lease_hour_secs,
         metrics: metrics.inference(),
     });
+    let apps = crate::serving::apps::Apps::new(store.clone(), secrets.clone());
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {
         auth: Authenticator::new(
@@ -134,6 +135,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         ssh,
         models,
         services,
+        apps,
         plugins,
         secrets,
         metrics: metrics.build(),

@@ -1,5 +1,6 @@
-//! One inference call (spec/inference.md §7.3): the caller's service and version (by the
-//! traffic weights), the traffic limit, then in one processor instance `preprocess` → the
+//! One inference call (spec/inference.md §7.3): the caller's service and version (the
+//! first custom setting that holds, its header added; else the traffic weights), the
+//! traffic limit, then in one processor instance `preprocess` → the
 //! built-in engine → `postprocess` (`Host::pipeline`), or, for a model without a processor,
 //! the Open Inference Protocol's JSON straight into the engine; all within the service's
 //! call timeout.
@@ -12,15 +13,41 @@ use atelier_plugins::calls::ServingInfo;
 use atelier_plugins::{CallContext, CallError as PluginError, LimitKind};
 use rand::Rng;
 
+use super::rules::Facts;
 use super::runtime::{Deployment, Served};
 use super::tensors;
 use crate::error::{DomainError, Error, Kind};
+
+/// Headers that carry the caller's credentials: never shown to a processor.
+pub const CREDENTIALS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "x-auth-token",
+    "x-apig-appcode",
+    "apikey",
+    "proxy-authorization",
+];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): neither passed in nor out.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
 
 /// Why a call failed, on whose side.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("{0}")]
     NotFound(String),
+    /// An app may not call this service (not bound to it, or app authentication is off).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The service does not serve now (stopped, deploying, failed).
     #[error("{0}")]
     NotServing(String),
@@ -46,6 +73,7 @@ impl DomainError for CallError {
     fn kind(&self) -> Kind {
         match self {
             CallError::NotFound(_) => Kind::NotFound,
+            CallError::Unauthenticated(_) => Kind::Unauthenticated,
             CallError::NotServing(_) => Kind::Unavailable,
             CallError::TooMany(_) => Kind::TooManyRequests,
             CallError::BadInput(_) => Kind::Invalid,
@@ -68,12 +96,20 @@ pub struct Answer {
     pub version: String,
 }
 
+/// Who a call runs as (for an app's call, the app's owner): the custom settings'
+/// `USER_*`, `PROJECT_*` and `DOMAIN_*` variables.
+pub struct RunsAs<'a> {
+    pub user_name: &'a str,
+    pub user_id: &'a str,
+}
+
 /// Runs one call on a deployed service. An error comes with the model that was to answer
 /// (none when the call was refused before a version was chosen).
 pub async fn call(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,
-    request: inf::Request,
+    runs_as: RunsAs<'_>,
+    mut request: inf::Request,
 ) -> Result<Answer, (CallError, Option<String>)> {
     if !d.admit() {
         return Err((
@@ -88,11 +124,24 @@ pub async fn call(
     let roll = rand::thread_rng().gen_range(0..100);
     let timeout = Duration::from_millis(d.spec.call_timeout_ms);
     let started = Instant::now();
+    let route = d.route(
+        &Facts {
+            user_name: runs_as.user_name,
+            user_id: runs_as.user_id,
+            headers: &request.headers,
+        },
+        roll,
+    );
+    if let Some((name, value)) = route.header {
+        // The rule's value wins over one the caller sent.
+        request.headers.retain(|(k, _)| *k != name);
+        request.headers.push((name, value));
+    }
     let (model_id, version) = {
-        let v = d.pick(roll);
+        let v = &d.versions[route.version];
         (v.spec.model_id.clone(), v.spec.version.clone())
     };
-    let work = run(host, d.clone(), roll, request);
+    let work = run(host, d.clone(), route.version, request);
     let response = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err((e, Some(model_id))),
@@ -119,10 +168,10 @@ pub async fn call(
 async fn run(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,
-    roll: u32,
+    version: usize,
     request: inf::Request,
 ) -> Result<inf::Response, CallError> {
-    let v = d.pick(roll);
+    let v = &d.versions[version];
     match &v.processor {
         Some(plugin) => {
             let model = v.model.clone();

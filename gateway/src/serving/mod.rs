@@ -18,7 +18,9 @@
 //! UPDATING or DELETING). Auto-stop: a RUNNING service stops `auto_stop_seconds` after it
 //! started (the seed's default: 1 hour).
 
+pub mod apps;
 pub mod call;
+pub mod rules;
 pub mod runtime;
 pub mod spec;
 pub mod tensors;
@@ -78,6 +80,30 @@ crate::domain_error!(ServiceError, common: Common, internal: Internal);
 impl From<crate::models::ModelError> for ServiceError {
     fn from(e: crate::models::ModelError) -> Self {
         ServiceError::Common(e.into())
+    }
+}
+
+/// Who calls a service: a user with a token, or an app with its AppCode or AppKey.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(Principal),
+    App(Arc<apps::AppCaller>),
+}
+
+impl Caller {
+    /// Whose services it calls (for an app, its owner's), and whom the call runs as.
+    pub fn owner_id(&self) -> &str {
+        match self {
+            Caller::User(p) => &p.user_id,
+            Caller::App(a) => &a.owner_id,
+        }
+    }
+
+    pub fn owner_name(&self) -> &str {
+        match self {
+            Caller::User(p) => &p.name,
+            Caller::App(a) => &a.owner_name,
+        }
     }
 }
 
@@ -258,6 +284,10 @@ impl Services {
             req.traffic_limit,
             req.body_limit_mb,
             req.call_timeout_seconds,
+            Access {
+                app_auth: req.app_auth,
+                custom_settings: &req.custom_settings,
+            },
         )
         .await
     }
@@ -272,6 +302,7 @@ impl Services {
         traffic_limit: Option<u32>,
         body_limit_mb: Option<u32>,
         call_timeout_seconds: Option<u32>,
+        access: Access<'_>,
     ) -> Result<ServiceSpec, ServiceError> {
         let weights = spec::weights(models).map_err(ServiceError::Invalid)?;
         let mut out = Vec::with_capacity(models.len());
@@ -333,6 +364,8 @@ impl Services {
         let (c, cmin, cmax) = spec::CALL_TIMEOUT_SECONDS;
         let call_s = spec::bounded("call_timeout_seconds", call_timeout_seconds, c, cmin, cmax)
             .map_err(ServiceError::Invalid)?;
+        let versions: Vec<&str> = out.iter().map(|v| v.version.as_str()).collect();
+        rules::Rules::compile(access.custom_settings, &versions).map_err(ServiceError::Invalid)?;
         Ok(ServiceSpec {
             models: out,
             timeout_minutes,
@@ -340,6 +373,8 @@ impl Services {
             traffic_limit,
             body_limit_bytes: u64::from(body_mb) * 1024 * 1024,
             call_timeout_ms: u64::from(call_s) * 1000,
+            app_auth: access.app_auth,
+            custom_settings: access.custom_settings.to_vec(),
         })
     }
 
@@ -547,6 +582,13 @@ impl Services {
                     .or(Some((old.body_limit_bytes / (1024 * 1024)) as u32)),
                 req.call_timeout_seconds
                     .or(Some((old.call_timeout_ms / 1000) as u32)),
+                Access {
+                    app_auth: req.app_auth.unwrap_or(old.app_auth),
+                    custom_settings: req
+                        .custom_settings
+                        .as_deref()
+                        .unwrap_or(&old.custom_settings),
+                },
             )
             .await?;
         let serving = SERVING.contains(&s.status);
@@ -959,37 +1001,86 @@ impl Services {
     }
 
     /// The body limit of a call to `key`, before its body is read (the seed's 12 MB where
-    /// the service is not deployed: the call is refused anyway).
-    pub fn body_limit(&self, who: &Principal, key: &str) -> u64 {
-        self.deployed(who, key)
+    /// the service is not deployed or not the caller's to call: the call is refused anyway).
+    pub fn body_limit(&self, who: &Caller, key: &str) -> u64 {
+        self.callable(who, key)
             .map_or(u64::from(spec::BODY_LIMIT_MB.0) * 1024 * 1024, |d| {
                 d.spec.body_limit_bytes
             })
     }
 
-    /// The caller's deployed service `key` (id or name).
-    fn deployed(&self, who: &Principal, key: &str) -> Option<Arc<Deployment>> {
+    /// `owner_id`'s deployed service `key` (id or name).
+    fn deployed(&self, owner_id: &str, key: &str) -> Option<Arc<Deployment>> {
         self.inner
             .deployments
             .get(key)
-            .or_else(|| self.inner.deployments.by_owner_name(&who.user_id, key))
-            .filter(|d| d.owner_id == who.user_id)
+            .or_else(|| self.inner.deployments.by_owner_name(owner_id, key))
+            .filter(|d| d.owner_id == owner_id)
     }
 
-    /// One inference call of `who` to their service `key`. The error comes with the
-    /// service and model it was for, when it is a deployed one of theirs (for the metrics: calls of
-    /// services nobody has are not counted, so no caller can make up label values).
+    /// The deployed service `key` that `who` may call: their own; for an app, one of its
+    /// owner's that is bound to it and has app authentication on.
+    fn callable(&self, who: &Caller, key: &str) -> Option<Arc<Deployment>> {
+        let d = self.deployed(who.owner_id(), key)?;
+        match who {
+            Caller::User(_) => Some(d),
+            Caller::App(app) => (app.bound(&d.service_id) && d.spec.app_auth).then_some(d),
+        }
+    }
+
+    /// One inference call of `who` to service `key`. The error comes with the service and
+    /// model it was for, when it is a deployed one the caller may call (for the metrics:
+    /// calls of services nobody has are not counted, so no caller can make up label
+    /// values).
+    ///
+    /// An app learns nothing of services not bound to it: whether one exists or not, the
+    /// answer is the same 401.
     pub async fn call(
         &self,
-        who: &Principal,
+        who: &Caller,
         key: &str,
         request: inf::Request,
     ) -> Result<call::Answer, (call::CallError, Option<(String, String)>)> {
-        let Some(d) = self.deployed(who, key) else {
+        let deployed = self.deployed(who.owner_id(), key);
+        if let Caller::App(app) = who {
+            let not_bound = || {
+                call::CallError::Unauthenticated(format!(
+                    "app {} may not call service {key}: the app is not bound to it",
+                    app.app_name
+                ))
+            };
+            match &deployed {
+                Some(d) if !app.bound(&d.service_id) => return Err((not_bound(), None)),
+                Some(d) if !d.spec.app_auth => {
+                    return Err((
+                        call::CallError::Unauthenticated(format!(
+                            "service {key} does not take app authentication (app_auth is off); its owner turns it on with PATCH {{\"app_auth\": true}}"
+                        )),
+                        None,
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    return Err((
+                        match self.find_owned(&app.owner_id, key).await {
+                            Ok(Some(s)) if app.bound(&s.id) => {
+                                call::CallError::NotServing(format!(
+                                    "service {} is {}; it answers calls when RUNNING",
+                                    s.name, s.status
+                                ))
+                            }
+                            _ => not_bound(),
+                        },
+                        None,
+                    ));
+                }
+            }
+        }
+        let Some(d) = deployed else {
             // Not deployed: say why, if it is theirs.
             return Err((
-                match self.find(who, key).await {
-                    Ok(s) if s.owner_id == who.user_id => call::CallError::NotServing(format!(
+                match self.find_owned(who.owner_id(), key).await {
+                    Ok(Some(s)) => call::CallError::NotServing(format!(
                         "service {} is {}; it answers calls when RUNNING",
                         s.name, s.status
                     )),
@@ -999,9 +1090,23 @@ impl Services {
             ));
         };
         let id = d.service_id.clone();
-        call::call(&self.inner.host, d, request)
+        let runs_as = call::RunsAs {
+            user_name: who.owner_name(),
+            user_id: who.owner_id(),
+        };
+        call::call(&self.inner.host, d, runs_as, request)
             .await
             .map_err(|(e, model)| (e, Some((id, model.unwrap_or_default()))))
+    }
+
+    /// `owner_id`'s service `key` (id or name), whatever its status.
+    async fn find_owned(
+        &self,
+        owner_id: &str,
+        key: &str,
+    ) -> Result<Option<ServiceRow>, ServiceError> {
+        let mut conn = self.inner.store.pool.acquire().await?;
+        Ok(rows::by_key(&mut conn, owner_id, key).await?)
     }
 
     /// What the services count (the API records each call's answer).
@@ -1010,8 +1115,8 @@ impl Services {
     }
 
     /// A deployed service's first version's model, for the V2 metadata and readiness.
-    pub fn metadata(&self, who: &Principal, key: &str) -> Option<serde_json::Value> {
-        let d = self.deployed(who, key)?;
+    pub fn metadata(&self, who: &Caller, key: &str) -> Option<serde_json::Value> {
+        let d = self.callable(who, key)?;
         let v = d.versions.first()?;
         Some(serde_json::json!({
             "name": d.name,
@@ -1021,6 +1126,12 @@ impl Services {
             "outputs": tensors::v2_metadata(v.model.outputs()),
         }))
     }
+}
+
+/// Who may call a service besides its owner, and how its calls are routed.
+struct Access<'a> {
+    app_auth: bool,
+    custom_settings: &'a [rules::CustomSetting],
 }
 
 fn target(s: &ServiceRow) -> Target<'_> {

@@ -45,6 +45,14 @@ pub enum Action {
     RestartService,
     UpdateService,
     DeleteService,
+    CreateApp,
+    DeleteApp,
+    ResetAppSecret,
+    ViewAppSecret,
+    AddAppCode,
+    DeleteAppCode,
+    BindAppService,
+    UnbindAppService,
 }
 
 impl Action {
@@ -87,6 +95,14 @@ impl Action {
             Action::RestartService => "restartService",
             Action::UpdateService => "updateService",
             Action::DeleteService => "deleteService",
+            Action::CreateApp => "createApp",
+            Action::DeleteApp => "deleteApp",
+            Action::ResetAppSecret => "resetAppSecret",
+            Action::ViewAppSecret => "viewAppSecret",
+            Action::AddAppCode => "addAppCode",
+            Action::DeleteAppCode => "deleteAppCode",
+            Action::BindAppService => "bindAppService",
+            Action::UnbindAppService => "unbindAppService",
         }
     }
 }
