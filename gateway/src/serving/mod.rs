@@ -1049,31 +1049,27 @@ impl Services {
                     app.app_name
                 ))
             };
-            match &deployed {
-                Some(d) if !app.bound(&d.service_id) => return Err((not_bound(), None)),
-                Some(d) if !d.spec.app_auth => {
-                    return Err((
+            let callable = deployed
+                .as_ref()
+                .is_some_and(|d| app.bound(&d.service_id) && d.spec.app_auth);
+            if !callable {
+                // Every refusal reads the store, so that neither the answer nor its time
+                // tells an app whether a service it is not bound to exists.
+                let refusal = match (self.find_owned(&app.owner_id, key).await, &deployed) {
+                    (Ok(Some(s)), Some(_)) if app.bound(&s.id) => {
                         call::CallError::Unauthenticated(format!(
                             "service {key} does not take app authentication (app_auth is off); its owner turns it on with PATCH {{\"app_auth\": true}}"
-                        )),
-                        None,
-                    ));
-                }
-                Some(_) => {}
-                None => {
-                    return Err((
-                        match self.find_owned(&app.owner_id, key).await {
-                            Ok(Some(s)) if app.bound(&s.id) => {
-                                call::CallError::NotServing(format!(
-                                    "service {} is {}; it answers calls when RUNNING",
-                                    s.name, s.status
-                                ))
-                            }
-                            _ => not_bound(),
-                        },
-                        None,
-                    ));
-                }
+                        ))
+                    }
+                    (Ok(Some(s)), None) if app.bound(&s.id) => {
+                        call::CallError::NotServing(format!(
+                            "service {} is {}; it answers calls when RUNNING",
+                            s.name, s.status
+                        ))
+                    }
+                    _ => not_bound(),
+                };
+                return Err((refusal, None));
             }
         }
         let Some(d) = deployed else {
