@@ -65,6 +65,11 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
     }
+
+    /// Drops every entry (a change that many entries may depend on).
+    pub fn clear(&self) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 #[cfg(test)]

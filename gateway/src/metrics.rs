@@ -5,12 +5,16 @@
 //! by a collector. **Invariant:** metric names never change (dashboards and alerts name
 //! them); a new one gets the `atelier_` prefix.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -76,6 +80,7 @@ impl MetricsBuilder {
             "Time from a call's body read to its answer (seed: avg_latency, tp_99, tp_999)",
             m.latency.clone(),
         );
+        r.register_collector(Box::new(LatencyCollector(m.windows.clone())));
         m
     }
 
@@ -143,6 +148,8 @@ pub struct InferenceMetrics {
     pub status_4xx: Family<ServiceLabels, Counter>,
     pub status_5xx: Family<ServiceLabels, Counter>,
     pub latency: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    /// The last minute's durations, for `avg_latency`, `tp_99` and `tp_999`.
+    pub windows: LatencyWindows,
 }
 
 impl Default for InferenceMetrics {
@@ -155,6 +162,7 @@ impl Default for InferenceMetrics {
             status_4xx: Family::default(),
             status_5xx: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            windows: LatencyWindows::default(),
         }
     }
 }
@@ -180,6 +188,144 @@ impl InferenceMetrics {
             }
         }
         self.latency.get_or_create(&l).observe(seconds);
+        self.windows.record(l, Instant::now(), seconds * 1000.0);
+    }
+}
+
+/// The span the seed's latency figures cover.
+pub const LATENCY_WINDOW: Duration = Duration::from_secs(60);
+/// Durations kept per service and model (8 bytes and an instant each, about 240 KB at
+/// most): past it the oldest go first, so above 10,000 calls a minute the figures cover
+/// the most recent 10,000 calls rather than the whole minute.
+pub const LATENCY_WINDOW_CAP: usize = 10_000;
+
+/// The last minute's call durations per service and model.
+#[derive(Clone, Default)]
+pub struct LatencyWindows(Arc<RwLock<HashMap<ServiceLabels, Arc<Mutex<Window>>>>>);
+
+#[derive(Default)]
+struct Window(VecDeque<(Instant, f64)>);
+
+impl Window {
+    fn prune(&mut self, now: Instant) {
+        while let Some((at, _)) = self.0.front() {
+            if now.saturating_duration_since(*at) < LATENCY_WINDOW {
+                break;
+            }
+            self.0.pop_front();
+        }
+    }
+}
+
+/// The seed's latency figures over a window, in ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencySummary {
+    pub avg: f64,
+    pub tp_99: f64,
+    pub tp_999: f64,
+}
+
+/// The seed's definitions: sorted, the top 1 % (0.1 %) dropped (rounded down: below 100
+/// calls nothing is dropped), the largest of the rest.
+pub fn summarize(mut ms: Vec<f64>) -> Option<LatencySummary> {
+    if ms.is_empty() {
+        return None;
+    }
+    ms.sort_by(f64::total_cmp);
+    let n = ms.len();
+    let top = |per: usize| ms[n - 1 - n / per];
+    Some(LatencySummary {
+        avg: ms.iter().sum::<f64>() / n as f64,
+        tp_99: top(100),
+        tp_999: top(1000),
+    })
+}
+
+impl LatencyWindows {
+    pub fn record(&self, labels: ServiceLabels, now: Instant, ms: f64) {
+        let found = self
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&labels)
+            .cloned();
+        let window = match found {
+            Some(w) => w,
+            None => self
+                .0
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(labels)
+                .or_default()
+                .clone(),
+        };
+        let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+        w.prune(now);
+        if w.0.len() >= LATENCY_WINDOW_CAP {
+            w.0.pop_front();
+        }
+        w.0.push_back((now, ms));
+    }
+
+    /// Each service and model's figures over the window ending `now`; windows left empty
+    /// (a service that stopped being called) are dropped.
+    pub fn summaries(&self, now: Instant) -> Vec<(ServiceLabels, LatencySummary)> {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        map.retain(|labels, w| {
+            let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+            w.prune(now);
+            if let Some(s) = summarize(w.0.iter().map(|(_, ms)| *ms).collect()) {
+                out.push((labels.clone(), s));
+            }
+            !w.0.is_empty()
+        });
+        out.sort_by(|a, b| (&a.0.service_id, &a.0.model_id).cmp(&(&b.0.service_id, &b.0.model_id)));
+        out
+    }
+}
+
+/// A figure's name, help and how it is read from a summary.
+type Figure = (&'static str, &'static str, fn(&LatencySummary) -> f64);
+
+/// `inference_avg_latency`, `inference_tp_99`, `inference_tp_999` (ms, gauges), computed at
+/// each scrape from the windows.
+struct LatencyCollector(LatencyWindows);
+
+impl std::fmt::Debug for LatencyCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LatencyCollector")
+    }
+}
+
+impl Collector for LatencyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let all = self.0.summaries(Instant::now());
+        let figures: [Figure; 3] = [
+            (
+                "inference_avg_latency",
+                "Mean duration of the last minute's calls, in ms (seed: avg_latency)",
+                |s| s.avg,
+            ),
+            (
+                "inference_tp_99",
+                "The last minute's call durations without their slowest 1 %, the largest, in ms (seed: tp_99)",
+                |s| s.tp_99,
+            ),
+            (
+                "inference_tp_999",
+                "The last minute's call durations without their slowest 0.1 %, the largest, in ms (seed: tp_999)",
+                |s| s.tp_999,
+            ),
+        ];
+        for (name, help, figure) in figures {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, s) in &all {
+                let family = metric.encode_family(labels)?;
+                ConstGauge::new(figure(s)).encode(family)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -229,5 +375,60 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn tp_99_of_1_to_100_ms_is_99() {
+        let s = summarize((1..=100).map(f64::from).collect()).unwrap();
+        assert_eq!(s.tp_99, 99.0);
+        assert_eq!(s.tp_999, 100.0);
+        assert_eq!(s.avg, 50.5);
+        let s = summarize((1..=1000).rev().map(f64::from).collect()).unwrap();
+        assert_eq!((s.tp_99, s.tp_999), (990.0, 999.0));
+        let s = summarize(vec![7.0]).unwrap();
+        assert_eq!((s.avg, s.tp_99, s.tp_999), (7.0, 7.0, 7.0));
+        assert_eq!(summarize(Vec::new()), None);
+    }
+
+    #[test]
+    fn the_window_keeps_the_last_minute_within_its_cap() {
+        let w = LatencyWindows::default();
+        let l = ServiceLabels {
+            service_id: "s".into(),
+            model_id: "m".into(),
+        };
+        let t0 = Instant::now();
+        for ms in 1..=100 {
+            w.record(l.clone(), t0, f64::from(ms));
+        }
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert_eq!(w.summaries(at(59))[0].1.tp_99, 99.0);
+        // A minute on, they are gone, and so is the service's window.
+        w.record(l.clone(), at(30), 500.0);
+        assert_eq!(w.summaries(at(61))[0].1.avg, 500.0);
+        assert!(w.summaries(at(91)).is_empty());
+        // Past the cap the oldest go.
+        for i in 0..LATENCY_WINDOW_CAP + 5 {
+            w.record(l.clone(), at(100), if i < 5 { 1e6 } else { 1.0 });
+        }
+        let s = w.summaries(at(100))[0].1;
+        assert_eq!((s.avg, s.tp_999), (1.0, 1.0));
+    }
+
+    #[test]
+    fn latency_figures_render_with_service_labels() {
+        let mut b = MetricsBuilder::new();
+        let m = b.inference();
+        let metrics = b.build();
+        m.record("svc-1", "model-1", 200, 0.002);
+        let text = metrics.render();
+        for name in ["avg_latency", "tp_99", "tp_999"] {
+            assert!(
+                text.contains(&format!(
+                    "atelier_inference_{name}{{service_id=\"svc-1\",model_id=\"model-1\"}} 2.0"
+                )),
+                "{name}: {text}"
+            );
+        }
     }
 }

@@ -119,6 +119,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         flavors: settings.flavors.clone(),
         log: crate::serving::logs::ServiceLog::new(&settings.data_dir, clock.clone()),
     });
+    let apps = crate::serving::apps::Apps::new(store.clone(), secrets.clone());
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {
         auth: Authenticator::new(
@@ -138,6 +139,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         ssh,
         models,
         services,
+        apps,
         plugins,
         secrets,
         metrics: metrics.build(),

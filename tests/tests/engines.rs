@@ -137,7 +137,9 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
         &api,
         "echo-svc",
         "echo",
-        json!({"call_timeout_seconds": 1, "body_limit_mb": 1,
+        json!({"call_timeout_seconds": 1, "body_limit_mb": 1, "app_auth": true,
+               "custom_settings": [{"setting": "#HEADER_tint == 'blue'", "version": "0.0.1",
+                                    "header_name": "X-Cfg", "header_value": "A"}],
                "model": {"envs": {"GREETING": "hello"}, "instances": 2}}),
     )
     .await;
@@ -191,6 +193,50 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
     assert_eq!(headers["x-custom"], "kept", "{echo}");
     assert_eq!(r.header("x-model-version"), Some("0.0.1"));
 
+    // A custom setting's header reaches the engine when its rule holds.
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, &format!("/v1/infers/{id}/x"))
+                .header("tint", "blue")
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(r.expect_status(200)["headers"]["x-cfg"], "A", "{}", r.text);
+    let r = api.post(&format!("/v1/infers/{id}/x"), json!({})).await;
+    assert!(r.expect_status(200)["headers"].get("x-cfg").is_none(), "{}", r.text);
+
+    // An app bound to the service calls it with its AppCode, which the engine never sees.
+    let app = api.post("/v1/apps", json!({})).await.expect_status(201).clone();
+    let app_id = app["id"].as_str().unwrap();
+    let code = api
+        .post_empty(&format!("/v1/apps/{app_id}/app-codes"))
+        .await
+        .expect_status(201)["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let anon = gw.anon();
+    let r = anon
+        .send(
+            anon.request(reqwest::Method::POST, &format!("/v1/infers/{id}/x"))
+                .header("x-apig-appcode", &code)
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 401, "an unbound app: {}", r.text);
+    api.post(&format!("/v1/apps/{app_id}/services"), json!({"service": id}))
+        .await
+        .expect_status(200);
+    let r = anon
+        .send(
+            anon.request(reqwest::Method::POST, &format!("/v1/infers/{id}/x"))
+                .header("x-apig-appcode", &code)
+                .json(&json!({})),
+        )
+        .await;
+    let echo = r.expect_status(200).clone();
+    assert!(echo["headers"].get("x-apig-appcode").is_none(), "{echo}");
+
     // The body limit and the call timeout hold for proxied calls too.
     let big = vec![b'x'; 1024 * 1024 + 1];
     let r = api
@@ -226,7 +272,6 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
     assert!(!logs.is_empty());
 
     // Without a token: 401, and nothing reaches the engine.
-    let anon = gw.anon();
     let r = anon.get(&format!("/v1/infers/{id}/whoami")).await;
     assert_eq!(r.status, 401, "{}", r.text);
     // Another user's call finds nothing.

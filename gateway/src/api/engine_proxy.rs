@@ -23,15 +23,6 @@ use crate::routing::Endpoint;
 use crate::serving::call::ProxyTarget;
 use crate::upstream::{self, ConnUpstreams};
 
-/// Headers that carry the caller's credentials to the gateway: never passed to an engine.
-const CREDENTIALS: &[&str] = &[
-    "authorization",
-    "x-auth-token",
-    "x-apig-appcode",
-    "apikey",
-    "proxy-authorization",
-];
-
 /// Sends the call to `target` and returns the engine's answer. `path` is what the engine
 /// gets (`/` + the API path of `/v1/infers/{svc}/…`, or the Open Inference Protocol's own
 /// path).
@@ -90,12 +81,20 @@ pub async fn forward(
     *req.method_mut() = parts.method.clone();
     let mut headers = std::mem::take(&mut parts.headers);
     upstream::strip_hop_by_hop(&mut headers, upgrade);
-    for name in CREDENTIALS {
+    // The caller's credentials (and cookies: the gateway's console session) stay here.
+    for name in crate::serving::call::CREDENTIALS {
         headers.remove(*name);
     }
-    // The caller's cookies are the gateway's (a console session); none go to an engine.
-    headers.remove(header::COOKIE);
     headers.insert(header::HOST, HeaderValue::from_static("localhost:8080"));
+    if let Some((name, value)) = &target.header
+        && let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(value),
+        )
+    {
+        // A custom setting's header wins over one the caller sent.
+        headers.insert(name, value);
+    }
     *req.headers_mut() = headers;
 
     let sent = if upgrade {

@@ -3,8 +3,10 @@
 //! `/v2/health/*`), so existing V2 clients work. `{service}` is a service's id, or the
 //! caller's service's name.
 //!
-//! A call authenticates with `Authorization: Bearer <token>` or the seed's `X-Auth-Token`;
-//! its body is refused with 413 past the service's body limit (12 MB unless the service
+//! A call authenticates with `Authorization: Bearer <token>` or the seed's `X-Auth-Token`,
+//! or, without either, as an app (`serving::apps`) with `X-Apig-AppCode: <AppCode>` or
+//! `apikey: <AppKey>`; an app calls the services bound to it that have `app_auth` on. Its
+//! body is refused with 413 past the service's body limit (12 MB unless the service
 //! sets another) before any of it reaches a processor. JSON and `multipart/form-data`
 //! bodies reach the processor as the seed's `_preprocess` gets them (spec/inference.md
 //! §2.6); anything else as raw bytes.
@@ -20,6 +22,9 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use crate::api::state::AppState;
 use crate::auth::Principal;
+use crate::serving::Caller;
+use crate::serving::apps::AppCredential;
+use crate::serving::call::{CREDENTIALS, HOP_BY_HOP};
 use atelier_plugins::bindings::inference::atelier::plugin::inference_types as inf;
 
 pub fn routes() -> Router<AppState> {
@@ -33,47 +38,60 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/health/ready", get(live))
 }
 
-/// Headers that carry the caller's credentials: never shown to a processor.
-const CREDENTIALS: &[&str] = &[
-    "authorization",
-    "cookie",
-    "x-auth-token",
-    "x-apig-appcode",
-    "apikey",
-    "proxy-authorization",
-];
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1): neither passed in nor out.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-];
-
-/// The caller, from `Authorization: Bearer` (or the console's cookie) or `X-Auth-Token`.
+/// The caller, from `Authorization: Bearer` (or the console's cookie) or `X-Auth-Token`;
+/// without those, an app's `X-Apig-AppCode` or `apikey`.
 async fn caller(
     state: &AppState,
     parts: &mut axum::http::request::Parts,
-) -> Result<Principal, ApiError> {
+) -> Result<Caller, ApiError> {
+    let has_token = parts.headers.contains_key(header::AUTHORIZATION);
     if let Some(t) = parts
         .headers
         .get("x-auth-token")
         .and_then(|v| v.to_str().ok())
-        .filter(|_| !parts.headers.contains_key(header::AUTHORIZATION))
+        .filter(|_| !has_token)
     {
         return match state.auth.resolve(t.trim()).await? {
-            Some(p) => Ok(p),
+            Some(p) => Ok(Caller::User(p)),
             None => Err(ApiError::unauthenticated(
                 "the token is not valid (revoked, expired or mistyped)",
             )),
         };
     }
-    Principal::from_request_parts(parts, state).await
+    let text = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| v.to_str().map(str::trim).unwrap_or(""))
+    };
+    if !has_token && !parts.headers.contains_key("x-auth-token") {
+        let presented = match (text("x-apig-appcode"), text("apikey")) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::unauthenticated(
+                    "send one of X-Apig-AppCode and apikey, not both",
+                ));
+            }
+            (Some(code), None) => Some(AppCredential::Code(code)),
+            (None, Some(key)) => Some(AppCredential::Key(key)),
+            (None, None) => None,
+        };
+        if let Some(presented) = presented {
+            return match state.apps.resolve(presented).await? {
+                Some(app) => Ok(Caller::App(app)),
+                None => Err(ApiError::unauthenticated(match presented {
+                    AppCredential::Code(_) => {
+                        "the AppCode is not valid (deleted, its app deleted, or mistyped)"
+                    }
+                    AppCredential::Key(_) => {
+                        "the AppKey is not valid (its app deleted, or mistyped)"
+                    }
+                })),
+            };
+        }
+    }
+    Ok(Caller::User(
+        Principal::from_request_parts(parts, state).await?,
+    ))
 }
 
 async fn infer_seed(
@@ -133,7 +151,11 @@ async fn infer(
     }
     // A service on a container or process engine: the request goes to its instance as it
     // came (streamed both ways; WebSocket and SSE included).
-    match state.services.proxy_target(&who, &service) {
+    match state
+        .services
+        .proxy_target(&who, &service, &parts.headers)
+        .await
+    {
         Ok(None) => {}
         Ok(Some(target)) => {
             let upstream_path = if parts.uri.path().starts_with("/v2/") {

@@ -6,6 +6,7 @@
 //!
 //! [`Principal`]: crate::auth::Principal
 
+pub mod apps;
 pub mod engine_proxy;
 pub mod error;
 pub mod files;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(storage::routes())
         .merge(models::routes())
         .merge(services::routes())
+        .merge(apps::routes())
         .merge(infer::routes())
         .merge(pages::routes())
         .fallback(not_found)

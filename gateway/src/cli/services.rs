@@ -73,6 +73,20 @@ pub struct DeployArgs {
     /// A call's timeout in seconds [default: 40].
     #[arg(long)]
     pub call_timeout: Option<u32>,
+    /// Let apps bound to the service call it (with X-Apig-AppCode or apikey).
+    #[arg(long)]
+    pub app_auth: bool,
+    /// A routing rule, 'EXPR=>VERSION' or 'EXPR=>VERSION;Header=Value' (repeat, in order;
+    /// at most 10), e.g. "#HEADER_version == '0.0.2'=>0.0.2;X-Cfg=A".
+    #[arg(
+        long = "rule",
+        value_name = "EXPR=>VERSION[;HEADER=VALUE]",
+        conflicts_with = "rules_file"
+    )]
+    pub rules: Vec<String>,
+    /// The routing rules as a JSON file: [{"setting", "version", "header_name", "header_value"}].
+    #[arg(long, value_name = "FILE")]
+    pub rules_file: Option<std::path::PathBuf>,
     /// Wait until it is RUNNING (or failed), at most this many seconds.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
     pub wait: Option<u64>,
@@ -98,6 +112,18 @@ pub struct UpdateArgs {
     pub body_limit_mb: Option<u32>,
     #[arg(long)]
     pub call_timeout: Option<u32>,
+    /// Turn app authentication on or off.
+    #[arg(long, value_name = "true|false")]
+    pub app_auth: Option<bool>,
+    /// Replace the routing rules: 'EXPR=>VERSION[;Header=Value]' (repeat, in order).
+    #[arg(long = "rule", value_name = "EXPR=>VERSION[;HEADER=VALUE]", conflicts_with_all = ["rules_file", "no_rules"])]
+    pub rules: Vec<String>,
+    /// Replace the routing rules with a JSON file's.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_rules")]
+    pub rules_file: Option<std::path::PathBuf>,
+    /// Remove the routing rules.
+    #[arg(long)]
+    pub no_rules: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -180,6 +206,58 @@ pub struct PredictArgs {
     pub path: String,
 }
 
+/// `--rule`s or `--rules-file` into the API's `custom_settings`; none given: `None`.
+fn custom_settings(
+    rules: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<Option<Value>, CliError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| CliError::other(format!("{}: not JSON: {e}", path.display())))?;
+        if !v.is_array() {
+            return Err(CliError::other(format!(
+                "{}: expected a JSON array of rules",
+                path.display()
+            )));
+        }
+        return Ok(Some(v));
+    }
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    rules
+        .iter()
+        .map(|r| rule(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| Some(Value::Array(v)))
+}
+
+/// `EXPR=>VERSION[;Header=Value]` into one rule (the last `=>` splits: an expression may
+/// hold `=>` only inside a string).
+fn rule(text: &str) -> Result<Value, CliError> {
+    let bad = || {
+        CliError::other(format!(
+            "--rule {text:?}: expected EXPR=>VERSION or EXPR=>VERSION;Header=Value"
+        ))
+    };
+    let (expr, rest) = text.rsplit_once("=>").ok_or_else(bad)?;
+    let (version, header) = match rest.split_once(';') {
+        Some((v, h)) => (v, Some(h)),
+        None => (rest, None),
+    };
+    let mut rule = Map::new();
+    rule.insert("setting".into(), expr.trim().into());
+    rule.insert("version".into(), version.trim().into());
+    if let Some(h) = header {
+        let (name, value) = h.split_once('=').ok_or_else(bad)?;
+        rule.insert("header_name".into(), name.trim().into());
+        rule.insert("header_value".into(), value.trim().into());
+    }
+    Ok(Value::Object(rule))
+}
+
 /// `NAME:VERSION[:WEIGHT]` into the API's form.
 fn model_choice(text: &str, each: &VersionArgs) -> Result<Value, CliError> {
     let parts: Vec<&str> = text.split(':').collect();
@@ -260,6 +338,12 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
             if let Some(v) = a.call_timeout {
                 body.insert("call_timeout_seconds".into(), v.into());
             }
+            if a.app_auth {
+                body.insert("app_auth".into(), true.into());
+            }
+            if let Some(rules) = custom_settings(&a.rules, a.rules_file.as_deref())? {
+                body.insert("custom_settings".into(), rules);
+            }
             let reply = ctx
                 .api
                 .post(&["v1", SERVICES], Some(&Value::Object(body)))
@@ -320,6 +404,32 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
                 }
             }
             out(&sanitize(&format!("{:<14} {}", "Models", models_cell(s))));
+            out(&sanitize(&format!(
+                "{:<14} {}",
+                "App auth",
+                cell(s, "app_auth")
+            )));
+            let rules = s
+                .get("custom_settings")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (i, r) in rules.iter().enumerate() {
+                let header = match (r.get("header_name"), r.get("header_value")) {
+                    (Some(n), Some(v)) => format!(
+                        " (adds {}: {})",
+                        n.as_str().unwrap_or(""),
+                        v.as_str().unwrap_or("")
+                    ),
+                    _ => String::new(),
+                };
+                out(&sanitize(&format!(
+                    "{:<14} {} => {}{header}",
+                    if i == 0 { "Rules" } else { "" },
+                    cell(r, "setting"),
+                    cell(r, "version"),
+                )));
+            }
             Ok(())
         }
         ServiceCommand::Start(a) => {
@@ -375,6 +485,14 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
             }
             if let Some(v) = a.call_timeout {
                 body.insert("call_timeout_seconds".into(), v.into());
+            }
+            if let Some(v) = a.app_auth {
+                body.insert("app_auth".into(), v.into());
+            }
+            if a.no_rules {
+                body.insert("custom_settings".into(), json!([]));
+            } else if let Some(rules) = custom_settings(&a.rules, a.rules_file.as_deref())? {
+                body.insert("custom_settings".into(), rules);
             }
             let reply = ctx
                 .api
@@ -610,4 +728,24 @@ async fn predict(ctx: &Ctx, a: PredictArgs) -> Result<(), CliError> {
         ctx.api.post(&segments, Some(&body)).await?
     };
     print_json(&reply.raw, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_read_as_typed() {
+        assert_eq!(
+            rule("#HEADER_version == '0.0.2' => 0.0.2").unwrap(),
+            json!({"setting": "#HEADER_version == '0.0.2'", "version": "0.0.2"})
+        );
+        assert_eq!(
+            rule("#HEADER_uid.hashCode() % 100 < 10=>0.0.1;X-Cfg=A").unwrap(),
+            json!({"setting": "#HEADER_uid.hashCode() % 100 < 10", "version": "0.0.1",
+                   "header_name": "X-Cfg", "header_value": "A"})
+        );
+        assert!(rule("#USER_NAME == 'a'").is_err());
+        assert!(rule("#USER_NAME == 'a'=>0.0.1;X-Cfg").is_err());
+    }
 }

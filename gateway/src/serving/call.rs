@@ -1,5 +1,6 @@
-//! One inference call (spec/inference.md §7.3): the caller's service and version (by the
-//! traffic weights), the traffic limit, then in one processor instance `preprocess` → the
+//! One inference call (spec/inference.md §7.3): the caller's service and version (the
+//! first custom setting that holds, its header added; else the traffic weights), the
+//! traffic limit, then in one processor instance `preprocess` → the
 //! built-in engine → `postprocess` (`Host::pipeline`), or, for a model without a processor,
 //! the Open Inference Protocol's JSON straight into the engine; all within the service's
 //! call timeout.
@@ -13,15 +14,41 @@ use atelier_plugins::{CallContext, CallError as PluginError, LimitKind};
 use rand::Rng;
 
 use super::logs::ServiceLog;
+use super::rules::Facts;
 use super::runtime::{Deployment, Served};
 use super::tensors;
 use crate::error::{DomainError, Error, Kind};
+
+/// Headers that carry the caller's credentials: never shown to a processor.
+pub const CREDENTIALS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "x-auth-token",
+    "x-apig-appcode",
+    "apikey",
+    "proxy-authorization",
+];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): neither passed in nor out.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
 
 /// Why a call failed, on whose side.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("{0}")]
     NotFound(String),
+    /// An app may not call this service (not bound to it, or app authentication is off).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The service does not serve now (stopped, deploying, failed).
     #[error("{0}")]
     NotServing(String),
@@ -47,6 +74,7 @@ impl DomainError for CallError {
     fn kind(&self) -> Kind {
         match self {
             CallError::NotFound(_) => Kind::NotFound,
+            CallError::Unauthenticated(_) => Kind::Unauthenticated,
             CallError::NotServing(_) => Kind::Unavailable,
             CallError::TooMany(_) => Kind::TooManyRequests,
             CallError::BadInput(_) => Kind::Invalid,
@@ -69,25 +97,46 @@ pub struct Answer {
     pub version: String,
 }
 
+/// Who a call runs as (for an app's call, the app's owner): the custom settings'
+/// `USER_*`, `PROJECT_*` and `DOMAIN_*` variables.
+pub struct RunsAs<'a> {
+    pub user_name: &'a str,
+    pub user_id: &'a str,
+}
+
 /// Runs one call on a deployed service. An error comes with the model that was to answer
 /// (none when the call was refused before a version was chosen), and goes to the
 /// service's log.
 pub async fn call(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,
-    request: inf::Request,
+    runs_as: RunsAs<'_>,
+    mut request: inf::Request,
     log: &ServiceLog,
 ) -> Result<Answer, (CallError, Option<String>)> {
     admit(&d).map_err(|e| (logged(log, &d, None, e), None))?;
     let roll = rand::thread_rng().gen_range(0..100);
     let timeout = Duration::from_millis(d.spec.call_timeout_ms);
     let started = Instant::now();
+    let route = d.route(
+        &Facts {
+            user_name: runs_as.user_name,
+            user_id: runs_as.user_id,
+            headers: &request.headers,
+        },
+        roll,
+    );
+    if let Some((name, value)) = route.header {
+        // The rule's value wins over one the caller sent.
+        request.headers.retain(|(k, _)| *k != name);
+        request.headers.push((name, value));
+    }
     let (model_id, version, at) = {
-        let v = d.pick(roll);
+        let v = &d.versions[route.version];
         let at = format!("{} {}", v.spec.model, v.spec.version);
         (v.spec.model_id.clone(), v.spec.version.clone(), at)
     };
-    let work = run(host, d.clone(), roll, request, log);
+    let work = run(host, d.clone(), route.version, request, log);
     let response = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err((logged(log, &d, Some(at.as_str()), e), Some(model_id))),
@@ -140,14 +189,37 @@ pub struct ProxyTarget {
     pub version: String,
     /// The call's timeout (for the answer's head; a stream may run longer).
     pub timeout: Duration,
+    /// A custom setting's header, added to the request.
+    pub header: Option<(String, String)>,
 }
 
-/// The traffic limit, a version by the weights, a ready instance of it. An error comes with
-/// the model that was to answer, as [`call`]'s.
-pub fn proxy_target(d: &Deployment) -> Result<ProxyTarget, (CallError, Option<String>)> {
+/// The traffic limit, a version (a custom setting's, else by the weights), a ready instance
+/// of it. An error comes with the model that was to answer, as [`call`]'s.
+pub fn proxy_target(
+    d: &Deployment,
+    runs_as: RunsAs<'_>,
+    headers: &http::HeaderMap,
+) -> Result<ProxyTarget, (CallError, Option<String>)> {
     admit(d).map_err(|e| (e, None))?;
     let roll = rand::thread_rng().gen_range(0..100);
-    let v = d.pick(roll);
+    // The rules read the headers as the processor would see them (names in lower case).
+    let pairs: Vec<(String, String)> = if d.rules.is_empty() {
+        Vec::new()
+    } else {
+        headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect()
+    };
+    let route = d.route(
+        &Facts {
+            user_name: runs_as.user_name,
+            user_id: runs_as.user_id,
+            headers: &pairs,
+        },
+        roll,
+    );
+    let v = &d.versions[route.version];
     let endpoint = v.pool().and_then(|p| p.pick()).ok_or_else(|| {
         (
             CallError::NotServing(format!(
@@ -165,6 +237,7 @@ pub fn proxy_target(d: &Deployment) -> Result<ProxyTarget, (CallError, Option<St
         model: v.spec.model.clone(),
         version: v.spec.version.clone(),
         timeout: Duration::from_millis(d.spec.call_timeout_ms),
+        header: route.header,
     })
 }
 
@@ -182,11 +255,11 @@ fn logged(log: &ServiceLog, d: &Deployment, model: Option<&str>, e: CallError) -
 async fn run(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,
-    roll: u32,
+    version: usize,
     request: inf::Request,
     log: &ServiceLog,
 ) -> Result<inf::Response, CallError> {
-    let v = d.pick(roll);
+    let v = &d.versions[version];
     let Some(model) = v.onnx().cloned() else {
         return Err(CallError::Internal(anyhow::anyhow!(
             "model {} {} runs on a container engine: its calls are proxied",

@@ -19,9 +19,11 @@
 //! UPDATING or DELETING). Auto-stop: a RUNNING service stops `auto_stop_seconds` after it
 //! started (the seed's default: 1 hour).
 
+pub mod apps;
 pub mod call;
 pub mod instances;
 pub mod logs;
+pub mod rules;
 pub mod runtime;
 pub mod spec;
 pub mod tensors;
@@ -81,6 +83,30 @@ crate::domain_error!(ServiceError, common: Common, internal: Internal);
 impl From<crate::models::ModelError> for ServiceError {
     fn from(e: crate::models::ModelError) -> Self {
         ServiceError::Common(e.into())
+    }
+}
+
+/// Who calls a service: a user with a token, or an app with its AppCode or AppKey.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(Principal),
+    App(Arc<apps::AppCaller>),
+}
+
+impl Caller {
+    /// Whose services it calls (for an app, its owner's), and whom the call runs as.
+    pub fn owner_id(&self) -> &str {
+        match self {
+            Caller::User(p) => &p.user_id,
+            Caller::App(a) => &a.owner_id,
+        }
+    }
+
+    pub fn owner_name(&self) -> &str {
+        match self {
+            Caller::User(p) => &p.name,
+            Caller::App(a) => &a.owner_name,
+        }
     }
 }
 
@@ -304,6 +330,10 @@ impl Services {
             req.traffic_limit,
             req.body_limit_mb,
             req.call_timeout_seconds,
+            Access {
+                app_auth: req.app_auth,
+                custom_settings: &req.custom_settings,
+            },
         )
         .await
     }
@@ -318,6 +348,7 @@ impl Services {
         traffic_limit: Option<u32>,
         body_limit_mb: Option<u32>,
         call_timeout_seconds: Option<u32>,
+        access: Access<'_>,
     ) -> Result<ServiceSpec, ServiceError> {
         let weights = spec::weights(models).map_err(ServiceError::Invalid)?;
         let mut out = Vec::with_capacity(models.len());
@@ -429,6 +460,8 @@ impl Services {
         let (c, cmin, cmax) = spec::CALL_TIMEOUT_SECONDS;
         let call_s = spec::bounded("call_timeout_seconds", call_timeout_seconds, c, cmin, cmax)
             .map_err(ServiceError::Invalid)?;
+        let versions: Vec<&str> = out.iter().map(|v| v.version.as_str()).collect();
+        rules::Rules::compile(access.custom_settings, &versions).map_err(ServiceError::Invalid)?;
         Ok(ServiceSpec {
             models: out,
             timeout_minutes,
@@ -436,6 +469,8 @@ impl Services {
             traffic_limit,
             body_limit_bytes: u64::from(body_mb) * 1024 * 1024,
             call_timeout_ms: u64::from(call_s) * 1000,
+            app_auth: access.app_auth,
+            custom_settings: access.custom_settings.to_vec(),
         })
     }
 
@@ -673,6 +708,13 @@ impl Services {
                     .or(Some((old.body_limit_bytes / (1024 * 1024)) as u32)),
                 req.call_timeout_seconds
                     .or(Some((old.call_timeout_ms / 1000) as u32)),
+                Access {
+                    app_auth: req.app_auth.unwrap_or(old.app_auth),
+                    custom_settings: req
+                        .custom_settings
+                        .as_deref()
+                        .unwrap_or(&old.custom_settings),
+                },
             )
             .await?;
         let serving = SERVING.contains(&s.status);
@@ -999,7 +1041,7 @@ impl Services {
                 })?;
             }
         }
-        Ok(Deployment::new(id, &s.name, &s.owner_id, spec, versions))
+        Ok(Deployment::new(id, &s.name, &s.owner_id, spec, versions)?)
     }
 
     /// Starts the instances of a version that runs on a container or process engine.
@@ -1309,49 +1351,119 @@ impl Services {
     }
 
     /// The body limit of a call to `key`, before its body is read (the seed's 12 MB where
-    /// the service is not deployed: the call is refused anyway).
-    pub fn body_limit(&self, who: &Principal, key: &str) -> u64 {
-        self.deployed(who, key)
+    /// the service is not deployed or not the caller's to call: the call is refused anyway).
+    pub fn body_limit(&self, who: &Caller, key: &str) -> u64 {
+        self.callable(who, key)
             .map_or(u64::from(spec::BODY_LIMIT_MB.0) * 1024 * 1024, |d| {
                 d.spec.body_limit_bytes
             })
     }
 
-    /// The caller's deployed service `key` (id or name).
-    fn deployed(&self, who: &Principal, key: &str) -> Option<Arc<Deployment>> {
+    /// `owner_id`'s deployed service `key` (id or name).
+    fn deployed(&self, owner_id: &str, key: &str) -> Option<Arc<Deployment>> {
         self.inner
             .deployments
             .get(key)
-            .or_else(|| self.inner.deployments.by_owner_name(&who.user_id, key))
-            .filter(|d| d.owner_id == who.user_id)
+            .or_else(|| self.inner.deployments.by_owner_name(owner_id, key))
+            .filter(|d| d.owner_id == owner_id)
     }
 
-    /// One inference call of `who` to their service `key`. The error comes with the
-    /// service and model it was for, when it is a deployed one of theirs (for the metrics: calls of
-    /// services nobody has are not counted, so no caller can make up label values).
+    /// The deployed service `key` that `who` may call: their own; for an app, one of its
+    /// owner's that is bound to it and has app authentication on.
+    fn callable(&self, who: &Caller, key: &str) -> Option<Arc<Deployment>> {
+        let d = self.deployed(who.owner_id(), key)?;
+        match who {
+            Caller::User(_) => Some(d),
+            Caller::App(app) => (app.bound(&d.service_id) && d.spec.app_auth).then_some(d),
+        }
+    }
+
+    /// One inference call of `who` to service `key`. The error comes with the service and
+    /// model it was for, when it is a deployed one the caller may call (for the metrics:
+    /// calls of services nobody has are not counted, so no caller can make up label
+    /// values).
+    ///
+    /// An app learns nothing of services not bound to it: whether one exists or not, the
+    /// answer is the same 401.
     pub async fn call(
         &self,
-        who: &Principal,
+        who: &Caller,
         key: &str,
         request: inf::Request,
     ) -> Result<call::Answer, CallFailure> {
-        let Some(d) = self.deployed(who, key) else {
+        let d = self.deployment_for_call(who, key).await?;
+        let id = d.service_id.clone();
+        let runs_as = call::RunsAs {
+            user_name: who.owner_name(),
+            user_id: who.owner_id(),
+        };
+        call::call(&self.inner.host, d, runs_as, request, &self.inner.log)
+            .await
+            .map_err(|(e, model)| (e, Some((id, model.unwrap_or_default()))))
+    }
+
+    /// The deployment a call of `who` to `key` goes to, or why there is none (refused
+    /// before any version is chosen).
+    async fn deployment_for_call(
+        &self,
+        who: &Caller,
+        key: &str,
+    ) -> Result<Arc<Deployment>, CallFailure> {
+        let deployed = self.deployed(who.owner_id(), key);
+        if let Caller::App(app) = who {
+            let not_bound = || {
+                call::CallError::Unauthenticated(format!(
+                    "app {} may not call service {key}: the app is not bound to it",
+                    app.app_name
+                ))
+            };
+            let callable = deployed
+                .as_ref()
+                .is_some_and(|d| app.bound(&d.service_id) && d.spec.app_auth);
+            if !callable {
+                // Every refusal reads the store, so that neither the answer nor its time
+                // tells an app whether a service it is not bound to exists.
+                let refusal = match (self.find_owned(&app.owner_id, key).await, &deployed) {
+                    (Ok(Some(s)), Some(_)) if app.bound(&s.id) => {
+                        call::CallError::Unauthenticated(format!(
+                            "service {key} does not take app authentication (app_auth is off); its owner turns it on with PATCH {{\"app_auth\": true}}"
+                        ))
+                    }
+                    (Ok(Some(s)), None) if app.bound(&s.id) => {
+                        call::CallError::NotServing(format!(
+                            "service {} is {}; it answers calls when RUNNING",
+                            s.name, s.status
+                        ))
+                    }
+                    _ => not_bound(),
+                };
+                return Err((refusal, None));
+            }
+        }
+        match deployed {
+            Some(d) => Ok(d),
             // Not deployed: say why, if it is theirs.
-            return Err((
-                match self.find(who, key).await {
-                    Ok(s) if s.owner_id == who.user_id => call::CallError::NotServing(format!(
+            None => Err((
+                match self.find_owned(who.owner_id(), key).await {
+                    Ok(Some(s)) => call::CallError::NotServing(format!(
                         "service {} is {}; it answers calls when RUNNING",
                         s.name, s.status
                     )),
                     _ => call::CallError::NotFound(format!("service {key} not found")),
                 },
                 None,
-            ));
-        };
-        let id = d.service_id.clone();
-        call::call(&self.inner.host, d, request, &self.inner.log)
-            .await
-            .map_err(|(e, model)| (e, Some((id, model.unwrap_or_default()))))
+            )),
+        }
+    }
+
+    /// `owner_id`'s service `key` (id or name), whatever its status.
+    async fn find_owned(
+        &self,
+        owner_id: &str,
+        key: &str,
+    ) -> Result<Option<ServiceRow>, ServiceError> {
+        let mut conn = self.inner.store.pool.acquire().await?;
+        Ok(rows::by_key(&mut conn, owner_id, key).await?)
     }
 
     /// What the services count (the API records each call's answer).
@@ -1360,8 +1472,8 @@ impl Services {
     }
 
     /// A deployed service's first version's model, for the V2 metadata and readiness.
-    pub fn metadata(&self, who: &Principal, key: &str) -> Option<serde_json::Value> {
-        let d = self.deployed(who, key)?;
+    pub fn metadata(&self, who: &Caller, key: &str) -> Option<serde_json::Value> {
+        let d = self.callable(who, key)?;
         let v = d.versions.first()?;
         let versions: Vec<String> = d.versions.iter().map(|v| v.spec.version.clone()).collect();
         Some(match v.onnx() {
@@ -1387,18 +1499,29 @@ impl Services {
     /// the traffic limit, a version by the weights, a ready instance of it in turn. `None`:
     /// the service runs on the built-in engine (`call`). The error comes with the service
     /// and model it was for, as `call`'s.
-    pub fn proxy_target(
+    pub async fn proxy_target(
         &self,
-        who: &Principal,
+        who: &Caller,
         key: &str,
+        headers: &http::HeaderMap,
     ) -> Result<Option<call::ProxyTarget>, CallFailure> {
-        let Some(d) = self.deployed(who, key) else {
+        // Services on the built-in engine go the other way (`call`), which says why one
+        // cannot be called.
+        if self
+            .callable(who, key)
+            .is_some_and(|d| d.versions.iter().all(|v| v.pool().is_none()))
+        {
             return Ok(None);
-        };
+        }
+        let d = self.deployment_for_call(who, key).await?;
         if d.versions.iter().all(|v| v.pool().is_none()) {
             return Ok(None);
         }
-        call::proxy_target(&d)
+        let runs_as = call::RunsAs {
+            user_name: who.owner_name(),
+            user_id: who.owner_id(),
+        };
+        call::proxy_target(&d, runs_as, headers)
             .map(Some)
             .map_err(|(e, model)| (e, Some((d.service_id.clone(), model.unwrap_or_default()))))
     }
@@ -1492,6 +1615,12 @@ fn versions_text(spec: &ServiceSpec) -> String {
         .map(|m| format!("model {} {} ({}%)", m.model, m.version, m.weight))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Who may call a service besides its owner, and how its calls are routed.
+struct Access<'a> {
+    app_auth: bool,
+    custom_settings: &'a [rules::CustomSetting],
 }
 
 fn target(s: &ServiceRow) -> Target<'_> {

@@ -12,6 +12,7 @@ use atelier_inference::config::ModelType;
 use atelier_inference::onnx::{ModelOptions, OnnxModel, OnnxRuntime};
 use atelier_plugins::{Host, PluginRef, World};
 
+use super::rules::{Facts, Rules};
 use super::spec::{ServiceSpec, VersionSpec};
 use crate::models::VersionView;
 use crate::models::processor::{self, ProcessorInfo};
@@ -86,7 +87,16 @@ pub struct Deployment {
     pub owner_id: String,
     pub spec: ServiceSpec,
     pub versions: Vec<Served>,
+    /// The custom settings, compiled.
+    pub rules: Rules,
     limiter: Option<Limiter>,
+}
+
+/// The version a call goes to, and the header a custom setting adds (name in lower case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub version: usize,
+    pub header: Option<(String, String)>,
 }
 
 impl Deployment {
@@ -96,15 +106,18 @@ impl Deployment {
         owner_id: &str,
         spec: &ServiceSpec,
         versions: Vec<Served>,
-    ) -> Deployment {
-        Deployment {
+    ) -> Result<Deployment, String> {
+        let names: Vec<&str> = spec.models.iter().map(|m| m.version.as_str()).collect();
+        let rules = Rules::compile(&spec.custom_settings, &names)?;
+        Ok(Deployment {
             service_id: service_id.to_string(),
             name: name.to_string(),
             owner_id: owner_id.to_string(),
             limiter: spec.traffic_limit.map(Limiter::new),
             spec: spec.clone(),
             versions,
-        }
+            rules,
+        })
     }
 
     /// Stops the supervisors of its engine instances (the instances themselves are stopped
@@ -133,15 +146,35 @@ impl Deployment {
 
     /// The version a call goes to: by the versions' weights.
     pub fn pick(&self, roll: u32) -> &Served {
+        &self.versions[self.weighted(roll)]
+    }
+
+    /// The index of the version `roll` (0-99) falls on by the weights.
+    fn weighted(&self, roll: u32) -> usize {
         let mut acc = 0;
-        for v in &self.versions {
+        for (i, v) in self.versions.iter().enumerate() {
             acc += v.spec.weight;
             if roll < acc {
-                return v;
+                return i;
             }
         }
         // Weights sum to 100 and `roll` < 100; the last one otherwise.
-        &self.versions[self.versions.len() - 1]
+        self.versions.len() - 1
+    }
+
+    /// The version of a call: the first custom setting that holds for it (its header
+    /// added), else the weights (`roll`, 0-99).
+    pub fn route(&self, facts: &Facts<'_>, roll: u32) -> Route {
+        match self.rules.route(facts) {
+            Some(r) => Route {
+                version: r.version,
+                header: r.header.map(|(n, v)| (n.to_string(), v.to_string())),
+            },
+            None => Route {
+                version: self.weighted(roll),
+                header: None,
+            },
+        }
     }
 
     /// Whether a call may go now under the traffic limit.

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::rules::CustomSetting;
+
 /// The seed's deploy timeout: 20 minutes by default, 3 to 120.
 pub const TIMEOUT_MINUTES: (u32, u32, u32) = (20, 3, 120);
 /// The seed's request body limit (12 MB) and the most a service may raise it to.
@@ -41,6 +43,12 @@ pub struct DeployService {
     pub body_limit_mb: Option<u32>,
     #[serde(default)]
     pub call_timeout_seconds: Option<u32>,
+    /// Whether apps bound to it may call it (the seed's AUTH-04); off unless said.
+    #[serde(default)]
+    pub app_auth: bool,
+    /// Version routing rules (the seed's Custom Settings, `rules.rs`), in order.
+    #[serde(default)]
+    pub custom_settings: Vec<CustomSetting>,
 }
 
 /// `PATCH /v1/services/{service}`: what is given replaces what the service has.
@@ -61,6 +69,11 @@ pub struct UpdateService {
     pub call_timeout_seconds: Option<u32>,
     #[serde(default)]
     pub timeout_minutes: Option<u32>,
+    #[serde(default)]
+    pub app_auth: Option<bool>,
+    /// Replaces the rules; `[]` removes them.
+    #[serde(default)]
+    pub custom_settings: Option<Vec<CustomSetting>>,
 }
 
 /// One model version of a service.
@@ -106,6 +119,11 @@ pub struct ServiceSpec {
     pub traffic_limit: Option<u32>,
     pub body_limit_bytes: u64,
     pub call_timeout_ms: u64,
+    /// Apps bound to the service may call it.
+    #[serde(default)]
+    pub app_auth: bool,
+    #[serde(default)]
+    pub custom_settings: Vec<CustomSetting>,
 }
 
 /// One model version as a service runs it.

@@ -46,6 +46,14 @@ pub enum Action {
     UpdateService,
     DeleteService,
     DeleteServiceInstance,
+    CreateApp,
+    DeleteApp,
+    ResetAppSecret,
+    ViewAppSecret,
+    AddAppCode,
+    DeleteAppCode,
+    BindAppService,
+    UnbindAppService,
 }
 
 impl Action {
@@ -89,6 +97,14 @@ impl Action {
             Action::UpdateService => "updateService",
             Action::DeleteService => "deleteService",
             Action::DeleteServiceInstance => "deleteServiceInstance",
+            Action::CreateApp => "createApp",
+            Action::DeleteApp => "deleteApp",
+            Action::ResetAppSecret => "resetAppSecret",
+            Action::ViewAppSecret => "viewAppSecret",
+            Action::AddAppCode => "addAppCode",
+            Action::DeleteAppCode => "deleteAppCode",
+            Action::BindAppService => "bindAppService",
+            Action::UnbindAppService => "unbindAppService",
         }
     }
 }

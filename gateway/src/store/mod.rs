@@ -13,6 +13,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub mod apps;
 pub mod audit;
 pub mod events;
 pub mod images;
@@ -57,6 +58,28 @@ impl Owned {
         ))
         .bind(owner_id)
         .bind(name)
+        .fetch_optional(conn)
+        .await
+    }
+
+    /// The owner's row whose id or name is `key` (the id first).
+    pub async fn by_key<T>(
+        &self,
+        conn: &mut Conn,
+        owner_id: &str,
+        key: &str,
+    ) -> sqlx::Result<Option<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        let a = self.alias;
+        sqlx::query_as(&format!(
+            "{} WHERE {a}.owner_id = $1 AND ({a}.id = $2 OR {a}.name = $2) \
+             ORDER BY {a}.id = $2 DESC LIMIT 1",
+            self.select
+        ))
+        .bind(owner_id)
+        .bind(key)
         .fetch_optional(conn)
         .await
     }

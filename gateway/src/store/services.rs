@@ -44,6 +44,15 @@ pub async fn by_name(
     OWNED.by_name(conn, owner_id, name).await
 }
 
+/// The owner's service by id or name.
+pub async fn by_key(
+    conn: &mut Conn,
+    owner_id: &str,
+    key: &str,
+) -> sqlx::Result<Option<ServiceRow>> {
+    OWNED.by_key(conn, owner_id, key).await
+}
+
 pub async fn list(conn: &mut Conn, owner_id: Option<&str>) -> sqlx::Result<Vec<ServiceRow>> {
     OWNED.list(conn, owner_id).await
 }

@@ -90,6 +90,10 @@ pub async fn owned(conn: &mut Conn, user_id: &str) -> sqlx::Result<Vec<(&'static
             "storage connections",
             "SELECT COUNT(*) FROM storage_connections WHERE owner_id = $1",
         ),
+        (
+            "applications",
+            "SELECT COUNT(*) FROM apps WHERE owner_id = $1",
+        ),
     ] {
         let n: i64 = sqlx::query_scalar(sql)
             .bind(user_id)
