@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub mod audit;
+pub mod batch_services;
 pub mod events;
 pub mod images;
 pub mod keypairs;
