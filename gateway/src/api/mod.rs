@@ -6,6 +6,7 @@
 //!
 //! [`Principal`]: crate::auth::Principal
 
+pub mod batch;
 pub mod error;
 pub mod files;
 pub mod images;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(storage::routes())
         .merge(models::routes())
         .merge(services::routes())
+        .merge(batch::routes())
         .merge(infer::routes())
         .merge(pages::routes())
         .fallback(not_found)

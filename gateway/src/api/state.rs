@@ -50,6 +50,8 @@ pub struct Services {
     pub models: crate::models::Models,
     /// Real-time services and their calls.
     pub services: crate::serving::Services,
+    /// Batch services and their jobs.
+    pub batches: crate::batch::Batches,
     /// The plugin registry and its Wasm host.
     pub plugins: crate::plugins::Plugins,
     /// Seals and opens stored secrets.

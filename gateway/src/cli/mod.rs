@@ -6,6 +6,7 @@
 
 mod admin;
 mod api;
+mod batch;
 mod keypairs;
 mod models;
 mod notebooks;
@@ -128,6 +129,9 @@ pub enum ClientCommand {
     /// Real-time services: deploy model versions, call them.
     #[command(subcommand)]
     Service(services::ServiceCommand),
+    /// Batch services: run a model version over a folder or manifest of files.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
     /// Copy, list, inspect and delete objects straight in an S3-compatible store (AWS_*
     /// variables or ~/.aws profiles; no gateway needed).
     #[command(subcommand, visible_alias = "s3")]
@@ -178,6 +182,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Storage(c) => storage::run(&ctx, c).await,
         ClientCommand::Model(c) => models::run(&ctx, c).await,
         ClientCommand::Service(c) => services::run(&ctx, c).await,
+        ClientCommand::Batch(c) => batch::run(&ctx, c).await,
         ClientCommand::Obs(_) => Ok(()),
     }
 }

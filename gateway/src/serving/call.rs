@@ -116,6 +116,24 @@ pub async fn call(
     })
 }
 
+/// Runs one request on a loaded deployment's first version, within `timeout`: no traffic
+/// limit and no weights (a batch service's item, which loads the one version it runs
+/// with `runtime::load`). The same pipeline as a call: the processor and the engine.
+pub async fn run_loaded(
+    host: &Arc<atelier_plugins::Host>,
+    d: Arc<Deployment>,
+    request: inf::Request,
+    timeout: Duration,
+) -> Result<inf::Response, CallError> {
+    match tokio::time::timeout(timeout, run(host, d, 0, request)).await {
+        Ok(r) => r,
+        Err(_) => Err(CallError::TimedOut(format!(
+            "the call took longer than {} s",
+            timeout.as_secs_f64()
+        ))),
+    }
+}
+
 async fn run(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,

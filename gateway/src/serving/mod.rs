@@ -1004,6 +1004,17 @@ impl Services {
             .map_err(|(e, model)| (e, Some((id, model.unwrap_or_default()))))
     }
 
+    /// The engines the services load models on (a batch service loads its version on the
+    /// same ONNX Runtime).
+    pub fn engines(&self) -> &Engines {
+        &self.inner.engines
+    }
+
+    /// The plugin host processors run in.
+    pub fn host(&self) -> &Arc<atelier_plugins::Host> {
+        &self.inner.host
+    }
+
     /// What the services count (the API records each call's answer).
     pub fn metrics(&self) -> &crate::metrics::InferenceMetrics {
         &self.inner.metrics
