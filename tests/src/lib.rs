@@ -243,6 +243,7 @@ pub fn plugin_cli_env() -> Vec<(&'static str, &'static str)> {
     vec![("ATELIER_CACHE", cache)]
 }
 
+pub mod inference;
 pub mod plugins;
 pub mod s3;
 

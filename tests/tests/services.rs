@@ -4,62 +4,11 @@
 //! onnxruntime wheel), with and without the example's Python processor compiled by
 //! componentize-py; calls through `/v1/infers/{id}` and the Open Inference Protocol.
 
-use std::path::Path;
-use std::time::Duration;
-
-use atelier_tests::plugins::{built_python, repo_root};
+use atelier_tests::inference::{WAIT, gateway, import, iris_package, with_processor};
+use atelier_tests::plugins::repo_root;
 use atelier_tests::s3::S3Server;
-use atelier_tests::{Api, Gateway, eventually, ml_python, onnxruntime_lib};
+use atelier_tests::{Api, Gateway, eventually};
 use serde_json::{Value, json};
-
-const WAIT: Duration = Duration::from_secs(120);
-
-/// The example's package (model/iris.onnx, labels, config.json) written under `dir`, with
-/// the example's processor when `processor`.
-async fn iris_package(dir: &Path, processor: bool) {
-    let example = repo_root().join("examples/inference/iris");
-    let status = std::process::Command::new(ml_python())
-        .arg(example.join("train.py"))
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("running train.py");
-    assert!(status.success(), "train.py failed");
-    if processor {
-        let wasm = built_python(&example.join("processor")).await;
-        std::fs::copy(&wasm, dir.join("model/customize_service.wasm")).unwrap();
-        std::fs::copy(
-            example.join("processor/plugin.json"),
-            dir.join("model/plugin.json"),
-        )
-        .unwrap();
-    }
-}
-
-async fn gateway(env: &[(&str, &str)]) -> Gateway {
-    let lib = onnxruntime_lib();
-    let mut all = vec![("ATELIER_ONNXRUNTIME_LIB", lib.as_str())];
-    all.extend_from_slice(env);
-    Gateway::start_with(&all).await
-}
-
-async fn import(api: &Api, name: &str, folder: &str) {
-    let r = api
-        .post(
-            "/v1/models",
-            json!({"name": name, "source": {"type": "obs", "connection": "local",
-                   "path": format!("obs://models/{folder}/")}}),
-        )
-        .await;
-    r.expect_status(202);
-    let v = eventually("the import", WAIT, || async {
-        let v = api.get(&format!("/v1/models/{name}/versions/0.0.1")).await;
-        let v = v.expect_status(200).clone();
-        (v["status"] != "IMPORTING").then_some(v)
-    })
-    .await;
-    assert_eq!(v["status"], "NORMAL", "{v}");
-}
 
 async fn wait_service(api: &Api, id: &str, want: &str) -> Value {
     eventually(&format!("service {id} {want}"), WAIT, || async {
@@ -663,10 +612,7 @@ async fn a_hostile_processor_ends_only_its_own_call_and_bodies_reach_it_as_the_s
     let s3 = S3Server::start();
     let pkg = s3.bucket("models").join("hostile");
     iris_package(&pkg, false).await;
-    let fixture = repo_root().join("tests/fixtures/hostile-processor");
-    let wasm = built_python(&fixture).await;
-    std::fs::copy(&wasm, pkg.join("model/customize_service.wasm")).unwrap();
-    std::fs::copy(fixture.join("plugin.json"), pkg.join("model/plugin.json")).unwrap();
+    with_processor(&pkg, &repo_root().join("tests/fixtures/hostile-processor")).await;
     let gw = gateway(&[]).await;
     let token = gw.create_user("alice").await;
     let api = gw.api(&token);
