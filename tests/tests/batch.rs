@@ -463,7 +463,8 @@ async fn files_and_csv_rows_reach_the_processor_as_the_seed_says_and_other_users
         "tab/train.csv",
         b"5.1,3.5,1.4,0.2\n6.7,3.0,5.8,2.2,9\n",
     );
-    let gw = gateway(&[]).await;
+    // Three batch services a user (the seed's 1,000 is ATELIER_BATCH_QUOTA's default).
+    let gw = gateway(&[("ATELIER_BATCH_QUOTA", "3")]).await;
     let alice = gw.api(&gw.create_user("alice").await);
     s3.connect(&alice, "local").await;
     import(&alice, "mp", "mp").await;
@@ -531,6 +532,18 @@ async fn files_and_csv_rows_reach_the_processor_as_the_seed_says_and_other_users
         seen[1]["json"],
         json!({"data": {"req_data": [{"input_1": 6.7, "input_3": 5.8, "input_4": 9.0}]}})
     );
+    // The quota counts services in any status.
+    let r = alice
+        .post("/v1/batch-services", csv("fourth", json!({"input_1": 0})))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(
+        message(&r)
+            .contains("you have 3 batch services, the most allowed (3; ATELIER_BATCH_QUOTA)"),
+        "{}",
+        r.text
+    );
+
     // A mapping is checked against the schema; a multipart API takes none.
     for (body, says) in [
         (csv("x1", json!({"input_9": 0})), "mapping.input_9"),
