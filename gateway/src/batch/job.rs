@@ -2,6 +2,7 @@
 //! loads it, the pending items done by `instances` workers, then the manifests written
 //! from the item rows. See the module `batch` for the flow and its invariant.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -223,9 +224,10 @@ async fn work(b: &Batches, id: &str, cancel: &CancellationToken) -> Result<(), H
     drop(conn);
     let workers = cancel.child_token();
     let fatal: Mutex<Option<String>> = Mutex::new(None);
+    let progressed = AtomicBool::new(false);
     futures_util::stream::iter(pending)
         .for_each_concurrent(spec.instances as usize, |it| {
-            let (w, workers, fatal) = (&w, &workers, &fatal);
+            let (w, workers, fatal, progressed) = (&w, &workers, &fatal, &progressed);
             async move {
                 if workers.is_cancelled() {
                     return;
@@ -233,6 +235,15 @@ async fn work(b: &Batches, id: &str, cancel: &CancellationToken) -> Result<(), H
                 let outcome = tokio::select! {
                     _ = workers.cancelled() => return,
                     r = item(w, it) => r,
+                };
+                let outcome = match outcome {
+                    // The first item done in this run: the restarts the job survived so
+                    // far count no more (a long job may outlive many; only one that
+                    // gets nowhere is given up, see `operations::MAX_RESUMES`).
+                    Ok(()) if !progressed.swap(true, Ordering::Relaxed) => {
+                        restart_count_cleared(&w.store, &w.batch_id).await
+                    }
+                    other => other,
                 };
                 if let Err(why) = outcome {
                     if let Ok(mut f) = fatal.lock() {
@@ -284,6 +295,14 @@ fn manifest_line(o: &Output, i: &ItemRow) -> String {
         ItemState::Succeeded => Line::succeeded(&i.source, o.result_uri(&i.result_name)).text(),
         _ => Line::failed(&i.source, i.error.as_deref().unwrap_or(DOWNLOAD_FAILED)).text(),
     }
+}
+
+/// The job's durable operation made progress: its count of resumes back to 0.
+async fn restart_count_cleared(store: &Store, id: &str) -> Result<(), String> {
+    let mut conn = store.pool.acquire().await.map_err(|e| e.to_string())?;
+    crate::store::operations::progressed::<BatchStatus>(&mut conn, id)
+        .await
+        .map_err(|e| format!("recording the job's progress: {e}"))
 }
 
 /// A client of the service's storage connection.
