@@ -130,6 +130,27 @@ pub struct Settings {
     /// ATELIER_ONNXRUNTIME_LIB; `scripts/serve.sh` finds one). None: ONNX models cannot be
     /// served (a deploy says so).
     pub onnxruntime_lib: Option<PathBuf>,
+    pub batch: BatchSettings,
+}
+
+/// Batch services (`[batch]` in TOML).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// Lines of one output manifest; a job with more results writes
+    /// `infer-result-{task_id}_1.manifest`, `_2`, … of this many lines each (env
+    /// ATELIER_BATCH_MANIFEST_LINES).
+    pub manifest_lines: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        // The seed splits "large jobs" without a number: 1,000 lines keeps a manifest
+        // near 200 KB, easy to open and to page through.
+        BatchSettings {
+            manifest_lines: 1000,
+        }
+    }
 }
 
 /// Wasm plugins: defaults for plugins whose manifest sets no limits, and the most a manifest
@@ -308,6 +329,9 @@ pub struct Quota {
     /// Real-time services a user may have, in any status (seed 9.4.2: 20; env
     /// ATELIER_SERVICE_QUOTA).
     pub services_per_user: u32,
+    /// Batch services a user may have, in any status (seed 9.5: 1,000; env
+    /// ATELIER_BATCH_QUOTA).
+    pub batch_services_per_user: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -614,6 +638,7 @@ impl Default for Settings {
             save_image_max_layers: 125,
             plugins: PluginSettings::default(),
             onnxruntime_lib: None,
+            batch: BatchSettings::default(),
         }
     }
 }
@@ -623,6 +648,7 @@ impl Default for Quota {
         Quota {
             notebooks_per_user: 10,
             services_per_user: 20,
+            batch_services_per_user: 1000,
         }
     }
 }
@@ -758,6 +784,16 @@ impl Settings {
                 format!("ATELIER_SERVICE_QUOTA={v:?} is not a number of services")
             })?;
         }
+        if let Some(v) = env("ATELIER_BATCH_QUOTA") {
+            self.quota.batch_services_per_user = v.trim().parse().with_context(|| {
+                format!("ATELIER_BATCH_QUOTA={v:?} is not a number of batch services")
+            })?;
+        }
+        if let Some(v) = env("ATELIER_BATCH_MANIFEST_LINES") {
+            self.batch.manifest_lines = v.trim().parse().with_context(|| {
+                format!("ATELIER_BATCH_MANIFEST_LINES={v:?} is not a number of lines")
+            })?;
+        }
         if let Some(v) = env("ATELIER_SAVE_IMAGE_MAX_GB") {
             self.save_image_max_gb = v.parse().with_context(|| {
                 format!("ATELIER_SAVE_IMAGE_MAX_GB={v:?} is not a number of GB")
@@ -837,6 +873,9 @@ impl Settings {
         if self.data_dir.is_relative() {
             let cwd = std::env::current_dir().context("current directory")?;
             self.data_dir = cwd.join(&self.data_dir);
+        }
+        if self.batch.manifest_lines == 0 {
+            bail!("batch.manifest_lines (ATELIER_BATCH_MANIFEST_LINES) must be at least 1");
         }
         if !(self.idle_cpu_percent.is_finite() && self.idle_cpu_percent > 0.0) {
             bail!("idle_cpu_percent (ATELIER_IDLE_CPU_PERCENT) must be a positive number");

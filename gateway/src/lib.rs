@@ -15,6 +15,7 @@ pub mod activity;
 pub mod api;
 pub mod auth;
 pub mod backends;
+pub mod batch;
 pub mod cache;
 // The CLI is a client: its settings are its environment (profiles, AWS_*, caches), and its
 // tasks end with the command.

@@ -120,6 +120,15 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         log: crate::serving::logs::ServiceLog::new(&settings.data_dir, clock.clone()),
     });
     let apps = crate::serving::apps::Apps::new(store.clone(), secrets.clone());
+    let batches = crate::batch::Batches::new(crate::batch::BatchesParts {
+        store: store.clone(),
+        models: models.clone(),
+        services: services.clone(),
+        secrets: secrets.clone(),
+        tasks: lifecycle.tasks().clone(),
+        quota: settings.quota.batch_services_per_user,
+        manifest_lines: settings.batch.manifest_lines,
+    });
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
     Ok(AppState::new(Services {
         auth: Authenticator::new(
@@ -140,6 +149,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         models,
         services,
         apps,
+        batches,
         plugins,
         secrets,
         metrics: metrics.build(),
@@ -160,6 +170,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("resuming model imports")?;
     state.services.resume().await.context("resuming services")?;
+    state
+        .batches
+        .resume()
+        .await
+        .context("resuming batch services")?;
     let backend = state.lifecycle.backend().clone();
     // A warm-up: cut short at shutdown, nothing is lost.
     #[allow(clippy::disallowed_methods)]
@@ -229,6 +244,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("shutting down; notebooks keep running");
     loops.wait().await;
     state.lifecycle.files().shutdown().await;
+    // Running batch jobs end now and go on at the next start (their items are durable).
+    state.batches.shutdown();
     if let Err(e) = state.activity.flush().await {
         tracing::warn!(error = %e, "writing activity at shutdown failed");
     }

@@ -35,14 +35,19 @@ pub async fn iris_package(dir: &Path, processor: bool) {
     }
 }
 
+/// The Python processor `project` (built with componentize-py, cached) as the package's
+/// `model/customize_service.wasm`, with its plugin.json.
+pub async fn with_processor(dir: &Path, project: &Path) {
+    let wasm = built_python(project).await;
+    std::fs::copy(&wasm, dir.join("model/customize_service.wasm")).unwrap();
+    std::fs::copy(project.join("plugin.json"), dir.join("model/plugin.json")).unwrap();
+}
+
 /// The example's model with the hostile test processor (tests/fixtures/hostile-processor),
 /// which echoes, logs, floods its log or misbehaves as the request's `mode` says.
 pub async fn hostile_package(dir: &Path) {
     iris_package(dir, false).await;
-    let fixture = repo_root().join("tests/fixtures/hostile-processor");
-    let wasm = built_python(&fixture).await;
-    std::fs::copy(&wasm, dir.join("model/customize_service.wasm")).unwrap();
-    std::fs::copy(fixture.join("plugin.json"), dir.join("model/plugin.json")).unwrap();
+    with_processor(dir, &repo_root().join("tests/fixtures/hostile-processor")).await;
 }
 
 /// The example's package with a model file that is no ONNX model: it imports, but does not

@@ -203,10 +203,18 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
         .await;
     assert_eq!(r.expect_status(200)["headers"]["x-cfg"], "A", "{}", r.text);
     let r = api.post(&format!("/v1/infers/{id}/x"), json!({})).await;
-    assert!(r.expect_status(200)["headers"].get("x-cfg").is_none(), "{}", r.text);
+    assert!(
+        r.expect_status(200)["headers"].get("x-cfg").is_none(),
+        "{}",
+        r.text
+    );
 
     // An app bound to the service calls it with its AppCode, which the engine never sees.
-    let app = api.post("/v1/apps", json!({})).await.expect_status(201).clone();
+    let app = api
+        .post("/v1/apps", json!({}))
+        .await
+        .expect_status(201)
+        .clone();
     let app_id = app["id"].as_str().unwrap();
     let code = api
         .post_empty(&format!("/v1/apps/{app_id}/app-codes"))
@@ -224,9 +232,12 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
         )
         .await;
     assert_eq!(r.status, 401, "an unbound app: {}", r.text);
-    api.post(&format!("/v1/apps/{app_id}/services"), json!({"service": id}))
-        .await
-        .expect_status(200);
+    api.post(
+        &format!("/v1/apps/{app_id}/services"),
+        json!({"service": id}),
+    )
+    .await
+    .expect_status(200);
     let r = anon
         .send(
             anon.request(reqwest::Method::POST, &format!("/v1/infers/{id}/x"))

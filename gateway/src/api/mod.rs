@@ -7,6 +7,7 @@
 //! [`Principal`]: crate::auth::Principal
 
 pub mod apps;
+pub mod batch;
 pub mod engine_proxy;
 pub mod error;
 pub mod files;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(models::routes())
         .merge(services::routes())
         .merge(apps::routes())
+        .merge(batch::routes())
         .merge(infer::routes())
         .merge(pages::routes())
         .fallback(not_found)

@@ -52,6 +52,8 @@ pub struct Services {
     pub services: crate::serving::Services,
     /// Applications: app credentials and the services bound to them.
     pub apps: crate::serving::apps::Apps,
+    /// Batch services and their jobs.
+    pub batches: crate::batch::Batches,
     /// The plugin registry and its Wasm host.
     pub plugins: crate::plugins::Plugins,
     /// Seals and opens stored secrets.

@@ -7,6 +7,7 @@
 mod admin;
 mod api;
 mod apps;
+mod batch;
 mod keypairs;
 mod models;
 mod notebooks;
@@ -132,6 +133,9 @@ pub enum ClientCommand {
     /// Applications: AppKeys and AppCodes that call the services bound to them.
     #[command(subcommand)]
     App(apps::AppCommand),
+    /// Batch services: run a model version over a folder or manifest of files.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
     /// Copy, list, inspect and delete objects straight in an S3-compatible store (AWS_*
     /// variables or ~/.aws profiles; no gateway needed).
     #[command(subcommand, visible_alias = "s3")]
@@ -183,6 +187,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Model(c) => models::run(&ctx, c).await,
         ClientCommand::Service(c) => services::run(&ctx, c).await,
         ClientCommand::App(c) => apps::run(&ctx, c).await,
+        ClientCommand::Batch(c) => batch::run(&ctx, c).await,
         ClientCommand::Obs(_) => Ok(()),
     }
 }

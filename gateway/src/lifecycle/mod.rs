@@ -18,6 +18,7 @@ use std::fmt::Debug;
 
 pub use atelier_plugins::locks::{KeyGuard, KeyedLocks};
 
+pub mod batch;
 pub mod clock;
 pub mod handle;
 pub mod model;

@@ -136,7 +136,7 @@ pub async fn call(
         let at = format!("{} {}", v.spec.model, v.spec.version);
         (v.spec.model_id.clone(), v.spec.version.clone(), at)
     };
-    let work = run(host, d.clone(), route.version, request, log);
+    let work = run(host, d.clone(), route.version, request, Some(log));
     let response = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err((logged(log, &d, Some(at.as_str()), e), Some(model_id))),
@@ -252,12 +252,30 @@ fn logged(log: &ServiceLog, d: &Deployment, model: Option<&str>, e: CallError) -
     e
 }
 
+/// Runs one request on a loaded deployment's first version, within `timeout`: no traffic
+/// limit and no weights (a batch service's item, which loads the one version it runs
+/// with `runtime::load`). The same pipeline as a call: the processor and the engine.
+pub async fn run_loaded(
+    host: &Arc<atelier_plugins::Host>,
+    d: Arc<Deployment>,
+    request: inf::Request,
+    timeout: Duration,
+) -> Result<inf::Response, CallError> {
+    match tokio::time::timeout(timeout, run(host, d, 0, request, None)).await {
+        Ok(r) => r,
+        Err(_) => Err(CallError::TimedOut(format!(
+            "the call took longer than {} s",
+            timeout.as_secs_f64()
+        ))),
+    }
+}
+
 async fn run(
     host: &Arc<atelier_plugins::Host>,
     d: Arc<Deployment>,
     version: usize,
     request: inf::Request,
-    log: &ServiceLog,
+    log: Option<&ServiceLog>,
 ) -> Result<inf::Response, CallError> {
     let v = &d.versions[version];
     let Some(model) = v.onnx().cloned() else {
@@ -285,13 +303,15 @@ async fn run(
                 })
                 .await;
             let (lines, dropped) = (&report.logs, report.logs_dropped);
-            log.processor(
-                &d.service_id,
-                lines,
-                dropped,
-                &report.stdout,
-                &report.stderr,
-            );
+            if let Some(log) = log {
+                log.processor(
+                    &d.service_id,
+                    lines,
+                    dropped,
+                    &report.stdout,
+                    &report.stderr,
+                );
+            }
             if let Some(e) = report.error {
                 return Err(plugin_error(e));
             }

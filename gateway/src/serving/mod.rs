@@ -1466,6 +1466,17 @@ impl Services {
         Ok(rows::by_key(&mut conn, owner_id, key).await?)
     }
 
+    /// The engines the services load models on (a batch service loads its version on the
+    /// same ONNX Runtime).
+    pub fn engines(&self) -> &Engines {
+        &self.inner.engines
+    }
+
+    /// The plugin host processors run in.
+    pub fn host(&self) -> &Arc<atelier_plugins::Host> {
+        &self.inner.host
+    }
+
     /// What the services count (the API records each call's answer).
     pub fn metrics(&self) -> &crate::metrics::InferenceMetrics {
         &self.inner.metrics

@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub mod apps;
 pub mod audit;
+pub mod batch_services;
 pub mod events;
 pub mod images;
 pub mod keypairs;

@@ -57,6 +57,18 @@ pub async fn end<S: Stored>(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Records that `id`'s operation made progress: the starts it survived so far count no
+/// more (a long job outlives restarts; only work that gets nowhere is given up). Nothing
+/// if it has none.
+pub async fn progressed<S: Stored>(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE operations SET attempts = 0 WHERE kind = $1 AND resource_id = $2")
+        .bind(S::KIND)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// At a gateway start: the kind's unfinished operations, each counted as resumed once more.
 pub async fn resume<S: Stored>(store: &super::Store) -> sqlx::Result<Vec<Pending<S>>> {
     let mut tx = store.write().await?;
@@ -76,4 +88,34 @@ pub async fn resume<S: Stored>(store: &super::Store) -> sqlx::Result<Vec<Pending
             attempts,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::batch::BatchStatus;
+
+    #[tokio::test]
+    async fn progress_clears_the_count_of_resumes() {
+        let dir = std::env::temp_dir().join(format!("atelier-op-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = crate::store::Store::open(&dir).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        begin(&mut conn, "b1", BatchStatus::Running).await.unwrap();
+        drop(conn);
+        for n in 1..=3 {
+            let p = resume::<BatchStatus>(&store).await.unwrap();
+            assert_eq!(p[0].attempts, n);
+        }
+        let mut conn = store.pool.acquire().await.unwrap();
+        progressed::<BatchStatus>(&mut conn, "b1").await.unwrap();
+        // Nothing for a resource without an operation.
+        progressed::<BatchStatus>(&mut conn, "gone").await.unwrap();
+        drop(conn);
+        let p = resume::<BatchStatus>(&store).await.unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].attempts, p[0].status), (1, BatchStatus::Running));
+        assert!(!p[0].exhausted());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

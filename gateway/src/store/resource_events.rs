@@ -186,6 +186,44 @@ impl Catalogue for ServiceEvent {
     }
 }
 
+/// The batch service events the gateway records (seed 9.8.2 Table 9-39, which is the
+/// real-time table; verbatim), stored under the kind `batch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEvent {
+    DeployStarted,
+    Started,
+    Executed,
+    Failed,
+    Starting,
+    Stopping,
+    Stopped,
+    Updating,
+}
+
+impl Catalogue for BatchEvent {
+    const KIND: &'static str = "batch";
+
+    fn text(self) -> &'static str {
+        match self {
+            BatchEvent::DeployStarted => "The service starts to deploy.",
+            BatchEvent::Started => "Service xxx started.",
+            BatchEvent::Executed => "The service has been executed.",
+            BatchEvent::Failed => "The batch service failed. Try again later. Error: xxx",
+            BatchEvent::Starting => "The service is being started.",
+            BatchEvent::Stopping => "The service is being stopped.",
+            BatchEvent::Stopped => "The service has been stopped.",
+            BatchEvent::Updating => "The service is being updated.",
+        }
+    }
+
+    fn level(self) -> Level {
+        match self {
+            BatchEvent::Failed => Level::Abnormal,
+            _ => Level::Normal,
+        }
+    }
+}
+
 /// One event to write.
 #[derive(Debug, Clone)]
 pub struct Row<'a> {
@@ -302,8 +340,8 @@ pub async fn list(
 }
 
 /// How long each kind's events are kept (seed 9.6.2: model events 3 months; 9.7.1:
-/// service events 1 month).
-pub const RETENTION_DAYS: &[(&str, i64)] = &[("model", 90), ("service", 30)];
+/// service events 1 month, batch services' too).
+pub const RETENTION_DAYS: &[(&str, i64)] = &[("model", 90), ("service", 30), ("batch", 30)];
 
 /// Removes the events older than their kind's retention, as of `now`; how many went.
 pub async fn purge(conn: &mut Conn, now: time::OffsetDateTime) -> sqlx::Result<u64> {
@@ -399,5 +437,10 @@ mod tests {
             "Service iris failed. Error: the model did not load"
         );
         assert_eq!(ModelEvent::ImportFailed.level(), Level::Abnormal);
+        assert_eq!(
+            BatchEvent::Failed.fill(&["the model did not load"]),
+            "The batch service failed. Try again later. Error: the model did not load"
+        );
+        assert_eq!(BatchEvent::Failed.level(), Level::Abnormal);
     }
 }

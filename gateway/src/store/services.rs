@@ -127,11 +127,13 @@ pub async fn set_models(conn: &mut Conn, service_id: &str, versions: &[&str]) ->
     Ok(())
 }
 
-/// The names of the services that run a model version.
+/// The names of the services, real-time and batch, that run a model version.
 pub async fn using_version(conn: &mut Conn, version_id: &str) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "SELECT s.name FROM services s JOIN service_models m ON m.service_id = s.id \
-         WHERE m.model_version_id = $1 ORDER BY s.name",
+         WHERE m.model_version_id = $1 \
+         UNION ALL SELECT b.name FROM batch_services b WHERE b.model_version_id = $1 \
+         ORDER BY 1",
     )
     .bind(version_id)
     .fetch_all(conn)

@@ -18,6 +18,7 @@ use sqlx::{Sqlite, Transaction};
 use super::audit::{self, Action, Target};
 use super::events::{self, EventKind};
 use super::{Conn, operations, placeholders, resource_events};
+use crate::lifecycle::batch::BatchStatus;
 use crate::lifecycle::model::ModelStatus;
 use crate::lifecycle::mount::MountStatus;
 use crate::lifecycle::notebook::NotebookStatus;
@@ -90,6 +91,19 @@ impl Stored for ServiceStatus {
         ServiceStatus::Deleting,
     ];
     const TABLE: &'static str = "services";
+    const REASON: &'static str = "status_reason";
+}
+
+impl Stored for BatchStatus {
+    const KIND: &'static str = "batch";
+    /// A job RUNNING when the gateway stopped runs on from its pending items.
+    const TRANSIENT: &'static [Self] = &[
+        BatchStatus::Deploying,
+        BatchStatus::Running,
+        BatchStatus::Stopping,
+        BatchStatus::Deleting,
+    ];
+    const TABLE: &'static str = "batch_services";
     const REASON: &'static str = "status_reason";
 }
 
