@@ -133,6 +133,20 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
     }
     let api = gw.api(&token);
     import(&api, "echo", "plain").await;
+    // A model with its own server is served in real time, not in batch.
+    let r = api
+        .post(
+            "/v1/batch-services",
+            json!({"model": "echo", "version": "0.0.1", "connection": "local",
+                   "input": "obs://models/plain/", "output": "obs://models/out/"}),
+        )
+        .await;
+    assert!(
+        r.expect_error(400, "invalid_argument")
+            .contains("not an ONNX model"),
+        "{}",
+        r.text
+    );
     let id = deploy(
         &api,
         "echo-svc",

@@ -301,6 +301,12 @@ impl Batches {
                 v.model, v.version
             )));
         }
+        if !crate::serving::runtime::runs_builtin(&v) {
+            return Err(BatchError::Invalid(format!(
+                "model {} version {} is not an ONNX model: batch services run models on the built-in engine; a model with its own server is deployed as a real-time service",
+                v.model, v.version
+            )));
+        }
         let request_path = req.request_path.clone().unwrap_or_else(|| "/".into());
         let config = v.model_config.as_ref().ok_or_else(|| {
             BatchError::Invalid(format!(
