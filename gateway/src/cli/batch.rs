@@ -203,27 +203,28 @@ pub async fn run(ctx: &Ctx, cmd: BatchCommand) -> Result<(), CliError> {
                 return print_json(&reply.raw, None);
             }
             let b = &reply.value;
-            for (label, key) in [
-                ("Name", "name"),
-                ("Id", "id"),
-                ("Owner", "owner"),
-                ("Status", "status"),
-                ("Reason", "status_reason"),
-                ("Task id", "task_id"),
-                ("Description", "description"),
-                ("Input", "input"),
-                ("Output", "output"),
-                ("Connection", "connection"),
-                ("Request path", "request_path"),
-                ("Instances", "instances"),
-                ("Started", "started_at"),
-                ("Ended", "ended_at"),
-                ("Created", "created_at"),
-            ] {
-                if b.get(key).is_some_and(|v| !v.is_null()) {
-                    out(&sanitize(&format!("{label:<14} {}", cell(b, key))));
-                }
-            }
+            let shown = super::table::fields(
+                b,
+                14,
+                &[
+                    ("Name", "name"),
+                    ("Id", "id"),
+                    ("Owner", "owner"),
+                    ("Status", "status"),
+                    ("Reason", "status_reason"),
+                    ("Task id", "task_id"),
+                    ("Description", "description"),
+                    ("Input", "input"),
+                    ("Output", "output"),
+                    ("Connection", "connection"),
+                    ("Request path", "request_path"),
+                    ("Instances", "instances"),
+                    ("Started", "started_at"),
+                    ("Ended", "ended_at"),
+                    ("Created", "created_at"),
+                ],
+            );
+            out(shown.trim_end());
             out(&sanitize(&format!(
                 "{:<14} {} {}",
                 "Model",
@@ -281,15 +282,7 @@ pub async fn run(ctx: &Ctx, cmd: BatchCommand) -> Result<(), CliError> {
             if ctx.json {
                 return print_json(&reply.raw, Some("items"));
             }
-            let mut t = Table::new(&["TIME", "TYPE", "EVENT"]);
-            for e in items(&reply.value)? {
-                t.row(vec![
-                    short_time(e, "time"),
-                    cell(e, "type"),
-                    cell(e, "text"),
-                ]);
-            }
-            out(&t.render());
+            out(&super::table::events(items(&reply.value)?));
             Ok(())
         }
     }

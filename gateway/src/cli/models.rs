@@ -321,14 +321,7 @@ pub async fn run(ctx: &Ctx, cmd: ModelCommand) -> Result<(), CliError> {
                     ("Created", "created_at"),
                 ]
             };
-            for (label, key) in fields {
-                if reply.value.get(*key).is_some_and(|v| !v.is_null()) {
-                    out(&sanitize(&format!(
-                        "{label:<12} {}",
-                        cell(&reply.value, key)
-                    )));
-                }
-            }
+            out(super::table::fields(&reply.value, 12, fields).trim_end());
             if let Some(s) = reply.value.get("source") {
                 out(&sanitize(&format!("{:<12} {s}", "Source")));
             }

@@ -521,15 +521,7 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
             if ctx.json {
                 return print_json(&reply.raw, Some("items"));
             }
-            let mut t = Table::new(&["TIME", "TYPE", "EVENT"]);
-            for e in items(&reply.value)? {
-                t.row(vec![
-                    short_time(e, "time"),
-                    cell(e, "type"),
-                    cell(e, "text"),
-                ]);
-            }
-            out(&t.render());
+            out(&super::table::events(items(&reply.value)?));
             Ok(())
         }
         ServiceCommand::Logs(a) => logs(ctx, a).await,

@@ -65,6 +65,33 @@ impl Table {
     }
 }
 
+/// The events of a model, a service or a batch service (the seed's catalogues) as a table:
+/// time, type, text.
+pub fn events(items: &[Value]) -> String {
+    let mut t = Table::new(&["TIME", "TYPE", "EVENT"]);
+    for e in items {
+        t.row(vec![
+            short_time(e, "time"),
+            cell(e, "type"),
+            cell(e, "text"),
+        ]);
+    }
+    t.render()
+}
+
+/// `label  value` lines for the fields of `v` that are there and not null, labels padded to
+/// `width`, each line made safe for a terminal.
+pub fn fields(v: &Value, width: usize, fields: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (label, key) in fields {
+        if v.get(*key).is_some_and(|x| !x.is_null()) {
+            out.push_str(&sanitize(&format!("{label:<width$} {}", cell(v, key))));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Replaces control characters (newlines, tabs, terminal escapes) so that server-provided text
 /// can neither break the alignment nor drive the terminal.
 pub fn sanitize(s: &str) -> String {
