@@ -102,6 +102,9 @@ pub struct Settings {
     /// How many seconds one hour of an auto-stop lease lasts (env ATELIER_LEASE_HOUR): 3600;
     /// less only for tests and demos.
     pub lease_hour_secs: u64,
+    /// How many seconds one minute of a service's deploy timeout lasts (env
+    /// ATELIER_DEPLOY_MINUTE): 60; less only for tests.
+    pub deploy_minute_secs: u64,
     /// Idle timeout in seconds for notebooks that do not set their own (env
     /// ATELIER_IDLE_TIMEOUT); 0: no idle stops.
     pub idle_timeout_secs: u64,
@@ -602,6 +605,7 @@ impl Default for Settings {
             origins: Origins::default(),
             stop_warning_secs: 300,
             lease_hour_secs: 3600,
+            deploy_minute_secs: 60,
             idle_timeout_secs: 0,
             idle_cpu_percent: 10.0,
             idle_gpu_percent: 10.0,
@@ -863,6 +867,11 @@ impl Settings {
                 .parse()
                 .with_context(|| format!("ATELIER_LEASE_HOUR={v:?} is not a number of seconds"))?;
         }
+        if let Some(v) = env("ATELIER_DEPLOY_MINUTE") {
+            self.deploy_minute_secs = v.parse().with_context(|| {
+                format!("ATELIER_DEPLOY_MINUTE={v:?} is not a number of seconds")
+            })?;
+        }
         Ok(())
     }
 
@@ -890,6 +899,9 @@ impl Settings {
         }
         if self.lease_hour_secs == 0 {
             bail!("lease_hour_secs (ATELIER_LEASE_HOUR) must be at least 1 second");
+        }
+        if self.deploy_minute_secs == 0 {
+            bail!("deploy_minute_secs (ATELIER_DEPLOY_MINUTE) must be at least 1 second");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format {:?}: expected text or json", self.log_format);

@@ -114,6 +114,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         quota: settings.quota.services_per_user,
         clock: clock.clone(),
         hour_secs: settings.lease_hour_secs,
+        minute_secs: settings.deploy_minute_secs,
         metrics: metrics.inference(),
         backend: lifecycle.backend().clone(),
         flavors: settings.flavors.clone(),

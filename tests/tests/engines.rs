@@ -113,12 +113,12 @@ struct Setup {
     token: String,
 }
 
-async fn setup() -> Setup {
+async fn setup(env: &[(&str, &str)]) -> Setup {
     let s3 = S3Server::start();
     let bucket = s3.bucket("models");
     echo_package(&bucket.join("plain"), None);
     echo_package(&bucket.join("checked"), Some(health(1, 2)));
-    let gw = Gateway::start().await;
+    let gw = Gateway::start_with(env).await;
     let token = gw.create_user("alice").await;
     s3.connect(&gw.api(&token), "local").await;
     Setup { _s3: s3, gw, token }
@@ -126,7 +126,7 @@ async fn setup() -> Setup {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_engine_serves_its_model_and_calls_pass_through() {
-    let Setup { _s3, mut gw, token } = setup().await;
+    let Setup { _s3, mut gw, token } = setup(&[]).await;
     if !gw.sandboxed() {
         eprintln!("skipping: model engines need the process backend's sandbox");
         return;
@@ -435,7 +435,7 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn probes_drive_abnormal_alarm_and_restarts() {
-    let Setup { _s3, gw, token } = setup().await;
+    let Setup { _s3, gw, token } = setup(&[]).await;
     if !gw.sandboxed() {
         eprintln!("skipping: model engines need the process backend's sandbox");
         return;
@@ -504,6 +504,60 @@ async fn probes_drive_abnormal_alarm_and_restarts() {
     api.delete(&format!("/v1/services/{id}"))
         .await
         .expect_status(204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_whose_instances_never_answer_times_out_and_leaves_nothing() {
+    // A minute of deploy timeout lasts a second here: the seed's least, 3 minutes, is 3 s.
+    let Setup { _s3, gw, token } = setup(&[("ATELIER_DEPLOY_MINUTE", "1")]).await;
+    if !gw.sandboxed() {
+        eprintln!("skipping: model engines need the process backend's sandbox");
+        return;
+    }
+    let api = gw.api(&token);
+    import(&api, "echo", "plain").await;
+    api.post(
+        "/v1/models/echo/versions",
+        json!({"start_command": "sleep 3600"}),
+    )
+    .await
+    .expect_status(202);
+    eventually("version 0.0.2", WAIT, || async {
+        let v = api.get("/v1/models/echo/versions/0.0.2").await;
+        (v.expect_status(200)["status"] == "NORMAL").then_some(())
+    })
+    .await;
+    let body = json!({"name": "silent", "timeout_minutes": 3,
+                      "models": [{"model": "echo", "version": "0.0.2"}]});
+    let id = api.post("/v1/services", body).await.expect_status(202)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = wait_service(&api, &id, "FAILED").await;
+    assert!(
+        s["status_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deploy timeout (3 minutes)"),
+        "{s}"
+    );
+    let texts = event_texts(&api, &id).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("Service deployment timed out. Error: ")),
+        "{texts:?}"
+    );
+    // Its instance was stopped and removed.
+    let engines = gw.data_dir.join("engines");
+    let left = eventually("the instance gone", WAIT, || async {
+        let left: Vec<_> = std::fs::read_dir(&engines)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        left.is_empty().then_some(left)
+    })
+    .await;
+    assert!(left.is_empty());
 }
 
 /// The echo server as an image of its own, built once from the test notebook image (offline:

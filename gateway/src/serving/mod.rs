@@ -152,6 +152,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Seconds one hour of auto-stop lasts (3600; less in tests, as notebooks' leases).
     hour_secs: u64,
+    /// Seconds one minute of a deploy timeout lasts (60; less in tests).
+    minute_secs: u64,
     metrics: crate::metrics::InferenceMetrics,
     /// Where container and process engines run.
     backend: Arc<dyn crate::backends::Backend>,
@@ -168,6 +170,7 @@ pub struct ServicesParts {
     pub quota: u32,
     pub clock: Arc<dyn Clock>,
     pub hour_secs: u64,
+    pub minute_secs: u64,
     pub metrics: crate::metrics::InferenceMetrics,
     pub backend: Arc<dyn crate::backends::Backend>,
     /// The settings' flavors; the first is the default.
@@ -224,12 +227,23 @@ impl Services {
                 quota: p.quota,
                 clock: p.clock,
                 hour_secs: p.hour_secs,
+                minute_secs: p.minute_secs,
                 metrics: p.metrics,
                 backend: p.backend,
                 flavors: p.flavors,
                 log: p.log,
             }),
         }
+    }
+
+    /// A deploy timeout of `minutes` (a minute lasting `minute_secs`).
+    fn deploy_limit(&self, minutes: u32) -> Duration {
+        Duration::from_secs(u64::from(minutes) * self.inner.minute_secs)
+    }
+
+    /// The same, as a span of the store's clock.
+    fn deploy_time(&self, minutes: u32) -> time::Duration {
+        time::Duration::seconds((u64::from(minutes) * self.inner.minute_secs) as i64)
     }
 
     /// Deploys a new service.
@@ -244,7 +258,7 @@ impl Services {
         let id = uuid::Uuid::new_v4().to_string();
         let spec_json = serde_json::to_string(&spec).map_err(anyhow::Error::from)?;
         let now = self.inner.clock.now();
-        let deadline = fmt_time(now + time::Duration::minutes(i64::from(spec.timeout_minutes)));
+        let deadline = fmt_time(now + self.deploy_time(spec.timeout_minutes));
         let _one = self.inner.create.lock().await;
         let mut tx = self.inner.store.write().await?;
         if rows::by_name(&mut tx, &who.user_id, &req.name)
@@ -566,9 +580,7 @@ impl Services {
         let s = self.find(who, key).await?;
         let _held = self.inner.locks.lock(&s.id).await;
         let spec = decode(&s)?;
-        let deadline = fmt_time(
-            self.inner.clock.now() + time::Duration::minutes(i64::from(spec.timeout_minutes)),
-        );
+        let deadline = fmt_time(self.inner.clock.now() + self.deploy_time(spec.timeout_minutes));
         let mut tx = self.inner.store.write().await?;
         Transition::of(&s.id, op, ServiceStatus::Deploying)
             .resource_event(Row::of(&s.id, None, ServiceEvent::Starting))
@@ -771,7 +783,7 @@ impl Services {
         // No lock while loading (minutes, maybe): requests on the service meanwhile are
         // refused by its status (UPDATING), and the compare-and-set below decides.
         let started = Started::default();
-        let limit = Duration::from_secs(u64::from(new.timeout_minutes) * 60);
+        let limit = self.deploy_limit(new.timeout_minutes);
         let loaded = match tokio::time::timeout(limit, self.load(id, &new, false, &started)).await {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) => Err(e.why().to_owned()),
@@ -858,7 +870,7 @@ impl Services {
                 .deploy_deadline
                 .as_deref()
                 .and_then(crate::store::parse_time)
-                .unwrap_or(now + time::Duration::minutes(i64::from(spec.timeout_minutes)));
+                .unwrap_or(now + self.deploy_time(spec.timeout_minutes));
             let left = (deadline - now).max(time::Duration::ZERO);
             let left = Duration::from_secs_f64(left.as_seconds_f64());
             let started = Started::default();
@@ -1248,7 +1260,7 @@ impl Services {
         let started = Started::default();
         let loaded = match decode(&s) {
             Ok(spec) => {
-                let limit = Duration::from_secs(u64::from(spec.timeout_minutes) * 60);
+                let limit = self.deploy_limit(spec.timeout_minutes);
                 match tokio::time::timeout(limit, self.load(&s.id, &spec, true, &started)).await {
                     Ok(r) => r.map_err(|e| e.why().to_owned()),
                     Err(_) => Err(format!(
