@@ -1,0 +1,84 @@
+"""Sets up bench/inference.sh's gateway through its API (standard library only): a user and
+token, the S3 server as storage connection "local", model `iris` (the example's package with
+its Wasm processor) and model `engine` (engine_server.py as a process engine, model type
+PyTorch), one service of each, waited until RUNNING. Prints shell assignments:
+
+    TOKEN=... IRIS_SERVICE=... ENGINE_SERVICE=...
+
+    python3 setup.py GATEWAY_URL ADMIN_TOKEN S3_ENDPOINT ACCESS_KEY SECRET_KEY"""
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+BASE, ADMIN, S3, AK, SK = sys.argv[1:6]
+WAIT = 300
+
+
+def call(method, path, token, body=None, want=(200, 201, 202)):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(BASE + path, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, text = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read()
+    if status not in want:
+        sys.exit(f"{method} {path}: {status} {text[:500]!r}")
+    return json.loads(text) if text else {}
+
+
+def until(what, fn):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        v = fn()
+        if v is not None:
+            return v
+        time.sleep(0.5)
+    sys.exit(f"timed out waiting for {what}")
+
+
+call("POST", "/v1/users", ADMIN, {"name": "bench", "role": "user"})
+token = call("POST", "/v1/users/bench/tokens", ADMIN, {"label": "bench"})["token"]
+call("POST", "/v1/storage/connections", token,
+     {"name": "local", "endpoint": S3, "access_key_id": AK, "secret_access_key": SK})
+
+
+def model(name, extra):
+    body = {"name": name, "source": {"type": "obs", "connection": "local",
+                                     "path": f"obs://models/{name}/"}}
+    body.update(extra)
+    call("POST", "/v1/models", token, body)
+
+    def imported():
+        v = call("GET", f"/v1/models/{name}/versions/0.0.1", token)
+        return v if v.get("status") != "IMPORTING" else None
+
+    v = until(f"model {name} to import", imported)
+    if v.get("status") != "NORMAL":
+        sys.exit(f"model {name}: {v}")
+
+
+def service(name, model_name):
+    sid = call("POST", "/v1/services", token,
+               {"name": name, "models": [{"model": model_name, "version": "0.0.1"}]})["id"]
+
+    def running():
+        v = call("GET", f"/v1/services/{sid}", token)
+        if v.get("status") in ("FAILED", "ABNORMAL", "STOPPED"):
+            sys.exit(f"service {name}: {v}")
+        return sid if v.get("status") == "RUNNING" else None
+
+    return until(f"service {name} to run", running)
+
+
+model("iris", {})
+model("engine", {"start_command": "python3 /home/mind/model/engine_server.py"})
+iris = service("iris-svc", "iris")
+engine = service("engine-svc", "engine")
+print(f"TOKEN={token} IRIS_SERVICE={iris} ENGINE_SERVICE={engine}")
