@@ -295,6 +295,22 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
     })
     .await;
     assert!(!logs.is_empty());
+    // An engine that replaces its log with a link to a host file gets nothing of that file
+    // into the service's log: the gateway reads the log without following links.
+    api.post(&format!("/v1/infers/{id}/plant-link"), json!({}))
+        .await
+        .expect_status(200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = api
+        .get(&format!("/v1/services/{id}/logs?since=1h&q=root"))
+        .await;
+    let lines = r.expect_status(200)["lines"].as_array().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l["text"].as_str().unwrap().contains("root:x:0:0")),
+        "{lines:?}"
+    );
 
     // Without a token: 401, and nothing reaches the engine.
     let r = anon.get(&format!("/v1/infers/{id}/whoami")).await;
