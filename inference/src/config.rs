@@ -583,12 +583,9 @@ impl ModelConfig {
     /// [`custom_image_health_event`]. Whether the model is on a custom engine is the
     /// caller's to know (it is a create-form choice, not a `config.json` field).
     pub fn health_url_ok_for_custom_engine(&self) -> bool {
-        match &self.health {
-            None => true,
-            Some(h) => {
-                matches!(&h.check, HealthCheck::Http { url, .. } if url == CUSTOM_ENGINE_HEALTH_URL)
-            }
-        }
+        self.health
+            .as_ref()
+            .is_none_or(Health::ok_for_custom_engine)
     }
 }
 
@@ -643,7 +640,10 @@ fn check(raw: RawConfig, warnings: &mut Vec<ConfigWarning>) -> Result<ModelConfi
     let metrics = raw.metrics.map(|Obj(m)| check_metrics(m)).transpose()?;
     let apis = check_apis(raw.apis.unwrap_or_default(), model_type, warnings)?;
     let dependencies = check_dependencies(raw.dependencies.unwrap_or_default())?;
-    let health = raw.health.map(|Obj(h)| check_health(h)).transpose()?;
+    let health = raw
+        .health
+        .map(|Obj(h)| check_health(h, "health"))
+        .transpose()?;
     if model_type.is_image() && health.is_none() {
         return Err(invalid(
             "health",
@@ -1043,7 +1043,34 @@ fn check_package(at: &str, p: RawPackage) -> Result<Package, ConfigError> {
     })
 }
 
-fn check_health(raw: RawHealth) -> Result<Health, ConfigError> {
+impl Health {
+    /// A health check given on its own rather than in a `config.json` (a model version's
+    /// startup, readiness or liveness probe): the same fields and rules as `health`, errors
+    /// naming `at` (`health_checks.readiness.url is required …`).
+    pub fn from_json(at: &str, v: &serde_json::Value) -> Result<Health, String> {
+        let raw: Obj<RawHealth> = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                format!("{at}: {inner}")
+            } else {
+                format!("{at}.{path}: {inner}")
+            }
+        })?;
+        check_health(raw.0, at).map_err(|e| match e {
+            ConfigError::Invalid { field, problem } => format!("{field} {problem}"),
+            other => format!("{at}: {other}"),
+        })
+    }
+
+    /// Whether a custom engine may use this check: an HTTP check of
+    /// [`CUSTOM_ENGINE_HEALTH_URL`] (seed 9.3.4).
+    pub fn ok_for_custom_engine(&self) -> bool {
+        matches!(&self.check, HealthCheck::Http { url, .. } if url == CUSTOM_ENGINE_HEALTH_URL)
+    }
+}
+
+fn check_health(raw: RawHealth, at: &str) -> Result<Health, ConfigError> {
     let url = present(raw.url);
     let command = present(raw.command);
     let protocol = present(raw.protocol);
@@ -1054,23 +1081,23 @@ fn check_health(raw: RawHealth) -> Result<Health, ConfigError> {
         Some("HTTP") => {
             if command.is_some() {
                 return Err(invalid(
-                    "health.command",
+                    format!("{at}.command"),
                     "is for check_method EXEC; an HTTP check uses url",
                 ));
             }
             let Some(url) = url else {
                 return Err(invalid(
-                    "health.url",
+                    format!("{at}.url"),
                     "is required when check_method is HTTP (for example \"/health\")",
                 ));
             };
-            check_url_path("health.url", &url)?;
+            check_url_path(&format!("{at}.url"), &url)?;
             let protocol = match protocol.map(|p| p.to_ascii_lowercase()).as_deref() {
                 None | Some("http") => Protocol::Http,
                 Some("https") => Protocol::Https,
                 Some(other) => {
                     return Err(invalid(
-                        "health.protocol",
+                        format!("{at}.protocol"),
                         format!("must be \"http\" or \"https\" (got {})", quoted(other)),
                     ));
                 }
@@ -1081,28 +1108,28 @@ fn check_health(raw: RawHealth) -> Result<Health, ConfigError> {
             if url.is_some() || protocol.is_some() {
                 let f = if url.is_some() { "url" } else { "protocol" };
                 return Err(invalid(
-                    format!("health.{f}"),
+                    format!("{at}.{f}"),
                     "is for check_method HTTP; an EXEC check uses command",
                 ));
             }
             let Some(command) = command else {
                 return Err(invalid(
-                    "health.command",
+                    format!("{at}.command"),
                     "is required when check_method is EXEC",
                 ));
             };
-            check_plain_text("health.command", &command)?;
+            check_plain_text(&format!("{at}.command"), &command)?;
             HealthCheck::Exec { command }
         }
         Some(other) => {
             return Err(invalid(
-                "health.check_method",
+                format!("{at}.check_method"),
                 format!("must be \"HTTP\" or \"EXEC\" (got {})", quoted(other)),
             ));
         }
         None => {
             return Err(invalid(
-                "health.check_method",
+                format!("{at}.check_method"),
                 "is required: \"HTTP\" or \"EXEC\"",
             ));
         }
@@ -1110,13 +1137,16 @@ fn check_health(raw: RawHealth) -> Result<Health, ConfigError> {
     Ok(Health {
         check,
         initial_delay_seconds: seconds(
-            "health.initial_delay_seconds",
+            &format!("{at}.initial_delay_seconds"),
             raw.initial_delay_seconds,
             0,
         )?,
-        timeout_seconds: seconds("health.timeout_seconds", raw.timeout_seconds, 0)?,
-        period_seconds: required_seconds("health.period_seconds", raw.period_seconds)?,
-        failure_threshold: required_seconds("health.failure_threshold", raw.failure_threshold)?,
+        timeout_seconds: seconds(&format!("{at}.timeout_seconds"), raw.timeout_seconds, 0)?,
+        period_seconds: required_seconds(&format!("{at}.period_seconds"), raw.period_seconds)?,
+        failure_threshold: required_seconds(
+            &format!("{at}.failure_threshold"),
+            raw.failure_threshold,
+        )?,
     })
 }
 

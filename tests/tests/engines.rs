@@ -523,6 +523,129 @@ async fn probes_drive_abnormal_alarm_and_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_versions_probes_set_one_by_one_take_an_instance_out_of_rotation_without_a_restart() {
+    let Setup { _s3, gw, token } = setup(&[]).await;
+    if !gw.sandboxed() {
+        eprintln!("skipping: model engines need the process backend's sandbox");
+        return;
+    }
+    let api = gw.api(&token);
+    let body = |checks: Value| {
+        json!({"name": "probed",
+               "source": {"type": "obs", "connection": "local", "path": "obs://models/plain/"},
+               "start_command": "python3 /home/mind/model/server.py",
+               "health_checks": checks})
+    };
+
+    // Bad probes are refused with the field named, and nothing is created.
+    for (checks, names) in [
+        (
+            json!({"readiness": {"check_method": "HTTP", "url": "/health", "period_seconds": 1}}),
+            "health_checks.readiness.failure_threshold",
+        ),
+        (
+            json!({"readiness": {"check_method": "HTTP", "url": "/health", "period_seconds": "0",
+                                 "failure_threshold": 1}}),
+            "health_checks.readiness.period_seconds",
+        ),
+        (
+            json!({"liveliness": {"check_method": "HTTP", "url": "/health"}}),
+            "health_checks.\"liveliness\": unknown probe",
+        ),
+        (
+            json!({"startup": {"check_method": "EXEC", "url": "/health"}}),
+            "health_checks.startup.url",
+        ),
+        (
+            json!({"liveness": {"check_method": "HTTP", "url": "/health", "bogus": 1}}),
+            "health_checks.liveness",
+        ),
+        (json!(["startup"]), "health_checks"),
+    ] {
+        let r = api.post("/v1/models", body(checks.clone())).await;
+        let msg = r.expect_error(400, "invalid_argument").to_string();
+        assert!(msg.contains(names), "{checks}: {msg}");
+    }
+    api.get("/v1/models/probed")
+        .await
+        .expect_error(404, "not_found");
+
+    // An image model's probes must check /health over HTTP, as its config's health must.
+    let config = json!({"model_algorithm": "echo", "model_type": "Image",
+                        "health": health(1, 3)});
+    let r = api
+        .post(
+            "/v1/models",
+            json!({"name": "probed-image",
+                   "source": {"type": "image", "image": "localhost/whatever:1"},
+                   "config": config,
+                   "health_checks": {"liveness": {"check_method": "HTTP", "url": "/whoami",
+                                                  "period_seconds": 1, "failure_threshold": 1}}}),
+        )
+        .await;
+    let msg = r.expect_error(400, "invalid_argument").to_string();
+    assert!(
+        msg.contains("health_checks.liveness") && msg.contains("/health"),
+        "{msg}"
+    );
+
+    // Readiness on /health, liveness on /whoami: an instance whose /health fails for a
+    // while leaves the rotation (ALARM) and comes back (RUNNING) without a restart.
+    let checks = json!({
+        "readiness": {"check_method": "HTTP", "url": "/health", "period_seconds": "1",
+                      "failure_threshold": "1"},
+        "liveness": {"check_method": "HTTP", "url": "/whoami", "period_seconds": 1,
+                     "failure_threshold": 2},
+    });
+    api.post("/v1/models", body(checks))
+        .await
+        .expect_status(202);
+    let v = eventually("the import", WAIT, || async {
+        let v = api.get("/v1/models/probed/versions/0.0.1").await;
+        let v = v.expect_status(200).clone();
+        (v["status"] != "IMPORTING").then_some(v)
+    })
+    .await;
+    assert_eq!(v["status"], "NORMAL", "{v}");
+    assert_eq!(v["health_checks"]["readiness"]["url"], "/health", "{v}");
+    assert_eq!(v["health_checks"]["liveness"]["period_seconds"], 1, "{v}");
+    assert!(v["health_checks"].get("startup").is_none(), "{v}");
+    // A new version copies them.
+    let r = api
+        .post(
+            "/v1/models/probed/versions",
+            json!({"description": "again"}),
+        )
+        .await;
+    let v2 = r.expect_status(202).clone();
+    assert_eq!(v2["health_checks"], v["health_checks"], "{v2}");
+
+    let id = deploy(&api, "probed-svc", "probed", json!({})).await;
+    wait_service(&api, &id, "RUNNING").await;
+    let before = ready_instances(&api, &id).await;
+    let boot = whoami(&api, &id).await["boot"].clone();
+    api.post(&format!("/v1/infers/{id}/unhealthy?seconds=4"), json!({}))
+        .await
+        .expect_status(200);
+    wait_service(&api, &id, "ALARM").await;
+    wait_service(&api, &id, "RUNNING").await;
+    let after = ready_instances(&api, &id).await;
+    assert_eq!(after[0]["id"], before[0]["id"], "{after:?}");
+    assert_eq!(after[0]["restarts"], 0, "{after:?}");
+    assert_eq!(whoami(&api, &id).await["boot"], boot);
+    let texts = event_texts(&api, &id).await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("Service probed-svc is unhealthy. Error: ")),
+        "{texts:?}"
+    );
+    api.delete(&format!("/v1/services/{id}"))
+        .await
+        .expect_status(204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_whose_instances_never_answer_times_out_and_leaves_nothing() {
     // A minute of deploy timeout lasts a second here: the seed's least, 3 minutes, is 3 s.
     let Setup { _s3, gw, token } = setup(&[("ATELIER_DEPLOY_MINUTE", "1")]).await;

@@ -70,6 +70,11 @@ pub struct SettingArgs {
     /// A document about the model, NAME=URL (at most 3).
     #[arg(long = "doc", value_name = "NAME=URL")]
     pub docs: Vec<String>,
+    /// The instances' probes, a JSON file {"startup": {…}, "readiness": {…}, "liveness":
+    /// {…}}, each with config.json health's fields (check_method, url or command,
+    /// period_seconds, failure_threshold, …).
+    #[arg(long, value_name = "FILE")]
+    pub health_checks: Option<std::path::PathBuf>,
     /// Wait until the import ends (NORMAL or FAILED), at most this many seconds.
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
     pub wait: Option<u64>,
@@ -189,12 +194,17 @@ fn settings_body(s: &SettingArgs, body: &mut Map<String, Value>) -> Result<(), C
     if let Some(c) = &s.start_command {
         body.insert("start_command".into(), c.clone().into());
     }
-    if let Some(path) = &s.config {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CliError::other(format!("--config {}: {e}", path.display())))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| CliError::other(format!("--config {}: {e}", path.display())))?;
-        body.insert("config".into(), v);
+    for (flag, field, path) in [
+        ("--config", "config", &s.config),
+        ("--health-checks", "health_checks", &s.health_checks),
+    ] {
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::other(format!("{flag} {}: {e}", path.display())))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| CliError::other(format!("{flag} {}: {e}", path.display())))?;
+            body.insert(field.into(), v);
+        }
     }
     if !s.docs.is_empty() {
         let mut docs = Vec::new();

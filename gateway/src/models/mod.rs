@@ -33,10 +33,11 @@ use crate::lifecycle::{KeyedLocks, Operation};
 use crate::secrets::SecretBox;
 use crate::store::audit::{self, Action, Target};
 use crate::store::models::{self as rows, ModelRow, VersionRow};
-use crate::store::resource_events::{self, EventRecord, ModelEvent, Row};
+use crate::store::resource_events::{self, Catalogue, EventRecord, ModelEvent, Row};
 use crate::store::transition::Transition;
 use crate::store::{Store, operations};
-use atelier_inference::{config::ModelConfig, names};
+use atelier_inference::config::{Health, ModelConfig};
+use atelier_inference::names;
 use blobs::ModelFiles;
 
 /// What a model request fails with.
@@ -136,6 +137,71 @@ pub struct Settings {
     )]
     pub config: Option<ModelConfig>,
     pub docs: Vec<Doc>,
+    /// The instances' startup, readiness and liveness probes, each set on its own (the
+    /// seed's create form); where none is set, `config.json`'s `health` serves as all three.
+    #[serde(default, skip_serializing_if = "HealthChecks::is_empty")]
+    pub health_checks: HealthChecks,
+}
+
+/// A version's probes for the instances of a container or process engine
+/// (spec/inference.md §2.5): each an HTTP or command check with `config.json` `health`'s
+/// fields. Stored as given and read back through the same checks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HealthChecks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup: Option<Health>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Health>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<Health>,
+}
+
+impl HealthChecks {
+    pub fn is_empty(&self) -> bool {
+        self.startup.is_none() && self.readiness.is_none() && self.liveness.is_none()
+    }
+
+    /// Reads `{"startup": {…}, "readiness": {…}, "liveness": {…}}` (each optional; `null`
+    /// or `{}` for none), naming the field of the first problem.
+    pub fn parse(v: &serde_json::Value) -> Result<HealthChecks, String> {
+        const AT: &str = "health_checks";
+        let obj = match v {
+            serde_json::Value::Null => return Ok(HealthChecks::default()),
+            serde_json::Value::Object(o) => o,
+            _ => {
+                return Err(format!(
+                    "{AT}: an object with startup, readiness and liveness probes"
+                ));
+            }
+        };
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !matches!(k.as_str(), "startup" | "readiness" | "liveness"))
+        {
+            return Err(format!(
+                "{AT}.{:?}: unknown probe; the probes are startup, readiness and liveness",
+                k.chars().take(40).collect::<String>()
+            ));
+        }
+        let one = |name: &str| -> Result<Option<Health>, String> {
+            match obj.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => Health::from_json(&format!("{AT}.{name}"), v).map(Some),
+            }
+        };
+        Ok(HealthChecks {
+            startup: one("startup")?,
+            readiness: one("readiness")?,
+            liveness: one("liveness")?,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for HealthChecks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        HealthChecks::parse(&v).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A `config.json` the gateway stored (its normalised form), read back through its checks.
@@ -170,6 +236,9 @@ pub struct CreateModel {
     pub config: Option<serde_json::Value>,
     #[serde(default)]
     pub docs: Option<Vec<Doc>>,
+    /// Startup, readiness and liveness probes (see [`HealthChecks`]).
+    #[serde(default)]
+    pub health_checks: Option<serde_json::Value>,
 }
 
 /// `POST /v1/models/{model}/versions`: whatever is absent is the previous version's.
@@ -190,6 +259,9 @@ pub struct CreateVersion {
     pub config: Option<serde_json::Value>,
     #[serde(default)]
     pub docs: Option<Vec<Doc>>,
+    /// Startup, readiness and liveness probes (see [`HealthChecks`]).
+    #[serde(default)]
+    pub health_checks: Option<serde_json::Value>,
 }
 
 /// Settings a request gives (absent: the previous version's, or the defaults).
@@ -199,6 +271,7 @@ struct SettingsSpec {
     start_command: Option<String>,
     config: Option<serde_json::Value>,
     docs: Option<Vec<Doc>>,
+    health_checks: Option<serde_json::Value>,
 }
 
 /// `PATCH /v1/models/{model}`.
@@ -347,6 +420,7 @@ impl Models {
             start_command: req.start_command,
             config: req.config,
             docs: req.docs,
+            health_checks: req.health_checks,
         };
         let settings = settings_of(None, spec, &source)?;
         let model_id = uuid::Uuid::new_v4().to_string();
@@ -438,6 +512,7 @@ impl Models {
             start_command: req.start_command,
             config: req.config,
             docs: req.docs,
+            health_checks: req.health_checks,
         };
         let settings = settings_of(prev_settings, spec, &source)?;
         let version_id = uuid::Uuid::new_v4().to_string();
@@ -993,6 +1068,7 @@ fn settings_of(
         start_command: String::new(),
         config: None,
         docs: Vec::new(),
+        health_checks: HealthChecks::default(),
     });
     let deployment_types = spec.deployment_types.unwrap_or(prev.deployment_types);
     if deployment_types.is_empty() {
@@ -1026,8 +1102,24 @@ fn settings_of(
         Some(v) => Some(parse_config(&v.to_string()).map_err(ModelError::Invalid)?),
         None => prev.config,
     };
+    let health_checks = match spec.health_checks {
+        Some(v) => HealthChecks::parse(&v).map_err(ModelError::Invalid)?,
+        None => prev.health_checks,
+    };
     if let Source::Image { .. } = source {
         import::check_image_config(config.as_ref()).map_err(ModelError::Invalid)?;
+        for (name, h) in [
+            ("startup", &health_checks.startup),
+            ("readiness", &health_checks.readiness),
+            ("liveness", &health_checks.liveness),
+        ] {
+            if h.as_ref().is_some_and(|h| !h.ok_for_custom_engine()) {
+                return Err(ModelError::Invalid(format!(
+                    "health_checks.{name}: {}",
+                    ModelEvent::HealthUrl.fill(&["an HTTP check of /health"])
+                )));
+            }
+        }
     } else if config.is_some() {
         return Err(ModelError::Invalid(
             "config: only an image model takes its config.json in the request; a package's is its model/config.json".into(),
@@ -1038,6 +1130,7 @@ fn settings_of(
         start_command,
         config,
         docs,
+        health_checks,
     })
 }
 

@@ -64,10 +64,11 @@ pub enum CheckKind {
     Answers,
 }
 
-/// An instance's checks, from the model's `config.json` `health` (Table 9-15): the one
-/// check given serves as startup, readiness and liveness probe, as the seed's form sets
-/// them alike. Without one, an instance takes calls once its server answers HTTP, and is
-/// restarted only when its processes exit.
+/// An instance's checks: the version's `health_checks` where it sets any, each probe on its
+/// own; otherwise the model's `config.json` `health` (Table 9-15), the one check serving as
+/// startup, readiness and liveness probe, as the seed's form sets them alike. Without
+/// either, an instance takes calls once its server answers HTTP, and is restarted only
+/// when its processes exit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probes {
     pub startup: Check,
@@ -77,21 +78,38 @@ pub struct Probes {
 
 impl Probes {
     pub fn of(health: Option<&Health>) -> Probes {
-        let Some(h) = health else {
-            return Probes {
-                startup: Check {
-                    kind: CheckKind::Answers,
-                    delay: Duration::ZERO,
-                    period: DEFAULT_PERIOD,
-                    timeout: DEFAULT_TIMEOUT,
-                    // Until the deploy timeout: a large model may load for minutes.
-                    failures: u32::MAX,
-                },
-                readiness: None,
-                liveness: None,
-            };
-        };
-        let check = Check {
+        match health {
+            Some(h) => Probes::each(Some(h), Some(h), Some(h)),
+            None => Probes::each(None, None, None),
+        }
+    }
+
+    /// Probes set one by one (a model version's `health_checks`). Without a startup probe
+    /// the seed counts startup a success; here the instance must still answer HTTP (any
+    /// status) before it takes calls, until the deploy timeout, since a large model may
+    /// load for minutes.
+    pub fn each(
+        startup: Option<&Health>,
+        readiness: Option<&Health>,
+        liveness: Option<&Health>,
+    ) -> Probes {
+        Probes {
+            startup: startup.map(Check::of).unwrap_or(Check {
+                kind: CheckKind::Answers,
+                delay: Duration::ZERO,
+                period: DEFAULT_PERIOD,
+                timeout: DEFAULT_TIMEOUT,
+                failures: u32::MAX,
+            }),
+            readiness: readiness.map(Check::of),
+            liveness: liveness.map(Check::of),
+        }
+    }
+}
+
+impl Check {
+    fn of(h: &Health) -> Check {
+        Check {
             kind: match &h.check {
                 HealthCheck::Http { url, .. } => CheckKind::Http { path: url.clone() },
                 HealthCheck::Exec { command } => CheckKind::Exec {
@@ -105,11 +123,6 @@ impl Probes {
                 _ => DEFAULT_TIMEOUT,
             },
             failures: h.failure_threshold.max(1),
-        };
-        Probes {
-            startup: check.clone(),
-            readiness: Some(check.clone()),
-            liveness: Some(check),
         }
     }
 }

@@ -1100,7 +1100,14 @@ impl Services {
                 model_dir,
                 env: m.envs.clone(),
             },
-            probes: instances::Probes::of(health),
+            probes: match &view.settings.health_checks {
+                c if c.is_empty() => instances::Probes::of(health),
+                c => instances::Probes::each(
+                    c.startup.as_ref(),
+                    c.readiness.as_ref(),
+                    c.liveness.as_ref(),
+                ),
+            },
             log: self.inner.log.clone(),
             on_change: Arc::new(move || {
                 if let Some(inner) = weak.upgrade() {
