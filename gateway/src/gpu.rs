@@ -177,6 +177,20 @@ pub fn busy(util: &HashMap<u32, u32>, pids: &[u32], threshold: f64) -> bool {
         .any(|p| util.get(p).is_some_and(|&u| f64::from(u) >= threshold))
 }
 
+/// What a flavor needing `need` accelerators of `kind` (`gpu`, else NPUs) lacks on this
+/// host: `Some((have, "NVIDIA GPU"))` when the host has fewer than `need`, whatever is
+/// in use.
+pub fn shortfall(kind: &str, need: u32) -> Option<(u32, &'static str)> {
+    if need == 0 {
+        return None;
+    }
+    let (have, what) = match kind {
+        "gpu" => (device_count(), "NVIDIA GPU"),
+        _ => (npu_devices().len() as u32, "NPU"),
+    };
+    (have < need).then_some((have, what))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -699,6 +699,48 @@ async fn a_deploy_whose_instances_never_answer_times_out_and_leaves_nothing() {
     assert!(left.is_empty());
 }
 
+/// A CPU flavor and a one-GPU flavor.
+const FLAVORS_WITH_A_GPU: &str = r#"
+[[flavors]]
+id = "cpu-2-8"
+type = "cpu"
+vcpus = 2
+memory_gib = 8
+
+[[flavors]]
+id = "gpu-1"
+type = "gpu"
+vcpus = 8
+memory_gib = 32
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_process_backend_refuses_accelerator_flavors_for_engine_instances() {
+    let s3 = S3Server::start();
+    echo_package(&s3.bucket("models").join("plain"), None);
+    let gw = Gateway::start_with_config(FLAVORS_WITH_A_GPU, &[]).await;
+    let token = gw.create_user("alice").await;
+    let api = gw.api(&token);
+    s3.connect(&api, "local").await;
+    import(&api, "echo", "plain").await;
+    let r = api
+        .post(
+            "/v1/services",
+            json!({"name": "gpu-svc", "models": [{"model": "echo", "version": "0.0.1",
+                                                  "flavor": "gpu-1"}]}),
+        )
+        .await;
+    let msg = r.expect_error(400, "invalid_argument");
+    assert!(
+        msg.contains("models[0].flavor")
+            && msg.contains("gpu-1")
+            && msg.contains("process backend"),
+        "{msg}"
+    );
+    let list = api.get("/v1/services").await;
+    assert_eq!(list.expect_status(200)["items"], json!([]), "{}", list.text);
+}
+
 /// The echo server as an image of its own, built once from the test notebook image (offline:
 /// the base is local); its reference.
 fn echo_image() -> String {
@@ -743,7 +785,7 @@ async fn the_docker_backend_runs_a_models_image_and_a_package_in_the_default_ima
     let image = echo_image();
     let s3 = S3Server::start();
     echo_package(&s3.bucket("models").join("plain"), None);
-    let gw = Gateway::start_docker("", &[]).await;
+    let gw = Gateway::start_docker(FLAVORS_WITH_A_GPU, &[]).await;
     let token = gw.create_user("alice").await;
     let api = gw.api(&token);
     s3.connect(&api, "local").await;
@@ -795,6 +837,19 @@ async fn the_docker_backend_runs_a_models_image_and_a_package_in_the_default_ima
     // A package with a start command runs in the default notebook image, its files at
     // /home/mind/model.
     import(&api, "echo", "plain").await;
+    // A GPU flavor: the docker backend gives instances GPUs, but this host has none.
+    let r = api
+        .post(
+            "/v1/services",
+            json!({"name": "gpu-svc", "models": [{"model": "echo", "version": "0.0.1",
+                                                  "flavor": "gpu-1", "instances": 2}]}),
+        )
+        .await;
+    let msg = r.expect_error(400, "invalid_argument");
+    assert!(
+        msg.contains("gpu-1") && msg.contains("2 for 2 instance(s)") && msg.contains("has 0"),
+        "{msg}"
+    );
     let pkg = deploy(&api, "pkg-svc", "echo", json!({})).await;
     wait_service(&api, &pkg, "RUNNING").await;
     let me = whoami(&api, &pkg).await;

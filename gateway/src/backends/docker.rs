@@ -149,6 +149,8 @@ pub fn engine_container_name(id: &str) -> String {
 
 /// The label naming the service an engine instance serves.
 pub const LABEL_SERVICE: &str = "io.atelier.service";
+/// The engine instance a container is (its id), on model engines' containers.
+pub const LABEL_ENGINE: &str = "io.atelier.engine";
 
 /// The name of a notebook's network on the engine (its only container is the notebook's).
 pub fn network_name(id: &str) -> String {
@@ -397,8 +399,8 @@ impl DockerBackend {
         }
     }
 
-    /// Reserves the flavor's accelerators for notebook `id` (replacing what it had): GPU
-    /// UUIDs or NPU device paths no other notebook holds.
+    /// Reserves the flavor's accelerators for notebook or engine instance `id` (replacing
+    /// what it had): GPU UUIDs or NPU device paths nothing else holds.
     fn allocate(&self, id: &str, flavor: &Flavor) -> Result<Vec<String>, BackendError> {
         let n = flavor.accelerator_count() as usize;
         let mut map = self.allocated.lock().unwrap_or_else(|e| e.into_inner());
@@ -420,7 +422,7 @@ impl DockerBackend {
         let Some(picked) = crate::gpu::allocate(&all, &taken, n) else {
             let free = all.iter().filter(|d| !taken.contains(*d)).count();
             return Err(BackendError::Start(format!(
-                "flavor {} needs {n} {what}(s); this host has {} and {free} of them are free (the others run other notebooks)",
+                "flavor {} needs {n} {what}(s); this host has {} and {free} of them are free (the others run other notebooks or model instances)",
                 flavor.id,
                 all.len()
             )));
@@ -452,10 +454,12 @@ impl DockerBackend {
         let mut map = self.allocated.lock().unwrap_or_else(|e| e.into_inner());
         for c in list.as_array().into_iter().flatten() {
             let labels = &c["Labels"];
-            if let (Some(id), Some(devs)) = (
-                labels[LABEL_NOTEBOOK].as_str(),
-                labels[LABEL_ACCELERATORS].as_str(),
-            ) && !devs.is_empty()
+            // A notebook's container, or a model engine instance's.
+            let holder = labels[LABEL_NOTEBOOK]
+                .as_str()
+                .or_else(|| labels[LABEL_ENGINE].as_str());
+            if let (Some(id), Some(devs)) = (holder, labels[LABEL_ACCELERATORS].as_str())
+                && !devs.is_empty()
             {
                 map.insert(id.to_owned(), devs.split(',').map(str::to_owned).collect());
             }
@@ -771,15 +775,7 @@ impl DockerBackend {
             .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .to_owned();
         let devices = self.allocate(&spec.id, &spec.flavor)?;
-        let gpus = spec.flavor.kind == "gpu" && !devices.is_empty();
-        let npus = spec.flavor.kind == "npu" && !devices.is_empty();
-        // Said in the container's own environment too: an image saved from a CPU notebook
-        // carries `void`, which a GPU notebook from it must not inherit.
-        let visible_gpus = if gpus {
-            devices.join(",")
-        } else {
-            "void".to_owned()
-        };
+        let (gpus, npus) = accelerator_kinds(&spec.flavor, &devices);
         for (k, v) in [
             ("PATH", format!("{image_path}:{JUPYTER_FALLBACK_PATH}")),
             ("HOME", HOME.to_owned()),
@@ -810,21 +806,10 @@ impl DockerBackend {
             // The seed's notebook environment (spec/platform.md: images, training).
             ("MA_HOME", HOME.to_owned()),
             ("CURRENT_IMAGE_NAME", reference.clone()),
-            (
-                "MA_NUM_GPUS",
-                if gpus { devices.len() } else { 0 }.to_string(),
-            ),
         ] {
             env.insert(k.to_owned(), v);
         }
-        env.insert("NVIDIA_VISIBLE_DEVICES".into(), visible_gpus.clone());
-        if npus {
-            let ids: Vec<&str> = devices
-                .iter()
-                .filter_map(|d| d.strip_prefix("/dev/davinci"))
-                .collect();
-            env.insert("ASCEND_VISIBLE_DEVICES".into(), ids.join(","));
-        }
+        env.extend(accelerator_env(gpus, npus, &devices));
         let runtime_spec = RuntimeSpec {
             argv: vec!["jupyter".into(), "lab".into()],
             env,
@@ -851,11 +836,8 @@ impl DockerBackend {
         chown_tree(&agent_dir).context("handing the agent dir to ma-user")?;
 
         let podman = self.engine().await?.podman;
-        let npu_control: Vec<String> = crate::gpu::NPU_CONTROL_DEVICES
-            .iter()
-            .filter(|d| Path::new(d).exists())
-            .map(|d| d.to_string())
-            .collect();
+        let npu_control = npu_control_devices();
+        let visible_gpus = visible_gpus(gpus, &devices);
         let body = plan(&Plan {
             spec,
             reference: &reference,
@@ -1000,6 +982,9 @@ impl DockerBackend {
             }
         }
         env.extend(spec.env.clone());
+        let devices = self.allocate(&spec.id, &spec.flavor)?;
+        let (gpus, npus) = accelerator_kinds(&spec.flavor, &devices);
+        env.extend(accelerator_env(gpus, npus, &devices));
         for (k, v) in [
             ("HOME", HOME.to_owned()),
             ("USER", "ma-user".to_owned()),
@@ -1041,12 +1026,16 @@ impl DockerBackend {
         )?;
         chown_tree(&agent_dir).context("handing the agent dir to ma-user")?;
         let podman = self.engine().await?.podman;
+        let npu_control = npu_control_devices();
         let body = engine_plan(&EnginePlan {
             spec,
             reference: &reference,
             runtime_bin: &self.runtime_bin,
             agent_dir: &agent_dir,
             podman,
+            gpus: gpus.then_some(&devices[..]),
+            npus: npus.then_some(&devices[..]),
+            npu_control: &npu_control,
             gateway: &self.data_dir,
             stop_timeout: i64::try_from(self.grace_secs * 2 + 2).unwrap_or(30),
         });
@@ -1087,6 +1076,10 @@ struct EnginePlan<'a> {
     runtime_bin: &'a Path,
     agent_dir: &'a Path,
     podman: bool,
+    /// The GPUs (UUIDs) or NPUs (device paths) allocated to the instance, if any.
+    gpus: Option<&'a [String]>,
+    npus: Option<&'a [String]>,
+    npu_control: &'a [String],
     gateway: &'a Path,
     stop_timeout: i64,
 }
@@ -1110,17 +1103,27 @@ fn engine_plan(p: &EnginePlan) -> ContainerCreateBody {
         ..Default::default()
     };
     resources(&p.spec.flavor, p.podman, &mut host);
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_SERVICE.to_owned(), p.spec.service_id.clone()),
+        (LABEL_ENGINE.to_owned(), p.spec.id.clone()),
         (LABEL_OWNER.to_owned(), p.spec.owner.clone()),
         (LABEL_GATEWAY.to_owned(), s(p.gateway)),
     ]);
+    attach_accelerators(
+        &mut host,
+        &mut labels,
+        p.gpus,
+        p.npus,
+        p.npu_control,
+        p.podman,
+    );
+    let visible = visible_gpus(p.gpus.is_some(), p.gpus.unwrap_or_default());
     ContainerCreateBody {
         image: Some(p.reference.to_owned()),
         user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
         entrypoint: Some(runtime_entrypoint()),
         cmd: Some(vec![]),
-        env: Some(vec!["NVIDIA_VISIBLE_DEVICES=void".to_owned()]),
+        env: Some(vec![format!("NVIDIA_VISIBLE_DEVICES={visible}")]),
         working_dir: Some("/".into()),
         labels: Some(labels),
         stop_timeout: Some(p.stop_timeout),
@@ -1214,7 +1217,91 @@ fn plan(p: &Plan) -> ContainerCreateBody {
         ..Default::default()
     };
     resources(&spec.flavor, p.podman, &mut host);
-    match (p.gpus, p.podman) {
+    let mut labels = labels_of(spec, p.gateway);
+    attach_accelerators(
+        &mut host,
+        &mut labels,
+        p.gpus,
+        p.npus,
+        p.npu_control,
+        p.podman,
+    );
+    ContainerCreateBody {
+        image: Some(p.reference.to_owned()),
+        user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
+        entrypoint: Some(runtime_entrypoint()),
+        cmd: Some(vec![]),
+        env: Some(vec![format!("NVIDIA_VISIBLE_DEVICES={}", p.visible_gpus)]),
+        working_dir: Some(HOME.into()),
+        exposed_ports: p.egress.then(|| vec![format!("{JUPYTER_PORT}/tcp")]),
+        labels: Some(labels),
+        stop_timeout: Some(p.stop_timeout),
+        host_config: Some(host),
+        ..Default::default()
+    }
+}
+
+/// Whether a container's accelerators are GPUs or NPUs (neither without devices).
+fn accelerator_kinds(flavor: &Flavor, devices: &[String]) -> (bool, bool) {
+    let any = !devices.is_empty();
+    (any && flavor.kind == "gpu", any && flavor.kind == "npu")
+}
+
+/// `NVIDIA_VISIBLE_DEVICES`: the GPUs, or `void`. Said in the container's own environment
+/// too: an image saved from a CPU notebook carries `void`, which a GPU container from it
+/// must not inherit.
+fn visible_gpus(gpus: bool, devices: &[String]) -> String {
+    if gpus {
+        devices.join(",")
+    } else {
+        "void".to_owned()
+    }
+}
+
+/// The environment that tells a container's programs their accelerators (the seed's
+/// `MA_NUM_GPUS`, NVIDIA's and Ascend's visible devices).
+fn accelerator_env(gpus: bool, npus: bool, devices: &[String]) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "MA_NUM_GPUS".to_owned(),
+            if gpus { devices.len() } else { 0 }.to_string(),
+        ),
+        (
+            "NVIDIA_VISIBLE_DEVICES".to_owned(),
+            visible_gpus(gpus, devices),
+        ),
+    ];
+    if npus {
+        let ids: Vec<&str> = devices
+            .iter()
+            .filter_map(|d| d.strip_prefix("/dev/davinci"))
+            .collect();
+        env.push(("ASCEND_VISIBLE_DEVICES".to_owned(), ids.join(",")));
+    }
+    env
+}
+
+/// The NPU control devices present on this host (they go with any NPU).
+fn npu_control_devices() -> Vec<String> {
+    crate::gpu::NPU_CONTROL_DEVICES
+        .iter()
+        .filter(|d| Path::new(d).exists())
+        .map(|d| d.to_string())
+        .collect()
+}
+
+/// Gives a container its GPUs (CDI names on Podman, a device request on Docker) or NPUs
+/// (the devices and the control devices), and labels it with them so a restarted gateway
+/// knows which are taken.
+fn attach_accelerators(
+    host: &mut HostConfig,
+    labels: &mut HashMap<String, String>,
+    gpus: Option<&[String]>,
+    npus: Option<&[String]>,
+    npu_control: &[String],
+    podman: bool,
+) {
+    match (gpus, podman) {
         // Podman: the NVIDIA container toolkit's CDI names.
         (Some(gpus), true) => {
             host.devices = Some(
@@ -1233,31 +1320,12 @@ fn plan(p: &Plan) -> ContainerCreateBody {
         }
         (None, _) => {}
     }
-    if let Some(npus) = p.npus {
-        host.devices = Some(
-            npus.iter()
-                .chain(p.npu_control)
-                .map(|d| device(d))
-                .collect(),
-        );
+    if let Some(npus) = npus {
+        host.devices = Some(npus.iter().chain(npu_control).map(|d| device(d)).collect());
     }
-    let mut labels = labels_of(spec, p.gateway);
-    let accelerators = p.gpus.or(p.npus).unwrap_or_default();
+    let accelerators = gpus.or(npus).unwrap_or_default();
     if !accelerators.is_empty() {
         labels.insert(LABEL_ACCELERATORS.to_owned(), accelerators.join(","));
-    }
-    ContainerCreateBody {
-        image: Some(p.reference.to_owned()),
-        user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
-        entrypoint: Some(runtime_entrypoint()),
-        cmd: Some(vec![]),
-        env: Some(vec![format!("NVIDIA_VISIBLE_DEVICES={}", p.visible_gpus)]),
-        working_dir: Some(HOME.into()),
-        exposed_ports: p.egress.then(|| vec![format!("{JUPYTER_PORT}/tcp")]),
-        labels: Some(labels),
-        stop_timeout: Some(p.stop_timeout),
-        host_config: Some(host),
-        ..Default::default()
     }
 }
 
@@ -1450,6 +1518,7 @@ impl Backend for DockerBackend {
         }
         if h.engine {
             self.remove_container(&h.container).await?;
+            self.release(&h.notebook_id);
             return Ok(());
         }
         // Only the work disk and /data outlive a stop (seed); the next start makes a new
@@ -1497,7 +1566,11 @@ impl Backend for DockerBackend {
     }
 
     async fn launch_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
-        self.create_engine(spec).await
+        let launched = self.create_engine(spec).await;
+        if launched.is_err() {
+            self.release(&spec.id);
+        }
+        launched
     }
 
     fn engine_endpoint(&self, handle: &Handle) -> Result<super::Endpoint, BackendError> {
@@ -1515,10 +1588,15 @@ impl Backend for DockerBackend {
 
     async fn remove_engine(&self, id: &str) -> Result<(), BackendError> {
         self.remove_container(&engine_container_name(id)).await?;
+        self.release(id);
         runconf::remove_notebook_dir(&self.engine_dir(id)).await
     }
 
     fn saves_images(&self) -> bool {
+        true
+    }
+
+    fn engine_accelerators(&self) -> bool {
         true
     }
 
@@ -1938,5 +2016,113 @@ mod tests {
             docker.env,
             Some(vec!["NVIDIA_VISIBLE_DEVICES=GPU-1".to_string()])
         );
+    }
+
+    fn engine_body(
+        kind: &str,
+        podman: bool,
+        gpus: Option<&[String]>,
+        npus: Option<&[String]>,
+    ) -> ContainerCreateBody {
+        let nb = spec(kind);
+        let spec = EngineSpec {
+            id: "inst1".into(),
+            owner: "alice".into(),
+            service_id: "svc1".into(),
+            flavor: nb.flavor,
+            image: Some("localhost/engine:1".into()),
+            command: String::new(),
+            model_dir: Some("/d/models/v1/model".into()),
+            env: Default::default(),
+        };
+        engine_plan(&EnginePlan {
+            spec: &spec,
+            reference: "localhost/engine:1",
+            runtime_bin: Path::new("/opt/rt"),
+            agent_dir: Path::new("/d/engines/inst1/run/agent"),
+            podman,
+            gpus,
+            npus,
+            npu_control: &["/dev/davinci_manager".to_string()],
+            gateway: Path::new("/d"),
+            stop_timeout: 22,
+        })
+    }
+
+    #[test]
+    fn an_engine_instance_gets_its_flavors_accelerators_as_a_notebook_does() {
+        // A CPU instance: no device, no GPU visible even if the image says otherwise.
+        let cpu = engine_body("cpu", true, None, None);
+        let host = cpu.host_config.as_ref().unwrap();
+        assert!(host.devices.is_none() && host.device_requests.is_none());
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(
+            cpu.env,
+            Some(vec!["NVIDIA_VISIBLE_DEVICES=void".to_string()])
+        );
+        let labels = cpu.labels.unwrap();
+        assert_eq!(labels[LABEL_ENGINE], "inst1");
+        assert!(!labels.contains_key(LABEL_ACCELERATORS));
+
+        // GPUs: CDI names on Podman, a device request on Docker; labelled for a restart.
+        let gpus = vec!["GPU-1".to_string(), "GPU-2".to_string()];
+        let podman = engine_body("gpu", true, Some(&gpus), None);
+        let devices = podman
+            .host_config
+            .as_ref()
+            .unwrap()
+            .devices
+            .clone()
+            .unwrap();
+        assert_eq!(
+            devices
+                .iter()
+                .map(|d| d.path_on_host.clone().unwrap())
+                .collect::<Vec<_>>(),
+            vec!["nvidia.com/gpu=GPU-1", "nvidia.com/gpu=GPU-2"]
+        );
+        assert_eq!(podman.labels.unwrap()[LABEL_ACCELERATORS], "GPU-1,GPU-2");
+        let docker = engine_body("gpu", false, Some(&gpus), None);
+        let host = docker.host_config.unwrap();
+        assert!(host.devices.is_none());
+        assert_eq!(host.device_requests.unwrap()[0].device_ids, Some(gpus));
+        assert_eq!(
+            docker.env,
+            Some(vec!["NVIDIA_VISIBLE_DEVICES=GPU-1,GPU-2".to_string()])
+        );
+
+        // NPUs: the devices and the control devices.
+        let npus = vec!["/dev/davinci3".to_string()];
+        let npu = engine_body("npu", true, None, Some(&npus));
+        let devices = npu.host_config.unwrap().devices.unwrap();
+        assert_eq!(
+            devices
+                .iter()
+                .map(|d| d.path_on_host.clone().unwrap())
+                .collect::<Vec<_>>(),
+            vec!["/dev/davinci3", "/dev/davinci_manager"]
+        );
+    }
+
+    #[test]
+    fn the_accelerator_environment_names_what_a_container_got() {
+        let gpus = vec!["GPU-1".to_string(), "GPU-2".to_string()];
+        let env: HashMap<String, String> =
+            accelerator_env(true, false, &gpus).into_iter().collect();
+        assert_eq!(env["MA_NUM_GPUS"], "2");
+        assert_eq!(env["NVIDIA_VISIBLE_DEVICES"], "GPU-1,GPU-2");
+        assert!(!env.contains_key("ASCEND_VISIBLE_DEVICES"));
+        let npus = vec!["/dev/davinci0".to_string(), "/dev/davinci5".to_string()];
+        let env: HashMap<String, String> =
+            accelerator_env(false, true, &npus).into_iter().collect();
+        assert_eq!(env["MA_NUM_GPUS"], "0");
+        assert_eq!(env["NVIDIA_VISIBLE_DEVICES"], "void");
+        assert_eq!(env["ASCEND_VISIBLE_DEVICES"], "0,5");
+        let none: HashMap<String, String> =
+            accelerator_env(false, false, &[]).into_iter().collect();
+        assert_eq!(none["NVIDIA_VISIBLE_DEVICES"], "void");
+        let flavor = spec("gpu").flavor;
+        assert_eq!(accelerator_kinds(&flavor, &[]), (false, false));
+        assert_eq!(accelerator_kinds(&flavor, &gpus), (true, false));
     }
 }

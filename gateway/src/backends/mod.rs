@@ -458,6 +458,11 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Accelerators (GPU UUIDs, NPU device paths) given to notebooks now, by notebook id.
+    /// Whether model engine instances get their flavor's GPUs or NPUs here.
+    fn engine_accelerators(&self) -> bool {
+        false
+    }
+
     fn accelerators_in_use(&self) -> std::collections::HashMap<String, Vec<String>> {
         Default::default()
     }

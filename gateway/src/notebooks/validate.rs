@@ -59,16 +59,10 @@ pub fn flavor<'a>(s: &'a Settings, id: &str) -> Result<&'a Flavor, Error> {
         ))
     })?;
     let need = f.accelerator_count();
-    if need > 0 {
-        let (have, what) = match f.kind.as_str() {
-            "gpu" => (crate::gpu::device_count(), "NVIDIA GPU"),
-            _ => (crate::gpu::npu_devices().len() as u32, "NPU"),
-        };
-        if have < need {
-            return Err(Error::invalid(format!(
-                "flavor: {id:?} needs {need} {what}(s) and this host has {have}; pick a CPU flavor"
-            )));
-        }
+    if let Some((have, what)) = crate::gpu::shortfall(&f.kind, need) {
+        return Err(Error::invalid(format!(
+            "flavor: {id:?} needs {need} {what}(s) and this host has {have}; pick a CPU flavor"
+        )));
     }
     Ok(f)
 }

@@ -440,10 +440,18 @@ impl Services {
                             ids.join(", ")
                         )));
                     };
-                    if flavor.kind != "cpu" {
+                    let need = flavor.accelerator_count();
+                    if need > 0 && !self.inner.backend.engine_accelerators() {
                         return Err(ServiceError::Invalid(format!(
-                            "models[{i}].flavor: {f:?} is a {} flavor; model engines run on CPU flavors for now",
-                            flavor.kind
+                            "models[{i}].flavor: {f:?} is a {} flavor, and the {} backend runs model engines without accelerators (GPU and NPU instances need the docker backend); pick a CPU flavor",
+                            flavor.kind,
+                            self.inner.backend.name()
+                        )));
+                    }
+                    let all = need.saturating_mul(instances);
+                    if let Some((have, what)) = crate::gpu::shortfall(&flavor.kind, all) {
+                        return Err(ServiceError::Invalid(format!(
+                            "models[{i}].flavor: {f:?} needs {need} {what}(s) per instance, {all} for {instances} instance(s), and this host has {have}; pick a CPU flavor or fewer instances"
                         )));
                     }
                     Some(f.clone())
