@@ -559,3 +559,226 @@ async fn custom_settings_pick_versions_by_header_and_hash_and_add_their_header()
         assert!(metrics.text.contains(&line), "{line}: {}", metrics.text);
     }
 }
+
+/// The headers Huawei Cloud's SDK signer gives a request with this AppKey and AppSecret
+/// (tests/fixtures/apig-sign.py), signed `skew` minutes off the clock.
+fn sdk_signed(
+    method: &str,
+    url: &str,
+    (key, secret): (&str, &str),
+    body: &[u8],
+    content_type: &str,
+    skew: i32,
+) -> Vec<(String, String)> {
+    let file = std::env::temp_dir().join(format!("apig-body-{}", atelier_tests::unique()));
+    std::fs::write(&file, body).unwrap();
+    let out = std::process::Command::new(atelier_tests::tools_python())
+        .arg(repo_root().join("tests/fixtures/apig-sign.py"))
+        .args([method, url, key, secret])
+        .arg(&file)
+        .args([content_type, &skew.to_string()])
+        .output()
+        .expect("running apig-sign.py");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "apig-sign.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
+    headers
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
+        .collect()
+}
+
+async fn send_signed(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Reply {
+    let anon = Api::new(gw.base(), None);
+    let mut req = anon.request(method, path).body(body);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    anon.send(req).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_sign_calls_with_their_secret_as_huawei_clouds_sdk_does() {
+    let Setup { _s3, gw, alice } = setup(false).await;
+    let svc = deploy(
+        &alice,
+        json!({"name": "svc", "app_auth": true,
+               "models": [{"model": "echo", "version": "0.0.1"}]}),
+    )
+    .await;
+    let created = alice.post("/v1/apps", json!({"name": "signer"})).await;
+    let created = created.expect_status(201).clone();
+    let key = created["app_key"].as_str().unwrap().to_string();
+    let secret = created["app_secret"].as_str().unwrap().to_string();
+    let creds = (key.as_str(), secret.as_str());
+    alice
+        .post("/v1/apps/signer/services", json!({"service": svc}))
+        .await
+        .expect_status(200);
+    let base = gw.base();
+    let body = br#"{"mode": "echo"}"#.to_vec();
+
+    // Signed by the SDK, with a query and a path the SDK encodes: answered, and the
+    // processor sees neither the signature nor anything else of the credentials.
+    for path in [
+        format!("/v1/infers/{svc}?b=2&a=x%20y&a=%C3%A9"),
+        "/v1/infers/svc/some%20api/sub".to_string(),
+        "/v2/models/svc/infer".to_string(),
+    ] {
+        let h = sdk_signed(
+            "POST",
+            &format!("{base}{path}"),
+            creds,
+            &body,
+            "application/json",
+            0,
+        );
+        let r = send_signed(&gw, reqwest::Method::POST, &path, &h, body.clone()).await;
+        let seen = r.expect_status(200).clone();
+        let names = header_names(&seen);
+        assert!(!names.iter().any(|n| n == "authorization"), "{seen}");
+        assert!(names.iter().any(|n| n == "x-sdk-date"), "{seen}");
+    }
+    // A multipart body: the SDK sends it unsigned (UNSIGNED-PAYLOAD), as APIG allows.
+    let multipart =
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"mode\"\r\n\r\necho\r\n--XyZ--\r\n"
+            .to_vec();
+    let path = format!("/v1/infers/{svc}");
+    let h = sdk_signed(
+        "POST",
+        &format!("{base}{path}"),
+        creds,
+        &multipart,
+        "multipart/form-data; boundary=XyZ",
+        0,
+    );
+    assert!(
+        h.iter().any(|(k, v)| k.eq_ignore_ascii_case("x-sdk-content-sha256") && v == "UNSIGNED-PAYLOAD"),
+        "{h:?}"
+    );
+    let r = send_signed(&gw, reqwest::Method::POST, &path, &h, multipart).await;
+    assert_eq!(r.expect_status(200)["body"], "multipart", "{}", r.text);
+    // V2 readiness, a GET with no body.
+    let ready = format!("{base}/v2/models/svc/ready");
+    let h = sdk_signed("GET", &ready, creds, b"", "application/json", 0);
+    send_signed(
+        &gw,
+        reqwest::Method::GET,
+        "/v2/models/svc/ready",
+        &h,
+        Vec::new(),
+    )
+    .await
+    .expect_status(200);
+
+    // What must fail: a body changed after signing, a path changed, a signing time 16
+    // minutes off, another secret, an unknown AppKey, a signed header dropped.
+    let url = format!("{base}{path}");
+    let good = sdk_signed("POST", &url, creds, &body, "application/json", 0);
+    let tampered = br#"{"mode": "echo", "more": 1}"#.to_vec();
+    let r = send_signed(&gw, reqwest::Method::POST, &path, &good, tampered).await;
+    assert!(
+        r.expect_error(401, "unauthenticated")
+            .contains("does not match"),
+        "{}",
+        r.text
+    );
+    let r = send_signed(
+        &gw,
+        reqwest::Method::POST,
+        &format!("{path}/other"),
+        &good,
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    for skew in [-16, 16] {
+        let late = sdk_signed("POST", &url, creds, &body, "application/json", skew);
+        let r = send_signed(&gw, reqwest::Method::POST, &path, &late, body.clone()).await;
+        let msg = r.expect_error(401, "unauthenticated");
+        assert!(
+            msg.contains("X-Sdk-Date") && msg.contains("15 minutes"),
+            "{msg}"
+        );
+    }
+    let forged = sdk_signed(
+        "POST",
+        &url,
+        (&key, "not-the-secret"),
+        &body,
+        "application/json",
+        0,
+    );
+    let r = send_signed(&gw, reqwest::Method::POST, &path, &forged, body.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    let unknown = sdk_signed(
+        "POST",
+        &url,
+        ("0".repeat(32).as_str(), &secret),
+        &body,
+        "application/json",
+        0,
+    );
+    let r = send_signed(&gw, reqwest::Method::POST, &path, &unknown, body.clone()).await;
+    assert!(
+        r.expect_error(401, "unauthenticated").contains("AppKey"),
+        "{}",
+        r.text
+    );
+    let dropped: Vec<(String, String)> = good
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
+        .cloned()
+        .collect();
+    let r = send_signed(&gw, reqwest::Method::POST, &path, &dropped, body.clone()).await;
+    assert!(
+        r.expect_error(401, "unauthenticated")
+            .contains("content-type"),
+        "{}",
+        r.text
+    );
+
+    // After a reset the old secret signs nothing; the new one does.
+    let reset = alice.post_empty("/v1/apps/signer/reset").await;
+    let new_secret = reset.expect_status(200)["app_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old = sdk_signed("POST", &url, creds, &body, "application/json", 0);
+    let r = send_signed(&gw, reqwest::Method::POST, &path, &old, body.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    let new = sdk_signed(
+        "POST",
+        &url,
+        (&key, &new_secret),
+        &body,
+        "application/json",
+        0,
+    );
+    send_signed(&gw, reqwest::Method::POST, &path, &new, body.clone())
+        .await
+        .expect_status(200);
+
+    // A signed body over the service's limit: 413 before the signature is even checked.
+    let big = vec![b' '; 13 * 1024 * 1024];
+    let h = sdk_signed(
+        "POST",
+        &url,
+        (&key, &new_secret),
+        b"{}",
+        "application/json",
+        0,
+    );
+    let r = send_signed(&gw, reqwest::Method::POST, &path, &h, big).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+}

@@ -5,7 +5,9 @@
 //!
 //! A call authenticates with `Authorization: Bearer <token>` or the seed's `X-Auth-Token`,
 //! or, without either, as an app (`serving::apps`) with `X-Apig-AppCode: <AppCode>` or
-//! `apikey: <AppKey>`; an app calls the services bound to it that have `app_auth` on. Its
+//! `apikey: <AppKey>`, or signed with its AppKey and AppSecret (`Authorization:
+//! SDK-HMAC-SHA256 …`, `serving::signing`: the body is read under the limit first, since it
+//! is signed); an app calls the services bound to it that have `app_auth` on. Its
 //! body is refused with 413 past the service's body limit (12 MB unless the service
 //! sets another) before any of it reaches a processor. JSON and `multipart/form-data`
 //! bodies reach the processor as the seed's `_preprocess` gets them (spec/inference.md
@@ -25,6 +27,7 @@ use crate::auth::Principal;
 use crate::serving::Caller;
 use crate::serving::apps::AppCredential;
 use crate::serving::call::{CREDENTIALS, HOP_BY_HOP};
+use crate::serving::signing;
 use atelier_plugins::bindings::inference::atelier::plugin::inference_types as inf;
 
 pub fn routes() -> Router<AppState> {
@@ -94,6 +97,74 @@ async fn caller(
     ))
 }
 
+/// The caller and the body: a signed call's body is read (under `service`'s body limit,
+/// none without a service) and checked with the signature; any other call's is left as it
+/// came.
+async fn authenticate(
+    state: &AppState,
+    parts: &mut axum::http::request::Parts,
+    body: Body,
+    service: Option<&str>,
+) -> ApiResult<(Caller, Body)> {
+    if !signing::is_signed(&parts.headers) {
+        return Ok((caller(state, parts).await?, body));
+    }
+    let refused = |why: String| ApiError::unauthenticated(format!("signed call refused: {why}"));
+    let auth = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let presented = signing::parse_authorization(auth).map_err(refused)?;
+    let date =
+        signing::check_date(&parts.headers, time::OffsetDateTime::now_utc()).map_err(refused)?;
+    let app = state
+        .apps
+        .resolve(AppCredential::Key(&presented.access))
+        .await?
+        .ok_or_else(|| {
+            refused("the AppKey in Access is not valid (its app deleted, or mistyped)".into())
+        })?;
+    let who = Caller::App(app.clone());
+    let limit = service.map_or(0, |s| state.services.body_limit(&who, s));
+    let too_large = || {
+        ApiError::too_large(match service {
+            Some(s) => format!(
+                "the request body is larger than service {s}'s body limit ({limit} bytes; body_limit_mb)"
+            ),
+            None => "this request takes no body".to_owned(),
+        })
+    };
+    if declared_over(&parts.headers, limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit as usize)
+        .await
+        .map_err(|_| too_large())?;
+    let secret = state
+        .apps
+        .signing_secret(&app.app_id)
+        .await?
+        .ok_or_else(|| refused("the app was deleted".into()))?;
+    let canonical = signing::canonical_request(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        parts.uri.authority().map(|a| a.as_str()),
+        &presented.signed_headers,
+        &bytes,
+    )
+    .map_err(refused)?;
+    let expected = signing::sign(secret.as_bytes(), &date, &canonical);
+    if !signing::matches(&expected, &presented.signature) {
+        return Err(refused(
+            "the signature does not match the request (signed with another AppSecret, or the method, path, query, a signed header or the body changed after signing)".into(),
+        ));
+    }
+    Ok((who, Body::from(bytes)))
+}
+
 async fn infer_seed(
     State(state): State<AppState>,
     Path(service): Path<String>,
@@ -118,6 +189,15 @@ async fn infer_v2(
     respond(infer(state, name, "infer".into(), req).await)
 }
 
+/// Whether the request's `Content-Length` is over `limit` (refused before reading any).
+fn declared_over(headers: &axum::http::HeaderMap, limit: u64) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
+}
+
 fn respond(r: ApiResult<Response>) -> Response {
     match r {
         Ok(r) => r,
@@ -132,7 +212,7 @@ async fn infer(
     req: Request,
 ) -> ApiResult<Response> {
     let (mut parts, body) = req.into_parts();
-    let who = caller(&state, &mut parts).await?;
+    let (who, body) = authenticate(&state, &mut parts, body, Some(&service)).await?;
     let limit = state.services.body_limit(&who, &service);
     let too_large = || {
         ApiError::too_large(format!(
@@ -140,13 +220,7 @@ async fn infer(
             limit
         ))
     };
-    if parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > limit)
-    {
+    if declared_over(&parts.headers, limit) {
         return Err(too_large());
     }
     // A service on a container or process engine: the request goes to its instance as it
@@ -334,9 +408,9 @@ async fn ready_v2(
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
-    let (mut parts, _) = req.into_parts();
-    match caller(&state, &mut parts).await {
-        Ok(who) => {
+    let (mut parts, body) = req.into_parts();
+    match authenticate(&state, &mut parts, body, None).await {
+        Ok((who, _)) => {
             if state.services.metadata(&who, &name).is_some() {
                 StatusCode::OK.into_response()
             } else {
@@ -356,9 +430,9 @@ async fn metadata_v2(
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
-    let (mut parts, _) = req.into_parts();
-    match caller(&state, &mut parts).await {
-        Ok(who) => match state.services.metadata(&who, &name) {
+    let (mut parts, body) = req.into_parts();
+    match authenticate(&state, &mut parts, body, None).await {
+        Ok((who, _)) => match state.services.metadata(&who, &name) {
             Some(m) => axum::Json(m).into_response(),
             None => ApiError::not_found(format!("no running service {name}")).into_response(),
         },

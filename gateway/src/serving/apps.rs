@@ -12,7 +12,8 @@
 //!
 //! The AppKey alone authenticates (the seed's "simplified authentication"), so it is kept
 //! and shown like the secret: at create and by `secret`, to the owner only. The AppSecret
-//! is for APIG's SDK-HMAC-SHA256 request signing, which is not implemented yet.
+//! signs calls with APIG's SDK-HMAC-SHA256 (`signing.rs`): [`Apps::signing_secret`] opens
+//! it for the check, and it never travels.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -546,6 +547,24 @@ impl Apps {
         });
         self.inner.cache.insert(cache_key, caller.clone());
         Ok(Some(caller))
+    }
+}
+
+impl Apps {
+    /// The AppSecret of `app_id`, for checking a signed call; `None` when the app is gone.
+    pub async fn signing_secret(
+        &self,
+        app_id: &str,
+    ) -> Result<Option<Zeroizing<String>>, ServiceError> {
+        let mut conn = self.inner.store.pool.acquire().await?;
+        let Some(a) = rows::by_id(&mut conn, app_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.inner
+                .secrets
+                .open(&a.secret_sealed, &secret_context(&a.id))?,
+        ))
     }
 }
 

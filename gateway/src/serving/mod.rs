@@ -25,6 +25,7 @@ pub mod instances;
 pub mod logs;
 pub mod rules;
 pub mod runtime;
+pub mod signing;
 pub mod spec;
 pub mod tensors;
 
