@@ -987,6 +987,36 @@ async fn a_batch_on_a_process_engine_posts_each_file_to_its_server_and_records_i
     }
     // The job's instances went with its end.
     assert!(engine_dirs(&gw).is_empty(), "{:?}", engine_dirs(&gw));
+    // Its log: what the server printed, the failed file, the end.
+    let logged = eventually("the job's log", JOB, || async {
+        let r = api
+            .get(&format!("/v1/batch-services/{id}/logs?since=1h"))
+            .await;
+        let texts: Vec<String> = r.expect_status(200)["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}",
+                    l["source"].as_str().unwrap(),
+                    l["text"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (texts
+            .iter()
+            .any(|t| t.contains("batch-engine: listening on 8080"))
+            && texts.iter().any(|t| t.ends_with(" COMPLETED")))
+        .then_some(texts)
+    })
+    .await;
+    assert!(
+        logged
+            .iter()
+            .any(|t| t.contains("obs://data/in/bad.jpg FAILED: the model answered 500")),
+        "{logged:?}"
+    );
 
     // A model whose config lists no API is called at /: a .json file as JSON, any other
     // file as a form under `file`.

@@ -72,8 +72,12 @@ pub(super) async fn run(b: &Batches, id: &str, cancel: &CancellationToken) {
                 Row::of(id, None, BatchEvent::Executed),
             )
             .await;
-            if let Err(e) = done {
-                tracing::error!(batch = %id, error = ?e, "recording a completed batch job failed");
+            match done {
+                Ok(true) => b.inner.services.log().gateway(id, "COMPLETED"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(batch = %id, error = ?e, "recording a completed batch job failed");
+                }
             }
             return;
         }
@@ -84,8 +88,14 @@ pub(super) async fn run(b: &Batches, id: &str, cancel: &CancellationToken) {
             "an internal error of the gateway (see its log)".to_string()
         }
     };
-    if let Err(e) = fail(&b.inner.store, id, &why).await {
-        tracing::error!(batch = %id, error = ?e, "recording a failed batch job failed");
+    match fail(&b.inner.store, id, &why).await {
+        Ok(true) => b
+            .inner
+            .services
+            .log()
+            .gateway(id, &format!("FAILED: {why}")),
+        Ok(false) => {}
+        Err(e) => tracing::error!(batch = %id, error = ?e, "recording a failed batch job failed"),
     }
 }
 
@@ -101,8 +111,8 @@ async fn still_runs(store: &Store, id: &str) -> bool {
     }
 }
 
-/// DEPLOYING or RUNNING → FAILED with the seed's event.
-pub(super) async fn fail(store: &Store, id: &str, why: &str) -> anyhow::Result<()> {
+/// DEPLOYING or RUNNING → FAILED with the seed's event; false when it was neither.
+pub(super) async fn fail(store: &Store, id: &str, why: &str) -> anyhow::Result<bool> {
     end(
         store,
         id,
@@ -114,8 +124,8 @@ pub(super) async fn fail(store: &Store, id: &str, why: &str) -> anyhow::Result<(
     .await
 }
 
-/// A run's end: `from` → `to` (COMPLETED or FAILED) with its end time, or nothing when the
-/// service moved meanwhile (a stop, a delete).
+/// A run's end: `from` → `to` (COMPLETED or FAILED) with its end time, or nothing (false)
+/// when the service moved meanwhile (a stop, a delete).
 async fn end(
     store: &Store,
     id: &str,
@@ -123,7 +133,7 @@ async fn end(
     to: BatchStatus,
     why: Option<&str>,
     event: Row<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let mut tx = store.write().await?;
     let moved = Transition::new(id, from, to)
         .reason(why)
@@ -134,7 +144,7 @@ async fn end(
         rows::set_ended(&mut tx, id, &crate::store::now()).await?;
         tx.commit().await?;
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// What answers a run's items.
@@ -160,6 +170,8 @@ struct Engine {
 struct Work {
     batch_id: String,
     store: Store,
+    /// The service's log: each failed item's line.
+    log: crate::serving::logs::ServiceLog,
     model: Model,
     client: aws_sdk_s3::Client,
     output: Output,
@@ -328,6 +340,10 @@ async fn work(
         }
         tx.commit().await?;
     }
+    inner.services.log().gateway(
+        id,
+        &format!("RUNNING: {label} ready, {} at a time", spec.instances),
+    );
 
     // The items, `instances` at a time.
     let client = connection_client(b, &row.connection_id)
@@ -337,6 +353,7 @@ async fn work(
     let w = Work {
         batch_id: id.to_string(),
         store: inner.store.clone(),
+        log: inner.services.log().clone(),
         model,
         client,
         output: Output::new(&out, &row.task_id),
@@ -481,7 +498,11 @@ async fn item(w: &Work, it: ItemRow) -> Result<(), String> {
                     .map_err(|e| format!("the output folder is not writable: {e}"))?;
                 (ItemState::Succeeded, None)
             }
-            Err(Fault::Item(why)) => (ItemState::Failed, Some(why)),
+            Err(Fault::Item(why)) => {
+                w.log
+                    .gateway(&w.batch_id, &format!("{} FAILED: {why}", it.source));
+                (ItemState::Failed, Some(why))
+            }
             Err(Fault::Job(why)) => return Err(why),
         }
     };

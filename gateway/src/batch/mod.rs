@@ -45,6 +45,8 @@ use crate::models::{DeploymentType, Models};
 use crate::object_storage::{ObjectUri, connections, s3, transfer};
 use crate::secrets::SecretBox;
 use crate::serving::Services;
+use crate::serving::logs::LogParams;
+use crate::serving::logs::sources::Found;
 use crate::store::audit::{self, Action, Target};
 use crate::store::batch_services::{self as rows, BatchRow, NewItem};
 use crate::store::resource_events::{self, BatchEvent, EventRecord, Row};
@@ -519,6 +521,21 @@ impl Batches {
         Ok(resource_events::list(&mut conn, "batch", &b.id, None, 1000).await?)
     }
 
+    /// The service's log (`GET …/logs`): what its engine instances printed and the job's
+    /// own lines (its failed items, its end), as a real-time service's.
+    pub async fn logs(
+        &self,
+        who: &Principal,
+        key: &str,
+        params: &LogParams,
+    ) -> Result<Found, BatchError> {
+        let b = self.find(who, key).await?;
+        let log = self.inner.services.log();
+        let req = params.check(log.now_time()).map_err(BatchError::Invalid)?;
+        let sources: Vec<_> = log.own_source(&b.id).into_iter().collect();
+        Ok(log.search(sources, req).await?)
+    }
+
     async fn view_by_id(&self, id: &str) -> Result<BatchView, BatchError> {
         let mut conn = self.inner.store.pool.acquire().await?;
         let row = rows::by_id(&mut conn, id)
@@ -752,7 +769,12 @@ impl Batches {
                         "the job was cut short by {} gateway restarts; start it again to go on",
                         p.attempts - 1
                     );
-                    job::fail(&self.inner.store, &id, &why).await?;
+                    if job::fail(&self.inner.store, &id, &why).await? {
+                        self.inner
+                            .services
+                            .log()
+                            .gateway(&id, &format!("FAILED: {why}"));
+                    }
                 }
                 BatchStatus::Deploying | BatchStatus::Running => self.spawn_job(id),
                 BatchStatus::Stopping => {
