@@ -1058,6 +1058,25 @@ async fn a_batch_on_a_process_engine_posts_each_file_to_its_server_and_records_i
         "{y}"
     );
     assert!(engine_dirs(&gw).is_empty(), "{:?}", engine_dirs(&gw));
+
+    // A processor runs around the built-in engine only: refused with a server of its own,
+    // as a real-time service refuses it.
+    let dir = s3.bucket("models").join("withproc");
+    engine_package(&dir, Value::Null);
+    with_processor(&dir, &repo_root().join("examples/inference/iris/processor")).await;
+    import_engine(&api, "withproc", "withproc").await;
+    let r = api
+        .post(
+            "/v1/batch-services",
+            engine_body("withproc", "obs://data/in2/", "obs://data/out3/"),
+        )
+        .await;
+    assert!(
+        r.expect_error(400, "invalid_argument")
+            .contains("has a processor (customize_service.wasm), which runs with the built-in ONNX engine only"),
+        "{}",
+        r.text
+    );
 }
 
 /// `n` small inputs under `data/{folder}/`, their sources.
