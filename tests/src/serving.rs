@@ -68,13 +68,23 @@ pub async fn gateway(env: &[(&str, &str)]) -> Gateway {
 /// Creates model `name` version 0.0.1 from `obs://models/{folder}/` (the connection
 /// "local") and waits until it is NORMAL.
 pub async fn import(api: &Api, name: &str, folder: &str) {
-    let r = api
-        .post(
-            "/v1/models",
-            json!({"name": name, "source": {"type": "obs", "connection": "local",
-                   "path": format!("obs://models/{folder}/")}}),
-        )
-        .await;
+    import_with(api, name, folder, json!({})).await;
+}
+
+/// The same for a model run by its own server: `model/server.py` (tests/fixtures/
+/// echo-engine, batch-engine), started by its start command.
+pub async fn import_engine(api: &Api, name: &str, folder: &str) {
+    let extra = json!({"start_command": "python3 /home/mind/model/server.py"});
+    import_with(api, name, folder, extra).await;
+}
+
+async fn import_with(api: &Api, name: &str, folder: &str, extra: Value) {
+    let mut body = json!({"name": name, "source": {"type": "obs", "connection": "local",
+                          "path": format!("obs://models/{folder}/")}});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        body[k] = v.clone();
+    }
+    let r = api.post("/v1/models", body).await;
     r.expect_status(202);
     let v = eventually("the import", WAIT, || async {
         let v = api.get(&format!("/v1/models/{name}/versions/0.0.1")).await;

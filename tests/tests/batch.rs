@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use atelier_tests::plugins::repo_root;
 use atelier_tests::s3::{S3Server, files_under};
-use atelier_tests::serving::{gateway, import, iris_package, with_processor};
+use atelier_tests::serving::{gateway, import, import_engine, iris_package, with_processor};
 use atelier_tests::{Api, Gateway, Reply, eventually};
 use serde_json::{Value, json};
 
@@ -777,36 +777,42 @@ async fn a_stopped_or_killed_job_goes_on_from_its_pending_files_and_never_redoes
 
     // SIGKILL mid-job: the restarted gateway goes on; what was written is not written again.
     let sources = many_inputs(&data, "in2", n);
-    let r = api
-        .post(
-            "/v1/batch-services",
-            deploy_body("obs://data/in2/", "obs://data/out2/"),
-        )
-        .await;
+    let body = deploy_body("obs://data/in2/", "obs://data/out2/");
+    let done = completes_across_a_kill(&s3, &mut gw, &api, body, "out2", n).await;
+    every_source_once(&s3, &done, &sources);
+}
+
+/// The job deployed with `body` (its output `obs://data/{out}/`, `n` inputs), its gateway
+/// SIGKILLed once a few results are written and started again: the job COMPLETED, no
+/// result written twice, "The service has been executed." once. Its view.
+async fn completes_across_a_kill(
+    s3: &S3Server,
+    gw: &mut Gateway,
+    api: &Api,
+    body: Value,
+    out: &str,
+    n: usize,
+) -> Value {
+    let r = api.post("/v1/batch-services", body).await;
     let created = r.expect_status(202).clone();
     let id = created["id"].as_str().unwrap().to_string();
-    let results = data.join(format!(
-        "out2/infer-result-{}",
+    let results = s3.bucket("data").join(format!(
+        "{out}/infer-result-{}",
         created["task_id"].as_str().unwrap()
     ));
-    eventually("the first result files", JOB, || async {
-        (files_under(&results).len() >= 3).then_some(())
-    })
-    .await;
-    s3.freeze();
+    frozen_after(s3, &results, 3).await;
     let before = mtimes(&results);
     assert!(before.len() < n, "the job was done before the kill");
     gw.kill9();
     s3.thaw();
     gw.start_again().await;
-    let done = wait_batch(&api, &id, "COMPLETED").await;
-    every_source_once(&s3, &done, &sources);
+    let done = wait_batch(api, &id, "COMPLETED").await;
     let after = mtimes(&results);
     assert_eq!(after.len(), n);
     for (f, t) in &before {
         assert_eq!(after.get(f), Some(t), "{f} was written again");
     }
-    let texts = event_texts(&api, &id).await;
+    let texts = event_texts(api, &id).await;
     assert_eq!(
         texts
             .iter()
@@ -815,4 +821,473 @@ async fn a_stopped_or_killed_job_goes_on_from_its_pending_files_and_never_redoes
         1,
         "{texts:?}"
     );
+    done
+}
+
+/// Once at least `k` results of the job writing into `results` are there, the store
+/// frozen: the items under way hang.
+async fn frozen_after(s3: &S3Server, results: &Path, k: usize) {
+    eventually("the first result files", JOB, || async {
+        (files_under(results).len() >= k).then_some(())
+    })
+    .await;
+    s3.freeze();
+}
+
+// Models on their own server (a container or process engine): the batch engine fixture
+// (tests/fixtures/batch-engine/server.py), launched as a real-time service's instances.
+
+/// A package whose server is the batch engine, with `apis` in its config (none if null).
+fn engine_package(dir: &Path, apis: Value) {
+    let mut config = json!({"model_algorithm": "batch", "model_type": "PyTorch"});
+    if !apis.is_null() {
+        config["apis"] = apis;
+    }
+    write(
+        dir,
+        "model/config.json",
+        &serde_json::to_vec_pretty(&config).unwrap(),
+    );
+    let server = std::fs::read(repo_root().join("tests/fixtures/batch-engine/server.py")).unwrap();
+    write(dir, "model/server.py", &server);
+}
+
+/// The seed's file API: a multipart form with the file under `images` (at /, as a PyTorch
+/// model's must be).
+fn file_api() -> Value {
+    json!([{"url": "/", "method": "post",
+            "request": {"Content-type": "multipart/form-data",
+                        "data": {"type": "object", "properties": {"images": {"type": "file"}}}}}])
+}
+
+/// A gateway on `gw` with alice, `local`, and the engine models `files` (the file API) and
+/// `plain` (no API).
+async fn engine_setup_on(s3: &S3Server, gw: &Gateway) -> Api {
+    let token = gw.create_user("alice").await;
+    let api = gw.api(&token);
+    s3.connect(&api, "local").await;
+    import_engine(&api, "files", "files").await;
+    import_engine(&api, "plain", "plain").await;
+    api
+}
+
+/// The process backend's gateway with the engine models; `None` where there is no sandbox.
+async fn engine_setup(env: &[(&str, &str)]) -> Option<(S3Server, Gateway, Api)> {
+    let s3 = S3Server::start();
+    let models = s3.bucket("models");
+    engine_package(&models.join("files"), file_api());
+    engine_package(&models.join("plain"), Value::Null);
+    let gw = Gateway::start_with(env).await;
+    if !gw.sandboxed() {
+        eprintln!("skipping: model engines need the process backend's sandbox");
+        return None;
+    }
+    let api = engine_setup_on(&s3, &gw).await;
+    Some((s3, gw, api))
+}
+
+fn engine_body(model: &str, input: &str, output: &str) -> Value {
+    json!({"model": model, "version": "0.0.1", "input": input, "output": output,
+           "connection": "local"})
+}
+
+/// The instances the process backend holds now.
+fn engine_dirs(gw: &Gateway) -> Vec<String> {
+    std::fs::read_dir(gw.data_dir.join("engines"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the engine said it received for one SUCCESSFUL line.
+fn received(s3: &S3Server, line: &Value) -> Value {
+    assert_eq!(line["result"], "SUCCESSFUL", "{line}");
+    let text =
+        std::fs::read_to_string(object_file(s3, line["inference-loc"].as_str().unwrap())).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_on_a_process_engine_posts_each_file_to_its_server_and_records_its_refusals() {
+    let Some((s3, gw, api)) = engine_setup(&[]).await else {
+        return;
+    };
+    let data = s3.bucket("data");
+    write(&data, "in/1.jpg", b"jpeg one");
+    write(&data, "in/2.jpg", b"jpeg two");
+    write(&data, "in/sub/3.png", b"png three");
+    write(&data, "in/bad.jpg", b"FAIL500");
+    // A name that would add a form field if it were not escaped.
+    write(&data, "in/a\"; name=\"evil.jpg", b"quoted");
+
+    // Two instances of the file API's model; its first API's is the request path.
+    let mut body = engine_body("files", "obs://data/in/", "obs://data/out/");
+    body["instances"] = 2.into();
+    let r = api.post("/v1/batch-services", body).await;
+    let created = r.expect_status(202).clone();
+    assert_eq!(created["request_path"], "/", "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let done = wait_batch(&api, &id, "COMPLETED").await;
+    assert_eq!(
+        done["progress"],
+        json!({"total": 5, "pending": 0, "succeeded": 4, "failed": 1}),
+        "{done}"
+    );
+    let lines = by_source(&manifest_lines(&s3, &done));
+    assert_eq!(lines.len(), 5);
+    let bad = &lines["obs://data/in/bad.jpg"];
+    assert_eq!(bad["result"], "FAILED", "{bad}");
+    let why = bad["error_message"].as_str().unwrap();
+    assert!(
+        why.starts_with("the model answered 500: ") && why.contains("refused"),
+        "{why}"
+    );
+    for (name, content, media) in [
+        ("1.jpg", "jpeg one", "image/jpeg"),
+        ("2.jpg", "jpeg two", "image/jpeg"),
+        ("sub/3.png", "png three", "image/png"),
+    ] {
+        let got = received(&s3, &lines[&format!("obs://data/in/{name}")]);
+        assert_eq!(got["method"], "POST", "{got}");
+        assert_eq!(got["path"], "/", "{got}");
+        assert!(
+            got["content_type"]
+                .as_str()
+                .unwrap()
+                .starts_with("multipart/form-data; boundary="),
+            "{got}"
+        );
+        let form = got["body"].as_str().unwrap();
+        let base = name.rsplit('/').next().unwrap();
+        assert!(
+            form.contains(&format!(
+                "Content-Disposition: form-data; name=\"images\"; filename=\"{base}\"\r\nContent-Type: {media}\r\n\r\n{content}\r\n"
+            )),
+            "{form}"
+        );
+    }
+    let quoted = received(&s3, &lines["obs://data/in/a\"; name=\"evil.jpg"]);
+    let form = quoted["body"].as_str().unwrap();
+    assert!(
+        form.contains("name=\"images\"; filename=\"a%22; name=%22evil.jpg\""),
+        "{form}"
+    );
+    assert_eq!(form.matches("; name=\"").count(), 1, "{form}");
+    let texts = event_texts(&api, &id).await;
+    let name = done["name"].as_str().unwrap();
+    for t in [
+        "The service starts to deploy.".to_string(),
+        format!("Service {name} started."),
+        "The service has been executed.".to_string(),
+    ] {
+        assert!(texts.contains(&t), "{texts:?}");
+    }
+    // The job's instances went with its end.
+    assert!(engine_dirs(&gw).is_empty(), "{:?}", engine_dirs(&gw));
+    // Its log: what the server printed, the failed file, the end.
+    let logged = eventually("the job's log", JOB, || async {
+        let r = api
+            .get(&format!("/v1/batch-services/{id}/logs?since=1h"))
+            .await;
+        let texts: Vec<String> = r.expect_status(200)["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}",
+                    l["source"].as_str().unwrap(),
+                    l["text"].as_str().unwrap()
+                )
+            })
+            .collect();
+        (texts
+            .iter()
+            .any(|t| t.contains("batch-engine: listening on 8080"))
+            && texts.iter().any(|t| t.ends_with(" COMPLETED")))
+        .then_some(texts)
+    })
+    .await;
+    assert!(
+        logged
+            .iter()
+            .any(|t| t.contains("obs://data/in/bad.jpg FAILED: the model answered 500")),
+        "{logged:?}"
+    );
+
+    // A model whose config lists no API is called at /: a .json file as JSON, any other
+    // file as a form under `file`.
+    write(&data, "in2/x.json", br#"{"a": 1}"#);
+    write(&data, "in2/y.txt", b"why");
+    let r = api
+        .post(
+            "/v1/batch-services",
+            json!({"model": "plain", "version": "0.0.1", "input": "obs://data/in2/",
+                   "output": "obs://data/out2/", "connection": "local",
+                   "request_path": "/predict"}),
+        )
+        .await;
+    assert!(
+        r.expect_error(400, "invalid_argument")
+            .contains("lists no apis"),
+        "{}",
+        r.text
+    );
+    let r = api
+        .post(
+            "/v1/batch-services",
+            engine_body("plain", "obs://data/in2/", "obs://data/out2/"),
+        )
+        .await;
+    let id = r.expect_status(202)["id"].as_str().unwrap().to_string();
+    let done = wait_batch(&api, &id, "COMPLETED").await;
+    let lines = by_source(&manifest_lines(&s3, &done));
+    let x = received(&s3, &lines["obs://data/in2/x.json"]);
+    assert_eq!(x["path"], "/", "{x}");
+    assert_eq!(x["content_type"], "application/json", "{x}");
+    assert_eq!(x["body"], r#"{"a": 1}"#, "{x}");
+    let y = received(&s3, &lines["obs://data/in2/y.txt"]);
+    assert!(
+        y["body"]
+            .as_str()
+            .unwrap()
+            .contains("name=\"file\"; filename=\"y.txt\""),
+        "{y}"
+    );
+    assert!(engine_dirs(&gw).is_empty(), "{:?}", engine_dirs(&gw));
+
+    // A processor runs around the built-in engine only: refused with a server of its own,
+    // as a real-time service refuses it.
+    let dir = s3.bucket("models").join("withproc");
+    engine_package(&dir, Value::Null);
+    with_processor(&dir, &repo_root().join("examples/inference/iris/processor")).await;
+    import_engine(&api, "withproc", "withproc").await;
+    let r = api
+        .post(
+            "/v1/batch-services",
+            engine_body("withproc", "obs://data/in2/", "obs://data/out3/"),
+        )
+        .await;
+    assert!(
+        r.expect_error(400, "invalid_argument")
+            .contains("has a processor (customize_service.wasm), which runs with the built-in ONNX engine only"),
+        "{}",
+        r.text
+    );
+}
+
+/// `n` small inputs under `data/{folder}/`, their sources.
+fn engine_inputs(data: &Path, folder: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            write(
+                data,
+                &format!("{folder}/{i:03}.txt"),
+                format!("item {i}").as_bytes(),
+            );
+            format!("obs://data/{folder}/{i:03}.txt")
+        })
+        .collect()
+}
+
+/// Each source exactly once in the manifest, each answered with its own content.
+fn every_engine_source_once(s3: &S3Server, view: &Value, sources: &[String]) {
+    let lines = manifest_lines(s3, view);
+    assert_eq!(lines.len(), sources.len());
+    let lines = by_source(&lines);
+    for (i, s) in sources.iter().enumerate() {
+        let got = received(s3, &lines[s]);
+        assert!(
+            got["body"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("\r\n\r\nitem {i}\r\n")),
+            "{s}: {got}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_batch_stops_starts_survives_a_killed_gateway_and_leaves_no_instance() {
+    let Some((s3, mut gw, api)) = engine_setup(&[]).await else {
+        return;
+    };
+    let data = s3.bucket("data");
+    let n = 60;
+
+    // Stop and start: the pending files wait, then are done; none twice.
+    let sources = engine_inputs(&data, "in1", n);
+    let mut body = engine_body("files", "obs://data/in1/", "obs://data/out1/");
+    body["instances"] = 2.into();
+    let r = api.post("/v1/batch-services", body).await;
+    let created = r.expect_status(202).clone();
+    let id = created["id"].as_str().unwrap().to_string();
+    let results = data.join(format!(
+        "out1/infer-result-{}",
+        created["task_id"].as_str().unwrap()
+    ));
+    frozen_after(&s3, &results, 2).await;
+    // The two instances asked for run while the job does.
+    assert_eq!(engine_dirs(&gw).len(), 2, "{:?}", engine_dirs(&gw));
+    let r = api
+        .post_empty(&format!("/v1/batch-services/{id}/stop"))
+        .await;
+    r.expect_status(200);
+    let stopped = wait_batch(&api, &id, "STOPPED").await;
+    s3.thaw();
+    assert!(
+        stopped["progress"]["pending"].as_i64().unwrap() > 0,
+        "{stopped}"
+    );
+    assert!(engine_dirs(&gw).is_empty(), "{:?}", engine_dirs(&gw));
+    let r = api
+        .post_empty(&format!("/v1/batch-services/{id}/start"))
+        .await;
+    assert_eq!(r.expect_status(202)["status"], "DEPLOYING");
+    let done = wait_batch(&api, &id, "COMPLETED").await;
+    every_engine_source_once(&s3, &done, &sources);
+    assert!(engine_dirs(&gw).is_empty(), "{:?}", engine_dirs(&gw));
+
+    // SIGKILL mid-job: the restarted gateway goes on (adopting the instances that still
+    // run); what was written is not written again; no instance is left.
+    let sources = engine_inputs(&data, "in2", n);
+    let mut body = engine_body("files", "obs://data/in2/", "obs://data/out2/");
+    body["instances"] = 2.into();
+    let done = completes_across_a_kill(&s3, &mut gw, &api, body, "out2", n).await;
+    every_engine_source_once(&s3, &done, &sources);
+    assert!(engine_dirs(&gw).is_empty(), "{:?}", engine_dirs(&gw));
+
+    // Deleted while it runs: its instances go with it.
+    engine_inputs(&data, "in3", n);
+    let r = api
+        .post(
+            "/v1/batch-services",
+            engine_body("files", "obs://data/in3/", "obs://data/out3/"),
+        )
+        .await;
+    let created = r.expect_status(202).clone();
+    let id = created["id"].as_str().unwrap().to_string();
+    let results = data.join(format!(
+        "out3/infer-result-{}",
+        created["task_id"].as_str().unwrap()
+    ));
+    frozen_after(&s3, &results, 1).await;
+    assert_eq!(engine_dirs(&gw).len(), 1, "{:?}", engine_dirs(&gw));
+    api.delete(&format!("/v1/batch-services/{id}"))
+        .await
+        .expect_status(204);
+    s3.thaw();
+    assert!(engine_dirs(&gw).is_empty(), "{:?}", engine_dirs(&gw));
+    let r = api.get(&format!("/v1/batch-services/{id}")).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engines_huge_or_hostile_answer_is_capped_and_written_only_as_its_items_result() {
+    let Some((s3, gw, api)) = engine_setup(&[]).await else {
+        return;
+    };
+    let data = s3.bucket("data");
+    write(&data, "in/huge.txt", b"HUGE");
+    write(&data, "in/declared.txt", b"DECLARED");
+    write(&data, "in/hostile.txt", b"HOSTILE");
+    write(&data, "in/ok.txt", b"fine");
+    let r = api
+        .post(
+            "/v1/batch-services",
+            engine_body("files", "obs://data/in/", "obs://data/out/"),
+        )
+        .await;
+    let id = r.expect_status(202)["id"].as_str().unwrap().to_string();
+    let done = wait_batch(&api, &id, "COMPLETED").await;
+    let task = done["task_id"].as_str().unwrap();
+    let lines = by_source(&manifest_lines(&s3, &done));
+    // Past 12 MB an answer is not read on: the item FAILED, the job goes on.
+    for big in ["huge", "declared"] {
+        let l = &lines[&format!("obs://data/in/{big}.txt")];
+        assert_eq!(l["result"], "FAILED", "{l}");
+        assert_eq!(
+            l["error_message"], "the model's answer is larger than the 12 MB a batch result may be",
+            "{l}"
+        );
+    }
+    // A hostile answer is only data: written where its item's result goes.
+    let hostile = &lines["obs://data/in/hostile.txt"];
+    assert_eq!(
+        hostile["inference-loc"],
+        format!("obs://data/out/infer-result-{task}/hostile.txt_result.txt")
+    );
+    assert_eq!(
+        received(&s3, hostile)["filename"],
+        "../../../escape.txt",
+        "{hostile}"
+    );
+    let ok = received(&s3, &lines["obs://data/in/ok.txt"]);
+    assert!(ok["body"].as_str().unwrap().contains("fine"), "{ok}");
+    let mut out = files_under(&data.join("out"));
+    out.sort();
+    assert_eq!(
+        out,
+        [
+            format!("infer-result-{task}.manifest"),
+            format!("infer-result-{task}/hostile.txt_result.txt"),
+            format!("infer-result-{task}/ok.txt_result.txt"),
+        ]
+    );
+    let everywhere = files_under(&s3.root);
+    assert!(
+        everywhere.iter().all(|f| !f.contains("escape")),
+        "{everywhere:?}"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/escape.txt").exists()
+            && !gw.data_dir.join("escape.txt").exists()
+    );
+    assert!(engine_dirs(&gw).is_empty(), "{:?}", engine_dirs(&gw));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_docker_backend_runs_an_engine_batch_in_containers_it_then_removes() {
+    let s3 = S3Server::start();
+    let models = s3.bucket("models");
+    engine_package(&models.join("files"), file_api());
+    engine_package(&models.join("plain"), Value::Null);
+    let gw = Gateway::start_docker("", &[]).await;
+    let api = engine_setup_on(&s3, &gw).await;
+    let data = s3.bucket("data");
+    let sources = engine_inputs(&data, "in", 6);
+    write(&data, "in/zz-bad.txt", b"FAIL500");
+    let mut body = engine_body("files", "obs://data/in/", "obs://data/out/");
+    body["instances"] = 2.into();
+    let r = api.post("/v1/batch-services", body).await;
+    let id = r.expect_status(202)["id"].as_str().unwrap().to_string();
+    let done = wait_batch(&api, &id, "COMPLETED").await;
+    assert_eq!(
+        done["progress"],
+        json!({"total": 7, "pending": 0, "succeeded": 6, "failed": 1}),
+        "{done}"
+    );
+    let lines = manifest_lines(&s3, &done);
+    let ok: Vec<Value> = lines
+        .iter()
+        .filter(|l| l["source"] != "obs://data/in/zz-bad.txt")
+        .cloned()
+        .collect();
+    assert_eq!(ok.len(), sources.len());
+    for (i, s) in sources.iter().enumerate() {
+        let l = ok.iter().find(|l| l["source"] == s.as_str()).unwrap();
+        assert!(
+            received(&s3, l)["body"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("item {i}")),
+            "{l}"
+        );
+    }
+    let labels = format!("label=io.atelier.service={id}");
+    let left = atelier_tests::podman(&["ps", "-a", "--filter", &labels, "--format", "{{.ID}}"]);
+    assert!(left.trim().is_empty(), "left after the job: {left}");
 }

@@ -44,23 +44,7 @@ fn health(period: u32, failures: u32) -> Value {
 }
 
 async fn import(api: &Api, name: &str, folder: &str) {
-    let r = api
-        .post(
-            "/v1/models",
-            json!({"name": name,
-                   "source": {"type": "obs", "connection": "local",
-                              "path": format!("obs://models/{folder}/")},
-                   "start_command": "python3 /home/mind/model/server.py"}),
-        )
-        .await;
-    r.expect_status(202);
-    let v = eventually("the import", WAIT, || async {
-        let v = api.get(&format!("/v1/models/{name}/versions/0.0.1")).await;
-        let v = v.expect_status(200).clone();
-        (v["status"] != "IMPORTING").then_some(v)
-    })
-    .await;
-    assert_eq!(v["status"], "NORMAL", "{v}");
+    atelier_tests::serving::import_engine(api, name, folder).await;
 }
 
 async fn deploy(api: &Api, name: &str, model: &str, extra: Value) -> String {
@@ -133,20 +117,6 @@ async fn a_process_engine_serves_its_model_and_calls_pass_through() {
     }
     let api = gw.api(&token);
     import(&api, "echo", "plain").await;
-    // A model with its own server is served in real time, not in batch.
-    let r = api
-        .post(
-            "/v1/batch-services",
-            json!({"model": "echo", "version": "0.0.1", "connection": "local",
-                   "input": "obs://models/plain/", "output": "obs://models/out/"}),
-        )
-        .await;
-    assert!(
-        r.expect_error(400, "invalid_argument")
-            .contains("not an ONNX model"),
-        "{}",
-        r.text
-    );
     let id = deploy(
         &api,
         "echo-svc",

@@ -3,7 +3,8 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
@@ -12,6 +13,7 @@ use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::api::state::AppState;
 use crate::auth::Principal;
 use crate::batch::{BatchView, DeployBatch, UpdateBatch};
+use crate::serving::logs::LogParams;
 use crate::store::resource_events::EventRecord;
 
 pub fn routes() -> Router<AppState> {
@@ -25,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/batch-services/{batch}/stop", post(stop))
         .route("/v1/batch-services/{batch}/restart", post(restart))
         .route("/v1/batch-services/{batch}/events", get(events))
+        .route("/v1/batch-services/{batch}/logs", get(logs))
 }
 
 async fn deploy(
@@ -110,4 +113,16 @@ async fn events(
 ) -> ApiResult<ApiJson<Items<EventRecord>>> {
     let items = state.batches.events(&p, &batch).await?;
     Ok(ApiJson(Items { items }))
+}
+
+/// As a real-time service's (`api/services.rs`): JSON, or text lines.
+async fn logs(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(batch): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogParams>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let found = state.batches.logs(&p, &batch, &q).await?;
+    super::services::logs_answer(found, &headers)
 }

@@ -158,6 +158,15 @@ async fn logs(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let found = state.services.logs(&p, &service, &q).await?;
+    logs_answer(found, &headers)
+}
+
+/// A logs answer: JSON, or plain text lines when the client accepts `text/plain` (also
+/// a batch service's, `api/batch.rs`).
+pub(super) fn logs_answer(
+    found: crate::serving::logs::sources::Found,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let text = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

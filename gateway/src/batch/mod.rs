@@ -45,6 +45,8 @@ use crate::models::{DeploymentType, Models};
 use crate::object_storage::{ObjectUri, connections, s3, transfer};
 use crate::secrets::SecretBox;
 use crate::serving::Services;
+use crate::serving::logs::LogParams;
+use crate::serving::logs::sources::Found;
 use crate::store::audit::{self, Action, Target};
 use crate::store::batch_services::{self as rows, BatchRow, NewItem};
 use crate::store::resource_events::{self, BatchEvent, EventRecord, Row};
@@ -60,6 +62,10 @@ pub const TIMEOUT_MINUTES: (u32, u32, u32) = (20, 3, 120);
 pub const MAX_INSTANCES: u32 = crate::serving::spec::MAX_INSTANCES;
 /// One item's call: the seed's 40 s of a real-time call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(40);
+/// The most of one item's answer (a file's, or a CSV's rows' together) that is read and
+/// written as its result: the 12 MB an input may be. Past it the item FAILED; with
+/// `MAX_INSTANCES` workers the answers in memory stay under 200 MB whatever an engine sends.
+pub const MAX_ANSWER_BYTES: u64 = input::MAX_ITEM_BYTES;
 
 /// What a batch request fails with.
 #[derive(Debug, thiserror::Error)]
@@ -301,21 +307,30 @@ impl Batches {
                 v.model, v.version
             )));
         }
-        if !crate::serving::runtime::runs_builtin(&v) {
-            return Err(BatchError::Invalid(format!(
-                "model {} version {} is not an ONNX model: batch services run models on the built-in engine; a model with its own server is deployed as a real-time service",
-                v.model, v.version
-            )));
-        }
-        let request_path = req.request_path.clone().unwrap_or_else(|| "/".into());
-        let config = v.model_config.as_ref().ok_or_else(|| {
-            BatchError::Invalid(format!(
-                "model {} version {} has no config.json (an image model); batch services run packages on the built-in engine",
-                v.model, v.version
-            ))
-        })?;
-        let (target, schema) =
-            request::Target::of(config.apis(), &request_path).map_err(BatchError::Invalid)?;
+        let (target, schema) = if crate::serving::runtime::runs_builtin(&v) {
+            let config = v.model_config.as_ref().ok_or_else(|| {
+                BatchError::Invalid(format!(
+                    "model {} version {} has no config.json",
+                    v.model, v.version
+                ))
+            })?;
+            let path = req.request_path.as_deref().unwrap_or("/");
+            request::Target::of(config.apis(), path).map_err(BatchError::Invalid)?
+        } else {
+            // A model with its own server: its instances are launched as a real-time
+            // service's, without a processor.
+            if v.processor.is_some() {
+                return Err(BatchError::Invalid(engine_with_processor(&format!(
+                    "model {} version {}",
+                    v.model, v.version
+                ))));
+            }
+            let config = v.model_config.as_ref().or(v.settings.config.as_ref());
+            let apis = config.map(|c| c.apis()).unwrap_or_default();
+            request::Target::for_engine(apis, req.request_path.as_deref())
+                .map_err(BatchError::Invalid)?
+        };
+        let request_path = target.path.clone();
         if let Some(m) = &req.mapping {
             if target.form != request::Form::Json {
                 return Err(BatchError::Invalid(
@@ -506,6 +521,21 @@ impl Batches {
         Ok(resource_events::list(&mut conn, "batch", &b.id, None, 1000).await?)
     }
 
+    /// The service's log (`GET …/logs`): what its engine instances printed and the job's
+    /// own lines (its failed items, its end), as a real-time service's.
+    pub async fn logs(
+        &self,
+        who: &Principal,
+        key: &str,
+        params: &LogParams,
+    ) -> Result<Found, BatchError> {
+        let b = self.find(who, key).await?;
+        let log = self.inner.services.log();
+        let req = params.check(log.now_time()).map_err(BatchError::Invalid)?;
+        let sources: Vec<_> = log.own_source(&b.id).into_iter().collect();
+        Ok(log.search(sources, req).await?)
+    }
+
     async fn view_by_id(&self, id: &str) -> Result<BatchView, BatchError> {
         let mut conn = self.inner.store.pool.acquire().await?;
         let row = rows::by_id(&mut conn, id)
@@ -612,6 +642,9 @@ impl Batches {
     }
 
     async fn finish_stop(&self, id: &str) -> Result<(), BatchError> {
+        // A job's own end stopped its engine instances; these are a stop a gateway restart
+        // cut short.
+        self.inner.services.stop_engine_instances(id).await;
         let mut tx = self.inner.store.write().await?;
         let moved = Transition::new(id, &[BatchStatus::Stopping], BatchStatus::Stopped)
             .resource_event(Row::of(id, None, BatchEvent::Stopped))
@@ -708,10 +741,16 @@ impl Batches {
         if let Some(token) = self.job_token(&b.id) {
             token.cancel();
         }
+        // The job ends (its engine instances stopped) before its service goes.
+        let _job = self.inner.locks.lock(&format!("job:{}", b.id)).await;
         self.finish_delete(&b.id).await
     }
 
     async fn finish_delete(&self, id: &str) -> Result<(), BatchError> {
+        self.inner.services.stop_engine_instances(id).await;
+        if let Err(e) = self.inner.services.log().remove(id).await {
+            tracing::warn!(batch = %id, error = %e, "removing a batch service's log failed");
+        }
         let mut tx = self.inner.store.write().await?;
         rows::delete(&mut tx, id).await?;
         operations::end::<BatchStatus>(&mut tx, id).await?;
@@ -730,7 +769,12 @@ impl Batches {
                         "the job was cut short by {} gateway restarts; start it again to go on",
                         p.attempts - 1
                     );
-                    job::fail(&self.inner.store, &id, &why).await?;
+                    if job::fail(&self.inner.store, &id, &why).await? {
+                        self.inner
+                            .services
+                            .log()
+                            .gateway(&id, &format!("FAILED: {why}"));
+                    }
                 }
                 BatchStatus::Deploying | BatchStatus::Running => self.spawn_job(id),
                 BatchStatus::Stopping => {
@@ -745,6 +789,15 @@ impl Batches {
                 }
                 _ => {}
             }
+        }
+        // Engine instances that nothing runs any more (a gateway killed as a job ended or
+        // its service went) are stopped.
+        let mut conn = self.inner.store.pool.acquire().await?;
+        let left = crate::store::service_instances::left_over(&mut conn).await?;
+        drop(conn);
+        for id in left {
+            tracing::info!(service = %id, "stopping engine instances left of a job or service that is over");
+            self.inner.services.stop_engine_instances(&id).await;
         }
         Ok(())
     }
@@ -797,6 +850,14 @@ impl Batches {
             }
         });
     }
+}
+
+/// Why a model on its own server with a processor is refused (as a real-time service
+/// refuses it).
+fn engine_with_processor(label: &str) -> String {
+    format!(
+        "{label} runs on its own server and has a processor (customize_service.wasm), which runs with the built-in ONNX engine only; a model's server does its own pre- and post-processing (as in a real-time service)"
+    )
 }
 
 /// The service's rows for its input files: each with its result's unique name.

@@ -1,4 +1,4 @@
-//! `atelier batch deploy|list|get|start|stop|delete|events`: batch services.
+//! `atelier batch deploy|list|get|start|stop|delete|events|logs`: batch services.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ pub enum BatchCommand {
     Delete(BatchArg),
     /// A batch service's events.
     Events(BatchArg),
+    /// A batch service's log: what its model's server printed, its failed files, its end.
+    Logs(super::services::LogsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -277,6 +279,7 @@ pub async fn run(ctx: &Ctx, cmd: BatchCommand) -> Result<(), CliError> {
             err(&sanitize(&format!("deleted batch service {}", a.batch)));
             Ok(())
         }
+        BatchCommand::Logs(a) => super::services::logs(ctx, BATCH, a).await,
         BatchCommand::Events(a) => {
             let reply = ctx.api.get(&["v1", BATCH, &a.batch, "events"], &[]).await?;
             if ctx.json {

@@ -524,7 +524,7 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
             out(&super::table::events(items(&reply.value)?));
             Ok(())
         }
-        ServiceCommand::Logs(a) => logs(ctx, a).await,
+        ServiceCommand::Logs(a) => logs(ctx, SERVICES, a).await,
         ServiceCommand::Instances(a) => {
             let reply = ctx
                 .api
@@ -564,7 +564,8 @@ pub async fn run(ctx: &Ctx, cmd: ServiceCommand) -> Result<(), CliError> {
     }
 }
 
-async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<(), CliError> {
+/// The log of `a.service` in `collection` (`services`, or `batch-services`).
+pub(super) async fn logs(ctx: &Ctx, collection: &str, a: LogsArgs) -> Result<(), CliError> {
     let mut query = Vec::new();
     for (key, value) in [("since", a.since), ("until", a.until), ("q", a.q)] {
         if let Some(v) = value {
@@ -576,7 +577,7 @@ async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<(), CliError> {
     }
     let reply = ctx
         .api
-        .get(&["v1", SERVICES, &a.service, "logs"], &query)
+        .get(&["v1", collection, &a.service, "logs"], &query)
         .await?;
     if ctx.json {
         return print_json(&reply.raw, None);

@@ -1074,6 +1074,35 @@ impl Services {
         tree: Option<std::path::PathBuf>,
         recorded: &[crate::store::service_instances::InstanceRow],
     ) -> Result<Arc<instances::Pool>, String> {
+        let weak = Arc::downgrade(&self.inner);
+        let service_id = s.id.clone();
+        let tasks = self.inner.tasks.clone();
+        let on_change: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                let this = Services { inner };
+                let id = service_id.clone();
+                tasks.spawn(async move { this.health_changed(&id).await });
+            }
+        });
+        self.start_engine_pool(&s.id, &s.owner_id, m, view, tree, recorded, on_change)
+            .await
+    }
+
+    /// Starts the instances of version `m` for service `service_id` (a real-time or a batch
+    /// service) on the backend, under the same supervisor: each adopts its slot's instance
+    /// among `recorded` when that one still runs. `on_change` hears each change of an
+    /// instance's readiness. Returns at once ([`instances::Pool::wait_started`]).
+    #[allow(clippy::too_many_arguments)] // the parts of one launch, each from elsewhere
+    pub async fn start_engine_pool(
+        &self,
+        service_id: &str,
+        owner_id: &str,
+        m: &VersionSpec,
+        view: &crate::models::VersionView,
+        tree: Option<std::path::PathBuf>,
+        recorded: &[crate::store::service_instances::InstanceRow],
+        on_change: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Arc<instances::Pool>, String> {
         let label = format!("model {} {}", m.model, m.version);
         let flavor = match &m.flavor {
             Some(f) => self.inner.flavors.iter().find(|x| &x.id == f),
@@ -1088,21 +1117,18 @@ impl Services {
         let model_dir = tree.map(|t| t.join("model")).filter(|d| d.is_dir());
         let config = view.model_config.as_ref().or(view.settings.config.as_ref());
         let health = config.and_then(|c| c.health());
-        let weak = Arc::downgrade(&self.inner);
-        let service_id = s.id.clone();
-        let tasks = self.inner.tasks.clone();
         let env = instances::Env {
             backend: self.inner.backend.clone(),
             store: self.inner.store.clone(),
-            service_id: s.id.clone(),
+            service_id: service_id.to_owned(),
             version_id: m.version_id.clone(),
             label: label.clone(),
             model: m.model.clone(),
             version: m.version.clone(),
             engine: crate::backends::EngineSpec {
                 id: String::new(),
-                owner: s.owner_id.clone(),
-                service_id: s.id.clone(),
+                owner: owner_id.to_owned(),
+                service_id: service_id.to_owned(),
                 flavor,
                 image,
                 command: view.settings.start_command.clone(),
@@ -1118,13 +1144,7 @@ impl Services {
                 ),
             },
             log: self.inner.log.clone(),
-            on_change: Arc::new(move || {
-                if let Some(inner) = weak.upgrade() {
-                    let this = Services { inner };
-                    let id = service_id.clone();
-                    tasks.spawn(async move { this.health_changed(&id).await });
-                }
-            }),
+            on_change,
         };
         let mine: Vec<_> = recorded
             .iter()
@@ -1132,6 +1152,12 @@ impl Services {
             .cloned()
             .collect();
         Ok(instances::Pool::start(env, m.instances, mine).await)
+    }
+
+    /// Stops and removes every engine instance recorded for `service_id` (a batch
+    /// service's, when its job ends), and their rows.
+    pub async fn stop_engine_instances(&self, service_id: &str) {
+        instances::stop_recorded(&self.inner.backend, &self.inner.store, service_id).await;
     }
 
     /// An engine instance came into or left the rotation: RUNNING ⇄ ALARM.
