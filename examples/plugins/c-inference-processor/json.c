@@ -304,6 +304,48 @@ static void describe(const char *s, size_t i, size_t end, char *out, size_t cap)
     }
 }
 
+/* Powers of ten that doubles hold exactly. */
+static const double exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The JSON number `num` (checked, NUL-terminated) as the nearest double. Numbers of at
+ * most 15 significant digits with small exponents (all of a usual request) take Clinger's
+ * fast path: the digits and the power of ten are exact doubles, so one division or
+ * multiplication rounds correctly. The rest go to strtod (correct, but slow in wasi-libc). */
+static double parse_number(const char *num, size_t len) {
+    const char *p = num, *end = num + len;
+    int negative = *p == '-';
+    if (negative) p++;
+    uint64_t m = 0;
+    int scale = 0;
+    for (; p < end && is_digit(*p); p++) {
+        if (m >= 100000000000000ULL) return strtod(num, NULL);
+        m = m * 10 + (uint64_t)(*p - '0');
+    }
+    if (p < end && *p == '.') {
+        for (p++; p < end && is_digit(*p); p++) {
+            if (m >= 100000000000000ULL) return strtod(num, NULL);
+            m = m * 10 + (uint64_t)(*p - '0');
+            scale--;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        int sign = 1, e = 0;
+        if (*p == '+' || *p == '-') sign = *p++ == '-' ? -1 : 1;
+        for (; p < end && is_digit(*p); p++) {
+            if (e > 1000) return strtod(num, NULL);
+            e = e * 10 + (*p - '0');
+        }
+        scale += sign * e;
+    }
+    if (scale < -22 || scale > 22) return strtod(num, NULL);
+    double v = (double)m;
+    v = scale < 0 ? v / exact_pow10[-scale] : v * exact_pow10[scale];
+    return negative ? -v : v;
+}
+
 int json_f32_rows(const char *s, json_span span, size_t columns, const char *pointer,
                   float **out, size_t *rows, int *shape_error, json_error *err) {
     size_t i = span.start, end = span.end, n = 0, cap = 0;
@@ -346,8 +388,7 @@ int json_f32_rows(const char *s, json_span span, size_t columns, const char *poi
                 char num[JSON_MAX_NUMBER + 1];
                 memcpy(num, s + i, len);
                 num[len] = '\0';
-                errno = 0;
-                double v = strtod(num, NULL);
+                double v = parse_number(num, len);
                 if (isinf(v) || isinf((float)v)) {
                     fail(err, "%s/%zu/%zu is %.40s%s, outside the range of f32", pointer, row, col,
                          num, len > 40 ? "..." : "");
@@ -483,6 +524,76 @@ double json_round6(double x) {
     char buf[64];
     snprintf(buf, sizeof buf, "%.6f", x); /* correctly rounded, ties to even */
     return strtod(buf, NULL);
+}
+
+/* The digits of n (at most 20), returns their count. */
+static size_t put_digits(char *out, uint64_t n) {
+    char tmp[24];
+    size_t k = 0;
+    do {
+        tmp[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    for (size_t i = 0; i < k; i++) out[i] = tmp[k - 1 - i];
+    return k;
+}
+
+/* repr(round(x, 6)) for a finite |x| < 1e9, without printf or strtod (slow in wasi-libc):
+ * round(x, 6) is n / 10^6 for the integer n nearest to x·10^6 (ties to even, as Python),
+ * and its repr is n's digits around the point with trailing zeros dropped, since no
+ * shorter decimal reads back as the same double at this magnitude. */
+void json_put_round6(json_buf *b, double x) {
+    if (!(fabs(x) < 1e9)) {
+        json_put_double(b, json_round6(x));
+        return;
+    }
+    int negative = signbit(x) != 0;
+    double ax = fabs(x), y = ax * 1e6, n = nearbyint(y);
+    /* y is within 2^-22 of the exact product: only near a tie can n be off by one. */
+    if (fabs(fabs(y - n) - 0.5) < 1e-3) {
+        double above = fma(ax, 1e6, -(n + 0.5)), below = fma(ax, 1e6, -(n - 0.5));
+        if (above > 0 || (above == 0 && fmod(n, 2) != 0)) n += 1;
+        else if (below < 0 || (below == 0 && fmod(n, 2) != 0)) n -= 1;
+    }
+    uint64_t v = (uint64_t)n, whole = v / 1000000, frac = v % 1000000;
+    char out[48];
+    size_t o = 0;
+    if (negative) out[o++] = '-';
+    if (whole || frac >= 100) {
+        /* Fixed notation: "12.5", "0.000123", "1.0". */
+        o += put_digits(out + o, whole);
+        out[o++] = '.';
+        if (!frac) {
+            out[o++] = '0';
+        } else {
+            char six[6];
+            for (int i = 5; i >= 0; i--, frac /= 10) six[i] = (char)('0' + frac % 10);
+            size_t keep = 6;
+            while (six[keep - 1] == '0') keep--;
+            memcpy(out + o, six, keep);
+            o += keep;
+        }
+    } else if (!frac) {
+        memcpy(out + o, "0.0", 3);
+        o += 3;
+    } else {
+        /* Below 1e-4: Python's "1.1e-05". */
+        char d[8];
+        size_t nd = put_digits(d, frac);
+        int exp10 = (int)nd - 7;
+        while (nd > 1 && d[nd - 1] == '0') nd--;
+        out[o++] = d[0];
+        if (nd > 1) {
+            out[o++] = '.';
+            memcpy(out + o, d + 1, nd - 1);
+            o += nd - 1;
+        }
+        out[o++] = 'e';
+        out[o++] = '-';
+        out[o++] = (char)('0' + (-exp10) / 10);
+        out[o++] = (char)('0' + (-exp10) % 10);
+    }
+    json_put(b, out, o);
 }
 
 void json_put_double(json_buf *b, double x) {

@@ -62,5 +62,7 @@ void json_put_string(json_buf *b, const char *s, size_t n);
 void json_put_double(json_buf *b, double x);
 /* round(x, 6) as Python computes it (correctly rounded, ties to even). */
 double json_round6(double x);
+/* json_put_double(b, json_round6(x)), fast (no printf or strtod) for |x| < 1e9. */
+void json_put_round6(json_buf *b, double x);
 
 #endif

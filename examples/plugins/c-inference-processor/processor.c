@@ -276,7 +276,7 @@ bool exports_atelier_plugin_processor_postprocess(inference_processor_list_u8_t 
                 json_puts(&b, index);
             }
             json_puts(&b, ", \"score\": ");
-            json_put_double(&b, json_round6(vbest));
+            json_put_round6(&b, vbest);
             json_puts(&b, "}");
         }
         json_puts(&b, "]");
