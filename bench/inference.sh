@@ -35,6 +35,10 @@
 #   QUIET_PCT=15 QUIET_WAIT=60     before each cell, wait up to QUIET_WAIT s for the machine to
 #                                  be at most QUIET_PCT % busy
 #   RESULTS_DIR (bench/results)    KEEP_WORKDIR=1 keeps logs
+#   PERF_TARGET=atelier-c          perf record -g the gateway during that target's measured
+#                                  1-client cell of round 1 (needs perf; the gateway then
+#                                  writes a perf map naming the plugins' functions):
+#                                  $RESULTS_DIR/inference-perf-<target>-<time>.data
 set -euo pipefail
 {
 
@@ -160,7 +164,8 @@ start_bg gateway "$CPU_SUT" "$W/gateway.log" env ATELIER_CONFIG="$W/gw/config.to
     ATELIER_DATA_DIR="$W/gw/data" ATELIER_HTTP_ADDR="127.0.0.1:$gw_port" ATELIER_SSH_ADDR=off \
     ATELIER_ADMIN_TOKEN="$admin" ATELIER_JUPYTER_VENV="$JL_VENV" \
     ATELIER_RUNTIME_BIN="$RUNTIME_BIN" ATELIER_ONNXRUNTIME_LIB="$ORT_LIB" \
-    ATELIER_LOG="${ATELIER_LOG:-info}" "$ATELIER_BIN" serve
+    ATELIER_LOG="${ATELIER_LOG:-info}" ${PERF_TARGET:+ATELIER_PLUGIN_PERFMAP=1} \
+    "$ATELIER_BIN" serve
 GW=http://127.0.0.1:$gw_port
 wait_for gateway 60 "the gateway" http_ok "$GW/healthz"
 log "importing the models and deploying the services"
@@ -222,8 +227,20 @@ measure() {
     busy=$(machine_busy_pct)
     AUTH=$auth run_pinned "$CPU_LOAD" "$WRK" -t1 -c"$conns" -d"${WARMUP}s" --timeout 5s \
         -s "$HERE/inference/wrk.lua" "${URL[$target]}" >/dev/null
+    local perf_pid=''
+    if [[ $target == "${PERF_TARGET:-}" && $conns == 1 && $round == 1 ]]; then
+        mkdir -p "$RESULTS_DIR"
+        PERF_DATA=$RESULTS_DIR/inference-perf-$target-$(date -u +%Y%m%dT%H%M%SZ).data
+        run_pinned "$CPU_LOAD" perf record -q -g -F 4999 -p "${PIDS[gateway]}" -o "$PERF_DATA" \
+            -- sleep "$DURATION" 2>"$W/perf.log" &
+        perf_pid=$!
+    fi
     out=$(AUTH=$auth run_pinned "$CPU_LOAD" "$WRK" -t1 -c"$conns" -d"${DURATION}s" --timeout 5s \
         -s "$HERE/inference/wrk.lua" "${URL[$target]}") || die "wrk against $target failed: $out"
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || log "perf record failed: $(cat "$W/perf.log")"
+        log "profile of the gateway under $target: $PERF_DATA (perf report -i …)"
+    fi
     out=$(grep '^RESULT' <<<"$out") || die "no result from wrk against $target"
     printf '%s\t%s\t%s\t%s other_pct=%s\n' "$target" "$conns" "$round" "$out" "$busy" >>"$RAW"
     log "$(printf '%-13s c=%-2s round %s: ' "$target" "$conns" "$round")$(grep -oE '(rps|p50_us|p99_us|status_err)=[0-9.]+' <<<"$out" | tr '\n' ' ')other=$busy%"
