@@ -4,6 +4,8 @@
 # out), ~1 KB requests, at 1 and 16 concurrent clients:
 #   atelier  the example's Wasm processor around the built-in ONNX engine, one gateway
 #            process (release `atelier serve`, process backend), POST /v1/infers/{service};
+#   atelier-c  the same with the processor written in C (examples/plugins/c-inference-processor,
+#            built by `atelier plugin build` with wit-bindgen and clang);
 #   kserve   the KServe pattern: a CPython transformer (FastAPI/uvicorn, pre/post with numpy,
 #            httpx to the model server with the V2 JSON) in front of a model server
 #            (onnxruntime behind FastAPI/uvicorn, POST /v2/models/iris/infer), on loopback;
@@ -33,6 +35,10 @@
 #   QUIET_PCT=15 QUIET_WAIT=60     before each cell, wait up to QUIET_WAIT s for the machine to
 #                                  be at most QUIET_PCT % busy
 #   RESULTS_DIR (bench/results)    KEEP_WORKDIR=1 keeps logs
+#   PERF_TARGET=atelier-c          perf record -g the gateway during that target's measured
+#                                  1-client cell of round 1 (needs perf; the gateway then
+#                                  writes a perf map naming the plugins' functions):
+#                                  $RESULTS_DIR/inference-perf-<target>-<time>.data
 set -euo pipefail
 {
 
@@ -60,6 +66,7 @@ else
 fi
 
 need_debs wrk curl
+c_plugin_debs
 WRK=$(command -v wrk) || die "wrk is not installed"
 if ((EUID != 0)) || ! command -v bwrap >/dev/null || ! command -v pasta >/dev/null; then
     die "the process engine runs in the sandbox: this needs root, bubblewrap and pasta"
@@ -81,17 +88,19 @@ ORT_LIB=$(onnxruntime_lib "$ML_VENV")
 JL_VENV=${ATELIER_TEST_JUPYTER_VENV:-$(jupyter_venv)}
 PY_VENV=$(hashed_venv bench-inference-venv "$HERE/inference-requirements.txt")
 S3S_FS=${ATELIER_TEST_S3S_FS:-$(s3s_fs_bin)}
+wit_bindgen_bin >/dev/null # where `atelier plugin build` finds it ($ATELIER_CACHE/tools)
+export ATELIER_CACHE
 
 W=$(mktemp -d /tmp/atelier-bench-inference.XXXXXX)
 declare -A PIDS=()
-TOKEN='' IRIS_SERVICE='' ENGINE_SERVICE='' GW=''
+TOKEN='' IRIS_SERVICE='' IRIS_C_SERVICE='' ENGINE_SERVICE='' GW=''
 # The engine instance outlives its gateway (services survive gateway restarts), so the
 # services are deleted through the API before the gateway stops; a runtime of this run's
 # that is still there after that (its spec lies under $W) is ended by its pid.
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
     local name id i p
-    for id in $ENGINE_SERVICE $IRIS_SERVICE; do
+    for id in $ENGINE_SERVICE $IRIS_SERVICE $IRIS_C_SERVICE; do
         alive gateway || break
         curl -sS -o /dev/null --max-time 10 -X DELETE -H "Authorization: Bearer $TOKEN" \
             "$GW/v1/services/$id" || true
@@ -118,11 +127,16 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # The model packages in the S3 server's root (a bucket is a directory there).
 example=$ROOT/examples/inference/iris
 iris=$W/s3/models/iris
+iris_c=$W/s3/models/iris-c
+c_example=$ROOT/examples/plugins/c-inference-processor
 engine=$W/s3/models/engine
 mkdir -p "$iris" "$engine/model"
 "$ML_VENV/bin/python" "$example/train.py" "$iris" >&2
+cp -r "$iris" "$iris_c"
 "$ATELIER_BIN" plugin build "$example/processor" --output "$iris/model/customize_service.wasm" >&2
 cp "$example/processor/plugin.json" "$iris/model/plugin.json"
+"$ATELIER_BIN" plugin build "$c_example" --output "$iris_c/model/customize_service.wasm" >&2
+cp "$c_example/plugin.json" "$iris_c/model/plugin.json"
 cp "$HERE/inference/engine_server.py" "$engine/model/"
 printf '{"model_algorithm": "fixed-answer", "model_type": "PyTorch"}\n' >"$engine/model/config.json"
 
@@ -150,7 +164,8 @@ start_bg gateway "$CPU_SUT" "$W/gateway.log" env ATELIER_CONFIG="$W/gw/config.to
     ATELIER_DATA_DIR="$W/gw/data" ATELIER_HTTP_ADDR="127.0.0.1:$gw_port" ATELIER_SSH_ADDR=off \
     ATELIER_ADMIN_TOKEN="$admin" ATELIER_JUPYTER_VENV="$JL_VENV" \
     ATELIER_RUNTIME_BIN="$RUNTIME_BIN" ATELIER_ONNXRUNTIME_LIB="$ORT_LIB" \
-    ATELIER_LOG="${ATELIER_LOG:-info}" "$ATELIER_BIN" serve
+    ATELIER_LOG="${ATELIER_LOG:-info}" ${PERF_TARGET:+ATELIER_PLUGIN_PERFMAP=1} \
+    "$ATELIER_BIN" serve
 GW=http://127.0.0.1:$gw_port
 wait_for gateway 60 "the gateway" http_ok "$GW/healthz"
 log "importing the models and deploying the services"
@@ -171,19 +186,23 @@ wait_for engine-direct 30 "the direct engine" port_open "$en_port"
 
 declare -A URL=(
     [atelier]="$GW/v1/infers/$IRIS_SERVICE"
+    [atelier-c]="$GW/v1/infers/$IRIS_C_SERVICE"
     [kserve]="http://127.0.0.1:$tr_port/v1/models/iris:predict"
     [engine-gw]="$GW/v1/infers/$ENGINE_SERVICE/predictions/iris"
     [engine-direct]="http://127.0.0.1:$en_port/predictions/iris"
 )
 declare -A NEEDS=(
-    [atelier]="gateway" [kserve]="transformer model-server"
+    [atelier]="gateway" [atelier-c]="gateway" [kserve]="transformer model-server"
     [engine-gw]="gateway" [engine-direct]="engine-direct"
 )
 post() { curl -fsS --max-time 10 -H 'Content-Type: application/json' "$@" --data-binary "@$body"; }
 wait_for gateway 120 "the engine service to answer" \
     http_ok -X POST -H "$AUTH" --data-binary "@$body" "${URL[engine-gw]}"
-# The same answer (labels and scores to 4 places) from Atelier and the KServe pattern.
+# The same answer (labels and scores to 4 places) from Atelier and the KServe pattern, and
+# the same bytes from the C and the Python processor.
 a=$(post -H "$AUTH" "${URL[atelier]}") || die "Atelier's call failed: $a"
+ac=$(post -H "$AUTH" "${URL[atelier-c]}") || die "Atelier's call with the C processor failed: $ac"
+[[ $ac == "$a" ]] || die "the C processor answers differently from the Python one: $ac"
 k=$(post "${URL[kserve]}") || die "the transformer's call failed: $k"
 python3 - "$a" "$k" <<'EOF' || die "Atelier and the KServe pattern answer differently"
 import json, sys
@@ -191,7 +210,7 @@ a, k = (json.loads(s)["predictions"] for s in sys.argv[1:3])
 norm = lambda p: [[(x["label"], round(x["score"], 4)) for x in row] for row in p]
 sys.exit(norm(a) != norm(k))
 EOF
-log "request $(wc -c <"$body") bytes; answer $(wc -c <<<"$a") bytes; same predictions from both"
+log "request $(wc -c <"$body") bytes; answer $(wc -c <<<"$a") bytes; same predictions from all three"
 
 # --- measurements ---------------------------------------------------------------------------
 RAW=$W/raw.tsv
@@ -203,13 +222,25 @@ export BODY_FILE=$body
 measure() {
     local target=$1 conns=$2 round=$3 name busy out auth=""
     for name in ${NEEDS[$target]}; do alive "$name" || die "$name exited (see $W/$name.log)"; done
-    [[ $target == atelier || $target == engine-gw ]] && auth="Bearer $TOKEN"
+    [[ $target == atelier* || $target == engine-gw ]] && auth="Bearer $TOKEN"
     wait_quiet
     busy=$(machine_busy_pct)
     AUTH=$auth run_pinned "$CPU_LOAD" "$WRK" -t1 -c"$conns" -d"${WARMUP}s" --timeout 5s \
         -s "$HERE/inference/wrk.lua" "${URL[$target]}" >/dev/null
+    local perf_pid=''
+    if [[ $target == "${PERF_TARGET:-}" && $conns == 1 && $round == 1 ]]; then
+        mkdir -p "$RESULTS_DIR"
+        PERF_DATA=$RESULTS_DIR/inference-perf-$target-$(date -u +%Y%m%dT%H%M%SZ).data
+        run_pinned "$CPU_LOAD" perf record -q -g -F 4999 -p "${PIDS[gateway]}" -o "$PERF_DATA" \
+            -- sleep "$DURATION" 2>"$W/perf.log" &
+        perf_pid=$!
+    fi
     out=$(AUTH=$auth run_pinned "$CPU_LOAD" "$WRK" -t1 -c"$conns" -d"${DURATION}s" --timeout 5s \
         -s "$HERE/inference/wrk.lua" "${URL[$target]}") || die "wrk against $target failed: $out"
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || log "perf record failed: $(cat "$W/perf.log")"
+        log "profile of the gateway under $target: $PERF_DATA (perf report -i …)"
+    fi
     out=$(grep '^RESULT' <<<"$out") || die "no result from wrk against $target"
     printf '%s\t%s\t%s\t%s other_pct=%s\n' "$target" "$conns" "$round" "$out" "$busy" >>"$RAW"
     log "$(printf '%-13s c=%-2s round %s: ' "$target" "$conns" "$round")$(grep -oE '(rps|p50_us|p99_us|status_err)=[0-9.]+' <<<"$out" | tr '\n' ' ')other=$busy%"
@@ -218,7 +249,7 @@ measure() {
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 BUSY_BEFORE=$(machine_busy_pct)
 cells=()
-for target in atelier kserve engine-gw engine-direct; do
+for target in atelier atelier-c kserve engine-gw engine-direct; do
     for conns in 1 16; do cells+=("$target $conns"); done
 done
 for ((round = 1; round <= REPEAT; round++)); do

@@ -81,25 +81,39 @@ browser_modules() {
   printf '%s\n' "$dir/node_modules"
 }
 
-# A real S3 server for the object storage tests: s3s-fs (crates.io; buckets are directories
-# under its root, SigV4 checked against one key pair). Built once per version into
-# $ATELIER_CACHE/tools, behind a lock so parallel runs do not build it twice.
-s3s_fs_bin() {
-  local version="0.14.1"
-  local dir="$ATELIER_CACHE/tools/s3s-fs-$version"
-  if [ ! -x "$dir/bin/s3s-fs" ]; then
+# The binary $4 of crate $3, version $2, `cargo install`ed (with the arguments after $4)
+# once into $ATELIER_CACHE/tools/$1-$2, behind a lock so parallel runs do not build it twice;
+# prints its path.
+cargo_tool() {
+  local name="$1" version="$2" crate="$3" bin="$4"
+  shift 4
+  local dir="$ATELIER_CACHE/tools/$name-$version"
+  if [ ! -x "$dir/bin/$bin" ]; then
     mkdir -p "$ATELIER_CACHE/tools"
     (
       flock 9
-      if [ ! -x "$dir/bin/s3s-fs" ]; then
-        log "building s3s-fs $version into $dir (once)"
-        CARGO_TARGET_DIR="$ATELIER_CACHE/tools/s3s-fs-build" \
-          cargo install --quiet --locked --version "$version" --features binary \
-          --root "$dir.partial" s3s-fs >&2
-        rm -rf "$dir" "$ATELIER_CACHE/tools/s3s-fs-build"
+      if [ ! -x "$dir/bin/$bin" ]; then
+        log "building $name $version into $dir (once)"
+        rm -rf "$dir.partial"
+        CARGO_TARGET_DIR="$ATELIER_CACHE/tools/$name-build" \
+          cargo install --quiet --locked --version "$version" "$@" \
+          --root "$dir.partial" "$crate" >&2
+        rm -rf "$dir" "$ATELIER_CACHE/tools/$name-build"
         mv "$dir.partial" "$dir"
       fi
-    ) 9>"$ATELIER_CACHE/tools/s3s-fs.lock"
+    ) 9>"$ATELIER_CACHE/tools/$name.lock"
   fi
-  printf '%s\n' "$dir/bin/s3s-fs"
+  printf '%s\n' "$dir/bin/$bin"
 }
+
+# A real S3 server for the object storage tests: s3s-fs (crates.io; buckets are directories
+# under its root, SigV4 checked against one key pair).
+s3s_fs_bin() { cargo_tool s3s-fs 0.14.1 s3s-fs s3s-fs --features binary; }
+
+# wit-bindgen (crates.io wit-bindgen-cli, its C generator only): the bindings of C plugins.
+# `atelier plugin build` of a C project finds it at this path (and builds it there the same
+# way when it is missing): keep the version equal to WIT_BINDGEN in gateway/src/cli/plugins.rs.
+wit_bindgen_bin() { cargo_tool wit-bindgen 0.63.0 wit-bindgen-cli wit-bindgen --no-default-features --features c; }
+
+# The C toolchain of C plugins: clang with the WASI sysroot and builtins, and wasm-ld.
+c_plugin_debs() { need_debs clang lld wasi-libc libclang-rt-dev-wasm32; }

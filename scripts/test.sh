@@ -38,6 +38,10 @@ export ATELIER_TEST_S3S_FS
 # $ATELIER_CACHE/tools once (python3-venv); the tests build the Python examples with it,
 # cached by content under $ATELIER_CACHE/test-plugins.
 export ATELIER_CACHE
+# C plugins (the C example processor's test): clang for wasm32-wasi with wasi-libc, and
+# wit-bindgen built once into $ATELIER_CACHE/tools, where `atelier plugin build` finds it.
+c_plugin_debs
+wit_bindgen_bin >/dev/null
 # The docker backend's tests: Podman's Docker-compatible API, the offline notebook image and a
 # local registry (scripts/containers.sh). CI must run them, so a failure here stops the run.
 ATELIER_TEST_DOCKER_HOST="$(podman_socket)" || { log "podman_socket failed: no Podman API"; exit 1; }

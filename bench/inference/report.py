@@ -18,7 +18,8 @@ GOAL_ADDED_US = 150.0  # Atelier's p50 (1 client) − the floor's p50
 GOAL_ENGINE_ADDED_US = 300.0  # the container-engine path's added p50
 
 NAMES = [
-    ("atelier", "Atelier: Wasm processor + built-in ONNX engine, one gateway process"),
+    ("atelier", "Atelier: Python Wasm processor + built-in ONNX engine, one gateway process"),
+    ("atelier-c", "Atelier: C Wasm processor + built-in ONNX engine, one gateway process"),
     ("kserve", "KServe pattern: FastAPI transformer → FastAPI + onnxruntime model server (V2)"),
     ("engine-gw", "container-engine path: fixed-answer stdlib server as a process engine, via the gateway"),
     ("engine-direct", "the same server on a loopback port, called directly"),
@@ -80,6 +81,10 @@ def main():
     p99_ratio = paired(get("kserve", 1, "p99_us"), get("atelier", 1, "p99_us"), lambda x, y: x / y)
     p50_ratio = paired(get("kserve", 1, "p50_us"), get("atelier", 1, "p50_us"), lambda x, y: x / y)
     added = paired(get("atelier", 1, "p50_us"), fl, lambda x, y: x - y)
+    rps_ratio_c = paired(get("atelier-c", 16, "rps"), get("kserve", 16, "rps"), lambda x, y: x / y)
+    p99_ratio_c = paired(get("kserve", 1, "p99_us"), get("atelier-c", 1, "p99_us"),
+                         lambda x, y: x / y)
+    added_c = paired(get("atelier-c", 1, "p50_us"), fl, lambda x, y: x - y)
     engine_wrk = paired(get("engine-gw", 1, "p50_us"), get("engine-direct", 1, "p50_us"),
                         lambda x, y: x - y)
     engine_rtt = list(get("rtt-engine-gw", 1, "added_p50_us").values())
@@ -99,6 +104,16 @@ def main():
     print(f"| Atelier's p50 at 1 client − the floor's p50 (the gateway's added cost over the bare "
           f"model, HTTP included) | {spread(added, us)} | ≤ {GOAL_ADDED_US:.0f} µs | "
           f"{goal(added, lambda v: v <= GOAL_ADDED_US)} |")
+    if added_c:
+        print(f"| Atelier with the C processor ÷ KServe pattern, requests/s at 16 clients | "
+              f"{spread(rps_ratio_c, times)} | ≥ {GOAL_RPS_RATIO:.0f}× | "
+              f"{goal(rps_ratio_c, lambda v: v >= GOAL_RPS_RATIO)} |")
+        print(f"| KServe pattern ÷ Atelier with the C processor, p99 at 1 client | "
+              f"{spread(p99_ratio_c, times)} | ≥ {GOAL_P99_RATIO:.0f}× | "
+              f"{goal(p99_ratio_c, lambda v: v >= GOAL_P99_RATIO)} |")
+        print(f"| Atelier with the C processor: p50 at 1 client − the floor's p50 | "
+              f"{spread(added_c, us)} | ≤ {GOAL_ADDED_US:.0f} µs | "
+              f"{goal(added_c, lambda v: v <= GOAL_ADDED_US)} |")
     print(f"| container-engine path − direct, p50 at 1 client (wrk) | {spread(engine_wrk, us)} | "
           f"≤ {GOAL_ENGINE_ADDED_US:.0f} µs | {goal(engine_wrk, lambda v: v <= GOAL_ENGINE_ADDED_US)} |")
     print(f"| container-engine path − direct, p50 of per-request differences (interleaved "

@@ -1,9 +1,11 @@
 """Sets up bench/inference.sh's gateway through its API (standard library only): a user and
 token, the S3 server as storage connection "local", model `iris` (the example's package with
-its Wasm processor) and model `engine` (engine_server.py as a process engine, model type
-PyTorch), one service of each, waited until RUNNING. Prints shell assignments:
+its Python Wasm processor), model `iris-c` (the same with the C processor,
+examples/plugins/c-inference-processor) and model `engine` (engine_server.py as a process
+engine, model type PyTorch), one service of each, waited until RUNNING. Prints shell
+assignments:
 
-    TOKEN=... IRIS_SERVICE=... ENGINE_SERVICE=...
+    TOKEN=... IRIS_SERVICE=... IRIS_C_SERVICE=... ENGINE_SERVICE=...
 
     python3 setup.py GATEWAY_URL ADMIN_TOKEN S3_ENDPOINT ACCESS_KEY SECRET_KEY"""
 
@@ -78,7 +80,9 @@ def service(name, model_name):
 
 
 model("iris", {})
+model("iris-c", {})
 model("engine", {"start_command": "python3 /home/mind/model/engine_server.py"})
 iris = service("iris-svc", "iris")
+iris_c = service("iris-c-svc", "iris-c")
 engine = service("engine-svc", "engine")
-print(f"TOKEN={token} IRIS_SERVICE={iris} ENGINE_SERVICE={engine}")
+print(f"TOKEN={token} IRIS_SERVICE={iris} IRIS_C_SERVICE={iris_c} ENGINE_SERVICE={engine}")

@@ -1,5 +1,5 @@
 //! Plugin fixtures: WAT wrapped into components for a world of `wit/` (the hostile cases),
-//! and the Python examples built with `atelier plugin build` (cached by content hash).
+//! and the Python and C examples built with `atelier plugin build` (cached by content hash).
 
 use std::path::{Path, PathBuf};
 
@@ -75,8 +75,8 @@ fn hash_tree(dir: &Path, h: &mut Fnv) {
     }
 }
 
-/// A Python plugin project built with `atelier plugin build`, cached by the hash of its
-/// sources and the contracts: returns the component's path.
+/// A plugin project (Python, or C) built with `atelier plugin build`, cached by the hash of
+/// its sources and the contracts: returns the component's path.
 pub async fn built_python(project: &Path) -> PathBuf {
     let mut h = Fnv::new();
     hash_tree(project, &mut h);

@@ -35,7 +35,7 @@ pub async fn iris_package(dir: &Path, processor: bool) {
     }
 }
 
-/// The Python processor `project` (built with componentize-py, cached) as the package's
+/// The processor `project` (built with `atelier plugin build`, cached) as the package's
 /// `model/customize_service.wasm`, with its plugin.json.
 pub async fn with_processor(dir: &Path, project: &Path) {
     let wasm = built_python(project).await;

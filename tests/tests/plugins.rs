@@ -452,3 +452,75 @@ async fn an_author_starts_builds_tests_pushes_and_invokes_a_python_step() {
     assert!(work.join("rusty/src/lib.rs").exists() && work.join("rusty/wit/types.wit").exists());
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_author_starts_builds_and_tests_a_c_processor() {
+    let work = std::env::temp_dir().join(format!(
+        "atelier-c-author-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&work).unwrap();
+    let dir = work.join("my-proc");
+    let d = dir.to_string_lossy().into_owned();
+    let env = plugin_cli_env();
+    let new = |world: &'static str, d: String| {
+        let env = env.clone();
+        async move {
+            run_cli(
+                &["plugin", "new", "--lang", "c", "--world", world, &d],
+                &env,
+            )
+            .await
+        }
+    };
+    new("inference-processor", d.clone())
+        .await
+        .assert_ok("plugin new --lang c");
+    for f in [
+        "processor.c",
+        "json.c",
+        "json.h",
+        "plugin.json",
+        "input.json",
+        "model/labels.txt",
+    ] {
+        assert!(dir.join(f).exists(), "plugin new wrote no {f}");
+    }
+    assert_eq!(read_json(&dir.join("plugin.json"))["name"], "my-proc");
+    let other = new(
+        "workflow-step",
+        work.join("step").to_string_lossy().into_owned(),
+    )
+    .await;
+    assert_eq!(other.code, 1);
+    assert!(
+        other.stderr.contains("no c template for workflow-step"),
+        "{}",
+        other.stderr
+    );
+
+    // One command: bindings, clang, the adapter; the bindings stay for the author to read.
+    run_cli(&["plugin", "build", &d], &env)
+        .await
+        .assert_ok("plugin build");
+    assert!(dir.join("build/my-proc.wasm").exists());
+    assert!(dir.join("build/bindings/inference_processor.h").exists());
+    let t = run_cli(&["plugin", "test", &d, "--repeat", "2"], &env).await;
+    t.assert_ok("plugin test");
+    assert!(t.stdout.contains("\"label\": \"setosa\""), "{}", t.stdout);
+    assert!(t.stdout.contains("\"score\": 0.97"), "{}", t.stdout);
+    assert!(t.stderr.contains("warm_reused"), "{}", t.stderr);
+
+    // A compile error is clang's, shown as such, and writes no component.
+    std::fs::write(dir.join("broken.c"), "int f(void) { return }\n").unwrap();
+    let out = work.join("broken.wasm");
+    let b = run_cli(
+        &["plugin", "build", &d, "--output", &out.to_string_lossy()],
+        &env,
+    )
+    .await;
+    assert_eq!(b.code, 1);
+    assert!(b.stderr.contains("clang failed"), "{}", b.stderr);
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&work);
+}

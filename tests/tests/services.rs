@@ -8,7 +8,7 @@ use atelier_tests::Api;
 use atelier_tests::s3::S3Server;
 use atelier_tests::serving::{
     WAIT, broken_package, deploy, gateway, hostile_package, import, import_version, iris_package,
-    wait_service,
+    wait_service, with_processor,
 };
 use atelier_tests::{Gateway, eventually};
 use serde_json::{Value, json};
@@ -705,4 +705,148 @@ async fn a_hostile_processor_ends_only_its_own_call_and_bodies_reach_it_as_the_s
     api.post(&url, json!({"mode": "echo"}))
         .await
         .expect_status(200);
+}
+
+/// The iris example's processor written in C (examples/plugins/c-inference-processor, built
+/// by `atelier plugin build` with wit-bindgen and clang) answers every request with the
+/// bytes the Python processor answers, refuses what the Python one refuses, and refuses
+/// hostile JSON (deep nesting, huge numbers, a cut body) with a 400 naming the problem: a
+/// guest error, not a trap.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_c_processor_answers_as_the_python_one_and_refuses_hostile_json_with_400() {
+    let s3 = S3Server::start();
+    let bucket = s3.bucket("models");
+    iris_package(&bucket.join("pp"), true).await;
+    iris_package(&bucket.join("cp"), false).await;
+    with_processor(
+        &bucket.join("cp"),
+        &atelier_tests::plugins::repo_root().join("examples/plugins/c-inference-processor"),
+    )
+    .await;
+    let gw = gateway(&[]).await;
+    let token = gw.create_user("alice").await;
+    let api = gw.api(&token);
+    s3.connect(&api, "local").await;
+    import(&api, "iris-py", "pp").await;
+    import(&api, "iris-c", "cp").await;
+    let py = deploy(&api, "iris-py", "iris-py", "0.0.1").await;
+    let c = deploy(&api, "iris-c", "iris-c", "0.0.1").await;
+    let send = |id: &str, body: String| {
+        let api = api.clone();
+        let url = format!("/v1/infers/{id}");
+        async move {
+            api.send(
+                api.request(reqwest::Method::POST, &url)
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await
+        }
+    };
+
+    // The same bytes for the same requests: 1 to 45 rows, every top_k, numbers written as
+    // integers, with exponents and negative, repeated keys (the last wins), other keys.
+    let mut bodies = vec![
+        json!({"instances": [SETOSA, VIRGINICA], "top_k": 2}).to_string(),
+        r#"{"instances": [[5, 3, 1, 0], [6.7e0, 30E-1, 0.58e1, -2.2]]}"#.to_string(),
+        r#"{"top_k": 3, "instances": [[1,2,3,4]], "instances": [[7.9, 4.4, 6.9, 2.5]], "x": {"instances": 1}}"#.to_string(),
+        r#" { "instances" : [ [ 0 , 0 , 0 , 0 ] ] , "top_k" : 1 } "#.to_string(),
+    ];
+    let mut seed = 17u64;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64
+    };
+    for rows in [1, 3, 45] {
+        for top_k in [None, Some(1), Some(2), Some(3)] {
+            let instances: Vec<Vec<f64>> = (0..rows)
+                .map(|_| (0..4).map(|_| (next() * 80.0).round() / 10.0).collect())
+                .collect();
+            let mut body = json!({ "instances": instances });
+            if let Some(k) = top_k {
+                body["top_k"] = json!(k);
+            }
+            bodies.push(body.to_string());
+        }
+    }
+    for body in &bodies {
+        let (a, b) = (send(&py, body.clone()).await, send(&c, body.clone()).await);
+        assert_eq!(a.status, 200, "python, {body}: {}", a.text);
+        assert_eq!(b.status, 200, "c, {body}: {}", b.text);
+        assert_eq!(b.text, a.text, "for {body}");
+        assert_eq!(b.header("content-type"), Some("application/json"));
+    }
+
+    // What the Python processor refuses, the C one refuses with the same status.
+    for body in [
+        r#"{"instances": [[1, 2]]}"#,
+        r#"{"instances": [[1, 2, 3, 4]], "top_k": 4}"#,
+        r#"{"instances": [[1, 2, 3, 4]], "top_k": 2.0}"#,
+        r#"{"instances": [[1, 2, 3, 4]], "top_k": true}"#,
+        r#"{"instances": [[1, 2, "3", 4]]}"#,
+        r#"{"instances": [[1, 2, 3, 4], [1, 2, 3]]}"#,
+        r#"{"instances": []}"#,
+        r#"{"top_k": 1}"#,
+        r#"[[1, 2, 3, 4]]"#,
+        r#"{"instances": [[1, 2, 3, 4]],}"#,
+    ] {
+        let (a, b) = (
+            send(&py, body.to_string()).await,
+            send(&c, body.to_string()).await,
+        );
+        assert_eq!(a.status, 400, "python, {body}: {}", a.text);
+        assert_eq!(b.status, 400, "c, {body}: {}", b.text);
+    }
+    let r = api
+        .send(
+            api.request(reqwest::Method::POST, &format!("/v1/infers/{c}"))
+                .header("content-type", "text/plain")
+                .body("hello"),
+        )
+        .await;
+    assert_eq!(r.status, 415, "{}", r.text);
+
+    // Hostile JSON: a clear 400 from the processor's reader, and the next call answers.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let long_number = format!(r#"{{"instances": [[1, 2, 3, {}]]}}"#, "9".repeat(5000));
+    let hostile = [
+        (deep.clone(), "nests deeper than 64 levels"),
+        (
+            format!(r#"{{"instances": [[1, 2, 3, 4]], "x": {deep}}}"#),
+            "nests deeper than 64 levels",
+        ),
+        (
+            r#"{"instances": [[1, 2, 3, 1e400]]}"#.to_string(),
+            "/instances/0/3 is 1e400, outside the range of f32",
+        ),
+        (
+            r#"{"instances": [[1e39, 2, 3, 4]]}"#.to_string(),
+            "/instances/0/0 is 1e39, outside the range of f32",
+        ),
+        (long_number, "a number of more than 256 characters"),
+        (
+            r#"{"instances": [[1, 2, 3, 4]], "top_k": 99999999999999999999999999999}"#.to_string(),
+            "top_k must be 1, 2 or 3",
+        ),
+        (
+            r#"{"instances": [[1, 2, 3, 4], [5, 6"#.to_string(),
+            "it ends inside an array",
+        ),
+        (
+            r#"{"instances": [[1, 2, 3, 4]], "k"#.to_string(),
+            "does not end",
+        ),
+        (r#"{"a": "\ud800"}"#.to_string(), "lone high surrogate"),
+        (String::new(), "it ends where a value should be"),
+    ];
+    for (body, says) in hostile {
+        let r = send(&c, body.clone()).await;
+        let shown: String = body.chars().take(80).collect();
+        assert_eq!(r.status, 400, "{shown}: {}", r.text);
+        assert!(r.text.contains(says), "{shown}: {}", r.text);
+        let r = send(&c, json!({"instances": [SETOSA]}).to_string()).await;
+        assert_eq!(r.expect_status(200)["predictions"][0][0]["label"], "setosa");
+    }
 }

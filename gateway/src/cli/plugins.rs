@@ -13,6 +13,11 @@ use super::table::{Table, cell, sanitize};
 use super::{ClientOpts, Ctx};
 
 const COMPONENTIZE_PY: &str = "0.25.1";
+/// wit-bindgen-cli, whose C generator writes a C plugin's bindings (scripts/lib.sh pins the
+/// same version and installs it at the same place).
+const WIT_BINDGEN: &str = "0.63.0";
+/// What a C plugin's build needs on Debian (bookworm and later).
+const C_DEBS: &str = "clang lld wasi-libc libclang-rt-dev-wasm32";
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PluginCommand {
@@ -20,7 +25,8 @@ pub enum PluginCommand {
     /// contracts (works without a gateway).
     New(NewArgs),
     /// Build a project into a component, build/<name>.wasm (Python: componentize-py, found
-    /// on PATH or installed on first use; Rust: cargo for wasm32-wasip2).
+    /// on PATH or installed on first use; Rust: cargo for wasm32-wasip2; C: wit-bindgen,
+    /// installed on first use, and clang for wasm32-wasi).
     Build(BuildArgs),
     /// Run a component locally with the gateway's host and limits, and print its output,
     /// logs, metrics, timings and any limit it hit (works without a gateway).
@@ -51,7 +57,8 @@ impl PluginCommand {
 pub struct NewArgs {
     /// The directory to create (its name becomes the plugin's name).
     pub dir: PathBuf,
-    /// python or rust (rust: workflow-step only; built with the wasm32-wasip2 target).
+    /// python, rust or c (rust: workflow-step only, built with the wasm32-wasip2 target;
+    /// c: inference-processor only, built with clang for wasm32-wasi).
     #[arg(long, default_value = "python")]
     pub lang: String,
     /// inference-processor, workflow-step or training-algorithm.
@@ -250,6 +257,32 @@ fn template(lang: &str, world: &str) -> Option<Template> {
                 ),
             ),
         ],
+        ("c", "inference-processor") => &[
+            (
+                "processor.c",
+                include_str!("../../../examples/plugins/c-inference-processor/processor.c"),
+            ),
+            (
+                "json.c",
+                include_str!("../../../examples/plugins/c-inference-processor/json.c"),
+            ),
+            (
+                "json.h",
+                include_str!("../../../examples/plugins/c-inference-processor/json.h"),
+            ),
+            (
+                "plugin.json",
+                include_str!("../../../examples/plugins/c-inference-processor/plugin.json"),
+            ),
+            (
+                "input.json",
+                include_str!("../../../examples/plugins/c-inference-processor/input.json"),
+            ),
+            (
+                "model/labels.txt",
+                include_str!("../../../examples/plugins/c-inference-processor/model/labels.txt"),
+            ),
+        ],
         _ => return None,
     };
     Some(Template { files })
@@ -267,11 +300,11 @@ fn new_project(a: &NewArgs) -> Result<(), CliError> {
     }
     let Some(t) = template(&a.lang, &a.world) else {
         return Err(CliError::other(match a.lang.as_str() {
-            "python" | "rust" => format!(
-                "there is no {} template for {}: the Rust template is a workflow step (docs/plugins.md shows the other worlds' exports)",
+            "python" | "rust" | "c" => format!(
+                "there is no {} template for {}: the Rust template is a workflow step and the C template an inference processor (docs/plugins.md shows the other worlds' exports)",
                 a.lang, a.world
             ),
-            other => format!("unknown language {other:?}; use python or rust"),
+            other => format!("unknown language {other:?}; use python, rust or c"),
         }));
     };
     if a.dir.exists()
@@ -407,6 +440,19 @@ fn on_path(program: &str) -> Option<PathBuf> {
     which::which(program).ok()
 }
 
+/// The lock of a tool's installation (its directory created): one installer at a time,
+/// parallel builds wait for the first. Released when dropped.
+fn tool_lock(path: &Path) -> Result<std::fs::File, CliError> {
+    let parent = path.parent().expect("a tools dir");
+    std::fs::create_dir_all(parent)
+        .map_err(|e| CliError::other(format!("{}: {e}", parent.display())))?;
+    let lock = std::fs::File::create(path)
+        .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
+    lock.lock()
+        .map_err(|e| CliError::other(format!("locking {}: {e}", path.display())))?;
+    Ok(lock)
+}
+
 /// componentize-py: $ATELIER_COMPONENTIZE_PY, on PATH, or installed (once) into a venv in
 /// the cache dir.
 fn componentize_py() -> Result<PathBuf, CliError> {
@@ -424,16 +470,7 @@ fn componentize_py() -> Result<PathBuf, CliError> {
     if done.is_file() {
         return Ok(bin);
     }
-    // One installer at a time (parallel builds wait for the first).
-    let parent = venv.parent().expect("a tools dir");
-    std::fs::create_dir_all(parent)
-        .map_err(|e| CliError::other(format!("{}: {e}", parent.display())))?;
-    let lock_path = venv.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path)
-        .map_err(|e| CliError::other(format!("{}: {e}", lock_path.display())))?;
-    // Released when `lock` is dropped.
-    lock.lock()
-        .map_err(|e| CliError::other(format!("locking {}: {e}", lock_path.display())))?;
+    let lock = tool_lock(&venv.with_extension("lock"))?;
     if done.is_file() {
         return Ok(bin);
     }
@@ -472,6 +509,215 @@ fn componentize_py() -> Result<PathBuf, CliError> {
     Ok(bin)
 }
 
+/// The project's contracts (relative to `dir`), or (without a wit/ dir) the ones this
+/// atelier was built with, written under build/wit.
+fn project_wit(dir: &Path) -> Result<PathBuf, CliError> {
+    if dir.join("wit").is_dir() {
+        return Ok(PathBuf::from("wit"));
+    }
+    for (rel, text) in WIT {
+        let path = dir.join("build").join(rel);
+        let parent = path.parent().expect("wit/ file");
+        std::fs::create_dir_all(parent)
+            .map_err(|e| CliError::other(format!("{}: {e}", parent.display())))?;
+        std::fs::write(&path, text)
+            .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
+    }
+    Ok(PathBuf::from("build").join("wit"))
+}
+
+/// wit-bindgen: $ATELIER_WIT_BINDGEN, else version WIT_BINDGEN in the cache's tools dir
+/// (where scripts/lib.sh puts it too), built there with `cargo install` once.
+fn wit_bindgen() -> Result<PathBuf, CliError> {
+    if let Some(p) = std::env::var_os("ATELIER_WIT_BINDGEN") {
+        return Ok(PathBuf::from(p));
+    }
+    let tools = cache_dir().join("tools");
+    let dir = tools.join(format!("wit-bindgen-{WIT_BINDGEN}"));
+    let bin = dir.join("bin").join("wit-bindgen");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    // The lock scripts/lib.sh's cargo_tool takes (flock) as well.
+    let lock = tool_lock(&tools.join("wit-bindgen.lock"))?;
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    if on_path("cargo").is_none() {
+        return Err(CliError::other(format!(
+            "a C plugin's bindings need wit-bindgen {WIT_BINDGEN}: install Rust's cargo (it is built once with `cargo install`), or install wit-bindgen-cli {WIT_BINDGEN} yourself and set ATELIER_WIT_BINDGEN to it"
+        )));
+    }
+    err(&format!(
+        "building wit-bindgen {WIT_BINDGEN} into {} (once; a few minutes)",
+        dir.display()
+    ));
+    let partial = tools.join(format!("wit-bindgen-{WIT_BINDGEN}.partial"));
+    let build_dir = tools.join("wit-bindgen-build");
+    let _ = std::fs::remove_dir_all(&partial);
+    let status = Command::new("cargo")
+        .env("CARGO_TARGET_DIR", &build_dir)
+        .args([
+            "install",
+            "--quiet",
+            "--locked",
+            "--version",
+            WIT_BINDGEN,
+            "--no-default-features",
+            "--features",
+            "c",
+            "--root",
+        ])
+        .arg(&partial)
+        .arg("wit-bindgen-cli")
+        .status()
+        .map_err(|e| CliError::other(format!("cargo install wit-bindgen-cli: {e}")))?;
+    if !status.success() {
+        return Err(CliError::other(format!(
+            "cargo install wit-bindgen-cli {WIT_BINDGEN} failed ({status}); its messages are above"
+        )));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&build_dir);
+    std::fs::rename(&partial, &dir)
+        .map_err(|e| CliError::other(format!("{}: {e}", dir.display())))?;
+    drop(lock);
+    Ok(bin)
+}
+
+/// The C sources of a project: its top-level `*.c` files, sorted.
+fn c_sources(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| CliError::other(format!("{}: {e}", dir.display())))?;
+    let mut sources: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c") && p.is_file())
+        .collect();
+    sources.sort();
+    Ok(sources)
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A C project: wit-bindgen's C bindings of the world, the project's `*.c` and the bindings
+/// compiled by clang into a wasm32-wasi reactor module, and that module made a component
+/// with the WASI preview1 reactor adapter. The work happens in a temporary directory (so
+/// builds of one project may run at once); without `--output`, the bindings are copied to
+/// the project's build/bindings for its author to read.
+fn build_c(
+    dir: &Path,
+    name: &str,
+    world: &str,
+    output: &Path,
+    keep_bindings: bool,
+) -> Result<(), CliError> {
+    let io = |p: &Path, e: std::io::Error| CliError::other(format!("{}: {e}", p.display()));
+    let work = TempDir(
+        std::env::temp_dir().join(format!("atelier-c-build-{}", uuid::Uuid::new_v4().simple())),
+    );
+    let bindings = work.0.join("bindings");
+    std::fs::create_dir_all(&bindings).map_err(|e| io(&bindings, e))?;
+    // The project's contracts, or (without a wit/ dir) the ones this atelier was built with.
+    let wit = if dir.join("wit").is_dir() {
+        std::path::absolute(dir.join("wit")).map_err(|e| io(dir, e))?
+    } else {
+        for (rel, text) in WIT {
+            let path = work.0.join(rel);
+            std::fs::create_dir_all(path.parent().expect("wit/ file")).map_err(|e| io(&path, e))?;
+            std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+        }
+        work.0.join("wit")
+    };
+    let wb = wit_bindgen()?;
+    let status = Command::new(&wb)
+        .args(["c", "--world", world, "--out-dir"])
+        .arg(&bindings)
+        .arg(&wit)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| io(&wb, e))?;
+    if !status.success() {
+        return Err(CliError::other(format!(
+            "wit-bindgen failed ({status}); its messages are above"
+        )));
+    }
+    let snake = world.replace('-', "_");
+    let clang = std::env::var_os("ATELIER_CLANG")
+        .map(PathBuf::from)
+        .or_else(|| on_path("clang"))
+        .ok_or_else(|| {
+            CliError::other(format!(
+                "no clang on PATH: a C plugin is built with clang for wasm32-wasi (on Debian: apt-get install {C_DEBS}; or set ATELIER_CLANG)"
+            ))
+        })?;
+    let core = work.0.join(format!("{name}.core.wasm"));
+    let mut cmd = Command::new(&clang);
+    cmd.current_dir(dir).args([
+        "--target=wasm32-wasi",
+        "-mexec-model=reactor",
+        "-O2",
+        "-Wall",
+    ]);
+    cmd.arg("-I").arg(&bindings);
+    if let Some(sysroot) = std::env::var_os("ATELIER_WASI_SYSROOT") {
+        let mut arg = std::ffi::OsString::from("--sysroot=");
+        arg.push(sysroot);
+        cmd.arg(arg);
+    }
+    for src in c_sources(dir)? {
+        cmd.arg(src.file_name().expect("a file"));
+    }
+    let status = cmd
+        .arg(bindings.join(format!("{snake}.c")))
+        .arg(bindings.join(format!("{snake}_component_type.o")))
+        .arg("-o")
+        .arg(&core)
+        .status()
+        .map_err(|e| io(&clang, e))?;
+    if !status.success() {
+        return Err(CliError::other(format!(
+            "clang failed ({status}); its messages are above (missing headers or libc: on Debian apt-get install {C_DEBS}; elsewhere point ATELIER_WASI_SYSROOT at a wasi-libc sysroot)"
+        )));
+    }
+    let module = std::fs::read(&core).map_err(|e| io(&core, e))?;
+    let component = componentize(&module)
+        .map_err(|e| CliError::other(format!("making the core module a component: {e:#}")))?;
+    std::fs::write(output, component).map_err(|e| io(output, e))?;
+    if keep_bindings {
+        let kept = dir.join("build").join("bindings");
+        let _ = std::fs::remove_dir_all(&kept);
+        std::fs::create_dir_all(&kept).map_err(|e| io(&kept, e))?;
+        let entries = std::fs::read_dir(&bindings).map_err(|e| io(&bindings, e))?;
+        for e in entries.flatten() {
+            let to = kept.join(e.file_name());
+            std::fs::copy(e.path(), &to).map_err(|e| io(&to, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// A core module with the component type wit-bindgen embedded (its custom section) and
+/// preview1 imports, as a component: the imports go through the reactor adapter of the
+/// wasmtime the host runs.
+fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(module)?
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )?
+        .encode()
+}
+
 fn build(a: &BuildArgs) -> Result<PathBuf, CliError> {
     let dir = &a.dir;
     let m = manifest_of(dir)?;
@@ -488,20 +734,7 @@ fn build(a: &BuildArgs) -> Result<PathBuf, CliError> {
     }
     let output = std::path::absolute(&output).unwrap_or(output);
     if dir.join("app.py").exists() {
-        // The project's contracts, or (without a wit/ dir) the ones this atelier was built with.
-        let wit = if dir.join("wit").is_dir() {
-            PathBuf::from("wit")
-        } else {
-            let w = dir.join("build").join("wit");
-            for (rel, text) in WIT {
-                let path = dir.join("build").join(rel);
-                std::fs::create_dir_all(path.parent().expect("wit/ file"))
-                    .map_err(|e| CliError::other(format!("{}: {e}", w.display())))?;
-                std::fs::write(&path, text)
-                    .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
-            }
-            PathBuf::from("build").join("wit")
-        };
+        let wit = project_wit(dir)?;
         let cpy = componentize_py()?;
         let status = Command::new(&cpy)
             .current_dir(dir)
@@ -545,9 +778,11 @@ fn build(a: &BuildArgs) -> Result<PathBuf, CliError> {
             .join(format!("{}.wasm", name.replace('-', "_")));
         std::fs::copy(&built, &output)
             .map_err(|e| CliError::other(format!("{}: {e}", built.display())))?;
+    } else if !c_sources(dir)?.is_empty() {
+        build_c(dir, name, world, &output, a.output.is_none())?;
     } else {
         return Err(CliError::other(format!(
-            "{} has neither app.py (Python) nor Cargo.toml (Rust)",
+            "{} has neither app.py (Python), Cargo.toml (Rust) nor *.c files (C)",
             dir.display()
         )));
     }
