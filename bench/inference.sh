@@ -14,7 +14,8 @@
 # as a model with its own server (process engine, in the sandbox) and called through the
 # gateway (engine-gw), against the same server on a loopback port called directly
 # (engine-direct); besides wrk, http_rtt.py's interleaved one-connection requests give the
-# paired added p50.
+# paired added p50, and inference/tail.py counts the calls slower than 900 ms at 16 clients
+# on both.
 #
 # Prints a markdown report on stdout and writes it and the raw numbers under bench/results/;
 # progress on stderr. Every process it starts runs in its own process group and is stopped
@@ -247,6 +248,7 @@ measure() {
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+TAILS=()
 BUSY_BEFORE=$(machine_busy_pct)
 cells=()
 for target in atelier atelier-c kserve engine-gw engine-direct; do
@@ -269,6 +271,14 @@ for ((round = 1; round <= REPEAT; round++)); do
         --target engine-gw "${URL[engine-gw]}" "$AUTH" -n "$RTT_N" --warmup 300)
     grep '^RESULT' <<<"$out" | sed "s/^/rtt\t1\t$round\t/" >>"$RAW"
     log "interleaved round $round: $(grep -oE 'added_p50_us=[-0-9.]+' <<<"$out" | tr '\n' ' ')"
+    for target in engine-gw engine-direct; do
+        token=()
+        [[ $target == engine-gw ]] && token=(--token "$TOKEN")
+        out=$(run_pinned "$CPU_LOAD" python3 "$HERE/inference/tail.py" "${URL[$target]}" \
+            "${token[@]}" --clients 16 --seconds "$DURATION" --rounds 1)
+        TAILS+=("$target, round $round: ${out#round 1: }")
+        log "slow calls, $target round $round: ${out#round 1: }"
+    done
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -287,6 +297,8 @@ meta=$W/meta.md
     echo "- request $(wc -c <"$body") bytes (45 instances, top_k 2); answer $(wc -c <<<"$a") bytes"
     echo "- onnxruntime $("$PY_VENV/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)') (Atelier: $(basename "$ORT_LIB")), one intra-op thread per session everywhere; Python $("$PY_VENV/bin/python" -c 'import sys; print(sys.version.split()[0])'), $("$PY_VENV/bin/python" -c 'import fastapi, uvicorn, httpx; print(f"FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__} (uvloop, httptools), httpx {httpx.__version__}")')"
     echo "- floor: $FLOOR_N runs per round; interleaved engine requests: $RTT_N per round"
+    echo "- calls slower than 900 ms at 16 clients (inference/tail.py: GET, fresh connections, ${DURATION} s a round):"
+    for line in "${TAILS[@]}"; do echo "  - $line"; done
 } >"$meta"
 python3 "$HERE/inference/report.py" "$RAW" "$meta" | tee "$RESULTS_DIR/inference-$stamp.md"
 log "report: $RESULTS_DIR/inference-$stamp.md"

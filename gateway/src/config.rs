@@ -134,6 +134,10 @@ pub struct Settings {
     /// served (a deploy says so).
     pub onnxruntime_lib: Option<PathBuf>,
     pub batch: BatchSettings,
+    /// The most connections the gateway keeps open to one instance of a container or
+    /// process engine, shared by all calls to it; calls beyond wait for one (env
+    /// ATELIER_ENGINE_CONNECTIONS; default 32).
+    pub engine_connections: usize,
 }
 
 /// Batch services (`[batch]` in TOML).
@@ -643,6 +647,7 @@ impl Default for Settings {
             plugins: PluginSettings::default(),
             onnxruntime_lib: None,
             batch: BatchSettings::default(),
+            engine_connections: 32,
         }
     }
 }
@@ -793,6 +798,11 @@ impl Settings {
                 format!("ATELIER_BATCH_QUOTA={v:?} is not a number of batch services")
             })?;
         }
+        if let Some(v) = env("ATELIER_ENGINE_CONNECTIONS") {
+            self.engine_connections = v.trim().parse().with_context(|| {
+                format!("ATELIER_ENGINE_CONNECTIONS={v:?} is not a number of connections")
+            })?;
+        }
         if let Some(v) = env("ATELIER_BATCH_MANIFEST_LINES") {
             self.batch.manifest_lines = v.trim().parse().with_context(|| {
                 format!("ATELIER_BATCH_MANIFEST_LINES={v:?} is not a number of lines")
@@ -882,6 +892,9 @@ impl Settings {
         if self.data_dir.is_relative() {
             let cwd = std::env::current_dir().context("current directory")?;
             self.data_dir = cwd.join(&self.data_dir);
+        }
+        if self.engine_connections == 0 {
+            bail!("engine_connections (ATELIER_ENGINE_CONNECTIONS) must be at least 1");
         }
         if self.batch.manifest_lines == 0 {
             bail!("batch.manifest_lines (ATELIER_BATCH_MANIFEST_LINES) must be at least 1");

@@ -154,6 +154,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         plugins,
         secrets,
         metrics: metrics.build(),
+        engine_relays: crate::upstream::Relays::default(),
     }))
 }
 
@@ -243,6 +244,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
 
     tracing::info!("shutting down; notebooks keep running");
+    state.engine_relays.shutdown().await;
     loops.wait().await;
     state.lifecycle.files().shutdown().await;
     // Running batch jobs end now and go on at the next start (their items are durable).
@@ -350,8 +352,6 @@ pub async fn serve_http(
                         }
                         Front::Console => {
                             req.extensions_mut().insert(ConnectInfo(peer));
-                            // Calls to model engines reuse this connection's upstream ones.
-                            req.extensions_mut().insert(upstreams.clone());
                             app.call(req).await
                         }
                         Front::Nobody => {

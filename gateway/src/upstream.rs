@@ -11,6 +11,16 @@
 //!
 //! WebSocket upgrades get a fresh connection on a task of their own.
 //!
+//! Calls to model engines go on connections that all callers share ([`Shared`], one per
+//! engine instance): an engine is one server that many clients call at once, often with a
+//! small listen backlog (Python's `http.server`: 5). Opening one upstream connection per
+//! client connection put bursts of new connections on it, whose SYNs overflowed that
+//! backlog and were retransmitted 1 s later (docs/benchmarks.md, the inference benchmark's
+//! caveat). The shared pool keeps connections alive across callers, opens at most
+//! [`OPENING`] that have not yet answered at once, caps the connections to one instance
+//! (callers beyond it wait for one), closes those idle for [`IDLE_FOR`], and never reuses
+//! one whose answer was not read to its end.
+//!
 //! A notebook server is reached over TCP (container notebooks: a loopback port the engine
 //! publishes) or a unix socket in a directory the notebook writes (process notebooks, which
 //! have no network of the host's): that socket is found through [`crate::confined`], so a
@@ -29,6 +39,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, header};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::task::AtomicWaker;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -50,6 +61,8 @@ pub enum UpstreamError {
     ConnectTimeout(String),
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error("the instance's connections are closed (it is going)")]
+    Closed,
 }
 
 /// The upstream connections of one downstream connection; `server::serve_http` passes it
@@ -186,6 +199,415 @@ pub async fn send_upgrade(
     Ok(sender.send_request(req).await?)
 }
 
+/// How many connections to one engine instance may be open at once without having answered
+/// yet (see [`Shared`]): below Python's default listen backlog (5), so a burst of callers
+/// never overflows it. A connection counts as proven at its first answer, or after
+/// [`PROVE_AFTER`] (a slow first call does not hold the others back for long).
+pub const OPENING: usize = 4;
+/// See [`OPENING`].
+const PROVE_AFTER: Duration = Duration::from_millis(50);
+/// An idle shared connection is closed after this long.
+pub const IDLE_FOR: Duration = Duration::from_secs(30);
+
+/// Kept-alive connections to one server (an engine instance) shared by every caller: at most
+/// `cap` open at once, at most [`OPENING`] of them not yet proven, callers beyond that wait
+/// (in turn) for a connection to come back, close, or prove itself. A connection goes back
+/// only once its answer was read to its end (so one whose caller went away, or that failed,
+/// is never reused); one idle for [`IDLE_FOR`] closes. Dropping the pool closes the idle
+/// connections; busy ones close when their answers end.
+pub struct Shared {
+    inner: Arc<SharedInner>,
+}
+
+struct SharedInner {
+    endpoint: Endpoint,
+    cap: usize,
+    state: Mutex<SharedState>,
+    /// The connections' tasks (each ends with its connection).
+    tasks: tokio_util::task::TaskTracker,
+}
+
+#[derive(Default)]
+struct SharedState {
+    idle: Vec<SharedIdle>,
+    /// Connections open, or being opened.
+    open: usize,
+    /// Of those, the ones not yet proven.
+    opening: usize,
+    /// Callers waiting, first come first served.
+    waiters: std::collections::VecDeque<tokio::sync::oneshot::Sender<Grant>>,
+    next_id: u64,
+    closed: bool,
+}
+
+struct SharedIdle {
+    id: u64,
+    sender: http1::SendRequest<Body>,
+    since: std::time::Instant,
+}
+
+/// What a waiting caller is given: a connection, or leave to open one.
+enum Grant {
+    Conn(SharedIdle),
+    Open(OpenSlot, Proving),
+}
+
+/// One connection counted in `open`, from the decision to open it until it ends.
+struct OpenSlot(Option<Arc<SharedInner>>);
+/// One connection counted in `opening`, until it answers (or [`PROVE_AFTER`]).
+struct Proving(Option<Arc<SharedInner>>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.update(|st| st.open -= 1);
+        }
+    }
+}
+
+impl Drop for Proving {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.update(|st| st.opening -= 1);
+        }
+    }
+}
+
+impl SharedInner {
+    /// Changes the counts, then hands what is free to the callers waiting.
+    fn update(self: &Arc<Self>, f: impl FnOnce(&mut SharedState)) {
+        let mut dropped = Vec::new();
+        if let Ok(mut st) = self.state.lock() {
+            f(&mut st);
+            self.dispatch(&mut st, &mut dropped);
+        }
+        // Idle connections given up on, dropped outside the lock.
+        drop(dropped);
+    }
+
+    /// What a caller can have now: an idle connection, or leave to open one (counted).
+    fn take(
+        self: &Arc<Self>,
+        st: &mut SharedState,
+        dropped: &mut Vec<SharedIdle>,
+    ) -> Option<Grant> {
+        while let Some(idle) = st.idle.pop() {
+            if idle.sender.is_closed() {
+                dropped.push(idle);
+            } else {
+                return Some(Grant::Conn(idle));
+            }
+        }
+        if st.closed || st.open >= self.cap || st.opening >= OPENING {
+            return None;
+        }
+        st.open += 1;
+        st.opening += 1;
+        Some(Grant::Open(
+            OpenSlot(Some(self.clone())),
+            Proving(Some(self.clone())),
+        ))
+    }
+
+    /// Hands what is free to the waiting callers, first come first served.
+    fn dispatch(self: &Arc<Self>, st: &mut SharedState, dropped: &mut Vec<SharedIdle>) {
+        while !st.waiters.is_empty() {
+            let Some(grant) = self.take(st, dropped) else {
+                return;
+            };
+            let mut grant = Some(grant);
+            while let Some(g) = grant.take() {
+                let Some(waiter) = st.waiters.pop_front() else {
+                    // Nobody left to take it: undo.
+                    match g {
+                        Grant::Conn(idle) => st.idle.push(idle),
+                        Grant::Open(mut slot, mut proving) => {
+                            slot.0 = None;
+                            proving.0 = None;
+                            st.open -= 1;
+                            st.opening -= 1;
+                        }
+                    }
+                    return;
+                };
+                // A waiter that went away (its call timed out) gives it back.
+                if let Err(g) = waiter.send(g) {
+                    grant = Some(g);
+                }
+            }
+        }
+    }
+
+    /// A connection whose answer was read to its end: to the next caller, or idle.
+    fn give_back(self: &Arc<Self>, id: u64, sender: http1::SendRequest<Body>) {
+        let mut dropped = Vec::new();
+        if let Ok(mut st) = self.state.lock()
+            && !st.closed
+            && !sender.is_closed()
+        {
+            st.idle.push(SharedIdle {
+                id,
+                sender,
+                since: std::time::Instant::now(),
+            });
+            self.dispatch(&mut st, &mut dropped);
+        }
+        drop(dropped);
+    }
+
+    /// Closes connection `id` if it has been idle for [`IDLE_FOR`].
+    fn expire(&self, id: u64) {
+        let gone = self.state.lock().ok().and_then(|mut st| {
+            let at = st
+                .idle
+                .iter()
+                .position(|i| i.id == id && i.since.elapsed() >= IDLE_FOR)?;
+            Some(st.idle.swap_remove(at))
+        });
+        drop(gone);
+    }
+}
+
+impl Shared {
+    /// A pool of at most `cap` (at least 1) connections to `endpoint`.
+    pub fn new(endpoint: Endpoint, cap: usize) -> Shared {
+        Shared {
+            inner: Arc::new(SharedInner {
+                endpoint,
+                cap: cap.max(1),
+                state: Mutex::new(SharedState::default()),
+                tasks: tokio_util::task::TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) on a shared connection, waiting for one
+    /// when the cap is reached. The answer's body gives the connection back at its end.
+    pub async fn send(
+        &self,
+        mut req: http::Request<Body>,
+    ) -> Result<http::Response<Body>, UpstreamError> {
+        let inner = &self.inner;
+        loop {
+            let grant = {
+                let mut dropped = Vec::new();
+                let (grant, waiting) = match inner.state.lock() {
+                    Ok(mut st) => match inner.take(&mut st, &mut dropped) {
+                        Some(g) => (Some(g), None),
+                        None => {
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            st.waiters.push_back(tx);
+                            (None, Some(rx))
+                        }
+                    },
+                    Err(_) => return Err(UpstreamError::Closed),
+                };
+                drop(dropped);
+                match (grant, waiting) {
+                    (Some(g), _) => g,
+                    (None, Some(rx)) => rx.await.map_err(|_| UpstreamError::Closed)?,
+                    (None, None) => return Err(UpstreamError::Closed),
+                }
+            };
+            match grant {
+                Grant::Conn(SharedIdle { id, mut sender, .. }) => {
+                    if sender.ready().await.is_err() {
+                        continue;
+                    }
+                    match sender.try_send_request(req).await {
+                        Ok(resp) => return Ok(self.returning(resp, id, sender)),
+                        // The server closed the idle connection before it took the request:
+                        // the request was not sent, so it goes on another connection.
+                        Err(mut e) => match e.take_message() {
+                            Some(r) => req = r,
+                            None => return Err(e.into_error().into()),
+                        },
+                    }
+                }
+                Grant::Open(slot, proving) => {
+                    let (id, mut sender) = self.open_conn(slot).await?;
+                    let send = sender.send_request(req);
+                    tokio::pin!(send);
+                    let mut proving = Some(proving);
+                    let resp = loop {
+                        tokio::select! {
+                            r = &mut send => break r,
+                            _ = tokio::time::sleep(PROVE_AFTER), if proving.is_some() => {
+                                proving = None;
+                            }
+                        }
+                    };
+                    drop(proving);
+                    return Ok(self.returning(resp?, id, sender));
+                }
+            }
+        }
+    }
+
+    /// Connects, and drives the connection on a task of the pool's that holds `slot` (so
+    /// the connection counts until it ends) and closes it once idle too long.
+    async fn open_conn(
+        &self,
+        slot: OpenSlot,
+    ) -> Result<(u64, http1::SendRequest<Body>), UpstreamError> {
+        let endpoint = &self.inner.endpoint;
+        let (sender, conn) = handshake(endpoint).await?;
+        let id = self
+            .inner
+            .state
+            .lock()
+            .map(|mut st| {
+                st.next_id += 1;
+                st.next_id
+            })
+            .unwrap_or_default();
+        let inner = Arc::downgrade(&self.inner);
+        let endpoint_log = endpoint.to_string();
+        self.inner.tasks.spawn(async move {
+            let _slot = slot;
+            tokio::pin!(conn);
+            loop {
+                tokio::select! {
+                    end = &mut conn => {
+                        if let Err(e) = end {
+                            tracing::debug!(upstream = %endpoint_log, error = %e, "engine connection ended");
+                        }
+                        return;
+                    }
+                    _ = tokio::time::sleep(IDLE_FOR) => match inner.upgrade() {
+                        Some(inner) => inner.expire(id),
+                        None => return,
+                    },
+                }
+            }
+        });
+        Ok((id, sender))
+    }
+
+    fn returning(
+        &self,
+        resp: http::Response<Incoming>,
+        id: u64,
+        sender: http1::SendRequest<Body>,
+    ) -> http::Response<Body> {
+        if resp.body().is_end_stream() {
+            self.inner.give_back(id, sender);
+            return resp.map(Body::new);
+        }
+        let back = GiveBack {
+            inner: self.inner.clone(),
+            id,
+            sender: Some(sender),
+        };
+        resp.map(|body| Body::new(Returning { body, back }))
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let idle = self.inner.state.lock().ok().map(|mut st| {
+            st.closed = true;
+            st.waiters.clear();
+            std::mem::take(&mut st.idle)
+        });
+        drop(idle);
+        self.inner.tasks.close();
+    }
+}
+
+/// The connection an answer came on, given back to the pool when the body ends; dropped
+/// (the connection closes) when the body is dropped early or fails.
+struct GiveBack {
+    inner: Arc<SharedInner>,
+    id: u64,
+    sender: Option<http1::SendRequest<Body>>,
+}
+
+impl GiveBack {
+    fn done(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.inner.give_back(self.id, sender);
+        }
+    }
+}
+
+/// An answer's body that gives its connection back at its end.
+struct Returning {
+    body: Incoming,
+    back: GiveBack,
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        // Read to its end: the connection can take the next request.
+        if self.body.is_end_stream() {
+            self.back.done();
+        }
+    }
+}
+
+impl hyper::body::Body for Returning {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            // The end, or the last of a body of known length (the server writing the answer
+            // downstream may not poll again after it).
+            Poll::Ready(None) => this.back.done(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.back.done(),
+            Poll::Ready(Some(Err(_))) => this.back.sender = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The WebSocket relays to model engines: each ends with either side, or when what it
+/// runs on goes (the caller's own select), or at the gateway's shutdown ([`Relays::shutdown`]).
+#[derive(Clone, Default)]
+pub struct Relays {
+    tasks: tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Relays {
+    pub fn spawn(&self, relay: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = relay => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Relays open now.
+    pub fn live(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Cuts every relay and waits until they are gone.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
 /// A connected byte stream to a notebook server.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
@@ -203,18 +625,32 @@ async fn open(endpoint: &Endpoint) -> std::io::Result<Box<dyn Io>> {
     }
 }
 
-async fn connect(
+/// An HTTP/1 connection to `endpoint`, within [`CONNECT_TIMEOUT`]: its sender, and the
+/// connection to drive.
+async fn handshake(
     endpoint: &Endpoint,
-    home: Option<&ConnUpstreams>,
-) -> Result<http1::SendRequest<Body>, UpstreamError> {
+) -> Result<
+    (
+        http1::SendRequest<Body>,
+        http1::Connection<TokioIo<Box<dyn Io>>, Body>,
+    ),
+    UpstreamError,
+> {
     let io = match tokio::time::timeout(CONNECT_TIMEOUT, open(endpoint)).await {
         Ok(Ok(io)) => io,
         Ok(Err(e)) => return Err(UpstreamError::Connect(endpoint.to_string(), e)),
         Err(_) => return Err(UpstreamError::ConnectTimeout(endpoint.to_string())),
     };
-    let (sender, conn) = http1::Builder::new()
+    Ok(http1::Builder::new()
         .handshake::<_, Body>(TokioIo::new(io))
-        .await?;
+        .await?)
+}
+
+async fn connect(
+    endpoint: &Endpoint,
+    home: Option<&ConnUpstreams>,
+) -> Result<http1::SendRequest<Body>, UpstreamError> {
+    let (sender, conn) = handshake(endpoint).await?;
     let endpoint_log = endpoint.to_string();
     let conn = async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -502,7 +938,14 @@ mod tests {
     async fn get(sender: &mut http1::SendRequest<Empty<bytes::Bytes>>) -> String {
         sender.ready().await.unwrap();
         let req = http::Request::get("/x").body(Empty::new()).unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        text(sender.send_request(req).await.unwrap()).await
+    }
+
+    /// A 200 answer's body.
+    async fn text<B: hyper::body::Body>(resp: http::Response<B>) -> String
+    where
+        B::Error: std::fmt::Debug,
+    {
         assert_eq!(resp.status(), 200);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
@@ -541,6 +984,61 @@ mod tests {
             matches!(ended, Ok(Ok(Ok(())))),
             "the idle connection ends cleanly after shutdown: {ended:?}"
         );
+    }
+
+    async fn shared_get(pool: &Shared) -> String {
+        let req = http::Request::get("/x")
+            .header(http::header::HOST, "localhost")
+            .body(Body::empty())
+            .unwrap();
+        text(pool.send(req).await.unwrap()).await
+    }
+
+    #[tokio::test]
+    async fn shared_connections_are_capped_and_kept_for_the_next_callers() {
+        let (endpoint, accepted) = upstream(true).await;
+        let pool = Arc::new(Shared::new(endpoint, 3));
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { shared_get(&pool).await })
+            })
+            .collect();
+        for c in calls {
+            let n: usize = c.await.unwrap().parse().unwrap();
+            assert!(n <= 3, "answered on connection {n}");
+        }
+        let opened = accepted.load(Ordering::SeqCst);
+        assert!(opened <= 3, "{opened} connections");
+        for _ in 0..5 {
+            shared_get(&pool).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), opened);
+    }
+
+    #[tokio::test]
+    async fn a_shared_connection_whose_answer_was_not_read_is_not_reused() {
+        let (endpoint, accepted) = upstream(true).await;
+        let pool = Shared::new(endpoint, 1);
+        let req = http::Request::get("/x")
+            .header(http::header::HOST, "localhost")
+            .body(Body::empty())
+            .unwrap();
+        drop(pool.send(req).await.unwrap());
+        // The one connection allowed closes, and the next caller gets a new one.
+        assert_eq!(shared_get(&pool).await, "2");
+        assert_eq!(shared_get(&pool).await, "2");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn shared_connections_survive_the_server_closing_them() {
+        let (endpoint, accepted) = upstream(false).await;
+        let pool = Shared::new(endpoint, 1);
+        for i in 1..=3 {
+            assert_eq!(shared_get(&pool).await, i.to_string());
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

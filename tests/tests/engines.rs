@@ -839,3 +839,226 @@ async fn the_docker_backend_runs_a_models_image_and_a_package_in_the_default_ima
         assert!(left.trim().is_empty(), "left after the stop: {left}");
     }
 }
+
+/// A gateway (with `env`) where service `name` of the echo model, deployed with `extra`, is
+/// RUNNING, and its id; `None` (said) where model engines cannot run.
+async fn echo_service(env: &[(&str, &str)], name: &str, extra: Value) -> Option<(Setup, String)> {
+    let s = setup(env).await;
+    if !s.gw.sandboxed() {
+        eprintln!("skipping: model engines need the process backend's sandbox");
+        return None;
+    }
+    let api = s.gw.api(&s.token);
+    import(&api, "echo", "plain").await;
+    let id = deploy(&api, name, "echo", extra).await;
+    wait_service(&api, &id, "RUNNING").await;
+    Some((s, id))
+}
+
+/// GET `path` of service `id` on a client of its own (its own connection to the gateway).
+async fn get_alone(gw: &Gateway, token: &str, id: &str, path: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/infers/{id}/{path}", gw.base()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_callers_share_a_few_connections_to_an_engine_with_a_tiny_backlog() {
+    let Some((Setup { _s3, gw, token }, id)) = echo_service(
+        &[("ATELIER_ENGINE_CONNECTIONS", "4")],
+        "busy",
+        json!({"model": {"envs": {"BACKLOG": "1"}}}),
+    )
+    .await
+    else {
+        return;
+    };
+    let api = gw.api(&token);
+    // 32 callers at once, each on a connection of its own to the gateway.
+    let calls = (0..32).map(|_| get_alone(&gw, &token, &id, "sleep?ms=100"));
+    let answers = futures_util::future::join_all(calls).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    let (status, seen) = get_alone(&gw, &token, &id, "connections").await;
+    assert_eq!(status, 200, "{seen}");
+    assert!(
+        seen["max"].as_u64().unwrap() <= 4,
+        "the engine had more connections at once than the cap: {seen}"
+    );
+    // The callers' connections are gone; the gateway's to the engine stay for the next.
+    let (_, again) = get_alone(&gw, &token, &id, "connections").await;
+    assert_eq!(again["accepted"], seen["accepted"], "{again} after {seen}");
+    api.delete(&format!("/v1/services/{id}"))
+        .await
+        .expect_status(204);
+}
+
+/// A `GET /hold` call to service `id`, on a task; returns once the engine holds it.
+async fn held_call(gw: &Gateway, token: &str, id: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+    let held = {
+        let (gw_base, token, id) = (gw.base(), token.to_owned(), id.to_owned());
+        tokio::spawn(async move {
+            let resp = reqwest::Client::new()
+                .get(format!("{gw_base}/v1/infers/{id}/hold"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or_default())
+        })
+    };
+    eventually("the call held", WAIT, || async {
+        let (_, h) = get_alone(gw, token, id, "holding").await;
+        (h["holding"] == 1).then_some(())
+    })
+    .await;
+    held
+}
+
+/// Releases the calls instance `instance` holds, through its own socket (nothing of the
+/// service reaches an instance out of the rotation).
+async fn release_hold(gw: &Gateway, instance: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // (through a short link to its directory: the full path is too long for a socket's)
+    let link = std::env::temp_dir().join(format!("hold-{}", atelier_tests::unique()));
+    std::os::unix::fs::symlink(
+        gw.data_dir.join("engines").join(instance).join("run/agent"),
+        &link,
+    )
+    .unwrap();
+    let mut unix = tokio::net::UnixStream::connect(link.join("engine.sock"))
+        .await
+        .unwrap();
+    std::fs::remove_file(&link).unwrap();
+    unix.write_all(
+        b"POST /hold-release HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    unix.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_through_a_service_lives_while_it_runs_and_is_cut_when_it_stops() {
+    let Some((Setup { _s3, gw, token }, id)) =
+        echo_service(&[], "ws-svc", json!({"call_timeout_seconds": 300})).await
+    else {
+        return;
+    };
+    let api = gw.api(&token);
+    let instance = ready_instances(&api, &id).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/v1/infers/{id}/ws", gw.base().replacen("http", "ws", 1));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text("one")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("one"));
+    // While the service runs, the WebSocket outlives other calls.
+    for _ in 0..3 {
+        whoami(&api, &id).await;
+    }
+    ws.send(Message::text("two")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("two"));
+
+    // Stopped while a call is in flight: the stop lets the call finish, so the instance
+    // still runs when the gateway closes the WebSocket.
+    let held = held_call(&gw, &token, &id).await;
+    let stop = {
+        let api = gw.api(&token);
+        let id = id.clone();
+        tokio::spawn(async move { api.post_empty(&format!("/v1/services/{id}/stop")).await })
+    };
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the WebSocket is still open after the stop");
+    assert!(
+        !held.is_finished() && !stop.is_finished(),
+        "the instance stopped before the WebSocket was closed"
+    );
+    release_hold(&gw, &instance).await;
+    let (status, body) = held.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    stop.await.unwrap().expect_status(200);
+    assert!(instances(&api, &id).await.is_empty());
+    api.delete(&format!("/v1/services/{id}"))
+        .await
+        .expect_status(204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_in_flight_during_an_update_ends_on_the_old_instance() {
+    let Some((Setup { _s3, gw, token }, id)) = echo_service(
+        &[],
+        "swap",
+        json!({"call_timeout_seconds": 300, "model": {"envs": {"GREETING": "old"}}}),
+    )
+    .await
+    else {
+        return;
+    };
+    let api = gw.api(&token);
+    let old = ready_instances(&api, &id).await;
+    let old_id = old[0]["id"].as_str().unwrap().to_string();
+
+    // A call the old instance holds until told.
+    let held = held_call(&gw, &token, &id).await;
+
+    // The update swaps in a new instance; new calls go there while the old one drains.
+    api.patch(
+        &format!("/v1/services/{id}"),
+        json!({"models": [{"model": "echo", "version": "0.0.1",
+                           "envs": {"GREETING": "new"}}]}),
+    )
+    .await
+    .expect_status(202);
+    eventually("calls answered by the new instance", WAIT, || async {
+        (whoami(&api, &id).await["greeting"] == "new").then_some(())
+    })
+    .await;
+    assert!(
+        !held.is_finished(),
+        "the held call ended before its release"
+    );
+
+    release_hold(&gw, &old_id).await;
+    let (status, body) = held.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["greeting"], "old", "{body}");
+    assert_eq!(body["released"], true, "{body}");
+    // Then the old instance goes.
+    wait_service(&api, &id, "RUNNING").await;
+    let now = ready_instances(&api, &id).await;
+    assert!(now.iter().all(|i| i["id"] != old_id.as_str()), "{now:?}");
+    let old_dir = gw.data_dir.join("engines").join(&old_id);
+    eventually("the old instance removed", WAIT, || async {
+        (!old_dir.exists()).then_some(())
+    })
+    .await;
+    api.delete(&format!("/v1/services/{id}"))
+        .await
+        .expect_status(204);
+}

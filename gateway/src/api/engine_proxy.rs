@@ -3,12 +3,19 @@
 //! the caller's credentials, the body streamed under the service's body limit), and the
 //! answer comes back as the engine streams it (SSE unbuffered); a WebSocket upgrade becomes
 //! a byte pipe both ways (spec/inference.md §2.12). The call timeout bounds the wait for the
-//! answer's head; a stream or a WebSocket may then run longer.
+//! answer's head (a wait for one of the instance's connections included); a stream or a
+//! WebSocket may then run longer.
 //!
 //! ```text
 //! caller ─► /v1/infers/{svc}/{path} ─► auth ─► Services::proxy_target (limit, version,
-//!        ready instance) ─► instance's relay socket (upstream.rs) ─► engine :8080 /{path}
+//!        ready instance, leased) ─► the instance's shared connections (upstream::Shared)
+//!        ─► its relay socket ─► engine :8080 /{path}
 //! ```
+//!
+//! The call holds its lease on the instance until the answer's body ends, so a retirement
+//! (an update's swap, a stop) lets it finish. A WebSocket gets a connection of its own and
+//! runs on [`upstream::Relays`]; it is cut when its instance goes (retired, restarted,
+//! replaced: [`Lease::gone`]) and at the gateway's shutdown.
 
 use std::time::Instant;
 
@@ -21,7 +28,8 @@ use super::error::{ApiError, ApiResult};
 use crate::api::state::AppState;
 use crate::routing::Endpoint;
 use crate::serving::call::ProxyTarget;
-use crate::upstream::{self, ConnUpstreams};
+use crate::serving::instances::Lease;
+use crate::upstream;
 
 /// Sends the call to `target` and returns the engine's answer. `path` is what the engine
 /// gets (`/` + the API path of `/v1/infers/{svc}/…`, or the Open Inference Protocol's own
@@ -52,14 +60,14 @@ pub async fn forward(
             .call_failed(&target.service_id, e.code, &e.message, Some(&at));
         e
     };
-    let Some((endpoint, _)) = Endpoint::of(&target.endpoint) else {
+    let lease = target.lease;
+    let Some((endpoint, _)) = Endpoint::of(lease.endpoint()) else {
         record(502);
         return Err(failed(ApiError::unavailable(format!(
             "service {}'s instance cannot be reached",
             target.service
         ))));
     };
-    let home = parts.extensions.get::<ConnUpstreams>().cloned();
     let upgrade = upstream::is_upgrade(&parts.headers);
     let client_upgrade = if upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -98,15 +106,25 @@ pub async fn forward(
     *req.headers_mut() = headers;
 
     let sent = if upgrade {
-        tokio::time::timeout(target.timeout, upstream::send_upgrade(&endpoint, req)).await
+        let upgrade = async {
+            let mut resp = upstream::send_upgrade(&endpoint, req).await?;
+            let on = hyper::upgrade::on(&mut resp);
+            Ok((resp.map(Body::new), Some(on)))
+        };
+        tokio::time::timeout(target.timeout, upgrade).await
     } else {
-        tokio::time::timeout(
-            target.timeout,
-            upstream::send(home.as_ref(), &endpoint, req),
-        )
-        .await
+        // The instance's connections, shared by every call to it.
+        let cap = state.settings.engine_connections;
+        let Some(conns) = lease.attached(|| upstream::Shared::new(endpoint.clone(), cap)) else {
+            record(500);
+            return Err(failed(ApiError::internal(anyhow::anyhow!(
+                "the instance's connections are of another kind"
+            ))));
+        };
+        let call = async { Ok((conns.send(req).await?, None)) };
+        tokio::time::timeout(target.timeout, call).await
     };
-    let mut resp = match sent {
+    let (resp, upstream_upgrade) = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             if too_large(&e) {
@@ -138,23 +156,34 @@ pub async fn forward(
     record(resp.status().as_u16());
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
+        let (Some(client_upgrade), Some(upstream_upgrade)) = (client_upgrade, upstream_upgrade)
+        else {
             return Err(ApiError::unavailable(
                 "the engine switched protocols unasked",
             ));
         };
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let service = target.service_id.clone();
-        #[allow(clippy::disallowed_methods)]
-        // the WebSocket relay ends with either side, not with the request
-        tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client, engine)) => {
-                    let (mut c, mut e) = (TokioIo::new(client), TokioIo::new(engine));
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut e).await;
+        // A retirement does not wait for a WebSocket; it is cut when the instance goes.
+        let lease = lease.detach();
+        let gone = lease.gone();
+        state.engine_relays.spawn(async move {
+            let _lease = lease;
+            let relay = async {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, engine)) => {
+                        let (mut c, mut e) = (TokioIo::new(client), TokioIo::new(engine));
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut e).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(service = %service, error = %e, "engine WebSocket upgrade failed")
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(service = %service, error = %e, "engine WebSocket upgrade failed")
+            };
+            // Cut: both connections are dropped, so both ends see them close.
+            tokio::select! {
+                _ = relay => {}
+                _ = gone.cancelled() => {
+                    tracing::info!(service = %service, "engine WebSocket cut: its instance went");
                 }
             }
         });
@@ -169,7 +198,38 @@ pub async fn forward(
     if let Ok(v) = HeaderValue::from_str(&target.version) {
         parts.headers.insert("x-model-version", v);
     }
+    // The call is in flight (for a retirement's drain) until its body ends.
+    let body = Leased {
+        body,
+        _lease: lease,
+    };
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// An answer's body that holds the call's lease on its instance until it ends.
+struct Leased {
+    body: Body,
+    _lease: Lease,
+}
+
+impl hyper::body::Body for Leased {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Whether a failed send failed on the body limit.

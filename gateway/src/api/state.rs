@@ -60,6 +60,8 @@ pub struct Services {
     pub secrets: Arc<crate::secrets::SecretBox>,
     /// What `GET /metrics` shows.
     pub metrics: crate::metrics::Metrics,
+    /// The WebSockets relayed to model engines (cut at shutdown).
+    pub engine_relays: crate::upstream::Relays,
 }
 
 /// Every handler that takes a [`Principal`] authenticates the request: a bearer token, or

@@ -181,7 +181,8 @@ fn admit(d: &Deployment) -> Result<(), CallError> {
 
 /// Where a proxied call goes: a ready instance of the version the weights picked.
 pub struct ProxyTarget {
-    pub endpoint: crate::backends::Endpoint,
+    /// The instance, held for the call (a retirement waits for it).
+    pub lease: super::instances::Lease,
     pub service_id: String,
     pub service: String,
     pub model_id: String,
@@ -220,7 +221,7 @@ pub fn proxy_target(
         roll,
     );
     let v = &d.versions[route.version];
-    let endpoint = v.pool().and_then(|p| p.pick()).ok_or_else(|| {
+    let lease = v.pool().and_then(|p| p.lease()).ok_or_else(|| {
         (
             CallError::NotServing(format!(
                 "no instance of model {} {} is ready (service {}); see its instances",
@@ -230,7 +231,7 @@ pub fn proxy_target(
         )
     })?;
     Ok(ProxyTarget {
-        endpoint,
+        lease,
         service_id: d.service_id.clone(),
         service: d.name.clone(),
         model_id: v.spec.model_id.clone(),

@@ -16,9 +16,16 @@
 //! by a new one. Every instance's handle is in the store from the moment it exists, so a
 //! restarted gateway re-attaches to those that still run ([`Pool::start`] with the rows),
 //! and a stop removes them all ([`stop_recorded`]).
+//!
+//! A call holds a [`Lease`] on the instance it goes to ([`Pool::lease`]). Retiring a pool
+//! ([`Pool::retire_draining`]: an update's swap, a stop) takes its instances out of the
+//! rotation at once, waits for the calls in flight (bounded), then stops them; an
+//! instance that goes (retired, restarted, replaced) fires its leases' [`Lease::gone`] at
+//! once, which ends the WebSockets through it.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use atelier_inference::config::{Health, HealthCheck};
@@ -205,9 +212,96 @@ struct Slot {
 struct SlotState {
     instance_id: String,
     endpoint: Option<Endpoint>,
+    /// The instance as calls see it, while it can take them.
+    live: Option<Arc<Live>>,
     phase: Phase,
     restarts: u32,
     error: Option<String>,
+}
+
+/// An instance as calls see it: where it listens, the calls in flight to it, and whether it
+/// has gone.
+struct Live {
+    endpoint: Endpoint,
+    calls: AtomicUsize,
+    quiet: Notify,
+    gone: CancellationToken,
+    /// What the caller keeps with the instance (the API's shared connections to it).
+    attached: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Live {
+    fn new(endpoint: Endpoint) -> Arc<Live> {
+        Arc::new(Live {
+            endpoint,
+            calls: AtomicUsize::new(0),
+            quiet: Notify::new(),
+            gone: CancellationToken::new(),
+            attached: OnceLock::new(),
+        })
+    }
+
+    /// Returns when no call is in flight.
+    async fn quiet(&self) {
+        loop {
+            let notified = self.quiet.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.calls.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A call's hold on an instance ([`Pool::lease`]): counted in flight until dropped (a
+/// retirement waits for it), unless [`Lease::detach`]ed.
+pub struct Lease {
+    live: Arc<Live>,
+    counted: bool,
+}
+
+impl Lease {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.live.endpoint
+    }
+
+    /// Fires when the instance goes: retired (as it leaves the rotation, before the drain),
+    /// restarted or replaced.
+    pub fn gone(&self) -> CancellationToken {
+        self.live.gone.child_token()
+    }
+
+    /// No longer counted in flight (a WebSocket, which a retirement does not wait for).
+    pub fn detach(mut self) -> Lease {
+        self.release();
+        self
+    }
+
+    /// What the caller keeps with this instance for as long as it lives, made by `init` at
+    /// the first call; `None` when another type is kept.
+    pub fn attached<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<Arc<T>> {
+        self.live
+            .attached
+            .get_or_init(|| Arc::new(init()))
+            .clone()
+            .downcast()
+            .ok()
+    }
+
+    fn release(&mut self) {
+        if std::mem::take(&mut self.counted) && self.live.calls.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.live.quiet.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// The instances of one version of a service.
@@ -215,6 +309,8 @@ pub struct Pool {
     env: Arc<Env>,
     slots: Vec<Arc<Slot>>,
     next: AtomicUsize,
+    /// Being retired: out of the rotation.
+    retiring: AtomicBool,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -248,6 +344,7 @@ impl Pool {
                         state: Mutex::new(SlotState {
                             instance_id: String::new(),
                             endpoint: None,
+                            live: None,
                             phase: Phase::Starting,
                             restarts: 0,
                             error: None,
@@ -260,6 +357,7 @@ impl Pool {
                 .collect(),
             env,
             next: AtomicUsize::new(0),
+            retiring: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -291,12 +389,25 @@ impl Pool {
 
     /// A ready instance's endpoint, in turn; `None` when none is ready.
     pub fn pick(&self) -> Option<Endpoint> {
+        self.lease().map(|l| l.endpoint().clone())
+    }
+
+    /// A ready instance, in turn, held for a call; `None` when none is ready.
+    pub fn lease(&self) -> Option<Lease> {
+        if self.retiring.load(Ordering::Acquire) {
+            return None;
+        }
         let n = self.slots.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
+        let live = (0..n)
             .map(|i| &self.slots[(start + i) % n])
-            .find(|s| s.ready.load(Ordering::Acquire))
-            .and_then(|s| s.state.lock().ok()?.endpoint.clone())
+            .filter(|s| s.ready.load(Ordering::Acquire))
+            .find_map(|s| s.state.lock().ok()?.live.clone())?;
+        live.calls.fetch_add(1, Ordering::AcqRel);
+        Some(Lease {
+            live,
+            counted: true,
+        })
     }
 
     /// Whether every instance is in the rotation.
@@ -371,7 +482,28 @@ impl Pool {
     /// Halts the supervisors, then stops and removes this pool's instances (those of
     /// another deployment of the same service, an update's, stay).
     pub async fn retire(&self) {
+        self.retire_draining(Duration::ZERO).await;
+    }
+
+    /// [`Pool::retire`], after the calls in flight to its instances end (at most `drain`):
+    /// the instances leave the rotation at once.
+    pub async fn retire_draining(&self, drain: Duration) {
+        self.retiring.store(true, Ordering::Release);
         self.halt().await;
+        let lives: Vec<Arc<Live>> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.state.lock().ok()?.live.take())
+            .collect();
+        // WebSockets end now (a client that reconnects reaches what serves now); calls in
+        // flight may finish.
+        for l in &lives {
+            l.gone.cancel();
+        }
+        let quiet = futures_util::future::join_all(lives.iter().map(|l| l.quiet()));
+        if tokio::time::timeout(drain, quiet).await.is_err() {
+            tracing::info!(service = %self.env.service_id, "calls still in flight to retired instances after {drain:?}; stopping them");
+        }
         let ids = self.instance_ids();
         let recorded = match self.env.store.pool.acquire().await {
             Ok(mut conn) => rows::for_service(&mut conn, &self.env.service_id)
@@ -390,6 +522,11 @@ impl Drop for Pool {
         // A pool that goes without a halt (an update that replaced it, a failed deploy)
         // stops its supervisors; its instances are stopped through the store.
         self.cancel.cancel();
+        for s in &self.slots {
+            if let Some(live) = s.state.lock().ok().and_then(|mut st| st.live.take()) {
+                live.gone.cancel();
+            }
+        }
     }
 }
 
@@ -524,6 +661,7 @@ async fn supervise(
         let endpoint = env.backend.engine_endpoint(&handle).ok();
         set(&slot, |st| {
             st.instance_id = id.clone();
+            st.live = endpoint.clone().map(Live::new);
             st.endpoint = endpoint.clone();
             st.restarts = restarts;
             st.error = None;
@@ -579,7 +717,16 @@ async fn supervise(
         };
         output.pump(&env, &handle);
         set_ready(&env, &slot, false);
+        if !matches!(ended, Ended::Cancelled) {
+            // It goes now: the WebSockets through it end.
+            let live = slot.state.lock().ok().and_then(|mut st| st.live.take());
+            if let Some(live) = live {
+                live.gone.cancel();
+            }
+        }
         match ended {
+            // Halted: a retirement drains and stops it, or it keeps running for the next
+            // gateway.
             Ended::Cancelled => return,
             Ended::Restart(why) => {
                 restarts += 1;

@@ -1162,12 +1162,24 @@ impl Services {
 
     /// An engine instance came into or left the rotation: RUNNING ⇄ ALARM.
     async fn health_changed(&self, id: &str) {
-        let Some(d) = self.inner.deployments.get(id) else {
-            return;
-        };
         let result: anyhow::Result<()> = async {
             let mut tx = self.inner.store.write().await?;
-            let applied = match d.health() {
+            // The deployment in place now (an update may have swapped it while this waited),
+            // and still in place after its health is read: a retiring one's instances leave
+            // the rotation, which is no trouble of the service's.
+            let Some(d) = self.inner.deployments.get(id) else {
+                return Ok(());
+            };
+            let health = d.health();
+            if !self
+                .inner
+                .deployments
+                .get(id)
+                .is_some_and(|now| Arc::ptr_eq(&now, &d))
+            {
+                return Ok(());
+            }
+            let applied = match health {
                 Ok(()) => {
                     Transition::new(id, &[ServiceStatus::Alarm], ServiceStatus::Running)
                         .resource_event(Row::filled(id, None, ServiceEvent::Recovered, &[&d.name]))
@@ -1200,13 +1212,13 @@ impl Services {
 
     /// Takes a deployment out of service: its engine instances stop (the built-in engine's
     /// model goes with the last call that holds it).
+    /// The calls in flight to its instances end first (for at most the call timeout),
+    /// while new calls go elsewhere.
     async fn retire(&self, d: Option<Arc<Deployment>>) {
         if let Some(d) = d {
-            for v in &d.versions {
-                if let Some(p) = v.pool() {
-                    p.retire().await;
-                }
-            }
+            let drain = Duration::from_millis(d.spec.call_timeout_ms);
+            let pools = d.versions.iter().filter_map(|v| v.pool());
+            futures_util::future::join_all(pools.map(|p| p.retire_draining(drain))).await;
         }
     }
 
