@@ -566,3 +566,90 @@ async fn the_cli_creates_lists_shows_previews_and_deletes_algorithms() {
     assert!(r.stderr.contains("not found"), "{}", r.stderr);
     assert!(algorithm_names(&gw.api(&token)).await.is_empty());
 }
+
+/// `POST /v1/algorithms`, multipart: a component registered as a plugin with the algorithm.
+async fn upload_algorithm(
+    api: &Api,
+    algorithm: Value,
+    plugin: &str,
+    component: Vec<u8>,
+) -> atelier_tests::Reply {
+    let form = reqwest::multipart::Form::new()
+        .text("algorithm", algorithm.to_string())
+        .text(
+            "manifest",
+            json!({"name": plugin, "version": "1"}).to_string(),
+        )
+        .part(
+            "component",
+            reqwest::multipart::Part::bytes(component).file_name("c.wasm"),
+        );
+    api.send(
+        api.request(reqwest::Method::POST, "/v1/algorithms")
+            .multipart(form),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_uploaded_with_its_algorithm_is_registered_or_left_out_with_it() {
+    let gw = gateway().await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    let plugin_names = |api: &Api| {
+        let api = api.clone();
+        async move {
+            api.get("/v1/plugins").await.expect_status(200)["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // A trapping describe(): refused, and the plugin it brought is gone again.
+    let r = upload_algorithm(
+        &alice,
+        json!({"name": "panics"}),
+        "up-panics",
+        wat_component("training-algorithm", &fixture("guest-panic")),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("trapped"), "{}", r.text);
+    // Another world: the same.
+    let r = upload_algorithm(
+        &alice,
+        json!({"name": "step"}),
+        "up-step",
+        wat_component("workflow-step", &dummy_wat("workflow-step")),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("workflow-step"), "{}", r.text);
+    // The algorithm names its plugin by the upload, not by a field.
+    let r = upload_algorithm(
+        &alice,
+        json!({"name": "x", "plugin": {"name": "up-tiny", "version": "1"}}),
+        "up-tiny",
+        wat_component("training-algorithm", &fixture("describe")),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("algorithm.plugin"), "{}", r.text);
+    assert!(plugin_names(&alice).await.is_empty());
+    assert!(algorithm_names(&alice).await.is_empty());
+
+    let r = upload_algorithm(
+        &alice,
+        json!({"name": "tiny", "description": "uploaded"}),
+        "up-tiny",
+        wat_component("training-algorithm", &fixture("describe")),
+    )
+    .await;
+    let a = r.expect_status(201);
+    assert_eq!(a["kind"], "wasm");
+    assert_eq!(a["plugin"]["name"], "up-tiny");
+    assert_eq!(plugin_names(&alice).await, ["up-tiny"]);
+    assert_eq!(algorithm_names(&alice).await, ["tiny"]);
+}

@@ -51,7 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::routes(&state))
         .merge(storage::routes())
         .merge(models::routes())
-        .merge(algorithms::routes())
+        .merge(algorithms::routes(&state))
         .merge(services::routes())
         .merge(apps::routes())
         .merge(batch::routes())
