@@ -140,7 +140,8 @@ pub fn runtime(
         }
     }
     let boot_command = match (&boot_file, boot.boot_command) {
-        (Some(f), _) => Some(format!("python {f}")),
+        // The folder and file names are the user's: one shell word, whatever they hold.
+        (Some(f), _) => Some(format!("python {}", shell_quote(f))),
         (None, Some(c)) => Some(c.to_string()),
         (None, None) => None,
     }
@@ -226,5 +227,20 @@ mod tests {
         );
         assert_eq!(r.environment["MA_JOB_DIR"], JOB_DIR);
         assert_eq!(code_path(""), "/home/ma-user/modelarts/user-job-dir/code");
+        // A hostile folder or file name stays one word.
+        let r = runtime(
+            Boot {
+                code_dir: Some("b/$(reboot) x/"),
+                boot_file: Some("it's.py"),
+                boot_command: None,
+            },
+            &[],
+            &[],
+            &[],
+        );
+        assert_eq!(
+            r.boot_command.as_deref(),
+            Some(r"python '/home/ma-user/modelarts/user-job-dir/$(reboot) x/it'\''s.py'")
+        );
     }
 }
