@@ -41,6 +41,7 @@ pub mod serving;
 pub mod ssh;
 pub mod ssh_keys;
 pub mod store;
+pub mod training;
 pub mod upstream;
 pub mod urls;
 pub mod whitelist;

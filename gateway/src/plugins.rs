@@ -446,6 +446,17 @@ impl Plugins {
         // runs from them). Later issues (workflows, training jobs) refuse here while they
         // reference it.
         let mut tx = store.write().await?;
+        let algorithms = store::algorithms::using_plugin(&mut tx, name, version).await?;
+        if !algorithms.is_empty() {
+            let names: Vec<String> = algorithms
+                .iter()
+                .map(|(owner, algo)| format!("{owner}/{algo}"))
+                .collect();
+            return Err(Error::conflict(format!(
+                "plugin {name} {version} runs the training algorithms {}; delete them first",
+                names.join(", ")
+            )));
+        }
         store::plugins::delete(&mut tx, name, version).await?;
         let others = store::plugins::digest_users(&mut tx, &row.digest).await?
             + i64::from(crate::store::models::processor_in_use(&mut tx, &row.digest).await?);
@@ -467,6 +478,46 @@ impl Plugins {
         host.forget(&plugin, others == 0);
         let _ = std::fs::remove_dir_all(files_dir(settings, name, version));
         Ok(())
+    }
+
+    /// A registered training algorithm's `describe()` answer, called through the host under
+    /// the plugin's limits. A plugin of another world, or a call that fails (a trap, a
+    /// limit), is refused naming the problem.
+    pub async fn describe_algorithm(
+        &self,
+        who: &Principal,
+        name: &str,
+        version: &str,
+    ) -> Result<(PluginRow, atelier_plugins::dto::AlgorithmSpecDto), Error> {
+        let row = self.get(name, version).await.map_err(|_| {
+            Error::invalid(format!(
+                "plugin: no plugin {name} version {version} (atelier plugin list)"
+            ))
+        })?;
+        if row.world != World::TrainingAlgorithm.name() {
+            return Err(Error::invalid(format!(
+                "plugin: {name} {version} is a component of world {}, not {}",
+                row.world,
+                World::TrainingAlgorithm.name()
+            )));
+        }
+        let plugin = plugin_ref(&self.settings, &row)?;
+        // No storage: describe() reads nothing.
+        let ctx = CallContext {
+            tenant: who.user_id.clone(),
+            call_id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        };
+        let report = self.host.describe(&plugin, ctx).await;
+        match (report.output, report.error) {
+            (Some(spec), None) => Ok((row, atelier_plugins::dto::AlgorithmSpecDto::from(&spec))),
+            (_, Some(e)) => Err(Error::invalid(format!(
+                "plugin: {name} {version}'s describe() failed: {e}"
+            ))),
+            (None, None) => Err(Error::invalid(format!(
+                "plugin: {name} {version}'s describe() returned nothing"
+            ))),
+        }
     }
 
     /// Calls a plugin with JSON input on behalf of `who`, with storage under their directory.

@@ -131,6 +131,11 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         manifest_lines: settings.batch.manifest_lines,
     });
     let plugins = crate::plugins::Plugins::new(settings.clone(), store.clone(), plugins);
+    let algorithms = crate::training::algorithms::Algorithms::new(
+        store.clone(),
+        plugins.clone(),
+        secrets.clone(),
+    );
     Ok(AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),
@@ -151,6 +156,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         services,
         apps,
         batches,
+        algorithms,
         plugins,
         secrets,
         metrics: metrics.build(),

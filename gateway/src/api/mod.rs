@@ -6,6 +6,7 @@
 //!
 //! [`Principal`]: crate::auth::Principal
 
+pub mod algorithms;
 pub mod apps;
 pub mod batch;
 pub mod engine_proxy;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::routes(&state))
         .merge(storage::routes())
         .merge(models::routes())
+        .merge(algorithms::routes(&state))
         .merge(services::routes())
         .merge(apps::routes())
         .merge(batch::routes())

@@ -14,8 +14,7 @@ use crate::auth::Principal;
 use crate::plugins::{Manifest, PluginView};
 
 pub fn routes(state: &AppState) -> Router<AppState> {
-    let p = &state.settings.plugins;
-    let upload_limit = ((p.max_component_mb + p.max_files_mb) * 1024 * 1024 + 1024 * 1024) as usize;
+    let upload_limit = upload_limit(state);
     Router::new()
         .route(
             "/v1/plugins",
@@ -74,18 +73,25 @@ struct Registered {
     compiled: bool,
 }
 
-/// `POST /v1/plugins`, multipart: `manifest` (JSON: name, version, world?, description?,
-/// limits?), `component` (the .wasm), and any number of `file` parts (model files of an
-/// inference processor, by their file names). 201 when registered, 200 when the same
-/// component and manifest were registered already.
-async fn register(
-    p: Principal,
-    State(state): State<AppState>,
+/// A plugin upload's parts: the manifest, the component, the model files, and the parts
+/// named in `extra` (another route's own, by name).
+pub(super) struct PluginForm {
+    pub manifest: Manifest,
+    pub component: Vec<u8>,
+    pub files: Vec<(String, Vec<u8>)>,
+    pub extra: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads `manifest`, `component`, `file` parts and the `extra` ones; anything else is 400.
+pub(super) async fn read_form(
+    state: &AppState,
     mut form: Multipart,
-) -> ApiResult<(StatusCode, ApiJson<Registered>)> {
+    extra: &[&str],
+) -> ApiResult<PluginForm> {
     let mut manifest: Option<Manifest> = None;
     let mut component: Option<Vec<u8>> = None;
     let mut files = Vec::new();
+    let mut extras = Vec::new();
     let bad = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -120,9 +126,13 @@ async fn register(
                 };
                 files.push((file_name, data.to_vec()));
             }
+            other if extra.contains(&other) => extras.push((name, data.to_vec())),
             other => {
+                let mut parts = vec!["manifest", "component", "file"];
+                parts.extend_from_slice(extra);
                 return Err(ApiError::invalid(format!(
-                    "unexpected multipart part {other:?}; the parts are manifest, component and file"
+                    "unexpected multipart part {other:?}; the parts are {}",
+                    parts.join(", ")
                 )));
             }
         }
@@ -132,10 +142,33 @@ async fn register(
             "no manifest: send a multipart part `manifest` with {\"name\", \"version\", ...}",
         )
     })?;
-    let component = component.unwrap_or_default();
+    Ok(PluginForm {
+        manifest,
+        component: component.unwrap_or_default(),
+        files,
+        extra: extras,
+    })
+}
+
+/// The body limit of a plugin upload: the component and model files limits, and 1 MB.
+pub(super) fn upload_limit(state: &AppState) -> usize {
+    let p = &state.settings.plugins;
+    ((p.max_component_mb + p.max_files_mb) * 1024 * 1024 + 1024 * 1024) as usize
+}
+
+/// `POST /v1/plugins`, multipart: `manifest` (JSON: name, version, world?, description?,
+/// limits?), `component` (the .wasm), and any number of `file` parts (model files of an
+/// inference processor, by their file names). 201 when registered, 200 when the same
+/// component and manifest were registered already.
+async fn register(
+    p: Principal,
+    State(state): State<AppState>,
+    form: Multipart,
+) -> ApiResult<(StatusCode, ApiJson<Registered>)> {
+    let f = read_form(&state, form, &[]).await?;
     let r = state
         .plugins
-        .register(&p, manifest, component, files)
+        .register(&p, f.manifest, f.component, f.files)
         .await?;
     let status = if r.created {
         StatusCode::CREATED

@@ -54,6 +54,8 @@ pub struct Services {
     pub apps: crate::serving::apps::Apps,
     /// Batch services and their jobs.
     pub batches: crate::batch::Batches,
+    /// Training algorithm assets.
+    pub algorithms: crate::training::algorithms::Algorithms,
     /// The plugin registry and its Wasm host.
     pub plugins: crate::plugins::Plugins,
     /// Seals and opens stored secrets.

@@ -5,6 +5,7 @@
 //! 0 success, 1 API or usage error, 2 the server could not be reached.
 
 mod admin;
+mod algorithms;
 mod api;
 mod apps;
 mod batch;
@@ -127,6 +128,9 @@ pub enum ClientCommand {
     /// The model registry: models and their versions.
     #[command(subcommand)]
     Model(models::ModelCommand),
+    /// Training algorithms: Wasm components and commands with their code dir.
+    #[command(subcommand)]
+    Algorithm(algorithms::AlgorithmCommand),
     /// Real-time services: deploy model versions, call them.
     #[command(subcommand)]
     Service(services::ServiceCommand),
@@ -185,6 +189,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Plugin(c) => plugins::run(&ctx, c).await,
         ClientCommand::Storage(c) => storage::run(&ctx, c).await,
         ClientCommand::Model(c) => models::run(&ctx, c).await,
+        ClientCommand::Algorithm(c) => algorithms::run(&ctx, c).await,
         ClientCommand::Service(c) => services::run(&ctx, c).await,
         ClientCommand::App(c) => apps::run(&ctx, c).await,
         ClientCommand::Batch(c) => batch::run(&ctx, c).await,

@@ -166,6 +166,17 @@ pub async fn list_all(
     bucket: &str,
     prefix: &str,
 ) -> Result<Vec<(String, u64)>, String> {
+    list_at_most(client, bucket, prefix, usize::MAX).await
+}
+
+/// Like [`list_all`], stopping after the page that reaches `max` objects (enough to tell a
+/// folder too big without listing all of it).
+pub async fn list_at_most(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    max: usize,
+) -> Result<Vec<(String, u64)>, String> {
     let mut out = Vec::new();
     let mut pages = client
         .list_objects_v2()
@@ -179,6 +190,9 @@ pub async fn list_all(
             if let Some(k) = o.key() {
                 out.push((k.to_string(), o.size().unwrap_or(0).max(0) as u64));
             }
+        }
+        if out.len() >= max {
+            break;
         }
     }
     Ok(out)

@@ -54,6 +54,8 @@ pub enum Action {
     DeleteAppCode,
     BindAppService,
     UnbindAppService,
+    CreateAlgorithm,
+    DeleteAlgorithm,
 }
 
 impl Action {
@@ -105,6 +107,8 @@ impl Action {
             Action::DeleteAppCode => "deleteAppCode",
             Action::BindAppService => "bindAppService",
             Action::UnbindAppService => "unbindAppService",
+            Action::CreateAlgorithm => "createAlgorithm",
+            Action::DeleteAlgorithm => "deleteAlgorithm",
         }
     }
 }

@@ -13,6 +13,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub mod algorithms;
 pub mod apps;
 pub mod audit;
 pub mod batch_services;
