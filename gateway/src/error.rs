@@ -149,6 +149,39 @@ impl Error {
     }
 }
 
+/// What a request about one of a user's resources (a model, a service, a batch service,
+/// an algorithm) fails with: one shape for all of them.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// A field of the request is wrong (the message names it).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such resource of the caller's.
+    #[error("{0}")]
+    NotFound(String),
+    /// A name taken, the quota reached, the resource in use or in the wrong state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A shared check refused: a status, the quota, the store.
+    #[error("{}", .0.message)]
+    Common(#[from] Error),
+    /// Ours: logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl DomainError for ResourceError {
+    fn kind(&self) -> Kind {
+        match self {
+            ResourceError::Invalid(_) => Kind::Invalid,
+            ResourceError::NotFound(_) => Kind::NotFound,
+            ResourceError::Conflict(_) => Kind::Conflict,
+            ResourceError::Common(e) => e.kind,
+            ResourceError::Internal(_) => Kind::Internal,
+        }
+    }
+}
+
 /// `From<$t> for crate::error::Error` (its `$common` variant's error as it is, the rest
 /// through [`Error::from_domain`]), and the `From`s a
 /// module's error takes from what every service calls: the store (`sqlx`, into its
@@ -225,3 +258,5 @@ impl From<Denied> for Error {
         }
     }
 }
+
+domain_error!(ResourceError, common: Common, internal: Internal);

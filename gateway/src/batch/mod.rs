@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Principal;
-use crate::error::{DomainError, Error, Kind};
+use crate::error::Error;
 use crate::lifecycle::batch::{BatchOp, BatchStatus, NO_RESTART};
 use crate::lifecycle::{KeyedLocks, Operation};
 use crate::models::{DeploymentType, Models};
@@ -68,34 +68,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(40);
 pub const MAX_ANSWER_BYTES: u64 = input::MAX_ITEM_BYTES;
 
 /// What a batch request fails with.
-#[derive(Debug, thiserror::Error)]
-pub enum BatchError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    /// A name taken, the quota reached, a restart.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{}", .0.message)]
-    Common(#[from] Error),
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl DomainError for BatchError {
-    fn kind(&self) -> Kind {
-        match self {
-            BatchError::Invalid(_) => Kind::Invalid,
-            BatchError::NotFound(_) => Kind::NotFound,
-            BatchError::Conflict(_) => Kind::Conflict,
-            BatchError::Common(e) => e.kind,
-            BatchError::Internal(_) => Kind::Internal,
-        }
-    }
-}
-
-crate::domain_error!(BatchError, common: Common, internal: Internal);
+pub type BatchError = crate::error::ResourceError;
 
 /// `POST /v1/batch-services`.
 #[derive(Debug, Clone, Deserialize)]

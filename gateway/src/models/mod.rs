@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Principal;
 use crate::backends::Backend;
-use crate::error::{DomainError, Error, Kind};
+use crate::error::Error;
 use crate::lifecycle::model::{ModelOp, ModelStatus};
 use crate::lifecycle::{KeyedLocks, Operation};
 use crate::secrets::SecretBox;
@@ -41,38 +41,7 @@ use atelier_inference::names;
 use blobs::ModelFiles;
 
 /// What a model request fails with.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    /// A field of the request is wrong.
-    #[error("{0}")]
-    Invalid(String),
-    /// No such model or version of the caller's.
-    #[error("{0}")]
-    NotFound(String),
-    /// The name or version is taken, or the version is in use.
-    #[error("{0}")]
-    Conflict(String),
-    /// A shared check refused: a status, the store.
-    #[error("{}", .0.message)]
-    Common(#[from] Error),
-    /// Ours: logged, never shown.
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl DomainError for ModelError {
-    fn kind(&self) -> Kind {
-        match self {
-            ModelError::Invalid(_) => Kind::Invalid,
-            ModelError::NotFound(_) => Kind::NotFound,
-            ModelError::Conflict(_) => Kind::Conflict,
-            ModelError::Common(e) => e.kind,
-            ModelError::Internal(_) => Kind::Internal,
-        }
-    }
-}
-
-crate::domain_error!(ModelError, common: Common, internal: Internal);
+pub type ModelError = crate::error::ResourceError;
 
 /// Where a version's files come from, as a request names it.
 #[derive(Debug, Clone, Deserialize)]

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Principal;
-use crate::error::{DomainError, Error, Kind};
+use crate::error::Error;
 use crate::lifecycle::clock::Clock;
 use crate::lifecycle::service::{SERVING, ServiceOp, ServiceStatus};
 use crate::lifecycle::{KeyedLocks, Operation};
@@ -52,40 +52,7 @@ use runtime::{Deployment, Deployments, Engine, Engines, Served, VersionFiles};
 use spec::{DeployService, ServiceSpec, UpdateService, VersionSpec};
 
 /// What a service request fails with.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    /// A name taken, the quota reached.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{}", .0.message)]
-    Common(#[from] Error),
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl DomainError for ServiceError {
-    fn kind(&self) -> Kind {
-        match self {
-            ServiceError::Invalid(_) => Kind::Invalid,
-            ServiceError::NotFound(_) => Kind::NotFound,
-            ServiceError::Conflict(_) => Kind::Conflict,
-            ServiceError::Common(e) => e.kind,
-            ServiceError::Internal(_) => Kind::Internal,
-        }
-    }
-}
-
-crate::domain_error!(ServiceError, common: Common, internal: Internal);
-
-impl From<crate::models::ModelError> for ServiceError {
-    fn from(e: crate::models::ModelError) -> Self {
-        ServiceError::Common(e.into())
-    }
-}
+pub type ServiceError = crate::error::ResourceError;
 
 /// Who calls a service: a user with a token, or an app with its AppCode or AppKey.
 #[derive(Debug, Clone)]

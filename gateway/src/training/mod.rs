@@ -21,42 +21,10 @@ pub mod algorithms;
 pub mod runtime;
 pub mod schema;
 
-use crate::error::{DomainError, Error, Kind};
 use crate::store::Conn;
 
 /// What an algorithm request fails with.
-#[derive(Debug, thiserror::Error)]
-pub enum AlgorithmError {
-    /// A field of the request is wrong (the message names it), or the component is.
-    #[error("{0}")]
-    Invalid(String),
-    /// No such algorithm of the caller's.
-    #[error("{0}")]
-    NotFound(String),
-    /// The name is taken, or the algorithm is in use.
-    #[error("{0}")]
-    Conflict(String),
-    /// A shared check refused: the plugin registry, the quota, the store.
-    #[error("{}", .0.message)]
-    Common(#[from] Error),
-    /// Ours: logged, never shown.
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl DomainError for AlgorithmError {
-    fn kind(&self) -> Kind {
-        match self {
-            AlgorithmError::Invalid(_) => Kind::Invalid,
-            AlgorithmError::NotFound(_) => Kind::NotFound,
-            AlgorithmError::Conflict(_) => Kind::Conflict,
-            AlgorithmError::Common(e) => e.kind,
-            AlgorithmError::Internal(_) => Kind::Internal,
-        }
-    }
-}
-
-crate::domain_error!(AlgorithmError, common: Common, internal: Internal);
+pub type AlgorithmError = crate::error::ResourceError;
 
 /// The training jobs (their names) that use the algorithm `algorithm_id`: while there is
 /// any, the algorithm cannot be deleted. The hook of the jobs module, which does not exist
