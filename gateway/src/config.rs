@@ -134,10 +134,44 @@ pub struct Settings {
     /// served (a deploy says so).
     pub onnxruntime_lib: Option<PathBuf>,
     pub batch: BatchSettings,
+    pub training: TrainingSettings,
     /// The most connections the gateway keeps open to one instance of a container or
     /// process engine, shared by all calls to it; calls beyond wait for one (env
     /// ATELIER_ENGINE_CONNECTIONS; default 32).
     pub engine_connections: usize,
+}
+
+/// Training jobs (`[training]` in TOML).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSettings {
+    /// The Python environment a job without an image runs in on the process backend (a
+    /// virtualenv with the job's frameworks: PyTorch, …; env ATELIER_TRAINING_VENV). None:
+    /// the notebooks' JupyterLab virtualenv.
+    pub venv: Option<PathBuf>,
+    /// Training jobs a user may have, in any status (env ATELIER_TRAINING_QUOTA).
+    pub jobs_per_user: u32,
+    /// Jobs running at once on this gateway; more wait PENDING (env
+    /// ATELIER_TRAINING_RUNNING).
+    pub running_jobs: u32,
+    /// The shortest hang detection a job may ask for, in seconds: the seed's 10 minutes
+    /// (`MA_HANG_DETECT_TIME` is 10-720 minutes); lower only for tests (env
+    /// ATELIER_TRAINING_MIN_HANG_SECS).
+    pub min_hang_secs: u64,
+    /// Bytes of one worker's log kept per attempt (env ATELIER_TRAINING_LOG_MB, in MiB).
+    pub log_mb: u64,
+}
+
+impl Default for TrainingSettings {
+    fn default() -> Self {
+        TrainingSettings {
+            venv: None,
+            jobs_per_user: 100,
+            running_jobs: 8,
+            min_hang_secs: 600,
+            log_mb: 64,
+        }
+    }
 }
 
 /// Batch services (`[batch]` in TOML).
@@ -647,6 +681,7 @@ impl Default for Settings {
             plugins: PluginSettings::default(),
             onnxruntime_lib: None,
             batch: BatchSettings::default(),
+            training: TrainingSettings::default(),
             engine_connections: 32,
         }
     }
@@ -803,6 +838,31 @@ impl Settings {
                 format!("ATELIER_ENGINE_CONNECTIONS={v:?} is not a number of connections")
             })?;
         }
+        if let Some(v) = env("ATELIER_TRAINING_VENV") {
+            self.training.venv = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+        }
+        for (name, field) in [
+            ("ATELIER_TRAINING_QUOTA", &mut self.training.jobs_per_user),
+            ("ATELIER_TRAINING_RUNNING", &mut self.training.running_jobs),
+        ] {
+            if let Some(v) = env(name) {
+                *field = v
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{name}={v:?} is not a number of jobs"))?;
+            }
+        }
+        if let Some(v) = env("ATELIER_TRAINING_MIN_HANG_SECS") {
+            self.training.min_hang_secs = v.trim().parse().with_context(|| {
+                format!("ATELIER_TRAINING_MIN_HANG_SECS={v:?} is not a number of seconds")
+            })?;
+        }
+        if let Some(v) = env("ATELIER_TRAINING_LOG_MB") {
+            self.training.log_mb = v
+                .trim()
+                .parse()
+                .with_context(|| format!("ATELIER_TRAINING_LOG_MB={v:?} is not a number of MiB"))?;
+        }
         if let Some(v) = env("ATELIER_BATCH_MANIFEST_LINES") {
             self.batch.manifest_lines = v.trim().parse().with_context(|| {
                 format!("ATELIER_BATCH_MANIFEST_LINES={v:?} is not a number of lines")
@@ -895,6 +955,17 @@ impl Settings {
         }
         if self.engine_connections == 0 {
             bail!("engine_connections (ATELIER_ENGINE_CONNECTIONS) must be at least 1");
+        }
+        if self.training.running_jobs == 0 {
+            bail!("training.running_jobs (ATELIER_TRAINING_RUNNING) must be at least 1");
+        }
+        if !(1..=43_200).contains(&self.training.min_hang_secs) {
+            bail!(
+                "training.min_hang_secs (ATELIER_TRAINING_MIN_HANG_SECS) must be between 1 and 43200"
+            );
+        }
+        if !(1..=4096).contains(&self.training.log_mb) {
+            bail!("training.log_mb (ATELIER_TRAINING_LOG_MB) must be between 1 and 4096");
         }
         if self.batch.manifest_lines == 0 {
             bail!("batch.manifest_lines (ATELIER_BATCH_MANIFEST_LINES) must be at least 1");

@@ -136,6 +136,16 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         plugins.clone(),
         secrets.clone(),
     );
+    let jobs = crate::training::jobs::Jobs::new(crate::training::jobs::JobsParts {
+        store: store.clone(),
+        backend: lifecycle.backend().clone(),
+        algorithms: algorithms.clone(),
+        secrets: secrets.clone(),
+        tasks: lifecycle.tasks().clone(),
+        flavors: settings.flavors.clone(),
+        settings: settings.training.clone(),
+        data_dir: settings.data_dir.clone(),
+    });
     Ok(AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),
@@ -157,6 +167,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         apps,
         batches,
         algorithms,
+        jobs,
         plugins,
         secrets,
         metrics: metrics.build(),
@@ -183,6 +194,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .resume()
         .await
         .context("resuming batch services")?;
+    state
+        .jobs
+        .resume()
+        .await
+        .context("resuming training jobs")?;
     let backend = state.lifecycle.backend().clone();
     // A warm-up: cut short at shutdown, nothing is lost.
     #[allow(clippy::disallowed_methods)]
@@ -255,6 +271,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     state.lifecycle.files().shutdown().await;
     // Running batch jobs end now and go on at the next start (their items are durable).
     state.batches.shutdown();
+    // Training jobs' runners end; their workers go on and are found again at the next start.
+    state.jobs.shutdown();
     if let Err(e) = state.activity.flush().await {
         tracing::warn!(error = %e, "writing activity at shutdown failed");
     }

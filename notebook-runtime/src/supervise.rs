@@ -256,10 +256,13 @@ pub fn run(spec: &Spec) -> u8 {
                     ended_at: status::unix_now(),
                 },
             );
-            let code = if exit == ChildExit::Code(0) {
-                0
-            } else {
-                EXIT_FAILURE
+            // The child's own status, as a shell reports it (a signal as 128 + its number):
+            // what launched the runtime (a training job's attempt) tells how it ended from
+            // this alone, even through bubblewrap.
+            let code = match exit {
+                ChildExit::Code(c) => u8::try_from(c).unwrap_or(EXIT_FAILURE),
+                ChildExit::Signal(s) => u8::try_from(128 + s).unwrap_or(EXIT_FAILURE),
+                ChildExit::Unknown => EXIT_FAILURE,
             };
             log!("exiting with code {code}");
             code

@@ -23,6 +23,7 @@ pub mod plugins;
 pub mod services;
 pub mod state;
 pub mod storage;
+pub mod training_jobs;
 pub mod users;
 
 #[cfg(test)]
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(storage::routes())
         .merge(models::routes())
         .merge(algorithms::routes(&state))
+        .merge(training_jobs::routes())
         .merge(services::routes())
         .merge(apps::routes())
         .merge(batch::routes())

@@ -56,6 +56,8 @@ pub struct Services {
     pub batches: crate::batch::Batches,
     /// Training algorithm assets.
     pub algorithms: crate::training::algorithms::Algorithms,
+    /// Training jobs and their runners.
+    pub jobs: crate::training::jobs::Jobs,
     /// The plugin registry and its Wasm host.
     pub plugins: crate::plugins::Plugins,
     /// Seals and opens stored secrets.

@@ -108,6 +108,53 @@ pub struct EngineSpec {
     pub env: std::collections::BTreeMap<String, String>,
 }
 
+/// What a training job's worker prints (stdout and stderr), in the worker's agent dir.
+pub const WORKER_LOG: &str = "worker.log";
+
+/// What a backend needs to run one worker of a training job (spec/training.md §2.6,
+/// §2.7): `command` under `/bin/sh -c` as uid 1000, gid 100, with `mount` (the gateway's
+/// dir for this worker, already ma-user's) at `/home/ma-user/modelarts` read-write and each
+/// of `read_only` at its path.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// The worker's id (`<job id>-<rank>`): names its directory, cgroup and container.
+    pub id: String,
+    pub owner: String,
+    pub job_id: String,
+    pub rank: u32,
+    pub flavor: Flavor,
+    /// The image (docker backend); `None`: the backend's own environment (the training
+    /// virtualenv on the process backend).
+    pub image: Option<String>,
+    pub command: String,
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Shown read-write at [`TRAINING_MOUNT`].
+    pub mount: std::path::PathBuf,
+    /// Host directories (the gateway's) shown read-only at the paths given.
+    pub read_only: Vec<(std::path::PathBuf, String)>,
+    /// Shown at `/etc/hosts`: the job's worker names.
+    pub hosts: Option<std::path::PathBuf>,
+    /// Worker 0's handle: a later worker shares its network (one loopback for the job),
+    /// so the workers reach each other at 127.0.0.1.
+    pub network_of: Option<Handle>,
+    pub hostname: String,
+}
+
+/// `MA_MOUNT_PATH`: where a training worker sees its [`WorkerSpec::mount`].
+pub const TRAINING_MOUNT: &str = "/home/ma-user/modelarts";
+
+/// How a training worker ended, as the backend saw it (never from anything the worker
+/// could write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// Its command exited with this code (128 + N: killed by signal N).
+    Code(i32),
+    /// Stopped by the backend (a stop asked for).
+    Stopped,
+    /// Gone with no status (its runtime killed, the host restarted).
+    Lost,
+}
+
 /// Where a notebook's server listens, as seen from the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -454,6 +501,27 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Removes what is left of a stopped engine instance (its directory). Idempotent.
     async fn remove_engine(&self, _id: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Starts one worker of a training job ([`WorkerSpec`]); returns as soon as there is
+    /// something to re-attach to. Its handle works with [`Backend::stop`],
+    /// [`Backend::usage`], [`Backend::worker_exit`] and [`Backend::engine_log_dir`] (where
+    /// [`WORKER_LOG`] is).
+    async fn launch_worker(&self, _spec: &WorkerSpec) -> Result<Handle, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the {} backend runs no training jobs: use the process or docker backend",
+            self.name()
+        )))
+    }
+
+    /// `None` while the worker runs; how it ended once it has.
+    async fn worker_exit(&self, _handle: &Handle) -> Option<WorkerExit> {
+        Some(WorkerExit::Lost)
+    }
+
+    /// Removes what is left of a worker (its directory, its container). Idempotent.
+    async fn remove_worker(&self, _id: &str) -> Result<(), BackendError> {
         Ok(())
     }
 

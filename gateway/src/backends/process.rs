@@ -42,7 +42,7 @@ use super::runconf::{self, AGENT_SOCKET, Listen, ServerConf, write_private};
 use super::sandbox::{self, Confinement, Sandbox};
 use super::{
     Backend, BackendError, Endpoint, EngineSpec, Handle, NotebookSpec, Observed, Progress, SshLink,
-    StopMode, Upstream, Usage,
+    StopMode, Upstream, Usage, WorkerExit, WorkerSpec,
 };
 use crate::config::Settings;
 use crate::lifecycle::handle::ProcessHandle;
@@ -54,6 +54,8 @@ pub struct ProcessBackend {
     data_dir: PathBuf,
     env: JupyterEnv,
     runtime_bin: PathBuf,
+    /// Where training jobs without an image run (`training.venv`; none: `env`'s).
+    training_venv: Option<PathBuf>,
     confinement: Confinement,
     /// SIGTERM to SIGKILL, applied by the runtime to Jupyter and its kernels.
     grace_secs: u64,
@@ -83,6 +85,7 @@ impl ProcessBackend {
                 settings.backend.jupyterlab_requirement.clone(),
             ),
             runtime_bin,
+            training_venv: settings.training.venv.clone(),
             confinement: Confinement::detect(settings)?,
             grace_secs: settings.backend.stop_grace_secs,
             host_root: sandbox::HostRoot::read(),
@@ -187,13 +190,14 @@ impl ProcessBackend {
         flavor: &crate::config::Flavor,
         runtime_spec: &RuntimeSpec,
         run: &Path,
+        join: Option<std::os::fd::OwnedFd>,
     ) -> Result<(i32, u64), BackendError> {
         let spec_path = run.join("spec.json");
         write_private(
             &spec_path,
             &serde_json::to_vec_pretty(runtime_spec).context("spec")?,
         )?;
-        let pid = self.spawn_runtime(id, flavor, &spec_path, run)?;
+        let pid = self.spawn_runtime(id, flavor, &spec_path, run, join)?;
         let ticks = start_ticks(pid).context("reading the runtime's start time")?;
         Ok((pid, ticks))
     }
@@ -206,6 +210,7 @@ impl ProcessBackend {
         flavor: &crate::config::Flavor,
         spec_path: &Path,
         run: &Path,
+        join: Option<std::os::fd::OwnedFd>,
     ) -> Result<i32, BackendError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -226,13 +231,18 @@ impl ProcessBackend {
                 .prepare(id, flavor)
                 .with_context(|| format!("making the notebook's cgroups ({:?})", s.cgroups))?;
             let own_network = s.root;
+            // Closed when this function returns (the child has its copy by then).
+            let join = join.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
             // SAFETY: Entry::enter only writes to descriptors opened before the fork;
-            // enter_new_network makes syscalls on stack data.
+            // enter_new_network makes syscalls on stack data; join_network uses a
+            // descriptor opened before the fork.
             unsafe {
                 cmd.pre_exec(move || {
                     entry.enter()?;
-                    if own_network {
-                        sandbox::enter_new_network()?;
+                    match join {
+                        Some(fd) => sandbox::join_network(fd)?,
+                        None if own_network => sandbox::enter_new_network()?,
+                        None => {}
                     }
                     Ok(())
                 });
@@ -343,6 +353,9 @@ impl ProcessBackend {
                 passwd: &run.join("passwd"),
                 group: &run.join("group"),
                 extra_ro: &extra_ro,
+                binds: &[],
+                ro_binds: &[],
+                hosts: None,
                 hostname: &hostname,
             },
         );
@@ -523,6 +536,9 @@ impl ProcessBackend {
                 passwd: &run.join("passwd"),
                 group: &run.join("group"),
                 extra_ro: &[],
+                binds: &[],
+                ro_binds: &[],
+                hosts: None,
                 hostname: &hostname,
             },
         );
@@ -564,7 +580,7 @@ impl ProcessBackend {
             .context("securing the instance's dir")?;
         let runtime_spec = self.write_engine(s, spec, &run)?;
         let (runtime_pid, runtime_start_ticks) =
-            self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run)?;
+            self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run, None)?;
         Ok(Handle::Process(ProcessHandle {
             notebook_id: spec.id.clone(),
             runtime_pid,
@@ -573,6 +589,164 @@ impl ProcessBackend {
             token: String::new(),
             engine: true,
         }))
+    }
+}
+
+impl ProcessBackend {
+    /// [`Backend::launch_worker`]: the worker's run dir (root's), its agent dir (ma-user's:
+    /// the log), the specs; then the runtime, in worker 0's network when it is a later one.
+    async fn start_worker(&self, spec: &WorkerSpec) -> Result<Handle, BackendError> {
+        self.refused()?;
+        let Some(s) = self.sandbox() else {
+            return Err(BackendError::Unsupported(
+                "training jobs need the sandbox (each job runs in a network namespace of its own, as ma-user); with ATELIER_SANDBOX=none the process backend runs no training jobs".into(),
+            ));
+        };
+        if spec.image.is_some() {
+            return Err(BackendError::Unsupported(
+                "the process backend runs no container images: leave the job's image out (it runs in the training environment, training.venv) or use the docker backend".into(),
+            ));
+        }
+        let venv = match &self.training_venv {
+            Some(v) => v.clone(),
+            None => {
+                if !self.env.is_ready() {
+                    self.env.ensure().await.map_err(|e| {
+                        BackendError::Image(format!("preparing the virtualenv: {e:#}"))
+                    })?;
+                }
+                self.env.venv().to_path_buf()
+            }
+        };
+        let join = match &spec.network_of {
+            Some(first) => {
+                let h = Self::decode(first)?;
+                if !alive(h.runtime_pid, h.runtime_start_ticks) {
+                    return Err(BackendError::Start(
+                        "worker 0 ended before this worker started".into(),
+                    ));
+                }
+                Some(
+                    sandbox::open_network_of(h.runtime_pid)
+                        .context("opening worker 0's network namespace")?,
+                )
+            }
+            None => None,
+        };
+        let dir = self.engine_dir(&spec.id);
+        let run = dir.join("run");
+        let _ = tokio::fs::remove_dir_all(&run).await;
+        tokio::fs::create_dir_all(&run)
+            .await
+            .context("creating the run dir")?;
+        tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .await
+            .context("securing the worker's dir")?;
+        let agent_dir = run.join("agent");
+        std::fs::create_dir_all(&agent_dir)
+            .with_context(|| format!("creating {}", agent_dir.display()))?;
+        let (passwd, group) = sandbox::passwd_files();
+        std::fs::write(run.join("passwd"), passwd).context("writing passwd")?;
+        std::fs::write(run.join("group"), group).context("writing group")?;
+        let home = PathBuf::from(sandbox::HOME);
+        let mut env = spec.env.clone();
+        let path = match env.get("PATH") {
+            Some(p) => format!("{}:{p}", text(&venv.join("bin"))),
+            None => format!("{}:/usr/local/bin:/usr/bin:/bin", text(&venv.join("bin"))),
+        };
+        for (k, v) in [
+            ("PATH", path),
+            ("HOME", text(&home)),
+            ("USER", "ma-user".into()),
+            ("LANG", "C.UTF-8".into()),
+            ("PYTHONUNBUFFERED", "1".into()),
+            ("HOSTNAME", spec.hostname.clone()),
+        ] {
+            env.insert(k.into(), v);
+        }
+        let agent = Path::new(sandbox::AGENT);
+        let inner = RuntimeSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), spec.command.clone()],
+            env,
+            cwd: home.clone(),
+            log_file: agent.join(super::WORKER_LOG),
+            status_file: agent.join("status.json"),
+            grace_seconds: self.grace_secs,
+            ssh: None,
+            user: s.root.then(|| UserSpec {
+                uid: sandbox::UID,
+                gid: sandbox::GID,
+                home: Some(home.clone()),
+            }),
+            forward: None,
+        };
+        write_private(
+            &agent_dir.join("spec.json"),
+            &serde_json::to_vec_pretty(&inner).context("spec")?,
+        )?;
+        crate::confined::Dir::open(&agent_dir)
+            .and_then(|d| d.chown_self(sandbox::UID, sandbox::GID))
+            .context("handing the agent dir to ma-user")?;
+        let python_home = sandbox::python_home(&venv);
+        let extra_ro: Vec<PathBuf> = sandbox::resolv_conf_dir().into_iter().collect();
+        let binds = [(spec.mount.clone(), super::TRAINING_MOUNT.to_string())];
+        let argv = sandbox::argv(
+            s,
+            &self.host_root,
+            &sandbox::Paths {
+                venv: &venv,
+                python_home: python_home.as_deref(),
+                runtime_bin: &self.runtime_bin,
+                work: None,
+                data: None,
+                agent_dir: &agent_dir,
+                config_dir: None,
+                model: None,
+                passwd: &run.join("passwd"),
+                group: &run.join("group"),
+                extra_ro: &extra_ro,
+                binds: &binds,
+                ro_binds: &spec.read_only,
+                hosts: spec.hosts.as_deref(),
+                hostname: &spec.hostname,
+            },
+        );
+        let runtime_spec = self.outer_spec(argv, &run);
+        let first = join.is_none();
+        let (runtime_pid, runtime_start_ticks) =
+            self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run, join)?;
+        let handle = Handle::Process(ProcessHandle {
+            notebook_id: spec.id.clone(),
+            runtime_pid,
+            runtime_start_ticks,
+            port: None,
+            token: String::new(),
+            engine: true,
+        });
+        // The job's network gets egress once, through worker 0 (the others share it).
+        if first && s.root {
+            let entry = s
+                .cgroups
+                .prepare(&spec.id, &spec.flavor)
+                .context("opening the worker's cgroups")?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            if let Err(e) =
+                sandbox::attach_network(s, &spec.id, runtime_pid, &run, entry, deadline).await
+            {
+                let _ = self
+                    .stop(
+                        &handle,
+                        StopMode {
+                            grace: Duration::from_secs(1),
+                        },
+                    )
+                    .await;
+                return Err(BackendError::Start(format!(
+                    "giving the job its network: {e}"
+                )));
+            }
+        }
+        Ok(handle)
     }
 }
 
@@ -688,7 +862,7 @@ impl Backend for ProcessBackend {
             }
         };
         let (runtime_pid, runtime_start_ticks) =
-            self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run)?;
+            self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run, None)?;
         Ok(Handle::Process(ProcessHandle {
             notebook_id: spec.id.clone(),
             runtime_pid,
@@ -869,6 +1043,30 @@ impl Backend for ProcessBackend {
 
     async fn launch_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
         self.start_engine(spec).await
+    }
+
+    async fn launch_worker(&self, spec: &WorkerSpec) -> Result<Handle, BackendError> {
+        self.start_worker(spec).await
+    }
+
+    async fn worker_exit(&self, handle: &Handle) -> Option<WorkerExit> {
+        let Ok(h) = Self::decode(handle) else {
+            return Some(WorkerExit::Lost);
+        };
+        if alive(h.runtime_pid, h.runtime_start_ticks) {
+            return None;
+        }
+        // The outer runtime's status, in the worker's run dir (root's, outside the
+        // sandbox): the inner runtime exits with the command's code, and so does bubblewrap.
+        let status = self.runtime_status(&self.dir_of(&h));
+        Some(runconf::worker_exit(status.as_ref()))
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<(), BackendError> {
+        if let Some(s) = self.sandbox() {
+            s.cgroups.remove(id).await;
+        }
+        runconf::remove_notebook_dir(&self.engine_dir(id)).await
     }
 
     fn engine_endpoint(&self, handle: &Handle) -> Result<Endpoint, BackendError> {

@@ -237,6 +237,26 @@ pub fn how_it_ended(status: Option<serde_json::Value>) -> String {
     }
 }
 
+/// How a training worker ended, from its outer runtime's status file (`None`: there is
+/// none, the runtime was killed).
+pub fn worker_exit(status: Option<&serde_json::Value>) -> super::WorkerExit {
+    let Some(s) = status else {
+        return super::WorkerExit::Lost;
+    };
+    match s.get("state").and_then(|v| v.as_str()) {
+        Some("stopped") => super::WorkerExit::Stopped,
+        Some("exited") => match (
+            s.get("exit_code").and_then(|v| v.as_i64()),
+            s.get("signal").and_then(|v| v.as_i64()),
+        ) {
+            (Some(code), _) => super::WorkerExit::Code(code as i32),
+            (_, Some(sig)) => super::WorkerExit::Code(128 + sig as i32),
+            _ => super::WorkerExit::Lost,
+        },
+        _ => super::WorkerExit::Lost,
+    }
+}
+
 /// Removes a notebook's dir and everything in it (gone already is fine). Refuses while
 /// anything is mounted below it: removing through a mount (a work disk, an object-storage
 /// folder) would delete files that are not the notebook dir's to remove.

@@ -198,6 +198,13 @@ pub struct Paths<'a> {
     /// Extra host directories to show read-only at their paths (the target of a
     /// `/etc/resolv.conf` link, say).
     pub extra_ro: &'a [PathBuf],
+    /// Host directories bound at other paths inside: read-write, then read-only (a
+    /// training worker's mount and its inputs, in that order, so an input's mount point
+    /// may be under the mount).
+    pub binds: &'a [(PathBuf, String)],
+    pub ro_binds: &'a [(PathBuf, String)],
+    /// Shown at `/etc/hosts` (a training job's worker names).
+    pub hosts: Option<&'a Path>,
     pub hostname: &'a str,
 }
 
@@ -315,6 +322,15 @@ pub fn argv(s: &Sandbox, host: &HostRoot, p: &Paths) -> Vec<String> {
     if p.model.is_some() {
         dests.push(Path::new(super::MODEL_DIR));
     }
+    // Read-only binds under a read-write one are mount points in it, not made here.
+    let bind_dests: Vec<&Path> = p.binds.iter().map(|(_, d)| Path::new(d.as_str())).collect();
+    dests.extend(bind_dests.iter().copied());
+    dests.extend(
+        p.ro_binds
+            .iter()
+            .map(|(_, d)| Path::new(d.as_str()))
+            .filter(|d| !bind_dests.iter().any(|b| d.starts_with(b))),
+    );
     for dest in dests.iter().copied().chain(at_host_paths.iter().copied()) {
         let mut chain: Vec<&Path> = dest.ancestors().skip(1).collect();
         chain.reverse();
@@ -346,9 +362,19 @@ pub fn argv(s: &Sandbox, host: &HostRoot, p: &Paths) -> Vec<String> {
     if let Some(model) = p.model {
         push(&mut a, &["--ro-bind", &str(model), super::MODEL_DIR]);
     }
+    for (src, dest) in p.binds {
+        push(&mut a, &["--bind", &str(src), dest]);
+    }
+    for (src, dest) in p.ro_binds {
+        push(&mut a, &["--ro-bind", &str(src), dest]);
+    }
+    if let Some(hosts) = p.hosts {
+        push(&mut a, &["--ro-bind", &str(hosts), "/etc/hosts"]);
+    }
     let cwd = match (p.work, p.model) {
         (Some(_), _) => WORK,
         (None, Some(_)) => super::MODEL_DIR,
+        (None, None) if !p.binds.is_empty() => HOME,
         (None, None) => "/",
     };
     push(&mut a, &["--chdir", cwd, "--"]);
@@ -414,6 +440,29 @@ pub fn enter_new_network() -> std::io::Result<()> {
         if r != 0 {
             return Err(err);
         }
+    }
+    Ok(())
+}
+
+/// The network namespace of a running sandbox (its runtime's, made by
+/// [`enter_new_network`]), opened now so that a later worker of the same training job can
+/// join it between fork and exec ([`join_network`]).
+pub fn open_network_of(runtime_pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    let own = std::fs::read_link("/proc/self/ns/net")?;
+    let path = format!("/proc/{runtime_pid}/ns/net");
+    if std::fs::read_link(&path)? == own {
+        return Err(std::io::Error::other(
+            "the first worker has no network namespace of its own",
+        ));
+    }
+    Ok(std::fs::File::open(path)?.into())
+}
+
+/// In the child between `fork` and `exec`: moves it into the namespace `fd` holds.
+pub fn join_network(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: setns on a descriptor opened before the fork.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -589,6 +638,9 @@ mod tests {
                 passwd: &p("/d/nb/1/run/passwd"),
                 group: &p("/d/nb/1/run/group"),
                 extra_ro: &[],
+                binds: &[],
+                ro_binds: &[],
+                hosts: None,
                 hostname: "nb-1",
             },
         )
@@ -659,6 +711,9 @@ mod tests {
                 passwd: &p("/d/engines/1/run/passwd"),
                 group: &p("/d/engines/1/run/group"),
                 extra_ro: &[],
+                binds: &[],
+                ro_binds: &[],
+                hosts: None,
                 hostname: "engine-1",
             },
         )

@@ -292,6 +292,34 @@ impl Api {
         Ok(Reply { raw, value })
     }
 
+    /// `GET` of a text body handed to `sink` piece by piece as it comes (a followed log);
+    /// no timeout but the server's.
+    pub async fn stream_text(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), CliError> {
+        let url = self.url(segments, query)?;
+        let mut resp = self
+            .http
+            .get(url.clone())
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(7 * 3600))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let raw = resp.text().await.map_err(|e| self.transport_error(&e))?;
+            return Err(parse_error_body(status.as_u16(), &raw));
+        }
+        while let Some(piece) = resp.chunk().await.map_err(|e| self.transport_error(&e))? {
+            sink(&piece);
+        }
+        Ok(())
+    }
+
     pub async fn get(
         &self,
         segments: &[&str],

@@ -9,6 +9,7 @@ mod algorithms;
 mod api;
 mod apps;
 mod batch;
+mod jobs;
 mod keypairs;
 mod models;
 mod notebooks;
@@ -131,6 +132,9 @@ pub enum ClientCommand {
     /// Training algorithms: Wasm components and commands with their code dir.
     #[command(subcommand)]
     Algorithm(algorithms::AlgorithmCommand),
+    /// Training jobs: run an algorithm or a command on one or more workers.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
     /// Real-time services: deploy model versions, call them.
     #[command(subcommand)]
     Service(services::ServiceCommand),
@@ -190,6 +194,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Storage(c) => storage::run(&ctx, c).await,
         ClientCommand::Model(c) => models::run(&ctx, c).await,
         ClientCommand::Algorithm(c) => algorithms::run(&ctx, c).await,
+        ClientCommand::Job(c) => jobs::run(&ctx, c).await,
         ClientCommand::Service(c) => services::run(&ctx, c).await,
         ClientCommand::App(c) => apps::run(&ctx, c).await,
         ClientCommand::Batch(c) => batch::run(&ctx, c).await,

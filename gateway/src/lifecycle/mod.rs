@@ -25,6 +25,7 @@ pub mod model;
 pub mod mount;
 pub mod notebook;
 pub mod service;
+pub mod training;
 pub mod upload;
 
 /// Names that appear in paths, commands and file names: 1-64 of A-Z, a-z, 0-9, '-', '_'

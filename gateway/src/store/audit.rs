@@ -56,6 +56,9 @@ pub enum Action {
     UnbindAppService,
     CreateAlgorithm,
     DeleteAlgorithm,
+    CreateTrainingJob,
+    StopTrainingJob,
+    DeleteTrainingJob,
 }
 
 impl Action {
@@ -109,6 +112,9 @@ impl Action {
             Action::UnbindAppService => "unbindAppService",
             Action::CreateAlgorithm => "createAlgorithm",
             Action::DeleteAlgorithm => "deleteAlgorithm",
+            Action::CreateTrainingJob => "createTrainingJob",
+            Action::StopTrainingJob => "stopTrainingJob",
+            Action::DeleteTrainingJob => "deleteTrainingJob",
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod resource_events;
 pub mod service_instances;
 pub mod services;
 pub mod storage_connections;
+pub mod training_jobs;
 pub mod transition;
 pub mod uploads;
 pub mod users;

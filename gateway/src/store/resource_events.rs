@@ -224,6 +224,103 @@ impl Catalogue for BatchEvent {
     }
 }
 
+/// The training job events the gateway records (seed 8.11.4, spec/training.md §3.2,
+/// verbatim; a worker's with the seed's `[worker-N]` prefix), stored under the kind
+/// `training`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingEvent {
+    Created,
+    Queuing,
+    Started,
+    Executed,
+    Failed,
+    Restarted,
+    Hanged,
+    Stopped,
+    AutoStopped,
+    Deleted,
+    /// The platform could not prepare or run it (`Abnormal`, [proj]).
+    Abnormal,
+    WorkerCodeDownloading,
+    WorkerCodeDownloaded,
+    WorkerCodeFailed,
+    WorkerInputDownloading,
+    WorkerInputDownloaded,
+    WorkerInputFailed,
+    WorkerRunning,
+    WorkerExited,
+    WorkerOutputUploading,
+    WorkerOutputUploaded,
+    WorkerOutputFailed,
+}
+
+impl Catalogue for TrainingEvent {
+    const KIND: &'static str = "training";
+
+    fn text(self) -> &'static str {
+        match self {
+            TrainingEvent::Created => "Training job created.",
+            TrainingEvent::Queuing => {
+                "The training job is queuing and awaiting resource allocation."
+            }
+            TrainingEvent::Started => "The training job starts to run.",
+            TrainingEvent::Executed => "Training job executed.",
+            TrainingEvent::Failed => "Failed to run the training job.",
+            TrainingEvent::Restarted => "The training job has been restarted.",
+            TrainingEvent::Hanged => {
+                "The system detects that your training job may be suspended. Go to the job details page to view the cause and handle the issue."
+            }
+            TrainingEvent::Stopped => "The training job has been manually stopped.",
+            TrainingEvent::AutoStopped => {
+                "The training job has been stopped. (Maximum running duration: xxx)"
+            }
+            TrainingEvent::Deleted => "The training job has been manually deleted.",
+            TrainingEvent::Abnormal => "The training job cannot run. Error: xxx",
+            TrainingEvent::WorkerCodeDownloading => {
+                "[worker-xxx] The training code is being downloaded."
+            }
+            TrainingEvent::WorkerCodeDownloaded => {
+                "[worker-xxx] [Duration: xxx] Training code downloaded."
+            }
+            TrainingEvent::WorkerCodeFailed => {
+                "[worker-xxx] Failed to download the training code. Failure cause: xxx"
+            }
+            TrainingEvent::WorkerInputDownloading => {
+                "[worker-xxx] The training input is being downloaded."
+            }
+            TrainingEvent::WorkerInputDownloaded => {
+                "[worker-xxx] [Duration: xxx] Training input (parameter: xxx) downloaded."
+            }
+            TrainingEvent::WorkerInputFailed => {
+                "[worker-xxx] Failed to download the training input (parameter: xxx). Failure cause: xxx"
+            }
+            TrainingEvent::WorkerRunning => "[worker-xxx] The training job starts to run.",
+            TrainingEvent::WorkerExited => "[worker-xxx] Training finished. Exit code xxx.",
+            TrainingEvent::WorkerOutputUploading => {
+                "[worker-xxx] The training output is being uploaded."
+            }
+            TrainingEvent::WorkerOutputUploaded => {
+                "[worker-xxx] Training output (parameter: xxx) uploaded."
+            }
+            TrainingEvent::WorkerOutputFailed => {
+                "[worker-xxx] Failed to upload the training output (parameter: xxx). Failure cause: xxx"
+            }
+        }
+    }
+
+    fn level(self) -> Level {
+        match self {
+            TrainingEvent::Failed
+            | TrainingEvent::Abnormal
+            | TrainingEvent::WorkerCodeFailed
+            | TrainingEvent::WorkerInputFailed
+            | TrainingEvent::WorkerOutputFailed => Level::Abnormal,
+            TrainingEvent::Hanged | TrainingEvent::Restarted => Level::Warning,
+            _ => Level::Normal,
+        }
+    }
+}
+
 /// One event to write.
 #[derive(Debug, Clone)]
 pub struct Row<'a> {
@@ -341,7 +438,12 @@ pub async fn list(
 
 /// How long each kind's events are kept (seed 9.6.2: model events 3 months; 9.7.1:
 /// service events 1 month, batch services' too).
-pub const RETENTION_DAYS: &[(&str, i64)] = &[("model", 90), ("service", 30), ("batch", 30)];
+pub const RETENTION_DAYS: &[(&str, i64)] = &[
+    ("model", 90),
+    ("service", 30),
+    ("batch", 30),
+    ("training", 30),
+];
 
 /// Removes the events older than their kind's retention, as of `now`; how many went.
 pub async fn purge(conn: &mut Conn, now: time::OffsetDateTime) -> sqlx::Result<u64> {

@@ -23,6 +23,7 @@ use crate::lifecycle::model::ModelStatus;
 use crate::lifecycle::mount::MountStatus;
 use crate::lifecycle::notebook::NotebookStatus;
 use crate::lifecycle::service::ServiceStatus;
+use crate::lifecycle::training::JobStatus;
 use crate::lifecycle::upload::UploadStatus;
 use crate::lifecycle::{Operation, Refused, Status};
 
@@ -104,6 +105,20 @@ impl Stored for BatchStatus {
         BatchStatus::Deleting,
     ];
     const TABLE: &'static str = "batch_services";
+    const REASON: &'static str = "status_reason";
+}
+
+impl Stored for JobStatus {
+    const KIND: &'static str = "training_job";
+    /// A RUNNING job's workers are found again at a restart; the others go on.
+    const TRANSIENT: &'static [Self] = &[
+        JobStatus::Creating,
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Terminating,
+        JobStatus::Deleting,
+    ];
+    const TABLE: &'static str = "training_jobs";
     const REASON: &'static str = "status_reason";
 }
 

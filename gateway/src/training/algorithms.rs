@@ -331,7 +331,7 @@ impl Algorithms {
 
     /// A container (or command) algorithm: boot, image and code dir checked, the code dir
     /// listed through the caller's connection.
-    async fn container_spec(
+    pub(crate) async fn container_spec(
         &self,
         who: &Principal,
         req: &CreateAlgorithm,

@@ -18,6 +18,10 @@
 //! deleted ([`jobs_using_algorithm`]); a plugin an algorithm runs cannot be deleted either.
 
 pub mod algorithms;
+pub mod joblogs;
+pub mod jobs;
+pub mod launch;
+mod runner;
 pub mod runtime;
 pub mod schema;
 
@@ -27,12 +31,7 @@ use crate::store::Conn;
 pub type AlgorithmError = crate::error::ResourceError;
 
 /// The training jobs (their names) that use the algorithm `algorithm_id`: while there is
-/// any, the algorithm cannot be deleted. The hook of the jobs module, which does not exist
-/// yet: no job can use an algorithm, so this answers none. The jobs module answers here
-/// from its own table, inside the caller's transaction.
-pub async fn jobs_using_algorithm(
-    _tx: &mut Conn,
-    _algorithm_id: &str,
-) -> sqlx::Result<Vec<String>> {
-    Ok(Vec::new())
+/// any, the algorithm cannot be deleted (asked inside the delete's transaction).
+pub async fn jobs_using_algorithm(tx: &mut Conn, algorithm_id: &str) -> sqlx::Result<Vec<String>> {
+    jobs::using_algorithm(tx, algorithm_id).await
 }

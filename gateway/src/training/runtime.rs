@@ -167,7 +167,7 @@ pub fn runtime(
 }
 
 /// `s` as one shell word: as it is when plain, else in single quotes.
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_=./,:+@%".contains(&b))
     {

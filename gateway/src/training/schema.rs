@@ -238,6 +238,28 @@ pub fn check_hyperparameters(hps: &[Hyperparameter]) -> Result<(), String> {
     Ok(())
 }
 
+/// A job's value `v` for the hyperparameter `h`: of its type, within its range, one of
+/// its choices. The refusal names `at`.
+pub fn check_value(at: &str, h: &Hyperparameter, v: &Value) -> Result<(), String> {
+    let n = typed(h.kind, v).map_err(|e| format!("{at}: {e}"))?;
+    if let (Some(n), Some((low, high))) = (n, h.range)
+        && !(low..=high).contains(&n)
+    {
+        return Err(format!("{at}: {v} is outside the range [{low}, {high}]"));
+    }
+    if !h.choices.is_empty() && !h.choices.iter().any(|c| same(h.kind, c, v)) {
+        return Err(format!(
+            "{at}: {v} is not one of the choices ({})",
+            h.choices
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// Equal values of a type (1 and 1.0 are the same Float).
 fn same(kind: HpType, a: &Value, b: &Value) -> bool {
     match kind {

@@ -1,0 +1,1307 @@
+//! Runs a training job's attempts (spec/training.md §3.1, §3.3, §3.4): one task per job,
+//! driven by the job's status, so a restarted gateway picks up where the last one was.
+//!
+//! ```text
+//! CREATING  ─► per worker a mount dir (the gateway's): the code dir downloaded into
+//!              user-job-dir/<last>, outputs/<name>_0 (predownloaded when asked); inputs
+//!              downloaded once into inputs/<name>_0, shown read-only to every worker
+//!           ─► PENDING ("…queuing…") | ABNORMAL (the code or an input could not be fetched)
+//! PENDING   ─► a slot (training.running_jobs) ─► pre-check (auto restart on) ─► RUNNING
+//!              (recorded first) ─► worker 0, then the others in its network, each row
+//!              with its handle
+//! RUNNING   ─► each second: the workers' logs copied (metrics parsed), exits read from
+//!              the backend (never from anything a worker writes); each sampling period:
+//!              CPU use; no output and no CPU for the hang time ─► hung
+//!           ─► every worker 0 ─► outputs uploaded ─► COMPLETED
+//!           ─► a fault ─► the others stopped, outputs uploaded ─► restart (PENDING,
+//!              attempt + 1, a recovery row) when allowed, else FAILED
+//! TERMINATING ─► workers stopped, outputs uploaded ─► TERMINATED
+//! ```
+//!
+//! Invariant: an attempt's workers are launched only after the job is RUNNING with that
+//! attempt, and a RUNNING job found with a worker missing (a gateway killed mid-launch)
+//! ends that attempt as lost: no attempt ever runs twice.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::joblogs::{self, WorkerLog};
+use super::jobs::{JobError, JobSpec, Jobs, OUTPUT_LIMITS, check_listing, decode};
+use super::launch;
+use super::runtime;
+use crate::backends::{Handle, StopMode, WORKER_LOG, WorkerExit, WorkerSpec};
+use crate::lifecycle::training::JobStatus;
+use crate::object_storage::{ObjectUri, connections, s3, transfer};
+use crate::store::resource_events::{self, Row, TrainingEvent};
+use crate::store::training_jobs::{self as rows, JobRow, MetricRow, RecoveryRow};
+use crate::store::transition::Transition;
+use crate::store::{Store, storage_connections};
+
+/// How often a running job's workers are looked at.
+const TICK: Duration = Duration::from_secs(1);
+/// Metric rows a job may store.
+const MAX_METRICS: i64 = 100_000;
+
+/// Seconds from an RFC 3339 time (a row's `started_at`) to now; 0 without one.
+pub(super) fn seconds_since(t: Option<&str>) -> i64 {
+    t.and_then(|s| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    })
+    .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0))
+    .unwrap_or(0)
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+enum Ended {
+    /// Every worker exited 0.
+    Completed,
+    /// A worker's code failed (exit 1-127): the user's fault.
+    UserError {
+        rank: u32,
+        code: i32,
+    },
+    /// The environment's: a worker killed or lost, a failed launch or pre-check.
+    Fault {
+        rank: u32,
+        why: String,
+    },
+    Hung,
+    AutoStop,
+    /// The runner was asked to end (a stop, a delete, the gateway's shutdown).
+    Interrupted,
+}
+
+pub(super) async fn run(jobs: &Jobs, id: &str, token: &CancellationToken) {
+    // Bounded: each pass moves the job on or returns; restarts are at most 128.
+    for _ in 0..1000 {
+        if jobs.inner.shutdown.is_cancelled() {
+            return;
+        }
+        let row = match load(jobs.store(), id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "reading a training job failed");
+                return;
+            }
+        };
+        let spec = match decode(&row) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = to_status(
+                    jobs.store(),
+                    id,
+                    &[row.status],
+                    JobStatus::Abnormal,
+                    Some(&crate::error::Error::from(e).message),
+                    None,
+                )
+                .await;
+                return;
+            }
+        };
+        let step = match row.status {
+            JobStatus::Creating => prepare(jobs, &row, &spec, token).await,
+            JobStatus::Pending => start_attempt(jobs, &row, &spec, token).await,
+            JobStatus::Running => supervise(jobs, &row, &spec, token).await,
+            JobStatus::Terminating => terminate(jobs, &row, &spec, None).await,
+            _ => return,
+        };
+        if let Err(e) = step {
+            tracing::warn!(job = %id, error = %crate::error::Error::from(e), "a training job's step failed");
+            if token.is_cancelled() {
+                continue;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+async fn load(store: &Store, id: &str) -> sqlx::Result<Option<JobRow>> {
+    let mut conn = store.pool.acquire().await?;
+    rows::by_id(&mut conn, id).await
+}
+
+/// Moves `id` from one of `from` to `to` with an event; whether it moved.
+async fn to_status(
+    store: &Store,
+    id: &str,
+    from: &[JobStatus],
+    to: JobStatus,
+    reason: Option<&str>,
+    event: Option<Row<'_>>,
+) -> Result<bool, JobError> {
+    let mut tx = store.write().await?;
+    let mut t = Transition::new(id, from, to);
+    if let Some(r) = reason {
+        t = t.reason(Some(r));
+    }
+    if let Some(e) = event {
+        t = t.resource_event(e);
+    }
+    let moved = t.apply(&mut tx).await?;
+    if moved {
+        tx.commit().await?;
+    }
+    Ok(moved)
+}
+
+fn job_dir(jobs: &Jobs, id: &str) -> PathBuf {
+    jobs.inner.dir.join(id)
+}
+
+fn logs_root(jobs: &Jobs) -> PathBuf {
+    jobs.inner.dir.join("logs")
+}
+
+/// A worker's mount dir (shown at /home/ma-user/modelarts).
+fn mount_dir(jobs: &Jobs, id: &str, rank: u32) -> PathBuf {
+    job_dir(jobs, id).join(format!("w{rank}"))
+}
+
+fn worker_id(id: &str, rank: u32) -> String {
+    format!("{id}-{rank}")
+}
+
+fn event_worker<'a>(id: &'a str, e: TrainingEvent, values: &[&str]) -> Row<'a> {
+    Row::filled(id, None, e, values)
+}
+
+async fn record(store: &Store, row: Row<'_>) {
+    let r = async {
+        let mut tx = store.write().await?;
+        resource_events::record(&mut tx, &row).await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "recording a training event failed");
+    }
+}
+
+/// The S3 client of the job's connection.
+async fn client(jobs: &Jobs, connection_id: &str) -> Result<aws_sdk_s3::Client, String> {
+    let mut conn = jobs
+        .store()
+        .pool
+        .acquire()
+        .await
+        .map_err(|e| e.to_string())?;
+    let c = storage_connections::by_id(&mut conn, connection_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the job's storage connection was deleted")?;
+    let target = connections::target(&c, &jobs.inner.secrets).map_err(|e| format!("{e:#}"))?;
+    Ok(s3::client(&target, Duration::from_secs(60), 3))
+}
+
+/// A key under `prefix` as a relative path of plain names; `None` for a folder marker or a
+/// key that would leave the folder (`..`, empty or odd names).
+fn relative(prefix: &str, key: &str) -> Option<PathBuf> {
+    let rest = key.strip_prefix(prefix)?;
+    if rest.is_empty() || rest.ends_with('/') {
+        return None;
+    }
+    let mut p = PathBuf::new();
+    for part in rest.split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return None;
+        }
+        p.push(part);
+    }
+    Some(p)
+}
+
+/// Downloads every object under `uri` (a folder) into `dest` (the gateway's, fresh).
+async fn download_folder(
+    client: &aws_sdk_s3::Client,
+    uri: &str,
+    dest: &Path,
+) -> Result<usize, String> {
+    let u = ObjectUri::parse(uri).map_err(|e| e.to_string())?;
+    let listing = transfer::list_all(client, &u.bucket, &u.key).await?;
+    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let opts = transfer::Options::default();
+    let progress = transfer::Progress::default();
+    let mut n = 0;
+    for (key, size) in listing {
+        let Some(rel) = relative(&u.key, &key) else {
+            continue;
+        };
+        let local = dest.join(rel);
+        let obj = ObjectUri {
+            bucket: u.bucket.clone(),
+            key,
+        };
+        transfer::download(
+            client,
+            &obj,
+            transfer::Dest::Path(&local),
+            size,
+            &opts,
+            &progress,
+        )
+        .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// CREATING: the workers' dirs, the code, the inputs, the outputs to resume from.
+async fn prepare(
+    jobs: &Jobs,
+    row: &JobRow,
+    spec: &JobSpec,
+    token: &CancellationToken,
+) -> Result<(), JobError> {
+    let id = row.id.as_str();
+    let dir = job_dir(jobs, id);
+    let started = Instant::now();
+    let made: Result<(), String> = async {
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let data_client = match &spec.connection {
+            Some((_, cid)) => Some(client(jobs, cid).await?),
+            None => None,
+        };
+        // The code, once into worker 0's dir; copied to the others.
+        let rt = view(spec);
+        let code_local = rt
+            .code_dir
+            .as_deref()
+            .and_then(|c| c.strip_prefix(runtime::MOUNT_PATH))
+            .map(|rel| rel.trim_start_matches('/').to_string());
+        for rank in 0..spec.nodes {
+            let m = mount_dir(jobs, id, rank);
+            for sub in ["user-job-dir", "inputs", "outputs", "log"] {
+                tokio::fs::create_dir_all(m.join(sub))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for o in &spec.outputs {
+                tokio::fs::create_dir_all(m.join(format!("outputs/{}_0", o.name)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for i in &spec.inputs {
+                // Mount points of the read-only inputs.
+                tokio::fs::create_dir_all(m.join(format!("inputs/{}_0", i.name)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if let (
+            crate::training::algorithms::Engine::Container {
+                code_dir: Some(c), ..
+            },
+            Some(local),
+        ) = (&spec.engine, &code_local)
+        {
+            record(
+                jobs.store(),
+                event_worker(id, TrainingEvent::WorkerCodeDownloading, &["0"]),
+            )
+            .await;
+            let code_client = client(jobs, &c.connection_id)
+                .await
+                .map_err(|e| format!("the code dir: {e}"))?;
+            let t = Instant::now();
+            let dest = mount_dir(jobs, id, 0).join(local);
+            if let Err(e) = download_folder(&code_client, &c.path, &dest).await {
+                record(
+                    jobs.store(),
+                    event_worker(id, TrainingEvent::WorkerCodeFailed, &["0", &e]),
+                )
+                .await;
+                return Err(format!("downloading the code dir {}: {e}", c.path));
+            }
+            record(
+                jobs.store(),
+                event_worker(
+                    id,
+                    TrainingEvent::WorkerCodeDownloaded,
+                    &["0", &format!("{:.1}", t.elapsed().as_secs_f64())],
+                ),
+            )
+            .await;
+            for rank in 1..spec.nodes {
+                copy_tree(&dest, &mount_dir(jobs, id, rank).join(local))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if token.is_cancelled() {
+            return Ok(());
+        }
+        let staged = dir.join("inputs");
+        for i in &spec.inputs {
+            let Some(c) = &data_client else { break };
+            record(
+                jobs.store(),
+                event_worker(id, TrainingEvent::WorkerInputDownloading, &["0"]),
+            )
+            .await;
+            let t = Instant::now();
+            if let Err(e) = download_folder(c, &i.path, &staged.join(format!("{}_0", i.name))).await
+            {
+                record(
+                    jobs.store(),
+                    event_worker(id, TrainingEvent::WorkerInputFailed, &["0", &i.name, &e]),
+                )
+                .await;
+                return Err(format!(
+                    "downloading the input {} ({}): {e}",
+                    i.name, i.path
+                ));
+            }
+            record(
+                jobs.store(),
+                event_worker(
+                    id,
+                    TrainingEvent::WorkerInputDownloaded,
+                    &["0", &format!("{:.1}", t.elapsed().as_secs_f64()), &i.name],
+                ),
+            )
+            .await;
+        }
+        for o in spec.outputs.iter().filter(|o| o.predownload) {
+            let Some(c) = &data_client else { break };
+            for rank in 0..spec.nodes {
+                let dest = mount_dir(jobs, id, rank).join(format!("outputs/{}_0", o.name));
+                download_folder(c, &o.path, &dest).await.map_err(|e| {
+                    format!("predownloading the output {} ({}): {e}", o.name, o.path)
+                })?;
+            }
+        }
+        // Everything in the workers' dirs is ma-user's from here on (and hostile).
+        if rustix::process::geteuid().is_root() {
+            for rank in 0..spec.nodes {
+                crate::confined::Dir::open(&mount_dir(jobs, id, rank))
+                    .and_then(|d| {
+                        d.chown_tree(crate::backends::NOTEBOOK_UID, crate::backends::NOTEBOOK_GID)
+                    })
+                    .map_err(|e| format!("handing the workers' dirs over: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    tracing::debug!(job = %id, secs = started.elapsed().as_secs_f64(), "training job prepared");
+    match made {
+        Ok(()) => {
+            to_status(
+                jobs.store(),
+                id,
+                &[JobStatus::Creating],
+                JobStatus::Pending,
+                None,
+                Some(Row::of(id, None, TrainingEvent::Queuing)),
+            )
+            .await?;
+        }
+        Err(e) => {
+            to_status(
+                jobs.store(),
+                id,
+                &[JobStatus::Creating],
+                JobStatus::Abnormal,
+                Some(&e),
+                Some(Row::filled(id, None, TrainingEvent::Abnormal, &[&e])),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A copy of a tree the gateway just made (no links in it).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let t = e.file_type()?;
+        let dest = to.join(e.file_name());
+        if t.is_dir() {
+            copy_tree(&e.path(), &dest)?;
+        } else if t.is_file() {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the job's workers see, from its spec.
+fn view(spec: &JobSpec) -> runtime::Runtime {
+    let boot = match &spec.engine {
+        crate::training::algorithms::Engine::Container {
+            code_dir,
+            boot_file,
+            boot_command,
+            ..
+        } => runtime::Boot {
+            code_dir: code_dir
+                .as_ref()
+                .map(|c| c.path.strip_prefix("obs://").unwrap_or(&c.path)),
+            boot_file: boot_file.as_deref(),
+            boot_command: boot_command.as_deref(),
+        },
+        crate::training::algorithms::Engine::Wasm { .. } => runtime::Boot {
+            code_dir: None,
+            boot_file: None,
+            boot_command: None,
+        },
+    };
+    runtime::runtime(
+        boot,
+        &JobSpec::channels(&spec.inputs),
+        &JobSpec::channels(&spec.outputs),
+        &spec.valued(),
+    )
+}
+
+/// PENDING: a slot, the pre-check, RUNNING, then the workers.
+async fn start_attempt(
+    jobs: &Jobs,
+    row: &JobRow,
+    spec: &JobSpec,
+    token: &CancellationToken,
+) -> Result<(), JobError> {
+    let id = row.id.as_str();
+    if let crate::training::algorithms::Engine::Wasm { .. } = &spec.engine {
+        let why = "Wasm algorithms do not run as jobs yet on this gateway";
+        to_status(
+            jobs.store(),
+            id,
+            &[JobStatus::Pending],
+            JobStatus::Abnormal,
+            Some(why),
+            Some(Row::filled(id, None, TrainingEvent::Abnormal, &[why])),
+        )
+        .await?;
+        return Ok(());
+    }
+    let slots = jobs.inner.slots.clone();
+    let permit = tokio::select! {
+        p = slots.acquire_owned() => p.map_err(|e| JobError::Internal(e.into()))?,
+        _ = token.cancelled() => return Ok(()),
+    };
+    let attempt = row.attempt;
+    let now = crate::store::now();
+    {
+        let mut tx = jobs.store().write().await?;
+        let moved = Transition::new(id, &[JobStatus::Pending], JobStatus::Running)
+            .resource_event(Row::of(id, None, TrainingEvent::Started))
+            .apply(&mut tx)
+            .await?;
+        if !moved {
+            return Ok(());
+        }
+        rows::set_started(&mut tx, id, attempt, &now).await?;
+        crate::store::operations::progressed::<JobStatus>(&mut tx, id).await?;
+        tx.commit().await?;
+    }
+    let root = logs_root(jobs);
+    let cap = jobs.inner.settings.log_mb * 1024 * 1024;
+    // Pre-check (seed 8.10.1): with auto restart, unless MA_SKIP_IMAGE_DETECT=0.
+    if spec.auto_restart.is_some()
+        && spec.env.get("MA_SKIP_IMAGE_DETECT").map(String::as_str) != Some("0")
+    {
+        let mut log = WorkerLog::open(&root, id, attempt, 0, cap).map_err(anyhow::Error::from)?;
+        log.platform("[pre-check] The training environment is being pre-checked.");
+        if let Err(e) = precheck(&job_dir(jobs, id)) {
+            log.platform(&format!("[pre-check] item disk-size failed: {e}"));
+            let why = format!("Pre-check failed. Error: {e}");
+            record(
+                jobs.store(),
+                Row::filled(id, None, TrainingEvent::WorkerExited, &["0", "-"]).detail(Some(&why)),
+            )
+            .await;
+            return end_attempt(jobs, row, spec, Ended::Fault { rank: 0, why }, &mut []).await;
+        }
+        log.platform("[pre-check] item disk-size passed; Pre-check completed.");
+    }
+    let rt = view(spec);
+    let command = match launch::launcher(&launch::Launch {
+        rt: &rt,
+        run_method: spec.env.get("MA_RUN_METHOD").map(String::as_str),
+        nodes: spec.nodes,
+        job_id: id,
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            return end_attempt(jobs, row, spec, Ended::Fault { rank: 0, why: e }, &mut []).await;
+        }
+    };
+    let flavor = jobs
+        .inner
+        .flavors
+        .iter()
+        .find(|f| f.id == spec.flavor)
+        .cloned()
+        .ok_or_else(|| JobError::Invalid(format!("flavor {} is no longer offered", spec.flavor)))?;
+    let hosts = job_dir(jobs, id).join("hosts");
+    std::fs::write(&hosts, launch::hosts_file(id, spec.nodes)).map_err(anyhow::Error::from)?;
+    let s3env = match &spec.connection {
+        Some((_, cid)) => {
+            let mut conn = jobs.store().pool.acquire().await?;
+            storage_connections::by_id(&mut conn, cid)
+                .await?
+                .map(|c| launch::S3Env {
+                    https: c.endpoint.starts_with("https://"),
+                    endpoint: c.endpoint,
+                })
+        }
+        None => None,
+    };
+    let read_only: Vec<(PathBuf, String)> = spec
+        .inputs
+        .iter()
+        .map(|i| {
+            (
+                job_dir(jobs, id).join(format!("inputs/{}_0", i.name)),
+                runtime::input_path(&i.name),
+            )
+        })
+        .collect();
+    let mut handles: Vec<Handle> = Vec::new();
+    for rank in 0..spec.nodes {
+        let env = launch::environment(
+            &launch::Worker {
+                job_id: id,
+                owner_id: &row.owner_id,
+                rank,
+                nodes: spec.nodes,
+                gpus: flavor.accelerator_count(),
+                hang_minutes: spec.hang_detect_seconds.div_ceil(60),
+            },
+            &rt,
+            s3env.as_ref(),
+            &spec.env,
+        );
+        let mut log = WorkerLog::open(&root, id, attempt, i64::from(rank), cap)
+            .map_err(anyhow::Error::from)?;
+        log.platform(&format!(
+            "[init] attempt {attempt}, worker {rank} of {}",
+            spec.nodes
+        ));
+        let ws = WorkerSpec {
+            id: worker_id(id, rank),
+            owner: row.owner_id.clone(),
+            job_id: id.to_string(),
+            rank,
+            flavor: flavor.clone(),
+            image: match &spec.engine {
+                crate::training::algorithms::Engine::Container { image, .. } => image.clone(),
+                _ => None,
+            },
+            command: command.clone(),
+            env,
+            mount: mount_dir(jobs, id, rank),
+            read_only: read_only.clone(),
+            hosts: Some(hosts.clone()),
+            network_of: handles.first().cloned(),
+            hostname: launch::instance_name(id, rank),
+        };
+        match jobs.inner.backend.launch_worker(&ws).await {
+            Ok(h) => {
+                let mut tx = jobs.store().write().await?;
+                rows::insert_worker(
+                    &mut tx,
+                    id,
+                    attempt,
+                    i64::from(rank),
+                    &h,
+                    &crate::store::now(),
+                )
+                .await?;
+                resource_events::record(
+                    &mut tx,
+                    &event_worker(id, TrainingEvent::WorkerRunning, &[&rank.to_string()]),
+                )
+                .await?;
+                tx.commit().await?;
+                handles.push(h);
+            }
+            Err(e) => {
+                let why = format!("starting worker {rank}: {e}");
+                log.platform(&why);
+                let unsupported = matches!(e, crate::backends::BackendError::Unsupported(_));
+                for h in &handles {
+                    stop_worker(jobs, h).await;
+                }
+                if unsupported {
+                    let mut tx = jobs.store().write().await?;
+                    rows::set_attempt_ended(&mut tx, id, 0, None, &crate::store::now()).await?;
+                    let moved = Transition::new(id, &[JobStatus::Running], JobStatus::Abnormal)
+                        .reason(Some(&why))
+                        .resource_event(Row::filled(id, None, TrainingEvent::Abnormal, &[&why]))
+                        .apply(&mut tx)
+                        .await?;
+                    if moved {
+                        tx.commit().await?;
+                    }
+                    return Ok(());
+                }
+                return end_attempt(jobs, row, spec, Ended::Fault { rank, why }, &mut []).await;
+            }
+        }
+    }
+    drop(permit);
+    Ok(())
+}
+
+/// Free room for the job (seed: disk-size items; here the job's dir's file system).
+fn precheck(dir: &Path) -> Result<(), String> {
+    let st = rustix::fs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < 1 << 30 {
+        return Err(format!(
+            "disk-size: {} MiB free where the job's files are; at least 1024 MiB",
+            free >> 20
+        ));
+    }
+    Ok(())
+}
+
+async fn stop_worker(jobs: &Jobs, h: &Handle) {
+    if let Err(e) = jobs
+        .inner
+        .backend
+        .stop(
+            h,
+            StopMode {
+                grace: Duration::from_secs(5),
+            },
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "stopping a training worker failed");
+    }
+}
+
+/// One worker as the supervisor follows it.
+struct Watched {
+    rank: u32,
+    handle: Handle,
+    log: WorkerLog,
+    agent: Option<PathBuf>,
+    cpu: Option<f64>,
+    exit: Option<WorkerExit>,
+}
+
+/// RUNNING: follows the attempt's workers to its end.
+async fn supervise(
+    jobs: &Jobs,
+    row: &JobRow,
+    spec: &JobSpec,
+    token: &CancellationToken,
+) -> Result<(), JobError> {
+    let id = row.id.as_str();
+    let attempt = row.attempt;
+    let workers = {
+        let mut conn = jobs.store().pool.acquire().await?;
+        rows::workers(&mut conn, id, attempt).await?
+    };
+    let root = logs_root(jobs);
+    let cap = jobs.inner.settings.log_mb * 1024 * 1024;
+    let mut watched = Vec::new();
+    for w in &workers {
+        let Some(h) = w.handle.clone() else { continue };
+        watched.push(Watched {
+            rank: w.rank as u32,
+            agent: jobs.inner.backend.engine_log_dir(&h),
+            log: WorkerLog::open(&root, id, attempt, w.rank, cap).map_err(anyhow::Error::from)?,
+            handle: h,
+            cpu: None,
+            exit: w.exit_code.map(|c| WorkerExit::Code(c as i32)),
+        });
+    }
+    if watched.len() < spec.nodes as usize {
+        // Cut short while launching (a gateway killed): this attempt is lost.
+        let missing = (0..spec.nodes)
+            .find(|r| !watched.iter().any(|w| w.rank == *r))
+            .unwrap_or(0);
+        for w in &watched {
+            stop_worker(jobs, &w.handle).await;
+        }
+        for r in 0..spec.nodes {
+            let _ = jobs.inner.backend.remove_worker(&worker_id(id, r)).await;
+        }
+        let why = format!(
+            "worker {missing} was never started (the gateway stopped while it launched the attempt)"
+        );
+        return end_attempt(
+            jobs,
+            row,
+            spec,
+            Ended::Fault { rank: missing, why },
+            &mut watched,
+        )
+        .await;
+    }
+    let hang = Duration::from_secs(spec.hang_detect_seconds);
+    let period = (hang / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut last_activity = Instant::now();
+    let mut last_sample = Instant::now() - period;
+    let mut metrics_left = {
+        let mut conn = jobs.store().pool.acquire().await?;
+        MAX_METRICS - rows::count_metrics(&mut conn, id).await?
+    };
+    let ended = loop {
+        // Logs and metrics.
+        let mut fresh = Vec::new();
+        for w in watched.iter_mut() {
+            let Some(agent) = &w.agent else { continue };
+            let (n, found) = w
+                .log
+                .pump(agent, WORKER_LOG, &root, id, attempt, i64::from(w.rank));
+            if n > 0 {
+                last_activity = Instant::now();
+            }
+            let now = crate::store::now();
+            for (values, step) in found {
+                for (name, value) in values {
+                    fresh.push(MetricRow {
+                        attempt,
+                        worker: i64::from(w.rank),
+                        name,
+                        step,
+                        value,
+                        time: now.clone(),
+                    });
+                }
+            }
+        }
+        if !fresh.is_empty() && metrics_left > 0 {
+            fresh.truncate(metrics_left as usize);
+            metrics_left -= fresh.len() as i64;
+            let mut tx = jobs.store().write().await?;
+            rows::insert_metrics(&mut tx, id, &fresh).await?;
+            tx.commit().await?;
+        }
+        // Exits, from the backend.
+        let mut failed = None;
+        for w in watched.iter_mut().filter(|w| w.exit.is_none()) {
+            if let Some(exit) = jobs.inner.backend.worker_exit(&w.handle).await {
+                w.exit = Some(exit);
+                let code = match exit {
+                    WorkerExit::Code(c) => Some(i64::from(c)),
+                    _ => None,
+                };
+                let shown = code.map_or("lost".to_string(), |c| c.to_string());
+                w.log
+                    .platform(&format!("[run] Training finished. Exit code {shown}."));
+                let mut tx = jobs.store().write().await?;
+                rows::worker_ended(
+                    &mut tx,
+                    id,
+                    attempt,
+                    i64::from(w.rank),
+                    code,
+                    &crate::store::now(),
+                )
+                .await?;
+                resource_events::record(
+                    &mut tx,
+                    &event_worker(
+                        id,
+                        TrainingEvent::WorkerExited,
+                        &[&w.rank.to_string(), &shown],
+                    ),
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            match w.exit {
+                Some(WorkerExit::Code(0)) | None => {}
+                Some(WorkerExit::Code(c)) if (1..128).contains(&c) => {
+                    failed.get_or_insert(Ended::UserError {
+                        rank: w.rank,
+                        code: c,
+                    });
+                }
+                Some(WorkerExit::Code(c)) => {
+                    failed.get_or_insert(Ended::Fault {
+                        rank: w.rank,
+                        why: format!(
+                            "worker {} was killed (exit code {c}: signal {})",
+                            w.rank,
+                            c - 128
+                        ),
+                    });
+                }
+                Some(WorkerExit::Stopped) | Some(WorkerExit::Lost) => {
+                    failed.get_or_insert(Ended::Fault {
+                        rank: w.rank,
+                        why: format!(
+                            "worker {} was lost (it ended without an exit status)",
+                            w.rank
+                        ),
+                    });
+                }
+            }
+        }
+        if let Some(f) = failed {
+            break f;
+        }
+        if watched.iter().all(|w| w.exit == Some(WorkerExit::Code(0))) {
+            break Ended::Completed;
+        }
+        // CPU use, each sampling period.
+        if last_sample.elapsed() >= period {
+            last_sample = Instant::now();
+            for w in watched.iter_mut().filter(|w| w.exit.is_none()) {
+                let now = jobs
+                    .inner
+                    .backend
+                    .usage(&w.handle)
+                    .await
+                    .map(|u| u.cpu_seconds);
+                if let (Some(before), Some(now)) = (w.cpu, now)
+                    && now - before >= 0.01 * period.as_secs_f64()
+                {
+                    last_activity = Instant::now();
+                }
+                w.cpu = now.or(w.cpu);
+            }
+        }
+        if last_activity.elapsed() >= hang {
+            break Ended::Hung;
+        }
+        if let Some(hours) = spec.auto_stop_hours {
+            let ran = row.run_seconds + seconds_since(row.started_at.as_deref());
+            if ran >= i64::from(hours) * 3600 {
+                break Ended::AutoStop;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = token.cancelled() => break Ended::Interrupted,
+        }
+    };
+    if let Ended::Interrupted = ended {
+        // A stop or delete goes on from the status; a shutdown leaves the workers running.
+        return Ok(());
+    }
+    end_attempt(jobs, row, spec, ended, &mut watched).await
+}
+
+/// The end of an attempt: the other workers stopped, logs and outputs saved, then the
+/// job's next status.
+async fn end_attempt(
+    jobs: &Jobs,
+    row: &JobRow,
+    spec: &JobSpec,
+    ended: Ended,
+    watched: &mut [Watched],
+) -> Result<(), JobError> {
+    let id = row.id.as_str();
+    for w in watched.iter_mut().filter(|w| w.exit.is_none()) {
+        stop_worker(jobs, &w.handle).await;
+        let _ = jobs.inner.backend.worker_exit(&w.handle).await;
+    }
+    let root = logs_root(jobs);
+    for w in watched.iter_mut() {
+        if let Some(agent) = &w.agent {
+            w.log
+                .pump(agent, WORKER_LOG, &root, id, row.attempt, i64::from(w.rank));
+        }
+    }
+    if let Ended::Hung = ended {
+        record(jobs.store(), Row::of(id, None, TrainingEvent::Hanged)).await;
+        for w in watched.iter_mut() {
+            w.log.platform(&format!(
+                "[hang] no output and no CPU use for {} s: the job is taken as hung",
+                spec.hang_detect_seconds
+            ));
+        }
+    }
+    let uploaded = save_outputs(jobs, row, spec).await;
+    save_logs(jobs, row, spec).await;
+    let seconds = seconds_since(row.started_at.as_deref());
+    let restarts_left = i64::from(spec.restarts()) - row.retries;
+    let unconditional = spec.auto_restart.is_some_and(|a| a.unconditional);
+    // (next status, fault source and reason, restart with this streak)
+    let (fault, restart): (Option<(u32, String)>, Option<i64>) = match &ended {
+        Ended::Completed => (None, None),
+        Ended::UserError { rank, code } => (
+            Some((*rank, format!("worker {rank} exited with code {code}"))),
+            (unconditional && restarts_left > 0 && row.streak < super::jobs::MAX_STREAK)
+                .then_some(row.streak + 1),
+        ),
+        Ended::Fault { rank, why } => {
+            (Some((*rank, why.clone())), (restarts_left > 0).then_some(0))
+        }
+        Ended::Hung => (
+            Some((
+                0,
+                format!(
+                    "no output and no CPU use for {} s",
+                    spec.hang_detect_seconds
+                ),
+            )),
+            (restarts_left > 0 && row.streak < super::jobs::MAX_STREAK).then_some(row.streak + 1),
+        ),
+        Ended::AutoStop | Ended::Interrupted => (None, None),
+    };
+    let now = crate::store::now();
+    let mut tx = jobs.store().write().await?;
+    rows::set_attempt_ended(&mut tx, id, seconds, restart, &now).await?;
+    if let Some((rank, why)) = &fault {
+        rows::insert_recovery(
+            &mut tx,
+            id,
+            &RecoveryRow {
+                attempt: row.attempt,
+                started_at: row.started_at.clone().unwrap_or_else(|| now.clone()),
+                ended_at: now.clone(),
+                fault_source: format!("worker-{rank}"),
+                reason: why.clone(),
+                action: if restart.is_some() {
+                    "restarted"
+                } else {
+                    "none: the job failed"
+                }
+                .into(),
+            },
+        )
+        .await?;
+    }
+    let from = [JobStatus::Running, JobStatus::Pending];
+    let moved = match (&ended, restart, &uploaded) {
+        (Ended::AutoStop, _, _) => {
+            let hours = spec.auto_stop_hours.unwrap_or(1);
+            let text = if hours == 1 {
+                "1 hour".to_string()
+            } else {
+                format!("{hours} hours")
+            };
+            Transition::new(id, &from, JobStatus::Terminated)
+                .reason(Some("auto stop"))
+                .resource_event(Row::filled(id, None, TrainingEvent::AutoStopped, &[&text]))
+                .apply(&mut tx)
+                .await?
+        }
+        (_, Some(_), _) => {
+            Transition::new(id, &from, JobStatus::Pending)
+                .resource_event(Row::of(id, None, TrainingEvent::Restarted))
+                .apply(&mut tx)
+                .await?
+        }
+        (Ended::Completed, None, Ok(())) => {
+            Transition::new(id, &from, JobStatus::Completed)
+                .resource_event(Row::of(id, None, TrainingEvent::Executed))
+                .apply(&mut tx)
+                .await?
+        }
+        (_, None, _) => {
+            let why = match (&fault, &uploaded) {
+                (Some((_, w)), _) => w.clone(),
+                (None, Err(e)) => e.clone(),
+                _ => "failed".into(),
+            };
+            Transition::new(id, &from, JobStatus::Failed)
+                .reason(Some(&why))
+                .resource_event(Row::of(id, None, TrainingEvent::Failed).detail(Some(&why)))
+                .apply(&mut tx)
+                .await?
+        }
+    };
+    if moved {
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Uploads each worker's outputs (read through `confined`: the worker wrote them) to the
+/// output paths, within the seed's limits.
+async fn save_outputs(jobs: &Jobs, row: &JobRow, spec: &JobSpec) -> Result<(), String> {
+    let Some((_, cid)) = &spec.connection else {
+        return Ok(());
+    };
+    if spec.outputs.is_empty() {
+        return Ok(());
+    }
+    let client = client(jobs, cid).await?;
+    let id = row.id.as_str();
+    let mut result = Ok(());
+    for rank in 0..spec.nodes {
+        for o in &spec.outputs {
+            let r = rank.to_string();
+            record(
+                jobs.store(),
+                event_worker(id, TrainingEvent::WorkerOutputUploading, &[&r]),
+            )
+            .await;
+            let dir = mount_dir(jobs, id, rank).join(format!("outputs/{}_0", o.name));
+            match upload_dir(&client, &dir, &o.path).await {
+                Ok(_) => {
+                    record(
+                        jobs.store(),
+                        event_worker(id, TrainingEvent::WorkerOutputUploaded, &[&r, &o.name]),
+                    )
+                    .await
+                }
+                Err(e) => {
+                    record(
+                        jobs.store(),
+                        event_worker(id, TrainingEvent::WorkerOutputFailed, &[&r, &o.name, &e]),
+                    )
+                    .await;
+                    result = Err(format!("uploading the output {} ({}): {e}", o.name, o.path));
+                }
+            }
+        }
+    }
+    result
+}
+
+/// A folder the worker wrote, uploaded under `uri`: regular files only (a link or special
+/// file is skipped), at most [`OUTPUT_LIMITS`].
+async fn upload_dir(client: &aws_sdk_s3::Client, dir: &Path, uri: &str) -> Result<usize, String> {
+    let u = ObjectUri::parse(uri).map_err(|e| e.to_string())?;
+    let dir = dir.to_path_buf();
+    let files = tokio::task::spawn_blocking(move || list_confined(&dir))
+        .await
+        .map_err(|e| e.to_string())??;
+    let listing: Vec<(String, u64)> = files
+        .iter()
+        .map(|(rel, _, size)| (rel.clone(), *size))
+        .collect();
+    check_listing(&listing, &OUTPUT_LIMITS)?;
+    for (rel, (parent, name), _) in &files {
+        let f = parent
+            .open_read(std::ffi::OsStr::new(name))
+            .map_err(|e| format!("{rel}: {e}"))?;
+        let stream = file_chunks(tokio::fs::File::from_std(f));
+        let key = ObjectUri {
+            bucket: u.bucket.clone(),
+            key: format!("{}{rel}", u.key),
+        };
+        transfer::upload_stream(
+            client,
+            &key,
+            Box::pin(stream),
+            8 << 20,
+            OUTPUT_LIMITS.file_bytes,
+        )
+        .await
+        .map_err(|e| format!("{rel}: {e}"))?;
+    }
+    Ok(files.len())
+}
+
+type Listed = (String, (crate::confined::Dir, String), u64);
+
+/// The regular files under `dir`, walked through `confined` (nothing followed), at most
+/// one past the output limit.
+fn list_confined(dir: &Path) -> Result<Vec<Listed>, String> {
+    let top = match crate::confined::Dir::open(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![(top, String::new(), 0usize)];
+    while let Some((d, at, depth)) = stack.pop() {
+        for name in d
+            .entries(OUTPUT_LIMITS.files + 1)
+            .map_err(|e| e.to_string())?
+        {
+            let Some(name) = name.to_str().map(str::to_string) else {
+                continue;
+            };
+            let rel = if at.is_empty() {
+                name.clone()
+            } else {
+                format!("{at}/{name}")
+            };
+            match d
+                .file_type(std::ffi::OsStr::new(&name))
+                .map_err(|e| e.to_string())?
+            {
+                Some((rustix::fs::FileType::RegularFile, size)) => {
+                    out.push((rel, (d.try_clone().map_err(|e| e.to_string())?, name), size));
+                    if out.len() > OUTPUT_LIMITS.files {
+                        return Err(format!("more than {} files", OUTPUT_LIMITS.files));
+                    }
+                }
+                Some((rustix::fs::FileType::Directory, _)) if depth < 32 => {
+                    let sub = d.open_dir(Path::new(&name)).map_err(|e| e.to_string())?;
+                    stack.push((sub, rel, depth + 1));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn file_chunks(
+    f: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> {
+    tokio_util::io::ReaderStream::new(f).map_err_to_string()
+}
+
+trait MapErrToString {
+    fn map_err_to_string(self) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>>;
+}
+
+impl<S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>>> MapErrToString for S {
+    fn map_err_to_string(self) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> {
+        use futures_util::StreamExt;
+        self.map(|r| r.map_err(|e| e.to_string()))
+    }
+}
+
+/// Each worker's log of the attempt, copied to the job's log path (seed naming:
+/// `modelarts-job-<id>-worker-<n>.log`, with `-attempt-<a>` after a restart).
+async fn save_logs(jobs: &Jobs, row: &JobRow, spec: &JobSpec) {
+    let (Some(path), Some((_, cid))) = (&spec.log_path, &spec.connection) else {
+        return;
+    };
+    let Ok(client) = client(jobs, cid).await else {
+        return;
+    };
+    let Ok(u) = ObjectUri::parse(path) else {
+        return;
+    };
+    let root = logs_root(jobs);
+    for rank in 0..spec.nodes {
+        let file = joblogs::file(&root, &row.id, row.attempt, i64::from(rank));
+        let Ok(size) = std::fs::metadata(&file).map(|m| m.len()) else {
+            continue;
+        };
+        if size == 0 {
+            continue;
+        }
+        let suffix = if row.attempt > 0 {
+            format!("-attempt-{}", row.attempt)
+        } else {
+            String::new()
+        };
+        let key = ObjectUri {
+            bucket: u.bucket.clone(),
+            key: format!(
+                "{}modelarts-job-{}-worker-{rank}{suffix}.log",
+                u.key, row.id
+            ),
+        };
+        let opts = transfer::Options::default();
+        if let Err(e) = transfer::upload(
+            &client,
+            &file,
+            &key,
+            size,
+            &opts,
+            &transfer::Progress::default(),
+        )
+        .await
+        {
+            tracing::warn!(job = %row.id, error = %e, "copying a training log to its log path failed");
+        }
+    }
+}
+
+/// TERMINATING: the workers stopped, outputs saved, TERMINATED.
+async fn terminate(
+    jobs: &Jobs,
+    row: &JobRow,
+    spec: &JobSpec,
+    _why: Option<&str>,
+) -> Result<(), JobError> {
+    let id = row.id.as_str();
+    let workers = {
+        let mut conn = jobs.store().pool.acquire().await?;
+        rows::workers(&mut conn, id, row.attempt).await?
+    };
+    let root = logs_root(jobs);
+    let cap = jobs.inner.settings.log_mb * 1024 * 1024;
+    let ran = row.started_at.is_some();
+    for w in workers.iter().filter(|w| w.ended_at.is_none()) {
+        let Some(h) = &w.handle else { continue };
+        stop_worker(jobs, h).await;
+        if let Ok(mut log) = WorkerLog::open(&root, id, row.attempt, w.rank, cap) {
+            if let Some(agent) = jobs.inner.backend.engine_log_dir(h) {
+                log.pump(&agent, WORKER_LOG, &root, id, row.attempt, w.rank);
+            }
+            log.platform("[stop] The training job has been manually stopped.");
+        }
+        let mut tx = jobs.store().write().await?;
+        rows::worker_ended(&mut tx, id, row.attempt, w.rank, None, &crate::store::now()).await?;
+        tx.commit().await?;
+    }
+    if ran {
+        let _ = save_outputs(jobs, row, spec).await;
+        save_logs(jobs, row, spec).await;
+    }
+    let seconds = seconds_since(row.started_at.as_deref());
+    let mut tx = jobs.store().write().await?;
+    rows::set_attempt_ended(&mut tx, id, seconds, None, &crate::store::now()).await?;
+    let moved = Transition::new(id, &[JobStatus::Terminating], JobStatus::Terminated)
+        .resource_event(Row::of(id, None, TrainingEvent::Stopped))
+        .apply(&mut tx)
+        .await?;
+    if moved {
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// DELETING: every worker stopped and removed, the job's dirs and logs gone, its row too.
+pub(super) async fn finish_delete(jobs: &Jobs, id: &str) -> Result<(), JobError> {
+    let row = load(jobs.store(), id).await?;
+    if let Some(row) = &row {
+        let nodes = decode(row).map(|s| s.nodes).unwrap_or(1);
+        let workers = {
+            let mut conn = jobs.store().pool.acquire().await?;
+            rows::workers(&mut conn, id, row.attempt).await?
+        };
+        for w in workers.iter().filter(|w| w.ended_at.is_none()) {
+            if let Some(h) = &w.handle {
+                stop_worker(jobs, h).await;
+            }
+        }
+        for r in 0..nodes.max(workers.len() as u32) {
+            if let Err(e) = jobs.inner.backend.remove_worker(&worker_id(id, r)).await {
+                tracing::warn!(job = %id, error = %e, "removing a training worker failed");
+            }
+        }
+    }
+    let _ = tokio::fs::remove_dir_all(job_dir(jobs, id)).await;
+    let _ = tokio::fs::remove_dir_all(joblogs::job_dir(&logs_root(jobs), id)).await;
+    let mut tx = jobs.store().write().await?;
+    rows::delete(&mut tx, id).await?;
+    crate::store::operations::end::<JobStatus>(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) fn log_path(jobs: &Jobs, id: &str, attempt: i64, rank: i64) -> PathBuf {
+    joblogs::file(&logs_root(jobs), id, attempt, rank)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_never_leave_their_folder() {
+        assert_eq!(relative("a/", "a/x/y.py"), Some(PathBuf::from("x/y.py")));
+        for bad in [
+            "a/",
+            "a/x/",
+            "a/../etc/passwd",
+            "a/x/../../y",
+            "a//y",
+            "b/x",
+            "a/./x",
+        ] {
+            assert_eq!(relative("a/", bad), None, "{bad}");
+        }
+    }
+}

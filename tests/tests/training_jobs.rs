@@ -1,0 +1,749 @@
+//! Training jobs (`/v1/training-jobs`, `atelier job`) on the process backend: the seed's
+//! runtime contract (code dir, channels, hyperparameters as arguments, `MA_*` variables,
+//! `requirements.txt`, `ma-pre-start.sh`, outputs uploaded), its statuses and events, a
+//! failure, a worker killed and resumed from its checkpoint, a hang detected and restarted,
+//! stop and delete, refusals that create nothing, a gateway killed mid-job, logs followed
+//! live, and a 2-worker `torch.distributed` all-reduce.
+
+use std::time::Duration;
+
+use atelier_tests::s3::S3Server;
+use atelier_tests::{Api, Gateway, eventually, wait_for_status};
+use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(240);
+
+async fn gateway(extra: &[(&str, &str)]) -> Gateway {
+    let mut env = vec![("ATELIER_TRAINING_MIN_HANG_SECS", "2")];
+    env.extend_from_slice(extra);
+    Gateway::start_with(&env).await
+}
+
+fn write(s3: &S3Server, bucket: &str, path: &str, text: &str) {
+    let p = s3.bucket(bucket).join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+async fn job(api: &Api, body: Value) -> Value {
+    api.post("/v1/training-jobs", body)
+        .await
+        .expect_status(201)
+        .clone()
+}
+
+async fn wait(api: &Api, name: &str, want: &str) -> Value {
+    wait_for_status(api, &format!("/v1/training-jobs/{name}"), want, LONG).await
+}
+
+async fn log_of(api: &Api, name: &str, query: &str) -> String {
+    let r = api
+        .send(api.request(
+            reqwest::Method::GET,
+            &format!("/v1/training-jobs/{name}/logs?{query}"),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.text.clone()
+}
+
+async fn events(api: &Api, name: &str) -> Vec<String> {
+    api.get(&format!("/v1/training-jobs/{name}/events"))
+        .await
+        .expect_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The script of the runtime-contract test: prints what it sees.
+const CONTRACT: &str = r#"
+import os, sys
+print("ARGS", " ".join(sys.argv[1:]))
+for k in sorted(os.environ):
+    if k.startswith(("MA_", "VC_", "S3_")) or k in ("train_url", "MASTER_ADDR", "WORLD_SIZE", "RANK"):
+        print(f"ENV {k}={os.environ[k]}")
+data = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--data_url=")][0]
+print("DATA", open(os.path.join(data, "part-0.csv")).read().strip())
+print("CWD", os.getcwd())
+print("UID", os.getuid())
+out = os.environ["train_url"]
+open(os.path.join(out, "model.txt"), "w").write("weights")
+os.makedirs(os.path.join(out, "sub"), exist_ok=True)
+open(os.path.join(out, "sub", "more.txt"), "w").write("more")
+# A link the job plants is not followed by the upload.
+os.symlink("/etc/passwd", os.path.join(out, "link"))
+print("[metric] loss=0.5 accuracy=0.75 step=1")
+print("[metric] loss=0.25 accuracy=0.875 step=2")
+print("done")
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_runs_the_seeds_runtime_contract_and_completes() {
+    let s3 = S3Server::start();
+    write(&s3, "code", "demo-code/train.py", CONTRACT);
+    write(&s3, "code", "demo-code/requirements.txt", "pip\n");
+    write(
+        &s3,
+        "code",
+        "demo-code/ma-pre-start.sh",
+        "echo PRE-START ran\n",
+    );
+    write(&s3, "data", "iris/part-0.csv", "5.1,3.5,1.4,0.2\n");
+    let gw = gateway(&[]).await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    s3.connect(&alice, "local").await;
+    alice
+        .post(
+            "/v1/algorithms",
+            json!({
+                "name": "contract",
+                "code_dir": {"connection": "local", "path": "obs://code/demo-code"},
+                "boot_file": "train.py",
+                "inputs": [{"name": "data_url"}],
+                "outputs": [{"name": "train_url", "obtained_from": "environment_variables"}],
+                "hyperparameters": [
+                    {"name": "lr", "type": "FLOAT", "default": 0.01, "range": [0, 1]},
+                    {"name": "epochs", "type": "INT", "required": true},
+                    {"name": "opt", "type": "STR", "default": "sgd", "choices": ["sgd", "adam"]}
+                ]
+            }),
+        )
+        .await
+        .expect_status(201);
+    let j = job(
+        &alice,
+        json!({
+            "name": "contract-1",
+            "algorithm": "contract",
+            "connection": "local",
+            "inputs": [{"name": "data_url", "path": "obs://data/iris/"}],
+            "outputs": [{"name": "train_url", "path": "obs://out/run-1/"}],
+            "hyperparameters": {"epochs": 2, "opt": "adam"},
+            "env": {"MY_SETTING": "x y", "MA_FOO": "1"},
+            "tags": {"team": "vision"}
+        }),
+    )
+    .await;
+    assert_eq!(j["status"], "CREATING");
+    assert_eq!(
+        j["hyperparameters"],
+        json!({"epochs": 2, "lr": 0.01, "opt": "adam"})
+    );
+    assert!(j["warnings"][0].as_str().unwrap().contains("MA_FOO"), "{j}");
+    let done = wait(&alice, "contract-1", "COMPLETED").await;
+    assert_eq!(done["retries"], 0);
+
+    let log = log_of(&alice, "contract-1", "").await;
+    let has = |s: &str| assert!(log.contains(s), "{s:?} not in the log:\n{log}");
+    // In the algorithm's order.
+    has(
+        "ARGS --data_url=/home/ma-user/modelarts/inputs/data_url_0 --lr=0.01 --epochs=2 --opt=adam",
+    );
+    has("ENV MA_JOB_DIR=/home/ma-user/modelarts/user-job-dir\n");
+    has("ENV MA_MOUNT_PATH=/home/ma-user/modelarts\n");
+    has("ENV MA_LOG_DIR=/home/ma-user/modelarts/log\n");
+    has("ENV MA_NUM_HOSTS=1\n");
+    has("ENV VC_TASK_INDEX=0\n");
+    has("ENV VC_WORKER_NUM=1\n");
+    has("ENV MA_TASK_NAME=worker\n");
+    has("ENV MA_HANG_DETECT_TIME=30\n");
+    has("ENV MA_SKIP_IMAGE_DETECT=1\n");
+    has("ENV MA_FOO=1\n");
+    has(&format!("ENV S3_ENDPOINT={}", s3.endpoint()));
+    has("ENV train_url=/home/ma-user/modelarts/outputs/train_url_0\n");
+    has(&format!(
+        "ENV MA_CURRENT_INSTANCE_NAME=ma-job-{}-worker-0\n",
+        j["id"].as_str().unwrap()
+    ));
+    has("DATA 5.1,3.5,1.4,0.2");
+    has("CWD /home/ma-user/modelarts/user-job-dir/demo-code");
+    has("UID 1000");
+    has("Python dependency packages are being installed");
+    has("Python dependency packages installed");
+    // ma-pre-start.sh before the boot file's output.
+    let pre = log.find("PRE-START ran").expect("ma-pre-start ran");
+    assert!(pre < log.find("ARGS").unwrap(), "{log}");
+    has("Training finished. Exit code 0.");
+    // The user's lines alone.
+    let user = log_of(&alice, "contract-1", "system=false").await;
+    assert!(
+        !user.contains("[ModelArts Service Log]") && user.contains("done\n"),
+        "{user}"
+    );
+    let grep = log_of(&alice, "contract-1", "q=DATA").await;
+    assert_eq!(grep.trim(), "DATA 5.1,3.5,1.4,0.2");
+
+    // Outputs uploaded; the planted link was not.
+    let out = s3.bucket("out").join("run-1");
+    assert_eq!(
+        std::fs::read_to_string(out.join("model.txt")).unwrap(),
+        "weights"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("sub/more.txt")).unwrap(),
+        "more"
+    );
+    assert!(!out.join("link").exists());
+
+    // Metrics, events in the seed's words and order.
+    let m = alice
+        .get("/v1/training-jobs/contract-1/metrics?name=loss")
+        .await
+        .expect_status(200)
+        .clone();
+    let losses: Vec<f64> = m["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses, vec![0.5, 0.25]);
+    assert_eq!(m["items"][1]["step"], 2);
+    let ev = events(&alice, "contract-1").await;
+    let order = [
+        "Training job created.",
+        "[worker-0] The training code is being downloaded.",
+        "Training code downloaded.",
+        "The training job is queuing and awaiting resource allocation.",
+        "The training job starts to run.",
+        "[worker-0] The training job starts to run.",
+        "[worker-0] Training finished. Exit code 0.",
+        "[worker-0] Training output (parameter: train_url) uploaded.",
+        "Training job executed.",
+    ];
+    let mut at = 0;
+    for want in order {
+        let i = ev[at..]
+            .iter()
+            .position(|e| e.contains(want))
+            .unwrap_or_else(|| panic!("{want:?} after #{at} in {ev:#?}"));
+        at += i + 1;
+    }
+
+    // The CLI: list, logs, rebuild, save as algorithm.
+    let t = gw.data_dir.join("cli-token");
+    let _ = t;
+    let token = alice.token().unwrap().to_string();
+    let ls = gw.cli(&token, &["job", "list"], &[]).await;
+    assert!(
+        ls.stdout.contains("contract-1") && ls.stdout.contains("COMPLETED"),
+        "{}",
+        ls.stderr
+    );
+    let logs = gw
+        .cli(
+            &token,
+            &["job", "logs", "contract-1", "--user-only", "--grep", "DATA"],
+            &[],
+        )
+        .await;
+    assert_eq!(
+        logs.stdout.trim(),
+        "DATA 5.1,3.5,1.4,0.2",
+        "{}",
+        logs.stderr
+    );
+    let req = alice
+        .get("/v1/training-jobs/contract-1/request")
+        .await
+        .expect_status(200)
+        .clone();
+    assert!(
+        req.get("name").is_none() && req["algorithm"] == "contract",
+        "{req}"
+    );
+    let rb = alice
+        .post(
+            "/v1/training-jobs/contract-1/rebuild",
+            json!({"name": "contract-2"}),
+        )
+        .await
+        .expect_status(201)
+        .clone();
+    assert_eq!(rb["hyperparameters"], done["hyperparameters"]);
+    assert_eq!(rb["inputs"], done["inputs"]);
+    // contract-2 writes to the same output folder: it completes too.
+    wait(&alice, "contract-2", "COMPLETED").await;
+    let saved = gw
+        .cli(
+            &token,
+            &["job", "save-as", "contract-1", "contract-copy"],
+            &[],
+        )
+        .await;
+    assert!(
+        saved.stderr.contains("created algorithm contract-copy"),
+        "{}",
+        saved.stderr
+    );
+    let a = alice
+        .get("/v1/algorithms/contract-copy")
+        .await
+        .expect_status(200)
+        .clone();
+    assert_eq!(a["boot_file"], "train.py");
+    assert_eq!(a["hyperparameters"][1]["name"], "epochs");
+    assert_eq!(a["hyperparameters"][1]["default"], 2);
+
+    // An algorithm in use cannot be deleted; the jobs gone, it can.
+    let r = alice.delete("/v1/algorithms/contract").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("contract-1"), "{}", r.text);
+    alice
+        .delete("/v1/training-jobs/contract-1")
+        .await
+        .expect_status(204);
+    alice
+        .delete("/v1/training-jobs/contract-2")
+        .await
+        .expect_status(204);
+    assert_eq!(alice.get("/v1/training-jobs/contract-1").await.status, 404);
+    alice
+        .delete("/v1/algorithms/contract")
+        .await
+        .expect_status(204);
+    // The job's objects stay.
+    assert!(out.join("model.txt").exists());
+    // Another user sees none of it.
+    let bob = gw.api(&gw.create_user("bob").await);
+    assert_eq!(
+        bob.get("/v1/training-jobs").await.expect_status(200)["items"],
+        json!([])
+    );
+}
+
+/// A script that checkpoints each step into its output, resumes from the newest one, and
+/// says where it started.
+const CHECKPOINTS: &str = r#"
+import os, re, sys, time
+out = os.environ["train_url"]
+steps = [int(m.group(1)) for f in os.listdir(out) if (m := re.fullmatch(r"ckpt_(\d+)\.pth", f))]
+start = max(steps) + 1 if steps else 1
+print(f"resumed at step {start}" if steps else "starting at step 1", flush=True)
+for step in range(start, 6):
+    open(os.path.join(out, f"ckpt_{step}.pth"), "w").write(str(step))
+    print(f"step {step}", flush=True)
+    if step == 3 and not steps:
+        # Wait here to be killed (the test does), on the first attempt only.
+        print("MARK-KILL-ME", flush=True)
+        time.sleep(600)
+print("finished")
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_job_fails_and_a_killed_worker_restarts_from_its_checkpoint() {
+    let s3 = S3Server::start();
+    write(&s3, "code", "ck/train.py", CHECKPOINTS);
+    write(&s3, "code", "bad/run.sh", "echo about to fail; exit 3\n");
+    let gw = gateway(&[]).await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    s3.connect(&alice, "local").await;
+
+    // Exit 3: FAILED, no restart without unconditional.
+    job(
+        &alice,
+        json!({
+            "name": "bad",
+            "connection": "local",
+            "custom": {"code_dir": "obs://code/bad/", "boot_command": "sh /home/ma-user/modelarts/user-job-dir/bad/run.sh"},
+            "auto_restart": {"count": 2}
+        }),
+    )
+    .await;
+    let bad = wait(&alice, "bad", "FAILED").await;
+    assert_eq!(bad["retries"], 0, "{bad}");
+    assert!(
+        bad["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3"),
+        "{bad}"
+    );
+    assert!(
+        log_of(&alice, "bad", "")
+            .await
+            .contains("Training finished. Exit code 3.")
+    );
+    assert!(
+        events(&alice, "bad")
+            .await
+            .iter()
+            .any(|e| e == "Failed to run the training job.")
+    );
+
+    // Killed mid-run: restarted, resumed from the newest checkpoint.
+    let j = job(
+        &alice,
+        json!({
+            "name": "ck",
+            "connection": "local",
+            "custom": {"code_dir": "obs://code/ck/", "boot_file": "train.py"},
+            "outputs": [{"name": "train_url", "path": "obs://out/ck/", "obtained_from": "environment_variables"}],
+            "auto_restart": {"count": 2}
+        }),
+    )
+    .await;
+    let id = j["id"].as_str().unwrap().to_string();
+    wait(&alice, "ck", "RUNNING").await;
+    eventually("step 3", LONG, || async {
+        log_of(&alice, "ck", "")
+            .await
+            .contains("MARK-KILL-ME")
+            .then_some(())
+    })
+    .await;
+    let pids = atelier_tests::processes_mentioning(std::ffi::OsStr::new(&format!("ma-job-{id}")));
+    let python: Vec<i32> = pids
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("train.py") && !c.contains("/bin/sh"))
+        })
+        .collect();
+    assert!(!python.is_empty(), "the worker's python process");
+    for p in &python {
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    let done = wait(&alice, "ck", "COMPLETED").await;
+    assert_eq!(
+        (done["retries"].as_i64(), done["attempt"].as_i64()),
+        (Some(1), Some(1)),
+        "{done}"
+    );
+    let second = log_of(&alice, "ck", "attempt=1").await;
+    assert!(
+        second.contains("resumed at step 4") && second.contains("finished"),
+        "{second}"
+    );
+    let first = log_of(&alice, "ck", "attempt=0").await;
+    assert!(first.contains("Exit code 137"), "{first}");
+    assert_eq!(done["recoveries"][0]["fault_source"], "worker-0");
+    assert_eq!(done["recoveries"][0]["action"], "restarted");
+    assert!(
+        events(&alice, "ck")
+            .await
+            .iter()
+            .any(|e| e == "The training job has been restarted.")
+    );
+    for step in 1..=5 {
+        assert!(
+            s3.bucket("out")
+                .join(format!("ck/ckpt_{step}.pth"))
+                .exists()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_job_is_taken_as_hung_and_restarted() {
+    let gw = gateway(&[]).await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    // First attempt: silent forever; the second finds its mark and ends.
+    let script = "if [ -f \"$MA_LOG_DIR/mark\" ]; then echo second attempt; exit 0; fi; touch \"$MA_LOG_DIR/mark\"; exec sleep 600";
+    job(
+        &alice,
+        json!({
+            "name": "silent",
+            "custom": {"boot_command": script},
+            "hang_detect_seconds": 3,
+            "auto_restart": {"count": 1}
+        }),
+    )
+    .await;
+    let done = wait(&alice, "silent", "COMPLETED").await;
+    assert_eq!(done["retries"], 1, "{done}");
+    let ev = events(&alice, "silent").await;
+    assert!(
+        ev.iter()
+            .any(|e| e.starts_with("The system detects that your training job may be suspended.")),
+        "{ev:#?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e == "The training job has been restarted."),
+        "{ev:#?}"
+    );
+    assert!(
+        done["recoveries"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no output and no CPU use"),
+        "{done}"
+    );
+    assert!(
+        log_of(&alice, "silent", "attempt=1")
+            .await
+            .contains("second attempt")
+    );
+
+    // A busy job that prints nothing is not hung (its CPU moves).
+    job(
+        &alice,
+        json!({
+            "name": "busy",
+            "custom": {"boot_command": "python -c \"exec('import time\\nt=time.time()\\nwhile time.time()-t<8: pass')\""},
+            "hang_detect_seconds": 3
+        }),
+    )
+    .await;
+    let busy = wait(&alice, "busy", "COMPLETED").await;
+    assert_eq!(busy["retries"], 0, "{busy}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_stop_delete_and_refuse_bad_requests_creating_nothing() {
+    let s3 = S3Server::start();
+    write(&s3, "code", "c/train.py", "print('hi')\n");
+    for i in 0..1001 {
+        write(&s3, "data", &format!("many/{i}.txt"), "x");
+    }
+    write(&s3, "data", "one/a.txt", "x");
+    let gw = gateway(&[]).await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    let bob = gw.api(&gw.create_user("bob").await);
+    s3.connect(&alice, "local").await;
+    alice
+        .post(
+            "/v1/algorithms",
+            json!({
+                "name": "algo",
+                "code_dir": {"connection": "local", "path": "obs://code/c"},
+                "boot_file": "train.py",
+                "inputs": [{"name": "data_url"}],
+                "hyperparameters": [
+                    {"name": "lr", "type": "FLOAT", "default": 0.01, "range": [0, 1]},
+                    {"name": "epochs", "type": "INT", "required": true}
+                ]
+            }),
+        )
+        .await
+        .expect_status(201);
+    let base = json!({
+        "algorithm": "algo",
+        "connection": "local",
+        "inputs": [{"name": "data_url", "path": "obs://data/one/"}],
+        "hyperparameters": {"epochs": 1}
+    });
+    let with = |patch: Value| {
+        let mut b = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let long_name = "a".repeat(65);
+    for (body, field) in [
+        (with(json!({"name": long_name})), "name"),
+        (with(json!({"name": "job.1"})), "name"),
+        (
+            with(json!({"hyperparameters": {"epochs": 1, "lr": 2.0}})),
+            "hyperparameters.lr",
+        ),
+        (
+            with(json!({"hyperparameters": {"epochs": 1, "nope": 1}})),
+            "hyperparameters.nope",
+        ),
+        (
+            with(json!({"hyperparameters": {}})),
+            "hyperparameters.epochs",
+        ),
+        (
+            with(json!({"hyperparameters": {"epochs": "x"}})),
+            "hyperparameters.epochs",
+        ),
+        (with(json!({"nodes": 0})), "nodes"),
+        (
+            with(json!({"auto_restart": {"count": 0}})),
+            "auto_restart.count",
+        ),
+        (
+            with(json!({"auto_restart": {"count": 129}})),
+            "auto_restart.count",
+        ),
+        (with(json!({"auto_stop_hours": 721})), "auto_stop_hours"),
+        (
+            with(json!({"env": {"MA_HANG_DETECT_TIME": "9"}})),
+            "env.MA_HANG_DETECT_TIME",
+        ),
+        (with(json!({"env": {"1BAD": "x"}})), "env"),
+        (with(json!({"env": {"PATH": "/evil"}})), "env.PATH"),
+        (
+            with(json!({"hang_detect_seconds": 1})),
+            "hang_detect_seconds",
+        ),
+        (
+            with(
+                json!({"tags": (0..21).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}),
+            ),
+            "tags",
+        ),
+        (
+            with(json!({"inputs": [{"name": "data_url", "path": "obs://data/many/"}]})),
+            "inputs[0].path",
+        ),
+        (
+            with(json!({"inputs": [{"name": "data_url", "path": "obs://data/none/"}]})),
+            "inputs[0].path",
+        ),
+        (
+            with(json!({"inputs": [{"name": "other", "path": "obs://data/one/"}]})),
+            "inputs[0].name",
+        ),
+        (with(json!({"inputs": []})), "inputs"),
+        (with(json!({"connection": "nope"})), "connection"),
+        (with(json!({"flavor": "nope"})), "flavor"),
+        (with(json!({"custom": {"boot_command": "true"}})), "custom"),
+        (
+            json!({"custom": {"boot_file": "x.sh", "code_dir": "obs://code/c/"}, "connection": "local"}),
+            "custom.boot_file",
+        ),
+        (json!({}), "algorithm"),
+    ] {
+        let r = alice.post("/v1/training-jobs", body.clone()).await;
+        assert_eq!(r.status, 400, "{body} → {}", r.text);
+        assert!(r.text.contains(field), "{field:?} not named: {}", r.text);
+    }
+    // Another user's algorithm is not there for bob.
+    let r = bob.post("/v1/training-jobs", base.clone()).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("algorithm"), "{}", r.text);
+    assert_eq!(
+        alice.get("/v1/training-jobs").await.expect_status(200)["items"],
+        json!([])
+    );
+
+    // Stop a running job; stop again is refused; delete.
+    job(
+        &alice,
+        json!({"name": "long", "custom": {"boot_command": "echo started; exec sleep 600"}}),
+    )
+    .await;
+    wait(&alice, "long", "RUNNING").await;
+    eventually("started", LONG, || async {
+        log_of(&alice, "long", "")
+            .await
+            .contains("started\n")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        bob.post("/v1/training-jobs/long/stop", json!({}))
+            .await
+            .status,
+        404
+    );
+    alice
+        .post("/v1/training-jobs/long/stop", json!({}))
+        .await
+        .expect_status(200);
+    wait(&alice, "long", "TERMINATED").await;
+    assert!(
+        events(&alice, "long")
+            .await
+            .iter()
+            .any(|e| e == "The training job has been manually stopped.")
+    );
+    let again = alice.post("/v1/training-jobs/long/stop", json!({})).await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert!(
+        again.text.contains("while it is TERMINATED"),
+        "{}",
+        again.text
+    );
+    // Its worker is gone.
+    let id = alice.get("/v1/training-jobs/long").await.expect_status(200)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("no worker left", Duration::from_secs(30), || async {
+        atelier_tests::processes_mentioning(std::ffi::OsStr::new(&format!("ma-job-{id}")))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    // Delete while running stops it first.
+    let long2 = job(
+        &alice,
+        json!({"name": "long2", "custom": {"boot_command": "exec sleep 600"}}),
+    )
+    .await;
+    let id2 = long2["id"].as_str().unwrap().to_string();
+    wait(&alice, "long2", "RUNNING").await;
+    assert!(gw.data_dir.join("training").join(&id2).exists());
+    alice
+        .delete("/v1/training-jobs/long2")
+        .await
+        .expect_status(204);
+    assert_eq!(alice.get("/v1/training-jobs/long2").await.status, 404);
+    // Its worker, its dirs and its logs are gone.
+    assert!(
+        atelier_tests::processes_mentioning(std::ffi::OsStr::new(&format!("ma-job-{id2}")))
+            .is_empty()
+    );
+    assert!(!gw.data_dir.join("training").join(&id2).exists());
+    assert!(!gw.data_dir.join("training/logs").join(&id2).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_killed_mid_job_finds_it_again_and_logs_follow_live() {
+    let gw0 = gateway(&[]).await;
+    let mut gw = gw0;
+    let alice = gw.api(&gw.create_user("alice").await);
+    // Prints a line, waits for the test's go, prints another.
+    let script =
+        "echo first line; while [ ! -f \"$MA_LOG_DIR/go\" ]; do sleep 0.2; done; echo second line";
+    let j = job(
+        &alice,
+        json!({"name": "live", "custom": {"boot_command": script}}),
+    )
+    .await;
+    let id = j["id"].as_str().unwrap().to_string();
+    wait(&alice, "live", "RUNNING").await;
+    eventually("first line", LONG, || async {
+        log_of(&alice, "live", "")
+            .await
+            .contains("first line")
+            .then_some(())
+    })
+    .await;
+
+    // The gateway dies; the job's worker does not.
+    gw.kill9();
+    gw.start_again().await;
+    let running = wait(&alice, "live", "RUNNING").await;
+    assert_eq!(
+        (running["attempt"].as_i64(), running["retries"].as_i64()),
+        (Some(0), Some(0))
+    );
+
+    // Follow: the first line now, the second once the job prints it, then the end.
+    let resp = alice
+        .request(
+            reqwest::Method::GET,
+            "/v1/training-jobs/live/logs?follow=true&system=false",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut resp = resp;
+    let mut seen = String::new();
+    while !seen.contains("first line") {
+        let piece = resp.chunk().await.unwrap().expect("more of the log");
+        seen.push_str(&String::from_utf8_lossy(&piece));
+    }
+    assert!(!seen.contains("second line"));
+    std::fs::write(gw.data_dir.join(format!("training/{id}/w0/log/go")), "").unwrap();
+    while let Some(piece) = resp.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&piece));
+    }
+    assert!(seen.contains("second line"), "{seen}");
+    let done = wait(&alice, "live", "COMPLETED").await;
+    assert_eq!(done["attempt"], 0, "never run twice: {done}");
+    // The log is whole across the gateway's restart.
+    let log = log_of(&alice, "live", "system=false").await;
+    assert_eq!(log, "first line\nsecond line\n");
+}
