@@ -55,6 +55,10 @@ tools_venv() { hashed_venv tools-venv "$ROOT/scripts/test-tools-requirements.txt
 # ONNX Runtime, scikit-learn and skl2onnx: the built-in ONNX engine's tests and benchmark.
 ml_venv() { hashed_venv ml-venv "$ROOT/scripts/ml-requirements.txt"; }
 
+# PyTorch and numpy: the environment training jobs run in on the process backend in the tests
+# (ATELIER_TRAINING_VENV), for the 2-worker torch.distributed test and the PyTorch example.
+training_venv() { hashed_venv training-venv "$ROOT/scripts/training-requirements.txt"; }
+
 # The absolute path of the libonnxruntime.so.* that the onnxruntime wheel ships inside the venv
 # $1 (default: ml_venv's), which the engine loads at run time (ATELIER_ONNXRUNTIME_LIB).
 onnxruntime_lib() {

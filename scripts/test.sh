@@ -22,6 +22,9 @@ export ATELIER_TEST_TOOLS_VENV
 ATELIER_TEST_ML_VENV="$(ml_venv)"
 ATELIER_ONNXRUNTIME_LIB="$(onnxruntime_lib "$ATELIER_TEST_ML_VENV")"
 export ATELIER_TEST_ML_VENV ATELIER_ONNXRUNTIME_LIB
+# Training jobs' framework (tests/tests/training_jobs.rs: a 2-worker torch.distributed job).
+ATELIER_TEST_TRAINING_VENV="$(training_venv)"
+export ATELIER_TEST_TRAINING_VENV
 # A real browser for the login-to-kernel journey (tests/tests/browser.rs).
 command -v node >/dev/null || need_debs nodejs npm
 need_debs chromium

@@ -137,6 +137,16 @@ pub fn ml_python() -> PathBuf {
     .join("bin/python")
 }
 
+/// The virtualenv training jobs run in for the distributed tests (PyTorch),
+/// `ATELIER_TEST_TRAINING_VENV`.
+pub fn training_venv() -> PathBuf {
+    prepared_venv(
+        "ATELIER_TEST_TRAINING_VENV",
+        "a virtualenv with PyTorch (scripts/training-requirements.txt)",
+        "bin/python",
+    )
+}
+
 /// ONNX Runtime's library, which the gateway's built-in engine loads
 /// (`ATELIER_ONNXRUNTIME_LIB`, the ML virtualenv's wheel's; scripts/test.sh finds it).
 pub fn onnxruntime_lib() -> String {

@@ -747,3 +747,138 @@ async fn a_gateway_killed_mid_job_finds_it_again_and_logs_follow_live() {
     let log = log_of(&alice, "live", "system=false").await;
     assert_eq!(log, "first line\nsecond line\n");
 }
+
+/// Two workers that reach each other by the seed's names: worker 0 listens, worker 1
+/// connects to `VC_WORKER_HOSTS`' first name and sends a line.
+const RENDEZVOUS: &str = r#"
+import os, socket, time
+rank = int(os.environ["VC_TASK_INDEX"])
+first = os.environ["VC_WORKER_HOSTS"].split(",")[0]
+print(f"worker {rank} of {os.environ['MA_NUM_HOSTS']} on {socket.gethostname()}", flush=True)
+if rank == 0:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 5000)); s.listen(1)
+    c, _ = s.accept()
+    print("worker 0 got:", c.recv(100).decode().strip(), flush=True)
+else:
+    for _ in range(200):
+        try:
+            c = socket.create_connection((first, 5000), timeout=2)
+            break
+        except OSError:
+            time.sleep(0.1)
+    c.sendall(f"hello from worker {rank}\n".encode())
+    print("worker 1 sent", flush=True)
+"#;
+
+async fn two_workers_reach_each_other(gw: &Gateway, image: Option<&str>) {
+    let s3 = S3Server::start();
+    write(&s3, "code", "rdv/rdv.py", RENDEZVOUS);
+    let alice = gw.api(&gw.create_user("alice").await);
+    s3.connect(&alice, "local").await;
+    let mut custom = json!({"code_dir": "obs://code/rdv/", "boot_command": "python3 /home/ma-user/modelarts/user-job-dir/rdv/rdv.py"});
+    if let Some(i) = image {
+        custom["image"] = i.into();
+    }
+    job(
+        &alice,
+        json!({"name": "rdv", "connection": "local", "custom": custom, "nodes": 2}),
+    )
+    .await;
+    let done = wait(&alice, "rdv", "COMPLETED").await;
+    assert_eq!(done["nodes"], 2);
+    let w0 = log_of(&alice, "rdv", "worker=0&system=false").await;
+    let w1 = log_of(&alice, "rdv", "worker=1&system=false").await;
+    assert!(
+        w0.contains("worker 0 of 2") && w0.contains("worker 0 got: hello from worker 1"),
+        "{w0}"
+    );
+    assert!(
+        w1.contains("worker 1 of 2") && w1.contains("worker 1 sent"),
+        "{w1}"
+    );
+    let bad = alice.get("/v1/training-jobs/rdv/logs?worker=2").await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_of_a_job_reach_each_other_by_their_names() {
+    let gw = gateway(&[]).await;
+    two_workers_reach_each_other(&gw, None).await;
+}
+
+/// `torch.distributed` with gloo: each worker adds its rank + 1; both see the sum.
+const ALL_REDUCE: &str = r#"
+import os, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+t = torch.tensor([float(rank + 1)])
+dist.all_reduce(t)
+print(f"rank {rank} of {dist.get_world_size()} sum={t.item()}", flush=True)
+dist.destroy_process_group()
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_worker_gloo_all_reduce_gives_the_sum_directly_and_through_torchrun() {
+    let venv = atelier_tests::training_venv();
+    let venv = venv.to_string_lossy().into_owned();
+    let gw = gateway(&[("ATELIER_TRAINING_VENV", &venv)]).await;
+    let s3 = S3Server::start();
+    write(&s3, "code", "ddp/allreduce.py", ALL_REDUCE);
+    let alice = gw.api(&gw.create_user("alice").await);
+    s3.connect(&alice, "local").await;
+    // env:// rendezvous from the platform's MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE.
+    job(
+        &alice,
+        json!({"name": "ddp", "connection": "local", "nodes": 2,
+               "custom": {"code_dir": "obs://code/ddp/", "boot_file": "allreduce.py"}}),
+    )
+    .await;
+    // The seed's torchrun launcher, static rendezvous at worker 0.
+    job(
+        &alice,
+        json!({"name": "ddp-torchrun", "connection": "local", "nodes": 2,
+               "env": {"MA_RUN_METHOD": "torchrun", "MA_TORCHRUN_MASTER_PORT": "29511"},
+               "custom": {"code_dir": "obs://code/ddp/", "boot_file": "allreduce.py"}}),
+    )
+    .await;
+    for name in ["ddp", "ddp-torchrun"] {
+        wait(&alice, name, "COMPLETED").await;
+        for w in 0..2 {
+            let log = log_of(&alice, name, &format!("worker={w}")).await;
+            assert!(
+                log.contains(&format!("rank {w} of 2 sum=3.0")),
+                "{name} worker {w}:\n{log}"
+            );
+        }
+    }
+    let tr = log_of(&alice, "ddp-torchrun", "worker=1").await;
+    assert!(
+        tr.contains("torchrun") || tr.contains("rank 1 of 2"),
+        "{tr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_jobs_run_on_podman_and_their_workers_reach_each_other() {
+    let (_, image) = atelier_tests::docker_env();
+    let gw = Gateway::start_docker("", &[("ATELIER_TRAINING_MIN_HANG_SECS", "2")]).await;
+    two_workers_reach_each_other(&gw, Some(&image)).await;
+    let alice = gw.api(&gw.create_user("carol").await);
+    job(
+        &alice,
+        json!({"name": "uid", "custom": {"image": image, "boot_command": "id -u; pwd; exit 4"}}),
+    )
+    .await;
+    let failed = wait(&alice, "uid", "FAILED").await;
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 4"),
+        "{failed}"
+    );
+    let log = log_of(&alice, "uid", "system=false").await;
+    assert_eq!(log, "1000\n/home/ma-user\n");
+}

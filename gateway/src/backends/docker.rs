@@ -49,7 +49,7 @@ use super::files::{HostFiles, NotebookFiles};
 use super::runconf::{self, ServerConf, write_private};
 use super::{
     Backend, BackendError, EngineSpec, Handle, NotebookSpec, Observed, Progress, SaveImage,
-    SaveImageError, SshLink, StopMode, Upstream, Usage, firewall, workdisk,
+    SaveImageError, SshLink, StopMode, Upstream, Usage, WorkerExit, WorkerSpec, firewall, workdisk,
 };
 use crate::config::{Flavor, NetworkMode, Settings};
 use crate::store::events::EventKind;
@@ -146,6 +146,16 @@ pub fn container_name(id: &str) -> String {
 pub fn engine_container_name(id: &str) -> String {
     format!("atelier-engine-{id}")
 }
+
+/// The container name of a training job's worker.
+pub fn worker_container_name(id: &str) -> String {
+    format!("atelier-train-{id}")
+}
+
+/// The label naming the training job a worker's container runs.
+pub const LABEL_TRAINING: &str = "io.atelier.training-job";
+/// The label naming a training worker (`<job id>-<rank>`), which holds its accelerators.
+pub const LABEL_WORKER: &str = "io.atelier.training-worker";
 
 /// The label naming the service an engine instance serves.
 pub const LABEL_SERVICE: &str = "io.atelier.service";
@@ -457,7 +467,8 @@ impl DockerBackend {
             // A notebook's container, or a model engine instance's.
             let holder = labels[LABEL_NOTEBOOK]
                 .as_str()
-                .or_else(|| labels[LABEL_ENGINE].as_str());
+                .or_else(|| labels[LABEL_ENGINE].as_str())
+                .or_else(|| labels[LABEL_WORKER].as_str());
             if let (Some(id), Some(devs)) = (holder, labels[LABEL_ACCELERATORS].as_str())
                 && !devs.is_empty()
             {
@@ -1060,6 +1071,201 @@ impl DockerBackend {
     }
 }
 
+impl DockerBackend {
+    /// [`Backend::launch_worker`]: a container of the job's image (the default image when it
+    /// has none) running the runtime as PID 1 with the worker's command; worker 0 on a
+    /// network of its own (egress as notebooks have it, or none), the others in worker 0's.
+    async fn create_worker(&self, spec: &WorkerSpec) -> Result<Handle, BackendError> {
+        let reference = spec
+            .image
+            .clone()
+            .unwrap_or_else(|| self.default_image.clone());
+        self.pull_if_missing(&reference, None).await?;
+        let image_env = self.image_env(&reference).await?;
+        let run = self.engine_dir(&spec.id).join("run");
+        let _ = tokio::fs::remove_dir_all(&run).await;
+        let agent_dir = run.join("agent");
+        tokio::fs::create_dir_all(&agent_dir)
+            .await
+            .with_context(|| format!("creating {}", agent_dir.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+                .context("securing the run dir")?;
+        }
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for kv in image_env {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        let image_path = env.get("PATH").cloned();
+        env.extend(spec.env.clone());
+        let devices = self.allocate(&spec.id, &spec.flavor)?;
+        let (gpus, npus) = accelerator_kinds(&spec.flavor, &devices);
+        env.extend(accelerator_env(gpus, npus, &devices));
+        env.insert("HOME".into(), HOME.into());
+        env.insert("USER".into(), "ma-user".into());
+        env.insert("PYTHONUNBUFFERED".into(), "1".into());
+        env.insert(
+            "PATH".into(),
+            image_path.unwrap_or_else(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            }),
+        );
+        let runtime_spec = RuntimeSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), spec.command.clone()],
+            env,
+            cwd: HOME.into(),
+            log_file: format!("{AGENT_IN_CONTAINER}/{}", super::WORKER_LOG).into(),
+            status_file: format!("{AGENT_IN_CONTAINER}/status.json").into(),
+            grace_seconds: self.grace_secs,
+            ssh: None,
+            user: None,
+            forward: None,
+        };
+        write_private(
+            &agent_dir.join("spec.json"),
+            &serde_json::to_vec_pretty(&runtime_spec).context("spec")?,
+        )?;
+        chown_tree(&agent_dir).context("handing the agent dir to ma-user")?;
+        let network = match &spec.network_of {
+            Some(first) => WorkerNetwork::Of(Self::decode(first)?.container),
+            None if self.network == NetworkMode::Egress => {
+                self.make_network(
+                    &spec.id,
+                    &HashMap::from([
+                        (LABEL_TRAINING.to_owned(), spec.job_id.clone()),
+                        (
+                            LABEL_GATEWAY.to_owned(),
+                            self.data_dir.display().to_string(),
+                        ),
+                    ]),
+                )
+                .await?;
+                WorkerNetwork::Own(network_name(&spec.id))
+            }
+            None => WorkerNetwork::None,
+        };
+        let podman = self.engine().await?.podman;
+        let npu_control = npu_control_devices();
+        let body = worker_plan(&WorkerPlan {
+            spec,
+            reference: &reference,
+            runtime_bin: &self.runtime_bin,
+            agent_dir: &agent_dir,
+            network: &network,
+            podman,
+            gpus: gpus.then_some(&devices[..]),
+            npus: npus.then_some(&devices[..]),
+            npu_control: &npu_control,
+            gateway: &self.data_dir,
+            stop_timeout: i64::try_from(self.grace_secs * 2 + 2).unwrap_or(30),
+        });
+        let docker = self.docker().await?;
+        let name = worker_container_name(&spec.id);
+        self.remove_container(&name).await?;
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| BackendError::Start(format!("creating the container: {e}")))?;
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            let _ = self.remove_container(&name).await;
+            return Err(BackendError::Start(format!("starting the container: {e}")));
+        }
+        Ok(Handle::Docker(ContainerHandle {
+            notebook_id: spec.id.clone(),
+            container: created.id,
+            port: None,
+            token: String::new(),
+            engine: true,
+        }))
+    }
+}
+
+/// Where a worker's container is on the network.
+enum WorkerNetwork {
+    /// A network of its own (worker 0, egress).
+    Own(String),
+    /// Worker 0's (its container id): one loopback for the job.
+    Of(String),
+    None,
+}
+
+struct WorkerPlan<'a> {
+    spec: &'a WorkerSpec,
+    reference: &'a str,
+    runtime_bin: &'a Path,
+    agent_dir: &'a Path,
+    network: &'a WorkerNetwork,
+    podman: bool,
+    gpus: Option<&'a [String]>,
+    npus: Option<&'a [String]>,
+    npu_control: &'a [String],
+    gateway: &'a Path,
+    stop_timeout: i64,
+}
+
+/// The engine's create body for a training worker: a pure function of the plan.
+fn worker_plan(p: &WorkerPlan) -> ContainerCreateBody {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let mut binds = vec![
+        format!("{}:{RUNTIME_IN_CONTAINER}:ro", s(p.runtime_bin)),
+        format!("{}:{AGENT_IN_CONTAINER}", s(p.agent_dir)),
+        format!("{}:{}", s(&p.spec.mount), super::TRAINING_MOUNT),
+    ];
+    for (src, dest) in &p.spec.read_only {
+        binds.push(format!("{}:{dest}:ro", s(src)));
+    }
+    if let Some(h) = &p.spec.hosts {
+        binds.push(format!("{}:/etc/hosts:ro", s(h)));
+    }
+    let (network_mode, hostname) = match p.network {
+        WorkerNetwork::Own(n) => (n.clone(), Some(p.spec.hostname.clone())),
+        WorkerNetwork::Of(c) => (format!("container:{c}"), None),
+        WorkerNetwork::None => ("none".to_owned(), Some(p.spec.hostname.clone())),
+    };
+    let mut host = HostConfig {
+        binds: Some(binds),
+        network_mode: Some(network_mode),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        // PyTorch's data loaders share memory through /dev/shm (seed T8-4).
+        shm_size: Some(1 << 30),
+        ..Default::default()
+    };
+    resources(&p.spec.flavor, p.podman, &mut host);
+    let mut labels = HashMap::from([
+        (LABEL_TRAINING.to_owned(), p.spec.job_id.clone()),
+        (LABEL_WORKER.to_owned(), p.spec.id.clone()),
+        (LABEL_OWNER.to_owned(), p.spec.owner.clone()),
+        (LABEL_GATEWAY.to_owned(), s(p.gateway)),
+    ]);
+    attach_accelerators(
+        &mut host,
+        &mut labels,
+        p.gpus,
+        p.npus,
+        p.npu_control,
+        p.podman,
+    );
+    let visible = visible_gpus(p.gpus.is_some(), p.gpus.unwrap_or_default());
+    ContainerCreateBody {
+        image: Some(p.reference.to_owned()),
+        hostname,
+        user: Some(format!("{NOTEBOOK_UID}:{NOTEBOOK_GID}")),
+        entrypoint: Some(runtime_entrypoint()),
+        cmd: Some(vec![]),
+        env: Some(vec![format!("NVIDIA_VISIBLE_DEVICES={visible}")]),
+        working_dir: Some(HOME.into()),
+        labels: Some(labels),
+        stop_timeout: Some(p.stop_timeout),
+        host_config: Some(host),
+        ..Default::default()
+    }
+}
+
 /// The runtime as a container's PID 1, reading the spec the gateway wrote to the agent dir.
 fn runtime_entrypoint() -> Vec<String> {
     vec![
@@ -1586,6 +1792,38 @@ impl Backend for DockerBackend {
         Some(self.engine_dir(&h.notebook_id).join("run/agent"))
     }
 
+    async fn launch_worker(&self, spec: &WorkerSpec) -> Result<Handle, BackendError> {
+        let launched = self.create_worker(spec).await;
+        if launched.is_err() {
+            self.release(&spec.id);
+        }
+        launched
+    }
+
+    async fn worker_exit(&self, handle: &Handle) -> Option<WorkerExit> {
+        let Ok(h) = Self::decode(handle) else {
+            return Some(WorkerExit::Lost);
+        };
+        match self.state(&h.container).await {
+            // The engine does not answer: not an exit.
+            Err(_) => None,
+            Ok(None) => Some(WorkerExit::Lost),
+            Ok(Some(s)) if s.running => None,
+            // The runtime is PID 1 and exits with the command's code.
+            Ok(Some(s)) => Some(match s.exit_code {
+                Some(c) => WorkerExit::Code(c as i32),
+                None => WorkerExit::Lost,
+            }),
+        }
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<(), BackendError> {
+        self.remove_container(&worker_container_name(id)).await?;
+        self.remove_network(&network_name(id)).await?;
+        self.release(id);
+        runconf::remove_notebook_dir(&self.engine_dir(id)).await
+    }
+
     async fn remove_engine(&self, id: &str) -> Result<(), BackendError> {
         self.remove_container(&engine_container_name(id)).await?;
         self.release(id);
@@ -2102,6 +2340,76 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["/dev/davinci3", "/dev/davinci_manager"]
         );
+    }
+
+    #[test]
+    fn a_training_worker_mounts_its_dirs_and_later_workers_share_worker_0s_network() {
+        let nb = spec("gpu");
+        let w = |rank: u32| WorkerSpec {
+            id: format!("job1-{rank}"),
+            owner: "alice".into(),
+            job_id: "job1".into(),
+            rank,
+            flavor: nb.flavor.clone(),
+            image: None,
+            command: "python train.py".into(),
+            env: Default::default(),
+            mount: format!("/d/training/job1/w{rank}").into(),
+            read_only: vec![(
+                "/d/training/job1/inputs/data_url_0".into(),
+                "/home/ma-user/modelarts/inputs/data_url_0".into(),
+            )],
+            hosts: Some("/d/training/job1/hosts".into()),
+            network_of: None,
+            hostname: format!("ma-job-job1-worker-{rank}"),
+        };
+        let gpus = vec!["GPU-1".to_string()];
+        let plan = |spec: &WorkerSpec, network: &WorkerNetwork| {
+            worker_plan(&WorkerPlan {
+                spec,
+                reference: "img:1",
+                runtime_bin: Path::new("/opt/rt"),
+                agent_dir: Path::new("/d/engines/job1-0/run/agent"),
+                network,
+                podman: true,
+                gpus: Some(&gpus),
+                npus: None,
+                npu_control: &[],
+                gateway: Path::new("/d"),
+                stop_timeout: 22,
+            })
+        };
+        let first = plan(&w(0), &WorkerNetwork::Own("atelier-nb-job1-0".into()));
+        let host = first.host_config.clone().unwrap();
+        let binds = host.binds.clone().unwrap();
+        assert!(binds.contains(&"/d/training/job1/w0:/home/ma-user/modelarts".to_string()));
+        assert!(
+            binds.contains(
+                &"/d/training/job1/inputs/data_url_0:/home/ma-user/modelarts/inputs/data_url_0:ro"
+                    .to_string()
+            )
+        );
+        assert!(binds.contains(&"/d/training/job1/hosts:/etc/hosts:ro".to_string()));
+        assert_eq!(host.network_mode.as_deref(), Some("atelier-nb-job1-0"));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(first.user.as_deref(), Some("1000:100"));
+        assert_eq!(first.hostname.as_deref(), Some("ma-job-job1-worker-0"));
+        let labels = first.labels.unwrap();
+        assert_eq!(
+            (
+                labels[LABEL_TRAINING].as_str(),
+                labels[LABEL_WORKER].as_str()
+            ),
+            ("job1", "job1-0")
+        );
+        assert_eq!(labels[LABEL_ACCELERATORS], "GPU-1");
+        let second = plan(&w(1), &WorkerNetwork::Of("c0ffee".into()));
+        assert_eq!(
+            second.host_config.unwrap().network_mode.as_deref(),
+            Some("container:c0ffee")
+        );
+        // A container sharing another's network cannot have a host name of its own.
+        assert!(second.hostname.is_none());
     }
 
     #[test]

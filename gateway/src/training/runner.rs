@@ -911,6 +911,12 @@ async fn end_attempt(
                 .pump(agent, WORKER_LOG, &root, id, row.attempt, i64::from(w.rank));
         }
     }
+    // What is left of each worker (its container, its dir) goes; its log was copied.
+    for rank in 0..spec.nodes {
+        if let Err(e) = jobs.inner.backend.remove_worker(&worker_id(id, rank)).await {
+            tracing::warn!(job = %id, error = %e, "removing a training worker failed");
+        }
+    }
     if let Ended::Hung = ended {
         record(jobs.store(), Row::of(id, None, TrainingEvent::Hanged)).await;
         for w in watched.iter_mut() {
@@ -1234,6 +1240,11 @@ async fn terminate(
         let mut tx = jobs.store().write().await?;
         rows::worker_ended(&mut tx, id, row.attempt, w.rank, None, &crate::store::now()).await?;
         tx.commit().await?;
+    }
+    for rank in 0..spec.nodes {
+        if let Err(e) = jobs.inner.backend.remove_worker(&worker_id(id, rank)).await {
+            tracing::warn!(job = %id, error = %e, "removing a training worker failed");
+        }
     }
     if ran {
         let _ = save_outputs(jobs, row, spec).await;
