@@ -405,7 +405,7 @@ fn map_report<A, B>(r: CallReport<A>, f: impl FnOnce(A) -> Result<B, String>) ->
 
 /// The hyperparameters a train call gets: the given ones checked against the spec, with
 /// defaults filled in.
-fn check_hyperparameters(
+pub(crate) fn check_hyperparameters(
     spec: &tr::AlgorithmSpec,
     given: Vec<Parameter>,
 ) -> Result<Vec<Parameter>, CallError> {
