@@ -37,7 +37,7 @@ fn value_size(v: &Value) -> usize {
     }
 }
 
-fn spec_size(s: &tr::AlgorithmSpec) -> usize {
+pub(crate) fn spec_size(s: &tr::AlgorithmSpec) -> usize {
     let strings = |v: &[String]| v.iter().map(String::len).sum::<usize>();
     s.name.len()
         + s.version.len()

@@ -267,6 +267,8 @@ pub struct TrainWatch {
     limits: WatchLimits,
     stop: Arc<AtomicBool>,
     stop_asked: Mutex<Option<(StopReason, Instant)>>,
+    /// Whether the run's instance is in use ([`TrainWatch::claim_start`]).
+    started: AtomicBool,
     clock: Mutex<Option<Clock>>,
     observed: Mutex<Observed>,
     /// Bumped on every report and on a stop.
@@ -279,6 +281,7 @@ impl TrainWatch {
             limits,
             stop: Arc::new(AtomicBool::new(false)),
             stop_asked: Mutex::new(None),
+            started: AtomicBool::new(false),
             clock: Mutex::new(None),
             observed: Mutex::new(Observed::default()),
             changes: tokio::sync::watch::Sender::new(0),
@@ -344,6 +347,34 @@ impl TrainWatch {
                     tokio::time::sleep_until(at.into()).await;
                     return;
                 },
+            }
+        }
+    }
+
+    /// Marks the run as started (its instance is used from now on), unless a stop came
+    /// first: then false, and the run ends without touching the guest.
+    fn claim_start(&self) -> bool {
+        let asked = crate::locks::lock(&self.stop_asked);
+        if asked.is_some() {
+            return false;
+        }
+        self.started.store(true, Ordering::SeqCst);
+        true
+    }
+
+    /// Resolves when a stop is asked for before the run started (while it is queued).
+    async fn stopped_before_start(&self) {
+        let mut changes = self.changes.subscribe();
+        loop {
+            {
+                // Under the stop's lock: `claim_start` sees the same order.
+                let asked = crate::locks::lock(&self.stop_asked);
+                if asked.is_some() && !self.started.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
             }
         }
     }
@@ -650,13 +681,20 @@ impl Host {
         ctx.stop = watch.stop_flag();
         let (time_limit, grace) = (run.time_limit, run.grace);
         let w = watch.clone();
-        let report = self
-            .run_as::<Training, _, _>(plugin, ctx, InstancePolicy::Fresh, move |call| {
+        let queued = watch.clone();
+        let running =
+            self.run_as::<Training, _, _>(plugin, ctx, InstancePolicy::Fresh, move |call| {
+                if !w.claim_start() {
+                    return Ok(TrainOutcome::Terminated {
+                        reason: StopReason::Stopped,
+                        interrupted: false,
+                    });
+                }
                 call.store.data_mut().watch_training(w.clone());
                 let spec = call.export(
                     "describe",
                     |b, s| b.atelier_plugin_algorithm().call_describe(s).map(Ok),
-                    |_| 0,
+                    crate::calls::spec_size,
                 )?;
                 let given = std::mem::take(&mut call.store.data_mut().call.parameters);
                 call.store.data_mut().call.parameters =
@@ -687,8 +725,19 @@ impl Host {
                     },
                     Err(e) => call_outcome(crate::host::classify(e, call.store, call.limits, t)),
                 })
-            })
-            .await;
+            });
+        // A stop while the run waits for its plugin's concurrency permit or a pool slot
+        // ends it there: dropping the call before its instance is used leaves nothing behind
+        // (once the instance is used, only the guest's own end or the interrupt ends it).
+        let report = tokio::select! {
+            report = running => report,
+            _ = queued.stopped_before_start() => {
+                return refused(TrainOutcome::Terminated {
+                    reason: StopReason::Stopped,
+                    interrupted: false,
+                });
+            }
+        };
         TrainReport {
             call_id: report.call_id,
             outcome: match (report.output, report.error) {

@@ -512,3 +512,33 @@ async fn channels_that_would_widen_the_grant_are_refused_before_anything_runs() 
     }
     assert!(std::fs::read_dir(rig.storage()).unwrap().next().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_queued_for_the_plugin_ends_the_run_there() {
+    let rig = Rig::new();
+    // One run of the plugin at a time: the second waits for the first.
+    let p = rig.plugin(
+        "obedient@1",
+        &obedient(),
+        LimitsSpec {
+            concurrency: Some(1),
+            ..Default::default()
+        },
+    );
+    let (first, second) = (watch(), watch());
+    let running = rig.spawn(&p, train_run(0), &first);
+    until(&first, |l| l.heartbeat_at.is_some()).await;
+    let queued = rig.spawn(&p, train_run(0), &second);
+    second.stop();
+    assert_eq!(
+        queued.await.unwrap().outcome,
+        terminated(StopReason::Stopped, false)
+    );
+    assert_eq!(second.snapshot().started_at, None, "never started");
+    assert!(!running.is_finished());
+    first.stop();
+    assert_eq!(
+        running.await.unwrap().outcome,
+        terminated(StopReason::Stopped, false)
+    );
+}
