@@ -7,7 +7,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use atelier_plugins::{CallContext, CallReport, Host, LimitsSpec, PluginRef, RegisterError, World};
+use atelier_plugins::{
+    CallContext, CallReport, Host, LimitsSpec, PluginRef, RegisterError, TrainReport, TrainRun,
+    TrainWatch, World,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
@@ -192,6 +195,31 @@ fn plugin_ref(settings: &Settings, row: &PluginRow) -> Result<PluginRef, Error> 
         model_dir: (world == World::InferenceProcessor && (!files.is_empty() || dir.exists()))
             .then_some(dir),
     })
+}
+
+/// A training job's run of a Wasm algorithm, as [`Plugins::train`] takes it: plain values,
+/// so that the jobs module keeps its own types.
+#[derive(Debug, Clone)]
+pub struct TrainingCall {
+    pub plugin_name: String,
+    pub plugin_version: String,
+    pub job_name: String,
+    /// 0 on the first run; one more on each restart.
+    pub attempt: u32,
+    /// (channel name, storage prefix under the owner's storage): read-only.
+    pub inputs: Vec<(String, String)>,
+    /// (channel name, storage prefix): writable; must not overlap any input.
+    pub outputs: Vec<(String, String)>,
+    /// Checked against the algorithm's `describe()` (defaults filled in) before `train`.
+    pub hyperparameters: serde_json::Map<String, serde_json::Value>,
+    /// The checkpoint to resume from (a rebuilt job's); None: the newest one on a restart
+    /// (attempt > 0), nothing on a first run.
+    pub resume_from_step: Option<u64>,
+    /// The job's maximum running duration: then `should-stop` turns true.
+    pub time_limit: std::time::Duration,
+    /// After a stop or the time limit, how long the guest may run on before it is
+    /// interrupted ([`atelier_plugins::training::DEFAULT_GRACE`]: 30 s).
+    pub grace: std::time::Duration,
 }
 
 /// The lock key of a plugin's registration (see [`Host::lock_key`]).
@@ -550,6 +578,82 @@ impl Plugins {
         Ok(report)
     }
 
+    /// Runs a registered training algorithm's `train` for a training job (the jobs runner's
+    /// entry point; see [`atelier_plugins::training`]): on behalf of the job's owner
+    /// `owner_id`, with storage granted under the owner's storage to the job's channels
+    /// only (inputs read-only, outputs writable; checkpoints under the first output's
+    /// `checkpoints/`). The runner stops and observes the run through `watch`, while this
+    /// future runs; it must not drop the future before it ends (the guest would run on until
+    /// the grace after a stop). Err: the run cannot start (no such plugin, another world, no
+    /// checkpoint of `resume_from_step`); everything after that is the report's outcome.
+    pub async fn train(
+        &self,
+        owner_id: &str,
+        call: TrainingCall,
+        watch: Arc<TrainWatch>,
+    ) -> Result<TrainReport, Error> {
+        let (settings, host) = (&*self.settings, &self.host);
+        let (name, version) = (&call.plugin_name, &call.plugin_version);
+        let row = self.get(name, version).await?;
+        if row.world != World::TrainingAlgorithm.name() {
+            return Err(Error::invalid(format!(
+                "plugin {name} {version} is a component of world {}, not {}",
+                row.world,
+                World::TrainingAlgorithm.name()
+            )));
+        }
+        let plugin = plugin_ref(settings, &row)?;
+        let root = storage_dir(settings, owner_id);
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::internal(anyhow::anyhow!("{}: {e}", root.display())))?;
+        // The caller's storage root; the run grants its channels' prefixes only.
+        let grant =
+            atelier_plugins::storage::Grant::new(root, host.settings().max_object_mb * 1024 * 1024);
+        let channels = |list: Vec<(String, String)>| {
+            list.into_iter()
+                .map(|(name, path)| atelier_plugins::training::Channel { name, path })
+                .collect::<Vec<_>>()
+        };
+        let outputs = channels(call.outputs);
+        let resume_from = match call.resume_from_step {
+            None => None,
+            Some(step) => {
+                let found = outputs.first().and_then(|o| {
+                    let prefix = atelier_plugins::storage::normalize_prefix(&o.path).ok()?;
+                    let mut g = grant.clone();
+                    g.allow(&prefix, false).ok()?;
+                    atelier_plugins::storage::find_checkpoint(
+                        &g,
+                        &format!("{prefix}checkpoints/"),
+                        step,
+                    )
+                });
+                Some(found.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "resume_from: no checkpoint of step {step} under the first output's checkpoints/"
+                    ))
+                })?)
+            }
+        };
+        let run = TrainRun {
+            job_name: call.job_name,
+            attempt: call.attempt,
+            inputs: channels(call.inputs),
+            outputs,
+            resume_from,
+            hyperparameters: atelier_plugins::dto::parameters(Some(call.hyperparameters)),
+            time_limit: call.time_limit,
+            grace: call.grace,
+        };
+        let ctx = CallContext {
+            tenant: owner_id.to_string(),
+            call_id: uuid::Uuid::now_v7().to_string(),
+            storage: grant,
+            ..Default::default()
+        };
+        Ok(host.train_run(&plugin, ctx, run, watch).await)
+    }
+
     /// Loads every registered plugin's compiled form (from the disk cache) in the background,
     /// so first calls after a restart do not wait.
     pub fn preload(&self) {
@@ -591,6 +695,134 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::path::{Component, Path};
+
+    use atelier_plugins::{TrainOutcome, WatchLimits};
+
+    /// A training algorithm that reads its input (metric 0: read), then writes to its input
+    /// channel, to the owner's storage outside its channels and to its output, each result a
+    /// metric (10 * error? + the storage error's case; 1 is `denied`), and completes.
+    fn writer() -> Vec<u8> {
+        atelier_plugins::fixtures::training_algorithm(
+            r#"
+    (call $read (i32.const 3000) (i32.const 21) (i32.const 5000))
+    (call $metric (i32.const 3400) (i32.const 10) (f64.convert_i32_u (i32.load8_u (i32.const 5000))))
+    (call $write (i32.const 3100) (i32.const 20) (i32.const 3600) (i32.const 4) (i32.const 5040))
+    (call $metric (i32.const 3420) (i32.const 11)
+      (f64.convert_i32_u (i32.add (i32.mul (i32.load8_u (i32.const 5040)) (i32.const 10)) (i32.load8_u (i32.const 5048)))))
+    (call $write (i32.const 3200) (i32.const 15) (i32.const 3600) (i32.const 4) (i32.const 5080))
+    (call $metric (i32.const 3440) (i32.const 13)
+      (f64.convert_i32_u (i32.add (i32.mul (i32.load8_u (i32.const 5080)) (i32.const 10)) (i32.load8_u (i32.const 5088)))))
+    (call $write (i32.const 3300) (i32.const 17) (i32.const 3600) (i32.const 4) (i32.const 5120))
+    (call $metric (i32.const 3460) (i32.const 12)
+      (f64.convert_i32_u (i32.add (i32.mul (i32.load8_u (i32.const 5120)) (i32.const 10)) (i32.load8_u (i32.const 5128)))))
+    (call $ok)"#,
+            &[
+                (3000, "datasets/d1/train.csv"),
+                (3100, "datasets/d1/evil.csv"),
+                (3200, "secret/keys.txt"),
+                (3300, "jobs/j1/model.bin"),
+                (3400, "read_input"),
+                (3420, "write_input"),
+                (3440, "write_outside"),
+                (3460, "write_output"),
+                (3600, "pwnd"),
+            ],
+        )
+    }
+
+    /// AC-50: a guest writing to an input channel or outside its channels gets `denied` and
+    /// the job goes on; only its output is written. An unknown plugin, and an unknown
+    /// checkpoint to resume from, are refused before anything runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_training_run_writes_its_outputs_only_and_goes_on_when_refused() {
+        let dir = std::env::temp_dir().join(format!("atelier-train-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = Arc::new(Settings {
+            data_dir: dir.clone(),
+            ..Settings::default()
+        });
+        let store = Store::open(&dir).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        store::users::insert_user(&mut conn, "u-alice", "alice", "user", &store::now())
+            .await
+            .unwrap();
+        drop(conn);
+        let plugins = Plugins::new(settings.clone(), store, open_host(&settings).unwrap());
+        let alice = Principal {
+            user_id: "u-alice".into(),
+            name: "alice".into(),
+            role: crate::auth::Role::User,
+            token_id: "t".into(),
+        };
+        let manifest = |name: &str| Manifest {
+            name: name.into(),
+            version: "1".into(),
+            world: None,
+            description: String::new(),
+            limits: LimitsSpec::default(),
+        };
+        plugins
+            .register(&alice, manifest("writer"), writer(), Vec::new())
+            .await
+            .unwrap();
+        let root = storage_dir(&settings, "u-alice");
+        std::fs::create_dir_all(root.join("datasets/d1")).unwrap();
+        std::fs::write(root.join("datasets/d1/train.csv"), "1,2\n").unwrap();
+        std::fs::create_dir_all(root.join("secret")).unwrap();
+
+        let call = TrainingCall {
+            plugin_name: "writer".into(),
+            plugin_version: "1".into(),
+            job_name: "j1".into(),
+            attempt: 0,
+            inputs: vec![("data_url".into(), "datasets/d1".into())],
+            outputs: vec![("train_url".into(), "jobs/j1/".into())],
+            hyperparameters: Default::default(),
+            resume_from_step: None,
+            time_limit: std::time::Duration::from_secs(60),
+            grace: std::time::Duration::from_secs(1),
+        };
+        let watch = TrainWatch::new(WatchLimits::default());
+        let report = plugins
+            .train("u-alice", call.clone(), watch.clone())
+            .await
+            .unwrap();
+        assert!(
+            matches!(report.outcome, TrainOutcome::Completed { .. }),
+            "{:?}",
+            report.outcome
+        );
+        let metrics = watch.snapshot().latest_metrics;
+        let value = |name: &str| metrics[name].0;
+        assert_eq!(value("read_input"), 0.0);
+        assert_eq!(value("write_input"), 11.0);
+        assert_eq!(value("write_outside"), 11.0);
+        assert_eq!(value("write_output"), 0.0);
+        assert_eq!(
+            std::fs::read(root.join("jobs/j1/model.bin")).unwrap(),
+            b"pwnd"
+        );
+        assert!(!root.join("datasets/d1/evil.csv").exists());
+        assert!(!root.join("secret/keys.txt").exists());
+
+        // Refused before running: an unknown checkpoint, an unknown plugin.
+        let mut resume = call.clone();
+        resume.resume_from_step = Some(3);
+        let e = plugins
+            .train("u-alice", resume, TrainWatch::new(WatchLimits::default()))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no checkpoint of step 3"), "{e}");
+        let mut unknown = call.clone();
+        unknown.plugin_name = "nope".into();
+        assert!(
+            plugins
+                .train("u-alice", unknown, TrainWatch::new(WatchLimits::default()))
+                .await
+                .is_err()
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]

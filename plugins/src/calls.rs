@@ -37,7 +37,7 @@ fn value_size(v: &Value) -> usize {
     }
 }
 
-fn spec_size(s: &tr::AlgorithmSpec) -> usize {
+pub(crate) fn spec_size(s: &tr::AlgorithmSpec) -> usize {
     let strings = |v: &[String]| v.iter().map(String::len).sum::<usize>();
     s.name.len()
         + s.version.len()
@@ -405,7 +405,7 @@ fn map_report<A, B>(r: CallReport<A>, f: impl FnOnce(A) -> Result<B, String>) ->
 
 /// The hyperparameters a train call gets: the given ones checked against the spec, with
 /// defaults filled in.
-fn check_hyperparameters(
+pub(crate) fn check_hyperparameters(
     spec: &tr::AlgorithmSpec,
     given: Vec<Parameter>,
 ) -> Result<Vec<Parameter>, CallError> {

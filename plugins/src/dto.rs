@@ -161,7 +161,9 @@ impl std::fmt::Display for ValueDto {
 }
 
 /// `{"name": value, ...}` as parameters, in name order.
-fn parameters(map: Option<Map<String, Json>>) -> Vec<Parameter> {
+/// Parameters (hyperparameters) from a JSON object: numbers, strings and booleans as
+/// themselves, arrays and objects as `json`.
+pub fn parameters(map: Option<Map<String, Json>>) -> Vec<Parameter> {
     map.unwrap_or_default()
         .into_iter()
         .map(|(name, v)| Parameter {

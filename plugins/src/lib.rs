@@ -9,6 +9,10 @@
 //!   (memory, deadline, output size, concurrency), with nothing from the host granted but
 //!   what the call names; every limit hit is a [`CallError::Limit`]. The deadline bounds wasm
 //!   code (epoch interruption) and every host call a guest can wait in ([`waits`]).
+//! - [`Host::train_run`] ([`training`]): a training job's run of `train`, on a fresh
+//!   instance, under the run's time limit instead of the call deadline, stopped through a
+//!   [`TrainWatch`] (interrupted after a grace) that also shows what the guest reports while
+//!   it runs.
 
 // Tests may spawn freely and read the environment (clippy.toml forbids both elsewhere).
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
@@ -24,6 +28,7 @@ pub mod locks;
 pub mod state;
 pub mod storage;
 pub mod tensors;
+pub mod training;
 pub mod waits;
 pub mod world;
 
@@ -32,5 +37,9 @@ pub use host::{
     Registered, Timings,
 };
 pub use limits::{CallError, HostSettings, InstancePolicy, LimitKind, Limits, LimitsSpec};
+pub use training::{
+    Drained, FailureKind, Liveness, StopReason, TrainOutcome, TrainReport, TrainRun, TrainWatch,
+    WatchLimits,
+};
 pub use wasmtime;
 pub use world::World;

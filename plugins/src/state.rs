@@ -15,6 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{log, metrics, parameters, storage, tensors, types};
 use crate::limits::LimitKind;
 use crate::storage::Grant;
+use crate::training::{LogSource, TrainWatch};
 
 /// One log line of a call.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -45,7 +46,14 @@ struct CaptureBuf {
     data: Vec<u8>,
     cap: usize,
     dropped: u64,
+    /// A training run's watch, which gets the text line by line as it is written (instead
+    /// of `data`), and the line not ended yet.
+    tee: Option<(Arc<TrainWatch>, LogSource)>,
+    partial: Vec<u8>,
 }
+
+/// A line not ended is passed on once this long.
+const MAX_PARTIAL: usize = 16 * 1024;
 
 impl Capture {
     pub fn reset(&self, cap: usize) {
@@ -53,6 +61,24 @@ impl Capture {
         b.data.clear();
         b.cap = cap;
         b.dropped = 0;
+        b.tee = None;
+        b.partial.clear();
+    }
+    /// Passes what is written on to `watch`, line by line, until the next reset.
+    pub(crate) fn tee(&self, watch: Arc<TrainWatch>, source: LogSource) {
+        let mut b = crate::locks::lock(&self.0);
+        b.tee = Some((watch, source));
+    }
+    /// Passes on the line not ended yet, if any.
+    pub(crate) fn flush_tee(&self) {
+        let mut b = crate::locks::lock(&self.0);
+        if let Some((watch, source)) = b.tee.clone()
+            && !b.partial.is_empty()
+        {
+            let line = std::mem::take(&mut b.partial);
+            drop(b);
+            tee_line(&watch, source, &line);
+        }
     }
     /// The text written, with a note of what was dropped past the cap.
     pub fn take(&self) -> String {
@@ -70,11 +96,40 @@ impl Capture {
     }
     fn push(&self, bytes: &[u8]) {
         let mut b = crate::locks::lock(&self.0);
+        if let Some((watch, source)) = b.tee.clone() {
+            let mut lines = Vec::new();
+            for &byte in bytes {
+                if byte == b'\n' {
+                    lines.push(std::mem::take(&mut b.partial));
+                } else {
+                    b.partial.push(byte);
+                    if b.partial.len() >= MAX_PARTIAL {
+                        lines.push(std::mem::take(&mut b.partial));
+                    }
+                }
+            }
+            drop(b);
+            for line in lines {
+                tee_line(&watch, source, &line);
+            }
+            return;
+        }
         let room = b.cap.saturating_sub(b.data.len());
         let n = room.min(bytes.len());
         b.data.extend_from_slice(&bytes[..n]);
         b.dropped += (bytes.len() - n) as u64;
     }
+}
+
+fn tee_line(watch: &TrainWatch, source: LogSource, line: &[u8]) {
+    let line = String::from_utf8_lossy(line);
+    let line = line.strip_suffix('\r').unwrap_or(&line);
+    let level = if source == LogSource::Stderr {
+        "error"
+    } else {
+        "info"
+    };
+    watch.log(source, level, line);
 }
 
 impl IsTerminal for Capture {
@@ -190,6 +245,9 @@ pub struct CallState {
     pub heartbeat: Option<f64>,
     /// Checkpoints go under this prefix (training).
     pub checkpoint_prefix: Option<String>,
+    /// A training run's watch: logs, metrics and heartbeats go there as they come, not into
+    /// this call's report.
+    pub train: Option<Arc<TrainWatch>>,
 }
 
 pub struct State {
@@ -222,6 +280,14 @@ impl State {
         self.stderr.reset(cap);
         self.limiter.hit = None;
     }
+
+    /// Makes the current call a training run observed by `watch`: its logs, metrics,
+    /// heartbeats, stdout and stderr go there as they come.
+    pub(crate) fn watch_training(&mut self, watch: Arc<TrainWatch>) {
+        self.stdout.tee(watch.clone(), LogSource::Stdout);
+        self.stderr.tee(watch.clone(), LogSource::Stderr);
+        self.call.train = Some(watch);
+    }
 }
 
 impl types::Host for State {}
@@ -234,6 +300,10 @@ impl log::Host for State {
             log::Level::Warning => "warning",
             log::Level::Error => "error",
         };
+        if let Some(watch) = &self.call.train {
+            watch.log(LogSource::Log, level, &message);
+            return;
+        }
         if self.call.log_bytes + message.len() > self.call.output_cap {
             self.call.logs_dropped += 1;
             return;
@@ -245,6 +315,10 @@ impl log::Host for State {
 
 impl metrics::Host for State {
     fn scalar(&mut self, name: String, value: f64, step: Option<u64>) {
+        if let Some(watch) = &self.call.train {
+            watch.metric(name, value, step);
+            return;
+        }
         let points = self.call.metrics.scalars.entry(name).or_default();
         let step = step.unwrap_or(points.len() as u64);
         if points.len() < 100_000 {
@@ -252,6 +326,10 @@ impl metrics::Host for State {
         }
     }
     fn series(&mut self, name: String, points: Vec<(f64, f64)>) {
+        // Bounded by names too: a training run lasts hours.
+        if !self.call.metrics.series.contains_key(&name) && self.call.metrics.series.len() >= 1024 {
+            return;
+        }
         let mut points = points;
         points.truncate(100_000);
         self.call.metrics.series.insert(name, points);
@@ -328,9 +406,16 @@ impl storage::Host for State {
 
 impl crate::bindings::training::atelier::plugin::control::Host for State {
     fn should_stop(&mut self) -> bool {
+        if let Some(watch) = &self.call.train {
+            // The run's time limit counts as a stop.
+            return watch.stopping().is_some();
+        }
         self.call.stop.load(Ordering::Relaxed)
     }
     fn heartbeat(&mut self, progress: Option<f64>) {
+        if let Some(watch) = &self.call.train {
+            watch.heartbeat(progress);
+        }
         self.call.heartbeat = progress;
     }
 }
@@ -374,11 +459,51 @@ impl crate::bindings::training::atelier::plugin::checkpoints::Host for State {
                 "this call has no checkpoints".into(),
             ));
         };
-        self.call
-            .grant
-            .read(&format!("{prefix}step-{step:012}"), 0, None)
+        let path = crate::storage::checkpoint_path(&self.call.grant, &prefix, step);
+        self.call.grant.read(&path, 0, None)
     }
 }
 
 impl crate::bindings::inference::atelier::plugin::inference_types::Host for State {}
 impl crate::bindings::workflow::atelier::plugin::step_types::Host for State {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::training::{TrainWatch, WatchLimits};
+
+    #[test]
+    fn a_training_runs_stdout_reaches_its_watch_line_by_line() {
+        let watch = TrainWatch::new(WatchLimits::default());
+        let out = Capture::default();
+        out.reset(1024);
+        out.tee(watch.clone(), LogSource::Stdout);
+        out.push(b"epoch 1\r\nepo");
+        assert_eq!(watch.snapshot().logs_queued, 1);
+        out.push(b"ch 2\npartial");
+        out.flush_tee();
+        let lines: Vec<(LogSource, &str, String)> = watch
+            .drain()
+            .logs
+            .into_iter()
+            .map(|l| (l.source, l.level, l.message))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (LogSource::Stdout, "info", "epoch 1".to_string()),
+                (LogSource::Stdout, "info", "epoch 2".to_string()),
+                (LogSource::Stdout, "info", "partial".to_string()),
+            ]
+        );
+        // Nothing kept in the capture itself, and a line never ended is cut into pieces.
+        assert_eq!(out.take(), "");
+        out.push(&vec![b'x'; MAX_PARTIAL * 2 + 1]);
+        assert_eq!(watch.drain().logs.len(), 2);
+        // After a reset (the next call), nothing goes to the watch.
+        out.reset(1024);
+        out.push(b"plain\n");
+        assert_eq!(watch.snapshot().logs_queued, 0);
+        assert_eq!(out.take(), "plain\n");
+    }
+}

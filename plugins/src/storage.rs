@@ -159,6 +159,12 @@ impl Grant {
         Ok(buf)
     }
 
+    /// Whether an object exists at `path` (readable by this grant).
+    fn exists(&self, path: &str) -> Result<bool, StorageError> {
+        let file = self.resolve(path, false)?;
+        Ok(file.is_file())
+    }
+
     pub fn write(&self, path: &str, data: &[u8]) -> Result<(), StorageError> {
         if path.ends_with('/') {
             return Err(StorageError::InvalidPath(format!(
@@ -249,9 +255,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<(
     Ok(())
 }
 
-/// The newest checkpoint under `prefix` (objects named `step-<n>`).
-pub fn latest_checkpoint(grant: &Grant, prefix: &str) -> Option<CheckpointInfo> {
-    let objects = grant.list(prefix).ok()?;
+/// The checkpoints under `prefix`: objects named `step-<n>` (whatever the zero padding).
+fn checkpoints(grant: &Grant, prefix: &str) -> Vec<CheckpointInfo> {
+    let Ok(objects) = grant.list(prefix) else {
+        return Vec::new();
+    };
     objects
         .into_iter()
         .filter_map(|o| {
@@ -268,7 +276,37 @@ pub fn latest_checkpoint(grant: &Grant, prefix: &str) -> Option<CheckpointInfo> 
                 size: o.size,
             })
         })
+        .collect()
+}
+
+/// The newest checkpoint under `prefix`, by step number (`step-10` after `step-9`).
+pub fn latest_checkpoint(grant: &Grant, prefix: &str) -> Option<CheckpointInfo> {
+    checkpoints(grant, prefix)
+        .into_iter()
         .max_by_key(|c| c.step)
+}
+
+/// The checkpoint of `step` under `prefix`, if there is one.
+pub fn find_checkpoint(grant: &Grant, prefix: &str, step: u64) -> Option<CheckpointInfo> {
+    let path = checkpoint_path(grant, prefix, step);
+    checkpoints(grant, prefix)
+        .into_iter()
+        .find(|c| c.path == path)
+}
+
+/// The checkpoint of `step` under `prefix`: `checkpoints.save`'s name, or another object of
+/// that step number (`step-10`, as an earlier run may have written it).
+pub fn checkpoint_path(grant: &Grant, prefix: &str, step: u64) -> String {
+    let saved = format!("{prefix}step-{step:012}");
+    if matches!(grant.exists(&saved), Ok(true)) {
+        return saved;
+    }
+    checkpoints(grant, prefix)
+        .into_iter()
+        .filter(|c| c.step == step)
+        .map(|c| c.path)
+        .min()
+        .unwrap_or(saved)
 }
 
 #[cfg(test)]
@@ -323,6 +361,37 @@ mod tests {
             g.read("out/a/b.bin", 0, None),
             Err(StorageError::NotFound(_))
         ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn checkpoints_are_ordered_by_step_number_whatever_their_padding() {
+        let dir = std::env::temp_dir().join(format!("atelier-ckpt-{}", uuid::Uuid::new_v4()));
+        let mut g = Grant::new(dir.clone(), 1024);
+        g.allow("out/", true).unwrap();
+        assert!(latest_checkpoint(&g, "out/checkpoints/").is_none());
+        g.write("out/checkpoints/step-9", b"9").unwrap();
+        g.write("out/checkpoints/step-10", b"10").unwrap();
+        g.write("out/checkpoints/step-000000000002", b"2").unwrap();
+        g.write("out/checkpoints/notes.txt", b"x").unwrap();
+        let latest = latest_checkpoint(&g, "out/checkpoints/").unwrap();
+        assert_eq!(
+            (latest.step, latest.path.as_str()),
+            (10, "out/checkpoints/step-10")
+        );
+        assert_eq!(
+            checkpoint_path(&g, "out/checkpoints/", 10),
+            "out/checkpoints/step-10"
+        );
+        assert_eq!(
+            checkpoint_path(&g, "out/checkpoints/", 2),
+            "out/checkpoints/step-000000000002"
+        );
+        // Unknown steps name save's object (which is not found when read).
+        assert_eq!(
+            checkpoint_path(&g, "out/checkpoints/", 3),
+            "out/checkpoints/step-000000000003"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -7,7 +7,9 @@
 //! again here over wasmtime-wasi's definition (the same operation, under
 //! `tokio::time::timeout_at` of the store's [`State::deadline`]); when the deadline passes
 //! first, the host call fails with [`DeadlinePassed`], the guest traps, `classify` reports
-//! the usual timeout limit and the instance is discarded (its slot freed).
+//! the usual timeout limit and the instance is discarded (its slot freed). In a training run
+//! ([`crate::training`]) a wait also ends when the grace after a stop is over
+//! ([`crate::training::Interrupted`]).
 //!
 //! Every import of the linked WASI 0.2 (wasmtime-wasi 48, sync) and whether it can wait:
 //!
@@ -37,6 +39,7 @@
 //! wait on forever).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::StoreContextMut;
@@ -45,6 +48,7 @@ use wasmtime_wasi::p2::bindings::io::{poll, streams};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, StreamError};
 
 use crate::state::State;
+use crate::training::TrainWatch;
 
 /// The `wasi:io` interfaces as wasmtime-wasi names them; [`link`] fails (at host start) if it
 /// linked another version, so that no waiting import is left unbounded by an upgrade.
@@ -65,9 +69,10 @@ pub(crate) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         POLL,
         "poll",
         |mut store, (pollables,): (Vec<Resource<DynPollable>>,)| {
-            let (deadline, table) = parts(&mut store);
+            let (deadline, run, table) = parts(&mut store);
             let ready = until(
                 deadline,
+                run,
                 "wasi:io/poll.poll",
                 poll::Host::poll(table, pollables),
             )??;
@@ -79,9 +84,10 @@ pub(crate) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         POLL,
         "[method]pollable.block",
         |mut store, (pollable,): (Resource<DynPollable>,)| {
-            let (deadline, table) = parts(&mut store);
+            let (deadline, run, table) = parts(&mut store);
             until(
                 deadline,
+                run,
                 "wasi:io/poll.[method]pollable.block",
                 poll::HostPollable::block(table, pollable),
             )??;
@@ -93,9 +99,10 @@ pub(crate) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         STREAMS,
         "[method]input-stream.blocking-read",
         |mut store, (stream, len): (Resource<DynInputStream>, u64)| {
-            let (deadline, table) = parts(&mut store);
+            let (deadline, run, table) = parts(&mut store);
             let r = until(
                 deadline,
+                run,
                 "wasi:io/streams.[method]input-stream.blocking-read",
                 streams::HostInputStream::blocking_read(table, stream, len),
             )?;
@@ -107,9 +114,10 @@ pub(crate) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         STREAMS,
         "[method]input-stream.blocking-skip",
         |mut store, (stream, len): (Resource<DynInputStream>, u64)| {
-            let (deadline, table) = parts(&mut store);
+            let (deadline, run, table) = parts(&mut store);
             let r = until(
                 deadline,
+                run,
                 "wasi:io/streams.[method]input-stream.blocking-skip",
                 streams::HostInputStream::blocking_skip(table, stream, len),
             )?;
@@ -121,9 +129,10 @@ pub(crate) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         STREAMS,
         "[method]output-stream.blocking-write-and-flush",
         |mut store, (stream, bytes): (Resource<DynOutputStream>, Vec<u8>)| {
-            let (deadline, table) = parts(&mut store);
+            let (deadline, run, table) = parts(&mut store);
             let r = until(
                 deadline,
+                run,
                 "wasi:io/streams.[method]output-stream.blocking-write-and-flush",
                 streams::HostOutputStream::blocking_write_and_flush(table, stream, bytes),
             )?;
@@ -135,9 +144,10 @@ pub(crate) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         STREAMS,
         "[method]output-stream.blocking-write-zeroes-and-flush",
         |mut store, (stream, len): (Resource<DynOutputStream>, u64)| {
-            let (deadline, table) = parts(&mut store);
+            let (deadline, run, table) = parts(&mut store);
             let r = until(
                 deadline,
+                run,
                 "wasi:io/streams.[method]output-stream.blocking-write-zeroes-and-flush",
                 streams::HostOutputStream::blocking_write_zeroes_and_flush(table, stream, len),
             )?;
@@ -149,9 +159,10 @@ pub(crate) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         STREAMS,
         "[method]output-stream.blocking-flush",
         |mut store, (stream,): (Resource<DynOutputStream>,)| {
-            let (deadline, table) = parts(&mut store);
+            let (deadline, run, table) = parts(&mut store);
             let r = until(
                 deadline,
+                run,
                 "wasi:io/streams.[method]output-stream.blocking-flush",
                 streams::HostOutputStream::blocking_flush(table, stream),
             )?;
@@ -164,9 +175,10 @@ pub(crate) fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         "[method]output-stream.blocking-splice",
         |mut store,
          (dest, src, len): (Resource<DynOutputStream>, Resource<DynInputStream>, u64)| {
-            let (deadline, table) = parts(&mut store);
+            let (deadline, run, table) = parts(&mut store);
             let r = until(
                 deadline,
+                run,
                 "wasi:io/streams.[method]output-stream.blocking-splice",
                 streams::HostOutputStream::blocking_splice(table, dest, src, len),
             )?;
@@ -206,22 +218,35 @@ where
     defined
 }
 
-fn parts<'a>(store: &'a mut StoreContextMut<'_, State>) -> (Instant, &'a mut ResourceTable) {
+fn parts<'a>(
+    store: &'a mut StoreContextMut<'_, State>,
+) -> (Instant, Option<Arc<TrainWatch>>, &'a mut ResourceTable) {
     let state = store.data_mut();
-    (state.deadline, &mut state.table)
+    (state.deadline, state.call.train.clone(), &mut state.table)
 }
 
 /// Runs `wait` on the Tokio runtime (as wasmtime-wasi's sync bindings do) until it finishes
-/// or `deadline` passes.
+/// or `deadline` passes, or, in a training run, its grace after a stop is over.
 fn until<F: Future>(
     deadline: Instant,
+    run: Option<Arc<TrainWatch>>,
     import: &'static str,
     wait: F,
 ) -> wasmtime::Result<F::Output> {
-    wasmtime_wasi::runtime::in_tokio(
-        async move { tokio::time::timeout_at(deadline.into(), wait).await },
-    )
-    .map_err(|_| wasmtime::Error::new(DeadlinePassed { import }))
+    wasmtime_wasi::runtime::in_tokio(async move {
+        let interrupted = async {
+            match &run {
+                Some(w) => w.interrupted().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline.into(), wait) => {
+                r.map_err(|_| wasmtime::Error::new(DeadlinePassed { import }))
+            }
+            _ = interrupted => Err(wasmtime::Error::new(crate::training::Interrupted)),
+        }
+    })
 }
 
 /// A stream operation's result as the guest gets it (wasmtime-wasi's conversion).

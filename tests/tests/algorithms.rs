@@ -653,3 +653,143 @@ async fn a_component_uploaded_with_its_algorithm_is_registered_or_left_out_with_
     assert_eq!(plugin_names(&alice).await, ["up-tiny"]);
     assert_eq!(algorithm_names(&alice).await, ["tiny"]);
 }
+
+/// The Python linear regression (componentize-py) as a training job's run, through the
+/// plugin host as the jobs runner calls it: it completes with its final metrics and a
+/// checkpoint per epoch under its output; a restart resumes from the newest checkpoint;
+/// a stop while it trains ends it as `cancelled` → Terminated.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_algorithm_runs_checkpoints_resumes_from_its_newest_checkpoint_and_stops() {
+    use atelier_plugins::training::Channel;
+    use atelier_plugins::{
+        CallContext, Host, HostSettings, LimitsSpec, PluginRef, StopReason, TrainOutcome, TrainRun,
+        TrainWatch, WatchLimits, World,
+    };
+    use std::time::Duration;
+
+    let wasm = atelier_tests::plugins::built_python(
+        &repo_root().join("examples/plugins/python-training-algorithm"),
+    )
+    .await;
+    let host = Host::new(
+        atelier_tests::plugins::shared_cache(),
+        HostSettings {
+            shared_cache: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let registered = {
+        let (h, bytes) = (host.clone(), std::fs::read(&wasm).unwrap());
+        tokio::task::spawn_blocking(move || h.register(&bytes, Some(World::TrainingAlgorithm)))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let plugin = PluginRef {
+        key: "linear-regression@0.1.0".into(),
+        digest: registered.digest.clone(),
+        world: registered.world,
+        limits: host
+            .settings()
+            .resolve(registered.world, &LimitsSpec::default())
+            .unwrap(),
+        model_dir: None,
+    };
+    let root = std::env::temp_dir().join(format!("atelier-train-py-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(root.join("data/line")).unwrap();
+    std::fs::copy(
+        repo_root().join("examples/plugins/python-training-algorithm/storage/data/line/points.csv"),
+        root.join("data/line/points.csv"),
+    )
+    .unwrap();
+    let ctx = || CallContext {
+        tenant: "alice".into(),
+        storage: atelier_plugins::storage::Grant::new(root.clone(), 1 << 20),
+        ..Default::default()
+    };
+    let run = |attempt: u32, epochs: i64| TrainRun {
+        job_name: "linreg".into(),
+        attempt,
+        inputs: vec![Channel {
+            name: "data_url".into(),
+            path: "data/line/".into(),
+        }],
+        outputs: vec![Channel {
+            name: "train_url".into(),
+            path: "runs/line/".into(),
+        }],
+        resume_from: None,
+        hyperparameters: vec![atelier_plugins::bindings::types::Parameter {
+            name: "epochs".into(),
+            value: atelier_plugins::bindings::types::Value::Integer(epochs),
+        }],
+        time_limit: Duration::from_secs(600),
+        grace: Duration::from_secs(30),
+    };
+
+    let watch = TrainWatch::new(WatchLimits::default());
+    let first = host
+        .train_run(&plugin, ctx(), run(0, 40), watch.clone())
+        .await;
+    let TrainOutcome::Completed { final_metrics } = &first.outcome else {
+        panic!("{:?}", first.outcome);
+    };
+    let names: Vec<&str> = final_metrics.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["loss", "w", "b"]);
+    assert_eq!(first.resumed_from, None);
+    let live = watch.snapshot();
+    assert_eq!(live.progress, Some(1.0));
+    assert_eq!(live.latest_metrics["loss"].1, 40);
+    assert_eq!(watch.drain().metrics.len(), 40);
+    assert!(
+        root.join("runs/line/checkpoints/step-000000000040")
+            .is_file()
+    );
+
+    // A restart resumes from step 40 and trains on to 60.
+    let watch = TrainWatch::new(WatchLimits::default());
+    let second = host
+        .train_run(&plugin, ctx(), run(1, 60), watch.clone())
+        .await;
+    assert!(
+        matches!(second.outcome, TrainOutcome::Completed { .. }),
+        "{:?}",
+        second.outcome
+    );
+    assert_eq!(second.resumed_from.as_ref().map(|c| c.step), Some(40));
+    let drained = watch.drain();
+    assert_eq!(drained.logs[0].message, "resuming from epoch 40");
+    assert_eq!(drained.metrics.first().map(|m| m.step), Some(41));
+    assert!(
+        root.join("runs/line/checkpoints/step-000000000060")
+            .is_file()
+    );
+
+    // Stopped while it trains: it returns cancelled at its next epoch.
+    let watch = TrainWatch::new(WatchLimits::default());
+    let running = {
+        let (h, p, c, r, w) = (
+            host.clone(),
+            plugin.clone(),
+            ctx(),
+            run(0, 100_000),
+            watch.clone(),
+        );
+        tokio::spawn(async move { h.train_run(&p, c, r, w).await })
+    };
+    let mut changes = watch.changed();
+    while watch.snapshot().heartbeat_at.is_none() {
+        changes.changed().await.unwrap();
+    }
+    watch.stop();
+    let stopped = running.await.unwrap();
+    assert_eq!(
+        stopped.outcome,
+        TrainOutcome::Terminated {
+            reason: StopReason::Stopped,
+            interrupted: false
+        }
+    );
+    let _ = std::fs::remove_dir_all(root);
+}

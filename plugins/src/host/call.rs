@@ -189,6 +189,24 @@ impl Host {
         O: Send + 'static,
         F: FnOnce(&mut Call<'_, W>) -> Result<O, CallError> + Send + 'static,
     {
+        self.run_as(plugin, ctx, plugin.limits.instance_policy, f)
+            .await
+    }
+
+    /// [`Host::run`] with the instance policy `policy` instead of the plugin's (training runs
+    /// always take a fresh instance).
+    pub(crate) async fn run_as<W, O, F>(
+        self: &Arc<Self>,
+        plugin: &PluginRef,
+        ctx: CallContext,
+        policy: InstancePolicy,
+        f: F,
+    ) -> CallReport<O>
+    where
+        W: Bindings,
+        O: Send + 'static,
+        F: FnOnce(&mut Call<'_, W>) -> Result<O, CallError> + Send + 'static,
+    {
         if plugin.world != W::WORLD {
             return CallReport::refused(CallError::bad_input(format!(
                 "the plugin is a {} plugin, not a {}",
@@ -231,10 +249,9 @@ impl Host {
         let queued = Instant::now();
         let _running = self.pool.running(plugin).await;
         let warm_key = (plugin.key.clone(), ctx.tenant.clone());
-        let standby = (plugin.limits.instance_policy == InstancePolicy::Fresh
-            && self.settings.standby_instances > 0)
+        let standby = (policy == InstancePolicy::Fresh && self.settings.standby_instances > 0)
             .then(|| standby_fingerprint(plugin));
-        let reused = if plugin.limits.instance_policy == InstancePolicy::Warm {
+        let reused = if policy == InstancePolicy::Warm {
             self.pool
                 .take_warm(&warm_key)
                 .map(|l| (l, InstanceUse::WarmReused))
@@ -252,7 +269,7 @@ impl Host {
                 Ok(Instance::Live(l))
             }
             None => {
-                instance_use = if plugin.limits.instance_policy == InstancePolicy::Warm {
+                instance_use = if policy == InstancePolicy::Warm {
                     InstanceUse::WarmNew
                 } else {
                     InstanceUse::Fresh
@@ -326,7 +343,7 @@ impl Host {
         let healthy = output.is_ok() || matches!(output, Err(CallError::Guest { .. }));
         let spent = match instance {
             Instance::Live(live)
-                if plugin.limits.instance_policy == InstancePolicy::Warm
+                if policy == InstancePolicy::Warm
                     && healthy
                     && live.calls < plugin.limits.recycle_after_calls
                     && live.store.data().limiter.memory_now

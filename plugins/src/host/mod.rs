@@ -32,7 +32,7 @@ mod engine;
 mod pool;
 
 pub use crate::locks::KeyGuard;
-pub(crate) use call::Call;
+pub(crate) use call::{Call, classify};
 pub use call::{CallReport, Timings};
 pub use compile::{LoadSource, RegisterError, Registered, sha256_hex};
 pub use pool::InstanceUse;
