@@ -586,6 +586,11 @@ impl Plugins {
     /// future runs; it must not drop the future before it ends (the guest would run on until
     /// the grace after a stop). Err: the run cannot start (no such plugin, another world, no
     /// checkpoint of `resume_from_step`); everything after that is the report's outcome.
+    /// The user's plugin storage (where a Wasm training job's channels are staged).
+    pub fn storage_root(&self, user_id: &str) -> PathBuf {
+        storage_dir(&self.settings, user_id)
+    }
+
     pub async fn train(
         &self,
         owner_id: &str,

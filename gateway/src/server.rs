@@ -140,6 +140,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         store: store.clone(),
         backend: lifecycle.backend().clone(),
         algorithms: algorithms.clone(),
+        plugins: plugins.clone(),
         secrets: secrets.clone(),
         tasks: lifecycle.tasks().clone(),
         flavors: settings.flavors.clone(),

@@ -882,3 +882,117 @@ async fn container_jobs_run_on_podman_and_their_workers_reach_each_other() {
     let log = log_of(&alice, "uid", "system=false").await;
     assert_eq!(log, "1000\n/home/ma-user\n");
 }
+
+/// The Python linear-regression example (a Wasm component of world training-algorithm),
+/// registered as an algorithm of `api`'s user.
+async fn linreg(api: &Api) {
+    use atelier_tests::plugins::{built_python, repo_root, upload};
+    let dir = repo_root().join("examples/plugins/python-training-algorithm");
+    let wasm = built_python(&dir).await;
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("plugin.json")).unwrap()).unwrap();
+    upload(api, &manifest, std::fs::read(&wasm).unwrap(), &[])
+        .await
+        .expect_status(201);
+    api.post(
+        "/v1/algorithms",
+        json!({"name": "linreg", "plugin": {"name": "linear-regression", "version": "0.1.0"}}),
+    )
+    .await
+    .expect_status(201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_when_asked() {
+    let s3 = S3Server::start();
+    let points = std::fs::read_to_string(
+        atelier_tests::plugins::repo_root()
+            .join("examples/plugins/python-training-algorithm/storage/data/line/points.csv"),
+    )
+    .unwrap();
+    write(&s3, "data", "line/points.csv", &points);
+    let gw = atelier_tests::plugins::gateway().await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    s3.connect(&alice, "local").await;
+    linreg(&alice).await;
+    let channels = |out: &str| {
+        json!({
+            "connection": "local",
+            "inputs": [{"name": "data_url", "path": "obs://data/line/"}],
+            "outputs": [{"name": "train_url", "path": format!("obs://out/{out}/")}]
+        })
+    };
+    // Outside the schema describe() gave: refused before anything runs.
+    let mut bad = channels("x");
+    bad["algorithm"] = "linreg".into();
+    bad["hyperparameters"] = json!({"epochs": 0});
+    let r = alice.post("/v1/training-jobs", bad.clone()).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("hyperparameters.epochs"), "{}", r.text);
+    bad["hyperparameters"] = json!({"epochs": 5});
+    bad["nodes"] = 2.into();
+    assert_eq!(alice.post("/v1/training-jobs", bad).await.status, 400);
+
+    // Trains: metrics per epoch, checkpoints in the output, the final metrics.
+    let mut body = channels("run-1");
+    body["name"] = "fit".into();
+    body["algorithm"] = "linreg".into();
+    body["hyperparameters"] = json!({"epochs": 30});
+    job(&alice, body).await;
+    wait(&alice, "fit", "COMPLETED").await;
+    let m = alice
+        .get("/v1/training-jobs/fit/metrics?name=loss")
+        .await
+        .expect_status(200)
+        .clone();
+    let losses: Vec<f64> = m["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 30, "{m}");
+    assert!(losses[29] < losses[0], "{losses:?}");
+    let fin = alice
+        .get("/v1/training-jobs/fit/metrics?name=final/loss")
+        .await
+        .expect_status(200)
+        .clone();
+    assert_eq!(fin["items"].as_array().unwrap().len(), 1, "{fin}");
+    let ckpts = atelier_tests::s3::files_under(&s3.bucket("out").join("run-1"));
+    assert!(
+        ckpts.iter().any(|f| f.contains("checkpoints/")),
+        "{ckpts:?}"
+    );
+    let log = log_of(&alice, "fit", "").await;
+    assert!(
+        log.contains("the Wasm algorithm linear-regression@0.1.0"),
+        "{log}"
+    );
+
+    // Stopped mid-train: the guest sees should-stop and returns cancelled.
+    let mut body = channels("run-2");
+    body["name"] = "long".into();
+    body["algorithm"] = "linreg".into();
+    body["hyperparameters"] = json!({"epochs": 100000});
+    job(&alice, body).await;
+    eventually("a few epochs", LONG, || async {
+        let m = alice.get("/v1/training-jobs/long/metrics?name=loss").await;
+        (m.expect_status(200)["items"].as_array().unwrap().len() >= 3).then_some(())
+    })
+    .await;
+    alice
+        .post("/v1/training-jobs/long/stop", json!({}))
+        .await
+        .expect_status(200);
+    wait(&alice, "long", "TERMINATED").await;
+    let log = log_of(&alice, "long", "").await;
+    assert!(log.contains("the algorithm returned cancelled"), "{log}");
+    // What it wrote so far was uploaded: a rebuild that predownloads resumes from it.
+    let rb = alice
+        .get("/v1/training-jobs/long/request")
+        .await
+        .expect_status(200)
+        .clone();
+    assert_eq!(rb["hyperparameters"], json!({"epochs": 100000}));
+}

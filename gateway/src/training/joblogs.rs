@@ -96,6 +96,11 @@ impl WorkerLog {
         }
     }
 
+    /// What the job printed (a Wasm algorithm's lines), cut at the cap.
+    pub fn user(&mut self, bytes: &[u8]) {
+        self.append(bytes);
+    }
+
     /// A line of the platform's.
     pub fn platform(&mut self, line: &str) {
         let t = time::OffsetDateTime::now_utc()

@@ -313,6 +313,8 @@ pub(super) struct Inner {
     pub store: Store,
     pub backend: Arc<dyn Backend>,
     pub algorithms: Algorithms,
+    /// The plugin host (Wasm algorithms' runs).
+    pub plugins: crate::plugins::Plugins,
     pub secrets: Arc<SecretBox>,
     pub tasks: TaskTracker,
     pub flavors: Vec<Flavor>,
@@ -334,6 +336,7 @@ pub struct JobsParts {
     pub store: Store,
     pub backend: Arc<dyn Backend>,
     pub algorithms: Algorithms,
+    pub plugins: crate::plugins::Plugins,
     pub secrets: Arc<SecretBox>,
     pub tasks: TaskTracker,
     pub flavors: Vec<Flavor>,
@@ -351,6 +354,7 @@ impl Jobs {
                 store: p.store,
                 backend: p.backend,
                 algorithms: p.algorithms,
+                plugins: p.plugins,
                 secrets: p.secrets,
                 tasks: p.tasks,
                 flavors: p.flavors,
@@ -493,13 +497,12 @@ impl Jobs {
                 (None, None, spec)
             }
         };
-        if let Engine::Wasm { plugin } = &algo.engine {
-            return Err(JobError::Invalid(format!(
-                "algorithm: {} runs the Wasm plugin {}@{}; training jobs of Wasm algorithms are not offered yet (run it with atelier plugin invoke)",
-                algorithm.as_deref().unwrap_or_default(),
-                plugin.name,
-                plugin.version
-            )));
+        if let Engine::Wasm { .. } = &algo.engine
+            && req.nodes.is_some_and(|n| n > 1)
+        {
+            return Err(JobError::Invalid(
+                "nodes: a Wasm algorithm runs in the gateway's plugin host, on one worker".into(),
+            ));
         }
         // Hyperparameters against the schema.
         let hyperparameters = check_values(&algo.hyperparameters, &req.hyperparameters)?;

@@ -25,6 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::joblogs::{self, WorkerLog};
@@ -68,6 +69,10 @@ enum Ended {
         rank: u32,
         why: String,
     },
+    /// A Wasm algorithm's own failure (its error, a trap, a limit): the user's fault.
+    GuestError {
+        why: String,
+    },
     Hung,
     AutoStop,
     /// The runner was asked to end (a stop, a delete, the gateway's shutdown).
@@ -75,6 +80,7 @@ enum Ended {
 }
 
 pub(super) async fn run(jobs: &Jobs, id: &str, token: &CancellationToken) {
+    let mut slot: Option<OwnedSemaphorePermit> = None;
     // Bounded: each pass moves the job on or returns; restarts are at most 128.
     for _ in 0..1000 {
         if jobs.inner.shutdown.is_cancelled() {
@@ -103,10 +109,23 @@ pub(super) async fn run(jobs: &Jobs, id: &str, token: &CancellationToken) {
                 return;
             }
         };
+        // A slot is held while an attempt starts and runs; a job waiting for its restart
+        // queues again.
+        if !matches!(row.status, JobStatus::Pending | JobStatus::Running) {
+            slot = None;
+        }
+        if row.status == JobStatus::Running && slot.is_none() {
+            // Found running (a restarted gateway): it counts, whether or not one is free.
+            slot = jobs.inner.slots.clone().try_acquire_owned().ok();
+        }
         let step = match row.status {
             JobStatus::Creating => prepare(jobs, &row, &spec, token).await,
-            JobStatus::Pending => start_attempt(jobs, &row, &spec, token).await,
-            JobStatus::Running => supervise(jobs, &row, &spec, token).await,
+            JobStatus::Pending => start_attempt(jobs, &row, &spec, token, &mut slot).await,
+            JobStatus::Running => {
+                let r = supervise(jobs, &row, &spec, token).await;
+                slot = None;
+                r
+            }
             JobStatus::Terminating => terminate(jobs, &row, &spec, None).await,
             _ => return,
         };
@@ -160,6 +179,45 @@ fn logs_root(jobs: &Jobs) -> PathBuf {
 /// A worker's mount dir (shown at /home/ma-user/modelarts).
 fn mount_dir(jobs: &Jobs, id: &str, rank: u32) -> PathBuf {
     job_dir(jobs, id).join(format!("w{rank}"))
+}
+
+fn is_wasm(spec: &JobSpec) -> bool {
+    matches!(
+        spec.engine,
+        crate::training::algorithms::Engine::Wasm { .. }
+    )
+}
+
+/// A Wasm job's channels, staged in its owner's plugin storage (what the plugin host
+/// grants): `jobs/<id>/inputs/<name>/` and `jobs/<id>/outputs/<name>/`.
+fn wasm_prefix(id: &str, kind: &str, name: &str) -> String {
+    format!("jobs/{id}/{kind}/{name}/")
+}
+
+fn wasm_stage(jobs: &Jobs, row: &JobRow) -> PathBuf {
+    jobs.inner
+        .plugins
+        .storage_root(&row.owner_id)
+        .join("jobs")
+        .join(&row.id)
+}
+
+/// Where an input is staged on the host (once per job).
+fn input_dir(jobs: &Jobs, row: &JobRow, spec: &JobSpec, name: &str) -> PathBuf {
+    if is_wasm(spec) {
+        wasm_stage(jobs, row).join("inputs").join(name)
+    } else {
+        job_dir(jobs, &row.id).join(format!("inputs/{name}_0"))
+    }
+}
+
+/// Where worker `rank` writes an output on the host.
+fn output_dir(jobs: &Jobs, row: &JobRow, spec: &JobSpec, rank: u32, name: &str) -> PathBuf {
+    if is_wasm(spec) {
+        wasm_stage(jobs, row).join("outputs").join(name)
+    } else {
+        mount_dir(jobs, &row.id, rank).join(format!("outputs/{name}_0"))
+    }
 }
 
 fn worker_id(id: &str, rank: u32) -> String {
@@ -269,6 +327,15 @@ async fn prepare(
             Some((_, cid)) => Some(client(jobs, cid).await?),
             None => None,
         };
+        if is_wasm(spec) {
+            let stage = wasm_stage(jobs, row);
+            let _ = tokio::fs::remove_dir_all(&stage).await;
+            for o in &spec.outputs {
+                tokio::fs::create_dir_all(stage.join("outputs").join(&o.name))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         // The code, once into worker 0's dir; copied to the others.
         let rt = view(spec);
         let code_local = rt
@@ -276,7 +343,7 @@ async fn prepare(
             .as_deref()
             .and_then(|c| c.strip_prefix(runtime::MOUNT_PATH))
             .map(|rel| rel.trim_start_matches('/').to_string());
-        for rank in 0..spec.nodes {
+        for rank in (0..spec.nodes).filter(|_| !is_wasm(spec)) {
             let m = mount_dir(jobs, id, rank);
             for sub in ["user-job-dir", "inputs", "outputs", "log"] {
                 tokio::fs::create_dir_all(m.join(sub))
@@ -337,7 +404,6 @@ async fn prepare(
         if token.is_cancelled() {
             return Ok(());
         }
-        let staged = dir.join("inputs");
         for i in &spec.inputs {
             let Some(c) = &data_client else { break };
             record(
@@ -346,7 +412,7 @@ async fn prepare(
             )
             .await;
             let t = Instant::now();
-            if let Err(e) = download_folder(c, &i.path, &staged.join(format!("{}_0", i.name))).await
+            if let Err(e) = download_folder(c, &i.path, &input_dir(jobs, row, spec, &i.name)).await
             {
                 record(
                     jobs.store(),
@@ -371,14 +437,14 @@ async fn prepare(
         for o in spec.outputs.iter().filter(|o| o.predownload) {
             let Some(c) = &data_client else { break };
             for rank in 0..spec.nodes {
-                let dest = mount_dir(jobs, id, rank).join(format!("outputs/{}_0", o.name));
+                let dest = output_dir(jobs, row, spec, rank, &o.name);
                 download_folder(c, &o.path, &dest).await.map_err(|e| {
                     format!("predownloading the output {} ({}): {e}", o.name, o.path)
                 })?;
             }
         }
         // Everything in the workers' dirs is ma-user's from here on (and hostile).
-        if rustix::process::geteuid().is_root() {
+        if rustix::process::geteuid().is_root() && !is_wasm(spec) {
             for rank in 0..spec.nodes {
                 crate::confined::Dir::open(&mount_dir(jobs, id, rank))
                     .and_then(|d| {
@@ -469,26 +535,16 @@ async fn start_attempt(
     row: &JobRow,
     spec: &JobSpec,
     token: &CancellationToken,
+    slot: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<(), JobError> {
     let id = row.id.as_str();
-    if let crate::training::algorithms::Engine::Wasm { .. } = &spec.engine {
-        let why = "Wasm algorithms do not run as jobs yet on this gateway";
-        to_status(
-            jobs.store(),
-            id,
-            &[JobStatus::Pending],
-            JobStatus::Abnormal,
-            Some(why),
-            Some(Row::filled(id, None, TrainingEvent::Abnormal, &[why])),
-        )
-        .await?;
-        return Ok(());
+    if slot.is_none() {
+        let slots = jobs.inner.slots.clone();
+        *slot = Some(tokio::select! {
+            p = slots.acquire_owned() => p.map_err(|e| JobError::Internal(e.into()))?,
+            _ = token.cancelled() => return Ok(()),
+        });
     }
-    let slots = jobs.inner.slots.clone();
-    let permit = tokio::select! {
-        p = slots.acquire_owned() => p.map_err(|e| JobError::Internal(e.into()))?,
-        _ = token.cancelled() => return Ok(()),
-    };
     let attempt = row.attempt;
     let now = crate::store::now();
     {
@@ -503,6 +559,15 @@ async fn start_attempt(
         rows::set_started(&mut tx, id, attempt, &now).await?;
         crate::store::operations::progressed::<JobStatus>(&mut tx, id).await?;
         tx.commit().await?;
+    }
+    if is_wasm(spec) {
+        let Some(row) = load(jobs.store(), id).await? else {
+            return Ok(());
+        };
+        return match run_wasm(jobs, &row, spec, token).await? {
+            Ended::Interrupted => Ok(()),
+            ended => end_attempt(jobs, &row, spec, ended, &mut []).await,
+        };
     }
     let root = logs_root(jobs);
     let cap = jobs.inner.settings.log_mb * 1024 * 1024;
@@ -562,7 +627,7 @@ async fn start_attempt(
         .iter()
         .map(|i| {
             (
-                job_dir(jobs, id).join(format!("inputs/{}_0", i.name)),
+                input_dir(jobs, row, spec, &i.name),
                 runtime::input_path(&i.name),
             )
         })
@@ -650,7 +715,6 @@ async fn start_attempt(
             }
         }
     }
-    drop(permit);
     Ok(())
 }
 
@@ -719,6 +783,12 @@ async fn supervise(
             cpu: None,
             exit: w.exit_code.map(|c| WorkerExit::Code(c as i32)),
         });
+    }
+    if is_wasm(spec) {
+        // Its run was in the gateway that stopped: that attempt is over.
+        let why =
+            "the gateway stopped while the Wasm algorithm ran; its run ended with it".to_string();
+        return end_attempt(jobs, row, spec, Ended::Fault { rank: 0, why }, &mut []).await;
     }
     if watched.len() < spec.nodes as usize {
         // Cut short while launching (a gateway killed): this attempt is lost.
@@ -890,6 +960,197 @@ async fn supervise(
     end_attempt(jobs, row, spec, ended, &mut watched).await
 }
 
+/// A Wasm algorithm's attempt: `train` through the plugin host, its log lines, metrics and
+/// liveness followed each tick (hang detection: no heartbeat, log or metric for the hang
+/// time), a stop or shutdown passed on as `should-stop` (the run is awaited to its end:
+/// the host interrupts a guest that ignores it after the grace).
+async fn run_wasm(
+    jobs: &Jobs,
+    row: &JobRow,
+    spec: &JobSpec,
+    token: &CancellationToken,
+) -> Result<Ended, JobError> {
+    let id = row.id.as_str();
+    let crate::training::algorithms::Engine::Wasm { plugin } = &spec.engine else {
+        return Ok(Ended::Fault {
+            rank: 0,
+            why: "not a Wasm algorithm".into(),
+        });
+    };
+    let root = logs_root(jobs);
+    let cap = jobs.inner.settings.log_mb * 1024 * 1024;
+    let mut log = WorkerLog::open(&root, id, row.attempt, 0, cap).map_err(anyhow::Error::from)?;
+    log.platform(&format!(
+        "[init] attempt {}: the Wasm algorithm {}@{} in the plugin host",
+        row.attempt, plugin.name, plugin.version
+    ));
+    record(
+        jobs.store(),
+        event_worker(id, TrainingEvent::WorkerRunning, &["0"]),
+    )
+    .await;
+    let time_limit = match spec.auto_stop_hours {
+        Some(h) => {
+            Duration::from_secs((u64::from(h) * 3600).saturating_sub(row.run_seconds.max(0) as u64))
+        }
+        // Without auto stop: the longest a job may run (720 hours).
+        None => Duration::from_secs(u64::from(super::jobs::AUTO_STOP_HOURS.1) * 3600),
+    };
+    let call = crate::plugins::TrainingCall {
+        plugin_name: plugin.name.clone(),
+        plugin_version: plugin.version.clone(),
+        job_name: row.name.clone(),
+        attempt: row.attempt as u32,
+        inputs: spec
+            .inputs
+            .iter()
+            .map(|i| (i.name.clone(), wasm_prefix(id, "inputs", &i.name)))
+            .collect(),
+        outputs: spec
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), wasm_prefix(id, "outputs", &o.name)))
+            .collect(),
+        hyperparameters: spec
+            .hyperparameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        resume_from_step: None,
+        time_limit,
+        grace: atelier_plugins::training::DEFAULT_GRACE,
+    };
+    let watch = atelier_plugins::TrainWatch::new(atelier_plugins::WatchLimits::default());
+    let plugins = jobs.inner.plugins.clone();
+    let owner = row.owner_id.clone();
+    let w = watch.clone();
+    let mut run = std::pin::pin!(async move { plugins.train(&owner, call, w).await });
+    let hang = Duration::from_secs(spec.hang_detect_seconds);
+    let mut activity = 0u64;
+    let mut last_activity = Instant::now();
+    let mut stopping = false;
+    let mut hung = false;
+    let report = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tokio::time::sleep(TICK) => {}
+            _ = token.cancelled(), if !stopping => {
+                stopping = true;
+                watch.stop();
+                continue;
+            }
+        }
+        drain_wasm(jobs, &watch, &mut log, id, row.attempt).await?;
+        let live = watch.snapshot();
+        if live.activity != activity {
+            activity = live.activity;
+            last_activity = Instant::now();
+        }
+        if !stopping && last_activity.elapsed() >= hang {
+            hung = true;
+            stopping = true;
+            watch.stop();
+        }
+    };
+    drain_wasm(jobs, &watch, &mut log, id, row.attempt).await?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("the Wasm algorithm could not start: {}", e.message);
+            log.platform(&why);
+            return Ok(Ended::Fault { rank: 0, why });
+        }
+    };
+    use atelier_plugins::{StopReason, TrainOutcome};
+    let ended = match report.outcome {
+        TrainOutcome::Completed { final_metrics } => {
+            let now = crate::store::now();
+            let rows_: Vec<MetricRow> = final_metrics
+                .into_iter()
+                .map(|(name, value)| MetricRow {
+                    attempt: row.attempt,
+                    worker: 0,
+                    name: format!("final/{name}"),
+                    step: None,
+                    value,
+                    time: now.clone(),
+                })
+                .collect();
+            let mut tx = jobs.store().write().await?;
+            rows::insert_metrics(&mut tx, id, &rows_).await?;
+            tx.commit().await?;
+            log.platform("[run] Training finished. Exit code 0.");
+            Ended::Completed
+        }
+        TrainOutcome::Terminated { .. } if hung => Ended::Hung,
+        TrainOutcome::Terminated {
+            reason: StopReason::TimeLimit,
+            ..
+        } => Ended::AutoStop,
+        TrainOutcome::Terminated { interrupted, .. } => {
+            log.platform(if interrupted {
+                "[stop] the algorithm ignored the stop and was interrupted after the grace"
+            } else {
+                "[stop] the algorithm returned cancelled"
+            });
+            Ended::Interrupted
+        }
+        TrainOutcome::Failed { kind, message, .. } => {
+            let why = format!("the Wasm algorithm failed ({kind:?}): {message}");
+            log.platform(&why);
+            if kind.restartable() {
+                Ended::Fault { rank: 0, why }
+            } else {
+                Ended::GuestError { why }
+            }
+        }
+    };
+    Ok(ended)
+}
+
+/// The run's queued log lines into the job's log, its metrics into the store.
+async fn drain_wasm(
+    jobs: &Jobs,
+    watch: &atelier_plugins::TrainWatch,
+    log: &mut WorkerLog,
+    id: &str,
+    attempt: i64,
+) -> Result<(), JobError> {
+    let d = watch.drain();
+    for l in &d.logs {
+        let line = match l.source {
+            atelier_plugins::training::LogSource::Log => format!("[{}] {}\n", l.level, l.message),
+            _ => format!("{}\n", l.message),
+        };
+        log.user(line.as_bytes());
+    }
+    if d.logs_dropped > 0 {
+        log.platform(&format!(
+            "[log] {} lines dropped (the queue was full)",
+            d.logs_dropped
+        ));
+    }
+    if !d.metrics.is_empty() {
+        let now = crate::store::now();
+        let m: Vec<MetricRow> = d
+            .metrics
+            .into_iter()
+            .map(|p| MetricRow {
+                attempt,
+                worker: 0,
+                name: p.name,
+                step: i64::try_from(p.step).ok(),
+                value: p.value,
+                time: now.clone(),
+            })
+            .collect();
+        let mut tx = jobs.store().write().await?;
+        rows::insert_metrics(&mut tx, id, &m).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 /// The end of an attempt: the other workers stopped, logs and outputs saved, then the
 /// job's next status.
 async fn end_attempt(
@@ -912,7 +1173,7 @@ async fn end_attempt(
         }
     }
     // What is left of each worker (its container, its dir) goes; its log was copied.
-    for rank in 0..spec.nodes {
+    for rank in (0..spec.nodes).filter(|_| !is_wasm(spec)) {
         if let Err(e) = jobs.inner.backend.remove_worker(&worker_id(id, rank)).await {
             tracing::warn!(job = %id, error = %e, "removing a training worker failed");
         }
@@ -942,6 +1203,11 @@ async fn end_attempt(
         Ended::Fault { rank, why } => {
             (Some((*rank, why.clone())), (restarts_left > 0).then_some(0))
         }
+        Ended::GuestError { why } => (
+            Some((0, why.clone())),
+            (unconditional && restarts_left > 0 && row.streak < super::jobs::MAX_STREAK)
+                .then_some(row.streak + 1),
+        ),
         Ended::Hung => (
             Some((
                 0,
@@ -1043,7 +1309,7 @@ async fn save_outputs(jobs: &Jobs, row: &JobRow, spec: &JobSpec) -> Result<(), S
                 event_worker(id, TrainingEvent::WorkerOutputUploading, &[&r]),
             )
             .await;
-            let dir = mount_dir(jobs, id, rank).join(format!("outputs/{}_0", o.name));
+            let dir = output_dir(jobs, row, spec, rank, &o.name);
             match upload_dir(&client, &dir, &o.path).await {
                 Ok(_) => {
                     record(
@@ -1241,7 +1507,7 @@ async fn terminate(
         rows::worker_ended(&mut tx, id, row.attempt, w.rank, None, &crate::store::now()).await?;
         tx.commit().await?;
     }
-    for rank in 0..spec.nodes {
+    for rank in (0..spec.nodes).filter(|_| !is_wasm(spec)) {
         if let Err(e) = jobs.inner.backend.remove_worker(&worker_id(id, rank)).await {
             tracing::warn!(job = %id, error = %e, "removing a training worker failed");
         }
