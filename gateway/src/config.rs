@@ -135,6 +135,10 @@ pub struct Settings {
     pub onnxruntime_lib: Option<PathBuf>,
     pub batch: BatchSettings,
     pub training: TrainingSettings,
+    /// Whether webhooks may call loopback, private and link-local addresses (env
+    /// ATELIER_WEBHOOK_ALLOW_PRIVATE=true): off, so a user's webhook cannot reach the
+    /// gateway's own network; on for a gateway whose receivers are on its network.
+    pub webhook_allow_private: bool,
     /// The most connections the gateway keeps open to one instance of a container or
     /// process engine, shared by all calls to it; calls beyond wait for one (env
     /// ATELIER_ENGINE_CONNECTIONS; default 32).
@@ -682,6 +686,7 @@ impl Default for Settings {
             onnxruntime_lib: None,
             batch: BatchSettings::default(),
             training: TrainingSettings::default(),
+            webhook_allow_private: false,
             engine_connections: 32,
         }
     }
@@ -837,6 +842,13 @@ impl Settings {
             self.engine_connections = v.trim().parse().with_context(|| {
                 format!("ATELIER_ENGINE_CONNECTIONS={v:?} is not a number of connections")
             })?;
+        }
+        if let Some(v) = env("ATELIER_WEBHOOK_ALLOW_PRIVATE") {
+            self.webhook_allow_private = match v.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                other => anyhow::bail!("ATELIER_WEBHOOK_ALLOW_PRIVATE={other:?}: true or false"),
+            };
         }
         if let Some(v) = env("ATELIER_TRAINING_VENV") {
             self.training.venv = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());

@@ -30,6 +30,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod models;
 pub mod notebooks;
+pub mod notify;
 pub mod object_storage;
 pub mod plugins;
 pub mod procs;

@@ -231,6 +231,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
     loops.spawn(state.services.clone().auto_stop_loop(shutdown.clone()));
     loops.spawn(state.services.clone().retention_loop(shutdown.clone()));
+    loops.spawn(
+        crate::notify::Webhooks::new(
+            state.store.clone(),
+            state.secrets.clone(),
+            state.settings.webhook_allow_private,
+        )
+        .run(shutdown.clone()),
+    );
     loops.spawn(state.services.log().clone().run(shutdown.clone()));
     loops.close();
 

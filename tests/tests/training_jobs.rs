@@ -996,3 +996,250 @@ async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_
         .clone();
     assert_eq!(rb["hyperparameters"], json!({"epochs": 100000}));
 }
+
+/// A webhook receiver on loopback: answers 500 to its first request and 200 after; keeps
+/// each request's headers and body.
+async fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    let task = tokio::spawn(async move {
+        for n in 0..50 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, body) = loop {
+                let k = s.read(&mut chunk).await.unwrap_or(0);
+                if k == 0 {
+                    break (String::new(), String::new());
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(at) = text.find("\r\n\r\n") {
+                    let head = text[..at].to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= at + 4 + len {
+                        break (head, text[at + 4..at + 4 + len].to_string());
+                    }
+                }
+            };
+            let headers = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            keep.lock().unwrap().push((headers, body));
+            let status = if n == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = s
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+        }
+    });
+    (url, got, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_events_reach_its_webhook_signed_and_retried() {
+    let (url, got, task) = receiver().await;
+    let gw = gateway(&[("ATELIER_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    let secret = "a-secret-of-the-receivers";
+    for (bad, field) in [
+        (
+            json!({"url": "ftp://x/", "secret": secret}),
+            "notification.url",
+        ),
+        (
+            json!({"url": url, "secret": "short"}),
+            "notification.secret",
+        ),
+        (
+            json!({"url": url, "secret": secret, "events": ["JobExploded"]}),
+            "notification.events",
+        ),
+    ] {
+        let r = alice
+            .post(
+                "/v1/training-jobs",
+                json!({"custom": {"boot_command": "true"}, "notification": bad}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert!(r.text.contains(field), "{}", r.text);
+    }
+    let j = job(
+        &alice,
+        json!({"name": "hooked", "custom": {"boot_command": "echo hi"},
+               "notification": {"url": url, "secret": secret}}),
+    )
+    .await;
+    assert!(
+        !j.to_string().contains(secret),
+        "the secret is never shown: {j}"
+    );
+    assert_eq!(j["notification"]["events"].as_array().unwrap().len(), 5);
+    wait(&alice, "hooked", "COMPLETED").await;
+    let deliveries = eventually("both events delivered", LONG, || async {
+        let d = alice
+            .get("/v1/training-jobs/hooked/notifications")
+            .await
+            .expect_status(200)
+            .clone();
+        let items = d["items"].as_array().unwrap().clone();
+        (items.len() == 2 && items.iter().all(|x| x["status"] == "delivered")).then_some(items)
+    })
+    .await;
+    assert_eq!(deliveries[0]["event"], "JobStarted");
+    assert_eq!(deliveries[1]["event"], "JobCompleted");
+    // The first try got a 500: retried, same delivery id.
+    assert_eq!(deliveries[0]["attempts"], 2, "{deliveries:?}");
+    let requests = got.lock().unwrap().clone();
+    let header = |r: &(Vec<(String, String)>, String), k: &str| {
+        r.0.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let started: Vec<String> = requests
+        .iter()
+        .filter(|r| header(r, "x-atelier-event") == "JobStarted")
+        .map(|r| header(r, "x-atelier-delivery"))
+        .collect();
+    assert_eq!(started.len(), 2, "tried twice");
+    assert_eq!(started[0], started[1]);
+    let completed = requests
+        .iter()
+        .find(|r| header(r, "x-atelier-event") == "JobCompleted")
+        .unwrap();
+    let body: Value = serde_json::from_str(&completed.1).unwrap();
+    assert_eq!(
+        (
+            body["event"].as_str(),
+            body["job"]["name"].as_str(),
+            body["job"]["status"].as_str()
+        ),
+        (Some("JobCompleted"), Some("hooked"), Some("COMPLETED"))
+    );
+    // The signature, checked by another implementation (Python's hmac).
+    let ts = header(completed, "x-atelier-timestamp");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hmac,hashlib,sys; print('sha256=' + hmac.new(sys.argv[1].encode(), (sys.argv[2] + '.' + sys.argv[3]).encode(), hashlib.sha256).hexdigest())",
+            secret,
+            &ts,
+            &completed.1,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        header(completed, "x-atelier-signature")
+    );
+
+    // Failed, terminated: their events too; a rebuild keeps the webhook.
+    job(
+        &alice,
+        json!({"name": "fails", "custom": {"boot_command": "exit 2"},
+                       "notification": {"url": url, "secret": secret, "events": ["JobFailed"]}}),
+    )
+    .await;
+    wait(&alice, "fails", "FAILED").await;
+    job(&alice, json!({"name": "stopped", "custom": {"boot_command": "exec sleep 600"},
+                       "notification": {"url": url, "secret": secret, "events": ["JobTerminated"]}})).await;
+    wait(&alice, "stopped", "RUNNING").await;
+    alice
+        .post("/v1/training-jobs/stopped/stop", json!({}))
+        .await
+        .expect_status(200);
+    wait(&alice, "stopped", "TERMINATED").await;
+    for (name, event) in [("fails", "JobFailed"), ("stopped", "JobTerminated")] {
+        eventually(event, LONG, || async {
+            let d = alice
+                .get(&format!("/v1/training-jobs/{name}/notifications"))
+                .await
+                .expect_status(200)
+                .clone();
+            let items = d["items"].as_array().unwrap().clone();
+            (items.len() == 1 && items[0]["event"] == event && items[0]["status"] == "delivered")
+                .then_some(())
+        })
+        .await;
+    }
+    alice
+        .post(
+            "/v1/training-jobs/hooked/rebuild",
+            json!({"name": "hooked-2"}),
+        )
+        .await
+        .expect_status(201);
+    wait(&alice, "hooked-2", "COMPLETED").await;
+    eventually("the rebuilt job's events", LONG, || async {
+        let d = alice
+            .get("/v1/training-jobs/hooked-2/notifications")
+            .await
+            .expect_status(200)
+            .clone();
+        (d["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["status"] == "delivered")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    task.abort();
+
+    // By default a webhook may not call the gateway's own network.
+    let strict = gateway(&[]).await;
+    let bob = strict.api(&strict.create_user("bob").await);
+    job(
+        &bob,
+        json!({"name": "inner", "custom": {"boot_command": "true"},
+                     "notification": {"url": url, "secret": secret, "events": ["JobCompleted"]}}),
+    )
+    .await;
+    wait(&bob, "inner", "COMPLETED").await;
+    let refused = eventually("the delivery refused", LONG, || async {
+        let d = bob
+            .get("/v1/training-jobs/inner/notifications")
+            .await
+            .expect_status(200)
+            .clone();
+        let x = d["items"][0].clone();
+        x["last_error"].as_str().is_some().then_some(x)
+    })
+    .await;
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a public address"),
+        "{refused}"
+    );
+}

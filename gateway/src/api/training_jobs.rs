@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/training-jobs/{job}/events", get(events))
         .route("/v1/training-jobs/{job}/logs", get(logs))
         .route("/v1/training-jobs/{job}/metrics", get(metrics))
+        .route("/v1/training-jobs/{job}/notifications", get(notifications))
 }
 
 async fn create(
@@ -142,6 +143,17 @@ async fn events(
 ) -> ApiResult<ApiJson<Items<EventRecord>>> {
     Ok(ApiJson(Items {
         items: state.jobs.events(&p, &job).await?,
+    }))
+}
+
+/// The job's webhook deliveries (pending, delivered, failed).
+async fn notifications(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(job): ApiPath<String>,
+) -> ApiResult<ApiJson<Items<crate::notify::Delivery>>> {
+    Ok(ApiJson(Items {
+        items: state.jobs.notifications(&p, &job).await?,
     }))
 }
 

@@ -27,6 +27,8 @@ pub enum JobCommand {
     Metrics(MetricsArgs),
     /// The job's events.
     Events(JobArg),
+    /// The job's webhook deliveries.
+    Notifications(JobArg),
     /// Stop a job (creating, pending or running).
     Stop(JobArg),
     /// Delete a job (a running one is stopped first); its objects in storage stay.
@@ -100,6 +102,12 @@ pub struct CreateArgs {
     /// An empty folder the workers' logs are copied to.
     #[arg(long, value_name = "PATH")]
     pub log_path: Option<String>,
+    /// A webhook URL the job's events are POSTed to (signed with --webhook-secret).
+    #[arg(long, value_name = "URL", requires = "webhook_secret")]
+    pub webhook: Option<String>,
+    /// The secret the webhook's HMAC-SHA256 signature is made with (16-256 characters).
+    #[arg(long, value_name = "SECRET", requires = "webhook")]
+    pub webhook_secret: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -216,6 +224,9 @@ fn create_body(a: &CreateArgs) -> Result<Value, CliError> {
     set("auto_stop_hours", a.auto_stop.map(Value::from));
     set("hang_detect_seconds", a.hang_detect.map(Value::from));
     set("log_path", a.log_path.clone().map(Value::from));
+    if let (Some(url), Some(secret)) = (&a.webhook, &a.webhook_secret) {
+        set("notification", Some(json!({"url": url, "secret": secret})));
+    }
     set(
         "auto_restart",
         a.auto_restart
@@ -449,6 +460,27 @@ pub async fn run(ctx: &Ctx, cmd: JobCommand) -> Result<(), CliError> {
                     short_time(v, "time"),
                     cell(v, "type"),
                     cell(v, "text"),
+                ]);
+            }
+            out(&t.render());
+            Ok(())
+        }
+        JobCommand::Notifications(a) => {
+            let reply = ctx
+                .api
+                .get(&["v1", JOBS, &a.job, "notifications"], &[])
+                .await?;
+            if ctx.json {
+                return print_json(&reply.raw, Some("items"));
+            }
+            let mut t = Table::new(&["EVENT", "STATUS", "ATTEMPTS", "LAST ERROR", "CREATED"]);
+            for v in items(&reply.value)? {
+                t.row(vec![
+                    cell(v, "event"),
+                    cell(v, "status"),
+                    cell(v, "attempts"),
+                    cell(v, "last_error"),
+                    short_time(v, "created_at"),
                 ]);
             }
             out(&t.render());

@@ -118,7 +118,20 @@ pub struct CreateJob {
     /// An empty folder the workers' logs are copied to (`obs://bucket/folder/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_path: Option<String>,
+    /// A webhook for the job's events (JobStarted, JobCompleted, JobFailed, JobTerminated,
+    /// JobHanged), signed with HMAC-SHA256 under `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<crate::notify::SubscriptionRequest>,
 }
+
+/// The events a job's webhook may ask for (seed 8.6).
+pub const EVENTS: &[&str] = &[
+    "JobStarted",
+    "JobCompleted",
+    "JobFailed",
+    "JobTerminated",
+    "JobHanged",
+];
 
 /// A job's own recipe (the seed's "Custom algorithm").
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +218,9 @@ pub struct JobSpec {
     pub tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_path: Option<String>,
+    /// The webhook, its secret sealed (the request keeps no secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<crate::notify::Subscription>,
 }
 
 impl JobSpec {
@@ -265,6 +281,9 @@ pub struct JobView {
     pub tags: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_path: Option<String>,
+    /// The webhook (its URL and events; never its secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification: Option<crate::notify::Subscription>,
     /// The attempt running or last run (0 first).
     pub attempt: i64,
     /// Restarts so far (the seed's Retries).
@@ -377,9 +396,9 @@ impl Jobs {
         };
         check_job_name(&name)?;
         schema::check_description("description", &req.description).map_err(JobError::Invalid)?;
-        let (spec, algorithm_id, warnings) = self.resolve(who, &req).await?;
-        let spec_json = serde_json::to_string(&spec).map_err(anyhow::Error::from)?;
         let id = uuid::Uuid::new_v4().to_string();
+        let (spec, algorithm_id, warnings) = self.resolve(who, &req, &id).await?;
+        let spec_json = serde_json::to_string(&spec).map_err(anyhow::Error::from)?;
         let _one = self.inner.create.lock().await;
         let mut tx = self.inner.store.write().await?;
         if rows::by_name(&mut tx, &who.user_id, &name).await?.is_some() {
@@ -441,6 +460,7 @@ impl Jobs {
         &self,
         who: &Principal,
         req: &CreateJob,
+        id: &str,
     ) -> Result<(JobSpec, Option<String>, Vec<String>), JobError> {
         let mut warnings = Vec::new();
         // The recipe.
@@ -719,11 +739,26 @@ impl Jobs {
                 }
             }
         }
+        let notification = match &req.notification {
+            Some(n) => Some(
+                crate::notify::subscription("notification", n, EVENTS, &self.inner.secrets, id)
+                    .map_err(JobError::Invalid)?,
+            ),
+            None => None,
+        };
         let spec = JobSpec {
             request: CreateJob {
                 name: None,
+                // The secret is kept sealed in `notification`, never in the request.
+                notification: req.notification.clone().map(|n| {
+                    crate::notify::SubscriptionRequest {
+                        secret: String::new(),
+                        ..n
+                    }
+                }),
                 ..req.clone()
             },
+            notification,
             algorithm,
             engine: algo.engine.clone(),
             schema: algo.hyperparameters.clone(),
@@ -796,6 +831,17 @@ impl Jobs {
         Ok(rows::metrics(&mut conn, &j.id, name, 100_000).await?)
     }
 
+    /// The job's webhook deliveries.
+    pub async fn notifications(
+        &self,
+        who: &Principal,
+        key: &str,
+    ) -> Result<Vec<crate::notify::Delivery>, JobError> {
+        let j = self.find(who, key).await?;
+        let mut conn = self.inner.store.pool.acquire().await?;
+        Ok(crate::notify::deliveries(&mut conn, &j.id).await?)
+    }
+
     pub(super) async fn view_by_id(&self, id: &str) -> Result<JobView, JobError> {
         let mut conn = self.inner.store.pool.acquire().await?;
         let row = rows::by_id(&mut conn, id)
@@ -830,6 +876,10 @@ impl Jobs {
             hang_detect_seconds: spec.hang_detect_seconds,
             tags: spec.tags,
             log_path: spec.log_path,
+            notification: spec.notification.map(|n| crate::notify::Subscription {
+                secret: String::new(),
+                ..n
+            }),
             attempt: j.attempt,
             retries: j.retries,
             duration_seconds: j.run_seconds + running,
@@ -900,10 +950,19 @@ impl Jobs {
     ) -> Result<JobView, JobError> {
         let j = self.find(who, key).await?;
         let spec = decode(&j)?;
-        let req = CreateJob {
+        let mut req = CreateJob {
             name,
             ..spec.request
         };
+        // The webhook's secret, from the original's sealed one.
+        if let (Some(n), Some(sub)) = (req.notification.as_mut(), &spec.notification) {
+            n.secret = self
+                .inner
+                .secrets
+                .open(&sub.secret, &j.id)
+                .map_err(JobError::Internal)?
+                .to_string();
+        }
         self.create(who, req).await
     }
 

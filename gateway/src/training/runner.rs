@@ -194,6 +194,14 @@ fn wasm_prefix(id: &str, kind: &str, name: &str) -> String {
     format!("jobs/{id}/{kind}/{name}/")
 }
 
+/// A deleted job's Wasm staging dir (an empty path for none).
+fn wasm_stage_of(jobs: &Jobs, row: Option<&JobRow>) -> PathBuf {
+    match row {
+        Some(r) if decode(r).is_ok_and(|s| is_wasm(&s)) => wasm_stage(jobs, r),
+        _ => PathBuf::new(),
+    }
+}
+
 fn wasm_stage(jobs: &Jobs, row: &JobRow) -> PathBuf {
     jobs.inner
         .plugins
@@ -484,6 +492,27 @@ async fn prepare(
     Ok(())
 }
 
+/// Queues the job's webhook `event` (when it has one that asks for it), in `tx`.
+async fn notify_in(
+    tx: &mut crate::store::Conn,
+    row: &JobRow,
+    spec: &JobSpec,
+    event: &str,
+    status: JobStatus,
+) -> sqlx::Result<()> {
+    let Some(sub) = &spec.notification else {
+        return Ok(());
+    };
+    let payload = serde_json::json!({
+        "id": row.id,
+        "name": row.name,
+        "status": status,
+        "attempt": row.attempt,
+        "retries": row.retries,
+    });
+    crate::notify::enqueue(tx, "job", &row.id, sub, event, &payload).await
+}
+
 /// A copy of a tree the gateway just made (no links in it).
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -556,6 +585,7 @@ async fn start_attempt(
         if !moved {
             return Ok(());
         }
+        notify_in(&mut tx, row, spec, "JobStarted", JobStatus::Running).await?;
         rows::set_started(&mut tx, id, attempt, &now).await?;
         crate::store::operations::progressed::<JobStatus>(&mut tx, id).await?;
         tx.commit().await?;
@@ -1244,6 +1274,19 @@ async fn end_attempt(
         .await?;
     }
     let from = [JobStatus::Running, JobStatus::Pending];
+    // The webhook's event for where the job goes (JobHanged besides, on a hang).
+    let (to, event) = match (&ended, restart, &uploaded) {
+        (Ended::AutoStop, _, _) => (JobStatus::Terminated, Some("JobTerminated")),
+        (_, Some(_), _) => (JobStatus::Pending, None),
+        (Ended::Completed, None, Ok(())) => (JobStatus::Completed, Some("JobCompleted")),
+        (_, None, _) => (JobStatus::Failed, Some("JobFailed")),
+    };
+    if let Ended::Hung = ended {
+        notify_in(&mut tx, row, spec, "JobHanged", JobStatus::Running).await?;
+    }
+    if let Some(e) = event {
+        notify_in(&mut tx, row, spec, e, to).await?;
+    }
     let moved = match (&ended, restart, &uploaded) {
         (Ended::AutoStop, _, _) => {
             let hours = spec.auto_stop_hours.unwrap_or(1);
@@ -1519,6 +1562,7 @@ async fn terminate(
     let seconds = seconds_since(row.started_at.as_deref());
     let mut tx = jobs.store().write().await?;
     rows::set_attempt_ended(&mut tx, id, seconds, None, &crate::store::now()).await?;
+    notify_in(&mut tx, row, spec, "JobTerminated", JobStatus::Terminated).await?;
     let moved = Transition::new(id, &[JobStatus::Terminating], JobStatus::Terminated)
         .resource_event(Row::of(id, None, TrainingEvent::Stopped))
         .apply(&mut tx)
@@ -1551,7 +1595,9 @@ pub(super) async fn finish_delete(jobs: &Jobs, id: &str) -> Result<(), JobError>
     }
     let _ = tokio::fs::remove_dir_all(job_dir(jobs, id)).await;
     let _ = tokio::fs::remove_dir_all(joblogs::job_dir(&logs_root(jobs), id)).await;
+    let _ = tokio::fs::remove_dir_all(wasm_stage_of(jobs, row.as_ref())).await;
     let mut tx = jobs.store().write().await?;
+    crate::notify::forget(&mut tx, id).await?;
     rows::delete(&mut tx, id).await?;
     crate::store::operations::end::<JobStatus>(&mut tx, id).await?;
     tx.commit().await?;
