@@ -491,6 +491,31 @@ async fn a_silent_job_is_taken_as_hung_and_restarted() {
     .await;
     let busy = wait(&alice, "busy", "COMPLETED").await;
     assert_eq!(busy["retries"], 0, "{busy}");
+    // Its resource usage was sampled: CPU used (how much depends on the machine's load),
+    // some memory.
+    let usage = alice
+        .get("/v1/training-jobs/busy/usage")
+        .await
+        .expect_status(200)
+        .clone();
+    let of = |name: &str| -> Vec<f64> {
+        usage["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["name"] == name)
+            .map(|x| x["value"].as_f64().unwrap())
+            .collect()
+    };
+    assert!(of("system/cpuUsage").iter().any(|c| *c > 1.0), "{usage}");
+    assert!(of("system/memUsage").iter().all(|m| *m > 1.0), "{usage}");
+    // Not among the job's own metrics.
+    let own = alice
+        .get("/v1/training-jobs/busy/metrics")
+        .await
+        .expect_status(200)
+        .clone();
+    assert_eq!(own["items"], json!([]), "{own}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

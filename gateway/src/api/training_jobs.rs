@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/training-jobs/{job}/events", get(events))
         .route("/v1/training-jobs/{job}/logs", get(logs))
         .route("/v1/training-jobs/{job}/metrics", get(metrics))
+        .route("/v1/training-jobs/{job}/usage", get(usage))
         .route("/v1/training-jobs/{job}/notifications", get(notifications))
 }
 
@@ -171,7 +172,22 @@ async fn metrics(
     ApiQuery(q): ApiQuery<MetricsQuery>,
 ) -> ApiResult<ApiJson<Items<MetricRow>>> {
     Ok(ApiJson(Items {
-        items: state.jobs.metrics(&p, &job, q.name.as_deref()).await?,
+        items: state
+            .jobs
+            .metrics(&p, &job, q.name.as_deref(), false)
+            .await?,
+    }))
+}
+
+/// The job's resource usage per worker: `system/cpuUsage` (percent of one CPU) and
+/// `system/memUsage` (MiB), one sample per sampling period.
+async fn usage(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(job): ApiPath<String>,
+) -> ApiResult<ApiJson<Items<MetricRow>>> {
+    Ok(ApiJson(Items {
+        items: state.jobs.metrics(&p, &job, None, true).await?,
     }))
 }
 

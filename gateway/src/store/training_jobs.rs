@@ -287,19 +287,23 @@ pub async fn count_metrics(conn: &mut Conn, job_id: &str) -> sqlx::Result<i64> {
         .await
 }
 
-/// A job's metrics in the order they came, `name` only when given.
+/// A job's metrics in the order they came: `name` only when given, else the job's own
+/// (`system`: the platform's resource usage, `system/…`).
 pub async fn metrics(
     conn: &mut Conn,
     job_id: &str,
     name: Option<&str>,
+    system: bool,
     limit: i64,
 ) -> sqlx::Result<Vec<MetricRow>> {
     sqlx::query_as(
         "SELECT attempt, worker, name, step, value, time FROM training_metrics \
-         WHERE job_id = $1 AND ($2 IS NULL OR name = $2) ORDER BY rowid LIMIT $3",
+         WHERE job_id = $1 AND ($2 IS NULL OR name = $2) \
+         AND ($2 IS NOT NULL OR (name LIKE 'system/%') = $3) ORDER BY rowid LIMIT $4",
     )
     .bind(job_id)
     .bind(name)
+    .bind(system)
     .bind(limit)
     .fetch_all(conn)
     .await

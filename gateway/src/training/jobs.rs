@@ -820,15 +820,17 @@ impl Jobs {
         Ok(resource_events::list(&mut conn, "training", &j.id, None, 1000).await?)
     }
 
+    /// The metrics the job reported (`system`: its resource usage instead).
     pub async fn metrics(
         &self,
         who: &Principal,
         key: &str,
         name: Option<&str>,
+        system: bool,
     ) -> Result<Vec<rows::MetricRow>, JobError> {
         let j = self.find(who, key).await?;
         let mut conn = self.inner.store.pool.acquire().await?;
-        Ok(rows::metrics(&mut conn, &j.id, name, 100_000).await?)
+        Ok(rows::metrics(&mut conn, &j.id, name, system, 100_000).await?)
     }
 
     /// The job's webhook deliveries.

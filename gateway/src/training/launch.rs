@@ -259,6 +259,10 @@ pub fn parse_metric_line(line: &str) -> Option<MetricLine> {
         {
             return None;
         }
+        // `system/` names are the platform's (resource usage).
+        if k.starts_with("system/") {
+            return None;
+        }
         if k == "step" {
             step = Some(v.parse::<i64>().ok()?);
             continue;
@@ -406,6 +410,7 @@ mod tests {
             "[metric] loss=NaN",
             "[metric] a b",
             "[metric] $x=1",
+            "[metric] system/cpuUsage=1",
         ] {
             assert_eq!(parse_metric_line(bad), None, "{bad}");
         }

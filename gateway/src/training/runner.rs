@@ -492,6 +492,19 @@ async fn prepare(
     Ok(())
 }
 
+/// Resident memory of `pids` (host pids), from `/proc/<pid>/status`.
+fn rss_bytes(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .sum::<u64>()
+        * 1024
+}
+
 /// Queues the job's webhook `event` (when it has one that asks for it), in `tx`.
 async fn notify_in(
     tx: &mut crate::store::Conn,
@@ -951,22 +964,46 @@ async fn supervise(
         if watched.iter().all(|w| w.exit == Some(WorkerExit::Code(0))) {
             break Ended::Completed;
         }
-        // CPU use, each sampling period.
+        // CPU use, each sampling period: hang detection, and the job's resource usage
+        // (`system/cpuUsage` in percent of one CPU, `system/memUsage` in MiB; seed T8-30).
         if last_sample.elapsed() >= period {
+            let elapsed = last_sample.elapsed().as_secs_f64();
             last_sample = Instant::now();
+            let mut usage = Vec::new();
+            let now_text = crate::store::now();
             for w in watched.iter_mut().filter(|w| w.exit.is_none()) {
-                let now = jobs
-                    .inner
-                    .backend
-                    .usage(&w.handle)
-                    .await
-                    .map(|u| u.cpu_seconds);
-                if let (Some(before), Some(now)) = (w.cpu, now)
-                    && now - before >= 0.01 * period.as_secs_f64()
-                {
-                    last_activity = Instant::now();
+                let u = jobs.inner.backend.usage(&w.handle).await;
+                let now = u.as_ref().map(|u| u.cpu_seconds);
+                if let (Some(before), Some(now)) = (w.cpu, now) {
+                    if now - before >= 0.01 * period.as_secs_f64() {
+                        last_activity = Instant::now();
+                    }
+                    usage.push(MetricRow {
+                        attempt,
+                        worker: i64::from(w.rank),
+                        name: "system/cpuUsage".into(),
+                        step: None,
+                        value: ((now - before).max(0.0) / elapsed * 100.0 * 10.0).round() / 10.0,
+                        time: now_text.clone(),
+                    });
+                }
+                if let Some(u) = &u {
+                    usage.push(MetricRow {
+                        attempt,
+                        worker: i64::from(w.rank),
+                        name: "system/memUsage".into(),
+                        step: None,
+                        value: (rss_bytes(&u.pids) as f64 / 1048576.0 * 10.0).round() / 10.0,
+                        time: now_text.clone(),
+                    });
                 }
                 w.cpu = now.or(w.cpu);
+            }
+            if !usage.is_empty() && metrics_left > usage.len() as i64 {
+                metrics_left -= usage.len() as i64;
+                let mut tx = jobs.store().write().await?;
+                rows::insert_metrics(&mut tx, id, &usage).await?;
+                tx.commit().await?;
             }
         }
         if last_activity.elapsed() >= hang {
