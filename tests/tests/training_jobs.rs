@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use atelier_tests::s3::S3Server;
-use atelier_tests::{Api, Gateway, eventually, wait_for_status};
+use atelier_tests::{Api, Gateway, eventually};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(240);
@@ -32,8 +32,30 @@ async fn job(api: &Api, body: Value) -> Value {
         .clone()
 }
 
+/// Until the job is `want`; on a time-out, fails with the job, its events and its log.
 async fn wait(api: &Api, name: &str, want: &str) -> Value {
-    wait_for_status(api, &format!("/v1/training-jobs/{name}"), want, LONG).await
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let v = api
+            .get(&format!("/v1/training-jobs/{name}"))
+            .await
+            .expect_status(200)
+            .clone();
+        if v["status"] == want {
+            return v;
+        }
+        let over = ["COMPLETED", "FAILED", "ABNORMAL", "TERMINATED"]
+            .contains(&v["status"].as_str().unwrap_or_default());
+        if over || std::time::Instant::now() >= deadline {
+            let ev = events(api, name).await;
+            let log = log_of(api, name, "").await;
+            panic!(
+                "job {name} not {want} (within {} s): {v}\nevents: {ev:#?}\nworker 0's log:\n{log}",
+                LONG.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn log_of(api: &Api, name: &str, query: &str) -> String {
@@ -92,6 +114,7 @@ async fn a_job_runs_the_seeds_runtime_contract_and_completes() {
         "echo PRE-START ran\n",
     );
     write(&s3, "data", "iris/part-0.csv", "5.1,3.5,1.4,0.2\n");
+    s3.bucket("out");
     let gw = gateway(&[]).await;
     let alice = gw.api(&gw.create_user("alice").await);
     s3.connect(&alice, "local").await;
@@ -338,6 +361,7 @@ async fn a_failed_job_fails_and_a_killed_worker_restarts_from_its_checkpoint() {
     let s3 = S3Server::start();
     write(&s3, "code", "ck/train.py", CHECKPOINTS);
     write(&s3, "code", "bad/run.sh", "echo about to fail; exit 3\n");
+    s3.bucket("out");
     let gw = gateway(&[]).await;
     let alice = gw.api(&gw.create_user("alice").await);
     s3.connect(&alice, "local").await;
@@ -619,6 +643,10 @@ async fn jobs_stop_delete_and_refuse_bad_requests_creating_nothing() {
         ),
         (with(json!({"inputs": []})), "inputs"),
         (with(json!({"connection": "nope"})), "connection"),
+        (
+            with(json!({"outputs": [{"name": "data_url", "path": "obs://no-such-bucket/x/"}]})),
+            "outputs[0].name",
+        ),
         (with(json!({"flavor": "nope"})), "flavor"),
         (with(json!({"custom": {"boot_command": "true"}})), "custom"),
         (
@@ -626,6 +654,11 @@ async fn jobs_stop_delete_and_refuse_bad_requests_creating_nothing() {
             "custom.boot_file",
         ),
         (json!({}), "algorithm"),
+        (
+            json!({"custom": {"boot_command": "true"}, "connection": "local",
+                   "outputs": [{"name": "train_url", "path": "obs://no-such-bucket/x/"}]}),
+            "outputs[0].path",
+        ),
     ] {
         let r = alice.post("/v1/training-jobs", body.clone()).await;
         assert_eq!(r.status, 400, "{body} → {}", r.text);
@@ -878,6 +911,57 @@ async fn a_two_worker_gloo_all_reduce_gives_the_sum_directly_and_through_torchru
             );
         }
     }
+    // The PyTorch example (examples/training/pytorch-cpu) on two workers: trains, checkpoints
+    // to its output, and a rebuild that predownloads the output resumes from there.
+    let example = atelier_tests::plugins::repo_root().join("examples/training/pytorch-cpu");
+    let made = std::process::Command::new(atelier_tests::training_venv().join("bin/python"))
+        .arg(example.join("make_data.py"))
+        .arg(s3.bucket("data").join("synthetic"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    write(
+        &s3,
+        "code",
+        "example/train.py",
+        &std::fs::read_to_string(example.join("train.py")).unwrap(),
+    );
+    s3.bucket("out");
+    job(
+        &alice,
+        json!({"name": "example", "connection": "local", "nodes": 2,
+               "custom": {"code_dir": "obs://code/example/", "boot_file": "train.py"},
+               "inputs": [{"name": "data_url", "path": "obs://data/synthetic/"}],
+               "outputs": [{"name": "train_url", "path": "obs://out/example/", "predownload": true}],
+               "hyperparameters": {"epochs": 3}}),
+    )
+    .await;
+    wait(&alice, "example", "COMPLETED").await;
+    let losses = alice
+        .get("/v1/training-jobs/example/metrics?name=loss")
+        .await
+        .expect_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(losses, 3);
+    assert!(s3.bucket("out").join("example/ckpt_3.pth").exists());
+    let mut more = alice
+        .get("/v1/training-jobs/example/request")
+        .await
+        .expect_status(200)
+        .clone();
+    more["name"] = "example-more".into();
+    more["hyperparameters"] = json!({"epochs": 5});
+    job(&alice, more).await;
+    wait(&alice, "example-more", "COMPLETED").await;
+    let log = log_of(&alice, "example-more", "system=false").await;
+    assert!(log.contains("resumed from epoch 3"), "{log}");
+    assert!(s3.bucket("out").join("example/ckpt_5.pth").exists());
     let tr = log_of(&alice, "ddp-torchrun", "worker=1").await;
     assert!(
         tr.contains("torchrun") || tr.contains("rank 1 of 2"),
@@ -936,6 +1020,7 @@ async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_
     )
     .unwrap();
     write(&s3, "data", "line/points.csv", &points);
+    s3.bucket("out");
     let gw = atelier_tests::plugins::gateway().await;
     let alice = gw.api(&gw.create_user("alice").await);
     s3.connect(&alice, "local").await;

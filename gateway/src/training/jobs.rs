@@ -724,6 +724,10 @@ impl Jobs {
                 let u = ObjectUri::parse(&d.path)
                     .map_err(|e| JobError::Invalid(format!("{field}: {e}")))?;
                 bucket_ok(&field, &u)?;
+                // Reachable now (the bucket exists, the connection may list it).
+                transfer::list_at_most(&client, &u.bucket, &u.key, 1)
+                    .await
+                    .map_err(|e| JobError::Invalid(format!("{field}: {e}")))?;
             }
             if let Some(l) = &log_path {
                 let u =
