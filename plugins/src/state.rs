@@ -190,6 +190,9 @@ pub struct CallState {
     pub heartbeat: Option<f64>,
     /// Checkpoints go under this prefix (training).
     pub checkpoint_prefix: Option<String>,
+    /// The caller's deadline ([`crate::CallContext::deadline`]): no export of the call is armed
+    /// past it.
+    pub deadline: Option<std::time::Instant>,
 }
 
 pub struct State {
