@@ -404,10 +404,18 @@ async fn v2_call(
         }
     };
     let (inputs, id) = tensors::v2_inputs(&body).map_err(CallError::BadInput)?;
-    let outputs = tokio::task::spawn_blocking(move || model.run(inputs))
-        .await
-        .map_err(|e| CallError::Internal(anyhow::anyhow!("engine thread: {e}")))?
-        .map_err(engine_error)?;
+    // In place on this worker where the runtime can hand its other tasks on (no hop to a
+    // blocking thread and back, as a processor's warm call), else on the blocking pool.
+    let in_place = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    let outputs = if in_place {
+        tokio::task::block_in_place(|| model.run(inputs))
+    } else {
+        tokio::task::spawn_blocking(move || model.run(inputs))
+            .await
+            .map_err(|e| CallError::Internal(anyhow::anyhow!("engine thread: {e}")))?
+    }
+    .map_err(engine_error)?;
     let json = tensors::v2_response(&v.spec.model, &v.spec.version, id.as_deref(), &outputs)
         .map_err(CallError::Failed)?;
     Ok(inf::Response {
