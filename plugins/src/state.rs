@@ -248,6 +248,9 @@ pub struct CallState {
     /// A training run's watch: logs, metrics and heartbeats go there as they come, not into
     /// this call's report.
     pub train: Option<Arc<TrainWatch>>,
+    /// The caller's deadline ([`crate::CallContext::deadline`]): no export of the call is armed
+    /// past it.
+    pub deadline: Option<std::time::Instant>,
 }
 
 pub struct State {

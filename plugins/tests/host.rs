@@ -51,6 +51,12 @@ fn plugin(host: &Host, key: &str, r: &Registered, spec: LimitsSpec) -> PluginRef
     }
 }
 
+/// The `describe` fixture as plugin `tiny@1`, default limits: a call that just answers.
+fn tiny(h: &Host) -> PluginRef {
+    let r = h.register(&component("describe"), None).unwrap();
+    plugin(h, "tiny@1", &r, LimitsSpec::default())
+}
+
 fn ctx(tenant: &str) -> CallContext {
     CallContext {
         tenant: tenant.into(),
@@ -330,8 +336,7 @@ async fn a_new_host_on_the_same_dir_compiles_nothing() {
 async fn a_call_for_another_world_is_a_typed_error_and_takes_no_instance() {
     let dir = temp_dir();
     let h = host_with(&dir, 4, 0);
-    let r = h.register(&component("describe"), None).unwrap();
-    let tiny = plugin(&h, "tiny@1", &r, LimitsSpec::default());
+    let tiny = tiny(&h);
     let step = |h: Arc<Host>, p: PluginRef| async move {
         let context =
             atelier_plugins::bindings::workflow::atelier::plugin::step_types::StepContext {
@@ -422,8 +427,7 @@ async fn a_guest_blocked_in_a_host_call_ends_at_its_deadline_and_frees_its_slot(
     // One pool slot, no standby instances: a blocked call that kept its slot would stall
     // every call after it.
     let h = host_with(&dir, 1, 0);
-    let tiny = h.register(&component("describe"), None).unwrap();
-    let tiny = plugin(&h, "tiny@1", &tiny, LimitsSpec::default());
+    let tiny = tiny(&h);
     // poll on a one-hour clock subscription; block on a subscription that never fires.
     for case in ["blocked-in-poll", "blocked-in-block"] {
         let r = h.register(&component(case), None).unwrap();
@@ -466,8 +470,7 @@ async fn other_tenants_calls_go_on_while_a_plugin_is_blocked_in_a_host_call() {
     let dir = temp_dir();
     // Two pool slots: the blocked call holds one, the other tenant's calls use the other.
     let h = host_with(&dir, 2, 0);
-    let tiny = h.register(&component("describe"), None).unwrap();
-    let tiny = plugin(&h, "tiny@1", &tiny, LimitsSpec::default());
+    let tiny = tiny(&h);
     let r = h.register(&component("blocked-in-poll"), None).unwrap();
     // Long enough that the other tenant's few calls (milliseconds each) finish well before
     // it, even on a loaded CI machine; the call is still bounded.
@@ -551,6 +554,120 @@ async fn key_locks_serialize_one_key_and_are_dropped_with_their_last_user() {
     assert_eq!(h.locked_keys(), 1);
     drop(b);
     assert_eq!(h.locked_keys(), 0);
+    drop(h);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The infinite-loop fixture with `describe` answering its first call and looping from the
+/// second on: a warm instance that a later call finds healthy, then hangs in.
+fn loops_after_first_call() -> Vec<u8> {
+    let path = atelier_plugins::fixtures::wit_dir()
+        .parent()
+        .unwrap()
+        .join("tests/plugins/training-algorithm/infinite-loop/component.wat");
+    let wat = std::fs::read_to_string(path).unwrap();
+    let looping = "(loop $forever (br $forever))";
+    assert!(wat.contains(looping));
+    let wat = wat
+        .replace(
+            looping,
+            "(if (global.get $called) (then (loop $forever (br $forever)))) \
+             (global.set $called (i32.const 1))",
+        )
+        .replacen(
+            "(global $heap",
+            "(global $called (mut i32) (i32.const 0))\n  (global $heap",
+            1,
+        );
+    atelier_plugins::fixtures::wat_component(&[], "training-algorithm", &wat).unwrap()
+}
+
+/// `spec` with the warm instance policy.
+fn warm(spec: LimitsSpec) -> LimitsSpec {
+    LimitsSpec {
+        instance_policy: Some(InstancePolicy::Warm),
+        ..spec
+    }
+}
+
+fn assert_timed_out<O>(report: &CallReport<O>) {
+    assert!(
+        matches!(
+            report.error,
+            Some(CallError::Limit {
+                kind: LimitKind::Timeout,
+                ..
+            })
+        ),
+        "expected the timeout, got {:?}",
+        report.error
+    );
+}
+
+/// A caller's deadline (an inference service's call timeout) ends a call long before the
+/// plugin's own one-hour limit: a guest looping in wasm, one waiting in a host call, and one
+/// looping on a warm instance run in place on the worker (`inline`). Each ends with the
+/// timeout and gives its pool slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ends_at_its_callers_deadline_before_its_own_timeout() {
+    let dir = temp_dir();
+    // One pool slot: a call still running past its deadline would stall the next one.
+    let h = host_with(&dir, 1, 0);
+    let tiny = tiny(&h);
+    let an_hour = LimitsSpec {
+        timeout_ms: Some(3_600_000),
+        ..Default::default()
+    };
+    let soon = |inline| CallContext {
+        tenant: "mallory".into(),
+        deadline: Some(std::time::Instant::now() + std::time::Duration::from_millis(300)),
+        inline,
+        ..Default::default()
+    };
+    for case in ["infinite-loop", "blocked-in-poll"] {
+        let r = h.register(&component(case), None).unwrap();
+        let slow = plugin(&h, &format!("{case}@1"), &r, an_hour.clone());
+        let report = or_hang(case, h.describe(&slow, soon(true))).await;
+        assert_timed_out(&report);
+        assert_eq!(h.instances_in_use(), 0);
+        let other = or_hang("a call after it", h.describe(&tiny, ctx("alice"))).await;
+        assert!(other.error.is_none(), "{:?}", other.error);
+    }
+
+    let r = h.register(&loops_after_first_call(), None).unwrap();
+    let warm = plugin(&h, "warm-loop@1", &r, warm(an_hour));
+    let first = or_hang("the first call", h.describe(&warm, soon(true))).await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    assert_eq!(first.instance, InstanceUse::WarmNew);
+    let second = or_hang("the warm call", h.describe(&warm, soon(true))).await;
+    assert_eq!(second.instance, InstanceUse::WarmReused);
+    assert_timed_out(&second);
+    // The hung instance is discarded, its slot free for anyone.
+    assert_eq!(h.instances_in_use(), 0);
+    let other = or_hang("a call after it", h.describe(&tiny, ctx("alice"))).await;
+    assert!(other.error.is_none(), "{:?}", other.error);
+    drop(h);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `inline` on a current-thread runtime (where `block_in_place` cannot run) takes the
+/// blocking pool, warm instances included.
+#[tokio::test]
+async fn inline_calls_on_a_current_thread_runtime_take_the_blocking_pool() {
+    let dir = temp_dir();
+    let h = host_with(&dir, 1, 0);
+    let r = h.register(&component("describe"), None).unwrap();
+    let warm = plugin(&h, "tiny@1", &r, warm(LimitsSpec::default()));
+    let inline = || CallContext {
+        tenant: "alice".into(),
+        inline: true,
+        ..Default::default()
+    };
+    for expected in [InstanceUse::WarmNew, InstanceUse::WarmReused] {
+        let report = h.describe(&warm, inline()).await;
+        assert!(report.error.is_none(), "{:?}", report.error);
+        assert_eq!(report.instance, expected);
+    }
     drop(h);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -118,6 +118,7 @@ pub async fn call(
     let roll = rand::thread_rng().gen_range(0..100);
     let timeout = Duration::from_millis(d.spec.call_timeout_ms);
     let started = Instant::now();
+    let deadline = started + timeout;
     let route = d.route(
         &Facts {
             user_name: runs_as.user_name,
@@ -136,11 +137,11 @@ pub async fn call(
         let at = format!("{} {}", v.spec.model, v.spec.version);
         (v.spec.model_id.clone(), v.spec.version.clone(), at)
     };
-    let work = run(host, d.clone(), route.version, request, Some(log));
-    let response = match tokio::time::timeout(timeout, work).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err((logged(log, &d, Some(at.as_str()), e), Some(model_id))),
-        Err(_) => {
+    let work = run(host, d.clone(), route.version, request, Some(log), deadline);
+    let response = match within(deadline, work).await {
+        Ok(r) => r,
+        Err(Some(e)) => return Err((logged(log, &d, Some(at.as_str()), e), Some(model_id))),
+        Err(None) => {
             let e = CallError::TimedOut(format!(
                 "the call took longer than {} s (service {}'s call timeout, call_timeout_seconds)",
                 timeout.as_secs_f64(),
@@ -262,12 +263,31 @@ pub async fn run_loaded(
     request: inf::Request,
     timeout: Duration,
 ) -> Result<inf::Response, CallError> {
-    match tokio::time::timeout(timeout, run(host, d, 0, request, None)).await {
-        Ok(r) => r,
-        Err(_) => Err(CallError::TimedOut(format!(
-            "the call took longer than {} s",
-            timeout.as_secs_f64()
-        ))),
+    let deadline = Instant::now() + timeout;
+    within(deadline, run(host, d, 0, request, None, deadline))
+        .await
+        .map_err(|e| {
+            e.unwrap_or_else(|| {
+                CallError::TimedOut(format!(
+                    "the call took longer than {} s",
+                    timeout.as_secs_f64()
+                ))
+            })
+        })
+}
+
+/// `work`, ended at `deadline`; `Err(None)`: the deadline passed, whether the processor was
+/// interrupted at it (its timeout after the deadline: the call's, not the plugin's own) or the
+/// work was still waiting (for a permit, an instance, the engine).
+async fn within(
+    deadline: Instant,
+    work: impl std::future::Future<Output = Result<inf::Response, CallError>>,
+) -> Result<inf::Response, Option<CallError>> {
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(CallError::TimedOut(_))) if Instant::now() >= deadline => Err(None),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(None),
     }
 }
 
@@ -277,6 +297,7 @@ async fn run(
     version: usize,
     request: inf::Request,
     log: Option<&ServiceLog>,
+    deadline: Instant,
 ) -> Result<inf::Response, CallError> {
     let v = &d.versions[version];
     let Some(model) = v.onnx().cloned() else {
@@ -293,9 +314,13 @@ async fn run(
                 model_version: v.spec.version.clone(),
                 service_id: d.service_id.clone(),
             };
+            // The processor ends at the call's deadline at the latest, and a warm instance
+            // runs on this worker (no thread hop each way): the task awaits nothing else.
             let ctx = CallContext {
                 tenant: d.service_id.clone(),
                 call_id: uuid::Uuid::now_v7().to_string(),
+                deadline: Some(deadline),
+                inline: true,
                 ..CallContext::default()
             };
             let report = host
@@ -379,10 +404,18 @@ async fn v2_call(
         }
     };
     let (inputs, id) = tensors::v2_inputs(&body).map_err(CallError::BadInput)?;
-    let outputs = tokio::task::spawn_blocking(move || model.run(inputs))
-        .await
-        .map_err(|e| CallError::Internal(anyhow::anyhow!("engine thread: {e}")))?
-        .map_err(engine_error)?;
+    // In place on this worker where the runtime can hand its other tasks on (no hop to a
+    // blocking thread and back, as a processor's warm call), else on the blocking pool.
+    let in_place = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    let outputs = if in_place {
+        tokio::task::block_in_place(|| model.run(inputs))
+    } else {
+        tokio::task::spawn_blocking(move || model.run(inputs))
+            .await
+            .map_err(|e| CallError::Internal(anyhow::anyhow!("engine thread: {e}")))?
+    }
+    .map_err(engine_error)?;
     let json = tensors::v2_response(&v.spec.model, &v.spec.version, id.as_deref(), &outputs)
         .map_err(CallError::Failed)?;
     Ok(inf::Response {

@@ -1,12 +1,16 @@
 //! The call path ([`Host::run`]): load the plugin, wait for its concurrency permit, take an
-//! instance (warm, standby, or a new store in a free pool slot), then on a blocking thread
-//! instantiate if new and run the world's call under the deadline; afterwards a healthy warm
-//! instance goes back to its pool and a fresh plugin's standby instances are topped up. The
-//! deadline ([`arm_deadline`]) and what a trap means ([`classify`]) live here too.
+//! instance (warm, standby, or a new store in a free pool slot), then in one blocking step
+//! ([`Pending::finish`]: on a blocking-pool thread, or in place on the worker for a warm
+//! instance when the caller asks, [`crate::CallContext::inline`]) instantiate if new, run the
+//! world's call under the deadline, and settle: a healthy warm instance goes back to its pool,
+//! the permit is released and a fresh plugin's standby instances are topped up. The deadline
+//! ([`arm_deadline`]: the plugin's own timeout or the caller's deadline, whichever comes
+//! first) and what a trap means ([`classify`]) live here too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::{Store, Trap};
 
 use super::engine::TICK;
@@ -174,6 +178,146 @@ fn instantiate<W: Bindings>(
     }
 }
 
+/// A call with its instance and permit in hand: what [`Pending::finish`] runs and settles
+/// on whichever thread runs it.
+struct Pending<W, O, F> {
+    instance: Instance,
+    loaded: Arc<Prepared>,
+    call_state: CallState,
+    f: F,
+    timings: Timings,
+    /// The plugin's concurrency permit, released once the instance is settled.
+    _running: OwnedSemaphorePermit,
+    warm_key: (String, String),
+    standby: Option<String>,
+    call_id: String,
+    instance_use: InstanceUse,
+    load: LoadSource,
+    started: Instant,
+    /// Fresh or warm: the plugin's, or a training run's (always fresh).
+    policy: InstancePolicy,
+    world: std::marker::PhantomData<fn() -> (W, O)>,
+}
+
+impl<W, O, F> Pending<W, O, F>
+where
+    W: Bindings,
+    O: Send + 'static,
+    F: FnOnce(&mut Call<'_, W>) -> Result<O, CallError> + Send + 'static,
+{
+    /// Instantiates if new and runs the call (blocking), then settles the instance: a healthy
+    /// warm one back to its pool, anything else dropped with its slot, then the standby
+    /// instances topped up.
+    fn finish(self, host: &Arc<Host>, plugin: &PluginRef) -> CallReport<O> {
+        let Pending {
+            mut instance,
+            loaded,
+            call_state,
+            f,
+            mut timings,
+            _running,
+            warm_key,
+            standby,
+            call_id,
+            instance_use,
+            load,
+            started,
+            policy,
+            world: _,
+        } = self;
+        let limits = &plugin.limits;
+        instance.store_mut().data_mut().begin_call(call_state);
+        let (mut instance, output) = match instance {
+            Instance::Live(live) => run_live::<W, O, F>(live, limits, &mut timings, f),
+            Instance::Vacant(vacant) => {
+                match instantiate::<W>(&loaded, vacant, limits, &mut timings) {
+                    Ok(live) => run_live::<W, O, F>(live, limits, &mut timings, f),
+                    Err((vacant, e)) => (Instance::Vacant(vacant), Err(e)),
+                }
+            }
+        };
+
+        let state = instance.store_mut().data_mut();
+        let call = std::mem::take(&mut state.call);
+        let report_stdout = state.stdout.take();
+        let report_stderr = state.stderr.take();
+        let healthy = output.is_ok() || matches!(output, Err(CallError::Guest { .. }));
+        let spent = match instance {
+            Instance::Live(live)
+                if policy == InstancePolicy::Warm
+                    && healthy
+                    && live.calls < limits.recycle_after_calls
+                    && live.store.data().limiter.memory_now <= limits.recycle_memory_mb * MIB =>
+            {
+                host.pool
+                    .keep_warm(warm_key, live, limits.warm_instances as usize)
+                    .map(Instance::Live)
+            }
+            other => Some(other),
+        };
+        // The call's instance and its pool slot go before a standby is made: with the pool
+        // full but for this slot, the standby must find it free.
+        drop(spent);
+        if let Some(fingerprint) = standby {
+            // After the call, so that making the next instance does not compete with it.
+            host.refill_standby::<W>(plugin, fingerprint);
+        }
+        timings.total_us = started.elapsed().as_micros() as u64;
+        let (output, error) = match output {
+            Ok(o) => (Some(o), None),
+            Err(e) => (None, Some(e)),
+        };
+        CallReport {
+            call_id,
+            output,
+            error,
+            logs: call.logs,
+            logs_dropped: call.logs_dropped,
+            stdout: report_stdout,
+            stderr: report_stderr,
+            metrics: call.metrics,
+            timings,
+            instance: instance_use,
+            load,
+        }
+    }
+}
+
+/// `f` on a live instance, counted as one of its calls.
+fn run_live<W, O, F>(
+    mut live: Live,
+    limits: &Limits,
+    timings: &mut Timings,
+    f: F,
+) -> (Instance, Result<O, CallError>)
+where
+    W: Bindings,
+    F: FnOnce(&mut Call<'_, W>) -> Result<O, CallError>,
+{
+    let output = match W::exports(&live.bound) {
+        Some(exports) => f(&mut Call {
+            exports,
+            store: &mut live.store,
+            limits,
+            timings,
+            initialized: &mut live.initialized,
+        }),
+        None => Err(CallError::host(format!(
+            "a kept instance of the plugin is not a {} instance",
+            W::WORLD
+        ))),
+    };
+    live.calls += 1;
+    (Instance::Live(live), output)
+}
+
+/// Whether the current runtime can run blocking code in place (`block_in_place` panics on a
+/// current-thread runtime).
+fn multi_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 impl Host {
     /// Runs `f` on an instance of `plugin` (fresh or warm per its policy), with the call's
     /// grants, and collects what the call produced. A plugin of another world than `W` is
@@ -281,104 +425,54 @@ impl Host {
             }
         };
         timings.queued_us = queued.elapsed().as_micros() as u64;
-        let mut instance = match instance {
+        let instance = match instance {
             Ok(i) => i,
             Err(e) => return fail(e, timings, load),
         };
 
-        let limits = plugin.limits.clone();
-        let output_cap = limits.output_bytes() as usize;
         let call_state = CallState {
             parameters: ctx.parameters,
             grant: ctx.storage,
-            output_cap,
+            output_cap: plugin.limits.output_bytes() as usize,
             stop: ctx.stop,
             checkpoint_prefix: ctx.checkpoint_prefix,
+            deadline: ctx.deadline,
             ..Default::default()
         };
-        let joined = tokio::task::spawn_blocking(move || {
-            instance.store_mut().data_mut().begin_call(call_state);
-            let mut timings = timings;
-            let mut live = match instance {
-                Instance::Live(live) => live,
-                Instance::Vacant(vacant) => {
-                    match instantiate::<W>(&loaded, vacant, &limits, &mut timings) {
-                        Ok(live) => live,
-                        Err((vacant, e)) => return (Instance::Vacant(vacant), Err(e), timings),
-                    }
-                }
-            };
-            let output = match W::exports(&live.bound) {
-                Some(exports) => f(&mut Call {
-                    exports,
-                    store: &mut live.store,
-                    limits: &limits,
-                    timings: &mut timings,
-                    initialized: &mut live.initialized,
-                }),
-                None => Err(CallError::host(format!(
-                    "a kept instance of the plugin is not a {} instance",
-                    W::WORLD
-                ))),
-            };
-            live.calls += 1;
-            (Instance::Live(live), output, timings)
-        })
-        .await;
-        let (mut instance, output, mut timings) = match joined {
-            Ok(r) => r,
-            Err(e) => {
-                return fail(
-                    CallError::host(format!("the call's thread failed: {e}")),
-                    Timings::default(),
-                    load,
-                );
-            }
-        };
-
-        let state = instance.store_mut().data_mut();
-        let call = std::mem::take(&mut state.call);
-        let report_stdout = state.stdout.take();
-        let report_stderr = state.stderr.take();
-        let healthy = output.is_ok() || matches!(output, Err(CallError::Guest { .. }));
-        let spent = match instance {
-            Instance::Live(live)
-                if policy == InstancePolicy::Warm
-                    && healthy
-                    && live.calls < plugin.limits.recycle_after_calls
-                    && live.store.data().limiter.memory_now
-                        <= plugin.limits.recycle_memory_mb * MIB =>
-            {
-                self.pool
-                    .keep_warm(warm_key, live, plugin.limits.warm_instances as usize)
-                    .map(Instance::Live)
-            }
-            other => Some(other),
-        };
-        // The call's instance and its pool slot go before a standby is made: with the pool
-        // full but for this slot, the standby must find it free.
-        drop(spent);
-        if let Some(fingerprint) = standby {
-            // After the call, so that making the next instance does not compete with it.
-            self.refill_standby::<W>(plugin, fingerprint);
-        }
-        timings.total_us = started.elapsed().as_micros() as u64;
-        let (output, error) = match output {
-            Ok(o) => (Some(o), None),
-            Err(e) => (None, Some(e)),
-        };
-        CallReport {
-            call_id,
-            output,
-            error,
-            logs: call.logs,
-            logs_dropped: call.logs_dropped,
-            stdout: report_stdout,
-            stderr: report_stderr,
-            metrics: call.metrics,
+        let inline = ctx.inline && matches!(instance, Instance::Live(_)) && multi_thread();
+        let pending = Pending::<W, O, F> {
+            instance,
+            loaded,
+            call_state,
+            f,
             timings,
-            instance: instance_use,
+            _running,
+            warm_key,
+            standby,
+            call_id: call_id.clone(),
+            instance_use,
             load,
+            started,
+            policy,
+            world: std::marker::PhantomData,
+        };
+        if inline {
+            // On this worker thread: the runtime hands the worker's other tasks to another
+            // thread meanwhile, and nothing of this task runs until the call is settled.
+            return tokio::task::block_in_place(|| pending.finish(self, plugin));
+        }
+        // On a blocking thread that settles the call too (the instance back to its pool, the
+        // permit released): a caller that goes away meanwhile leaks nothing and lets no other
+        // call past the plugin's concurrency while this one still runs.
+        let host = self.clone();
+        let for_thread = plugin.clone();
+        match tokio::task::spawn_blocking(move || pending.finish(&host, &for_thread)).await {
+            Ok(report) => report,
+            Err(e) => fail(
+                CallError::host(format!("the call's thread failed: {e}")),
+                Timings::default(),
+                load,
+            ),
         }
     }
 
@@ -411,15 +505,20 @@ impl Host {
     }
 }
 
-fn ticks(timeout_ms: u64) -> u64 {
-    timeout_ms.div_ceil(TICK.as_millis() as u64) + 1
+/// Epoch ticks to wait for `left` to pass (one more: the next tick may come at once).
+fn ticks(left: Duration) -> u64 {
+    (left.as_micros().div_ceil(TICK.as_micros()) as u64).saturating_add(1)
 }
 
-/// Starts the deadline of what runs next in `store` (a call, or an instantiation): wasm code
-/// is interrupted by the epoch, and waiting host calls end at [`State::deadline`].
+/// Starts the deadline of what runs next in `store` (a call, or an instantiation): `timeout_ms`
+/// from now, or the caller's deadline ([`CallState::deadline`]) when that comes first. Wasm
+/// code is interrupted by the epoch, and waiting host calls end at [`State::deadline`].
 pub(crate) fn arm_deadline(store: &mut Store<State>, timeout_ms: u64) {
-    store.set_epoch_deadline(ticks(timeout_ms));
-    store.data_mut().deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let now = Instant::now();
+    let own = now + Duration::from_millis(timeout_ms);
+    let until = store.data().call.deadline.map_or(own, |d| d.min(own));
+    store.set_epoch_deadline(ticks(until.saturating_duration_since(now)));
+    store.data_mut().deadline = until;
 }
 
 /// A wasmtime error as the call's typed error.

@@ -60,6 +60,17 @@ pub struct CallContext {
     pub parameters: Vec<crate::bindings::types::Parameter>,
     pub checkpoint_prefix: Option<String>,
     pub stop: Arc<AtomicBool>,
+    /// When the caller gives up on the call (an inference service's call timeout): each
+    /// export's deadline is the plugin's own `timeout_ms` or this, whichever comes first, so
+    /// the guest is interrupted then and its instance goes back (or is discarded) as after
+    /// its own timeout. `None`: the plugin's own limit only.
+    pub deadline: Option<std::time::Instant>,
+    /// Run a call on a warm instance on the calling worker thread
+    /// (`tokio::task::block_in_place`) instead of a blocking-pool thread: for short calls
+    /// whose task awaits nothing else meanwhile (an inference request); it saves the two
+    /// thread hops of `spawn_blocking`. Only on a multi-thread runtime; a new instance
+    /// (instantiation) still goes to the blocking pool.
+    pub inline: bool,
 }
 
 pub struct Host {
