@@ -283,6 +283,43 @@ async fn the_median_rule_stops_a_trial_that_is_clearly_worse() {
             .starts_with("Trial 4 stopped early")),
         "{ev:#}"
     );
+
+    // A goal: the search ends with the first trial that reaches it (made with the CLI).
+    let file = gw.data_dir.join("goal.json");
+    let goal = json!({
+        "name": "ignored",
+        "template": {"custom": {"boot_command": script}},
+        "parameters": [{"name": "q", "type": "categorical", "choices": [0.8, 0.9, 1.0, 0.1]}],
+        "objective": {"metric": "score", "direction": "max", "goal": 0.85},
+        "algorithm": "grid",
+        "max_trials": 4
+    });
+    std::fs::write(&file, goal.to_string()).unwrap();
+    let token = alice.token().unwrap().to_string();
+    let out = gw
+        .cli(
+            &token,
+            &[
+                "search",
+                "create",
+                "-f",
+                file.to_str().unwrap(),
+                "--name",
+                "goal",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("created training search goal"),
+        "{}",
+        out.stderr
+    );
+    let done = wait(&alice, "goal", "COMPLETED").await;
+    let trials = done["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2, "{done:#}");
+    assert_eq!(done["best"]["parameters"], json!({"q": 0.9}));
 }
 
 #[tokio::test(flavor = "multi_thread")]
