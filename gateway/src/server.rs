@@ -147,6 +147,11 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         settings: settings.training.clone(),
         data_dir: settings.data_dir.clone(),
     });
+    let searches = crate::training::search::Searches::new(
+        store.clone(),
+        jobs.clone(),
+        lifecycle.tasks().clone(),
+    );
     Ok(AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),
@@ -169,6 +174,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         batches,
         algorithms,
         jobs,
+        searches,
         plugins,
         secrets,
         metrics: metrics.build(),
@@ -200,6 +206,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .resume()
         .await
         .context("resuming training jobs")?;
+    state
+        .searches
+        .resume()
+        .await
+        .context("resuming training searches")?;
     let backend = state.lifecycle.backend().clone();
     // A warm-up: cut short at shutdown, nothing is lost.
     #[allow(clippy::disallowed_methods)]
@@ -282,6 +293,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     state.batches.shutdown();
     // Training jobs' runners end; their workers go on and are found again at the next start.
     state.jobs.shutdown();
+    state.searches.shutdown();
     if let Err(e) = state.activity.flush().await {
         tracing::warn!(error = %e, "writing activity at shutdown failed");
     }

@@ -24,6 +24,7 @@ pub mod services;
 pub mod state;
 pub mod storage;
 pub mod training_jobs;
+pub mod training_searches;
 pub mod users;
 
 #[cfg(test)]
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(models::routes())
         .merge(algorithms::routes(&state))
         .merge(training_jobs::routes())
+        .merge(training_searches::routes())
         .merge(services::routes())
         .merge(apps::routes())
         .merge(batch::routes())

@@ -58,6 +58,8 @@ pub struct Services {
     pub algorithms: crate::training::algorithms::Algorithms,
     /// Training jobs and their runners.
     pub jobs: crate::training::jobs::Jobs,
+    /// Hyperparameter searches and their runners.
+    pub searches: crate::training::search::Searches,
     /// The plugin registry and its Wasm host.
     pub plugins: crate::plugins::Plugins,
     /// Seals and opens stored secrets.

@@ -18,6 +18,7 @@ mod output;
 mod plugins;
 mod profile;
 mod prompt;
+mod search;
 mod services;
 mod storage;
 mod table;
@@ -135,6 +136,9 @@ pub enum ClientCommand {
     /// Training jobs: run an algorithm or a command on one or more workers.
     #[command(subcommand)]
     Job(jobs::JobCommand),
+    /// Hyperparameter searches: trials of a job template (random, grid, TPE).
+    #[command(subcommand)]
+    Search(search::SearchCommand),
     /// Real-time services: deploy model versions, call them.
     #[command(subcommand)]
     Service(services::ServiceCommand),
@@ -195,6 +199,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Model(c) => models::run(&ctx, c).await,
         ClientCommand::Algorithm(c) => algorithms::run(&ctx, c).await,
         ClientCommand::Job(c) => jobs::run(&ctx, c).await,
+        ClientCommand::Search(c) => search::run(&ctx, c).await,
         ClientCommand::Service(c) => services::run(&ctx, c).await,
         ClientCommand::App(c) => apps::run(&ctx, c).await,
         ClientCommand::Batch(c) => batch::run(&ctx, c).await,

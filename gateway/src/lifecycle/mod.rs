@@ -24,6 +24,7 @@ pub mod handle;
 pub mod model;
 pub mod mount;
 pub mod notebook;
+pub mod search;
 pub mod service;
 pub mod training;
 pub mod upload;

@@ -59,6 +59,9 @@ pub enum Action {
     CreateTrainingJob,
     StopTrainingJob,
     DeleteTrainingJob,
+    CreateTrainingSearch,
+    StopTrainingSearch,
+    DeleteTrainingSearch,
 }
 
 impl Action {
@@ -115,6 +118,9 @@ impl Action {
             Action::CreateTrainingJob => "createTrainingJob",
             Action::StopTrainingJob => "stopTrainingJob",
             Action::DeleteTrainingJob => "deleteTrainingJob",
+            Action::CreateTrainingSearch => "createTrainingSearch",
+            Action::StopTrainingSearch => "stopTrainingSearch",
+            Action::DeleteTrainingSearch => "deleteTrainingSearch",
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod service_instances;
 pub mod services;
 pub mod storage_connections;
 pub mod training_jobs;
+pub mod training_searches;
 pub mod transition;
 pub mod uploads;
 pub mod users;

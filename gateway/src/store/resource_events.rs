@@ -321,6 +321,49 @@ impl Catalogue for TrainingEvent {
     }
 }
 
+/// A hyperparameter search's events ([proj]: the seed has none; Katib's experiment and trial
+/// conditions, in the seed's style), stored under the kind `training_search`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchEvent {
+    Created,
+    Started,
+    TrialCreated,
+    TrialFailed,
+    TrialEarlyStopped,
+    Completed,
+    Failed,
+    Stopped,
+    Deleted,
+}
+
+impl Catalogue for SearchEvent {
+    const KIND: &'static str = "training_search";
+
+    fn text(self) -> &'static str {
+        match self {
+            SearchEvent::Created => "Search created.",
+            SearchEvent::Started => "The search starts to run.",
+            SearchEvent::TrialCreated => "Trial xxx started (training job xxx) with xxx.",
+            SearchEvent::TrialFailed => "Trial xxx failed. Error: xxx",
+            SearchEvent::TrialEarlyStopped => {
+                "Trial xxx stopped early: its best value xxx is worse than the median xxx at step xxx."
+            }
+            SearchEvent::Completed => "Search completed. Best trial xxx: xxx = xxx.",
+            SearchEvent::Failed => "Search failed. Error: xxx",
+            SearchEvent::Stopped => "The search has been manually stopped.",
+            SearchEvent::Deleted => "The search has been manually deleted.",
+        }
+    }
+
+    fn level(self) -> Level {
+        match self {
+            SearchEvent::Failed => Level::Abnormal,
+            SearchEvent::TrialFailed | SearchEvent::TrialEarlyStopped => Level::Warning,
+            _ => Level::Normal,
+        }
+    }
+}
+
 /// One event to write.
 #[derive(Debug, Clone)]
 pub struct Row<'a> {

@@ -22,6 +22,7 @@ use crate::lifecycle::batch::BatchStatus;
 use crate::lifecycle::model::ModelStatus;
 use crate::lifecycle::mount::MountStatus;
 use crate::lifecycle::notebook::NotebookStatus;
+use crate::lifecycle::search::SearchStatus;
 use crate::lifecycle::service::ServiceStatus;
 use crate::lifecycle::training::JobStatus;
 use crate::lifecycle::upload::UploadStatus;
@@ -119,6 +120,19 @@ impl Stored for JobStatus {
         JobStatus::Deleting,
     ];
     const TABLE: &'static str = "training_jobs";
+    const REASON: &'static str = "status_reason";
+}
+
+impl Stored for SearchStatus {
+    const KIND: &'static str = "training_search";
+    /// A running search goes on from its stored trials.
+    const TRANSIENT: &'static [Self] = &[
+        SearchStatus::Pending,
+        SearchStatus::Running,
+        SearchStatus::Stopping,
+        SearchStatus::Deleting,
+    ];
+    const TABLE: &'static str = "training_searches";
     const REASON: &'static str = "status_reason";
 }
 

@@ -455,6 +455,16 @@ impl Jobs {
         Ok(v)
     }
 
+    /// Checks a request as [`Self::create`] does (its channels listed) and writes nothing:
+    /// what a search's template is checked with.
+    pub async fn check(&self, who: &Principal, req: &CreateJob) -> Result<JobSpec, JobError> {
+        if let Some(n) = &req.name {
+            check_job_name(n)?;
+        }
+        schema::check_description("description", &req.description).map_err(JobError::Invalid)?;
+        Ok(self.resolve(who, req).await?.0)
+    }
+
     /// The request checked and resolved: the spec, the algorithm's id, warnings.
     async fn resolve(
         &self,

@@ -16,6 +16,9 @@
 //! `GET /v1/algorithms/{algo}/runtime` shows what a job of it will see (`runtime.rs`: the
 //! same function the job runner will use). An algorithm a training job uses cannot be
 //! deleted ([`jobs_using_algorithm`]); a plugin an algorithm runs cannot be deleted either.
+//!
+//! Hyperparameter searches (`search.rs`, `search_runner.rs`, `samplers.rs`) run trials of a
+//! job template as training jobs of their owner.
 
 pub mod algorithms;
 pub mod joblogs;
@@ -23,7 +26,10 @@ pub mod jobs;
 pub mod launch;
 mod runner;
 pub mod runtime;
+pub mod samplers;
 pub mod schema;
+pub mod search;
+mod search_runner;
 
 use crate::store::Conn;
 
