@@ -162,6 +162,7 @@ async fn a_random_search_with_two_in_parallel_finds_the_best_of_a_known_function
 #[tokio::test(flavor = "multi_thread")]
 async fn grid_runs_each_point_once_and_tpe_runs_to_max_trials() {
     let s3 = S3Server::start();
+    s3.bucket("out");
     let gw = Gateway::start().await;
     let alice = gw.api(&gw.create_user("alice").await);
     s3.connect(&alice, "local").await;

@@ -300,6 +300,11 @@ impl Searches {
             }
         }
         samplers::check(&req.parameters, req.algorithm, &req.algorithm_settings).map_err(bad)?;
+        if req.template.notification.is_some() {
+            return Err(JobError::Invalid(
+                "template.notification: a search's trials send no webhooks (the search would have to keep the secret); follow the search with atelier search get".into(),
+            ));
+        }
         if req.template.name.is_some() {
             return Err(bad(
                 "template.name: leave it out; trials are named <search>-t<number>".into(),

@@ -446,7 +446,7 @@ async fn objective_reports(
     job_id: &str,
     metric: &str,
 ) -> Result<Vec<samplers::Report>, JobError> {
-    let rows = job_rows::metrics(conn, job_id, Some(metric), 100_000).await?;
+    let rows = job_rows::metrics(conn, job_id, Some(metric), false, 100_000).await?;
     let last_attempt = rows.iter().map(|m| m.attempt).max().unwrap_or(0);
     Ok(samplers::reports(
         rows.iter()
