@@ -23,7 +23,7 @@ use crate::training::jobs::{CreateJob, JobView, LogQuery};
 /// Bytes of a log one answer (or one streamed piece) carries.
 const LOG_PIECE: u64 = 1 << 20;
 /// How often a followed log is read again.
-const FOLLOW_EVERY: Duration = Duration::from_millis(300);
+const FOLLOW_EVERY: Duration = Duration::from_millis(50);
 /// A followed log ends after this long even if the job goes on (the client asks again).
 const FOLLOW_FOR: Duration = Duration::from_secs(6 * 3600);
 

@@ -9,8 +9,9 @@
 //! PENDING   ─► a slot (training.running_jobs) ─► pre-check (auto restart on) ─► RUNNING
 //!              (recorded first) ─► worker 0, then the others in its network, each row
 //!              with its handle
-//! RUNNING   ─► each second: the workers' logs copied (metrics parsed), exits read from
-//!              the backend (never from anything a worker writes); each sampling period:
+//! RUNNING   ─► every 100 ms: the workers' logs copied (metrics parsed); every 300 ms:
+//!              exits read from the backend (never from anything a worker writes); each
+//!              sampling period:
 //!              CPU use; no output and no CPU for the hang time ─► hung
 //!           ─► every worker 0 ─► outputs uploaded ─► COMPLETED
 //!           ─► a fault ─► the others stopped, outputs uploaded ─► restart (PENDING,
@@ -40,8 +41,12 @@ use crate::store::training_jobs::{self as rows, JobRow, MetricRow, RecoveryRow};
 use crate::store::transition::Transition;
 use crate::store::{Store, storage_connections};
 
-/// How often a running job's workers are looked at.
-const TICK: Duration = Duration::from_secs(1);
+/// How often a running job's logs are copied (what `logs?follow=true` shows comes this
+/// fast).
+const TICK: Duration = Duration::from_millis(100);
+/// Every how many ticks the backend is asked whether the workers still run (a container
+/// engine's API call each).
+const EXIT_EVERY: u64 = 3;
 /// Metric rows a job may store.
 const MAX_METRICS: i64 = 100_000;
 
@@ -864,7 +869,9 @@ async fn supervise(
         let mut conn = jobs.store().pool.acquire().await?;
         MAX_METRICS - rows::count_metrics(&mut conn, id).await?
     };
+    let mut ticks = 0u64;
     let ended = loop {
+        ticks += 1;
         // Logs and metrics.
         let mut fresh = Vec::new();
         for w in watched.iter_mut() {
@@ -898,7 +905,8 @@ async fn supervise(
         }
         // Exits, from the backend.
         let mut failed = None;
-        for w in watched.iter_mut().filter(|w| w.exit.is_none()) {
+        let look = ticks % EXIT_EVERY == 1;
+        for w in watched.iter_mut().filter(|w| look && w.exit.is_none()) {
             if let Some(exit) = jobs.inner.backend.worker_exit(&w.handle).await {
                 w.exit = Some(exit);
                 let code = match exit {
