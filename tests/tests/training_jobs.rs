@@ -115,6 +115,7 @@ async fn a_job_runs_the_seeds_runtime_contract_and_completes() {
     );
     write(&s3, "data", "iris/part-0.csv", "5.1,3.5,1.4,0.2\n");
     s3.bucket("out");
+    s3.bucket("logs");
     let gw = gateway(&[]).await;
     let alice = gw.api(&gw.create_user("alice").await);
     s3.connect(&alice, "local").await;
@@ -146,7 +147,8 @@ async fn a_job_runs_the_seeds_runtime_contract_and_completes() {
             "outputs": [{"name": "train_url", "path": "obs://out/run-1/"}],
             "hyperparameters": {"epochs": 2, "opt": "adam"},
             "env": {"MY_SETTING": "x y", "MA_FOO": "1"},
-            "tags": {"team": "vision"}
+            "tags": {"team": "vision"},
+            "log_path": "obs://logs/contract-1/"
         }),
     )
     .await;
@@ -199,6 +201,14 @@ async fn a_job_runs_the_seeds_runtime_contract_and_completes() {
     let grep = log_of(&alice, "contract-1", "q=DATA").await;
     assert_eq!(grep.trim(), "DATA 5.1,3.5,1.4,0.2");
 
+    // The worker's log copied to the log path, under the seed's name.
+    let copied = s3.bucket("logs").join(format!(
+        "contract-1/modelarts-job-{}-worker-0.log",
+        j["id"].as_str().unwrap()
+    ));
+    let copied =
+        std::fs::read_to_string(&copied).unwrap_or_else(|e| panic!("{}: {e}", copied.display()));
+    assert!(copied.contains("DATA 5.1,3.5,1.4,0.2"), "{copied}");
     // Outputs uploaded; the planted link was not.
     let out = s3.bucket("out").join("run-1");
     assert_eq!(
@@ -278,14 +288,21 @@ async fn a_job_runs_the_seeds_runtime_contract_and_completes() {
         req.get("name").is_none() && req["algorithm"] == "contract",
         "{req}"
     );
-    let rb = alice
+    // A rebuild as it is: its log path now holds the first run's logs (the seed asks for an
+    // empty folder).
+    let again = alice
         .post(
             "/v1/training-jobs/contract-1/rebuild",
             json!({"name": "contract-2"}),
         )
-        .await
-        .expect_status(201)
-        .clone();
+        .await;
+    assert_eq!(again.status, 400, "{}", again.text);
+    assert!(again.text.contains("log_path"), "{}", again.text);
+    // The rebuild form with another log path.
+    let mut req2 = req.clone();
+    req2["name"] = "contract-2".into();
+    req2["log_path"] = "obs://logs/contract-2/".into();
+    let rb = job(&alice, req2).await;
     assert_eq!(rb["hyperparameters"], done["hyperparameters"]);
     assert_eq!(rb["inputs"], done["inputs"]);
     // contract-2 writes to the same output folder: it completes too.
