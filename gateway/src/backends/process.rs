@@ -289,9 +289,7 @@ impl ProcessBackend {
         )?;
         // Jupyter (ma-user) reads its config and token; the dir is bound read-only.
         chown_fresh_tree(&config_dir).context("handing Jupyter's config to ma-user")?;
-        let (passwd, group) = sandbox::passwd_files();
-        std::fs::write(run.join("passwd"), passwd).context("writing passwd")?;
-        std::fs::write(run.join("group"), group).context("writing group")?;
+        write_accounts(&run)?;
 
         let venv = self.env.venv().to_path_buf();
         let home = PathBuf::from(sandbox::HOME);
@@ -463,9 +461,7 @@ impl ProcessBackend {
         let agent_dir = run.join("agent");
         std::fs::create_dir_all(&agent_dir)
             .with_context(|| format!("creating {}", agent_dir.display()))?;
-        let (passwd, group) = sandbox::passwd_files();
-        std::fs::write(run.join("passwd"), passwd).context("writing passwd")?;
-        std::fs::write(run.join("group"), group).context("writing group")?;
+        write_accounts(run)?;
         let venv = self.env.venv().to_path_buf();
         let home = PathBuf::from(sandbox::HOME);
         let mut env = spec.env.clone();
@@ -645,9 +641,7 @@ impl ProcessBackend {
         let agent_dir = run.join("agent");
         std::fs::create_dir_all(&agent_dir)
             .with_context(|| format!("creating {}", agent_dir.display()))?;
-        let (passwd, group) = sandbox::passwd_files();
-        std::fs::write(run.join("passwd"), passwd).context("writing passwd")?;
-        std::fs::write(run.join("group"), group).context("writing group")?;
+        write_accounts(&run)?;
         let home = PathBuf::from(sandbox::HOME);
         let mut env = spec.env.clone();
         let path = match env.get("PATH") {
@@ -748,6 +742,15 @@ impl ProcessBackend {
         }
         Ok(handle)
     }
+}
+
+/// `passwd` and `group` naming ma-user, in a run dir the gateway just made (bound read-only
+/// at `/etc/passwd` and `/etc/group`).
+fn write_accounts(run: &Path) -> Result<(), BackendError> {
+    let (passwd, group) = sandbox::passwd_files();
+    std::fs::write(run.join("passwd"), passwd).context("writing passwd")?;
+    std::fs::write(run.join("group"), group).context("writing group")?;
+    Ok(())
 }
 
 /// Gives a tree the gateway just made (nothing of a notebook's in it) to ma-user.
