@@ -99,8 +99,8 @@ pub struct Settings {
     pub origins: Origins,
     /// Warning before any automatic stop, in seconds (env ATELIER_STOP_WARNING).
     pub stop_warning_secs: u64,
-    /// How many seconds one hour of an auto-stop lease lasts (env ATELIER_LEASE_HOUR): 3600;
-    /// less only for tests and demos.
+    /// How many seconds one hour of an auto-stop lease (notebooks, services) or of a training
+    /// job's auto stop lasts (env ATELIER_LEASE_HOUR): 3600; less only for tests and demos.
     pub lease_hour_secs: u64,
     /// How many seconds one minute of a service's deploy timeout lasts (env
     /// ATELIER_DEPLOY_MINUTE): 60; less only for tests.

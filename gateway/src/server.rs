@@ -145,6 +145,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         tasks: lifecycle.tasks().clone(),
         flavors: settings.flavors.clone(),
         settings: settings.training.clone(),
+        hour_secs: settings.lease_hour_secs,
         data_dir: settings.data_dir.clone(),
     });
     let searches = crate::training::search::Searches::new(

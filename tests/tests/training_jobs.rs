@@ -480,7 +480,8 @@ async fn a_failed_job_fails_and_a_killed_worker_restarts_from_its_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_job_is_taken_as_hung_and_restarted() {
-    let gw = gateway(&[]).await;
+    // One hour of auto stop lasts 2 s here.
+    let gw = gateway(&[("ATELIER_LEASE_HOUR", "2")]).await;
     let alice = gw.api(&gw.create_user("alice").await);
     // First attempt: silent forever; the second finds its mark and ends.
     let script = "if [ -f \"$MA_LOG_DIR/mark\" ]; then echo second attempt; exit 0; fi; touch \"$MA_LOG_DIR/mark\"; exec sleep 600";
@@ -557,6 +558,38 @@ async fn a_silent_job_is_taken_as_hung_and_restarted() {
         .expect_status(200)
         .clone();
     assert_eq!(own["items"], json!([]), "{own}");
+
+    // Auto stop: a job that would run for 10 minutes is TERMINATED after its one "hour",
+    // not restarted, and says why.
+    job(
+        &alice,
+        json!({
+            "name": "capped",
+            "custom": {"boot_command": "echo started; exec sleep 607"},
+            "auto_stop_hours": 1,
+            "auto_restart": {"count": 2}
+        }),
+    )
+    .await;
+    let capped = wait(&alice, "capped", "TERMINATED").await;
+    assert_eq!(capped["retries"], 0, "{capped}");
+    assert_eq!(capped["recoveries"], json!([]), "{capped}");
+    let ev = events(&alice, "capped").await;
+    assert!(
+        ev.iter()
+            .any(|e| e == "The training job has been stopped. (Maximum running duration: 1 hour)"),
+        "{ev:#?}"
+    );
+    assert!(log_of(&alice, "capped", "").await.contains("started"));
+    // Its worker is gone: nothing of it runs on.
+    eventually("the auto-stopped worker to end", LONG, || async {
+        let p = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 607"])
+            .output()
+            .unwrap();
+        p.stdout.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

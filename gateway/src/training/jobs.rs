@@ -338,6 +338,8 @@ pub(super) struct Inner {
     pub tasks: TaskTracker,
     pub flavors: Vec<Flavor>,
     pub settings: TrainingSettings,
+    /// Seconds in one hour of auto stop (`lease_hour_secs`: 3600 but in tests and demos).
+    pub hour_secs: u64,
     /// `<data>/training`: per job its workers' mounts, staged inputs and logs.
     pub dir: PathBuf,
     /// One lifecycle operation at a time per job.
@@ -360,6 +362,8 @@ pub struct JobsParts {
     pub tasks: TaskTracker,
     pub flavors: Vec<Flavor>,
     pub settings: TrainingSettings,
+    /// Seconds in one hour of auto stop (`lease_hour_secs`).
+    pub hour_secs: u64,
     pub data_dir: PathBuf,
 }
 
@@ -378,6 +382,7 @@ impl Jobs {
                 tasks: p.tasks,
                 flavors: p.flavors,
                 settings: p.settings,
+                hour_secs: p.hour_secs,
                 dir: p.data_dir.join("training"),
                 locks: KeyedLocks::default(),
                 create: tokio::sync::Mutex::new(()),

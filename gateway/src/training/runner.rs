@@ -1019,7 +1019,7 @@ async fn supervise(
         }
         if let Some(hours) = spec.auto_stop_hours {
             let ran = row.run_seconds + seconds_since(row.started_at.as_deref());
-            if ran >= i64::from(hours) * 3600 {
+            if ran >= i64::from(hours) * jobs.inner.hour_secs as i64 {
                 break Ended::AutoStop;
             }
         }
@@ -1065,9 +1065,9 @@ async fn run_wasm(
     )
     .await;
     let time_limit = match spec.auto_stop_hours {
-        Some(h) => {
-            Duration::from_secs((u64::from(h) * 3600).saturating_sub(row.run_seconds.max(0) as u64))
-        }
+        Some(h) => Duration::from_secs(
+            (u64::from(h) * jobs.inner.hour_secs).saturating_sub(row.run_seconds.max(0) as u64),
+        ),
         // Without auto stop: the longest a job may run (720 hours).
         None => Duration::from_secs(u64::from(super::jobs::AUTO_STOP_HOURS.1) * 3600),
     };
