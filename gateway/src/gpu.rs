@@ -3,9 +3,11 @@
 //! NVML (`libnvidia-ml.so.1`) is loaded at run time, so the gateway builds and runs on hosts
 //! without it: there [`meter`] is `None`, and idle detection simply has no GPU source. Where
 //! it loads, each sample asks every device for the per-process SM utilisation it recorded
-//! since the previous sample (`nvmlDeviceGetProcessUtilization`). The process IDs are those
-//! of the host's PID namespace, the same ones the backends report for a notebook's processes
-//! ([`crate::backends::Usage`]), so the same reading serves process and container notebooks.
+//! since the consumer's previous sample (`nvmlDeviceGetProcessUtilization`; each consumer
+//! keeps its own [`Cursor`], so the notebooks' idle loop and every training job read the same
+//! samples without taking them from each other). The process IDs are those of the host's PID
+//! namespace, the same ones the backends report for a notebook's or a worker's processes
+//! ([`crate::backends::Usage`]), so the same reading serves process and container ones.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -13,12 +15,16 @@ use std::sync::{Mutex, OnceLock};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 
-/// The host's GPUs, and where the last reading of each device stopped.
+/// The host's GPUs.
 pub struct GpuMeter {
     nvml: Nvml,
-    /// Per device index: the newest sample timestamp seen (µs, NVML's clock).
-    last_seen: Vec<u64>,
+    devices: u32,
 }
+
+/// Where one consumer's last reading of each device stopped: per device index, the newest
+/// sample timestamp it has seen (µs, NVML's clock). A new cursor reads what NVML still keeps.
+#[derive(Debug, Default, Clone)]
+pub struct Cursor(Vec<u64>);
 
 static METER: OnceLock<Option<Mutex<GpuMeter>>> = OnceLock::new();
 
@@ -29,7 +35,7 @@ pub fn meter() -> Option<&'static Mutex<GpuMeter>> {
         .get_or_init(|| match GpuMeter::open() {
             Ok(Some(m)) => {
                 tracing::info!(
-                    gpus = m.last_seen.len(),
+                    gpus = m.devices,
                     "NVML loaded: GPU use counts as notebook activity"
                 );
                 Some(Mutex::new(m))
@@ -66,7 +72,7 @@ pub fn inventory() -> Vec<GpuInfo> {
     let Ok(m) = m.lock() else {
         return Vec::new();
     };
-    (0..m.last_seen.len() as u32)
+    (0..m.devices)
         .filter_map(|index| {
             let d = m.nvml.device_by_index(index).ok()?;
             let mem = d.memory_info().ok();
@@ -121,7 +127,7 @@ pub const NPU_CONTROL_DEVICES: [&str; 3] =
 /// How many NVIDIA GPUs this host has (0 without a driver).
 pub fn device_count() -> u32 {
     meter()
-        .and_then(|m| m.lock().ok().map(|m| m.last_seen.len() as u32))
+        .and_then(|m| m.lock().ok().map(|m| m.devices))
         .unwrap_or(0)
 }
 
@@ -133,17 +139,16 @@ impl GpuMeter {
         if n == 0 {
             return Ok(None);
         }
-        Ok(Some(GpuMeter {
-            nvml,
-            last_seen: vec![0; n as usize],
-        }))
+        Ok(Some(GpuMeter { nvml, devices: n }))
     }
 
-    /// pid → highest SM utilisation (percent) any device recorded for it since the last call.
-    /// A device that cannot tell (too old, or an error) contributes nothing.
-    pub fn sample(&mut self) -> HashMap<u32, u32> {
+    /// pid → highest SM utilisation (percent) any device recorded for it since `cursor`'s
+    /// previous reading; moves the cursor on. A device that cannot tell (too old, or an
+    /// error) contributes nothing.
+    pub fn sample(&self, cursor: &mut Cursor) -> HashMap<u32, u32> {
         let mut by_pid = HashMap::new();
-        for (index, last) in self.last_seen.iter_mut().enumerate() {
+        cursor.0.resize(self.devices as usize, 0);
+        for (index, last) in cursor.0.iter_mut().enumerate() {
             let device = match self.nvml.device_by_index(index as u32) {
                 Ok(d) => d,
                 Err(e) => {
@@ -170,8 +175,27 @@ impl GpuMeter {
     }
 }
 
+/// One reading for the consumer of `cursor` (pid → SM percent); `None` without NVML.
+pub fn read(cursor: &mut Cursor) -> Option<HashMap<u32, u32>> {
+    let m = meter()?;
+    Some(match m.lock() {
+        Ok(m) => m.sample(cursor),
+        Err(_) => HashMap::new(),
+    })
+}
+
+/// The highest SM utilisation (percent) any of `pids` had in `util` (a [`read`]); 0 when
+/// none of them used a GPU.
+pub fn peak(util: &HashMap<u32, u32>, pids: &[u32]) -> u32 {
+    pids.iter()
+        .filter_map(|p| util.get(p))
+        .copied()
+        .max()
+        .unwrap_or(0)
+}
+
 /// Whether any of `pids` used a GPU at `threshold` percent or more in `util` (a
-/// [`GpuMeter::sample`]).
+/// [`read`]).
 pub fn busy(util: &HashMap<u32, u32>, pids: &[u32], threshold: f64) -> bool {
     pids.iter()
         .any(|p| util.get(p).is_some_and(|&u| f64::from(u) >= threshold))
@@ -223,6 +247,12 @@ mod tests {
             "another notebook's process is not ours"
         );
         assert!(!busy(&HashMap::new(), &[10], 10.0));
+        assert_eq!(
+            peak(&util, &[1, 10, 11]),
+            50,
+            "the busiest of the job's processes"
+        );
+        assert_eq!(peak(&util, &[1, 2]), 0, "another job's process is not ours");
     }
 
     /// On a machine without an NVIDIA driver (this project's CI) the meter is absent, and asking
@@ -233,7 +263,7 @@ mod tests {
         match meter() {
             None => assert!(!driver, "a driver is loaded but NVML did not open"),
             Some(m) => {
-                let _ = m.lock().unwrap().sample();
+                let _ = m.lock().unwrap().sample(&mut Cursor::default());
             }
         }
         assert_eq!(meter().is_some(), meter().is_some());

@@ -1022,7 +1022,9 @@ async fn a_two_worker_gloo_all_reduce_gives_the_sum_directly_and_through_torchru
 #[tokio::test(flavor = "multi_thread")]
 async fn container_jobs_run_on_podman_and_their_workers_reach_each_other() {
     let (_, image) = atelier_tests::docker_env();
-    let gw = Gateway::start_docker("", &[("ATELIER_TRAINING_MIN_HANG_SECS", "2")]).await;
+    // A CPU flavor (the default) and a one-GPU flavor.
+    let flavors = "[[flavors]]\nid = \"cpu-2-8\"\ntype = \"cpu\"\nvcpus = 2\nmemory_gib = 8\n\n[[flavors]]\nid = \"gpu-1\"\ntype = \"gpu\"\nvcpus = 8\nmemory_gib = 32\n";
+    let gw = Gateway::start_docker(flavors, &[("ATELIER_TRAINING_MIN_HANG_SECS", "2")]).await;
     two_workers_reach_each_other(&gw, Some(&image)).await;
     let alice = gw.api(&gw.create_user("carol").await);
     job(
@@ -1040,6 +1042,20 @@ async fn container_jobs_run_on_podman_and_their_workers_reach_each_other() {
     );
     let log = log_of(&alice, "uid", "system=false").await;
     assert_eq!(log, "1000\n/home/ma-user\n");
+    // A GPU flavor: the docker backend gives workers GPUs, but this host has none.
+    let r = alice
+        .post(
+            "/v1/training-jobs",
+            json!({"name": "gpu", "flavor": "gpu-1", "nodes": 2,
+                   "custom": {"image": image, "boot_command": "nvidia-smi"}}),
+        )
+        .await;
+    let msg = r.expect_error(400, "invalid_argument");
+    assert!(
+        msg.contains("gpu-1") && msg.contains("2 for 2 worker(s)") && msg.contains("has 0"),
+        "{msg}"
+    );
+    alice.get("/v1/training-jobs/gpu").await.expect_status(404);
 }
 
 /// The Python linear-regression example (a Wasm component of world training-algorithm),

@@ -179,8 +179,9 @@ async fn metrics(
     }))
 }
 
-/// The job's resource usage per worker: `system/cpuUsage` (percent of one CPU) and
-/// `system/memUsage` (MiB), one sample per sampling period.
+/// The job's resource usage per worker: `system/cpuUsage` (percent of one CPU),
+/// `system/memUsage` (MiB) and `system/gpuUtil` (percent; GPU flavors, with NVML), one
+/// sample per sampling period.
 async fn usage(
     p: Principal,
     State(state): State<AppState>,

@@ -108,6 +108,8 @@ pub async fn run_loop(lc: Lifecycle, stop: CancellationToken) {
 pub struct Sampler {
     /// notebook id → when its kernels and CPU were last sampled, and the CPU seconds then.
     last: HashMap<String, (Instant, Option<f64>)>,
+    /// Where this loop's last GPU reading stopped.
+    gpu: crate::gpu::Cursor,
 }
 
 /// How often a notebook's kernels and CPU are sampled: a fifth of its idle timeout, between
@@ -198,10 +200,7 @@ async fn sample(lc: &Lifecycle, sampler: &mut Sampler, running: &[NotebookRow]) 
     let probes = futures_util::future::join_all(due.iter().map(|row| probe(lc, row))).await;
     // GPU use since the previous reading, per host pid (NVML is quick: no need to leave the
     // loop's task for it).
-    let gpu = crate::gpu::meter().map(|m| match m.lock() {
-        Ok(mut m) => m.sample(),
-        Err(_) => Default::default(),
-    });
+    let gpu = crate::gpu::read(&mut sampler.gpu);
     for (row, p) in due.into_iter().zip(probes) {
         if p.busy {
             clocks.touch_notebook(&row.id, Source::Kernel);

@@ -636,6 +636,13 @@ impl Jobs {
                 self.inner.backend.name()
             )));
         }
+        if let Some((have, what)) = crate::gpu::shortfall(&flavor.kind, need) {
+            return Err(JobError::Invalid(format!(
+                "flavor: {} needs {} {what}(s) per worker, {need} for {nodes} worker(s), and this host has {have}; pick a CPU flavor or fewer nodes",
+                flavor.id,
+                flavor.accelerator_count()
+            )));
+        }
         if let Some(a) = &req.auto_restart
             && !(RESTARTS.1..=RESTARTS.2).contains(&a.count)
         {

@@ -625,17 +625,33 @@ async fn start_attempt(
     {
         let mut log = WorkerLog::open(&root, id, attempt, 0, cap).map_err(anyhow::Error::from)?;
         log.platform("[pre-check] The training environment is being pre-checked.");
-        if let Err(e) = precheck(&job_dir(jobs, id)) {
-            log.platform(&format!("[pre-check] item disk-size failed: {e}"));
-            let why = format!("Pre-check failed. Error: {e}");
-            record(
-                jobs.store(),
-                Row::filled(id, None, TrainingEvent::WorkerExited, &["0", "-"]).detail(Some(&why)),
-            )
-            .await;
-            return end_attempt(jobs, row, spec, Ended::Fault { rank: 0, why }, &mut []).await;
+        let need = jobs
+            .inner
+            .flavors
+            .iter()
+            .find(|f| f.id == spec.flavor)
+            .map(|f| (f.kind.clone(), f.accelerator_count() * spec.nodes))
+            .unwrap_or_default();
+        let free = free_bytes(&job_dir(jobs, id));
+        let gpu = (need.1 > 0).then(|| crate::gpu::shortfall(&need.0, need.1));
+        for (item, verdict) in precheck(free, need.1, gpu) {
+            match verdict {
+                Ok(()) => log.platform(&format!("[pre-check] item {item} passed")),
+                Err(e) => {
+                    log.platform(&format!("[pre-check] item {item} failed: {e}"));
+                    let why = format!("Pre-check failed. Error: {e}");
+                    record(
+                        jobs.store(),
+                        Row::filled(id, None, TrainingEvent::WorkerExited, &["0", "-"])
+                            .detail(Some(&why)),
+                    )
+                    .await;
+                    return end_attempt(jobs, row, spec, Ended::Fault { rank: 0, why }, &mut [])
+                        .await;
+                }
+            }
         }
-        log.platform("[pre-check] item disk-size passed; Pre-check completed.");
+        log.platform("[pre-check] Pre-check completed.");
     }
     let rt = view(spec);
     let command = match launch::launcher(&launch::Launch {
@@ -766,17 +782,43 @@ async fn start_attempt(
     Ok(())
 }
 
-/// Free room for the job (seed: disk-size items; here the job's dir's file system).
-fn precheck(dir: &Path) -> Result<(), String> {
+/// Bytes free on the file system of `dir`, or why it cannot be told.
+fn free_bytes(dir: &Path) -> Result<u64, String> {
     let st = rustix::fs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
-    let free = st.f_bavail.saturating_mul(st.f_frsize);
-    if free < 1 << 30 {
-        return Err(format!(
-            "disk-size: {} MiB free where the job's files are; at least 1024 MiB",
-            free >> 20
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// The pre-check's items in order, each passed or failed with why (seed 8.10.1): `disk-size`
+/// (room where the job's files are: `free`), and `gpu-check` when the workers need `need`
+/// accelerators (`gpu`: what the host lacks now, from [`crate::gpu::shortfall`]; a GPU
+/// that went away since the job was accepted fails it).
+fn precheck(
+    free: Result<u64, String>,
+    need: u32,
+    gpu: Option<Option<(u32, &str)>>,
+) -> Vec<(&'static str, Result<(), String>)> {
+    let disk = free.and_then(|free| {
+        if free < 1 << 30 {
+            return Err(format!(
+                "disk-size: {} MiB free where the job's files are; at least 1024 MiB",
+                free >> 20
+            ));
+        }
+        Ok(())
+    });
+    let mut items = vec![("disk-size", disk)];
+    if let Some(lack) = gpu {
+        items.push((
+            "gpu-check",
+            match lack {
+                None => Ok(()),
+                Some((have, what)) => Err(format!(
+                    "gpu-check: the workers need {need} {what}(s) and {have} are visible on this host"
+                )),
+            },
         ));
     }
-    Ok(())
+    items
 }
 
 async fn stop_worker(jobs: &Jobs, h: &Handle) {
@@ -865,6 +907,14 @@ async fn supervise(
     let period = (hang / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
     let mut last_activity = Instant::now();
     let mut last_sample = Instant::now() - period;
+    // GPU use (NVML, where present) for a GPU flavor's workers: `system/gpuUtil`, and
+    // activity for hang detection.
+    let gpu_flavor = jobs
+        .inner
+        .flavors
+        .iter()
+        .any(|f| f.id == spec.flavor && f.kind == "gpu" && f.accelerator_count() > 0);
+    let mut gpu_cursor = crate::gpu::Cursor::default();
     let mut metrics_left = {
         let mut conn = jobs.store().pool.acquire().await?;
         MAX_METRICS - rows::count_metrics(&mut conn, id).await?
@@ -972,15 +1022,33 @@ async fn supervise(
         if watched.iter().all(|w| w.exit == Some(WorkerExit::Code(0))) {
             break Ended::Completed;
         }
-        // CPU use, each sampling period: hang detection, and the job's resource usage
-        // (`system/cpuUsage` in percent of one CPU, `system/memUsage` in MiB; seed T8-30).
+        // CPU and GPU use, each sampling period: hang detection, and the job's resource usage
+        // (`system/cpuUsage` in percent of one CPU, `system/memUsage` in MiB,
+        // `system/gpuUtil` in percent for GPU flavors where NVML is; seed T8-30).
         if last_sample.elapsed() >= period {
             let elapsed = last_sample.elapsed().as_secs_f64();
             last_sample = Instant::now();
             let mut usage = Vec::new();
             let now_text = crate::store::now();
+            let gpu = gpu_flavor
+                .then(|| crate::gpu::read(&mut gpu_cursor))
+                .flatten();
             for w in watched.iter_mut().filter(|w| w.exit.is_none()) {
                 let u = jobs.inner.backend.usage(&w.handle).await;
+                if let (Some(util), Some(u)) = (&gpu, &u) {
+                    let peak = crate::gpu::peak(util, &u.pids);
+                    if peak > 0 {
+                        last_activity = Instant::now();
+                    }
+                    usage.push(MetricRow {
+                        attempt,
+                        worker: i64::from(w.rank),
+                        name: "system/gpuUtil".into(),
+                        step: None,
+                        value: f64::from(peak),
+                        time: now_text.clone(),
+                    });
+                }
                 let now = u.as_ref().map(|u| u.cpu_seconds);
                 if let (Some(before), Some(now)) = (w.cpu, now) {
                     if now - before >= 0.01 * period.as_secs_f64() {
@@ -1671,5 +1739,31 @@ mod tests {
         ] {
             assert_eq!(relative("a/", bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_precheck_names_the_item_that_failed() {
+        let gib = 1u64 << 30;
+        let ok = precheck(Ok(2 * gib), 0, None);
+        assert_eq!(ok, vec![("disk-size", Ok(()))], "a CPU job: no gpu-check");
+        let low = precheck(Ok(gib / 2), 0, None);
+        assert_eq!(
+            low[0].1,
+            Err("disk-size: 512 MiB free where the job's files are; at least 1024 MiB".into())
+        );
+        assert!(
+            precheck(Err("statvfs x: gone".into()), 0, None)[0]
+                .1
+                .is_err()
+        );
+        let gpus = precheck(Ok(2 * gib), 4, Some(None));
+        assert_eq!(gpus[1], ("gpu-check", Ok(())));
+        let gone = precheck(Ok(2 * gib), 4, Some(Some((2, "NVIDIA GPU"))));
+        assert_eq!(
+            gone[1].1,
+            Err(
+                "gpu-check: the workers need 4 NVIDIA GPU(s) and 2 are visible on this host".into()
+            )
+        );
     }
 }
