@@ -533,6 +533,8 @@ async fn a_silent_job_is_taken_as_hung_and_restarted() {
     .await;
     let busy = wait(&alice, "busy", "COMPLETED").await;
     assert_eq!(busy["retries"], 0, "{busy}");
+    // A CPU flavor: no GPU samples, no low-utilisation alarm.
+    assert!(busy.get("low_gpu_utilization").is_none(), "{busy}");
     // Its resource usage was sampled: CPU used (how much depends on the machine's load),
     // some memory.
     let usage = alice

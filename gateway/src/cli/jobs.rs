@@ -351,9 +351,14 @@ pub async fn run(ctx: &Ctx, cmd: JobCommand) -> Result<(), CliError> {
                     Some(a) => a.to_string(),
                     None => "(custom)".into(),
                 };
+                // The seed's low-utilisation alarm, beside the status.
+                let status = match v.get("low_gpu_utilization").and_then(Value::as_bool) {
+                    Some(true) => format!("{} (low GPU use)", cell(v, "status")),
+                    _ => cell(v, "status"),
+                };
                 let mut row = vec![
                     cell(v, "name"),
-                    cell(v, "status"),
+                    status,
                     sanitize(&algorithm),
                     cell(v, "nodes"),
                     cell(v, "retries"),
@@ -388,6 +393,7 @@ pub async fn run(ctx: &Ctx, cmd: JobCommand) -> Result<(), CliError> {
                     ("Attempt", "attempt"),
                     ("Retries", "retries"),
                     ("Duration (s)", "duration_seconds"),
+                    ("Low GPU use", "low_gpu_utilization"),
                     ("Created", "created_at"),
                     ("Started", "started_at"),
                     ("Ended", "ended_at"),

@@ -308,3 +308,94 @@ pub async fn metrics(
     .fetch_all(conn)
     .await
 }
+
+/// The mean of one worker's samples of `name` in one attempt; `None` without samples.
+pub async fn mean(
+    conn: &mut Conn,
+    job_id: &str,
+    attempt: i64,
+    worker: i64,
+    name: &str,
+) -> sqlx::Result<Option<f64>> {
+    sqlx::query_scalar(
+        "SELECT AVG(value) FROM training_metrics \
+         WHERE job_id = $1 AND attempt = $2 AND worker = $3 AND name = $4",
+    )
+    .bind(job_id)
+    .bind(attempt)
+    .bind(worker)
+    .bind(name)
+    .fetch_one(conn)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, now, users};
+
+    #[tokio::test]
+    async fn the_mean_is_of_one_worker_one_attempt_and_one_name() {
+        let dir = std::env::temp_dir().join(format!("atelier-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir).await.unwrap();
+        let mut c = store.pool.acquire().await.unwrap();
+        let t = now();
+        users::insert_user(&mut c, "u1", "alice", "user", &t)
+            .await
+            .unwrap();
+        let job = |id: &'static str| NewJob {
+            id,
+            owner_id: "u1",
+            name: id,
+            description: "",
+            algorithm_id: None,
+            spec: "{}",
+            now: "2026-01-01T00:00:00Z",
+        };
+        insert(&mut c, job("j1")).await.unwrap();
+        insert(&mut c, job("j2")).await.unwrap();
+        assert_eq!(
+            mean(&mut c, "j1", 0, 0, "system/gpuUtil").await.unwrap(),
+            None
+        );
+        let m = |attempt, worker, name: &str, value| MetricRow {
+            attempt,
+            worker,
+            name: name.into(),
+            step: None,
+            value,
+            time: t.clone(),
+        };
+        insert_metrics(
+            &mut c,
+            "j1",
+            &[
+                m(0, 0, "system/gpuUtil", 30.0),
+                m(0, 0, "system/gpuUtil", 50.0),
+                m(0, 1, "system/gpuUtil", 100.0),
+                m(1, 0, "system/gpuUtil", 90.0),
+                m(0, 0, "system/cpuUsage", 100.0),
+            ],
+        )
+        .await
+        .unwrap();
+        insert_metrics(&mut c, "j2", &[m(0, 0, "system/gpuUtil", 0.0)])
+            .await
+            .unwrap();
+        assert_eq!(
+            mean(&mut c, "j1", 0, 0, "system/gpuUtil").await.unwrap(),
+            Some(40.0)
+        );
+        assert_eq!(
+            mean(&mut c, "j1", 1, 0, "system/gpuUtil").await.unwrap(),
+            Some(90.0)
+        );
+        assert_eq!(
+            mean(&mut c, "j2", 0, 0, "system/gpuUtil").await.unwrap(),
+            Some(0.0)
+        );
+        drop(c);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

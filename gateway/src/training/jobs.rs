@@ -59,6 +59,8 @@ pub const RESTARTS: (u32, u32, u32) = (3, 1, 128);
 pub const MAX_STREAK: i64 = 3;
 /// Auto stop: 1-720 hours (seed 8.6).
 pub const AUTO_STOP_HOURS: (u32, u32) = (1, 720);
+/// Below this mean GPU use (percent) a job carries the low-utilisation alarm (seed 8.11.2).
+pub const LOW_GPU_PERCENT: f64 = 50.0;
 /// `MA_HANG_DETECT_TIME`: 10-720 minutes, 30 by default (seed T8-40).
 pub const HANG_MINUTES: (u64, u64, u64) = (30, 10, 720);
 /// Workers of one job.
@@ -292,6 +294,10 @@ pub struct JobView {
     pub duration_seconds: i64,
     /// The seed's Fault Recovery Details.
     pub recoveries: Vec<rows::RecoveryRow>,
+    /// The seed's low-utilisation alarm: worker 0's mean GPU use in this attempt is below
+    /// 50 % (absent without GPU samples: a CPU flavor, or a host without NVML).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_gpu_utilization: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub created_at: String,
@@ -885,6 +891,7 @@ impl Jobs {
         let spec = decode(&j)?;
         let mut conn = self.inner.store.pool.acquire().await?;
         let recoveries = rows::recoveries(&mut conn, &j.id).await?;
+        let gpu = rows::mean(&mut conn, &j.id, j.attempt, 0, "system/gpuUtil").await?;
         let running = super::runner::seconds_since(j.started_at.as_deref());
         Ok(JobView {
             id: j.id,
@@ -914,6 +921,7 @@ impl Jobs {
             retries: j.retries,
             duration_seconds: j.run_seconds + running,
             recoveries,
+            low_gpu_utilization: gpu.map(|mean| mean < LOW_GPU_PERCENT),
             warnings: Vec::new(),
             created_at: j.created_at,
             updated_at: j.updated_at,
