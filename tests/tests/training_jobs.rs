@@ -478,6 +478,71 @@ async fn a_failed_job_fails_and_a_killed_worker_restarts_from_its_checkpoint() {
     }
 }
 
+/// AC-33: with unconditional auto restart, code that always exits 1 restarts at most 3
+/// times in a row (`jobs::MAX_STREAK`), though retries are left, then fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn unconditional_restarts_stop_after_three_in_a_row() {
+    let gw = gateway(&[]).await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    job(
+        &alice,
+        json!({
+            "name": "always",
+            "custom": {"boot_command": "echo try $VC_TASK_INDEX; exit 1"},
+            "auto_restart": {"count": 8, "unconditional": true}
+        }),
+    )
+    .await;
+    let failed = wait(&alice, "always", "FAILED").await;
+    assert_eq!(
+        (failed["retries"].as_i64(), failed["attempt"].as_i64()),
+        (Some(3), Some(3)),
+        "{failed}"
+    );
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 1"),
+        "{failed}"
+    );
+    // A row per attempt: three restarts, then the failure.
+    let rows = failed["recoveries"].as_array().unwrap();
+    let seen: Vec<(i64, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["attempt"].as_i64().unwrap(),
+                r["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, "restarted"),
+            (1, "restarted"),
+            (2, "restarted"),
+            (3, "none: the job failed")
+        ],
+        "{failed}"
+    );
+    assert!(
+        rows.iter().all(|r| r["fault_source"] == "worker-0"
+            && r["reason"].as_str().unwrap().contains("exited with code 1")),
+        "{failed}"
+    );
+    let ev = events(&alice, "always").await;
+    let count = |text: &str| ev.iter().filter(|e| *e == text).count();
+    assert_eq!(count("The training job has been restarted."), 3, "{ev:#?}");
+    assert_eq!(count("Failed to run the training job."), 1, "{ev:#?}");
+    // Each attempt ran once: its own log, with its own exit.
+    for a in 0..=3 {
+        let log = log_of(&alice, "always", &format!("attempt={a}")).await;
+        assert_eq!(log.matches("Exit code 1.").count(), 1, "attempt {a}: {log}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_job_is_taken_as_hung_and_restarted() {
     let gw = gateway(&[]).await;
