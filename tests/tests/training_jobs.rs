@@ -1189,6 +1189,142 @@ async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_
     assert_eq!(rb["hyperparameters"], json!({"epochs": 100000}));
 }
 
+/// A gateway for the Wasm algorithm jobs: the shared plugin compile cache, short hang times.
+async fn wasm_gateway() -> Gateway {
+    gateway(&[(
+        "ATELIER_PLUGIN_CACHE_DIR",
+        &atelier_tests::plugins::shared_cache(),
+    )])
+    .await
+}
+
+/// A WAT training algorithm uploaded as plugin `name` (with `limits`) and registered as the
+/// algorithm of the same name.
+async fn wat_algorithm(api: &Api, name: &str, component: Vec<u8>, limits: Value) {
+    let manifest = json!({
+        "name": name,
+        "version": "0.1.0",
+        "world": "training-algorithm",
+        "limits": limits
+    });
+    atelier_tests::plugins::upload(api, &manifest, component, &[])
+        .await
+        .expect_status(201);
+    api.post(
+        "/v1/algorithms",
+        json!({"name": name, "plugin": {"name": name, "version": "0.1.0"}}),
+    )
+    .await
+    .expect_status(201);
+}
+
+/// A Wasm algorithm that, in its first attempt, neither heartbeats nor logs: it sleeps until
+/// `should-stop` and returns `cancelled`. A later attempt logs "second attempt" and
+/// completes.
+fn quiet() -> Vec<u8> {
+    atelier_plugins::fixtures::training_algorithm(
+        r#"
+    (if (i32.eqz (local.get 2))
+      (then
+        (block $done
+          (loop $wait
+            (br_if $done (call $should_stop))
+            (call $sleep (i64.const 20000000))
+            (br $wait)))
+        (return (call $err (i32.const 4) (i32.const 3100) (i32.const 7)))))
+    (call $log (i32.const 1) (i32.const 3000) (i32.const 14))
+    (call $heartbeat (i32.const 1) (f64.const 1))
+    (call $ok)"#,
+        &[(3000, "second attempt"), (3100, "stopped")],
+    )
+}
+
+/// AC-50: a Wasm guest silent for the hang time is taken as hung (the process jobs' event)
+/// and restarted when it may be, failed when not; a guest over its memory limit fails,
+/// without a restart, naming the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_wasm_algorithm_is_taken_as_hung_and_one_over_its_memory_fails() {
+    let gw = wasm_gateway().await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    wat_algorithm(&alice, "quiet", quiet(), json!({})).await;
+    let hang = "The system detects that your training job may be suspended.";
+
+    job(
+        &alice,
+        json!({"name": "hung", "algorithm": "quiet", "hang_detect_seconds": 2, "auto_restart": {"count": 1}}),
+    )
+    .await;
+    let done = wait(&alice, "hung", "COMPLETED").await;
+    assert_eq!(
+        (done["retries"].as_i64(), done["attempt"].as_i64()),
+        (Some(1), Some(1)),
+        "{done}"
+    );
+    let ev = events(&alice, "hung").await;
+    assert_eq!(
+        ev.iter().filter(|e| e.starts_with(hang)).count(),
+        1,
+        "{ev:#?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e == "The training job has been restarted."),
+        "{ev:#?}"
+    );
+    let row = &done["recoveries"][0];
+    assert_eq!(row["action"], "restarted", "{done}");
+    assert!(
+        row["reason"].as_str().unwrap().contains("no heartbeat"),
+        "{done}"
+    );
+    let first = log_of(&alice, "hung", "attempt=0").await;
+    assert!(first.contains("taken as hung"), "{first}");
+    let second = log_of(&alice, "hung", "attempt=1").await;
+    assert!(second.contains("second attempt"), "{second}");
+
+    // No restart allowed: the hang fails the job.
+    job(
+        &alice,
+        json!({"name": "hung-once", "algorithm": "quiet", "hang_detect_seconds": 2}),
+    )
+    .await;
+    let failed = wait(&alice, "hung-once", "FAILED").await;
+    assert_eq!(failed["retries"], 0, "{failed}");
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no heartbeat"),
+        "{failed}"
+    );
+    let ev = events(&alice, "hung-once").await;
+    assert!(ev.iter().any(|e| e.starts_with(hang)), "{ev:#?}");
+    assert!(
+        ev.iter().any(|e| e == "Failed to run the training job."),
+        "{ev:#?}"
+    );
+
+    // Over its memory limit: its own fault, no restart though one is allowed.
+    let bomb = atelier_plugins::fixtures::training_memory_bomb();
+    wat_algorithm(&alice, "bomb", bomb, json!({"memory_mb": 32})).await;
+    job(
+        &alice,
+        json!({"name": "bomb", "algorithm": "bomb", "auto_restart": {"count": 1}}),
+    )
+    .await;
+    let failed = wait(&alice, "bomb", "FAILED").await;
+    assert_eq!(failed["retries"], 0, "{failed}");
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("memory limit"),
+        "{failed}"
+    );
+    let log = log_of(&alice, "bomb", "").await;
+    assert!(log.contains("memory limit"), "{log}");
+}
+
 /// A webhook receiver on loopback: answers 500 to its first request and 200 after; keeps
 /// each request's headers and body.
 async fn receiver() -> (
