@@ -2,8 +2,10 @@
 //! runtime contract (code dir, channels, hyperparameters as arguments, `MA_*` variables,
 //! `requirements.txt`, `ma-pre-start.sh`, outputs uploaded), its statuses and events, a
 //! failure, a worker killed and resumed from its checkpoint, a hang detected and restarted,
-//! stop and delete, refusals that create nothing, a gateway killed mid-job, logs followed
-//! live, and a 2-worker `torch.distributed` all-reduce.
+//! unconditional restarts at most 3 in a row, stop and delete, refusals that create
+//! nothing, a gateway killed mid-job, logs followed live, a 2-worker `torch.distributed`
+//! all-reduce, and Wasm algorithms (training, a silent guest hung, the memory limit, a
+//! gateway killed mid-run).
 
 use std::time::Duration;
 
@@ -1093,8 +1095,8 @@ async fn linreg(api: &Api) {
     .expect_status(201);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_when_asked() {
+/// A store with the example's points at `obs://data/line/` and an empty bucket `out`.
+fn linreg_data() -> S3Server {
     let s3 = S3Server::start();
     let points = std::fs::read_to_string(
         atelier_tests::plugins::repo_root()
@@ -1103,6 +1105,12 @@ async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_
     .unwrap();
     write(&s3, "data", "line/points.csv", &points);
     s3.bucket("out");
+    s3
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_when_asked() {
+    let s3 = linreg_data();
     let gw = atelier_tests::plugins::gateway().await;
     let alice = gw.api(&gw.create_user("alice").await);
     s3.connect(&alice, "local").await;
@@ -1323,6 +1331,99 @@ async fn a_silent_wasm_algorithm_is_taken_as_hung_and_one_over_its_memory_fails(
     );
     let log = log_of(&alice, "bomb", "").await;
     assert!(log.contains("memory limit"), "{log}");
+}
+
+/// A gateway killed while Wasm algorithms train: their runs died with it. The restarted
+/// gateway ends each lost attempt as an environment fault, never running it again: a job
+/// with a restart left resumes from its newest checkpoint in a new attempt, one without
+/// fails saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_killed_mid_wasm_job_restarts_it_from_its_checkpoint_or_fails_it() {
+    let s3 = linreg_data();
+    let mut gw = wasm_gateway().await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    s3.connect(&alice, "local").await;
+    linreg(&alice).await;
+    wat_algorithm(&alice, "quiet", quiet(), json!({})).await;
+    job(
+        &alice,
+        json!({
+            "name": "fit",
+            "algorithm": "linreg",
+            "connection": "local",
+            "inputs": [{"name": "data_url", "path": "obs://data/line/"}],
+            "outputs": [{"name": "train_url", "path": "obs://out/fit/"}],
+            "hyperparameters": {"epochs": 100000},
+            "auto_restart": {"count": 1}
+        }),
+    )
+    .await;
+    job(&alice, json!({"name": "lost", "algorithm": "quiet"})).await;
+    eventually("a few epochs", LONG, || async {
+        let m = alice.get("/v1/training-jobs/fit/metrics?name=loss").await;
+        (m.expect_status(200)["items"].as_array().unwrap().len() >= 3).then_some(())
+    })
+    .await;
+    wait(&alice, "lost", "RUNNING").await;
+
+    gw.kill9();
+    gw.start_again().await;
+
+    // No restart left: failed, with the reason.
+    let lost = wait(&alice, "lost", "FAILED").await;
+    assert_eq!(
+        (lost["retries"].as_i64(), lost["attempt"].as_i64()),
+        (Some(0), Some(0)),
+        "{lost}"
+    );
+    let why = "the gateway stopped while the Wasm algorithm ran";
+    assert!(
+        lost["status_reason"].as_str().unwrap().contains(why),
+        "{lost}"
+    );
+    assert_eq!(lost["recoveries"][0]["action"], "none: the job failed");
+
+    // A restart left: attempt 1 resumes from the newest checkpoint attempt 0 committed.
+    let resumed = eventually("attempt 1 resumed", LONG, || async {
+        let log = log_of(&alice, "fit", "attempt=1").await;
+        let at = log.find("resuming from epoch ")?;
+        let n: String = log[at + "resuming from epoch ".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        n.parse::<i64>().ok()
+    })
+    .await;
+    assert!(resumed >= 2, "resumed from epoch {resumed}");
+    let fit = alice
+        .get("/v1/training-jobs/fit")
+        .await
+        .expect_status(200)
+        .clone();
+    assert_eq!(
+        (fit["retries"].as_i64(), fit["attempt"].as_i64()),
+        (Some(1), Some(1)),
+        "{fit}"
+    );
+    let row = &fit["recoveries"][0];
+    assert_eq!(row["action"], "restarted", "{fit}");
+    assert!(row["reason"].as_str().unwrap().contains(why), "{fit}");
+    assert!(
+        events(&alice, "fit")
+            .await
+            .iter()
+            .any(|e| e == "The training job has been restarted.")
+    );
+    // The lost attempts ran once each.
+    for name in ["fit", "lost"] {
+        let log = log_of(&alice, name, "attempt=0").await;
+        assert_eq!(log.matches("[init] attempt 0").count(), 1, "{name}: {log}");
+    }
+    alice
+        .post("/v1/training-jobs/fit/stop", json!({}))
+        .await
+        .expect_status(200);
+    wait(&alice, "fit", "TERMINATED").await;
 }
 
 /// A webhook receiver on loopback: answers 500 to its first request and 200 after; keeps
