@@ -132,3 +132,15 @@ pub fn training_algorithm(body: &str, data: &[(u32, &str)]) -> Vec<u8> {
     );
     wat_component(&[&sleepy_wit()], "sleepy", &wat).expect("the WAT of a training algorithm")
 }
+
+/// A training algorithm whose `train` grows its memory by 1 MiB at a time, forever.
+pub fn training_memory_bomb() -> Vec<u8> {
+    training_algorithm(
+        r#"
+    (loop $more
+      (drop (memory.grow (i32.const 16)))
+      (br $more))
+    (call $ok)"#,
+        &[],
+    )
+}

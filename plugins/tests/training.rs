@@ -463,17 +463,9 @@ async fn the_guests_errors_traps_and_limits_become_outcomes_a_runner_can_restart
     assert!(message.contains("unreachable"), "{message}");
     assert!(!kind.restartable());
 
-    let bomb = fixtures::training_algorithm(
-        r#"
-    (loop $more
-      (drop (memory.grow (i32.const 16)))
-      (br $more))
-    (call $ok)"#,
-        &[],
-    );
     let p = rig.plugin(
         "bomb@1",
-        &bomb,
+        &fixtures::training_memory_bomb(),
         LimitsSpec {
             memory_mb: Some(32),
             ..Default::default()

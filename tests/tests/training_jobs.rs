@@ -2,8 +2,10 @@
 //! runtime contract (code dir, channels, hyperparameters as arguments, `MA_*` variables,
 //! `requirements.txt`, `ma-pre-start.sh`, outputs uploaded), its statuses and events, a
 //! failure, a worker killed and resumed from its checkpoint, a hang detected and restarted,
-//! stop and delete, refusals that create nothing, a gateway killed mid-job, logs followed
-//! live, and a 2-worker `torch.distributed` all-reduce.
+//! unconditional restarts at most 3 in a row, stop and delete, refusals that create
+//! nothing, a gateway killed mid-job, logs followed live, a 2-worker `torch.distributed`
+//! all-reduce, and Wasm algorithms (training, a silent guest hung, the memory limit, a
+//! gateway killed mid-run).
 
 use std::time::Duration;
 
@@ -475,6 +477,71 @@ async fn a_failed_job_fails_and_a_killed_worker_restarts_from_its_checkpoint() {
                 .join(format!("ck/ckpt_{step}.pth"))
                 .exists()
         );
+    }
+}
+
+/// AC-33: with unconditional auto restart, code that always exits 1 restarts at most 3
+/// times in a row (`jobs::MAX_STREAK`), though retries are left, then fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn unconditional_restarts_stop_after_three_in_a_row() {
+    let gw = gateway(&[]).await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    job(
+        &alice,
+        json!({
+            "name": "always",
+            "custom": {"boot_command": "echo try $VC_TASK_INDEX; exit 1"},
+            "auto_restart": {"count": 8, "unconditional": true}
+        }),
+    )
+    .await;
+    let failed = wait(&alice, "always", "FAILED").await;
+    assert_eq!(
+        (failed["retries"].as_i64(), failed["attempt"].as_i64()),
+        (Some(3), Some(3)),
+        "{failed}"
+    );
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 1"),
+        "{failed}"
+    );
+    // A row per attempt: three restarts, then the failure.
+    let rows = failed["recoveries"].as_array().unwrap();
+    let seen: Vec<(i64, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["attempt"].as_i64().unwrap(),
+                r["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, "restarted"),
+            (1, "restarted"),
+            (2, "restarted"),
+            (3, "none: the job failed")
+        ],
+        "{failed}"
+    );
+    assert!(
+        rows.iter().all(|r| r["fault_source"] == "worker-0"
+            && r["reason"].as_str().unwrap().contains("exited with code 1")),
+        "{failed}"
+    );
+    let ev = events(&alice, "always").await;
+    let count = |text: &str| ev.iter().filter(|e| *e == text).count();
+    assert_eq!(count("The training job has been restarted."), 3, "{ev:#?}");
+    assert_eq!(count("Failed to run the training job."), 1, "{ev:#?}");
+    // Each attempt ran once: its own log, with its own exit.
+    for a in 0..=3 {
+        let log = log_of(&alice, "always", &format!("attempt={a}")).await;
+        assert_eq!(log.matches("Exit code 1.").count(), 1, "attempt {a}: {log}");
     }
 }
 
@@ -1079,8 +1146,8 @@ async fn linreg(api: &Api) {
     .expect_status(201);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_when_asked() {
+/// A store with the example's points at `obs://data/line/` and an empty bucket `out`.
+fn linreg_data() -> S3Server {
     let s3 = S3Server::start();
     let points = std::fs::read_to_string(
         atelier_tests::plugins::repo_root()
@@ -1089,6 +1156,12 @@ async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_
     .unwrap();
     write(&s3, "data", "line/points.csv", &points);
     s3.bucket("out");
+    s3
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_when_asked() {
+    let s3 = linreg_data();
     let gw = atelier_tests::plugins::gateway().await;
     let alice = gw.api(&gw.create_user("alice").await);
     s3.connect(&alice, "local").await;
@@ -1173,6 +1246,235 @@ async fn a_wasm_algorithm_trains_as_a_job_reports_metrics_checkpoints_and_stops_
         .expect_status(200)
         .clone();
     assert_eq!(rb["hyperparameters"], json!({"epochs": 100000}));
+}
+
+/// A gateway for the Wasm algorithm jobs: the shared plugin compile cache, short hang times.
+async fn wasm_gateway() -> Gateway {
+    gateway(&[(
+        "ATELIER_PLUGIN_CACHE_DIR",
+        &atelier_tests::plugins::shared_cache(),
+    )])
+    .await
+}
+
+/// A WAT training algorithm uploaded as plugin `name` (with `limits`) and registered as the
+/// algorithm of the same name.
+async fn wat_algorithm(api: &Api, name: &str, component: Vec<u8>, limits: Value) {
+    let manifest = json!({
+        "name": name,
+        "version": "0.1.0",
+        "world": "training-algorithm",
+        "limits": limits
+    });
+    atelier_tests::plugins::upload(api, &manifest, component, &[])
+        .await
+        .expect_status(201);
+    api.post(
+        "/v1/algorithms",
+        json!({"name": name, "plugin": {"name": name, "version": "0.1.0"}}),
+    )
+    .await
+    .expect_status(201);
+}
+
+/// A Wasm algorithm that, in its first attempt, neither heartbeats nor logs: it sleeps until
+/// `should-stop` and returns `cancelled`. A later attempt logs "second attempt" and
+/// completes.
+fn quiet() -> Vec<u8> {
+    atelier_plugins::fixtures::training_algorithm(
+        r#"
+    (if (i32.eqz (local.get 2))
+      (then
+        (block $done
+          (loop $wait
+            (br_if $done (call $should_stop))
+            (call $sleep (i64.const 20000000))
+            (br $wait)))
+        (return (call $err (i32.const 4) (i32.const 3100) (i32.const 7)))))
+    (call $log (i32.const 1) (i32.const 3000) (i32.const 14))
+    (call $heartbeat (i32.const 1) (f64.const 1))
+    (call $ok)"#,
+        &[(3000, "second attempt"), (3100, "stopped")],
+    )
+}
+
+/// AC-50: a Wasm guest silent for the hang time is taken as hung (the process jobs' event)
+/// and restarted when it may be, failed when not; a guest over its memory limit fails,
+/// without a restart, naming the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_wasm_algorithm_is_taken_as_hung_and_one_over_its_memory_fails() {
+    let gw = wasm_gateway().await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    wat_algorithm(&alice, "quiet", quiet(), json!({})).await;
+    let hang = "The system detects that your training job may be suspended.";
+
+    job(
+        &alice,
+        json!({"name": "hung", "algorithm": "quiet", "hang_detect_seconds": 2, "auto_restart": {"count": 1}}),
+    )
+    .await;
+    let done = wait(&alice, "hung", "COMPLETED").await;
+    assert_eq!(
+        (done["retries"].as_i64(), done["attempt"].as_i64()),
+        (Some(1), Some(1)),
+        "{done}"
+    );
+    let ev = events(&alice, "hung").await;
+    assert_eq!(
+        ev.iter().filter(|e| e.starts_with(hang)).count(),
+        1,
+        "{ev:#?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e == "The training job has been restarted."),
+        "{ev:#?}"
+    );
+    let row = &done["recoveries"][0];
+    assert_eq!(row["action"], "restarted", "{done}");
+    assert!(
+        row["reason"].as_str().unwrap().contains("no heartbeat"),
+        "{done}"
+    );
+    let first = log_of(&alice, "hung", "attempt=0").await;
+    assert!(first.contains("taken as hung"), "{first}");
+    let second = log_of(&alice, "hung", "attempt=1").await;
+    assert!(second.contains("second attempt"), "{second}");
+
+    // No restart allowed: the hang fails the job.
+    job(
+        &alice,
+        json!({"name": "hung-once", "algorithm": "quiet", "hang_detect_seconds": 2}),
+    )
+    .await;
+    let failed = wait(&alice, "hung-once", "FAILED").await;
+    assert_eq!(failed["retries"], 0, "{failed}");
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no heartbeat"),
+        "{failed}"
+    );
+    let ev = events(&alice, "hung-once").await;
+    assert!(ev.iter().any(|e| e.starts_with(hang)), "{ev:#?}");
+    assert!(
+        ev.iter().any(|e| e == "Failed to run the training job."),
+        "{ev:#?}"
+    );
+
+    // Over its memory limit: its own fault, no restart though one is allowed.
+    let bomb = atelier_plugins::fixtures::training_memory_bomb();
+    wat_algorithm(&alice, "bomb", bomb, json!({"memory_mb": 32})).await;
+    job(
+        &alice,
+        json!({"name": "bomb", "algorithm": "bomb", "auto_restart": {"count": 1}}),
+    )
+    .await;
+    let failed = wait(&alice, "bomb", "FAILED").await;
+    assert_eq!(failed["retries"], 0, "{failed}");
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("memory limit"),
+        "{failed}"
+    );
+    let log = log_of(&alice, "bomb", "").await;
+    assert!(log.contains("memory limit"), "{log}");
+}
+
+/// A gateway killed while Wasm algorithms train: their runs died with it. The restarted
+/// gateway ends each lost attempt as an environment fault, never running it again: a job
+/// with a restart left resumes from its newest checkpoint in a new attempt, one without
+/// fails saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_killed_mid_wasm_job_restarts_it_from_its_checkpoint_or_fails_it() {
+    let s3 = linreg_data();
+    let mut gw = wasm_gateway().await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    s3.connect(&alice, "local").await;
+    linreg(&alice).await;
+    wat_algorithm(&alice, "quiet", quiet(), json!({})).await;
+    job(
+        &alice,
+        json!({
+            "name": "fit",
+            "algorithm": "linreg",
+            "connection": "local",
+            "inputs": [{"name": "data_url", "path": "obs://data/line/"}],
+            "outputs": [{"name": "train_url", "path": "obs://out/fit/"}],
+            "hyperparameters": {"epochs": 100000},
+            "auto_restart": {"count": 1}
+        }),
+    )
+    .await;
+    job(&alice, json!({"name": "lost", "algorithm": "quiet"})).await;
+    eventually("a few epochs", LONG, || async {
+        let m = alice.get("/v1/training-jobs/fit/metrics?name=loss").await;
+        (m.expect_status(200)["items"].as_array().unwrap().len() >= 3).then_some(())
+    })
+    .await;
+    wait(&alice, "lost", "RUNNING").await;
+
+    gw.kill9();
+    gw.start_again().await;
+
+    // No restart left: failed, with the reason.
+    let lost = wait(&alice, "lost", "FAILED").await;
+    assert_eq!(
+        (lost["retries"].as_i64(), lost["attempt"].as_i64()),
+        (Some(0), Some(0)),
+        "{lost}"
+    );
+    let why = "the gateway stopped while the Wasm algorithm ran";
+    assert!(
+        lost["status_reason"].as_str().unwrap().contains(why),
+        "{lost}"
+    );
+    assert_eq!(lost["recoveries"][0]["action"], "none: the job failed");
+
+    // A restart left: attempt 1 resumes from the newest checkpoint attempt 0 committed.
+    let resumed = eventually("attempt 1 resumed", LONG, || async {
+        let log = log_of(&alice, "fit", "attempt=1").await;
+        let at = log.find("resuming from epoch ")?;
+        let n: String = log[at + "resuming from epoch ".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        n.parse::<i64>().ok()
+    })
+    .await;
+    assert!(resumed >= 2, "resumed from epoch {resumed}");
+    let fit = alice
+        .get("/v1/training-jobs/fit")
+        .await
+        .expect_status(200)
+        .clone();
+    assert_eq!(
+        (fit["retries"].as_i64(), fit["attempt"].as_i64()),
+        (Some(1), Some(1)),
+        "{fit}"
+    );
+    let row = &fit["recoveries"][0];
+    assert_eq!(row["action"], "restarted", "{fit}");
+    assert!(row["reason"].as_str().unwrap().contains(why), "{fit}");
+    assert!(
+        events(&alice, "fit")
+            .await
+            .iter()
+            .any(|e| e == "The training job has been restarted.")
+    );
+    // The lost attempts ran once each.
+    for name in ["fit", "lost"] {
+        let log = log_of(&alice, name, "attempt=0").await;
+        assert_eq!(log.matches("[init] attempt 0").count(), 1, "{name}: {log}");
+    }
+    alice
+        .post("/v1/training-jobs/fit/stop", json!({}))
+        .await
+        .expect_status(200);
+    wait(&alice, "fit", "TERMINATED").await;
 }
 
 /// A webhook receiver on loopback: answers 500 to its first request and 200 after; keeps

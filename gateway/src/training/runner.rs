@@ -1190,6 +1190,10 @@ async fn run_wasm(
             last_activity = Instant::now();
         }
         if !stopping && last_activity.elapsed() >= hang {
+            log.platform(&format!(
+                "[hang] {}: the job is taken as hung",
+                hang_reason(spec)
+            ));
             hung = true;
             stopping = true;
             watch.stop();
@@ -1249,6 +1253,16 @@ async fn run_wasm(
         }
     };
     Ok(ended)
+}
+
+/// Why a job was taken as hung: what its workers did not do for the hang time.
+fn hang_reason(spec: &JobSpec) -> String {
+    let missing = if is_wasm(spec) {
+        "no heartbeat, log line or metric"
+    } else {
+        "no output and no CPU use"
+    };
+    format!("{missing} for {} s", spec.hang_detect_seconds)
 }
 
 /// The run's queued log lines into the job's log, its metrics into the store.
@@ -1325,8 +1339,8 @@ async fn end_attempt(
         record(jobs.store(), Row::of(id, None, TrainingEvent::Hanged)).await;
         for w in watched.iter_mut() {
             w.log.platform(&format!(
-                "[hang] no output and no CPU use for {} s: the job is taken as hung",
-                spec.hang_detect_seconds
+                "[hang] {}: the job is taken as hung",
+                hang_reason(spec)
             ));
         }
     }
@@ -1352,13 +1366,7 @@ async fn end_attempt(
                 .then_some(row.streak + 1),
         ),
         Ended::Hung => (
-            Some((
-                0,
-                format!(
-                    "no output and no CPU use for {} s",
-                    spec.hang_detect_seconds
-                ),
-            )),
+            Some((0, hang_reason(spec))),
             (restarts_left > 0 && row.streak < super::jobs::MAX_STREAK).then_some(row.streak + 1),
         ),
         Ended::AutoStop | Ended::Interrupted => (None, None),
