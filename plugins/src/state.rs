@@ -442,6 +442,12 @@ impl crate::bindings::training::atelier::plugin::checkpoints::Host for State {
         let path = format!("{prefix}step-{step:012}");
         let size = data.len() as u64;
         self.call.grant.write(&path, &data)?;
+        crate::storage::prune_checkpoints(
+            &self.call.grant,
+            &prefix,
+            crate::storage::KEEP_CHECKPOINTS,
+            &path,
+        )?;
         Ok(
             crate::bindings::training::atelier::plugin::training_types::CheckpointInfo {
                 step,

@@ -279,6 +279,30 @@ fn checkpoints(grant: &Grant, prefix: &str) -> Vec<CheckpointInfo> {
         .collect()
 }
 
+/// How many checkpoints `checkpoints.save` keeps under a prefix: the newest by step; older
+/// ones are removed as newer ones are saved, so a long run neither fills the disk nor goes
+/// past its output channel's file limit.
+pub const KEEP_CHECKPOINTS: usize = 5;
+
+/// Removes all but the `keep` newest checkpoints under `prefix` (by step number), never
+/// `saved` (the one just written, even when its step is lower: a run started over).
+pub fn prune_checkpoints(
+    grant: &Grant,
+    prefix: &str,
+    keep: usize,
+    saved: &str,
+) -> Result<(), StorageError> {
+    let mut all = checkpoints(grant, prefix);
+    all.sort_by_key(|c| std::cmp::Reverse(c.step));
+    for c in all.into_iter().skip(keep).filter(|c| c.path != saved) {
+        match grant.delete(&c.path) {
+            Ok(()) | Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The newest checkpoint under `prefix`, by step number (`step-10` after `step-9`).
 pub fn latest_checkpoint(grant: &Grant, prefix: &str) -> Option<CheckpointInfo> {
     checkpoints(grant, prefix)
@@ -392,6 +416,33 @@ mod tests {
             checkpoint_path(&g, "out/checkpoints/", 3),
             "out/checkpoints/step-000000000003"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn only_the_newest_checkpoints_are_kept() {
+        let dir = std::env::temp_dir().join(format!("atelier-ckpt-{}", uuid::Uuid::new_v4()));
+        let mut g = Grant::new(dir.clone(), 1 << 20);
+        g.allow("out/", true).unwrap();
+        let p = "out/checkpoints/";
+        for step in 1..=200u64 {
+            let path = format!("{p}step-{step:012}");
+            g.write(&path, b"w").unwrap();
+            prune_checkpoints(&g, p, 3, &path).unwrap();
+        }
+        g.write("out/checkpoints/notes.txt", b"x").unwrap();
+        let mut steps: Vec<u64> = checkpoints(&g, p).iter().map(|c| c.step).collect();
+        steps.sort();
+        assert_eq!(steps, [198, 199, 200]);
+        // A run started over saves step 1: kept besides the 3 newest.
+        let one = format!("{p}step-{:012}", 1);
+        g.write(&one, b"again").unwrap();
+        prune_checkpoints(&g, p, 3, &one).unwrap();
+        let mut steps: Vec<u64> = checkpoints(&g, p).iter().map(|c| c.step).collect();
+        steps.sort();
+        assert_eq!(steps, [1, 198, 199, 200]);
+        // Other objects there are the guest's: untouched.
+        assert!(g.exists("out/checkpoints/notes.txt").unwrap());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -273,6 +273,9 @@ async fn a_restart_resumes_from_the_newest_checkpoint_in_step_order() {
     std::fs::create_dir_all(&ckpts).unwrap();
     std::fs::write(ckpts.join("step-9"), b"nine").unwrap();
     std::fs::write(ckpts.join("step-10"), b"ten!").unwrap();
+    for step in 3..=8 {
+        std::fs::write(ckpts.join(format!("step-{step}")), b"old").unwrap();
+    }
 
     let w = watch();
     let report = rig.run(&p, train_run(1), w.clone()).await;
@@ -287,6 +290,23 @@ async fn a_restart_resumes_from_the_newest_checkpoint_in_step_order() {
         (10, "out/checkpoints/step-10", 4)
     );
     assert_eq!(metric(&w.drain().metrics, "resume"), Some(10.0));
+    // Its save (step 2) kept the 5 newest and itself; the older ones are gone.
+    let mut left: Vec<String> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "step-000000000002",
+            "step-10",
+            "step-6",
+            "step-7",
+            "step-8",
+            "step-9"
+        ]
+    );
 
     // A first run resumes only from what it is given.
     let w = watch();
