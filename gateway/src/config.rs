@@ -155,6 +155,9 @@ pub struct TrainingSettings {
     pub venv: Option<PathBuf>,
     /// Training jobs a user may have, in any status (env ATELIER_TRAINING_QUOTA).
     pub jobs_per_user: u32,
+    /// Hyperparameter searches a user may have, in any status (env
+    /// ATELIER_TRAINING_SEARCH_QUOTA).
+    pub searches_per_user: u32,
     /// Jobs running at once on this gateway; more wait PENDING (env
     /// ATELIER_TRAINING_RUNNING).
     pub running_jobs: u32,
@@ -171,6 +174,7 @@ impl Default for TrainingSettings {
         TrainingSettings {
             venv: None,
             jobs_per_user: 100,
+            searches_per_user: 50,
             running_jobs: 8,
             min_hang_secs: 600,
             log_mb: 64,
@@ -855,6 +859,10 @@ impl Settings {
         }
         for (name, field) in [
             ("ATELIER_TRAINING_QUOTA", &mut self.training.jobs_per_user),
+            (
+                "ATELIER_TRAINING_SEARCH_QUOTA",
+                &mut self.training.searches_per_user,
+            ),
             ("ATELIER_TRAINING_RUNNING", &mut self.training.running_jobs),
         ] {
             if let Some(v) = env(name) {

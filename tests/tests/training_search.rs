@@ -329,7 +329,8 @@ async fn refusals_create_nothing_and_others_cannot_see_or_stop_a_search() {
     let p = s3.bucket("code").join("algo/train.py");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, "print('[metric] score=1')\n").unwrap();
-    let gw = Gateway::start().await;
+    // One search per user.
+    let gw = Gateway::start_with(&[("ATELIER_TRAINING_SEARCH_QUOTA", "1")]).await;
     let alice = gw.api(&gw.create_user("alice").await);
     let bob = gw.api(&gw.create_user("bob").await);
     s3.connect(&alice, "local").await;
@@ -417,9 +418,22 @@ async fn refusals_create_nothing_and_others_cannot_see_or_stop_a_search() {
         "parallel": 2
     });
     alice
-        .post("/v1/training-searches", long)
+        .post("/v1/training-searches", long.clone())
         .await
         .expect_status(201);
+    // Past the quota: refused, nothing more created.
+    let mut second = long.clone();
+    second["name"] = "second".into();
+    let r = alice.post("/v1/training-searches", second).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("the most allowed (1)"), "{}", r.text);
+    assert_eq!(
+        alice.get("/v1/training-searches").await.expect_status(200)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     eventually("two trials running", LONG, || async {
         let j = jobs(&alice).await;
         (j.iter().filter(|(_, s)| s == "RUNNING").count() == 2).then_some(())

@@ -37,8 +37,6 @@ use crate::store::training_searches::{self as rows, SearchRow, TrialRow};
 use crate::store::transition::Transition;
 use crate::store::{Store, operations};
 
-/// Searches a user may keep, in any status.
-pub const SEARCHES_PER_USER: i64 = 50;
 /// Trials of one search (Katib's maxTrialCount; the seed's `num_samples` is 10-20).
 pub const MAX_TRIALS: u32 = 100;
 /// Trials running at once (Katib's parallelTrialCount).
@@ -199,9 +197,10 @@ impl Searches {
             )));
         }
         let count = rows::count(&mut tx, &who.user_id).await?;
-        if count >= SEARCHES_PER_USER {
+        let quota = self.inner.jobs.inner.settings.searches_per_user;
+        if count >= i64::from(quota) {
             return Err(JobError::Conflict(format!(
-                "you have {count} training searches, the most allowed ({SEARCHES_PER_USER}); delete one first"
+                "you have {count} training searches, the most allowed ({quota}); delete one first"
             )));
         }
         rows::insert(
