@@ -33,6 +33,13 @@ if [ -z "${ATELIER_ONNXRUNTIME_LIB:-}" ]; then
     log "no ONNX Runtime: ONNX models cannot be served (set ATELIER_ONNXRUNTIME_LIB)"
   fi
 fi
+# Training jobs without an image run in ATELIER_TRAINING_VENV on the process backend;
+# `auto` builds (once) the virtualenv of scripts/training-requirements.txt (PyTorch CPU).
+if [ "${ATELIER_TRAINING_VENV:-}" = auto ]; then
+  log "the training virtualenv (PyTorch; 5.4 GB, built once)"
+  ATELIER_TRAINING_VENV="$(training_venv)"
+  export ATELIER_TRAINING_VENV
+fi
 export ATELIER_DATA_DIR="${ATELIER_DATA_DIR:-$ROOT/.atelier}"
 log "data dir: $ATELIER_DATA_DIR"
 exec "$CARGO_TARGET_DIR/release/atelier" serve "$@"

@@ -184,10 +184,17 @@ async fn grid_runs_each_point_once_and_tpe_runs_to_max_trials() {
     let mut tpe = xy_search("tpe", "tpe", 6, 2);
     tpe["algorithm_settings"] =
         json!({"seed": 1, "n_startup_trials": 3, "gamma": 0.25, "candidates": 16});
-    alice
+    let created = alice
         .post("/v1/training-searches", tpe)
         .await
-        .expect_status(201);
+        .expect_status(201)
+        .clone();
+    // Accepted, with the seed's advice: 10 to 20 trials for TPE.
+    assert_eq!(
+        created["warnings"],
+        json!(["max_trials: 6 for a TPE search; 10 to 20 are recommended"]),
+        "{created}"
+    );
 
     let g = wait(&alice, "grid", "COMPLETED").await;
     let points: BTreeSet<String> = g["trials"]

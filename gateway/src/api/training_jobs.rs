@@ -22,8 +22,9 @@ use crate::training::jobs::{CreateJob, JobView, LogQuery};
 
 /// Bytes of a log one answer (or one streamed piece) carries.
 const LOG_PIECE: u64 = 1 << 20;
-/// How often a followed log is read again.
-const FOLLOW_EVERY: Duration = Duration::from_millis(50);
+/// How often a followed log is read again when its job's bell did not ring (the platform's
+/// own lines, the end of the attempt): the runner rings it as it copies what workers print.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// A followed log ends after this long even if the job goes on (the client asks again).
 const FOLLOW_FOR: Duration = Duration::from_secs(6 * 3600);
 
@@ -269,26 +270,38 @@ async fn logs(
     };
     let jobs = state.jobs.clone();
     let until = tokio::time::Instant::now() + FOLLOW_FOR;
-    let start = (Some(first.text), first.next, first.live);
-    let stream = futures_util::stream::unfold(start, move |(pending, at, live)| {
+    // What was copied between the first read and this subscription: read once more at once.
+    let mut bell = jobs.log_bell(&first.job_id);
+    bell.mark_changed();
+    let start = (Some(first.text), first.next, first.live, bell);
+    let stream = futures_util::stream::unfold(start, move |(pending, at, live, mut bell)| {
         let jobs = jobs.clone();
         let p = p.clone();
         let job = job.clone();
         let query = query.clone();
         async move {
             if let Some(text) = pending {
-                return Some((Ok::<_, std::io::Error>(text), (None, at, live)));
+                return Some((Ok::<_, std::io::Error>(text), (None, at, live, bell)));
             }
             let mut live = live;
             loop {
                 if !live || tokio::time::Instant::now() >= until {
                     return None;
                 }
-                tokio::time::sleep(FOLLOW_EVERY).await;
+                tokio::select! {
+                    r = bell.changed() => {
+                        if r.is_err() {
+                            // No bell any more (never while subscribed): poll.
+                            tokio::time::sleep(FOLLOW_EVERY).await;
+                        }
+                    }
+                    _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                }
+                bell.borrow_and_update();
                 let chunk = jobs.log_chunk(&p, &job, &query, at, LOG_PIECE).await.ok()?;
                 live = chunk.live;
                 if !chunk.text.is_empty() || chunk.next != at {
-                    return Some((Ok(chunk.text), (None, chunk.next, live)));
+                    return Some((Ok(chunk.text), (None, chunk.next, live, bell)));
                 }
                 if !live {
                     // One last read: what was written as it ended.
@@ -296,7 +309,7 @@ async fn logs(
                     if last.text.is_empty() {
                         return None;
                     }
-                    return Some((Ok(last.text), (None, last.next, false)));
+                    return Some((Ok(last.text), (None, last.next, false, bell)));
                 }
             }
         }

@@ -310,17 +310,7 @@ pub async fn run(ctx: &Ctx, cmd: JobCommand) -> Result<(), CliError> {
                 super::table::text(v, "id"),
                 super::table::text(v, "status")
             )));
-            for w in v
-                .get("warnings")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                err(&sanitize(&format!(
-                    "warning: {}",
-                    w.as_str().unwrap_or_default()
-                )));
-            }
+            super::output::warnings(v);
             Ok(())
         }
         JobCommand::List(a) => {

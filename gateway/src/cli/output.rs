@@ -27,6 +27,21 @@ pub fn err(s: &str) {
     }
 }
 
+/// A reply's `warnings` (advice on an accepted request), one `warning:` line each on stderr.
+pub fn warnings(v: &serde_json::Value) {
+    for w in v
+        .get("warnings")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        err(&super::table::sanitize(&format!(
+            "warning: {}",
+            w.as_str().unwrap_or_default()
+        )));
+    }
+}
+
 /// Pretty-prints a JSON body as the server sent it (key order kept), or only its `field` member
 /// (the `items` array of a list response).
 pub fn pretty_json(raw: &str, field: Option<&str>) -> Result<String, CliError> {

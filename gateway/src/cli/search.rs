@@ -99,6 +99,7 @@ pub async fn run(ctx: &Ctx, cmd: SearchCommand) -> Result<(), CliError> {
                 super::table::text(v, "id"),
                 super::table::text(v, "status")
             )));
+            super::output::warnings(v);
             Ok(())
         }
         SearchCommand::List(a) => {

@@ -320,6 +320,8 @@ pub struct LogQuery {
 
 /// A piece of a log.
 pub struct LogChunk {
+    /// The job's id (a follower's bell: [`Jobs::log_bell`]).
+    pub job_id: String,
     pub text: String,
     /// Where the next piece starts.
     pub next: u64,
@@ -354,6 +356,9 @@ pub(super) struct Inner {
     pub create: tokio::sync::Mutex<()>,
     /// The runners, by job: cancelled to stop or delete one, or at shutdown.
     pub runners: Mutex<BTreeMap<String, CancellationToken>>,
+    /// Per followed job: rung each time its runner copies more of its logs (what a
+    /// `logs?follow=true` waits on; entries go when their last follower does).
+    pub bells: Mutex<BTreeMap<String, tokio::sync::watch::Sender<u64>>>,
     /// Jobs running at once (`training.running_jobs`).
     pub slots: Arc<tokio::sync::Semaphore>,
     pub shutdown: CancellationToken,
@@ -393,6 +398,7 @@ impl Jobs {
                 locks: KeyedLocks::default(),
                 create: tokio::sync::Mutex::new(()),
                 runners: Mutex::new(BTreeMap::new()),
+                bells: Mutex::new(BTreeMap::new()),
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -1076,6 +1082,25 @@ impl Jobs {
 
     /// A piece of one worker's log (`GET …/logs`): from byte `from` of the attempt's log
     /// (the current attempt when none is named), at most `max` bytes.
+    /// A follower's bell for the job `id` ([`LogChunk::job_id`]): it changes each time the
+    /// runner copies more of the job's logs.
+    pub fn log_bell(&self, id: &str) -> tokio::sync::watch::Receiver<u64> {
+        let mut bells = self.inner.bells.lock().unwrap_or_else(|e| e.into_inner());
+        bells.retain(|_, b| b.receiver_count() > 0);
+        bells
+            .entry(id.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Rings the job's bell, if anyone follows its logs.
+    pub(super) fn ring(&self, id: &str) {
+        let bells = self.inner.bells.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = bells.get(id) {
+            b.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     pub async fn log_chunk(
         &self,
         who: &Principal,
@@ -1119,6 +1144,7 @@ impl Jobs {
                     | JobStatus::Terminating
             );
         Ok(LogChunk {
+            job_id: j.id.clone(),
             text,
             next,
             attempt,

@@ -30,6 +30,7 @@ pub mod samplers;
 pub mod schema;
 pub mod search;
 mod search_runner;
+mod wake;
 
 use crate::store::Conn;
 

@@ -41,12 +41,12 @@ use crate::store::training_jobs::{self as rows, JobRow, MetricRow, RecoveryRow};
 use crate::store::transition::Transition;
 use crate::store::{Store, storage_connections};
 
-/// How often a running job's logs are copied (what `logs?follow=true` shows comes this
-/// fast).
+/// How often a running job's logs are copied at the latest (a worker's write wakes the
+/// runner at once: `wake.rs`).
 const TICK: Duration = Duration::from_millis(100);
-/// Every how many ticks the backend is asked whether the workers still run (a container
-/// engine's API call each).
-const EXIT_EVERY: u64 = 3;
+/// How often the backend is asked whether the workers still run (a container engine's API
+/// call each).
+const EXIT_EVERY: Duration = Duration::from_millis(300);
 /// Metric rows a job may store.
 const MAX_METRICS: i64 = 100_000;
 
@@ -919,9 +919,9 @@ async fn supervise(
         let mut conn = jobs.store().pool.acquire().await?;
         MAX_METRICS - rows::count_metrics(&mut conn, id).await?
     };
-    let mut ticks = 0u64;
+    let mut looked: Option<Instant> = None;
+    let mut wake = super::wake::LogWake::new(watched.iter().filter_map(|w| w.agent.as_deref()));
     let ended = loop {
-        ticks += 1;
         // Logs and metrics.
         let mut fresh = Vec::new();
         for w in watched.iter_mut() {
@@ -931,6 +931,7 @@ async fn supervise(
                 .pump(agent, WORKER_LOG, &root, id, attempt, i64::from(w.rank));
             if n > 0 {
                 last_activity = Instant::now();
+                jobs.ring(id);
             }
             let now = crate::store::now();
             for (values, step) in found {
@@ -955,7 +956,10 @@ async fn supervise(
         }
         // Exits, from the backend.
         let mut failed = None;
-        let look = ticks % EXIT_EVERY == 1;
+        let look = looked.is_none_or(|t| t.elapsed() >= EXIT_EVERY);
+        if look {
+            looked = Some(Instant::now());
+        }
         for w in watched.iter_mut().filter(|w| look && w.exit.is_none()) {
             if let Some(exit) = jobs.inner.backend.worker_exit(&w.handle).await {
                 w.exit = Some(exit);
@@ -1093,6 +1097,12 @@ async fn supervise(
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
+            _ = async {
+                match wake.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = token.cancelled() => break Ended::Interrupted,
         }
     };
@@ -1280,6 +1290,9 @@ async fn drain_wasm(
             _ => format!("{}\n", l.message),
         };
         log.user(line.as_bytes());
+    }
+    if !d.logs.is_empty() {
+        jobs.ring(id);
     }
     if d.logs_dropped > 0 {
         log.platform(&format!(

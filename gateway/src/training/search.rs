@@ -115,10 +115,29 @@ pub struct SearchView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best: Option<TrialView>,
     pub trials: Vec<TrialView>,
+    /// Advice on the request (create only): what was accepted but is unlikely to serve well.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
+}
+
+/// The seed recommends 10 to 20 trials for a TPE search (fewer leave its model little to
+/// learn from; random and grid searches have no such advice).
+pub const TPE_TRIALS: (u32, u32) = (10, 20);
+
+/// Advice on an accepted request.
+fn advice(req: &CreateSearch) -> Vec<String> {
+    let mut out = Vec::new();
+    if req.algorithm == Algorithm::Tpe && !(TPE_TRIALS.0..=TPE_TRIALS.1).contains(&req.max_trials) {
+        out.push(format!(
+            "max_trials: {} for a TPE search; {} to {} are recommended",
+            req.max_trials, TPE_TRIALS.0, TPE_TRIALS.1
+        ));
+    }
+    out
 }
 
 /// One trial.
@@ -232,7 +251,9 @@ impl Searches {
         .await?;
         tx.commit().await?;
         self.spawn_runner(id.clone());
-        self.view_by_id(&id).await
+        let mut view = self.view_by_id(&id).await?;
+        view.warnings = advice(&req);
+        Ok(view)
     }
 
     /// The request checked; the seed filled in when none was given.
@@ -413,6 +434,7 @@ impl Searches {
             template: spec.template,
             best,
             trials,
+            warnings: Vec::new(),
             created_at: s.created_at,
             updated_at: s.updated_at,
             ended_at: s.ended_at,
