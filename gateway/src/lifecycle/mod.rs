@@ -28,6 +28,7 @@ pub mod search;
 pub mod service;
 pub mod training;
 pub mod upload;
+pub mod workflow;
 
 /// Names that appear in paths, commands and file names: 1-64 of A-Z, a-z, 0-9, '-', '_'
 /// and '.', starting with a letter or digit.

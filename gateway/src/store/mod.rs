@@ -34,6 +34,7 @@ pub mod training_searches;
 pub mod transition;
 pub mod uploads;
 pub mod users;
+pub mod workflows;
 
 pub type Conn = SqliteConnection;
 
@@ -186,6 +187,17 @@ pub fn ordered_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// A store in a fresh scratch dir (tests), and the dir to remove.
+#[cfg(test)]
+pub(crate) async fn scratch() -> (Store, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("atelier-store-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let store = Store::open(&dir)
+        .await
+        .unwrap_or_else(|e| panic!("opening a store in {}: {e}", dir.display()));
+    (store, dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,3 +213,4 @@ mod tests {
         assert_eq!(parse_time(&fb), Some(b));
     }
 }
+

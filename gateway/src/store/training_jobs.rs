@@ -332,13 +332,11 @@ pub async fn mean(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, now, users};
+    use crate::store::{now, scratch, users};
 
     #[tokio::test]
     async fn the_mean_is_of_one_worker_one_attempt_and_one_name() {
-        let dir = std::env::temp_dir().join(format!("atelier-store-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir).await.unwrap();
+        let (store, dir) = scratch().await;
         let mut c = store.pool.acquire().await.unwrap();
         let t = now();
         users::insert_user(&mut c, "u1", "alice", "user", &t)

@@ -136,6 +136,18 @@ impl Stored for SearchStatus {
     const REASON: &'static str = "status_reason";
 }
 
+impl Stored for crate::lifecycle::workflow::RunStatus {
+    const KIND: &'static str = "workflow_run";
+    /// A run under way goes on from its stored steps.
+    const TRANSIENT: &'static [Self] = &[
+        crate::lifecycle::workflow::RunStatus::Running,
+        crate::lifecycle::workflow::RunStatus::AwaitingInput,
+        crate::lifecycle::workflow::RunStatus::Stopping,
+    ];
+    const TABLE: &'static str = "workflow_runs";
+    const REASON: &'static str = "status_reason";
+}
+
 enum EventRow<'a> {
     /// A notebook's (the seed's named catalogue), listed under notebook `subject`.
     Notebook {
