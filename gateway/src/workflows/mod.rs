@@ -19,6 +19,7 @@ pub mod condition;
 pub mod dag;
 pub mod definition;
 pub mod params;
+pub mod schema;
 pub mod validate;
 
 use serde::Serialize;
