@@ -1260,3 +1260,16 @@ proptest! {
         prop_assert!(errors.iter().any(|e| e.message.starts_with("cycle: ")));
     }
 }
+
+#[test]
+fn the_documented_example_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/workflows.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/workflows.md has a yaml example");
+    let wf = load(yaml.as_bytes(), Format::Yaml).unwrap();
+    assert_eq!(wf.steps.len(), 6);
+}
