@@ -91,6 +91,21 @@ pub fn ancestors(wf: &Workflow) -> BTreeMap<&str, BTreeSet<&str>> {
     out
 }
 
+/// Every step that depends on `step`, directly or through others (what a retry of `step`
+/// runs again after it).
+pub fn descendants<'a>(wf: &'a Workflow, step: &str) -> BTreeSet<&'a str> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![step.to_owned()];
+    while let Some(n) = todo.pop() {
+        for s in &wf.steps {
+            if s.depend_steps.contains(&n) && out.insert(s.name.as_str()) {
+                todo.push(s.name.clone());
+            }
+        }
+    }
+    out
+}
+
 /// The steps in an order where each comes after its dependencies (Kahn's; ties by position
 /// in the definition). Steps on a cycle are left out.
 pub fn topological_order(wf: &Workflow) -> Vec<&str> {

@@ -1148,6 +1148,9 @@ fn parallel_branches_are_runnable_together_and_failures_hold_dependents() {
         &facts,
     );
     assert_eq!(p.runnable, ["c"]);
+    assert_eq!(dag::descendants(&wf, "b"), BTreeSet::from(["d"]));
+    assert_eq!(dag::descendants(&wf, "a"), BTreeSet::from(["b", "c", "d"]));
+    assert!(dag::descendants(&wf, "d").is_empty());
 }
 
 #[test]
