@@ -46,6 +46,7 @@ pub mod training;
 pub mod upstream;
 pub mod urls;
 pub mod whitelist;
+pub mod workflows;
 
 #[cfg(test)]
 mod layers;
