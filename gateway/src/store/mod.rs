@@ -213,4 +213,3 @@ mod tests {
         assert_eq!(parse_time(&fb), Some(b));
     }
 }
-
