@@ -381,6 +381,8 @@ pub struct Quota {
     /// Batch services a user may have, in any status (seed 9.5: 1,000; env
     /// ATELIER_BATCH_QUOTA).
     pub batch_services_per_user: u32,
+    /// Workflows a user may have (env ATELIER_WORKFLOW_QUOTA; the seed sets none).
+    pub workflows_per_user: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -702,6 +704,7 @@ impl Default for Quota {
             notebooks_per_user: 10,
             services_per_user: 20,
             batch_services_per_user: 1000,
+            workflows_per_user: 100,
         }
     }
 }
@@ -840,6 +843,11 @@ impl Settings {
         if let Some(v) = env("ATELIER_BATCH_QUOTA") {
             self.quota.batch_services_per_user = v.trim().parse().with_context(|| {
                 format!("ATELIER_BATCH_QUOTA={v:?} is not a number of batch services")
+            })?;
+        }
+        if let Some(v) = env("ATELIER_WORKFLOW_QUOTA") {
+            self.quota.workflows_per_user = v.trim().parse().with_context(|| {
+                format!("ATELIER_WORKFLOW_QUOTA={v:?} is not a number of workflows")
             })?;
         }
         if let Some(v) = env("ATELIER_ENGINE_CONNECTIONS") {

@@ -153,6 +153,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         jobs.clone(),
         lifecycle.tasks().clone(),
     );
+    let workflows =
+        crate::workflows::service::Workflows::new(store.clone(), settings.quota.workflows_per_user);
     Ok(AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),
@@ -176,6 +178,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         algorithms,
         jobs,
         searches,
+        workflows,
         plugins,
         secrets,
         metrics: metrics.build(),

@@ -26,6 +26,7 @@ pub mod storage;
 pub mod training_jobs;
 pub mod training_searches;
 pub mod users;
+pub mod workflows;
 
 #[cfg(test)]
 mod tests;
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(algorithms::routes(&state))
         .merge(training_jobs::routes())
         .merge(training_searches::routes())
+        .merge(workflows::routes())
         .merge(services::routes())
         .merge(apps::routes())
         .merge(batch::routes())

@@ -60,6 +60,8 @@ pub struct Services {
     pub jobs: crate::training::jobs::Jobs,
     /// Hyperparameter searches and their runners.
     pub searches: crate::training::search::Searches,
+    /// Workflows: their definitions and versions.
+    pub workflows: crate::workflows::service::Workflows,
     /// The plugin registry and its Wasm host.
     pub plugins: crate::plugins::Plugins,
     /// Seals and opens stored secrets.

@@ -254,6 +254,26 @@ impl Api {
         self.finish(req, &url).await
     }
 
+    /// A request whose body is `body` as it is, of type `content_type` (a YAML or JSON
+    /// document read from a file).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        segments: &[&str],
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, CliError> {
+        let url = self.url(segments, &[])?;
+        let req = self
+            .http
+            .request(method, url.clone())
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.finish(req, &url).await
+    }
+
     /// `POST` of a multipart form (uploads), with a longer timeout for large bodies.
     pub async fn post_multipart(
         &self,

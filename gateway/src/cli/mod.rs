@@ -23,6 +23,7 @@ mod services;
 mod storage;
 mod table;
 mod uploads;
+mod workflows;
 
 use api::{Api, CliError};
 use output::{err, out, print_json};
@@ -139,6 +140,9 @@ pub enum ClientCommand {
     /// Hyperparameter searches: trials of a job template (random, grid, TPE).
     #[command(subcommand)]
     Search(search::SearchCommand),
+    /// Workflows: DAGs of Wasm, training, model, service and condition steps.
+    #[command(subcommand)]
+    Workflow(workflows::WorkflowCommand),
     /// Real-time services: deploy model versions, call them.
     #[command(subcommand)]
     Service(services::ServiceCommand),
@@ -200,6 +204,7 @@ async fn dispatch(opts: &ClientOpts, cmd: ClientCommand) -> Result<(), CliError>
         ClientCommand::Algorithm(c) => algorithms::run(&ctx, c).await,
         ClientCommand::Job(c) => jobs::run(&ctx, c).await,
         ClientCommand::Search(c) => search::run(&ctx, c).await,
+        ClientCommand::Workflow(c) => workflows::run(&ctx, c).await,
         ClientCommand::Service(c) => services::run(&ctx, c).await,
         ClientCommand::App(c) => apps::run(&ctx, c).await,
         ClientCommand::Batch(c) => batch::run(&ctx, c).await,

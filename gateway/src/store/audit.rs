@@ -62,6 +62,9 @@ pub enum Action {
     CreateTrainingSearch,
     StopTrainingSearch,
     DeleteTrainingSearch,
+    CreateWorkflow,
+    PublishWorkflow,
+    DeleteWorkflow,
 }
 
 impl Action {
@@ -121,6 +124,9 @@ impl Action {
             Action::CreateTrainingSearch => "createTrainingSearch",
             Action::StopTrainingSearch => "stopTrainingSearch",
             Action::DeleteTrainingSearch => "deleteTrainingSearch",
+            Action::CreateWorkflow => "createWorkflow",
+            Action::PublishWorkflow => "publishWorkflow",
+            Action::DeleteWorkflow => "deleteWorkflow",
         }
     }
 }

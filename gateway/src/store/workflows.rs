@@ -42,6 +42,13 @@ pub async fn by_name(
     OWNED.by_name(conn, owner_id, name).await
 }
 
+pub async fn by_id(conn: &mut Conn, id: &str) -> sqlx::Result<Option<WorkflowRow>> {
+    sqlx::query_as(&format!("{SELECT} WHERE w.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// One owner's workflows by name, or everyone's.
 pub async fn list(conn: &mut Conn, owner_id: Option<&str>) -> sqlx::Result<Vec<WorkflowRow>> {
     OWNED.list(conn, owner_id).await
@@ -113,15 +120,27 @@ async fn insert_version(
     Ok(())
 }
 
-/// Publishes `definition`: a new version when its digest differs from the latest one's;
+/// A definition to publish.
+pub struct Definition<'a> {
+    pub digest: &'a str,
+    pub definition: &'a str,
+    /// The workflow's description from now on (when the definition is new).
+    pub description: &'a str,
+}
+
+/// Publishes a definition: a new version when its digest differs from the latest one's;
 /// returns the version that holds it (the latest, unchanged, when it is the same).
 pub async fn publish(
     conn: &mut Conn,
     workflow_id: &str,
-    digest: &str,
-    definition: &str,
+    d: Definition<'_>,
     now: &str,
 ) -> sqlx::Result<i64> {
+    let Definition {
+        digest,
+        definition,
+        description,
+    } = d;
     let latest: Option<(i64, String)> = sqlx::query_as(
         "SELECT v.version, v.digest FROM workflows w JOIN workflow_versions v \
          ON v.workflow_id = w.id AND v.version = w.latest_version WHERE w.id = $1",
@@ -137,12 +156,16 @@ pub async fn publish(
     }
     let next = version + 1;
     insert_version(conn, workflow_id, next, digest, definition, now).await?;
-    sqlx::query("UPDATE workflows SET latest_version = $1, updated_at = $2 WHERE id = $3")
-        .bind(next)
-        .bind(now)
-        .bind(workflow_id)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE workflows SET latest_version = $1, description = $2, updated_at = $3 \
+         WHERE id = $4",
+    )
+    .bind(next)
+    .bind(description)
+    .bind(now)
+    .bind(workflow_id)
+    .execute(conn)
+    .await?;
     Ok(next)
 }
 
@@ -384,6 +407,14 @@ mod tests {
         }
     }
 
+    fn def<'a>(digest: &'a str, definition: &'a str) -> Definition<'a> {
+        Definition {
+            digest,
+            definition,
+            description: "",
+        }
+    }
+
     /// A store with user u1 (alice) and her workflow w1 (etl); the time it was made.
     async fn with_etl() -> (crate::store::Store, std::path::PathBuf, String) {
         let (store, dir) = store().await;
@@ -402,20 +433,28 @@ mod tests {
         let (store, dir, t) = with_etl().await;
         let mut c = store.pool.acquire().await.unwrap();
         assert_eq!(
-            publish(&mut c, "w1", "d1", "{\"v\":1}", &t).await.unwrap(),
+            publish(&mut c, "w1", def("d1", "{\"v\":1}"), &t)
+                .await
+                .unwrap(),
             1
         );
         assert_eq!(
-            publish(&mut c, "w1", "d2", "{\"v\":2}", &t).await.unwrap(),
+            publish(&mut c, "w1", def("d2", "{\"v\":2}"), &t)
+                .await
+                .unwrap(),
             2
         );
         assert_eq!(
-            publish(&mut c, "w1", "d2", "{\"v\":2}", &t).await.unwrap(),
+            publish(&mut c, "w1", def("d2", "{\"v\":2}"), &t)
+                .await
+                .unwrap(),
             2
         );
         // Back to the first definition: a new version again (the latest differs).
         assert_eq!(
-            publish(&mut c, "w1", "d1", "{\"v\":1}", &t).await.unwrap(),
+            publish(&mut c, "w1", def("d1", "{\"v\":1}"), &t)
+                .await
+                .unwrap(),
             3
         );
         let all = versions(&mut c, "w1").await.unwrap();
@@ -433,7 +472,7 @@ mod tests {
                 .latest_version,
             3
         );
-        assert!(publish(&mut c, "nope", "d", "{}", &t).await.is_err());
+        assert!(publish(&mut c, "nope", def("d", "{}"), &t).await.is_err());
         drop(c);
         let _ = std::fs::remove_dir_all(dir);
     }

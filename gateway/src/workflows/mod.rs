@@ -20,6 +20,7 @@ pub mod dag;
 pub mod definition;
 pub mod params;
 pub mod schema;
+pub mod service;
 pub mod validate;
 
 use serde::Serialize;
