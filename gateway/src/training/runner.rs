@@ -909,11 +909,7 @@ async fn supervise(
     let mut last_sample = Instant::now() - period;
     // GPU use (NVML, where present) for a GPU flavor's workers: `system/gpuUtil`, and
     // activity for hang detection.
-    let gpu_flavor = jobs
-        .inner
-        .flavors
-        .iter()
-        .any(|f| f.id == spec.flavor && f.kind == "gpu" && f.accelerator_count() > 0);
+    let gpus = gpu_flavor(jobs, spec);
     let mut gpu_cursor = crate::gpu::Cursor::default();
     let mut metrics_left = {
         let mut conn = jobs.store().pool.acquire().await?;
@@ -1034,9 +1030,7 @@ async fn supervise(
             last_sample = Instant::now();
             let mut usage = Vec::new();
             let now_text = crate::store::now();
-            let gpu = gpu_flavor
-                .then(|| crate::gpu::read(&mut gpu_cursor))
-                .flatten();
+            let gpu = gpus.then(|| crate::gpu::read(&mut gpu_cursor)).flatten();
             for w in watched.iter_mut().filter(|w| w.exit.is_none()) {
                 let u = jobs.inner.backend.usage(&w.handle).await;
                 if let (Some(util), Some(u)) = (&gpu, &u) {
@@ -1202,7 +1196,7 @@ async fn run_wasm(
         if !stopping && last_activity.elapsed() >= hang {
             log.platform(&format!(
                 "[hang] {}: the job is taken as hung",
-                hang_reason(spec)
+                hang_reason(jobs, spec)
             ));
             hung = true;
             stopping = true;
@@ -1265,10 +1259,20 @@ async fn run_wasm(
     Ok(ended)
 }
 
+/// Whether the job's workers get NVIDIA GPUs (their use is sampled, and counts as activity).
+fn gpu_flavor(jobs: &Jobs, spec: &JobSpec) -> bool {
+    jobs.inner
+        .flavors
+        .iter()
+        .any(|f| f.id == spec.flavor && f.kind == "gpu" && f.accelerator_count() > 0)
+}
+
 /// Why a job was taken as hung: what its workers did not do for the hang time.
-fn hang_reason(spec: &JobSpec) -> String {
+fn hang_reason(jobs: &Jobs, spec: &JobSpec) -> String {
     let missing = if is_wasm(spec) {
         "no heartbeat, log line or metric"
+    } else if gpu_flavor(jobs, spec) {
+        "no output, no CPU use and no GPU use"
     } else {
         "no output and no CPU use"
     };
@@ -1353,7 +1357,7 @@ async fn end_attempt(
         for w in watched.iter_mut() {
             w.log.platform(&format!(
                 "[hang] {}: the job is taken as hung",
-                hang_reason(spec)
+                hang_reason(jobs, spec)
             ));
         }
     }
@@ -1379,7 +1383,7 @@ async fn end_attempt(
                 .then_some(row.streak + 1),
         ),
         Ended::Hung => (
-            Some((0, hang_reason(spec))),
+            Some((0, hang_reason(jobs, spec))),
             (restarts_left > 0 && row.streak < super::jobs::MAX_STREAK).then_some(row.streak + 1),
         ),
         Ended::AutoStop | Ended::Interrupted => (None, None),

@@ -76,12 +76,12 @@ impl LogWake {
             let mut got = false;
             for _ in 0..READS {
                 match rustix::io::read(self.fd.get_ref(), &mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => got = true,
-                    Err(rustix::io::Errno::WOULDBLOCK) => {
+                    Ok(0) | Err(rustix::io::Errno::WOULDBLOCK) => {
+                        // Drained (an inotify read never ends a file; 0 counts as empty).
                         ready.clear_ready();
                         break;
                     }
+                    Ok(_) => got = true,
                     Err(rustix::io::Errno::INTR) => {}
                     Err(e) => {
                         tracing::debug!(error = %e, "reading inotify events");
