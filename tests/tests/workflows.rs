@@ -227,6 +227,21 @@ async fn definitions_are_versioned_by_meaning_refused_whole_and_kept_apart() {
         .await
         .expect_status(201);
 
+    // The wire format's schema, as published in docs/.
+    let schema = alice
+        .get("/v1/workflow-schema")
+        .await
+        .expect_status(200)
+        .clone();
+    let published: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            atelier_tests::plugins::repo_root().join("docs/workflow.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(schema, published);
+
     // The quota (2 here).
     let mut second = as_json();
     second["name"] = "etl-2".into();

@@ -24,6 +24,12 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/workflows/{workflow}/versions", get(versions))
         .route("/v1/workflows/{workflow}/versions/{version}", get(version))
+        .route("/v1/workflow-schema", get(schema))
+}
+
+/// The wire format's JSON Schema (`docs/workflow.schema.json`), for editors and the SDK.
+async fn schema(_p: Principal) -> ApiJson<serde_json::Value> {
+    ApiJson(crate::workflows::schema::json_schema())
 }
 
 fn format_of(headers: &HeaderMap) -> Format {
