@@ -897,7 +897,12 @@ impl Jobs {
         let spec = decode(&j)?;
         let mut conn = self.inner.store.pool.acquire().await?;
         let recoveries = rows::recoveries(&mut conn, &j.id).await?;
-        let gpu = rows::mean(&mut conn, &j.id, j.attempt, 0, "system/gpuUtil").await?;
+        // GPU samples exist only for GPU flavors: no query for the others (a list's rows).
+        let gpu = if self.has_gpus(&spec) {
+            rows::mean(&mut conn, &j.id, j.attempt, 0, "system/gpuUtil").await?
+        } else {
+            None
+        };
         let running = super::runner::seconds_since(j.started_at.as_deref());
         Ok(JobView {
             id: j.id,
@@ -1091,6 +1096,15 @@ impl Jobs {
             .entry(id.to_string())
             .or_insert_with(|| tokio::sync::watch::channel(0).0)
             .subscribe()
+    }
+
+    /// Whether the job's workers get NVIDIA GPUs (their use is sampled, counts as activity,
+    /// and may raise the low-utilisation alarm).
+    pub(super) fn has_gpus(&self, spec: &JobSpec) -> bool {
+        self.inner
+            .flavors
+            .iter()
+            .any(|f| f.id == spec.flavor && f.kind == "gpu" && f.accelerator_count() > 0)
     }
 
     /// Rings the job's bell, if anyone follows its logs.

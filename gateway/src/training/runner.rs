@@ -909,7 +909,7 @@ async fn supervise(
     let mut last_sample = Instant::now() - period;
     // GPU use (NVML, where present) for a GPU flavor's workers: `system/gpuUtil`, and
     // activity for hang detection.
-    let gpus = gpu_flavor(jobs, spec);
+    let gpus = jobs.has_gpus(spec);
     let mut gpu_cursor = crate::gpu::Cursor::default();
     let mut metrics_left = {
         let mut conn = jobs.store().pool.acquire().await?;
@@ -1259,19 +1259,11 @@ async fn run_wasm(
     Ok(ended)
 }
 
-/// Whether the job's workers get NVIDIA GPUs (their use is sampled, and counts as activity).
-fn gpu_flavor(jobs: &Jobs, spec: &JobSpec) -> bool {
-    jobs.inner
-        .flavors
-        .iter()
-        .any(|f| f.id == spec.flavor && f.kind == "gpu" && f.accelerator_count() > 0)
-}
-
 /// Why a job was taken as hung: what its workers did not do for the hang time.
 fn hang_reason(jobs: &Jobs, spec: &JobSpec) -> String {
     let missing = if is_wasm(spec) {
         "no heartbeat, log line or metric"
-    } else if gpu_flavor(jobs, spec) {
+    } else if jobs.has_gpus(spec) {
         "no output, no CPU use and no GPU use"
     } else {
         "no output and no CPU use"
