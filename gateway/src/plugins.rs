@@ -19,6 +19,17 @@ use crate::error::{Error, Kind};
 use crate::store::plugins::PluginRow;
 use crate::store::{self, Store};
 
+use atelier_plugins::bindings::workflow::atelier::plugin::step_types;
+
+/// Semantic versions in order (`1.10.0` after `1.9.0`); others by text.
+fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let parse = |v: &str| -> Option<Vec<u64>> { v.split('.').map(|p| p.parse().ok()).collect() };
+    match (parse(a), parse(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
 pub fn host_dir(settings: &Settings) -> PathBuf {
     settings
         .plugins
@@ -220,6 +231,50 @@ pub struct TrainingCall {
     /// After a stop or the time limit, how long the guest may run on before it is
     /// interrupted ([`atelier_plugins::training::DEFAULT_GRACE`]: 30 s).
     pub grace: std::time::Duration,
+}
+
+/// A workflow step's run of a `workflow-step` component, as [`Plugins::run_step`] takes it:
+/// plain values, so that the workflows module keeps its own types. Every path is a key
+/// under the owner's plugin storage (`bucket/folder/`).
+#[derive(Debug, Clone)]
+pub struct StepCall {
+    pub plugin_name: String,
+    /// None: the newest version registered.
+    pub plugin_version: Option<String>,
+    pub workflow_name: String,
+    pub execution_id: String,
+    pub step_name: String,
+    pub attempt: u32,
+    /// (name, data): a storage prefix (granted read-only) or a value.
+    pub inputs: Vec<(String, StepData)>,
+    /// (name, storage prefix): granted read-write.
+    pub outputs: Vec<(String, String)>,
+    /// Further prefixes (prefix, writable).
+    pub grants: Vec<(String, bool)>,
+    /// What the component reads through its `parameters` import.
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// When the step is stopped (its `max_execution_minutes`), or the plugin's own limit.
+    pub deadline: std::time::Instant,
+}
+
+/// An input of a step: data under a storage prefix, or a value.
+#[derive(Debug, Clone)]
+pub enum StepData {
+    Prefix(String),
+    Value(serde_json::Value),
+}
+
+/// What a step's run gave back.
+#[derive(Debug, Clone, Default)]
+pub struct StepReport {
+    /// The component's error, or why it could not run to its end.
+    pub error: Option<String>,
+    pub outputs: std::collections::BTreeMap<String, serde_json::Value>,
+    pub variables: std::collections::BTreeMap<String, String>,
+    /// Each scalar metric's last value.
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    /// Its log lines, stdout and stderr (as much as the host kept).
+    pub log: String,
 }
 
 /// The lock key of a plugin's registration (see [`Host::lock_key`]).
@@ -657,6 +712,142 @@ impl Plugins {
             ..Default::default()
         };
         Ok(host.train_run(&plugin, ctx, run, watch).await)
+    }
+
+    /// The newest version of a plugin of `world` named `name` (by semantic version), or the
+    /// one named.
+    pub async fn resolve(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        world: World,
+    ) -> Result<PluginRow, Error> {
+        let row = match version {
+            Some(v) => self.get(name, v).await?,
+            None => {
+                let mut conn = self.store.pool.acquire().await?;
+                let rows = store::plugins::list(&mut conn, Some(name), None).await?;
+                rows.into_iter()
+                    .max_by(|a, b| version_order(&a.version, &b.version))
+                    .ok_or_else(|| Error::not_found(format!("no plugin named {name}")))?
+            }
+        };
+        if row.world != world.name() {
+            return Err(Error::invalid(format!(
+                "plugin {} {} is a component of world {}, not {}",
+                row.name,
+                row.version,
+                row.world,
+                world.name()
+            )));
+        }
+        Ok(row)
+    }
+
+    /// Runs a workflow step's component on behalf of `owner_id`, with storage under the
+    /// owner's storage granted to the step's inputs (read-only), outputs (read-write) and
+    /// grants only. Err: the step cannot start (no such plugin, another world, a path that
+    /// is not a storage key); the component's own failure is the report's `error`.
+    pub async fn run_step(&self, owner_id: &str, call: StepCall) -> Result<StepReport, Error> {
+        let row = self
+            .resolve(
+                &call.plugin_name,
+                call.plugin_version.as_deref(),
+                World::WorkflowStep,
+            )
+            .await?;
+        let (settings, host) = (&*self.settings, &self.host);
+        let plugin = plugin_ref(settings, &row)?;
+        let root = storage_dir(settings, owner_id);
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::internal(anyhow::anyhow!("{}: {e}", root.display())))?;
+        let mut grant =
+            atelier_plugins::storage::Grant::new(root, host.settings().max_object_mb * 1024 * 1024);
+        let allow = |g: &mut atelier_plugins::storage::Grant, p: &str, w: bool| {
+            g.allow(p, w)
+                .map_err(|e| Error::invalid(format!("storage path {p:?}: {e}")))
+        };
+        let mut inputs = Vec::new();
+        for (name, data) in call.inputs {
+            inputs.push(match data {
+                StepData::Prefix(p) => {
+                    allow(&mut grant, &p, false)?;
+                    step_types::Input {
+                        name,
+                        path: atelier_plugins::storage::normalize_prefix(&p)
+                            .map_err(Error::invalid)?,
+                        value: None,
+                    }
+                }
+                StepData::Value(v) => step_types::Input {
+                    name,
+                    path: String::new(),
+                    value: Some(atelier_plugins::dto::ValueDto(v).into()),
+                },
+            });
+        }
+        let mut outputs = Vec::new();
+        for (name, p) in call.outputs {
+            allow(&mut grant, &p, true)?;
+            outputs.push(step_types::OutputSlot {
+                name,
+                path: atelier_plugins::storage::normalize_prefix(&p).map_err(Error::invalid)?,
+            });
+        }
+        for (p, w) in &call.grants {
+            allow(&mut grant, p, *w)?;
+        }
+        let deadline_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+            + call
+                .deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis() as u64;
+        let context = step_types::StepContext {
+            workflow_name: call.workflow_name,
+            execution_id: call.execution_id,
+            step_name: call.step_name,
+            attempt: call.attempt,
+            deadline_unix_ms: deadline_ms,
+        };
+        let ctx = CallContext {
+            tenant: owner_id.to_string(),
+            call_id: uuid::Uuid::now_v7().to_string(),
+            storage: grant,
+            parameters: atelier_plugins::dto::parameters(Some(call.parameters)),
+            deadline: Some(call.deadline),
+            ..Default::default()
+        };
+        let report = host.run_step(&plugin, ctx, context, inputs, outputs).await;
+        let mut log = String::new();
+        for l in &report.logs {
+            log.push_str(&format!("[{}] {}\n", l.level, l.message));
+        }
+        if report.logs_dropped > 0 {
+            log.push_str(&format!("({} log lines dropped)\n", report.logs_dropped));
+        }
+        log.push_str(&report.stdout);
+        log.push_str(&report.stderr);
+        let metrics = report
+            .metrics
+            .scalars
+            .iter()
+            .filter_map(|(k, points)| points.last().map(|p| (k.clone(), p.value)))
+            .collect();
+        let mut out = StepReport {
+            error: report.error.as_ref().map(|e| e.to_string()),
+            log,
+            metrics,
+            ..Default::default()
+        };
+        if let Some(r) = &report.output {
+            let dto = atelier_plugins::dto::StepResultDto::from(r);
+            out.outputs = dto.outputs.into_iter().map(|(k, v)| (k, v.0)).collect();
+            out.variables = dto.variables;
+        }
+        Ok(out)
     }
 
     /// Loads every registered plugin's compiled form (from the disk cache) in the background,

@@ -153,8 +153,17 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         jobs.clone(),
         lifecycle.tasks().clone(),
     );
-    let workflows =
-        crate::workflows::service::Workflows::new(store.clone(), settings.quota.workflows_per_user);
+    let engine = crate::workflows::runner::Engine::new(crate::workflows::runner::EngineParts {
+        store: store.clone(),
+        plugins: plugins.clone(),
+        jobs: jobs.clone(),
+        tasks: lifecycle.tasks().clone(),
+    });
+    let workflows = crate::workflows::service::Workflows::new(
+        store.clone(),
+        settings.quota.workflows_per_user,
+        engine,
+    );
     Ok(AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),
@@ -215,6 +224,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .resume()
         .await
         .context("resuming training searches")?;
+    state
+        .workflows
+        .engine()
+        .resume()
+        .await
+        .context("resuming workflow runs")?;
     let backend = state.lifecycle.backend().clone();
     // A warm-up: cut short at shutdown, nothing is lost.
     #[allow(clippy::disallowed_methods)]
@@ -298,6 +313,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Training jobs' runners end; their workers go on and are found again at the next start.
     state.jobs.shutdown();
     state.searches.shutdown();
+    state.workflows.engine().shutdown();
     if let Err(e) = state.activity.flush().await {
         tracing::warn!(error = %e, "writing activity at shutdown failed");
     }

@@ -1,4 +1,5 @@
-//! `/v1/workflows`: workflow definitions and their versions (`crate::workflows::service`).
+//! `/v1/workflows`: workflow definitions and their versions (`crate::workflows::service`),
+//! and their runs (`crate::workflows::runs`).
 //! A definition is sent as JSON, or as YAML with `Content-Type: application/yaml`; a
 //! workflow is named by its id or, for its owner, its name.
 
@@ -6,13 +7,15 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::get;
+use axum::routing::{get, post};
+use serde::Deserialize;
 
 use super::error::{ApiJson, ApiPath, ApiQuery, ApiResult};
 use super::{AllQuery, Items};
 use crate::api::state::AppState;
 use crate::auth::Principal;
 use crate::workflows::definition::Format;
+use crate::workflows::runs::{Comparison, RunView, StartRun};
 use crate::workflows::service::{Published, VersionView, WorkflowView};
 
 pub fn routes() -> Router<AppState> {
@@ -25,6 +28,173 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/workflows/{workflow}/versions", get(versions))
         .route("/v1/workflows/{workflow}/versions/{version}", get(version))
         .route("/v1/workflow-schema", get(schema))
+        .route("/v1/workflows/{workflow}/runs", get(runs).post(start_run))
+        .route("/v1/workflows/{workflow}/runs/compare", get(compare))
+        .route(
+            "/v1/workflows/{workflow}/runs/{run}",
+            get(show_run).delete(delete_run),
+        )
+        .route("/v1/workflows/{workflow}/runs/{run}/stop", post(stop_run))
+        .route("/v1/workflows/{workflow}/runs/{run}/retry", post(retry_run))
+        .route("/v1/workflows/{workflow}/runs/{run}/rerun", post(rerun))
+        .route(
+            "/v1/workflows/{workflow}/runs/{run}/steps/{step}/retry",
+            post(retry_step),
+        )
+        .route(
+            "/v1/workflows/{workflow}/runs/{run}/steps/{step}/proceed",
+            post(proceed),
+        )
+        .route(
+            "/v1/workflows/{workflow}/runs/{run}/steps/{step}/log",
+            get(step_log),
+        )
+}
+
+async fn start_run(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(workflow): ApiPath<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, ApiJson<RunView>)> {
+    // An empty body starts a run with every default.
+    let req: StartRun = if body.iter().all(u8::is_ascii_whitespace) {
+        StartRun::default()
+    } else {
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
+            .map_err(|e| crate::error::Error::invalid(format!("{}: {}", e.path(), e.inner())))?
+    };
+    let r = state.workflows.start_run(&p, &workflow, req).await?;
+    Ok((StatusCode::CREATED, ApiJson(r)))
+}
+
+async fn runs(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(workflow): ApiPath<String>,
+) -> ApiResult<ApiJson<Items<RunView>>> {
+    Ok(ApiJson(Items {
+        items: state.workflows.runs(&p, &workflow).await?,
+    }))
+}
+
+async fn show_run(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((workflow, run)): ApiPath<(String, String)>,
+) -> ApiResult<ApiJson<RunView>> {
+    Ok(ApiJson(state.workflows.run(&p, &workflow, &run).await?))
+}
+
+async fn delete_run(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((workflow, run)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    state.workflows.delete_run(&p, &workflow, &run).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn stop_run(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((workflow, run)): ApiPath<(String, String)>,
+) -> ApiResult<ApiJson<RunView>> {
+    Ok(ApiJson(
+        state.workflows.stop_run(&p, &workflow, &run).await?,
+    ))
+}
+
+async fn retry_run(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((workflow, run)): ApiPath<(String, String)>,
+) -> ApiResult<ApiJson<RunView>> {
+    Ok(ApiJson(
+        state.workflows.retry_run(&p, &workflow, &run, None).await?,
+    ))
+}
+
+async fn rerun(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((workflow, run)): ApiPath<(String, String)>,
+) -> ApiResult<(StatusCode, ApiJson<RunView>)> {
+    let r = state.workflows.rerun(&p, &workflow, &run).await?;
+    Ok((StatusCode::CREATED, ApiJson(r)))
+}
+
+async fn retry_step(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((workflow, run, step)): ApiPath<(String, String, String)>,
+) -> ApiResult<ApiJson<RunView>> {
+    Ok(ApiJson(
+        state
+            .workflows
+            .retry_run(&p, &workflow, &run, Some(&step))
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProceedBody {
+    #[serde(default)]
+    values: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn proceed(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((workflow, run, step)): ApiPath<(String, String, String)>,
+    ApiJson(body): ApiJson<ProceedBody>,
+) -> ApiResult<ApiJson<RunView>> {
+    Ok(ApiJson(
+        state
+            .workflows
+            .proceed(&p, &workflow, &run, &step, body.values)
+            .await?,
+    ))
+}
+
+async fn step_log(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath((workflow, run, step)): ApiPath<(String, String, String)>,
+) -> ApiResult<String> {
+    Ok(state.workflows.step_log(&p, &workflow, &run, &step).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompareQuery {
+    /// Run numbers, comma-separated (none: the 10 newest).
+    #[serde(default)]
+    runs: Option<String>,
+}
+
+async fn compare(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(workflow): ApiPath<String>,
+    ApiQuery(q): ApiQuery<CompareQuery>,
+) -> ApiResult<ApiJson<Comparison>> {
+    let mut numbers = Vec::new();
+    for part in q
+        .runs
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+    {
+        numbers.push(part.trim().parse::<i64>().map_err(|_| {
+            crate::error::Error::invalid(format!("runs: {part:?} is not a run number"))
+        })?);
+    }
+    Ok(ApiJson(
+        state.workflows.compare(&p, &workflow, &numbers).await?,
+    ))
 }
 
 /// The wire format's JSON Schema (`docs/workflow.schema.json`), for editors and the SDK.

@@ -23,6 +23,7 @@ mod services;
 mod storage;
 mod table;
 mod uploads;
+mod workflow_runs;
 mod workflows;
 
 use api::{Api, CliError};

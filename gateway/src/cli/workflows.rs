@@ -1,5 +1,5 @@
 //! `atelier workflow create|publish|list|get|versions|delete`: workflow definitions and
-//! their versions (`docs/workflows.md`).
+//! their versions (`docs/workflows.md`); the run commands are in `workflow_runs`.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -26,6 +26,24 @@ pub enum WorkflowCommand {
     /// started are left as they are).
     #[command(visible_alias = "rm")]
     Delete(WorkflowArg),
+    /// Start a run (`-p name=value` parameters, `--storage name=/bucket/root/`).
+    Run(super::workflow_runs::RunArgs),
+    /// A workflow's runs, or one run's steps.
+    Runs(super::workflow_runs::RunsArgs),
+    /// Stop a run (its training jobs with it).
+    Stop(super::workflow_runs::RunRef),
+    /// Go on with a failed or stopped run: the failed step (or `--step`) and what follows.
+    Retry(super::workflow_runs::RetryArgs),
+    /// Start a new run with an earlier run's parameters, storages and version.
+    Rerun(super::workflow_runs::RunRef),
+    /// Give a waiting step its delayed parameters (`-p name=value`).
+    Proceed(super::workflow_runs::ProceedArgs),
+    /// Runs side by side: parameters and each step's metrics.
+    Compare(super::workflow_runs::CompareArgs),
+    /// A step's log (its tail).
+    Log(super::workflow_runs::LogArgs),
+    /// Delete an ended run's record.
+    DeleteRun(super::workflow_runs::RunRef),
 }
 
 #[derive(clap::Args, Debug)]
@@ -101,7 +119,17 @@ fn name_in(bytes: &[u8], content_type: &str) -> Option<String> {
 }
 
 pub async fn run(ctx: &Ctx, cmd: WorkflowCommand) -> Result<(), CliError> {
+    use super::workflow_runs as runs;
     match cmd {
+        WorkflowCommand::Run(a) => runs::start(ctx, a).await,
+        WorkflowCommand::Runs(a) => runs::list(ctx, a).await,
+        WorkflowCommand::Stop(r) => runs::act(ctx, &r, &["stop"], None, "stopping").await,
+        WorkflowCommand::Retry(a) => runs::retry(ctx, a).await,
+        WorkflowCommand::Rerun(r) => runs::act(ctx, &r, &["rerun"], None, "started").await,
+        WorkflowCommand::Proceed(a) => runs::proceed(ctx, a).await,
+        WorkflowCommand::Compare(a) => runs::compare(ctx, a).await,
+        WorkflowCommand::Log(a) => runs::log(ctx, a).await,
+        WorkflowCommand::DeleteRun(r) => runs::delete(ctx, r).await,
         WorkflowCommand::Create(a) => {
             let (body, ct) = definition(&a)?;
             let reply = ctx

@@ -113,7 +113,8 @@ impl Operation for RunOp {
             Self::Stop => &[RUNNING, AWAITING_INPUT],
             // Seed 5.2.4: a failed phase is retried; a stopped run goes on the same way.
             Self::Retry => &[FAILED, STOPPED],
-            Self::Proceed => &[AWAITING_INPUT],
+            // A step may wait while a parallel branch runs.
+            Self::Proceed => &[RUNNING, AWAITING_INPUT],
             // A record under way is stopped first.
             Self::Delete => &[COMPLETED, FAILED, STOPPED],
         }
@@ -143,7 +144,7 @@ mod tests {
             //                 RUN AWA COM FAI STG STD
             (RunOp::Stop,     [1,  1,  0,  0,  0,  0]),
             (RunOp::Retry,    [0,  0,  0,  1,  0,  1]),
-            (RunOp::Proceed,  [0,  1,  0,  0,  0,  0]),
+            (RunOp::Proceed,  [1,  1,  0,  0,  0,  0]),
             (RunOp::Delete,   [0,  0,  1,  1,  0,  1]),
         ];
         let want: Vec<_> = expected

@@ -65,6 +65,11 @@ pub enum Action {
     CreateWorkflow,
     PublishWorkflow,
     DeleteWorkflow,
+    StartWorkflowRun,
+    StopWorkflowRun,
+    RetryWorkflowRun,
+    ProceedWorkflowRun,
+    DeleteWorkflowRun,
 }
 
 impl Action {
@@ -127,6 +132,11 @@ impl Action {
             Action::CreateWorkflow => "createWorkflow",
             Action::PublishWorkflow => "publishWorkflow",
             Action::DeleteWorkflow => "deleteWorkflow",
+            Action::StartWorkflowRun => "startWorkflowRun",
+            Action::StopWorkflowRun => "stopWorkflowRun",
+            Action::RetryWorkflowRun => "retryWorkflowRun",
+            Action::ProceedWorkflowRun => "proceedWorkflowRun",
+            Action::DeleteWorkflowRun => "deleteWorkflowRun",
         }
     }
 }

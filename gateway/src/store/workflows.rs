@@ -218,10 +218,18 @@ pub struct RunRow {
     pub created_at: String,
     pub updated_at: String,
     pub ended_at: Option<String>,
+    /// JSON object: storage name → root.
+    pub storages: String,
+    /// JSON array: the delayed parameters still awaited.
+    pub awaiting: String,
+    pub connection_id: Option<String>,
+    /// `api`, `rerun`, `schedule` or `webhook`.
+    pub trigger: String,
 }
 
 const RUN: &str = "SELECT id, workflow_id, owner_id, number, version, parameters, selected, \
-     status, status_reason, tags, created_at, updated_at, ended_at FROM workflow_runs";
+     status, status_reason, tags, created_at, updated_at, ended_at, storages, awaiting, \
+     connection_id, trigger FROM workflow_runs";
 
 pub struct NewRun<'a> {
     pub id: &'a str,
@@ -231,6 +239,10 @@ pub struct NewRun<'a> {
     pub parameters: &'a str,
     pub selected: Option<&'a str>,
     pub tags: &'a str,
+    pub storages: &'a str,
+    pub awaiting: &'a str,
+    pub connection_id: Option<&'a str>,
+    pub trigger: &'a str,
     pub now: &'a str,
 }
 
@@ -257,8 +269,8 @@ pub async fn start_run(conn: &mut Conn, r: NewRun<'_>) -> sqlx::Result<Started> 
     .await?;
     sqlx::query(
         "INSERT INTO workflow_runs (id, workflow_id, owner_id, number, version, parameters, \
-         selected, status, tags, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+         selected, status, tags, created_at, updated_at, storages, awaiting, connection_id, \
+         trigger) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14)",
     )
     .bind(r.id)
     .bind(r.workflow_id)
@@ -270,6 +282,10 @@ pub async fn start_run(conn: &mut Conn, r: NewRun<'_>) -> sqlx::Result<Started> 
     .bind(RunStatus::Running)
     .bind(r.tags)
     .bind(r.now)
+    .bind(r.storages)
+    .bind(r.awaiting)
+    .bind(r.connection_id)
+    .bind(r.trigger)
     .execute(conn)
     .await?;
     Ok(Started::Number(number))
@@ -316,6 +332,8 @@ pub struct StepRow {
     pub child_id: Option<String>,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
+    pub variables: Option<String>,
+    pub log: Option<String>,
 }
 
 /// The run's steps, PENDING (when the run starts; in the caller's transaction).
@@ -334,11 +352,18 @@ pub async fn insert_steps(conn: &mut Conn, run_id: &str, names: &[&str]) -> sqlx
 pub async fn steps(conn: &mut Conn, run_id: &str) -> sqlx::Result<Vec<StepRow>> {
     sqlx::query_as(
         "SELECT name, status, reason, attempt, inputs, outputs, metrics, child_kind, child_id, \
-         started_at, ended_at FROM workflow_run_steps WHERE run_id = $1 ORDER BY rowid",
+         started_at, ended_at, variables, log FROM workflow_run_steps WHERE run_id = $1 \
+         ORDER BY rowid",
     )
     .bind(run_id)
     .fetch_all(conn)
     .await
+}
+
+/// The statuses a compare-and-set moves from, bound as one JSON array
+/// (`status IN (SELECT value FROM json_each($n))`).
+fn statuses<T: serde::Serialize>(from: &[T]) -> String {
+    serde_json::to_string(from).unwrap_or_else(|_| "[]".into())
 }
 
 /// Compare-and-set of one step's status (with its reason; `at` stamps a start or an end).
@@ -351,29 +376,224 @@ pub async fn set_step(
     reason: Option<&str>,
     at: &str,
 ) -> sqlx::Result<bool> {
-    let mut moved = false;
-    for f in from {
-        let r = sqlx::query(
-            "UPDATE workflow_run_steps SET status = $1, reason = $2, \
-             started_at = CASE WHEN $1 = 'RUNNING' THEN $3 ELSE started_at END, \
-             ended_at = CASE WHEN $1 IN ('COMPLETED', 'FAILED', 'STOPPED', 'SKIPPED') \
-             THEN $3 ELSE NULL END \
-             WHERE run_id = $4 AND name = $5 AND status = $6",
+    let r = sqlx::query(
+        "UPDATE workflow_run_steps SET status = $1, reason = $2, \
+         started_at = CASE WHEN $1 = 'RUNNING' THEN $3 ELSE started_at END, \
+         ended_at = CASE WHEN $1 IN ('COMPLETED', 'FAILED', 'STOPPED', 'SKIPPED') \
+         THEN $3 ELSE NULL END \
+         WHERE run_id = $4 AND name = $5 AND status IN (SELECT value FROM json_each($6))",
+    )
+    .bind(to)
+    .bind(reason)
+    .bind(at)
+    .bind(run_id)
+    .bind(name)
+    .bind(statuses(from))
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// What a step ended with.
+pub struct StepEnd<'a> {
+    pub status: StepStatus,
+    pub reason: Option<&'a str>,
+    /// JSON objects (none: nothing produced).
+    pub outputs: Option<&'a str>,
+    pub variables: Option<&'a str>,
+    pub metrics: Option<&'a str>,
+    pub log: Option<&'a str>,
+}
+
+/// A step starts (compare-and-set from `from`): RUNNING, its resolved values recorded, what
+/// an earlier attempt produced cleared.
+pub async fn start_step(
+    conn: &mut Conn,
+    run_id: &str,
+    name: &str,
+    from: &[StepStatus],
+    inputs: &str,
+    at: &str,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE workflow_run_steps SET status = 'RUNNING', reason = NULL, inputs = $1, \
+         started_at = $2, ended_at = NULL, outputs = NULL, variables = NULL, \
+         metrics = NULL, log = NULL, child_kind = NULL, child_id = NULL \
+         WHERE run_id = $3 AND name = $4 AND status IN (SELECT value FROM json_each($5))",
+    )
+    .bind(inputs)
+    .bind(at)
+    .bind(run_id)
+    .bind(name)
+    .bind(statuses(from))
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// A step ends (compare-and-set from `from`) with what it produced.
+pub async fn end_step(
+    conn: &mut Conn,
+    run_id: &str,
+    name: &str,
+    from: &[StepStatus],
+    end: StepEnd<'_>,
+    at: &str,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE workflow_run_steps SET status = $1, reason = $2, outputs = $3, \
+         variables = $4, metrics = $5, log = COALESCE($6, log), ended_at = $7 \
+         WHERE run_id = $8 AND name = $9 AND status IN (SELECT value FROM json_each($10))",
+    )
+    .bind(end.status)
+    .bind(end.reason)
+    .bind(end.outputs)
+    .bind(end.variables)
+    .bind(end.metrics)
+    .bind(end.log)
+    .bind(at)
+    .bind(run_id)
+    .bind(name)
+    .bind(statuses(from))
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// What a step started (a training job, a service, a model version): stopped with the run.
+pub async fn set_child(
+    conn: &mut Conn,
+    run_id: &str,
+    name: &str,
+    kind: &str,
+    id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE workflow_run_steps SET child_kind = $1, child_id = $2 \
+         WHERE run_id = $3 AND name = $4",
+    )
+    .bind(kind)
+    .bind(id)
+    .bind(run_id)
+    .bind(name)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A retry: the steps named go back to PENDING, those that had started with one more attempt,
+/// what they produced cleared (in the caller's transaction).
+pub async fn reset_steps(conn: &mut Conn, run_id: &str, names: &[&str]) -> sqlx::Result<()> {
+    for name in names {
+        sqlx::query(
+            "UPDATE workflow_run_steps SET status = 'PENDING', reason = NULL, \
+             attempt = attempt + CASE WHEN started_at IS NULL THEN 0 ELSE 1 END, \
+             inputs = NULL, outputs = NULL, variables = NULL, metrics = NULL, log = NULL, \
+             child_kind = NULL, child_id = NULL, started_at = NULL, ended_at = NULL \
+             WHERE run_id = $1 AND name = $2",
         )
-        .bind(to)
-        .bind(reason)
-        .bind(at)
         .bind(run_id)
         .bind(name)
-        .bind(*f)
         .execute(&mut *conn)
         .await?;
-        if r.rows_affected() == 1 {
-            moved = true;
-            break;
-        }
     }
-    Ok(moved)
+    Ok(())
+}
+
+/// Compare-and-set of a run's status (`ended_at` stamped when it ends, cleared otherwise).
+pub async fn set_run_status(
+    conn: &mut Conn,
+    id: &str,
+    from: &[RunStatus],
+    to: RunStatus,
+    reason: Option<&str>,
+    at: &str,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE workflow_runs SET status = $1, status_reason = $2, updated_at = $3, \
+         ended_at = CASE WHEN $1 IN ('COMPLETED', 'FAILED', 'STOPPED') THEN $3 ELSE NULL END \
+         WHERE id = $4 AND status IN (SELECT value FROM json_each($5))",
+    )
+    .bind(to)
+    .bind(reason)
+    .bind(at)
+    .bind(id)
+    .bind(statuses(from))
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The run's parameter values and the delayed ones still awaited (after a proceed).
+pub async fn set_run_values(
+    conn: &mut Conn,
+    id: &str,
+    parameters: &str,
+    awaiting: &str,
+    at: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE workflow_runs SET parameters = $1, awaiting = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(parameters)
+    .bind(awaiting)
+    .bind(at)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The runs under way, oldest first (a gateway start goes on with each).
+pub async fn active_runs(conn: &mut Conn) -> sqlx::Result<Vec<RunRow>> {
+    sqlx::query_as(&format!(
+        "{RUN} WHERE status IN ('RUNNING', 'AWAITING_INPUT', 'STOPPING') ORDER BY created_at"
+    ))
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn run_by_number(
+    conn: &mut Conn,
+    workflow_id: &str,
+    number: i64,
+) -> sqlx::Result<Option<RunRow>> {
+    sqlx::query_as(&format!("{RUN} WHERE workflow_id = $1 AND number = $2"))
+        .bind(workflow_id)
+        .bind(number)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Keeps the workflow's newest `keep` run records: older ended ones are removed (their
+/// ids returned, for their scratch outputs).
+pub async fn prune_runs(
+    conn: &mut Conn,
+    workflow_id: &str,
+    keep: usize,
+) -> sqlx::Result<Vec<String>> {
+    let old: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM workflow_runs WHERE workflow_id = $1 \
+         AND status IN ('COMPLETED', 'FAILED', 'STOPPED') \
+         AND number <= (SELECT MAX(number) FROM workflow_runs WHERE workflow_id = $1) - $2",
+    )
+    .bind(workflow_id)
+    .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &old {
+        delete_run(conn, id).await?;
+    }
+    Ok(old)
+}
+
+/// Removes a run's record and its steps.
+pub async fn delete_run(conn: &mut Conn, id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM workflow_runs WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -403,6 +623,10 @@ mod tests {
             parameters: "{}",
             selected: None,
             tags: "{}",
+            storages: "{}",
+            awaiting: "[]",
+            connection_id: None,
+            trigger: "api",
             now: t,
         }
     }

@@ -19,6 +19,8 @@ pub mod condition;
 pub mod dag;
 pub mod definition;
 pub mod params;
+pub mod runner;
+pub mod runs;
 pub mod schema;
 pub mod service;
 pub mod validate;

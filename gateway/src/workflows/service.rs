@@ -63,17 +63,18 @@ pub struct Published {
 
 #[derive(Clone)]
 pub struct Workflows {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Store,
+pub(super) struct Inner {
+    pub(super) store: Store,
+    pub(super) engine: super::runner::Engine,
     per_user: u32,
     /// Creates one at a time: the quota check and the insert cannot interleave.
     create: tokio::sync::Mutex<()>,
 }
 
-fn target(w: &WorkflowRow) -> Target<'_> {
+pub(super) fn target(w: &WorkflowRow) -> Target<'_> {
     Target {
         kind: "workflow",
         id: &w.id,
@@ -82,20 +83,26 @@ fn target(w: &WorkflowRow) -> Target<'_> {
 }
 
 /// Every problem of a refused definition, one per line, each naming its field.
-fn refused(errors: Vec<super::DefinitionError>) -> WorkflowError {
+pub(super) fn refused(errors: Vec<super::DefinitionError>) -> WorkflowError {
     let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
     ResourceError::Invalid(lines.join("\n"))
 }
 
 impl Workflows {
-    pub fn new(store: Store, per_user: u32) -> Workflows {
+    pub fn new(store: Store, per_user: u32, engine: super::runner::Engine) -> Workflows {
         Workflows {
             inner: Arc::new(Inner {
                 store,
+                engine,
                 per_user,
                 create: tokio::sync::Mutex::new(()),
             }),
         }
+    }
+
+    /// The run engine (resumed at start, shut down at exit).
+    pub fn engine(&self) -> &super::runner::Engine {
+        &self.inner.engine
     }
 
     /// Creates a workflow from a definition (version 1).
@@ -209,7 +216,11 @@ impl Workflows {
     }
 
     /// The caller's workflow whose id or name is `key` (any workflow by id for an admin).
-    async fn find(&self, who: &Principal, key: &str) -> Result<WorkflowRow, WorkflowError> {
+    pub(super) async fn find(
+        &self,
+        who: &Principal,
+        key: &str,
+    ) -> Result<WorkflowRow, WorkflowError> {
         let mut conn = self.inner.store.pool.acquire().await?;
         if let Some(w) = rows::by_key(&mut conn, &who.user_id, key).await? {
             return Ok(w);
