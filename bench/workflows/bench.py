@@ -23,6 +23,7 @@ Prints a markdown report. Everything it starts is stopped at exit.
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -46,8 +47,14 @@ procs = Procs(WORK)
 
 
 def ts(s):
-    """An RFC 3339 time (`2026-12-07T19:45:00.123456Z`) in seconds since the epoch."""
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+    """An RFC 3339 time (`2026-12-07T19:45:00.123456Z`) in seconds since the epoch; digits
+    past the microsecond are dropped (Python's parser takes at most six)."""
+    m = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", s)
+    if not m:
+        raise SystemExit(f"not an RFC 3339 time: {s!r}")
+    frac = f".{m[2][:6]}" if m[2] else ""
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    return datetime.fromisoformat(m[1] + frac + zone).timestamp()
 
 
 # --- Atelier ---------------------------------------------------------------------------------
