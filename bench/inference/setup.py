@@ -10,26 +10,19 @@ assignments:
     python3 setup.py GATEWAY_URL ADMIN_TOKEN S3_ENDPOINT ACCESS_KEY SECRET_KEY"""
 
 import json
+import os
 import sys
 import time
-import urllib.error
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchkit import request  # noqa: E402
 
 BASE, ADMIN, S3, AK, SK = sys.argv[1:6]
 WAIT = 300
 
 
 def call(method, path, token, body=None, want=(200, 201, 202)):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(BASE + path, data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            status, text = r.status, r.read()
-    except urllib.error.HTTPError as e:
-        status, text = e.code, e.read()
+    status, text = request(BASE, token, method, path, body, timeout=30)
     if status not in want:
         sys.exit(f"{method} {path}: {status} {text[:500]!r}")
     return json.loads(text) if text else {}

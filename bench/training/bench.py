@@ -18,13 +18,10 @@ Prints a markdown report. Everything it starts is stopped at exit.
 
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 E = os.environ
@@ -35,58 +32,12 @@ REPEAT = int(E.get("REPEAT", "5"))
 HANG = int(E.get("HANG", "10"))
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-procs = []
+sys.path.insert(0, os.path.dirname(HERE))
+from benchkit import (Procs, free_port, http_ok, json_of, log, port_open,  # noqa: E402
+                      request, until)
 
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), 1).close()
-        return True
-    except OSError:
-        return None
-
-
-def start(name, argv, env=None):
-    out = open(os.path.join(WORK, f"{name}.log"), "ab")
-    p = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out, stderr=out,
-                         start_new_session=True)
-    procs.append(p)
-    return p
-
-
-def stop_all():
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-
-
-def until(what, fn, timeout=300, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v is not None:
-            return v
-        time.sleep(every)
-    raise SystemExit(f"timed out waiting for {what}")
+procs = Procs(WORK)
+start = procs.start
 
 
 class Gw:
@@ -105,29 +56,13 @@ class Gw:
             open(path, "w").write(toml)
             env["ATELIER_CONFIG"] = path
         start(f"gateway-{name}", [BIN, "serve"], env)
-        until(f"the {name} gateway", lambda: self.ok("/healthz"), 60, 0.2)
-
-    def ok(self, path):
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=2) as r:
-                return True if r.status == 200 else None
-        except Exception:
-            return None
+        until(f"the {name} gateway", lambda: http_ok(self.base + "/healthz"), 60, 0.2)
 
     def call(self, method, path, body=None, want=(200, 201, 204)):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                status, text = r.status, r.read()
-        except urllib.error.HTTPError as e:
-            status, text = e.code, e.read()
+        status, text = request(self.base, self.token, method, path, body)
         if status not in want:
             raise SystemExit(f"{method} {path}: {status} {text[:400]!r}")
-        return json.loads(text) if text and text[:1] in b"{[" else text
+        return json_of(text)
 
     def first_line(self, body):
         """POST the job, then read its followed log to the first line its code prints."""
@@ -278,4 +213,4 @@ def main():
 try:
     main()
 finally:
-    stop_all()
+    procs.stop_all()

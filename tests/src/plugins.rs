@@ -24,6 +24,26 @@ pub fn wat_component_with(extra: &[&str], world: &str, wat: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("wrapping the fixture into a component: {e:#}"))
 }
 
+/// The component of a `component.wat` conformance case (`tests/plugins/<world>/<case>/`):
+/// wrapped for the case's `world.txt` (else the world its parent directory names), with its
+/// `extra.wit` when it has one.
+pub fn wat_case(dir: &Path) -> Vec<u8> {
+    let path = dir.join("component.wat");
+    let wat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let world = match std::fs::read_to_string(dir.join("world.txt")) {
+        Ok(w) => w.trim().to_string(),
+        Err(_) => dir
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| panic!("{}: no world.txt and no parent", dir.display())),
+    };
+    match std::fs::read_to_string(dir.join("extra.wit")) {
+        Ok(extra) => wat_component_with(&[&extra], &world, &wat),
+        Err(_) => wat_component(&world, &wat),
+    }
+}
+
 /// The core module a component of `world` must be (imports and export signatures), as WAT.
 pub fn dummy_wat(world: &str) -> String {
     let mut resolve = wit_parser::Resolve::default();

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use atelier_tests::Gateway;
 use atelier_tests::plugin_cli_env;
 use atelier_tests::plugins::{
-    built_python, copy_tree, gateway, read_json, repo_root, upload, wat_component,
-    wat_component_with,
+    built_python, copy_tree, gateway, read_json, repo_root, upload, wat_case,
 };
 use atelier_tests::run_cli;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -247,14 +246,7 @@ async fn load_case(dir: &Path) -> Case {
         component_path = Some(built.clone());
         std::fs::read(built).unwrap()
     } else if dir.join("component.wat").exists() {
-        let wat = std::fs::read_to_string(dir.join("component.wat")).unwrap();
-        let wrap_world = std::fs::read_to_string(dir.join("world.txt"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or(world.clone());
-        match std::fs::read_to_string(dir.join("extra.wit")) {
-            Ok(extra) => wat_component_with(&[&extra], &wrap_world, &wat),
-            Err(_) => wat_component(&wrap_world, &wat),
-        }
+        wat_case(dir)
     } else if dir.join("module.wat").exists() {
         wat::parse_file(dir.join("module.wat")).unwrap()
     } else {
@@ -347,6 +339,12 @@ fn check_report(case: &Case, report: &Value, storage: &Path, via: &str) {
         );
         contains(out, &report["output"], "output")
             .unwrap_or_else(|e| panic!("{what}: {e}\nreport: {report}"));
+        if case.expected["output_exactly"] == json!(true) {
+            assert_eq!(
+                &report["output"], out,
+                "{what}: the output has more than expected"
+            );
+        }
     }
     if let Some(err) = case.expected.get("error") {
         let got = &report["error"];
