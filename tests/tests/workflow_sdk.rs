@@ -58,18 +58,21 @@ try:
     out["refused"] = "released"
 except wf.WorkflowError as e:
     out["refused"] = [e.status, e.message]
-def raw(method, path, headers):
+def raw(method, path, headers, body=None):
     c = atelier.file._UnixConnection(os.environ["ATELIER_STORAGE_SOCKET"])
-    c.request(method, path, headers=headers)
+    c.request(method, path, body=body, headers=headers)
     r = c.getresponse()
-    r.read()
+    text = r.read().decode(errors="replace")
     c.close()
-    return r.status
+    return r.status if body is None else [r.status, text]
 creds = {"Authorization": "Bearer ADMIN_TOKEN", "Cookie": "atelier_session=ADMIN_TOKEN"}
 out["raw"] = {p: raw("GET", p, creds) for p in [
     "/v1/users", "/v1/whoami", "/v1/audit", "/metrics", "/v1/workflows/../users",
     "/v1/workflows/%2e%2e/users", "/v1/workflows/..%2Fusers", "/v1//users",
     "/v1/workflows?all=true", "/v1/workflows/sdk-etl", "/v1/workflow-schema"]}
+# The API's body limit holds on the socket too (the file API's writes have none).
+big = b'{"name": "big", "desc": "' + b"x" * (3 << 20) + b'", "steps": []}'
+out["too_large"] = raw("POST", "/v1/workflows", {"Content-Type": "application/json"}, big)
 print(json.dumps(out))
 "#;
 
@@ -114,6 +117,14 @@ async fn a_kernel_releases_workflows_as_its_owner_and_its_socket_reaches_nothing
     assert_eq!(v["refused"][0], 400, "{v}");
     let refusal = v["refused"][1].as_str().unwrap_or_default();
     assert!(refusal.contains("ghost"), "the gateway's message: {v}");
+    // The API's own limit (2 MiB, before the body is read whole), not only the definition's.
+    assert_eq!(v["too_large"][0], 413, "{v}");
+    assert!(
+        v["too_large"][1]
+            .as_str()
+            .is_some_and(|t| t.contains("length limit exceeded")),
+        "{v}"
+    );
     for (path, status) in v["raw"].as_object().unwrap() {
         let want = match path.as_str() {
             // Alice is a user: everyone's workflows are for admins, whatever token is sent.
