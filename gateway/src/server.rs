@@ -67,6 +67,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     let activity = ActivityClocks::new(store.clone(), clock.clone());
     let revocations = Revocations::new();
     let mut metrics = MetricsBuilder::new();
+    // The notebooks' sockets reach the workflows' API too; it exists once the state does.
+    let notebook_api = crate::api::files::NotebookApi::default();
     let lifecycle = Lifecycle::new(LifecycleParts {
         store: store.clone(),
         backend: backend.clone(),
@@ -77,7 +79,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         revocations: revocations.clone(),
         metrics: metrics.notebooks(),
         clock: clock.clone(),
-        file_server: Some(Arc::new(crate::api::files::FileApi)),
+        file_server: Some(Arc::new(crate::api::files::FileApi {
+            api: notebook_api.clone(),
+        })),
     });
     metrics.plugins(plugins.clone());
     let ssh = ssh.map(|(addr, fingerprint, public_key, config)| {
@@ -164,7 +168,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         settings.quota.workflows_per_user,
         engine,
     );
-    Ok(AppState::new(Services {
+    let state = AppState::new(Services {
         auth: Authenticator::new(
             store.clone(),
             auth::CookieJar::new(settings.origins.secure()),
@@ -192,7 +196,9 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         secrets,
         metrics: metrics.build(),
         engine_relays: crate::upstream::Relays::default(),
-    }))
+    });
+    notebook_api.connect(&state);
+    Ok(state)
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -12,11 +12,19 @@
 //! POST   /mkdir?uri=     a folder marker (`prefix/`)
 //! ```
 //! Errors are `{"error": "<message>"}` with the status of their kind.
+//!
+//! The same socket reaches the workflows' API (`/v1/workflows…`, `/v1/workflow-schema`,
+//! for `atelier.workflow`): [`notebook_api_path`] decides which paths go there, and
+//! [`NotebookApi`] hands them to the gateway's own handlers (`api::for_notebooks`) as the
+//! notebook's owner with a user's rights ([`crate::auth::NotebookCaller`]); the notebook holds
+//! no token, and no header it sends counts. Every other path is a 404.
+
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use futures_util::StreamExt;
@@ -24,12 +32,98 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use tower::ServiceExt;
+
 use super::error::ApiError;
+use super::state::{AppState, WeakAppState};
 use crate::notebooks::files::{Connection, FileScope, FileServer, Incoming};
 use crate::object_storage::{ObjectUri, transfer};
 
 /// Serves the API on each notebook's socket (given to `notebooks::files::Files`).
-pub struct FileApi;
+pub struct FileApi {
+    /// Where requests for the workflows' API go.
+    pub api: NotebookApi,
+}
+
+/// The gateway's API as a notebook's socket reaches it. Made before the services (which
+/// hold the file API), given them by `server::build` once they exist, and held weakly, so
+/// that the services do not keep themselves alive.
+#[derive(Clone, Default)]
+pub struct NotebookApi(Arc<OnceLock<WeakAppState>>);
+
+impl NotebookApi {
+    /// Requests go to `state`'s API from now on (the first call wins).
+    pub fn connect(&self, state: &AppState) {
+        let _ = self.0.set(state.downgrade());
+    }
+
+    /// Serves `req`, which arrived on `notebook`'s socket, as `owner` would be served by the
+    /// gateway's API, if [`notebook_api_path`] lets its path through; a 404 otherwise.
+    pub async fn relay(&self, owner: &str, notebook: &str, req: Request) -> Response {
+        let path = req.uri().path();
+        if !notebook_api_path(path) {
+            return ApiError::not_found(format!(
+                "no such endpoint on a notebook's socket: {path} (it serves atelier.file and /v1/workflows)"
+            ))
+            .into_response();
+        }
+        let Some(state) = self.0.get().and_then(WeakAppState::upgrade) else {
+            return ApiError::unavailable("the gateway is starting or stopping; try again")
+                .into_response();
+        };
+        let caller = match state.auth.notebook_owner(owner, notebook).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return ApiError::unauthenticated("the notebook's owner no longer exists")
+                    .into_response();
+            }
+            Err(e) => return e.into_response(),
+        };
+        // A new request: the method, path, headers (no credentials) and body, and in its
+        // extensions only the caller.
+        let (parts, body) = req.into_parts();
+        let mut out = Request::new(body);
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = parts.uri;
+        *out.version_mut() = parts.version;
+        let mut headers = parts.headers;
+        for h in [
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::PROXY_AUTHORIZATION,
+        ] {
+            headers.remove(h);
+        }
+        *out.headers_mut() = headers;
+        out.extensions_mut().insert(caller);
+        match super::for_notebooks(state).oneshot(out).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Whether a path on a notebook's socket goes to the gateway's API: `/v1/workflows`,
+/// anything below it, and `/v1/workflow-schema`, spelt plainly: every segment below
+/// `/v1/workflows` is letters, digits, `_` and `-` (names, ids and numbers are), so an
+/// empty, `.` or `..` segment, a percent-encoding (`%2F`, `%2e`), a backslash or anything
+/// else that another layer might read differently is refused.
+pub fn notebook_api_path(path: &str) -> bool {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return false;
+    };
+    let mut segments = rest.split('/');
+    match segments.next() {
+        Some("workflows") => segments.all(plain),
+        Some("workflow-schema") => segments.next().is_none(),
+        _ => false,
+    }
+}
 
 impl FileServer for FileApi {
     fn serve(
@@ -39,6 +133,8 @@ impl FileServer for FileApi {
         stop: CancellationToken,
     ) -> futures_util::future::BoxFuture<'static, ()> {
         let notebook = scope.notebook_id.clone();
+        let (api, owner) = (self.api.clone(), scope.owner_id().to_owned());
+        let relay_for = notebook.clone();
         let app = Router::new()
             .route("/stat", get(stat))
             .route("/list", get(list))
@@ -48,7 +144,11 @@ impl FileServer for FileApi {
             .route("/copy", post(copy))
             .route("/mkdir", post(mkdir))
             .layer(axum::extract::DefaultBodyLimit::disable())
-            .with_state(scope);
+            .with_state(scope)
+            .fallback(move |req: Request| {
+                let (api, owner, notebook) = (api.clone(), owner.clone(), relay_for.clone());
+                async move { api.relay(&owner, &notebook, req).await }
+            });
         Box::pin(async move {
             if let Err(e) = axum::serve(incoming, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -390,4 +490,76 @@ async fn mkdir(State(s): State<FileScope>, Query(p): Query<Params>) -> Result<Re
             .map_err(|e| store_error(transfer::s3_error(&e, &format!("making {u}"))))?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::notebook_api_path;
+
+    #[test]
+    fn a_notebooks_socket_reaches_the_workflows_api_only_by_its_plain_paths() {
+        for ok in [
+            "/v1/workflows",
+            "/v1/workflows/etl",
+            "/v1/workflows/wf-0b6f2c1e-7d1c-4a57-9a2e-3f1d2f6a9b10",
+            "/v1/workflows/etl/versions/2",
+            "/v1/workflows/etl/runs",
+            "/v1/workflows/etl/runs/3/steps/train_1/retry",
+            "/v1/workflow-schema",
+        ] {
+            assert!(notebook_api_path(ok), "{ok} should be relayed");
+        }
+        for refused in [
+            // Other parts of the API, the pages, the file API's own names.
+            "/v1/users",
+            "/v1/users/alice/tokens",
+            "/v1/whoami",
+            "/v1/notebooks",
+            "/v1/audit",
+            "/metrics",
+            "/",
+            "",
+            "/stat",
+            "/v1",
+            "/v1/",
+            // Look-alikes.
+            "/v1/workflowsx",
+            "/v1/workflows-admin",
+            "/v1/workflow-schema/x",
+            "/v1/workflow-schema/",
+            "/V1/workflows",
+            "/v1/Workflows",
+            "/v2/workflows",
+            "v1/workflows",
+            "//v1/workflows",
+            "/v1//workflows",
+            // Traversal, in every spelling another layer might decode or normalise.
+            "/v1/workflows/../users",
+            "/v1/workflows/..",
+            "/v1/workflows/./etl",
+            "/v1/workflows/%2e%2e/users",
+            "/v1/workflows/.%2e/users",
+            "/v1/workflows/..%2Fusers",
+            "/v1/workflows/etl%2F..%2F..%2Fusers",
+            "/v1/workflows/etl%00",
+            "/v1/workflows\\..\\users",
+            "/v1/workflows/etl\\..\\..\\users",
+            "/v1/workflows/etl;/../../users",
+            // Empty segments and trailing slashes.
+            "/v1/workflows/",
+            "/v1/workflows//etl",
+            "/v1/workflows/etl/",
+            // Not ASCII, spaces, other punctuation.
+            "/v1/workflows/ét",
+            "/v1/workflows/a b",
+            "/v1/workflows/a.b",
+            "/v1/workflows/a:b",
+            "/v1/workflows/@admin",
+        ] {
+            assert!(
+                !notebook_api_path(refused),
+                "{refused:?} must not be relayed"
+            );
+        }
+    }
 }

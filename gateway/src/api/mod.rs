@@ -73,6 +73,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The part of the API that code in a notebook reaches through its `atelier` socket, acting
+/// as the notebook's owner (`files::NotebookApi`): the workflows' routes and nothing else
+/// (`files::notebook_api_path` decides which paths get here). A workflow route added
+/// outside `workflows::routes()` must be merged here too to be reached from notebooks.
+pub fn for_notebooks(state: AppState) -> Router {
+    Router::new()
+        .merge(workflows::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
 /// Cookie-authenticated writes to `/v1` need `Origin: <console>` and `X-Atelier-CSRF: 1`
 /// ([`crate::auth::csrf`]); bearer-token requests and reads pass untouched.
 async fn csrf_guard(

@@ -8,7 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use crate::activity::ActivityClocks;
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{Authenticator, NotebookCaller, Principal};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::notebooks::Lifecycle;
@@ -30,6 +30,23 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(services: Services) -> AppState {
         AppState(Arc::new(services))
+    }
+
+    /// A handle that does not keep the services alive (for what the services hold: the
+    /// notebooks' file API reaches the API through one).
+    pub fn downgrade(&self) -> WeakAppState {
+        WeakAppState(Arc::downgrade(&self.0))
+    }
+}
+
+/// [`AppState::downgrade`]'s handle.
+#[derive(Clone)]
+pub struct WeakAppState(std::sync::Weak<Services>);
+
+impl WeakAppState {
+    /// The state, while the gateway has it.
+    pub fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(AppState)
     }
 }
 
@@ -73,7 +90,8 @@ pub struct Services {
 }
 
 /// Every handler that takes a [`Principal`] authenticates the request: a bearer token, or
-/// the console's session cookie.
+/// the console's session cookie; a request the notebook relay (`api::files`) hands in carries
+/// its caller instead ([`NotebookCaller`]), and no header counts then.
 impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;
 
@@ -81,6 +99,10 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // A request relayed from a notebook's socket: its owner, whatever the headers say.
+        if let Some(caller) = parts.extensions.get::<NotebookCaller>() {
+            return Ok(caller.principal().clone());
+        }
         state.auth.authenticate(&parts.headers).await?.ok_or_else(|| {
             Error::unauthenticated(
                 "authentication required: send Authorization: Bearer <token> or log in at /login",

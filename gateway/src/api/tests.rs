@@ -318,3 +318,205 @@ async fn a_refused_body_is_read_only_up_to_a_bound() {
         "the gateway read 1 GiB of a refused body: {r:?}"
     );
 }
+
+/// What the relay on a notebook's socket answers: the request as code in the notebook sends
+/// it (any headers it likes), served for `owner` (a user id).
+async fn relayed(
+    api: &crate::api::files::NotebookApi,
+    owner: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let resp = api.relay(owner, "nb-test", req).await;
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_notebooks_socket_acts_as_its_owner_on_their_workflows_only_and_never_as_an_admin() {
+    let app = App::new().await;
+    let api = crate::api::files::NotebookApi::default();
+    api.connect(&app.state);
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let id_of = |r: Reply| r.json["id"].as_str().unwrap().to_owned();
+    let alice_id = id_of(
+        app.call(Method::GET, "/v1/whoami", Some(&alice), None)
+            .await,
+    );
+    let bob_id = id_of(app.call(Method::GET, "/v1/whoami", Some(&bob), None).await);
+    let admin_id = id_of(app.call(Method::GET, "/v1/whoami", Some(ADMIN), None).await);
+    let definition = json!({"name": "etl", "desc": "d", "steps": [
+        {"name": "prep", "step_type": "wasm", "properties": {"plugin": "p"}}]});
+
+    // Alice's notebook creates a workflow: it is hers, seen through her token.
+    let (s, v) = relayed(
+        &api,
+        &alice_id,
+        Method::POST,
+        "/v1/workflows",
+        &[],
+        Some(definition.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["owner"], "alice", "{v}");
+    let wf = v["id"].as_str().unwrap().to_owned();
+    let r = app
+        .call(Method::GET, "/v1/workflows/etl", Some(&alice), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["id"], wf.as_str());
+    let (s, v) = relayed(
+        &api,
+        &alice_id,
+        Method::GET,
+        "/v1/workflow-schema",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Bob's notebook sees none of it, by name or id, listed or not, even with alice's token
+    // or the admin's in its headers.
+    for headers in [
+        vec![],
+        vec![("authorization", format!("Bearer {alice}"))],
+        vec![("authorization", format!("Bearer {ADMIN}"))],
+        vec![("cookie", format!("atelier_session={ADMIN}"))],
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for path in ["/v1/workflows/etl", &format!("/v1/workflows/{wf}")] {
+            let (s, v) = relayed(&api, &bob_id, Method::GET, path, &h, None).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{path} {h:?}: {v}");
+        }
+        let (s, v) = relayed(&api, &bob_id, Method::GET, "/v1/workflows", &h, None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["items"], json!([]), "{h:?}: {v}");
+        let (s, v) = relayed(
+            &api,
+            &bob_id,
+            Method::DELETE,
+            &format!("/v1/workflows/{wf}"),
+            &h,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{h:?}: {v}");
+    }
+
+    // The admin's notebook has a user's rights: not everyone's list, not alice's workflow
+    // by id (which the admin's token does reach).
+    let (s, v) = relayed(
+        &api,
+        &admin_id,
+        Method::GET,
+        "/v1/workflows?all=true",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = relayed(
+        &api,
+        &admin_id,
+        Method::GET,
+        &format!("/v1/workflows/{wf}"),
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/v1/workflows/{wf}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // Nothing else of the API, however spelt, with the admin's token or not.
+    for path in [
+        "/v1/users",
+        "/v1/whoami",
+        "/v1/audit",
+        "/metrics",
+        "/v1/workflows/../users",
+        "/v1/workflows/%2e%2e/users",
+        "/v1/workflows/..%2Fusers",
+        "/v1//users",
+        "/v1/workflows/etl/../../users",
+    ] {
+        for owner in [&admin_id, &alice_id] {
+            let (s, v) = relayed(
+                &api,
+                owner,
+                Method::GET,
+                path,
+                &[("authorization", &format!("Bearer {ADMIN}"))],
+                None,
+            )
+            .await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
+            assert!(v["error"]["message"].is_string(), "{path}: {v}");
+        }
+        let (s, v) = relayed(
+            &api,
+            &admin_id,
+            Method::POST,
+            path,
+            &[],
+            Some(json!({"name": "mallory", "role": "admin"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {v}");
+    }
+    let r = app.call(Method::GET, "/v1/users", Some(ADMIN), None).await;
+    assert!(!r.text.contains("mallory"), "{}", r.text);
+
+    // An owner who no longer exists acts no more.
+    let (s, v) = relayed(
+        &api,
+        "no-such-user",
+        Method::GET,
+        "/v1/workflows",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+
+    // Alice's notebook deletes her workflow.
+    let (s, v) = relayed(
+        &api,
+        &alice_id,
+        Method::DELETE,
+        "/v1/workflows/etl",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+}

@@ -163,6 +163,22 @@ impl Principal {
     }
 }
 
+/// Who a request relayed from a notebook's `atelier` socket acts as (`api::files`): the
+/// notebook's owner, with a user's rights whatever their role, so an admin's notebook gains
+/// nothing a user's would not. Only [`Authenticator::notebook_owner`] makes one and only the
+/// relay puts it in a request's extensions, where the [`Principal`] extractor takes it before
+/// any header; nothing that arrives over the network can put it there.
+#[derive(Debug, Clone)]
+pub struct NotebookCaller {
+    principal: Principal,
+}
+
+impl NotebookCaller {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+}
+
 /// A new random secret with a recognisable prefix (`atl_` API token, `ats_` session).
 pub fn new_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
@@ -268,6 +284,27 @@ impl Authenticator {
             return Ok(None);
         }
         Ok(Some(principal))
+    }
+
+    /// The caller a request from notebook `notebook_id`'s socket acts as: its owner, read
+    /// from the store for each request (a deleted user acts no more), as a user.
+    /// `Ok(None)`: the owner is gone.
+    pub async fn notebook_owner(
+        &self,
+        owner_id: &str,
+        notebook_id: &str,
+    ) -> Result<Option<NotebookCaller>, Error> {
+        let mut conn = self.store.pool.acquire().await?;
+        Ok(users::user_by_id(&mut conn, owner_id)
+            .await?
+            .map(|u| NotebookCaller {
+                principal: Principal {
+                    user_id: u.id,
+                    name: u.name,
+                    role: Role::User,
+                    token_id: format!("notebook:{notebook_id}"),
+                },
+            }))
     }
 
     /// Evicts a credential by its stored (hex) hash.

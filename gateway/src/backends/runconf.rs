@@ -109,11 +109,12 @@ pub fn write_config_dir(config_dir: &Path, c: &ServerConf) -> Result<(), Backend
 pub const PYTHON_DIR: &str = "python";
 
 /// The `atelier` package notebooks import (`atelier.file`: object storage over the
-/// gateway's socket, `notebooks::files`).
-const PYTHON_PACKAGE: [(&str, &str); 3] = [
+/// gateway's socket, `notebooks::files`; `atelier.workflow`: workflows over the same socket).
+const PYTHON_PACKAGE: [(&str, &str); 4] = [
     ("__init__.py", include_str!("python/atelier/__init__.py")),
     ("__main__.py", include_str!("python/atelier/__main__.py")),
     ("file.py", include_str!("python/atelier/file.py")),
+    ("workflow.py", include_str!("python/atelier/workflow.py")),
 ];
 
 /// The socket `atelier.file` talks to, in the agent dir: the agent listens there while the

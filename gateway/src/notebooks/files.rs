@@ -196,6 +196,11 @@ pub struct FileScope {
 }
 
 impl FileScope {
+    /// The notebook's owner: whom what arrives on its link acts for.
+    pub fn owner_id(&self) -> &str {
+        &self.owner_id
+    }
+
     /// A client for the connection that serves `bucket`.
     /// (A 400 names what is missing; the store's own errors are internal.)
     pub async fn client(

@@ -57,6 +57,13 @@ pub async fn user_by_name(conn: &mut Conn, name: &str) -> sqlx::Result<Option<Us
         .await
 }
 
+pub async fn user_by_id(conn: &mut Conn, id: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as("SELECT id, name, role, created_at FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
 pub async fn list_users(conn: &mut Conn) -> sqlx::Result<Vec<UserRow>> {
     sqlx::query_as("SELECT id, name, role, created_at FROM users ORDER BY name")
         .fetch_all(conn)

@@ -82,9 +82,10 @@ class _UnixConnection(http.client.HTTPConnection):
 _LINK_WAIT = 30.0
 
 
-def _connect(path):
-    """A connection to the file API. The socket is the notebook's agent's, there while the
-    gateway is linked to the notebook; a call made while it is not waits a little."""
+def _connect(path, service="object storage"):
+    """A connection to the file API (and the workflows' API, ``atelier.workflow``). The socket
+    is the notebook's agent's, there while the gateway is linked to the notebook; a call made
+    while it is not waits a little."""
     deadline = time.monotonic() + _LINK_WAIT
     while True:
         conn = _UnixConnection(path)
@@ -95,8 +96,9 @@ def _connect(path):
             conn.close()
             if time.monotonic() >= deadline:
                 raise StorageError(
-                    "object storage is not served in this notebook right now (the gateway "
+                    "%s is not served in this notebook right now (the gateway "
                     "is not linked to it); try again in a moment, or restart the notebook"
+                    % service
                 ) from None
             time.sleep(0.2)
 
