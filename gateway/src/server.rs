@@ -161,7 +161,13 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         store: store.clone(),
         plugins: plugins.clone(),
         jobs: jobs.clone(),
+        models: models.clone(),
+        services: services.clone(),
         tasks: lifecycle.tasks().clone(),
+        base_url: settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", settings.http_addr)),
     });
     let workflows = crate::workflows::service::Workflows::new(
         store.clone(),

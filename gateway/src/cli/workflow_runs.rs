@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// A tag, `key=value`. Repeat for more.
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
+    /// One of your storage connections: the run's storage paths are in its object storage.
+    #[arg(long)]
+    pub connection: Option<String>,
     /// Wait until the run ends (or waits for input), then show it.
     #[arg(long)]
     pub wait: bool,
@@ -160,6 +163,9 @@ pub async fn start(ctx: &Ctx, a: RunArgs) -> Result<(), CliError> {
     });
     if let Some(v) = a.version {
         body["version"] = json!(v);
+    }
+    if let Some(c) = &a.connection {
+        body["connection"] = json!(c);
     }
     let reply = ctx
         .api

@@ -223,13 +223,16 @@ pub struct RunRow {
     /// JSON array: the delayed parameters still awaited.
     pub awaiting: String,
     pub connection_id: Option<String>,
+    /// The connection's name (none when it was deleted).
+    pub connection_name: Option<String>,
     /// `api`, `rerun`, `schedule` or `webhook`.
     pub trigger: String,
 }
 
 const RUN: &str = "SELECT id, workflow_id, owner_id, number, version, parameters, selected, \
      status, status_reason, tags, created_at, updated_at, ended_at, storages, awaiting, \
-     connection_id, trigger FROM workflow_runs";
+     connection_id, (SELECT c.name FROM storage_connections c WHERE c.id = connection_id) \
+     AS connection_name, trigger FROM workflow_runs";
 
 pub struct NewRun<'a> {
     pub id: &'a str,

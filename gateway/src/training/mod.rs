@@ -24,7 +24,7 @@ pub mod algorithms;
 pub mod joblogs;
 pub mod jobs;
 pub mod launch;
-mod runner;
+pub(crate) mod runner;
 pub mod runtime;
 pub mod samplers;
 pub mod schema;

@@ -254,7 +254,7 @@ async fn record(store: &Store, row: Row<'_>) {
 }
 
 /// The S3 client of the job's connection.
-async fn client(jobs: &Jobs, connection_id: &str) -> Result<aws_sdk_s3::Client, String> {
+pub(crate) async fn client(jobs: &Jobs, connection_id: &str) -> Result<aws_sdk_s3::Client, String> {
     let mut conn = jobs
         .store()
         .pool
@@ -287,7 +287,7 @@ fn relative(prefix: &str, key: &str) -> Option<PathBuf> {
 }
 
 /// Downloads every object under `uri` (a folder) into `dest` (the gateway's, fresh).
-async fn download_folder(
+pub(crate) async fn download_folder(
     client: &aws_sdk_s3::Client,
     uri: &str,
     dest: &Path,
@@ -1507,7 +1507,11 @@ async fn save_outputs(jobs: &Jobs, row: &JobRow, spec: &JobSpec) -> Result<(), S
 
 /// A folder the worker wrote, uploaded under `uri`: regular files only (a link or special
 /// file is skipped), at most [`OUTPUT_LIMITS`].
-async fn upload_dir(client: &aws_sdk_s3::Client, dir: &Path, uri: &str) -> Result<usize, String> {
+pub(crate) async fn upload_dir(
+    client: &aws_sdk_s3::Client,
+    dir: &Path,
+    uri: &str,
+) -> Result<usize, String> {
     let u = ObjectUri::parse(uri).map_err(|e| e.to_string())?;
     let dir = dir.to_path_buf();
     let files = tokio::task::spawn_blocking(move || list_confined(&dir))

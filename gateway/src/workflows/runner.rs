@@ -36,7 +36,9 @@ use super::definition::{StepKind, Workflow};
 use super::params::{self, Produced, ResolvedStep, RunValues, Scope};
 use crate::auth::{Principal, Role};
 use crate::lifecycle::workflow::{RunStatus, StepStatus};
+use crate::models::Models;
 use crate::plugins::{Plugins, StepCall, StepData};
+use crate::serving::Services;
 use crate::store::workflows::{self as rows, RunRow, StepEnd, StepRow};
 use crate::store::{Store, now};
 use crate::training::jobs::{CreateJob, Jobs};
@@ -72,7 +74,11 @@ pub struct EngineParts {
     pub store: Store,
     pub plugins: Plugins,
     pub jobs: Jobs,
+    pub models: Models,
+    pub services: Services,
     pub tasks: TaskTracker,
+    /// The gateway's address as callers reach it (a service step's `access_address`).
+    pub base_url: String,
 }
 
 /// The workflow engine (cheap to clone).
@@ -85,6 +91,9 @@ struct Inner {
     store: Store,
     plugins: Plugins,
     jobs: Jobs,
+    models: Models,
+    services: Services,
+    base_url: String,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// The drivers, by run id: at most one per run.
@@ -108,6 +117,7 @@ struct StepTask {
 #[derive(Default)]
 struct RunState {
     workflow: Option<Arc<Workflow>>,
+    owner: Option<Principal>,
     tasks: HashMap<String, StepTask>,
 }
 
@@ -148,6 +158,8 @@ impl Ended {
 struct TaskRun {
     run_id: String,
     run_number: i64,
+    /// The storage connection the run's paths are in (none: the owner's own storage).
+    connection_id: Option<String>,
     owner: Principal,
     workflow: Arc<Workflow>,
     step: String,
@@ -161,6 +173,9 @@ impl Engine {
                 store: p.store,
                 plugins: p.plugins,
                 jobs: p.jobs,
+                models: p.models,
+                services: p.services,
+                base_url: p.base_url,
                 tasks: p.tasks,
                 shutdown: CancellationToken::new(),
                 drivers: Mutex::new(HashMap::new()),
@@ -281,7 +296,14 @@ impl Engine {
             }
         };
         let steps = rows::steps(&mut conn, run_id).await?;
-        let owner = owner_of(&mut conn, &run.owner_id).await?;
+        let owner = match &st.owner {
+            Some(o) => o.clone(),
+            None => {
+                let o = owner_of(&mut conn, &run.owner_id).await?;
+                st.owner = Some(o.clone());
+                o
+            }
+        };
         drop(conn);
         if run.status == RunStatus::Stopping {
             return self.stopping(&run, &owner, &steps, st).await;
@@ -334,7 +356,10 @@ impl Engine {
             execution_id: &run.id,
             produced: &produced,
         };
+        // Something decided here (a skip, a failure, a wait, a condition) needs another
+        // look; steps started as tasks wake the driver when they end.
         let mut changed = false;
+        let mut launched = false;
         let at = now();
 
         // Steps a previous gateway left running, and waiting steps whose values came.
@@ -391,7 +416,6 @@ impl Engine {
             let (Some(step), Some(r)) = (wf.step(name), by_name.get(name.as_str())) else {
                 continue;
             };
-            changed = true;
             let waits = params::awaiting(step, &values);
             if !waits.is_empty() {
                 let reason = format!("waits for parameter {}: proceed with it", waits.join(", "));
@@ -407,13 +431,23 @@ impl Engine {
                 )
                 .await?;
                 tx.commit().await?;
+                changed = true;
                 continue;
             }
-            self.launch(&run, &owner, &wf, r, &scope, &known, st, d)
-                .await?;
+            if self
+                .launch(&run, &owner, &wf, r, &scope, &known, st, d)
+                .await?
+            {
+                launched = true;
+            } else {
+                changed = true;
+            }
         }
-        if changed {
+        if changed || (launched && run.status != RunStatus::Running) {
             return Ok(Next::Again);
+        }
+        if launched {
+            return Ok(Next::Wait);
         }
 
         // Nothing new started: is the run still going?
@@ -558,6 +592,7 @@ impl Engine {
         TaskRun {
             run_id: run.id.clone(),
             run_number: run.number,
+            connection_id: run.connection_id.clone(),
             owner: owner.clone(),
             workflow: wf.clone(),
             step: r.name.clone(),
@@ -566,7 +601,8 @@ impl Engine {
     }
 
     /// Starts a step (from where it is: PENDING, AWAITING_INPUT, or RUNNING left by an
-    /// earlier gateway): its references resolved, recorded RUNNING, then run.
+    /// earlier gateway): its references resolved, recorded RUNNING, then run. True: it runs
+    /// in a task (which wakes the driver when it ends); false: decided here.
     #[allow(clippy::too_many_arguments)]
     async fn launch(
         &self,
@@ -578,10 +614,10 @@ impl Engine {
         known: &Known<'_>,
         st: &mut RunState,
         d: &Driver,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let store = &self.inner.store;
         let Some(step) = wf.step(&r.name) else {
-            return Ok(());
+            return Ok(false);
         };
         let from = [r.status];
         let at = now();
@@ -600,7 +636,7 @@ impl Engine {
                 )
                 .await?;
                 tx.commit().await?;
-                return Ok(());
+                return Ok(false);
             }
         };
         let mut tx = store.write().await?;
@@ -615,10 +651,10 @@ impl Engine {
         .await?;
         tx.commit().await?;
         if !started {
-            return Ok(());
+            return Ok(false);
         }
         let task = self.task_run(run, owner, wf, r);
-        match &step.kind {
+        Ok(match &step.kind {
             StepKind::Condition(p) => {
                 let ended = match known.with(|facts| condition::evaluate_all(&p.conditions, facts))
                 {
@@ -640,23 +676,29 @@ impl Engine {
                     Err(e) => Ended::failed(format!("its conditions: {e}")),
                 };
                 self.record(&task, ended).await?;
+                false
             }
             StepKind::Wasm(_) => {
-                self.spawn_wasm(task, resolved, step.policy.max_execution_minutes, st, d)
+                self.spawn_wasm(task, resolved, step.policy.max_execution_minutes, st, d);
+                true
             }
-            StepKind::Job(_) => self.spawn_job(task, Some(resolved), None, st, d),
-            StepKind::Model(_) | StepKind::Service(_) => {
-                self.record(
-                    &task,
-                    Ended::failed(format!(
-                        "{} steps are not supported by this gateway yet",
-                        step.step_type().as_str()
-                    )),
-                )
-                .await?;
+            StepKind::Job(_) => {
+                self.spawn_job(task, Some(resolved), None, st, d);
+                true
             }
-        }
-        Ok(())
+            StepKind::Model(_) => {
+                self.spawn_step(task, st, d, move |this, task, stop| {
+                    Box::pin(async move { this.run_model(&task, resolved, stop).await })
+                });
+                true
+            }
+            StepKind::Service(_) => {
+                self.spawn_step(task, st, d, move |this, task, stop| {
+                    Box::pin(async move { this.run_service(&task, resolved, stop).await })
+                });
+                true
+            }
+        })
     }
 
     /// Writes how a step ended (RUNNING or STOPPING → its end).
@@ -740,23 +782,57 @@ impl Engine {
             };
         let owner = &task.owner.user_id;
         let root = self.inner.plugins.storage_root(owner);
-        for dir in &resolved.create_dirs {
-            let Some(key) = storage_key(&Value::String(dir.clone())) else {
-                continue;
-            };
-            if let Err(e) = make_dirs(&root, &key) {
-                return Ended::failed(format!("creating {dir}: {e}"));
+        // With a storage connection, the step's folders are staged: inputs downloaded into
+        // the run's scratch area before the call, outputs uploaded after it.
+        let s3 = match &task.connection_id {
+            Some(cid) => match crate::training::runner::client(&self.inner.jobs, cid).await {
+                Ok(c) => Some(c),
+                Err(e) => return Ended::failed(format!("the run's storage connection: {e}")),
+            },
+            None => None,
+        };
+        let stage = |kind: &str, key: &str| {
+            format!(
+                ".atelier/runs/{}/{}/{}/{kind}/{key}",
+                task.run_id, task.step, task.attempt
+            )
+        };
+        // (staged key, object-storage key) of what is uploaded after the call, and of what
+        // was downloaded before it.
+        let mut uploads: Vec<(String, String)> = Vec::new();
+        let mut staged_inputs: Vec<(String, String)> = Vec::new();
+        if s3.is_none() {
+            for dir in &resolved.create_dirs {
+                let Some(key) = storage_key(&Value::String(dir.clone())) else {
+                    continue;
+                };
+                if let Err(e) = make_dirs(&root, &key) {
+                    return Ended::failed(format!("creating {dir}: {e}"));
+                }
             }
         }
         let mut inputs = Vec::new();
         for (name, v) in &resolved.inputs {
-            inputs.push((
-                name.clone(),
-                match storage_key(v) {
-                    Some(k) => StepData::Prefix(k),
-                    None => StepData::Value(v.clone()),
-                },
-            ));
+            let data = match (storage_key(v), &s3) {
+                (Some(k), None) => StepData::Prefix(k),
+                (Some(k), Some(client)) => {
+                    let k = folder(&k);
+                    let local = stage("in", &k);
+                    if let Err(e) = crate::training::runner::download_folder(
+                        client,
+                        &format!("obs://{k}"),
+                        &root.join(&local),
+                    )
+                    .await
+                    {
+                        return Ended::failed(format!("input {name}: downloading {v}: {e}"));
+                    }
+                    staged_inputs.push((local.clone(), k));
+                    StepData::Prefix(local)
+                }
+                (None, _) => StepData::Value(v.clone()),
+            };
+            inputs.push((name.clone(), data));
         }
         let mut outputs = Vec::new();
         let mut paths = BTreeMap::new();
@@ -765,11 +841,16 @@ impl Engine {
                 Some(p) => p.clone(),
                 None => Value::String(scratch_path(&task.run_id, &task.step, name)),
             };
-            let Some(key) = storage_key(&path) else {
+            let Some(mut key) = storage_key(&path) else {
                 return Ended::failed(format!(
                     "output {name}: {path} is not a storage path (/bucket/folder/)"
                 ));
             };
+            if s3.is_some() && path.as_str().is_some_and(|p| !p.starts_with("/.atelier/")) {
+                let k = folder(&key);
+                key = stage("out", &k);
+                uploads.push((key.clone(), k));
+            }
             if let Err(e) = make_dirs(&root, &key) {
                 return Ended::failed(format!("output {name}: creating {path}: {e}"));
             }
@@ -779,6 +860,24 @@ impl Engine {
         let mut grants = Vec::new();
         for g in &props.grants {
             match storage_key(&g.path) {
+                Some(k) if s3.is_some() => {
+                    let k = folder(&k);
+                    let local = stage(if g.write { "out" } else { "in" }, &k);
+                    if let Some(client) = &s3
+                        && let Err(e) = crate::training::runner::download_folder(
+                            client,
+                            &format!("obs://{k}"),
+                            &root.join(&local),
+                        )
+                        .await
+                    {
+                        return Ended::failed(format!("grants: downloading {}: {e}", g.path));
+                    }
+                    if g.write {
+                        uploads.push((local.clone(), k));
+                    }
+                    grants.push((local, g.write));
+                }
                 Some(k) => grants.push((k, g.write)),
                 None => {
                     return Ended::failed(format!(
@@ -812,13 +911,58 @@ impl Engine {
                 ..Ended::failed(e)
             };
         }
+        if let Some(client) = &s3 {
+            for (local, k) in &uploads {
+                if let Err(e) = crate::training::runner::upload_dir(
+                    client,
+                    &root.join(local),
+                    &format!("obs://{k}"),
+                )
+                .await
+                {
+                    return Ended {
+                        log,
+                        ..Ended::failed(format!("uploading /{k}: {e}"))
+                    };
+                }
+            }
+        }
+        // A path the component returns in the staging area means its object-storage path.
+        let unstage = |v: Value| match &v {
+            Value::String(text) => uploads
+                .iter()
+                .chain(staged_inputs.iter())
+                .find_map(|(local, k)| {
+                    text.strip_prefix(local.as_str())
+                        .map(|rest| json!(format!("/{k}{rest}")))
+                })
+                .unwrap_or(v),
+            _ => v,
+        };
+        // A declared output with a path is that path (what later steps read); a value the
+        // component returns stands for an output without one, or is added beside.
+        let declared: Vec<&str> = resolved
+            .outputs
+            .iter()
+            .filter(|(_, p)| p.is_some())
+            .map(|(n, _)| n.as_str())
+            .collect();
         let mut outputs: BTreeMap<String, Value> = paths;
-        outputs.extend(report.outputs);
+        for (k, v) in report.outputs {
+            if !declared.contains(&k.as_str()) {
+                outputs.insert(k, unstage(v));
+            }
+        }
+        let variables: BTreeMap<String, Value> = report
+            .variables
+            .into_iter()
+            .map(|(k, v)| (k, unstage(Value::String(v))))
+            .collect();
         Ended {
             status: StepStatus::Completed,
             reason: None,
             outputs: Some(json!(outputs)),
-            variables: Some(json!(report.variables)),
+            variables: Some(json!(variables)),
             metrics: Some(json!(report.metrics)),
             log,
         }
@@ -868,6 +1012,23 @@ impl Engine {
                     )
                 });
                 req.name = Some(name.clone());
+                if req.connection.is_none()
+                    && let Some(cid) = &task.connection_id
+                {
+                    req.connection = self.connection_name(cid).await;
+                }
+                // The seed's OBS paths (`/bucket/folder/`) as the job's URIs.
+                for d in req.inputs.iter_mut().chain(req.outputs.iter_mut()) {
+                    if let Some(rest) = d.path.strip_prefix('/') {
+                        d.path = format!("obs://{rest}");
+                    }
+                }
+                let code = req.custom.as_mut().and_then(|c| c.code_dir.as_mut());
+                for p in [req.log_path.as_mut(), code].into_iter().flatten() {
+                    if let Some(rest) = p.strip_prefix('/') {
+                        *p = format!("obs://{rest}");
+                    }
+                }
                 req.tags.insert(tag_run.0.clone(), tag_run.1.clone());
                 req.tags.insert("workflow_step".into(), task.step.clone());
                 // Created by an earlier gateway that died before recording it?
@@ -888,7 +1049,7 @@ impl Engine {
                         }
                     },
                 };
-                if let Err(e) = self.set_child(task, &view.id).await {
+                if let Err(e) = self.set_child(task, "training_job", &view.id).await {
                     tracing::warn!(run = %task.run_id, step = %task.step, error = %e, "recording a step's job failed");
                 }
                 view.id
@@ -985,11 +1146,224 @@ impl Engine {
         }
     }
 
-    async fn set_child(&self, task: &TaskRun, id: &str) -> anyhow::Result<()> {
+    /// A model step: a version of the model named (a new model when the owner has none of
+    /// that name), followed until its import ends.
+    async fn run_model(
+        &self,
+        task: &TaskRun,
+        resolved: ResolvedStep,
+        stop: CancellationToken,
+    ) -> Option<Ended> {
+        let models = &self.inner.models;
+        let who = &task.owner;
+        let (mut props, name) = match named_body(resolved.properties, "model create") {
+            Ok(x) => x,
+            Err(e) => return Some(Ended::failed(e)),
+        };
+        if let Some(cid) = &task.connection_id
+            && let Some(Value::Object(src)) = props.get_mut("source")
+            && src.get("type").and_then(Value::as_str) == Some("obs")
+        {
+            if !src.contains_key("connection")
+                && let Some(n) = self.connection_name(cid).await
+            {
+                src.insert("connection".into(), json!(n));
+            }
+            if let Some(p) = src.get("path").and_then(Value::as_str)
+                && let Some(rest) = p.strip_prefix('/')
+            {
+                let uri = format!("obs://{rest}");
+                src.insert("path".into(), json!(uri));
+            }
+        }
+        let existing = models.get(who, &name).await.is_ok();
+        let created = if existing {
+            props.remove("name");
+            match serde_json::from_value::<crate::models::CreateVersion>(Value::Object(props)) {
+                Ok(req) => models.create_version(who, &name, req).await,
+                Err(e) => return Some(Ended::failed(format!("properties (a new version): {e}"))),
+            }
+        } else {
+            match serde_json::from_value::<crate::models::CreateModel>(Value::Object(props)) {
+                Ok(req) => models.create(who, req).await.map(|(_, v)| v),
+                Err(e) => return Some(Ended::failed(format!("properties: {e}"))),
+            }
+        };
+        let v = match created {
+            Ok(v) => v,
+            Err(e) => return Some(Ended::failed(format!("registering model {name}: {e}"))),
+        };
+        let _ = self.set_child(task, "model_version", &v.id).await;
+        loop {
+            let now = match models.version(who, &v.model_id, &v.version).await {
+                Ok(x) => x,
+                Err(e) => return Some(Ended::failed(format!("model {name} {}: {e}", v.version))),
+            };
+            match now.status {
+                crate::lifecycle::model::ModelStatus::Normal => {
+                    let value = json!({"model": name, "version": now.version,
+                                       "model_id": now.model_id, "version_id": now.id});
+                    let outputs: BTreeMap<String, Value> = task
+                        .workflow
+                        .step(&task.step)
+                        .map(|s| {
+                            s.outputs
+                                .iter()
+                                .map(|o| (o.name.clone(), value.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Some(Ended {
+                        status: StepStatus::Completed,
+                        reason: Some(format!("model {name} version {} is NORMAL", now.version)),
+                        outputs: Some(json!(outputs)),
+                        variables: Some(json!({"model_name": name, "model_version": now.version,
+                                               "model_id": now.model_id, "version_id": now.id})),
+                        metrics: None,
+                        log: None,
+                    });
+                }
+                crate::lifecycle::model::ModelStatus::Failed => {
+                    return Some(Ended::failed(format!(
+                        "model {name} version {} FAILED: {}",
+                        now.version,
+                        now.error.unwrap_or_default()
+                    )));
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(JOB_POLL) => {}
+                _ = stop.cancelled() => {
+                    return Some(Ended {
+                        status: StepStatus::Stopped,
+                        reason: Some(format!("stopped with the run while model {name} {} imported", v.version)),
+                        ..Ended::failed("")
+                    });
+                }
+                _ = self.inner.shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    /// A service step: the service named deployed (or, when the owner has one of that name,
+    /// updated), followed until it runs; its `access_address` for later steps.
+    async fn run_service(
+        &self,
+        task: &TaskRun,
+        resolved: ResolvedStep,
+        stop: CancellationToken,
+    ) -> Option<Ended> {
+        use crate::lifecycle::service::ServiceStatus;
+        let services = &self.inner.services;
+        let who = &task.owner;
+        let (mut props, name) = match named_body(resolved.properties, "service deploy") {
+            Ok(x) => x,
+            Err(e) => return Some(Ended::failed(e)),
+        };
+        let existing = services.get(who, &name).await.ok();
+        let deployed = match existing {
+            Some(_) => {
+                props.remove("name");
+                match serde_json::from_value::<crate::serving::spec::UpdateService>(Value::Object(
+                    props,
+                )) {
+                    Ok(req) => services.update(who, &name, req).await,
+                    Err(e) => return Some(Ended::failed(format!("properties (an update): {e}"))),
+                }
+            }
+            None => match serde_json::from_value::<crate::serving::spec::DeployService>(
+                Value::Object(props),
+            ) {
+                Ok(req) => services.deploy(who, req).await,
+                Err(e) => return Some(Ended::failed(format!("properties: {e}"))),
+            },
+        };
+        let view = match deployed {
+            Ok(v) => v,
+            Err(e) => return Some(Ended::failed(format!("deploying service {name}: {e}"))),
+        };
+        let _ = self.set_child(task, "service", &view.id).await;
+        let mut stopped = false;
+        loop {
+            let now = match services.get(who, &view.id).await {
+                Ok(x) => x,
+                Err(e) => return Some(Ended::failed(format!("service {name}: {e}"))),
+            };
+            match now.status {
+                ServiceStatus::Running | ServiceStatus::Alarm if !stopped => {
+                    let address =
+                        format!("{}{}", self.inner.base_url.trim_end_matches('/'), now.url);
+                    let outputs: BTreeMap<String, Value> = task
+                        .workflow
+                        .step(&task.step)
+                        .map(|s| {
+                            s.outputs
+                                .iter()
+                                .map(|o| (o.name.clone(), json!(address)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Some(Ended {
+                        status: StepStatus::Completed,
+                        reason: Some(format!("service {name} is {}", now.status)),
+                        outputs: Some(json!(outputs)),
+                        variables: Some(json!({"access_address": address, "service_id": now.id,
+                                               "service_name": name})),
+                        metrics: None,
+                        log: None,
+                    });
+                }
+                ServiceStatus::Failed | ServiceStatus::Abnormal => {
+                    return Some(Ended::failed(format!(
+                        "service {name} is {}: {}",
+                        now.status,
+                        now.status_reason.unwrap_or_default()
+                    )));
+                }
+                ServiceStatus::Stopped if stopped => {
+                    return Some(Ended {
+                        status: StepStatus::Stopped,
+                        reason: Some(format!("stopped with the run; service {name} is STOPPED")),
+                        ..Ended::failed("")
+                    });
+                }
+                _ => {}
+            }
+            if stop.is_cancelled() && !stopped {
+                stopped = true;
+                if let Err(e) = services.stop(who, &view.id).await {
+                    return Some(Ended {
+                        status: StepStatus::Stopped,
+                        reason: Some(format!(
+                            "stopped with the run; stopping service {name}: {e}"
+                        )),
+                        ..Ended::failed("")
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(JOB_POLL) => {}
+                _ = stop.cancelled(), if !stopped => {}
+                _ = self.inner.shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    async fn set_child(&self, task: &TaskRun, kind: &str, id: &str) -> anyhow::Result<()> {
         let mut tx = self.inner.store.write().await?;
-        rows::set_child(&mut tx, &task.run_id, &task.step, "training_job", id).await?;
+        rows::set_child(&mut tx, &task.run_id, &task.step, kind, id).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn connection_name(&self, id: &str) -> Option<String> {
+        let mut conn = self.inner.store.pool.acquire().await.ok()?;
+        crate::store::storage_connections::by_id(&mut conn, id)
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.name)
     }
 
     /// The metric values conditions may ask for, of steps that completed: from the
@@ -1037,10 +1411,18 @@ impl Engine {
             .cloned()
             .unwrap_or_default();
         let root = self.inner.plugins.storage_root(&run.owner_id);
+        let s3 = match &run.connection_id {
+            Some(cid) => Some(crate::training::runner::client(&self.inner.jobs, cid).await?),
+            None => None,
+        };
         let mut last_error = None;
         for f in &files {
             let Some(key) = storage_key(f) else { continue };
-            match read_small(&root, &key, METRIC_FILE_BYTES) {
+            let read = match &s3 {
+                Some(client) => read_object(client, &key, METRIC_FILE_BYTES).await,
+                None => read_small(&root, &key, METRIC_FILE_BYTES).map_err(|e| e.to_string()),
+            };
+            match read {
                 Ok(bytes) => match condition::metric_from_file(&bytes, &m.json_key) {
                     Ok(v) => return Ok(v),
                     Err(e) => last_error = Some(format!("{f}: {e}")),
@@ -1175,6 +1557,54 @@ fn make_dirs(root: &std::path::Path, key: &str) -> std::io::Result<()> {
     let dir = crate::confined::Dir::open(root)?;
     dir.create_dir_all(std::path::Path::new(rel), None)?;
     Ok(())
+}
+
+/// A model or service step's properties: the request body and the name it gives.
+fn named_body(properties: Value, request: &str) -> Result<(Map<String, Value>, String), String> {
+    let Value::Object(body) = properties else {
+        return Err(format!("properties: the body of a {request} request"));
+    };
+    match body.get("name").and_then(Value::as_str) {
+        Some(n) => {
+            let name = n.to_owned();
+            Ok((body, name))
+        }
+        None => Err("properties.name: a name is required".into()),
+    }
+}
+
+/// `bucket/key` as a folder (`bucket/key/`).
+fn folder(key: &str) -> String {
+    if key.ends_with('/') {
+        key.to_owned()
+    } else {
+        format!("{key}/")
+    }
+}
+
+/// A small object of the run's storage connection (`bucket/key`), at most `max` bytes.
+async fn read_object(client: &aws_sdk_s3::Client, key: &str, max: u64) -> Result<Vec<u8>, String> {
+    let (bucket, k) = key.split_once('/').ok_or("not an object path")?;
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(k)
+        .send()
+        .await
+        .map_err(|e| crate::object_storage::transfer::s3_error(&e, "reading"))?;
+    if out.content_length().unwrap_or(0) as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    let bytes = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_bytes();
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(bytes.to_vec())
 }
 
 /// Removes `name` under `dir` (a tree of the owner's storage), never following a link.

@@ -56,6 +56,11 @@ pub struct StartRun {
     pub version: Option<i64>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// One of your storage connections: the run's storage paths (`/bucket/folder/`) are in
+    /// its object storage (wasm steps' folders staged through the run's scratch area; job
+    /// steps that name no connection use it). None: your own storage in the gateway.
+    #[serde(default)]
+    pub connection: Option<String>,
 }
 
 /// A run as the API shows it.
@@ -74,6 +79,9 @@ pub struct RunView {
     /// Delayed parameters still awaited.
     pub awaiting: Vec<String>,
     pub storages: Value,
+    /// The storage connection its paths are in (absent: the owner's own storage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// The steps a partial run selected (absent: all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<Vec<String>>,
@@ -216,6 +224,23 @@ impl Workflows {
             .map_err(|e| anyhow::anyhow!("run {}: selected: {e}", r.id))?
             .unwrap_or_default();
         let tags: BTreeMap<String, String> = serde_json::from_str(&r.tags).unwrap_or_default();
+        let connection = match &r.connection_id {
+            Some(id) => {
+                let mut conn = self.inner.store.pool.acquire().await?;
+                Some(
+                    crate::store::storage_connections::by_id(&mut conn, id)
+                        .await?
+                        .ok_or_else(|| {
+                            ResourceError::Conflict(format!(
+                                "run {} used a storage connection that was deleted; start a run naming another",
+                                r.number
+                            ))
+                        })?
+                        .name,
+                )
+            }
+            None => None,
+        };
         let req = StartRun {
             parameters,
             storages,
@@ -223,6 +248,7 @@ impl Workflows {
             steps,
             version: Some(r.version),
             tags,
+            connection,
         };
         self.start(who, &w, req, "rerun").await
     }
@@ -250,6 +276,22 @@ impl Workflows {
         }
         let partial = !(req.scenes.is_empty() && req.steps.is_empty());
         check_tags(&req.tags)?;
+        let connection_id = match &req.connection {
+            Some(name) => {
+                let mut conn = self.inner.store.pool.acquire().await?;
+                Some(
+                    crate::store::storage_connections::by_name(&mut conn, &w.owner_id, name)
+                        .await?
+                        .ok_or_else(|| {
+                            ResourceError::Invalid(format!(
+                                "connection: you have no storage connection named {name:?} (atelier storage list)"
+                            ))
+                        })?
+                        .id,
+                )
+            }
+            None => None,
+        };
         let id = uuid::Uuid::new_v4().to_string();
         let t = now();
         let selected_text = partial.then(|| json(&selected));
@@ -267,7 +309,7 @@ impl Workflows {
                 tags: &json(&req.tags),
                 storages: &json(&values.storages),
                 awaiting: &json(&values.awaiting),
-                connection_id: None,
+                connection_id: connection_id.as_deref(),
                 trigger,
                 now: &t,
             },
@@ -678,6 +720,7 @@ fn view(w: &WorkflowRow, r: RunRow, steps: Vec<StepRow>, wf: Option<&Workflow>) 
         parameters: decode(Some(&r.parameters)).unwrap_or(Value::Null),
         awaiting: serde_json::from_str(&r.awaiting).unwrap_or_default(),
         storages: decode(Some(&r.storages)).unwrap_or(Value::Null),
+        connection: r.connection_name,
         selected: r
             .selected
             .as_deref()
