@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use atelier_tests::plugins::{built_python, repo_root, shared_cache, upload};
 use atelier_tests::s3::S3Server;
-use atelier_tests::{Api, Gateway};
+use atelier_tests::{Api, Gateway, Kernel};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(300);
@@ -170,4 +170,29 @@ async fn the_retrain_example_prepares_trains_checks_registers_and_deploys() {
     assert_eq!(step(&run, "register")["status"], "SKIPPED");
     assert_eq!(step(&run, "deploy")["status"], "SKIPPED");
     alice.get("/v1/models/never").await.expect_status(404);
+
+    // The same workflow written with the SDK in a notebook: it means the same (released,
+    // no new version), and its run registers version 0.0.2 and updates the service.
+    let nb = gw.create_notebook(&token, "wf-example").await;
+    gw.wait_status(&token, &nb, "RUNNING").await;
+    let mut k = Kernel::start(&alice, &nb).await;
+    let source = std::fs::read_to_string(example.join("workflow.py")).unwrap();
+    let code = format!(
+        "{source}\nimport json\nview = workflow.release()\n\
+         run = workflow.run(connection='local', storages={{'data': '/demo/data/', \
+         'code': '/demo/code/', 'out': '/demo/out/'}})\n\
+         run.wait(timeout=600, interval=0.5)\n\
+         print(json.dumps({{'changed': view['changed'], 'version': view['version'], \
+         'status': run.status, 'model': run.step('register')['variables']}}))\n"
+    );
+    let printed = k.run(&code).await;
+    let v: Value = serde_json::from_str(printed.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {printed}"));
+    assert_eq!(v["changed"], json!(false), "{v}");
+    assert_eq!(v["version"], json!(1), "{v}");
+    assert_eq!(v["status"], "COMPLETED", "{v}");
+    assert_eq!(v["model"]["model_version"], "0.0.2", "{v}");
+    let svc = alice.get("/v1/services/iris-live").await;
+    let svc = svc.expect_status(200);
+    assert_eq!(svc["models"][0]["version"], "0.0.2", "{svc}");
 }
