@@ -247,6 +247,19 @@ async fn a_chain_and_a_fan_out_of_wasm_steps_complete_with_their_outputs_passed_
         "{}",
         out.stdout
     );
+
+    // The outputs with no path were in the run's scratch area; it goes with the record.
+    let scratch = storage.join(format!(".atelier/runs/{}", run["id"].as_str().unwrap()));
+    assert!(scratch.join("m3/value").is_dir(), "{}", scratch.display());
+    let out = gw
+        .cli(&token, &["workflow", "delete-run", "fan", "1"], &[])
+        .await;
+    out.assert_ok("atelier workflow delete-run");
+    assert!(!scratch.exists(), "{} is still there", scratch.display());
+    alice
+        .get("/v1/workflows/fan/runs/1")
+        .await
+        .expect_status(404);
 }
 
 #[tokio::test(flavor = "multi_thread")]

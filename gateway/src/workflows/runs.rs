@@ -335,8 +335,11 @@ impl Workflows {
             Some(&format!("run {number} of version {version} ({trigger})")),
         )
         .await?;
-        rows::prune_runs(&mut tx, &w.id, MAX_RUN_RECORDS).await?;
+        let pruned = rows::prune_runs(&mut tx, &w.id, MAX_RUN_RECORDS).await?;
         tx.commit().await?;
+        for old in pruned {
+            self.inner.engine.remove_scratch(&w.owner_id, &old).await;
+        }
         self.inner.engine.drive(&id);
         self.run_view(w, &id).await
     }

@@ -10,7 +10,8 @@
 //! PUT /v1/workflows/{wf} ─► load ─► its name is the workflow's ─► one transaction: a new
 //!      version when the digest differs from the newest one's, the audit row
 //! DELETE /v1/workflows/{wf} ─► refused while a run is under way ─► the row, its versions,
-//!      its run records (jobs and services a run started are left as they are)
+//!      its run records and their scratch outputs (jobs, models and services a run started
+//!      are left as they are)
 //! ```
 
 use std::sync::Arc;
@@ -334,6 +335,11 @@ impl Workflows {
                 w.name
             )));
         }
+        let runs: Vec<String> = rows::runs(&mut tx, &w.id)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         rows::delete(&mut tx, &w.id).await?;
         audit::record(
             &mut tx,
@@ -345,6 +351,9 @@ impl Workflows {
         )
         .await?;
         tx.commit().await?;
+        for id in runs {
+            self.inner.engine.remove_scratch(&w.owner_id, &id).await;
+        }
         Ok(())
     }
 }
