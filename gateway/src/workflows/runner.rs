@@ -363,6 +363,7 @@ impl Engine {
         let at = now();
 
         // Steps a previous gateway left running, and waiting steps whose values came.
+        let mut again: Vec<&StepRow> = Vec::new();
         for r in &steps {
             let Some(step) = wf.step(&r.name) else {
                 continue;
@@ -377,10 +378,11 @@ impl Engine {
                     self.spawn_job(task, None, Some(job_id.clone()), st, d);
                     continue;
                 }
-                self.launch(&run, &owner, &wf, r, &scope, &known, st, d)
-                    .await?;
+                again.push(r);
             }
         }
+        self.launch(&run, &owner, &wf, &again, &scope, &known, st, d)
+            .await?;
 
         let plan = known.with(|facts| dag::plan(&wf, &outcomes, selected.as_ref(), facts));
         for (name, reason) in &plan.skipped {
@@ -412,6 +414,8 @@ impl Engine {
             .await?;
             tx.commit().await?;
         }
+        // Parallel branches start together: one transaction records them all.
+        let mut batch: Vec<&StepRow> = Vec::new();
         for name in &plan.runnable {
             let (Some(step), Some(r)) = (wf.step(name), by_name.get(name.as_str())) else {
                 continue;
@@ -434,15 +438,13 @@ impl Engine {
                 changed = true;
                 continue;
             }
-            if self
-                .launch(&run, &owner, &wf, r, &scope, &known, st, d)
-                .await?
-            {
-                launched = true;
-            } else {
-                changed = true;
-            }
+            batch.push(r);
         }
+        let (tasks, decided) = self
+            .launch(&run, &owner, &wf, &batch, &scope, &known, st, d)
+            .await?;
+        launched |= tasks;
+        changed |= decided;
         if changed || (launched && run.status != RunStatus::Running) {
             return Ok(Next::Again);
         }
@@ -600,59 +602,84 @@ impl Engine {
         }
     }
 
-    /// Starts a step (from where it is: PENDING, AWAITING_INPUT, or RUNNING left by an
-    /// earlier gateway): its references resolved, recorded RUNNING, then run. True: it runs
-    /// in a task (which wakes the driver when it ends); false: decided here.
+    /// Starts steps (each from where it is: PENDING, AWAITING_INPUT, or RUNNING left by an
+    /// earlier gateway): their references resolved, recorded RUNNING in one transaction,
+    /// then run. Returns (some run in a task, which wakes the driver when it ends; some
+    /// were decided here).
     #[allow(clippy::too_many_arguments)]
     async fn launch(
         &self,
         run: &RunRow,
         owner: &Principal,
         wf: &Arc<Workflow>,
-        r: &StepRow,
+        batch: &[&StepRow],
         scope: &Scope<'_>,
         known: &Known<'_>,
         st: &mut RunState,
         d: &Driver,
-    ) -> anyhow::Result<bool> {
-        let store = &self.inner.store;
-        let Some(step) = wf.step(&r.name) else {
-            return Ok(false);
-        };
-        let from = [r.status];
-        let at = now();
-        let resolved = match params::resolve_step(step, scope) {
-            Ok(x) => x,
-            Err(e) => {
-                let mut tx = store.write().await?;
-                rows::set_step(
-                    &mut tx,
-                    &run.id,
-                    &r.name,
-                    &from,
-                    StepStatus::Failed,
-                    Some(&e.to_string()),
-                    &at,
-                )
-                .await?;
-                tx.commit().await?;
-                return Ok(false);
-            }
-        };
-        let mut tx = store.write().await?;
-        let started = rows::start_step(
-            &mut tx,
-            &run.id,
-            &r.name,
-            &from,
-            &serde_json::to_string(&resolved)?,
-            &at,
-        )
-        .await?;
-        tx.commit().await?;
-        if !started {
-            return Ok(false);
+    ) -> anyhow::Result<(bool, bool)> {
+        if batch.is_empty() {
+            return Ok((false, false));
         }
+        let at = now();
+        let mut tx = self.inner.store.write().await?;
+        let mut started = Vec::new();
+        let mut decided = false;
+        for r in batch {
+            let Some(step) = wf.step(&r.name) else {
+                continue;
+            };
+            match params::resolve_step(step, scope) {
+                Ok(resolved) => {
+                    let text = serde_json::to_string(&resolved)?;
+                    if rows::start_step(&mut tx, &run.id, &r.name, &[r.status], &text, &at).await? {
+                        started.push((*r, step, resolved));
+                    }
+                }
+                Err(e) => {
+                    decided = true;
+                    rows::set_step(
+                        &mut tx,
+                        &run.id,
+                        &r.name,
+                        &[r.status],
+                        StepStatus::Failed,
+                        Some(&e.to_string()),
+                        &at,
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        let mut tasks = false;
+        for (r, step, resolved) in started {
+            if self
+                .dispatch(run, owner, wf, r, step, resolved, known, st, d)
+                .await?
+            {
+                tasks = true;
+            } else {
+                decided = true;
+            }
+        }
+        Ok((tasks, decided))
+    }
+
+    /// Runs a step recorded RUNNING: a condition here (false), the others in a task (true).
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch(
+        &self,
+        run: &RunRow,
+        owner: &Principal,
+        wf: &Arc<Workflow>,
+        r: &StepRow,
+        step: &super::definition::Step,
+        resolved: ResolvedStep,
+        known: &Known<'_>,
+        st: &mut RunState,
+        d: &Driver,
+    ) -> anyhow::Result<bool> {
         let task = self.task_run(run, owner, wf, r);
         Ok(match &step.kind {
             StepKind::Condition(p) => {
