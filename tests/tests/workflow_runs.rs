@@ -719,7 +719,7 @@ async fn one_run_at_a_time_stop_and_refusals_that_create_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_step_runs_a_training_job_its_metric_chooses_a_branch_and_stop_stops_it() {
-    let gw = gateway().await;
+    let mut gw = gateway().await;
     let (alice, _storage) = user(&gw, "alice").await;
     let def = json!({
         "name": "train",
@@ -756,6 +756,34 @@ async fn a_job_step_runs_a_training_job_its_metric_chooses_a_branch_and_stop_sto
     let job = job.expect_status(200);
     assert_eq!(job["name"], "train-1-fit");
     assert_eq!(job["tags"]["workflow_run"], run["id"]);
+
+    // A gateway killed while the job runs: the step follows the same job afterwards.
+    let n = start(
+        &alice,
+        "train",
+        json!({"parameters": {"cmd": "sleep 4; echo '[metric] accuracy=0.5 step=1'"}}),
+    )
+    .await;
+    let first = eventually("the job recorded", LONG, || async {
+        let run = get_run(&alice, "train", n).await;
+        step(&run, "fit")["child"]["id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    gw.kill9();
+    gw.start_again().await;
+    let run = wait_run(&alice, "train", n, "COMPLETED").await;
+    assert_eq!(step(&run, "fit")["child"]["id"], json!(first), "{run:#}");
+    assert_eq!(step(&run, "redo")["status"], "COMPLETED");
+    let jobs = alice.get("/v1/training-jobs").await;
+    let tagged = jobs.expect_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["tags"]["workflow_run"] == run["id"])
+        .count();
+    assert_eq!(tagged, 1, "one job for the run");
 
     // Stop cascades to the running job.
     let n = start(

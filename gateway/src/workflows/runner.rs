@@ -373,11 +373,6 @@ impl Engine {
                 r.status == StepStatus::AwaitingInput && params::awaiting(step, &values).is_empty();
             if resume || given {
                 changed = true;
-                if resume && let (StepKind::Job(_), Some(job_id)) = (&step.kind, &r.child_id) {
-                    let task = self.task_run(&run, &owner, &wf, r);
-                    self.spawn_job(task, None, Some(job_id.clone()), st, d);
-                    continue;
-                }
                 again.push(r);
             }
         }
@@ -548,11 +543,16 @@ impl Engine {
             if !(orphan || r.status == StepStatus::AwaitingInput) {
                 continue;
             }
-            if orphan
-                && r.child_kind.as_deref() == Some("training_job")
-                && let Some(id) = &r.child_id
-            {
-                let _ = self.inner.jobs.stop(owner, id).await;
+            if orphan && let Some(id) = &r.child_id {
+                match r.child_kind.as_deref() {
+                    Some("training_job") => {
+                        let _ = self.inner.jobs.stop(owner, id).await;
+                    }
+                    Some("service") => {
+                        let _ = self.inner.services.stop(owner, id).await;
+                    }
+                    _ => {}
+                }
             }
             let mut tx = self.inner.store.write().await?;
             rows::set_step(
@@ -681,6 +681,13 @@ impl Engine {
         d: &Driver,
     ) -> anyhow::Result<bool> {
         let task = self.task_run(run, owner, wf, r);
+        // What an earlier gateway's attempt started (a step it left RUNNING): followed,
+        // never started twice.
+        let child = if r.status == StepStatus::Running {
+            r.child_id.clone()
+        } else {
+            None
+        };
         Ok(match &step.kind {
             StepKind::Condition(p) => {
                 let ended = match known.with(|facts| condition::evaluate_all(&p.conditions, facts))
@@ -710,18 +717,18 @@ impl Engine {
                 true
             }
             StepKind::Job(_) => {
-                self.spawn_job(task, Some(resolved), None, st, d);
+                self.spawn_job(task, Some(resolved), child, st, d);
                 true
             }
             StepKind::Model(_) => {
                 self.spawn_step(task, st, d, move |this, task, stop| {
-                    Box::pin(async move { this.run_model(&task, resolved, stop).await })
+                    Box::pin(async move { this.run_model(&task, resolved, child, stop).await })
                 });
                 true
             }
             StepKind::Service(_) => {
                 self.spawn_step(task, st, d, move |this, task, stop| {
-                    Box::pin(async move { this.run_service(&task, resolved, stop).await })
+                    Box::pin(async move { this.run_service(&task, resolved, child, stop).await })
                 });
                 true
             }
@@ -1023,7 +1030,10 @@ impl Engine {
             + Duration::from_secs(step.policy.max_execution_minutes.saturating_mul(60));
         let tag_run = ("workflow_run".to_owned(), task.run_id.clone());
         let id = match job_id {
-            Some(id) => id,
+            Some(id) => {
+                let _ = self.set_child(task, "training_job", &id).await;
+                id
+            }
             None => {
                 let resolved = resolved?;
                 let mut req: CreateJob = match serde_json::from_value(resolved.properties) {
@@ -1179,6 +1189,7 @@ impl Engine {
         &self,
         task: &TaskRun,
         resolved: ResolvedStep,
+        child: Option<String>,
         stop: CancellationToken,
     ) -> Option<Ended> {
         let models = &self.inner.models;
@@ -1203,28 +1214,42 @@ impl Engine {
                 src.insert("path".into(), json!(uri));
             }
         }
-        let existing = models.get(who, &name).await.is_ok();
-        let created = if existing {
-            props.remove("name");
-            match serde_json::from_value::<crate::models::CreateVersion>(Value::Object(props)) {
-                Ok(req) => models.create_version(who, &name, req).await,
-                Err(e) => return Some(Ended::failed(format!("properties (a new version): {e}"))),
-            }
-        } else {
-            match serde_json::from_value::<crate::models::CreateModel>(Value::Object(props)) {
-                Ok(req) => models.create(who, req).await.map(|(_, v)| v),
-                Err(e) => return Some(Ended::failed(format!("properties: {e}"))),
+        // (model id, version): the one an earlier attempt registered, or a new one.
+        let (model_id, version) = match child.as_deref().and_then(|c| c.split_once('/')) {
+            Some((m, v)) => (m.to_owned(), v.to_owned()),
+            None => {
+                let existing = models.get(who, &name).await.is_ok();
+                let created = if existing {
+                    props.remove("name");
+                    match serde_json::from_value::<crate::models::CreateVersion>(Value::Object(
+                        props,
+                    )) {
+                        Ok(req) => models.create_version(who, &name, req).await,
+                        Err(e) => {
+                            return Some(Ended::failed(format!("properties (a new version): {e}")));
+                        }
+                    }
+                } else {
+                    match serde_json::from_value::<crate::models::CreateModel>(Value::Object(props))
+                    {
+                        Ok(req) => models.create(who, req).await.map(|(_, v)| v),
+                        Err(e) => return Some(Ended::failed(format!("properties: {e}"))),
+                    }
+                };
+                let v = match created {
+                    Ok(v) => v,
+                    Err(e) => return Some(Ended::failed(format!("registering model {name}: {e}"))),
+                };
+                (v.model_id, v.version)
             }
         };
-        let v = match created {
-            Ok(v) => v,
-            Err(e) => return Some(Ended::failed(format!("registering model {name}: {e}"))),
-        };
-        let _ = self.set_child(task, "model_version", &v.id).await;
+        let _ = self
+            .set_child(task, "model_version", &format!("{model_id}/{version}"))
+            .await;
         loop {
-            let now = match models.version(who, &v.model_id, &v.version).await {
+            let now = match models.version(who, &model_id, &version).await {
                 Ok(x) => x,
-                Err(e) => return Some(Ended::failed(format!("model {name} {}: {e}", v.version))),
+                Err(e) => return Some(Ended::failed(format!("model {name} {version}: {e}"))),
             };
             match now.status {
                 crate::lifecycle::model::ModelStatus::Normal => {
@@ -1264,7 +1289,7 @@ impl Engine {
                 _ = stop.cancelled() => {
                     return Some(Ended {
                         status: StepStatus::Stopped,
-                        reason: Some(format!("stopped with the run while model {name} {} imported", v.version)),
+                        reason: Some(format!("stopped with the run while model {name} {version} imported")),
                         ..Ended::failed("")
                     });
                 }
@@ -1279,6 +1304,7 @@ impl Engine {
         &self,
         task: &TaskRun,
         resolved: ResolvedStep,
+        child: Option<String>,
         stop: CancellationToken,
     ) -> Option<Ended> {
         use crate::lifecycle::service::ServiceStatus;
@@ -1288,32 +1314,41 @@ impl Engine {
             Ok(x) => x,
             Err(e) => return Some(Ended::failed(e)),
         };
-        let existing = services.get(who, &name).await.ok();
-        let deployed = match existing {
-            Some(_) => {
-                props.remove("name");
-                match serde_json::from_value::<crate::serving::spec::UpdateService>(Value::Object(
-                    props,
-                )) {
-                    Ok(req) => services.update(who, &name, req).await,
-                    Err(e) => return Some(Ended::failed(format!("properties (an update): {e}"))),
-                }
+        // The service an earlier attempt deployed, or deployed (updated) now.
+        let service_id = match child {
+            Some(id) => id,
+            None => {
+                let existing = services.get(who, &name).await.ok();
+                let deployed = match existing {
+                    Some(_) => {
+                        props.remove("name");
+                        match serde_json::from_value::<crate::serving::spec::UpdateService>(
+                            Value::Object(props),
+                        ) {
+                            Ok(req) => services.update(who, &name, req).await,
+                            Err(e) => {
+                                return Some(Ended::failed(format!("properties (an update): {e}")));
+                            }
+                        }
+                    }
+                    None => match serde_json::from_value::<crate::serving::spec::DeployService>(
+                        Value::Object(props),
+                    ) {
+                        Ok(req) => services.deploy(who, req).await,
+                        Err(e) => return Some(Ended::failed(format!("properties: {e}"))),
+                    },
+                };
+                let view = match deployed {
+                    Ok(v) => v,
+                    Err(e) => return Some(Ended::failed(format!("deploying service {name}: {e}"))),
+                };
+                view.id
             }
-            None => match serde_json::from_value::<crate::serving::spec::DeployService>(
-                Value::Object(props),
-            ) {
-                Ok(req) => services.deploy(who, req).await,
-                Err(e) => return Some(Ended::failed(format!("properties: {e}"))),
-            },
         };
-        let view = match deployed {
-            Ok(v) => v,
-            Err(e) => return Some(Ended::failed(format!("deploying service {name}: {e}"))),
-        };
-        let _ = self.set_child(task, "service", &view.id).await;
+        let _ = self.set_child(task, "service", &service_id).await;
         let mut stopped = false;
         loop {
-            let now = match services.get(who, &view.id).await {
+            let now = match services.get(who, &service_id).await {
                 Ok(x) => x,
                 Err(e) => return Some(Ended::failed(format!("service {name}: {e}"))),
             };
@@ -1359,7 +1394,7 @@ impl Engine {
             }
             if stop.is_cancelled() && !stopped {
                 stopped = true;
-                if let Err(e) = services.stop(who, &view.id).await {
+                if let Err(e) = services.stop(who, &service_id).await {
                     return Some(Ended {
                         status: StepStatus::Stopped,
                         reason: Some(format!(
