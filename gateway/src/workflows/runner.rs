@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -784,7 +785,15 @@ impl Engine {
         );
         let (this, wake) = (self.clone(), d.wake.clone());
         self.inner.tasks.spawn(async move {
-            let ended = work(this.clone(), task.clone(), stop).await;
+            // A panic in a step's work fails the step instead of leaving the run waiting.
+            let ended = std::panic::AssertUnwindSafe(work(this.clone(), task.clone(), stop))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Some(Ended::failed(
+                        "the gateway's work on this step failed unexpectedly (see its log); retry it",
+                    ))
+                });
             if let Some(e) = ended
                 && let Err(err) = this.record(&task, e).await
             {
