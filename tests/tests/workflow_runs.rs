@@ -640,6 +640,15 @@ async fn one_run_at_a_time_stop_and_refusals_that_create_nothing() {
         .await;
     assert_eq!(r.status, 409, "{}", r.text);
     assert!(r.text.contains("run 1 under way"), "{}", r.text);
+    let token = alice.token().unwrap().to_string();
+    // What a run takes (AC-11).
+    let cfg = alice.get("/v1/workflows/slow/config").await;
+    let cfg = cfg.expect_status(200);
+    assert_eq!(cfg["parameters"][0]["name"], "ms", "{cfg}");
+    assert_eq!(cfg["parameters"][0]["placeholder_type"], "INT", "{cfg}");
+    assert_eq!(cfg["parameters"][0]["default"], 1500, "{cfg}");
+    assert_eq!(cfg["storages"][0]["create_dir"], true, "{cfg}");
+    assert_eq!(cfg["scenes"][0]["scene_name"], "quick", "{cfg}");
     // Another user sees nothing of it, and cannot act on it.
     bob.get("/v1/workflows/slow/runs").await.expect_status(404);
     let r = bob
@@ -657,7 +666,6 @@ async fn one_run_at_a_time_stop_and_refusals_that_create_nothing() {
         (step(&run, "one")["status"] == "RUNNING").then_some(())
     })
     .await;
-    let token = alice.token().unwrap().to_string();
     let out = gw
         .cli(&token, &["workflow", "stop", "slow", &n.to_string()], &[])
         .await;
@@ -688,7 +696,7 @@ async fn one_run_at_a_time_stop_and_refusals_that_create_nothing() {
     let n2 = start(
         &alice,
         "slow",
-        json!({"storages": storages, "scenes": ["quick"]}),
+        json!({"storages": storages, "scenes": ["quick"], "tags": {"kind": "partial"}}),
     )
     .await;
     let run = wait_run(&alice, "slow", n2, "COMPLETED").await;
@@ -696,6 +704,23 @@ async fn one_run_at_a_time_stop_and_refusals_that_create_nothing() {
     assert_eq!(step(&run, "two")["status"], "COMPLETED");
     assert_eq!(step(&run, "three")["status"], "SKIPPED");
     assert_eq!(run["selected"], json!(["two"]));
+    // Runs by tag and by status (AC-27).
+    let tagged = alice.get("/v1/workflows/slow/runs?tag=kind=partial").await;
+    let tagged = tagged.expect_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(tagged.len(), 1);
+    assert_eq!(tagged[0]["number"], n2);
+    let stopped = alice.get("/v1/workflows/slow/runs?status=STOPPED").await;
+    assert_eq!(stopped.expect_status(200)["items"], json!([]));
+    let done = alice.get("/v1/workflows/slow/runs?status=COMPLETED").await;
+    assert_eq!(
+        done.expect_status(200)["items"].as_array().unwrap().len(),
+        2
+    );
+    let bad = alice.get("/v1/workflows/slow/runs?status=DONE").await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
     // The CLI starts one and waits for it.
     let out = gw
         .cli(
@@ -715,6 +740,25 @@ async fn one_run_at_a_time_stop_and_refusals_that_create_nothing() {
         .await;
     out.assert_ok("atelier workflow run --wait");
     assert!(out.stdout.contains("COMPLETED"), "{}", out.stdout);
+
+    // A copy runs beside the original (AC-20).
+    let busy = start(
+        &alice,
+        "slow",
+        json!({"storages": storages, "parameters": {"ms": 5000}}),
+    )
+    .await;
+    let out = gw.cli(&token, &["workflow", "copy", "slow"], &[]).await;
+    out.assert_ok("atelier workflow copy");
+    let c = start(
+        &alice,
+        "slow_copy",
+        json!({"storages": storages, "parameters": {"ms": 1}}),
+    )
+    .await;
+    wait_run(&alice, "slow_copy", c, "COMPLETED").await;
+    assert_eq!(get_run(&alice, "slow", busy).await["status"], "RUNNING");
+    wait_run(&alice, "slow", busy, "COMPLETED").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

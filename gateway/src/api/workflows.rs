@@ -15,7 +15,7 @@ use super::{AllQuery, Items};
 use crate::api::state::AppState;
 use crate::auth::Principal;
 use crate::workflows::definition::Format;
-use crate::workflows::runs::{Comparison, RunView, StartRun};
+use crate::workflows::runs::{Comparison, RunFilter, RunView, StartRun};
 use crate::workflows::service::{Published, VersionView, WorkflowView};
 
 pub fn routes() -> Router<AppState> {
@@ -28,6 +28,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/workflows/{workflow}/versions", get(versions))
         .route("/v1/workflows/{workflow}/versions/{version}", get(version))
         .route("/v1/workflow-schema", get(schema))
+        .route("/v1/workflows/{workflow}/config", get(config))
+        .route("/v1/workflows/{workflow}/copy", post(copy))
         .route("/v1/workflows/{workflow}/runs", get(runs).post(start_run))
         .route("/v1/workflows/{workflow}/runs/compare", get(compare))
         .route(
@@ -68,14 +70,88 @@ async fn start_run(
     Ok((StatusCode::CREATED, ApiJson(r)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    #[serde(default)]
+    status: Option<String>,
+    /// `key=value`; several, comma-separated, must all hold.
+    #[serde(default)]
+    tag: Option<String>,
+}
+
 async fn runs(
     p: Principal,
     State(state): State<AppState>,
     ApiPath(workflow): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> ApiResult<ApiJson<Items<RunView>>> {
+    let mut filter = RunFilter::default();
+    if let Some(s) = &q.status {
+        filter.status = Some(
+            s.parse()
+                .map_err(|e| crate::error::Error::invalid(format!("status: {e}")))?,
+        );
+    }
+    for t in q
+        .tag
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|t| !t.is_empty())
+    {
+        let (k, v) = t
+            .split_once('=')
+            .ok_or_else(|| crate::error::Error::invalid(format!("tag: {t:?} is not key=value")))?;
+        filter.tags.insert(k.to_owned(), v.to_owned());
+    }
     Ok(ApiJson(Items {
-        items: state.workflows.runs(&p, &workflow).await?,
+        items: state.workflows.runs_where(&p, &workflow, &filter).await?,
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    #[serde(default)]
+    version: Option<i64>,
+}
+
+async fn config(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(workflow): ApiPath<String>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
+) -> ApiResult<ApiJson<serde_json::Value>> {
+    Ok(ApiJson(
+        state.workflows.config(&p, &workflow, q.version).await?,
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CopyBody {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn copy(
+    p: Principal,
+    State(state): State<AppState>,
+    ApiPath(workflow): ApiPath<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, ApiJson<WorkflowView>)> {
+    let req: CopyBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CopyBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| crate::error::Error::invalid(format!("the body: {e}")))?
+    };
+    let w = state
+        .workflows
+        .copy(&p, &workflow, req.name.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, ApiJson(w)))
 }
 
 async fn show_run(

@@ -47,6 +47,12 @@ pub struct RunsArgs {
     pub workflow: String,
     /// One run (its number): its steps.
     pub run: Option<String>,
+    /// Only runs in this status (RUNNING, COMPLETED, FAILED, …).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only runs with this tag, `key=value`. Repeat for more.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -220,9 +226,16 @@ pub async fn list(ctx: &Ctx, a: RunsArgs) -> Result<(), CliError> {
         show_run(&reply.value);
         return Ok(());
     }
+    let mut query = Vec::new();
+    if let Some(s) = &a.status {
+        query.push(("status", s.clone()));
+    }
+    if !a.tags.is_empty() {
+        query.push(("tag", a.tags.join(",")));
+    }
     let reply = ctx
         .api
-        .get(&["v1", WORKFLOWS, &a.workflow, "runs"], &[])
+        .get(&["v1", WORKFLOWS, &a.workflow, "runs"], &query)
         .await?;
     if ctx.json {
         return print_json(&reply.raw, None);

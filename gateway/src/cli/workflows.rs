@@ -26,6 +26,10 @@ pub enum WorkflowCommand {
     /// started are left as they are).
     #[command(visible_alias = "rm")]
     Delete(WorkflowArg),
+    /// What a run takes: parameters (type, default, delay), storages, scenes.
+    Config(GetArgs),
+    /// Copy a workflow under another name (default `<name>_copy`): to run it twice at once.
+    Copy(CopyArgs),
     /// Start a run (`-p name=value` parameters, `--storage name=/bucket/root/`).
     Run(super::workflow_runs::RunArgs),
     /// A workflow's runs, or one run's steps.
@@ -78,6 +82,15 @@ pub struct GetArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct CopyArgs {
+    /// The workflow (name or id).
+    pub workflow: String,
+    /// The copy's name.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct WorkflowArg {
     /// The workflow (name or id).
     pub workflow: String,
@@ -121,6 +134,33 @@ fn name_in(bytes: &[u8], content_type: &str) -> Option<String> {
 pub async fn run(ctx: &Ctx, cmd: WorkflowCommand) -> Result<(), CliError> {
     use super::workflow_runs as runs;
     match cmd {
+        WorkflowCommand::Config(a) => {
+            let query = match a.version {
+                Some(v) => vec![("version", v.to_string())],
+                None => vec![],
+            };
+            let reply = ctx
+                .api
+                .get(&["v1", WORKFLOWS, &a.workflow, "config"], &query)
+                .await?;
+            print_json(&reply.raw, None)
+        }
+        WorkflowCommand::Copy(a) => {
+            let body = serde_json::json!({ "name": a.name });
+            let reply = ctx
+                .api
+                .post(&["v1", WORKFLOWS, &a.workflow, "copy"], Some(&body))
+                .await?;
+            if ctx.json {
+                return print_json(&reply.raw, None);
+            }
+            err(&sanitize(&format!(
+                "copied workflow {} to {}",
+                a.workflow,
+                super::table::text(&reply.value, "name")
+            )));
+            Ok(())
+        }
         WorkflowCommand::Run(a) => runs::start(ctx, a).await,
         WorkflowCommand::Runs(a) => runs::list(ctx, a).await,
         WorkflowCommand::Stop(r) => runs::act(ctx, &r, &["stop"], None, "stopping").await,

@@ -63,6 +63,14 @@ pub struct StartRun {
     pub connection: Option<String>,
 }
 
+/// Which runs a list shows (AC-27).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    /// Every one of these `key=value` tags.
+    pub tags: BTreeMap<String, String>,
+}
+
 /// A run as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunView {
@@ -392,9 +400,28 @@ impl Workflows {
 
     /// The workflow's runs, newest first (with their steps).
     pub async fn runs(&self, who: &Principal, key: &str) -> Result<Vec<RunView>, WorkflowError> {
+        self.runs_where(who, key, &RunFilter::default()).await
+    }
+
+    /// The workflow's runs with `filter`'s status and tags, newest first.
+    pub async fn runs_where(
+        &self,
+        who: &Principal,
+        key: &str,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunView>, WorkflowError> {
         let w = self.find(who, key).await?;
         let mut conn = self.inner.store.pool.acquire().await?;
-        let runs = rows::runs(&mut conn, &w.id).await?;
+        let runs: Vec<RunRow> = rows::runs(&mut conn, &w.id)
+            .await?
+            .into_iter()
+            .filter(|r| filter.status.is_none_or(|s| r.status == s))
+            .filter(|r| {
+                let tags: BTreeMap<String, String> =
+                    serde_json::from_str(&r.tags).unwrap_or_default();
+                filter.tags.iter().all(|(k, v)| tags.get(k) == Some(v))
+            })
+            .collect();
         let mut defs: BTreeMap<i64, Option<Workflow>> = BTreeMap::new();
         let mut out = Vec::with_capacity(runs.len());
         for r in runs {

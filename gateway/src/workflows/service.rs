@@ -290,6 +290,48 @@ impl Workflows {
         Ok(out)
     }
 
+    /// What a run of the workflow takes (AC-11): each parameter with its type, default,
+    /// `delay`, `required`, choices and format, each storage with its flags and default
+    /// root, the scenes; of the newest version or `version`.
+    pub async fn config(
+        &self,
+        who: &Principal,
+        key: &str,
+        version: Option<i64>,
+    ) -> Result<Value, WorkflowError> {
+        let w = self.find(who, key).await?;
+        let version = version.unwrap_or(w.latest_version);
+        let v = self.version(who, &w.id, version).await?;
+        let d = &v.definition;
+        Ok(serde_json::json!({
+            "workflow": w.name,
+            "version": v.version,
+            "parameters": d.get("parameters").cloned().unwrap_or_default(),
+            "storages": d.get("storages").cloned().unwrap_or_default(),
+            "scenes": d.pointer("/policy/scenes").cloned().unwrap_or(Value::Array(vec![])),
+        }))
+    }
+
+    /// A copy of the workflow under `name` (its newest definition as version 1): the seed's
+    /// way to run a workflow twice at once.
+    pub async fn copy(
+        &self,
+        who: &Principal,
+        key: &str,
+        name: Option<&str>,
+    ) -> Result<WorkflowView, WorkflowError> {
+        let w = self.find(who, key).await?;
+        let v = self.version(who, &w.id, w.latest_version).await?;
+        let mut definition = v.definition;
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => format!("{}_copy", w.name),
+        };
+        definition["name"] = Value::String(name);
+        let body = serde_json::to_vec(&definition).map_err(anyhow::Error::from)?;
+        self.create(who, &body, Format::Json).await
+    }
+
     /// The workflow's versions, oldest first.
     pub async fn versions(
         &self,
