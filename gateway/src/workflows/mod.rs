@@ -16,6 +16,7 @@
 //! [`load`] is parse + normalise + validate: what `POST /v1/workflows` calls.
 
 pub mod condition;
+pub mod cron;
 pub mod dag;
 pub mod definition;
 pub mod params;
