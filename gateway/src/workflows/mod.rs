@@ -22,8 +22,10 @@ pub mod definition;
 pub mod params;
 pub mod runner;
 pub mod runs;
+pub mod schedule;
 pub mod schema;
 pub mod service;
+pub mod triggers;
 pub mod validate;
 
 use serde::Serialize;
