@@ -217,3 +217,102 @@ pub async fn delete_token(conn: &mut Conn, workflow_id: &str) -> sqlx::Result<bo
         .rows_affected();
     Ok(n > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{now, scratch as store, users, workflows};
+
+    fn schedule_at<'a>(next_due: Option<&'a str>, t: &'a str) -> NewSchedule<'a> {
+        NewSchedule {
+            workflow_id: "w1",
+            cron: "0 3 * * *",
+            timezone: "UTC",
+            parameters: "{}",
+            storages: "{}",
+            enabled: next_due.is_some(),
+            next_due,
+            now: t,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_due_time_is_claimed_once_and_firings_keep_the_newest() {
+        let (store, dir) = store().await;
+        let mut c = store.pool.acquire().await.unwrap();
+        let t = now();
+        users::insert_user(&mut c, "u1", "alice", "user", &t)
+            .await
+            .unwrap();
+        workflows::insert(
+            &mut c,
+            workflows::NewWorkflow {
+                id: "w1",
+                owner_id: "u1",
+                name: "etl",
+                description: "",
+                tags: "{}",
+                digest: "d1",
+                definition: "{}",
+                now: &t,
+            },
+        )
+        .await
+        .unwrap();
+        let due = "2026-12-07T03:00:00.000000Z";
+        put_schedule(&mut c, schedule_at(Some(due), &t))
+            .await
+            .unwrap();
+        assert_eq!(earliest_due(&mut c).await.unwrap().as_deref(), Some(due));
+        assert!(
+            due_at_or_before(&mut c, "2026-12-07T02:59:59.999999Z")
+                .await
+                .is_empty()
+        );
+        assert_eq!(due_at_or_before(&mut c, due).await.len(), 1);
+        // Claimed once: a second claim of the same due time (another pass) gets nothing.
+        let next = "2026-12-08T03:00:00.000000Z";
+        assert!(advance(&mut c, "w1", due, Some(next)).await.unwrap());
+        assert!(!advance(&mut c, "w1", due, Some(next)).await.unwrap());
+        // Replaced meanwhile (disabled): the old due time claims nothing, nothing is due.
+        put_schedule(&mut c, schedule_at(None, &t)).await.unwrap();
+        assert!(!advance(&mut c, "w1", next, None).await.unwrap());
+        assert_eq!(earliest_due(&mut c).await.unwrap(), None);
+
+        for i in 0..7 {
+            let f = NewFiring {
+                workflow_id: "w1",
+                due_at: due,
+                fired_at: due,
+                outcome: "started",
+                run_number: Some(i),
+                detail: None,
+            };
+            record_firing(&mut c, f, 5).await.unwrap();
+        }
+        let kept: Vec<Option<i64>> = firings(&mut c, "w1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.run_number)
+            .collect();
+        assert_eq!(kept, [Some(6), Some(5), Some(4), Some(3), Some(2)]);
+        assert!(delete_schedule(&mut c, "w1").await.unwrap());
+        assert!(firings(&mut c, "w1").await.unwrap().is_empty());
+        assert!(!delete_schedule(&mut c, "w1").await.unwrap());
+
+        // Tokens: one per workflow, replaced in place, gone with the workflow.
+        put_token(&mut c, "w1", "h1", "alice", &t).await.unwrap();
+        put_token(&mut c, "w1", "h2", "alice", &t).await.unwrap();
+        assert_eq!(token(&mut c, "w1").await.unwrap().unwrap().token_hash, "h2");
+        workflows::delete(&mut c, "w1").await.unwrap();
+        assert!(token(&mut c, "w1").await.unwrap().is_none());
+        assert!(!delete_token(&mut c, "w1").await.unwrap());
+        drop(c);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    async fn due_at_or_before(c: &mut Conn, t: &str) -> Vec<ScheduleRow> {
+        due(c, t).await.unwrap()
+    }
+}

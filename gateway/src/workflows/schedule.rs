@@ -39,6 +39,9 @@ pub const MAX_FIRINGS: i64 = 100;
 /// wake-up, costs at most this much delay.
 const MAX_SLEEP: Duration = Duration::from_secs(300);
 
+/// A firing that failed on the gateway's side (the log has the error).
+const INTERNAL: &str = "failed: an internal error (the gateway's log has it)";
+
 /// How long the loop waits after the store failed it.
 const AFTER_ERROR: Duration = Duration::from_secs(10);
 
@@ -366,7 +369,13 @@ impl Workflows {
                 None,
                 format!("failed: the schedule is refused now ({m}); set it again"),
             ),
-            Ok(_) => self.start_scheduled(&w, &s).await?,
+            Ok(_) => match self.start_scheduled(&w, &s).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!(workflow = %w.id, error = %e, "a scheduled run did not start");
+                    ("failed", None, INTERNAL.to_owned())
+                }
+            },
         };
         let mut tx = self.inner.store.write().await?;
         rows::record_firing(
@@ -422,11 +431,7 @@ impl Workflows {
                 }
                 Err(ResourceError::Internal(e)) => {
                     tracing::warn!(workflow = %w.id, error = %e, "a scheduled run did not start");
-                    (
-                        "failed",
-                        None,
-                        "failed: an internal error (the gateway's log has it)".into(),
-                    )
+                    ("failed", None, INTERNAL.to_owned())
                 }
                 Err(e) => ("failed", None, format!("failed: {e}")),
             },
