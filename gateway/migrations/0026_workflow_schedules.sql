@@ -10,6 +10,7 @@ CREATE TABLE workflow_schedules (
     timezone    TEXT NOT NULL,
     parameters  TEXT NOT NULL DEFAULT '{}',  -- JSON object
     storages    TEXT NOT NULL DEFAULT '{}',  -- JSON object: storage name → root
+    connection  TEXT,                        -- the owner's storage connection, by name
     enabled     INTEGER NOT NULL,
     next_due    TEXT,
     created_at  TEXT NOT NULL,

@@ -32,6 +32,9 @@ pub struct ScheduleArgs {
     /// A storage's root for the scheduled runs, `name=/bucket/folder/`. Repeat for more.
     #[arg(long = "storage", value_name = "NAME=ROOT", requires = "cron")]
     pub storages: Vec<String>,
+    /// One of your storage connections: the scheduled runs' storage paths are in it.
+    #[arg(long, requires = "cron")]
+    pub connection: Option<String>,
     /// Keep the schedule but fire nothing.
     #[arg(long, requires = "cron")]
     pub disable: bool,
@@ -97,13 +100,16 @@ pub async fn schedule(ctx: &Ctx, a: ScheduleArgs) -> Result<(), CliError> {
     let reply = match &a.cron {
         Some(cron) => {
             let storages: Map<String, Value> = pairs(&a.storages, "--storage", false)?;
-            let body = json!({
+            let mut body = json!({
                 "cron": cron,
                 "timezone": a.timezone.as_deref().unwrap_or("UTC"),
                 "parameters": pairs(&a.params, "--param", true)?,
                 "storages": storages,
                 "enabled": !a.disable,
             });
+            if let Some(c) = &a.connection {
+                body["connection"] = json!(c);
+            }
             ctx.api
                 .call(reqwest::Method::PUT, &path, &[], Some(&body))
                 .await?

@@ -13,6 +13,8 @@ pub struct ScheduleRow {
     pub parameters: String,
     /// JSON object: storage name → root.
     pub storages: String,
+    /// The owner's storage connection the runs use, by name (none: their own storage).
+    pub connection: Option<String>,
     pub enabled: bool,
     /// None while disabled.
     pub next_due: Option<String>,
@@ -20,8 +22,8 @@ pub struct ScheduleRow {
     pub updated_at: String,
 }
 
-const SCHEDULE: &str = "SELECT workflow_id, cron, timezone, parameters, storages, enabled, \
-     next_due, created_at, updated_at FROM workflow_schedules";
+const SCHEDULE: &str = "SELECT workflow_id, cron, timezone, parameters, storages, connection, \
+     enabled, next_due, created_at, updated_at FROM workflow_schedules";
 
 pub async fn schedule(conn: &mut Conn, workflow_id: &str) -> sqlx::Result<Option<ScheduleRow>> {
     sqlx::query_as(&format!("{SCHEDULE} WHERE workflow_id = $1"))
@@ -36,6 +38,7 @@ pub struct NewSchedule<'a> {
     pub timezone: &'a str,
     pub parameters: &'a str,
     pub storages: &'a str,
+    pub connection: Option<&'a str>,
     pub enabled: bool,
     pub next_due: Option<&'a str>,
     pub now: &'a str,
@@ -45,9 +48,10 @@ pub struct NewSchedule<'a> {
 pub async fn put_schedule(conn: &mut Conn, s: NewSchedule<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO workflow_schedules (workflow_id, cron, timezone, parameters, storages, \
-         enabled, next_due, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+         enabled, next_due, created_at, updated_at, connection) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) \
          ON CONFLICT (workflow_id) DO UPDATE SET cron = $2, timezone = $3, parameters = $4, \
-         storages = $5, enabled = $6, next_due = $7, updated_at = $8",
+         storages = $5, enabled = $6, next_due = $7, updated_at = $8, connection = $9",
     )
     .bind(s.workflow_id)
     .bind(s.cron)
@@ -57,6 +61,7 @@ pub async fn put_schedule(conn: &mut Conn, s: NewSchedule<'_>) -> sqlx::Result<(
     .bind(s.enabled)
     .bind(s.next_due)
     .bind(s.now)
+    .bind(s.connection)
     .execute(conn)
     .await?;
     Ok(())
@@ -230,6 +235,7 @@ mod tests {
             timezone: "UTC",
             parameters: "{}",
             storages: "{}",
+            connection: None,
             enabled: next_due.is_some(),
             next_due,
             now: t,

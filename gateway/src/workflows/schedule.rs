@@ -29,6 +29,7 @@ use super::service::{WorkflowError, Workflows, refused, target};
 use crate::auth::{Principal, Role};
 use crate::error::ResourceError;
 use crate::store::audit::{self, Action};
+use crate::store::storage_connections;
 use crate::store::workflow_triggers::{self as rows, ScheduleRow};
 use crate::store::workflows::{self as wf_rows, WorkflowRow};
 
@@ -83,6 +84,10 @@ pub struct SetSchedule {
     pub parameters: Map<String, Value>,
     #[serde(default)]
     pub storages: BTreeMap<String, String>,
+    /// One of the owner's storage connections, by name, for the runs' storage paths (none:
+    /// the owner's own storage).
+    #[serde(default)]
+    pub connection: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
 }
@@ -96,6 +101,8 @@ pub struct ScheduleView {
     pub timezone: String,
     pub parameters: Value,
     pub storages: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     pub enabled: bool,
     /// When it fires next (UTC); absent while disabled.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,6 +172,7 @@ fn view(w: &WorkflowRow, s: ScheduleRow, firings: Vec<rows::FiringRow>) -> Sched
         timezone: s.timezone,
         parameters: serde_json::from_str(&s.parameters).unwrap_or(Value::Null),
         storages: serde_json::from_str(&s.storages).unwrap_or(Value::Null),
+        connection: s.connection,
         enabled: s.enabled,
         next_due: s.next_due,
         created_at: s.created_at,
@@ -196,6 +204,17 @@ impl Workflows {
             cron::Schedule::new(&req.cron, &req.timezone, seconds).map_err(|e| refused(vec![e]))?;
         let wf = self.newest_definition(&w).await?;
         params::resolve_run(&wf, &req.parameters, &req.storages).map_err(refused)?;
+        if let Some(name) = &req.connection {
+            let mut conn = self.inner.store.pool.acquire().await?;
+            if storage_connections::by_name(&mut conn, &w.owner_id, name)
+                .await?
+                .is_none()
+            {
+                return Err(ResourceError::Invalid(format!(
+                    "connection: the workflow's owner has no storage connection named {name:?} (atelier storage list)"
+                )));
+            }
+        }
         let t = Timestamp::now();
         let next_due = if req.enabled {
             Some(stamp(
@@ -216,6 +235,7 @@ impl Workflows {
                 timezone: &req.timezone,
                 parameters: &serde_json::to_string(&req.parameters).map_err(anyhow::Error::from)?,
                 storages: &serde_json::to_string(&req.storages).map_err(anyhow::Error::from)?,
+                connection: req.connection.as_deref(),
                 enabled: req.enabled,
                 next_due: next_due.as_deref(),
                 now: &now,
@@ -412,6 +432,7 @@ impl Workflows {
         let req = StartRun {
             parameters: serde_json::from_str(&s.parameters)?,
             storages: serde_json::from_str(&s.storages)?,
+            connection: s.connection.clone(),
             ..StartRun::default()
         };
         Ok(
