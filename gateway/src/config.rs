@@ -105,6 +105,9 @@ pub struct Settings {
     /// How many seconds one minute of a service's deploy timeout lasts (env
     /// ATELIER_DEPLOY_MINUTE): 60; less only for tests.
     pub deploy_minute_secs: u64,
+    /// Whether workflow schedules may have a 6th, leading seconds field (env
+    /// ATELIER_CRON_SECONDS=true): off; on only for tests and demos (announced at start).
+    pub cron_seconds: bool,
     /// Idle timeout in seconds for notebooks that do not set their own (env
     /// ATELIER_IDLE_TIMEOUT); 0: no idle stops.
     pub idle_timeout_secs: u64,
@@ -694,6 +697,7 @@ impl Default for Settings {
             training: TrainingSettings::default(),
             webhook_allow_private: false,
             engine_connections: 32,
+            cron_seconds: false,
         }
     }
 }
@@ -860,6 +864,13 @@ impl Settings {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" | "" => false,
                 other => anyhow::bail!("ATELIER_WEBHOOK_ALLOW_PRIVATE={other:?}: true or false"),
+            };
+        }
+        if let Some(v) = env("ATELIER_CRON_SECONDS") {
+            self.cron_seconds = match v.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                other => anyhow::bail!("ATELIER_CRON_SECONDS={other:?}: true or false"),
             };
         }
         if let Some(v) = env("ATELIER_TRAINING_VENV") {

@@ -173,6 +173,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         store.clone(),
         settings.quota.workflows_per_user,
         engine,
+        settings.cron_seconds,
     );
     let state = AppState::new(Services {
         auth: Authenticator::new(
@@ -259,6 +260,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
     }
 
+    if state.settings.cron_seconds {
+        tracing::warn!(
+            "ATELIER_CRON_SECONDS is set: workflow schedules may fire every second (for tests and demos only)"
+        );
+    }
+
     let shutdown = CancellationToken::new();
     let loops = tokio_util::task::TaskTracker::new();
     loops.spawn(health::run_loop(
@@ -282,6 +289,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .run(shutdown.clone()),
     );
     loops.spawn(state.services.log().clone().run(shutdown.clone()));
+    loops.spawn(state.workflows.clone().schedule_loop(shutdown.clone()));
     loops.close();
 
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {

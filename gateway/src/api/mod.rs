@@ -26,6 +26,7 @@ pub mod storage;
 pub mod training_jobs;
 pub mod training_searches;
 pub mod users;
+pub mod workflow_triggers;
 pub mod workflows;
 
 #[cfg(test)]
@@ -58,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .merge(training_jobs::routes())
         .merge(training_searches::routes())
         .merge(workflows::routes())
+        .merge(workflow_triggers::routes())
+        .merge(workflow_triggers::trigger_routes())
         .merge(services::routes())
         .merge(apps::routes())
         .merge(batch::routes())
@@ -77,9 +80,12 @@ pub fn router(state: AppState) -> Router {
 /// as the notebook's owner (`files::NotebookApi`): the workflows' routes and nothing else
 /// (`files::notebook_api_path` decides which paths get here). A workflow route added
 /// outside `workflows::routes()` must be merged here too to be reached from notebooks.
+/// The webhook (`workflow_triggers::trigger_routes`) is not: it takes a trigger token,
+/// which a notebook's socket never passes on.
 pub fn for_notebooks(state: AppState) -> Router {
     Router::new()
         .merge(workflows::routes())
+        .merge(workflow_triggers::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

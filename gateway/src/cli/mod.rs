@@ -24,6 +24,7 @@ mod storage;
 mod table;
 mod uploads;
 mod workflow_runs;
+mod workflow_triggers;
 mod workflows;
 
 use api::{Api, CliError};

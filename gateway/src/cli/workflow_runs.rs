@@ -101,7 +101,11 @@ pub struct LogArgs {
 const WORKFLOWS: &str = "workflows";
 
 /// `name=value` pairs; values read as JSON when they parse, as text otherwise.
-fn pairs(list: &[String], what: &str, json_values: bool) -> Result<Map<String, Value>, CliError> {
+pub(super) fn pairs(
+    list: &[String],
+    what: &str,
+    json_values: bool,
+) -> Result<Map<String, Value>, CliError> {
     let mut out = Map::new();
     for item in list {
         let Some((k, v)) = item.split_once('=') else {

@@ -1,5 +1,6 @@
 //! `atelier workflow create|publish|list|get|versions|delete`: workflow definitions and
-//! their versions (`docs/workflows.md`); the run commands are in `workflow_runs`.
+//! their versions (`docs/workflows.md`); the run commands are in `workflow_runs`, the
+//! schedule and trigger token ones in `workflow_triggers`.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -48,6 +49,11 @@ pub enum WorkflowCommand {
     Log(super::workflow_runs::LogArgs),
     /// Delete an ended run's record.
     DeleteRun(super::workflow_runs::RunRef),
+    /// Set a cron schedule (`--cron "0 3 * * *" --tz Europe/Paris`), or `--show` or
+    /// `--delete` it.
+    Schedule(super::workflow_triggers::ScheduleArgs),
+    /// Make a webhook trigger token (shown once; replaces the old one), or `--revoke` it.
+    TriggerToken(super::workflow_triggers::TriggerTokenArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -170,6 +176,8 @@ pub async fn run(ctx: &Ctx, cmd: WorkflowCommand) -> Result<(), CliError> {
         WorkflowCommand::Compare(a) => runs::compare(ctx, a).await,
         WorkflowCommand::Log(a) => runs::log(ctx, a).await,
         WorkflowCommand::DeleteRun(r) => runs::delete(ctx, r).await,
+        WorkflowCommand::Schedule(a) => super::workflow_triggers::schedule(ctx, a).await,
+        WorkflowCommand::TriggerToken(a) => super::workflow_triggers::trigger_token(ctx, a).await,
         WorkflowCommand::Create(a) => {
             let (body, ct) = definition(&a)?;
             let reply = ctx

@@ -70,6 +70,10 @@ pub enum Action {
     RetryWorkflowRun,
     ProceedWorkflowRun,
     DeleteWorkflowRun,
+    SetWorkflowSchedule,
+    DeleteWorkflowSchedule,
+    CreateWorkflowTriggerToken,
+    RevokeWorkflowTriggerToken,
 }
 
 impl Action {
@@ -137,6 +141,10 @@ impl Action {
             Action::RetryWorkflowRun => "retryWorkflowRun",
             Action::ProceedWorkflowRun => "proceedWorkflowRun",
             Action::DeleteWorkflowRun => "deleteWorkflowRun",
+            Action::SetWorkflowSchedule => "setWorkflowSchedule",
+            Action::DeleteWorkflowSchedule => "deleteWorkflowSchedule",
+            Action::CreateWorkflowTriggerToken => "createWorkflowTriggerToken",
+            Action::RevokeWorkflowTriggerToken => "revokeWorkflowTriggerToken",
         }
     }
 }

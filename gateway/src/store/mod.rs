@@ -34,6 +34,7 @@ pub mod training_searches;
 pub mod transition;
 pub mod uploads;
 pub mod users;
+pub mod workflow_triggers;
 pub mod workflows;
 
 pub type Conn = SqliteConnection;

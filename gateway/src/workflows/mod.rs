@@ -16,13 +16,16 @@
 //! [`load`] is parse + normalise + validate: what `POST /v1/workflows` calls.
 
 pub mod condition;
+pub mod cron;
 pub mod dag;
 pub mod definition;
 pub mod params;
 pub mod runner;
 pub mod runs;
+pub mod schedule;
 pub mod schema;
 pub mod service;
+pub mod triggers;
 pub mod validate;
 
 use serde::Serialize;

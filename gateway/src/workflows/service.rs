@@ -71,6 +71,8 @@ pub(super) struct Inner {
     pub(super) store: Store,
     pub(super) engine: super::runner::Engine,
     per_user: u32,
+    /// The schedules' loop wake-up and setting (`schedule`).
+    pub(super) scheduling: super::schedule::Scheduling,
     /// Creates one at a time: the quota check and the insert cannot interleave.
     create: tokio::sync::Mutex<()>,
 }
@@ -90,12 +92,19 @@ pub(super) fn refused(errors: Vec<super::DefinitionError>) -> WorkflowError {
 }
 
 impl Workflows {
-    pub fn new(store: Store, per_user: u32, engine: super::runner::Engine) -> Workflows {
+    /// `cron_seconds`: schedules may have a seconds field (tests and demos).
+    pub fn new(
+        store: Store,
+        per_user: u32,
+        engine: super::runner::Engine,
+        cron_seconds: bool,
+    ) -> Workflows {
         Workflows {
             inner: Arc::new(Inner {
                 store,
                 engine,
                 per_user,
+                scheduling: super::schedule::Scheduling::new(cron_seconds),
                 create: tokio::sync::Mutex::new(()),
             }),
         }
