@@ -854,3 +854,58 @@ async fn a_job_step_runs_a_training_job_its_metric_chooses_a_branch_and_stop_sto
     let job = alice.get(&format!("/v1/training-jobs/{job_id}")).await;
     assert_eq!(job.expect_status(200)["status"], "TERMINATED");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_a_step_returns_cannot_lead_a_later_step_out_of_its_owners_storage() {
+    let gw = gateway().await;
+    let (alice, storage) = user(&gw, "alice").await;
+    let (_bob, bob_storage) = user(&gw, "bob").await;
+    std::fs::create_dir_all(bob_storage.join("secret")).unwrap();
+    std::fs::write(bob_storage.join("secret/key.txt"), "bob's").unwrap();
+    // A step's returned value (hostile, as anything a component writes) names bob's
+    // storage through `..`; the next step takes it as an input and writes an output there.
+    let bob_id = bob_storage
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let sneaky = format!("/../{bob_id}/secret/");
+    let mut make = mark("make", &[], json!({"emit": sneaky}));
+    make["outputs"] = json!([{"name": "value"}]);
+    let mut take = mark("take", &["make"], json!({}));
+    take["inputs"] =
+        json!([{"name": "in", "data": {"$output": {"step": "make", "output": "value"}}}]);
+    let mut out = mark("out", &[], json!({}));
+    out["outputs"] = json!([{"name": "o", "obs_config": {"obs_path": {"$placeholder": "where"}}}]);
+    create(
+        &alice,
+        json!({"name": "sneak", "parameters": [{"name": "where", "placeholder_type": "STR"}],
+               "steps": [make, take, out]}),
+    )
+    .await;
+    let n = start(&alice, "sneak", json!({"parameters": {"where": sneaky}})).await;
+    let run = wait_run(&alice, "sneak", n, "FAILED").await;
+    let take = step(&run, "take");
+    assert_eq!(take["status"], "FAILED", "{take}");
+    assert!(
+        take["reason"].as_str().unwrap().contains("input in"),
+        "{take}"
+    );
+    let out = step(&run, "out");
+    assert_eq!(out["status"], "FAILED", "{out}");
+    assert!(
+        out["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a storage path"),
+        "{out}"
+    );
+    // Bob's storage is as it was; nothing of alice's run reached it.
+    let names: Vec<_> = std::fs::read_dir(bob_storage.join("secret"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["key.txt"]);
+    assert_eq!(marks(&storage).get("take"), None);
+}

@@ -61,14 +61,23 @@ pub fn scratch_path(run_id: &str, step: &str, output: &str) -> String {
 }
 
 /// The owner's storage key a workflow path stands for: `/bucket/folder/` and
-/// `obs://bucket/folder/` both mean `bucket/folder/`. None: not a storage path.
+/// `obs://bucket/folder/` both mean `bucket/folder/`. None: not a storage path, or one with
+/// an empty, `.` or `..` segment, a NUL or a backslash (a value a step returned, a literal,
+/// a parameter: never trusted to stay under the owner's storage).
 pub fn storage_key(v: &Value) -> Option<String> {
-    let s = v.as_str()?;
-    let rest = s
-        .strip_prefix("obs://")
-        .or_else(|| s.strip_prefix("s3://"))
-        .or_else(|| s.strip_prefix('/'))?;
+    let rest = path_like(v)?;
+    if rest.is_empty() || params::check_path(rest).is_err() || rest.starts_with('/') {
+        return None;
+    }
     Some(rest.to_owned())
+}
+
+/// What follows `/`, `obs://` or `s3://` in a text value.
+fn path_like(v: &Value) -> Option<&str> {
+    let s = v.as_str()?;
+    s.strip_prefix("obs://")
+        .or_else(|| s.strip_prefix("s3://"))
+        .or_else(|| s.strip_prefix('/'))
 }
 
 pub struct EngineParts {
@@ -872,6 +881,12 @@ impl Engine {
                     }
                     staged_inputs.push((local.clone(), k));
                     StepData::Prefix(local)
+                }
+                (None, _) if path_like(v).is_some() => {
+                    return Ended::failed(format!(
+                        "input {name}: {v} is not a storage path this step may use (an empty, \
+                         . or .. segment, or none after the bucket)"
+                    ));
                 }
                 (None, _) => StepData::Value(v.clone()),
             };
@@ -1730,6 +1745,20 @@ mod tests {
         assert_eq!(storage_key(&json!("obs://b/x")).as_deref(), Some("b/x"));
         assert_eq!(storage_key(&json!("plain")), None);
         assert_eq!(storage_key(&json!(3)), None);
+        // Never a way out of the owner's storage (or into the gateway's files).
+        for hostile in [
+            "/../other-user/x/",
+            "obs://b/../../etc/",
+            "/b/./x",
+            "/b//x/",
+            "//etc/passwd",
+            "s3://b/x\\..\\y",
+            "/",
+            "/b/x\u{0}",
+        ] {
+            assert_eq!(storage_key(&json!(hostile)), None, "{hostile}");
+            assert!(path_like(&json!(hostile)).is_some(), "{hostile}");
+        }
         assert_eq!(job_name("etl", 3, "train", 0), "etl-3-train");
         assert_eq!(job_name("etl", 3, "train", 2), "etl-3-train-r2");
         let long = job_name(&"w".repeat(64), 1, &"s".repeat(64), 0);
