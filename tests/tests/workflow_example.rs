@@ -196,3 +196,61 @@ async fn the_retrain_example_prepares_trains_checks_registers_and_deploys() {
     let svc = svc.expect_status(200);
     assert_eq!(svc["models"][0]["version"], "0.0.2", "{svc}");
 }
+
+/// Stopping a run while its service step deploys stops the service it started (the seed's
+/// stop cascades to real-time services as to training jobs).
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_a_run_stops_the_service_its_step_is_deploying() {
+    let s3 = S3Server::start();
+    let model = s3.bucket("models").join("echo/model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        json!({"model_algorithm": "echo", "model_type": "PyTorch",
+               "health": {"check_method": "HTTP", "url": "/health", "protocol": "http",
+                          "period_seconds": 1, "failure_threshold": 3}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo_root().join("tests/fixtures/echo-engine/server.py"),
+        model.join("server.py"),
+    )
+    .unwrap();
+    let gw = Gateway::start().await;
+    let alice = gw.api(&gw.create_user("alice").await);
+    s3.connect(&alice, "local").await;
+    atelier_tests::serving::import_engine(&alice, "echo", "echo").await;
+    // Its instances never become healthy: the service stays DEPLOYING.
+    let def = json!({
+        "name": "ship",
+        "steps": [{"name": "deploy", "step_type": "service", "outputs": [{"name": "s"}],
+                   "properties": {"name": "echo-svc", "timeout_minutes": 30,
+                                  "models": [{"model": "echo", "version": "0.0.1",
+                                              "envs": {"FAIL_HEALTH": "1"}}]}}]
+    });
+    alice.post("/v1/workflows", def).await.expect_status(201);
+    let r = alice.post("/v1/workflows/ship/runs", json!({})).await;
+    let n = r.expect_status(201)["number"].as_i64().unwrap();
+    let id = atelier_tests::eventually("the service recorded", LONG, || async {
+        let run = alice.get(&format!("/v1/workflows/ship/runs/{n}")).await;
+        step(&run.json, "deploy")["child"]["id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    let svc = alice.get(&format!("/v1/services/{id}")).await;
+    assert_eq!(svc.expect_status(200)["status"], "DEPLOYING");
+    alice
+        .post_empty(&format!("/v1/workflows/ship/runs/{n}/stop"))
+        .await
+        .expect_status(200);
+    let run = atelier_tests::eventually("the run STOPPED", LONG, || async {
+        let run = alice.get(&format!("/v1/workflows/ship/runs/{n}")).await;
+        (run.json["status"] == "STOPPED").then(|| run.json.clone())
+    })
+    .await;
+    assert_eq!(step(&run, "deploy")["status"], "STOPPED", "{run:#}");
+    let svc = alice.get(&format!("/v1/services/{id}")).await;
+    assert_eq!(svc.expect_status(200)["status"], "STOPPED", "{}", svc.text);
+}
