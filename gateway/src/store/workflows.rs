@@ -54,6 +54,36 @@ pub async fn list(conn: &mut Conn, owner_id: Option<&str>) -> sqlx::Result<Vec<W
     OWNED.list(conn, owner_id).await
 }
 
+/// The newest version of every workflow of one owner (or everyone's), by workflow id: one
+/// query for a list, not one per workflow.
+pub async fn latest_versions(
+    conn: &mut Conn,
+    owner_id: Option<&str>,
+) -> sqlx::Result<Vec<(String, VersionRow)>> {
+    let rows: Vec<(String, i64, String, String, String)> = sqlx::query_as(
+        "SELECT v.workflow_id, v.version, v.digest, v.definition, v.created_at \
+         FROM workflow_versions v JOIN workflows w ON w.id = v.workflow_id \
+         AND v.version = w.latest_version WHERE ($1 IS NULL OR w.owner_id = $1)",
+    )
+    .bind(owner_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, version, digest, definition, created_at)| {
+            (
+                id,
+                VersionRow {
+                    version,
+                    digest,
+                    definition,
+                    created_at,
+                },
+            )
+        })
+        .collect())
+}
+
 pub async fn count(conn: &mut Conn, owner_id: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT COUNT(*) FROM workflows WHERE owner_id = $1")
         .bind(owner_id)

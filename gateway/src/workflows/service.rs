@@ -259,18 +259,7 @@ impl Workflows {
             .ok_or_else(|| {
                 anyhow::anyhow!("workflow {} has no version {}", w.id, w.latest_version)
             })?;
-        let v = version_view(v)?;
-        Ok(WorkflowView {
-            id: w.id,
-            name: w.name,
-            owner: w.owner_name,
-            description: w.description,
-            version: v.version,
-            digest: v.digest,
-            definition: v.definition,
-            created_at: w.created_at,
-            updated_at: w.updated_at,
-        })
+        view_of(w, v)
     }
 
     pub async fn get(&self, who: &Principal, key: &str) -> Result<WorkflowView, WorkflowError> {
@@ -288,15 +277,23 @@ impl Workflows {
             return Err(Error::forbidden("listing every user's workflows is for admins").into());
         }
         let owner = (!all).then_some(who.user_id.as_str());
-        let found = {
-            let mut conn = self.inner.store.pool.acquire().await?;
-            rows::list(&mut conn, owner).await?
-        };
-        let mut out = Vec::with_capacity(found.len());
-        for w in found {
-            out.push(self.view(w).await?);
-        }
-        Ok(out)
+        let mut conn = self.inner.store.pool.acquire().await?;
+        let found = rows::list(&mut conn, owner).await?;
+        // Every newest version in one query, not one per workflow.
+        let mut latest: std::collections::HashMap<String, VersionRow> =
+            rows::latest_versions(&mut conn, owner)
+                .await?
+                .into_iter()
+                .collect();
+        found
+            .into_iter()
+            .map(|w| {
+                let v = latest.remove(&w.id).ok_or_else(|| {
+                    anyhow::anyhow!("workflow {} has no version {}", w.id, w.latest_version)
+                })?;
+                view_of(w, v)
+            })
+            .collect()
     }
 
     /// What a run of the workflow takes (AC-11): each parameter with its type, default,
@@ -407,6 +404,21 @@ impl Workflows {
         }
         Ok(())
     }
+}
+
+fn view_of(w: WorkflowRow, v: VersionRow) -> Result<WorkflowView, WorkflowError> {
+    let v = version_view(v)?;
+    Ok(WorkflowView {
+        id: w.id,
+        name: w.name,
+        owner: w.owner_name,
+        description: w.description,
+        version: v.version,
+        digest: v.digest,
+        definition: v.definition,
+        created_at: w.created_at,
+        updated_at: w.updated_at,
+    })
 }
 
 fn version_view(v: VersionRow) -> Result<VersionView, WorkflowError> {
