@@ -382,6 +382,19 @@ pub async fn insert_steps(conn: &mut Conn, run_id: &str, names: &[&str]) -> sqlx
     Ok(())
 }
 
+/// The run's steps without their logs (`log` is None): what the engine reads on every
+/// pass, which a long log must not slow down.
+pub async fn step_states(conn: &mut Conn, run_id: &str) -> sqlx::Result<Vec<StepRow>> {
+    sqlx::query_as(
+        "SELECT name, status, reason, attempt, inputs, outputs, metrics, child_kind, child_id, \
+         started_at, ended_at, variables, NULL AS log FROM workflow_run_steps \
+         WHERE run_id = $1 ORDER BY rowid",
+    )
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+}
+
 pub async fn steps(conn: &mut Conn, run_id: &str) -> sqlx::Result<Vec<StepRow>> {
     sqlx::query_as(
         "SELECT name, status, reason, attempt, inputs, outputs, metrics, child_kind, child_id, \

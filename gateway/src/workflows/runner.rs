@@ -305,7 +305,7 @@ impl Engine {
                 w
             }
         };
-        let steps = rows::steps(&mut conn, run_id).await?;
+        let steps = rows::step_states(&mut conn, run_id).await?;
         let owner = match &st.owner {
             Some(o) => o.clone(),
             None => {

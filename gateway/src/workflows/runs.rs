@@ -392,7 +392,7 @@ impl Workflows {
         let r = rows::run_by_id(&mut conn, id)
             .await?
             .ok_or_else(|| ResourceError::NotFound(format!("run {id} not found")))?;
-        let steps = rows::steps(&mut conn, id).await?;
+        let steps = rows::step_states(&mut conn, id).await?;
         drop(conn);
         let wf = self.definition(w, r.version).await.ok();
         Ok(view(w, r, steps, wf.as_ref()))
@@ -425,7 +425,7 @@ impl Workflows {
         let mut defs: BTreeMap<i64, Option<Workflow>> = BTreeMap::new();
         let mut out = Vec::with_capacity(runs.len());
         for r in runs {
-            let steps = rows::steps(&mut conn, &r.id).await?;
+            let steps = rows::step_states(&mut conn, &r.id).await?;
             if let std::collections::btree_map::Entry::Vacant(e) = defs.entry(r.version) {
                 let d = rows::version(&mut conn, &w.id, r.version)
                     .await?
@@ -542,7 +542,7 @@ impl Workflows {
         let wf = self.definition(&w, r.version).await?;
         let steps = {
             let mut conn = self.inner.store.pool.acquire().await?;
-            rows::steps(&mut conn, &r.id).await?
+            rows::step_states(&mut conn, &r.id).await?
         };
         let status: BTreeMap<&str, StepStatus> =
             steps.iter().map(|s| (s.name.as_str(), s.status)).collect();
@@ -627,7 +627,7 @@ impl Workflows {
         let fresh = rows::run_by_id(&mut tx, &r.id)
             .await?
             .ok_or_else(|| ResourceError::NotFound(format!("{name} is gone")))?;
-        let waiting = rows::steps(&mut tx, &r.id)
+        let waiting = rows::step_states(&mut tx, &r.id)
             .await?
             .into_iter()
             .find(|x| x.name == step)
