@@ -818,6 +818,10 @@ impl Plugins {
             storage: grant,
             parameters: atelier_plugins::dto::parameters(Some(call.parameters)),
             deadline: Some(call.deadline),
+            // A warm instance runs on the step task's own worker (the task awaits nothing
+            // else meanwhile; tokio hands the worker's other tasks on): no two thread hops
+            // per step.
+            inline: true,
             ..Default::default()
         };
         let report = host.run_step(&plugin, ctx, context, inputs, outputs).await;
