@@ -129,6 +129,9 @@ struct RunState {
     workflow: Option<Arc<Workflow>>,
     owner: Option<Principal>,
     tasks: HashMap<String, StepTask>,
+    /// Metrics read for conditions, with the start of the step attempt they came from: a
+    /// metrics file is read once per attempt, not on every pass.
+    metrics: MetricCache,
 }
 
 enum Next {
@@ -350,7 +353,9 @@ impl Engine {
             };
             outcomes.insert(r.name.clone(), o);
         }
-        let metrics = self.metric_facts(&wf, &run, &by_name).await;
+        let metrics = self
+            .metric_facts(&wf, &run, &by_name, &mut st.metrics)
+            .await;
         let known = Known {
             parameters: &values.parameters,
             metrics: &metrics,
@@ -1459,6 +1464,7 @@ impl Engine {
         wf: &Workflow,
         run: &RunRow,
         steps: &BTreeMap<&str, &StepRow>,
+        cache: &mut MetricCache,
     ) -> MetricFacts {
         let mut out = HashMap::new();
         for s in &wf.steps {
@@ -1477,7 +1483,15 @@ impl Engine {
                     if r.status != StepStatus::Completed {
                         continue;
                     }
-                    out.insert(key, self.metric(run, r, m).await);
+                    let value = match cache.get(&key) {
+                        Some((started, v)) if *started == r.started_at => v.clone(),
+                        _ => {
+                            let v = self.metric(run, r, m).await;
+                            cache.insert(key.clone(), (r.started_at.clone(), v.clone()));
+                            v
+                        }
+                    };
+                    out.insert(key, value);
                 }
             }
         }
@@ -1532,6 +1546,8 @@ impl Engine {
 }
 
 type MetricFacts = HashMap<(String, String, String), Result<f64, String>>;
+/// Per metric: the start of the step attempt it was read from, and what was read.
+type MetricCache = HashMap<(String, String, String), (Option<String>, Result<f64, String>)>;
 
 /// What conditions are evaluated against: the run's parameters and the metrics fetched.
 struct Known<'a> {
