@@ -69,6 +69,35 @@ class Procs:
         self.running.clear()
 
 
+def children(pid):
+    """The pids of `pid`'s child processes (Linux: /proc/<pid>/task/*/children)."""
+    kids = []
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def settled(what, proc, procs, timeout=900, quiet=1.0):
+    """Waits until `proc` has had no child process for `quiet` seconds (at most `timeout`),
+    so what it starts by itself on start (a gateway preparing JupyterLab's virtualenv: a
+    `pip install` that takes a CPU) is not measured with it. Returns the seconds waited."""
+    t0 = time.monotonic()
+    calm = [None]
+
+    def check():
+        if children(proc.pid):
+            calm[0] = None
+            return None
+        calm[0] = calm[0] or time.monotonic()
+        return True if time.monotonic() - calm[0] >= quiet else None
+    until(what, check, timeout, 0.1, proc, procs)
+    return time.monotonic() - t0
+
+
 def until(what, fn, timeout=300, every=0.05, proc=None, procs=None):
     """fn() until it returns something other than None (that value), at most `timeout`
     seconds; fails early, with its log's tail, when `proc` (started by `procs`) exits."""

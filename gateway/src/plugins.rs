@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::error::{Error, Kind};
 use crate::store::plugins::PluginRow;
 use crate::store::{self, Store};
+use std::collections::HashMap;
 
 use atelier_plugins::bindings::workflow::atelier::plugin::step_types;
 
@@ -294,6 +295,18 @@ pub struct Plugins {
     settings: Arc<Settings>,
     store: Store,
     host: Arc<Host>,
+    rows: Arc<std::sync::Mutex<RowCache>>,
+}
+
+/// Registrations as last read, so a workflow's steps (a call each) do not read the same row
+/// again and again. Every registration and deletion moves `generation` on (before its write
+/// and after its commit), and a read that began under an older generation is not kept: the
+/// cache never holds a row its database no longer has.
+#[derive(Default)]
+struct RowCache {
+    generation: u64,
+    exact: HashMap<(String, String), PluginRow>,
+    newest: HashMap<String, PluginRow>,
 }
 
 impl Plugins {
@@ -302,12 +315,48 @@ impl Plugins {
             settings,
             store,
             host,
+            rows: Default::default(),
         }
     }
 
     /// The Wasm host itself (metrics, diagnostics).
     pub fn host(&self) -> &Arc<Host> {
         &self.host
+    }
+
+    /// Forgets every registration read (a registration or deletion is under way or done).
+    fn forget_rows(&self) {
+        if let Ok(mut c) = self.rows.lock() {
+            c.generation += 1;
+            c.exact.clear();
+            c.newest.clear();
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.rows.lock().map(|c| c.generation).unwrap_or(u64::MAX)
+    }
+
+    fn cached(&self, name: &str, version: Option<&str>) -> Option<PluginRow> {
+        let c = self.rows.lock().ok()?;
+        match version {
+            Some(v) => c.exact.get(&(name.to_owned(), v.to_owned())).cloned(),
+            None => c.newest.get(name).cloned(),
+        }
+    }
+
+    /// Keeps a row read under `generation`, unless a write came meanwhile.
+    fn keep(&self, generation: u64, newest: bool, row: &PluginRow) {
+        if let Ok(mut c) = self.rows.lock()
+            && c.generation == generation
+        {
+            if newest {
+                c.newest.insert(row.name.clone(), row.clone());
+            } else {
+                c.exact
+                    .insert((row.name.clone(), row.version.clone()), row.clone());
+            }
+        }
     }
 
     /// Registers a component under the manifest's name and version. The same component and
@@ -459,6 +508,7 @@ impl Plugins {
             compile_ms: registered.compile_ms,
             created_at: store::now(),
         };
+        self.forget_rows();
         let mut tx = store.write().await?;
         let inserted = async {
             store::plugins::insert(&mut tx, &row).await?;
@@ -478,10 +528,17 @@ impl Plugins {
             sqlx::Result::Ok(())
         }
         .await;
-        match inserted {
-            Ok(()) => tx.commit().await?,
+        let committed = match inserted {
+            Ok(()) => tx.commit().await,
             Err(e) => {
                 drop(tx);
+                Err(e)
+            }
+        };
+        self.forget_rows();
+        match committed {
+            Ok(()) => {}
+            Err(e) => {
                 if !files.is_empty() {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
@@ -505,10 +562,16 @@ impl Plugins {
     }
 
     pub async fn get(&self, name: &str, version: &str) -> Result<PluginRow, Error> {
+        if let Some(row) = self.cached(name, Some(version)) {
+            return Ok(row);
+        }
+        let generation = self.generation();
         let mut conn = self.store.pool.acquire().await?;
-        store::plugins::get(&mut conn, name, version)
+        let row = store::plugins::get(&mut conn, name, version)
             .await?
-            .ok_or_else(|| Error::not_found(format!("no plugin {name} version {version}")))
+            .ok_or_else(|| Error::not_found(format!("no plugin {name} version {version}")))?;
+        self.keep(generation, false, &row);
+        Ok(row)
     }
 
     /// Deletes a registration (its owner or an admin). The component's files go with the last
@@ -540,6 +603,7 @@ impl Plugins {
                 names.join(", ")
             )));
         }
+        self.forget_rows();
         store::plugins::delete(&mut tx, name, version).await?;
         let others = store::plugins::digest_users(&mut tx, &row.digest).await?
             + i64::from(crate::store::models::processor_in_use(&mut tx, &row.digest).await?);
@@ -557,6 +621,7 @@ impl Plugins {
         )
         .await?;
         tx.commit().await?;
+        self.forget_rows();
         let plugin = plugin_ref(settings, &row)?;
         host.forget(&plugin, others == 0);
         let _ = std::fs::remove_dir_all(files_dir(settings, name, version));
@@ -724,13 +789,20 @@ impl Plugins {
     ) -> Result<PluginRow, Error> {
         let row = match version {
             Some(v) => self.get(name, v).await?,
-            None => {
-                let mut conn = self.store.pool.acquire().await?;
-                let rows = store::plugins::list(&mut conn, Some(name), None).await?;
-                rows.into_iter()
-                    .max_by(|a, b| version_order(&a.version, &b.version))
-                    .ok_or_else(|| Error::not_found(format!("no plugin named {name}")))?
-            }
+            None => match self.cached(name, None) {
+                Some(row) => row,
+                None => {
+                    let generation = self.generation();
+                    let mut conn = self.store.pool.acquire().await?;
+                    let rows = store::plugins::list(&mut conn, Some(name), None).await?;
+                    let row = rows
+                        .into_iter()
+                        .max_by(|a, b| version_order(&a.version, &b.version))
+                        .ok_or_else(|| Error::not_found(format!("no plugin named {name}")))?;
+                    self.keep(generation, true, &row);
+                    row
+                }
+            },
         };
         if row.world != world.name() {
             return Err(Error::invalid(format!(
@@ -930,12 +1002,9 @@ mod tests {
         )
     }
 
-    /// AC-50: a guest writing to an input channel or outside its channels gets `denied` and
-    /// the job goes on; only its output is written. An unknown plugin, and an unknown
-    /// checkpoint to resume from, are refused before anything runs.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_training_run_writes_its_outputs_only_and_goes_on_when_refused() {
-        let dir = std::env::temp_dir().join(format!("atelier-train-{}", uuid::Uuid::new_v4()));
+    /// A registry on a fresh data dir (removed by the caller) with one user, alice.
+    async fn with_alice(what: &str) -> (PathBuf, Arc<Settings>, Plugins, Principal) {
+        let dir = std::env::temp_dir().join(format!("atelier-{what}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let settings = Arc::new(Settings {
             data_dir: dir.clone(),
@@ -954,6 +1023,15 @@ mod tests {
             role: crate::auth::Role::User,
             token_id: "t".into(),
         };
+        (dir, settings, plugins, alice)
+    }
+
+    /// AC-50: a guest writing to an input channel or outside its channels gets `denied` and
+    /// the job goes on; only its output is written. An unknown plugin, and an unknown
+    /// checkpoint to resume from, are refused before anything runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_training_run_writes_its_outputs_only_and_goes_on_when_refused() {
+        let (dir, settings, plugins, alice) = with_alice("train").await;
         let manifest = |name: &str| Manifest {
             name: name.into(),
             version: "1".into(),
@@ -1021,6 +1099,53 @@ mod tests {
                 .await
                 .is_err()
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Rows are cached for calls (a workflow's steps), but a registration or deletion, made
+    /// through any clone of the registry, is seen by the next resolution at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cached_registrations_follow_every_registration_and_deletion() {
+        let (dir, _, plugins, alice) = with_alice("rows").await;
+        let other = plugins.clone();
+        let manifest = |version: &str| Manifest {
+            name: "writer".into(),
+            version: version.into(),
+            world: None,
+            description: String::new(),
+            limits: LimitsSpec::default(),
+        };
+        let newest = |p: &Plugins| {
+            let p = p.clone();
+            async move {
+                p.resolve("writer", None, World::TrainingAlgorithm)
+                    .await
+                    .map(|r| r.version)
+            }
+        };
+        plugins
+            .register(&alice, manifest("1.0.0"), writer(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(newest(&plugins).await.unwrap(), "1.0.0");
+        assert_eq!(
+            plugins.get("writer", "1.0.0").await.unwrap().version,
+            "1.0.0"
+        );
+        // Another version, through another clone: the newest moves on for both.
+        other
+            .register(&alice, manifest("1.1.0"), writer(), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(newest(&plugins).await.unwrap(), "1.1.0");
+        assert_eq!(newest(&other).await.unwrap(), "1.1.0");
+        // Deleted: gone from the cache of every clone.
+        plugins.delete(&alice, "writer", "1.1.0").await.unwrap();
+        assert_eq!(newest(&other).await.unwrap(), "1.0.0");
+        assert!(other.get("writer", "1.1.0").await.is_err());
+        other.delete(&alice, "writer", "1.0.0").await.unwrap();
+        assert!(newest(&plugins).await.is_err());
+        assert!(plugins.get("writer", "1.0.0").await.is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -130,8 +130,12 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
+        // No ping before each acquire: a connection to a local file does not go stale, and
+        // the ping is a round trip to the connection's worker thread on every acquire and
+        // transaction (a workflow's hand-off takes three).
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .with_context(|| format!("opening database {}", path.display()))?;

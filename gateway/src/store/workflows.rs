@@ -352,7 +352,7 @@ pub async fn runs(conn: &mut Conn, workflow_id: &str) -> sqlx::Result<Vec<RunRow
     .await
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct StepRow {
     pub name: String,
     pub status: StepStatus,
@@ -366,6 +366,7 @@ pub struct StepRow {
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub variables: Option<String>,
+    #[serde(default)]
     pub log: Option<String>,
 }
 
@@ -382,17 +383,58 @@ pub async fn insert_steps(conn: &mut Conn, run_id: &str, names: &[&str]) -> sqlx
     Ok(())
 }
 
+/// A run's steps without their logs (`log` is None), in order, as one JSON array: one row
+/// back from the database's thread instead of one per step.
+const STEP_STATES: &str = "(SELECT json_group_array(json_object('seq', rowid, 'name', name, \
+     'status', status, 'reason', reason, 'attempt', attempt, 'inputs', inputs, 'outputs', \
+     outputs, 'metrics', metrics, 'child_kind', child_kind, 'child_id', child_id, \
+     'started_at', started_at, 'ended_at', ended_at, 'variables', variables)) \
+     FROM workflow_run_steps s WHERE s.run_id = $1)";
+
+#[derive(serde::Deserialize)]
+struct StepState {
+    seq: i64,
+    #[serde(flatten)]
+    row: StepRow,
+}
+
+fn decode_steps(json: &str) -> sqlx::Result<Vec<StepRow>> {
+    let mut steps: Vec<StepState> =
+        serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    steps.sort_by_key(|s| s.seq);
+    Ok(steps.into_iter().map(|s| s.row).collect())
+}
+
 /// The run's steps without their logs (`log` is None): what the engine reads on every
 /// pass, which a long log must not slow down.
 pub async fn step_states(conn: &mut Conn, run_id: &str) -> sqlx::Result<Vec<StepRow>> {
-    sqlx::query_as(
-        "SELECT name, status, reason, attempt, inputs, outputs, metrics, child_kind, child_id, \
-         started_at, ended_at, variables, NULL AS log FROM workflow_run_steps \
-         WHERE run_id = $1 ORDER BY rowid",
-    )
+    let json: String = sqlx::query_scalar(&format!("SELECT {STEP_STATES}"))
+        .bind(run_id)
+        .fetch_one(conn)
+        .await?;
+    decode_steps(&json)
+}
+
+#[derive(sqlx::FromRow)]
+struct RunAndSteps {
+    #[sqlx(flatten)]
+    run: RunRow,
+    steps: String,
+}
+
+/// The run and its steps without their logs, in one statement (the engine's every pass).
+pub async fn run_and_steps(
+    conn: &mut Conn,
+    run_id: &str,
+) -> sqlx::Result<Option<(RunRow, Vec<StepRow>)>> {
+    let row: Option<RunAndSteps> = sqlx::query_as(&format!(
+        "SELECT r.*, {STEP_STATES} AS steps FROM ({RUN} WHERE id = $1) r"
+    ))
     .bind(run_id)
-    .fetch_all(conn)
-    .await
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| Ok((r.run, decode_steps(&r.steps)?)))
+        .transpose()
 }
 
 pub async fn steps(conn: &mut Conn, run_id: &str) -> sqlx::Result<Vec<StepRow>> {

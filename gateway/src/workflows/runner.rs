@@ -2,23 +2,32 @@
 //! events (a step ended, its owner stopped, retried or proceeded), never by a timer.
 //!
 //! ```text
-//! drive(run) ─► pass: read the run and its steps ─► outcomes ─► dag::plan
+//! drive(run) ─► pass:
+//!      ├─ the ends step tasks handed over: RUNNING → COMPLETED | FAILED
+//!      ├─ read the run and its steps ─► outcomes ─► dag::plan
 //!      ├─ skipped / failed before starting: recorded (PENDING → SKIPPED | FAILED)
 //!      ├─ runnable: delayed parameters missing → AWAITING_INPUT; otherwise resolved, then
-//!      │    PENDING → RUNNING (compare-and-set: a step starts once) and run: a condition
-//!      │    inline, a wasm step in the plugin host, a job step as a training job
-//!      ├─ a step task ends ─► RUNNING → COMPLETED | FAILED, wake the driver ─► pass
-//!      └─ nothing runs or waits ─► the run COMPLETED, or FAILED naming its failed step
+//!      │    PENDING → RUNNING (compare-and-set: a step starts once)
+//!      └─ nothing runs or waits: the run COMPLETED, or FAILED naming its failed step
+//!    written ─► the started steps run: a condition decided at once (its end written by the
+//!      next pass), a wasm step in the plugin host, a job step as a training job, …
+//!      ─► a step task ends: its end handed to the driver, the driver woken ─► pass
 //! STOPPING ─► step tasks told to stop (training jobs stopped), waiting steps STOPPED
 //!      ─► the run STOPPED once no step task is left
 //! ```
 //!
+//! A hand-off along a chain is therefore three statements on one connection: the step's
+//! end, one read of the run with its steps (one row), its successor's start; each write a
+//! compare-and-set of its own, several ends or starts at once in one transaction. A metrics
+//! file a condition needs is read once per step attempt. A step task that outlives its
+//! driver (the run ended, the gateway shuts down) writes its end itself.
+//!
 //! Durability: every start and end of a step is written before anything follows from it.
 //! A gateway killed mid-run goes on at its next start ([`Engine::resume`]): finished steps
-//! are never run again; a step that was RUNNING is run again (a wasm step) or found again (a
-//! job step's training job, by the id recorded, or by the name and tags it was created
-//! with), and one driver per run (this process's map) means one step never runs twice at
-//! once.
+//! are never run again; a step that was RUNNING (its end not yet written counts) is run
+//! again (a wasm step) or found again (a job step's training job, by the id recorded, or by
+//! the name and tags it was created with), and one driver per run (this process's map)
+//! means one step never runs twice at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,12 +124,32 @@ struct Driver {
     wake: Arc<Notify>,
     /// Set by [`Engine::drive`]: look again before ending.
     again: Arc<AtomicBool>,
+    /// Steps that ended, handed to the driver: their ends are written in its next pass's
+    /// transaction, with whatever starts because of them.
+    ends: Arc<Mutex<Ends>>,
+}
+
+#[derive(Default)]
+struct Ends {
+    list: Vec<Finished>,
+    /// The driver is gone: a step task that ends writes its end itself.
+    closed: bool,
+}
+
+/// A step task that ended: how (none: it wrote nothing, e.g. told to stop before anything
+/// ran), and when.
+struct Finished {
+    task: TaskRun,
+    /// The [`StepTask`] that ran it (none: a condition, decided in the pass).
+    id: Option<u64>,
+    ended: Option<Ended>,
+    at: String,
 }
 
 /// A step running in a task of its own.
 struct StepTask {
+    id: u64,
     stop: CancellationToken,
-    done: Arc<AtomicBool>,
 }
 
 /// What a driver keeps between passes.
@@ -129,6 +158,10 @@ struct RunState {
     workflow: Option<Arc<Workflow>>,
     owner: Option<Principal>,
     tasks: HashMap<String, StepTask>,
+    /// The number of the next step task.
+    next_task: u64,
+    /// Ends taken from [`Driver::ends`], until a pass's transaction with them commits.
+    ended: Vec<Finished>,
     /// Metrics read for conditions, with the start of the step attempt they came from: a
     /// metrics file is read once per attempt, not on every pass.
     metrics: MetricCache,
@@ -210,6 +243,7 @@ impl Engine {
         let d = Driver {
             wake: Arc::new(Notify::new()),
             again: Arc::new(AtomicBool::new(false)),
+            ends: Default::default(),
         };
         drivers.insert(run_id.to_owned(), d.clone());
         drop(drivers);
@@ -266,13 +300,16 @@ impl Engine {
                     }
                 }
                 Next::Done => {
-                    let Ok(mut drivers) = self.inner.drivers.lock() else {
-                        break;
-                    };
-                    if d.again.swap(false, Ordering::SeqCst) {
-                        continue;
+                    {
+                        let Ok(mut drivers) = self.inner.drivers.lock() else {
+                            break;
+                        };
+                        if d.again.swap(false, Ordering::SeqCst) {
+                            continue;
+                        }
+                        drivers.remove(&run_id);
                     }
-                    drivers.remove(&run_id);
+                    self.close(&d, &mut st).await;
                     return;
                 }
             }
@@ -280,14 +317,73 @@ impl Engine {
         if let Ok(mut drivers) = self.inner.drivers.lock() {
             drivers.remove(&run_id);
         }
+        self.close(&d, &mut st).await;
     }
 
-    /// One look at the run: what ended, what can start, whether the run ended.
+    /// The driver ends: step tasks still running write their ends themselves from now on,
+    /// and the ends handed over but not yet written are written here.
+    async fn close(&self, d: &Driver, st: &mut RunState) {
+        if let Ok(mut q) = d.ends.lock() {
+            q.closed = true;
+            st.ended.append(&mut q.list);
+        }
+        for f in std::mem::take(&mut st.ended) {
+            if let Some(e) = f.ended
+                && let Err(err) = self.record(&f.task, e, &f.at).await
+            {
+                tracing::warn!(run = %f.task.run_id, step = %f.task.step, error = %err, "recording a step's end failed");
+            }
+        }
+    }
+
+    /// Writes the ends handed over (several in one transaction); they are done with then
+    /// (their tasks too).
+    async fn write_ends(
+        &self,
+        conn: &mut crate::store::Conn,
+        st: &mut RunState,
+    ) -> anyhow::Result<()> {
+        if st.ended.len() > 1 {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            for f in &st.ended {
+                if let Some(e) = &f.ended {
+                    write_end(&mut tx, &f.task, e, &f.at).await?;
+                }
+            }
+            tx.commit().await?;
+        } else if let Some(Finished {
+            task,
+            ended: Some(e),
+            at,
+            ..
+        }) = st.ended.first()
+        {
+            write_end(conn, task, e, at).await?;
+        }
+        for f in st.ended.drain(..) {
+            if let Some(id) = f.id
+                && st.tasks.get(&f.task.step).is_some_and(|t| t.id == id)
+            {
+                st.tasks.remove(&f.task.step);
+            }
+        }
+        Ok(())
+    }
+
+    /// One look at the run: the ends of steps that ended (handed over by their tasks)
+    /// written, the run read, what that decides, and the starts of what can start now;
+    /// whether the run ended. What starts is dispatched once its start is written.
     async fn pass(&self, run_id: &str, st: &mut RunState, d: &Driver) -> anyhow::Result<Next> {
-        st.tasks.retain(|_, t| !t.done.load(Ordering::SeqCst));
-        let store = &self.inner.store;
-        let mut conn = store.pool.acquire().await?;
-        let Some(run) = rows::run_by_id(&mut conn, run_id).await? else {
+        if let Ok(mut q) = d.ends.lock() {
+            st.ended.append(&mut q.list);
+        }
+        // No transaction around the pass: every write is a compare-and-set of its own (a
+        // step starts once, ends once), and a hand-off along a chain is then three
+        // statements (the end, one read, the start). Several ends or starts at once are
+        // written in one transaction each.
+        let mut conn = self.inner.store.pool.acquire().await?;
+        self.write_ends(&mut conn, st).await?;
+        let Some((run, steps)) = rows::run_and_steps(&mut conn, run_id).await? else {
             for t in st.tasks.values() {
                 t.stop.cancel();
             }
@@ -308,7 +404,6 @@ impl Engine {
                 w
             }
         };
-        let steps = rows::step_states(&mut conn, run_id).await?;
         let owner = match &st.owner {
             Some(o) => o.clone(),
             None => {
@@ -317,7 +412,6 @@ impl Engine {
                 o
             }
         };
-        drop(conn);
         if run.status == RunStatus::Stopping {
             return self.stopping(&run, &owner, &steps, st).await;
         }
@@ -391,15 +485,14 @@ impl Engine {
                 again.push(r);
             }
         }
-        self.launch(&run, &owner, &wf, &again, &scope, &known, st, d)
-            .await?;
+        let mut started = Vec::new();
+        changed |= launch(&mut conn, &run, &wf, &again, &scope, &mut started).await?;
 
         let plan = known.with(|facts| dag::plan(&wf, &outcomes, selected.as_ref(), facts));
         for (name, reason) in &plan.skipped {
-            let mut tx = store.write().await?;
             let reason = format!("skipped: {reason}");
             changed |= rows::set_step(
-                &mut tx,
+                &mut conn,
                 run_id,
                 name,
                 &[StepStatus::Pending],
@@ -408,12 +501,10 @@ impl Engine {
                 &at,
             )
             .await?;
-            tx.commit().await?;
         }
         for (name, reason) in &plan.failed {
-            let mut tx = store.write().await?;
             changed |= rows::set_step(
-                &mut tx,
+                &mut conn,
                 run_id,
                 name,
                 &[StepStatus::Pending],
@@ -422,7 +513,6 @@ impl Engine {
                 &at,
             )
             .await?;
-            tx.commit().await?;
         }
         // Parallel branches start together: one transaction records them all.
         let mut batch: Vec<&StepRow> = Vec::new();
@@ -433,9 +523,8 @@ impl Engine {
             let waits = params::awaiting(step, &values);
             if !waits.is_empty() {
                 let reason = format!("waits for parameter {}: proceed with it", waits.join(", "));
-                let mut tx = store.write().await?;
                 rows::set_step(
-                    &mut tx,
+                    &mut conn,
                     run_id,
                     name,
                     &[StepStatus::Pending],
@@ -444,21 +533,24 @@ impl Engine {
                     &at,
                 )
                 .await?;
-                tx.commit().await?;
                 changed = true;
                 continue;
             }
             batch.push(r);
         }
-        let (tasks, decided) = self
-            .launch(&run, &owner, &wf, &batch, &scope, &known, st, d)
-            .await?;
-        launched |= tasks;
-        changed |= decided;
-        if changed || (launched && run.status != RunStatus::Running) {
-            return Ok(Next::Again);
-        }
-        if launched {
+        changed |= launch(&mut conn, &run, &wf, &batch, &scope, &mut started).await?;
+        if changed || !started.is_empty() {
+            // Recorded RUNNING: now they run.
+            for (r, step, resolved) in started {
+                if self.dispatch(&run, &owner, &wf, r, step, resolved, &known, st, d) {
+                    launched = true;
+                } else {
+                    changed = true;
+                }
+            }
+            if changed || (launched && run.status != RunStatus::Running) {
+                return Ok(Next::Again);
+            }
             return Ok(Next::Wait);
         }
 
@@ -467,11 +559,10 @@ impl Engine {
         let running = steps
             .iter()
             .any(|r| matches!(r.status, StepStatus::Running | StepStatus::Stopping));
-        let mut tx = store.write().await?;
         let next = if running {
             if run.status == RunStatus::AwaitingInput {
                 rows::set_run_status(
-                    &mut tx,
+                    &mut conn,
                     run_id,
                     &[RunStatus::AwaitingInput],
                     RunStatus::Running,
@@ -489,7 +580,7 @@ impl Engine {
                     w.reason.as_deref().unwrap_or("waits for input")
                 );
                 rows::set_run_status(
-                    &mut tx,
+                    &mut conn,
                     run_id,
                     &[RunStatus::Running],
                     RunStatus::AwaitingInput,
@@ -526,7 +617,7 @@ impl Engine {
                 },
             };
             rows::set_run_status(
-                &mut tx,
+                &mut conn,
                 run_id,
                 &[RunStatus::Running, RunStatus::AwaitingInput],
                 to,
@@ -536,7 +627,6 @@ impl Engine {
             .await?;
             Next::Done
         };
-        tx.commit().await?;
         Ok(next)
     }
 
@@ -617,73 +707,9 @@ impl Engine {
         }
     }
 
-    /// Starts steps (each from where it is: PENDING, AWAITING_INPUT, or RUNNING left by an
-    /// earlier gateway): their references resolved, recorded RUNNING in one transaction,
-    /// then run. Returns (some run in a task, which wakes the driver when it ends; some
-    /// were decided here).
-    #[allow(clippy::too_many_arguments)]
-    async fn launch(
-        &self,
-        run: &RunRow,
-        owner: &Principal,
-        wf: &Arc<Workflow>,
-        batch: &[&StepRow],
-        scope: &Scope<'_>,
-        known: &Known<'_>,
-        st: &mut RunState,
-        d: &Driver,
-    ) -> anyhow::Result<(bool, bool)> {
-        if batch.is_empty() {
-            return Ok((false, false));
-        }
-        let at = now();
-        let mut tx = self.inner.store.write().await?;
-        let mut started = Vec::new();
-        let mut decided = false;
-        for r in batch {
-            let Some(step) = wf.step(&r.name) else {
-                continue;
-            };
-            match params::resolve_step(step, scope) {
-                Ok(resolved) => {
-                    let text = serde_json::to_string(&resolved)?;
-                    if rows::start_step(&mut tx, &run.id, &r.name, &[r.status], &text, &at).await? {
-                        started.push((*r, step, resolved));
-                    }
-                }
-                Err(e) => {
-                    decided = true;
-                    rows::set_step(
-                        &mut tx,
-                        &run.id,
-                        &r.name,
-                        &[r.status],
-                        StepStatus::Failed,
-                        Some(&e.to_string()),
-                        &at,
-                    )
-                    .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        let mut tasks = false;
-        for (r, step, resolved) in started {
-            if self
-                .dispatch(run, owner, wf, r, step, resolved, known, st, d)
-                .await?
-            {
-                tasks = true;
-            } else {
-                decided = true;
-            }
-        }
-        Ok((tasks, decided))
-    }
-
     /// Runs a step recorded RUNNING: a condition here (false), the others in a task (true).
     #[allow(clippy::too_many_arguments)]
-    async fn dispatch(
+    fn dispatch(
         &self,
         run: &RunRow,
         owner: &Principal,
@@ -694,7 +720,7 @@ impl Engine {
         known: &Known<'_>,
         st: &mut RunState,
         d: &Driver,
-    ) -> anyhow::Result<bool> {
+    ) -> bool {
         let task = self.task_run(run, owner, wf, r);
         // What an earlier gateway's attempt started (a step it left RUNNING): followed,
         // never started twice.
@@ -703,7 +729,7 @@ impl Engine {
         } else {
             None
         };
-        Ok(match &step.kind {
+        match &step.kind {
             StepKind::Condition(p) => {
                 let ended = match known.with(|facts| condition::evaluate_all(&p.conditions, facts))
                 {
@@ -724,7 +750,13 @@ impl Engine {
                     },
                     Err(e) => Ended::failed(format!("its conditions: {e}")),
                 };
-                self.record(&task, ended).await?;
+                // Written by the next pass, with what it decides.
+                st.ended.push(Finished {
+                    task,
+                    id: None,
+                    ended: Some(ended),
+                    at: now(),
+                });
                 false
             }
             StepKind::Wasm(_) => {
@@ -747,32 +779,14 @@ impl Engine {
                 });
                 true
             }
-        })
+        }
     }
 
-    /// Writes how a step ended (RUNNING or STOPPING → its end).
-    async fn record(&self, task: &TaskRun, e: Ended) -> anyhow::Result<()> {
-        let text = |v: &Option<Value>| v.as_ref().map(Value::to_string);
-        let (outputs, variables, metrics) =
-            (text(&e.outputs), text(&e.variables), text(&e.metrics));
-        let log = e.log.map(|l| tail(&l, STEP_LOG_BYTES));
+    /// Writes how a step ended in a transaction of its own (a step task whose driver is
+    /// gone).
+    async fn record(&self, task: &TaskRun, e: Ended, at: &str) -> anyhow::Result<()> {
         let mut tx = self.inner.store.write().await?;
-        rows::end_step(
-            &mut tx,
-            &task.run_id,
-            &task.step,
-            &[StepStatus::Running, StepStatus::Stopping],
-            StepEnd {
-                status: e.status,
-                reason: e.reason.as_deref(),
-                outputs: outputs.as_deref(),
-                variables: variables.as_deref(),
-                metrics: metrics.as_deref(),
-                log: log.as_deref(),
-            },
-            &now(),
-        )
-        .await?;
+        write_end(&mut tx, task, &e, at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -789,15 +803,16 @@ impl Engine {
             + 'static,
     {
         let stop = CancellationToken::new();
-        let done = Arc::new(AtomicBool::new(false));
+        let id = st.next_task;
+        st.next_task += 1;
         st.tasks.insert(
             task.step.clone(),
             StepTask {
+                id,
                 stop: stop.clone(),
-                done: done.clone(),
             },
         );
-        let (this, wake) = (self.clone(), d.wake.clone());
+        let (this, wake, ends) = (self.clone(), d.wake.clone(), d.ends.clone());
         self.inner.tasks.spawn(async move {
             // A panic in a step's work fails the step instead of leaving the run waiting.
             let ended = std::panic::AssertUnwindSafe(work(this.clone(), task.clone(), stop))
@@ -808,12 +823,31 @@ impl Engine {
                         "the gateway's work on this step failed unexpectedly (see its log); retry it",
                     ))
                 });
-            if let Some(e) = ended
-                && let Err(err) = this.record(&task, e).await
+            // Handed to the driver, which writes it with what follows from it; a task that
+            // outlives its driver writes it itself.
+            let finished = Finished {
+                task,
+                id: Some(id),
+                ended,
+                at: now(),
+            };
+            let left = match ends.lock() {
+                Ok(mut q) if !q.closed => {
+                    q.list.push(finished);
+                    None
+                }
+                _ => Some(finished),
+            };
+            if let Some(Finished {
+                task,
+                ended: Some(e),
+                at,
+                ..
+            }) = left
+                && let Err(err) = this.record(&task, e, &at).await
             {
                 tracing::warn!(run = %task.run_id, step = %task.step, error = %err, "recording a step's end failed");
             }
-            done.store(true, Ordering::SeqCst);
             wake.notify_one();
         });
     }
@@ -1568,6 +1602,91 @@ impl Known<'_> {
             metric: &lookup,
         })
     }
+}
+
+/// A step recorded RUNNING in a pass, run once the pass commits.
+type Started<'a> = (&'a StepRow, &'a super::definition::Step, ResolvedStep);
+
+/// Starts steps (each from where it is: PENDING, AWAITING_INPUT, or RUNNING left by an
+/// earlier gateway): their references resolved and recorded RUNNING (compare-and-set: a
+/// step starts once; several in one transaction), added to `started`, which run once
+/// recorded. Returns whether some were decided here (FAILED: a reference that cannot be
+/// resolved).
+async fn launch<'a>(
+    conn: &mut crate::store::Conn,
+    run: &RunRow,
+    wf: &'a Arc<Workflow>,
+    batch: &[&'a StepRow],
+    scope: &Scope<'_>,
+    started: &mut Vec<Started<'a>>,
+) -> anyhow::Result<bool> {
+    if batch.len() > 1 {
+        // Parallel branches start together: one transaction records them all.
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        let mut decided = false;
+        for r in batch {
+            decided |= Box::pin(launch(&mut tx, run, wf, &[*r], scope, started)).await?;
+        }
+        tx.commit().await?;
+        return Ok(decided);
+    }
+    let at = now();
+    let mut decided = false;
+    for r in batch {
+        let Some(step) = wf.step(&r.name) else {
+            continue;
+        };
+        match params::resolve_step(step, scope) {
+            Ok(resolved) => {
+                let text = serde_json::to_string(&resolved)?;
+                if rows::start_step(conn, &run.id, &r.name, &[r.status], &text, &at).await? {
+                    started.push((*r, step, resolved));
+                }
+            }
+            Err(e) => {
+                decided = true;
+                rows::set_step(
+                    conn,
+                    &run.id,
+                    &r.name,
+                    &[r.status],
+                    StepStatus::Failed,
+                    Some(&e.to_string()),
+                    &at,
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(decided)
+}
+
+/// Writes how a step ended (RUNNING or STOPPING → its end).
+async fn write_end(
+    conn: &mut crate::store::Conn,
+    task: &TaskRun,
+    e: &Ended,
+    at: &str,
+) -> anyhow::Result<bool> {
+    let text = |v: &Option<Value>| v.as_ref().map(Value::to_string);
+    let (outputs, variables, metrics) = (text(&e.outputs), text(&e.variables), text(&e.metrics));
+    let log = e.log.as_deref().map(|l| tail(l, STEP_LOG_BYTES));
+    Ok(rows::end_step(
+        conn,
+        &task.run_id,
+        &task.step,
+        &[StepStatus::Running, StepStatus::Stopping],
+        StepEnd {
+            status: e.status,
+            reason: e.reason.as_deref(),
+            outputs: outputs.as_deref(),
+            variables: variables.as_deref(),
+            metrics: metrics.as_deref(),
+            log: log.as_deref(),
+        },
+        at,
+    )
+    .await?)
 }
 
 /// The run's owner, as the steps act (a user's rights, never more).
