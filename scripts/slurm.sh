@@ -76,8 +76,11 @@ JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
-# A node that was down comes back when its slurmd registers.
+# A node that was down comes back when its slurmd registers. slurmctld pings the nodes every
+# SlurmdTimeout/3 (a node marked not responding waits for that ping); a node silent for a
+# minute is down.
 ReturnToService=2
+SlurmdTimeout=60
 # Finished jobs stay visible (squeue, scontrol show job) for an hour: there is no accounting.
 MinJobAge=3600
 StateSaveLocation=$STATE/ctld
@@ -158,19 +161,27 @@ munge_up() {
     runuser -u munge -- munged --force 9>&-
 }
 
+# The last error of the daemon log $1 without its timestamp, to say why a daemon did not start.
+why() {
+  grep -E 'fatal|error' "$1" 2>/dev/null | tail -n 1 | sed -E 's/^\[[^]]*\] *//' || true
+}
+
 # The nodes' states, one "name state" per line.
 node_states() { sinfo -h -N -o '%N %T' 2>/dev/null || true; }
 
-# Waits, up to about 60 s, until every node has registered and is usable; a node that comes
+# Waits, up to about 90 s, until every node has registered and is usable; a node that comes
 # back drained or down (a slurmd killed while a job ran) is resumed once.
 wait_nodes() {
   local states n st bad resumed=" "
-  for _ in $(seq 300); do
+  for _ in $(seq 450); do
     states="$(node_states)"
     bad=0
     for n in "${NODES[@]}"; do
-      st="$(awk -v n="$n" '$1 == n { print $2 }' <<<"$states")"
+      # (Listed once per partition.)
+      st="$(awk -v n="$n" '$1 == n { print $2; exit }' <<<"$states")"
       case "$st" in
+        # idle*: not responding yet (no new work), until slurmctld's next ping.
+        *'*'*) bad=1 ;;
         idle* | mixed* | allocated* | completing*) ;;
         *drain* | down*)
           bad=1
@@ -186,10 +197,9 @@ wait_nodes() {
     [ "$bad" -eq 0 ] && return 0
     sleep 0.2
   done
-  log "the nodes did not become idle: sinfo says"
-  printf '%s\n' "$states" >&2
   log "the end of $STATE/log/slurmctld.log:"
   tail -n 20 "$STATE/log/slurmctld.log" >&2 || true
+  log "the nodes did not become usable in 90 s: $(tr '\n' ',' <<<"$states" | sed 's/,$//')"
   return 1
 }
 
@@ -201,7 +211,10 @@ up() {
   need_debs slurm-wlm slurmrestd munge curl
   mkdir -p "$STATE"/{ctld,run,log}
   chmod 0700 "$STATE"
-  munge_up || { log "munged did not start"; return 1; }
+  munge_up || {
+    log "munged did not start: $(why /var/log/munge/munged.log)"
+    return 1
+  }
   if [ ! -s "$STATE/jwt.key" ]; then
     (umask 077 && dd if=/dev/urandom of="$STATE/jwt.key" bs=32 count=1 status=none)
   fi
@@ -222,8 +235,12 @@ up() {
   if ! alive "$STATE/run/slurmctld.pid" slurmctld; then
     rm -f "$STATE/run/slurmctld.pid"
     log "starting slurmctld on 127.0.0.1:$PORT (log: $STATE/log/slurmctld.log)"
-    start_service "$STATE/log/slurmctld.out" "scontrol ping 2>/dev/null | grep -q 'is UP'" \
-      slurmctld -f "$CONF" 9>&- || { log "slurmctld did not start"; return 1; }
+    start_service "$STATE/log/slurmctld.out" \
+      "alive '$STATE/run/slurmctld.pid' slurmctld && scontrol ping 2>/dev/null | grep -q 'is UP'" \
+      slurmctld -f "$CONF" 9>&- || {
+      log "slurmctld did not start: $(why "$STATE/log/slurmctld.log")"
+      return 1
+    }
   fi
   local n i=1
   for n in "${NODES[@]}"; do
@@ -231,7 +248,10 @@ up() {
       rm -f "$STATE/run/slurmd-$n.pid"
       log "starting slurmd for node $n on 127.0.0.1:$((PORT + i)) (log: $STATE/log/slurmd-$n.log)"
       start_service "$STATE/log/slurmd-$n.out" "alive '$STATE/run/slurmd-$n.pid' slurmd" \
-        slurmd -f "$CONF" -N "$n" 9>&- || { log "slurmd of node $n did not start"; return 1; }
+        slurmd -f "$CONF" -N "$n" 9>&- || {
+        log "slurmd of node $n did not start: $(why "$STATE/log/slurmd-$n.log")"
+        return 1
+      }
     fi
     i=$((i + 1))
   done
@@ -250,7 +270,10 @@ up() {
     start_service "$STATE/log/slurmrestd.log" rest_ping \
       bash -c 'echo $$ >"$1"; shift; exec "$@"' - "$REST_PID" \
       slurmrestd -f "$CONF" -u nobody -s openapi/v0.0.38 -a rest_auth/local "unix:$REST_SOCK" \
-      9>&- || { log "slurmrestd did not start"; return 1; }
+      9>&- || {
+      log "slurmrestd did not start: $(why "$STATE/log/slurmrestd.log")"
+      return 1
+    }
   fi
 
   printf 'export SLURM_CONF=%q\n' "$CONF"
