@@ -29,6 +29,28 @@ need_debs() {
   fi
 }
 
+# Writes $2 to the file $1 unless it already holds exactly that (config files outside the repo).
+write_if_changed() {
+  [ -f "$1" ] && [ "$(cat "$1")" = "$2" ] && return 0
+  mkdir -p "$(dirname "$1")"
+  printf '%s\n' "$2" >"$1"
+}
+
+# Starts "$@" detached from this shell (setsid, nohup, output to the log $1) and waits, up to
+# about 30 s, for the check $2 (a shell command) to succeed.
+start_service() {
+  local logfile="$1" check="$2"
+  shift 2
+  setsid nohup "$@" >>"$logfile" 2>&1 </dev/null &
+  for _ in $(seq 150); do
+    eval "$check" && return 0
+    sleep 0.2
+  done
+  log "$1 did not come up; the end of $logfile:"
+  tail -n 20 "$logfile" >&2
+  return 1
+}
+
 # Path of a virtualenv made from the requirements file $2, named $1-<hash>, built once per
 # content hash and reused after that. A venv is not relocatable, so it is built in place and
 # marked complete at the end; an interrupted build is thrown away next time.

@@ -51,6 +51,18 @@ ATELIER_TEST_DOCKER_HOST="$(podman_socket)" || { log "podman_socket failed: no P
 ATELIER_TEST_IMAGE="$(notebook_image)" || { log "notebook_image failed: no notebook image"; exit 1; }
 ATELIER_TEST_REGISTRY="$(registry_addr)" || { log "registry_addr failed: no registry"; exit 1; }
 export ATELIER_TEST_DOCKER_HOST ATELIER_TEST_IMAGE ATELIER_TEST_REGISTRY
+# The slurm backend's tests: a Slurm cluster on loopback, two nodes on this host, and
+# slurmrestd (scripts/slurm.sh, docs/slurm.md). It prints the export lines of SLURM_CONF,
+# ATELIER_TEST_SLURM and ATELIER_SLURM_REST; CI runs those tests, so a failure stops the run.
+slurm_msgs="$(mktemp)"
+if ! slurm_env="$(bash "$ROOT/scripts/slurm.sh" up 2>"$slurm_msgs")"; then
+  cat "$slurm_msgs" >&2
+  log "slurm.sh up failed: $(grep '^==> ' "$slurm_msgs" | tail -n 1 | cut -c5-) (logs in ${ATELIER_SLURM_STATE:-$ATELIER_CACHE/slurm}/log)"
+  exit 1
+fi
+cat "$slurm_msgs" >&2
+rm -f "$slurm_msgs"
+eval "$slurm_env"
 
 # Each clean clone builds the workspace's own crates and test binaries anew (their paths
 # differ), so drop those of earlier clones that have not been touched for a day: they are

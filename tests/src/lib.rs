@@ -256,6 +256,7 @@ pub fn plugin_cli_env() -> Vec<(&'static str, &'static str)> {
 pub mod plugins;
 pub mod s3;
 pub mod serving;
+pub mod slurm;
 
 fn clear_atelier_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
