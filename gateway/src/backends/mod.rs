@@ -35,6 +35,7 @@ pub mod labextension;
 pub mod process;
 pub mod runconf;
 pub mod sandbox;
+pub mod slurm;
 pub mod workdisk;
 
 /// The seed's image contract, which process notebooks follow too: `ma-user`, uid 1000,
