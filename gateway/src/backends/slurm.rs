@@ -238,6 +238,25 @@ pub fn pending_reason(reason: &str) -> String {
     }
 }
 
+/// The shell lines a training job's task runs first (under `srun`, one task per worker): the
+/// rendezvous variables of the local backends (`launch::environment`), filled from Slurm's
+/// own: the rank from `SLURM_PROCID`, the world from `SLURM_NTASKS`, the workers' hosts
+/// from the job's node list, each node by its `NodeAddr` (a node's name need not resolve;
+/// its address is what slurmd reaches), the master the first of them. `MASTER_PORT` and
+/// the rest of the job's environment come from the script's exports.
+pub fn rendezvous_prelude() -> &'static str {
+    r#"addrs=""
+for n in $(scontrol show hostnames "$SLURM_JOB_NODELIST"); do
+  a=$(scontrol show node "$n" -o | tr ' ' '\n' | sed -n 's/^NodeAddr=//p')
+  addrs="$addrs${addrs:+,}${a:-$n}"
+done
+export VC_WORKER_HOSTS="$addrs" MASTER_ADDR="${addrs%%,*}"
+export RANK="$SLURM_PROCID" VC_TASK_INDEX="$SLURM_PROCID" VK_TASK_INDEX="$SLURM_PROCID" MA_TASK_INDEX="$SLURM_PROCID"
+export WORLD_SIZE="$SLURM_NTASKS" VC_WORKER_NUM="$SLURM_NTASKS" MA_NUM_HOSTS="$SLURM_NTASKS"
+export LOCAL_RANK="${SLURM_LOCALID:-0}" MA_CURRENT_IP=$(echo "$addrs" | cut -d, -f$((SLURM_NODEID + 1)))
+"#
+}
+
 /// `scontrol show job -o`'s one line as fields. A value may hold spaces (a command line, a
 /// comment): a token that does not start a new `Key=` goes on with the value before it.
 pub fn parse_show_job(line: &str) -> BTreeMap<String, String> {
@@ -382,6 +401,12 @@ impl Submission {
             args.push(format!("--signal={s}"));
         }
         let mut script = String::from("#!/bin/sh\n");
+        // `--export=NONE` gives the job no PATH: a plain one unless the caller sets its own.
+        if !self.env.iter().any(|(k, _)| k == "PATH") {
+            script.push_str(
+                "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+            );
+        }
         for (k, v) in &self.env {
             let name_ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -393,6 +418,8 @@ impl Submission {
             }
             script.push_str(&format!("export {k}={}\n", quote(v)));
         }
+        // The job's steps (`srun`) get the script's environment, not sbatch's NONE again.
+        script.push_str("export SLURM_EXPORT_ENV=ALL\n");
         script.push_str(&self.body);
         if !script.ends_with('\n') {
             script.push('\n');
@@ -463,6 +490,13 @@ impl SlurmCli {
 
     /// Submits a batch job: its id.
     pub async fn submit(&self, s: &Submission) -> Result<u64, SlurmError> {
+        let mut s = s.clone();
+        // The job's own Slurm commands (`srun`, `scontrol`) read the same configuration.
+        if let Some(conf) = self.conf.as_ref().and_then(|c| c.to_str())
+            && !s.env.iter().any(|(k, _)| k == "SLURM_CONF")
+        {
+            s.env.push(("SLURM_CONF".into(), conf.to_string()));
+        }
         let (args, script) = s.to_command()?;
         let out = self.run("sbatch", &args, Some(&script)).await?.ok()?;
         // `--parsable`: "<id>" or "<id>;<cluster>".
@@ -748,6 +782,56 @@ mod tests {
         // Cancelling again, or a job slurmctld never knew: no error, none.
         cli.cancel(id).await.unwrap();
         assert!(cli.job(999_999_999).await.unwrap().is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A 2-task job on the test cluster's two nodes: each task gets its rank, the world, and
+    /// the same master, an address, as a torch.distributed rendezvous needs.
+    #[tokio::test]
+    async fn a_two_task_job_gets_the_rendezvous_of_its_ranks() {
+        let Some(cli) = cluster() else { return };
+        let dir = std::env::temp_dir().join(format!("atelier-slurm-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = submission();
+        s.name = "atelier-rendezvous".into();
+        s.nodes = 2;
+        s.ntasks = 2;
+        s.cpus_per_task = 1;
+        s.workdir = dir.clone();
+        s.output = dir.join("out.log");
+        s.body = format!(
+            "srun --ntasks-per-node=1 sh -c '{}echo \"rank=$RANK world=$WORLD_SIZE master=$MASTER_ADDR \
+             hosts=$VC_WORKER_HOSTS index=$VC_TASK_INDEX me=$MA_CURRENT_IP\" > {}/rank-$SLURM_PROCID'",
+            rendezvous_prelude().replace('\'', r"'\''"),
+            dir.display()
+        );
+        let id = cli.submit(&s).await.unwrap();
+        let ended = wait(&cli, id, "ended", |j| j.state.is_final()).await;
+        let read =
+            |r: u32| std::fs::read_to_string(dir.join(format!("rank-{r}"))).unwrap_or_default();
+        assert_eq!(
+            ended.state,
+            JobState::Completed,
+            "{ended:?}\n{}",
+            std::fs::read_to_string(dir.join("out.log")).unwrap_or_default()
+        );
+        let (r0, r1) = (read(0), read(1));
+        assert!(r0.starts_with("rank=0 world=2 master="), "{r0}");
+        assert!(r1.starts_with("rank=1 world=2 master="), "{r1}");
+        let field = |line: &str, k: &str| {
+            line.split_whitespace()
+                .find_map(|t| t.strip_prefix(&format!("{k}=")).map(str::to_string))
+                .unwrap_or_default()
+        };
+        // One master for both, an address (the test cluster's nodes are 127.0.0.1).
+        assert_eq!(field(&r0, "master"), field(&r1, "master"));
+        assert!(
+            field(&r0, "master").parse::<std::net::IpAddr>().is_ok(),
+            "{r0}"
+        );
+        assert_eq!(field(&r0, "hosts").split(',').count(), 2, "{r0}");
+        assert_eq!(field(&r1, "index"), "1");
+        assert!(!field(&r1, "me").is_empty(), "{r1}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
