@@ -465,7 +465,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     }
 }
 
-type TlsConn = tokio_rustls::server::TlsStream<TcpStream>;
+type TlsConn = tokio_rustls::server::TlsStream<tokio::io::BufReader<TcpStream>>;
 
 #[derive(Debug, thiserror::Error)]
 enum HandshakeError {
@@ -500,6 +500,7 @@ async fn handshake(
     HandshakeError,
 > {
     let _ = tcp.set_nodelay(true);
+    let tcp = tokio::io::BufReader::with_capacity(wire::READ_BUF, tcp);
     let mut tls = inner.tls.accept(tcp).await.map_err(HandshakeError::Tls)?;
     if tls.get_ref().1.alpn_protocol() != Some(wire::ALPN) {
         refuse(&mut tls, MALFORMED).await;

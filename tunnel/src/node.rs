@@ -34,6 +34,9 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest pause: a runtime whose gateway was away comes back within this of its return.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The copy buffer of each direction of a stream.
+const COPY_BUF: usize = 256 * 1024;
+
 /// Where a target is served on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Local {
@@ -151,6 +154,7 @@ async fn session(
             .await
             .map_err(|e| format!("connecting: {e}"))?;
         let _ = tcp.set_nodelay(true);
+        let tcp = tokio::io::BufReader::with_capacity(wire::READ_BUF, tcp);
         let name = rustls::pki_types::ServerName::try_from(wire::SERVER_NAME)
             .map_err(|e| e.to_string())?;
         let mut tls = tls
@@ -240,8 +244,14 @@ async fn serve(
         return;
     };
     let mut stream = TunnelStream::new(send, req.into_body());
+    // Larger buffers than copy's 8 KiB: a bulk transfer (scp through the agent) makes a
+    // thirtieth of the system calls.
     let _ = match &mut local {
-        LocalStream::Unix(u) => tokio::io::copy_bidirectional(&mut stream, u).await,
-        LocalStream::Tcp(t) => tokio::io::copy_bidirectional(&mut stream, t).await,
+        LocalStream::Unix(u) => {
+            tokio::io::copy_bidirectional_with_sizes(&mut stream, u, COPY_BUF, COPY_BUF).await
+        }
+        LocalStream::Tcp(t) => {
+            tokio::io::copy_bidirectional_with_sizes(&mut stream, t, COPY_BUF, COPY_BUF).await
+        }
     };
 }

@@ -16,8 +16,10 @@ use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The most one write asks the window for: bounds the copy into one frame's buffer.
-const WRITE_CHUNK: usize = 256 * 1024;
+/// The most one write takes: its bytes are copied into a buffer of their own, and below
+/// the allocator's mmap threshold (128 KiB in glibc) that buffer is reused memory rather
+/// than fresh pages faulted in on every write.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 pub struct TunnelStream {
     send: SendStream<Bytes>,
@@ -108,7 +110,7 @@ impl AsyncWrite for TunnelStream {
         loop {
             let capacity = this.send.capacity();
             if capacity > 0 {
-                let n = capacity.min(buf.len());
+                let n = capacity.min(buf.len()).min(WRITE_CHUNK);
                 this.send
                     .send_data(Bytes::copy_from_slice(&buf[..n]), false)
                     .map_err(io_error)?;

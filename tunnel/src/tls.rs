@@ -13,8 +13,16 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::wire::{ALPN, Fingerprint};
 
+/// ring's suites, AES-128-GCM first: as safe here as AES-256 and about a third cheaper per
+/// byte on the bulk path (scp, uploads through the agent).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+        rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
 }
 
 /// Accepts the one certificate whose SHA-256 is the pin.

@@ -54,11 +54,14 @@ pub const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 /// … and a whole session this much: what a peer can make the other buffer, at most.
 pub const SESSION_WINDOW: u32 = 16 * 1024 * 1024;
-/// The largest HTTP/2 frame either end accepts (fewer frames per MiB than the 16 KiB
-/// default; TLS records still split them).
-pub const MAX_FRAME: u32 = 256 * 1024;
+/// The largest HTTP/2 frame either end accepts: a quarter of the frames per MiB of the
+/// 16 KiB default, and each frame's buffer stays below the allocator's mmap threshold.
+pub const MAX_FRAME: u32 = 64 * 1024;
 /// The largest header block a stream may carry (`POST /jupyter` needs a few dozen bytes).
 pub const MAX_HEADER_LIST: u32 = 4096;
+/// What each end reads from its socket at once: TLS asks for 4 KiB at a time, and a system
+/// call per 4 KiB made bulk transfers a quarter of their speed.
+pub const READ_BUF: usize = 256 * 1024;
 /// Streams open at once in one session (Jupyter's WebSockets, SSH links, HTTP requests).
 pub const MAX_STREAMS: u32 = 1024;
 
