@@ -47,7 +47,7 @@ pub enum Local {
 impl Local {
     async fn connect(&self) -> io::Result<LocalStream> {
         Ok(match self {
-            Local::Unix(path) => LocalStream::Unix(UnixStream::connect(path).await?),
+            Local::Unix(path) => LocalStream::Unix(connect_unix(path).await?),
             Local::Tcp(addr) => {
                 let tcp = TcpStream::connect(addr).await?;
                 let _ = tcp.set_nodelay(true);
@@ -55,6 +55,23 @@ impl Local {
             }
         })
     }
+}
+
+/// `connect(2)` takes at most 107 bytes of path; a longer one (a deep job directory) is
+/// reached through its directory's descriptor, as the runtime's agent binds it.
+async fn connect_unix(path: &std::path::Path) -> io::Result<UnixStream> {
+    use std::os::fd::AsRawFd;
+    if path.as_os_str().len() < 100 {
+        return UnixStream::connect(path).await;
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return UnixStream::connect(path).await;
+    };
+    let dir = std::fs::File::open(dir)?;
+    let short = std::path::Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
+    UnixStream::connect(short).await
 }
 
 enum LocalStream {

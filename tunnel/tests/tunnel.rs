@@ -520,3 +520,39 @@ async fn a_newer_session_of_the_same_launch_replaces_the_older() {
     tasks.wait().await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_target_on_a_unix_socket_with_a_path_past_the_kernels_limit_is_served() {
+    use std::os::fd::AsRawFd;
+    let dir = temp_dir("long").join("d".repeat(120));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jupyter.sock");
+    assert!(path.as_os_str().len() > 108);
+    // Bound as the runtime's agent binds such a path: through the directory's descriptor.
+    let handle = std::fs::File::open(&dir).unwrap();
+    let short = format!("/proc/self/fd/{}/jupyter.sock", handle.as_raw_fd());
+    let listener = tokio::net::UnixListener::bind(short).unwrap();
+    let tasks = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let server_stop = stop.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            Ok((mut s, _)) = listener.accept() => { let _ = s.write_all(b"over unix").await; }
+            _ = server_stop.cancelled() => {}
+        }
+    });
+    let hub = hub("long").await;
+    let reg = hub.register("nb-a").unwrap();
+    let locals = Locals {
+        jupyter: Some(Local::Unix(path)),
+        ..Locals::default()
+    };
+    runtime(&tasks, &reg, locals, &stop);
+    assert!(hub.wait_connected("nb-a", DEADLINE).await);
+    let answer = read_all(hub.dial("nb-a", Target::Jupyter).await.unwrap()).await;
+    assert_eq!(answer, b"over unix");
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    hub.shutdown().await;
+}
