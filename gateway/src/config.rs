@@ -9,7 +9,8 @@
 //! `ATELIER_SANDBOX`, `ATELIER_LOG` (tracing filter), `ATELIER_LOG_FORMAT` (`text`|`json`),
 //! `ATELIER_BACKEND` (`process`|`docker`), `ATELIER_DOCKER_HOST`, `ATELIER_REGISTRY`,
 //! `ATELIER_PUBLIC_URL` (the console's URL in browsers), `ATELIER_NOTEBOOK_DOMAIN` and
-//! `ATELIER_NOTEBOOK_ORIGIN` (where browsers open notebooks).
+//! `ATELIER_NOTEBOOK_ORIGIN` (where browsers open notebooks), `ATELIER_TUNNEL_ADDR` and
+//! `ATELIER_TUNNEL_PUBLIC_ADDR` (the connect-back tunnel; off by default).
 
 // The one place the gateway reads its environment.
 #![allow(clippy::disallowed_methods)]
@@ -146,6 +147,21 @@ pub struct Settings {
     /// process engine, shared by all calls to it; calls beyond wait for one (env
     /// ATELIER_ENGINE_CONNECTIONS; default 32).
     pub engine_connections: usize,
+    /// The connect-back tunnel: where runtimes on other machines (a Slurm node) dial the
+    /// gateway (`[tunnel]` in TOML; off by default).
+    pub tunnel: TunnelSettings,
+}
+
+/// The connect-back tunnel's listener (`[tunnel]` in TOML).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelSettings {
+    /// Where the tunnel listens for runtimes (env ATELIER_TUNNEL_ADDR: an address like
+    /// `0.0.0.0:7443`, or `off`); `None`: off.
+    pub listen: Option<SocketAddr>,
+    /// The `host:port` runtimes dial, when it is not `listen` (env
+    /// ATELIER_TUNNEL_PUBLIC_ADDR); needed when `listen` is `0.0.0.0` or `[::]`.
+    pub public_address: Option<String>,
 }
 
 /// Training jobs (`[training]` in TOML).
@@ -697,6 +713,7 @@ impl Default for Settings {
             training: TrainingSettings::default(),
             webhook_allow_private: false,
             engine_connections: 32,
+            tunnel: TunnelSettings::default(),
             cron_seconds: false,
         }
     }
@@ -793,6 +810,20 @@ impl Settings {
                 Ok(SshAddr::Off) => None,
                 Err(e) => bail!("ATELIER_SSH_ADDR={e}"),
             };
+        }
+        if let Some(v) = env("ATELIER_TUNNEL_ADDR") {
+            self.tunnel.listen = match v.trim() {
+                "off" | "" => None,
+                a => Some(a.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "ATELIER_TUNNEL_ADDR={v:?} is not an address like 0.0.0.0:7443 (or `off`)"
+                    )
+                })?),
+            };
+        }
+        if let Some(v) = env("ATELIER_TUNNEL_PUBLIC_ADDR") {
+            let v = v.trim();
+            self.tunnel.public_address = (!v.is_empty()).then(|| v.to_owned());
         }
         if let Some(v) = env("ATELIER_SSH_PORTS") {
             self.ssh_ports =
@@ -991,6 +1022,24 @@ impl Settings {
         if self.data_dir.is_relative() {
             let cwd = std::env::current_dir().context("current directory")?;
             self.data_dir = cwd.join(&self.data_dir);
+        }
+        if let Some(listen) = self.tunnel.listen {
+            let public = self.tunnel.public_address.as_deref();
+            if public.is_none() && listen.ip().is_unspecified() {
+                bail!(
+                    "the tunnel listens on {listen}, which runtimes on other machines cannot dial: set tunnel.public_address (ATELIER_TUNNEL_PUBLIC_ADDR) to the host:port they reach the gateway at"
+                );
+            }
+            if let Some(p) = public {
+                let ok = p.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|n| n != 0)
+                });
+                if !ok {
+                    bail!(
+                        "tunnel.public_address (ATELIER_TUNNEL_PUBLIC_ADDR) {p:?} must be host:port with a port from 1 to 65535"
+                    );
+                }
+            }
         }
         if self.engine_connections == 0 {
             bail!("engine_connections (ATELIER_ENGINE_CONNECTIONS) must be at least 1");
@@ -1208,6 +1257,39 @@ mod tests {
         let s = Settings::load(&ServeArgs::default(), &env).unwrap();
         assert_eq!(s.http_addr.port(), 9000);
         assert_eq!(s.data_dir, PathBuf::from("/srv/b"));
+    }
+
+    #[test]
+    fn the_tunnel_is_off_by_default_and_needs_a_public_address_on_a_wildcard() {
+        let load = |pairs: &'static [(&'static str, &'static str)]| {
+            Settings::load(&ServeArgs::default(), &env_of(pairs)).map(|s| s.tunnel)
+        };
+        assert_eq!(load(&[]).unwrap(), TunnelSettings::default());
+        let t = load(&[("ATELIER_TUNNEL_ADDR", "127.0.0.1:7443")]).unwrap();
+        assert_eq!(t.listen, Some("127.0.0.1:7443".parse().unwrap()));
+        let t = load(&[("ATELIER_TUNNEL_ADDR", "off")]).unwrap();
+        assert_eq!(t.listen, None);
+        let e = load(&[("ATELIER_TUNNEL_ADDR", "7443")]).unwrap_err();
+        assert!(format!("{e:#}").contains("ATELIER_TUNNEL_ADDR"), "{e:#}");
+        let e = load(&[("ATELIER_TUNNEL_ADDR", "0.0.0.0:7443")]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("ATELIER_TUNNEL_PUBLIC_ADDR"),
+            "{e:#}"
+        );
+        let t = load(&[
+            ("ATELIER_TUNNEL_ADDR", "0.0.0.0:7443"),
+            ("ATELIER_TUNNEL_PUBLIC_ADDR", "gw.cluster:7443"),
+        ])
+        .unwrap();
+        assert_eq!(t.public_address.as_deref(), Some("gw.cluster:7443"));
+        let e = load(&[
+            ("ATELIER_TUNNEL_ADDR", "0.0.0.0:7443"),
+            ("ATELIER_TUNNEL_PUBLIC_ADDR", "gw.cluster"),
+        ])
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("host:port"), "{e:#}");
+        let file: Settings = toml::from_str("[tunnel]\nlisten = \"127.0.0.1:7443\"\n").unwrap();
+        assert_eq!(file.tunnel.listen.map(|a| a.port()), Some(7443));
     }
 
     #[test]

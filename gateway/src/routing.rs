@@ -121,6 +121,9 @@ pub enum Endpoint {
         dir: Arc<std::path::Path>,
         name: Arc<std::ffi::OsStr>,
     },
+    /// A target of a runtime on another machine, over the connection it opened to the
+    /// gateway (`atelier_tunnel`).
+    Tunnel(atelier_tunnel::hub::TunnelEndpoint),
 }
 
 impl Endpoint {
@@ -139,6 +142,10 @@ impl Endpoint {
                 },
                 Authority::from_static("localhost"),
             ),
+            crate::backends::Endpoint::Tunnel(t) => (
+                Endpoint::Tunnel(t.clone()),
+                Authority::from_static("localhost"),
+            ),
         })
     }
 }
@@ -150,6 +157,7 @@ impl std::fmt::Display for Endpoint {
             Endpoint::Unix { dir, name } => {
                 write!(f, "unix:{}", dir.join(&**name).display())
             }
+            Endpoint::Tunnel(t) => write!(f, "{t}"),
         }
     }
 }

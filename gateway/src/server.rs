@@ -38,6 +38,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         .with_context(|| format!("securing data dir {}", settings.data_dir.display()))?;
     let store = Store::open(&settings.data_dir).await?;
     bootstrap_admin(&store, &settings).await?;
+    // Before the backend: a backend whose runtimes run elsewhere takes the hub.
+    let tunnel = start_tunnel(&settings).await?;
     let backend: Arc<dyn Backend> = match settings.backend.kind {
         BackendKind::Process => Arc::new(ProcessBackend::new(&settings)?),
         BackendKind::External => Arc::new(ExternalBackend::new(&settings)?),
@@ -203,9 +205,32 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         secrets,
         metrics: metrics.build(),
         engine_relays: crate::upstream::Relays::default(),
+        tunnel,
     });
     notebook_api.connect(&state);
     Ok(state)
+}
+
+/// The connect-back tunnel's listener, when `tunnel.listen` is set; its certificate is kept
+/// under `<data dir>/tunnel`.
+async fn start_tunnel(
+    settings: &Settings,
+) -> anyhow::Result<Option<atelier_tunnel::hub::TunnelHub>> {
+    let Some(listen) = settings.tunnel.listen else {
+        return Ok(None);
+    };
+    let mut hub = atelier_tunnel::hub::HubSettings::new(listen, settings.data_dir.join("tunnel"));
+    hub.public_address = settings.tunnel.public_address.clone();
+    let hub = atelier_tunnel::hub::TunnelHub::start(hub)
+        .await
+        .context("starting the connect-back tunnel (set ATELIER_TUNNEL_ADDR to another address, or to `off`)")?;
+    println!(
+        "Connect-back tunnel on {} (runtimes dial {}, certificate {})",
+        hub.local_addr(),
+        hub.address(),
+        hub.fingerprint()
+    );
+    Ok(Some(hub))
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -326,6 +351,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     tracing::info!("shutting down; notebooks keep running");
     state.engine_relays.shutdown().await;
+    if let Some(tunnel) = &state.tunnel {
+        // Sessions end; runtimes keep running and dial the next gateway.
+        tunnel.shutdown().await;
+    }
     loops.wait().await;
     state.lifecycle.files().shutdown().await;
     // Running batch jobs end now and go on at the next start (their items are durable).

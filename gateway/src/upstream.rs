@@ -622,6 +622,7 @@ async fn open(endpoint: &Endpoint) -> std::io::Result<Box<dyn Io>> {
         Endpoint::Unix { dir, name } => {
             Ok(Box::new(crate::confined::connect_unix(dir, name).await?))
         }
+        Endpoint::Tunnel(t) => Ok(Box::new(t.dial().await?)),
     }
 }
 

@@ -49,6 +49,8 @@ stops it gracefully on SIGTERM/SIGINT/SIGHUP and records its state in the
 spec's status_file.
 
 spec fields: argv (required, non-empty), env, cwd, log_file, status_file,
+             ssh, user, forward, connect_back (dial the gateway and serve
+             its streams),
              grace_seconds (optional, default 10)";
 
 /// Exit code for usage errors and invalid specs.

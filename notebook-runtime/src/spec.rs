@@ -42,6 +42,33 @@ pub struct Spec {
     /// container without a network) of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<ForwardSpec>,
+    /// Dial the gateway and serve its streams from here (a runtime on another machine,
+    /// whose ports and files the gateway cannot reach): Jupyter (`jupyter` below), the SSH
+    /// agent (`ssh.socket`; `atelier.file` rides its link) and the engine (`forward.port`).
+    /// Holds the launch's secret: the spec file must be readable by the launch alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_back: Option<ConnectBackSpec>,
+}
+
+/// Where the runtime dials its gateway, and what it serves (see [`Spec::connect_back`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectBackSpec {
+    /// The gateway's tunnel address, its certificate's fingerprint, the launch id and its
+    /// secret, as the gateway's tunnel hub hands them out.
+    pub gateway: atelier_tunnel::ConnectBack,
+    /// Where Jupyter listens here; `None`: no Jupyter (an engine instance, a worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jupyter: Option<LocalSpec>,
+}
+
+/// A server on this machine: `{"unix": "/path/jupyter.sock"}` or `{"port": 8888}` (on
+/// 127.0.0.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum LocalSpec {
+    Unix(PathBuf),
+    Port(u16),
 }
 
 /// A unix socket relayed to a loopback port (see [`Spec::forward`]).
@@ -146,6 +173,14 @@ impl Spec {
             check_path("forward.socket", &f.socket, true)?;
             if f.port == 0 {
                 bail!("forward.port must not be 0");
+            }
+        }
+        if let Some(c) = &self.connect_back {
+            c.gateway.validate()?;
+            match &c.jupyter {
+                Some(LocalSpec::Unix(path)) => check_path("connect_back.jupyter.unix", path, true)?,
+                Some(LocalSpec::Port(0)) => bail!("connect_back.jupyter.port must not be 0"),
+                Some(LocalSpec::Port(_)) | None => {}
             }
         }
         if self.grace_seconds > MAX_GRACE_SECONDS {
@@ -307,6 +342,50 @@ mod tests {
         );
         let zero = text.replace("8080", "0");
         assert!(err_of(&zero).contains("forward.port"), "{}", err_of(&zero));
+    }
+
+    #[test]
+    fn parses_connect_back_and_names_a_wrong_field() {
+        let fingerprint = format!("sha256:{}", "ab".repeat(32));
+        let secret = "cd".repeat(32);
+        let text = MINIMAL.replace(
+            "\"argv\"",
+            &format!(
+                r#""connect_back": {{"gateway": {{"address": "10.0.0.1:7443", "fingerprint": "{fingerprint}", "launch": "nb-1", "secret": "{secret}"}}, "jupyter": {{"unix": "/run/a/jupyter.sock"}}}}, "argv""#
+            ),
+        );
+        let spec = Spec::from_json(&text).expect("valid");
+        let c = spec.connect_back.expect("connect_back");
+        assert_eq!(c.gateway.launch, "nb-1");
+        assert_eq!(
+            c.jupyter,
+            Some(LocalSpec::Unix(PathBuf::from("/run/a/jupyter.sock")))
+        );
+        let port = text.replace(r#"{"unix": "/run/a/jupyter.sock"}"#, r#"{"port": 8888}"#);
+        assert_eq!(
+            Spec::from_json(&port)
+                .expect("valid")
+                .connect_back
+                .expect("cb")
+                .jupyter,
+            Some(LocalSpec::Port(8888))
+        );
+        for (from, to, field) in [
+            ("10.0.0.1:7443", "10.0.0.1", "connect_back.address"),
+            ("nb-1", "../nb", "connect_back.launch"),
+            (secret.as_str(), "short", "connect_back.secret"),
+            (fingerprint.as_str(), "md5:00", "connect_back.fingerprint"),
+            (
+                r#"{"port": 8888}"#,
+                r#"{"port": 0}"#,
+                "connect_back.jupyter.port",
+            ),
+            (r#"{"port": 8888}"#, r#"{"tcp": 1}"#, "unknown variant"),
+        ] {
+            let bad = port.replace(from, to);
+            let err = err_of(&bad);
+            assert!(err.contains(field), "{field}: {err}");
+        }
     }
 
     #[test]

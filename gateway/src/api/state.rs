@@ -87,6 +87,9 @@ pub struct Services {
     pub metrics: crate::metrics::Metrics,
     /// The WebSockets relayed to model engines (cut at shutdown).
     pub engine_relays: crate::upstream::Relays,
+    /// The connect-back tunnel, when it is on (`tunnel.listen`): backends whose runtimes
+    /// run on other machines register their launches with it and hand out its endpoints.
+    pub tunnel: Option<atelier_tunnel::hub::TunnelHub>,
 }
 
 /// Every handler that takes a [`Principal`] authenticates the request: a bearer token, or

@@ -838,6 +838,7 @@ impl DockerBackend {
             }),
             user: None,
             forward: None,
+            connect_back: None,
         };
         write_private(
             &agent_dir.join("spec.json"),
@@ -1030,6 +1031,7 @@ impl DockerBackend {
                 socket: format!("{AGENT_IN_CONTAINER}/{}", super::ENGINE_SOCKET).into(),
                 port: super::ENGINE_PORT,
             }),
+            connect_back: None,
         };
         write_private(
             &agent_dir.join("spec.json"),
@@ -1123,6 +1125,7 @@ impl DockerBackend {
             ssh: None,
             user: None,
             forward: None,
+            connect_back: None,
         };
         write_private(
             &agent_dir.join("spec.json"),

@@ -167,6 +167,9 @@ pub enum Endpoint {
         dir: std::path::PathBuf,
         name: String,
     },
+    /// A target of a runtime on another machine, reached over the connection that runtime
+    /// opened to the gateway (`atelier_tunnel`): the gateway dials nothing on that machine.
+    Tunnel(atelier_tunnel::hub::TunnelEndpoint),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -174,6 +177,7 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp(a) => write!(f, "{a}"),
             Endpoint::Unix { dir, name } => write!(f, "unix:{}", dir.join(name).display()),
+            Endpoint::Tunnel(t) => write!(f, "{t}"),
         }
     }
 }
@@ -210,7 +214,8 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> S
 
 impl Endpoint {
     /// Connects. A unix socket sits in a directory the notebook writes: it is reached
-    /// through `confined`, so a link planted in its place never leads elsewhere.
+    /// through `confined`, so a link planted in its place never leads elsewhere. A tunnel
+    /// target waits (boundedly) for its runtime to connect back.
     pub async fn dial(&self) -> std::io::Result<Box<dyn Stream>> {
         match self {
             Endpoint::Tcp(addr) => {
@@ -221,6 +226,7 @@ impl Endpoint {
             Endpoint::Unix { dir, name } => Ok(Box::new(
                 crate::confined::connect_unix(dir, name.as_ref()).await?,
             )),
+            Endpoint::Tunnel(t) => Ok(Box::new(t.dial().await?)),
         }
     }
 }

@@ -323,6 +323,7 @@ impl ProcessBackend {
                 home: Some(home.clone()),
             }),
             forward: None,
+            connect_back: None,
         };
         // Root's, written before the notebook exists; the runtime inside reads it as root.
         write_private(
@@ -384,6 +385,7 @@ impl ProcessBackend {
             ssh: None,
             user: None,
             forward: None,
+            connect_back: None,
         }
     }
 
@@ -442,6 +444,7 @@ impl ProcessBackend {
                 }),
                 user: None,
                 forward: None,
+                connect_back: None,
             },
             port,
         ))
@@ -507,6 +510,7 @@ impl ProcessBackend {
                 socket: agent.join(super::ENGINE_SOCKET),
                 port: super::ENGINE_PORT,
             }),
+            connect_back: None,
         };
         write_private(
             &agent_dir.join("spec.json"),
@@ -673,6 +677,7 @@ impl ProcessBackend {
                 home: Some(home.clone()),
             }),
             forward: None,
+            connect_back: None,
         };
         write_private(
             &agent_dir.join("spec.json"),

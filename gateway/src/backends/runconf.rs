@@ -319,6 +319,11 @@ pub async fn jupyter_get(
                     .await
                     .map_err(|e| e.to_string())?,
             ),
+            Endpoint::Tunnel(t) => Box::new(
+                t.dial()
+                    .await
+                    .map_err(|e| format!("connecting to {t}: {e}"))?,
+            ),
         };
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))

@@ -140,8 +140,30 @@ fn bind_long(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     std::os::unix::net::UnixListener::bind(short)
 }
 
+/// What the connect-back serves: Jupyter where the spec says, the agent on its socket, the
+/// engine on its loopback port.
+fn connect_back(
+    spec: &Spec,
+    c: &crate::spec::ConnectBackSpec,
+) -> Result<(atelier_tunnel::wire::Dial, atelier_tunnel::node::Locals)> {
+    use atelier_tunnel::node::Local;
+    let dial = c.gateway.validate()?;
+    let locals = atelier_tunnel::node::Locals {
+        jupyter: c.jupyter.as_ref().map(|j| match j {
+            crate::spec::LocalSpec::Unix(path) => Local::Unix(path.clone()),
+            crate::spec::LocalSpec::Port(port) => Local::Tcp(([127, 0, 0, 1], *port).into()),
+        }),
+        agent: spec.ssh.as_ref().map(|s| Local::Unix(s.socket.clone())),
+        engine: spec
+            .forward
+            .as_ref()
+            .map(|f| Local::Tcp(([127, 0, 0, 1], f.port).into())),
+    };
+    Ok((dial, locals))
+}
+
 /// Binds the agent's socket (and the engine relay's, [`Spec::forward`]) and serves them on
-/// a thread of its own. Call it after the supervisor blocked its signals (the agent's
+/// a thread of its own, with the connect-back to the gateway ([`Spec::connect_back`]). Call it after the supervisor blocked its signals (the agent's
 /// threads inherit the mask, so SIGCHLD keeps going to the reaper).
 pub fn start(spec: &Spec) -> Result<()> {
     let ssh = match &spec.ssh {
@@ -175,7 +197,11 @@ pub fn start(spec: &Spec) -> Result<()> {
         None => None,
         Some(f) => Some((bind(&f.socket)?, f.clone())),
     };
-    if ssh.is_none() && relay.is_none() {
+    let tunnel = match &spec.connect_back {
+        None => None,
+        Some(c) => Some(connect_back(spec, c)?),
+    };
+    if ssh.is_none() && relay.is_none() && tunnel.is_none() {
         return Ok(());
     }
     std::thread::Builder::new()
@@ -194,6 +220,13 @@ pub fn start(spec: &Spec) -> Result<()> {
                 }
             };
             runtime.block_on(async move {
+                if let Some((dial, locals)) = tunnel {
+                    log!("connecting back to the gateway at {}", dial.address);
+                    let log: atelier_tunnel::node::Log = Arc::new(|m| log!("{m}"));
+                    // Runs as long as the runtime: it reconnects whenever its session ends.
+                    let stop = tokio_util::sync::CancellationToken::new();
+                    tokio::spawn(atelier_tunnel::node::run(dial, locals, log, stop));
+                }
                 if let Some((listener, f)) = relay {
                     match tokio::net::UnixListener::from_std(listener) {
                         Ok(l) => {
