@@ -194,12 +194,13 @@ impl Cluster {
         let mut stream = UnixStream::connect(socket)
             .unwrap_or_else(|e| panic!("connecting to slurmrestd at {}: {e}", socket.display()));
         stream.set_read_timeout(Some(JOB_TIMEOUT)).unwrap();
-        write!(
-            stream,
+        // One write: slurmrestd 22.05 parses what its first read got, and answers a request
+        // cut in pieces (as `write!` sends it) with "HTTP/0.9 400 BAD REQUEST".
+        let request = format!(
             "GET {path} HTTP/1.1\r\nHost: slurmrestd\r\nAccept: application/json\r\n\
              Connection: close\r\n\r\n"
-        )
-        .unwrap();
+        );
+        stream.write_all(request.as_bytes()).unwrap();
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).unwrap();
         let split = raw
