@@ -327,12 +327,15 @@ impl Engine {
             q.closed = true;
             st.ended.append(&mut q.list);
         }
-        for f in std::mem::take(&mut st.ended) {
-            if let Some(e) = f.ended
-                && let Err(err) = self.record(&f.task, e, &f.at).await
-            {
-                tracing::warn!(run = %f.task.run_id, step = %f.task.step, error = %err, "recording a step's end failed");
-            }
+        if st.ended.is_empty() {
+            return;
+        }
+        let written = match self.inner.store.pool.acquire().await {
+            Ok(mut conn) => self.write_ends(&mut conn, st).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(err) = written {
+            tracing::warn!(error = %err, "recording the ends of a run's steps failed; they run again when the run resumes");
         }
     }
 
