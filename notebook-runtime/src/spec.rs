@@ -60,6 +60,10 @@ pub struct ConnectBackSpec {
     /// Where Jupyter listens here; `None`: no Jupyter (an engine instance, a worker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jupyter: Option<LocalSpec>,
+    /// Where the notebook's SSH agent listens, when another runtime runs it (a sandboxed
+    /// notebook's inner runtime); `None`: this runtime's own agent ([`Spec::ssh`]), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<PathBuf>,
 }
 
 /// A server on this machine: `{"unix": "/path/jupyter.sock"}` or `{"port": 8888}` (on
@@ -181,6 +185,9 @@ impl Spec {
                 Some(LocalSpec::Unix(path)) => check_path("connect_back.jupyter.unix", path, true)?,
                 Some(LocalSpec::Port(0)) => bail!("connect_back.jupyter.port must not be 0"),
                 Some(LocalSpec::Port(_)) | None => {}
+            }
+            if let Some(agent) = &c.agent {
+                check_path("connect_back.agent", agent, true)?;
             }
         }
         if self.grace_seconds > MAX_GRACE_SECONDS {
@@ -369,6 +376,24 @@ mod tests {
                 .expect("cb")
                 .jupyter,
             Some(LocalSpec::Port(8888))
+        );
+        let agent = text.replace(
+            r#""jupyter": {"unix""#,
+            r#""agent": "/run/a/ssh.sock", "jupyter": {"unix""#,
+        );
+        assert_eq!(
+            Spec::from_json(&agent)
+                .expect("valid")
+                .connect_back
+                .expect("cb")
+                .agent,
+            Some(PathBuf::from("/run/a/ssh.sock"))
+        );
+        let bad = agent.replace("/run/a/ssh.sock", "/");
+        assert!(
+            err_of(&bad).contains("connect_back.agent"),
+            "{}",
+            err_of(&bad)
         );
         for (from, to, field) in [
             ("10.0.0.1:7443", "10.0.0.1", "connect_back.address"),

@@ -57,21 +57,52 @@ impl Local {
     }
 }
 
-/// `connect(2)` takes at most 107 bytes of path; a longer one (a deep job directory) is
-/// reached through its directory's descriptor, as the runtime's agent binds it.
+/// Connects to the unix socket at `path` without following a link in its last component:
+/// the directory it is in may be the notebook's to write (a sandboxed notebook's agent dir),
+/// and this runtime may be root outside the sandbox, so a link planted in the socket's
+/// place must never lead the gateway's traffic to another socket of this machine. The
+/// socket is opened `O_PATH | O_NOFOLLOW` and reached through its descriptor's
+/// `/proc/self/fd` link, which also takes paths past `connect(2)`'s 107 bytes.
 async fn connect_unix(path: &std::path::Path) -> io::Result<UnixStream> {
+    use rustix::fs::{FileType, Mode, OFlags};
     use std::os::fd::AsRawFd;
-    if path.as_os_str().len() < 100 {
-        return UnixStream::connect(path).await;
-    }
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return UnixStream::connect(path).await;
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no socket", path.display()),
+        ));
     };
-    let dir = std::fs::File::open(dir)?;
-    let short = std::path::Path::new("/proc/self/fd")
-        .join(dir.as_raw_fd().to_string())
-        .join(name);
-    UnixStream::connect(short).await
+    let fail = |e: rustix::io::Errno| {
+        io::Error::new(
+            io::Error::from_raw_os_error(e.raw_os_error()).kind(),
+            format!("{}: {e}", path.display()),
+        )
+    };
+    let dir = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail)?;
+    let fd = rustix::fs::openat(
+        &dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail)?;
+    // O_PATH with O_NOFOLLOW opens a link itself rather than failing.
+    let st = rustix::fs::fstat(&fd).map_err(fail)?;
+    if FileType::from_raw_mode(st.st_mode as _) != FileType::Socket {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a socket (a link or a file planted there?)",
+                path.display()
+            ),
+        ));
+    }
+    UnixStream::connect(format!("/proc/self/fd/{}", fd.as_raw_fd())).await
 }
 
 enum LocalStream {

@@ -556,3 +556,57 @@ async fn a_target_on_a_unix_socket_with_a_path_past_the_kernels_limit_is_served(
     tasks.wait().await;
     hub.shutdown().await;
 }
+
+/// A notebook writes the directory its sockets are in: a link planted where Jupyter's
+/// socket was must not lead the runtime (root, outside the sandbox) to another socket on
+/// its machine (a container engine's, munge's) with the gateway's traffic.
+#[tokio::test]
+async fn a_link_planted_in_place_of_a_socket_is_not_followed() {
+    let dir = temp_dir("planted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let elsewhere = dir.join("engine.sock");
+    let listener = tokio::net::UnixListener::bind(&elsewhere).unwrap();
+    let reached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let (server_stop, seen) = (stop.clone(), reached.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            Ok((mut s, _)) = listener.accept() => {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = s.write_all(b"the engine").await;
+            }
+            _ = server_stop.cancelled() => {}
+        }
+    });
+    let agent = dir.join("agent");
+    std::fs::create_dir_all(&agent).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, agent.join("jupyter.sock")).unwrap();
+    // The long-path way too (through the directory's descriptor).
+    let deep = dir.join("d".repeat(110));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, deep.join("ssh.sock")).unwrap();
+    let hub = hub("planted").await;
+    let reg = hub.register("nb-p").unwrap();
+    let locals = Locals {
+        jupyter: Some(Local::Unix(agent.join("jupyter.sock"))),
+        agent: Some(Local::Unix(deep.join("ssh.sock"))),
+        ..Locals::default()
+    };
+    runtime(&tasks, &reg, locals, &stop);
+    assert!(hub.wait_connected("nb-p", DEADLINE).await);
+    for target in [Target::Jupyter, Target::Agent] {
+        if let Ok(s) = hub.dial("nb-p", target).await {
+            let answer = read_all(s).await;
+            assert!(answer.is_empty(), "{target:?}: {answer:?}");
+        }
+    }
+    assert!(
+        !reached.load(std::sync::atomic::Ordering::SeqCst),
+        "the runtime followed the planted link"
+    );
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    hub.shutdown().await;
+}

@@ -153,7 +153,11 @@ fn connect_back(
             crate::spec::LocalSpec::Unix(path) => Local::Unix(path.clone()),
             crate::spec::LocalSpec::Port(port) => Local::Tcp(([127, 0, 0, 1], *port).into()),
         }),
-        agent: spec.ssh.as_ref().map(|s| Local::Unix(s.socket.clone())),
+        agent: c
+            .agent
+            .clone()
+            .or_else(|| spec.ssh.as_ref().map(|s| s.socket.clone()))
+            .map(Local::Unix),
         engine: spec
             .forward
             .as_ref()
