@@ -7,10 +7,12 @@
 //! `ATELIER_SSH_ADDR` (default `127.0.0.1:2222`, or `off`), `ATELIER_SSH_PORTS`,
 //! `ATELIER_ADMIN_TOKEN` (the admin's API token on first start), `ATELIER_JUPYTER_VENV`,
 //! `ATELIER_SANDBOX`, `ATELIER_LOG` (tracing filter), `ATELIER_LOG_FORMAT` (`text`|`json`),
-//! `ATELIER_BACKEND` (`process`|`docker`), `ATELIER_DOCKER_HOST`, `ATELIER_REGISTRY`,
+//! `ATELIER_BACKEND` (`process`|`docker`|`slurm`), `ATELIER_DOCKER_HOST`, `ATELIER_REGISTRY`,
 //! `ATELIER_PUBLIC_URL` (the console's URL in browsers), `ATELIER_NOTEBOOK_DOMAIN` and
 //! `ATELIER_NOTEBOOK_ORIGIN` (where browsers open notebooks), `ATELIER_TUNNEL_ADDR` and
-//! `ATELIER_TUNNEL_PUBLIC_ADDR` (the connect-back tunnel; off by default).
+//! `ATELIER_TUNNEL_PUBLIC_ADDR` (the connect-back tunnel; off by default),
+//! `ATELIER_SLURM_CONF`, `ATELIER_SLURM_SHARED_DIR`, `ATELIER_SLURM_PARTITION`,
+//! `ATELIER_SLURM_ACCOUNT`, `ATELIER_SLURM_QOS` (the slurm backend).
 
 // The one place the gateway reads its environment.
 #![allow(clippy::disallowed_methods)]
@@ -150,8 +152,30 @@ pub struct Settings {
     /// The connect-back tunnel: where runtimes on other machines (a Slurm node) dial the
     /// gateway (`[tunnel]` in TOML; off by default).
     pub tunnel: TunnelSettings,
+    /// The Slurm cluster of `backend.kind = "slurm"` (`[slurm]` in TOML).
+    pub slurm: SlurmSettings,
 }
 
+/// Where and how notebooks run on a Slurm cluster (`[slurm]` in TOML).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmSettings {
+    /// The cluster's `slurm.conf` for Slurm's commands (env ATELIER_SLURM_CONF, else
+    /// SLURM_CONF); `None`: Slurm's default.
+    pub conf: Option<PathBuf>,
+    /// Where `sbatch`, `scontrol` and `scancel` are; `None`: `PATH`.
+    pub bin_dir: Option<PathBuf>,
+    /// A directory every compute node sees at this same path (NFS, Lustre, …): notebooks'
+    /// work dirs and run dirs (env ATELIER_SLURM_SHARED_DIR). `None`:
+    /// `<data_dir>/slurm`, which only a cluster whose nodes are this host sees.
+    pub shared_dir: Option<PathBuf>,
+    /// The partition, account and QoS of a notebook's job when its flavor names none (env
+    /// ATELIER_SLURM_PARTITION, ATELIER_SLURM_ACCOUNT, ATELIER_SLURM_QOS); `None`: the
+    /// cluster's defaults.
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+}
 /// The connect-back tunnel's listener (`[tunnel]` in TOML).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -415,6 +439,9 @@ pub enum BackendKind {
     /// A container per notebook, through the Docker Engine API (Docker, or Podman's
     /// Docker-compatible service).
     Docker,
+    /// A Slurm job per notebook on a cluster (`backends::slurm`); its runtime connects back
+    /// through the tunnel (`[tunnel]`), its files are on `slurm.shared_dir`.
+    Slurm,
 }
 
 /// Where browsers open notebooks.
@@ -714,6 +741,7 @@ impl Default for Settings {
             webhook_allow_private: false,
             engine_connections: 32,
             tunnel: TunnelSettings::default(),
+            slurm: SlurmSettings::default(),
             cron_seconds: false,
         }
     }
@@ -846,8 +874,24 @@ impl Settings {
                 "process" => BackendKind::Process,
                 "docker" => BackendKind::Docker,
                 "external" => BackendKind::External,
-                other => bail!("ATELIER_BACKEND={other:?}: expected process or docker"),
+                "slurm" => BackendKind::Slurm,
+                other => bail!("ATELIER_BACKEND={other:?}: expected process, docker or slurm"),
             };
+        }
+        if let Some(v) = env("ATELIER_SLURM_CONF").or_else(|| env("SLURM_CONF")) {
+            self.slurm.conf = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        if let Some(v) = env("ATELIER_SLURM_SHARED_DIR") {
+            self.slurm.shared_dir = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        for (name, field) in [
+            ("ATELIER_SLURM_PARTITION", &mut self.slurm.partition),
+            ("ATELIER_SLURM_ACCOUNT", &mut self.slurm.account),
+            ("ATELIER_SLURM_QOS", &mut self.slurm.qos),
+        ] {
+            if let Some(v) = env(name) {
+                *field = (!v.trim().is_empty()).then(|| v.trim().to_owned());
+            }
         }
         if let Some(v) = env("ATELIER_DOCKER_HOST") {
             self.backend.docker_host = Some(v);
@@ -1040,6 +1084,19 @@ impl Settings {
                     );
                 }
             }
+        }
+        if self.backend.kind == BackendKind::Slurm && self.tunnel.listen.is_none() {
+            bail!(
+                "the slurm backend reaches notebooks through the connect-back tunnel: set tunnel.listen (ATELIER_TUNNEL_ADDR) to an address the compute nodes can dial"
+            );
+        }
+        if let Some(d) = &self.slurm.shared_dir
+            && d.is_relative()
+        {
+            bail!(
+                "slurm.shared_dir (ATELIER_SLURM_SHARED_DIR) {} must be an absolute path, the same on every node",
+                d.display()
+            );
         }
         if self.engine_connections == 0 {
             bail!("engine_connections (ATELIER_ENGINE_CONNECTIONS) must be at least 1");
@@ -1257,6 +1314,37 @@ mod tests {
         let s = Settings::load(&ServeArgs::default(), &env).unwrap();
         assert_eq!(s.http_addr.port(), 9000);
         assert_eq!(s.data_dir, PathBuf::from("/srv/b"));
+    }
+
+    #[test]
+    fn the_slurm_backend_needs_the_tunnel_and_reads_its_cluster() {
+        let load = |pairs: &'static [(&'static str, &'static str)]| {
+            Settings::load(&ServeArgs::default(), &env_of(pairs))
+        };
+        let e = load(&[("ATELIER_BACKEND", "slurm")]).unwrap_err();
+        assert!(format!("{e:#}").contains("ATELIER_TUNNEL_ADDR"), "{e:#}");
+        let s = load(&[
+            ("ATELIER_BACKEND", "slurm"),
+            ("ATELIER_TUNNEL_ADDR", "127.0.0.1:7443"),
+            ("SLURM_CONF", "/etc/slurm/other.conf"),
+            ("ATELIER_SLURM_PARTITION", " gpu "),
+            ("ATELIER_SLURM_SHARED_DIR", "/shared/atelier"),
+        ])
+        .unwrap();
+        assert_eq!(s.backend.kind, BackendKind::Slurm);
+        assert_eq!(s.slurm.conf, Some(PathBuf::from("/etc/slurm/other.conf")));
+        assert_eq!(s.slurm.partition.as_deref(), Some("gpu"));
+        assert_eq!(s.slurm.shared_dir, Some(PathBuf::from("/shared/atelier")));
+        // Atelier's own name wins over Slurm's.
+        let s = load(&[("ATELIER_SLURM_CONF", "/a.conf"), ("SLURM_CONF", "/b.conf")]).unwrap();
+        assert_eq!(s.slurm.conf, Some(PathBuf::from("/a.conf")));
+        let e = load(&[("ATELIER_SLURM_SHARED_DIR", "rel/dir")]).unwrap_err();
+        assert!(format!("{e:#}").contains("absolute"), "{e:#}");
+        let e = load(&[("ATELIER_BACKEND", "kubernetes")]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("process, docker or slurm"),
+            "{e:#}"
+        );
     }
 
     #[test]

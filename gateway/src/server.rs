@@ -44,6 +44,10 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
         BackendKind::Process => Arc::new(ProcessBackend::new(&settings)?),
         BackendKind::External => Arc::new(ExternalBackend::new(&settings)?),
         BackendKind::Docker => Arc::new(crate::backends::docker::DockerBackend::new(&settings)?),
+        BackendKind::Slurm => Arc::new(crate::backends::slurm::backend::SlurmBackend::new(
+            &settings,
+            tunnel.clone(),
+        )?),
     };
     let ssh = match settings.ssh_addr {
         Some(addr) => {

@@ -230,6 +230,41 @@ pub fn free_port() -> u16 {
         .expect("finding a free loopback port")
 }
 
+/// A private key written where OpenSSH accepts it (mode 0600).
+pub fn write_private_key(dir: &Path, name: &str, pem: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, pem).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("securing {}: {e}", path.display()));
+    path
+}
+
+/// The options of `ssh`/`scp` for a test: no user config, `key` only, no prompts, the
+/// gateway's host key learned into `known_hosts` on first use.
+pub fn ssh_client_args(known_hosts: &Path, key: &Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        "ConnectTimeout=20",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push("-o".into());
+    a.push(format!("UserKnownHostsFile={}", known_hosts.display()));
+    a.push("-i".into());
+    a.push(key.to_string_lossy().into_owned());
+    a
+}
+
 /// A short unique suffix for names.
 pub fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()

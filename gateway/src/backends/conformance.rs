@@ -1,6 +1,7 @@
 //! The `Backend` contract, checked the same way on every backend: the fake (always), the
 //! process backend (with the JupyterLab virtualenv of the test setup), the docker backend
-//! (with the test setup's Podman and image). One notebook goes through every operation the
+//! (with the test setup's Podman and image), the slurm backend (with the test cluster of
+//! `scripts/slurm.sh`, its notebooks reached through the connect-back tunnel). One notebook goes through every operation the
 //! lifecycle relies on:
 //!
 //! ```text
@@ -131,7 +132,7 @@ async fn cases(s: &Subject, keep: Arc<Mutex<Option<Handle>>>) {
         .unwrap_or_else(|e| panic!("{name}: launch: {e}"));
     *keep.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
     assert_eq!(handle.backend(), name, "the handle is the backend's own");
-    b.wait_ready(spec, &handle, Duration::from_secs(180))
+    b.wait_ready(spec, &handle, Duration::from_secs(180), &Quiet)
         .await
         .unwrap_or_else(|e| panic!("{name}: wait_ready: {e}"));
     assert_eq!(b.poll(&handle).await, Observed::Running, "{name}");
@@ -287,6 +288,7 @@ pub fn spec(settings: &Settings, image_ref: &str) -> NotebookSpec {
         image_ref: image_ref.into(),
         work_on_object_storage: false,
         extended_storage: Vec::new(),
+        lease: None,
     }
 }
 
@@ -442,5 +444,48 @@ mod tests {
             Arc::new(super::super::docker::DockerBackend::new(s).expect("docker backend"))
         })
         .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_slurm_backend_keeps_the_contract() {
+        let (Some(venv), Some(_), Some(conf)) = (
+            setup("ATELIER_TEST_JUPYTER_VENV"),
+            setup("ATELIER_TEST_SLURM"),
+            setup("SLURM_CONF"),
+        ) else {
+            return;
+        };
+        let dir = TempDir::new();
+        let mut settings = Settings {
+            data_dir: dir.0.clone(),
+            ..Settings::default()
+        };
+        settings.backend.jupyter_venv = Some(venv.into());
+        settings.backend.runtime_bin = Some(profile_dir().join("atelier-notebook-runtime"));
+        settings.slurm.conf = Some(conf.into());
+        settings.slurm.partition = Some("debug".into());
+        // A flavor a test node holds (2 CPUs, 4000 MB each).
+        settings.flavors[0].vcpus = 1;
+        settings.flavors[0].memory_gib = 2;
+        let hub = atelier_tunnel::hub::TunnelHub::start(atelier_tunnel::hub::HubSettings::new(
+            ([127, 0, 0, 1], 0).into(),
+            dir.0.join("tunnel"),
+        ))
+        .await
+        .expect("the tunnel hub");
+        let default = settings.default_image();
+        let image = default
+            .reference
+            .clone()
+            .unwrap_or_else(|| default.id.clone());
+        let shared = hub.clone();
+        on_real_backend(settings, &image, move |s| {
+            Arc::new(
+                super::super::slurm::backend::SlurmBackend::new(s, Some(shared.clone()))
+                    .expect("slurm backend"),
+            )
+        })
+        .await;
+        hub.shutdown().await;
     }
 }

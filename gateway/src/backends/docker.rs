@@ -1652,6 +1652,7 @@ impl Backend for DockerBackend {
         spec: &NotebookSpec,
         handle: &Handle,
         timeout: Duration,
+        _progress: &dyn Progress,
     ) -> Result<(), BackendError> {
         let h = Self::decode(handle)?;
         let deadline = Instant::now() + timeout;
@@ -2162,6 +2163,7 @@ mod tests {
             base_url: "/nb/nb1/".into(),
             work_on_object_storage: false,
             extended_storage: vec!["/opt/data".into()],
+            lease: None,
         }
     }
 

@@ -62,6 +62,7 @@ impl Backend for ExternalBackend {
         _spec: &NotebookSpec,
         _handle: &Handle,
         timeout: Duration,
+        _progress: &dyn Progress,
     ) -> Result<(), BackendError> {
         match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(self.addr)).await {
             Ok(Ok(_)) => Ok(()),

@@ -103,6 +103,7 @@ impl Backend for FakeBackend {
         _s: &NotebookSpec,
         _h: &Handle,
         _t: Duration,
+        _p: &dyn Progress,
     ) -> Result<(), BackendError> {
         if self.faults.never_ready {
             return Err(BackendError::Start("never became ready".into()));

@@ -70,6 +70,9 @@ pub struct NotebookSpec {
     /// notebook), mounted through [`Backend::files`] before launch: the backend shows each at
     /// its path. Those inside the work dir come with it and are not listed.
     pub extended_storage: Vec<String>,
+    /// How long it may run before its auto-stop stops it (its lease); `None`: no auto-stop.
+    /// A scheduler's time limit (the slurm backend's) is set a little past it.
+    pub lease: Option<Duration>,
 }
 
 pub use crate::lifecycle::handle::Handle;
@@ -414,11 +417,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError>;
 
     /// Returns when the server answers, or fails (and the caller stops what was launched).
+    /// `timeout` counts from when the notebook's processes start; a backend whose launches
+    /// wait in a scheduler's queue first tells `progress` why they wait.
     async fn wait_ready(
         &self,
         spec: &NotebookSpec,
         handle: &Handle,
         timeout: Duration,
+        progress: &dyn Progress,
     ) -> Result<(), BackendError>;
 
     async fn poll(&self, handle: &Handle) -> Observed;

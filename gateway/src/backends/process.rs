@@ -751,6 +751,80 @@ impl ProcessBackend {
 
 /// `passwd` and `group` naming ma-user, in a run dir the gateway just made (bound read-only
 /// at `/etc/passwd` and `/etc/group`).
+/// What a notebook's launch wrote before anything runs (see [`ProcessBackend::write_launch`]).
+pub(super) struct Written {
+    /// The outer runtime's spec (not yet written: the caller may add to it).
+    pub runtime: RuntimeSpec,
+    /// The run dir (root's, 0700).
+    pub run: PathBuf,
+    /// Jupyter's loopback port (unconfined); `None`: its socket in the agent dir.
+    pub port: Option<u16>,
+    pub token: String,
+}
+
+impl ProcessBackend {
+    /// A fresh run dir with Jupyter's config, token and the inner spec, for a notebook
+    /// prepared already; the outer runtime's spec is returned, not yet written. Shared with
+    /// the slurm backend, whose nodes run the same runtime from the shared dir.
+    pub(super) async fn write_launch(&self, spec: &NotebookSpec) -> Result<Written, BackendError> {
+        self.refused()?;
+        if !self.env.is_ready() {
+            return Err(BackendError::Image(format!(
+                "no JupyterLab in {}; it is created when a notebook is created",
+                self.env.venv().display()
+            )));
+        }
+        let dir = self.notebook_dir(&spec.id);
+        let run = dir.join("run");
+        tokio::fs::create_dir_all(dir.join("work"))
+            .await
+            .context("creating the work dir")?;
+        // The run dir holds nothing of the notebook's that outlives a run (its agent dir
+        // is the notebook's to write: removed without following anything in it).
+        let _ = tokio::fs::remove_dir_all(&run).await;
+        tokio::fs::create_dir_all(&run)
+            .await
+            .context("creating the run dir")?;
+        tokio::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
+            .await
+            .context("securing the run dir")?;
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        let (runtime, port) = match self.sandbox() {
+            Some(s) => (self.write_sandboxed(s, spec, &dir, &token)?, None),
+            None => {
+                let (spec, port) = self.write_unconfined(spec, &dir, &token)?;
+                (spec, Some(port))
+            }
+        };
+        Ok(Written {
+            runtime,
+            run,
+            port,
+            token,
+        })
+    }
+
+    /// The notebook's dir (`<data>/notebooks/{id}`).
+    pub(super) fn notebook_dir_of(&self, id: &str) -> PathBuf {
+        self.notebook_dir(id)
+    }
+
+    /// Whether notebooks run in the sandbox (else unconfined).
+    pub(super) fn sandboxed(&self) -> bool {
+        self.sandbox().is_some()
+    }
+
+    /// The runtime binary every launch runs.
+    pub(super) fn runtime_bin(&self) -> &Path {
+        &self.runtime_bin
+    }
+
+    /// The end of the notebook's logs (Jupyter's, else the sandbox's).
+    pub(super) fn notebook_log_tail(&self, id: &str) -> String {
+        self.log_tail(id)
+    }
+}
+
 fn write_accounts(run: &Path) -> Result<(), BackendError> {
     let (passwd, group) = sandbox::passwd_files();
     std::fs::write(run.join("passwd"), passwd).context("writing passwd")?;
@@ -840,43 +914,15 @@ impl Backend for ProcessBackend {
     }
 
     async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
-        self.refused()?;
-        if !self.env.is_ready() {
-            return Err(BackendError::Image(format!(
-                "no JupyterLab in {}; it is created when a notebook is created",
-                self.env.venv().display()
-            )));
-        }
-        let dir = self.notebook_dir(&spec.id);
-        let run = dir.join("run");
-        tokio::fs::create_dir_all(dir.join("work"))
-            .await
-            .context("creating the work dir")?;
-        // The run dir holds nothing of the notebook's that outlives a run (its agent dir
-        // is the notebook's to write: removed without following anything in it).
-        let _ = tokio::fs::remove_dir_all(&run).await;
-        tokio::fs::create_dir_all(&run)
-            .await
-            .context("creating the run dir")?;
-        tokio::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))
-            .await
-            .context("securing the run dir")?;
-        let token = hex::encode(rand::random::<[u8; 32]>());
-        let (runtime_spec, port) = match self.sandbox() {
-            Some(s) => (self.write_sandboxed(s, spec, &dir, &token)?, None),
-            None => {
-                let (spec, port) = self.write_unconfined(spec, &dir, &token)?;
-                (spec, Some(port))
-            }
-        };
+        let w = self.write_launch(spec).await?;
         let (runtime_pid, runtime_start_ticks) =
-            self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run, None)?;
+            self.start_runtime(&spec.id, &spec.flavor, &w.runtime, &w.run, None)?;
         Ok(Handle::Process(ProcessHandle {
             notebook_id: spec.id.clone(),
             runtime_pid,
             runtime_start_ticks,
-            port,
-            token,
+            port: w.port,
+            token: w.token,
             engine: false,
         }))
     }
@@ -886,6 +932,7 @@ impl Backend for ProcessBackend {
         spec: &NotebookSpec,
         handle: &Handle,
         timeout: Duration,
+        _progress: &dyn Progress,
     ) -> Result<(), BackendError> {
         let h = Self::decode(handle)?;
         let deadline = Instant::now() + timeout;

@@ -26,6 +26,7 @@ pub enum Handle {
     Process(ProcessHandle),
     Docker(ContainerHandle),
     External(ExternalHandle),
+    Slurm(SlurmHandle),
     /// The fake backend's (tests).
     Fake(FakeHandle),
     /// What could not be read, and why (see the invariant); never stored.
@@ -63,6 +64,24 @@ pub struct ContainerHandle {
     /// A model engine's instance (`notebook_id` is the instance's id), not a notebook.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub engine: bool,
+}
+
+/// The `slurm` backend's: the batch job running the notebook's runtime on a compute node,
+/// and the connect-back registration that runtime authenticates with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmHandle {
+    pub notebook_id: String,
+    pub job_id: u64,
+    /// The tunnel's launch id (unique per launch).
+    pub launch: String,
+    /// SHA-256 of the launch's secret, hex: a restarted gateway accepts the runtime again
+    /// with it (the secret itself is only in the runtime's spec).
+    pub secret_hash: String,
+    /// Unconfined notebooks: Jupyter's loopback port on the node. Sandboxed ones listen on
+    /// `run/agent/jupyter.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub token: String,
 }
 
 /// The `external` backend's: the Jupyter server it was pointed at.
@@ -133,6 +152,7 @@ impl Handle {
             Handle::Process(_) => "process",
             Handle::Docker(_) => "docker",
             Handle::External(_) => "external",
+            Handle::Slurm(_) => "slurm",
             Handle::Fake(_) => "fake",
             Handle::Unreadable(_) => "unknown",
         }
@@ -208,6 +228,14 @@ mod tests {
             Handle::External(ExternalHandle {
                 addr: "127.0.0.1:9".into(),
             }),
+            Handle::Slurm(SlurmHandle {
+                notebook_id: "nb".into(),
+                job_id: 42,
+                launch: "nb-0a1b2c3d".into(),
+                secret_hash: "ab".repeat(32),
+                port: None,
+                token: "t".into(),
+            }),
         ] {
             let text = h.text().unwrap();
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -237,7 +265,7 @@ mod tests {
                 r#"{"backend":"process","v":1,"token":"t"}"#,
                 "missing field",
             ),
-            (r#"{"backend":"slurm","v":1}"#, "slurm"),
+            (r#"{"backend":"kubernetes","v":1}"#, "kubernetes"),
         ] {
             match Handle::read(text) {
                 Handle::Unreadable(w) => assert!(w.contains(why), "{text}: {w}"),

@@ -756,6 +756,12 @@ impl Lifecycle {
             base_url: format!("/nb/{}/", row.id),
             work_on_object_storage: false,
             extended_storage: Vec::new(),
+            lease: row.auto_stop_enabled.then(|| {
+                Duration::from_secs(
+                    s.lease_hour_secs
+                        .saturating_mul(u64::try_from(row.auto_stop_hours).unwrap_or(0)),
+                )
+            }),
         }
     }
 
@@ -860,7 +866,7 @@ impl Lifecycle {
                 .ok_or_else(|| BackendError::Start("no handle".into()))?;
             self.inner.files.serve_files(id, &row.owner_id, h);
             let timeout = Duration::from_secs(self.inner.settings.backend.start_timeout_secs);
-            backend.wait_ready(&spec, h, timeout).await?;
+            backend.wait_ready(&spec, h, timeout, &progress).await?;
             // `atelier.file` answers from the first kernel on (its link's own log says why
             // when it does not).
             self.inner

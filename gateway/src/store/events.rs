@@ -27,6 +27,9 @@ impl Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     Scheduled,
+    /// (proposed) the notebook's job waits in a cluster scheduler's queue (the slurm
+    /// backend); the detail names the scheduler's reason.
+    Queued,
     PullingImage,
     PulledImage,
     NotebookHealthy,
@@ -82,6 +85,7 @@ impl EventKind {
     pub fn name(self) -> &'static str {
         match self {
             EventKind::Scheduled => "Scheduled",
+            EventKind::Queued => "Queued",
             EventKind::PullingImage => "PullingImage",
             EventKind::PulledImage => "PulledImage",
             EventKind::NotebookHealthy | EventKind::NotebookRestored => "NotebookHealthy",
@@ -121,6 +125,7 @@ impl EventKind {
     pub fn description(self) -> &'static str {
         match self {
             EventKind::Scheduled => "The instance has been scheduled.",
+            EventKind::Queued => "The instance is waiting in the cluster's queue.",
             EventKind::PullingImage => "The image is being pulled.",
             EventKind::PulledImage => "The image has been pulled.",
             EventKind::NotebookHealthy => "The instance is running and healthy.",
@@ -175,6 +180,7 @@ impl EventKind {
     pub fn severity(self) -> Severity {
         match self {
             EventKind::Scheduled
+            | EventKind::Queued
             | EventKind::PullingImage
             | EventKind::PulledImage
             | EventKind::UpdateName

@@ -14,6 +14,8 @@
 //! short alphabet, environment values are single-quoted, and the script goes to `sbatch`
 //! on its standard input (no file another user could change between write and submit).
 
+pub mod backend;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -336,7 +338,7 @@ fn check_path(what: &str, p: &std::path::Path) -> Result<String, SlurmError> {
 }
 
 /// `'v'` for the shell, whatever `v` holds.
-fn quote(v: &str) -> String {
+pub(crate) fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', r"'\''"))
 }
 
