@@ -650,9 +650,34 @@ pub struct Flavor {
     pub max_pids: Option<u32>,
     #[serde(default)]
     pub description: String,
+    /// Where notebooks of this flavor run; `None`: `backend.kind`. One gateway runs its
+    /// default backend and `slurm` side by side (small notebooks here, big ones on the
+    /// cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
+    /// Its Slurm jobs' partition, account and QoS (else `[slurm]`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<FlavorSlurm>,
+}
+
+/// A flavor's place on the Slurm cluster (`[flavors.slurm]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlavorSlurm {
+    #[serde(default)]
+    pub partition: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub qos: Option<String>,
 }
 
 impl Flavor {
+    /// The backend its notebooks run on.
+    pub fn backend_or(&self, default: BackendKind) -> BackendKind {
+        self.backend.unwrap_or(default)
+    }
+
     /// Enough for JupyterLab, a few kernels and their thread pools (PyTorch starts a thread
     /// per core); Podman's default limit is 2048.
     pub const DEFAULT_MAX_PIDS: u32 = 4096;
@@ -680,6 +705,18 @@ pub struct Image {
     pub reference: Option<String>,
     #[serde(default)]
     pub description: String,
+}
+
+impl BackendKind {
+    /// As in settings and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Process => "process",
+            BackendKind::External => "external",
+            BackendKind::Docker => "docker",
+            BackendKind::Slurm => "slurm",
+        }
+    }
 }
 
 impl Default for Settings {
@@ -715,6 +752,8 @@ impl Default for Settings {
                     max_pids: None,
                     description:
                         "2vCPUs 8GB: general-purpose, for data exploration and experiments".into(),
+                    backend: None,
+                    slurm: None,
                 },
                 Flavor {
                     id: "cpu-8-32".into(),
@@ -724,6 +763,8 @@ impl Default for Settings {
                     accelerators: None,
                     max_pids: None,
                     description: "8vCPUs 32GB: for compute-intensive work".into(),
+                    backend: None,
+                    slurm: None,
                 },
             ],
             images: vec![Image {
@@ -1085,7 +1126,47 @@ impl Settings {
                 }
             }
         }
-        if self.backend.kind == BackendKind::Slurm && self.tunnel.listen.is_none() {
+        let kinds: std::collections::BTreeSet<&'static str> = std::iter::once(self.backend.kind)
+            .chain(self.flavors.iter().filter_map(|f| f.backend))
+            .map(BackendKind::name)
+            .collect();
+        if kinds.len() > 2 || (kinds.len() == 2 && !kinds.contains("slurm")) {
+            bail!(
+                "flavors ask for the backends {}: one gateway runs its default backend (backend.kind) and, beside it, slurm",
+                kinds.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        if kinds.contains("external") && kinds.len() > 1 {
+            bail!("the external backend runs no other beside it");
+        }
+        for f in &self.flavors {
+            let words = f.slurm.iter().flat_map(|s| {
+                [
+                    ("partition", &s.partition),
+                    ("account", &s.account),
+                    ("qos", &s.qos),
+                ]
+            });
+            for (what, v) in words.chain([
+                ("partition", &self.slurm.partition),
+                ("account", &self.slurm.account),
+                ("qos", &self.slurm.qos),
+            ]) {
+                if let Some(v) = v
+                    && (v.is_empty()
+                        || v.len() > 64
+                        || !v
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+                {
+                    bail!(
+                        "Slurm {what} {v:?} (flavor {} or [slurm]): letters, digits, '_', '-' and '.' only",
+                        f.id
+                    );
+                }
+            }
+        }
+        if kinds.contains("slurm") && self.tunnel.listen.is_none() {
             bail!(
                 "the slurm backend reaches notebooks through the connect-back tunnel: set tunnel.listen (ATELIER_TUNNEL_ADDR) to an address the compute nodes can dial"
             );
@@ -1345,6 +1426,42 @@ mod tests {
             format!("{e:#}").contains("process, docker or slurm"),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn flavors_may_run_on_slurm_beside_the_default_backend() {
+        let check = |toml: &str| {
+            let mut s: Settings = toml::from_str(toml).unwrap();
+            s.validate().map(|_| s)
+        };
+        const BIG: &str = "[[flavors]]\nid = \"small\"\ntype = \"cpu\"\nvcpus = 1\nmemory_gib = 1\n\
+            [[flavors]]\nid = \"big\"\ntype = \"gpu\"\nvcpus = 16\nmemory_gib = 64\n\
+            backend = \"slurm\"\nslurm = { partition = \"gpu\", account = \"ml-team\" }\n";
+        let e = check(BIG).unwrap_err();
+        assert!(format!("{e:#}").contains("tunnel.listen"), "{e:#}");
+        let s = check(&format!("[tunnel]\nlisten = \"127.0.0.1:7443\"\n{BIG}")).unwrap();
+        assert_eq!(s.flavors[1].backend_or(s.backend.kind), BackendKind::Slurm);
+        assert_eq!(
+            s.flavors[0].backend_or(s.backend.kind),
+            BackendKind::Process
+        );
+        assert_eq!(
+            s.flavors[1].slurm.as_ref().unwrap().account.as_deref(),
+            Some("ml-team")
+        );
+        // Two backends beside slurm, or two without it: refused, naming them.
+        let e = check(&format!(
+            "[tunnel]\nlisten = \"127.0.0.1:7443\"\n{BIG}[[flavors]]\nid = \"c\"\ntype = \"cpu\"\nvcpus = 1\nmemory_gib = 1\nbackend = \"docker\"\n"
+        ))
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("docker, process, slurm"), "{e:#}");
+        let e = check("[[flavors]]\nid = \"c\"\ntype = \"cpu\"\nvcpus = 1\nmemory_gib = 1\nbackend = \"docker\"\n")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("docker, process"), "{e:#}");
+        // What reaches sbatch is checked here first.
+        let bad = BIG.replace("ml-team", "ml team;rm");
+        let e = check(&format!("[tunnel]\nlisten = \"127.0.0.1:7443\"\n{bad}")).unwrap_err();
+        assert!(format!("{e:#}").contains("\"ml team;rm\""), "{e:#}");
     }
 
     #[test]

@@ -40,15 +40,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     bootstrap_admin(&store, &settings).await?;
     // Before the backend: a backend whose runtimes run elsewhere takes the hub.
     let tunnel = start_tunnel(&settings).await?;
-    let backend: Arc<dyn Backend> = match settings.backend.kind {
-        BackendKind::Process => Arc::new(ProcessBackend::new(&settings)?),
-        BackendKind::External => Arc::new(ExternalBackend::new(&settings)?),
-        BackendKind::Docker => Arc::new(crate::backends::docker::DockerBackend::new(&settings)?),
-        BackendKind::Slurm => Arc::new(crate::backends::slurm::backend::SlurmBackend::new(
-            &settings,
-            tunnel.clone(),
-        )?),
-    };
+    let backend = build_backend(&settings, &store, tunnel.as_ref()).await?;
     let ssh = match settings.ssh_addr {
         Some(addr) => {
             let host_key = crate::ssh::host_key::load_or_create(&settings.data_dir)?;
@@ -213,6 +205,52 @@ pub async fn build(settings: Settings) -> anyhow::Result<AppState> {
     });
     notebook_api.connect(&state);
     Ok(state)
+}
+
+/// The backend of `kind`.
+fn backend_of(
+    kind: BackendKind,
+    settings: &Settings,
+    tunnel: Option<&atelier_tunnel::hub::TunnelHub>,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match kind {
+        BackendKind::Process => Arc::new(ProcessBackend::new(settings)?),
+        BackendKind::External => Arc::new(ExternalBackend::new(settings)?),
+        BackendKind::Docker => Arc::new(crate::backends::docker::DockerBackend::new(settings)?),
+        BackendKind::Slurm => Arc::new(crate::backends::slurm::backend::SlurmBackend::new(
+            settings,
+            tunnel.cloned(),
+        )?),
+    })
+}
+
+/// The default backend, or it and the one flavors name beside it (`backends::routed`),
+/// told where the notebooks already made are.
+async fn build_backend(
+    settings: &Settings,
+    store: &Store,
+    tunnel: Option<&atelier_tunnel::hub::TunnelHub>,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    let kind = settings.backend.kind;
+    let main = backend_of(kind, settings, tunnel)?;
+    // Settings::validate allows one other kind at most.
+    let Some(other) = settings
+        .flavors
+        .iter()
+        .filter_map(|f| f.backend)
+        .find(|k| *k != kind)
+    else {
+        return Ok(main);
+    };
+    let placed: Vec<(String, String)> = sqlx::query_as("SELECT id, backend FROM notebooks")
+        .fetch_all(&store.pool)
+        .await
+        .context("reading where notebooks run")?;
+    Ok(Arc::new(crate::backends::routed::Routed::new(
+        (kind, main),
+        (other, backend_of(other, settings, tunnel)?),
+        placed,
+    )))
 }
 
 /// The connect-back tunnel's listener, when `tunnel.listen` is set; its certificate is kept

@@ -7,7 +7,10 @@
 //! notebook stopped with an event that says so, and so does a preempted one (its work dir
 //! untouched); delete removes its files.
 //!
-//! One test, in stages: the cluster (4 CPUs) is shared and one stage fills it.
+//! A gateway on the process backend with a flavor on `slurm` runs each notebook where its
+//! flavor says and keeps it there.
+//!
+//! The tests take turns (the cluster has 4 CPUs and one stage fills it).
 //! Skipped when no cluster is set up, except under CI (`atelier_tests::slurm::cluster`).
 
 use std::process::Command;
@@ -25,6 +28,9 @@ vcpus = 1
 memory_gib = 2
 description = "1 CPU, 2 GB: fits a test node"
 "#;
+
+/// The cluster, one test at a time.
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long the cluster and a busy 2-core machine may take for a step.
 const STEP: Duration = Duration::from_secs(240);
@@ -102,6 +108,7 @@ async fn notebooks_run_as_slurm_jobs_reached_through_the_tunnel() {
     let Some(cluster) = slurm::cluster() else {
         return;
     };
+    let _turn = CLUSTER.lock().await;
     let mut gw = gateway(&cluster, free_port()).await;
     let alice = gw.create_user("alice").await;
     let api = gw.api(&alice);
@@ -298,4 +305,89 @@ async fn notebooks_run_as_slurm_jobs_reached_through_the_tunnel() {
         .expect_status(202);
     gw.wait_gone(&alice, &id).await;
     assert!(!shared.exists(), "{} is still there", shared.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flavor_on_slurm_runs_beside_the_default_backend() {
+    let Some(cluster) = slurm::cluster() else {
+        return;
+    };
+    let _turn = CLUSTER.lock().await;
+    let tunnel = format!("127.0.0.1:{}", free_port());
+    let conf = cluster.conf.to_string_lossy().into_owned();
+    let flavors = "[[flavors]]\nid = \"here\"\ntype = \"cpu\"\nvcpus = 1\nmemory_gib = 2\n\n\
+         [[flavors]]\nid = \"cluster\"\ntype = \"cpu\"\nvcpus = 1\nmemory_gib = 2\n\
+         backend = \"slurm\"\nslurm = { partition = \"debug\" }\n";
+    let mut gw = Gateway::start_with_config(
+        flavors,
+        &[
+            ("ATELIER_TUNNEL_ADDR", tunnel.as_str()),
+            ("ATELIER_SLURM_CONF", conf.as_str()),
+        ],
+    )
+    .await;
+    let alice = gw.create_user("alice").await;
+    let api = gw.api(&alice);
+    let mut ids = Vec::new();
+    for flavor in ["here", "cluster"] {
+        let r = api
+            .post("/v1/notebooks", json!({"name": flavor, "flavor": flavor}))
+            .await;
+        ids.push(r.expect_status(201)["id"].as_str().unwrap().to_owned());
+    }
+    let (here, there) = (ids[0].clone(), ids[1].clone());
+    for id in [&here, &there] {
+        gw.wait_status(&alice, id, "RUNNING").await;
+    }
+    // The cluster's notebook is a Slurm job; the other runs on this host.
+    let job = last_job(&gw, &alice, &there).await;
+    assert_eq!(cluster.job(job).expect("job").state, "RUNNING");
+    assert!(scheduled_jobs(&gw, &alice, &here).await.is_empty());
+    assert!(
+        gw.data_dir
+            .join("notebooks")
+            .join(&here)
+            .join("work")
+            .is_dir()
+    );
+    assert!(
+        gw.data_dir
+            .join("slurm/notebooks")
+            .join(&there)
+            .join("work")
+            .is_dir()
+    );
+    // Its files are where its backend is: a flavor of the other backend is refused.
+    let r = api
+        .patch(
+            &format!("/v1/notebooks/{here}"),
+            json!({"flavor": "cluster"}),
+        )
+        .await;
+    let msg = r.expect_error(409, "conflict");
+    assert!(
+        msg.contains("slurm backend") && msg.contains("process backend"),
+        "{msg}"
+    );
+    // Both answer, and both again after the gateway is killed and started again.
+    for round in 0..2 {
+        for id in [&here, &there] {
+            kernel_answers(&gw, &alice, id).await;
+        }
+        if round == 0 {
+            gw.kill9();
+            gw.start_again().await;
+        }
+    }
+    for id in [&here, &there] {
+        api.delete(&format!("/v1/notebooks/{id}"))
+            .await
+            .expect_status(202);
+        gw.wait_gone(&alice, id).await;
+    }
+    assert!(!gw.data_dir.join("slurm/notebooks").join(&there).exists());
+    let ended = cluster.wait_job(job, "the deleted notebook's job to end", |j| {
+        !matches!(j.state.as_str(), "RUNNING" | "COMPLETING" | "PENDING")
+    });
+    assert_ne!(ended.state, "RUNNING");
 }

@@ -303,6 +303,8 @@ mod tests {
             accelerators: None,
             max_pids: Some(pids),
             description: String::new(),
+            backend: None,
+            slurm: None,
         }
     }
 

@@ -2128,6 +2128,8 @@ mod tests {
             accelerators: None,
             max_pids: None,
             description: String::new(),
+            backend: None,
+            slurm: None,
         };
         let mut h = HostConfig::default();
         resources(&f, true, &mut h);
@@ -2157,6 +2159,8 @@ mod tests {
                 accelerators: None,
                 max_pids: None,
                 description: String::new(),
+                backend: None,
+                slurm: None,
             },
             image: "img".into(),
             image_ref: "localhost/img:1".into(),

@@ -32,6 +32,8 @@ pub struct FakeBackend {
     running: Arc<Mutex<HashSet<String>>>,
     /// Set by [`FakeBackend::release`]: held preparations go on.
     released: tokio::sync::watch::Sender<bool>,
+    /// Ids given to `delete`, in order.
+    deleted: Arc<Mutex<Vec<String>>>,
 }
 
 impl Default for FakeBackend {
@@ -46,6 +48,7 @@ impl FakeBackend {
             faults,
             running: Arc::default(),
             released: tokio::sync::watch::Sender::new(false),
+            deleted: Arc::default(),
         }
     }
 
@@ -56,7 +59,21 @@ impl FakeBackend {
             faults: self.faults,
             running: self.running.clone(),
             released: tokio::sync::watch::Sender::new(*self.released.borrow()),
+            deleted: self.deleted.clone(),
         }
+    }
+
+    /// Whether notebook `id` was launched here and runs.
+    pub fn launched(&self, id: &str) -> bool {
+        self.running().contains(id)
+    }
+
+    /// The ids given to `delete` so far, in order.
+    pub fn deleted(&self) -> Vec<String> {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Lets every held preparation (and every later one) go on.
@@ -123,6 +140,10 @@ impl Backend for FakeBackend {
     }
     async fn delete(&self, id: &str) -> Result<(), BackendError> {
         self.running().remove(id);
+        self.deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id.to_owned());
         Ok(())
     }
     fn upstream(&self, h: &Handle) -> Result<Upstream, BackendError> {

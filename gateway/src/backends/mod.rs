@@ -33,6 +33,7 @@ pub mod fuse;
 pub mod jupyter_env;
 pub mod labextension;
 pub mod process;
+pub mod routed;
 pub mod runconf;
 pub mod sandbox;
 pub mod slurm;

@@ -379,6 +379,13 @@ impl Lifecycle {
             Some(f) => validate::flavor(s, f)?.id.clone(),
             None => s.default_flavor().id.clone(),
         };
+        // The backend its flavor names: where its files will be for good.
+        let placed_on = s
+            .flavors
+            .iter()
+            .find(|f| f.id == flavor)
+            .map_or(s.backend.kind, |f| f.backend_or(s.backend.kind))
+            .name();
         let image = match &req.image {
             Some(i) => {
                 let mut conn = self.inner.store.pool.acquire().await?;
@@ -439,7 +446,7 @@ impl Lifecycle {
             unhealthy: false,
             auto_stop_enabled: auto_stop.enabled,
             auto_stop_hours: auto_stop.duration_hours,
-            backend: self.inner.backend.name().into(),
+            backend: placed_on.into(),
             handle: None,
             created_at: now.clone(),
             updated_at: now,
@@ -549,9 +556,17 @@ impl Lifecycle {
             }
         }
         if let Some(f) = &req.flavor {
-            let f = &validate::flavor(s, f)?.id;
+            let to = validate::flavor(s, f)?;
+            let f = &to.id;
             if *f != old.flavor {
                 allow(&old, NotebookOp::ChangeFlavor)?;
+                let there = to.backend_or(s.backend.kind).name();
+                if there != old.backend {
+                    return Err(Error::conflict(format!(
+                        "flavor {f} runs notebooks on the {there} backend and notebook {} is on the {} backend, where its files are: pick a flavor of the {} backend, or create a notebook with flavor {f}",
+                        old.name, old.backend, old.backend
+                    )));
+                }
                 let note = if old.status == RUNNING {
                     " (takes effect at the next start)"
                 } else {

@@ -130,11 +130,12 @@ impl SlurmBackend {
     fn submission(&self, spec: &NotebookSpec, run: &std::path::Path) -> Submission {
         let f = &spec.flavor;
         let short: String = spec.id.chars().take(8).collect();
+        let own = f.slurm.clone().unwrap_or_default();
         Submission {
             name: format!("atelier-nb-{short}"),
-            partition: self.slurm.partition.clone(),
-            account: self.slurm.account.clone(),
-            qos: self.slurm.qos.clone(),
+            partition: own.partition.or_else(|| self.slurm.partition.clone()),
+            account: own.account.or_else(|| self.slurm.account.clone()),
+            qos: own.qos.or_else(|| self.slurm.qos.clone()),
             nodes: 1,
             ntasks: 1,
             cpus_per_task: f.vcpus.max(1),
