@@ -91,6 +91,13 @@ async fn kernel_answers(gw: &Gateway, token: &str, id: &str) {
     assert_eq!(out.trim(), "42", "{out}");
 }
 
+/// A Slurm `TimeLimit` (`[D-]HH:MM:SS`) in minutes.
+fn minutes(limit: &str) -> u64 {
+    let (days, rest) = limit.split_once('-').unwrap_or(("0", limit));
+    let p: Vec<u64> = rest.split(':').map(|x| x.parse().unwrap()).collect();
+    days.parse::<u64>().unwrap() * 1440 + p[0] * 60 + p[1] + u64::from(p[2] > 0)
+}
+
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("running an OpenSSH client");
     (
@@ -198,6 +205,24 @@ async fn notebooks_run_as_slurm_jobs_reached_through_the_tunnel() {
     assert_eq!(nb["status"], "RUNNING", "{nb}");
     assert_eq!(cluster.job(job).expect("job").state, "RUNNING");
     assert_eq!(last_job(&gw, &alice, &id).await, job, "not launched again");
+
+    // The job's time limit is the auto-stop lease and a margin; a renewal raises it.
+    let limit = |j: &slurm::Job| minutes(j.fields.get("TimeLimit").map_or("", String::as_str));
+    let before = limit(&cluster.job(job).expect("job"));
+    let nb = gw.notebook(&alice, &id).await;
+    assert_eq!(nb["auto_stop"]["enabled"], true, "{nb}");
+    assert_eq!(
+        before,
+        nb["auto_stop"]["duration_hours"].as_u64().unwrap() * 60 + 10
+    );
+    api.post(&format!("/v1/notebooks/{id}/renew"), json!({"hours": 2}))
+        .await
+        .expect_status(200);
+    let after = limit(&cluster.job(job).expect("job"));
+    assert!(
+        after >= before + 110,
+        "time limit {before} -> {after} minutes"
+    );
 
     // Stop ends the job; the work dir stays.
     api.post_empty(&format!("/v1/notebooks/{id}/stop"))

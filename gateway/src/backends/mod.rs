@@ -446,6 +446,12 @@ pub trait Backend: Send + Sync + 'static {
         )))
     }
 
+    /// The notebook's lease was renewed: it may now run `left` more. A scheduler's time
+    /// limit (the slurm backend's) follows; others have none.
+    async fn extend(&self, _handle: &Handle, _left: Duration) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// The notebook's processes and the CPU they have used so far, for idle detection;
     /// `None` where the backend cannot tell.
     async fn usage(&self, _handle: &Handle) -> Option<Usage> {

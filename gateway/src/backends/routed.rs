@@ -148,6 +148,10 @@ impl Backend for Routed {
         self.for_handle(handle).ssh_link(handle).await
     }
 
+    async fn extend(&self, handle: &Handle, left: Duration) -> Result<(), BackendError> {
+        self.for_handle(handle).extend(handle, left).await
+    }
+
     async fn usage(&self, handle: &Handle) -> Option<Usage> {
         self.for_handle(handle).usage(handle).await
     }

@@ -1143,6 +1143,18 @@ impl Lifecycle {
         )
         .await?;
         tx.commit().await?;
+        // A scheduler's time limit follows the lease (after the commit: the cluster may be
+        // slow; what it refuses is said as an event).
+        if let Some(h) = &row.handle {
+            let left = (new - now).try_into().unwrap_or_default();
+            if let Err(e) = self.inner.backend.extend(h, left).await {
+                tracing::warn!(notebook = %row.id, error = %e, "the backend did not follow the renewed lease");
+                let mut tx = self.inner.store.write().await?;
+                let detail = format!("auto-stop moved to {new_text}, but {e}");
+                events::record(&mut tx, &row.id, EventKind::RenewNotebook, Some(&detail)).await?;
+                tx.commit().await?;
+            }
+        }
         self.inner.routes.invalidate(&row.id);
         self.reload(&row.id).await
     }

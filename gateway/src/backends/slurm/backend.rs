@@ -440,6 +440,27 @@ impl Backend for SlurmBackend {
         self.local.delete(id).await
     }
 
+    async fn extend(&self, handle: &Handle, left: Duration) -> Result<(), BackendError> {
+        let h = Self::decode(handle)?;
+        let Some(j) = self.job(h.job_id).await? else {
+            return Ok(());
+        };
+        if j.state.is_final() {
+            return Ok(());
+        }
+        let ran = j.run_time().unwrap_or_default();
+        let minutes = (ran + left).as_secs().div_ceil(60) + TIME_LIMIT_MARGIN_MINUTES;
+        self.cli
+            .set_time_limit(h.job_id, minutes)
+            .await
+            .map_err(|e| {
+                BackendError::Other(anyhow::anyhow!(
+                    "extending Slurm job {}'s time limit to {minutes} minutes: {e}",
+                    h.job_id
+                ))
+            })
+    }
+
     fn upstream(&self, handle: &Handle) -> Result<Upstream, BackendError> {
         let h = Self::decode(handle)?;
         Ok(Upstream {

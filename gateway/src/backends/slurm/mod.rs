@@ -192,7 +192,34 @@ pub struct JobInfo {
     pub fields: BTreeMap<String, String>,
 }
 
+/// A Slurm duration (`RunTime`, `TimeLimit`): `[D-]HH:MM:SS`, `MM:SS` or `MM`; `None` for
+/// `UNLIMITED` and what is not one.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let (days, rest) = match text.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().ok()?, r),
+        None => (0, text),
+    };
+    let parts: Vec<u64> = rest
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let secs = match parts[..] {
+        [h, m, s] => h * 3600 + m * 60 + s,
+        [m, s] if days == 0 => m * 60 + s,
+        [m] if days == 0 => m * 60,
+        [h] => h * 3600,
+        [h, m] => h * 3600 + m * 60,
+        _ => return None,
+    };
+    Some(Duration::from_secs(days * 86_400 + secs))
+}
+
 impl JobInfo {
+    /// How long it has run (`RunTime`).
+    pub fn run_time(&self) -> Option<Duration> {
+        self.fields.get("RunTime").and_then(|t| parse_duration(t))
+    }
+
     /// Why a queued job waits, in words for its owner (the scheduler's reason named).
     pub fn waiting_for(&self) -> Option<String> {
         if !self.state.is_queued() {
@@ -547,6 +574,17 @@ impl SlurmCli {
         self.cancel_with(args).await
     }
 
+    /// Sets the job's time limit, in minutes (raising it needs an operator's rights on the
+    /// cluster: the gateway's service user must be one to renew notebooks' leases).
+    pub async fn set_time_limit(&self, id: u64, minutes: u64) -> Result<(), SlurmError> {
+        let args = vec![
+            "update".to_string(),
+            format!("JobId={id}"),
+            format!("TimeLimit={}", minutes.max(1)),
+        ];
+        self.run("scontrol", &args, None).await?.ok().map(|_| ())
+    }
+
     /// Cancels the job (Slurm's own sequence: SIGTERM, then SIGKILL after `KillWait`).
     pub async fn cancel(&self, id: u64) -> Result<(), SlurmError> {
         self.cancel_with(vec![id.to_string()]).await
@@ -596,6 +634,18 @@ impl Out {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slurm_durations_read() {
+        let d = |s: &str| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(d("00:01:23"), Some(83));
+        assert_eq!(d("1-02:03:04"), Some(86_400 + 7384));
+        assert_eq!(d("05:30"), Some(330));
+        assert_eq!(d("90"), Some(5400));
+        assert_eq!(d("2-12"), Some(2 * 86_400 + 12 * 3600));
+        assert_eq!(d("UNLIMITED"), None);
+        assert_eq!(d("1:2:3:4"), None);
+    }
 
     /// A line of `scontrol show job -o` from the test cluster (Slurm 22.05), shortened.
     const RUNNING: &str = "JobId=42 JobName=nb-1 UserId=root(0) GroupId=root(0) MCS_label=N/A \
