@@ -230,6 +230,41 @@ pub fn free_port() -> u16 {
         .expect("finding a free loopback port")
 }
 
+/// A training script that checkpoints each of 5 steps to `train_url` and resumes after the
+/// newest; on its first attempt it prints `MARK-KILL-ME` at step 3 and waits to be killed.
+pub const TRAINING_CHECKPOINTS: &str = r#"
+import os, re, sys, time
+out = os.environ["train_url"]
+steps = [int(m.group(1)) for f in os.listdir(out) if (m := re.fullmatch(r"ckpt_(\d+)\.pth", f))]
+start = max(steps) + 1 if steps else 1
+print(f"resumed at step {start}" if steps else "starting at step 1", flush=True)
+for step in range(start, 6):
+    open(os.path.join(out, f"ckpt_{step}.pth"), "w").write(str(step))
+    print(f"step {step}", flush=True)
+    if step == 3 and not steps:
+        # Wait here to be killed (the test does), on the first attempt only.
+        print("MARK-KILL-ME", flush=True)
+        time.sleep(600)
+print("finished")
+"#;
+
+/// SIGKILLs the Python process running `script` in training job `job_id`'s workers (found
+/// by the job's host names in their environment): how many were killed.
+pub fn kill_training_python(job_id: &str, script: &str) -> usize {
+    let python: Vec<i32> = processes_mentioning(OsStr::new(&format!("ma-job-{job_id}")))
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains(script) && !c.contains("/bin/sh"))
+        })
+        .collect();
+    for p in &python {
+        // SAFETY: kill(2) on pids found just now.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    python.len()
+}
+
 /// A private key written where OpenSSH accepts it (mode 0600).
 pub fn write_private_key(dir: &Path, name: &str, pem: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;

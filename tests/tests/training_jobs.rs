@@ -359,26 +359,16 @@ async fn a_job_runs_the_seeds_runtime_contract_and_completes() {
 
 /// A script that checkpoints each step into its output, resumes from the newest one, and
 /// says where it started.
-const CHECKPOINTS: &str = r#"
-import os, re, sys, time
-out = os.environ["train_url"]
-steps = [int(m.group(1)) for f in os.listdir(out) if (m := re.fullmatch(r"ckpt_(\d+)\.pth", f))]
-start = max(steps) + 1 if steps else 1
-print(f"resumed at step {start}" if steps else "starting at step 1", flush=True)
-for step in range(start, 6):
-    open(os.path.join(out, f"ckpt_{step}.pth"), "w").write(str(step))
-    print(f"step {step}", flush=True)
-    if step == 3 and not steps:
-        # Wait here to be killed (the test does), on the first attempt only.
-        print("MARK-KILL-ME", flush=True)
-        time.sleep(600)
-print("finished")
-"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_job_fails_and_a_killed_worker_restarts_from_its_checkpoint() {
     let s3 = S3Server::start();
-    write(&s3, "code", "ck/train.py", CHECKPOINTS);
+    write(
+        &s3,
+        "code",
+        "ck/train.py",
+        atelier_tests::TRAINING_CHECKPOINTS,
+    );
     write(&s3, "code", "bad/run.sh", "echo about to fail; exit 3\n");
     s3.bucket("out");
     let gw = gateway(&[]).await;
@@ -438,18 +428,10 @@ async fn a_failed_job_fails_and_a_killed_worker_restarts_from_its_checkpoint() {
             .then_some(())
     })
     .await;
-    let pids = atelier_tests::processes_mentioning(std::ffi::OsStr::new(&format!("ma-job-{id}")));
-    let python: Vec<i32> = pids
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.contains("train.py") && !c.contains("/bin/sh"))
-        })
-        .collect();
-    assert!(!python.is_empty(), "the worker's python process");
-    for p in &python {
-        unsafe { libc::kill(*p, libc::SIGKILL) };
-    }
+    assert!(
+        atelier_tests::kill_training_python(&id, "train.py") > 0,
+        "the worker's python process"
+    );
     let done = wait(&alice, "ck", "COMPLETED").await;
     assert_eq!(
         (done["retries"].as_i64(), done["attempt"].as_i64()),

@@ -595,7 +595,8 @@ impl ProcessBackend {
 impl ProcessBackend {
     /// [`Backend::launch_worker`]: the worker's run dir (root's), its agent dir (ma-user's:
     /// the log), the specs; then the runtime, in worker 0's network when it is a later one.
-    async fn start_worker(&self, spec: &WorkerSpec) -> Result<Handle, BackendError> {
+    /// The sandbox a training worker runs in, or why it cannot run here.
+    fn worker_sandbox(&self, spec: &WorkerSpec) -> Result<&Sandbox, BackendError> {
         self.refused()?;
         let Some(s) = self.sandbox() else {
             return Err(BackendError::Unsupported(
@@ -607,6 +608,18 @@ impl ProcessBackend {
                 "the process backend runs no container images: leave the job's image out (it runs in the training environment, training.venv) or use the docker backend".into(),
             ));
         }
+        Ok(s)
+    }
+
+    /// A training worker's run dir, specs and sandbox (see [`Self::start_worker`]), its
+    /// command prefixed with `prefix`: the outer runtime's spec (not yet written) and the
+    /// run dir. Shared with the slurm backend.
+    pub(super) async fn write_worker(
+        &self,
+        spec: &WorkerSpec,
+        prefix: &str,
+    ) -> Result<(RuntimeSpec, PathBuf), BackendError> {
+        let s = self.worker_sandbox(spec)?;
         let venv = match &self.training_venv {
             Some(v) => v.clone(),
             None => {
@@ -617,21 +630,6 @@ impl ProcessBackend {
                 }
                 self.env.venv().to_path_buf()
             }
-        };
-        let join = match &spec.network_of {
-            Some(first) => {
-                let h = Self::decode(first)?;
-                if !alive(h.runtime_pid, h.runtime_start_ticks) {
-                    return Err(BackendError::Start(
-                        "worker 0 ended before this worker started".into(),
-                    ));
-                }
-                Some(
-                    sandbox::open_network_of(h.runtime_pid)
-                        .context("opening worker 0's network namespace")?,
-                )
-            }
-            None => None,
         };
         let dir = self.engine_dir(&spec.id);
         let run = dir.join("run");
@@ -664,7 +662,11 @@ impl ProcessBackend {
         }
         let agent = Path::new(sandbox::AGENT);
         let inner = RuntimeSpec {
-            argv: vec!["/bin/sh".into(), "-c".into(), spec.command.clone()],
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("{prefix}{}", spec.command),
+            ],
             env,
             cwd: home.clone(),
             log_file: agent.join(super::WORKER_LOG),
@@ -710,7 +712,27 @@ impl ProcessBackend {
                 hostname: &spec.hostname,
             },
         );
-        let runtime_spec = self.outer_spec(argv, &run);
+        Ok((self.outer_spec(argv, &run), run))
+    }
+
+    async fn start_worker(&self, spec: &WorkerSpec) -> Result<Handle, BackendError> {
+        let s = self.worker_sandbox(spec)?;
+        let join = match &spec.network_of {
+            Some(first) => {
+                let h = Self::decode(first)?;
+                if !alive(h.runtime_pid, h.runtime_start_ticks) {
+                    return Err(BackendError::Start(
+                        "worker 0 ended before this worker started".into(),
+                    ));
+                }
+                Some(
+                    sandbox::open_network_of(h.runtime_pid)
+                        .context("opening worker 0's network namespace")?,
+                )
+            }
+            None => None,
+        };
+        let (runtime_spec, run) = self.write_worker(spec, "").await?;
         let first = join.is_none();
         let (runtime_pid, runtime_start_ticks) =
             self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run, join)?;
@@ -749,8 +771,6 @@ impl ProcessBackend {
     }
 }
 
-/// `passwd` and `group` naming ma-user, in a run dir the gateway just made (bound read-only
-/// at `/etc/passwd` and `/etc/group`).
 /// What a notebook's launch wrote before anything runs (see [`ProcessBackend::write_launch`]).
 pub(super) struct Written {
     /// The outer runtime's spec (not yet written: the caller may add to it).
@@ -804,6 +824,11 @@ impl ProcessBackend {
         })
     }
 
+    /// A training worker's or engine instance's dir (`<data>/engines/{id}`).
+    pub(super) fn worker_dir_of(&self, id: &str) -> PathBuf {
+        self.engine_dir(id)
+    }
+
     /// The notebook's dir (`<data>/notebooks/{id}`).
     pub(super) fn notebook_dir_of(&self, id: &str) -> PathBuf {
         self.notebook_dir(id)
@@ -825,6 +850,8 @@ impl ProcessBackend {
     }
 }
 
+/// `passwd` and `group` naming ma-user, in a run dir the gateway just made (bound read-only
+/// at `/etc/passwd` and `/etc/group`).
 fn write_accounts(run: &Path) -> Result<(), BackendError> {
     let (passwd, group) = sandbox::passwd_files();
     std::fs::write(run.join("passwd"), passwd).context("writing passwd")?;

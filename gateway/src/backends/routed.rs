@@ -195,7 +195,8 @@ impl Backend for Routed {
     }
 
     async fn launch_worker(&self, spec: &WorkerSpec) -> Result<Handle, BackendError> {
-        self.default.launch_worker(spec).await
+        let on_other = spec.flavor.backend_or(self.default_kind) == self.other_kind;
+        self.by_kind(on_other).launch_worker(spec).await
     }
 
     async fn worker_exit(&self, handle: &Handle) -> Option<WorkerExit> {
@@ -203,7 +204,8 @@ impl Backend for Routed {
     }
 
     async fn remove_worker(&self, id: &str) -> Result<(), BackendError> {
-        self.default.remove_worker(id).await
+        self.default.remove_worker(id).await?;
+        self.other.remove_worker(id).await
     }
 
     fn engine_accelerators(&self) -> bool {

@@ -82,6 +82,10 @@ pub struct SlurmHandle {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     pub token: String,
+    /// A training job's worker of this rank (`notebook_id` is the worker's id): one task of
+    /// the job's Slurm job; it has no tunnel launch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u32>,
 }
 
 /// The `external` backend's: the Jupyter server it was pointed at.
@@ -235,6 +239,7 @@ mod tests {
                 secret_hash: "ab".repeat(32),
                 port: None,
                 token: "t".into(),
+                rank: None,
             }),
         ] {
             let text = h.text().unwrap();

@@ -32,13 +32,13 @@ use atelier_notebook_runtime::spec::{ConnectBackSpec, LocalSpec};
 use atelier_tunnel::Target;
 use atelier_tunnel::hub::TunnelHub;
 
-use super::{JobInfo, JobState, SlurmCli, Submission, quote};
+use super::{JobInfo, JobState, SlurmCli, Submission, quote, rendezvous_prelude};
 use crate::backends::files::NotebookFiles;
 use crate::backends::process::ProcessBackend;
 use crate::backends::runconf::{self, AGENT_SOCKET};
 use crate::backends::{
     Backend, BackendError, Endpoint, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode,
-    Upstream, sandbox,
+    Upstream, WorkerExit, WorkerSpec, sandbox,
 };
 use crate::config::{Settings, SlurmSettings};
 use crate::lifecycle::handle::SlurmHandle;
@@ -163,6 +163,117 @@ impl SlurmBackend {
         }
     }
 
+    /// The one Slurm job of a training job's attempt: a task per worker, one per node
+    /// (`srun`), each waiting for its worker's spec (written by this worker's
+    /// `launch_worker`), filling the rendezvous variables from Slurm's
+    /// ([`rendezvous_prelude`]) into `rendezvous.env` in its agent dir (read by the
+    /// worker's command first), then running the worker's runtime.
+    fn training_submission(&self, ws: &WorkerSpec, workers: u32) -> Submission {
+        let f = &ws.flavor;
+        let own = f.slurm.clone().unwrap_or_default();
+        let engines = self
+            .local
+            .worker_dir_of("x")
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let names = "RANK WORLD_SIZE MASTER_ADDR LOCAL_RANK VC_WORKER_HOSTS VC_WORKER_NUM \
+                     VC_TASK_INDEX VK_TASK_INDEX MA_TASK_INDEX MA_NUM_HOSTS MA_CURRENT_IP";
+        let task = format!(
+            "set -eu\n\
+             w={engines}/{job}-$SLURM_PROCID/run\n\
+             i=0\n\
+             while [ ! -e \"$w/spec.json\" ]; do\n\
+               i=$((i + 1)); [ \"$i\" -le 1200 ] || {{ echo \"no spec for worker $SLURM_PROCID\" >&2; exit 97; }}\n\
+               sleep 0.1\n\
+             done\n\
+             {prelude}\
+             set -C\n\
+             for v in {names}; do eval \"printf 'export %s=%s\\n' $v \\\"\\${{$v}}\\\"\"; done > \"$w/agent/rendezvous.env\"\n\
+             exec {runtime} --spec \"$w/spec.json\"\n",
+            engines = quote(&engines),
+            job = ws.job_id,
+            prelude = rendezvous_prelude(),
+            runtime = quote(&self.local.runtime_bin().to_string_lossy()),
+        );
+        Submission {
+            name: format!(
+                "atelier-train-{}",
+                ws.job_id.chars().take(8).collect::<String>()
+            ),
+            partition: own.partition.or_else(|| self.slurm.partition.clone()),
+            account: own.account.or_else(|| self.slurm.account.clone()),
+            qos: own.qos.or_else(|| self.slurm.qos.clone()),
+            nodes: workers,
+            ntasks: workers,
+            cpus_per_task: f.vcpus.max(1),
+            mem_mb: Some(u64::from(f.memory_gib) * 1024),
+            gpus: if f.kind == "gpu" {
+                f.accelerator_count()
+            } else {
+                0
+            },
+            time_limit_minutes: None,
+            workdir: self.local.worker_dir_of(&ws.id),
+            output: self.local.worker_dir_of(&ws.id).join("slurm.out"),
+            // A restart is the runner's next attempt (a new job), resuming from the
+            // checkpoints in the job's mount.
+            requeue: false,
+            array: None,
+            signal: None,
+            env: Vec::new(),
+            body: format!(
+                "exec srun --kill-on-bad-exit=0 --ntasks={workers} --ntasks-per-node=1 sh -c {}\n",
+                quote(&task)
+            ),
+        }
+    }
+
+    /// Signals the job, waits for its runtimes' grace periods, then cancels it.
+    async fn end_job(&self, job_id: u64, grace: Duration) -> Result<(), BackendError> {
+        let gone = |j: &Option<JobInfo>| j.as_ref().is_none_or(|j| j.state.is_final());
+        let mut job = self.job(job_id).await?;
+        if gone(&job) {
+            return Ok(());
+        }
+        let queued = job.as_ref().is_some_and(|j| j.state.is_queued());
+        if !queued {
+            // The runtimes stop what they run within their grace periods.
+            self.cli
+                .signal(job_id, "TERM")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let deadline = Instant::now() + grace * 2 + Duration::from_secs(10);
+            while !gone(&job) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                job = self.job(job_id).await?;
+            }
+        }
+        if gone(&job) {
+            return Ok(());
+        }
+        if !queued {
+            tracing::warn!(job = job_id, "a Slurm job outlived SIGTERM; cancelling it");
+        }
+        self.cli
+            .cancel(job_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Slurm's own SIGTERM, then SIGKILL after its KillWait.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !gone(&job) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            job = self.job(job_id).await?;
+        }
+        if gone(&job) {
+            Ok(())
+        } else {
+            Err(BackendError::Other(anyhow::anyhow!(
+                "the Slurm job {job_id} is still running 90 s after it was cancelled"
+            )))
+        }
+    }
+
     /// How an ended job ended, for the notebook's event and status.
     fn ended(&self, j: &JobInfo, notebook: &str) -> String {
         let id = j.id;
@@ -275,6 +386,7 @@ impl Backend for SlurmBackend {
             secret_hash: reg.hash.to_hex(),
             port: w.port,
             token: w.token,
+            rank: None,
         }))
     }
 
@@ -394,45 +506,10 @@ impl Backend for SlurmBackend {
 
     async fn stop(&self, handle: &Handle, mode: StopMode) -> Result<(), BackendError> {
         let h = Self::decode(handle)?;
-        let gone = |j: &Option<JobInfo>| j.as_ref().is_none_or(|j| j.state.is_final());
-        let mut job = self.job(h.job_id).await?;
-        if !gone(&job) {
-            let queued = job.as_ref().is_some_and(|j| j.state.is_queued());
-            if !queued {
-                // The runtime stops Jupyter and its kernels within its grace periods.
-                self.cli
-                    .signal(h.job_id, "TERM")
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let deadline = Instant::now() + mode.grace * 2 + Duration::from_secs(10);
-                while !gone(&job) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    job = self.job(h.job_id).await?;
-                }
-            }
-            if !gone(&job) {
-                if !queued {
-                    tracing::warn!(notebook = %h.notebook_id, job = h.job_id, "the notebook's job outlived SIGTERM; cancelling it");
-                }
-                self.cli
-                    .cancel(h.job_id)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                // Slurm's own SIGTERM, then SIGKILL after its KillWait.
-                let deadline = Instant::now() + Duration::from_secs(90);
-                while !gone(&job) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    job = self.job(h.job_id).await?;
-                }
-                if !gone(&job) {
-                    return Err(BackendError::Other(anyhow::anyhow!(
-                        "the Slurm job {} is still running 90 s after it was cancelled",
-                        h.job_id
-                    )));
-                }
-            }
+        self.end_job(h.job_id, mode.grace).await?;
+        if h.rank.is_none() {
+            self.hub.unregister(&h.launch);
         }
-        self.hub.unregister(&h.launch);
         Ok(())
     }
 
@@ -484,5 +561,90 @@ impl Backend for SlurmBackend {
 
     fn files(&self, id: &str) -> Result<Box<dyn NotebookFiles>, BackendError> {
         self.local.files(id)
+    }
+
+    async fn launch_worker(&self, ws: &WorkerSpec) -> Result<Handle, BackendError> {
+        let workers: u32 = ws
+            .env
+            .get("WORLD_SIZE")
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| BackendError::Start("the worker's WORLD_SIZE is missing".into()))?;
+        // Rank 0 submits the attempt's one job; the others are its tasks.
+        let job_id = match (&ws.network_of, ws.rank) {
+            (None, 0) => None,
+            (Some(Handle::Slurm(first)), r) if r > 0 => Some(first.job_id),
+            _ => {
+                return Err(BackendError::Start(format!(
+                    "worker {} of a job on Slurm needs worker 0's handle",
+                    ws.rank
+                )));
+            }
+        };
+        let (outer, run) = self
+            .local
+            .write_worker(ws, &format!(". {}/rendezvous.env; ", sandbox::AGENT))
+            .await?;
+        let job_id = match job_id {
+            Some(id) => id,
+            None => self
+                .cli
+                .submit(&self.training_submission(ws, workers))
+                .await
+                .map_err(|e| {
+                    BackendError::Start(format!("submitting the training job to Slurm: {e}"))
+                })?,
+        };
+        // Last, and whole at once: its task starts on seeing it.
+        let bytes = serde_json::to_vec_pretty(&outer).context("spec")?;
+        let partial = run.join("spec.json.partial");
+        runconf::write_private(&partial, &bytes)?;
+        std::fs::rename(&partial, run.join("spec.json")).context("placing the worker's spec")?;
+        tracing::info!(worker = %ws.id, job = job_id, "training worker is a task of a Slurm job");
+        Ok(Handle::Slurm(SlurmHandle {
+            notebook_id: ws.id.clone(),
+            job_id,
+            launch: String::new(),
+            secret_hash: String::new(),
+            port: None,
+            token: String::new(),
+            rank: Some(ws.rank),
+        }))
+    }
+
+    async fn worker_exit(&self, handle: &Handle) -> Option<WorkerExit> {
+        let Ok(h) = Self::decode(handle) else {
+            return Some(WorkerExit::Lost);
+        };
+        let status = runconf::runtime_status(
+            &self
+                .local
+                .worker_dir_of(&h.notebook_id)
+                .join("run/status.json"),
+        );
+        let ended = status
+            .as_ref()
+            .and_then(|s| s.get("state"))
+            .and_then(|s| s.as_str())
+            .is_some_and(|s| matches!(s, "exited" | "stopped"));
+        if ended {
+            return Some(runconf::worker_exit(status.as_ref()));
+        }
+        match self.job(h.job_id).await {
+            // slurmctld unreachable: nothing is known to have ended.
+            Err(_) => None,
+            Ok(Some(j)) if !j.state.is_final() => None,
+            // The job ended and this task's runtime said nothing: it was killed.
+            Ok(_) => Some(runconf::worker_exit(status.as_ref())),
+        }
+    }
+
+    async fn remove_worker(&self, id: &str) -> Result<(), BackendError> {
+        self.local.remove_worker(id).await
+    }
+
+    fn engine_log_dir(&self, handle: &Handle) -> Option<std::path::PathBuf> {
+        let h = Self::decode(handle).ok()?;
+        Some(self.local.worker_dir_of(&h.notebook_id).join("run/agent"))
     }
 }
