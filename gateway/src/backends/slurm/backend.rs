@@ -48,6 +48,8 @@ use crate::store::events::EventKind;
 /// often).
 const QUEUED_EVERY: Duration = Duration::from_secs(1);
 const STARTING_EVERY: Duration = Duration::from_millis(250);
+/// How long a start waits for slurmctld to answer again before it fails.
+const SLURM_PATIENCE: Duration = Duration::from_secs(60);
 /// A job's time limit is its notebook's lease and this much more: the gateway's auto-stop
 /// stops it first, Slurm only if the gateway could not.
 const TIME_LIMIT_MARGIN_MINUTES: u64 = 10;
@@ -403,8 +405,23 @@ impl Backend for SlurmBackend {
         // When the job started running (the start timeout counts from there, not from the
         // submission: the queue's wait is the scheduler's).
         let mut started: Option<Instant> = None;
+        // slurmctld restarting or busy: asked again, for a while.
+        let mut unanswered: Option<Instant> = None;
         loop {
-            let job = self.job(h.job_id).await?;
+            let job = match self.job(h.job_id).await {
+                Ok(j) => {
+                    unanswered = None;
+                    j
+                }
+                Err(e)
+                    if unanswered.get_or_insert_with(Instant::now).elapsed() < SLURM_PATIENCE =>
+                {
+                    tracing::warn!(notebook = %spec.id, error = %e, "Slurm did not answer; asking again");
+                    tokio::time::sleep(QUEUED_EVERY).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let Some(j) = job else {
                 return Err(BackendError::Start(format!(
                     "the Slurm job {} is gone from the cluster before JupyterLab answered",
