@@ -64,6 +64,11 @@ pub struct ConnectBackSpec {
     /// notebook's inner runtime); `None`: this runtime's own agent ([`Spec::ssh`]), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<PathBuf>,
+    /// Where a model engine is reached, when another runtime relays it (a sandboxed
+    /// instance's inner runtime, on a unix socket); `None`: this runtime's own relay's port
+    /// ([`Spec::forward`]), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<PathBuf>,
 }
 
 /// A server on this machine: `{"unix": "/path/jupyter.sock"}` or `{"port": 8888}` (on
@@ -188,6 +193,9 @@ impl Spec {
             }
             if let Some(agent) = &c.agent {
                 check_path("connect_back.agent", agent, true)?;
+            }
+            if let Some(engine) = &c.engine {
+                check_path("connect_back.engine", engine, true)?;
             }
         }
         if self.grace_seconds > MAX_GRACE_SECONDS {

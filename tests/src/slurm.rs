@@ -70,7 +70,27 @@ pub struct Job {
     pub fields: HashMap<String, String>,
 }
 
+/// A flavor a test node holds (2 CPUs, 4000 MB each).
+pub const NODE_FLAVOR: &str =
+    "[[flavors]]\nid = \"slurm-1-2\"\ntype = \"cpu\"\nvcpus = 1\nmemory_gib = 2\n";
+
 impl Cluster {
+    /// A gateway on the `slurm` backend of this cluster (partition `debug`, the tunnel on a
+    /// loopback port) with the settings `toml` (flavors: [`NODE_FLAVOR`] for one a node
+    /// holds) and `env` besides.
+    pub async fn gateway(&self, toml: &str, env: &[(&str, &str)]) -> crate::Gateway {
+        let tunnel = format!("127.0.0.1:{}", crate::free_port());
+        let conf = self.conf.to_string_lossy().into_owned();
+        let mut all = vec![
+            ("ATELIER_BACKEND", "slurm"),
+            ("ATELIER_TUNNEL_ADDR", tunnel.as_str()),
+            ("ATELIER_SLURM_CONF", conf.as_str()),
+            ("ATELIER_SLURM_PARTITION", "debug"),
+        ];
+        all.extend_from_slice(env);
+        crate::Gateway::start_with_config(toml, &all).await
+    }
+
     /// Runs the Slurm command `cmd` with `args` against this cluster: its stdout, or a panic
     /// with its stderr.
     pub fn run(&self, cmd: &str, args: &[&str]) -> String {

@@ -1062,3 +1062,64 @@ async fn a_call_in_flight_during_an_update_ends_on_the_old_instance() {
         .await
         .expect_status(204);
 }
+
+/// On the `slurm` backend an instance is a Slurm job on a node of the test cluster
+/// (`scripts/slurm.sh`), reached through the connect-back tunnel: the same engine serves,
+/// as ma-user with the model's files; stopping the service ends the job.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_engine_runs_as_a_slurm_job_on_the_slurm_backend() {
+    let Some(cluster) = atelier_tests::slurm::cluster() else {
+        return;
+    };
+    let s3 = S3Server::start();
+    echo_package(&s3.bucket("models").join("plain"), None);
+    let gw = cluster
+        .gateway(atelier_tests::slurm::NODE_FLAVOR, &[])
+        .await;
+    let token = gw.create_user("alice").await;
+    let api = gw.api(&token);
+    s3.connect(&api, "local").await;
+    import(&api, "echo", "plain").await;
+    let id = deploy(
+        &api,
+        "echo-slurm",
+        "echo",
+        json!({"model": {"envs": {"GREETING": "from a node"}, "instances": 1}}),
+    )
+    .await;
+    wait_service(&api, &id, "RUNNING").await;
+    let ready = ready_instances(&api, &id).await;
+    assert_eq!(ready.len(), 1, "{ready:?}");
+    assert_eq!(ready[0]["engine"], "slurm", "{ready:?}");
+    let me = whoami(&api, &id).await;
+    assert_eq!(
+        (me["uid"].as_i64(), me["gid"].as_i64()),
+        (Some(1000), Some(100)),
+        "{me}"
+    );
+    assert_eq!(me["greeting"], "from a node", "{me}");
+    assert_eq!(
+        me["model_files"],
+        json!(["config.json", "server.py", "weights.bin"]),
+        "{me}"
+    );
+    let listed = cluster.run("scontrol", &["show", "job", "-o"]);
+    let running: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.contains("JobName=atelier-engine-") && l.contains("JobState=RUNNING"))
+        .collect();
+    assert_eq!(running.len(), 1, "{listed}");
+    api.post_empty(&format!("/v1/services/{id}/stop"))
+        .await
+        .expect_status(200);
+    wait_service(&api, &id, "STOPPED").await;
+    let job: u64 = running[0]
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("JobId="))
+        .and_then(|n| n.parse().ok())
+        .expect("a job id");
+    let ended = cluster.wait_job(job, "the stopped instance's job to end", |j| {
+        !matches!(j.state.as_str(), "RUNNING" | "COMPLETING")
+    });
+    assert_ne!(ended.state, "RUNNING");
+}

@@ -35,19 +35,8 @@ static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How long the cluster and a busy 2-core machine may take for a step.
 const STEP: Duration = Duration::from_secs(240);
 
-async fn gateway(cluster: &Cluster, tunnel_port: u16) -> Gateway {
-    let tunnel = format!("127.0.0.1:{tunnel_port}");
-    let conf = cluster.conf.to_string_lossy().into_owned();
-    Gateway::start_with_config(
-        FLAVORS,
-        &[
-            ("ATELIER_BACKEND", "slurm"),
-            ("ATELIER_TUNNEL_ADDR", tunnel.as_str()),
-            ("ATELIER_SLURM_CONF", conf.as_str()),
-            ("ATELIER_SLURM_PARTITION", "debug"),
-        ],
-    )
-    .await
+async fn gateway(cluster: &Cluster) -> Gateway {
+    cluster.gateway(FLAVORS, &[]).await
 }
 
 /// The Slurm job ids named by the notebook's `Scheduled` events, oldest first.
@@ -116,7 +105,7 @@ async fn notebooks_run_as_slurm_jobs_reached_through_the_tunnel() {
         return;
     };
     let _turn = CLUSTER.lock().await;
-    let mut gw = gateway(&cluster, free_port()).await;
+    let mut gw = gateway(&cluster).await;
     let alice = gw.create_user("alice").await;
     let api = gw.api(&alice);
     let dir = gw.data_dir.join("ssh-client");

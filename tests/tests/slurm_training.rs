@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
+use atelier_tests::Api;
 use atelier_tests::s3::S3Server;
 use atelier_tests::slurm;
-use atelier_tests::{Api, Gateway, free_port};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(300);
@@ -71,19 +71,12 @@ async fn a_two_worker_job_is_one_slurm_job_and_its_gloo_all_reduce_gives_the_sum
     let venv = atelier_tests::training_venv()
         .to_string_lossy()
         .into_owned();
-    let tunnel = format!("127.0.0.1:{}", free_port());
-    let conf = cluster.conf.to_string_lossy().into_owned();
-    let gw = Gateway::start_with_config(
-        "[[flavors]]\nid = \"slurm-1-2\"\ntype = \"cpu\"\nvcpus = 1\nmemory_gib = 2\n",
-        &[
-            ("ATELIER_BACKEND", "slurm"),
-            ("ATELIER_TUNNEL_ADDR", tunnel.as_str()),
-            ("ATELIER_SLURM_CONF", conf.as_str()),
-            ("ATELIER_SLURM_PARTITION", "debug"),
-            ("ATELIER_TRAINING_VENV", venv.as_str()),
-        ],
-    )
-    .await;
+    let gw = cluster
+        .gateway(
+            slurm::NODE_FLAVOR,
+            &[("ATELIER_TRAINING_VENV", venv.as_str())],
+        )
+        .await;
     let s3 = S3Server::start();
     let code = s3.bucket("code").join("ddp");
     std::fs::create_dir_all(&code).unwrap();

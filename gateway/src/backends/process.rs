@@ -546,7 +546,12 @@ impl ProcessBackend {
     }
 
     /// [`Backend::launch_engine`].
-    async fn start_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
+    /// An engine instance's run dir and specs (see [`Self::start_engine`]): the outer
+    /// runtime's spec (not yet written) and the run dir. Shared with the slurm backend.
+    pub(super) async fn write_engine_launch(
+        &self,
+        spec: &EngineSpec,
+    ) -> Result<(RuntimeSpec, PathBuf), BackendError> {
         self.refused()?;
         let Some(s) = self.sandbox() else {
             return Err(BackendError::Unsupported(
@@ -579,6 +584,11 @@ impl ProcessBackend {
             .await
             .context("securing the instance's dir")?;
         let runtime_spec = self.write_engine(s, spec, &run)?;
+        Ok((runtime_spec, run))
+    }
+
+    async fn start_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
+        let (runtime_spec, run) = self.write_engine_launch(spec).await?;
         let (runtime_pid, runtime_start_ticks) =
             self.start_runtime(&spec.id, &spec.flavor, &runtime_spec, &run, None)?;
         Ok(Handle::Process(ProcessHandle {
@@ -593,8 +603,6 @@ impl ProcessBackend {
 }
 
 impl ProcessBackend {
-    /// [`Backend::launch_worker`]: the worker's run dir (root's), its agent dir (ma-user's:
-    /// the log), the specs; then the runtime, in worker 0's network when it is a later one.
     /// The sandbox a training worker runs in, or why it cannot run here.
     fn worker_sandbox(&self, spec: &WorkerSpec) -> Result<&Sandbox, BackendError> {
         self.refused()?;
@@ -715,6 +723,8 @@ impl ProcessBackend {
         Ok((self.outer_spec(argv, &run), run))
     }
 
+    /// [`Backend::launch_worker`]: the worker's run dir (root's), its agent dir (ma-user's:
+    /// the log), the specs; then the runtime, in worker 0's network when it is a later one.
     async fn start_worker(&self, spec: &WorkerSpec) -> Result<Handle, BackendError> {
         let s = self.worker_sandbox(spec)?;
         let join = match &spec.network_of {

@@ -179,7 +179,8 @@ impl Backend for Routed {
     }
 
     async fn launch_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
-        self.default.launch_engine(spec).await
+        let on_other = spec.flavor.backend_or(self.default_kind) == self.other_kind;
+        self.by_kind(on_other).launch_engine(spec).await
     }
 
     fn engine_endpoint(&self, handle: &Handle) -> Result<Endpoint, BackendError> {
@@ -191,7 +192,8 @@ impl Backend for Routed {
     }
 
     async fn remove_engine(&self, id: &str) -> Result<(), BackendError> {
-        self.default.remove_engine(id).await
+        self.default.remove_engine(id).await?;
+        self.other.remove_engine(id).await
     }
 
     async fn launch_worker(&self, spec: &WorkerSpec) -> Result<Handle, BackendError> {

@@ -86,6 +86,9 @@ pub struct SlurmHandle {
     /// the job's Slurm job; it has no tunnel launch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank: Option<u32>,
+    /// A model engine's instance (`notebook_id` is the instance's id), not a notebook.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub engine: bool,
 }
 
 /// The `external` backend's: the Jupyter server it was pointed at.
@@ -240,6 +243,7 @@ mod tests {
                 port: None,
                 token: "t".into(),
                 rank: None,
+                engine: false,
             }),
         ] {
             let text = h.text().unwrap();

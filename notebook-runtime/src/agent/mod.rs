@@ -158,10 +158,13 @@ fn connect_back(
             .clone()
             .or_else(|| spec.ssh.as_ref().map(|s| s.socket.clone()))
             .map(Local::Unix),
-        engine: spec
-            .forward
-            .as_ref()
-            .map(|f| Local::Tcp(([127, 0, 0, 1], f.port).into())),
+        engine: match &c.engine {
+            Some(path) => Some(Local::Unix(path.clone())),
+            None => spec
+                .forward
+                .as_ref()
+                .map(|f| Local::Tcp(([127, 0, 0, 1], f.port).into())),
+        },
     };
     Ok((dial, locals))
 }

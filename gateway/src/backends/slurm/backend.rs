@@ -37,17 +37,21 @@ use crate::backends::files::NotebookFiles;
 use crate::backends::process::ProcessBackend;
 use crate::backends::runconf::{self, AGENT_SOCKET};
 use crate::backends::{
-    Backend, BackendError, Endpoint, Handle, NotebookSpec, Observed, Progress, SshLink, StopMode,
-    Upstream, WorkerExit, WorkerSpec, sandbox,
+    Backend, BackendError, Endpoint, EngineSpec, Handle, NotebookSpec, Observed, Progress, SshLink,
+    StopMode, Upstream, WorkerExit, WorkerSpec, sandbox,
 };
 use crate::config::{Settings, SlurmSettings};
 use crate::lifecycle::handle::SlurmHandle;
 use crate::store::events::EventKind;
 
-/// How often a queued job is asked about (a running one that does not answer yet: more
-/// often).
+/// How often a queued job is asked about: often in its first seconds (most jobs start
+/// then on an idle cluster), then each second. A running one whose Jupyter does not answer
+/// yet is tried more often still (bench/slurm.sh: the check interval was most of what
+/// Atelier added to a start).
+const QUEUED_FIRST: Duration = Duration::from_millis(200);
 const QUEUED_EVERY: Duration = Duration::from_secs(1);
-const STARTING_EVERY: Duration = Duration::from_millis(250);
+const QUEUED_FIRST_FOR: Duration = Duration::from_secs(5);
+const STARTING_EVERY: Duration = Duration::from_millis(50);
 /// How long a start waits for slurmctld to answer again before it fails.
 const SLURM_PATIENCE: Duration = Duration::from_secs(60);
 /// A job's time limit is its notebook's lease and this much more: the gateway's auto-stop
@@ -128,18 +132,26 @@ impl SlurmBackend {
             .map_err(|e| BackendError::Other(anyhow::anyhow!("asking Slurm about job {id}: {e}")))
     }
 
-    /// The batch job of one notebook.
-    fn submission(&self, spec: &NotebookSpec, run: &std::path::Path) -> Submission {
-        let f = &spec.flavor;
-        let short: String = spec.id.chars().take(8).collect();
+    /// A job on `nodes` nodes with the flavor's CPUs, memory and GPUs per node, where the
+    /// flavor (else `[slurm]`) puts it, writing Slurm's output to `run/slurm.out`. Never
+    /// requeued: a preempted notebook stops (its work dir stays) and a training job's
+    /// restart is its next attempt.
+    fn job_of(
+        &self,
+        f: &crate::config::Flavor,
+        name: String,
+        nodes: u32,
+        run: &std::path::Path,
+        body: String,
+    ) -> Submission {
         let own = f.slurm.clone().unwrap_or_default();
         Submission {
-            name: format!("atelier-nb-{short}"),
+            name,
             partition: own.partition.or_else(|| self.slurm.partition.clone()),
             account: own.account.or_else(|| self.slurm.account.clone()),
             qos: own.qos.or_else(|| self.slurm.qos.clone()),
-            nodes: 1,
-            ntasks: 1,
+            nodes,
+            ntasks: nodes,
             cpus_per_task: f.vcpus.max(1),
             mem_mb: Some(u64::from(f.memory_gib) * 1024),
             gpus: if f.kind == "gpu" {
@@ -147,22 +159,40 @@ impl SlurmBackend {
             } else {
                 0
             },
-            time_limit_minutes: spec
-                .lease
-                .map(|d| d.as_secs().div_ceil(60) + TIME_LIMIT_MARGIN_MINUTES),
+            time_limit_minutes: None,
             workdir: run.to_path_buf(),
             output: run.join("slurm.out"),
-            // A preempted notebook stops (its work dir stays); the user starts it again.
             requeue: false,
             array: None,
             signal: None,
             env: Vec::new(),
-            body: format!(
-                "exec {} --spec {}\n",
-                quote(&self.local.runtime_bin().to_string_lossy()),
-                quote(&run.join("spec.json").to_string_lossy())
-            ),
+            body,
         }
+    }
+
+    /// `exec` of the runtime with `run/spec.json`: a notebook's or an engine instance's job.
+    fn runtime_job(
+        &self,
+        f: &crate::config::Flavor,
+        name: String,
+        run: &std::path::Path,
+    ) -> Submission {
+        let body = format!(
+            "exec {} --spec {}\n",
+            quote(&self.local.runtime_bin().to_string_lossy()),
+            quote(&run.join("spec.json").to_string_lossy())
+        );
+        self.job_of(f, name, 1, run, body)
+    }
+
+    /// The batch job of one notebook: its time limit is its lease and a margin.
+    fn submission(&self, spec: &NotebookSpec, run: &std::path::Path) -> Submission {
+        let short: String = spec.id.chars().take(8).collect();
+        let mut s = self.runtime_job(&spec.flavor, format!("atelier-nb-{short}"), run);
+        s.time_limit_minutes = spec
+            .lease
+            .map(|d| d.as_secs().div_ceil(60) + TIME_LIMIT_MARGIN_MINUTES);
+        s
     }
 
     /// The one Slurm job of a training job's attempt: a task per worker, one per node
@@ -171,8 +201,6 @@ impl SlurmBackend {
     /// ([`rendezvous_prelude`]) into `rendezvous.env` in its agent dir (read by the
     /// worker's command first), then running the worker's runtime.
     fn training_submission(&self, ws: &WorkerSpec, workers: u32) -> Submission {
-        let f = &ws.flavor;
-        let own = f.slurm.clone().unwrap_or_default();
         let engines = self
             .local
             .worker_dir_of("x")
@@ -198,37 +226,16 @@ impl SlurmBackend {
             prelude = rendezvous_prelude(),
             runtime = quote(&self.local.runtime_bin().to_string_lossy()),
         );
-        Submission {
-            name: format!(
-                "atelier-train-{}",
-                ws.job_id.chars().take(8).collect::<String>()
-            ),
-            partition: own.partition.or_else(|| self.slurm.partition.clone()),
-            account: own.account.or_else(|| self.slurm.account.clone()),
-            qos: own.qos.or_else(|| self.slurm.qos.clone()),
-            nodes: workers,
-            ntasks: workers,
-            cpus_per_task: f.vcpus.max(1),
-            mem_mb: Some(u64::from(f.memory_gib) * 1024),
-            gpus: if f.kind == "gpu" {
-                f.accelerator_count()
-            } else {
-                0
-            },
-            time_limit_minutes: None,
-            workdir: self.local.worker_dir_of(&ws.id),
-            output: self.local.worker_dir_of(&ws.id).join("slurm.out"),
-            // A restart is the runner's next attempt (a new job), resuming from the
-            // checkpoints in the job's mount.
-            requeue: false,
-            array: None,
-            signal: None,
-            env: Vec::new(),
-            body: format!(
-                "exec srun --kill-on-bad-exit=0 --ntasks={workers} --ntasks-per-node=1 sh -c {}\n",
-                quote(&task)
-            ),
-        }
+        let run = self.local.worker_dir_of(&ws.id);
+        let body = format!(
+            "exec srun --kill-on-bad-exit=0 --ntasks={workers} --ntasks-per-node=1 sh -c {}\n",
+            quote(&task)
+        );
+        let name = format!(
+            "atelier-train-{}",
+            ws.job_id.chars().take(8).collect::<String>()
+        );
+        self.job_of(&ws.flavor, name, workers, &run, body)
     }
 
     /// Signals the job, waits for its runtimes' grace periods, then cancels it.
@@ -362,6 +369,7 @@ impl Backend for SlurmBackend {
                 None => LocalSpec::Unix(agent_dir.join(sandbox::JUPYTER_SOCKET)),
             }),
             agent: sandboxed.then(|| agent_dir.join(AGENT_SOCKET)),
+            engine: None,
         });
         let written = serde_json::to_vec_pretty(&w.runtime)
             .context("spec")
@@ -389,6 +397,7 @@ impl Backend for SlurmBackend {
             port: w.port,
             token: w.token,
             rank: None,
+            engine: false,
         }))
     }
 
@@ -405,6 +414,7 @@ impl Backend for SlurmBackend {
         // When the job started running (the start timeout counts from there, not from the
         // submission: the queue's wait is the scheduler's).
         let mut started: Option<Instant> = None;
+        let waiting_since = Instant::now();
         // slurmctld restarting or busy: asked again, for a while.
         let mut unanswered: Option<Instant> = None;
         loop {
@@ -445,7 +455,12 @@ impl Backend for SlurmBackend {
                     progress.event(EventKind::Queued, Some(&detail)).await;
                     told = Some(why);
                 }
-                tokio::time::sleep(QUEUED_EVERY).await;
+                tokio::time::sleep(if waiting_since.elapsed() < QUEUED_FIRST_FOR {
+                    QUEUED_FIRST
+                } else {
+                    QUEUED_EVERY
+                })
+                .await;
                 continue;
             }
             let since = match started {
@@ -515,6 +530,10 @@ impl Backend for SlurmBackend {
                 j.id, j.nodes
             ));
         }
+        if h.engine {
+            // Whether it serves is for the gateway's probes.
+            return Observed::Running;
+        }
         match runconf::jupyter_answers(&endpoint, &h.notebook_id, &h.token).await {
             Ok(()) => Observed::Running,
             Err(e) => Observed::Unhealthy(e),
@@ -565,8 +584,12 @@ impl Backend for SlurmBackend {
 
     async fn ssh_link(&self, handle: &Handle) -> Result<SshLink, BackendError> {
         let h = Self::decode(handle)?;
-        let run = self.local.notebook_dir_of(&h.notebook_id).join("run");
-        let agent_inside = if self.local.sandboxed() {
+        let run = if h.engine {
+            self.local.worker_dir_of(&h.notebook_id).join("run")
+        } else {
+            self.local.notebook_dir_of(&h.notebook_id).join("run")
+        };
+        let agent_inside = if h.engine || self.local.sandboxed() {
             sandbox::AGENT.to_owned()
         } else {
             run.join("agent").to_string_lossy().into_owned()
@@ -626,7 +649,64 @@ impl Backend for SlurmBackend {
             port: None,
             token: String::new(),
             rank: Some(ws.rank),
+            engine: false,
         }))
+    }
+
+    async fn launch_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
+        let (mut outer, run) = self.local.write_engine_launch(spec).await?;
+        let agent_dir = run.join("agent");
+        if outer.argv.len() > 1 {
+            // As a notebook's: bubblewrap makes the instance's network namespace on the node.
+            outer.argv.insert(1, "--unshare-net".into());
+        }
+        let launch = format!("{}-{}", spec.id, hex::encode(rand::random::<[u8; 4]>()));
+        let reg = self
+            .hub
+            .register(&launch)
+            .map_err(|e| anyhow::anyhow!("registering the instance with the tunnel: {e}"))?;
+        outer.connect_back = Some(ConnectBackSpec {
+            gateway: reg.connect_back,
+            jupyter: None,
+            agent: Some(agent_dir.join(AGENT_SOCKET)),
+            engine: Some(agent_dir.join(crate::backends::ENGINE_SOCKET)),
+        });
+        let submitted = async {
+            let bytes = serde_json::to_vec_pretty(&outer).context("spec")?;
+            runconf::write_private(&run.join("spec.json"), &bytes)?;
+            let short: String = spec.id.chars().take(8).collect();
+            let sub = self.runtime_job(&spec.flavor, format!("atelier-engine-{short}"), &run);
+            self.cli.submit(&sub).await.map_err(|e| {
+                BackendError::Start(format!("submitting the engine instance to Slurm: {e}"))
+            })
+        }
+        .await;
+        let job_id = match submitted {
+            Ok(id) => id,
+            Err(e) => {
+                self.hub.unregister(&launch);
+                return Err(e);
+            }
+        };
+        Ok(Handle::Slurm(SlurmHandle {
+            notebook_id: spec.id.clone(),
+            job_id,
+            launch,
+            secret_hash: reg.hash.to_hex(),
+            port: None,
+            token: String::new(),
+            rank: None,
+            engine: true,
+        }))
+    }
+
+    fn engine_endpoint(&self, handle: &Handle) -> Result<Endpoint, BackendError> {
+        let h = Self::decode(handle)?;
+        self.endpoint(&h, Target::Engine)
+    }
+
+    async fn remove_engine(&self, id: &str) -> Result<(), BackendError> {
+        self.local.remove_engine(id).await
     }
 
     async fn worker_exit(&self, handle: &Handle) -> Option<WorkerExit> {
