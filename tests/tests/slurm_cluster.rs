@@ -125,7 +125,9 @@ fn a_two_task_job_runs_one_task_per_node_and_is_followed_from_running_to_complet
     }
 
     std::fs::write(dir.path().join("release"), b"").unwrap();
-    let done = cluster.wait_job(job.id, "COMPLETED", |j| j.state != "RUNNING");
+    let done = cluster.wait_job(job.id, "COMPLETED", |j| {
+        !matches!(j.state.as_str(), "RUNNING" | "COMPLETING")
+    });
     assert_eq!(
         done.state,
         "COMPLETED",
