@@ -185,14 +185,46 @@ impl SlurmBackend {
         self.job_of(f, name, 1, run, body)
     }
 
-    /// The batch job of one notebook: its time limit is its lease and a margin.
-    fn submission(&self, spec: &NotebookSpec, run: &std::path::Path) -> Submission {
-        let short: String = spec.id.chars().take(8).collect();
-        let mut s = self.runtime_job(&spec.flavor, format!("atelier-nb-{short}"), run);
-        s.time_limit_minutes = spec
-            .lease
-            .map(|d| d.as_secs().div_ceil(60) + TIME_LIMIT_MARGIN_MINUTES);
-        s
+    /// Registers a launch of `id` with the tunnel, puts its connect-back section (made by
+    /// `connect` from the tunnel's part) into the outer runtime's spec, writes the spec into
+    /// `sub`'s work dir and submits `sub`: the job id, the launch id and its secret's hash.
+    /// Nothing stays registered when it fails. `own_network`: the sandbox's network
+    /// namespace is made by bubblewrap on the node (the process backend's gateway makes it
+    /// before bubblewrap runs); the runtime outside stays on the node's network, to dial
+    /// the gateway.
+    async fn submit_connected(
+        &self,
+        id: &str,
+        mut outer: atelier_notebook_runtime::spec::Spec,
+        own_network: bool,
+        sub: &Submission,
+        connect: impl FnOnce(atelier_tunnel::ConnectBack) -> ConnectBackSpec,
+    ) -> Result<(u64, String, String), BackendError> {
+        let launch = format!("{id}-{}", hex::encode(rand::random::<[u8; 4]>()));
+        let reg = self
+            .hub
+            .register(&launch)
+            .map_err(|e| anyhow::anyhow!("registering {id} with the tunnel: {e}"))?;
+        if own_network && outer.argv.len() > 1 {
+            outer.argv.insert(1, "--unshare-net".into());
+        }
+        outer.connect_back = Some(connect(reg.connect_back));
+        let submitted = async {
+            let bytes = serde_json::to_vec_pretty(&outer).context("spec")?;
+            runconf::write_private(&sub.workdir.join("spec.json"), &bytes)?;
+            self.cli
+                .submit(sub)
+                .await
+                .map_err(|e| BackendError::Start(format!("submitting {} to Slurm: {e}", sub.name)))
+        }
+        .await;
+        match submitted {
+            Ok(job_id) => Ok((job_id, launch, reg.hash.to_hex())),
+            Err(e) => {
+                self.hub.unregister(&launch);
+                Err(e)
+            }
+        }
     }
 
     /// The one Slurm job of a training job's attempt: a task per worker, one per node
@@ -348,52 +380,34 @@ impl Backend for SlurmBackend {
     }
 
     async fn launch(&self, spec: &NotebookSpec) -> Result<Handle, BackendError> {
-        let mut w = self.local.write_launch(spec).await?;
+        let w = self.local.write_launch(spec).await?;
         let agent_dir = w.run.join("agent");
-        let launch = format!("{}-{}", spec.id, hex::encode(rand::random::<[u8; 4]>()));
-        let reg = self
-            .hub
-            .register(&launch)
-            .map_err(|e| anyhow::anyhow!("registering the notebook with the tunnel: {e}"))?;
         let sandboxed = self.local.sandboxed();
-        if sandboxed && w.runtime.argv.len() > 1 {
-            // On the node nothing gives the sandbox its network namespace before bubblewrap
-            // runs (the process backend's gateway does): bubblewrap makes it. The runtime
-            // outside stays on the node's network, to dial the gateway.
-            w.runtime.argv.insert(1, "--unshare-net".into());
-        }
-        w.runtime.connect_back = Some(ConnectBackSpec {
-            gateway: reg.connect_back,
-            jupyter: Some(match w.port {
-                Some(port) => LocalSpec::Port(port),
-                None => LocalSpec::Unix(agent_dir.join(sandbox::JUPYTER_SOCKET)),
-            }),
-            agent: sandboxed.then(|| agent_dir.join(AGENT_SOCKET)),
-            engine: None,
-        });
-        let written = serde_json::to_vec_pretty(&w.runtime)
-            .context("spec")
-            .map_err(BackendError::Other)
-            .and_then(|bytes| runconf::write_private(&w.run.join("spec.json"), &bytes));
-        if let Err(e) = written {
-            self.hub.unregister(&launch);
-            return Err(e);
-        }
-        let job_id = match self.cli.submit(&self.submission(spec, &w.run)).await {
-            Ok(id) => id,
-            Err(e) => {
-                self.hub.unregister(&launch);
-                return Err(BackendError::Start(format!(
-                    "submitting the notebook's job to Slurm: {e}"
-                )));
-            }
+        let short: String = spec.id.chars().take(8).collect();
+        let mut sub = self.runtime_job(&spec.flavor, format!("atelier-nb-{short}"), &w.run);
+        sub.time_limit_minutes = spec
+            .lease
+            .map(|d| d.as_secs().div_ceil(60) + TIME_LIMIT_MARGIN_MINUTES);
+        let jupyter = match w.port {
+            Some(port) => LocalSpec::Port(port),
+            None => LocalSpec::Unix(agent_dir.join(sandbox::JUPYTER_SOCKET)),
         };
+        let (job_id, launch, secret_hash) = self
+            .submit_connected(&spec.id, w.runtime, sandboxed, &sub, |gateway| {
+                ConnectBackSpec {
+                    gateway,
+                    jupyter: Some(jupyter),
+                    agent: sandboxed.then(|| agent_dir.join(AGENT_SOCKET)),
+                    engine: None,
+                }
+            })
+            .await?;
         tracing::info!(notebook = %spec.id, job = job_id, "notebook submitted to Slurm");
         Ok(Handle::Slurm(SlurmHandle {
             notebook_id: spec.id.clone(),
             job_id,
             launch,
-            secret_hash: reg.hash.to_hex(),
+            secret_hash,
             port: w.port,
             token: w.token,
             rank: None,
@@ -654,45 +668,23 @@ impl Backend for SlurmBackend {
     }
 
     async fn launch_engine(&self, spec: &EngineSpec) -> Result<Handle, BackendError> {
-        let (mut outer, run) = self.local.write_engine_launch(spec).await?;
+        let (outer, run) = self.local.write_engine_launch(spec).await?;
         let agent_dir = run.join("agent");
-        if outer.argv.len() > 1 {
-            // As a notebook's: bubblewrap makes the instance's network namespace on the node.
-            outer.argv.insert(1, "--unshare-net".into());
-        }
-        let launch = format!("{}-{}", spec.id, hex::encode(rand::random::<[u8; 4]>()));
-        let reg = self
-            .hub
-            .register(&launch)
-            .map_err(|e| anyhow::anyhow!("registering the instance with the tunnel: {e}"))?;
-        outer.connect_back = Some(ConnectBackSpec {
-            gateway: reg.connect_back,
-            jupyter: None,
-            agent: Some(agent_dir.join(AGENT_SOCKET)),
-            engine: Some(agent_dir.join(crate::backends::ENGINE_SOCKET)),
-        });
-        let submitted = async {
-            let bytes = serde_json::to_vec_pretty(&outer).context("spec")?;
-            runconf::write_private(&run.join("spec.json"), &bytes)?;
-            let short: String = spec.id.chars().take(8).collect();
-            let sub = self.runtime_job(&spec.flavor, format!("atelier-engine-{short}"), &run);
-            self.cli.submit(&sub).await.map_err(|e| {
-                BackendError::Start(format!("submitting the engine instance to Slurm: {e}"))
+        let short: String = spec.id.chars().take(8).collect();
+        let sub = self.runtime_job(&spec.flavor, format!("atelier-engine-{short}"), &run);
+        let (job_id, launch, secret_hash) = self
+            .submit_connected(&spec.id, outer, true, &sub, |gateway| ConnectBackSpec {
+                gateway,
+                jupyter: None,
+                agent: Some(agent_dir.join(AGENT_SOCKET)),
+                engine: Some(agent_dir.join(crate::backends::ENGINE_SOCKET)),
             })
-        }
-        .await;
-        let job_id = match submitted {
-            Ok(id) => id,
-            Err(e) => {
-                self.hub.unregister(&launch);
-                return Err(e);
-            }
-        };
+            .await?;
         Ok(Handle::Slurm(SlurmHandle {
             notebook_id: spec.id.clone(),
             job_id,
             launch,
-            secret_hash: reg.hash.to_hex(),
+            secret_hash,
             port: None,
             token: String::new(),
             rank: None,
