@@ -327,6 +327,7 @@ pub mod plugins;
 pub mod s3;
 pub mod serving;
 pub mod slurm;
+pub mod training;
 
 fn clear_atelier_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {

@@ -29,38 +29,11 @@ dist.destroy_process_group()
 "#;
 
 async fn wait(api: &Api, name: &str, want: &str) -> Value {
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        let v = api
-            .get(&format!("/v1/training-jobs/{name}"))
-            .await
-            .expect_status(200)
-            .clone();
-        if v["status"] == want {
-            return v;
-        }
-        let over = ["COMPLETED", "FAILED", "ABNORMAL", "TERMINATED"]
-            .contains(&v["status"].as_str().unwrap_or_default());
-        if over || std::time::Instant::now() >= deadline {
-            let ev = api.get(&format!("/v1/training-jobs/{name}/events")).await;
-            let log = log_of(api, name, "worker=0").await;
-            panic!(
-                "job {name} not {want}: {v}\nevents: {}\nworker 0's log:\n{log}",
-                ev.text
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    atelier_tests::training::wait(api, name, want, LONG).await
 }
 
 async fn log_of(api: &Api, name: &str, query: &str) -> String {
-    let r = api
-        .send(api.request(
-            reqwest::Method::GET,
-            &format!("/v1/training-jobs/{name}/logs?{query}"),
-        ))
-        .await;
-    r.text.clone()
+    atelier_tests::training::log_of(api, name, query).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
